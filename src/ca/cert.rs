@@ -1,0 +1,160 @@
+//! A CA certificate as the issuance pipeline needs it: parsed once, checked for being a usable
+//! CA at start-up.
+
+use crate::crypto::PublicKey;
+use der::{Decode, Encode};
+use std::path::Path;
+use time::OffsetDateTime;
+use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, KeyUsages, SubjectKeyIdentifier};
+use x509_cert::name::Name;
+use x509_cert::Certificate;
+
+/// A parsed CA certificate.
+#[derive(Debug, Clone)]
+pub struct CaCert {
+    /// Where it came from (path), for messages.
+    pub source: String,
+    /// DER.
+    pub der: Vec<u8>,
+    /// Subject name.
+    pub subject: Name,
+    /// Subject name, DER.
+    pub subject_der: Vec<u8>,
+    /// Public key.
+    pub public_key: PublicKey,
+    /// Key identifier (its SKI extension, or computed by RFC 5280 method 1).
+    pub key_id: Vec<u8>,
+    /// notBefore.
+    pub not_before: OffsetDateTime,
+    /// notAfter; `None` for 99991231235959Z.
+    pub not_after: Option<OffsetDateTime>,
+    /// basicConstraints CA flag.
+    pub is_ca: bool,
+    /// pathLenConstraint.
+    pub path_len: Option<u8>,
+    /// keyUsage allows keyCertSign (or has no keyUsage).
+    pub can_sign_certs: bool,
+    /// Matter vendor id in the subject, if any.
+    pub matter_vid: Option<String>,
+}
+
+/// Why a CA certificate cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CaError {
+    /// Unreadable.
+    #[error("cannot read CA certificate {0}: {1}")]
+    Read(String, String),
+    /// Not a certificate.
+    #[error("CA certificate {0} does not parse: {1}")]
+    Parse(String, String),
+    /// Not a CA.
+    #[error("{0} is not a CA certificate ({1}); point the profile at the issuing CA's certificate")]
+    NotCa(String, String),
+    /// Expired or not yet valid.
+    #[error("CA certificate {0} {1}; roll over to a new CA (certfab ca) before issuing")]
+    Validity(String, String),
+    /// The chain does not link.
+    #[error("CA chain: {0}")]
+    Chain(String),
+}
+
+/// Converts an X.509 time to OffsetDateTime; `None` for the no-expiry value.
+pub fn time_of(t: &x509_cert::time::Time) -> Option<OffsetDateTime> {
+    let dt = t.to_date_time();
+    if dt.year() == 9999 && dt.month() == 12 && dt.day() == 31 {
+        return None;
+    }
+    OffsetDateTime::from_unix_timestamp(dt.unix_duration().as_secs() as i64).ok()
+}
+
+impl CaCert {
+    /// Reads a PEM or DER certificate file.
+    pub fn load(path: &Path) -> Result<Self, CaError> {
+        let src = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|e| CaError::Read(src.clone(), e.to_string()))?;
+        let der = if bytes.starts_with(b"-----") {
+            pem_rfc7468::decode_vec(&bytes)
+                .map_err(|e| CaError::Parse(src.clone(), e.to_string()))?
+                .1
+        } else {
+            bytes
+        };
+        Self::from_der(der, src)
+    }
+
+    /// Parses DER.
+    pub fn from_der(der: Vec<u8>, source: String) -> Result<Self, CaError> {
+        let perr = |e: &dyn std::fmt::Display| CaError::Parse(source.clone(), e.to_string());
+        let cert = Certificate::from_der(&der).map_err(|e| perr(&e))?;
+        let tbs = &cert.tbs_certificate;
+        let spki = tbs.subject_public_key_info.to_der().map_err(|e| perr(&e))?;
+        let public_key = PublicKey::from_spki_der(&spki).map_err(|e| perr(&e))?;
+        let bc = tbs.get::<BasicConstraints>().map_err(|e| perr(&e))?.map(|(_, b)| b);
+        let ku = tbs.get::<KeyUsage>().map_err(|e| perr(&e))?.map(|(_, k)| k);
+        let ski = tbs.get::<SubjectKeyIdentifier>().map_err(|e| perr(&e))?.map(|(_, s)| s);
+        let key_id = ski
+            .map(|s| s.0.as_bytes().to_vec())
+            .unwrap_or_else(|| crate::crypto::key_identifier(&public_key.subject_public_key()));
+        let not_before = time_of(&tbs.validity.not_before)
+            .ok_or_else(|| perr(&"notBefore is 9999-12-31"))?;
+        Ok(Self {
+            subject_der: tbs.subject.to_der().map_err(|e| perr(&e))?,
+            subject: tbs.subject.clone(),
+            public_key,
+            key_id,
+            not_before,
+            not_after: time_of(&tbs.validity.not_after),
+            is_ca: bc.as_ref().is_some_and(|b| b.ca),
+            path_len: bc.and_then(|b| b.path_len_constraint),
+            can_sign_certs: ku.is_none_or(|k| k.0.contains(KeyUsages::KeyCertSign)),
+            matter_vid: crate::csr::attr_text(&tbs.subject, crate::profile::MATTER_VID),
+            der,
+            source,
+        })
+    }
+
+    /// Refuses a certificate that is not a CA, or not valid at `now`.
+    pub fn check_usable(&self, now: OffsetDateTime) -> Result<(), CaError> {
+        if !self.is_ca {
+            return Err(CaError::NotCa(self.source.clone(), "basicConstraints CA is not TRUE".into()));
+        }
+        if !self.can_sign_certs {
+            return Err(CaError::NotCa(self.source.clone(), "keyUsage lacks keyCertSign".into()));
+        }
+        if now < self.not_before {
+            return Err(CaError::Validity(
+                self.source.clone(),
+                format!("is not valid before {}", crate::clock::rfc3339(self.not_before)),
+            ));
+        }
+        if let Some(na) = self.not_after {
+            if now >= na {
+                return Err(CaError::Validity(
+                    self.source.clone(),
+                    format!("expired at {}", crate::clock::rfc3339(na)),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Verifies that `self` was signed by `issuer`.
+    pub fn check_signed_by(&self, issuer: &CaCert) -> Result<(), CaError> {
+        let (tbs, alg, sig) = crate::csr::split_signed(&self.der)
+            .map_err(|e| CaError::Chain(format!("{}: {e}", self.source)))?;
+        let alg = crate::crypto::SignatureAlgorithm::from_identifier(&alg)
+            .map_err(|e| CaError::Chain(format!("{}: {e}", self.source)))?;
+        issuer.public_key.verify(alg, tbs, sig).map_err(|_| {
+            CaError::Chain(format!(
+                "{} is not signed by {}; list the chain nearest-first",
+                self.source, issuer.source
+            ))
+        })
+    }
+
+    /// PEM text.
+    pub fn pem(&self) -> String {
+        crate::issue::pem(&self.der)
+    }
+}

@@ -1,0 +1,152 @@
+//! The CA key ceremony, signing half: self-sign a root, make a CSR for an issuing CA whose key
+//! is on the token, and sign an issuing CA certificate. Key generation and certificate import
+//! are in [`crate::hsm`]. Every signature here is made by a [`Signer`] (the HSM in practice)
+//! and verified before it is returned.
+
+mod cert;
+
+pub use cert::{time_of, CaCert, CaError};
+
+use crate::csr::PolicyError;
+use crate::issue::{self, BuildError, CertSpec};
+use crate::signer::{SignError, Signer};
+use der::{Decode, Encode};
+use time::OffsetDateTime;
+use x509_cert::ext::pkix::KeyUsages;
+use x509_cert::name::Name;
+use x509_cert::request::{CertReq, CertReqInfo};
+
+/// Validity and constraints of a CA certificate.
+#[derive(Debug, Clone)]
+pub struct CaParams {
+    /// Subject (ignored when signing a CSR unless given explicitly).
+    pub subject: Option<Name>,
+    /// notBefore.
+    pub not_before: OffsetDateTime,
+    /// notAfter; None = 99991231235959Z.
+    pub not_after: Option<OffsetDateTime>,
+    /// pathLenConstraint.
+    pub path_len: Option<u8>,
+    /// Serial prefix byte.
+    pub serial_prefix: u8,
+}
+
+/// A ceremony step that failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CeremonyError {
+    /// Encoding.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// Signing.
+    #[error(transparent)]
+    Sign(#[from] SignError),
+    /// The CSR is unacceptable.
+    #[error("issuing-CA CSR refused: {0}")]
+    Csr(#[from] PolicyError),
+    /// The issuer cannot issue this.
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    /// Invalid parameter.
+    #[error("{0}")]
+    Param(String),
+}
+
+fn ca_extensions(key_id: &[u8], issuer_key_id: &[u8], path_len: Option<u8>) -> Result<Vec<x509_cert::ext::Extension>, BuildError> {
+    Ok(vec![
+        issue::basic_constraints(true, path_len)?,
+        issue::key_usage(KeyUsages::KeyCertSign | KeyUsages::CRLSign)?,
+        issue::subject_key_id(key_id)?,
+        issue::authority_key_id(issuer_key_id)?,
+    ])
+}
+
+fn sign_and_verify<S: Signer>(spec: &CertSpec, signer: &S) -> Result<Vec<u8>, CeremonyError> {
+    let tbs = issue::build_tbs(spec)?;
+    let sig = signer.sign(&tbs)?;
+    signer
+        .public_key()
+        .verify(spec.signature, &tbs, &sig)
+        .map_err(|_| CeremonyError::Param("the token's signature does not verify with its own public key".into()))?;
+    Ok(issue::assemble(&tbs, spec.signature, &sig)?)
+}
+
+/// Self-signs a root CA certificate with `signer`.
+pub fn self_sign<S: Signer>(signer: &S, params: &CaParams) -> Result<Vec<u8>, CeremonyError> {
+    let subject = params
+        .subject
+        .clone()
+        .ok_or_else(|| CeremonyError::Param("a root needs --subject".into()))?;
+    let key_id = crate::crypto::key_identifier(&signer.public_key().subject_public_key());
+    let spec = CertSpec {
+        serial: issue::new_serial(params.serial_prefix).map_err(|e| CeremonyError::Param(e.to_string()))?,
+        signature: signer.algorithm(),
+        issuer: subject.clone(),
+        subject,
+        not_before: params.not_before,
+        not_after: params.not_after,
+        spki: signer.public_key().spki_der().to_vec(),
+        extensions: ca_extensions(&key_id, &key_id, params.path_len)?,
+    };
+    sign_and_verify(&spec, signer)
+}
+
+/// A PKCS#10 CSR for the key behind `signer` (an issuing CA whose key is on the token).
+pub fn make_csr<S: Signer>(signer: &S, subject: Name) -> Result<Vec<u8>, CeremonyError> {
+    let info = CertReqInfo {
+        version: x509_cert::request::Version::V1,
+        subject,
+        public_key: spki::SubjectPublicKeyInfoOwned::from_der(signer.public_key().spki_der())
+            .map_err(BuildError::from)?,
+        attributes: Default::default(),
+    };
+    let tbs = info.to_der().map_err(BuildError::from)?;
+    let sig = signer.sign(&tbs)?;
+    let req = CertReq {
+        info,
+        algorithm: signer.algorithm().identifier(),
+        signature: der::asn1::BitString::from_bytes(&sig).map_err(BuildError::from)?,
+    };
+    Ok(req.to_der().map_err(BuildError::from)?)
+}
+
+/// Signs a subordinate CA certificate for the key in `csr`, with the issuer's token key.
+pub fn sign_ca<S: Signer>(
+    issuer_signer: &S,
+    issuer: &CaCert,
+    csr: &[u8],
+    params: &CaParams,
+) -> Result<Vec<u8>, CeremonyError> {
+    issuer.check_usable(params.not_before)?;
+    if let Some(pl) = issuer.path_len {
+        if params.path_len.is_none_or(|p| p >= pl) {
+            return Err(CeremonyError::Param(format!(
+                "the issuer's pathLenConstraint is {pl}; pass --path-len below it"
+            )));
+        }
+    }
+    let req = crate::csr::parse_csr(csr)?;
+    if let Some(issuer_na) = issuer.not_after {
+        // A no-expiry CA only under a no-expiry issuer; otherwise nest inside the issuer.
+        if params.not_after.is_none_or(|na| na > issuer_na) {
+            return Err(CeremonyError::Param(format!(
+                "the new CA would outlive its issuer (notAfter {}); shorten --validity",
+                crate::clock::rfc3339(issuer_na)
+            )));
+        }
+    }
+    let key_id = crate::crypto::key_identifier(&req.public_key.subject_public_key());
+    let spec = CertSpec {
+        serial: issue::new_serial(params.serial_prefix).map_err(|e| CeremonyError::Param(e.to_string()))?,
+        signature: issuer_signer.algorithm(),
+        issuer: issuer.subject.clone(),
+        subject: params.subject.clone().unwrap_or(req.subject),
+        not_before: params.not_before.max(issuer.not_before),
+        not_after: params.not_after,
+        spki: req.public_key.spki_der().to_vec(),
+        extensions: ca_extensions(&key_id, &issuer.key_id, params.path_len)?,
+    };
+    // The signer was opened against the issuer certificate's key, so this also proves the
+    // new certificate verifies under the issuer certificate.
+    sign_and_verify(&spec, issuer_signer)
+}

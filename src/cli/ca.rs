@@ -1,0 +1,183 @@
+use super::{read_input, validity, Ctx};
+use crate::ca::{CaCert, CaParams};
+use crate::error::{Error, ExitCode};
+use crate::hsm::CaKeyAlgorithm;
+use crate::signer::Signer;
+use clap::Subcommand;
+use std::path::PathBuf;
+use std::str::FromStr;
+use x509_cert::name::Name;
+
+/// `certfab ca …`
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Generate a CA key pair inside the token (non-extractable, sensitive, sign-only).
+    Keygen {
+        /// pkcs11: URI or label for the new key (object=LABEL).
+        #[arg(long)]
+        key: String,
+        /// Key algorithm.
+        #[arg(long, value_enum, default_value = "p256")]
+        algorithm: CaKeyAlgorithm,
+    },
+    /// Self-sign a root CA certificate with a key in the token.
+    Selfsign {
+        /// The root's key (pkcs11: URI or label).
+        #[arg(long)]
+        key: String,
+        /// Subject DN, RFC 4514 (e.g. "CN=Acme Device Root,O=Acme").
+        #[arg(long)]
+        subject: String,
+        /// Lifetime (e.g. 20y) or "none" for 99991231235959Z.
+        #[arg(long, default_value = "20y")]
+        validity: String,
+        /// notBefore, RFC 3339 (default: now).
+        #[arg(long)]
+        not_before: Option<String>,
+        /// pathLenConstraint.
+        #[arg(long)]
+        path_len: Option<u8>,
+        /// Output PEM file (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Make a CSR for a CA whose key is in the token (for signing by a root here or offline).
+    Csr {
+        /// The key (pkcs11: URI or label).
+        #[arg(long)]
+        key: String,
+        /// Subject DN, RFC 4514.
+        #[arg(long)]
+        subject: String,
+        /// Output PEM file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a subordinate CA certificate with a CA key in the token.
+    Sign {
+        /// Issuing CA's key (pkcs11: URI, label, or CA name from the site config).
+        #[arg(long)]
+        issuer_key: String,
+        /// Issuing CA's certificate (default: the named CA's from the site config).
+        #[arg(long)]
+        issuer_cert: Option<PathBuf>,
+        /// The subordinate's CSR.
+        #[arg(long)]
+        csr: PathBuf,
+        /// Override the CSR's subject (RFC 4514).
+        #[arg(long)]
+        subject: Option<String>,
+        /// Lifetime, or "none" (only under a no-expiry issuer).
+        #[arg(long, default_value = "10y")]
+        validity: String,
+        /// notBefore, RFC 3339 (default: now).
+        #[arg(long)]
+        not_before: Option<String>,
+        /// pathLenConstraint (0 for an issuing CA that signs only devices).
+        #[arg(long)]
+        path_len: Option<u8>,
+        /// Output PEM file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Store a CA certificate on the token beside its key, after checking they match.
+    Import {
+        /// The key (pkcs11: URI or label).
+        #[arg(long)]
+        key: String,
+        /// The certificate (PEM or DER).
+        #[arg(long)]
+        cert: PathBuf,
+    },
+}
+
+fn dn(s: &str) -> Result<Name, Error> {
+    Name::from_str(s).map_err(|e| Error::Usage(format!("--subject '{s}' is not an RFC 4514 DN (e.g. \"CN=Acme Root,O=Acme\"): {e}")))
+}
+
+pub(super) fn run(ctx: &Ctx, cmd: CaCommand) -> Result<ExitCode, Error> {
+    let site = ctx.site()?;
+    site.login()?;
+    let prefix = site.config.serial_prefix;
+    match cmd {
+        CaCommand::Keygen { key, algorithm } => {
+            let uri = site.key_uri(&key)?;
+            let id = crate::hsm::generate_ca_key(&site.hsm, &uri, algorithm)?;
+            let k = site.hsm.key(&uri, None)?;
+            let spki = crate::crypto::sha256(k.public_key().spki_der());
+            ctx.print(
+                &serde_json::json!({"key": uri.to_string(), "id": hex::encode(&id), "algorithm": algorithm, "spki_sha256": hex::encode(spki)}),
+                &format!(
+                    "generated {algorithm:?} key {uri} (id {}) in token '{}': sensitive, non-extractable, sign-only\nSPKI SHA-256 {}",
+                    hex::encode(&id),
+                    site.hsm.token_label(),
+                    hex::encode(spki)
+                ),
+            );
+        }
+        CaCommand::Selfsign { key, subject, validity: v, not_before, path_len, out } => {
+            crate::output::check_free(&[&out])?;
+            let uri = site.key_uri(&key)?;
+            let signer = site.hsm.key(&uri, None)?;
+            let (nb, na) = validity(&v, not_before.as_deref())?;
+            let der = crate::ca::self_sign(
+                &signer,
+                &CaParams { subject: Some(dn(&subject)?), not_before: nb, not_after: na, path_len, serial_prefix: prefix },
+            )?;
+            done(ctx, &out, &der, "root CA certificate")?;
+        }
+        CaCommand::Csr { key, subject, out } => {
+            crate::output::check_free(&[&out])?;
+            let signer = site.hsm.key(&site.key_uri(&key)?, None)?;
+            let der = crate::ca::make_csr(&signer, dn(&subject)?)?;
+            let pem = pem_rfc7468::encode_string("CERTIFICATE REQUEST", pem_rfc7468::LineEnding::LF, &der).unwrap_or_default();
+            crate::output::write_new(&out, pem.as_bytes())?;
+            ctx.print(&serde_json::json!({"csr": out}), &format!("wrote CA CSR {}", out.display()));
+        }
+        CaCommand::Sign { issuer_key, issuer_cert, csr, subject, validity: v, not_before, path_len, out } => {
+            crate::output::check_free(&[&out])?;
+            let (uri, cert_path) = match site.config.cas.get(&issuer_key) {
+                Some(ca) => (ca.key.clone(), issuer_cert.unwrap_or(ca.cert.clone())),
+                None => (
+                    site.key_uri(&issuer_key)?,
+                    issuer_cert.ok_or_else(|| Error::Usage("--issuer-cert is required when --issuer-key is not a CA name from the site config".into()))?,
+                ),
+            };
+            let issuer = CaCert::load(&cert_path)?;
+            let signer = site.hsm.key(&uri, Some((&issuer.public_key, &issuer.source)))?;
+            let (nb, na) = validity(&v, not_before.as_deref())?;
+            let csr_bytes = read_input(&csr, "CSR")?;
+            let der = crate::ca::sign_ca(
+                &signer,
+                &issuer,
+                &csr_bytes,
+                &CaParams { subject: subject.as_deref().map(dn).transpose()?, not_before: nb, not_after: na, path_len, serial_prefix: prefix },
+            )?;
+            done(ctx, &out, &der, "CA certificate")?;
+        }
+        CaCommand::Import { key, cert } => {
+            let uri = site.key_uri(&key)?;
+            let c = CaCert::load(&cert)?;
+            crate::hsm::import_certificate(&site.hsm, &uri, &c)?;
+            ctx.print(
+                &serde_json::json!({"key": uri.to_string(), "cert": cert}),
+                &format!("imported {} beside {uri}: the key matches the certificate", cert.display()),
+            );
+        }
+    }
+    Ok(ExitCode::Ok)
+}
+
+fn done(ctx: &Ctx, out: &std::path::Path, der: &[u8], what: &str) -> Result<(), Error> {
+    let c = CaCert::from_der(der.to_vec(), out.display().to_string())?;
+    crate::output::write_new(out, c.pem().as_bytes())?;
+    let na = c.not_after.map(crate::clock::rfc3339).unwrap_or_else(|| "99991231235959Z (no expiry)".into());
+    ctx.print(
+        &serde_json::json!({
+            "cert": out, "sha256": hex::encode(crate::crypto::sha256(der)),
+            "not_before": crate::clock::rfc3339(c.not_before), "not_after": na,
+        }),
+        &format!("wrote {what} {} (valid {} .. {na})", out.display(), crate::clock::rfc3339(c.not_before)),
+    );
+    Ok(())
+}

@@ -1,0 +1,121 @@
+use super::{read_input, Ctx};
+use crate::error::{Error, ExitCode};
+use crate::issue::{self, IssueContext, KeySource, Request};
+use crate::profile::Profile;
+use crate::signer::Signer;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// `certfab issue`
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("key").required(true).args(["csr", "pubkey"])))]
+pub struct IssueArgs {
+    /// Device-class profile: a path, or a name in the site's profiles_dir.
+    #[arg(long)]
+    profile: String,
+    /// The device's CSR (PEM or DER); its self-signature is verified.
+    #[arg(long)]
+    csr: Option<PathBuf>,
+    /// The device's public key (SPKI PEM or DER), when it cannot make a CSR.
+    #[arg(long)]
+    pubkey: Option<PathBuf>,
+    /// Device id (default: per the profile's device_id.from).
+    #[arg(long)]
+    device_id: Option<String>,
+    /// Template value for {var.NAME}: NAME=VALUE (repeatable).
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    vars: Vec<String>,
+    /// Output directory: cert.pem (leaf) and chain.pem (leaf, issuing CA[, …]).
+    #[arg(long)]
+    out: PathBuf,
+    /// Also put the root (last certificate of the configured chain) into chain.pem.
+    #[arg(long)]
+    with_root: bool,
+}
+
+pub(super) fn run(ctx: &Ctx, a: IssueArgs) -> Result<ExitCode, Error> {
+    let site = ctx.site()?;
+    let profile = Profile::load(&site.config.profile_path(&a.profile))?;
+    let cert_path = a.out.join("cert.pem");
+    let chain_path = a.out.join("chain.pem");
+    crate::output::check_free(&[&cert_path, &chain_path])?;
+    let key = match (&a.csr, &a.pubkey) {
+        (Some(p), _) => KeySource::Csr(read_input(p, "CSR")?),
+        (None, Some(p)) => KeySource::PublicKey(read_input(p, "public key")?),
+        (None, None) => return Err(Error::Usage("pass --csr or --pubkey".into())),
+    };
+    let input_name = a.csr.as_ref().or(a.pubkey.as_ref()).map(|p| p.display().to_string()).unwrap_or_default();
+    let mut vars = BTreeMap::new();
+    for v in &a.vars {
+        let (k, val) = v
+            .split_once('=')
+            .ok_or_else(|| Error::Usage(format!("--var '{v}' must be NAME=VALUE")))?;
+        vars.insert(format!("var.{k}"), val.to_string());
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let now = now.replace_nanosecond(0).unwrap_or(now);
+    let ca_ref = site.ca_ref(&profile)?;
+    site.login()?;
+    let issuer = site.issuer(&ca_ref, now)?;
+    let ictx = IssueContext {
+        profile: &profile,
+        ca: &issuer.cert,
+        signature: issuer.key.algorithm(),
+        serial_prefix: site.config.serial_prefix,
+        now,
+    };
+    let req = Request { device_id: a.device_id.clone(), key, vars };
+    let prepared = issue::prepare(&ictx, &req).map_err(|e| with_input(e, &input_name))?;
+    let issued = issue::sign(prepared, &issuer.cert, &issuer.key)?;
+
+    let mut chain = issued.pem();
+    chain.push_str(&issuer.cert.pem());
+    let above = if a.with_root { issuer.chain.len() } else { issuer.chain.len().saturating_sub(1) };
+    for c in issuer.chain.iter().take(above) {
+        chain.push_str(&c.pem());
+    }
+    crate::output::write_new(&cert_path, issued.pem().as_bytes())?;
+    crate::output::write_new(&chain_path, chain.as_bytes())?;
+
+    let p = &issued.prepared;
+    let na = p.not_after.map(crate::clock::rfc3339).unwrap_or_else(|| "99991231235959Z".into());
+    let summary = serde_json::json!({
+        "device_id": p.device_id,
+        "serial": issued.serial_hex(),
+        "profile": profile.name,
+        "profile_sha256": hex::encode(profile.sha256),
+        "ca": ca_ref.name,
+        "key_origin": p.key_origin,
+        "key_type": p.public_key.kind().to_string(),
+        "not_before": crate::clock::rfc3339(p.not_before),
+        "not_after": na,
+        "cert_sha256": hex::encode(crate::crypto::sha256(&issued.der)),
+        "spki_sha256": hex::encode(crate::crypto::sha256(p.public_key.spki_der())),
+        "cert": cert_path,
+        "chain": chain_path,
+    });
+    ctx.print(
+        &summary,
+        &format!(
+            "issued {} for device {} (serial {}, {}, valid until {na})\n  {}\n  {}",
+            profile.name,
+            p.device_id,
+            issued.serial_hex(),
+            p.public_key.kind(),
+            cert_path.display(),
+            chain_path.display()
+        ),
+    );
+    Ok(ExitCode::Ok)
+}
+
+fn with_input(e: crate::issue::IssueError, input: &str) -> Error {
+    match e {
+        crate::issue::IssueError::Policy(p) => Error::Input {
+            path: input.into(),
+            msg: format!("refused: {p}"),
+            code: ExitCode::Rejected,
+        },
+        other => other.into(),
+    }
+}

@@ -1,0 +1,113 @@
+//! Command-line definitions (clap derive) and the printing of results. No certificate logic
+//! lives here: each command calls the library and prints what it returns.
+
+mod ca;
+mod hsm;
+mod issue;
+
+use crate::error::{Error, ExitCode};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// certfab: HSM-backed certificate factory for manufacturing lines.
+#[derive(Debug, Parser)]
+#[command(name = "certfab", version, about, long_about = None)]
+pub struct Cli {
+    /// Site config (certfab.yaml). Also CERTFAB_CONFIG.
+    #[arg(long, global = true, env = "CERTFAB_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print a machine-readable JSON result on stdout; messages go to stderr.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Inspect and measure the PKCS#11 token.
+    #[command(subcommand)]
+    Hsm(hsm::HsmCommand),
+    /// CA key ceremony: generate keys in the token, self-sign, CSR, sign, import.
+    #[command(subcommand)]
+    Ca(ca::CaCommand),
+    /// Issue one device certificate.
+    Issue(issue::IssueArgs),
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<ExitCode, Error> {
+    let ctx = Ctx {
+        config: cli.config,
+        json: cli.json,
+    };
+    match cli.command {
+        Command::Hsm(c) => hsm::run(&ctx, c),
+        Command::Ca(c) => ca::run(&ctx, c),
+        Command::Issue(a) => issue::run(&ctx, a),
+    }
+}
+
+pub(crate) struct Ctx {
+    config: Option<PathBuf>,
+    json: bool,
+}
+
+impl Ctx {
+    fn site(&self) -> Result<crate::site::Site, Error> {
+        let path = self
+            .config
+            .as_ref()
+            .ok_or(Error::Config(crate::config::ConfigError::Missing))?;
+        crate::site::Site::open(path)
+    }
+
+    /// Prints a result: JSON on stdout with --json, else the human text.
+    fn print(&self, value: &serde_json::Value, human: &str) {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+        } else {
+            println!("{human}");
+        }
+    }
+}
+
+fn read_input(path: &std::path::Path, what: &str) -> Result<Vec<u8>, Error> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::Input {
+        path: path.display().to_string(),
+        msg: format!("cannot read {what}: {e}"),
+        code: ExitCode::Usage,
+    })?;
+    if meta.len() > crate::csr::MAX_INPUT as u64 {
+        return Err(Error::Input {
+            path: path.display().to_string(),
+            msg: format!("{what} is {} bytes, over the 64 KiB limit; refused before parsing", meta.len()),
+            code: ExitCode::Rejected,
+        });
+    }
+    std::fs::read(path).map_err(|e| Error::Input {
+        path: path.display().to_string(),
+        msg: format!("cannot read {what}: {e}"),
+        code: ExitCode::Usage,
+    })
+}
+
+/// `--validity` and `--not-before` for CA commands.
+fn validity(
+    validity: &str,
+    not_before: Option<&str>,
+) -> Result<(time::OffsetDateTime, Option<time::OffsetDateTime>), Error> {
+    let nb = match not_before {
+        Some(s) => time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+            .map_err(|e| Error::Usage(format!("--not-before '{s}' is not RFC 3339 (e.g. 2026-01-01T00:00:00Z): {e}")))?,
+        None => time::OffsetDateTime::now_utc(),
+    };
+    let nb = nb.replace_nanosecond(0).unwrap_or(nb);
+    let na = match validity {
+        "none" => None,
+        v => Some(nb + crate::profile::parse_duration(v).map_err(|e| Error::Usage(format!("--validity: {e}")))?),
+    };
+    Ok((nb, na))
+}

@@ -1,0 +1,200 @@
+//! The site config (`certfab.yaml`): which PKCS#11 module and token, where the PIN comes from,
+//! the station identity, and the CAs profiles refer to by name.
+
+use crate::hsm::Pkcs11Uri;
+use crate::secret::SecretSource;
+use crate::yaml::{line_of, YamlError};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    pkcs11: RawPkcs11,
+    #[serde(default)]
+    station: RawStation,
+    #[serde(default)]
+    cas: BTreeMap<String, RawCa>,
+    #[serde(default)]
+    profiles_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPkcs11 {
+    module: PathBuf,
+    token: String,
+    #[serde(default)]
+    pin: Option<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStation {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    serial_prefix: Option<u8>,
+}
+
+/// A CA as the site config names it: a key on the token and its certificate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCa {
+    /// `pkcs11:` URI of the private key.
+    pub key: String,
+    /// PEM certificate of this CA.
+    pub cert: PathBuf,
+    /// Further certificates up to (and including, if wanted) the root, nearest first.
+    #[serde(default)]
+    pub chain: Vec<PathBuf>,
+    /// Sign with RSASSA-PSS instead of PKCS#1 v1.5 (RSA keys only).
+    #[serde(default)]
+    pub rsa_pss: bool,
+}
+
+/// A resolved CA reference.
+#[derive(Debug, Clone)]
+pub struct CaRef {
+    /// Name (site config key), or the profile path for inline CAs.
+    pub name: String,
+    /// Private key URI.
+    pub key: Pkcs11Uri,
+    /// CA certificate path.
+    pub cert: PathBuf,
+    /// Chain above it, nearest first.
+    pub chain: Vec<PathBuf>,
+    /// Use RSASSA-PSS.
+    pub rsa_pss: bool,
+}
+
+/// The loaded site config; paths are absolute.
+#[derive(Debug, Clone)]
+pub struct SiteConfig {
+    /// The config file.
+    pub path: PathBuf,
+    /// PKCS#11 module.
+    pub module: PathBuf,
+    /// Token selector.
+    pub token: Pkcs11Uri,
+    /// PIN source, if the token needs a login.
+    pub pin: Option<SecretSource>,
+    /// Environment the module needs (e.g. SOFTHSM2_CONF), applied before loading it.
+    pub module_env: BTreeMap<String, String>,
+    /// Station id recorded with everything issued here.
+    pub station_id: String,
+    /// First serial-number byte (0x01..=0x7f) unique to this station.
+    pub serial_prefix: u8,
+    /// CAs by name.
+    pub cas: BTreeMap<String, CaRef>,
+    /// Where bare profile names are looked up.
+    pub profiles_dir: Option<PathBuf>,
+}
+
+/// A site config that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// No config given.
+    #[error("no site config: pass --config PATH or set CERTFAB_CONFIG (hsm-fixtures/dev-line.sh DIR makes one)")]
+    Missing,
+    /// Schema or value error with location.
+    #[error(transparent)]
+    Yaml(#[from] YamlError),
+}
+
+impl SiteConfig {
+    /// Loads and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let (raw, text): (RawConfig, String) = crate::yaml::load(&path)?;
+        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let err = |key: &str, msg: String| YamlError {
+            path: path.clone(),
+            line: line_of(&text, key),
+            msg,
+        };
+        let token = if raw.pkcs11.token.starts_with("pkcs11:") {
+            Pkcs11Uri::parse(&raw.pkcs11.token).map_err(|e| err("token", e.to_string()))?
+        } else {
+            Pkcs11Uri {
+                token: Some(raw.pkcs11.token.clone()),
+                ..Default::default()
+            }
+        };
+        let pin = raw
+            .pkcs11
+            .pin
+            .as_deref()
+            .map(|p| SecretSource::parse(p, &base))
+            .transpose()
+            .map_err(|e| err("pin", e.to_string()))?;
+        let serial_prefix = raw.station.serial_prefix.unwrap_or(1);
+        if !(1..=0x7f).contains(&serial_prefix) {
+            return Err(err(
+                "serial_prefix",
+                format!("station.serial_prefix {serial_prefix} is out of range; use 1..=127 (0x01..0x7f), unique per station"),
+            )
+            .into());
+        }
+        let mut cas = BTreeMap::new();
+        for (name, ca) in raw.cas {
+            let key = Pkcs11Uri::parse(&ca.key).map_err(|e| err(&name, e.to_string()))?;
+            cas.insert(
+                name.clone(),
+                CaRef {
+                    name,
+                    key: inherit_token(key, &token),
+                    cert: base.join(ca.cert),
+                    chain: ca.chain.into_iter().map(|p| base.join(p)).collect(),
+                    rsa_pss: ca.rsa_pss,
+                },
+            );
+        }
+        Ok(Self {
+            module: base.join(raw.pkcs11.module),
+            token,
+            pin,
+            module_env: raw.pkcs11.env,
+            station_id: raw.station.id.unwrap_or_else(|| "station".into()),
+            serial_prefix,
+            cas,
+            profiles_dir: raw.profiles_dir.map(|p| base.join(p)),
+            path,
+        })
+    }
+
+    /// Exports `pkcs11.env` into this process so the module sees it when loaded. Call before
+    /// any thread is started.
+    pub fn apply_module_env(&self) {
+        for (k, v) in &self.module_env {
+            std::env::set_var(k, v);
+        }
+    }
+
+    /// Resolves a profile argument: a path, or a bare name looked up in `profiles_dir`.
+    pub fn profile_path(&self, arg: &str) -> PathBuf {
+        let p = PathBuf::from(arg);
+        if p.exists() || arg.contains('/') || arg.ends_with(".yaml") {
+            return p;
+        }
+        self.profiles_dir
+            .as_ref()
+            .map(|d| d.join(format!("{arg}.yaml")))
+            .filter(|p| p.exists())
+            .unwrap_or(p)
+    }
+}
+
+/// A key URI without token attributes uses the site's token.
+pub fn inherit_token(mut key: Pkcs11Uri, token: &Pkcs11Uri) -> Pkcs11Uri {
+    if key.token.is_none() && key.serial.is_none() && key.slot_id.is_none() {
+        key.token = token.token.clone();
+        key.serial = token.serial.clone();
+        key.slot_id = token.slot_id;
+    }
+    key
+}

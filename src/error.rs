@@ -1,0 +1,109 @@
+//! The top-level error and the one place exit codes are decided (DESIGN.md "Exit codes").
+
+use crate::ca::{CaError, CeremonyError};
+use crate::config::ConfigError;
+use crate::hsm::{HsmError, UriError};
+use crate::issue::IssueError;
+use crate::secret::SecretError;
+use crate::signer::SignError;
+use crate::yaml::YamlError;
+
+/// Documented process exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ExitCode {
+    /// Success.
+    Ok = 0,
+    /// Usage or configuration error.
+    Usage = 2,
+    /// Input rejected by policy.
+    Rejected = 3,
+    /// HSM unavailable or login refused.
+    Hsm = 4,
+    /// Ledger or output storage failure.
+    Storage = 5,
+    /// Device or station failure.
+    Station = 6,
+    /// Batch finished with some devices failed.
+    Partial = 10,
+}
+
+/// Any failure a certfab command reports.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Site config.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Profile or other YAML.
+    #[error(transparent)]
+    Yaml(#[from] YamlError),
+    /// Secret source.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// PKCS#11 URI.
+    #[error(transparent)]
+    Uri(#[from] UriError),
+    /// HSM.
+    #[error(transparent)]
+    Hsm(#[from] HsmError),
+    /// CA certificate.
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    /// CA ceremony.
+    #[error(transparent)]
+    Ceremony(#[from] CeremonyError),
+    /// Issuance.
+    #[error(transparent)]
+    Issue(#[from] IssueError),
+    /// A file named on the command line (input) could not be used.
+    #[error("{path}: {msg}")]
+    Input {
+        /// The file.
+        path: String,
+        /// What is wrong and the fix.
+        msg: String,
+        /// Exit code.
+        code: ExitCode,
+    },
+    /// Writing output failed.
+    #[error("cannot write {path}: {msg}")]
+    Output {
+        /// The file.
+        path: String,
+        /// Why.
+        msg: String,
+    },
+    /// Bad argument combination.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    /// The exit code for this error.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Self::Config(_) | Self::Yaml(_) | Self::Secret(_) | Self::Uri(_) | Self::Ca(_) | Self::Usage(_) => {
+                ExitCode::Usage
+            }
+            Self::Hsm(h) => hsm_code(h),
+            Self::Ceremony(CeremonyError::Sign(SignError::Hsm(h))) => hsm_code(h),
+            Self::Ceremony(CeremonyError::Csr(_)) => ExitCode::Rejected,
+            Self::Ceremony(_) => ExitCode::Usage,
+            Self::Issue(IssueError::Policy(_) | IssueError::Lint(_)) => ExitCode::Rejected,
+            Self::Issue(IssueError::Sign(SignError::Hsm(h))) => hsm_code(h),
+            Self::Issue(IssueError::Build(_)) => ExitCode::Rejected,
+            Self::Issue(_) => ExitCode::Hsm,
+            Self::Input { code, .. } => *code,
+            Self::Output { .. } => ExitCode::Storage,
+        }
+    }
+}
+
+fn hsm_code(h: &HsmError) -> ExitCode {
+    match h {
+        // The key exists but does not belong to the configured certificate: a config error.
+        HsmError::KeyMismatch { .. } => ExitCode::Usage,
+        _ => ExitCode::Hsm,
+    }
+}

@@ -1,0 +1,259 @@
+//! PKCS#11 through cryptoki: load the module, pick the token, log in once, find keys once,
+//! sign, and recover from a token or session that went away.
+//!
+//! The CA private key never leaves the token: certfab reads only public attributes, refuses
+//! keys that are extractable or not sensitive, and generates CA keys with a template that
+//! forbids export (see `keygen`).
+
+mod bench;
+mod error;
+mod info;
+mod key;
+mod keygen;
+mod uri;
+
+pub use bench::{bench, BenchResult};
+pub use error::HsmError;
+pub use info::{info, HsmInfo};
+pub use key::HsmKey;
+pub use keygen::{generate_ca_key, import_certificate, CaKeyAlgorithm};
+pub use uri::{Pkcs11Uri, UriError};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use secrecy::SecretString;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// A loaded PKCS#11 module with one selected token.
+///
+/// Shared by every worker (wrap it in an `Arc`); each worker opens its own session through
+/// [`Hsm::key`]. Login state belongs to the application, so one login covers every session.
+pub struct Hsm {
+    module: PathBuf,
+    token: Pkcs11Uri,
+    state: Mutex<State>,
+    login: Mutex<Option<Login>>,
+}
+
+struct State {
+    ctx: Pkcs11,
+    slot: Slot,
+    label: String,
+    /// Bumped on every re-initialisation, so sessions know they are stale.
+    generation: u64,
+}
+
+struct Login {
+    pin: SecretString,
+    /// Keeps the login alive: PKCS#11 drops it when the application's last session closes.
+    _session: Session,
+}
+
+impl Hsm {
+    /// Loads `module` and selects the token that `token` names (label, serial, or slot).
+    pub fn open(module: &Path, token: &Pkcs11Uri) -> Result<Self, HsmError> {
+        let (ctx, slot, label) = init(module, token)?;
+        Ok(Self {
+            module: module.to_path_buf(),
+            token: token.clone(),
+            state: Mutex::new(State {
+                ctx,
+                slot,
+                label,
+                generation: 0,
+            }),
+            login: Mutex::new(None),
+        })
+    }
+
+    /// The selected token's label.
+    pub fn token_label(&self) -> String {
+        self.lock().label.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind; keep going.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn context(&self) -> (Pkcs11, Slot, u64) {
+        let s = self.lock();
+        (s.ctx.clone(), s.slot, s.generation)
+    }
+
+    /// Logs the user in, once. Refuses when the token reports the PIN locked or on its final
+    /// try, and makes exactly one attempt: a wrong PIN is reported, never retried.
+    pub fn login(&self, pin: SecretString, source_name: &str) -> Result<(), HsmError> {
+        let (ctx, slot, _) = self.context();
+        let label = self.token_label();
+        let info = ctx.get_token_info(slot).map_err(HsmError::call)?;
+        if info.user_pin_locked() {
+            return Err(HsmError::PinLocked(label));
+        }
+        if info.user_pin_final_try() {
+            return Err(HsmError::PinFinalTry(label));
+        }
+        let session = ctx.open_ro_session(slot).map_err(HsmError::call)?;
+        match session.login(UserType::User, Some(&pin)) {
+            Ok(()) => {}
+            Err(e) => {
+                let e = HsmError::call(e);
+                if e.ckr() != Some("CKR_USER_ALREADY_LOGGED_IN") {
+                    return Err(match e.ckr() {
+                        Some(ckr @ ("CKR_PIN_INCORRECT" | "CKR_PIN_LOCKED" | "CKR_PIN_INVALID"
+                        | "CKR_PIN_LEN_RANGE")) => HsmError::LoginRefused {
+                            token: label,
+                            ckr: ckr.into(),
+                            source_name: source_name.into(),
+                        },
+                        _ => e,
+                    });
+                }
+            }
+        }
+        *self.login.lock().unwrap_or_else(|p| p.into_inner()) = Some(Login {
+            pin,
+            _session: session,
+        });
+        Ok(())
+    }
+
+    /// Whether a login succeeded in this run.
+    pub fn logged_in(&self) -> bool {
+        self.login.lock().map(|l| l.is_some()).unwrap_or(false)
+    }
+
+    /// Opens a read-write session for one worker.
+    pub(crate) fn open_session(&self) -> Result<(Session, u64), HsmError> {
+        let (ctx, slot, generation) = self.context();
+        let s = ctx.open_rw_session(slot).map_err(HsmError::call)?;
+        Ok((s, generation))
+    }
+
+    /// Finalizes and re-initializes the module, then logs in again with the PIN that already
+    /// succeeded this run. Does nothing if another worker already recovered past `seen`.
+    pub(crate) fn recover(&self, seen: u64) -> Result<(), HsmError> {
+        let mut st = self.lock();
+        if st.generation != seen {
+            return Ok(());
+        }
+        // Finalize errors are expected when the module already lost its state.
+        let _ = st.ctx.clone().finalize();
+        let (ctx, slot, label) = init(&self.module, &self.token)?;
+        st.ctx = ctx;
+        st.slot = slot;
+        st.label = label;
+        st.generation += 1;
+        drop(st);
+        let mut login = self.login.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = login.as_mut() {
+            let (ctx, slot, _) = self.context();
+            let session = ctx.open_ro_session(slot).map_err(HsmError::call)?;
+            match session.login(UserType::User, Some(&l.pin)) {
+                Ok(()) => {}
+                Err(e) => {
+                    let e = HsmError::call(e);
+                    if e.ckr() != Some("CKR_USER_ALREADY_LOGGED_IN") {
+                        return Err(e);
+                    }
+                }
+            }
+            // The old session died with the old context; never close it again.
+            std::mem::forget(std::mem::replace(&mut l._session, session));
+        }
+        Ok(())
+    }
+
+    /// Resolves `uri` to a signing key in a session of its own. Pass the CA certificate's public
+    /// key as `expected` to refuse a token key that does not belong to it.
+    pub fn key(
+        &self,
+        uri: &Pkcs11Uri,
+        expected: Option<(&crate::crypto::PublicKey, &str)>,
+    ) -> Result<HsmKey<'_>, HsmError> {
+        HsmKey::open(self, uri, expected)
+    }
+}
+
+fn init(module: &Path, token: &Pkcs11Uri) -> Result<(Pkcs11, Slot, String), HsmError> {
+    let ctx = Pkcs11::new(module).map_err(|e| HsmError::Module {
+        path: module.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) => {}
+        Err(e) => {
+            let e = HsmError::call(e);
+            if e.ckr() != Some("CKR_CRYPTOKI_ALREADY_INITIALIZED") {
+                return Err(e);
+            }
+        }
+    }
+    let slots = ctx.get_slots_with_token().map_err(HsmError::call)?;
+    let mut present = Vec::new();
+    for slot in slots {
+        let info = ctx.get_token_info(slot).map_err(HsmError::call)?;
+        let label = info.label().trim().to_string();
+        present.push(label.clone());
+        let ok = token.token.as_deref().is_none_or(|t| t == label)
+            && token.serial.as_deref().is_none_or(|s| s == info.serial_number().trim())
+            && token.slot_id.is_none_or(|id| id == slot.id())
+            && token.manufacturer.as_deref().is_none_or(|m| m == info.manufacturer_id().trim())
+            && token.model.as_deref().is_none_or(|m| m == info.model().trim());
+        if ok && info.token_initialized() {
+            return Ok((ctx, slot, label));
+        }
+    }
+    Err(HsmError::TokenNotFound {
+        wanted: token.to_string(),
+        present: if present.is_empty() {
+            "none".into()
+        } else {
+            present.join(", ")
+        },
+    })
+}
+
+/// Finds objects of `class` matching the URI's label and id.
+pub(crate) fn find(
+    session: &Session,
+    class: ObjectClass,
+    uri: &Pkcs11Uri,
+) -> Result<Vec<ObjectHandle>, HsmError> {
+    let mut tmpl = vec![Attribute::Class(class)];
+    if let Some(l) = &uri.object {
+        tmpl.push(Attribute::Label(l.as_bytes().to_vec()));
+    }
+    if let Some(id) = &uri.id {
+        tmpl.push(Attribute::Id(id.clone()));
+    }
+    session.find_objects(&tmpl).map_err(HsmError::call)
+}
+
+/// Labels of the objects of `class` on the token, for error messages.
+pub(crate) fn labels(session: &Session, class: ObjectClass) -> String {
+    let handles = session
+        .find_objects(&[Attribute::Class(class)])
+        .unwrap_or_default();
+    let mut out: Vec<String> = handles
+        .into_iter()
+        .filter_map(|h| {
+            session
+                .get_attributes(h, &[AttributeType::Label])
+                .ok()
+                .and_then(|a| match a.first() {
+                    Some(Attribute::Label(l)) => Some(String::from_utf8_lossy(l).into_owned()),
+                    _ => None,
+                })
+        })
+        .collect();
+    out.sort();
+    if out.is_empty() {
+        "none (not logged in, or no keys yet)".into()
+    } else {
+        out.join(", ")
+    }
+}

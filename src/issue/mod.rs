@@ -1,0 +1,308 @@
+//! The issuance pipeline, as one readable flow:
+//! parse → proof of possession → key policy → name policy → TBS → lint → HSM sign → verify.
+//!
+//! It is split in two halves, [`prepare`] (everything before the HSM) and [`sign`] (the HSM and
+//! the check of its work), so a ledger can commit the serial and TBS in between.
+
+mod lint;
+mod serial;
+mod tbs;
+
+pub use lint::lint;
+pub use serial::new_serial;
+pub use tbs::{
+    assemble, authority_key_id, basic_constraints, build_tbs, key_usage, name, pem, subject_key_id, BuildError,
+    CertSpec,
+};
+
+use crate::ca::CaCert;
+use crate::crypto::{PublicKey, SignatureAlgorithm};
+use crate::csr::{self, PolicyError};
+use crate::profile::{DeviceIdFrom, KeyUsageBit, Profile, SanEntry, Vars};
+use crate::signer::{SignError, Signer};
+use std::collections::BTreeMap;
+use time::OffsetDateTime;
+use x509_cert::ext::pkix::KeyUsages;
+use x509_cert::ext::Extension;
+
+/// How the device's key reaches certfab.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// A CSR (PEM or DER) made by the device: proof of possession is checked.
+    Csr(Vec<u8>),
+    /// A known public key (SPKI PEM or DER), e.g. read from a secure element.
+    PublicKey(Vec<u8>),
+}
+
+/// One device's request.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Device id, if the input gives one.
+    pub device_id: Option<String>,
+    /// The key.
+    pub key: KeySource,
+    /// Template values (`csv.X`, `var.X`).
+    pub vars: BTreeMap<String, String>,
+}
+
+/// Everything about the issuing side that does not change per device.
+pub struct IssueContext<'a> {
+    /// The profile.
+    pub profile: &'a Profile,
+    /// The issuing CA certificate.
+    pub ca: &'a CaCert,
+    /// The CA's signature algorithm.
+    pub signature: SignatureAlgorithm,
+    /// Station serial prefix.
+    pub serial_prefix: u8,
+    /// Issuance time.
+    pub now: OffsetDateTime,
+}
+
+/// A certificate ready to be signed: serial and TBS are final.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// Device id.
+    pub device_id: String,
+    /// Serial bytes.
+    pub serial: Vec<u8>,
+    /// TBSCertificate DER.
+    pub tbs: Vec<u8>,
+    /// Signature algorithm in the TBS.
+    pub signature: SignatureAlgorithm,
+    /// The device key.
+    pub public_key: PublicKey,
+    /// notBefore.
+    pub not_before: OffsetDateTime,
+    /// notAfter (None = no expiry).
+    pub not_after: Option<OffsetDateTime>,
+    /// "csr" or "pubkey".
+    pub key_origin: &'static str,
+}
+
+/// A signed, verified certificate.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// What was prepared.
+    pub prepared: Prepared,
+    /// Certificate DER.
+    pub der: Vec<u8>,
+}
+
+impl Issued {
+    /// Serial, lower-case hex.
+    pub fn serial_hex(&self) -> String {
+        hex::encode(&self.prepared.serial)
+    }
+    /// PEM text.
+    pub fn pem(&self) -> String {
+        pem(&self.der)
+    }
+}
+
+/// Why issuance stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IssueError {
+    /// The request breaks policy (input rejected).
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// The built certificate fails lint: it never reaches the HSM.
+    #[error("certificate failed pre-issuance lint, not signed: {}", .0.join("; "))]
+    Lint(Vec<String>),
+    /// A value could not be encoded.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// The HSM failed.
+    #[error("signing failed: {0}")]
+    Sign(#[from] SignError),
+    /// The HSM's signature does not verify with the CA certificate's key.
+    #[error("the HSM's signature does not verify with the CA certificate's public key; the certificate is discarded. Check that the profile's CA key and certificate belong together")]
+    VerifyFailed,
+    /// No randomness.
+    #[error("the OS random number generator failed: {0}")]
+    Random(String),
+}
+
+/// Everything before the HSM: checks the request, builds the TBS and lints it.
+pub fn prepare(ctx: &IssueContext<'_>, req: &Request) -> Result<Prepared, IssueError> {
+    let p = ctx.profile;
+    // 1-2. Parse; for CSRs verify the self-signature (proof of possession).
+    let (public_key, csr, key_origin) = match &req.key {
+        KeySource::Csr(b) => {
+            let c = csr::parse_csr(b)?;
+            (c.public_key.clone(), Some(c), "csr")
+        }
+        KeySource::PublicKey(b) => (csr::parse_public_key(b)?, None, "pubkey"),
+    };
+    // 3. Key policy.
+    csr::check_key(&public_key, &p.keys, &p.name)?;
+    let copied = match &csr {
+        Some(c) => csr::requested_extensions(c, &p.csr_allowed_extensions)?,
+        None => Vec::new(),
+    };
+
+    // 4. Names: device id, then every rendered subject and SAN value.
+    let mut vars = Vars {
+        device_id: None,
+        values: req.vars.clone(),
+    };
+    if let Some(c) = &csr {
+        for rdn in c.subject.0.iter() {
+            for atv in rdn.0.iter() {
+                if let Some(v) = csr::any_text(&atv.value) {
+                    let key = match const_oid::db::DB.by_oid(&atv.oid) {
+                        Some(n) => n.to_string(),
+                        None => atv.oid.to_string(),
+                    };
+                    vars.values.entry(format!("csr.{key}")).or_insert(v);
+                }
+            }
+        }
+    }
+    let device_id = match (&req.device_id, &p.device_id) {
+        (Some(id), _) => id.clone(),
+        (None, DeviceIdFrom::CsrAttr(a)) => csr
+            .as_ref()
+            .and_then(|c| csr::attr_text(&c.subject, a.oid))
+            .ok_or_else(|| PolicyError::DeviceId(format!("the CSR subject has no {} to take the device id from (profile device_id.from); pass --device-id", a.name)))?,
+        (None, DeviceIdFrom::Input) => {
+            return Err(PolicyError::DeviceId("no device id: pass --device-id (or set device_id.from: csr.CN in the profile)".into()).into())
+        }
+    };
+    csr::check_name("device id", &device_id, &p.names, false)?;
+    vars.device_id = Some(device_id.clone());
+
+    let mut subject = Vec::new();
+    for (attr, t) in &p.subject {
+        let v = t.render(&vars).map_err(PolicyError::Template)?;
+        csr::check_name(&attr.name, &v, &p.names, attr.printable)?;
+        subject.push((attr.clone(), v));
+    }
+    let mut san = Vec::new();
+    for s in &p.san {
+        use x509_cert::ext::pkix::name::GeneralName as G;
+        let render = |t: &crate::profile::Template, kind: &str| -> Result<String, PolicyError> {
+            let v = t.render(&vars).map_err(PolicyError::Template)?;
+            csr::check_name(kind, &v, &p.names, false)?;
+            Ok(v)
+        };
+        san.push(match s {
+            SanEntry::Dns(t) => G::DnsName(tbs::ia5(&render(t, "SAN dns")?)?),
+            SanEntry::Uri(t) => G::UniformResourceIdentifier(tbs::ia5(&render(t, "SAN uri")?)?),
+            SanEntry::Email(t) => G::Rfc822Name(tbs::ia5(&render(t, "SAN email")?)?),
+            SanEntry::Ip(t) => {
+                let v = render(t, "SAN ip")?;
+                let ip: std::net::IpAddr = v.parse().map_err(|_| PolicyError::Name {
+                    attr: "SAN ip".into(),
+                    value: v.clone(),
+                    why: "not an IP address".into(),
+                })?;
+                let bytes = match ip {
+                    std::net::IpAddr::V4(a) => a.octets().to_vec(),
+                    std::net::IpAddr::V6(a) => a.octets().to_vec(),
+                };
+                G::IpAddress(der::asn1::OctetString::new(bytes).map_err(BuildError::from)?)
+            }
+            SanEntry::HardwareModuleName { hw_type, hw_serial } => {
+                let serial = render(hw_serial, "SAN hw_serial")?;
+                let oid = hw_type
+                    .parse()
+                    .map_err(|_| BuildError(format!("hw_type {hw_type} is not an OID")))?;
+                tbs::hardware_module_name(oid, serial.as_bytes())?
+            }
+        });
+    }
+
+    // 5. Validity.
+    let not_before = (ctx.now - p.validity.backdate).max(ctx.ca.not_before);
+    let mut not_after = p.validity.duration.map(|d| ctx.now + d);
+    if p.validity.clamp_to_issuer {
+        if let Some(ca_na) = ctx.ca.not_after {
+            not_after = Some(not_after.map_or(ca_na, |na| na.min(ca_na)));
+        }
+    }
+
+    // 6. Serial and TBS. Extensions come from the profile, plus allow-listed CSR requests.
+    let serial = new_serial(ctx.serial_prefix).map_err(|e| IssueError::Random(e.to_string()))?;
+    let mut exts: Vec<Extension> = vec![
+        tbs::basic_constraints(false, None)?,
+        tbs::key_usage(usage_bits(&p.key_usage))?,
+    ];
+    if !p.extended_key_usage.is_empty() {
+        exts.push(tbs::extended_key_usage(&p.extended_key_usage)?);
+    }
+    exts.push(tbs::subject_key_id(&crate::crypto::key_identifier(&public_key.subject_public_key()))?);
+    exts.push(tbs::authority_key_id(&ctx.ca.key_id)?);
+    if !san.is_empty() {
+        exts.push(tbs::subject_alt_name(san, subject.is_empty())?);
+    }
+    for x in &p.extensions {
+        exts.push(Extension {
+            extn_id: x.oid,
+            critical: x.critical,
+            extn_value: der::asn1::OctetString::new(x.value.clone()).map_err(BuildError::from)?,
+        });
+    }
+    exts.extend(copied);
+    let spec = CertSpec {
+        serial: serial.clone(),
+        signature: ctx.signature,
+        issuer: ctx.ca.subject.clone(),
+        subject: tbs::name(&subject)?,
+        not_before,
+        not_after,
+        spki: public_key.spki_der().to_vec(),
+        extensions: exts,
+    };
+    let tbs_der = build_tbs(&spec)?;
+
+    // 7. Lint before anything is signed.
+    let critical_ok: Vec<_> = p
+        .extensions
+        .iter()
+        .map(|x| x.oid)
+        .chain(p.csr_allowed_extensions.iter().copied())
+        .collect();
+    let findings = lint(&tbs_der, ctx.signature, &public_key, ctx.ca, Some(p), &critical_ok);
+    if !findings.is_empty() {
+        return Err(IssueError::Lint(findings));
+    }
+    Ok(Prepared {
+        device_id,
+        serial,
+        tbs: tbs_der,
+        signature: ctx.signature,
+        public_key,
+        not_before,
+        not_after,
+        key_origin,
+    })
+}
+
+/// The HSM half: sign the TBS, then verify the signature with the CA certificate's key before
+/// the certificate exists anywhere.
+pub fn sign<S: Signer>(prepared: Prepared, ca: &CaCert, signer: &S) -> Result<Issued, IssueError> {
+    let sig = signer.sign(&prepared.tbs)?;
+    ca.public_key
+        .verify(prepared.signature, &prepared.tbs, &sig)
+        .map_err(|_| IssueError::VerifyFailed)?;
+    let der = assemble(&prepared.tbs, prepared.signature, &sig)?;
+    Ok(Issued { prepared, der })
+}
+
+fn usage_bits(bits: &[KeyUsageBit]) -> flagset::FlagSet<KeyUsages> {
+    let mut f = flagset::FlagSet::default();
+    for b in bits {
+        f |= match b {
+            KeyUsageBit::DigitalSignature => KeyUsages::DigitalSignature,
+            KeyUsageBit::NonRepudiation => KeyUsages::NonRepudiation,
+            KeyUsageBit::KeyEncipherment => KeyUsages::KeyEncipherment,
+            KeyUsageBit::DataEncipherment => KeyUsages::DataEncipherment,
+            KeyUsageBit::KeyAgreement => KeyUsages::KeyAgreement,
+            KeyUsageBit::KeyCertSign => KeyUsages::KeyCertSign,
+            KeyUsageBit::CrlSign => KeyUsages::CRLSign,
+        };
+    }
+    f
+}

@@ -1,0 +1,216 @@
+//! Building the to-be-signed certificate and assembling the signed one. Used for device
+//! certificates and for the CA ceremony alike: one builder, different extension sets.
+
+use crate::crypto::SignatureAlgorithm;
+use crate::profile::AttrType;
+use der::asn1::{BitString, GeneralizedTime, Ia5String, OctetString, PrintableString, UtcTime, Utf8StringRef};
+use der::{Decode, Encode};
+use time::OffsetDateTime;
+use x509_cert::attr::AttributeTypeAndValue;
+use x509_cert::ext::pkix::name::{GeneralName, OtherName};
+use x509_cert::ext::pkix::{
+    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages, SubjectAltName,
+    SubjectKeyIdentifier,
+};
+use x509_cert::ext::Extension;
+use x509_cert::name::{Name, RdnSequence, RelativeDistinguishedName};
+use x509_cert::serial_number::SerialNumber;
+use x509_cert::time::{Time, Validity};
+use x509_cert::{Certificate, TbsCertificate, Version};
+
+/// Everything that goes into a TBSCertificate.
+#[derive(Debug, Clone)]
+pub struct CertSpec {
+    /// Serial number bytes (positive, minimal).
+    pub serial: Vec<u8>,
+    /// Signature algorithm the issuer will use.
+    pub signature: SignatureAlgorithm,
+    /// Issuer name, exactly as in the issuer certificate.
+    pub issuer: Name,
+    /// Subject name.
+    pub subject: Name,
+    /// notBefore.
+    pub not_before: OffsetDateTime,
+    /// notAfter; `None` = 99991231235959Z.
+    pub not_after: Option<OffsetDateTime>,
+    /// Subject public key, SPKI DER.
+    pub spki: Vec<u8>,
+    /// Extensions, in order.
+    pub extensions: Vec<Extension>,
+}
+
+/// A building error (values that cannot be encoded).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot encode certificate: {0}")]
+pub struct BuildError(pub String);
+
+impl From<der::Error> for BuildError {
+    fn from(e: der::Error) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// RFC 5280 §4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050.
+pub fn x509_time(t: OffsetDateTime) -> Result<Time, BuildError> {
+    let secs = u64::try_from(t.unix_timestamp()).map_err(|_| BuildError("time before 1970".into()))?;
+    let d = std::time::Duration::from_secs(secs);
+    Ok(if t.year() < 2050 {
+        Time::UtcTime(UtcTime::from_unix_duration(d)?)
+    } else {
+        Time::GeneralTime(GeneralizedTime::from_unix_duration(d)?)
+    })
+}
+
+/// The IEEE 802.1AR / RFC 5280 "no well-defined expiration" value.
+pub fn no_expiry() -> Result<Time, BuildError> {
+    Ok(Time::GeneralTime(GeneralizedTime::from_date_time(der::DateTime::new(
+        9999, 12, 31, 23, 59, 59,
+    )?)))
+}
+
+/// Encodes the TBSCertificate.
+pub fn build_tbs(spec: &CertSpec) -> Result<Vec<u8>, BuildError> {
+    let tbs = TbsCertificate {
+        version: Version::V3,
+        serial_number: SerialNumber::new(&spec.serial)?,
+        signature: spec.signature.identifier(),
+        issuer: spec.issuer.clone(),
+        validity: Validity {
+            not_before: x509_time(spec.not_before)?,
+            not_after: match spec.not_after {
+                Some(t) => x509_time(t)?,
+                None => no_expiry()?,
+            },
+        },
+        subject: spec.subject.clone(),
+        subject_public_key_info: spki::SubjectPublicKeyInfoOwned::from_der(&spec.spki)?,
+        issuer_unique_id: None,
+        subject_unique_id: None,
+        extensions: if spec.extensions.is_empty() {
+            None
+        } else {
+            Some(spec.extensions.clone())
+        },
+    };
+    Ok(tbs.to_der()?)
+}
+
+/// Wraps TBS bytes and a signature into a Certificate, DER.
+pub fn assemble(tbs: &[u8], alg: SignatureAlgorithm, sig: &[u8]) -> Result<Vec<u8>, BuildError> {
+    let cert = Certificate {
+        tbs_certificate: TbsCertificate::from_der(tbs)?,
+        signature_algorithm: alg.identifier(),
+        signature: BitString::from_bytes(sig)?,
+    };
+    Ok(cert.to_der()?)
+}
+
+/// A Name with one attribute per RDN, in the given order.
+pub fn name(attrs: &[(AttrType, String)]) -> Result<Name, BuildError> {
+    let mut rdns = Vec::new();
+    for (a, v) in attrs {
+        let value = if a.printable {
+            der::Any::encode_from(&PrintableString::new(v)?)?
+        } else {
+            der::Any::encode_from(&Utf8StringRef::new(v)?)?
+        };
+        let atv = AttributeTypeAndValue { oid: a.oid, value };
+        rdns.push(RelativeDistinguishedName(
+            der::asn1::SetOfVec::try_from(vec![atv])?,
+        ));
+    }
+    Ok(RdnSequence(rdns))
+}
+
+fn ext<T: Encode>(oid: der::asn1::ObjectIdentifier, critical: bool, v: &T) -> Result<Extension, BuildError> {
+    Ok(Extension {
+        extn_id: oid,
+        critical,
+        extn_value: OctetString::new(v.to_der()?)?,
+    })
+}
+
+/// basicConstraints, always critical.
+pub fn basic_constraints(ca: bool, path_len: Option<u8>) -> Result<Extension, BuildError> {
+    ext(
+        const_oid::db::rfc5280::ID_CE_BASIC_CONSTRAINTS,
+        true,
+        &BasicConstraints {
+            ca,
+            path_len_constraint: path_len,
+        },
+    )
+}
+
+/// keyUsage, critical.
+pub fn key_usage(bits: flagset::FlagSet<KeyUsages>) -> Result<Extension, BuildError> {
+    ext(const_oid::db::rfc5280::ID_CE_KEY_USAGE, true, &KeyUsage(bits))
+}
+
+/// extKeyUsage, non-critical.
+pub fn extended_key_usage(oids: &[der::asn1::ObjectIdentifier]) -> Result<Extension, BuildError> {
+    ext(
+        const_oid::db::rfc5280::ID_CE_EXT_KEY_USAGE,
+        false,
+        &ExtendedKeyUsage(oids.to_vec()),
+    )
+}
+
+/// subjectKeyIdentifier.
+pub fn subject_key_id(id: &[u8]) -> Result<Extension, BuildError> {
+    ext(
+        const_oid::db::rfc5280::ID_CE_SUBJECT_KEY_IDENTIFIER,
+        false,
+        &SubjectKeyIdentifier(OctetString::new(id)?),
+    )
+}
+
+/// authorityKeyIdentifier with the key identifier only.
+pub fn authority_key_id(id: &[u8]) -> Result<Extension, BuildError> {
+    ext(
+        const_oid::db::rfc5280::ID_CE_AUTHORITY_KEY_IDENTIFIER,
+        false,
+        &AuthorityKeyIdentifier {
+            key_identifier: Some(OctetString::new(id)?),
+            authority_cert_issuer: None,
+            authority_cert_serial_number: None,
+        },
+    )
+}
+
+/// subjectAltName; critical when the subject is empty (RFC 5280 §4.2.1.6).
+pub fn subject_alt_name(names: Vec<GeneralName>, critical: bool) -> Result<Extension, BuildError> {
+    ext(
+        const_oid::db::rfc5280::ID_CE_SUBJECT_ALT_NAME,
+        critical,
+        &SubjectAltName(names),
+    )
+}
+
+/// An IA5 string (dNSName, URI, rfc822Name), refusing non-ASCII.
+pub fn ia5(s: &str) -> Result<Ia5String, BuildError> {
+    Ia5String::new(s).map_err(|_| BuildError(format!("{s:?} is not ASCII (IA5String)")))
+}
+
+#[derive(der::Sequence)]
+struct HardwareModuleName {
+    hw_type: der::asn1::ObjectIdentifier,
+    hw_serial_num: OctetString,
+}
+
+/// RFC 4108 hardwareModuleName otherName (used by IEEE 802.1AR IDevIDs).
+pub fn hardware_module_name(hw_type: der::asn1::ObjectIdentifier, serial: &[u8]) -> Result<GeneralName, BuildError> {
+    let hmn = HardwareModuleName {
+        hw_type,
+        hw_serial_num: OctetString::new(serial)?,
+    };
+    Ok(GeneralName::OtherName(OtherName {
+        type_id: der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.8.4"),
+        value: der::Any::encode_from(&hmn)?,
+    }))
+}
+
+/// PEM text for a certificate.
+pub fn pem(der: &[u8]) -> String {
+    pem_rfc7468::encode_string("CERTIFICATE", pem_rfc7468::LineEnding::LF, der).unwrap_or_default()
+}

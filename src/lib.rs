@@ -1,0 +1,25 @@
+//! certfab: a certificate factory for manufacturing lines.
+//!
+//! CA keys live in an HSM reached over PKCS#11 ([`hsm`]); device certificates are built from
+//! device-class profiles ([`profile`]) by one issuance pipeline ([`issue`]): parse → proof of
+//! possession → key policy → name policy → TBS → lint → HSM sign → verify.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod ca;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod csr;
+pub mod error;
+pub mod hsm;
+pub mod issue;
+pub mod output;
+pub mod profile;
+pub mod secret;
+pub mod signer;
+pub mod site;
+pub mod yaml;
+
+pub use error::{Error, ExitCode};

@@ -1,0 +1,621 @@
+//! Device-class profiles (`profiles/*.yaml`): which CA signs, which device keys are allowed,
+//! how subject and SAN are built, validity, key usage, EKU and extra extensions. Extensions come
+//! from the profile only; a CSR's requests are never copied unless their OID is allow-listed.
+//!
+//! A profile that does not validate is reported as `file:line: what is wrong — the fix`.
+
+mod template;
+
+pub use template::{Template, Vars};
+
+use crate::crypto::KeyKind;
+use crate::yaml::{line_of, YamlError};
+use const_oid::ObjectIdentifier;
+use der::Decode;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use time::Duration;
+
+/// Matter Vendor ID subject attribute (Matter Core spec §6.5.6.1).
+pub const MATTER_VID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.37244.2.1");
+/// Matter Product ID subject attribute.
+pub const MATTER_PID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.37244.2.2");
+
+/// Extensions certfab builds itself; a profile sets them through their own fields.
+const MANAGED: &[(ObjectIdentifier, &str)] = &[
+    (const_oid::db::rfc5280::ID_CE_BASIC_CONSTRAINTS, "basicConstraints is always CA:FALSE for devices"),
+    (const_oid::db::rfc5280::ID_CE_KEY_USAGE, "use key_usage"),
+    (const_oid::db::rfc5280::ID_CE_EXT_KEY_USAGE, "use extended_key_usage"),
+    (const_oid::db::rfc5280::ID_CE_SUBJECT_ALT_NAME, "use san"),
+    (const_oid::db::rfc5280::ID_CE_SUBJECT_KEY_IDENTIFIER, "certfab computes it"),
+    (const_oid::db::rfc5280::ID_CE_AUTHORITY_KEY_IDENTIFIER, "certfab copies the CA's"),
+];
+
+/// Which extra rules a profile's certificates must pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preset {
+    /// RFC 5280 rules only.
+    Generic,
+    /// AWS IoT Core device certificates.
+    AwsIot,
+    /// IEEE 802.1AR Initial Device Identifier.
+    #[serde(rename = "ieee-802.1ar-idevid")]
+    Idevid,
+    /// Matter Device Attestation Certificate.
+    MatterDac,
+}
+
+/// Where the CA comes from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum IssuerRef {
+    /// A CA named in the site config's `cas:`.
+    Named(String),
+    /// Given in the profile itself (paths relative to the profile file).
+    Inline(crate::config::RawCa),
+}
+
+/// A subject attribute type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttrType {
+    /// The OID.
+    pub oid: ObjectIdentifier,
+    /// The name used in the profile.
+    pub name: String,
+    /// Encoded as PrintableString (C, serialNumber); others as UTF8String.
+    pub printable: bool,
+}
+
+impl FromStr for AttrType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        use const_oid::db::rfc4519 as n;
+        let (oid, printable) = match s {
+            "CN" => (n::CN, false),
+            "O" => (n::O, false),
+            "OU" => (n::OU, false),
+            "C" => (n::C, true),
+            "ST" => (n::ST, false),
+            "L" => (n::L, false),
+            "serialNumber" => (n::SERIAL_NUMBER, true),
+            "DC" => (n::DC, false),
+            "UID" => (n::UID, false),
+            "matter-vid" => (MATTER_VID, false),
+            "matter-pid" => (MATTER_PID, false),
+            other => (
+                ObjectIdentifier::from_str(other).map_err(|_| {
+                    format!("unknown subject attribute '{other}'; use CN, O, OU, C, ST, L, serialNumber, DC, UID, matter-vid, matter-pid or a dotted OID")
+                })?,
+                false,
+            ),
+        };
+        Ok(Self { oid, name: s.into(), printable })
+    }
+}
+
+/// A SubjectAltName entry template.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum SanEntry {
+    /// dNSName
+    Dns(Template),
+    /// uniformResourceIdentifier
+    Uri(Template),
+    /// rfc822Name
+    Email(Template),
+    /// iPAddress
+    Ip(Template),
+    /// IEEE 802.1AR / RFC 4108 hardwareModuleName otherName
+    HardwareModuleName {
+        /// Hardware type OID.
+        hw_type: String,
+        /// Hardware serial number template.
+        hw_serial: Template,
+    },
+}
+
+/// Key usage bits a device certificate may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum KeyUsageBit {
+    /// digitalSignature
+    DigitalSignature,
+    /// nonRepudiation / contentCommitment
+    #[serde(alias = "contentCommitment")]
+    NonRepudiation,
+    /// keyEncipherment (RSA only)
+    KeyEncipherment,
+    /// dataEncipherment
+    DataEncipherment,
+    /// keyAgreement (EC only)
+    KeyAgreement,
+    /// keyCertSign: refused for devices
+    KeyCertSign,
+    /// cRLSign: refused for devices
+    #[serde(rename = "cRLSign")]
+    CrlSign,
+}
+
+/// Validity rules.
+#[derive(Debug, Clone)]
+pub struct ValidityRule {
+    /// None = no expiry (99991231235959Z, IEEE 802.1AR).
+    pub duration: Option<Duration>,
+    /// How far notBefore is set before now, for device clock skew.
+    pub backdate: Duration,
+    /// Shorten notAfter to the CA's instead of refusing (Matter: DAC nested in PAI).
+    pub clamp_to_issuer: bool,
+}
+
+/// Where the device id comes from when not given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceIdFrom {
+    /// `--device-id` / the input's `device_id` column.
+    Input,
+    /// A CSR subject attribute (e.g. CN, serialNumber).
+    CsrAttr(AttrType),
+}
+
+/// Name policy for every rendered subject/SAN value and device id.
+#[derive(Debug, Clone)]
+pub struct NamePolicy {
+    /// Max characters per value.
+    pub max_length: usize,
+    /// Characters allowed besides ASCII letters and digits.
+    pub extra_chars: String,
+    /// Allow non-ASCII letters (control, bidi and format characters stay refused).
+    pub allow_unicode: bool,
+}
+
+/// Device key kinds a profile accepts.
+#[derive(Debug, Clone, Default)]
+pub struct KeyRules {
+    /// P-256 allowed.
+    pub p256: bool,
+    /// P-384 allowed.
+    pub p384: bool,
+    /// Ed25519 allowed.
+    pub ed25519: bool,
+    /// RSA allowed with this (min, max) modulus size.
+    pub rsa: Option<(usize, usize)>,
+}
+
+impl KeyRules {
+    /// Whether `kind` is allowed, and if not, what is.
+    pub fn allows(&self, kind: KeyKind) -> bool {
+        match kind {
+            KeyKind::P256 => self.p256,
+            KeyKind::P384 => self.p384,
+            KeyKind::Ed25519 => self.ed25519,
+            KeyKind::Rsa(bits) => self.rsa.is_some_and(|(lo, hi)| bits >= lo && bits <= hi),
+        }
+    }
+
+    /// Human list of allowed kinds.
+    pub fn describe(&self) -> String {
+        let mut v = Vec::new();
+        if self.p256 {
+            v.push("ECDSA P-256".to_string());
+        }
+        if self.p384 {
+            v.push("ECDSA P-384".to_string());
+        }
+        if let Some((lo, hi)) = self.rsa {
+            v.push(format!("RSA {lo}..{hi} bits"));
+        }
+        if self.ed25519 {
+            v.push("Ed25519".to_string());
+        }
+        v.join(", ")
+    }
+}
+
+/// An extension a profile adds verbatim.
+#[derive(Debug, Clone)]
+pub struct ExtraExtension {
+    /// OID.
+    pub oid: ObjectIdentifier,
+    /// Critical flag.
+    pub critical: bool,
+    /// DER value (the extnValue contents).
+    pub value: Vec<u8>,
+}
+
+/// A loaded, validated profile.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    /// The file.
+    pub path: PathBuf,
+    /// SHA-256 of the file bytes (recorded with everything it issues).
+    pub sha256: [u8; 32],
+    /// Profile name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Rule set.
+    pub preset: Preset,
+    /// CA.
+    pub issuer: IssuerRef,
+    /// Allowed device keys.
+    pub keys: KeyRules,
+    /// Device id source.
+    pub device_id: DeviceIdFrom,
+    /// Subject, in order.
+    pub subject: Vec<(AttrType, Template)>,
+    /// SAN entries.
+    pub san: Vec<SanEntry>,
+    /// Validity.
+    pub validity: ValidityRule,
+    /// Key usage.
+    pub key_usage: Vec<KeyUsageBit>,
+    /// EKU OIDs.
+    pub extended_key_usage: Vec<ObjectIdentifier>,
+    /// Extra extensions.
+    pub extensions: Vec<ExtraExtension>,
+    /// CSR extension OIDs that may be copied into the certificate.
+    pub csr_allowed_extensions: Vec<ObjectIdentifier>,
+    /// Name policy.
+    pub names: NamePolicy,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default = "generic")]
+    preset: Preset,
+    issuer: IssuerRef,
+    keys: Vec<RawKey>,
+    #[serde(default)]
+    device_id: Option<RawDeviceId>,
+    #[serde(default)]
+    subject: Vec<BTreeMap<String, Template>>,
+    #[serde(default)]
+    san: Vec<SanEntry>,
+    validity: RawValidity,
+    key_usage: Vec<KeyUsageBit>,
+    #[serde(default)]
+    extended_key_usage: Vec<String>,
+    #[serde(default)]
+    extensions: Vec<RawExtension>,
+    #[serde(default)]
+    csr: RawCsr,
+    #[serde(default)]
+    names: RawNames,
+}
+
+fn generic() -> Preset {
+    Preset::Generic
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawKey {
+    Name(String),
+    Rsa { rsa: RawRsa },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRsa {
+    #[serde(default = "rsa_min")]
+    min_bits: usize,
+    #[serde(default = "rsa_max")]
+    max_bits: usize,
+}
+fn rsa_min() -> usize {
+    2048
+}
+fn rsa_max() -> usize {
+    8192
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDeviceId {
+    from: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawValidity {
+    duration: String,
+    #[serde(default)]
+    backdate: Option<String>,
+    #[serde(default)]
+    clamp_to_issuer: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExtension {
+    oid: String,
+    #[serde(default)]
+    critical: bool,
+    der: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCsr {
+    #[serde(default)]
+    allowed_extensions: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNames {
+    #[serde(default = "max_len")]
+    max_length: usize,
+    #[serde(default = "extra")]
+    extra_chars: String,
+    #[serde(default)]
+    allow_unicode: bool,
+}
+impl Default for RawNames {
+    fn default() -> Self {
+        Self {
+            max_length: max_len(),
+            extra_chars: extra(),
+            allow_unicode: false,
+        }
+    }
+}
+fn max_len() -> usize {
+    64
+}
+fn extra() -> String {
+    " -_.:@/".into()
+}
+
+/// Characters that separate or quote in DN strings (RFC 4514) and CSV: refused everywhere,
+/// so a device id cannot smuggle a second attribute into systems that parse DN text.
+pub const SEPARATORS: &str = ",+;=\"\\<>#\n\r\t";
+
+/// A profile that does not load.
+pub type ProfileError = YamlError;
+
+/// Parses a duration like `365d`, `10y`, `12h`, `90m`, `30s`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration; write e.g. 30s, 90m, 12h, 365d or 10y"))?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "y" => 365 * 86_400,
+        _ => return Err(format!("'{s}' has unit '{unit}'; use s, m, h, d or y")),
+    };
+    Ok(Duration::seconds(n.saturating_mul(secs)))
+}
+
+impl Profile {
+    /// Loads and validates a profile file.
+    pub fn load(path: &Path) -> Result<Self, ProfileError> {
+        let bytes = std::fs::read(path).map_err(|e| YamlError {
+            path: path.into(),
+            line: None,
+            msg: format!("cannot read profile: {e}; profiles live in profiles/*.yaml"),
+        })?;
+        let (raw, text): (Raw, String) = crate::yaml::load(path)?;
+        let err = |key: &str, msg: String| YamlError {
+            path: path.into(),
+            line: line_of(&text, key),
+            msg,
+        };
+        let oid = |key: &str, s: &str| {
+            ObjectIdentifier::from_str(s)
+                .map_err(|_| err(key, format!("'{s}' is not a dotted OID (e.g. 1.3.6.1.5.5.7.3.2)")))
+        };
+
+        let mut keys = KeyRules::default();
+        for k in &raw.keys {
+            match k {
+                RawKey::Name(n) => match n.as_str() {
+                    "p256" => keys.p256 = true,
+                    "p384" => keys.p384 = true,
+                    "ed25519" => keys.ed25519 = true,
+                    "rsa" => keys.rsa = Some((rsa_min(), rsa_max())),
+                    other => {
+                        return Err(err(
+                            "keys",
+                            format!("unknown key type '{other}'; use p256, p384, ed25519, rsa or {{rsa: {{min_bits: 3072}}}}"),
+                        ))
+                    }
+                },
+                RawKey::Rsa { rsa } => {
+                    if rsa.min_bits < 2048 || rsa.max_bits < rsa.min_bits {
+                        return Err(err(
+                            "min_bits",
+                            format!("RSA sizes {}..{} are not acceptable; min_bits must be at least 2048 and at most max_bits", rsa.min_bits, rsa.max_bits),
+                        ));
+                    }
+                    keys.rsa = Some((rsa.min_bits, rsa.max_bits.min(rsa_max())));
+                }
+            }
+        }
+        if raw.keys.is_empty() {
+            return Err(err("keys", "keys is empty; list at least one of p256, p384, rsa, ed25519".into()));
+        }
+
+        let mut subject = Vec::new();
+        for entry in raw.subject {
+            if entry.len() != 1 {
+                return Err(err("subject", "each subject entry is one 'ATTR: template' pair, e.g. '- CN: \"{device_id}\"'".into()));
+            }
+            for (k, t) in entry {
+                let attr = AttrType::from_str(&k).map_err(|e| err(&k, e))?;
+                subject.push((attr, t));
+            }
+        }
+        if subject.is_empty() && raw.san.is_empty() {
+            return Err(err("subject", "the certificate would have neither subject nor SAN; add a subject (e.g. '- CN: \"{device_id}\"') or a san entry".into()));
+        }
+        for s in &raw.san {
+            if let SanEntry::HardwareModuleName { hw_type, .. } = s {
+                oid("hw_type", hw_type)?;
+            }
+        }
+
+        let device_id = match raw.device_id.as_ref().map(|d| d.from.as_str()) {
+            None | Some("input") => DeviceIdFrom::Input,
+            Some(other) => match other.strip_prefix("csr.") {
+                Some(attr) => DeviceIdFrom::CsrAttr(AttrType::from_str(attr).map_err(|e| err("from", e))?),
+                None => return Err(err("from", format!("device_id.from '{other}' is not understood; use input, csr.CN or csr.serialNumber"))),
+            },
+        };
+
+        let duration = match raw.validity.duration.as_str() {
+            "none" => None,
+            d => {
+                let d = parse_duration(d).map_err(|e| err("duration", e))?;
+                if d <= Duration::ZERO {
+                    return Err(err("duration", "validity.duration must be positive, or 'none' for no expiry".into()));
+                }
+                Some(d)
+            }
+        };
+        let backdate = raw
+            .validity
+            .backdate
+            .as_deref()
+            .map(parse_duration)
+            .transpose()
+            .map_err(|e| err("backdate", e))?
+            .unwrap_or(Duration::ZERO);
+        if backdate > Duration::days(7) {
+            return Err(err("backdate", "backdate is over 7 days; device clocks rarely need more than an hour or a day".into()));
+        }
+
+        if raw.key_usage.is_empty() {
+            return Err(err("key_usage", "key_usage is empty; devices need at least digitalSignature".into()));
+        }
+        if let Some(bad) = raw
+            .key_usage
+            .iter()
+            .find(|k| matches!(k, KeyUsageBit::KeyCertSign | KeyUsageBit::CrlSign))
+        {
+            return Err(err("key_usage", format!("{bad:?} makes a device a CA; remove it (CA certificates come from `certfab ca`)")));
+        }
+
+        let mut eku = Vec::new();
+        for e in &raw.extended_key_usage {
+            use const_oid::db::rfc5280 as r;
+            eku.push(match e.as_str() {
+                "clientAuth" => r::ID_KP_CLIENT_AUTH,
+                "serverAuth" => r::ID_KP_SERVER_AUTH,
+                "codeSigning" => r::ID_KP_CODE_SIGNING,
+                "emailProtection" => r::ID_KP_EMAIL_PROTECTION,
+                "timeStamping" => r::ID_KP_TIME_STAMPING,
+                other => oid("extended_key_usage", other).map_err(|_| {
+                    err("extended_key_usage", format!("unknown EKU '{other}'; use clientAuth, serverAuth, codeSigning, emailProtection, timeStamping or a dotted OID"))
+                })?,
+            });
+        }
+
+        let mut extensions = Vec::new();
+        for x in &raw.extensions {
+            let o = oid("oid", &x.oid)?;
+            if let Some((_, why)) = MANAGED.iter().find(|(m, _)| *m == o) {
+                return Err(err("oid", format!("extension {o} is set by certfab, not by extensions: {why}")));
+            }
+            let value = hex::decode(x.der.replace([' ', ':'], ""))
+                .map_err(|_| err("der", format!("extension {o}: der is not hex")))?;
+            der::asn1::AnyRef::from_der(&value)
+                .map_err(|e| err("der", format!("extension {o}: der is not one DER value ({e})")))?;
+            extensions.push(ExtraExtension { oid: o, critical: x.critical, value });
+        }
+        let csr_allowed_extensions = raw
+            .csr
+            .allowed_extensions
+            .iter()
+            .map(|s| oid("allowed_extensions", s))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(c) = raw.names.extra_chars.chars().find(|c| SEPARATORS.contains(*c) || c.is_control()) {
+            return Err(err("extra_chars", format!("names.extra_chars must not contain {c:?}: it separates or quotes DN/CSV text downstream")));
+        }
+        if raw.names.max_length == 0 || raw.names.max_length > 64 {
+            return Err(err("max_length", "names.max_length must be 1..=64 (RFC 5280 upper bound for CN)".into()));
+        }
+
+        let p = Self {
+            path: path.into(),
+            sha256: crate::crypto::sha256(&bytes),
+            name: raw.name,
+            description: raw.description,
+            preset: raw.preset,
+            issuer: raw.issuer,
+            keys,
+            device_id,
+            subject,
+            san: raw.san,
+            validity: ValidityRule {
+                duration,
+                backdate,
+                clamp_to_issuer: raw.validity.clamp_to_issuer,
+            },
+            key_usage: raw.key_usage,
+            extended_key_usage: eku,
+            extensions,
+            csr_allowed_extensions,
+            names: NamePolicy {
+                max_length: raw.names.max_length,
+                extra_chars: raw.names.extra_chars,
+                allow_unicode: raw.names.allow_unicode,
+            },
+        };
+        p.check_preset().map_err(|(key, msg)| err(key, msg))?;
+        Ok(p)
+    }
+
+    fn has_attr(&self, oid: ObjectIdentifier) -> bool {
+        self.subject.iter().any(|(a, _)| a.oid == oid)
+    }
+
+    /// Rules a preset adds on top of the schema.
+    fn check_preset(&self) -> Result<(), (&'static str, String)> {
+        match self.preset {
+            Preset::Generic => Ok(()),
+            Preset::AwsIot => {
+                if self.keys.ed25519 {
+                    return Err(("keys", "AWS IoT Core does not accept Ed25519 device certificates; use p256, p384 or rsa".into()));
+                }
+                Ok(())
+            }
+            Preset::Idevid => {
+                if !self.has_attr(const_oid::db::rfc4519::SERIAL_NUMBER) {
+                    return Err(("subject", "IEEE 802.1AR IDevIDs carry the device serial in subject serialNumber; add '- serialNumber: \"{device_id}\"'".into()));
+                }
+                Ok(())
+            }
+            Preset::MatterDac => {
+                if self.keys.p384 || self.keys.ed25519 || self.keys.rsa.is_some() || !self.keys.p256 {
+                    return Err(("keys", "Matter DACs are ECDSA P-256 only; set keys: [p256]".into()));
+                }
+                if !self.has_attr(MATTER_VID) || !self.has_attr(MATTER_PID) {
+                    return Err(("subject", "Matter DACs need matter-vid and matter-pid subject attributes (4 upper-case hex digits)".into()));
+                }
+                if !self.validity.clamp_to_issuer {
+                    return Err(("clamp_to_issuer", "Matter requires the DAC validity to lie inside the PAI's; set validity.clamp_to_issuer: true".into()));
+                }
+                if self.key_usage != [KeyUsageBit::DigitalSignature] {
+                    return Err(("key_usage", "Matter DACs have key_usage [digitalSignature] only".into()));
+                }
+                if !self.extended_key_usage.is_empty() {
+                    return Err(("extended_key_usage", "Matter DACs carry no extended key usage".into()));
+                }
+                Ok(())
+            }
+        }
+    }
+}

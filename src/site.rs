@@ -1,0 +1,115 @@
+//! Opening a site: config → module environment → PKCS#11 module → login → CA keys checked
+//! against their certificates. Every signing command starts here.
+
+use crate::ca::CaCert;
+use crate::config::{inherit_token, CaRef, SiteConfig};
+use crate::error::Error;
+use crate::hsm::{Hsm, HsmKey, Pkcs11Uri};
+use crate::profile::{IssuerRef, Profile};
+use std::path::Path;
+use time::OffsetDateTime;
+
+/// A site with its token open.
+pub struct Site {
+    /// The config.
+    pub config: SiteConfig,
+    /// The token.
+    pub hsm: Hsm,
+}
+
+/// A CA ready to sign: certificate, chain above it, and the token key proven to match.
+pub struct Issuer<'h> {
+    /// The CA's certificate.
+    pub cert: CaCert,
+    /// Certificates above it, nearest first.
+    pub chain: Vec<CaCert>,
+    /// The key on the token.
+    pub key: HsmKey<'h>,
+}
+
+impl Site {
+    /// Loads the config and the module (no login yet).
+    pub fn open(config: &Path) -> Result<Self, Error> {
+        let config = SiteConfig::load(config)?;
+        config.apply_module_env();
+        let hsm = Hsm::open(&config.module, &config.token)?;
+        Ok(Self { config, hsm })
+    }
+
+    /// Logs in with the configured PIN source (one attempt).
+    pub fn login(&self) -> Result<(), Error> {
+        let src = self.config.pin.as_ref().ok_or_else(|| {
+            Error::Usage(format!(
+                "{}: pkcs11.pin is not set; add 'pin: file:PATH' (mode 0600), 'pin: env:NAME' or 'pin: prompt'",
+                self.config.path.display()
+            ))
+        })?;
+        let pin = src.read(&format!("User PIN for token '{}'", self.hsm.token_label()))?;
+        let name = match src {
+            crate::secret::SecretSource::Env(n) => format!("env:{n}"),
+            crate::secret::SecretSource::File(p) => format!("file:{}", p.display()),
+            crate::secret::SecretSource::Prompt => "prompt".into(),
+        };
+        self.hsm.login(pin, &name)?;
+        Ok(())
+    }
+
+    /// A key URI from the command line: a `pkcs11:` URI, or a bare label on the site token.
+    pub fn key_uri(&self, arg: &str) -> Result<Pkcs11Uri, Error> {
+        let uri = if arg.starts_with("pkcs11:") {
+            Pkcs11Uri::parse(arg)?
+        } else {
+            Pkcs11Uri {
+                object: Some(arg.to_string()),
+                ..Default::default()
+            }
+        };
+        Ok(inherit_token(uri, &self.config.token))
+    }
+
+    /// Resolves the CA a profile names.
+    pub fn ca_ref(&self, profile: &Profile) -> Result<CaRef, Error> {
+        match &profile.issuer {
+            IssuerRef::Named(name) => self.config.cas.get(name).cloned().ok_or_else(|| {
+                Error::Usage(format!(
+                    "profile {} names CA '{name}', which {} does not define under cas: (defined: {})",
+                    profile.path.display(),
+                    self.config.path.display(),
+                    self.config.cas.keys().cloned().collect::<Vec<_>>().join(", ")
+                ))
+            }),
+            IssuerRef::Inline(raw) => {
+                let base = profile.path.parent().unwrap_or(Path::new("."));
+                Ok(CaRef {
+                    name: profile.path.display().to_string(),
+                    key: inherit_token(Pkcs11Uri::parse(&raw.key)?, &self.config.token),
+                    cert: base.join(&raw.cert),
+                    chain: raw.chain.iter().map(|p| base.join(p)).collect(),
+                    rsa_pss: raw.rsa_pss,
+                })
+            }
+        }
+    }
+
+    /// Loads a CA's certificate and chain, checks them at `now`, and opens its token key,
+    /// refusing a key whose public half is not the certificate's.
+    pub fn issuer(&self, ca: &CaRef, now: OffsetDateTime) -> Result<Issuer<'_>, Error> {
+        let cert = CaCert::load(&ca.cert)?;
+        cert.check_usable(now)?;
+        let chain = ca
+            .chain
+            .iter()
+            .map(|p| CaCert::load(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut below = &cert;
+        for c in &chain {
+            below.check_signed_by(c)?;
+            below = c;
+        }
+        let mut key = self.hsm.key(&ca.key, Some((&cert.public_key, &cert.source)))?;
+        if ca.rsa_pss {
+            key.use_pss();
+        }
+        Ok(Issuer { cert, chain, key })
+    }
+}
