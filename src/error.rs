@@ -83,9 +83,12 @@ impl Error {
     /// The exit code for this error.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Self::Config(_) | Self::Yaml(_) | Self::Secret(_) | Self::Uri(_) | Self::Ca(_) | Self::Usage(_) => {
-                ExitCode::Usage
-            }
+            Self::Config(_)
+            | Self::Yaml(_)
+            | Self::Secret(_)
+            | Self::Uri(_)
+            | Self::Ca(_)
+            | Self::Usage(_) => ExitCode::Usage,
             Self::Hsm(h) => hsm_code(h),
             Self::Ceremony(CeremonyError::Sign(SignError::Hsm(h))) => hsm_code(h),
             Self::Ceremony(CeremonyError::Csr(_)) => ExitCode::Rejected,

@@ -14,12 +14,16 @@ pub fn write_new(path: &Path, data: &[u8]) -> Result<(), Error> {
     if path.exists() {
         return Err(err("it already exists; certfab never overwrites an issued file. Choose a new --out or move it away".into()));
     }
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| err(e.to_string()))?;
     tmp.write_all(data).map_err(|e| err(e.to_string()))?;
     tmp.as_file().sync_all().map_err(|e| err(e.to_string()))?;
-    tmp.persist_noclobber(path).map_err(|e| err(e.error.to_string()))?;
+    tmp.persist_noclobber(path)
+        .map_err(|e| err(e.error.to_string()))?;
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }

@@ -34,7 +34,9 @@ pub enum SecretError {
         err: std::io::Error,
     },
     /// The file is readable by others.
-    #[error("secret file {path} has mode {mode:o}: group or others can access it; run chmod 600 {path}")]
+    #[error(
+        "secret file {path} has mode {mode:o}: group or others can access it; run chmod 600 {path}"
+    )]
     FileMode {
         /// The file.
         path: PathBuf,
@@ -65,7 +67,9 @@ impl SecretSource {
         } else if s == "prompt" {
             Ok(Self::Prompt)
         } else {
-            Err(SecretError::BadSource(s.chars().take(12).collect::<String>() + "…"))
+            Err(SecretError::BadSource(
+                s.chars().take(12).collect::<String>() + "…",
+            ))
         }
     }
 

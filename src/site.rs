@@ -106,7 +106,9 @@ impl Site {
             below.check_signed_by(c)?;
             below = c;
         }
-        let mut key = self.hsm.key(&ca.key, Some((&cert.public_key, &cert.source)))?;
+        let mut key = self
+            .hsm
+            .key(&ca.key, Some((&cert.public_key, &cert.source)))?;
         if ca.rsa_pss {
             key.use_pss();
         }

@@ -46,9 +46,10 @@ pub fn load<T: DeserializeOwned>(path: &Path) -> Result<(T, String), YamlError> 
 
 /// The 1-based line where `key:` first appears (at any indent), for semantic errors.
 pub fn line_of(text: &str, key: &str) -> Option<usize> {
-    text.lines().position(|l| {
-        let t = l.trim_start().trim_start_matches("- ");
-        t.starts_with(key) && t[key.len()..].trim_start().starts_with(':')
-    })
-    .map(|i| i + 1)
+    text.lines()
+        .position(|l| {
+            let t = l.trim_start().trim_start_matches("- ");
+            t.starts_with(key) && t[key.len()..].trim_start().starts_with(':')
+        })
+        .map(|i| i + 1)
 }

@@ -49,7 +49,9 @@ pub enum CaError {
     #[error("CA certificate {0} does not parse: {1}")]
     Parse(String, String),
     /// Not a CA.
-    #[error("{0} is not a CA certificate ({1}); point the profile at the issuing CA's certificate")]
+    #[error(
+        "{0} is not a CA certificate ({1}); point the profile at the issuing CA's certificate"
+    )]
     NotCa(String, String),
     /// Expired or not yet valid.
     #[error("CA certificate {0} {1}; roll over to a new CA (certfab ca) before issuing")]
@@ -90,14 +92,20 @@ impl CaCert {
         let tbs = &cert.tbs_certificate;
         let spki = tbs.subject_public_key_info.to_der().map_err(|e| perr(&e))?;
         let public_key = PublicKey::from_spki_der(&spki).map_err(|e| perr(&e))?;
-        let bc = tbs.get::<BasicConstraints>().map_err(|e| perr(&e))?.map(|(_, b)| b);
+        let bc = tbs
+            .get::<BasicConstraints>()
+            .map_err(|e| perr(&e))?
+            .map(|(_, b)| b);
         let ku = tbs.get::<KeyUsage>().map_err(|e| perr(&e))?.map(|(_, k)| k);
-        let ski = tbs.get::<SubjectKeyIdentifier>().map_err(|e| perr(&e))?.map(|(_, s)| s);
+        let ski = tbs
+            .get::<SubjectKeyIdentifier>()
+            .map_err(|e| perr(&e))?
+            .map(|(_, s)| s);
         let key_id = ski
             .map(|s| s.0.as_bytes().to_vec())
             .unwrap_or_else(|| crate::crypto::key_identifier(&public_key.subject_public_key()));
-        let not_before = time_of(&tbs.validity.not_before)
-            .ok_or_else(|| perr(&"notBefore is 9999-12-31"))?;
+        let not_before =
+            time_of(&tbs.validity.not_before).ok_or_else(|| perr(&"notBefore is 9999-12-31"))?;
         Ok(Self {
             subject_der: tbs.subject.to_der().map_err(|e| perr(&e))?,
             subject: tbs.subject.clone(),
@@ -117,15 +125,24 @@ impl CaCert {
     /// Refuses a certificate that is not a CA, or not valid at `now`.
     pub fn check_usable(&self, now: OffsetDateTime) -> Result<(), CaError> {
         if !self.is_ca {
-            return Err(CaError::NotCa(self.source.clone(), "basicConstraints CA is not TRUE".into()));
+            return Err(CaError::NotCa(
+                self.source.clone(),
+                "basicConstraints CA is not TRUE".into(),
+            ));
         }
         if !self.can_sign_certs {
-            return Err(CaError::NotCa(self.source.clone(), "keyUsage lacks keyCertSign".into()));
+            return Err(CaError::NotCa(
+                self.source.clone(),
+                "keyUsage lacks keyCertSign".into(),
+            ));
         }
         if now < self.not_before {
             return Err(CaError::Validity(
                 self.source.clone(),
-                format!("is not valid before {}", crate::clock::rfc3339(self.not_before)),
+                format!(
+                    "is not valid before {}",
+                    crate::clock::rfc3339(self.not_before)
+                ),
             ));
         }
         if let Some(na) = self.not_after {

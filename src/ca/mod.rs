@@ -52,7 +52,11 @@ pub enum CeremonyError {
     Param(String),
 }
 
-fn ca_extensions(key_id: &[u8], issuer_key_id: &[u8], path_len: Option<u8>) -> Result<Vec<x509_cert::ext::Extension>, BuildError> {
+fn ca_extensions(
+    key_id: &[u8],
+    issuer_key_id: &[u8],
+    path_len: Option<u8>,
+) -> Result<Vec<x509_cert::ext::Extension>, BuildError> {
     Ok(vec![
         issue::basic_constraints(true, path_len)?,
         issue::key_usage(KeyUsages::KeyCertSign | KeyUsages::CRLSign)?,
@@ -67,7 +71,11 @@ fn sign_and_verify<S: Signer>(spec: &CertSpec, signer: &S) -> Result<Vec<u8>, Ce
     signer
         .public_key()
         .verify(spec.signature, &tbs, &sig)
-        .map_err(|_| CeremonyError::Param("the token's signature does not verify with its own public key".into()))?;
+        .map_err(|_| {
+            CeremonyError::Param(
+                "the token's signature does not verify with its own public key".into(),
+            )
+        })?;
     Ok(issue::assemble(&tbs, spec.signature, &sig)?)
 }
 
@@ -79,7 +87,8 @@ pub fn self_sign<S: Signer>(signer: &S, params: &CaParams) -> Result<Vec<u8>, Ce
         .ok_or_else(|| CeremonyError::Param("a root needs --subject".into()))?;
     let key_id = crate::crypto::key_identifier(&signer.public_key().subject_public_key());
     let spec = CertSpec {
-        serial: issue::new_serial(params.serial_prefix).map_err(|e| CeremonyError::Param(e.to_string()))?,
+        serial: issue::new_serial(params.serial_prefix)
+            .map_err(|e| CeremonyError::Param(e.to_string()))?,
         signature: signer.algorithm(),
         issuer: subject.clone(),
         subject,
@@ -137,7 +146,8 @@ pub fn sign_ca<S: Signer>(
     }
     let key_id = crate::crypto::key_identifier(&req.public_key.subject_public_key());
     let spec = CertSpec {
-        serial: issue::new_serial(params.serial_prefix).map_err(|e| CeremonyError::Param(e.to_string()))?,
+        serial: issue::new_serial(params.serial_prefix)
+            .map_err(|e| CeremonyError::Param(e.to_string()))?,
         signature: issuer_signer.algorithm(),
         issuer: issuer.subject.clone(),
         subject: params.subject.clone().unwrap_or(req.subject),

@@ -92,7 +92,11 @@ pub enum CaCommand {
 }
 
 fn dn(s: &str) -> Result<Name, Error> {
-    Name::from_str(s).map_err(|e| Error::Usage(format!("--subject '{s}' is not an RFC 4514 DN (e.g. \"CN=Acme Root,O=Acme\"): {e}")))
+    Name::from_str(s).map_err(|e| {
+        Error::Usage(format!(
+            "--subject '{s}' is not an RFC 4514 DN (e.g. \"CN=Acme Root,O=Acme\"): {e}"
+        ))
+    })
 }
 
 pub(super) fn run(ctx: &Ctx, cmd: CaCommand) -> Result<ExitCode, Error> {
@@ -115,14 +119,27 @@ pub(super) fn run(ctx: &Ctx, cmd: CaCommand) -> Result<ExitCode, Error> {
                 ),
             );
         }
-        CaCommand::Selfsign { key, subject, validity: v, not_before, path_len, out } => {
+        CaCommand::Selfsign {
+            key,
+            subject,
+            validity: v,
+            not_before,
+            path_len,
+            out,
+        } => {
             crate::output::check_free(&[&out])?;
             let uri = site.key_uri(&key)?;
             let signer = site.hsm.key(&uri, None)?;
             let (nb, na) = validity(&v, not_before.as_deref())?;
             let der = crate::ca::self_sign(
                 &signer,
-                &CaParams { subject: Some(dn(&subject)?), not_before: nb, not_after: na, path_len, serial_prefix: prefix },
+                &CaParams {
+                    subject: Some(dn(&subject)?),
+                    not_before: nb,
+                    not_after: na,
+                    path_len,
+                    serial_prefix: prefix,
+                },
             )?;
             done(ctx, &out, &der, "root CA certificate")?;
         }
@@ -130,11 +147,28 @@ pub(super) fn run(ctx: &Ctx, cmd: CaCommand) -> Result<ExitCode, Error> {
             crate::output::check_free(&[&out])?;
             let signer = site.hsm.key(&site.key_uri(&key)?, None)?;
             let der = crate::ca::make_csr(&signer, dn(&subject)?)?;
-            let pem = pem_rfc7468::encode_string("CERTIFICATE REQUEST", pem_rfc7468::LineEnding::LF, &der).unwrap_or_default();
+            let pem = pem_rfc7468::encode_string(
+                "CERTIFICATE REQUEST",
+                pem_rfc7468::LineEnding::LF,
+                &der,
+            )
+            .unwrap_or_default();
             crate::output::write_new(&out, pem.as_bytes())?;
-            ctx.print(&serde_json::json!({"csr": out}), &format!("wrote CA CSR {}", out.display()));
+            ctx.print(
+                &serde_json::json!({"csr": out}),
+                &format!("wrote CA CSR {}", out.display()),
+            );
         }
-        CaCommand::Sign { issuer_key, issuer_cert, csr, subject, validity: v, not_before, path_len, out } => {
+        CaCommand::Sign {
+            issuer_key,
+            issuer_cert,
+            csr,
+            subject,
+            validity: v,
+            not_before,
+            path_len,
+            out,
+        } => {
             crate::output::check_free(&[&out])?;
             let (uri, cert_path) = match site.config.cas.get(&issuer_key) {
                 Some(ca) => (ca.key.clone(), issuer_cert.unwrap_or(ca.cert.clone())),
@@ -144,14 +178,22 @@ pub(super) fn run(ctx: &Ctx, cmd: CaCommand) -> Result<ExitCode, Error> {
                 ),
             };
             let issuer = CaCert::load(&cert_path)?;
-            let signer = site.hsm.key(&uri, Some((&issuer.public_key, &issuer.source)))?;
+            let signer = site
+                .hsm
+                .key(&uri, Some((&issuer.public_key, &issuer.source)))?;
             let (nb, na) = validity(&v, not_before.as_deref())?;
             let csr_bytes = read_input(&csr, "CSR")?;
             let der = crate::ca::sign_ca(
                 &signer,
                 &issuer,
                 &csr_bytes,
-                &CaParams { subject: subject.as_deref().map(dn).transpose()?, not_before: nb, not_after: na, path_len, serial_prefix: prefix },
+                &CaParams {
+                    subject: subject.as_deref().map(dn).transpose()?,
+                    not_before: nb,
+                    not_after: na,
+                    path_len,
+                    serial_prefix: prefix,
+                },
             )?;
             done(ctx, &out, &der, "CA certificate")?;
         }
@@ -161,7 +203,10 @@ pub(super) fn run(ctx: &Ctx, cmd: CaCommand) -> Result<ExitCode, Error> {
             crate::hsm::import_certificate(&site.hsm, &uri, &c)?;
             ctx.print(
                 &serde_json::json!({"key": uri.to_string(), "cert": cert}),
-                &format!("imported {} beside {uri}: the key matches the certificate", cert.display()),
+                &format!(
+                    "imported {} beside {uri}: the key matches the certificate",
+                    cert.display()
+                ),
             );
         }
     }
@@ -171,13 +216,20 @@ pub(super) fn run(ctx: &Ctx, cmd: CaCommand) -> Result<ExitCode, Error> {
 fn done(ctx: &Ctx, out: &std::path::Path, der: &[u8], what: &str) -> Result<(), Error> {
     let c = CaCert::from_der(der.to_vec(), out.display().to_string())?;
     crate::output::write_new(out, c.pem().as_bytes())?;
-    let na = c.not_after.map(crate::clock::rfc3339).unwrap_or_else(|| "99991231235959Z (no expiry)".into());
+    let na = c
+        .not_after
+        .map(crate::clock::rfc3339)
+        .unwrap_or_else(|| "99991231235959Z (no expiry)".into());
     ctx.print(
         &serde_json::json!({
             "cert": out, "sha256": hex::encode(crate::crypto::sha256(der)),
             "not_before": crate::clock::rfc3339(c.not_before), "not_after": na,
         }),
-        &format!("wrote {what} {} (valid {} .. {na})", out.display(), crate::clock::rfc3339(c.not_before)),
+        &format!(
+            "wrote {what} {} (valid {} .. {na})",
+            out.display(),
+            crate::clock::rfc3339(c.not_before)
+        ),
     );
     Ok(())
 }

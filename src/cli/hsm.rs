@@ -6,6 +6,19 @@ use std::fmt::Write;
 /// `certfab hsm …`
 #[derive(Debug, Subcommand)]
 pub enum HsmCommand {
+    /// Initialise a new token in a free slot (development/test lines). PINs come from
+    /// env:NAME or file:PATH sources, never from the command line.
+    InitToken {
+        /// Token label.
+        #[arg(long)]
+        label: String,
+        /// Security officer PIN source (env:NAME, file:PATH, prompt).
+        #[arg(long)]
+        so_pin: String,
+        /// User PIN source (env:NAME, file:PATH, prompt).
+        #[arg(long)]
+        pin: String,
+    },
     /// List slots, tokens, mechanisms and key objects (public attributes only; never the PIN).
     Info {
         /// Do not log in: list public objects only.
@@ -27,15 +40,39 @@ pub enum HsmCommand {
 }
 
 pub(super) fn run(ctx: &Ctx, cmd: HsmCommand) -> Result<ExitCode, Error> {
+    if let HsmCommand::InitToken { label, so_pin, pin } = &cmd {
+        // The site's token does not exist yet: use the config for the module only.
+        let path = ctx
+            .config
+            .as_ref()
+            .ok_or(Error::Config(crate::config::ConfigError::Missing))?;
+        let config = crate::config::SiteConfig::load(path)?;
+        config.apply_module_env();
+        let cwd = std::path::Path::new(".");
+        let so = crate::secret::SecretSource::parse(so_pin, cwd)?.read("Security officer PIN")?;
+        let user = crate::secret::SecretSource::parse(pin, cwd)?.read("User PIN")?;
+        let slot = crate::hsm::init_token(&config.module, label, &so, &user)?;
+        ctx.print(
+            &serde_json::json!({"label": label, "slot": slot}),
+            &format!("initialised token '{label}' in slot {slot}"),
+        );
+        return Ok(ExitCode::Ok);
+    }
     let site = ctx.site()?;
     match cmd {
+        HsmCommand::InitToken { .. } => unreachable!("handled above"),
         HsmCommand::Info { no_login } => {
             if !no_login && site.config.pin.is_some() {
                 site.login()?;
             }
             let info = crate::hsm::info(&site.hsm)?;
             let mut h = String::new();
-            let _ = writeln!(h, "module: {} ({})", site.config.module.display(), info.library);
+            let _ = writeln!(
+                h,
+                "module: {} ({})",
+                site.config.module.display(),
+                info.library
+            );
             for t in &info.tokens {
                 let _ = writeln!(
                     h,
@@ -54,8 +91,10 @@ pub(super) fn run(ctx: &Ctx, cmd: HsmCommand) -> Result<ExitCode, Error> {
                 }
                 for o in &t.objects {
                     let flags = [
-                        o.sensitive.map(|b| if b { "sensitive" } else { "NOT-sensitive" }),
-                        o.extractable.map(|b| if b { "EXTRACTABLE" } else { "non-extractable" }),
+                        o.sensitive
+                            .map(|b| if b { "sensitive" } else { "NOT-sensitive" }),
+                        o.extractable
+                            .map(|b| if b { "EXTRACTABLE" } else { "non-extractable" }),
                         o.sign.map(|b| if b { "sign" } else { "no-sign" }),
                     ]
                     .into_iter()
@@ -73,22 +112,37 @@ pub(super) fn run(ctx: &Ctx, cmd: HsmCommand) -> Result<ExitCode, Error> {
                     );
                 }
             }
-            ctx.print(&serde_json::to_value(&info).unwrap_or_default(), h.trim_end());
+            ctx.print(
+                &serde_json::to_value(&info).unwrap_or_default(),
+                h.trim_end(),
+            );
             Ok(ExitCode::Ok)
         }
-        HsmCommand::Bench { key, sessions, seconds } => {
+        HsmCommand::Bench {
+            key,
+            sessions,
+            seconds,
+        } => {
             site.login()?;
             let uri = match site.config.cas.get(&key) {
                 Some(ca) => ca.key.clone(),
                 None => site.key_uri(&key)?,
             };
             let mut results = Vec::new();
-            let mut h = format!("raw signing rate of {uri} on '{}':\n", site.hsm.token_label());
+            let mut h = format!(
+                "raw signing rate of {uri} on '{}':\n",
+                site.hsm.token_label()
+            );
             for n in sessions {
                 if n == 0 {
                     return Err(Error::Usage("--sessions values must be at least 1".into()));
                 }
-                let r = crate::hsm::bench(&site.hsm, &uri, n, std::time::Duration::from_secs_f64(seconds))?;
+                let r = crate::hsm::bench(
+                    &site.hsm,
+                    &uri,
+                    n,
+                    std::time::Duration::from_secs_f64(seconds),
+                )?;
                 let _ = writeln!(
                     h,
                     "  {} session(s): {:>9.1} signatures/s  ({} in {:.2}s, mean latency {:.3} ms)",

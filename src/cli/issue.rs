@@ -44,7 +44,12 @@ pub(super) fn run(ctx: &Ctx, a: IssueArgs) -> Result<ExitCode, Error> {
         (None, Some(p)) => KeySource::PublicKey(read_input(p, "public key")?),
         (None, None) => return Err(Error::Usage("pass --csr or --pubkey".into())),
     };
-    let input_name = a.csr.as_ref().or(a.pubkey.as_ref()).map(|p| p.display().to_string()).unwrap_or_default();
+    let input_name = a
+        .csr
+        .as_ref()
+        .or(a.pubkey.as_ref())
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
     let mut vars = BTreeMap::new();
     for v in &a.vars {
         let (k, val) = v
@@ -64,13 +69,21 @@ pub(super) fn run(ctx: &Ctx, a: IssueArgs) -> Result<ExitCode, Error> {
         serial_prefix: site.config.serial_prefix,
         now,
     };
-    let req = Request { device_id: a.device_id.clone(), key, vars };
+    let req = Request {
+        device_id: a.device_id.clone(),
+        key,
+        vars,
+    };
     let prepared = issue::prepare(&ictx, &req).map_err(|e| with_input(e, &input_name))?;
     let issued = issue::sign(prepared, &issuer.cert, &issuer.key)?;
 
     let mut chain = issued.pem();
     chain.push_str(&issuer.cert.pem());
-    let above = if a.with_root { issuer.chain.len() } else { issuer.chain.len().saturating_sub(1) };
+    let above = if a.with_root {
+        issuer.chain.len()
+    } else {
+        issuer.chain.len().saturating_sub(1)
+    };
     for c in issuer.chain.iter().take(above) {
         chain.push_str(&c.pem());
     }
@@ -78,7 +91,10 @@ pub(super) fn run(ctx: &Ctx, a: IssueArgs) -> Result<ExitCode, Error> {
     crate::output::write_new(&chain_path, chain.as_bytes())?;
 
     let p = &issued.prepared;
-    let na = p.not_after.map(crate::clock::rfc3339).unwrap_or_else(|| "99991231235959Z".into());
+    let na = p
+        .not_after
+        .map(crate::clock::rfc3339)
+        .unwrap_or_else(|| "99991231235959Z".into());
     let summary = serde_json::json!({
         "device_id": p.device_id,
         "serial": issued.serial_hex(),

@@ -67,7 +67,10 @@ impl Ctx {
     /// Prints a result: JSON on stdout with --json, else the human text.
     fn print(&self, value: &serde_json::Value, human: &str) {
         if self.json {
-            println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(value).unwrap_or_default()
+            );
         } else {
             println!("{human}");
         }
@@ -83,7 +86,10 @@ fn read_input(path: &std::path::Path, what: &str) -> Result<Vec<u8>, Error> {
     if meta.len() > crate::csr::MAX_INPUT as u64 {
         return Err(Error::Input {
             path: path.display().to_string(),
-            msg: format!("{what} is {} bytes, over the 64 KiB limit; refused before parsing", meta.len()),
+            msg: format!(
+                "{what} is {} bytes, over the 64 KiB limit; refused before parsing",
+                meta.len()
+            ),
             code: ExitCode::Rejected,
         });
     }
@@ -101,13 +107,20 @@ fn validity(
 ) -> Result<(time::OffsetDateTime, Option<time::OffsetDateTime>), Error> {
     let nb = match not_before {
         Some(s) => time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-            .map_err(|e| Error::Usage(format!("--not-before '{s}' is not RFC 3339 (e.g. 2026-01-01T00:00:00Z): {e}")))?,
+            .map_err(|e| {
+            Error::Usage(format!(
+                "--not-before '{s}' is not RFC 3339 (e.g. 2026-01-01T00:00:00Z): {e}"
+            ))
+        })?,
         None => time::OffsetDateTime::now_utc(),
     };
     let nb = nb.replace_nanosecond(0).unwrap_or(nb);
     let na = match validity {
         "none" => None,
-        v => Some(nb + crate::profile::parse_duration(v).map_err(|e| Error::Usage(format!("--validity: {e}")))?),
+        v => Some(
+            nb + crate::profile::parse_duration(v)
+                .map_err(|e| Error::Usage(format!("--validity: {e}")))?,
+        ),
     };
     Ok((nb, na))
 }

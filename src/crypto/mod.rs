@@ -21,7 +21,9 @@ pub enum CryptoError {
     #[error("malformed public key: {0}")]
     MalformedKey(String),
     /// An EC key given with explicit curve parameters instead of a named curve.
-    #[error("EC key uses explicit curve parameters; only named curves (P-256, P-384) are accepted")]
+    #[error(
+        "EC key uses explicit curve parameters; only named curves (P-256, P-384) are accepted"
+    )]
     ExplicitCurve,
     /// A named curve certfab does not accept.
     #[error("EC curve {0} is not accepted; use P-256 or P-384")]

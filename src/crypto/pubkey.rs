@@ -57,10 +57,9 @@ impl PublicKey {
     pub fn from_spki_der(spki: &[u8]) -> Result<Self, CryptoError> {
         let info = SubjectPublicKeyInfoRef::from_der(spki)
             .map_err(|e| CryptoError::MalformedKey(format!("SubjectPublicKeyInfo: {e}")))?;
-        let bits = info
-            .subject_public_key
-            .as_bytes()
-            .ok_or_else(|| CryptoError::MalformedKey("public key BIT STRING has unused bits".into()))?;
+        let bits = info.subject_public_key.as_bytes().ok_or_else(|| {
+            CryptoError::MalformedKey("public key BIT STRING has unused bits".into())
+        })?;
         let key = match info.algorithm.oid {
             oids::ID_EC_PUBLIC_KEY => {
                 let params = info
@@ -110,7 +109,9 @@ impl PublicKey {
             }
             rfc8410::ID_ED_25519 => {
                 if info.algorithm.parameters.is_some() {
-                    return Err(CryptoError::MalformedKey("Ed25519 key with parameters".into()));
+                    return Err(CryptoError::MalformedKey(
+                        "Ed25519 key with parameters".into(),
+                    ));
                 }
                 let raw: [u8; 32] = bits
                     .try_into()
@@ -122,7 +123,9 @@ impl PublicKey {
             }
             other => {
                 let name = const_oid::db::DB.by_oid(&other).unwrap_or("unknown");
-                return Err(CryptoError::UnsupportedKeyAlgorithm(format!("{name} ({other})")));
+                return Err(CryptoError::UnsupportedKeyAlgorithm(format!(
+                    "{name} ({other})"
+                )));
             }
         };
         // Keep canonical DER so equal keys compare equal byte for byte.
@@ -178,9 +181,13 @@ impl PublicKey {
     pub fn fits(&self, alg: SignatureAlgorithm) -> bool {
         matches!(
             (&self.key, alg),
-            (Inner::P256(_) | Inner::P384(_), SignatureAlgorithm::Ecdsa(_))
-                | (Inner::Rsa(_), SignatureAlgorithm::RsaPkcs1(_) | SignatureAlgorithm::RsaPss(_))
-                | (Inner::Ed25519(_), SignatureAlgorithm::Ed25519)
+            (
+                Inner::P256(_) | Inner::P384(_),
+                SignatureAlgorithm::Ecdsa(_)
+            ) | (
+                Inner::Rsa(_),
+                SignatureAlgorithm::RsaPkcs1(_) | SignatureAlgorithm::RsaPss(_)
+            ) | (Inner::Ed25519(_), SignatureAlgorithm::Ed25519)
         )
     }
 
@@ -215,12 +222,15 @@ impl PublicKey {
                 let sig = rsa::pkcs1v15::Signature::try_from(sig).map_err(bad)?;
                 let k = k.clone();
                 match h {
-                    HashAlg::Sha256 => rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(k)
-                        .verify(msg, &sig),
-                    HashAlg::Sha384 => rsa::pkcs1v15::VerifyingKey::<sha2::Sha384>::new(k)
-                        .verify(msg, &sig),
-                    HashAlg::Sha512 => rsa::pkcs1v15::VerifyingKey::<sha2::Sha512>::new(k)
-                        .verify(msg, &sig),
+                    HashAlg::Sha256 => {
+                        rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(k).verify(msg, &sig)
+                    }
+                    HashAlg::Sha384 => {
+                        rsa::pkcs1v15::VerifyingKey::<sha2::Sha384>::new(k).verify(msg, &sig)
+                    }
+                    HashAlg::Sha512 => {
+                        rsa::pkcs1v15::VerifyingKey::<sha2::Sha512>::new(k).verify(msg, &sig)
+                    }
                 }
                 .map_err(bad)
             }
@@ -228,9 +238,15 @@ impl PublicKey {
                 let sig = rsa::pss::Signature::try_from(sig).map_err(bad)?;
                 let k = k.clone();
                 match h {
-                    HashAlg::Sha256 => rsa::pss::VerifyingKey::<sha2::Sha256>::new(k).verify(msg, &sig),
-                    HashAlg::Sha384 => rsa::pss::VerifyingKey::<sha2::Sha384>::new(k).verify(msg, &sig),
-                    HashAlg::Sha512 => rsa::pss::VerifyingKey::<sha2::Sha512>::new(k).verify(msg, &sig),
+                    HashAlg::Sha256 => {
+                        rsa::pss::VerifyingKey::<sha2::Sha256>::new(k).verify(msg, &sig)
+                    }
+                    HashAlg::Sha384 => {
+                        rsa::pss::VerifyingKey::<sha2::Sha384>::new(k).verify(msg, &sig)
+                    }
+                    HashAlg::Sha512 => {
+                        rsa::pss::VerifyingKey::<sha2::Sha512>::new(k).verify(msg, &sig)
+                    }
                 }
                 .map_err(bad)
             }

@@ -107,7 +107,10 @@ const REFUSED: &[(ObjectIdentifier, &str)] = &[
     (oids::SHA_1_WITH_RSA_ENCRYPTION, "sha1WithRSAEncryption"),
     (oids::MD_5_WITH_RSA_ENCRYPTION, "md5WithRSAEncryption"),
     (oids::MD_2_WITH_RSA_ENCRYPTION, "md2WithRSAEncryption"),
-    (ObjectIdentifier::new_unwrap("1.2.840.10045.4.1"), "ecdsa-with-SHA1"),
+    (
+        ObjectIdentifier::new_unwrap("1.2.840.10045.4.1"),
+        "ecdsa-with-SHA1",
+    ),
     (oids::ECDSA_WITH_SHA_224, "ecdsa-with-SHA224"),
     (oids::DSA_WITH_SHA_1, "dsa-with-SHA1"),
     (oids::DSA_WITH_SHA_224, "dsa-with-SHA224"),
@@ -208,7 +211,9 @@ fn pss_hash(params: Option<AnyRef<'_>>) -> Result<HashAlg, CryptoError> {
         .parameters
         .map(|a| a.oid)
         .and_then(HashAlg::from_oid);
-    if p.mask_gen.oid != oids::ID_MGF_1 || mgf_hash != Some(hash) || p.salt_len as usize != hash.output_len()
+    if p.mask_gen.oid != oids::ID_MGF_1
+        || mgf_hash != Some(hash)
+        || p.salt_len as usize != hash.output_len()
     {
         return Err(bad());
     }

@@ -106,16 +106,24 @@ pub fn decode_input(
     if bytes.len() > MAX_INPUT {
         return Err(PolicyError::TooLarge(bytes.len()));
     }
-    let text_start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(0);
+    let text_start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(0);
     if bytes[text_start..].starts_with(b"-----BEGIN ") {
-        let (label, der) = pem_rfc7468::decode_vec(&bytes[text_start..]).map_err(|e| PolicyError::Malformed {
-            what,
-            detail: format!("PEM: {e}"),
-        })?;
+        let (label, der) =
+            pem_rfc7468::decode_vec(&bytes[text_start..]).map_err(|e| PolicyError::Malformed {
+                what,
+                detail: format!("PEM: {e}"),
+            })?;
         if !labels.contains(&label) {
             return Err(PolicyError::WrongPemLabel {
                 found: label.into(),
-                expected: labels.iter().map(|l| format!("'{l}'")).collect::<Vec<_>>().join(" or "),
+                expected: labels
+                    .iter()
+                    .map(|l| format!("'{l}'"))
+                    .collect::<Vec<_>>()
+                    .join(" or "),
             });
         }
         Ok(der)
@@ -144,7 +152,11 @@ pub fn split_signed(der: &[u8]) -> der::Result<(&[u8], spki::AlgorithmIdentifier
 /// Parses a CSR (PEM or DER), checks its signature algorithm and key structure, and verifies
 /// its self-signature (proof of possession).
 pub fn parse_csr(bytes: &[u8]) -> Result<Csr, PolicyError> {
-    let der = decode_input(bytes, &["CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"], "CSR")?;
+    let der = decode_input(
+        bytes,
+        &["CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"],
+        "CSR",
+    )?;
     let malformed = |e: der::Error| PolicyError::Malformed {
         what: "CSR",
         detail: e.to_string(),
@@ -182,7 +194,14 @@ pub fn parse_csr(bytes: &[u8]) -> Result<Csr, PolicyError> {
             requested.extend(exts);
         }
     }
-    if req.info.attributes.iter().filter(|a| a.oid == EXTENSION_REQUEST).count() > 1 {
+    if req
+        .info
+        .attributes
+        .iter()
+        .filter(|a| a.oid == EXTENSION_REQUEST)
+        .count()
+        > 1
+    {
         return Err(PolicyError::Malformed {
             what: "CSR",
             detail: "more than one extensionRequest attribute".into(),
@@ -222,7 +241,9 @@ pub fn requested_extensions(
     for e in &csr.requested {
         if e.extn_id == r::ID_CE_BASIC_CONSTRAINTS {
             let bc = x509_cert::ext::pkix::BasicConstraints::from_der(e.extn_value.as_bytes())
-                .map_err(|err| PolicyError::Extension(format!("a malformed basicConstraints ({err})")))?;
+                .map_err(|err| {
+                    PolicyError::Extension(format!("a malformed basicConstraints ({err})"))
+                })?;
             if bc.ca {
                 return Err(PolicyError::Extension(
                     "basicConstraints CA:TRUE; device certificates are never CAs. Fix the device's CSR template".into(),
@@ -232,8 +253,13 @@ pub fn requested_extensions(
         if allowed.contains(&e.extn_id) {
             copy.push(e.clone());
         } else if e.critical
-            && ![r::ID_CE_BASIC_CONSTRAINTS, r::ID_CE_KEY_USAGE, r::ID_CE_EXT_KEY_USAGE, r::ID_CE_SUBJECT_ALT_NAME]
-                .contains(&e.extn_id)
+            && ![
+                r::ID_CE_BASIC_CONSTRAINTS,
+                r::ID_CE_KEY_USAGE,
+                r::ID_CE_EXT_KEY_USAGE,
+                r::ID_CE_SUBJECT_ALT_NAME,
+            ]
+            .contains(&e.extn_id)
         {
             return Err(PolicyError::Extension(format!(
                 "critical extension {} that the profile does not allow; remove it from the CSR or add its OID to csr.allowed_extensions",
@@ -257,10 +283,22 @@ pub fn attr_text(name: &Name, oid: ObjectIdentifier) -> Option<String> {
 pub fn any_text(v: &der::Any) -> Option<String> {
     use der::asn1::{Ia5StringRef, PrintableStringRef, TeletexStringRef, Utf8StringRef};
     match v.tag() {
-        der::Tag::Utf8String => v.decode_as::<Utf8StringRef<'_>>().ok().map(|s| s.to_string()),
-        der::Tag::PrintableString => v.decode_as::<PrintableStringRef<'_>>().ok().map(|s| s.to_string()),
-        der::Tag::Ia5String => v.decode_as::<Ia5StringRef<'_>>().ok().map(|s| s.to_string()),
-        der::Tag::TeletexString => v.decode_as::<TeletexStringRef<'_>>().ok().map(|s| s.to_string()),
+        der::Tag::Utf8String => v
+            .decode_as::<Utf8StringRef<'_>>()
+            .ok()
+            .map(|s| s.to_string()),
+        der::Tag::PrintableString => v
+            .decode_as::<PrintableStringRef<'_>>()
+            .ok()
+            .map(|s| s.to_string()),
+        der::Tag::Ia5String => v
+            .decode_as::<Ia5StringRef<'_>>()
+            .ok()
+            .map(|s| s.to_string()),
+        der::Tag::TeletexString => v
+            .decode_as::<TeletexStringRef<'_>>()
+            .ok()
+            .map(|s| s.to_string()),
         _ => None,
     }
 }

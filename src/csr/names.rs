@@ -5,10 +5,20 @@ use super::PolicyError;
 use crate::profile::{NamePolicy, SEPARATORS};
 
 /// Checks one value for attribute `attr`. `printable` values must fit PrintableString.
-pub fn check_name(attr: &str, value: &str, policy: &NamePolicy, printable: bool) -> Result<(), PolicyError> {
+pub fn check_name(
+    attr: &str,
+    value: &str,
+    policy: &NamePolicy,
+    printable: bool,
+) -> Result<(), PolicyError> {
     let fail = |why: String| PolicyError::Name {
         attr: attr.into(),
-        value: value.chars().take(80).collect::<String>().escape_debug().to_string(),
+        value: value
+            .chars()
+            .take(80)
+            .collect::<String>()
+            .escape_debug()
+            .to_string(),
         why,
     };
     if value.is_empty() {
@@ -16,17 +26,25 @@ pub fn check_name(attr: &str, value: &str, policy: &NamePolicy, printable: bool)
     }
     let n = value.chars().count();
     if n > policy.max_length {
-        return Err(fail(format!("{n} characters, over the limit of {}", policy.max_length)));
+        return Err(fail(format!(
+            "{n} characters, over the limit of {}",
+            policy.max_length
+        )));
     }
     if value.trim() != value {
         return Err(fail("leading or trailing space".into()));
     }
     for c in value.chars() {
         if c.is_control() || is_bidi_or_format(c) {
-            return Err(fail(format!("contains control/bidi/format character U+{:04X}", c as u32)));
+            return Err(fail(format!(
+                "contains control/bidi/format character U+{:04X}",
+                c as u32
+            )));
         }
         if SEPARATORS.contains(c) {
-            return Err(fail(format!("contains {c:?}, which separates or quotes names downstream")));
+            return Err(fail(format!(
+                "contains {c:?}, which separates or quotes names downstream"
+            )));
         }
         let ok = c.is_ascii_alphanumeric()
             || policy.extra_chars.contains(c)
@@ -38,7 +56,9 @@ pub fn check_name(attr: &str, value: &str, policy: &NamePolicy, printable: bool)
             )));
         }
         if printable && !(c.is_ascii_alphanumeric() || " '()+,-./:=?".contains(c)) {
-            return Err(fail(format!("character {c:?} cannot be encoded as PrintableString")));
+            return Err(fail(format!(
+                "character {c:?} cannot be encoded as PrintableString"
+            )));
         }
     }
     Ok(())
@@ -80,7 +100,10 @@ mod tests {
             &"x".repeat(65),
             "",
         ] {
-            assert!(check_name("CN", bad, &p, false).is_err(), "{bad:?} accepted");
+            assert!(
+                check_name("CN", bad, &p, false).is_err(),
+                "{bad:?} accepted"
+            );
         }
         let mut u = policy();
         u.allow_unicode = true;

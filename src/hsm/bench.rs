@@ -50,7 +50,10 @@ pub fn bench(
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(HsmError::Other("bench thread panicked".into()))))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(HsmError::Other("bench thread panicked".into())))
+            })
             .collect::<Result<Vec<u64>, _>>()
     })?;
     let seconds = start.elapsed().as_secs_f64();

@@ -158,7 +158,9 @@ pub(crate) fn ckr_name(rv: &cryptoki::error::RvError) -> String {
     let dbg = format!("{rv:?}");
     let mut out = String::from("CKR");
     for (i, c) in dbg.chars().enumerate() {
-        if c.is_ascii_uppercase() || (i > 0 && c.is_ascii_digit() && !out.ends_with(|d: char| d.is_ascii_digit())) {
+        if c.is_ascii_uppercase()
+            || (i > 0 && c.is_ascii_digit() && !out.ends_with(|d: char| d.is_ascii_digit()))
+        {
             out.push('_');
         }
         out.push(c.to_ascii_uppercase());

@@ -131,12 +131,24 @@ fn objects(session: &cryptoki::session::Session) -> Result<Vec<ObjectSummary>, H
         {
             // Ask only for attributes that are never secret; a token answers "sensitive"
             // for the rest and cryptoki skips them.
-            let mut types = vec![AttributeType::Label, AttributeType::Id, AttributeType::KeyType];
+            let mut types = vec![
+                AttributeType::Label,
+                AttributeType::Id,
+                AttributeType::KeyType,
+            ];
             if class != ObjectClass::CERTIFICATE {
-                types.extend([AttributeType::ModulusBits, AttributeType::Modulus, AttributeType::EcParams]);
+                types.extend([
+                    AttributeType::ModulusBits,
+                    AttributeType::Modulus,
+                    AttributeType::EcParams,
+                ]);
             }
             if class == ObjectClass::PRIVATE_KEY || class == ObjectClass::SECRET_KEY {
-                types.extend([AttributeType::Sensitive, AttributeType::Extractable, AttributeType::Sign]);
+                types.extend([
+                    AttributeType::Sensitive,
+                    AttributeType::Extractable,
+                    AttributeType::Sign,
+                ]);
             }
             let attrs = session.get_attributes(h, &types).map_err(HsmError::call)?;
             let mut o = ObjectSummary {

@@ -98,7 +98,8 @@ impl<'h> HsmKey<'h> {
 
     fn sign_once(&self, live: &Live, msg: &[u8]) -> Result<Vec<u8>, SignError> {
         let s = &live.session;
-        let call = |m: &Mechanism, data: &[u8]| s.sign(m, live.handle, data).map_err(HsmError::call);
+        let call =
+            |m: &Mechanism, data: &[u8]| s.sign(m, live.handle, data).map_err(HsmError::call);
         Ok(match self.alg {
             SignatureAlgorithm::Ecdsa(h) => {
                 let raw = call(&Mechanism::Ecdsa, &h.digest(msg))?;
@@ -256,7 +257,9 @@ fn resolve(
                 })
             }
             Attribute::Sign(false) => {
-                return Err(HsmError::Other(format!("key {uri} is not allowed to sign (CKA_SIGN false)")))
+                return Err(HsmError::Other(format!(
+                    "key {uri} is not allowed to sign (CKA_SIGN false)"
+                )))
             }
             Attribute::Id(v) => id = v.clone(),
             _ => {}
@@ -313,7 +316,10 @@ fn public_key(
         }
         Some(KeyType::RSA) => {
             let a = session
-                .get_attributes(source, &[AttributeType::Modulus, AttributeType::PublicExponent])
+                .get_attributes(
+                    source,
+                    &[AttributeType::Modulus, AttributeType::PublicExponent],
+                )
                 .map_err(HsmError::call)?;
             let (mut n, mut e) = (None, None);
             for x in a {
@@ -327,10 +333,15 @@ fn public_key(
             let e = e.ok_or_else(|| bad("RSA key without CKA_PUBLIC_EXPONENT"))?;
             let pk = rsa::pkcs1::RsaPublicKey {
                 modulus: der::asn1::UintRef::new(&n).map_err(|_| bad("bad RSA modulus"))?,
-                public_exponent: der::asn1::UintRef::new(&e).map_err(|_| bad("bad RSA exponent"))?,
+                public_exponent: der::asn1::UintRef::new(&e)
+                    .map_err(|_| bad("bad RSA exponent"))?,
             };
             let der = pk.to_der().map_err(|_| bad("bad RSA key"))?;
-            spki_der(oids::RSA_ENCRYPTION, Some(der::Any::from(der::asn1::Null)), &der)?
+            spki_der(
+                oids::RSA_ENCRYPTION,
+                Some(der::Any::from(der::asn1::Null)),
+                &der,
+            )?
         }
         Some(other) => return Err(bad(&format!("{other}"))),
         None => return Err(bad("no CKA_KEY_TYPE")),
@@ -348,7 +359,8 @@ pub(crate) fn spki_der(
             oid,
             parameters: params,
         },
-        subject_public_key: BitString::from_bytes(key).map_err(|e| HsmError::Other(e.to_string()))?,
+        subject_public_key: BitString::from_bytes(key)
+            .map_err(|e| HsmError::Other(e.to_string()))?,
     };
     info.to_der().map_err(|e| HsmError::Other(e.to_string()))
 }

@@ -31,9 +31,10 @@ pub fn generate_ca_key(
     uri: &Pkcs11Uri,
     alg: CaKeyAlgorithm,
 ) -> Result<Vec<u8>, HsmError> {
-    let label = uri.object.clone().ok_or_else(|| {
-        HsmError::Other(format!("{uri} has no object=LABEL for the new key"))
-    })?;
+    let label = uri
+        .object
+        .clone()
+        .ok_or_else(|| HsmError::Other(format!("{uri} has no object=LABEL for the new key")))?;
     let (session, _) = hsm.open_session()?;
     let by_label = Pkcs11Uri {
         object: Some(label.clone()),
@@ -102,10 +103,14 @@ pub fn generate_ca_key(
         ..Default::default()
     };
     let key = hsm.key(&tmp_uri, None)?;
-    let ski = crate::crypto::key_identifier(&crate::signer::Signer::public_key(&key).subject_public_key());
+    let ski = crate::crypto::key_identifier(
+        &crate::signer::Signer::public_key(&key).subject_public_key(),
+    );
     drop(key);
     let set = [Attribute::Id(ski.clone())];
-    if session.update_attributes(pub_h, &set).is_ok() && session.update_attributes(priv_h, &set).is_ok() {
+    if session.update_attributes(pub_h, &set).is_ok()
+        && session.update_attributes(priv_h, &set).is_ok()
+    {
         Ok(ski)
     } else {
         Ok(tmp_id.to_vec())
@@ -160,4 +165,51 @@ pub fn import_certificate(
         ])
         .map_err(HsmError::call)?;
     Ok(())
+}
+
+/// Initialises a fresh token in the first free slot and sets its user PIN (development and
+/// test lines: production tokens are initialised by the security officer's own tooling).
+/// PINs come from secret sources, never from argv.
+pub fn init_token(
+    module: &std::path::Path,
+    label: &str,
+    so_pin: &secrecy::SecretString,
+    user_pin: &secrecy::SecretString,
+) -> Result<u64, HsmError> {
+    use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+    let ctx = Pkcs11::new(module).map_err(|e| HsmError::Module {
+        path: module.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .map_err(HsmError::call)?;
+    for slot in ctx.get_slots_with_token().map_err(HsmError::call)? {
+        let info = ctx.get_token_info(slot).map_err(HsmError::call)?;
+        if info.token_initialized() {
+            if info.label().trim() == label {
+                return Err(HsmError::Exists(label.into()));
+            }
+            continue;
+        }
+        ctx.init_token(slot, so_pin, label)
+            .map_err(HsmError::call)?;
+        // SoftHSM moves the new token to a new slot id: find it by label.
+        let slot = ctx
+            .get_slots_with_token()
+            .map_err(HsmError::call)?
+            .into_iter()
+            .find(|s| {
+                ctx.get_token_info(*s)
+                    .is_ok_and(|i| i.label().trim() == label)
+            })
+            .unwrap_or(slot);
+        let session = ctx.open_rw_session(slot).map_err(HsmError::call)?;
+        session
+            .login(cryptoki::session::UserType::So, Some(so_pin))
+            .map_err(HsmError::call)?;
+        session.init_pin(user_pin).map_err(HsmError::call)?;
+        session.logout().map_err(HsmError::call)?;
+        return Ok(slot.id());
+    }
+    Err(HsmError::Other("no free slot for a new token".into()))
 }

@@ -16,7 +16,7 @@ pub use bench::{bench, BenchResult};
 pub use error::HsmError;
 pub use info::{info, HsmInfo};
 pub use key::HsmKey;
-pub use keygen::{generate_ca_key, import_certificate, CaKeyAlgorithm};
+pub use keygen::{generate_ca_key, import_certificate, init_token, CaKeyAlgorithm};
 pub use uri::{Pkcs11Uri, UriError};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
@@ -103,8 +103,10 @@ impl Hsm {
                 let e = HsmError::call(e);
                 if e.ckr() != Some("CKR_USER_ALREADY_LOGGED_IN") {
                     return Err(match e.ckr() {
-                        Some(ckr @ ("CKR_PIN_INCORRECT" | "CKR_PIN_LOCKED" | "CKR_PIN_INVALID"
-                        | "CKR_PIN_LEN_RANGE")) => HsmError::LoginRefused {
+                        Some(
+                            ckr @ ("CKR_PIN_INCORRECT" | "CKR_PIN_LOCKED" | "CKR_PIN_INVALID"
+                            | "CKR_PIN_LEN_RANGE"),
+                        ) => HsmError::LoginRefused {
                             token: label,
                             ckr: ckr.into(),
                             source_name: source_name.into(),
@@ -199,10 +201,19 @@ fn init(module: &Path, token: &Pkcs11Uri) -> Result<(Pkcs11, Slot, String), HsmE
         let label = info.label().trim().to_string();
         present.push(label.clone());
         let ok = token.token.as_deref().is_none_or(|t| t == label)
-            && token.serial.as_deref().is_none_or(|s| s == info.serial_number().trim())
+            && token
+                .serial
+                .as_deref()
+                .is_none_or(|s| s == info.serial_number().trim())
             && token.slot_id.is_none_or(|id| id == slot.id())
-            && token.manufacturer.as_deref().is_none_or(|m| m == info.manufacturer_id().trim())
-            && token.model.as_deref().is_none_or(|m| m == info.model().trim());
+            && token
+                .manufacturer
+                .as_deref()
+                .is_none_or(|m| m == info.manufacturer_id().trim())
+            && token
+                .model
+                .as_deref()
+                .is_none_or(|m| m == info.model().trim());
         if ok && info.token_initialized() {
             return Ok((ctx, slot, label));
         }

@@ -69,14 +69,20 @@ impl Pkcs11Uri {
                 "manufacturer" => out.manufacturer = Some(text()?),
                 "model" => out.model = Some(text()?),
                 "slot-id" => {
-                    out.slot_id = Some(text()?.parse().map_err(|_| err("slot-id is not a number"))?)
+                    out.slot_id = Some(
+                        text()?
+                            .parse()
+                            .map_err(|_| err("slot-id is not a number"))?,
+                    )
                 }
                 "object" => out.object = Some(text()?),
                 "id" => out.id = Some(v),
                 "type" => {
                     let t = text()?;
                     if !["private", "public", "cert", "secret-key", "data"].contains(&t.as_str()) {
-                        return Err(err("type must be private, public, cert, secret-key or data"));
+                        return Err(err(
+                            "type must be private, public, cert, secret-key or data",
+                        ));
                     }
                     out.kind = Some(t)
                 }

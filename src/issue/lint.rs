@@ -41,7 +41,10 @@ pub fn lint(
     }
     let serial = tbs_c.raw_serial();
     if serial.is_empty() || serial.len() > 20 {
-        f.push(format!("serial is {} octets; RFC 5280 allows 1..=20", serial.len()));
+        f.push(format!(
+            "serial is {} octets; RFC 5280 allows 1..=20",
+            serial.len()
+        ));
     }
     if serial.first().is_some_and(|b| b & 0x80 != 0) {
         f.push("serial is negative".into());
@@ -78,7 +81,8 @@ pub fn lint(
     }
 
     let mut seen = HashSet::new();
-    let (mut bc_ok, mut ku_seen, mut ski_seen, mut aki_ok, mut san) = (false, false, false, false, None);
+    let (mut bc_ok, mut ku_seen, mut ski_seen, mut aki_ok, mut san) =
+        (false, false, false, false, None);
     for ext in tbs_c.extensions() {
         if !seen.insert(ext.oid.to_id_string()) {
             f.push(format!("extension {} appears twice", ext.oid));
@@ -118,13 +122,20 @@ pub fn lint(
                         }
                     }
                 }
-                if !(ku.digital_signature() || ku.non_repudiation() || ku.key_agreement() || ku.key_encipherment()) {
+                if !(ku.digital_signature()
+                    || ku.non_repudiation()
+                    || ku.key_agreement()
+                    || ku.key_encipherment())
+                {
                     f.push("keyUsage grants nothing a device uses".into());
                 }
             }
             ParsedExtension::SubjectKeyIdentifier(_) => ski_seen = true,
             ParsedExtension::AuthorityKeyIdentifier(aki) => {
-                aki_ok = aki.key_identifier.as_ref().is_some_and(|k| k.0 == ca.key_id.as_slice());
+                aki_ok = aki
+                    .key_identifier
+                    .as_ref()
+                    .is_some_and(|k| k.0 == ca.key_id.as_slice());
                 if !aki_ok {
                     f.push("authorityKeyIdentifier does not match the CA's key identifier".into());
                 }
@@ -135,9 +146,14 @@ pub fn lint(
             ParsedExtension::UnsupportedExtension { .. } | ParsedExtension::ParseError { .. }
                 if ext.critical =>
             {
-                let known = extra_critical_ok.iter().any(|o| o.to_string() == ext.oid.to_id_string());
+                let known = extra_critical_ok
+                    .iter()
+                    .any(|o| o.to_string() == ext.oid.to_id_string());
                 if !known {
-                    f.push(format!("critical extension {} that relying parties may not know", ext.oid));
+                    f.push(format!(
+                        "critical extension {} that relying parties may not know",
+                        ext.oid
+                    ));
                 }
             }
             ParsedExtension::ParseError { error } => {
@@ -161,7 +177,9 @@ pub fn lint(
     let subject_empty = tbs_c.subject.iter_attributes().next().is_none();
     match san {
         None if subject_empty => f.push("empty subject and no subjectAltName".into()),
-        Some((false, _)) if subject_empty => f.push("subjectAltName must be critical when the subject is empty".into()),
+        Some((false, _)) if subject_empty => {
+            f.push("subjectAltName must be critical when the subject is empty".into())
+        }
         Some((_, 0)) => f.push("subjectAltName is empty".into()),
         _ => {}
     }
@@ -178,7 +196,13 @@ pub fn lint(
     f
 }
 
-fn preset_rules(p: &Profile, cert: &X509Certificate<'_>, key: &PublicKey, ca: &CaCert, f: &mut Vec<String>) {
+fn preset_rules(
+    p: &Profile,
+    cert: &X509Certificate<'_>,
+    key: &PublicKey,
+    ca: &CaCert,
+    f: &mut Vec<String>,
+) {
     let attr = |oid: &der::asn1::ObjectIdentifier| {
         let want = oid.to_string();
         cert.subject()
@@ -197,7 +221,11 @@ fn preset_rules(p: &Profile, cert: &X509Certificate<'_>, key: &PublicKey, ca: &C
             if key.kind() != KeyKind::P256 {
                 f.push("Matter: DAC key must be P-256".into());
             }
-            let hex4 = |s: &str| s.len() == 4 && s.chars().all(|c| c.is_ascii_digit() || ('A'..='F').contains(&c));
+            let hex4 = |s: &str| {
+                s.len() == 4
+                    && s.chars()
+                        .all(|c| c.is_ascii_digit() || ('A'..='F').contains(&c))
+            };
             match attr(&crate::profile::MATTER_VID) {
                 Some(v) if hex4(&v) => {
                     if ca.matter_vid.as_deref().is_some_and(|pai| pai != v) {

@@ -11,8 +11,8 @@ mod tbs;
 pub use lint::lint;
 pub use serial::new_serial;
 pub use tbs::{
-    assemble, authority_key_id, basic_constraints, build_tbs, key_usage, name, pem, subject_key_id, BuildError,
-    CertSpec,
+    assemble, authority_key_id, basic_constraints, build_tbs, key_usage, name, pem, subject_key_id,
+    BuildError, CertSpec,
 };
 
 use crate::ca::CaCert;
@@ -173,10 +173,19 @@ pub fn prepare(ctx: &IssueContext<'_>, req: &Request) -> Result<Prepared, IssueE
     csr::check_name("device id", &device_id, &p.names, false)?;
     vars.device_id = Some(device_id.clone());
 
+    // Values built only from profile text are the profile author's; values that carry any
+    // request input go through the name policy.
+    let check = |attr: &str, t: &crate::profile::Template, v: &str, printable: bool| {
+        if t.placeholders().next().is_some() {
+            csr::check_name(attr, v, &p.names, printable)
+        } else {
+            Ok(())
+        }
+    };
     let mut subject = Vec::new();
     for (attr, t) in &p.subject {
         let v = t.render(&vars).map_err(PolicyError::Template)?;
-        csr::check_name(&attr.name, &v, &p.names, attr.printable)?;
+        check(&attr.name, t, &v, attr.printable)?;
         subject.push((attr.clone(), v));
     }
     let mut san = Vec::new();
@@ -184,7 +193,7 @@ pub fn prepare(ctx: &IssueContext<'_>, req: &Request) -> Result<Prepared, IssueE
         use x509_cert::ext::pkix::name::GeneralName as G;
         let render = |t: &crate::profile::Template, kind: &str| -> Result<String, PolicyError> {
             let v = t.render(&vars).map_err(PolicyError::Template)?;
-            csr::check_name(kind, &v, &p.names, false)?;
+            check(kind, t, &v, false)?;
             Ok(v)
         };
         san.push(match s {
@@ -206,10 +215,7 @@ pub fn prepare(ctx: &IssueContext<'_>, req: &Request) -> Result<Prepared, IssueE
             }
             SanEntry::HardwareModuleName { hw_type, hw_serial } => {
                 let serial = render(hw_serial, "SAN hw_serial")?;
-                let oid = hw_type
-                    .parse()
-                    .map_err(|_| BuildError(format!("hw_type {hw_type} is not an OID")))?;
-                tbs::hardware_module_name(oid, serial.as_bytes())?
+                tbs::hardware_module_name(*hw_type, serial.as_bytes())?
             }
         });
     }
@@ -232,7 +238,9 @@ pub fn prepare(ctx: &IssueContext<'_>, req: &Request) -> Result<Prepared, IssueE
     if !p.extended_key_usage.is_empty() {
         exts.push(tbs::extended_key_usage(&p.extended_key_usage)?);
     }
-    exts.push(tbs::subject_key_id(&crate::crypto::key_identifier(&public_key.subject_public_key()))?);
+    exts.push(tbs::subject_key_id(&crate::crypto::key_identifier(
+        &public_key.subject_public_key(),
+    ))?);
     exts.push(tbs::authority_key_id(&ctx.ca.key_id)?);
     if !san.is_empty() {
         exts.push(tbs::subject_alt_name(san, subject.is_empty())?);
@@ -264,7 +272,14 @@ pub fn prepare(ctx: &IssueContext<'_>, req: &Request) -> Result<Prepared, IssueE
         .map(|x| x.oid)
         .chain(p.csr_allowed_extensions.iter().copied())
         .collect();
-    let findings = lint(&tbs_der, ctx.signature, &public_key, ctx.ca, Some(p), &critical_ok);
+    let findings = lint(
+        &tbs_der,
+        ctx.signature,
+        &public_key,
+        ctx.ca,
+        Some(p),
+        &critical_ok,
+    );
     if !findings.is_empty() {
         return Err(IssueError::Lint(findings));
     }

@@ -24,7 +24,8 @@ mod tests {
         assert_eq!(a.len(), 17);
         assert_eq!(a[0], 0x7f);
         assert_ne!(a, b);
-        let sn = x509_cert::serial_number::SerialNumber::<x509_cert::certificate::Rfc5280>::new(&a).unwrap();
+        let sn = x509_cert::serial_number::SerialNumber::<x509_cert::certificate::Rfc5280>::new(&a)
+            .unwrap();
         assert_eq!(sn.as_bytes(), &a[..]);
     }
 }

@@ -3,14 +3,16 @@
 
 use crate::crypto::SignatureAlgorithm;
 use crate::profile::AttrType;
-use der::asn1::{BitString, GeneralizedTime, Ia5String, OctetString, PrintableString, UtcTime, Utf8StringRef};
+use der::asn1::{
+    BitString, GeneralizedTime, Ia5String, OctetString, PrintableString, UtcTime, Utf8StringRef,
+};
 use der::{Decode, Encode};
 use time::OffsetDateTime;
 use x509_cert::attr::AttributeTypeAndValue;
 use x509_cert::ext::pkix::name::{GeneralName, OtherName};
 use x509_cert::ext::pkix::{
-    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages, SubjectAltName,
-    SubjectKeyIdentifier,
+    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages,
+    SubjectAltName, SubjectKeyIdentifier,
 };
 use x509_cert::ext::Extension;
 use x509_cert::name::{Name, RdnSequence, RelativeDistinguishedName};
@@ -52,7 +54,8 @@ impl From<der::Error> for BuildError {
 
 /// RFC 5280 §4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050.
 pub fn x509_time(t: OffsetDateTime) -> Result<Time, BuildError> {
-    let secs = u64::try_from(t.unix_timestamp()).map_err(|_| BuildError("time before 1970".into()))?;
+    let secs =
+        u64::try_from(t.unix_timestamp()).map_err(|_| BuildError("time before 1970".into()))?;
     let d = std::time::Duration::from_secs(secs);
     Ok(if t.year() < 2050 {
         Time::UtcTime(UtcTime::from_unix_duration(d)?)
@@ -63,9 +66,9 @@ pub fn x509_time(t: OffsetDateTime) -> Result<Time, BuildError> {
 
 /// The IEEE 802.1AR / RFC 5280 "no well-defined expiration" value.
 pub fn no_expiry() -> Result<Time, BuildError> {
-    Ok(Time::GeneralTime(GeneralizedTime::from_date_time(der::DateTime::new(
-        9999, 12, 31, 23, 59, 59,
-    )?)))
+    Ok(Time::GeneralTime(GeneralizedTime::from_date_time(
+        der::DateTime::new(9999, 12, 31, 23, 59, 59)?,
+    )))
 }
 
 /// Encodes the TBSCertificate.
@@ -115,14 +118,18 @@ pub fn name(attrs: &[(AttrType, String)]) -> Result<Name, BuildError> {
             der::Any::encode_from(&Utf8StringRef::new(v)?)?
         };
         let atv = AttributeTypeAndValue { oid: a.oid, value };
-        rdns.push(RelativeDistinguishedName(
-            der::asn1::SetOfVec::try_from(vec![atv])?,
-        ));
+        rdns.push(RelativeDistinguishedName(der::asn1::SetOfVec::try_from(
+            vec![atv],
+        )?));
     }
     Ok(RdnSequence(rdns))
 }
 
-fn ext<T: Encode>(oid: der::asn1::ObjectIdentifier, critical: bool, v: &T) -> Result<Extension, BuildError> {
+fn ext<T: Encode>(
+    oid: der::asn1::ObjectIdentifier,
+    critical: bool,
+    v: &T,
+) -> Result<Extension, BuildError> {
     Ok(Extension {
         extn_id: oid,
         critical,
@@ -144,7 +151,11 @@ pub fn basic_constraints(ca: bool, path_len: Option<u8>) -> Result<Extension, Bu
 
 /// keyUsage, critical.
 pub fn key_usage(bits: flagset::FlagSet<KeyUsages>) -> Result<Extension, BuildError> {
-    ext(const_oid::db::rfc5280::ID_CE_KEY_USAGE, true, &KeyUsage(bits))
+    ext(
+        const_oid::db::rfc5280::ID_CE_KEY_USAGE,
+        true,
+        &KeyUsage(bits),
+    )
 }
 
 /// extKeyUsage, non-critical.
@@ -199,7 +210,10 @@ struct HardwareModuleName {
 }
 
 /// RFC 4108 hardwareModuleName otherName (used by IEEE 802.1AR IDevIDs).
-pub fn hardware_module_name(hw_type: der::asn1::ObjectIdentifier, serial: &[u8]) -> Result<GeneralName, BuildError> {
+pub fn hardware_module_name(
+    hw_type: der::asn1::ObjectIdentifier,
+    serial: &[u8],
+) -> Result<GeneralName, BuildError> {
     let hmn = HardwareModuleName {
         hw_type,
         hw_serial_num: OctetString::new(serial)?,

@@ -25,12 +25,24 @@ pub const MATTER_PID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4
 
 /// Extensions certfab builds itself; a profile sets them through their own fields.
 const MANAGED: &[(ObjectIdentifier, &str)] = &[
-    (const_oid::db::rfc5280::ID_CE_BASIC_CONSTRAINTS, "basicConstraints is always CA:FALSE for devices"),
+    (
+        const_oid::db::rfc5280::ID_CE_BASIC_CONSTRAINTS,
+        "basicConstraints is always CA:FALSE for devices",
+    ),
     (const_oid::db::rfc5280::ID_CE_KEY_USAGE, "use key_usage"),
-    (const_oid::db::rfc5280::ID_CE_EXT_KEY_USAGE, "use extended_key_usage"),
+    (
+        const_oid::db::rfc5280::ID_CE_EXT_KEY_USAGE,
+        "use extended_key_usage",
+    ),
     (const_oid::db::rfc5280::ID_CE_SUBJECT_ALT_NAME, "use san"),
-    (const_oid::db::rfc5280::ID_CE_SUBJECT_KEY_IDENTIFIER, "certfab computes it"),
-    (const_oid::db::rfc5280::ID_CE_AUTHORITY_KEY_IDENTIFIER, "certfab copies the CA's"),
+    (
+        const_oid::db::rfc5280::ID_CE_SUBJECT_KEY_IDENTIFIER,
+        "certfab computes it",
+    ),
+    (
+        const_oid::db::rfc5280::ID_CE_AUTHORITY_KEY_IDENTIFIER,
+        "certfab copies the CA's",
+    ),
 ];
 
 /// Which extra rules a profile's certificates must pass.
@@ -92,13 +104,16 @@ impl FromStr for AttrType {
                 false,
             ),
         };
-        Ok(Self { oid, name: s.into(), printable })
+        Ok(Self {
+            oid,
+            name: s.into(),
+            printable,
+        })
     }
 }
 
 /// A SubjectAltName entry template.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub enum SanEntry {
     /// dNSName
     Dns(Template),
@@ -111,10 +126,33 @@ pub enum SanEntry {
     /// IEEE 802.1AR / RFC 4108 hardwareModuleName otherName
     HardwareModuleName {
         /// Hardware type OID.
-        hw_type: String,
+        hw_type: ObjectIdentifier,
         /// Hardware serial number template.
         hw_serial: Template,
     },
+}
+
+/// One `san:` list item: exactly one of the keys.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSan {
+    #[serde(default)]
+    dns: Option<Template>,
+    #[serde(default)]
+    uri: Option<Template>,
+    #[serde(default)]
+    email: Option<Template>,
+    #[serde(default)]
+    ip: Option<Template>,
+    #[serde(default)]
+    hardware_module_name: Option<RawHmn>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHmn {
+    hw_type: String,
+    hw_serial: Template,
 }
 
 /// Key usage bits a device certificate may carry.
@@ -276,7 +314,7 @@ struct Raw {
     #[serde(default)]
     subject: Vec<BTreeMap<String, Template>>,
     #[serde(default)]
-    san: Vec<SanEntry>,
+    san: Vec<RawSan>,
     validity: RawValidity,
     key_usage: Vec<KeyUsageBit>,
     #[serde(default)]
@@ -414,8 +452,12 @@ impl Profile {
             msg,
         };
         let oid = |key: &str, s: &str| {
-            ObjectIdentifier::from_str(s)
-                .map_err(|_| err(key, format!("'{s}' is not a dotted OID (e.g. 1.3.6.1.5.5.7.3.2)")))
+            ObjectIdentifier::from_str(s).map_err(|_| {
+                err(
+                    key,
+                    format!("'{s}' is not a dotted OID (e.g. 1.3.6.1.5.5.7.3.2)"),
+                )
+            })
         };
 
         let mut keys = KeyRules::default();
@@ -445,26 +487,50 @@ impl Profile {
             }
         }
         if raw.keys.is_empty() {
-            return Err(err("keys", "keys is empty; list at least one of p256, p384, rsa, ed25519".into()));
+            return Err(err(
+                "keys",
+                "keys is empty; list at least one of p256, p384, rsa, ed25519".into(),
+            ));
         }
 
         let mut subject = Vec::new();
         for entry in raw.subject {
             if entry.len() != 1 {
-                return Err(err("subject", "each subject entry is one 'ATTR: template' pair, e.g. '- CN: \"{device_id}\"'".into()));
+                return Err(err(
+                    "subject",
+                    "each subject entry is one 'ATTR: template' pair, e.g. '- CN: \"{device_id}\"'"
+                        .into(),
+                ));
             }
             for (k, t) in entry {
                 let attr = AttrType::from_str(&k).map_err(|e| err(&k, e))?;
                 subject.push((attr, t));
             }
         }
-        if subject.is_empty() && raw.san.is_empty() {
-            return Err(err("subject", "the certificate would have neither subject nor SAN; add a subject (e.g. '- CN: \"{device_id}\"') or a san entry".into()));
-        }
-        for s in &raw.san {
-            if let SanEntry::HardwareModuleName { hw_type, .. } = s {
-                oid("hw_type", hw_type)?;
+        let mut san = Vec::new();
+        for r in raw.san {
+            let mut items: Vec<SanEntry> = Vec::new();
+            items.extend(r.dns.map(SanEntry::Dns));
+            items.extend(r.uri.map(SanEntry::Uri));
+            items.extend(r.email.map(SanEntry::Email));
+            items.extend(r.ip.map(SanEntry::Ip));
+            if let Some(h) = r.hardware_module_name {
+                items.push(SanEntry::HardwareModuleName {
+                    hw_type: oid("hw_type", &h.hw_type)?,
+                    hw_serial: h.hw_serial,
+                });
             }
+            if items.len() != 1 {
+                return Err(err(
+                    "san",
+                    "each san entry has exactly one of dns, uri, email, ip, hardware_module_name"
+                        .into(),
+                ));
+            }
+            san.extend(items);
+        }
+        if subject.is_empty() && san.is_empty() {
+            return Err(err("subject", "the certificate would have neither subject nor SAN; add a subject (e.g. '- CN: \"{device_id}\"') or a san entry".into()));
         }
 
         let device_id = match raw.device_id.as_ref().map(|d| d.from.as_str()) {
@@ -480,7 +546,10 @@ impl Profile {
             d => {
                 let d = parse_duration(d).map_err(|e| err("duration", e))?;
                 if d <= Duration::ZERO {
-                    return Err(err("duration", "validity.duration must be positive, or 'none' for no expiry".into()));
+                    return Err(err(
+                        "duration",
+                        "validity.duration must be positive, or 'none' for no expiry".into(),
+                    ));
                 }
                 Some(d)
             }
@@ -494,11 +563,18 @@ impl Profile {
             .map_err(|e| err("backdate", e))?
             .unwrap_or(Duration::ZERO);
         if backdate > Duration::days(7) {
-            return Err(err("backdate", "backdate is over 7 days; device clocks rarely need more than an hour or a day".into()));
+            return Err(err(
+                "backdate",
+                "backdate is over 7 days; device clocks rarely need more than an hour or a day"
+                    .into(),
+            ));
         }
 
         if raw.key_usage.is_empty() {
-            return Err(err("key_usage", "key_usage is empty; devices need at least digitalSignature".into()));
+            return Err(err(
+                "key_usage",
+                "key_usage is empty; devices need at least digitalSignature".into(),
+            ));
         }
         if let Some(bad) = raw
             .key_usage
@@ -527,13 +603,24 @@ impl Profile {
         for x in &raw.extensions {
             let o = oid("oid", &x.oid)?;
             if let Some((_, why)) = MANAGED.iter().find(|(m, _)| *m == o) {
-                return Err(err("oid", format!("extension {o} is set by certfab, not by extensions: {why}")));
+                return Err(err(
+                    "oid",
+                    format!("extension {o} is set by certfab, not by extensions: {why}"),
+                ));
             }
             let value = hex::decode(x.der.replace([' ', ':'], ""))
                 .map_err(|_| err("der", format!("extension {o}: der is not hex")))?;
-            der::asn1::AnyRef::from_der(&value)
-                .map_err(|e| err("der", format!("extension {o}: der is not one DER value ({e})")))?;
-            extensions.push(ExtraExtension { oid: o, critical: x.critical, value });
+            der::asn1::AnyRef::from_der(&value).map_err(|e| {
+                err(
+                    "der",
+                    format!("extension {o}: der is not one DER value ({e})"),
+                )
+            })?;
+            extensions.push(ExtraExtension {
+                oid: o,
+                critical: x.critical,
+                value,
+            });
         }
         let csr_allowed_extensions = raw
             .csr
@@ -541,11 +628,19 @@ impl Profile {
             .iter()
             .map(|s| oid("allowed_extensions", s))
             .collect::<Result<Vec<_>, _>>()?;
-        if let Some(c) = raw.names.extra_chars.chars().find(|c| SEPARATORS.contains(*c) || c.is_control()) {
+        if let Some(c) = raw
+            .names
+            .extra_chars
+            .chars()
+            .find(|c| SEPARATORS.contains(*c) || c.is_control())
+        {
             return Err(err("extra_chars", format!("names.extra_chars must not contain {c:?}: it separates or quotes DN/CSV text downstream")));
         }
         if raw.names.max_length == 0 || raw.names.max_length > 64 {
-            return Err(err("max_length", "names.max_length must be 1..=64 (RFC 5280 upper bound for CN)".into()));
+            return Err(err(
+                "max_length",
+                "names.max_length must be 1..=64 (RFC 5280 upper bound for CN)".into(),
+            ));
         }
 
         let p = Self {
@@ -558,7 +653,7 @@ impl Profile {
             keys,
             device_id,
             subject,
-            san: raw.san,
+            san,
             validity: ValidityRule {
                 duration,
                 backdate,
@@ -599,8 +694,12 @@ impl Profile {
                 Ok(())
             }
             Preset::MatterDac => {
-                if self.keys.p384 || self.keys.ed25519 || self.keys.rsa.is_some() || !self.keys.p256 {
-                    return Err(("keys", "Matter DACs are ECDSA P-256 only; set keys: [p256]".into()));
+                if self.keys.p384 || self.keys.ed25519 || self.keys.rsa.is_some() || !self.keys.p256
+                {
+                    return Err((
+                        "keys",
+                        "Matter DACs are ECDSA P-256 only; set keys: [p256]".into(),
+                    ));
                 }
                 if !self.has_attr(MATTER_VID) || !self.has_attr(MATTER_PID) {
                     return Err(("subject", "Matter DACs need matter-vid and matter-pid subject attributes (4 upper-case hex digits)".into()));
@@ -609,10 +708,16 @@ impl Profile {
                     return Err(("clamp_to_issuer", "Matter requires the DAC validity to lie inside the PAI's; set validity.clamp_to_issuer: true".into()));
                 }
                 if self.key_usage != [KeyUsageBit::DigitalSignature] {
-                    return Err(("key_usage", "Matter DACs have key_usage [digitalSignature] only".into()));
+                    return Err((
+                        "key_usage",
+                        "Matter DACs have key_usage [digitalSignature] only".into(),
+                    ));
                 }
                 if !self.extended_key_usage.is_empty() {
-                    return Err(("extended_key_usage", "Matter DACs carry no extended key usage".into()));
+                    return Err((
+                        "extended_key_usage",
+                        "Matter DACs carry no extended key usage".into(),
+                    ));
                 }
                 Ok(())
             }

@@ -55,7 +55,9 @@ impl TryFrom<String> for Template {
                         || ["csv.", "csr.", "var."].iter().any(|p| {
                             name.strip_prefix(p).is_some_and(|rest| {
                                 !rest.is_empty()
-                                    && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                                    && rest
+                                        .chars()
+                                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
                             })
                         });
                     if !ok {
@@ -68,7 +70,11 @@ impl TryFrom<String> for Template {
                     }
                     parts.push(Part::Var(name));
                 }
-                '}' => return Err(format!("template '{s}' has a stray '}}'; write }}}} for a literal brace")),
+                '}' => {
+                    return Err(format!(
+                        "template '{s}' has a stray '}}'; write }}}} for a literal brace"
+                    ))
+                }
                 c => lit.push(c),
             }
         }
@@ -93,13 +99,16 @@ impl Template {
         for p in &self.parts {
             match p {
                 Part::Lit(s) => out.push_str(s),
-                Part::Var(name) if name == "device_id" => out.push_str(
-                    vars.device_id
-                        .as_deref()
-                        .ok_or("no device id: pass --device-id or set device_id.from in the profile")?,
-                ),
+                Part::Var(name) if name == "device_id" => {
+                    out.push_str(vars.device_id.as_deref().ok_or(
+                        "no device id: pass --device-id or set device_id.from in the profile",
+                    )?)
+                }
                 Part::Var(name) => out.push_str(vars.values.get(name).ok_or_else(|| {
-                    format!("template '{}' needs {{{name}}}, which this request does not provide", self.source)
+                    format!(
+                        "template '{}' needs {{{name}}}, which this request does not provide",
+                        self.source
+                    )
                 })?),
             }
         }
@@ -140,7 +149,9 @@ mod tests {
     #[test]
     fn rejects_bad_syntax() {
         assert!(Template::try_from("{serial".to_string()).is_err());
-        assert!(Template::try_from("{mac}".to_string()).unwrap_err().contains("unknown placeholder"));
+        assert!(Template::try_from("{mac}".to_string())
+            .unwrap_err()
+            .contains("unknown placeholder"));
         assert!(Template::try_from("a}".to_string()).is_err());
     }
 }

@@ -1,0 +1,159 @@
+//! Shared test support: a fresh development line (SoftHSM token in a temp dir, built by the
+//! same hsm-fixtures/dev-line.sh users run), the certfab binary, and OpenSSL helpers.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A development line in its own temp dir.
+pub struct Line {
+    pub dir: tempfile::TempDir,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_certfab")
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+impl Line {
+    /// Builds a fresh line with hsm-fixtures/dev-line.sh.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = Command::new(repo().join("hsm-fixtures/dev-line.sh"))
+            .arg(dir.path())
+            .env("CERTFAB", bin())
+            .output()
+            .expect("run dev-line.sh");
+        assert!(
+            out.status.success(),
+            "dev-line.sh failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.path().join("certfab.yaml")
+    }
+
+    /// Runs certfab with this line's config.
+    pub fn certfab(&self, args: &[&str]) -> Output {
+        Command::new(bin())
+            .arg("--config")
+            .arg(self.config())
+            .args(args)
+            .env_remove("CERTFAB_CONFIG")
+            .output()
+            .expect("run certfab")
+    }
+
+    /// Runs pkcs11-tool against this line's token, logged in.
+    pub fn pkcs11_tool(&self, args: &[&str]) -> Output {
+        let pin = std::fs::read_to_string(self.path().join("pin")).unwrap();
+        Command::new("pkcs11-tool")
+            .env("SOFTHSM2_CONF", self.path().join("softhsm2.conf"))
+            .args([
+                "--module",
+                &softhsm_module(),
+                "--token-label",
+                "certfab-dev",
+                "--login",
+                "--pin",
+                pin.trim(),
+            ])
+            .args(args)
+            .output()
+            .expect("run pkcs11-tool")
+    }
+
+    /// A file path inside the line dir.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path().join(name)
+    }
+}
+
+pub fn softhsm_module() -> String {
+    for m in [
+        "/usr/lib/softhsm/libsofthsm2.so",
+        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+        "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+    ] {
+        if Path::new(m).exists() {
+            return m.into();
+        }
+    }
+    panic!("SoftHSM2 not installed");
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Runs openssl with args, returning the output.
+pub fn openssl(args: &[&str]) -> Output {
+    Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("run openssl")
+}
+
+/// Makes a device key and CSR with OpenSSL: `keyspec` is e.g. "ec:prime256v1", "rsa:2048".
+pub fn openssl_csr(dir: &Path, name: &str, keyspec: &str, subj: &str, extra: &[&str]) -> PathBuf {
+    let key = dir.join(format!("{name}.key"));
+    let csr = dir.join(format!("{name}.csr"));
+    let gen = match keyspec.split_once(':') {
+        Some(("ec", curve)) => openssl(&[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            &format!("ec_paramgen_curve:{curve}"),
+            "-out",
+            key.to_str().unwrap(),
+        ]),
+        Some(("rsa", bits)) => openssl(&[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            &format!("rsa_keygen_bits:{bits}"),
+            "-out",
+            key.to_str().unwrap(),
+        ]),
+        _ => openssl(&[
+            "genpkey",
+            "-algorithm",
+            keyspec,
+            "-out",
+            key.to_str().unwrap(),
+        ]),
+    };
+    assert!(gen.status.success(), "{}", text(&gen));
+    let mut args = vec![
+        "req",
+        "-new",
+        "-key",
+        key.to_str().unwrap(),
+        "-subj",
+        subj,
+        "-out",
+        csr.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = openssl(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    csr
+}
