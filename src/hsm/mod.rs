@@ -169,6 +169,19 @@ impl Hsm {
         Ok(())
     }
 
+    /// Finalizes the module behind every open session, as an HSM reboot or a lost connection
+    /// would. Fault-injection hook for recovery tests; signing afterwards must recover.
+    #[doc(hidden)]
+    pub fn inject_reset(&self) {
+        let (ctx, _, _) = self.context();
+        let _ = ctx.finalize();
+    }
+
+    /// How many times the module was re-initialised after a failure.
+    pub fn recoveries(&self) -> u64 {
+        self.lock().generation
+    }
+
     /// Resolves `uri` to a signing key in a session of its own. Pass the CA certificate's public
     /// key as `expected` to refuse a token key that does not belong to it.
     pub fn key(

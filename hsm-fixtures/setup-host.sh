@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs what certfab's dev line and tests need on a Debian/Ubuntu host, when missing:
+# SoftHSM2 (the development token), OpenSC (pkcs11-tool) and OpenSSL (independent checks).
+set -euo pipefail
+missing=()
+command -v softhsm2-util >/dev/null 2>&1 || missing+=(softhsm2)
+command -v pkcs11-tool >/dev/null 2>&1 || missing+=(opensc)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
