@@ -44,12 +44,19 @@ pub fn load<T: DeserializeOwned>(path: &Path) -> Result<(T, String), YamlError> 
     Ok((value, text))
 }
 
-/// The 1-based line where `key:` first appears (at any indent), for semantic errors.
+/// The 1-based line where `key:` first appears (block or flow style), for semantic errors.
 pub fn line_of(text: &str, key: &str) -> Option<usize> {
     text.lines()
         .position(|l| {
-            let t = l.trim_start().trim_start_matches("- ");
-            t.starts_with(key) && t[key.len()..].trim_start().starts_with(':')
+            l.match_indices(key).any(|(i, _)| {
+                let before = l[..i].chars().next_back();
+                let boundary = before.is_none_or(|c| {
+                    !(c.is_alphanumeric()
+                        || c == '_'
+                        || c == '-' && i > 1 && l.as_bytes()[i - 2] != b' ')
+                });
+                boundary && l[i + key.len()..].trim_start().starts_with(':')
+            })
         })
         .map(|i| i + 1)
 }

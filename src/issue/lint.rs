@@ -240,3 +240,162 @@ fn preset_rules(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Pure logic: a software CA stands in for the HSM here (the lint never touches the token).
+    use super::*;
+    use crate::ca::{self_sign, CaParams};
+    use crate::issue::{
+        authority_key_id, basic_constraints, build_tbs, key_usage, name, subject_key_id, CertSpec,
+    };
+    use crate::profile::AttrType;
+    use ::time::{Duration, OffsetDateTime};
+    use std::str::FromStr;
+    use x509_cert::ext::pkix::KeyUsages;
+
+    struct Fixture {
+        ca: CaCert,
+        ca_signer: SoftSigner,
+        device: SoftSigner,
+        now: OffsetDateTime,
+    }
+
+    fn fixture() -> Fixture {
+        let ca_signer = SoftSigner::generate_p256();
+        let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let der = self_sign(
+            &ca_signer,
+            &CaParams {
+                subject: Some(x509_cert::name::Name::from_str("CN=Test CA").unwrap()),
+                not_before: now - Duration::days(1),
+                not_after: Some(now + Duration::days(3650)),
+                path_len: Some(0),
+                serial_prefix: 1,
+            },
+        )
+        .unwrap();
+        Fixture {
+            ca: CaCert::from_der(der, "test-ca".into()).unwrap(),
+            ca_signer,
+            device: SoftSigner::generate_p256(),
+            now,
+        }
+    }
+
+    fn good_spec(f: &Fixture) -> CertSpec {
+        let pk = f.device.public_key();
+        CertSpec {
+            serial: vec![1; 17],
+            signature: f.ca_signer.algorithm(),
+            issuer: f.ca.subject.clone(),
+            subject: name(&[(AttrType::from_str("CN").unwrap(), "SN1".into())]).unwrap(),
+            not_before: f.now,
+            not_after: Some(f.now + Duration::days(365)),
+            spki: pk.spki_der().to_vec(),
+            extensions: vec![
+                basic_constraints(false, None).unwrap(),
+                key_usage(KeyUsages::DigitalSignature.into()).unwrap(),
+                subject_key_id(&crate::crypto::key_identifier(&pk.subject_public_key())).unwrap(),
+                authority_key_id(&f.ca.key_id).unwrap(),
+            ],
+        }
+    }
+
+    fn findings(f: &Fixture, spec: &CertSpec) -> Vec<String> {
+        let tbs = build_tbs(spec).unwrap();
+        lint(
+            &tbs,
+            spec.signature,
+            f.device.public_key(),
+            &f.ca,
+            None,
+            &[],
+        )
+    }
+
+    #[test]
+    fn clean_certificate_passes() {
+        let f = fixture();
+        assert_eq!(findings(&f, &good_spec(&f)), Vec::<String>::new());
+    }
+
+    #[test]
+    fn each_violation_is_found() {
+        let f = fixture();
+        type Mutation = Box<dyn Fn(&mut CertSpec)>;
+        let cases: Vec<(&str, Mutation)> = vec![
+            ("serial is zero", Box::new(|s| s.serial = vec![0])),
+            (
+                "CA:TRUE",
+                Box::new(|s| s.extensions[0] = basic_constraints(true, None).unwrap()),
+            ),
+            (
+                "keyEncipherment/dataEncipherment with an EC key",
+                Box::new(|s| {
+                    s.extensions[1] = key_usage(KeyUsages::KeyEncipherment.into()).unwrap()
+                }),
+            ),
+            (
+                "keyCertSign/cRLSign",
+                Box::new(|s| {
+                    s.extensions[1] =
+                        key_usage(KeyUsages::DigitalSignature | KeyUsages::KeyCertSign).unwrap()
+                }),
+            ),
+            (
+                "notAfter is after the CA's",
+                Box::new(|s| s.not_after = Some(s.not_before + Duration::days(20_000))),
+            ),
+            (
+                "notBefore is before the CA's",
+                Box::new(|s| s.not_before -= Duration::days(30)),
+            ),
+            (
+                "issuer name does not match",
+                Box::new(|s| s.issuer = x509_cert::name::Name::from_str("CN=Other").unwrap()),
+            ),
+            (
+                "authorityKeyIdentifier does not match",
+                Box::new(|s| s.extensions[3] = authority_key_id(&[9; 20]).unwrap()),
+            ),
+            (
+                "appears twice",
+                Box::new(|s| s.extensions.push(basic_constraints(false, None).unwrap())),
+            ),
+            (
+                "subjectKeyIdentifier missing",
+                Box::new(|s| {
+                    s.extensions.remove(2);
+                }),
+            ),
+            (
+                "empty subject and no subjectAltName",
+                Box::new(|s| s.subject = x509_cert::name::RdnSequence(vec![])),
+            ),
+            (
+                "critical extension 1.2.3.4",
+                Box::new(|s| {
+                    s.extensions.push(x509_cert::ext::Extension {
+                        extn_id: der::asn1::ObjectIdentifier::new_unwrap("1.2.3.4"),
+                        critical: true,
+                        extn_value: der::asn1::OctetString::new(vec![5, 0]).unwrap(),
+                    })
+                }),
+            ),
+            (
+                "subjectPublicKeyInfo is not the requested key",
+                Box::new(|s| s.spki = SoftSigner::generate_p256().public_key().spki_der().to_vec()),
+            ),
+        ];
+        for (want, mutate) in cases {
+            let mut spec = good_spec(&f);
+            mutate(&mut spec);
+            let got = findings(&f, &spec);
+            assert!(
+                got.iter().any(|g| g.contains(want)),
+                "expected '{want}', got {got:?}"
+            );
+        }
+    }
+}

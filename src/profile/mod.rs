@@ -724,3 +724,70 @@ impl Profile {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_profiles_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles");
+        let mut n = 0;
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "yaml") {
+                Profile::load(&p).unwrap_or_else(|e| panic!("{e}"));
+                n += 1;
+            }
+        }
+        assert!(n >= 4);
+    }
+
+    #[test]
+    fn errors_name_file_line_and_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("p.yaml");
+        let base = "name: x\nissuer: issuing\nkeys: [p256]\nsubject:\n  - CN: \"{device_id}\"\nvalidity: {duration: 1y}\nkey_usage: [digitalSignature]\n";
+        for (text, line, needle) in [
+            (
+                base.replace("[digitalSignature]", "[keyCertSign]"),
+                7,
+                "makes a device a CA",
+            ),
+            (base.replace("duration: 1y", "duration: 1w"), 6, "unit 'w'"),
+            (
+                base.replace("keys: [p256]", "keys: [p256]\nkeyz: 1"),
+                4,
+                "unknown field `keyz`",
+            ),
+            (
+                base.replace("name: x", "name: x\npreset: matter-dac"),
+                4,
+                "P-256 only",
+            ),
+            (
+                format!("{base}extensions:\n  - {{oid: 2.5.29.19, der: \"3000\"}}\n"),
+                9,
+                "set by certfab",
+            ),
+        ] {
+            std::fs::write(
+                &p,
+                text.replace(
+                    "keys: [p256]\nsubject",
+                    if needle == "P-256 only" {
+                        "keys: [p384]\nsubject"
+                    } else {
+                        "keys: [p256]\nsubject"
+                    },
+                ),
+            )
+            .unwrap();
+            let e = Profile::load(&p).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("p.yaml:{line}")) && e.contains(needle),
+                "{e}"
+            );
+        }
+    }
+}
