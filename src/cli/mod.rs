@@ -78,26 +78,28 @@ impl Ctx {
 }
 
 fn read_input(path: &std::path::Path, what: &str) -> Result<Vec<u8>, Error> {
-    let meta = std::fs::metadata(path).map_err(|e| Error::Input {
+    use std::io::Read;
+    let cannot = |e: std::io::Error| Error::Input {
         path: path.display().to_string(),
         msg: format!("cannot read {what}: {e}"),
         code: ExitCode::Usage,
-    })?;
-    if meta.len() > crate::csr::MAX_INPUT as u64 {
+    };
+    // Read at most one byte past the limit, so a device node or endless pipe cannot exhaust
+    // memory before the size check.
+    let mut data = Vec::new();
+    std::fs::File::open(path)
+        .map_err(cannot)?
+        .take(crate::csr::MAX_INPUT as u64 + 1)
+        .read_to_end(&mut data)
+        .map_err(cannot)?;
+    if data.len() > crate::csr::MAX_INPUT {
         return Err(Error::Input {
             path: path.display().to_string(),
-            msg: format!(
-                "{what} is {} bytes, over the 64 KiB limit; refused before parsing",
-                meta.len()
-            ),
+            msg: format!("{what} is over the 64 KiB limit; refused before parsing"),
             code: ExitCode::Rejected,
         });
     }
-    std::fs::read(path).map_err(|e| Error::Input {
-        path: path.display().to_string(),
-        msg: format!("cannot read {what}: {e}"),
-        code: ExitCode::Usage,
-    })
+    Ok(data)
 }
 
 /// `--validity` and `--not-before` for CA commands.
