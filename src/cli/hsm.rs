@@ -40,27 +40,35 @@ pub enum HsmCommand {
 }
 
 pub(super) fn run(ctx: &Ctx, cmd: HsmCommand) -> Result<ExitCode, Error> {
-    if let HsmCommand::InitToken { label, so_pin, pin } = &cmd {
-        // The site's token does not exist yet: use the config for the module only.
-        let path = ctx
-            .config
-            .as_ref()
-            .ok_or(Error::Config(crate::config::ConfigError::Missing))?;
-        let config = crate::config::SiteConfig::load(path)?;
-        config.apply_module_env();
-        let cwd = std::path::Path::new(".");
-        let so = crate::secret::SecretSource::parse(so_pin, cwd)?.read("Security officer PIN")?;
-        let user = crate::secret::SecretSource::parse(pin, cwd)?.read("User PIN")?;
-        let slot = crate::hsm::init_token(&config.module, label, &so, &user)?;
-        ctx.print(
-            &serde_json::json!({"label": label, "slot": slot}),
-            &format!("initialised token '{label}' in slot {slot}"),
-        );
-        return Ok(ExitCode::Ok);
+    match cmd {
+        HsmCommand::InitToken { label, so_pin, pin } => init_token(ctx, &label, &so_pin, &pin),
+        other => with_site(ctx, other),
     }
+}
+
+/// The site's token does not exist yet: the config is used for the module only.
+fn init_token(ctx: &Ctx, label: &str, so_pin: &str, pin: &str) -> Result<ExitCode, Error> {
+    let path = ctx
+        .config
+        .as_ref()
+        .ok_or(Error::Config(crate::config::ConfigError::Missing))?;
+    let config = crate::config::SiteConfig::load(path)?;
+    config.apply_module_env();
+    let cwd = std::path::Path::new(".");
+    let so = crate::secret::SecretSource::parse(so_pin, cwd)?.read("Security officer PIN")?;
+    let user = crate::secret::SecretSource::parse(pin, cwd)?.read("User PIN")?;
+    let slot = crate::hsm::init_token(&config.module, label, &so, &user)?;
+    ctx.print(
+        &serde_json::json!({"label": label, "slot": slot}),
+        &format!("initialised token '{label}' in slot {slot}"),
+    );
+    Ok(ExitCode::Ok)
+}
+
+fn with_site(ctx: &Ctx, cmd: HsmCommand) -> Result<ExitCode, Error> {
     let site = ctx.site()?;
     match cmd {
-        HsmCommand::InitToken { .. } => unreachable!("handled above"),
+        HsmCommand::InitToken { .. } => Err(Error::Usage("init-token does not open a site".into())),
         HsmCommand::Info { no_login } => {
             if !no_login && site.config.pin.is_some() {
                 site.login()?;
