@@ -20,8 +20,8 @@ pub enum SecretSource {
 #[non_exhaustive]
 pub enum SecretError {
     /// The source string is not one of the forms.
-    #[error("secret source '{0}' is not understood; write env:NAME, file:PATH or prompt (a secret itself never goes in the config or on the command line)")]
-    BadSource(String),
+    #[error("secret source is not understood; write env:NAME, file:PATH or prompt (a secret itself never goes in the config or on the command line; the value given is not shown)")]
+    BadSource,
     /// The variable is unset.
     #[error("environment variable {0} named as secret source is not set")]
     EnvUnset(String),
@@ -56,20 +56,18 @@ impl SecretSource {
     pub fn parse(s: &str, base: &Path) -> Result<Self, SecretError> {
         if let Some(name) = s.strip_prefix("env:") {
             if name.is_empty() {
-                return Err(SecretError::BadSource(s.into()));
+                return Err(SecretError::BadSource);
             }
             Ok(Self::Env(name.into()))
         } else if let Some(p) = s.strip_prefix("file:") {
             if p.is_empty() {
-                return Err(SecretError::BadSource(s.into()));
+                return Err(SecretError::BadSource);
             }
             Ok(Self::File(base.join(p)))
         } else if s == "prompt" {
             Ok(Self::Prompt)
         } else {
-            Err(SecretError::BadSource(
-                s.chars().take(12).collect::<String>() + "…",
-            ))
+            Err(SecretError::BadSource)
         }
     }
 
@@ -157,6 +155,6 @@ mod tests {
     #[test]
     fn bad_source_does_not_echo_secret() {
         let err = SecretSource::parse("123456789012345678", Path::new("/")).unwrap_err();
-        assert!(!err.to_string().contains("12345678901234"), "{err}");
+        assert!(!err.to_string().contains("1234"), "{err}");
     }
 }

@@ -145,7 +145,13 @@ fn shipped_profiles_issue_what_their_standards_require() {
     let csr = openssl_csr(dir, "dev", "ec:prime256v1", "/CN=dev", &[]);
     let c = csr.to_str().unwrap();
     let run = |profile: &str, id: &str, extra: &[&str]| {
-        let out = dir.join(profile);
+        let out = dir.join(
+            profile
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .trim_end_matches(".yaml"),
+        );
         let mut args = vec![
             "issue",
             "--profile",
@@ -216,6 +222,20 @@ fn shipped_profiles_issue_what_their_standards_require() {
         dir.join("matter-dac/cert.pem").to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", text(&o));
+
+    // {csr.CN} carries the CSR's own subject attribute, under the profile's attribute name.
+    let profile = dir.join("csrvars.yaml");
+    std::fs::write(
+        &profile,
+        std::fs::read_to_string(common::repo().join("profiles/generic-iot.yaml"))
+            .unwrap()
+            .replace("  - O: \"certfab development\"", "  - OU: \"{csr.CN}\""),
+    )
+    .unwrap();
+    let der = run(profile.to_str().unwrap(), "SN-VARS", &[]);
+    let (_, cert) = X509Certificate::from_der(&der).unwrap();
+    let ou = cert.subject().iter_organizational_unit().next().unwrap();
+    assert_eq!(ou.as_str().unwrap(), "dev", "OU rendered from the CSR's CN");
 
     // Matter DACs are P-256 only: a P-384 CSR is refused by key policy.
     let csr384 = openssl_csr(dir, "dev384", "ec:secp384r1", "/CN=dev", &[]);

@@ -128,9 +128,15 @@ pub fn sign_ca<S: Signer>(
 ) -> Result<Vec<u8>, CeremonyError> {
     issuer.check_usable(params.not_before)?;
     if let Some(pl) = issuer.path_len {
+        if pl == 0 {
+            return Err(CeremonyError::Param(
+                "the issuer's pathLenConstraint is 0: it may sign only end-entity certificates, not CAs".into(),
+            ));
+        }
         if params.path_len.is_none_or(|p| p >= pl) {
             return Err(CeremonyError::Param(format!(
-                "the issuer's pathLenConstraint is {pl}; pass --path-len below it"
+                "the issuer's pathLenConstraint is {pl}; pass --path-len {} or lower",
+                pl - 1
             )));
         }
     }

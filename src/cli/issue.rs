@@ -88,7 +88,11 @@ pub(super) fn run(ctx: &Ctx, a: IssueArgs) -> Result<ExitCode, Error> {
         chain.push_str(&c.pem());
     }
     crate::output::write_new(&cert_path, issued.pem().as_bytes())?;
-    crate::output::write_new(&chain_path, chain.as_bytes())?;
+    if let Err(e) = crate::output::write_new(&chain_path, chain.as_bytes()) {
+        // Leave no half result: a cert.pem without its chain.pem looks finished to scripts.
+        let _ = std::fs::remove_file(&cert_path);
+        return Err(e);
+    }
 
     let p = &issued.prepared;
     let na = p

@@ -137,7 +137,7 @@ impl SignatureAlgorithm {
             const_oid::db::rfc8410::ID_ED_25519 if no_params => Self::Ed25519,
             oid => {
                 if let Some((_, name)) = REFUSED.iter().find(|(o, _)| *o == oid) {
-                    let why = if name.contains("dsa-with") {
+                    let why = if name.starts_with("dsa-with") {
                         ": DSA is obsolete"
                     } else {
                         ": its hash is too weak; sign with SHA-256 or stronger"

@@ -36,9 +36,10 @@ impl Pkcs11Uri {
     /// Parses `pkcs11:token=…;object=…;id=%01%02;type=private`.
     pub fn parse(uri: &str) -> Result<Self, UriError> {
         // The query may carry a PIN: never echo it.
-        let shown = match uri.split_once('?') {
-            Some((path, _)) => format!("{path}?…"),
-            None => uri.to_string(),
+        let shown = if uri.contains("pin-value") {
+            "pkcs11:… (not shown: it carries a PIN)".to_string()
+        } else {
+            uri.to_string()
         };
         let err = |why: &str| UriError {
             uri: shown.clone(),
@@ -175,6 +176,8 @@ mod tests {
         let e = Pkcs11Uri::parse("pkcs11:token=a?pin-value=1234").unwrap_err();
         assert!(e.why.contains("PIN source"));
         assert!(!e.to_string().contains("1234"), "{e}");
+        let e = Pkcs11Uri::parse("pkcs11:object=k;pin-value=SECRET99").unwrap_err();
+        assert!(!e.to_string().contains("SECRET99"), "{e}");
         assert!(Pkcs11Uri::parse("token=a").is_err());
         assert!(Pkcs11Uri::parse("pkcs11:id=%zz").is_err());
     }

@@ -151,10 +151,7 @@ pub fn prepare(ctx: &IssueContext<'_>, req: &Request) -> Result<Prepared, IssueE
         for rdn in c.subject.0.iter() {
             for atv in rdn.0.iter() {
                 if let Some(v) = csr::any_text(&atv.value) {
-                    let key = match const_oid::db::DB.by_oid(&atv.oid) {
-                        Some(n) => n.to_string(),
-                        None => atv.oid.to_string(),
-                    };
+                    let key = crate::profile::AttrType::name_of(atv.oid);
                     vars.values.entry(format!("csr.{key}")).or_insert(v);
                 }
             }

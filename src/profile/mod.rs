@@ -81,6 +81,31 @@ pub struct AttrType {
     pub printable: bool,
 }
 
+impl AttrType {
+    /// The profile name of an attribute OID (`CN`, `serialNumber`, `matter-vid`, …), or the
+    /// dotted OID: what `{csr.NAME}` placeholders use.
+    pub fn name_of(oid: ObjectIdentifier) -> String {
+        for n in [
+            "CN",
+            "O",
+            "OU",
+            "C",
+            "ST",
+            "L",
+            "serialNumber",
+            "DC",
+            "UID",
+            "matter-vid",
+            "matter-pid",
+        ] {
+            if Self::from_str(n).is_ok_and(|a| a.oid == oid) {
+                return n.into();
+            }
+        }
+        oid.to_string()
+    }
+}
+
 impl FromStr for AttrType {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
