@@ -111,6 +111,14 @@ pub fn make_csr<S: Signer>(signer: &S, subject: Name) -> Result<Vec<u8>, Ceremon
     };
     let tbs = info.to_der().map_err(BuildError::from)?;
     let sig = signer.sign(&tbs)?;
+    signer
+        .public_key()
+        .verify(signer.algorithm(), &tbs, &sig)
+        .map_err(|_| {
+            CeremonyError::Param(
+                "the token's CSR signature does not verify with its own public key".into(),
+            )
+        })?;
     let req = CertReq {
         info,
         algorithm: signer.algorithm().identifier(),

@@ -112,7 +112,10 @@ pub fn assemble(tbs: &[u8], alg: SignatureAlgorithm, sig: &[u8]) -> Result<Vec<u
 pub fn name(attrs: &[(AttrType, String)]) -> Result<Name, BuildError> {
     let mut rdns = Vec::new();
     for (a, v) in attrs {
-        let value = if a.printable {
+        // RFC 4519: domainComponent is an IA5String.
+        let value = if a.oid == const_oid::db::rfc4519::DC {
+            der::Any::encode_from(&ia5(v)?)?
+        } else if a.printable {
             der::Any::encode_from(&PrintableString::new(v)?)?
         } else {
             der::Any::encode_from(&Utf8StringRef::new(v)?)?
