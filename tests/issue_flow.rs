@@ -224,14 +224,12 @@ fn shipped_profiles_issue_what_their_standards_require() {
     assert!(o.status.success(), "{}", text(&o));
 
     // {csr.CN} carries the CSR's own subject attribute, under the profile's attribute name.
-    let profile = dir.join("csrvars.yaml");
-    std::fs::write(
-        &profile,
-        std::fs::read_to_string(common::repo().join("profiles/generic-iot.yaml"))
-            .unwrap()
-            .replace("  - O: \"certfab development\"", "  - OU: \"{csr.CN}\""),
-    )
-    .unwrap();
+    let profile = common::derived_profile(
+        dir,
+        "csrvars.yaml",
+        "generic-iot.yaml",
+        &[("  - O: \"certfab development\"", "  - OU: \"{csr.CN}\"")],
+    );
     let der = run(profile.to_str().unwrap(), "SN-VARS", &[]);
     let (_, cert) = X509Certificate::from_der(&der).unwrap();
     let ou = cert.subject().iter_organizational_unit().next().unwrap();
@@ -464,31 +462,29 @@ fn refuses_bad_site_state_with_clear_errors() {
     );
     assert!(o.status.success(), "{}", text(&o));
     // 2030 is in the future here: "not valid before" is refused the same way as expiry.
-    let profile = dir.join("old.yaml");
-    std::fs::write(
-        &profile,
-        std::fs::read_to_string(common::repo().join("profiles/generic-iot.yaml"))
-            .unwrap()
-            .replace(
-                "issuer: issuing ",
-                "issuer: {key: \"pkcs11:object=old-ca\", cert: ca/old.pem}\n#",
-            ),
-    )
-    .unwrap();
+    let profile = common::derived_profile(
+        dir,
+        "old.yaml",
+        "generic-iot.yaml",
+        &[(
+            "issuer: issuing ",
+            "issuer: {key: \"pkcs11:object=old-ca\", cert: ca/old.pem}\n#",
+        )],
+    );
     let (code, err) = issue(&cfg, profile.to_str().unwrap(), "o6");
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("not valid before 2030-01-01"), "{err}");
 
     // Lint before signature (invariant 3): validity beyond the CA is refused, not signed.
-    let profile = dir.join("long.yaml");
-    std::fs::write(
-        &profile,
-        std::fs::read_to_string(common::repo().join("profiles/generic-iot.yaml"))
-            .unwrap()
-            .replace("issuer: issuing ", "issuer: matter-pai\n#")
-            .replace("duration: 10y", "duration: 40y"),
-    )
-    .unwrap();
+    let profile = common::derived_profile(
+        dir,
+        "long.yaml",
+        "generic-iot.yaml",
+        &[
+            ("issuer: issuing ", "issuer: matter-pai\n#"),
+            ("duration: 10y", "duration: 40y"),
+        ],
+    );
     let (code, err) = issue(&cfg, profile.to_str().unwrap(), "o7");
     assert_eq!(code, Some(3), "{err}");
     assert!(
@@ -544,15 +540,7 @@ fn rsa_ca_signs_pkcs1_and_pss() {
     assert!(o.status.success(), "{}", text(&o));
     let csr = openssl_csr(dir, "d", "ec:prime256v1", "/CN=d", &[]);
     for pss in [false, true] {
-        let profile = dir.join(format!("rsa-{pss}.yaml"));
-        std::fs::write(
-            &profile,
-            std::fs::read_to_string(common::repo().join("profiles/generic-iot.yaml")).unwrap().replace(
-                "issuer: issuing ",
-                &format!("issuer: {{key: \"pkcs11:object=rsa-ca\", cert: ca/rsa.pem, rsa_pss: {pss}}}\n#"),
-            ).replace("duration: 10y", "duration: 1y"),
-        )
-        .unwrap();
+        let profile = common::derived_profile(dir, &format!("rsa-{pss}.yaml"), "generic-iot.yaml", &[("issuer: issuing ", &format!("issuer: {{key: \"pkcs11:object=rsa-ca\", cert: ca/rsa.pem, rsa_pss: {pss}}}\n#")), ("duration: 10y", "duration: 1y")]);
         let out = dir.join(format!("out-{pss}"));
         let o = certfab_with(
             &cfg,

@@ -157,3 +157,21 @@ pub fn openssl_csr(dir: &Path, name: &str, keyspec: &str, subj: &str, extra: &[&
     assert!(o.status.success(), "{}", text(&o));
     csr
 }
+
+/// Writes `dir/name`: a copy of a shipped profile with text replacements applied, for tests
+/// that need one field changed.
+pub fn derived_profile(
+    dir: &Path,
+    name: &str,
+    base: &str,
+    replacements: &[(&str, &str)],
+) -> PathBuf {
+    let mut text = std::fs::read_to_string(repo().join("profiles").join(base)).unwrap();
+    for (from, to) in replacements {
+        assert!(text.contains(from), "{base} has no {from:?}");
+        text = text.replace(from, to);
+    }
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
