@@ -278,19 +278,7 @@ fn run_openssl(args: &[&str]) {
 
 /// A CSR from an existing key file.
 fn openssl_req(key: &Path, csr: &Path, extra: &[&str]) -> PathBuf {
-    let mut args = vec![
-        "req",
-        "-new",
-        "-key",
-        key.to_str().unwrap(),
-        "-subj",
-        "/CN=corpus",
-        "-out",
-        csr.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    run_openssl(&args);
-    csr.to_path_buf()
+    common::openssl_req(key, csr, "/CN=corpus", extra)
 }
 
 fn write_pem(path: &Path, req: &CertReq) -> PathBuf {

@@ -222,33 +222,37 @@ impl PublicKey {
                 let sig = rsa::pkcs1v15::Signature::try_from(sig).map_err(bad)?;
                 let k = k.clone();
                 match h {
-                    HashAlg::Sha256 => {
-                        rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(k).verify(msg, &sig)
-                    }
-                    HashAlg::Sha384 => {
-                        rsa::pkcs1v15::VerifyingKey::<sha2::Sha384>::new(k).verify(msg, &sig)
-                    }
-                    HashAlg::Sha512 => {
-                        rsa::pkcs1v15::VerifyingKey::<sha2::Sha512>::new(k).verify(msg, &sig)
-                    }
+                    HashAlg::Sha256 => rsa_verify(
+                        rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(k),
+                        msg,
+                        &sig,
+                    ),
+                    HashAlg::Sha384 => rsa_verify(
+                        rsa::pkcs1v15::VerifyingKey::<sha2::Sha384>::new(k),
+                        msg,
+                        &sig,
+                    ),
+                    HashAlg::Sha512 => rsa_verify(
+                        rsa::pkcs1v15::VerifyingKey::<sha2::Sha512>::new(k),
+                        msg,
+                        &sig,
+                    ),
                 }
-                .map_err(bad)
             }
             (Inner::Rsa(k), SignatureAlgorithm::RsaPss(h)) => {
                 let sig = rsa::pss::Signature::try_from(sig).map_err(bad)?;
                 let k = k.clone();
                 match h {
                     HashAlg::Sha256 => {
-                        rsa::pss::VerifyingKey::<sha2::Sha256>::new(k).verify(msg, &sig)
+                        rsa_verify(rsa::pss::VerifyingKey::<sha2::Sha256>::new(k), msg, &sig)
                     }
                     HashAlg::Sha384 => {
-                        rsa::pss::VerifyingKey::<sha2::Sha384>::new(k).verify(msg, &sig)
+                        rsa_verify(rsa::pss::VerifyingKey::<sha2::Sha384>::new(k), msg, &sig)
                     }
                     HashAlg::Sha512 => {
-                        rsa::pss::VerifyingKey::<sha2::Sha512>::new(k).verify(msg, &sig)
+                        rsa_verify(rsa::pss::VerifyingKey::<sha2::Sha512>::new(k), msg, &sig)
                     }
                 }
-                .map_err(bad)
             }
             (Inner::Ed25519(k), SignatureAlgorithm::Ed25519) => {
                 let sig = ed25519_dalek::Signature::from_slice(sig).map_err(bad)?;
@@ -257,6 +261,10 @@ impl PublicKey {
             _ => Err(CryptoError::BadSignature),
         }
     }
+}
+
+fn rsa_verify<S>(key: impl Verifier<S>, msg: &[u8], sig: &S) -> Result<(), CryptoError> {
+    key.verify(msg, sig).map_err(|_| CryptoError::BadSignature)
 }
 
 impl PartialEq for PublicKey {

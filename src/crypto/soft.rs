@@ -23,27 +23,25 @@ impl SoftSigner {
 
     /// Wraps an existing P-256 key.
     pub fn from_p256(sk: p256::ecdsa::SigningKey) -> Self {
-        let spki = sk
-            .verifying_key()
-            .to_public_key_der()
-            .map(|d| d.as_bytes().to_vec())
-            .unwrap_or_default();
-        // A key we just made always has a valid SPKI.
-        let pk = PublicKey::from_spki_der(&spki).expect("own key encodes");
+        let pk = public(sk.verifying_key());
         Self::P256(sk, pk)
     }
 
     /// A fresh random P-384 key.
     pub fn generate_p384() -> Self {
         let sk = p384::ecdsa::SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
-        let spki = sk
-            .verifying_key()
-            .to_public_key_der()
-            .map(|d| d.as_bytes().to_vec())
-            .unwrap_or_default();
-        let pk = PublicKey::from_spki_der(&spki).expect("own key encodes");
+        let pk = public(sk.verifying_key());
         Self::P384(sk, pk)
     }
+}
+
+fn public(vk: &impl EncodePublicKey) -> PublicKey {
+    let spki = vk
+        .to_public_key_der()
+        .map(|d| d.as_bytes().to_vec())
+        .unwrap_or_default();
+    // A key we just made always has a valid SPKI.
+    PublicKey::from_spki_der(&spki).expect("own key encodes")
 }
 
 impl Signer for SoftSigner {

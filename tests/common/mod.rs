@@ -110,38 +110,27 @@ pub fn openssl(args: &[&str]) -> Output {
         .expect("run openssl")
 }
 
-/// Makes a device key and CSR with OpenSSL: `keyspec` is e.g. "ec:prime256v1", "rsa:2048".
-pub fn openssl_csr(dir: &Path, name: &str, keyspec: &str, subj: &str, extra: &[&str]) -> PathBuf {
+/// Makes a device key with OpenSSL: `keyspec` is e.g. "ec:prime256v1", "rsa:2048", "ED25519".
+pub fn openssl_key(dir: &Path, name: &str, keyspec: &str) -> PathBuf {
     let key = dir.join(format!("{name}.key"));
-    let csr = dir.join(format!("{name}.csr"));
+    let k = key.to_str().unwrap();
     let gen = match keyspec.split_once(':') {
-        Some(("ec", curve)) => openssl(&[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            &format!("ec_paramgen_curve:{curve}"),
-            "-out",
-            key.to_str().unwrap(),
-        ]),
-        Some(("rsa", bits)) => openssl(&[
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            &format!("rsa_keygen_bits:{bits}"),
-            "-out",
-            key.to_str().unwrap(),
-        ]),
-        _ => openssl(&[
-            "genpkey",
-            "-algorithm",
-            keyspec,
-            "-out",
-            key.to_str().unwrap(),
-        ]),
+        Some(("ec", curve)) => {
+            let opt = format!("ec_paramgen_curve:{curve}");
+            openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", &opt, "-out", k])
+        }
+        Some(("rsa", bits)) => {
+            let opt = format!("rsa_keygen_bits:{bits}");
+            openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", &opt, "-out", k])
+        }
+        _ => openssl(&["genpkey", "-algorithm", keyspec, "-out", k]),
     };
     assert!(gen.status.success(), "{}", text(&gen));
+    key
+}
+
+/// Makes a CSR for an existing key with OpenSSL; `extra` goes to `openssl req`.
+pub fn openssl_req(key: &Path, csr: &Path, subj: &str, extra: &[&str]) -> PathBuf {
     let mut args = vec![
         "req",
         "-new",
@@ -154,8 +143,14 @@ pub fn openssl_csr(dir: &Path, name: &str, keyspec: &str, subj: &str, extra: &[&
     ];
     args.extend_from_slice(extra);
     let o = openssl(&args);
-    assert!(o.status.success(), "{}", text(&o));
-    csr
+    assert!(o.status.success(), "openssl {args:?}\n{}", text(&o));
+    csr.to_path_buf()
+}
+
+/// Makes a device key and CSR with OpenSSL.
+pub fn openssl_csr(dir: &Path, name: &str, keyspec: &str, subj: &str, extra: &[&str]) -> PathBuf {
+    let key = openssl_key(dir, name, keyspec);
+    openssl_req(&key, &dir.join(format!("{name}.csr")), subj, extra)
 }
 
 /// Writes `dir/name`: a copy of a shipped profile with text replacements applied, for tests
