@@ -66,6 +66,7 @@ station:
   id: dev-line
   serial_prefix: 1
 profiles_dir: $repo/profiles
+ledger: ledger.sqlite
 cas:
   root:
     key: "pkcs11:object=root-ca;type=private"

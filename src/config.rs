@@ -18,6 +18,8 @@ struct RawConfig {
     cas: BTreeMap<String, RawCa>,
     #[serde(default)]
     profiles_dir: Option<PathBuf>,
+    #[serde(default)]
+    ledger: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -92,6 +94,8 @@ pub struct SiteConfig {
     pub cas: BTreeMap<String, CaRef>,
     /// Where bare profile names are looked up.
     pub profiles_dir: Option<PathBuf>,
+    /// The ledger (SQLite); default `ledger.sqlite` beside the config.
+    pub ledger: PathBuf,
 }
 
 /// A site config that cannot be used.
@@ -163,6 +167,7 @@ impl SiteConfig {
             serial_prefix,
             cas,
             profiles_dir: raw.profiles_dir.map(|p| base.join(p)),
+            ledger: base.join(raw.ledger.unwrap_or_else(|| "ledger.sqlite".into())),
             path,
         })
     }

@@ -26,6 +26,8 @@ pub enum ExitCode {
     Station = 6,
     /// Batch finished with some devices failed.
     Partial = 10,
+    /// Stopped by Ctrl-C / SIGINT / SIGTERM after finishing the devices in flight.
+    Interrupted = 130,
 }
 
 /// Any failure a certfab command reports.
@@ -74,6 +76,12 @@ pub enum Error {
         /// Why.
         msg: String,
     },
+    /// Ledger.
+    #[error(transparent)]
+    Ledger(#[from] crate::ledger::LedgerError),
+    /// Batch.
+    #[error(transparent)]
+    Batch(#[from] crate::batch::BatchError),
     /// Bad argument combination.
     #[error("{0}")]
     Usage(String),
@@ -98,7 +106,17 @@ impl Error {
             Self::Issue(IssueError::Build(_)) => ExitCode::Rejected,
             Self::Issue(_) => ExitCode::Hsm,
             Self::Input { code, .. } => *code,
-            Self::Output { .. } => ExitCode::Storage,
+            Self::Output { .. } | Self::Ledger(_) => ExitCode::Storage,
+            Self::Batch(b) => match b {
+                crate::batch::BatchError::Input(_) | crate::batch::BatchError::Usage(_) => {
+                    ExitCode::Usage
+                }
+                crate::batch::BatchError::Ledger(_) | crate::batch::BatchError::Output(_) => {
+                    ExitCode::Storage
+                }
+                crate::batch::BatchError::Sign(IssueError::Sign(SignError::Hsm(h))) => hsm_code(h),
+                crate::batch::BatchError::Sign(_) => ExitCode::Hsm,
+            },
         }
     }
 }

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod batch;
 pub mod ca;
 pub mod cli;
 pub mod clock;
@@ -15,6 +16,7 @@ pub mod csr;
 pub mod error;
 pub mod hsm;
 pub mod issue;
+pub mod ledger;
 pub mod output;
 pub mod profile;
 pub mod secret;

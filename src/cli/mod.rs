@@ -1,6 +1,7 @@
 //! Command-line definitions (clap derive) and the printing of results. No certificate logic
 //! lives here: each command calls the library and prints what it returns.
 
+mod batch;
 mod ca;
 mod hsm;
 mod issue;
@@ -35,6 +36,8 @@ pub enum Command {
     Ca(ca::CaCommand),
     /// Issue one device certificate.
     Issue(issue::IssueArgs),
+    /// Issue for many devices with a crash-safe ledger; `batch status`, `batch resume`.
+    Batch(batch::BatchArgs),
 }
 
 /// Runs a parsed command line.
@@ -47,6 +50,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Hsm(c) => hsm::run(&ctx, c),
         Command::Ca(c) => ca::run(&ctx, c),
         Command::Issue(a) => issue::run(&ctx, a),
+        Command::Batch(a) => batch::run(&ctx, a),
     }
 }
 

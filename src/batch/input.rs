@@ -1,0 +1,308 @@
+//! Batch inputs, streamed one row at a time: a CSV with a header, a directory of CSRs, or a
+//! count of devices whose keys certfab generates. A malformed row is returned as an error with
+//! its line number; the rows after it still come.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// Where the batch's devices come from.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Source {
+    /// CSV with `device_id` and `csr` or `pubkey` columns (paths relative to the CSV, or PEM).
+    Csv {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Every `*.csr`, `*.pem`, `*.der` file in a directory; device id from the profile rule.
+    CsrDir {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// `count` devices named by `id_template`, keys generated on this host.
+    Count {
+        /// How many.
+        count: u64,
+        /// e.g. `SN{seq:06}`.
+        id_template: String,
+    },
+}
+
+/// How the device key arrives.
+#[derive(Debug, Clone)]
+pub enum RowKey {
+    /// CSR bytes (PEM or DER).
+    Csr(Vec<u8>),
+    /// SPKI bytes (PEM or DER).
+    PublicKey(Vec<u8>),
+    /// certfab generates the key.
+    Generate,
+}
+
+/// One input row.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// Line (CSV line, file index from 1, or sequence number).
+    pub line: u64,
+    /// Device id, when the input names it.
+    pub device_id: Option<String>,
+    /// The key.
+    pub key: RowKey,
+    /// `csv.COLUMN` values.
+    pub vars: BTreeMap<String, String>,
+}
+
+/// A row that could not be read.
+#[derive(Debug, Clone)]
+pub struct RowError {
+    /// Line.
+    pub line: u64,
+    /// Device id, if it could be read.
+    pub device_id: Option<String>,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// An input that cannot be read at all.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {msg}")]
+pub struct InputError {
+    /// The input.
+    pub path: String,
+    /// What is wrong and the fix.
+    pub msg: String,
+}
+
+/// Renders `SN{seq:06}` for sequence `n`.
+pub fn render_id(template: &str, n: u64) -> Result<String, String> {
+    let start = template.find("{seq").ok_or_else(|| {
+        format!("--id-template '{template}' has no {{seq}} or {{seq:0N}} placeholder")
+    })?;
+    let end = template[start..]
+        .find('}')
+        .map(|e| start + e)
+        .ok_or_else(|| format!("--id-template '{template}' has an unclosed '{{'"))?;
+    let spec = &template[start + 4..end];
+    let num = match spec.strip_prefix(":0") {
+        Some(w) => {
+            let w: usize = w
+                .parse()
+                .map_err(|_| format!("--id-template: width in '{{seq{spec}}}' is not a number"))?;
+            format!("{n:0w$}")
+        }
+        None if spec.is_empty() => n.to_string(),
+        None => {
+            return Err(format!(
+                "--id-template: '{{seq{spec}}}' is not {{seq}} or {{seq:0N}}"
+            ))
+        }
+    };
+    Ok(format!(
+        "{}{}{}",
+        &template[..start],
+        num,
+        &template[end + 1..]
+    ))
+}
+
+/// Opens a source as a stream of rows.
+pub fn rows(
+    source: &Source,
+) -> Result<Box<dyn Iterator<Item = Result<Row, RowError>> + Send>, InputError> {
+    match source {
+        Source::Csv { path } => csv_rows(path),
+        Source::CsrDir { path } => dir_rows(path),
+        Source::Count { count, id_template } => {
+            render_id(id_template, 1).map_err(|msg| InputError {
+                path: "--id-template".into(),
+                msg,
+            })?;
+            let t = id_template.clone();
+            Ok(Box::new((1..=*count).map(move |n| {
+                Ok(Row {
+                    line: n,
+                    device_id: Some(render_id(&t, n).unwrap_or_default()),
+                    key: RowKey::Generate,
+                    vars: BTreeMap::new(),
+                })
+            })))
+        }
+    }
+}
+
+fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
+    let mut data = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            f.take(crate::csr::MAX_INPUT as u64 + 1)
+                .read_to_end(&mut data)
+        })
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if data.len() > crate::csr::MAX_INPUT {
+        return Err(format!("{} is over the 64 KiB limit", path.display()));
+    }
+    Ok(data)
+}
+
+fn csv_rows(
+    path: &Path,
+) -> Result<Box<dyn Iterator<Item = Result<Row, RowError>> + Send>, InputError> {
+    let shown = path.display().to_string();
+    let err = |msg: String| InputError {
+        path: shown.clone(),
+        msg,
+    };
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .from_path(path)
+        .map_err(|e| err(format!("cannot open: {e}")))?;
+    let headers: Vec<String> = rdr
+        .headers()
+        .map_err(|e| err(format!("cannot read the header line: {e}")))?
+        .iter()
+        .map(|h| h.trim().to_string())
+        .collect();
+    let col = |name: &str| headers.iter().position(|h| h == name);
+    let id_col = col("device_id").ok_or_else(|| {
+        err(format!(
+            "the header has no device_id column (found: {})",
+            headers.join(",")
+        ))
+    })?;
+    let (key_col, is_csr) = match (col("csr"), col("pubkey")) {
+        (Some(c), None) => (c, true),
+        (None, Some(c)) => (c, false),
+        (Some(_), Some(_)) => {
+            return Err(err(
+                "the header has both csr and pubkey columns; use one".into()
+            ))
+        }
+        (None, None) => return Err(err("the header needs a csr or a pubkey column".into())),
+    };
+    let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let width = headers.len();
+    let iter = rdr.into_records().map(move |rec| {
+        let rec = rec.map_err(|e| RowError {
+            line: e.position().map(|p| p.line()).unwrap_or(0),
+            device_id: None,
+            reason: format!("malformed CSV row: {e}"),
+        })?;
+        let line = rec.position().map(|p| p.line()).unwrap_or(0);
+        let fail = |device_id: Option<String>, reason: String| RowError {
+            line,
+            device_id,
+            reason,
+        };
+        if rec.len() != width {
+            return Err(fail(
+                None,
+                format!("row has {} fields, the header has {width}", rec.len()),
+            ));
+        }
+        let id = rec.get(id_col).unwrap_or("").trim().to_string();
+        if id.is_empty() {
+            return Err(fail(None, "device_id is empty".into()));
+        }
+        let value = rec.get(key_col).unwrap_or("").trim();
+        if value.is_empty() {
+            return Err(fail(
+                Some(id),
+                format!("{} is empty", if is_csr { "csr" } else { "pubkey" }),
+            ));
+        }
+        let bytes = if value.starts_with("-----BEGIN") {
+            value.as_bytes().to_vec()
+        } else {
+            read_bounded(&base.join(value)).map_err(|e| fail(Some(id.clone()), e))?
+        };
+        let mut vars = BTreeMap::new();
+        for (h, v) in headers.iter().zip(rec.iter()) {
+            vars.insert(format!("csv.{h}"), v.to_string());
+        }
+        Ok(Row {
+            line,
+            device_id: Some(id),
+            key: if is_csr {
+                RowKey::Csr(bytes)
+            } else {
+                RowKey::PublicKey(bytes)
+            },
+            vars,
+        })
+    });
+    Ok(Box::new(iter))
+}
+
+fn dir_rows(
+    path: &Path,
+) -> Result<Box<dyn Iterator<Item = Result<Row, RowError>> + Send>, InputError> {
+    let err = |msg: String| InputError {
+        path: path.display().to_string(),
+        msg,
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| err(format!("cannot list: {e}")))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && p.extension()
+                    .is_some_and(|x| x == "csr" || x == "pem" || x == "der")
+        })
+        .collect();
+    if files.is_empty() {
+        return Err(err("no *.csr, *.pem or *.der files".into()));
+    }
+    // Sorted, so a re-run sees the same order and line numbers.
+    files.sort();
+    Ok(Box::new(files.into_iter().enumerate().map(|(i, f)| {
+        let line = i as u64 + 1;
+        let bytes = read_bounded(&f).map_err(|reason| RowError {
+            line,
+            device_id: None,
+            reason,
+        })?;
+        let mut vars = BTreeMap::new();
+        vars.insert(
+            "csv.file".to_string(),
+            f.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
+        Ok(Row {
+            line,
+            device_id: None,
+            key: RowKey::Csr(bytes),
+            vars,
+        })
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_templates() {
+        assert_eq!(render_id("SN{seq:06}", 42).unwrap(), "SN000042");
+        assert_eq!(render_id("dev-{seq}-x", 7).unwrap(), "dev-7-x");
+        assert!(render_id("SN", 1).is_err());
+        assert!(render_id("SN{seq:x}", 1).is_err());
+    }
+
+    #[test]
+    fn csv_malformed_row_reports_its_line_and_the_rest_continue() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("in.csv");
+        std::fs::write(&p, "device_id,pubkey,site\nA,-----BEGIN PUBLIC KEY-----x,b1\nB,only-two\nD,-----BEGIN PUBLIC KEY-----y,b4\n").unwrap();
+        let rows: Vec<_> = rows(&Source::Csv { path: p }).unwrap().collect();
+        assert!(rows[0].is_ok());
+        let e = rows[1].as_ref().unwrap_err();
+        assert_eq!(e.line, 3);
+        assert!(e.reason.contains("2 fields"), "{}", e.reason);
+        assert!(rows.iter().any(|r| r
+            .as_ref()
+            .is_ok_and(|r| r.device_id.as_deref() == Some("A") && r.vars["csv.site"] == "b1")));
+    }
+}

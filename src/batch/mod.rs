@@ -1,0 +1,451 @@
+//! Batch issuance: stream the input, prepare devices in parallel, reserve serials in the ledger
+//! (one transaction per group), sign with one HSM session per worker, record the signatures,
+//! and only then write the files. Re-running the same command resumes the same batch.
+
+mod input;
+mod output;
+
+pub use input::{render_id, rows, InputError, Row, RowError, RowKey, Source};
+
+use crate::ca::CaCert;
+use crate::issue::{self, IssueContext, IssueError, KeySource, Prepared, Request};
+use crate::ledger::{BatchSpec, Intent, Ledger, LedgerError, Rejection, Reserve, Signed};
+use crate::profile::Profile;
+use crate::signer::Signer;
+use secrecy::SecretString;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// Devices handled per ledger transaction: large enough to amortise the fsync, small enough
+/// that little is in flight when the process is stopped.
+pub const GROUP: usize = 256;
+
+/// What a batch run needs besides its input.
+pub struct BatchJob<'a, S: Signer + Sync> {
+    /// The profile.
+    pub profile: &'a Profile,
+    /// CA name (for the record).
+    pub ca_name: &'a str,
+    /// Issuing CA certificate.
+    pub ca: &'a CaCert,
+    /// Certificates above it to put in chain.pem (nearest first).
+    pub chain_above: &'a [CaCert],
+    /// One signer per worker (each with its own HSM session).
+    pub signers: &'a [S],
+    /// Station serial prefix.
+    pub serial_prefix: u8,
+    /// The input.
+    pub source: Source,
+    /// Output directory.
+    pub out: PathBuf,
+    /// Passphrase for generated keys; None with `plain_keys`.
+    pub key_passphrase: Option<SecretString>,
+    /// Write generated keys unencrypted (explicit opt-in).
+    pub plain_keys: bool,
+    /// PBKDF2 iterations for encrypted keys.
+    pub kdf_iterations: u32,
+    /// Set from a signal handler: finish the group in flight, then stop.
+    pub stop: &'a AtomicBool,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Summary {
+    /// Batch id.
+    pub batch: String,
+    /// Whether this run resumed an earlier one.
+    pub resumed: bool,
+    /// Stopped by a signal before the input was finished.
+    pub interrupted: bool,
+    /// Certificates signed in this run.
+    pub issued: u64,
+    /// Devices already done before this run.
+    pub already: u64,
+    /// Rows refused in this run.
+    pub rejected: u64,
+    /// Duplicate rows in this run (issued once).
+    pub duplicates: u64,
+    /// Seconds.
+    pub elapsed_s: f64,
+    /// Certificates per second in this run.
+    pub rate_per_s: f64,
+    /// Ledger counts for the whole batch.
+    pub counts: BTreeMap<String, u64>,
+    /// Rejected/duplicate rows of the whole batch.
+    pub problems: Vec<Rejection>,
+    /// Output directory.
+    pub out: String,
+    /// Ledger file.
+    pub ledger: String,
+}
+
+/// Why a batch stopped early.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BatchError {
+    /// The input cannot be read at all.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// The ledger cannot be written: nothing more is signed.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// Signing failed after recovery: the serials are burned, the batch stops.
+    #[error("{0}; the affected serials are burned and the devices will get new ones on resume")]
+    Sign(IssueError),
+    /// Output could not be written (the certificates are in the ledger; resume rewrites them).
+    #[error("{0}; the certificates are recorded in the ledger and resume will write them")]
+    Output(String),
+    /// Bad job parameters.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Progress callback: (devices handled, issued so far).
+pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
+
+/// The identity of a batch for resume: same profile file, input and output.
+pub fn spec(
+    profile: &Profile,
+    ca_name: &str,
+    source: &Source,
+    out: &std::path::Path,
+    plain_keys: bool,
+) -> BatchSpec {
+    let source_json = serde_json::json!({"source": source, "profile_path": profile.path, "out": out, "plain_keys": plain_keys});
+    let key_material = format!(
+        "{}\n{}\n{}",
+        hex::encode(profile.sha256),
+        ca_name,
+        source_json
+    );
+    BatchSpec {
+        input_key: hex::encode(crate::crypto::sha256(key_material.as_bytes())),
+        profile: profile.name.clone(),
+        profile_sha256: hex::encode(profile.sha256),
+        ca: ca_name.to_string(),
+        source: source_json.to_string(),
+        out_dir: out.display().to_string(),
+    }
+}
+
+struct Work {
+    row_line: u64,
+    prepared: Prepared,
+    key: Option<p256::SecretKey>,
+}
+
+/// Runs (or resumes) a batch.
+pub fn run<S: Signer + Sync>(
+    job: &BatchJob<'_, S>,
+    ledger: &mut Ledger,
+    progress: Progress<'_>,
+) -> Result<Summary, BatchError> {
+    if job.signers.is_empty() {
+        return Err(BatchError::Usage(
+            "at least one signer (--jobs 1) is needed".into(),
+        ));
+    }
+    if matches!(job.source, Source::Count { .. }) && job.key_passphrase.is_none() && !job.plain_keys
+    {
+        return Err(BatchError::Usage(
+            "host key generation writes keys encrypted: give --key-passphrase env:NAME or file:PATH (or --plain-keys to write them unencrypted, explicitly)".into(),
+        ));
+    }
+    let spec = spec(
+        job.profile,
+        job.ca_name,
+        &job.source,
+        &job.out,
+        job.plain_keys,
+    );
+    let (batch, resumed) = ledger.begin_batch(&spec)?;
+    let mut rows = rows(&job.source)?;
+    let out = output::Writer::new(job, &job.out)?;
+    let issuer_key_id = hex::encode(&job.ca.key_id);
+    let start = Instant::now();
+    let (mut issued, mut already, mut rejected, mut duplicates, mut handled) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut interrupted = false;
+    let jobs = job.signers.len();
+
+    loop {
+        if job.stop.load(Ordering::SeqCst) {
+            interrupted = true;
+            break;
+        }
+        let group: Vec<Result<Row, RowError>> = rows.by_ref().take(GROUP).collect();
+        if group.is_empty() {
+            break;
+        }
+        handled += group.len() as u64;
+        let mut problems = Vec::new();
+        let mut todo = Vec::new();
+        for r in group {
+            match r {
+                Ok(row) => todo.push(row),
+                Err(e) => problems.push(Rejection {
+                    line: e.line,
+                    device_id: e.device_id,
+                    kind: "rejected".into(),
+                    reason: e.reason,
+                }),
+            }
+        }
+        // A device this batch already finished needs no work: check its files and move on.
+        let mut fresh = Vec::new();
+        for row in todo {
+            if let Some(id) = &row.device_id {
+                if let Some(d) = ledger.device(&job.profile.name, id)? {
+                    if let (true, Some(der)) =
+                        (d.state == "signed" && d.batch_id == batch.id, &d.der)
+                    {
+                        if d.line == row.line {
+                            out.deliver(id, der).map_err(BatchError::Output)?;
+                            already += 1;
+                        }
+                        // Another line naming the same device was recorded as a duplicate or
+                        // refused on the run that saw it first; the ledger still lists it.
+                        continue;
+                    }
+                }
+            }
+            fresh.push(row);
+        }
+
+        // Prepare in parallel: parse, proof of possession, policy, TBS, lint (or keygen).
+        let now = {
+            let t = time::OffsetDateTime::now_utc();
+            t.replace_nanosecond(0).unwrap_or(t)
+        };
+        let ctx = IssueContext {
+            profile: job.profile,
+            ca: job.ca,
+            signature: job.signers[0].algorithm(),
+            serial_prefix: job.serial_prefix,
+            now,
+        };
+        let prepared = parallel_map(&fresh, jobs, |row| prepare_row(&ctx, row));
+        let mut works = Vec::new();
+        for (row, res) in fresh.iter().zip(prepared) {
+            match res {
+                Ok(w) => works.push(w),
+                Err(reason) => problems.push(Rejection {
+                    line: row.line,
+                    device_id: row.device_id.clone(),
+                    kind: "rejected".into(),
+                    reason,
+                }),
+            }
+        }
+
+        // Intent before signature: serial and TBS are durable before the HSM sees them.
+        let intents: Vec<Intent> = works
+            .iter()
+            .map(|w| Intent {
+                profile: job.profile.name.clone(),
+                device_id: w.prepared.device_id.clone(),
+                spki_sha256: hex::encode(crate::crypto::sha256(w.prepared.public_key.spki_der())),
+                key_origin: if w.key.is_some() {
+                    "host".into()
+                } else {
+                    w.prepared.key_origin.into()
+                },
+                line: w.row_line,
+                issuer_key_id: issuer_key_id.clone(),
+                serial: hex::encode(&w.prepared.serial),
+                tbs: w.prepared.tbs.clone(),
+            })
+            .collect();
+        let decisions = ledger.reserve(&batch.id, &intents)?;
+        let mut to_sign = Vec::new();
+        let mut cleared = Vec::new();
+        for ((w, it), d) in works.into_iter().zip(intents).zip(decisions) {
+            match d {
+                Reserve::Reserved => to_sign.push((w, it)),
+                Reserve::AlreadyIssued { der } => {
+                    out.deliver(&it.device_id, &der)
+                        .map_err(BatchError::Output)?;
+                    cleared.push(it.line);
+                    already += 1;
+                }
+                Reserve::Duplicate { first_line } => problems.push(Rejection {
+                    line: it.line,
+                    device_id: Some(it.device_id.clone()),
+                    kind: "duplicate".into(),
+                    reason: format!("same device and key as line {first_line}; issued once"),
+                }),
+                Reserve::Refused(reason) => problems.push(Rejection {
+                    line: it.line,
+                    device_id: Some(it.device_id.clone()),
+                    kind: "rejected".into(),
+                    reason,
+                }),
+            }
+        }
+        // A generated key is stored (encrypted, fsynced) before its certificate can exist.
+        for (w, it) in &to_sign {
+            if let Some(key) = &w.key {
+                out.write_key(&it.device_id, key)
+                    .map_err(BatchError::Output)?;
+            }
+        }
+
+        // Sign: worker i uses signer i (its own HSM session).
+        let results = parallel_sign(&to_sign, job.signers, job.ca);
+        let mut signed = Vec::new();
+        let mut failed = Vec::new();
+        let mut first_error = None;
+        for ((_, it), res) in to_sign.iter().zip(results) {
+            match res {
+                Ok(der) => signed.push((it, der)),
+                Err(e) => {
+                    failed.push((it.clone(), e.to_string()));
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        let records: Vec<Signed> = signed
+            .iter()
+            .map(|(it, der)| Signed {
+                issuer_key_id: it.issuer_key_id.clone(),
+                serial: it.serial.clone(),
+                profile: it.profile.clone(),
+                device_id: it.device_id.clone(),
+                der: der.clone(),
+            })
+            .collect();
+        ledger.record_signed(&batch.id, &records)?;
+        if !failed.is_empty() {
+            ledger.record_failed(&batch.id, &failed)?;
+        }
+        // Only now may certificates leave the process.
+        let mut delivered = Vec::new();
+        for (it, der) in &signed {
+            out.deliver(&it.device_id, der)
+                .map_err(BatchError::Output)?;
+            delivered.push((it.issuer_key_id.clone(), it.serial.clone()));
+            cleared.push(it.line);
+        }
+        issued += signed.len() as u64;
+        ledger.mark_delivered(&delivered)?;
+        rejected += problems.iter().filter(|p| p.kind == "rejected").count() as u64;
+        duplicates += problems.iter().filter(|p| p.kind == "duplicate").count() as u64;
+        ledger.clear_rejections(&batch.id, &cleared)?;
+        ledger.record_rejections(&batch.id, &problems)?;
+        progress(handled, issued);
+        if let Some(e) = first_error {
+            out.sync();
+            return Err(BatchError::Sign(e));
+        }
+    }
+    out.sync();
+    let status = ledger
+        .status(&batch.id)?
+        .ok_or(LedgerError::Write(rusqlite::Error::QueryReturnedNoRows))?;
+    if !interrupted {
+        ledger.finish_batch(&batch.id, &status.counts)?;
+    }
+    let elapsed_s = start.elapsed().as_secs_f64();
+    Ok(Summary {
+        batch: batch.id,
+        resumed,
+        interrupted,
+        issued,
+        already,
+        rejected,
+        duplicates,
+        elapsed_s,
+        rate_per_s: if elapsed_s > 0.0 {
+            issued as f64 / elapsed_s
+        } else {
+            0.0
+        },
+        counts: status.counts,
+        problems: status.problems,
+        out: job.out.display().to_string(),
+        ledger: ledger.path().display().to_string(),
+    })
+}
+
+fn prepare_row(ctx: &IssueContext<'_>, row: &Row) -> Result<Work, String> {
+    let (key, generated) = match &row.key {
+        RowKey::Csr(b) => (KeySource::Csr(b.clone()), None),
+        RowKey::PublicKey(b) => (KeySource::PublicKey(b.clone()), None),
+        RowKey::Generate => {
+            if !ctx.profile.keys.p256 {
+                return Err(format!(
+                    "profile '{}' does not allow P-256, the key type certfab generates",
+                    ctx.profile.name
+                ));
+            }
+            let sk = p256::SecretKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
+            use p256::pkcs8::EncodePublicKey;
+            let spki = sk
+                .public_key()
+                .to_public_key_der()
+                .map_err(|e| e.to_string())?;
+            (KeySource::PublicKey(spki.as_bytes().to_vec()), Some(sk))
+        }
+    };
+    let req = Request {
+        device_id: row.device_id.clone(),
+        key,
+        vars: row.vars.clone(),
+    };
+    let prepared = issue::prepare(ctx, &req).map_err(|e| e.to_string())?;
+    output::check_component(&prepared.device_id)?;
+    Ok(Work {
+        row_line: row.line,
+        prepared,
+        key: generated,
+    })
+}
+
+/// Maps `f` over `items` with `threads` scoped threads, keeping order.
+fn parallel_map<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    if items.len() < 2 || threads < 2 {
+        return items.iter().map(&f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|c| s.spawn(|| c.iter().map(&f).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
+fn parallel_sign<S: Signer + Sync>(
+    items: &[(Work, Intent)],
+    signers: &[S],
+    ca: &CaCert,
+) -> Vec<Result<Vec<u8>, IssueError>> {
+    let chunk = items.len().div_ceil(signers.len()).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .zip(signers)
+            .map(|(c, signer)| {
+                s.spawn(move || {
+                    c.iter()
+                        .map(|(w, _)| issue::sign(w.prepared.clone(), ca, signer).map(|i| i.der))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}

@@ -1,0 +1,173 @@
+//! Per-device bundles under the output directory: `cert.pem`, `chain.pem`, `device.json`, and
+//! `key.pem` for host-generated keys. Certificates are written only after the ledger holds
+//! them, so they are not fsynced one by one: a resume compares and rewrites them from the
+//! ledger, and the directory is synced once at the end of a run. A generated private key has
+//! no other copy, so it is fsynced before its certificate is signed.
+
+use super::{BatchError, BatchJob};
+use crate::signer::Signer;
+use secrecy::{ExposeSecret, SecretString};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use x509_parser::prelude::*;
+use zeroize::Zeroizing;
+
+pub(super) struct Writer {
+    out: PathBuf,
+    chain_tail: String,
+    passphrase: Option<SecretString>,
+    iterations: u32,
+}
+
+/// A device id is used as a directory name: it must be one plain path component.
+pub(super) fn check_component(id: &str) -> Result<(), String> {
+    if id.is_empty() || id == "." || id == ".." || id.contains(['/', '\\', '\0']) {
+        return Err(format!(
+            "device id {id:?} cannot name an output directory (no '/', '.' or '..')"
+        ));
+    }
+    Ok(())
+}
+
+impl Writer {
+    pub(super) fn new<S: Signer + Sync>(
+        job: &BatchJob<'_, S>,
+        out: &Path,
+    ) -> Result<Self, BatchError> {
+        std::fs::create_dir_all(out)
+            .map_err(|e| BatchError::Output(format!("cannot create {}: {e}", out.display())))?;
+        let mut chain_tail = job.ca.pem();
+        // The last certificate of the configured chain is the root: devices get it separately.
+        for c in job
+            .chain_above
+            .iter()
+            .take(job.chain_above.len().saturating_sub(1))
+        {
+            chain_tail.push_str(&c.pem());
+        }
+        Ok(Self {
+            out: out.to_path_buf(),
+            chain_tail,
+            passphrase: if job.plain_keys {
+                None
+            } else {
+                job.key_passphrase.clone()
+            },
+            iterations: job.kdf_iterations,
+        })
+    }
+
+    fn dir(&self, id: &str) -> Result<PathBuf, String> {
+        check_component(id)?;
+        let d = self.out.join(id);
+        std::fs::create_dir_all(&d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+        Ok(d)
+    }
+
+    /// Writes (or checks) a device's certificate files from the ledger's DER.
+    pub(super) fn deliver(&self, id: &str, der: &[u8]) -> Result<(), String> {
+        let d = self.dir(id)?;
+        let leaf = crate::issue::pem(der);
+        ensure(&d.join("cert.pem"), leaf.as_bytes())?;
+        ensure(
+            &d.join("chain.pem"),
+            format!("{leaf}{}", self.chain_tail).as_bytes(),
+        )?;
+        let (_, cert) = X509Certificate::from_der(der)
+            .map_err(|e| format!("{id}: ledger certificate does not parse: {e}"))?;
+        let key = d.join("key.pem");
+        let info = serde_json::json!({
+            "device_id": id,
+            "serial": hex::encode(cert.tbs_certificate.raw_serial()),
+            "subject": cert.subject().to_string(),
+            "not_before": crate::clock::rfc3339(cert.validity().not_before.to_datetime()),
+            "not_after": crate::clock::rfc3339(cert.validity().not_after.to_datetime()),
+            "cert_sha256": hex::encode(crate::crypto::sha256(der)),
+            "files": {
+                "cert": "cert.pem",
+                "chain": "chain.pem",
+                "key": key.exists().then_some("key.pem"),
+            },
+            "key_encrypted": key.exists().then(|| self.passphrase.is_some()),
+        });
+        ensure(&d.join("device.json"), format!("{:#}\n", info).as_bytes())
+    }
+
+    /// Stores a generated private key: encrypted PKCS#8 (PBES2, PBKDF2-SHA256, AES-256-CBC)
+    /// unless plain keys were explicitly asked for; mode 0600; fsynced.
+    pub(super) fn write_key(&self, id: &str, key: &p256::SecretKey) -> Result<(), String> {
+        use p256::pkcs8::EncodePrivateKey;
+        let d = self.dir(id)?;
+        let doc = key.to_pkcs8_der().map_err(|e| e.to_string())?;
+        let pem: Zeroizing<String> = match &self.passphrase {
+            Some(pass) => {
+                let mut salt = [0u8; 16];
+                let mut iv = [0u8; 16];
+                getrandom::getrandom(&mut salt).map_err(|e| e.to_string())?;
+                getrandom::getrandom(&mut iv).map_err(|e| e.to_string())?;
+                let params = pkcs8::pkcs5::pbes2::Parameters::pbkdf2_sha256_aes256cbc(
+                    self.iterations,
+                    &salt,
+                    &iv,
+                )
+                .map_err(|e| e.to_string())?;
+                let info =
+                    pkcs8::PrivateKeyInfo::try_from(doc.as_bytes()).map_err(|e| e.to_string())?;
+                let enc = info
+                    .encrypt_with_params(params, pass.expose_secret().as_bytes())
+                    .map_err(|e| e.to_string())?;
+                Zeroizing::new(
+                    enc.to_pem("ENCRYPTED PRIVATE KEY", pkcs8::LineEnding::LF)
+                        .map_err(|e| e.to_string())?
+                        .to_string(),
+                )
+            }
+            None => Zeroizing::new(
+                doc.to_pem("PRIVATE KEY", pkcs8::LineEnding::LF)
+                    .map_err(|e| e.to_string())?
+                    .to_string(),
+            ),
+        };
+        let path = d.join("key.pem");
+        let mut tmp = tempfile::NamedTempFile::new_in(&d).map_err(|e| e.to_string())?;
+        tmp.write_all(pem.as_bytes()).map_err(|e| e.to_string())?;
+        tmp.as_file().sync_all().map_err(|e| e.to_string())?;
+        // An earlier attempt's key (its serial was burned, no certificate recorded) is replaced.
+        tmp.persist(&path).map_err(|e| e.error.to_string())?;
+        std::fs::File::open(&d)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// Makes every file written so far durable.
+    pub(super) fn sync(&self) {
+        if let Ok(f) = std::fs::File::open(&self.out) {
+            let _ = rustix::fs::syncfs(&f);
+        }
+    }
+}
+
+/// Writes `data` to `path` unless it already holds exactly that; refuses different content
+/// (another batch or a person wrote there).
+fn ensure(path: &Path, data: &[u8]) -> Result<(), String> {
+    match std::fs::read(path) {
+        Ok(existing) if existing == data => return Ok(()),
+        Ok(_) => {
+            return Err(format!(
+                "{} exists with different content; certfab never overwrites an issued file. Use a new --out",
+                path.display()
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp =
+        tempfile::NamedTempFile::new_in(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    tmp.write_all(data)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    tmp.persist_noclobber(path)
+        .map_err(|e| format!("{}: {}", path.display(), e.error))?;
+    Ok(())
+}

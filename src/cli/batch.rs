@@ -1,0 +1,327 @@
+use super::Ctx;
+use crate::batch::{self, BatchJob, Source, Summary};
+use crate::error::{Error, ExitCode};
+use crate::ledger::Ledger;
+use crate::profile::Profile;
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// `certfab batch …`
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BatchArgs {
+    #[command(subcommand)]
+    sub: Option<BatchSub>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum BatchSub {
+    /// Counts by state and the rejected rows of a batch (default: the latest).
+    Status {
+        /// Batch id.
+        batch: Option<String>,
+    },
+    /// Continue a batch from the ledger (same input, profile and output as it started with).
+    Resume {
+        /// Batch id.
+        batch: String,
+        #[command(flatten)]
+        opts: WorkerArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+struct WorkerArgs {
+    /// Signing workers, one HSM session each.
+    #[arg(long, default_value_t = 2)]
+    jobs: usize,
+    /// Passphrase source for generated keys: env:NAME or file:PATH.
+    #[arg(long)]
+    key_passphrase: Option<String>,
+    /// PBKDF2-SHA256 iterations for encrypted keys.
+    #[arg(long, default_value_t = 2048)]
+    kdf_iterations: u32,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Device-class profile (path or name).
+    #[arg(long)]
+    profile: Option<String>,
+    /// CSV with a header: device_id plus csr or pubkey (path relative to the CSV, or PEM).
+    #[arg(long, conflicts_with_all = ["csr_dir", "count"])]
+    input: Option<PathBuf>,
+    /// A directory of CSRs (*.csr, *.pem, *.der); device id per the profile's device_id.from.
+    #[arg(long, conflicts_with = "count")]
+    csr_dir: Option<PathBuf>,
+    /// Issue for N devices whose keys certfab generates (needs --keygen host).
+    #[arg(long, requires = "keygen")]
+    count: Option<u64>,
+    /// Device ids for --count: {seq} or {seq:0N} is the sequence number from 1.
+    #[arg(long, default_value = "SN{seq:06}")]
+    id_template: String,
+    /// Where device keys are generated: only `host` (this machine's CSPRNG).
+    #[arg(long, value_parser = ["host"])]
+    keygen: Option<String>,
+    /// Output directory: OUT/<device_id>/{cert.pem,chain.pem,device.json[,key.pem]}.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Write generated keys unencrypted (explicit; otherwise --key-passphrase is required).
+    #[arg(long)]
+    plain_keys: bool,
+    #[command(flatten)]
+    workers: WorkerArgs,
+}
+
+pub(super) fn run(ctx: &Ctx, a: BatchArgs) -> Result<ExitCode, Error> {
+    match a.sub {
+        Some(BatchSub::Status { batch }) => status(ctx, batch),
+        Some(BatchSub::Resume { batch, opts }) => resume(ctx, &batch, opts),
+        None => {
+            let r = a.run;
+            let need = |flag: &str| Error::Usage(format!("certfab batch needs {flag}"));
+            let profile = r.profile.ok_or_else(|| need("--profile"))?;
+            let out = r.out.ok_or_else(|| need("--out"))?;
+            let source = match (r.input, r.csr_dir, r.count) {
+                (Some(p), None, None) => Source::Csv { path: std::path::absolute(&p).unwrap_or(p) },
+                (None, Some(p), None) => Source::CsrDir { path: std::path::absolute(&p).unwrap_or(p) },
+                (None, None, Some(count)) => Source::Count { count, id_template: r.id_template },
+                _ => return Err(Error::Usage("certfab batch needs one of --input CSV, --csr-dir DIR or --count N --keygen host".into())),
+            };
+            let out = std::path::absolute(&out).unwrap_or(out);
+            execute(ctx, &profile, source, out, r.plain_keys, r.workers, None)
+        }
+    }
+}
+
+fn resume(ctx: &Ctx, id: &str, opts: WorkerArgs) -> Result<ExitCode, Error> {
+    let site_cfg = crate::config::SiteConfig::load(
+        ctx.config
+            .as_ref()
+            .ok_or(Error::Config(crate::config::ConfigError::Missing))?,
+    )?;
+    let ledger = Ledger::open_read(&site_cfg.ledger, &site_cfg.station_id)?;
+    let batch = ledger.batch(id)?.ok_or_else(|| {
+        Error::Usage(format!(
+            "no batch {id} in {}; `certfab batch status` shows the latest",
+            site_cfg.ledger.display()
+        ))
+    })?;
+    let key = ledger.batch_input_key(id)?.unwrap_or_default();
+    drop(ledger);
+    let spec: serde_json::Value = serde_json::from_str(&batch.source)
+        .map_err(|e| Error::Usage(format!("batch {id}: unreadable source record: {e}")))?;
+    let source: Source = serde_json::from_value(spec["source"].clone())
+        .map_err(|e| Error::Usage(format!("batch {id}: {e}")))?;
+    let profile = spec["profile_path"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let out = PathBuf::from(spec["out"].as_str().unwrap_or_default());
+    let plain = spec["plain_keys"].as_bool().unwrap_or(false);
+    execute(ctx, &profile, source, out, plain, opts, Some(key))
+}
+
+fn execute(
+    ctx: &Ctx,
+    profile_arg: &str,
+    source: Source,
+    out: PathBuf,
+    plain_keys: bool,
+    w: WorkerArgs,
+    expect_key: Option<String>,
+) -> Result<ExitCode, Error> {
+    if w.jobs == 0 || w.jobs > 64 {
+        return Err(Error::Usage("--jobs must be 1..=64".into()));
+    }
+    let site = ctx.site()?;
+    let profile = Profile::load(&site.config.profile_path(profile_arg))?;
+    let ca_ref = site.ca_ref(&profile)?;
+    if let Some(k) = expect_key {
+        if batch::spec(&profile, &ca_ref.name, &source, &out, plain_keys).input_key != k {
+            return Err(Error::Usage(format!(
+                "the profile {} changed since this batch started; resuming would issue under different rules. Restore it, or start a new batch",
+                profile.path.display()
+            )));
+        }
+    }
+    let passphrase = match (&source, &w.key_passphrase) {
+        (Source::Count { .. }, Some(src)) if !plain_keys => Some(
+            crate::secret::SecretSource::parse(src, std::path::Path::new("."))?
+                .read("Key passphrase")?,
+        ),
+        _ => None,
+    };
+    let mut ledger = Ledger::open(&site.config.ledger, &site.config.station_id)?;
+    site.login()?;
+    let now = time::OffsetDateTime::now_utc();
+    let issuer = site.issuer(&ca_ref, now)?;
+    let mut signers = vec![issuer.key];
+    for _ in 1..w.jobs {
+        signers.push(site.hsm.key(
+            &ca_ref.key,
+            Some((&issuer.cert.public_key, &issuer.cert.source)),
+        )?);
+    }
+    if ca_ref.rsa_pss {
+        signers.iter_mut().for_each(|s| s.use_pss());
+    }
+    let _ = ctrlc::set_handler(|| {
+        STOP.store(true, Ordering::SeqCst);
+        eprintln!("\ncertfab: stopping after the devices in flight…");
+    });
+    let total = match &source {
+        Source::Count { count, .. } => Some(*count),
+        _ => None,
+    };
+    let bar = progress_bar(ctx.json, total);
+    let job = BatchJob {
+        profile: &profile,
+        ca_name: &ca_ref.name,
+        ca: &issuer.cert,
+        chain_above: &issuer.chain,
+        signers: &signers,
+        serial_prefix: site.config.serial_prefix,
+        source,
+        out,
+        key_passphrase: passphrase,
+        plain_keys,
+        kdf_iterations: w.kdf_iterations,
+        stop: &STOP,
+    };
+    let summary = batch::run(&job, &mut ledger, &|handled, issued| {
+        bar.set_position(handled);
+        bar.set_message(format!("{issued} issued"));
+    })?;
+    bar.finish_and_clear();
+    report(ctx, &summary);
+    Ok(if summary.interrupted {
+        ExitCode::Interrupted
+    } else if summary.counts.get("rejected").copied().unwrap_or(0) > 0 {
+        ExitCode::Partial
+    } else {
+        ExitCode::Ok
+    })
+}
+
+fn progress_bar(json: bool, total: Option<u64>) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if json || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = match total {
+        Some(n) => indicatif::ProgressBar::new(n).with_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} devices  {msg}  {per_sec}  ETA {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        ),
+        None => indicatif::ProgressBar::new_spinner().with_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {pos} rows  {msg}  {per_sec}  {elapsed}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        ),
+    };
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+}
+
+fn report(ctx: &Ctx, s: &Summary) {
+    let mut h = format!(
+        "batch {}{}: {} issued, {} already done, {} rejected, {} duplicate rows in {:.1}s ({:.0} certificates/s)\n  ledger {}  output {}\n  batch totals: {}",
+        s.batch,
+        if s.resumed { " (resumed)" } else { "" },
+        s.issued,
+        s.already,
+        s.rejected,
+        s.duplicates,
+        s.elapsed_s,
+        s.rate_per_s,
+        s.ledger,
+        s.out,
+        s.counts.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+    );
+    for p in s.problems.iter().take(20) {
+        h.push_str(&format!(
+            "\n  line {}{}: {}: {}",
+            p.line,
+            p.device_id
+                .as_deref()
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default(),
+            p.kind,
+            p.reason
+        ));
+    }
+    if s.problems.len() > 20 {
+        h.push_str(&format!(
+            "\n  … {} more: certfab batch status {} --json",
+            s.problems.len() - 20,
+            s.batch
+        ));
+    }
+    if s.interrupted {
+        h.push_str(&format!(
+            "\ninterrupted: resume with `certfab batch resume {}` (or re-run the same command)",
+            s.batch
+        ));
+    }
+    ctx.print(&serde_json::to_value(s).unwrap_or_default(), &h);
+}
+
+fn status(ctx: &Ctx, id: Option<String>) -> Result<ExitCode, Error> {
+    let cfg = crate::config::SiteConfig::load(
+        ctx.config
+            .as_ref()
+            .ok_or(Error::Config(crate::config::ConfigError::Missing))?,
+    )?;
+    let ledger = Ledger::open_read(&cfg.ledger, &cfg.station_id)?;
+    let id = match id {
+        Some(id) => id,
+        None => ledger
+            .latest_batch()?
+            .map(|b| b.id)
+            .ok_or_else(|| Error::Usage("no batch in the ledger yet".into()))?,
+    };
+    let st = ledger
+        .status(&id)?
+        .ok_or_else(|| Error::Usage(format!("no batch {id} in {}", cfg.ledger.display())))?;
+    let mut h = format!(
+        "batch {} ({}, profile {}, CA {})\n  started {}{}\n  {}",
+        st.batch.id,
+        st.batch.station,
+        st.batch.profile,
+        st.batch.ca,
+        st.batch.created_at,
+        st.batch
+            .finished_at
+            .as_deref()
+            .map(|f| format!(", finished {f}"))
+            .unwrap_or_else(|| ", not finished (resume it)".into()),
+        st.counts
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for p in &st.problems {
+        h.push_str(&format!(
+            "\n  line {}{}: {}: {}",
+            p.line,
+            p.device_id
+                .as_deref()
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default(),
+            p.kind,
+            p.reason
+        ));
+    }
+    ctx.print(&serde_json::to_value(&st).unwrap_or_default(), &h);
+    Ok(ExitCode::Ok)
+}

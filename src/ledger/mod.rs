@@ -1,0 +1,891 @@
+//! The ledger: a SQLite file (WAL, `synchronous=FULL`) that records every serial reserved, every
+//! certificate signed, every rejection and a hash-chained audit trail.
+//!
+//! Write order is the safety argument (DESIGN.md invariants 2, 5, 6, 7): the serial and TBS are
+//! committed as an *intent* before the HSM is asked; the signed certificate is committed before
+//! any file is written; an intent found at start-up (the process died in between) is burned,
+//! never signed again. Every write is a transaction; when one fails the caller stops before the
+//! next signature.
+
+mod schema;
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// A ledger that cannot be used, or a write that failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LedgerError {
+    /// Cannot open or set up.
+    #[error("ledger {path}: {msg}")]
+    Open {
+        /// The file.
+        path: String,
+        /// Why, and the fix.
+        msg: String,
+    },
+    /// Written by a newer certfab.
+    #[error("ledger {path} has schema version {found}, newer than this certfab knows ({supported}); use a newer certfab")]
+    TooNew {
+        /// The file.
+        path: String,
+        /// Its version.
+        found: i64,
+        /// Ours.
+        supported: i64,
+    },
+    /// Another process holds the ledger.
+    #[error("ledger {0} is in use by another certfab process; wait for it to finish or stop it")]
+    Locked(String),
+    /// A statement or commit failed: nothing more is signed.
+    #[error("ledger write failed ({0}); stopped before the next signature. Free disk space or fix permissions on the ledger directory, then resume")]
+    Write(#[from] rusqlite::Error),
+}
+
+/// Filesystems where SQLite's locking and fsync cannot be trusted.
+const NETWORK_FS: &[(i64, &str)] = &[
+    (0x6969, "NFS"),
+    (0x517B, "SMB"),
+    (0xFF53_4D42, "CIFS"),
+    (0xFE53_4D42, "SMB2"),
+    (0x0102_1997, "9P"),
+    (0x5346_414F, "AFS"),
+    (0x00C3_6400, "Ceph"),
+    (0x0BD0_0BD0, "Lustre"),
+    (0x6573_5546, "FUSE"),
+];
+
+/// Identity of a batch: re-running the same command finds the same batch.
+#[derive(Debug, Clone)]
+pub struct BatchSpec {
+    /// Hash of what makes two runs the same batch.
+    pub input_key: String,
+    /// Profile name.
+    pub profile: String,
+    /// Profile file hash.
+    pub profile_sha256: String,
+    /// CA name.
+    pub ca: String,
+    /// Human description of the input.
+    pub source: String,
+    /// Output directory.
+    pub out_dir: String,
+}
+
+/// A batch as recorded.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BatchRow {
+    /// Batch id.
+    pub id: String,
+    /// Profile name.
+    pub profile: String,
+    /// CA name.
+    pub ca: String,
+    /// Input description.
+    pub source: String,
+    /// Output directory.
+    pub out_dir: String,
+    /// Station.
+    pub station: String,
+    /// Created.
+    pub created_at: String,
+    /// Finished (all input processed), if so.
+    pub finished_at: Option<String>,
+}
+
+/// One device's reservation: committed before its TBS goes to the HSM.
+#[derive(Debug, Clone)]
+pub struct Intent {
+    /// Profile name.
+    pub profile: String,
+    /// Device id.
+    pub device_id: String,
+    /// SHA-256 of the device's SPKI, hex.
+    pub spki_sha256: String,
+    /// csr, pubkey or host.
+    pub key_origin: String,
+    /// Input line (CSV line, file index, or sequence number).
+    pub line: u64,
+    /// The issuing CA's key identifier, hex.
+    pub issuer_key_id: String,
+    /// Serial, hex.
+    pub serial: String,
+    /// TBSCertificate DER.
+    pub tbs: Vec<u8>,
+}
+
+/// What the ledger decided for an intent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reserve {
+    /// Committed: sign it.
+    Reserved,
+    /// The same device and key appeared earlier in this input: issued once.
+    Duplicate {
+        /// Where it first appeared.
+        first_line: u64,
+    },
+    /// The device already has a live certificate for this key (a re-run): here it is.
+    AlreadyIssued {
+        /// The certificate.
+        der: Vec<u8>,
+    },
+    /// Refused (exactly-one-identity rules).
+    Refused(String),
+}
+
+/// A signature recorded.
+#[derive(Debug, Clone)]
+pub struct Signed {
+    /// CA key identifier, hex.
+    pub issuer_key_id: String,
+    /// Serial, hex.
+    pub serial: String,
+    /// Profile.
+    pub profile: String,
+    /// Device id.
+    pub device_id: String,
+    /// Certificate DER.
+    pub der: Vec<u8>,
+}
+
+/// A rejected or duplicate input row.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Rejection {
+    /// Input line.
+    pub line: u64,
+    /// Device id, if known.
+    pub device_id: Option<String>,
+    /// rejected or duplicate.
+    pub kind: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// A device as the ledger has it.
+#[derive(Debug, Clone)]
+pub struct DeviceRow {
+    /// State.
+    pub state: String,
+    /// Batch that issued it.
+    pub batch_id: String,
+    /// Input line it came from.
+    pub line: u64,
+    /// Current certificate, when signed.
+    pub der: Option<Vec<u8>>,
+}
+
+/// Counts and problems of a batch.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BatchStatus {
+    /// The batch.
+    pub batch: BatchRow,
+    /// Devices by state, plus `rejected` and `duplicate` rows.
+    pub counts: BTreeMap<String, u64>,
+    /// Rejected and duplicate rows.
+    pub problems: Vec<Rejection>,
+}
+
+/// An open, migrated, locked ledger.
+pub struct Ledger {
+    conn: Connection,
+    path: PathBuf,
+    station: String,
+    last_hash: String,
+    _lock: std::fs::File,
+}
+
+fn now() -> String {
+    crate::clock::rfc3339(time::OffsetDateTime::now_utc())
+}
+
+impl Ledger {
+    /// Opens (creating if needed) the ledger at `path` for `station`: refuses network
+    /// filesystems, takes an exclusive lock, sets WAL + `synchronous=FULL` and checks both,
+    /// migrates, and burns intents a crashed run left behind.
+    pub fn open(path: &Path, station: &str) -> Result<Self, LedgerError> {
+        let shown = path.display().to_string();
+        let open_err = |msg: String| LedgerError::Open {
+            path: shown.clone(),
+            msg,
+        };
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)
+            .map_err(|e| open_err(format!("cannot create its directory: {e}")))?;
+        if let Ok(st) = rustix::fs::statfs(dir) {
+            // f_type's width differs between platforms.
+            #[allow(clippy::unnecessary_cast)]
+            let t = st.f_type as i64;
+            if let Some((_, name)) = NETWORK_FS.iter().find(|(m, _)| *m == t) {
+                return Err(open_err(format!(
+                    "it is on a {name} filesystem, where locking and fsync cannot be trusted; keep the ledger on a local disk"
+                )));
+            }
+        }
+        let lock_path = path.with_extension("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| {
+                open_err(format!(
+                    "cannot create lock file {}: {e}",
+                    lock_path.display()
+                ))
+            })?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+            .map_err(|_| LedgerError::Locked(shown.clone()))?;
+
+        let conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(open_err(format!(
+                "journal_mode is {mode}, WAL could not be enabled"
+            )));
+        }
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+        if sync != 2 {
+            return Err(open_err(format!(
+                "synchronous is {sync}, FULL (2) could not be set"
+            )));
+        }
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrate(&conn, &shown)?;
+        let last_hash: String = conn
+            .query_row(
+                "SELECT hash FROM audit ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or_else(|| "0".repeat(64));
+        let mut ledger = Self {
+            conn,
+            path: path.to_path_buf(),
+            station: station.to_string(),
+            last_hash,
+            _lock: lock,
+        };
+        ledger.burn_interrupted()?;
+        Ok(ledger)
+    }
+
+    /// Opens an existing ledger read-only, without the lock, for `batch status` while a batch
+    /// runs. Nothing is migrated or burned.
+    pub fn open_read(path: &Path, station: &str) -> Result<Self, LedgerError> {
+        let shown = path.display().to_string();
+        if !path.exists() {
+            return Err(LedgerError::Open {
+                path: shown,
+                msg: "does not exist yet: no batch has run with this site config".into(),
+            });
+        }
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| LedgerError::Open {
+                path: shown.clone(),
+                msg: e.to_string(),
+            })?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let supported = schema::MIGRATIONS.len() as i64;
+        if version > supported {
+            return Err(LedgerError::TooNew {
+                path: shown,
+                found: version,
+                supported,
+            });
+        }
+        let lock = std::fs::File::open(path).map_err(|e| LedgerError::Open {
+            path: shown,
+            msg: e.to_string(),
+        })?;
+        Ok(Self {
+            conn,
+            path: path.to_path_buf(),
+            station: station.into(),
+            last_hash: String::new(),
+            _lock: lock,
+        })
+    }
+
+    /// The ledger file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends a hash-chained audit event inside `tx`.
+    fn audit(
+        tx: &rusqlite::Transaction<'_>,
+        last_hash: &mut String,
+        station: &str,
+        kind: &str,
+        batch: Option<&str>,
+        device: Option<&str>,
+        detail: &serde_json::Value,
+    ) -> Result<(), LedgerError> {
+        let at = now();
+        let detail = detail.to_string();
+        let seq: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM audit", [], |r| {
+            r.get(0)
+        })?;
+        let material = format!(
+            "{last_hash}\n{seq}\n{at}\n{station}\n{kind}\n{}\n{}\n{detail}",
+            batch.unwrap_or(""),
+            device.unwrap_or("")
+        );
+        let hash = hex::encode(crate::crypto::sha256(material.as_bytes()));
+        tx.execute(
+            "INSERT INTO audit (seq, at, station, kind, batch_id, device_id, detail, prev_hash, hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![seq, at, station, kind, batch, device, detail, last_hash.as_str(), hash],
+        )?;
+        *last_hash = hash;
+        Ok(())
+    }
+
+    /// Intents without a recorded signature belong to a run that died between commit and
+    /// record: their serials are burned and the devices retried with new ones.
+    fn burn_interrupted(&mut self) -> Result<u64, LedgerError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = tx.execute(
+            "UPDATE certificates SET state = 'burned', reason = 'interrupted before the signature was recorded'
+             WHERE state = 'intent'",
+            [],
+        )? as u64;
+        if n > 0 {
+            tx.execute(
+                "UPDATE devices SET state = 'sign_failed', updated_at = ?1 WHERE state = 'signing'",
+                [now()],
+            )?;
+            Self::audit(
+                &tx,
+                &mut self.last_hash,
+                &self.station,
+                "serials_burned",
+                None,
+                None,
+                &serde_json::json!({"count": n, "reason": "interrupted run"}),
+            )?;
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// Finds the batch for `spec` (a re-run) or creates it.
+    pub fn begin_batch(&mut self, spec: &BatchSpec) -> Result<(BatchRow, bool), LedgerError> {
+        if let Some(b) = self.batch_by_key(&spec.input_key)? {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            Self::audit(
+                &tx,
+                &mut self.last_hash,
+                &self.station,
+                "batch_resumed",
+                Some(&b.id),
+                None,
+                &serde_json::json!({}),
+            )?;
+            tx.execute(
+                "UPDATE batches SET finished_at = NULL WHERE id = ?1",
+                [&b.id],
+            )?;
+            tx.commit()?;
+            return Ok((b, true));
+        }
+        let id = format!(
+            "b-{}-{}",
+            time::OffsetDateTime::now_utc().unix_timestamp(),
+            &spec.input_key[..8]
+        );
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO batches (id, input_key, profile, profile_sha256, ca, source, out_dir, station, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![id, spec.input_key, spec.profile, spec.profile_sha256, spec.ca, spec.source, spec.out_dir, self.station, now()],
+        )?;
+        Self::audit(
+            &tx,
+            &mut self.last_hash,
+            &self.station,
+            "batch_started",
+            Some(&id),
+            None,
+            &serde_json::json!({"profile": spec.profile, "profile_sha256": spec.profile_sha256, "ca": spec.ca, "source": spec.source}),
+        )?;
+        tx.commit()?;
+        let b = self
+            .batch(&id)?
+            .ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+        Ok((b, false))
+    }
+
+    /// Marks a batch as having processed all its input.
+    pub fn finish_batch(
+        &mut self,
+        id: &str,
+        counts: &BTreeMap<String, u64>,
+    ) -> Result<(), LedgerError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "UPDATE batches SET finished_at = ?2 WHERE id = ?1",
+            params![id, now()],
+        )?;
+        Self::audit(
+            &tx,
+            &mut self.last_hash,
+            &self.station,
+            "batch_finished",
+            Some(id),
+            None,
+            &serde_json::json!(counts),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn batch_by_key(&self, key: &str) -> Result<Option<BatchRow>, LedgerError> {
+        self.batch_where("input_key = ?1", key)
+    }
+
+    /// A batch by id.
+    pub fn batch(&self, id: &str) -> Result<Option<BatchRow>, LedgerError> {
+        self.batch_where("id = ?1", id)
+    }
+
+    /// The most recently created batch.
+    pub fn latest_batch(&self) -> Result<Option<BatchRow>, LedgerError> {
+        let id: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT id FROM batches ORDER BY rowid DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match id {
+            Some(id) => self.batch(&id),
+            None => Ok(None),
+        }
+    }
+
+    /// The spec a batch was created with (to resume it by id).
+    pub fn batch_input_key(&self, id: &str) -> Result<Option<String>, LedgerError> {
+        Ok(self
+            .conn
+            .query_row("SELECT input_key FROM batches WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    fn batch_where(&self, cond: &str, arg: &str) -> Result<Option<BatchRow>, LedgerError> {
+        let sql = format!(
+            "SELECT id, profile, ca, source, out_dir, station, created_at, finished_at FROM batches WHERE {cond}"
+        );
+        Ok(self
+            .conn
+            .query_row(&sql, [arg], |r| {
+                Ok(BatchRow {
+                    id: r.get(0)?,
+                    profile: r.get(1)?,
+                    ca: r.get(2)?,
+                    source: r.get(3)?,
+                    out_dir: r.get(4)?,
+                    station: r.get(5)?,
+                    created_at: r.get(6)?,
+                    finished_at: r.get(7)?,
+                })
+            })
+            .optional()?)
+    }
+
+    /// The device's state, batch, input line and certificate, if it has a row.
+    pub fn device(&self, profile: &str, device_id: &str) -> Result<Option<DeviceRow>, LedgerError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT d.state, d.batch_id, d.input_line, c.der FROM devices d
+                 LEFT JOIN certificates c ON c.profile = d.profile AND c.device_id = d.device_id
+                      AND c.serial = d.serial AND c.state = 'signed'
+                 WHERE d.profile = ?1 AND d.device_id = ?2",
+                params![profile, device_id],
+                |r| {
+                    Ok(DeviceRow {
+                        state: r.get(0)?,
+                        batch_id: r.get(1)?,
+                        line: r.get::<_, Option<i64>>(2)?.unwrap_or(0) as u64,
+                        der: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Reserves serials for a group of devices in one transaction, applying the
+    /// exactly-one-identity rules. Only `Reserved` items may be signed.
+    pub fn reserve(
+        &mut self,
+        batch_id: &str,
+        intents: &[Intent],
+    ) -> Result<Vec<Reserve>, LedgerError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut out = Vec::with_capacity(intents.len());
+        let at = now();
+        for it in intents {
+            type Existing = (String, String, String, Option<i64>, Option<String>);
+            let existing: Option<Existing> = tx
+                .query_row(
+                    "SELECT state, spki_sha256, batch_id, input_line, serial FROM devices WHERE profile = ?1 AND device_id = ?2",
+                    params![it.profile, it.device_id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                )
+                .optional()?;
+            let decision = match &existing {
+                Some((state, spki, batch, line, serial)) if state != "sign_failed" => {
+                    let first_line = line.unwrap_or(0) as u64;
+                    let same_key = *spki == it.spki_sha256;
+                    if state == "signing" || (batch == batch_id && first_line != it.line) {
+                        if same_key {
+                            Reserve::Duplicate { first_line }
+                        } else {
+                            Reserve::Refused(format!(
+                                "device id {} appears again with a different key (first on line {first_line})",
+                                it.device_id
+                            ))
+                        }
+                    } else if !same_key {
+                        Reserve::Refused(format!(
+                            "device {} already has a live certificate (serial {}) for another key; a new key for an existing device needs an explicit supersede",
+                            it.device_id,
+                            serial.as_deref().unwrap_or("?")
+                        ))
+                    } else {
+                        let der: Option<Vec<u8>> = tx
+                            .query_row(
+                                "SELECT der FROM certificates WHERE profile = ?1 AND device_id = ?2 AND serial = ?3 AND state = 'signed'",
+                                params![it.profile, it.device_id, serial],
+                                |r| r.get(0),
+                            )
+                            .optional()?;
+                        match der {
+                            Some(der) => Reserve::AlreadyIssued { der },
+                            None => Reserve::Refused(format!(
+                                "device {} is in state {state} without a certificate",
+                                it.device_id
+                            )),
+                        }
+                    }
+                }
+                _ => {
+                    let other: Option<(String, String)> = tx
+                        .query_row(
+                            "SELECT profile, device_id FROM devices WHERE spki_sha256 = ?1 AND device_id != ?2
+                               AND state NOT IN ('superseded', 'revoked') LIMIT 1",
+                            params![it.spki_sha256, it.device_id],
+                            |r| Ok((r.get(0)?, r.get(1)?)),
+                        )
+                        .optional()?;
+                    match other {
+                        Some((p, d)) => Reserve::Refused(format!(
+                            "this public key is already certified for device {d} (profile {p}); one device id per key"
+                        )),
+                        None => Reserve::Reserved,
+                    }
+                }
+            };
+            if decision == Reserve::Reserved {
+                tx.execute(
+                    "INSERT INTO devices (profile, device_id, batch_id, state, spki_sha256, serial, key_origin, input_line, updated_at)
+                     VALUES (?1, ?2, ?3, 'signing', ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (profile, device_id) DO UPDATE SET
+                       batch_id = excluded.batch_id, state = 'signing', spki_sha256 = excluded.spki_sha256,
+                       serial = excluded.serial, key_origin = excluded.key_origin,
+                       input_line = excluded.input_line, updated_at = excluded.updated_at",
+                    params![it.profile, it.device_id, batch_id, it.spki_sha256, it.serial, it.key_origin, it.line as i64, at],
+                )?;
+                tx.execute(
+                    "INSERT INTO certificates (issuer_key_id, serial, profile, device_id, batch_id, state, tbs, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'intent', ?6, ?7)",
+                    params![it.issuer_key_id, it.serial, it.profile, it.device_id, batch_id, it.tbs, at],
+                )?;
+                Self::audit(
+                    &tx,
+                    &mut self.last_hash,
+                    &self.station,
+                    "serial_reserved",
+                    Some(batch_id),
+                    Some(&it.device_id),
+                    &serde_json::json!({"serial": it.serial, "issuer_key_id": it.issuer_key_id, "spki_sha256": it.spki_sha256, "tbs_sha256": hex::encode(crate::crypto::sha256(&it.tbs))}),
+                )?;
+            }
+            out.push(decision);
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Records signatures (one transaction): certificates signed, devices signed.
+    pub fn record_signed(&mut self, batch_id: &str, items: &[Signed]) -> Result<(), LedgerError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let at = now();
+        for s in items {
+            let sha = hex::encode(crate::crypto::sha256(&s.der));
+            let n = tx.execute(
+                "UPDATE certificates SET state = 'signed', der = ?3, cert_sha256 = ?4, signed_at = ?5
+                 WHERE issuer_key_id = ?1 AND serial = ?2 AND state = 'intent'",
+                params![s.issuer_key_id, s.serial, s.der, sha, at],
+            )?;
+            if n != 1 {
+                return Err(rusqlite::Error::StatementChangedRows(n).into());
+            }
+            tx.execute(
+                "UPDATE devices SET state = 'signed', updated_at = ?3 WHERE profile = ?1 AND device_id = ?2",
+                params![s.profile, s.device_id, at],
+            )?;
+            Self::audit(
+                &tx,
+                &mut self.last_hash,
+                &self.station,
+                "issued",
+                Some(batch_id),
+                Some(&s.device_id),
+                &serde_json::json!({"serial": s.serial, "cert_sha256": sha}),
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records failed signatures: serials burned, devices retried later with new serials.
+    pub fn record_failed(
+        &mut self,
+        batch_id: &str,
+        items: &[(Intent, String)],
+    ) -> Result<(), LedgerError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let at = now();
+        for (it, reason) in items {
+            tx.execute(
+                "UPDATE certificates SET state = 'burned', reason = ?3 WHERE issuer_key_id = ?1 AND serial = ?2",
+                params![it.issuer_key_id, it.serial, reason],
+            )?;
+            tx.execute(
+                "UPDATE devices SET state = 'sign_failed', updated_at = ?3 WHERE profile = ?1 AND device_id = ?2",
+                params![it.profile, it.device_id, at],
+            )?;
+            Self::audit(
+                &tx,
+                &mut self.last_hash,
+                &self.station,
+                "sign_failed",
+                Some(batch_id),
+                Some(&it.device_id),
+                &serde_json::json!({"serial": it.serial, "reason": reason}),
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records rejected or duplicate input rows.
+    pub fn record_rejections(
+        &mut self,
+        batch_id: &str,
+        items: &[Rejection],
+    ) -> Result<(), LedgerError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let at = now();
+        for r in items {
+            tx.execute(
+                "INSERT INTO rejections (batch_id, line, device_id, kind, reason, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (batch_id, line) DO UPDATE SET device_id = excluded.device_id, kind = excluded.kind,
+                   reason = excluded.reason, at = excluded.at",
+                params![batch_id, r.line as i64, r.device_id, r.kind, r.reason, at],
+            )?;
+            Self::audit(
+                &tx,
+                &mut self.last_hash,
+                &self.station,
+                &r.kind,
+                Some(batch_id),
+                r.device_id.as_deref(),
+                &serde_json::json!({"line": r.line, "reason": r.reason}),
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A row that was rejected on an earlier run and now passes is no longer a problem.
+    pub fn clear_rejections(&mut self, batch_id: &str, lines: &[u64]) -> Result<(), LedgerError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for l in lines {
+            tx.execute(
+                "DELETE FROM rejections WHERE batch_id = ?1 AND line = ?2",
+                params![batch_id, *l as i64],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Notes that certificate files were written (no fsync needed: a resume rewrites files from
+    /// the ledger when they are missing or differ).
+    pub fn mark_delivered(&mut self, items: &[(String, String)]) -> Result<(), LedgerError> {
+        let tx = self.conn.transaction()?;
+        let at = now();
+        for (key_id, serial) in items {
+            tx.execute(
+                "UPDATE certificates SET delivered_at = ?3 WHERE issuer_key_id = ?1 AND serial = ?2",
+                params![key_id, serial, at],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Counts by state and the problem rows of a batch.
+    pub fn status(&self, batch_id: &str) -> Result<Option<BatchStatus>, LedgerError> {
+        let Some(batch) = self.batch(batch_id)? else {
+            return Ok(None);
+        };
+        let mut counts = BTreeMap::new();
+        let mut st = self
+            .conn
+            .prepare("SELECT state, COUNT(*) FROM devices WHERE batch_id = ?1 GROUP BY state")?;
+        for row in st.query_map([batch_id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })? {
+            let (s, n) = row?;
+            counts.insert(s, n as u64);
+        }
+        let mut st = self.conn.prepare("SELECT line, device_id, kind, reason FROM rejections WHERE batch_id = ?1 ORDER BY line")?;
+        let problems = st
+            .query_map([batch_id], |r| {
+                Ok(Rejection {
+                    line: r.get::<_, i64>(0)? as u64,
+                    device_id: r.get(1)?,
+                    kind: r.get(2)?,
+                    reason: r.get(3)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        for p in &problems {
+            *counts.entry(p.kind.clone()).or_insert(0) += 1;
+        }
+        let burned: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM certificates WHERE batch_id = ?1 AND state = 'burned'",
+            [batch_id],
+            |r| r.get(0),
+        )?;
+        if burned > 0 {
+            counts.insert("serials_burned".into(), burned as u64);
+        }
+        Ok(Some(BatchStatus {
+            batch,
+            counts,
+            problems,
+        }))
+    }
+
+    /// Verifies the audit hash chain from the start; returns the number of events.
+    pub fn verify_audit_chain(&self) -> Result<u64, String> {
+        let mut st = self
+            .conn
+            .prepare("SELECT seq, at, station, kind, batch_id, device_id, detail, prev_hash, hash FROM audit ORDER BY seq")
+            .map_err(|e| e.to_string())?;
+        let mut prev = "0".repeat(64);
+        let mut n = 0;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, String>(7)?,
+                    r.get::<_, String>(8)?,
+                ))
+            })
+            .map_err(|e| e.to_string())?;
+        for row in rows {
+            let (seq, at, station, kind, batch, device, detail, prev_hash, hash) =
+                row.map_err(|e| e.to_string())?;
+            if prev_hash != prev {
+                return Err(format!(
+                    "audit event {seq}: previous hash does not match event {}",
+                    seq - 1
+                ));
+            }
+            let material = format!(
+                "{prev}\n{seq}\n{at}\n{station}\n{kind}\n{}\n{}\n{detail}",
+                batch.unwrap_or_default(),
+                device.unwrap_or_default()
+            );
+            if hex::encode(crate::crypto::sha256(material.as_bytes())) != hash {
+                return Err(format!(
+                    "audit event {seq}: content does not match its hash"
+                ));
+            }
+            prev = hash;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Raw connection, for tests and audits that query the ledger directly.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+fn migrate(conn: &Connection, path: &str) -> Result<(), LedgerError> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let supported = schema::MIGRATIONS.len() as i64;
+    if version > supported {
+        return Err(LedgerError::TooNew {
+            path: path.into(),
+            found: version,
+            supported,
+        });
+    }
+    for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

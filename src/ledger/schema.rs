@@ -1,0 +1,81 @@
+//! Append-only schema migrations keyed on SQLite `user_version` (cargo's pattern): never edit
+//! or remove an entry, only add one; a ledger newer than this binary is refused.
+
+/// Migration `i` takes the schema from version `i` to `i + 1`.
+pub(super) const MIGRATIONS: &[&str] = &[
+    // 1: batches, devices, certificates, rejections, hash-chained audit events.
+    r#"
+    CREATE TABLE batches (
+        id             TEXT PRIMARY KEY,
+        input_key      TEXT NOT NULL UNIQUE,
+        profile        TEXT NOT NULL,
+        profile_sha256 TEXT NOT NULL,
+        ca             TEXT NOT NULL,
+        source         TEXT NOT NULL,
+        out_dir        TEXT NOT NULL,
+        station        TEXT NOT NULL,
+        created_at     TEXT NOT NULL,
+        finished_at    TEXT
+    );
+    -- One row per (profile, device id): the device's current identity.
+    CREATE TABLE devices (
+        profile      TEXT NOT NULL,
+        device_id    TEXT NOT NULL,
+        batch_id     TEXT NOT NULL REFERENCES batches(id),
+        state        TEXT NOT NULL CHECK (state IN
+                       ('signing','signed','sign_failed','installing','installed',
+                        'install_unconfirmed','exported','superseded','revoked')),
+        spki_sha256  TEXT NOT NULL,
+        serial       TEXT,
+        key_origin   TEXT NOT NULL,
+        input_line   INTEGER,
+        updated_at   TEXT NOT NULL,
+        PRIMARY KEY (profile, device_id)
+    );
+    -- Exactly one live device per public key within a profile.
+    CREATE UNIQUE INDEX devices_live_key ON devices(profile, spki_sha256)
+        WHERE state NOT IN ('superseded', 'revoked');
+    CREATE INDEX devices_spki ON devices(spki_sha256);
+    CREATE INDEX devices_batch ON devices(batch_id, state);
+    -- Every serial ever reserved, with the TBS committed before the HSM was asked.
+    CREATE TABLE certificates (
+        issuer_key_id TEXT NOT NULL,
+        serial        TEXT NOT NULL,
+        profile       TEXT NOT NULL,
+        device_id     TEXT NOT NULL,
+        batch_id      TEXT NOT NULL REFERENCES batches(id),
+        state         TEXT NOT NULL CHECK (state IN ('intent', 'signed', 'burned')),
+        tbs           BLOB NOT NULL,
+        der           BLOB,
+        cert_sha256   TEXT,
+        reason        TEXT,
+        created_at    TEXT NOT NULL,
+        signed_at     TEXT,
+        delivered_at  TEXT,
+        PRIMARY KEY (issuer_key_id, serial)
+    );
+    CREATE INDEX certificates_device ON certificates(profile, device_id);
+    CREATE INDEX certificates_state ON certificates(batch_id, state);
+    -- Requests refused (or duplicate input rows), with where they came from and why.
+    CREATE TABLE rejections (
+        batch_id   TEXT NOT NULL REFERENCES batches(id),
+        line       INTEGER NOT NULL,
+        device_id  TEXT,
+        kind       TEXT NOT NULL CHECK (kind IN ('rejected', 'duplicate')),
+        reason     TEXT NOT NULL,
+        at         TEXT NOT NULL,
+        PRIMARY KEY (batch_id, line)
+    );
+    CREATE TABLE audit (
+        seq        INTEGER PRIMARY KEY,
+        at         TEXT NOT NULL,
+        station    TEXT NOT NULL,
+        kind       TEXT NOT NULL,
+        batch_id   TEXT,
+        device_id  TEXT,
+        detail     TEXT NOT NULL,
+        prev_hash  TEXT NOT NULL,
+        hash       TEXT NOT NULL
+    );
+    "#,
+];
