@@ -170,3 +170,35 @@ pub fn derived_profile(
     std::fs::write(&p, text).unwrap();
     p
 }
+
+/// A fresh P-256 key's CSR (PEM) with subject CN=`cn`, made in Rust (fast, for big inputs).
+pub fn rust_csr_pem(cn: &str) -> String {
+    use der::EncodePem;
+    use std::str::FromStr;
+    use x509_cert::builder::{Builder, RequestBuilder};
+    let sk = p256::ecdsa::SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
+    let subject = x509_cert::name::Name::from_str(&format!("CN={cn}")).unwrap();
+    let req = RequestBuilder::new(subject, &sk)
+        .unwrap()
+        .build::<p256::ecdsa::DerSignature>()
+        .unwrap();
+    req.to_pem(der::pem::LineEnding::LF).unwrap()
+}
+
+/// A fresh P-256 public key, SPKI PEM.
+pub fn rust_pubkey_pem() -> String {
+    use p256::pkcs8::EncodePublicKey;
+    p256::SecretKey::random(&mut p256::elliptic_curve::rand_core::OsRng)
+        .public_key()
+        .to_public_key_pem(p256::pkcs8::LineEnding::LF)
+        .unwrap()
+}
+
+/// Opens the line's ledger read-only for assertions.
+pub fn ledger(line: &Line) -> rusqlite::Connection {
+    rusqlite::Connection::open_with_flags(
+        line.file("ledger.sqlite"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap()
+}

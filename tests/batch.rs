@@ -1,0 +1,343 @@
+//! Batch issuance on a real SoftHSM token with a real SQLite ledger: what a line operator and
+//! an auditor check after a batch.
+
+mod common;
+
+use common::{openssl, rust_csr_pem, rust_pubkey_pem, text, Line};
+use std::fmt::Write as _;
+use std::path::Path;
+
+fn csv_field(pem: &str) -> String {
+    format!("\"{}\"", pem.trim_end())
+}
+
+fn json(o: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(o)))
+}
+
+fn verify_all(line: &Line, certs: &[std::path::PathBuf]) {
+    let mut args = vec![
+        "verify".to_string(),
+        "-CAfile".into(),
+        line.file("ca/root.pem").display().to_string(),
+        "-untrusted".into(),
+        line.file("ca/issuing.pem").display().to_string(),
+    ];
+    args.extend(certs.iter().map(|c| c.display().to_string()));
+    let o = openssl(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).matches(": OK").count(),
+        certs.len()
+    );
+}
+
+/// CSV of CSR files and inline CSRs, with the classic input mistakes in it.
+#[test]
+fn csv_batch_issues_once_per_device_and_reports_bad_rows() {
+    let line = Line::new();
+    let dir = line.path();
+    std::fs::create_dir_all(dir.join("in")).unwrap();
+    let mut csv = String::from("device_id,csr,site\n");
+    // Rows 1..=20 (lines 2..=21) reference CSR files; DEV-021 at the end is inline PEM.
+    for i in 1..=20 {
+        std::fs::write(
+            dir.join(format!("in/{i}.csr")),
+            rust_csr_pem(&format!("dev{i}")),
+        )
+        .unwrap();
+        writeln!(csv, "DEV-{i:03},{i}.csr,hall-{i}").unwrap();
+    }
+    // The same device and CSR again: reported, issued once.
+    writeln!(csv, "DEV-002,2.csr,again").unwrap();
+    // The same CSR under another device id: refused (one device id per key).
+    writeln!(csv, "DEV-999,4.csr,stolen").unwrap();
+    // A malformed row and a missing file.
+    writeln!(csv, "DEV-500").unwrap();
+    writeln!(csv, "DEV-501,nothere.csr,x").unwrap();
+    writeln!(csv, "DEV-021,{},inline", csv_field(&rust_csr_pem("dev21"))).unwrap();
+    std::fs::write(dir.join("in/devices.csv"), csv).unwrap();
+    let input = dir.join("in/devices.csv");
+    let out = dir.join("out");
+    let args = [
+        "--json",
+        "batch",
+        "--profile",
+        "generic-iot",
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+
+    let o = line.certfab(&args);
+    assert_eq!(o.status.code(), Some(10), "{}", text(&o));
+    let s = json(&o);
+    assert_eq!(s["issued"], 21);
+    assert_eq!(s["counts"]["signed"], 21);
+    assert_eq!(s["counts"]["rejected"], 3);
+    assert_eq!(s["counts"]["duplicate"], 1);
+    let problems = s["problems"].as_array().unwrap();
+    let by_line = |l: u64| {
+        problems
+            .iter()
+            .find(|p| p["line"] == l)
+            .unwrap_or_else(|| panic!("no problem on line {l}: {problems:?}"))
+    };
+    assert!(by_line(22)["reason"]
+        .as_str()
+        .unwrap()
+        .contains("issued once"));
+    assert!(by_line(23)["reason"]
+        .as_str()
+        .unwrap()
+        .contains("already certified for device DEV-004"));
+    assert!(by_line(24)["reason"].as_str().unwrap().contains("fields"));
+    assert!(by_line(25)["reason"]
+        .as_str()
+        .unwrap()
+        .contains("nothere.csr"));
+
+    let certs: Vec<_> = (1..=21)
+        .map(|i| out.join(format!("DEV-{i:03}/cert.pem")))
+        .collect();
+    verify_all(&line, &certs);
+    assert!(!out.join("DEV-999").join("cert.pem").exists());
+
+    // {csv.site} is available to templates; the bundle describes itself.
+    let dj: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("DEV-001/device.json")).unwrap()).unwrap();
+    assert_eq!(dj["device_id"], "DEV-001");
+
+    // The ledger: one live certificate per device, every file matches its ledger row.
+    let db = common::ledger(&line);
+    let n: i64 = db
+        .query_row(
+            "SELECT COUNT(DISTINCT serial) FROM certificates WHERE state = 'signed'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 21);
+    for i in 1..=21 {
+        let id = format!("DEV-{i:03}");
+        let sha: String = db
+            .query_row("SELECT c.cert_sha256 FROM devices d JOIN certificates c ON c.serial = d.serial WHERE d.device_id = ?1", [&id], |r| r.get(0))
+            .unwrap();
+        let pem = std::fs::read(out.join(&id).join("cert.pem")).unwrap();
+        let der = pem_rfc7468::decode_vec(&pem).unwrap().1;
+        assert_eq!(hex::encode(certfab::crypto::sha256(&der)), sha, "{id}");
+    }
+
+    // Re-running the identical command resumes the same batch and issues nothing new.
+    let o = line.certfab(&args);
+    let again = json(&o);
+    assert_eq!(again["batch"], s["batch"]);
+    assert_eq!(again["resumed"], true);
+    assert_eq!(again["issued"], 0);
+    assert_eq!(again["already"], 21);
+    let n2: i64 = db
+        .query_row("SELECT COUNT(*) FROM certificates", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n2, 21, "no serial reserved on a re-run");
+
+    // batch status reports the same counts.
+    let o = line.certfab(&["--json", "batch", "status", s["batch"].as_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let st = json(&o);
+    assert_eq!(st["counts"]["signed"], 21);
+    assert_eq!(st["counts"]["rejected"], 3);
+    assert!(st["batch"]["finished_at"].is_string());
+}
+
+/// 10,000 rows with a malformed one in the middle: that row is refused with its line number,
+/// every other device is issued.
+#[test]
+fn malformed_row_in_ten_thousand() {
+    let line = Line::new();
+    let dir = line.path();
+    let mut csv = String::from("device_id,pubkey\n");
+    for i in 1..=10_000 {
+        if i == 5_000 {
+            csv.push_str(
+                "SN-BROKEN,\"-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\"\n",
+            );
+        } else {
+            writeln!(csv, "SN-{i:05},{}", csv_field(&rust_pubkey_pem())).unwrap();
+        }
+    }
+    let input = dir.join("big.csv");
+    std::fs::write(&input, csv).unwrap();
+    let out = dir.join("out");
+    let o = line.certfab(&[
+        "--json",
+        "batch",
+        "--profile",
+        "generic-iot",
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--jobs",
+        "2",
+    ]);
+    assert_eq!(o.status.code(), Some(10), "{}", text(&o));
+    let s = json(&o);
+    assert_eq!(s["issued"], 9_999);
+    let problems = s["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    // Header is line 1; each good row spans 4 lines (a quoted P-256 SPKI PEM): row 5000
+    // starts at line 2 + 4999 * 4.
+    assert_eq!(problems[0]["line"], 2 + 4_999 * 4);
+    assert_eq!(problems[0]["device_id"], "SN-BROKEN");
+    assert!(!out.join("SN-BROKEN").exists());
+    verify_all(
+        &line,
+        &[
+            out.join("SN-00001/cert.pem"),
+            out.join("SN-04999/cert.pem"),
+            out.join("SN-05001/cert.pem"),
+            out.join("SN-10000/cert.pem"),
+        ],
+    );
+}
+
+/// Host keygen: encrypted PKCS#8 that OpenSSL opens with the passphrase, matching the cert.
+#[test]
+fn host_keygen_writes_encrypted_keys_that_match() {
+    let line = Line::new();
+    let dir = line.path();
+    let pass = dir.join("pass");
+    std::fs::write(&pass, "factory passphrase\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = dir.join("keys");
+    let passarg = format!("file:{}", pass.display());
+    let o = line.certfab(&[
+        "batch",
+        "--profile",
+        "generic-iot",
+        "--count",
+        "5",
+        "--keygen",
+        "host",
+        "--id-template",
+        "KG{seq:03}",
+        "--key-passphrase",
+        &passarg,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    for i in 1..=5 {
+        let d = out.join(format!("KG{i:03}"));
+        let key = std::fs::read_to_string(d.join("key.pem")).unwrap();
+        assert!(key.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+        assert_eq!(
+            std::fs::metadata(d.join("key.pem"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o077,
+            0
+        );
+        let from_key = openssl(&[
+            "pkey",
+            "-in",
+            d.join("key.pem").to_str().unwrap(),
+            "-passin",
+            &passarg,
+            "-pubout",
+        ]);
+        assert!(from_key.status.success(), "{}", text(&from_key));
+        let from_cert = openssl(&[
+            "x509",
+            "-in",
+            d.join("cert.pem").to_str().unwrap(),
+            "-pubkey",
+            "-noout",
+        ]);
+        assert_eq!(
+            from_key.stdout, from_cert.stdout,
+            "key.pem belongs to cert.pem"
+        );
+        let wrong = openssl(&[
+            "pkey",
+            "-in",
+            d.join("key.pem").to_str().unwrap(),
+            "-passin",
+            "pass:wrong",
+        ]);
+        assert!(!wrong.status.success(), "the key is really encrypted");
+    }
+    // The passphrase never reaches the output or the ledger.
+    let ledger = std::fs::read(line.file("ledger.sqlite")).unwrap();
+    assert!(!String::from_utf8_lossy(&ledger).contains("factory passphrase"));
+    assert!(!text(&o).contains("factory passphrase"));
+
+    // Without a passphrase and without --plain-keys, nothing is generated.
+    let o = line.certfab(&[
+        "batch",
+        "--profile",
+        "generic-iot",
+        "--count",
+        "2",
+        "--keygen",
+        "host",
+        "--out",
+        dir.join("k2").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(!Path::new(&dir.join("k2/SN000001/key.pem")).exists());
+}
+
+/// A directory of CSRs, device id from the CSR's CN per the profile rule.
+#[test]
+fn csr_dir_takes_device_id_from_the_csr() {
+    let line = Line::new();
+    let dir = line.path();
+    let csrs = dir.join("csrs");
+    std::fs::create_dir_all(&csrs).unwrap();
+    for i in 1..=4 {
+        std::fs::write(
+            csrs.join(format!("{i}.csr")),
+            rust_csr_pem(&format!("SE-{i}")),
+        )
+        .unwrap();
+    }
+    std::fs::write(csrs.join("5.csr"), rust_csr_pem("bad\\,cn")).unwrap();
+    let profile = common::derived_profile(
+        dir,
+        "se.yaml",
+        "generic-iot.yaml",
+        &[(
+            "issuer: issuing",
+            "device_id: {from: csr.CN}\nissuer: issuing",
+        )],
+    );
+    let out = dir.join("out");
+    let o = line.certfab(&[
+        "--json",
+        "batch",
+        "--profile",
+        profile.to_str().unwrap(),
+        "--csr-dir",
+        csrs.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(10), "{}", text(&o));
+    let s = json(&o);
+    assert_eq!(s["issued"], 4);
+    assert_eq!(s["problems"][0]["line"], 5);
+    assert!(s["problems"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("bad,cn"));
+    verify_all(
+        &line,
+        &(1..=4)
+            .map(|i| out.join(format!("SE-{i}/cert.pem")))
+            .collect::<Vec<_>>(),
+    );
+}
