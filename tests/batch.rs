@@ -59,11 +59,20 @@ fn csv_batch_issues_once_per_device_and_reports_bad_rows() {
     std::fs::write(dir.join("in/devices.csv"), csv).unwrap();
     let input = dir.join("in/devices.csv");
     let out = dir.join("out");
+    let profile = common::derived_profile(
+        dir,
+        "sites.yaml",
+        "generic-iot.yaml",
+        &[(
+            "  - O: \"certfab development\"",
+            "  - O: \"certfab development\"\n  - OU: \"{csv.site}\"",
+        )],
+    );
     let args = [
         "--json",
         "batch",
         "--profile",
-        "generic-iot",
+        profile.to_str().unwrap(),
         "--input",
         input.to_str().unwrap(),
         "--out",
@@ -104,10 +113,19 @@ fn csv_batch_issues_once_per_device_and_reports_bad_rows() {
     verify_all(&line, &certs);
     assert!(!out.join("DEV-999").join("cert.pem").exists());
 
-    // {csv.site} is available to templates; the bundle describes itself.
-    let dj: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("DEV-001/device.json")).unwrap()).unwrap();
-    assert_eq!(dj["device_id"], "DEV-001");
+    // {csv.site} reaches the certificate through the profile template.
+    let t = openssl(&[
+        "x509",
+        "-in",
+        out.join("DEV-001/cert.pem").to_str().unwrap(),
+        "-noout",
+        "-subject",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&t.stdout).contains("OU = hall-1"),
+        "{}",
+        text(&t)
+    );
 
     // The ledger: one live certificate per device, every file matches its ledger row.
     let db = common::ledger(&line);
@@ -231,6 +249,10 @@ fn host_keygen_writes_encrypted_keys_that_match() {
     assert!(o.status.success(), "{}", text(&o));
     for i in 1..=5 {
         let d = out.join(format!("KG{i:03}"));
+        let dj: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(d.join("device.json")).unwrap()).unwrap();
+        assert_eq!(dj["device_id"], format!("KG{i:03}"));
+        assert_eq!(dj["key_encrypted"], true);
         let key = std::fs::read_to_string(d.join("key.pem")).unwrap();
         assert!(key.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
         assert_eq!(

@@ -20,7 +20,7 @@ use std::time::Instant;
 
 /// Devices handled per ledger transaction: large enough to amortise the fsync, small enough
 /// that little is in flight when the process is stopped.
-pub const GROUP: usize = 256;
+pub const GROUP: usize = 512;
 
 /// What a batch run needs besides its input.
 pub struct BatchJob<'a, S: Signer + Sync> {
@@ -316,24 +316,19 @@ pub fn run<S: Signer + Sync>(
                 der: der.clone(),
             })
             .collect();
-        ledger.record_signed(&batch.id, &records)?;
+        cleared.extend(signed.iter().map(|(it, _)| it.line));
+        // One transaction for the group's signatures and problem rows.
+        ledger.record_group(&batch.id, &records, &cleared, &problems)?;
         if !failed.is_empty() {
             ledger.record_failed(&batch.id, &failed)?;
         }
         // Only now may certificates leave the process.
-        let mut delivered = Vec::new();
-        for (it, der) in &signed {
-            out.deliver(&it.device_id, der)
-                .map_err(BatchError::Output)?;
-            delivered.push((it.issuer_key_id.clone(), it.serial.clone()));
-            cleared.push(it.line);
+        for r in parallel_map(&signed, jobs, |(it, der)| out.deliver(&it.device_id, der)) {
+            r.map_err(BatchError::Output)?;
         }
         issued += signed.len() as u64;
-        ledger.mark_delivered(&delivered)?;
         rejected += problems.iter().filter(|p| p.kind == "rejected").count() as u64;
         duplicates += problems.iter().filter(|p| p.kind == "duplicate").count() as u64;
-        ledger.clear_rejections(&batch.id, &cleared)?;
-        ledger.record_rejections(&batch.id, &problems)?;
         progress(handled, issued);
         if let Some(e) = first_error {
             out.sync();

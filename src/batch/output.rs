@@ -1,5 +1,5 @@
-//! Per-device bundles under the output directory: `cert.pem`, `chain.pem`, `device.json`, and
-//! `key.pem` for host-generated keys. Certificates are written only after the ledger holds
+//! Per-device output under the output directory: `cert.pem` and `chain.pem`; host-generated
+//! keys make a bundle that adds `key.pem` and `device.json`. Certificates are written only after the ledger holds
 //! them, so they are not fsynced one by one: a resume compares and rewrites them from the
 //! ledger, and the directory is synced once at the end of a run. A generated private key has
 //! no other copy, so it is fsynced before its certificate is signed.
@@ -17,6 +17,8 @@ pub(super) struct Writer {
     chain_tail: String,
     passphrase: Option<SecretString>,
     iterations: u32,
+    /// Host-keygen bundles also get device.json describing the key and certificate.
+    bundle: bool,
 }
 
 /// A device id is used as a directory name: it must be one plain path component.
@@ -54,6 +56,7 @@ impl Writer {
                 job.key_passphrase.clone()
             },
             iterations: job.kdf_iterations,
+            bundle: matches!(job.source, super::Source::Count { .. }),
         })
     }
 
@@ -73,6 +76,9 @@ impl Writer {
             &d.join("chain.pem"),
             format!("{leaf}{}", self.chain_tail).as_bytes(),
         )?;
+        if !self.bundle {
+            return Ok(());
+        }
         let (_, cert) = X509Certificate::from_der(der)
             .map_err(|e| format!("{id}: ledger certificate does not parse: {e}"))?;
         let key = d.join("key.pem");
@@ -162,12 +168,10 @@ fn ensure(path: &Path, data: &[u8]) -> Result<(), String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
     }
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp =
-        tempfile::NamedTempFile::new_in(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    tmp.write_all(data)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    tmp.persist_noclobber(path)
-        .map_err(|e| format!("{}: {}", path.display(), e.error))?;
+    // A fixed temporary name renamed into place: a crash leaves no file or a whole one (a stale
+    // .tmp is overwritten next time).
+    let tmp = path.with_extension("pem.tmp");
+    std::fs::write(&tmp, data).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(())
 }

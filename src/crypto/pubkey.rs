@@ -206,17 +206,29 @@ impl PublicKey {
         }
         let bad = |_| CryptoError::BadSignature;
         match (&self.key, alg) {
-            (Inner::P256(k), SignatureAlgorithm::Ecdsa(h)) => {
-                let sig = p256::ecdsa::Signature::from_der(sig).map_err(bad)?;
-                p256::ecdsa::VerifyingKey::from(k)
-                    .verify_prehash(&h.digest(msg), &sig)
-                    .map_err(bad)
-            }
-            (Inner::P384(k), SignatureAlgorithm::Ecdsa(h)) => {
-                let sig = p384::ecdsa::Signature::from_der(sig).map_err(bad)?;
-                p384::ecdsa::VerifyingKey::from(k)
-                    .verify_prehash(&h.digest(msg), &sig)
-                    .map_err(bad)
+            (Inner::P256(_) | Inner::P384(_), SignatureAlgorithm::Ecdsa(h)) => {
+                if let Some(alg) = ring_ecdsa(&self.key, h) {
+                    // ring verifies ECDSA several times faster than the pure-Rust curves, and
+                    // batch issuance verifies every certificate it signs.
+                    return ring::signature::UnparsedPublicKey::new(alg, self.subject_public_key())
+                        .verify(msg, sig)
+                        .map_err(|_| CryptoError::BadSignature);
+                }
+                match &self.key {
+                    Inner::P256(k) => {
+                        let sig = p256::ecdsa::Signature::from_der(sig).map_err(bad)?;
+                        p256::ecdsa::VerifyingKey::from(k)
+                            .verify_prehash(&h.digest(msg), &sig)
+                            .map_err(bad)
+                    }
+                    Inner::P384(k) => {
+                        let sig = p384::ecdsa::Signature::from_der(sig).map_err(bad)?;
+                        p384::ecdsa::VerifyingKey::from(k)
+                            .verify_prehash(&h.digest(msg), &sig)
+                            .map_err(bad)
+                    }
+                    _ => Err(CryptoError::BadSignature),
+                }
             }
             (Inner::Rsa(k), SignatureAlgorithm::RsaPkcs1(h)) => {
                 let sig = rsa::pkcs1v15::Signature::try_from(sig).map_err(bad)?;
@@ -260,6 +272,21 @@ impl PublicKey {
             }
             _ => Err(CryptoError::BadSignature),
         }
+    }
+}
+
+/// ring's ECDSA verifier for this curve and hash, where ring has one.
+fn ring_ecdsa(
+    key: &Inner,
+    h: HashAlg,
+) -> Option<&'static ring::signature::EcdsaVerificationAlgorithm> {
+    use ring::signature as r;
+    match (key, h) {
+        (Inner::P256(_), HashAlg::Sha256) => Some(&r::ECDSA_P256_SHA256_ASN1),
+        (Inner::P256(_), HashAlg::Sha384) => Some(&r::ECDSA_P256_SHA384_ASN1),
+        (Inner::P384(_), HashAlg::Sha256) => Some(&r::ECDSA_P384_SHA256_ASN1),
+        (Inner::P384(_), HashAlg::Sha384) => Some(&r::ECDSA_P384_SHA384_ASN1),
+        _ => None,
     }
 }
 

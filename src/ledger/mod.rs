@@ -331,7 +331,7 @@ impl Ledger {
     ) -> Result<(), LedgerError> {
         let at = now();
         let detail = detail.to_string();
-        let seq: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM audit", [], |r| {
+        let seq: i64 = one(tx, "SELECT COALESCE(MAX(seq), 0) + 1 FROM audit", [], |r| {
             r.get(0)
         })?;
         let material = format!(
@@ -340,7 +340,7 @@ impl Ledger {
             device.unwrap_or("")
         );
         let hash = hex::encode(crate::crypto::sha256(material.as_bytes()));
-        tx.execute(
+        exec(tx,
             "INSERT INTO audit (seq, at, station, kind, batch_id, device_id, detail, prev_hash, hash)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![seq, at, station, kind, batch, device, detail, last_hash.as_str(), hash],
@@ -355,13 +355,14 @@ impl Ledger {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let n = tx.execute(
+        let n = exec(&tx,
             "UPDATE certificates SET state = 'burned', reason = 'interrupted before the signature was recorded'
              WHERE state = 'intent'",
             [],
         )? as u64;
         if n > 0 {
-            tx.execute(
+            exec(
+                &tx,
                 "UPDATE devices SET state = 'sign_failed', updated_at = ?1 WHERE state = 'signing'",
                 [now()],
             )?;
@@ -394,7 +395,8 @@ impl Ledger {
                 None,
                 &serde_json::json!({}),
             )?;
-            tx.execute(
+            exec(
+                &tx,
                 "UPDATE batches SET finished_at = NULL WHERE id = ?1",
                 [&b.id],
             )?;
@@ -409,7 +411,7 @@ impl Ledger {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(
+        exec(&tx,
             "INSERT INTO batches (id, input_key, profile, profile_sha256, ca, source, out_dir, station, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![id, spec.input_key, spec.profile, spec.profile_sha256, spec.ca, spec.source, spec.out_dir, self.station, now()],
@@ -439,7 +441,8 @@ impl Ledger {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(
+        exec(
+            &tx,
             "UPDATE batches SET finished_at = ?2 WHERE id = ?1",
             params![id, now()],
         )?;
@@ -548,8 +551,9 @@ impl Ledger {
         let at = now();
         for it in intents {
             type Existing = (String, String, String, Option<i64>, Option<String>);
-            let existing: Option<Existing> = tx
-                .query_row(
+            let existing: Option<Existing> = one(
+                    &tx,
+
                     "SELECT state, spki_sha256, batch_id, input_line, serial FROM devices WHERE profile = ?1 AND device_id = ?2",
                     params![it.profile, it.device_id],
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
@@ -575,8 +579,9 @@ impl Ledger {
                             serial.as_deref().unwrap_or("?")
                         ))
                     } else {
-                        let der: Option<Vec<u8>> = tx
-                            .query_row(
+                        let der: Option<Vec<u8>> = one(
+                    &tx,
+
                                 "SELECT der FROM certificates WHERE profile = ?1 AND device_id = ?2 AND serial = ?3 AND state = 'signed'",
                                 params![it.profile, it.device_id, serial],
                                 |r| r.get(0),
@@ -592,8 +597,9 @@ impl Ledger {
                     }
                 }
                 _ => {
-                    let other: Option<(String, String)> = tx
-                        .query_row(
+                    let other: Option<(String, String)> = one(
+                    &tx,
+
                             "SELECT profile, device_id FROM devices WHERE spki_sha256 = ?1 AND device_id != ?2
                                AND state NOT IN ('superseded', 'revoked') LIMIT 1",
                             params![it.spki_sha256, it.device_id],
@@ -609,7 +615,7 @@ impl Ledger {
                 }
             };
             if decision == Reserve::Reserved {
-                tx.execute(
+                exec(&tx,
                     "INSERT INTO devices (profile, device_id, batch_id, state, spki_sha256, serial, key_origin, input_line, updated_at)
                      VALUES (?1, ?2, ?3, 'signing', ?4, ?5, ?6, ?7, ?8)
                      ON CONFLICT (profile, device_id) DO UPDATE SET
@@ -618,7 +624,7 @@ impl Ledger {
                        input_line = excluded.input_line, updated_at = excluded.updated_at",
                     params![it.profile, it.device_id, batch_id, it.spki_sha256, it.serial, it.key_origin, it.line as i64, at],
                 )?;
-                tx.execute(
+                exec(&tx,
                     "INSERT INTO certificates (issuer_key_id, serial, profile, device_id, batch_id, state, tbs, created_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, 'intent', ?6, ?7)",
                     params![it.issuer_key_id, it.serial, it.profile, it.device_id, batch_id, it.tbs, at],
@@ -639,15 +645,22 @@ impl Ledger {
         Ok(out)
     }
 
-    /// Records signatures (one transaction): certificates signed, devices signed.
-    pub fn record_signed(&mut self, batch_id: &str, items: &[Signed]) -> Result<(), LedgerError> {
+    /// Records a group in one transaction: signatures (certificates and devices signed), input
+    /// lines that now succeeded (their earlier rejections cleared), and new problem rows.
+    pub fn record_group(
+        &mut self,
+        batch_id: &str,
+        items: &[Signed],
+        cleared_lines: &[u64],
+        problems: &[Rejection],
+    ) -> Result<(), LedgerError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let at = now();
         for s in items {
             let sha = hex::encode(crate::crypto::sha256(&s.der));
-            let n = tx.execute(
+            let n = exec(&tx,
                 "UPDATE certificates SET state = 'signed', der = ?3, cert_sha256 = ?4, signed_at = ?5
                  WHERE issuer_key_id = ?1 AND serial = ?2 AND state = 'intent'",
                 params![s.issuer_key_id, s.serial, s.der, sha, at],
@@ -655,7 +668,7 @@ impl Ledger {
             if n != 1 {
                 return Err(rusqlite::Error::StatementChangedRows(n).into());
             }
-            tx.execute(
+            exec(&tx,
                 "UPDATE devices SET state = 'signed', updated_at = ?3 WHERE profile = ?1 AND device_id = ?2",
                 params![s.profile, s.device_id, at],
             )?;
@@ -669,6 +682,14 @@ impl Ledger {
                 &serde_json::json!({"serial": s.serial, "cert_sha256": sha}),
             )?;
         }
+        for l in cleared_lines {
+            exec(
+                &tx,
+                "DELETE FROM rejections WHERE batch_id = ?1 AND line = ?2",
+                params![batch_id, *l as i64],
+            )?;
+        }
+        Self::insert_rejections(&tx, &mut self.last_hash, &self.station, batch_id, problems)?;
         tx.commit()?;
         Ok(())
     }
@@ -684,11 +705,11 @@ impl Ledger {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let at = now();
         for (it, reason) in items {
-            tx.execute(
+            exec(&tx,
                 "UPDATE certificates SET state = 'burned', reason = ?3 WHERE issuer_key_id = ?1 AND serial = ?2",
                 params![it.issuer_key_id, it.serial, reason],
             )?;
-            tx.execute(
+            exec(&tx,
                 "UPDATE devices SET state = 'sign_failed', updated_at = ?3 WHERE profile = ?1 AND device_id = ?2",
                 params![it.profile, it.device_id, at],
             )?;
@@ -706,70 +727,31 @@ impl Ledger {
         Ok(())
     }
 
-    /// Records rejected or duplicate input rows.
-    pub fn record_rejections(
-        &mut self,
+    fn insert_rejections(
+        tx: &rusqlite::Transaction<'_>,
+        last_hash: &mut String,
+        station: &str,
         batch_id: &str,
         items: &[Rejection],
     ) -> Result<(), LedgerError> {
-        if items.is_empty() {
-            return Ok(());
-        }
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let at = now();
         for r in items {
-            tx.execute(
+            exec(tx,
                 "INSERT INTO rejections (batch_id, line, device_id, kind, reason, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (batch_id, line) DO UPDATE SET device_id = excluded.device_id, kind = excluded.kind,
                    reason = excluded.reason, at = excluded.at",
                 params![batch_id, r.line as i64, r.device_id, r.kind, r.reason, at],
             )?;
             Self::audit(
-                &tx,
-                &mut self.last_hash,
-                &self.station,
+                tx,
+                last_hash,
+                station,
                 &r.kind,
                 Some(batch_id),
                 r.device_id.as_deref(),
                 &serde_json::json!({"line": r.line, "reason": r.reason}),
             )?;
         }
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// A row that was rejected on an earlier run and now passes is no longer a problem.
-    pub fn clear_rejections(&mut self, batch_id: &str, lines: &[u64]) -> Result<(), LedgerError> {
-        if lines.is_empty() {
-            return Ok(());
-        }
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for l in lines {
-            tx.execute(
-                "DELETE FROM rejections WHERE batch_id = ?1 AND line = ?2",
-                params![batch_id, *l as i64],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// Notes that certificate files were written (no fsync needed: a resume rewrites files from
-    /// the ledger when they are missing or differ).
-    pub fn mark_delivered(&mut self, items: &[(String, String)]) -> Result<(), LedgerError> {
-        let tx = self.conn.transaction()?;
-        let at = now();
-        for (key_id, serial) in items {
-            tx.execute(
-                "UPDATE certificates SET delivered_at = ?3 WHERE issuer_key_id = ?1 AND serial = ?2",
-                params![key_id, serial, at],
-            )?;
-        }
-        tx.commit()?;
         Ok(())
     }
 
@@ -869,6 +851,22 @@ impl Ledger {
     pub fn connection(&self) -> &Connection {
         &self.conn
     }
+}
+
+/// Runs a statement through the connection's statement cache: batch issuance runs the same
+/// few statements for every device, and re-parsing them cost more than executing them.
+fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
+/// One row through the statement cache.
+fn one<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    conn.prepare_cached(sql)?.query_row(params, f)
 }
 
 fn migrate(conn: &Connection, path: &str) -> Result<(), LedgerError> {

@@ -51,7 +51,6 @@ pub(super) const MIGRATIONS: &[&str] = &[
         reason        TEXT,
         created_at    TEXT NOT NULL,
         signed_at     TEXT,
-        delivered_at  TEXT,
         PRIMARY KEY (issuer_key_id, serial)
     );
     CREATE INDEX certificates_device ON certificates(profile, device_id);
