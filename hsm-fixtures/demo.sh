@@ -50,5 +50,18 @@ else
   echo "FAIL  hostile device id: exit $rc"; fail=$((fail + 1))
 fi
 
-echo "demo: $pass passed, $fail failed; certificates in $run/out"
+# A batch: 200 devices that cannot make keys, keys generated here and stored encrypted.
+umask 077; head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$run/key-passphrase"; umask 022
+if cf batch --profile generic-iot --count 200 --keygen host --id-template "BATCH-{seq:04}" \
+     --key-passphrase "file:$run/key-passphrase" --out "$run/batch" &&
+   openssl verify -CAfile "$dir/ca/root.pem" -untrusted "$dir/ca/issuing.pem" \
+     "$run/batch/BATCH-0001/cert.pem" "$run/batch/BATCH-0200/cert.pem" >/dev/null &&
+   openssl pkey -in "$run/batch/BATCH-0200/key.pem" -passin "file:$run/key-passphrase" -noout; then
+  echo "PASS  batch of 200 host-keygen devices (ledger: $dir/ledger.sqlite)"; pass=$((pass + 1))
+else
+  echo "FAIL  batch"; fail=$((fail + 1))
+fi
+cf batch status
+
+echo "demo: $pass passed, $fail failed; certificates in $run/out and $run/batch"
 [ "$fail" -eq 0 ]

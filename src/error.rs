@@ -116,6 +116,7 @@ impl Error {
                 }
                 crate::batch::BatchError::Sign(IssueError::Sign(SignError::Hsm(h))) => hsm_code(h),
                 crate::batch::BatchError::Sign(_) => ExitCode::Hsm,
+                crate::batch::BatchError::Refused(_) => ExitCode::Rejected,
             },
         }
     }

@@ -88,8 +88,63 @@ fn issues_p256_p384_rsa_from_csr_and_pubkey() {
         );
     }
 
+    // Invariant 5: the same device and key again returns the certificate already issued
+    // (same serial), without a new signature.
+    let first = std::fs::read(dir.join("out/SN-0000/cert.pem")).unwrap();
+    let o = line.certfab(&[
+        "--json",
+        "issue",
+        "--profile",
+        "generic-iot",
+        "--csr",
+        dir.join("SN-0000.csr").to_str().unwrap(),
+        "--device-id",
+        "SN-0000",
+        "--out",
+        dir.join("again").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["already_issued"],
+        true
+    );
+    assert_eq!(std::fs::read(dir.join("again/cert.pem")).unwrap(), first);
+    // The same key under another device id, or a new key for SN-0000, is refused.
+    for (id, csr, why) in [
+        (
+            "SN-OTHER",
+            dir.join("SN-0000.csr"),
+            "already certified for device SN-0000",
+        ),
+        (
+            "SN-0000",
+            dir.join("SN-0001.csr"),
+            "already has a live certificate",
+        ),
+    ] {
+        let out = dir.join(format!("refused-{id}"));
+        let o = line.certfab(&[
+            "issue",
+            "--profile",
+            "generic-iot",
+            "--csr",
+            csr.to_str().unwrap(),
+            "--device-id",
+            id,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains(why),
+            "{}",
+            text(&o)
+        );
+        assert!(!out.join("cert.pem").exists());
+    }
+
     // --pubkey: a known public key, no CSR.
-    let key = dir.join("SN-0000.key");
+    let key = common::openssl_key(dir, "pub", "ec:prime256v1");
     let pubkey = dir.join("pub.pem");
     let o = openssl(&[
         "pkey",
@@ -142,16 +197,16 @@ fn issues_p256_p384_rsa_from_csr_and_pubkey() {
 fn shipped_profiles_issue_what_their_standards_require() {
     let line = Line::new();
     let dir = line.path();
-    let csr = openssl_csr(dir, "dev", "ec:prime256v1", "/CN=dev", &[]);
-    let c = csr.to_str().unwrap();
+    // One key per device: the ledger refuses a key already certified for another device id.
     let run = |profile: &str, id: &str, extra: &[&str]| {
-        let out = dir.join(
-            profile
-                .rsplit('/')
-                .next()
-                .unwrap()
-                .trim_end_matches(".yaml"),
-        );
+        let name = profile
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .trim_end_matches(".yaml");
+        let csr = openssl_csr(dir, name, "ec:prime256v1", "/CN=dev", &[]);
+        let c = csr.to_str().unwrap();
+        let out = dir.join(name);
         let mut args = vec![
             "issue",
             "--profile",
@@ -538,8 +593,9 @@ fn rsa_ca_signs_pkcs1_and_pss() {
         ],
     );
     assert!(o.status.success(), "{}", text(&o));
-    let csr = openssl_csr(dir, "d", "ec:prime256v1", "/CN=d", &[]);
     for pss in [false, true] {
+        let csr = openssl_csr(dir, &format!("d-{pss}"), "ec:prime256v1", "/CN=d", &[]);
+        let id = format!("SN-RSA-{pss}");
         let profile = common::derived_profile(dir, &format!("rsa-{pss}.yaml"), "generic-iot.yaml", &[("issuer: issuing ", &format!("issuer: {{key: \"pkcs11:object=rsa-ca\", cert: ca/rsa.pem, rsa_pss: {pss}}}\n#")), ("duration: 10y", "duration: 1y")]);
         let out = dir.join(format!("out-{pss}"));
         let o = certfab_with(
@@ -551,7 +607,7 @@ fn rsa_ca_signs_pkcs1_and_pss() {
                 "--csr",
                 csr.to_str().unwrap(),
                 "--device-id",
-                "SN-RSA",
+                &id,
                 "--out",
                 out.to_str().unwrap(),
             ],

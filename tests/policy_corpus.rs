@@ -766,8 +766,9 @@ fn issue_refuses_hostile_inputs() {
         3,
         &["no device id", "--device-id"],
     );
-    // The boundary passes: 64 characters.
-    c.issued("id-64-chars", PROFILE, &good, Some(&"A".repeat(64)));
+    // The boundary passes: 64 characters (its own key: the ledger allows one device id per key).
+    let good64 = openssl_csr(&d, "good-64", "ec:prime256v1", "/CN=corpus", &[]);
+    c.issued("id-64-chars", PROFILE, &good64, Some(&"A".repeat(64)));
     // A hostile CSR subject is never copied: generic-iot builds the subject from its template.
     let hostile_subject = p256_csr(&d.join("hostile-cn.csr"), "SN1,O=Evil");
     assert_self_signature(&hostile_subject, true);

@@ -100,6 +100,73 @@ pub enum BatchError {
     /// Bad job parameters.
     #[error("{0}")]
     Usage(String),
+    /// The ledger's exactly-one-identity rules refuse this request.
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+/// One device issued through the ledger (what `certfab issue` does): intent committed, signed,
+/// signature recorded, then returned. A re-run for the same device and key returns the
+/// certificate already issued (`true`), without a new serial.
+pub fn single<S: Signer>(
+    ledger: &mut Ledger,
+    profile: &Profile,
+    ca_name: &str,
+    ca: &CaCert,
+    prepared: Prepared,
+    signer: &S,
+) -> Result<(Vec<u8>, bool), BatchError> {
+    let key = format!("single\n{}\n{ca_name}", hex::encode(profile.sha256));
+    let spec = BatchSpec {
+        input_key: hex::encode(crate::crypto::sha256(key.as_bytes())),
+        profile: profile.name.clone(),
+        profile_sha256: hex::encode(profile.sha256),
+        ca: ca_name.to_string(),
+        source: serde_json::json!({"source": {"kind": "single"}, "profile_path": profile.path})
+            .to_string(),
+        out_dir: String::new(),
+    };
+    let (batch, _) = ledger.ensure_batch(&spec)?;
+    let intent = Intent {
+        profile: profile.name.clone(),
+        device_id: prepared.device_id.clone(),
+        spki_sha256: hex::encode(crate::crypto::sha256(prepared.public_key.spki_der())),
+        key_origin: prepared.key_origin.into(),
+        line: 0,
+        issuer_key_id: hex::encode(&ca.key_id),
+        serial: hex::encode(&prepared.serial),
+        tbs: prepared.tbs.clone(),
+    };
+    match ledger
+        .reserve(&batch.id, std::slice::from_ref(&intent))?
+        .remove(0)
+    {
+        Reserve::Reserved => {}
+        Reserve::AlreadyIssued { der } => return Ok((der, true)),
+        Reserve::Duplicate { .. } => {
+            return Err(BatchError::Refused(
+                "the same request is already being signed".into(),
+            ))
+        }
+        Reserve::Refused(reason) => return Err(BatchError::Refused(reason)),
+    }
+    match issue::sign(prepared, ca, signer) {
+        Ok(issued) => {
+            let signed = Signed {
+                issuer_key_id: intent.issuer_key_id.clone(),
+                serial: intent.serial.clone(),
+                profile: intent.profile.clone(),
+                device_id: intent.device_id.clone(),
+                der: issued.der.clone(),
+            };
+            ledger.record_group(&batch.id, &[signed], &[], &[])?;
+            Ok((issued.der, false))
+        }
+        Err(e) => {
+            ledger.record_failed(&batch.id, &[(intent, e.to_string())])?;
+            Err(BatchError::Sign(e))
+        }
+    }
 }
 
 /// Progress callback: (devices handled, issued so far).
@@ -331,11 +398,11 @@ pub fn run<S: Signer + Sync>(
         duplicates += problems.iter().filter(|p| p.kind == "duplicate").count() as u64;
         progress(handled, issued);
         if let Some(e) = first_error {
-            out.sync();
+            out.sync().map_err(BatchError::Output)?;
             return Err(BatchError::Sign(e));
         }
     }
-    out.sync();
+    out.sync().map_err(BatchError::Output)?;
     let status = ledger
         .status(&batch.id)?
         .ok_or(LedgerError::Write(rusqlite::Error::QueryReturnedNoRows))?;

@@ -2,7 +2,8 @@
 //! keys make a bundle that adds `key.pem` and `device.json`. Certificates are written only after the ledger holds
 //! them, so they are not fsynced one by one: a resume compares and rewrites them from the
 //! ledger, and the directory is synced once at the end of a run. A generated private key has
-//! no other copy, so it is fsynced before its certificate is signed.
+//! no other copy, so each group's keys are made durable (one syncfs) before any of their
+//! certificates is signed.
 
 use super::{BatchError, BatchJob};
 use crate::signer::Signer;
@@ -100,7 +101,8 @@ impl Writer {
     }
 
     /// Stores a generated private key: encrypted PKCS#8 (PBES2, PBKDF2-SHA256, AES-256-CBC)
-    /// unless plain keys were explicitly asked for; mode 0600; fsynced.
+    /// unless plain keys were explicitly asked for; mode 0600. The caller syncs the filesystem
+    /// once for the group before any of these keys' certificates is signed.
     pub(super) fn write_key(&self, id: &str, key: &p256::SecretKey) -> Result<(), String> {
         use p256::pkcs8::EncodePrivateKey;
         let d = self.dir(id)?;
@@ -137,7 +139,6 @@ impl Writer {
         let path = d.join("key.pem");
         let mut tmp = tempfile::NamedTempFile::new_in(&d).map_err(|e| e.to_string())?;
         tmp.write_all(pem.as_bytes()).map_err(|e| e.to_string())?;
-        tmp.as_file().sync_all().map_err(|e| e.to_string())?;
         // An earlier attempt's key (its serial was burned, no certificate recorded) is replaced.
         tmp.persist(&path).map_err(|e| e.error.to_string())?;
         std::fs::File::open(&d)
@@ -146,11 +147,11 @@ impl Writer {
         Ok(())
     }
 
-    /// Makes every file written so far durable.
-    pub(super) fn sync(&self) {
-        if let Ok(f) = std::fs::File::open(&self.out) {
-            let _ = rustix::fs::syncfs(&f);
-        }
+    /// Makes every file written so far durable (one syncfs instead of an fsync per file).
+    pub(super) fn sync(&self) -> Result<(), String> {
+        let f =
+            std::fs::File::open(&self.out).map_err(|e| format!("{}: {e}", self.out.display()))?;
+        rustix::fs::syncfs(&f).map_err(|e| format!("syncing {}: {e}", self.out.display()))
     }
 }
 

@@ -75,9 +75,23 @@ pub(super) fn run(ctx: &Ctx, a: IssueArgs) -> Result<ExitCode, Error> {
         vars,
     };
     let prepared = issue::prepare(&ictx, &req).map_err(|e| with_input(e, &input_name))?;
-    let issued = issue::sign(prepared, &issuer.cert, &issuer.key)?;
+    let device_id = prepared.device_id.clone();
+    let key_origin = prepared.key_origin;
+    let key_type = prepared.public_key.kind().to_string();
+    let spki_sha256 = hex::encode(crate::crypto::sha256(prepared.public_key.spki_der()));
+    // Through the ledger: intent before signature, exactly one certificate per device and key.
+    let mut ledger = crate::ledger::Ledger::open(&site.config.ledger, &site.config.station_id)?;
+    let (der, already) = crate::batch::single(
+        &mut ledger,
+        &profile,
+        &ca_ref.name,
+        &issuer.cert,
+        prepared,
+        &issuer.key,
+    )?;
+    let leaf = crate::issue::pem(&der);
 
-    let mut chain = issued.pem();
+    let mut chain = leaf.clone();
     chain.push_str(&issuer.cert.pem());
     let above = if a.with_root {
         issuer.chain.len()
@@ -87,41 +101,48 @@ pub(super) fn run(ctx: &Ctx, a: IssueArgs) -> Result<ExitCode, Error> {
     for c in issuer.chain.iter().take(above) {
         chain.push_str(&c.pem());
     }
-    crate::output::write_new(&cert_path, issued.pem().as_bytes())?;
+    crate::output::write_new(&cert_path, leaf.as_bytes())?;
     if let Err(e) = crate::output::write_new(&chain_path, chain.as_bytes()) {
         // Leave no half result: a cert.pem without its chain.pem looks finished to scripts.
         let _ = std::fs::remove_file(&cert_path);
         return Err(e);
     }
 
-    let p = &issued.prepared;
-    let na = p
-        .not_after
+    let tbs = {
+        use der::Decode;
+        x509_cert::Certificate::from_der(&der)
+            .map_err(|e| Error::Usage(e.to_string()))?
+            .tbs_certificate
+    };
+    let serial = hex::encode(tbs.serial_number.as_bytes());
+    let nb = crate::ca::time_of(&tbs.validity.not_before)
+        .map(crate::clock::rfc3339)
+        .unwrap_or_default();
+    let na = crate::ca::time_of(&tbs.validity.not_after)
         .map(crate::clock::rfc3339)
         .unwrap_or_else(|| "99991231235959Z".into());
     let summary = serde_json::json!({
-        "device_id": p.device_id,
-        "serial": issued.serial_hex(),
+        "device_id": device_id,
+        "serial": serial,
+        "already_issued": already,
         "profile": profile.name,
         "profile_sha256": hex::encode(profile.sha256),
         "ca": ca_ref.name,
-        "key_origin": p.key_origin,
-        "key_type": p.public_key.kind().to_string(),
-        "not_before": crate::clock::rfc3339(p.not_before),
+        "key_origin": key_origin,
+        "key_type": key_type,
+        "not_before": nb,
         "not_after": na,
-        "cert_sha256": hex::encode(crate::crypto::sha256(&issued.der)),
-        "spki_sha256": hex::encode(crate::crypto::sha256(p.public_key.spki_der())),
+        "cert_sha256": hex::encode(crate::crypto::sha256(&der)),
+        "spki_sha256": spki_sha256,
         "cert": cert_path,
         "chain": chain_path,
     });
     ctx.print(
         &summary,
         &format!(
-            "issued {} for device {} (serial {}, {}, valid until {na})\n  {}\n  {}",
+            "{} {} for device {device_id} (serial {serial}, {key_type}, valid until {na})\n  {}\n  {}",
+            if already { "already issued:" } else { "issued" },
             profile.name,
-            p.device_id,
-            issued.serial_hex(),
-            p.public_key.kind(),
             cert_path.display(),
             chain_path.display()
         ),

@@ -380,9 +380,10 @@ impl Ledger {
         Ok(n)
     }
 
-    /// Finds the batch for `spec` (a re-run) or creates it.
+    /// Finds the batch for `spec` (a re-run: recorded as resumed) or creates it.
     pub fn begin_batch(&mut self, spec: &BatchSpec) -> Result<(BatchRow, bool), LedgerError> {
-        if let Some(b) = self.batch_by_key(&spec.input_key)? {
+        let (b, existed) = self.ensure_batch(spec)?;
+        if existed {
             let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -395,12 +396,19 @@ impl Ledger {
                 None,
                 &serde_json::json!({}),
             )?;
-            exec(
-                &tx,
+            tx.execute(
                 "UPDATE batches SET finished_at = NULL WHERE id = ?1",
                 [&b.id],
             )?;
             tx.commit()?;
+        }
+        Ok((b, existed))
+    }
+
+    /// Finds or creates the batch for `spec`, without recording a resume (single issues share
+    /// one standing batch per profile and CA).
+    pub fn ensure_batch(&mut self, spec: &BatchSpec) -> Result<(BatchRow, bool), LedgerError> {
+        if let Some(b) = self.batch_by_key(&spec.input_key)? {
             return Ok((b, true));
         }
         let id = format!(
@@ -411,7 +419,7 @@ impl Ledger {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        exec(&tx,
+        tx.execute(
             "INSERT INTO batches (id, input_key, profile, profile_sha256, ca, source, out_dir, station, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![id, spec.input_key, spec.profile, spec.profile_sha256, spec.ca, spec.source, spec.out_dir, self.station, now()],

@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Batch throughput benchmark (docs/performance.md).
+
+For each input kind (public keys, CSRs, host keygen) and each size, on a fresh SoftHSM dev line:
+measure the raw 2-session signing rate of the same token (`certfab hsm bench`), run
+`certfab batch --jobs 2`, and report certificates/s, the ratio to the raw rate, and the peak
+RSS of the certfab process. For CSRs it also runs `openssl ca -batch` with the pkcs11 engine
+on the same token and key. Writes bench/results/batch-<time>.json.
+
+Usage: bench/batch-bench.py [SIZES...]   (default: 10000 100000)
+"""
+import csv, json, os, resource, shutil, subprocess, sys, tempfile, time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CERTFAB = os.path.join(REPO, "target/release/certfab")
+GEN = os.path.join(REPO, "target/release/examples/gen-inputs")
+
+
+def sh(*args, **kw):
+    return subprocess.run(args, check=True, capture_output=True, text=True, **kw)
+
+
+def measured(args, env=None):
+    """Runs args in a child of a fresh Python process so ru_maxrss is this run's alone."""
+    code = (
+        "import json,resource,subprocess,sys,time;t=time.time();"
+        "p=subprocess.run(sys.argv[1:],capture_output=True,text=True);"
+        "print(json.dumps({'rc':p.returncode,'out':p.stdout,'err':p.stderr[-2000:],'wall':time.time()-t,"
+        "'maxrss_kib':resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))"
+    )
+    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env)
+    return json.loads(r.stdout)
+
+
+def line(work):
+    d = os.path.join(work, "line")
+    shutil.rmtree(d, ignore_errors=True)
+    sh(os.path.join(REPO, "hsm-fixtures/dev-line.sh"), d, env={**os.environ, "CERTFAB": CERTFAB})
+    return d
+
+
+def raw_rate(d):
+    r = sh(CERTFAB, "--config", f"{d}/certfab.yaml", "--json", "hsm", "bench", "--key", "issuing-ca", "--sessions", "2", "--seconds", "3")
+    return json.loads(r.stdout)["results"][0]["per_second"]
+
+
+def openssl_ca(d, csv_path, work):
+    ca = os.path.join(work, "osslca")
+    shutil.rmtree(ca, ignore_errors=True)
+    os.makedirs(f"{ca}/certs")
+    os.makedirs(f"{ca}/csrs")
+    open(f"{ca}/index.txt", "w").close()
+    open(f"{ca}/serial", "w").write("01\n")
+    open(f"{ca}/ca.cnf", "w").write(
+        "[ca]\ndefault_ca = d\n[d]\ndir = .\ndatabase = $dir/index.txt\nnew_certs_dir = $dir/certs\n"
+        "serial = $dir/serial\ndefault_md = sha256\npolicy = p\ndefault_days = 3650\nunique_subject = no\n"
+        "copy_extensions = none\nx509_extensions = leaf\n[p]\ncommonName = supplied\n"
+        "[leaf]\nbasicConstraints = critical,CA:FALSE\nkeyUsage = critical,digitalSignature\n"
+        "extendedKeyUsage = clientAuth\n"
+    )
+    files = []
+    with open(csv_path) as f:
+        for i, row in enumerate(csv.DictReader(f)):
+            p = f"{ca}/csrs/{i:07}.csr"
+            open(p, "w").write(row["csr"] + "\n")
+            files.append(p)
+    pin = open(f"{d}/pin").read().strip()
+    env = {**os.environ, "SOFTHSM2_CONF": f"{d}/softhsm2.conf"}
+    # The PIN goes into the key URI: the way the pkcs11 engine takes it, and one of the
+    # things certfab avoids.
+    args = ["openssl", "ca", "-batch", "-config", "ca.cnf", "-engine", "pkcs11", "-keyform", "engine",
+            "-keyfile", f"pkcs11:token=certfab-dev;object=issuing-ca;type=private;pin-value={pin}",
+            "-cert", f"{d}/ca/issuing.pem", "-outdir", "certs", "-infiles", *files]
+    t = time.time()
+    r = subprocess.run(args, cwd=ca, capture_output=True, env=env)
+    wall = time.time() - t
+    n = len(os.listdir(f"{ca}/certs"))
+    shutil.rmtree(ca, ignore_errors=True)
+    return {"rc": r.returncode, "certs": n, "wall_s": wall, "per_second": n / wall}
+
+
+def main():
+    sizes = [int(s) for s in sys.argv[1:]] or [10_000, 100_000]
+    sh("cargo", "build", "--release", "--quiet", "--example", "gen-inputs", cwd=REPO)
+    sh("cargo", "build", "--release", "--quiet", cwd=REPO)
+    results = {"machine": f"{os.uname().machine}, {os.cpu_count()} cores", "softhsm": sh("softhsm2-util", "--version").stdout.strip(), "runs": []}
+    work = tempfile.mkdtemp(prefix="certfab-bench-")
+    try:
+        for n in sizes:
+            for kind in ["pubkey", "csr", "host"]:
+                d = line(work)
+                rate = raw_rate(d)
+                out = os.path.join(work, f"out-{kind}-{n}")
+                args = [CERTFAB, "--config", f"{d}/certfab.yaml", "--json", "batch", "--profile", "generic-iot", "--out", out, "--jobs", "2"]
+                if kind == "host":
+                    open(f"{work}/pass", "w").write("bench passphrase\n")
+                    os.chmod(f"{work}/pass", 0o600)
+                    args += ["--count", str(n), "--keygen", "host", "--key-passphrase", f"file:{work}/pass"]
+                else:
+                    inp = os.path.join(work, f"{kind}-{n}.csv")
+                    if not os.path.exists(inp):
+                        sh(GEN, kind, str(n), inp)
+                    args += ["--input", inp]
+                m = measured(args)
+                s = json.loads(m["out"]) if m["rc"] == 0 else {"error": m["err"]}
+                run = {
+                    "kind": kind, "devices": n, "rc": m["rc"], "raw_2_session_per_s": round(rate),
+                    "certfab_per_s": round(s.get("rate_per_s", 0)), "ratio": round(s.get("rate_per_s", 0) / rate, 3),
+                    "wall_s": round(m["wall"], 2), "peak_rss_mib": round(m["maxrss_kib"] / 1024, 1),
+                }
+                if kind == "csr":
+                    o = openssl_ca(d, os.path.join(work, f"csr-{n}.csv"), work)
+                    run["openssl_ca_per_s"] = round(o["per_second"])
+                    run["certfab_vs_openssl_ca"] = round(s.get("rate_per_s", 0) / o["per_second"], 2) if o["per_second"] else None
+                print(json.dumps(run), flush=True)
+                results["runs"].append(run)
+                shutil.rmtree(out, ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(os.path.join(REPO, "bench/results"), exist_ok=True)
+    path = os.path.join(REPO, "bench/results", time.strftime("batch-%Y%m%dT%H%M%SZ.json", time.gmtime()))
+    json.dump(results, open(path, "w"), indent=2)
+    print(path)
+
+
+if __name__ == "__main__":
+    main()
