@@ -9,6 +9,7 @@ use super::{BatchError, BatchJob};
 use crate::signer::Signer;
 use secrecy::{ExposeSecret, SecretString};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use x509_parser::prelude::*;
 use zeroize::Zeroizing;
@@ -137,13 +138,21 @@ impl Writer {
             ),
         };
         let path = d.join("key.pem");
-        let mut tmp = tempfile::NamedTempFile::new_in(&d).map_err(|e| e.to_string())?;
-        tmp.write_all(pem.as_bytes()).map_err(|e| e.to_string())?;
-        // An earlier attempt's key (its serial was burned, no certificate recorded) is replaced.
-        tmp.persist(&path).map_err(|e| e.error.to_string())?;
-        std::fs::File::open(&d)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| e.to_string())?;
+        // A fixed temporary name, created 0600: a process killed mid-write leaves at most this
+        // one file, which the device's retry overwrites (an earlier attempt's key, whose serial
+        // was burned, is replaced the same way).
+        let tmp = d.join("key.pem.tmp");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+        f.write_all(pem.as_bytes())
+            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+        drop(f);
+        std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(())
     }
 

@@ -1,0 +1,980 @@
+//! Fault injection against the real `certfab batch` binary on a SoftHSM development line:
+//!
+//! 1. SIGKILL at pseudo-random points (during start-up, and while groups are reserved, signed,
+//!    recorded and delivered), then a run to completion;
+//! 2. SIGINT mid-run (exit 130, "resume with …"), then `certfab batch resume ID`;
+//! 3. a file-size limit (RLIMIT_FSIZE) that makes ledger writes fail mid-batch (exit 5), then a
+//!    run without the limit.
+//!
+//! After each fault the ledger (opened read-only) and the output directory are checked the way
+//! an auditor would: no certificate on disk without a signed ledger row, one signed certificate
+//! per device, every other serial burned, no serial twice, the signed DER is the TBS that was
+//! committed before the HSM was asked, the audit chain verifies and accounts for every serial,
+//! and OpenSSL verifies a sample of the chains.
+//!
+//! The kill timings come from a seed printed on stderr (`cargo test --test batch_faults --
+//! --nocapture` shows it); `CERTFAB_FAULT_SEED=N` replays one.
+
+mod common;
+
+use rusqlite::{Connection, OpenFlags};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use x509_parser::prelude::*;
+
+const PROFILE: &str = "generic-iot";
+/// Devices per ledger transaction in the batch engine.
+const GROUP: u64 = certfab::batch::GROUP as u64;
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers: a seeded PRNG, the binary, the ledger.
+
+/// xorshift64*: enough to spread kill times, reproducible from the printed seed.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Self((seed ^ 0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform-ish in `lo..=hi`.
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1)
+    }
+}
+
+fn seed(test: &str) -> u64 {
+    let s = std::env::var("CERTFAB_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("{test}: seed {s} (replay with CERTFAB_FAULT_SEED={s})");
+    s
+}
+
+fn certfab(line: &common::Line) -> Command {
+    let mut c = Command::new(common::bin());
+    c.arg("--config")
+        .arg(line.config())
+        .env_remove("CERTFAB_CONFIG");
+    c
+}
+
+fn ledger_path(line: &common::Line) -> PathBuf {
+    line.path().join("ledger.sqlite")
+}
+
+/// The ledger opened read-only, as an auditor (or `batch status`) would while a batch runs.
+fn ro(line: &common::Line) -> Connection {
+    let c = Connection::open_with_flags(ledger_path(line), OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .expect("open ledger read-only");
+    c.busy_timeout(Duration::from_secs(5)).unwrap();
+    c
+}
+
+/// Certificate rows by state.
+fn cert_states(conn: &Connection) -> BTreeMap<String, u64> {
+    let mut st = conn
+        .prepare("SELECT state, COUNT(*) FROM certificates GROUP BY state")
+        .unwrap();
+    st.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+    })
+    .unwrap()
+    .map(|r| r.unwrap())
+    .collect()
+}
+
+fn count(states: &BTreeMap<String, u64>, state: &str) -> u64 {
+    states.get(state).copied().unwrap_or(0)
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// The DER certificates of a PEM file, in order, up to the first that does not parse (a temp
+/// file cut short by a kill).
+fn pem_certs(data: &[u8]) -> Vec<Vec<u8>> {
+    x509_parser::pem::Pem::iter_from_buffer(data)
+        .map_while(Result::ok)
+        .filter(|p| p.label == "CERTIFICATE")
+        .map(|p| p.contents)
+        .collect()
+}
+
+fn pem_file_der(path: &Path) -> Vec<u8> {
+    let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut certs = pem_certs(&data);
+    assert!(!certs.is_empty(), "{} holds no certificate", path.display());
+    certs.swap_remove(0)
+}
+
+fn count_args(n: u64, out: &Path) -> Vec<String> {
+    vec![
+        "batch".into(),
+        "--profile".into(),
+        PROFILE.into(),
+        "--count".into(),
+        n.to_string(),
+        "--keygen".into(),
+        "host".into(),
+        "--plain-keys".into(),
+        "--out".into(),
+        out.display().to_string(),
+    ]
+}
+
+fn count_ids(n: u64) -> Vec<String> {
+    (1..=n).map(|i| format!("SN{i:06}")).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The checks.
+
+/// A certificate row as the ledger holds it.
+struct CertRow {
+    serial: String,
+    device: String,
+    state: String,
+    tbs: Vec<u8>,
+    der: Option<Vec<u8>>,
+    sha: Option<String>,
+    reason: Option<String>,
+}
+
+fn cert_rows(conn: &Connection) -> Vec<CertRow> {
+    let mut st = conn
+        .prepare(
+            "SELECT serial, device_id, state, tbs, der, cert_sha256, reason FROM certificates
+             WHERE profile = ?1 ORDER BY created_at, serial",
+        )
+        .unwrap();
+    st.query_map([PROFILE], |r| {
+        Ok(CertRow {
+            serial: r.get(0)?,
+            device: r.get(1)?,
+            state: r.get(2)?,
+            tbs: r.get(3)?,
+            der: r.get(4)?,
+            sha: r.get(5)?,
+            reason: r.get(6)?,
+        })
+    })
+    .unwrap()
+    .map(|r| r.unwrap())
+    .collect()
+}
+
+/// Signed certificates by SHA-256 of their DER: (device, serial).
+fn signed_by_sha(conn: &Connection) -> BTreeMap<String, (String, String)> {
+    cert_rows(conn)
+        .into_iter()
+        .filter(|c| c.state == "signed")
+        .map(|c| (c.sha.unwrap(), (c.device, c.serial)))
+        .collect()
+}
+
+/// What a directory scan found.
+#[derive(Debug, Default)]
+struct Scan {
+    /// Device directories.
+    dirs: u64,
+    /// `cert.pem` files.
+    certs: u64,
+    /// Files other than cert.pem, chain.pem, device.json, key.pem (e.g. temp files a killed
+    /// process left behind).
+    stray: Vec<PathBuf>,
+}
+
+/// The crash invariant, checkable at any moment: every file under OUT/<id>/ that holds a
+/// certificate holds (first) one the ledger records as signed for that device. Certificate
+/// files are written only after the ledger commits the signature.
+fn check_no_cert_without_ledger_row(conn: &Connection, out: &Path) -> Scan {
+    let signed = signed_by_sha(conn);
+    let mut scan = Scan::default();
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return scan;
+    };
+    for e in entries {
+        let e = e.unwrap();
+        let dir = e.path();
+        assert!(
+            dir.is_dir(),
+            "{}: only device directories belong in the output",
+            dir.display()
+        );
+        scan.dirs += 1;
+        let device = e.file_name().to_string_lossy().into_owned();
+        for f in std::fs::read_dir(&dir).unwrap() {
+            let f = f.unwrap().path();
+            let name = f.file_name().unwrap().to_string_lossy().into_owned();
+            if !["cert.pem", "chain.pem", "device.json", "key.pem"].contains(&name.as_str()) {
+                scan.stray.push(f.clone());
+            }
+            if name == "cert.pem" {
+                scan.certs += 1;
+            }
+            let data = std::fs::read(&f).unwrap();
+            if !data
+                .windows(27)
+                .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+            {
+                continue;
+            }
+            let certs = pem_certs(&data);
+            let Some(leaf) = certs.first() else {
+                // A temp file cut short holds no complete certificate.
+                continue;
+            };
+            let sha = sha256_hex(leaf);
+            let Some((dev, serial)) = signed.get(&sha) else {
+                panic!(
+                    "{} holds a certificate (sha256 {sha}) that the ledger has no signed row for",
+                    f.display()
+                );
+            };
+            assert_eq!(
+                dev,
+                &device,
+                "{}: certificate {serial} belongs to {dev}",
+                f.display()
+            );
+        }
+    }
+    scan
+}
+
+/// How the device keys came.
+enum Keys {
+    /// Generated by certfab, written unencrypted to OUT/<id>/key.pem.
+    Generated,
+    /// Given as input: device id -> SPKI DER; no key.pem may exist.
+    Given(BTreeMap<String, Vec<u8>>),
+}
+
+/// Everything a finished batch must satisfy. Returns the number of burned serials.
+fn check_complete(
+    line: &common::Line,
+    out: &Path,
+    ids: &[String],
+    keys: &Keys,
+    rng: &mut Rng,
+) -> u64 {
+    let conn = ro(line);
+    let n = ids.len() as u64;
+
+    // Devices: exactly one row per id, all signed.
+    let mut st = conn
+        .prepare("SELECT device_id, state, serial FROM devices WHERE profile = ?1")
+        .unwrap();
+    let devices: BTreeMap<String, (String, String)> = st
+        .query_map([PROFILE], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(devices.len() as u64, n, "one device row per input device");
+    for id in ids {
+        let (state, _) = devices
+            .get(id)
+            .unwrap_or_else(|| panic!("device {id} has no ledger row"));
+        assert_eq!(state, "signed", "device {id}");
+    }
+
+    // Certificates: N signed, the rest burned, none left as an intent; serials unique; every
+    // signed DER is the committed TBS under the committed serial.
+    let rows = cert_rows(&conn);
+    let states = cert_states(&conn);
+    assert_eq!(count(&states, "intent"), 0, "intents left: {states:?}");
+    assert_eq!(count(&states, "signed"), n, "{states:?}");
+    assert_eq!(
+        count(&states, "signed") + count(&states, "burned"),
+        rows.len() as u64,
+        "only signed and burned rows: {states:?}"
+    );
+    let serials: BTreeSet<&str> = rows.iter().map(|c| c.serial.as_str()).collect();
+    assert_eq!(serials.len(), rows.len(), "a serial appears twice");
+    let mut signed_of: BTreeMap<&str, &CertRow> = BTreeMap::new();
+    for c in &rows {
+        match c.state.as_str() {
+            "signed" => {
+                let der = c.der.as_ref().expect("signed row has DER");
+                assert_eq!(
+                    Some(sha256_hex(der)),
+                    c.sha,
+                    "cert_sha256 of serial {}",
+                    c.serial
+                );
+                let (_, x) = X509Certificate::from_der(der).expect("ledger DER parses");
+                assert_eq!(
+                    hex::encode(x.tbs_certificate.raw_serial()),
+                    c.serial,
+                    "serial in the certificate"
+                );
+                assert_eq!(
+                    x.tbs_certificate.as_ref(),
+                    c.tbs.as_slice(),
+                    "serial {}: the signed TBS is not the one committed before signing",
+                    c.serial
+                );
+                assert!(
+                    signed_of.insert(c.device.as_str(), c).is_none(),
+                    "device {} has two signed certificates",
+                    c.device
+                );
+            }
+            "burned" => {
+                assert!(
+                    c.der.is_none(),
+                    "burned serial {} has a certificate",
+                    c.serial
+                );
+                assert!(
+                    c.reason.is_some(),
+                    "burned serial {} has no reason",
+                    c.serial
+                );
+            }
+            s => panic!("serial {} in state {s}", c.serial),
+        }
+    }
+    for (id, (_, serial)) in &devices {
+        let c = signed_of
+            .get(id.as_str())
+            .unwrap_or_else(|| panic!("device {id} has no signed certificate"));
+        assert_eq!(&c.serial, serial, "device {id}: current serial");
+    }
+    let burned = count(&states, "burned");
+
+    // Audit trail: each serial reserved once, each signed certificate issued once with its
+    // hash, each burned serial accounted for; the hash chain verifies.
+    let mut st = conn
+        .prepare("SELECT kind, device_id, detail FROM audit ORDER BY seq")
+        .unwrap();
+    let events: Vec<(String, Option<String>, serde_json::Value)> = st
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                serde_json::from_str(&r.get::<_, String>(2)?).unwrap(),
+            ))
+        })
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    let mut reserved = BTreeSet::new();
+    let mut issued = BTreeMap::new();
+    let mut burned_events = 0u64;
+    for (kind, device, detail) in &events {
+        match kind.as_str() {
+            "serial_reserved" => assert!(
+                reserved.insert(detail["serial"].as_str().unwrap().to_string()),
+                "serial reserved twice: {detail}"
+            ),
+            "issued" => {
+                let serial = detail["serial"].as_str().unwrap().to_string();
+                let v = (
+                    device.clone().unwrap(),
+                    detail["cert_sha256"].as_str().unwrap().to_string(),
+                );
+                assert!(
+                    issued.insert(serial, v).is_none(),
+                    "serial issued twice: {detail}"
+                );
+            }
+            "serials_burned" => burned_events += detail["count"].as_u64().unwrap(),
+            "sign_failed" => burned_events += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(
+        reserved,
+        serials
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<BTreeSet<_>>(),
+        "audit serial_reserved events vs certificate rows"
+    );
+    let signed_audit: BTreeMap<String, (String, String)> = rows
+        .iter()
+        .filter(|c| c.state == "signed")
+        .map(|c| (c.serial.clone(), (c.device.clone(), c.sha.clone().unwrap())))
+        .collect();
+    assert_eq!(issued, signed_audit, "audit issued events vs signed rows");
+    assert_eq!(burned_events, burned, "audit burn events vs burned rows");
+    let chain = certfab::ledger::Ledger::open_read(&ledger_path(line), "x")
+        .unwrap()
+        .verify_audit_chain();
+    assert_eq!(chain, Ok(events.len() as u64), "audit chain");
+
+    // Files: every device has its bundle, and it is the ledger's certificate.
+    let issuing_der = pem_file_der(&line.file("ca/issuing.pem"));
+    for id in ids {
+        let d = out.join(id);
+        let c = signed_of[id.as_str()];
+        let der = pem_file_der(&d.join("cert.pem"));
+        assert_eq!(
+            Some(sha256_hex(&der)),
+            c.sha,
+            "{id}/cert.pem is not the ledger's certificate"
+        );
+        let chain = pem_certs(&std::fs::read(d.join("chain.pem")).unwrap());
+        assert_eq!(chain.len(), 2, "{id}/chain.pem: leaf + issuing CA");
+        assert_eq!(chain[0], der, "{id}/chain.pem leaf");
+        assert_eq!(chain[1], issuing_der, "{id}/chain.pem issuing CA");
+        // device.json describes a host-keygen bundle; where it exists it must match.
+        let info = d.join("device.json");
+        if info.exists() {
+            let info: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&info).unwrap()).unwrap();
+            assert_eq!(
+                info["serial"].as_str(),
+                Some(c.serial.as_str()),
+                "{id}/device.json"
+            );
+            assert_eq!(
+                info["cert_sha256"].as_str(),
+                c.sha.as_deref(),
+                "{id}/device.json"
+            );
+        } else {
+            assert!(
+                !matches!(keys, Keys::Generated),
+                "{id}: generated key without device.json"
+            );
+        }
+        let (_, x) = X509Certificate::from_der(&der).unwrap();
+        let cert_spki = x.tbs_certificate.subject_pki.raw;
+        match keys {
+            Keys::Generated => {
+                use p256::pkcs8::{DecodePrivateKey, EncodePublicKey};
+                let pem = std::fs::read_to_string(d.join("key.pem"))
+                    .unwrap_or_else(|e| panic!("{id}/key.pem: {e}"));
+                let sk = p256::SecretKey::from_pkcs8_pem(&pem).expect("key.pem parses");
+                let spki = sk.public_key().to_public_key_der().unwrap();
+                assert_eq!(
+                    spki.as_bytes(),
+                    cert_spki,
+                    "{id}/key.pem does not belong to {id}/cert.pem"
+                );
+            }
+            Keys::Given(spkis) => {
+                assert!(!d.join("key.pem").exists(), "{id}: key.pem for a given key");
+                assert_eq!(spkis[id].as_slice(), cert_spki, "{id}: certified key");
+            }
+        }
+    }
+    let scan = check_no_cert_without_ledger_row(&conn, out);
+    assert_eq!(scan.dirs, n, "device directories");
+    assert_eq!(scan.certs, n, "cert.pem files");
+    // Temp files of killed runs have fixed names and are consumed by the retry that rewrites
+    // them: a finished batch leaves none (in particular no stray private key).
+    assert!(
+        scan.stray.is_empty(),
+        "stray files after completion: {:?}",
+        scan.stray
+    );
+
+    // OpenSSL verifies a sample of the chains, several certificates per invocation.
+    let mut sample: Vec<String> = Vec::new();
+    while sample.len() < 20.min(ids.len()) {
+        let id = &ids[rng.range(0, ids.len() as u64 - 1) as usize];
+        if !sample.contains(id) {
+            sample.push(id.clone());
+        }
+    }
+    let root = line.file("ca/root.pem");
+    let issuing = line.file("ca/issuing.pem");
+    for chunk in sample.chunks(5) {
+        let files: Vec<String> = chunk
+            .iter()
+            .map(|id| out.join(id).join("cert.pem").display().to_string())
+            .collect();
+        let mut args = vec![
+            "verify",
+            "-CAfile",
+            root.to_str().unwrap(),
+            "-untrusted",
+            issuing.to_str().unwrap(),
+        ];
+        args.extend(files.iter().map(String::as_str));
+        let o = common::openssl(&args);
+        assert!(o.status.success(), "openssl verify\n{}", common::text(&o));
+        let ok = String::from_utf8_lossy(&o.stdout).matches(": OK").count();
+        assert_eq!(ok, files.len(), "openssl verify\n{}", common::text(&o));
+    }
+    burned
+}
+
+/// `certfab --json batch status [ID]`, when the ledger has a batch.
+fn status_json(line: &common::Line, id: Option<&str>) -> Option<serde_json::Value> {
+    let mut c = certfab(line);
+    c.args(["--json", "batch", "status"]);
+    if let Some(id) = id {
+        c.arg(id);
+    }
+    let o = c.output().unwrap();
+    if !o.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&o.stdout).ok()
+}
+
+/// Where a kill's delay counts from.
+#[derive(Debug, Clone, Copy)]
+enum KillFrom {
+    Spawn,
+    BatchStart,
+    Signatures,
+}
+
+impl KillFrom {
+    const ALL: [KillFrom; 3] = [Self::Spawn, Self::BatchStart, Self::Signatures];
+}
+
+/// (audit seq of the latest batch start or resume, signed certificates); zeros before the
+/// ledger exists.
+fn ledger_progress(line: &common::Line) -> (i64, u64) {
+    if !ledger_path(line).exists() {
+        return (0, 0);
+    }
+    let Ok(conn) = Connection::open_with_flags(ledger_path(line), OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
+        return (0, 0);
+    };
+    let start = conn
+        .query_row(
+            "SELECT COALESCE(MAX(seq), 0) FROM audit WHERE kind IN ('batch_started', 'batch_resumed')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or(0);
+    let signed = conn
+        .query_row(
+            "SELECT COUNT(*) FROM certificates WHERE state = 'signed'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap_or(0);
+    (start, signed as u64)
+}
+
+fn out_text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. SIGKILL at random points, then resume.
+
+#[test]
+fn sigkill_and_resume() {
+    const N: u64 = 1500;
+    const ROUNDS: u32 = 8;
+    let started = Instant::now();
+    let mut rng = Rng::new(seed("sigkill_and_resume"));
+    let line = common::Line::new();
+    let out = line.file("out");
+    let args = count_args(N, &out);
+
+    for round in 1..=ROUNDS {
+        // Where the delay counts from, in turn: the spawn (kills land in start-up: ledger open,
+        // burning the last run's intents, HSM login, or the first reservation), the batch start
+        // in the ledger (keys written, the group signed), and this run's first recorded
+        // signatures (certificates being delivered, the next group reserved and signed).
+        let mode = KillFrom::ALL[(round as usize - 1) % KillFrom::ALL.len()];
+        let delay = Duration::from_millis(rng.range(30, 400));
+        let before = ledger_progress(&line);
+        let mut child = certfab(&line)
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let spawned = Instant::now();
+        let reached = |p: (i64, u64)| match mode {
+            KillFrom::Spawn => true,
+            KillFrom::BatchStart => p.0 > before.0,
+            KillFrom::Signatures => p.0 > before.0 && p.1 > before.1,
+        };
+        while !reached(ledger_progress(&line))
+            && spawned.elapsed() < Duration::from_secs(30)
+            && child.try_wait().unwrap().is_none()
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(delay);
+        let early = child.try_wait().unwrap();
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        let at = spawned.elapsed();
+        match early {
+            // It finished by itself before the kill: only acceptable as a success.
+            Some(s) => assert!(
+                s.success(),
+                "round {round}: certfab exited with {s:?} before the kill"
+            ),
+            None => assert_eq!(status.signal(), Some(9), "round {round}: {status:?}"),
+        }
+        let (states, scan) = if ledger_path(&line).exists() {
+            let conn = ro(&line);
+            (
+                cert_states(&conn),
+                check_no_cert_without_ledger_row(&conn, &out),
+            )
+        } else {
+            (BTreeMap::new(), Scan::default())
+        };
+        assert!(
+            count(&states, "intent") <= GROUP,
+            "round {round}: more than one group in flight: {states:?}"
+        );
+        eprintln!(
+            "round {round}: SIGKILL {} ms after {mode:?} ({} ms after spawn); ledger {states:?}; {} cert.pem on disk",
+            delay.as_millis(),
+            at.as_millis(),
+            scan.certs
+        );
+    }
+
+    let o = certfab(&line).args(&args).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "final run\n{}", common::text(&o));
+    assert!(out_text(&o).contains("(resumed)"), "{}", common::text(&o));
+    let burned = check_complete(&line, &out, &count_ids(N), &Keys::Generated, &mut rng);
+
+    let st = status_json(&line, None).expect("batch status");
+    assert!(st["batch"]["finished_at"].is_string(), "{st:#}");
+    assert_eq!(st["counts"]["signed"], N, "{st:#}");
+    eprintln!(
+        "sigkill_and_resume: {N} devices, {ROUNDS} kills, {burned} serials burned, {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. SIGINT: finish the group in flight, exit 130, resume by id.
+
+/// Runs `certfab ARGS`, waits until `batch status` shows more than `signed_before` signed
+/// certificates, sends `signal` with kill(1), and expects a clean stop: exit 130, the resume
+/// hint, nothing pending, nothing burned, every signed certificate delivered. Returns the
+/// batch id and the signed count.
+fn interrupt(
+    line: &common::Line,
+    args: &[String],
+    signal: &str,
+    signed_before: u64,
+    rng: &mut Rng,
+) -> (String, u64) {
+    let started = Instant::now();
+    let child = certfab(line)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let id = loop {
+        assert!(Instant::now() < deadline, "the batch never signed anything");
+        if let Some(st) = status_json(line, None) {
+            if st["counts"]["signed"].as_u64().unwrap_or(0) > signed_before {
+                break st["batch"]["id"].as_str().unwrap().to_string();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let extra = rng.range(0, 200);
+    std::thread::sleep(Duration::from_millis(extra));
+    let k = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(k.success());
+    let o = child.wait_with_output().unwrap();
+    eprintln!(
+        "SIG{signal} {} ms after spawn ({extra} ms after new signatures were visible)",
+        started.elapsed().as_millis()
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(130),
+        "SIG{signal}\n{}",
+        common::text(&o)
+    );
+    let text = out_text(&o);
+    assert!(
+        text.contains(&format!("certfab batch resume {id}")),
+        "no resume hint for {id}\n{text}"
+    );
+
+    // Stopped cleanly: the group in flight was finished and delivered, nothing is pending.
+    let conn = ro(line);
+    let states = cert_states(&conn);
+    let signed = count(&states, "signed");
+    eprintln!("after SIG{signal}: ledger {states:?}");
+    assert_eq!(count(&states, "intent"), 0, "{states:?}");
+    assert_eq!(
+        count(&states, "burned"),
+        0,
+        "a clean stop burns nothing: {states:?}"
+    );
+    let scan = check_no_cert_without_ledger_row(&conn, &line.file("out"));
+    assert_eq!(scan.certs, signed, "every signed certificate is delivered");
+    assert!(scan.stray.is_empty(), "stray files: {:?}", scan.stray);
+    drop(conn);
+    let st = status_json(line, Some(&id)).unwrap();
+    assert!(st["batch"]["finished_at"].is_null(), "{st:#}");
+    assert_eq!(st["counts"]["signed"], signed, "{st:#}");
+    (id, signed)
+}
+
+#[test]
+fn sigint_stops_cleanly_and_resumes() {
+    // 20000 devices take ~40 s in a debug build. 6000 leave room for SIGINT (and then SIGTERM
+    // on the resume) to land mid-run even if the engine gets several times faster (asserted).
+    const N: u64 = 6000;
+    let started = Instant::now();
+    let mut rng = Rng::new(seed("sigint_stops_cleanly_and_resumes"));
+    let line = common::Line::new();
+    let out = line.file("out");
+
+    // SIGINT (Ctrl-C) on the first run.
+    let (id, signed) = interrupt(&line, &count_args(N, &out), "INT", 0, &mut rng);
+    assert!(signed < N, "SIGINT did not land mid-run: {signed} signed");
+
+    // SIGTERM (systemd stop, docker stop) on `batch resume`: the same clean stop.
+    let resume: Vec<String> = ["batch", "resume", &id].map(String::from).to_vec();
+    let (id2, signed2) = interrupt(&line, &resume, "TERM", signed, &mut rng);
+    assert_eq!(id2, id);
+    assert!(
+        signed2 > signed && signed2 < N,
+        "SIGTERM did not land mid-run: {signed} then {signed2} signed"
+    );
+
+    let o = certfab(&line)
+        .args(["batch", "resume", &id])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "resume\n{}", common::text(&o));
+    let text = out_text(&o);
+    assert!(text.contains(&format!("batch {id} (resumed)")), "{text}");
+    assert!(
+        text.contains(&format!("{} issued, {signed2} already done", N - signed2)),
+        "{text}"
+    );
+    let burned = check_complete(&line, &out, &count_ids(N), &Keys::Generated, &mut rng);
+    assert_eq!(burned, 0);
+    let st = status_json(&line, Some(&id)).unwrap();
+    assert!(st["batch"]["finished_at"].is_string(), "{st:#}");
+    eprintln!(
+        "sigint_stops_cleanly_and_resumes: {N} devices, {signed} signed before SIGINT, {signed2} before SIGTERM, {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. The ledger cannot be written (file-size limit): stop before the next signature.
+
+/// A CSV of inline PEM public keys (quoted: PEM spans lines). Returns ids and SPKI DER.
+fn write_pubkey_csv(path: &Path, n: u64) -> (Vec<String>, BTreeMap<String, Vec<u8>>) {
+    use p256::pkcs8::{EncodePublicKey, LineEnding};
+    let mut csv = String::from("device_id,pubkey,site\n");
+    let mut ids = Vec::new();
+    let mut spkis = BTreeMap::new();
+    for i in 1..=n {
+        let id = format!("CSV{i:06}");
+        let pk = p256::SecretKey::random(&mut p256::elliptic_curve::rand_core::OsRng).public_key();
+        let pem = pk.to_public_key_pem(LineEnding::LF).unwrap();
+        csv.push_str(&format!("{id},\"{}\",line-3\n", pem.trim_end()));
+        spkis.insert(
+            id.clone(),
+            pk.to_public_key_der().unwrap().as_bytes().to_vec(),
+        );
+        ids.push(id);
+    }
+    std::fs::write(path, csv).unwrap();
+    (ids, spkis)
+}
+
+/// Intent serials in the ledger.
+fn intents(conn: &Connection) -> BTreeSet<String> {
+    conn.prepare("SELECT serial FROM certificates WHERE state = 'intent'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
+}
+
+#[test]
+fn disk_full_stops_before_next_signature() {
+    const N: u64 = 1500;
+    // A full ledger takes ~3 KB per device (~4.5 MB for 1500); one group's WAL frames are
+    // ~1.5 MB. Each limited run starts where the last one stopped, with a limit 512 KB higher
+    // (ulimit -f counts 512-byte blocks in dash), so the limit is hit at different points: the
+    // reservation, the write that records a group's signatures (after the HSM signed them),
+    // the burn of the previous run's intents at open, the checkpoint at close. Certificate and
+    // chain files stay far below the limit.
+    const FIRST_BLOCKS: u64 = 1000;
+    const STEP_BLOCKS: u64 = 1000;
+    let started = Instant::now();
+    let mut rng = Rng::new(seed("disk_full_stops_before_next_signature"));
+    let line = common::Line::new();
+    let out = line.file("out");
+    let input = line.file("devices.csv");
+    let (ids, spkis) = write_pubkey_csv(&input, N);
+    let args = [
+        "batch",
+        "--profile",
+        PROFILE,
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+
+    let mut failures = 0;
+    // Serials reserved (and so sent to the HSM) by a run whose recording write then failed.
+    let mut signed_but_unrecorded = BTreeSet::new();
+    let mut blocks = FIRST_BLOCKS;
+    loop {
+        let before = if ledger_path(&line).exists() {
+            intents(&ro(&line))
+        } else {
+            BTreeSet::new()
+        };
+        // `exec "$0" "$@"` keeps the arguments out of the shell's parser. SIGXFSZ is ignored so
+        // the write fails with EFBIG (what a full disk looks like to SQLite) instead of killing
+        // the process.
+        let o = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "trap '' XFSZ; ulimit -f {blocks}; exec \"$0\" \"$@\""
+            ))
+            .arg(common::bin())
+            .arg("--config")
+            .arg(line.config())
+            .args(args)
+            .env_remove("CERTFAB_CONFIG")
+            .output()
+            .unwrap();
+        if o.status.code() == Some(0) {
+            // The limit was never in the way (a much smaller ledger than expected); the
+            // assertions after the loop say whether the interesting writes were hit.
+            eprintln!("ulimit -f {blocks}: the batch completed");
+            break;
+        }
+        failures += 1;
+        assert_eq!(
+            o.status.code(),
+            Some(5),
+            "ulimit -f {blocks}\n{}",
+            common::text(&o)
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("ledger write failed")
+                && err.contains("stopped before the next signature"),
+            "ulimit -f {blocks}\n{}",
+            common::text(&o)
+        );
+        assert_eq!(
+            err.matches("certfab: error:").count(),
+            1,
+            "one error, then stop\n{err}"
+        );
+
+        // Nothing on disk that the ledger does not hold as signed; at most one group pending.
+        let conn = ro(&line);
+        let integrity: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(integrity, "ok");
+        let states = cert_states(&conn);
+        let scan = check_no_cert_without_ledger_row(&conn, &out);
+        let after = intents(&conn);
+        let new: Vec<&String> = after.difference(&before).collect();
+        let phase = if !new.is_empty() {
+            "after the HSM signed a group, recording it failed: none of it was delivered"
+        } else if !before.is_empty() && after == before {
+            "at start-up, burning the last run's intents failed"
+        } else {
+            "reserving serials failed: nothing was sent to the HSM"
+        };
+        eprintln!(
+            "ulimit -f {blocks}: exit 5; ledger {states:?}; {} cert.pem on disk; {phase}",
+            scan.certs
+        );
+        assert!(
+            count(&states, "intent") <= GROUP,
+            "more than one group pending: {states:?}"
+        );
+        assert!(scan.certs <= count(&states, "signed"), "{states:?}");
+        signed_but_unrecorded.extend(new.into_iter().cloned());
+        drop(conn);
+        // Enough: the limit hit both kinds of write, and part of the batch is done and
+        // delivered. The run without a limit does the rest.
+        if !signed_but_unrecorded.is_empty() && scan.certs > 0 && count(&states, "intent") > 0 {
+            break;
+        }
+        assert!(
+            blocks < 40 * STEP_BLOCKS,
+            "the limit never landed on the interesting writes"
+        );
+        blocks += STEP_BLOCKS;
+    }
+    assert!(failures >= 2, "the limit was hit only {failures} times");
+    assert!(
+        !signed_but_unrecorded.is_empty(),
+        "no limit landed on the write that records signatures"
+    );
+
+    // Without the limit the same command resumes: every pending serial burned, every device
+    // issued once.
+    let o = certfab(&line).args(args).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "rerun\n{}", common::text(&o));
+    assert!(out_text(&o).contains("(resumed)"), "{}", common::text(&o));
+    let conn = ro(&line);
+    for s in &signed_but_unrecorded {
+        let (state, reason): (String, Option<String>) = conn
+            .query_row(
+                "SELECT state, reason FROM certificates WHERE serial = ?1",
+                [s],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(state, "burned", "serial {s} signed but never recorded");
+        assert!(reason.unwrap_or_default().contains("interrupted"));
+    }
+    drop(conn);
+    let burned = check_complete(&line, &out, &ids, &Keys::Given(spkis), &mut rng);
+    assert_eq!(
+        burned,
+        signed_but_unrecorded.len() as u64,
+        "the burned serials are exactly those signed but never recorded"
+    );
+    eprintln!(
+        "disk_full_stops_before_next_signature: {N} devices, {failures} failed runs, {} serials signed but never recorded, {burned} burned, {:.1}s",
+        signed_but_unrecorded.len(),
+        started.elapsed().as_secs_f64()
+    );
+}
