@@ -237,172 +237,203 @@ pub fn run<S: Signer + Sync>(
     let mut interrupted = false;
     let jobs = job.signers.len();
 
-    loop {
-        if job.stop.load(Ordering::SeqCst) {
-            interrupted = true;
-            break;
-        }
-        let group: Vec<Result<Row, RowError>> = rows.by_ref().take(GROUP).collect();
-        if group.is_empty() {
-            break;
-        }
-        handled += group.len() as u64;
-        let mut problems = Vec::new();
-        let mut todo = Vec::new();
-        for r in group {
-            match r {
-                Ok(row) => todo.push(row),
-                Err(e) => problems.push(Rejection {
-                    line: e.line,
-                    device_id: e.device_id,
-                    kind: "rejected".into(),
-                    reason: e.reason,
-                }),
+    let out_ref = &out;
+    std::thread::scope(|scope| -> Result<(), BatchError> {
+        let (files_tx, files_rx) = std::sync::mpsc::sync_channel::<Vec<(String, Vec<u8>)>>(2);
+        let writer = scope.spawn(move || -> Result<(), String> {
+            for group in files_rx {
+                for (id, der) in &group {
+                    out_ref.deliver(id, der)?;
+                }
             }
-        }
-        // A device this batch already finished needs no work: check its files and move on.
-        let mut fresh = Vec::new();
-        for row in todo {
-            if let Some(id) = &row.device_id {
-                if let Some(d) = ledger.device(&job.profile.name, id)? {
-                    if let (true, Some(der)) =
-                        (d.state == "signed" && d.batch_id == batch.id, &d.der)
-                    {
-                        if d.line == row.line {
-                            out.deliver(id, der).map_err(BatchError::Output)?;
-                            already += 1;
-                        }
-                        // Another line naming the same device was recorded as a duplicate or
-                        // refused on the run that saw it first; the ledger still lists it.
-                        continue;
+            Ok(())
+        });
+        let body = (|| -> Result<(), BatchError> {
+            loop {
+                if job.stop.load(Ordering::SeqCst) {
+                    interrupted = true;
+                    break;
+                }
+                let group: Vec<Result<Row, RowError>> = rows.by_ref().take(GROUP).collect();
+                if group.is_empty() {
+                    break;
+                }
+                handled += group.len() as u64;
+                let mut problems = Vec::new();
+                let mut todo = Vec::new();
+                for r in group {
+                    match r {
+                        Ok(row) => todo.push(row),
+                        Err(e) => problems.push(Rejection {
+                            line: e.line,
+                            device_id: e.device_id,
+                            kind: "rejected".into(),
+                            reason: e.reason,
+                        }),
                     }
                 }
-            }
-            fresh.push(row);
-        }
-
-        // Prepare in parallel: parse, proof of possession, policy, TBS, lint (or keygen).
-        let now = {
-            let t = time::OffsetDateTime::now_utc();
-            t.replace_nanosecond(0).unwrap_or(t)
-        };
-        let ctx = IssueContext {
-            profile: job.profile,
-            ca: job.ca,
-            signature: job.signers[0].algorithm(),
-            serial_prefix: job.serial_prefix,
-            now,
-        };
-        let prepared = parallel_map(&fresh, jobs, |row| prepare_row(&ctx, row));
-        let mut works = Vec::new();
-        for (row, res) in fresh.iter().zip(prepared) {
-            match res {
-                Ok(w) => works.push(w),
-                Err(reason) => problems.push(Rejection {
-                    line: row.line,
-                    device_id: row.device_id.clone(),
-                    kind: "rejected".into(),
-                    reason,
-                }),
-            }
-        }
-
-        // Intent before signature: serial and TBS are durable before the HSM sees them.
-        let intents: Vec<Intent> = works
-            .iter()
-            .map(|w| Intent {
-                profile: job.profile.name.clone(),
-                device_id: w.prepared.device_id.clone(),
-                spki_sha256: hex::encode(crate::crypto::sha256(w.prepared.public_key.spki_der())),
-                key_origin: if w.key.is_some() {
-                    "host".into()
-                } else {
-                    w.prepared.key_origin.into()
-                },
-                line: w.row_line,
-                issuer_key_id: issuer_key_id.clone(),
-                serial: hex::encode(&w.prepared.serial),
-                tbs: w.prepared.tbs.clone(),
-            })
-            .collect();
-        let decisions = ledger.reserve(&batch.id, &intents)?;
-        let mut to_sign = Vec::new();
-        let mut cleared = Vec::new();
-        for ((w, it), d) in works.into_iter().zip(intents).zip(decisions) {
-            match d {
-                Reserve::Reserved => to_sign.push((w, it)),
-                Reserve::AlreadyIssued { der } => {
-                    out.deliver(&it.device_id, &der)
-                        .map_err(BatchError::Output)?;
-                    cleared.push(it.line);
-                    already += 1;
+                // A device this batch already finished needs no work: check its files and move on.
+                let mut fresh = Vec::new();
+                for row in todo {
+                    if let Some(id) = &row.device_id {
+                        if let Some(d) = ledger.device(&job.profile.name, id)? {
+                            if let (true, Some(der)) =
+                                (d.state == "signed" && d.batch_id == batch.id, &d.der)
+                            {
+                                if d.line == row.line {
+                                    out.deliver(id, der).map_err(BatchError::Output)?;
+                                    already += 1;
+                                }
+                                // Another line naming the same device was recorded as a duplicate or
+                                // refused on the run that saw it first; the ledger still lists it.
+                                continue;
+                            }
+                        }
+                    }
+                    fresh.push(row);
                 }
-                Reserve::Duplicate { first_line } => problems.push(Rejection {
-                    line: it.line,
-                    device_id: Some(it.device_id.clone()),
-                    kind: "duplicate".into(),
-                    reason: format!("same device and key as line {first_line}; issued once"),
-                }),
-                Reserve::Refused(reason) => problems.push(Rejection {
-                    line: it.line,
-                    device_id: Some(it.device_id.clone()),
-                    kind: "rejected".into(),
-                    reason,
-                }),
-            }
-        }
-        // A generated key is stored (encrypted, fsynced) before its certificate can exist.
-        for (w, it) in &to_sign {
-            if let Some(key) = &w.key {
-                out.write_key(&it.device_id, key)
-                    .map_err(BatchError::Output)?;
-            }
-        }
 
-        // Sign: worker i uses signer i (its own HSM session).
-        let results = parallel_sign(&to_sign, job.signers, job.ca);
-        let mut signed = Vec::new();
-        let mut failed = Vec::new();
-        let mut first_error = None;
-        for ((_, it), res) in to_sign.iter().zip(results) {
-            match res {
-                Ok(der) => signed.push((it, der)),
-                Err(e) => {
-                    failed.push((it.clone(), e.to_string()));
-                    first_error.get_or_insert(e);
+                // Prepare in parallel: parse, proof of possession, policy, TBS, lint (or keygen).
+                let now = {
+                    let t = time::OffsetDateTime::now_utc();
+                    t.replace_nanosecond(0).unwrap_or(t)
+                };
+                let ctx = IssueContext {
+                    profile: job.profile,
+                    ca: job.ca,
+                    signature: job.signers[0].algorithm(),
+                    serial_prefix: job.serial_prefix,
+                    now,
+                };
+                let prepared = parallel_map(&fresh, jobs, |row| prepare_row(&ctx, row));
+                let mut works = Vec::new();
+                for (row, res) in fresh.iter().zip(prepared) {
+                    match res {
+                        Ok(w) => works.push(w),
+                        Err(reason) => problems.push(Rejection {
+                            line: row.line,
+                            device_id: row.device_id.clone(),
+                            kind: "rejected".into(),
+                            reason,
+                        }),
+                    }
+                }
+
+                // Intent before signature: serial and TBS are durable before the HSM sees them.
+                let intents: Vec<Intent> = works
+                    .iter()
+                    .map(|w| Intent {
+                        profile: job.profile.name.clone(),
+                        device_id: w.prepared.device_id.clone(),
+                        spki_sha256: hex::encode(crate::crypto::sha256(
+                            w.prepared.public_key.spki_der(),
+                        )),
+                        key_origin: if w.key.is_some() {
+                            "host".into()
+                        } else {
+                            w.prepared.key_origin.into()
+                        },
+                        line: w.row_line,
+                        issuer_key_id: issuer_key_id.clone(),
+                        serial: hex::encode(&w.prepared.serial),
+                        tbs: w.prepared.tbs.clone(),
+                    })
+                    .collect();
+                let decisions = ledger.reserve(&batch.id, &intents)?;
+                let mut to_sign = Vec::new();
+                let mut cleared = Vec::new();
+                for ((w, it), d) in works.into_iter().zip(intents).zip(decisions) {
+                    match d {
+                        Reserve::Reserved => to_sign.push((w, it)),
+                        Reserve::AlreadyIssued { der } => {
+                            out.deliver(&it.device_id, &der)
+                                .map_err(BatchError::Output)?;
+                            cleared.push(it.line);
+                            already += 1;
+                        }
+                        Reserve::Duplicate { first_line } => problems.push(Rejection {
+                            line: it.line,
+                            device_id: Some(it.device_id.clone()),
+                            kind: "duplicate".into(),
+                            reason: format!(
+                                "same device and key as line {first_line}; issued once"
+                            ),
+                        }),
+                        Reserve::Refused(reason) => problems.push(Rejection {
+                            line: it.line,
+                            device_id: Some(it.device_id.clone()),
+                            kind: "rejected".into(),
+                            reason,
+                        }),
+                    }
+                }
+                // A generated key is stored (encrypted, fsynced) before its certificate can exist.
+                for (w, it) in &to_sign {
+                    if let Some(key) = &w.key {
+                        out.write_key(&it.device_id, key)
+                            .map_err(BatchError::Output)?;
+                    }
+                }
+
+                // Sign: worker i uses signer i (its own HSM session).
+                let results = parallel_sign(&to_sign, job.signers, job.ca);
+                let mut signed = Vec::new();
+                let mut failed = Vec::new();
+                let mut first_error = None;
+                for ((_, it), res) in to_sign.iter().zip(results) {
+                    match res {
+                        Ok(der) => signed.push((it, der)),
+                        Err(e) => {
+                            failed.push((it.clone(), e.to_string()));
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                }
+                let records: Vec<Signed> = signed
+                    .iter()
+                    .map(|(it, der)| Signed {
+                        issuer_key_id: it.issuer_key_id.clone(),
+                        serial: it.serial.clone(),
+                        profile: it.profile.clone(),
+                        device_id: it.device_id.clone(),
+                        der: der.clone(),
+                    })
+                    .collect();
+                cleared.extend(signed.iter().map(|(it, _)| it.line));
+                // One transaction for the group's signatures and problem rows.
+                ledger.record_group(&batch.id, &records, &cleared, &problems)?;
+                if !failed.is_empty() {
+                    ledger.record_failed(&batch.id, &failed)?;
+                }
+                // Only now may certificates leave the process: the writer thread creates the files
+                // while this thread goes on with the next group (file creation is half the cost).
+                let files = signed
+                    .iter()
+                    .map(|(it, der)| (it.device_id.clone(), der.clone()))
+                    .collect();
+                files_tx
+                    .send(files)
+                    .map_err(|_| BatchError::Output("the output writer stopped".into()))?;
+                issued += signed.len() as u64;
+                rejected += problems.iter().filter(|p| p.kind == "rejected").count() as u64;
+                duplicates += problems.iter().filter(|p| p.kind == "duplicate").count() as u64;
+                progress(handled, issued);
+                if let Some(e) = first_error {
+                    return Err(BatchError::Sign(e));
                 }
             }
-        }
-        let records: Vec<Signed> = signed
-            .iter()
-            .map(|(it, der)| Signed {
-                issuer_key_id: it.issuer_key_id.clone(),
-                serial: it.serial.clone(),
-                profile: it.profile.clone(),
-                device_id: it.device_id.clone(),
-                der: der.clone(),
-            })
-            .collect();
-        cleared.extend(signed.iter().map(|(it, _)| it.line));
-        // One transaction for the group's signatures and problem rows.
-        ledger.record_group(&batch.id, &records, &cleared, &problems)?;
-        if !failed.is_empty() {
-            ledger.record_failed(&batch.id, &failed)?;
-        }
-        // Only now may certificates leave the process.
-        for r in parallel_map(&signed, jobs, |(it, der)| out.deliver(&it.device_id, der)) {
-            r.map_err(BatchError::Output)?;
-        }
-        issued += signed.len() as u64;
-        rejected += problems.iter().filter(|p| p.kind == "rejected").count() as u64;
-        duplicates += problems.iter().filter(|p| p.kind == "duplicate").count() as u64;
-        progress(handled, issued);
-        if let Some(e) = first_error {
-            out.sync().map_err(BatchError::Output)?;
-            return Err(BatchError::Sign(e));
-        }
-    }
-    out.sync().map_err(BatchError::Output)?;
+            Ok(())
+        })();
+        drop(files_tx);
+        let written = writer
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        // Whatever stopped the loop, what was signed is written (or the writer's error shown).
+        let synced = out.sync();
+        body?;
+        written.map_err(BatchError::Output)?;
+        synced.map_err(BatchError::Output)
+    })?;
     let status = ledger
         .status(&batch.id)?
         .ok_or(LedgerError::Write(rusqlite::Error::QueryReturnedNoRows))?;
