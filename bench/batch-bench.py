@@ -8,6 +8,7 @@ RSS of the certfab process. For CSRs it also runs `openssl ca -batch` with the p
 on the same token and key. Writes bench/results/batch-<time>.json.
 
 Usage: bench/batch-bench.py [SIZES...]   (default: 10000 100000)
+       KINDS=pubkey bench/batch-bench.py 1000000   (only some input kinds)
 """
 import csv, json, os, resource, shutil, subprocess, sys, tempfile, time
 
@@ -91,7 +92,7 @@ def main():
     work = tempfile.mkdtemp(prefix="certfab-bench-")
     try:
         for n in sizes:
-            for kind in ["pubkey", "csr", "host"]:
+            for kind in os.environ.get("KINDS", "pubkey,csr,host").split(","):
                 d = line(work)
                 rate = raw_rate(d)
                 out = os.path.join(work, f"out-{kind}-{n}")

@@ -363,3 +363,88 @@ fn csr_dir_takes_device_id_from_the_csr() {
             .collect::<Vec<_>>(),
     );
 }
+
+/// A ledger that cannot be written: the batch stops before any signature with a
+/// clear error and exit 5, and resumes once the directory is writable again. (Tests run as
+/// root, so the directory is made immutable with chattr rather than chmod.)
+#[test]
+fn unwritable_ledger_stops_before_signing() {
+    let line = Line::new();
+    let dir = line.path();
+    let o = line.certfab(&[
+        "batch",
+        "--profile",
+        "generic-iot",
+        "--count",
+        "20",
+        "--keygen",
+        "host",
+        "--plain-keys",
+        "--out",
+        dir.join("first").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let serials_before: i64 = common::ledger(&line)
+        .query_row("SELECT COUNT(*) FROM certificates", [], |r| r.get(0))
+        .unwrap();
+
+    // The directory and the ledger's files (SQLite keeps ledger.sqlite-wal and -shm, and
+    // certfab its ledger.lock, between runs: a read-only directory alone still lets them be
+    // written, which is fine).
+    let targets: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("ledger."))
+        })
+        .chain([dir.to_path_buf()])
+        .collect();
+    let chattr = |flag: &str| {
+        std::process::Command::new("chattr")
+            .arg(flag)
+            .args(&targets)
+            .status()
+    };
+    match chattr("+i") {
+        Ok(s) if s.success() => {}
+        other => {
+            eprintln!("SKIPPED: this filesystem does not support chattr +i ({other:?})");
+            return;
+        }
+    }
+    let out = tempfile::tempdir().unwrap();
+    let args = [
+        "batch",
+        "--profile",
+        "generic-iot",
+        "--count",
+        "20",
+        "--keygen",
+        "host",
+        "--plain-keys",
+        "--id-template",
+        "RO{seq:03}",
+        "--out",
+    ];
+    let o = line.certfab(&[&args[..], &[out.path().to_str().unwrap()]].concat());
+    let _ = chattr("-i");
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("ledger"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        !out.path().join("RO001").exists(),
+        "nothing issued while the ledger is unwritable"
+    );
+    let serials_after: i64 = common::ledger(&line)
+        .query_row("SELECT COUNT(*) FROM certificates", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(serials_before, serials_after, "no serial reserved");
+
+    let o = line.certfab(&[&args[..], &[out.path().to_str().unwrap()]].concat());
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(out.path().join("RO020/cert.pem").exists());
+}
