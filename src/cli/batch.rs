@@ -245,19 +245,10 @@ fn report(ctx: &Ctx, s: &Summary) {
         s.rate_per_s,
         s.ledger,
         s.out,
-        s.counts.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+        counts_text(&s.counts)
     );
     for p in s.problems.iter().take(20) {
-        h.push_str(&format!(
-            "\n  line {}{}: {}: {}",
-            p.line,
-            p.device_id
-                .as_deref()
-                .map(|d| format!(" ({d})"))
-                .unwrap_or_default(),
-            p.kind,
-            p.reason
-        ));
+        h.push_str(&problem_line(p));
     }
     if s.problems.len() > 20 {
         h.push_str(&format!(
@@ -304,24 +295,28 @@ fn status(ctx: &Ctx, id: Option<String>) -> Result<ExitCode, Error> {
             .as_deref()
             .map(|f| format!(", finished {f}"))
             .unwrap_or_else(|| ", not finished (resume it)".into()),
-        st.counts
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        counts_text(&st.counts)
     );
     for p in &st.problems {
-        h.push_str(&format!(
-            "\n  line {}{}: {}: {}",
-            p.line,
-            p.device_id
-                .as_deref()
-                .map(|d| format!(" ({d})"))
-                .unwrap_or_default(),
-            p.kind,
-            p.reason
-        ));
+        h.push_str(&problem_line(p));
     }
     ctx.print(&serde_json::to_value(&st).unwrap_or_default(), &h);
     Ok(ExitCode::Ok)
+}
+
+fn problem_line(p: &crate::ledger::Rejection) -> String {
+    let device = p
+        .device_id
+        .as_deref()
+        .map(|d| format!(" ({d})"))
+        .unwrap_or_default();
+    format!("\n  line {}{device}: {}: {}", p.line, p.kind, p.reason)
+}
+
+fn counts_text(counts: &std::collections::BTreeMap<String, u64>) -> String {
+    counts
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
