@@ -633,3 +633,114 @@ fn rsa_ca_signs_pkcs1_and_pss() {
         );
     }
 }
+
+/// chain.pem carries every intermediate up to (not including) a self-signed root, whether or
+/// not the site config lists the root.
+#[test]
+fn chain_keeps_intermediates_and_drops_only_a_root() {
+    let line = Line::new();
+    let dir = line.path();
+    let cfg = line.config();
+    let ok = |o: std::process::Output| assert!(o.status.success(), "{}", text(&o));
+    // root → inter (pathLen 1) → issuing2 (pathLen 0), keys in the token.
+    for (key, subject) in [("inter", "CN=Inter"), ("issuing2", "CN=Issuing 2")] {
+        ok(certfab_with(&cfg, &["ca", "keygen", "--key", key]));
+        let csr = dir.join(format!("{key}.csr"));
+        ok(certfab_with(
+            &cfg,
+            &[
+                "ca",
+                "csr",
+                "--key",
+                key,
+                "--subject",
+                subject,
+                "--out",
+                csr.to_str().unwrap(),
+            ],
+        ));
+    }
+    ok(certfab_with(
+        &cfg,
+        &[
+            "ca",
+            "sign",
+            "--issuer-key",
+            "root",
+            "--csr",
+            dir.join("inter.csr").to_str().unwrap(),
+            "--validity",
+            "none",
+            "--path-len",
+            "1",
+            "--out",
+            dir.join("ca/inter.pem").to_str().unwrap(),
+        ],
+    ));
+    ok(certfab_with(
+        &cfg,
+        &[
+            "ca",
+            "sign",
+            "--issuer-key",
+            "inter",
+            "--issuer-cert",
+            dir.join("ca/inter.pem").to_str().unwrap(),
+            "--csr",
+            dir.join("issuing2.csr").to_str().unwrap(),
+            "--validity",
+            "none",
+            "--path-len",
+            "0",
+            "--out",
+            dir.join("ca/issuing2.pem").to_str().unwrap(),
+        ],
+    ));
+    let count = |chain: &str| {
+        std::fs::read_to_string(dir.join(chain))
+            .unwrap()
+            .matches("BEGIN CERTIFICATE")
+            .count()
+    };
+    for (name, chain_cfg, want) in [
+        ("with-root", "[ca/inter.pem, ca/root.pem]", 3),
+        ("without-root", "[ca/inter.pem]", 3),
+    ] {
+        let profile = common::derived_profile(
+            dir,
+            &format!("{name}.yaml"),
+            "generic-iot.yaml",
+            &[("issuer: issuing ", &format!("issuer: {{key: \"pkcs11:object=issuing2\", cert: ca/issuing2.pem, chain: {chain_cfg}}}\n#"))],
+        );
+        let csr = openssl_csr(dir, name, "ec:prime256v1", "/CN=x", &[]);
+        let out = dir.join(format!("out-{name}"));
+        ok(certfab_with(
+            &cfg,
+            &[
+                "issue",
+                "--profile",
+                profile.to_str().unwrap(),
+                "--csr",
+                csr.to_str().unwrap(),
+                "--device-id",
+                name,
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        ));
+        assert_eq!(
+            count(&format!("out-{name}/chain.pem")),
+            want,
+            "{name}: leaf, issuing 2, inter"
+        );
+        let o = openssl(&[
+            "verify",
+            "-CAfile",
+            line.file("ca/root.pem").to_str().unwrap(),
+            "-untrusted",
+            out.join("chain.pem").to_str().unwrap(),
+            out.join("cert.pem").to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+}

@@ -40,15 +40,7 @@ impl Writer {
     ) -> Result<Self, BatchError> {
         std::fs::create_dir_all(out)
             .map_err(|e| BatchError::Output(format!("cannot create {}: {e}", out.display())))?;
-        let mut chain_tail = job.ca.pem();
-        // The last certificate of the configured chain is the root: devices get it separately.
-        for c in job
-            .chain_above
-            .iter()
-            .take(job.chain_above.len().saturating_sub(1))
-        {
-            chain_tail.push_str(&c.pem());
-        }
+        let chain_tail = job.ca.device_chain_pem(job.chain_above, false);
         Ok(Self {
             out: out.to_path_buf(),
             chain_tail,

@@ -170,6 +170,26 @@ impl CaCert {
         })
     }
 
+    /// Whether this is a self-signed root (subject = issuer, signature by its own key).
+    pub fn is_self_signed(&self) -> bool {
+        use der::Decode;
+        let issuer_is_subject = x509_cert::Certificate::from_der(&self.der)
+            .is_ok_and(|c| c.tbs_certificate.issuer == c.tbs_certificate.subject);
+        issuer_is_subject && self.check_signed_by(self).is_ok()
+    }
+
+    /// The chain a device gets after its leaf: this CA and the certificates above it, without
+    /// a self-signed root at the top unless `with_root` (relying parties hold the root).
+    pub fn device_chain_pem(&self, above: &[CaCert], with_root: bool) -> String {
+        let mut pem = self.pem();
+        for c in above {
+            if with_root || !c.is_self_signed() {
+                pem.push_str(&c.pem());
+            }
+        }
+        pem
+    }
+
     /// PEM text.
     pub fn pem(&self) -> String {
         crate::issue::pem(&self.der)

@@ -91,16 +91,10 @@ pub(super) fn run(ctx: &Ctx, a: IssueArgs) -> Result<ExitCode, Error> {
     )?;
     let leaf = crate::issue::pem(&der);
 
-    let mut chain = leaf.clone();
-    chain.push_str(&issuer.cert.pem());
-    let above = if a.with_root {
-        issuer.chain.len()
-    } else {
-        issuer.chain.len().saturating_sub(1)
-    };
-    for c in issuer.chain.iter().take(above) {
-        chain.push_str(&c.pem());
-    }
+    let chain = format!(
+        "{leaf}{}",
+        issuer.cert.device_chain_pem(&issuer.chain, a.with_root)
+    );
     crate::output::write_new(&cert_path, leaf.as_bytes())?;
     if let Err(e) = crate::output::write_new(&chain_path, chain.as_bytes()) {
         // Leave no half result: a cert.pem without its chain.pem looks finished to scripts.
