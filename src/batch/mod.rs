@@ -248,76 +248,52 @@ pub fn run<S: Signer + Sync>(
             }
             Ok(())
         });
+        // Groups are read, checked against the ledger and prepared on their own thread, one
+        // group ahead of the one being reserved, signed and recorded here.
+        let (prepared_tx, prepared_groups) =
+            std::sync::mpsc::sync_channel::<Result<PreparedGroup, BatchError>>(1);
+        let ledger_path = ledger.path().to_path_buf();
+        let batch_id = batch.id.clone();
+        let producer = scope.spawn(move || -> bool {
+            let reader = match Ledger::open_read(&ledger_path, "") {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = prepared_tx.send(Err(e.into()));
+                    return false;
+                }
+            };
+            loop {
+                if job.stop.load(Ordering::SeqCst) {
+                    return false;
+                }
+                let group: Vec<Result<Row, RowError>> = rows.by_ref().take(GROUP).collect();
+                if group.is_empty() {
+                    return true;
+                }
+                let pg = prepare_group(job, &reader, &batch_id, out_ref, group);
+                let failed = pg.is_err();
+                if prepared_tx.send(pg).is_err() || failed {
+                    return false;
+                }
+            }
+        });
         let body = (|| -> Result<(), BatchError> {
             loop {
                 if job.stop.load(Ordering::SeqCst) {
                     interrupted = true;
                     break;
                 }
-                let group: Vec<Result<Row, RowError>> = rows.by_ref().take(GROUP).collect();
-                if group.is_empty() {
+                let Some(pg) = prepared_groups.recv().ok() else {
                     break;
-                }
-                handled += group.len() as u64;
-                let mut problems = Vec::new();
-                let mut todo = Vec::new();
-                for r in group {
-                    match r {
-                        Ok(row) => todo.push(row),
-                        Err(e) => problems.push(Rejection {
-                            line: e.line,
-                            device_id: e.device_id,
-                            kind: "rejected".into(),
-                            reason: e.reason,
-                        }),
-                    }
-                }
-                // A device this batch already finished needs no work: check its files and move on.
-                let mut fresh = Vec::new();
-                for row in todo {
-                    if let Some(id) = &row.device_id {
-                        if let Some(d) = ledger.device(&job.profile.name, id)? {
-                            if let (true, Some(der)) =
-                                (d.state == "signed" && d.batch_id == batch.id, &d.der)
-                            {
-                                if d.line == row.line {
-                                    out.deliver(id, der).map_err(BatchError::Output)?;
-                                    already += 1;
-                                }
-                                // Another line naming the same device was recorded as a duplicate or
-                                // refused on the run that saw it first; the ledger still lists it.
-                                continue;
-                            }
-                        }
-                    }
-                    fresh.push(row);
-                }
-
-                // Prepare in parallel: parse, proof of possession, policy, TBS, lint (or keygen).
-                let now = {
-                    let t = time::OffsetDateTime::now_utc();
-                    t.replace_nanosecond(0).unwrap_or(t)
                 };
-                let ctx = IssueContext {
-                    profile: job.profile,
-                    ca: job.ca,
-                    signature: job.signers[0].algorithm(),
-                    serial_prefix: job.serial_prefix,
-                    now,
-                };
-                let prepared = parallel_map(&fresh, jobs, |row| prepare_row(&ctx, row));
-                let mut works = Vec::new();
-                for (row, res) in fresh.iter().zip(prepared) {
-                    match res {
-                        Ok(w) => works.push(w),
-                        Err(reason) => problems.push(Rejection {
-                            line: row.line,
-                            device_id: row.device_id.clone(),
-                            kind: "rejected".into(),
-                            reason,
-                        }),
-                    }
-                }
+                let PreparedGroup {
+                    handled: n,
+                    already: done,
+                    mut problems,
+                    works,
+                } = pg?;
+                handled += n;
+                already += done;
 
                 // Intent before signature: serial and TBS are durable before the HSM sees them.
                 let intents: Vec<Intent> = works
@@ -367,12 +343,17 @@ pub fn run<S: Signer + Sync>(
                         }),
                     }
                 }
-                // A generated key is stored (encrypted, fsynced) before its certificate can exist.
-                for (w, it) in &to_sign {
-                    if let Some(key) = &w.key {
-                        out.write_key(&it.device_id, key)
-                            .map_err(BatchError::Output)?;
-                    }
+                // A generated key is stored (encrypted) and made durable before its certificate
+                // can exist: written in parallel, then one filesystem sync for the group.
+                let keyed: Vec<_> = to_sign.iter().filter(|(w, _)| w.key.is_some()).collect();
+                for r in parallel_map(&keyed, jobs, |(w, it)| match &w.key {
+                    Some(key) => out.write_key(&it.device_id, key),
+                    None => Ok(()),
+                }) {
+                    r.map_err(BatchError::Output)?;
+                }
+                if !keyed.is_empty() {
+                    out.sync().map_err(BatchError::Output)?;
                 }
 
                 // Sign: worker i uses signer i (its own HSM session).
@@ -424,6 +405,13 @@ pub fn run<S: Signer + Sync>(
             }
             Ok(())
         })();
+        drop(prepared_groups);
+        let input_done = producer
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        if !input_done && body.is_ok() && job.stop.load(Ordering::SeqCst) {
+            interrupted = true;
+        }
         drop(files_tx);
         let written = writer
             .join()
@@ -459,6 +447,93 @@ pub fn run<S: Signer + Sync>(
         problems: status.problems,
         out: job.out.display().to_string(),
         ledger: ledger.path().display().to_string(),
+    })
+}
+
+/// One input group after the ledger check and preparation, ready to reserve.
+struct PreparedGroup {
+    handled: u64,
+    already: u64,
+    problems: Vec<Rejection>,
+    works: Vec<Work>,
+}
+
+/// Reads nothing itself: sorts a group's rows into problems, devices this batch already
+/// finished (their files are checked), and prepared work (parse, proof of possession, policy,
+/// TBS, lint, or keygen) done in parallel. `reader` is a read-only ledger connection; the
+/// reservation on the main connection remains the authority on duplicates.
+fn prepare_group<S: Signer + Sync>(
+    job: &BatchJob<'_, S>,
+    reader: &Ledger,
+    batch_id: &str,
+    out: &output::Writer,
+    group: Vec<Result<Row, RowError>>,
+) -> Result<PreparedGroup, BatchError> {
+    let handled = group.len() as u64;
+    let mut already = 0;
+    let mut problems = Vec::new();
+    let mut todo = Vec::new();
+    for r in group {
+        match r {
+            Ok(row) => todo.push(row),
+            Err(e) => problems.push(Rejection {
+                line: e.line,
+                device_id: e.device_id,
+                kind: "rejected".into(),
+                reason: e.reason,
+            }),
+        }
+    }
+    // A device this batch already finished needs no work: check its files and move on.
+    let mut fresh = Vec::new();
+    for row in todo {
+        if let Some(id) = &row.device_id {
+            if let Some(d) = reader.device(&job.profile.name, id)? {
+                if let (true, Some(der)) = (d.state == "signed" && d.batch_id == batch_id, &d.der) {
+                    if d.line == row.line {
+                        out.deliver(id, der).map_err(BatchError::Output)?;
+                        already += 1;
+                    }
+                    // Another line naming the same device was recorded as a duplicate or
+                    // refused on the run that saw it first; the ledger still lists it.
+                    continue;
+                }
+            }
+        }
+        fresh.push(row);
+    }
+
+    // Prepare in parallel: parse, proof of possession, policy, TBS, lint (or keygen).
+    let now = {
+        let t = time::OffsetDateTime::now_utc();
+        t.replace_nanosecond(0).unwrap_or(t)
+    };
+    let ctx = IssueContext {
+        profile: job.profile,
+        ca: job.ca,
+        signature: job.signers[0].algorithm(),
+        serial_prefix: job.serial_prefix,
+        now,
+    };
+    let prepared = parallel_map(&fresh, job.signers.len(), |row| prepare_row(&ctx, row));
+    let mut works = Vec::new();
+    for (row, res) in fresh.iter().zip(prepared) {
+        match res {
+            Ok(w) => works.push(w),
+            Err(reason) => problems.push(Rejection {
+                line: row.line,
+                device_id: row.device_id.clone(),
+                kind: "rejected".into(),
+                reason,
+            }),
+        }
+    }
+
+    Ok(PreparedGroup {
+        handled,
+        already,
+        problems,
+        works,
     })
 }
 
