@@ -82,6 +82,9 @@ pub enum Error {
     /// Batch.
     #[error(transparent)]
     Batch(#[from] crate::batch::BatchError),
+    /// Station.
+    #[error(transparent)]
+    Station(#[from] crate::station::StationError),
     /// Bad argument combination.
     #[error("{0}")]
     Usage(String),
@@ -117,6 +120,15 @@ impl Error {
                 crate::batch::BatchError::Sign(IssueError::Sign(SignError::Hsm(h))) => hsm_code(h),
                 crate::batch::BatchError::Sign(_) => ExitCode::Hsm,
                 crate::batch::BatchError::Refused(_) => ExitCode::Rejected,
+            },
+            Self::Station(s) => match s {
+                crate::station::StationError::Usage(_) => ExitCode::Usage,
+                crate::station::StationError::Adapter { .. } => ExitCode::Station,
+                crate::station::StationError::Ledger(_) => ExitCode::Storage,
+                crate::station::StationError::Hsm(IssueError::Sign(SignError::Hsm(h))) => {
+                    hsm_code(h)
+                }
+                crate::station::StationError::Hsm(_) => ExitCode::Hsm,
             },
         }
     }

@@ -22,6 +22,7 @@ pub mod profile;
 pub mod secret;
 pub mod signer;
 pub mod site;
+pub mod station;
 pub mod yaml;
 
 pub use error::{Error, ExitCode};

@@ -127,18 +127,32 @@ pub fn single<S: Signer>(
         out_dir: String::new(),
     };
     let (batch, _) = ledger.ensure_batch(&spec)?;
+    issue_one(ledger, &batch.id, 0, profile, ca, prepared, signer)
+}
+
+/// Issues one prepared device within batch `batch_id` (input line `line`): reserve, sign,
+/// record. Returns the certificate and whether it had been issued before.
+pub fn issue_one<S: Signer>(
+    ledger: &mut Ledger,
+    batch_id: &str,
+    line: u64,
+    profile: &Profile,
+    ca: &CaCert,
+    prepared: Prepared,
+    signer: &S,
+) -> Result<(Vec<u8>, bool), BatchError> {
     let intent = Intent {
         profile: profile.name.clone(),
         device_id: prepared.device_id.clone(),
         spki_sha256: hex::encode(crate::crypto::sha256(prepared.public_key.spki_der())),
         key_origin: prepared.key_origin.into(),
-        line: 0,
+        line,
         issuer_key_id: hex::encode(&ca.key_id),
         serial: hex::encode(&prepared.serial),
         tbs: prepared.tbs.clone(),
     };
     match ledger
-        .reserve(&batch.id, std::slice::from_ref(&intent))?
+        .reserve(batch_id, std::slice::from_ref(&intent))?
         .remove(0)
     {
         Reserve::Reserved => {}
@@ -159,11 +173,11 @@ pub fn single<S: Signer>(
                 device_id: intent.device_id.clone(),
                 der: issued.der.clone(),
             };
-            ledger.record_group(&batch.id, &[signed], &[], &[])?;
+            ledger.record_group(batch_id, &[signed], &[], &[])?;
             Ok((issued.der, false))
         }
         Err(e) => {
-            ledger.record_failed(&batch.id, &[(intent, e.to_string())])?;
+            ledger.record_failed(batch_id, &[(intent, e.to_string())])?;
             Err(BatchError::Sign(e))
         }
     }

@@ -5,6 +5,7 @@ mod batch;
 mod ca;
 mod hsm;
 mod issue;
+mod station;
 
 use crate::error::{Error, ExitCode};
 use clap::{Parser, Subcommand};
@@ -38,6 +39,8 @@ pub enum Command {
     Issue(issue::IssueArgs),
     /// Issue for many devices with a crash-safe ledger; `batch status`, `batch resume`.
     Batch(batch::BatchArgs),
+    /// Run a station: identify, sign, install, prove and lock devices one after another.
+    Station(station::StationArgs),
 }
 
 /// Runs a parsed command line.
@@ -51,6 +54,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Ca(c) => ca::run(&ctx, c),
         Command::Issue(a) => issue::run(&ctx, a),
         Command::Batch(a) => batch::run(&ctx, a),
+        Command::Station(a) => station::run(&ctx, a),
     }
 }
 

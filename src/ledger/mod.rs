@@ -8,6 +8,9 @@
 //! next signature.
 
 mod schema;
+mod station;
+
+pub use station::Attempt;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::collections::BTreeMap;
@@ -167,6 +170,10 @@ pub struct Rejection {
 pub struct DeviceRow {
     /// State.
     pub state: String,
+    /// SHA-256 of the certified public key, hex.
+    pub spki_sha256: String,
+    /// Current serial, hex.
+    pub serial: Option<String>,
     /// Batch that issued it.
     pub batch_id: String,
     /// Input line it came from.
@@ -528,7 +535,7 @@ impl Ledger {
         Ok(self
             .conn
             .query_row(
-                "SELECT d.state, d.batch_id, d.input_line, c.der FROM devices d
+                "SELECT d.state, d.batch_id, d.input_line, c.der, d.spki_sha256, d.serial FROM devices d
                  LEFT JOIN certificates c ON c.profile = d.profile AND c.device_id = d.device_id
                       AND c.serial = d.serial AND c.state = 'signed'
                  WHERE d.profile = ?1 AND d.device_id = ?2",
@@ -539,6 +546,8 @@ impl Ledger {
                         batch_id: r.get(1)?,
                         line: r.get::<_, Option<i64>>(2)?.unwrap_or(0) as u64,
                         der: r.get(3)?,
+                        spki_sha256: r.get(4)?,
+                        serial: r.get(5)?,
                     })
                 },
             )
@@ -568,7 +577,10 @@ impl Ledger {
                 )
                 .optional()?;
             let decision = match &existing {
-                Some((state, spki, batch, line, serial)) if state != "sign_failed" => {
+                // Re-issuable: a failed signature, or an identity explicitly superseded.
+                Some((state, spki, batch, line, serial))
+                    if state != "sign_failed" && state != "superseded" =>
+                {
                     let first_line = line.unwrap_or(0) as u64;
                     let same_key = *spki == it.spki_sha256;
                     if state == "signing" || (batch == batch_id && first_line != it.line) {

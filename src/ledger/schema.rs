@@ -77,4 +77,35 @@ pub(super) const MIGRATIONS: &[&str] = &[
         hash       TEXT NOT NULL
     );
     "#,
+    // 2: station mode: one row per device attempt (who, when, how far, why, how long), and
+    // certificate status changes that are not issuance (superseded now, revoked later).
+    r#"
+    CREATE TABLE attempts (
+        id           INTEGER PRIMARY KEY,
+        batch_id     TEXT NOT NULL REFERENCES batches(id),
+        station      TEXT NOT NULL,
+        operator     TEXT,
+        profile      TEXT NOT NULL,
+        device_id    TEXT,
+        started_at   TEXT NOT NULL,
+        finished_at  TEXT NOT NULL,
+        outcome      TEXT NOT NULL CHECK (outcome IN ('pass', 'fail', 'refused')),
+        step         TEXT NOT NULL,
+        reason       TEXT NOT NULL,
+        serial       TEXT,
+        device_ms    INTEGER NOT NULL,
+        certfab_ms   INTEGER NOT NULL
+    );
+    CREATE INDEX attempts_device ON attempts(profile, device_id);
+    CREATE INDEX attempts_batch ON attempts(batch_id);
+    CREATE TABLE cert_status (
+        issuer_key_id TEXT NOT NULL,
+        serial        TEXT NOT NULL,
+        status        TEXT NOT NULL CHECK (status IN ('superseded', 'revoked')),
+        reason        TEXT NOT NULL,
+        at            TEXT NOT NULL,
+        PRIMARY KEY (issuer_key_id, serial, status),
+        FOREIGN KEY (issuer_key_id, serial) REFERENCES certificates(issuer_key_id, serial)
+    );
+    "#,
 ];

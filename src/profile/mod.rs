@@ -4,8 +4,10 @@
 //!
 //! A profile that does not validate is reported as `file:line: what is wrong — the fix`.
 
+mod station;
 mod template;
 
+pub use station::{IdSource, InstallItem, KeyGen, Prove, StationRules};
 pub use template::{Template, Vars};
 
 use crate::crypto::KeyKind;
@@ -322,6 +324,8 @@ pub struct Profile {
     pub csr_allowed_extensions: Vec<ObjectIdentifier>,
     /// Name policy.
     pub names: NamePolicy,
+    /// How `certfab station` handles devices of this class.
+    pub station: StationRules,
 }
 
 #[derive(Deserialize)]
@@ -350,6 +354,8 @@ struct Raw {
     csr: RawCsr,
     #[serde(default)]
     names: RawNames,
+    #[serde(default)]
+    station: station::RawStation,
 }
 
 fn generic() -> Preset {
@@ -668,6 +674,8 @@ impl Profile {
             ));
         }
 
+        let station =
+            StationRules::from_raw(raw.station, &keys).map_err(|(key, msg)| err(key, msg))?;
         let p = Self {
             path: path.into(),
             sha256: crate::crypto::sha256(&bytes),
@@ -693,6 +701,7 @@ impl Profile {
                 extra_chars: raw.names.extra_chars,
                 allow_unicode: raw.names.allow_unicode,
             },
+            station,
         };
         p.check_preset().map_err(|(key, msg)| err(key, msg))?;
         Ok(p)

@@ -1,5 +1,5 @@
-//! Value templates: literal text with `{device_id}`, `{csv.COLUMN}`, `{csr.ATTR}` and
-//! `{var.NAME}` placeholders. Rendering substitutes whole attribute values; it never builds a
+//! Value templates: literal text with `{device_id}`, `{csv.COLUMN}`, `{csr.ATTR}`,
+//! `{device.FIELD}` (station mode) and `{var.NAME}` placeholders. Rendering substitutes whole attribute values; it never builds a
 //! DN string, so a value cannot inject separators.
 
 use std::collections::BTreeMap;
@@ -52,7 +52,7 @@ impl TryFrom<String> for Template {
                         }
                     }
                     let ok = name == "device_id"
-                        || ["csv.", "csr.", "var."].iter().any(|p| {
+                        || ["csv.", "csr.", "var.", "device."].iter().any(|p| {
                             name.strip_prefix(p).is_some_and(|rest| {
                                 !rest.is_empty()
                                     && rest
@@ -62,7 +62,7 @@ impl TryFrom<String> for Template {
                         });
                     if !ok {
                         return Err(format!(
-                            "template '{s}' uses unknown placeholder {{{name}}}; use {{device_id}}, {{csv.COLUMN}}, {{csr.CN}} (or another CSR subject attribute) or {{var.NAME}}"
+                            "template '{s}' uses unknown placeholder {{{name}}}; use {{device_id}}, {{csv.COLUMN}}, {{csr.CN}} (or another CSR subject attribute), {{device.hw_serial}} (station: what the device reports) or {{var.NAME}}"
                         ));
                     }
                     if !lit.is_empty() {

@@ -1,0 +1,172 @@
+//! Ledger records of station mode: device state after signing (installing, installed,
+//! install_unconfirmed), identities superseded on purpose, and one row per device attempt.
+
+use super::{exec, now, one, Ledger, LedgerError};
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
+
+/// One device attempt at a station, as recorded.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Attempt {
+    /// The shift (batch) it belongs to.
+    pub batch_id: String,
+    /// Operator, if given.
+    pub operator: Option<String>,
+    /// Profile name.
+    pub profile: String,
+    /// Device id, when identify got that far.
+    pub device_id: Option<String>,
+    /// RFC 3339.
+    pub started_at: String,
+    /// RFC 3339.
+    pub finished_at: String,
+    /// pass, fail or refused.
+    pub outcome: String,
+    /// The step it ended at.
+    pub step: String,
+    /// Plain words.
+    pub reason: String,
+    /// Certificate serial involved, hex.
+    pub serial: Option<String>,
+    /// Time spent waiting for the adapter/device.
+    pub device_ms: u64,
+    /// certfab's own time (total minus device time).
+    pub certfab_ms: u64,
+}
+
+impl Ledger {
+    /// Moves a device to `to` (one of the station states) with an audit event `kind`.
+    pub fn set_device_state(
+        &mut self,
+        batch_id: &str,
+        profile: &str,
+        device_id: &str,
+        to: &str,
+        kind: &str,
+        detail: &serde_json::Value,
+    ) -> Result<(), LedgerError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = exec(
+            &tx,
+            "UPDATE devices SET state = ?3, updated_at = ?4 WHERE profile = ?1 AND device_id = ?2",
+            params![profile, device_id, to, now()],
+        )?;
+        if n != 1 {
+            return Err(rusqlite::Error::StatementChangedRows(n).into());
+        }
+        Self::audit(
+            &tx,
+            &mut self.last_hash,
+            &self.station,
+            kind,
+            Some(batch_id),
+            Some(device_id),
+            detail,
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Marks the device's current certificate superseded so a new identity can be issued;
+    /// returns the superseded serial.
+    pub fn supersede(
+        &mut self,
+        batch_id: &str,
+        profile: &str,
+        device_id: &str,
+        reason: &str,
+        operator: Option<&str>,
+    ) -> Result<Option<String>, LedgerError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let cert: Option<(String, String)> = one(
+            &tx,
+            "SELECT c.issuer_key_id, c.serial FROM devices d JOIN certificates c
+               ON c.profile = d.profile AND c.device_id = d.device_id AND c.serial = d.serial
+             WHERE d.profile = ?1 AND d.device_id = ?2 AND c.state = 'signed'",
+            params![profile, device_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+        let at = now();
+        if let Some((ikid, serial)) = &cert {
+            exec(
+                &tx,
+                "INSERT OR IGNORE INTO cert_status (issuer_key_id, serial, status, reason, at)
+                 VALUES (?1, ?2, 'superseded', ?3, ?4)",
+                params![ikid, serial, reason, at],
+            )?;
+        }
+        exec(
+            &tx,
+            "UPDATE devices SET state = 'superseded', updated_at = ?3 WHERE profile = ?1 AND device_id = ?2",
+            params![profile, device_id, at],
+        )?;
+        Self::audit(
+            &tx,
+            &mut self.last_hash,
+            &self.station,
+            "superseded",
+            Some(batch_id),
+            Some(device_id),
+            &serde_json::json!({"serial": cert.as_ref().map(|c| &c.1), "reason": reason, "operator": operator}),
+        )?;
+        tx.commit()?;
+        Ok(cert.map(|c| c.1))
+    }
+
+    /// Records a finished attempt (and its audit event) in one transaction.
+    pub fn record_attempt(&mut self, a: &Attempt) -> Result<(), LedgerError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        exec(
+            &tx,
+            "INSERT INTO attempts (batch_id, station, operator, profile, device_id, started_at, finished_at,
+                                   outcome, step, reason, serial, device_ms, certfab_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            params![
+                a.batch_id, self.station, a.operator, a.profile, a.device_id, a.started_at,
+                a.finished_at, a.outcome, a.step, a.reason, a.serial, a.device_ms as i64,
+                a.certfab_ms as i64
+            ],
+        )?;
+        Self::audit(
+            &tx,
+            &mut self.last_hash,
+            &self.station,
+            &format!("device_{}", a.outcome),
+            Some(&a.batch_id),
+            a.device_id.as_deref(),
+            &serde_json::json!({"operator": a.operator, "step": a.step, "reason": a.reason, "serial": a.serial}),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records a station event that is not about one device (shift start/stop, adapter
+    /// restarts) in the audit chain.
+    pub fn station_event(
+        &mut self,
+        batch_id: &str,
+        kind: &str,
+        detail: &serde_json::Value,
+    ) -> Result<(), LedgerError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        Self::audit(
+            &tx,
+            &mut self.last_hash,
+            &self.station,
+            kind,
+            Some(batch_id),
+            None,
+            detail,
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,267 @@
+//! The request/reply side of a station: one request in flight, replies matched by id, every
+//! request bounded by the profile's timeout and retried a bounded number of times over a fresh
+//! link. Time spent waiting for the adapter is accounted as device time.
+
+use super::link::{AdapterSpec, Incoming, Link, RecvError};
+use super::protocol::{self, decode, AdapterError, Frame, Hello};
+use crate::profile::StationRules;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::time::{Duration, Instant};
+
+/// Why a step did not get a usable answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StepError {
+    /// No reply in time, after every retry.
+    #[error("{op}: no reply within {}s ({attempts} attempts)", timeout.as_secs_f32())]
+    Timeout {
+        /// Operation.
+        op: String,
+        /// Per-attempt timeout.
+        timeout: Duration,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The link dropped, after every retry.
+    #[error("{op}: {detail}")]
+    Lost {
+        /// Operation.
+        op: String,
+        /// What happened.
+        detail: String,
+    },
+    /// The adapter broke the protocol.
+    #[error("{op}: {detail}")]
+    Protocol {
+        /// Operation.
+        op: String,
+        /// What it sent.
+        detail: String,
+    },
+    /// The device answered with an error.
+    #[error("{op}: device says {} ({})", err.code, if err.message.is_empty() { "no details" } else { &err.message })]
+    Device {
+        /// Operation.
+        op: String,
+        /// The error reply.
+        err: AdapterError,
+    },
+}
+
+impl StepError {
+    /// Whether the request may have reached the device and had an effect we did not see.
+    pub fn outcome_unknown(&self) -> bool {
+        !matches!(self, Self::Device { .. })
+    }
+}
+
+/// Receives adapter log lines (and an exec adapter's stderr).
+pub type LogSink = Box<dyn FnMut(&str, &str) + Send>;
+
+/// A connection to an adapter, re-opened as needed.
+pub struct Adapter {
+    spec: AdapterSpec,
+    station: String,
+    link: Option<Link>,
+    next_id: u64,
+    hello: Option<Hello>,
+    device_time: Duration,
+    log: LogSink,
+}
+
+impl Adapter {
+    /// Opens the link and greets the adapter.
+    pub fn connect(
+        spec: AdapterSpec,
+        station: &str,
+        rules: &StationRules,
+        log: LogSink,
+    ) -> Result<Self, StepError> {
+        let mut a = Self {
+            spec,
+            station: station.into(),
+            link: None,
+            next_id: 1,
+            hello: None,
+            device_time: Duration::ZERO,
+            log,
+        };
+        a.ensure_link(rules)?;
+        Ok(a)
+    }
+
+    /// What the adapter said in `hello`.
+    pub fn hello(&self) -> Option<&Hello> {
+        self.hello.as_ref()
+    }
+
+    /// Whether the adapter offers an optional operation.
+    pub fn has(&self, cap: &str) -> bool {
+        self.hello
+            .as_ref()
+            .is_some_and(|h| h.capabilities.iter().any(|c| c == cap))
+    }
+
+    /// Time spent waiting for the adapter since the last call.
+    pub fn take_device_time(&mut self) -> Duration {
+        std::mem::take(&mut self.device_time)
+    }
+
+    /// Drops the link (killing an exec adapter); the next call opens a new one.
+    pub fn reset(&mut self) {
+        self.link = None;
+    }
+
+    fn ensure_link(&mut self, rules: &StationRules) -> Result<(), StepError> {
+        if self.link.is_some() {
+            return Ok(());
+        }
+        let link = Link::open(&self.spec).map_err(|detail| StepError::Lost {
+            op: "connect".into(),
+            detail,
+        })?;
+        self.link = Some(link);
+        let params = serde_json::json!({
+            "protocol": [protocol::VERSION],
+            "certfab": env!("CARGO_PKG_VERSION"),
+            "station": self.station,
+        });
+        let reply = self.exchange("hello", &params, rules.timeout("hello"), false);
+        let hello: Hello = match reply.and_then(|m| {
+            decode("hello", m).map_err(|detail| StepError::Protocol {
+                op: "hello".into(),
+                detail,
+            })
+        }) {
+            Ok(h) => h,
+            Err(e) => {
+                self.link = None;
+                return Err(e);
+            }
+        };
+        if hello.protocol != protocol::VERSION {
+            self.link = None;
+            return Err(StepError::Protocol {
+                op: "hello".into(),
+                detail: format!(
+                    "adapter chose protocol {}, certfab speaks {}",
+                    hello.protocol,
+                    protocol::VERSION
+                ),
+            });
+        }
+        self.hello = Some(hello);
+        Ok(())
+    }
+
+    /// Sends `op` and returns its typed result, retrying per the profile.
+    pub fn call<T: for<'de> Deserialize<'de>>(
+        &mut self,
+        op: &str,
+        params: &Value,
+        rules: &StationRules,
+    ) -> Result<T, StepError> {
+        let timeout = rules.timeout(op);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let last = attempt > rules.retries;
+            let result = self
+                .ensure_link(rules)
+                .and_then(|_| self.exchange(op, params, timeout, true));
+            match result {
+                Ok(m) => {
+                    return decode(op, m).map_err(|detail| StepError::Protocol {
+                        op: op.into(),
+                        detail,
+                    })
+                }
+                Err(StepError::Device { err, .. })
+                    if !last
+                        && (err.retry || err.code == "busy" || err.code == "verify_failed") =>
+                {
+                    std::thread::sleep(Duration::from_millis(100 * u64::from(attempt)));
+                }
+                Err(StepError::Timeout { .. } | StepError::Lost { .. }) if !last => {
+                    // The adapter's state is unknown: start from a fresh link.
+                    self.link = None;
+                }
+                Err(StepError::Timeout { op, timeout, .. }) => {
+                    self.link = None;
+                    return Err(StepError::Timeout {
+                        op,
+                        timeout,
+                        attempts: attempt,
+                    });
+                }
+                Err(e) => {
+                    if !matches!(e, StepError::Device { .. }) {
+                        self.link = None;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// One request and its reply on the current link.
+    fn exchange(
+        &mut self,
+        op: &str,
+        params: &Value,
+        timeout: Duration,
+        greeted: bool,
+    ) -> Result<Map<String, Value>, StepError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let line = protocol::request(id, op, params.clone());
+        let Some(link) = self.link.as_mut() else {
+            return Err(StepError::Lost {
+                op: op.into(),
+                detail: "no link".into(),
+            });
+        };
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let result = (|| {
+            link.send(&line).map_err(|detail| StepError::Lost {
+                op: op.into(),
+                detail,
+            })?;
+            loop {
+                match link.recv(deadline) {
+                    Ok(Incoming::Line(l)) => match protocol::parse_line(&l, greeted) {
+                        Ok(Frame::Reply { id: rid, result }) if rid == id => {
+                            return result.map_err(|err| StepError::Device { op: op.into(), err })
+                        }
+                        // A late reply to a request that already timed out.
+                        Ok(Frame::Reply { .. }) | Ok(Frame::Noise) => {}
+                        Ok(Frame::Log { level, text }) => (self.log)(&level, &text),
+                        Err(detail) => {
+                            return Err(StepError::Protocol {
+                                op: op.into(),
+                                detail,
+                            })
+                        }
+                    },
+                    Ok(Incoming::Stderr(text)) => (self.log)("stderr", &text),
+                    Ok(Incoming::Closed(detail)) | Err(RecvError::Closed(detail)) => {
+                        return Err(StepError::Lost {
+                            op: op.into(),
+                            detail,
+                        })
+                    }
+                    Err(RecvError::Timeout) => {
+                        return Err(StepError::Timeout {
+                            op: op.into(),
+                            timeout,
+                            attempts: 1,
+                        })
+                    }
+                }
+            }
+        })();
+        self.device_time += started.elapsed();
+        result
+    }
+}

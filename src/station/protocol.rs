@@ -1,0 +1,427 @@
+//! Station adapter protocol v1 without I/O (docs/station-protocol.md): request encoding, line
+//! splitting, reply classification and the typed results certfab relies on. Transports only
+//! move bytes, so everything here is tested on buffers.
+
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// The protocol version certfab speaks.
+pub const VERSION: u64 = 1;
+/// Longest line accepted from an adapter.
+pub const MAX_LINE: usize = 1 << 20;
+/// What a device signs in `prove`, before the nonce.
+pub const PROVE_CONTEXT: &[u8] = b"certfab-prove/1\n";
+
+/// Encodes one request line (with the trailing LF).
+pub fn request(id: u64, op: &str, params: Value) -> Vec<u8> {
+    let mut obj = Map::new();
+    obj.insert("v".into(), VERSION.into());
+    obj.insert("id".into(), id.into());
+    obj.insert("op".into(), op.into());
+    if let Value::Object(p) = params {
+        for (k, v) in p {
+            obj.entry(k).or_insert(v);
+        }
+    }
+    let mut line = serde_json::to_vec(&Value::Object(obj)).unwrap_or_default();
+    line.push(b'\n');
+    line
+}
+
+/// Splits a byte stream into lines, bounded by [`MAX_LINE`].
+#[derive(Debug, Default)]
+pub struct LineBuffer {
+    buf: Vec<u8>,
+}
+
+impl LineBuffer {
+    /// Appends received bytes.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next complete line without LF (and CR), `Ok(None)` if none yet, or an error when a
+    /// line grows past the limit.
+    pub fn next_line(&mut self) -> Result<Option<Vec<u8>>, String> {
+        match self.buf.iter().position(|&b| b == b'\n') {
+            Some(i) if i <= MAX_LINE => {
+                let mut line: Vec<u8> = self.buf.drain(..=i).collect();
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                Ok(Some(line))
+            }
+            Some(_) => Err(format!("adapter sent a line over {MAX_LINE} bytes")),
+            None if self.buf.len() > MAX_LINE => {
+                Err(format!("adapter sent a line over {MAX_LINE} bytes"))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+/// An error reply.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct AdapterError {
+    /// Error code (docs/station-protocol.md "Error codes").
+    pub code: String,
+    /// The adapter's words.
+    #[serde(default)]
+    pub message: String,
+    /// The same request may succeed if sent again.
+    #[serde(default)]
+    pub retry: bool,
+}
+
+/// One line from an adapter, classified.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    /// A reply to request `id`.
+    Reply {
+        /// Request id.
+        id: u64,
+        /// Result members, or the error.
+        result: Result<Map<String, Value>, AdapterError>,
+    },
+    /// A log line.
+    Log {
+        /// debug/info/warn/error.
+        level: String,
+        /// Text.
+        text: String,
+    },
+    /// Not JSON, before the adapter greeted: a boot banner, skipped.
+    Noise,
+}
+
+/// Classifies a line. `greeted`: the adapter has answered `hello`, so non-JSON is garbage.
+pub fn parse_line(line: &[u8], greeted: bool) -> Result<Frame, String> {
+    let trimmed = line.trim_ascii();
+    if trimmed.is_empty() || (!greeted && trimmed.first() != Some(&b'{')) {
+        return Ok(Frame::Noise);
+    }
+    let v: Value = serde_json::from_slice(trimmed)
+        .map_err(|_| format!("adapter sent garbage: {}", sample(trimmed)))?;
+    let Value::Object(mut obj) = v else {
+        return Err(format!(
+            "adapter sent a JSON value that is not an object: {}",
+            sample(trimmed)
+        ));
+    };
+    if obj.get("v").and_then(Value::as_u64) != Some(VERSION) {
+        return Err(format!("adapter line without \"v\":1: {}", sample(trimmed)));
+    }
+    if let Some(text) = obj.get("log") {
+        return Ok(Frame::Log {
+            level: obj
+                .get("level")
+                .and_then(Value::as_str)
+                .unwrap_or("info")
+                .to_string(),
+            text: text
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| text.to_string()),
+        });
+    }
+    let Some(id) = obj.get("id").and_then(Value::as_u64) else {
+        return Err(format!(
+            "adapter reply without a numeric id: {}",
+            sample(trimmed)
+        ));
+    };
+    let result = match obj.get("ok") {
+        Some(Value::Bool(true)) => {
+            for k in ["v", "id", "ok"] {
+                obj.remove(k);
+            }
+            Ok(obj)
+        }
+        Some(Value::Bool(false)) => Err(obj
+            .get("error")
+            .cloned()
+            .and_then(|e| serde_json::from_value(e).ok())
+            .unwrap_or(AdapterError {
+                code: "device_error".into(),
+                message: "error reply without an error object".into(),
+                retry: false,
+            })),
+        _ => {
+            return Err(format!(
+                "adapter reply without \"ok\": true/false: {}",
+                sample(trimmed)
+            ))
+        }
+    };
+    Ok(Frame::Reply { id, result })
+}
+
+/// A short printable excerpt of what an adapter sent, for error messages.
+pub fn sample(bytes: &[u8]) -> String {
+    let s = String::from_utf8_lossy(&bytes[..bytes.len().min(60)]);
+    let mut out: String = s.escape_debug().collect();
+    if bytes.len() > 60 {
+        out.push('…');
+    }
+    out
+}
+
+/// Decodes a result into its typed form, naming the operation on failure.
+pub fn decode<T: for<'de> Deserialize<'de>>(
+    op: &str,
+    result: Map<String, Value>,
+) -> Result<T, String> {
+    serde_json::from_value(Value::Object(result))
+        .map_err(|e| format!("adapter's {op} reply does not fit protocol v1: {e}"))
+}
+
+/// `hello` result.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Hello {
+    /// Chosen version.
+    pub protocol: u64,
+    /// Adapter name and version.
+    #[serde(default)]
+    pub adapter: String,
+    /// Optional operations it implements.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+}
+
+/// `wait_device` result.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Presence {
+    /// A device is in the fixture.
+    pub present: bool,
+    /// No more devices will come.
+    #[serde(default)]
+    pub end: bool,
+}
+
+/// `identify` result.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Identity {
+    /// Device id as the device knows it.
+    #[serde(default)]
+    pub device_id: Option<String>,
+    /// Hardware serial.
+    #[serde(default)]
+    pub hw_serial: Option<String>,
+    /// MAC address.
+    #[serde(default)]
+    pub mac: Option<String>,
+    /// Chip unique id.
+    #[serde(default)]
+    pub chip_uid: Option<String>,
+    /// Firmware version.
+    #[serde(default)]
+    pub firmware: Option<String>,
+    /// Security state.
+    #[serde(default)]
+    pub security: Map<String, Value>,
+    /// The key in the identity slot.
+    #[serde(default)]
+    pub key: Option<KeyInfo>,
+    /// Free-form attributes.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// `identify.key`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct KeyInfo {
+    /// Base64 DER SubjectPublicKeyInfo.
+    pub spki: String,
+}
+
+impl Identity {
+    /// A member by protocol name.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        match name {
+            "device_id" => self.device_id.as_deref(),
+            "hw_serial" => self.hw_serial.as_deref(),
+            "mac" => self.mac.as_deref(),
+            "chip_uid" => self.chip_uid.as_deref(),
+            "firmware" => self.firmware.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// `{device.NAME}` template values.
+    pub fn template_values(&self) -> BTreeMap<String, String> {
+        let mut v: BTreeMap<String, String> = self
+            .attributes
+            .iter()
+            .map(|(k, x)| (format!("device.{k}"), x.clone()))
+            .collect();
+        for f in ["device_id", "hw_serial", "mac", "chip_uid", "firmware"] {
+            if let Some(x) = self.field(f) {
+                v.insert(format!("device.{f}"), x.to_string());
+            }
+        }
+        v
+    }
+
+    /// The public key the device reports, as DER.
+    pub fn spki(&self) -> Result<Option<Vec<u8>>, String> {
+        self.key
+            .as_ref()
+            .map(|k| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(k.spki.trim())
+                    .map_err(|_| "identify.key.spki is not base64".to_string())
+            })
+            .transpose()
+    }
+
+    /// Security members that differ from what the profile requires: (name, wanted, reported).
+    pub fn security_violations(
+        &self,
+        required: &BTreeMap<String, Value>,
+    ) -> Vec<(String, Value, Option<Value>)> {
+        required
+            .iter()
+            .filter(|(k, want)| self.security.get(*k) != Some(want))
+            .map(|(k, want)| (k.clone(), want.clone(), self.security.get(k).cloned()))
+            .collect()
+    }
+}
+
+/// `generate_csr` result.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CsrReply {
+    /// PEM.
+    #[serde(default)]
+    pub csr: Option<String>,
+    /// Base64 DER.
+    #[serde(default)]
+    pub csr_der: Option<String>,
+}
+
+impl CsrReply {
+    /// The CSR bytes (PEM or DER; the CSR parser takes both).
+    pub fn bytes(&self) -> Result<Vec<u8>, String> {
+        match (&self.csr, &self.csr_der) {
+            (Some(pem), _) => Ok(pem.as_bytes().to_vec()),
+            (None, Some(b)) => base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .map_err(|_| "generate_csr: csr_der is not base64".into()),
+            (None, None) => Err("generate_csr reply has neither csr nor csr_der".into()),
+        }
+    }
+}
+
+/// `read_back` result.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReadBack {
+    /// name → SHA-256 hex.
+    pub files: BTreeMap<String, String>,
+}
+
+/// `prove` result.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Proof {
+    /// Base64 signature.
+    pub signature: String,
+}
+
+/// `lock` result.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Locked {
+    /// Must be true.
+    pub locked: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn request_lines() {
+        let line = request(7, "install", json!({"files": [], "op": "evil", "id": 1}));
+        let v: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["id"], 7);
+        assert_eq!(v["op"], "install", "params cannot override the envelope");
+        assert_eq!(line.last(), Some(&b'\n'));
+    }
+
+    #[test]
+    fn lines_split_and_bounded() {
+        let mut b = LineBuffer::default();
+        b.push(b"{\"a\":1}\r\n{\"b\"");
+        assert_eq!(b.next_line().unwrap().unwrap(), b"{\"a\":1}");
+        assert_eq!(b.next_line().unwrap(), None);
+        b.push(b":2}\n");
+        assert_eq!(b.next_line().unwrap().unwrap(), b"{\"b\":2}");
+        b.push(&vec![b'x'; MAX_LINE + 1]);
+        assert!(b.next_line().is_err());
+    }
+
+    #[test]
+    fn frames() {
+        assert_eq!(
+            parse_line(b"Booting Zephyr OS", false).unwrap(),
+            Frame::Noise
+        );
+        assert!(parse_line(b"Booting Zephyr OS", true).is_err());
+        assert!(parse_line(b"{not json", false).is_err());
+        let r = parse_line(br#"{"v":1,"id":3,"ok":true,"present":true}"#, true).unwrap();
+        let Frame::Reply {
+            id: 3,
+            result: Ok(m),
+        } = r
+        else {
+            panic!("{r:?}")
+        };
+        assert_eq!(m.get("present"), Some(&Value::Bool(true)));
+        assert!(!m.contains_key("ok"));
+        let r = parse_line(
+            br#"{"v":1,"id":4,"ok":false,"error":{"code":"busy","retry":true}}"#,
+            true,
+        )
+        .unwrap();
+        assert!(matches!(
+            r,
+            Frame::Reply {
+                id: 4,
+                result: Err(AdapterError { retry: true, .. })
+            }
+        ));
+        assert!(matches!(
+            parse_line(br#"{"v":1,"log":"hi"}"#, true).unwrap(),
+            Frame::Log { .. }
+        ));
+        assert!(parse_line(br#"{"v":2,"id":1,"ok":true}"#, true).is_err());
+        assert!(parse_line(br#"{"v":1,"ok":true}"#, true).is_err());
+        assert!(parse_line(br#"[1,2]"#, true).is_err());
+    }
+
+    #[test]
+    fn identity_checks() {
+        let id: Identity = serde_json::from_value(json!({
+            "hw_serial": "A1", "security": {"debug": "unlocked", "secure_boot": true},
+            "attributes": {"board_rev": "C"}
+        }))
+        .unwrap();
+        let req: BTreeMap<String, Value> = [
+            ("debug".into(), json!("locked")),
+            ("secure_boot".into(), json!(true)),
+        ]
+        .into();
+        let v = id.security_violations(&req);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].0, "debug");
+        let t = id.template_values();
+        assert_eq!(t["device.hw_serial"], "A1");
+        assert_eq!(t["device.board_rev"], "C");
+    }
+
+    #[test]
+    fn sample_escapes_control_bytes() {
+        assert_eq!(sample(b"\x1b[2J"), "\\u{1b}[2J");
+    }
+}
