@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Installs what certfab's dev line and tests need on a Debian/Ubuntu host, when missing:
-# SoftHSM2 (the development token), OpenSC (pkcs11-tool) and OpenSSL (independent checks).
+# SoftHSM2 (the development token), OpenSC (pkcs11-tool), OpenSSL (independent checks), and for
+# the simulated line Python 3 with `cryptography` (station-scripts/) and socat (PTY pairs).
 set -euo pipefail
 missing=()
 command -v softhsm2-util >/dev/null 2>&1 || missing+=(softhsm2)
 command -v pkcs11-tool >/dev/null 2>&1 || missing+=(opensc)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v socat >/dev/null 2>&1 || missing+=(socat)
+python3 -c 'import cryptography' >/dev/null 2>&1 || missing+=(python3 python3-cryptography)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

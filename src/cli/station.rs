@@ -135,7 +135,7 @@ struct Ui {
 fn clean(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { '?' } else { c })
-        .take(120)
+        .take(400)
         .collect()
 }
 

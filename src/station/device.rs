@@ -3,7 +3,7 @@
 use super::protocol::{self, CsrReply, Identity, Locked, Presence, Proof, ReadBack};
 use super::{
     device_id_of, wants_proof, Adapter, Event, Observer, Outcome, StationError, StationJob, Step,
-    StepError, Verdict, WAIT_POLL,
+    StepError, Verdict, WAIT_FAILURES, WAIT_POLL,
 };
 use crate::batch::BatchError;
 use crate::issue::{self, IssueContext, IssueError, KeySource, Request};
@@ -129,6 +129,7 @@ impl<S: Signer> Shift<'_, '_, S> {
             None
         };
         if self.adapter.has("wait_device") {
+            let mut failures = 0;
             loop {
                 if self.job.stop.load(Ordering::SeqCst) {
                     return Ok(Next::Stopped);
@@ -143,7 +144,14 @@ impl<S: Signer> Shift<'_, '_, S> {
                     Ok(p) if p.end => return Ok(Next::EndOfLine),
                     Ok(_) => {}
                     Err((_, e)) => {
+                        failures += 1;
                         self.drain_logs(obs);
+                        if failures >= WAIT_FAILURES {
+                            return Err(StationError::Adapter {
+                                adapter: self.job.adapter.clone(),
+                                err: e,
+                            });
+                        }
                         obs.event(Event::Notice(&format!(
                             "waiting for a device: {e}; retrying"
                         )));

@@ -132,8 +132,12 @@ impl Link {
         let stop = Arc::new(AtomicBool::new(false));
         match spec {
             AdapterSpec::Exec { program, args } => {
+                use std::os::unix::process::CommandExt;
                 let mut child = Command::new(program)
                     .args(args)
+                    // Its own process group: the operator's Ctrl-C reaches certfab, which
+                    // finishes the device, and not the adapter in the middle of an install.
+                    .process_group(0)
                     .stdin(Stdio::piped())
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped())

@@ -419,8 +419,11 @@ fn device_id_of(
     }
 }
 
-/// A per-device timeout budget for `wait_device` polling.
+/// How long one `wait_device` asks the adapter to wait.
 const WAIT_POLL: Duration = Duration::from_secs(2);
+/// Consecutive failed `wait_device` calls (each already retried) before the station gives up
+/// on the adapter: a fixture that cannot even report presence needs a person.
+const WAIT_FAILURES: u32 = 5;
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,586 @@
+//! Station mode against the simulated line (station-scripts/sim-device.py) over real pipes, a
+//! PTY pair (socat) and TCP, with SoftHSM signing and OpenSSL checking what the devices hold.
+
+mod common;
+
+use common::{derived_profile, ledger, openssl, repo, text, Line};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn sim() -> String {
+    repo()
+        .join("station-scripts/sim-device.py")
+        .display()
+        .to_string()
+}
+
+/// A simulated line of `n` devices (SIM-0001…) with the given faults (`NAME=SPEC`).
+fn make_line(dir: &Path, n: usize, faults: &[&str]) -> PathBuf {
+    let line = dir.join("sim-line");
+    let mut cmd = Command::new(sim());
+    cmd.arg("make-line")
+        .arg(&line)
+        .args(["--count", &n.to_string()]);
+    for f in faults {
+        cmd.args(["--fault", f]);
+    }
+    let out = cmd.output().expect("run sim-device.py");
+    assert!(out.status.success(), "make-line: {}", text(&out));
+    line
+}
+
+fn exec_adapter(line: &Path) -> String {
+    format!("exec:{} serve {}", sim(), line.display())
+}
+
+/// Runs `certfab --json station` and returns the output.
+fn station(l: &Line, profile: &str, adapter: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "--json",
+        "station",
+        "--profile",
+        profile,
+        "--adapter",
+        adapter,
+        "--operator",
+        "alice",
+    ];
+    args.extend_from_slice(extra);
+    l.certfab(&args)
+}
+
+fn events(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect()
+}
+
+/// (device id, verdict, step, reason, serial) per device attempt, in order.
+fn outcomes(out: &Output) -> Vec<(String, String, String, String, Option<String>)> {
+    events(out)
+        .into_iter()
+        .filter(|e| e["event"] == "device")
+        .map(|e| {
+            let o = &e["outcome"];
+            (
+                o["device_id"].as_str().unwrap_or("").to_string(),
+                o["verdict"].as_str().unwrap().to_string(),
+                o["step"].as_str().unwrap().to_string(),
+                o["reason"].as_str().unwrap().to_string(),
+                o["serial"].as_str().map(str::to_string),
+            )
+        })
+        .collect()
+}
+
+fn summary(out: &Output) -> Value {
+    events(out)
+        .into_iter()
+        .find(|e| e["event"] == "summary")
+        .unwrap_or_else(|| panic!("no summary: {}", text(out)))["summary"]
+        .clone()
+}
+
+fn flash(line: &Path, device: &str, file: &str) -> PathBuf {
+    line.join("devices").join(device).join("files").join(file)
+}
+
+/// What a user checks on a device: the certificate it stores verifies to the dev root, and
+/// its public key is the device's own key.
+fn assert_device_holds_valid_identity(l: &Line, line: &Path, device: &str) {
+    let cert = flash(line, device, "cert.pem");
+    let v = openssl(&[
+        "verify",
+        "-CAfile",
+        l.file("ca/root.pem").to_str().unwrap(),
+        "-untrusted",
+        l.file("ca/issuing.pem").to_str().unwrap(),
+        cert.to_str().unwrap(),
+    ]);
+    assert!(v.status.success(), "{device}: {}", text(&v));
+    let subj = openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-subject"]);
+    assert!(
+        text(&subj).contains(&format!("CN = {device}")),
+        "{}",
+        text(&subj)
+    );
+    let cert_pub = openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-pubkey"]);
+    let key = line.join("devices").join(device).join("key.pem");
+    let dev_pub = openssl(&["pkey", "-in", key.to_str().unwrap(), "-pubout"]);
+    assert_eq!(
+        cert_pub.stdout, dev_pub.stdout,
+        "{device}: certificate is not for the device's key"
+    );
+}
+
+/// The ledger invariants after any run: one live identity per device and per key, and every
+/// certificate a device stores is one the ledger knows as signed.
+fn assert_ledger_consistent(l: &Line, line: &Path) {
+    let db = ledger(l);
+    let dup_keys: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM (SELECT spki_sha256 FROM devices WHERE state NOT IN ('superseded','revoked')
+             GROUP BY spki_sha256 HAVING COUNT(*) > 1)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(dup_keys, 0, "a public key has two live identities");
+    let live_certs_per_device: i64 = db
+        .query_row(
+            "SELECT COALESCE(MAX(n), 0) FROM (SELECT COUNT(*) AS n FROM certificates c
+               WHERE c.state = 'signed' AND NOT EXISTS (SELECT 1 FROM cert_status s
+                 WHERE s.issuer_key_id = c.issuer_key_id AND s.serial = c.serial)
+               GROUP BY c.profile, c.device_id)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        live_certs_per_device <= 1,
+        "a device has two live certificates"
+    );
+    for entry in std::fs::read_dir(line.join("devices")).unwrap() {
+        let cert = entry.unwrap().path().join("files/cert.pem");
+        let Ok(pem) = std::fs::read_to_string(&cert) else {
+            continue;
+        };
+        let der = pem_to_der(&pem);
+        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&der));
+        let known: i64 = db
+            .query_row(
+                "SELECT COUNT(*) FROM certificates WHERE cert_sha256 = ?1 AND state = 'signed'",
+                [&sha],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(
+            known,
+            1,
+            "{} holds a certificate the ledger does not know",
+            cert.display()
+        );
+    }
+}
+
+fn pem_to_der(pem: &str) -> Vec<u8> {
+    use base64::Engine;
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap()
+}
+
+fn device_state(l: &Line, device: &str) -> Option<String> {
+    ledger(l)
+        .query_row(
+            "SELECT state FROM devices WHERE device_id = ?1",
+            [device],
+            |r| r.get(0),
+        )
+        .ok()
+}
+
+fn signed_count(l: &Line, device: &str) -> i64 {
+    ledger(l)
+        .query_row(
+            "SELECT COUNT(*) FROM certificates WHERE device_id = ?1 AND state = 'signed'",
+            [device],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+#[test]
+fn a_line_of_devices_all_pass_and_hold_verified_identities() {
+    let l = Line::new();
+    let line = make_line(l.path(), 6, &[]);
+    let out = station(&l, "generic-iot", &exec_adapter(&line), &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let o = outcomes(&out);
+    assert_eq!(o.len(), 6, "{o:?}");
+    assert!(o.iter().all(|x| x.1 == "pass"), "{o:?}");
+    let s = summary(&out);
+    assert_eq!(s["passed"], 6);
+    assert_eq!(s["end_of_line"], true);
+    for i in 1..=6 {
+        let d = format!("SIM-{i:04}");
+        assert_device_holds_valid_identity(&l, &line, &d);
+        assert_eq!(device_state(&l, &d).as_deref(), Some("installed"));
+        // config.json rendered from the profile for this device.
+        let cfg: Value =
+            serde_json::from_slice(&std::fs::read(flash(&line, &d, "config.json")).unwrap())
+                .unwrap();
+        assert_eq!(cfg["client_id"], d.as_str());
+    }
+    let db = ledger(&l);
+    let (n, ops): (i64, i64) = db
+        .query_row(
+            "SELECT COUNT(*), COUNT(DISTINCT operator) FROM attempts WHERE outcome = 'pass' AND operator = 'alice'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((n, ops), (6, 1));
+    assert_ledger_consistent(&l, &line);
+    assert!(l.certfab(&["batch", "status"]).status.success());
+
+    // The same devices again (a re-run of the lot): idempotent PASS, nothing signed.
+    let again = requeue(&line);
+    assert!(again.status.success(), "{}", text(&again));
+    let out = station(&l, "generic-iot", &exec_adapter(&line), &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let o = outcomes(&out);
+    assert_eq!(o.len(), 6);
+    assert!(
+        o.iter()
+            .all(|x| x.1 == "pass" && x.3.contains("already installed")),
+        "{o:?}"
+    );
+    for i in 1..=6 {
+        assert_eq!(signed_count(&l, &format!("SIM-{i:04}")), 1);
+    }
+}
+
+/// A shipped profile with 2 s step timeouts, so timeout faults cost seconds, not minutes.
+fn fast_profile(l: &Line, base: &str, more: &[(&str, &str)]) -> PathBuf {
+    let mut r = vec![(
+        "timeouts: {default: 10s, generate_csr: 30s, install: 30s}",
+        "timeouts: {default: 2s}",
+    )];
+    r.extend_from_slice(more);
+    derived_profile(l.path(), &format!("fast-{base}"), base, &r)
+}
+
+fn requeue(line: &Path) -> Output {
+    Command::new(sim())
+        .arg("requeue")
+        .arg(line)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn misbehaving_devices_fail_cleanly_and_pass_when_they_come_back() {
+    let l = Line::new();
+    let fast = fast_profile(&l, "generic-iot.yaml", &[]);
+    let line = make_line(
+        l.path(),
+        9,
+        &[
+            "SIM-0001=timeout:install", // one lost request: retried within the attempt
+            "SIM-0002=timeout:install:5", // more than the retries: FAIL, unconfirmed
+            "SIM-0003=garbage:read_back", // protocol violation
+            "SIM-0004=wrong-readback",  // stores something else
+            "SIM-0005=bad-proof",       // cannot prove the key
+            "SIM-0006=debug-unlocked",  // refused before signing, every time
+            "SIM-0008=reuse-key:SIM-0007", // key cloned from another device
+            "SIM-0009=disconnect:after-install", // link lost after storing: retried
+        ],
+    );
+    let out = station(&l, fast.to_str().unwrap(), &exec_adapter(&line), &[]);
+    assert_eq!(out.status.code(), Some(10), "{}", text(&out));
+    let o = outcomes(&out);
+    let last = |d: &str| o.iter().rev().find(|x| x.0 == d).cloned().unwrap();
+    let first = |d: &str| o.iter().find(|x| x.0 == d).cloned().unwrap();
+
+    // Recovered inside one attempt.
+    for d in ["SIM-0001", "SIM-0009"] {
+        assert_eq!(first(d).1, "pass", "{d}: {o:?}");
+    }
+    // Failed, then passed with the same certificate when re-presented.
+    for (d, step) in [
+        ("SIM-0002", "install"),
+        ("SIM-0003", "read_back"),
+        ("SIM-0004", "read_back"),
+        ("SIM-0005", "prove"),
+    ] {
+        let f = first(d);
+        assert_eq!((f.1.as_str(), f.2.as_str()), ("fail", step), "{d}: {o:?}");
+        let p = last(d);
+        assert_eq!(p.1, "pass", "{d}: {o:?}");
+        assert_eq!(p.4, f.4, "{d} got a second certificate");
+        assert_eq!(signed_count(&l, d), 1, "{d}");
+        assert_device_holds_valid_identity(&l, &line, d);
+    }
+    assert!(first("SIM-0005").3.contains("proof of possession failed"));
+    // Refused before anything was signed.
+    let r = first("SIM-0006");
+    assert_eq!(r.1, "refused");
+    assert!(r.3.contains("debug"), "{r:?}");
+    assert_eq!(signed_count(&l, "SIM-0006"), 0);
+    assert!(!flash(&line, "SIM-0006", "cert.pem").exists());
+    // The cloned key: the first device keeps its identity, the clone is refused.
+    assert_eq!(last("SIM-0007").1, "pass");
+    let r = last("SIM-0008");
+    assert_eq!(r.1, "refused", "{r:?}");
+    assert!(
+        r.3.contains("already certified for device SIM-0007"),
+        "{r:?}"
+    );
+    assert_eq!(signed_count(&l, "SIM-0008"), 0);
+    assert_ledger_consistent(&l, &line);
+    let s = summary(&out);
+    assert_eq!(s["passed"], 7, "{s}");
+}
+
+#[test]
+fn lost_install_reply_is_unconfirmed_then_the_same_certificate_is_installed() {
+    let l = Line::new();
+    let profile = fast_profile(&l, "generic-iot.yaml", &[("retries: 2", "retries: 0")]);
+    let line = make_line(l.path(), 1, &["SIM-0001=disconnect:after-install"]);
+    let out = station(
+        &l,
+        profile.to_str().unwrap(),
+        &exec_adapter(&line),
+        &["--once"],
+    );
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    assert_eq!(
+        device_state(&l, "SIM-0001").as_deref(),
+        Some("install_unconfirmed")
+    );
+    let serial = outcomes(&out)[0].4.clone().unwrap();
+    // The device did store it; the ledger knows that certificate.
+    assert_ledger_consistent(&l, &line);
+
+    let out = station(
+        &l,
+        profile.to_str().unwrap(),
+        &exec_adapter(&line),
+        &["--once"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let o = outcomes(&out);
+    assert_eq!(o[0].1, "pass");
+    assert_eq!(o[0].4.as_deref(), Some(serial.as_str()));
+    assert!(o[0].3.contains("install confirmed"), "{o:?}");
+    assert_eq!(device_state(&l, "SIM-0001").as_deref(), Some("installed"));
+    assert_eq!(signed_count(&l, "SIM-0001"), 1);
+}
+
+#[test]
+fn a_device_with_a_new_key_needs_supersede() {
+    let l = Line::new();
+    let line = make_line(l.path(), 1, &[]);
+    assert!(station(&l, "generic-iot", &exec_adapter(&line), &[])
+        .status
+        .success());
+    let old = ledger(&l)
+        .query_row(
+            "SELECT serial FROM devices WHERE device_id = 'SIM-0001'",
+            [],
+            |r| r.get::<_, String>(0),
+        )
+        .unwrap();
+    // Field return: flash wiped (key and files gone), device back on the line.
+    let dev = line.join("devices/SIM-0001");
+    std::fs::remove_file(dev.join("key.pem")).unwrap();
+    std::fs::remove_dir_all(dev.join("files")).unwrap();
+    let _ = std::fs::remove_file(dev.join("locked"));
+    assert!(requeue(&line).status.success());
+    let out = station(&l, "generic-iot", &exec_adapter(&line), &["--once"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        outcomes(&out)[0].3.contains("--supersede"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(signed_count(&l, "SIM-0001"), 1);
+
+    let out = station(
+        &l,
+        "generic-iot",
+        &exec_adapter(&line),
+        &["--once", "--supersede"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let o = outcomes(&out);
+    assert_ne!(o[0].4.as_deref(), Some(old.as_str()));
+    assert_device_holds_valid_identity(&l, &line, "SIM-0001");
+    let status: String = ledger(&l)
+        .query_row(
+            "SELECT status FROM cert_status WHERE serial = ?1",
+            [&old],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(status, "superseded");
+    assert_ledger_consistent(&l, &line);
+}
+
+#[test]
+fn host_generated_keys_are_installed_and_proven() {
+    let l = Line::new();
+    let profile = fast_profile(
+        &l,
+        "generic-iot.yaml",
+        &[("keygen: device ", "keygen: host ")],
+    );
+    let line = make_line(l.path(), 3, &["SIM-0002=timeout:read_back:3"]);
+    let out = station(&l, profile.to_str().unwrap(), &exec_adapter(&line), &[]);
+    assert_eq!(out.status.code(), Some(10), "{}", text(&out));
+    for i in 1..=3 {
+        let d = format!("SIM-{i:04}");
+        assert_device_holds_valid_identity(&l, &line, &d);
+        assert_eq!(
+            signed_count(&l, &d),
+            1,
+            "{d}: the same host key and certificate on retry"
+        );
+    }
+    let origin: String = ledger(&l)
+        .query_row("SELECT DISTINCT key_origin FROM devices", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(origin, "host");
+    // No private key in the ledger or on certfab's side: only the device has it.
+    let db = std::fs::read(l.file("ledger.sqlite")).unwrap();
+    assert!(!String::from_utf8_lossy(&db).contains("PRIVATE KEY"));
+}
+
+#[test]
+fn profile_needs_a_capability_the_adapter_lacks() {
+    let l = Line::new();
+    let line = make_line(l.path(), 1, &[]);
+    // The nRF91 adapter offers no prove; generic-iot requires it.
+    let adapter = format!(
+        "exec:{} --port /dev/null",
+        repo().join("station-scripts/nrf91-adapter.py").display()
+    );
+    let out = station(&l, "generic-iot", &adapter, &[]);
+    assert!(!out.status.success());
+    let _ = line;
+    let t = text(&out);
+    assert!(t.contains("adapter"), "{t}");
+}
+
+#[test]
+fn serial_transport_over_a_pty_pair() {
+    let l = Line::new();
+    let line = make_line(l.path(), 3, &[]);
+    let (a, b, _socat) = pty_pair(l.path());
+    let _sim = Command::new(sim())
+        .args([
+            "serve",
+            line.to_str().unwrap(),
+            "--pty",
+            b.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .map(Kill)
+        .unwrap();
+    let out = station(
+        &l,
+        "generic-iot",
+        &format!("serial:{}?baud=115200", a.display()),
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(summary(&out)["passed"], 3);
+    for i in 1..=3 {
+        assert_device_holds_valid_identity(&l, &line, &format!("SIM-{i:04}"));
+    }
+}
+
+#[test]
+fn tcp_transport() {
+    let l = Line::new();
+    let line = make_line(l.path(), 2, &[]);
+    let port = free_port();
+    let _sim = Command::new(sim())
+        .args([
+            "serve",
+            line.to_str().unwrap(),
+            "--tcp",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .map(Kill)
+        .unwrap();
+    wait_for_port(port);
+    let out = station(&l, "generic-iot", &format!("tcp:127.0.0.1:{port}"), &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(summary(&out)["passed"], 2);
+    assert_device_holds_valid_identity(&l, &line, "SIM-0002");
+}
+
+#[test]
+fn nrf91_modems_over_at_commands() {
+    let l = Line::new();
+    let line = make_line(l.path(), 2, &[]);
+    let (a, b, _socat) = pty_pair(l.path());
+    let _sim = Command::new(sim())
+        .args([
+            "serve",
+            line.to_str().unwrap(),
+            "--pty",
+            b.to_str().unwrap(),
+            "--dialect",
+            "nrf91",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .map(Kill)
+        .unwrap();
+    let adapter = format!(
+        "exec:{} --port {} --sim-line",
+        repo().join("station-scripts/nrf91-adapter.py").display(),
+        a.display()
+    );
+    let out = station(&l, "nrf91-modem", &adapter, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let o = outcomes(&out);
+    assert_eq!(o.len(), 2, "{o:?}");
+    assert!(o.iter().all(|x| x.1 == "pass"), "{o:?}");
+    assert_ledger_consistent(&l, &line);
+}
+
+/// Kills a child process when dropped.
+struct Kill(std::process::Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn pty_pair(dir: &Path) -> (PathBuf, PathBuf, Kill) {
+    let a = dir.join("pty-certfab");
+    let b = dir.join("pty-device");
+    let socat = Command::new("socat")
+        .arg(format!("pty,raw,echo=0,link={}", a.display()))
+        .arg(format!("pty,raw,echo=0,link={}", b.display()))
+        .stderr(Stdio::null())
+        .spawn()
+        .map(Kill)
+        .expect("socat (apt-get install socat)");
+    for _ in 0..100 {
+        if a.exists() && b.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    (a, b, socat)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(port: u16) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("simulator did not listen on {port}");
+}
