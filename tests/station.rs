@@ -444,16 +444,33 @@ fn host_generated_keys_are_installed_and_proven() {
 fn profile_needs_a_capability_the_adapter_lacks() {
     let l = Line::new();
     let line = make_line(l.path(), 1, &[]);
-    // The nRF91 adapter offers no prove; generic-iot requires it.
+    let (a, b, _socat) = pty_pair(l.path());
+    let _sim = serve(&[
+        "serve",
+        line.to_str().unwrap(),
+        "--pty",
+        b.to_str().unwrap(),
+        "--dialect",
+        "nrf91",
+    ]);
+    // The nRF91 adapter offers no prove and no lock; generic-iot requires both.
     let adapter = format!(
-        "exec:{} --port /dev/null",
-        repo().join("station-scripts/nrf91-adapter.py").display()
+        "exec:{} --port {} --sim-line",
+        repo().join("station-scripts/nrf91-adapter.py").display(),
+        a.display()
     );
     let out = station(&l, "generic-iot", &adapter, &[]);
-    assert!(!out.status.success());
-    let _ = line;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let t = text(&out);
-    assert!(t.contains("adapter"), "{t}");
+    assert!(t.contains("does not offer prove, lock"), "{t}");
+    // Refused before any device was touched.
+    assert_eq!(
+        ledger(&l)
+            .query_row("SELECT COUNT(*) FROM certificates", [], |r| r
+                .get::<_, i64>(0))
+            .unwrap(),
+        0
+    );
 }
 
 #[test]
@@ -461,17 +478,12 @@ fn serial_transport_over_a_pty_pair() {
     let l = Line::new();
     let line = make_line(l.path(), 3, &[]);
     let (a, b, _socat) = pty_pair(l.path());
-    let _sim = Command::new(sim())
-        .args([
-            "serve",
-            line.to_str().unwrap(),
-            "--pty",
-            b.to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .map(Kill)
-        .unwrap();
+    let _sim = serve(&[
+        "serve",
+        line.to_str().unwrap(),
+        "--pty",
+        b.to_str().unwrap(),
+    ]);
     let out = station(
         &l,
         "generic-iot",
@@ -490,18 +502,12 @@ fn tcp_transport() {
     let l = Line::new();
     let line = make_line(l.path(), 2, &[]);
     let port = free_port();
-    let _sim = Command::new(sim())
-        .args([
-            "serve",
-            line.to_str().unwrap(),
-            "--tcp",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .map(Kill)
-        .unwrap();
-    wait_for_port(port);
+    let _sim = serve(&[
+        "serve",
+        line.to_str().unwrap(),
+        "--tcp",
+        &format!("127.0.0.1:{port}"),
+    ]);
     let out = station(&l, "generic-iot", &format!("tcp:127.0.0.1:{port}"), &[]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(summary(&out)["passed"], 2);
@@ -513,19 +519,14 @@ fn nrf91_modems_over_at_commands() {
     let l = Line::new();
     let line = make_line(l.path(), 2, &[]);
     let (a, b, _socat) = pty_pair(l.path());
-    let _sim = Command::new(sim())
-        .args([
-            "serve",
-            line.to_str().unwrap(),
-            "--pty",
-            b.to_str().unwrap(),
-            "--dialect",
-            "nrf91",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .map(Kill)
-        .unwrap();
+    let _sim = serve(&[
+        "serve",
+        line.to_str().unwrap(),
+        "--pty",
+        b.to_str().unwrap(),
+        "--dialect",
+        "nrf91",
+    ]);
     let adapter = format!(
         "exec:{} --port {} --sim-line",
         repo().join("station-scripts/nrf91-adapter.py").display(),
@@ -575,12 +576,28 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn wait_for_port(port: u16) {
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
+/// Starts a simulator server and returns once it listens (its "serving … baud" or
+/// "listening on" log line), so the first request is not lost to a port nobody reads yet.
+fn serve(args: &[&str]) -> Kill {
+    use std::io::BufRead;
+    let mut child = Command::new(sim())
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            if line.contains(" baud") || line.contains("listening on") {
+                let _ = tx.send(());
+            }
+            eprintln!("{line}");
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    panic!("simulator did not listen on {port}");
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(10))
+        .expect("simulator did not start serving");
+    Kill(child)
 }

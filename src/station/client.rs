@@ -86,8 +86,22 @@ impl Adapter {
             device_time: Duration::ZERO,
             log,
         };
-        a.ensure_link(rules)?;
-        Ok(a)
+        // A device may still be booting, or a PTY peer not yet listening: retry the greeting
+        // like any other request.
+        let mut attempt = 0;
+        loop {
+            match a.ensure_link(rules) {
+                Ok(()) => return Ok(a),
+                Err(e @ (StepError::Timeout { .. } | StepError::Lost { .. }))
+                    if attempt < rules.retries =>
+                {
+                    attempt += 1;
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// What the adapter said in `hello`.
