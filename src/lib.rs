@@ -14,6 +14,7 @@ pub mod config;
 pub mod crypto;
 pub mod csr;
 pub mod error;
+pub mod export;
 pub mod hsm;
 pub mod issue;
 pub mod ledger;
