@@ -85,6 +85,9 @@ pub enum Error {
     /// Station.
     #[error(transparent)]
     Station(#[from] crate::station::StationError),
+    /// Manifest build, verify or merge.
+    #[error(transparent)]
+    Manifest(#[from] crate::manifest::ManifestError),
     /// Detached JWS (manifest or audit signature).
     #[error(transparent)]
     Jws(#[from] crate::manifest::jws::JwsError),
@@ -125,6 +128,15 @@ impl Error {
                 crate::batch::BatchError::Refused(_) => ExitCode::Rejected,
             },
             Self::Jws(j) => jws_code(j),
+            Self::Manifest(m) => {
+                use crate::manifest::ManifestError as M;
+                match m {
+                    M::Read { .. } | M::Trust(_) | M::Usage(_) => ExitCode::Usage,
+                    M::Invalid(_) | M::Refused(_) => ExitCode::Rejected,
+                    M::Jws(j) => jws_code(j),
+                    M::Ledger(_) | M::Write { .. } => ExitCode::Storage,
+                }
+            }
             Self::Station(s) => match s {
                 crate::station::StationError::Usage(_) => ExitCode::Usage,
                 crate::station::StationError::Adapter { .. } => ExitCode::Station,
