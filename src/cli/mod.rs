@@ -5,6 +5,7 @@ mod batch;
 mod ca;
 mod hsm;
 mod issue;
+mod manifest;
 mod station;
 
 use crate::error::{Error, ExitCode};
@@ -41,6 +42,9 @@ pub enum Command {
     Batch(batch::BatchArgs),
     /// Run a station: identify, sign, install, prove and lock devices one after another.
     Station(station::StationArgs),
+    /// Signed manifests of batches and shifts: build, verify, show, merge.
+    #[command(subcommand)]
+    Manifest(manifest::ManifestCommand),
 }
 
 /// Runs a parsed command line.
@@ -55,6 +59,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Issue(a) => issue::run(&ctx, a),
         Command::Batch(a) => batch::run(&ctx, a),
         Command::Station(a) => station::run(&ctx, a),
+        Command::Manifest(c) => manifest::run(&ctx, c),
     }
 }
 
