@@ -16,7 +16,7 @@ use crate::crypto::{der_ecdsa_to_raw, raw_ecdsa_to_der, HashAlg, SignatureAlgori
 use crate::signer::{SignError, Signer};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
-use der::Decode;
+use der::{Decode, Tagged};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 use x509_cert::ext::pkix::{KeyUsage, KeyUsages};
@@ -106,6 +106,13 @@ fn check_signer_cert(cert: &CaCert, at: OffsetDateTime) -> Result<(), String> {
     if !ku.is_some_and(|k| k.0.contains(KeyUsages::DigitalSignature)) {
         return Err(format!("{} has no keyUsage digitalSignature", cert.source));
     }
+    if !has_signer_eku(&parsed) {
+        return Err(format!(
+            "{} lacks the certfab document-signer extendedKeyUsage ({}): it is not a manifest signer (a device certificate, or one not made with `certfab ca sign --end-entity`)",
+            cert.source,
+            crate::ca::SIGNER_EKU
+        ));
+    }
     if at < cert.not_before {
         return Err(format!(
             "{} is not valid before {}",
@@ -123,6 +130,22 @@ fn check_signer_cert(cert: &CaCert, at: OffsetDateTime) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+fn has_signer_eku(cert: &x509_cert::Certificate) -> bool {
+    let want = crate::ca::signer_eku_der();
+    cert.tbs_certificate
+        .extensions
+        .iter()
+        .flatten()
+        .filter(|e| e.extn_id == const_oid::db::rfc5280::ID_CE_EXT_KEY_USAGE)
+        .any(|e| {
+            Vec::<der::Any>::from_der(e.extn_value.as_bytes()).is_ok_and(|purposes| {
+                purposes
+                    .iter()
+                    .any(|p| p.tag() == der::Tag::ObjectIdentifier && p.value() == want.as_slice())
+            })
+        })
 }
 
 fn jws_alg(alg: SignatureAlgorithm) -> Result<(&'static str, usize), String> {
