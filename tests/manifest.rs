@@ -898,3 +898,110 @@ fn sha_hex(b: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(b))
 }
+
+/// The two crash windows of `manifest build` (see src/manifest/build.rs): recorded pending but
+/// no file (abandoned, devices go into the next manifest), and file written but devices not
+/// yet marked (completed, the missing signature re-made). Each window is recreated in the
+/// ledger the way a kill would leave it.
+#[test]
+fn interrupted_builds_are_recovered_without_losing_or_doubling_devices() {
+    let l = Line::new();
+    let a = batch(&l, "generic-iot", 2, "CRA");
+    let b = batch(&l, "generic-iot", 2, "CRB");
+
+    // Window 1: pending row for batch A whose file never landed.
+    {
+        let cfg = certfab::config::SiteConfig::load(&l.config()).unwrap();
+        let mut led = certfab::ledger::Ledger::open(&cfg.ledger, &cfg.station_id).unwrap();
+        let devices = led
+            .exportable_devices(&a)
+            .unwrap()
+            .into_iter()
+            .map(|d| (d.profile, d.device_id, d.serial, d.state))
+            .collect();
+        led.begin_manifest(&certfab::ledger::PendingManifest {
+            row: certfab::ledger::ManifestRow {
+                id: 0,
+                sequence: 1,
+                batches: vec![a.clone()],
+                path: l.file("lost.jsonl").display().to_string(),
+                sha256: "00".repeat(32),
+                merkle_root: "00".repeat(32),
+                count: 2,
+                range_first: 1,
+                range_last: 2,
+                prev_sha256: None,
+                signer_kid: "00".into(),
+                state: "pending".into(),
+                created_at: "2026-01-01T00:00:00Z".into(),
+            },
+            devices,
+        })
+        .unwrap();
+    }
+    let ma = l.file("a.jsonl");
+    let o = build(&l, &a, &ma);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("abandoned"), "{}", text(&o));
+    let r = json(&o);
+    assert_eq!(r["count"], 2);
+    assert_eq!(r["sequence"], 1);
+    assert!(l
+        .certfab(&["manifest", "verify", ma.to_str().unwrap()])
+        .status
+        .success());
+
+    // Window 2: batch B's manifest written, then killed before the devices were marked and
+    // before the signature was written.
+    let mb = l.file("b.jsonl");
+    let o = build(&l, &b, &mb);
+    assert!(o.status.success(), "{}", text(&o));
+    std::fs::remove_file(l.file("b.jsonl.jws")).unwrap();
+    {
+        let db = rusqlite::Connection::open(l.file("ledger.sqlite")).unwrap();
+        db.execute_batch(
+            "UPDATE devices SET state = (SELECT state_before FROM manifest_devices md
+                 WHERE md.profile = devices.profile AND md.device_id = devices.device_id
+                   AND md.manifest_id = (SELECT MAX(id) FROM manifests))
+             WHERE device_id LIKE 'CRB%';
+             UPDATE manifests SET state = 'pending', completed_at = NULL WHERE id = (SELECT MAX(id) FROM manifests);
+             DELETE FROM audit WHERE seq = (SELECT MAX(seq) FROM audit) AND kind = 'manifest_built';",
+        )
+        .unwrap();
+    }
+    let o = build(&l, &b, &mb);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("completed"), "{}", text(&o));
+    assert_eq!(json(&o)["already_built"], true);
+    assert!(l.file("b.jsonl.jws").exists());
+    let o = l.certfab(&["--json", "manifest", "verify", mb.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(json(&o)["prev_sha256"], sha256_file(&ma));
+
+    // Every device exported exactly once; the audit chain is intact.
+    let db = ledger(&l);
+    let states: Vec<(String, String)> = db
+        .prepare("SELECT device_id, state FROM devices ORDER BY device_id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(states.len(), 4);
+    assert!(states.iter().all(|(_, s)| s == "exported"), "{states:?}");
+    let per_state: Vec<(String, i64)> = db
+        .prepare("SELECT state, COUNT(*) FROM manifests GROUP BY state ORDER BY state")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        per_state,
+        vec![("abandoned".to_string(), 1), ("complete".to_string(), 2)]
+    );
+    drop(db);
+    let cfg = certfab::config::SiteConfig::load(&l.config()).unwrap();
+    let led = certfab::ledger::Ledger::open_read(&cfg.ledger, &cfg.station_id).unwrap();
+    led.verify_audit_chain().unwrap();
+}
