@@ -228,7 +228,7 @@ fn a_line_of_devices_all_pass_and_hold_verified_identities() {
     assert!(l.certfab(&["batch", "status"]).status.success());
 
     // The same devices again (a re-run of the lot): idempotent PASS, nothing signed.
-    let again = requeue(&line);
+    let again = requeue(&line, &[]);
     assert!(again.status.success(), "{}", text(&again));
     let out = station(&l, "generic-iot", &exec_adapter(&line), &[]);
     assert!(out.status.success(), "{}", text(&out));
@@ -254,10 +254,11 @@ fn fast_profile(l: &Line, base: &str, more: &[(&str, &str)]) -> PathBuf {
     derived_profile(l.path(), &format!("fast-{base}"), base, &r)
 }
 
-fn requeue(line: &Path) -> Output {
+fn requeue(line: &Path, args: &[&str]) -> Output {
     Command::new(sim())
         .arg("requeue")
         .arg(line)
+        .args(args)
         .output()
         .unwrap()
 }
@@ -375,12 +376,10 @@ fn a_device_with_a_new_key_needs_supersede() {
             |r| r.get::<_, String>(0),
         )
         .unwrap();
-    // Field return: flash wiped (key and files gone), device back on the line.
-    let dev = line.join("devices/SIM-0001");
-    std::fs::remove_file(dev.join("key.pem")).unwrap();
-    std::fs::remove_dir_all(dev.join("files")).unwrap();
-    let _ = std::fs::remove_file(dev.join("locked"));
-    assert!(requeue(&line).status.success());
+    // Field return: flash wiped (key, files, lock gone), device back on the line.
+    let wiped = requeue(&line, &["--wipe", "SIM-0001"]);
+    assert!(wiped.status.success(), "{}", text(&wiped));
+    assert!(!line.join("devices/SIM-0001/key.pem").exists());
     let out = station(&l, "generic-iot", &exec_adapter(&line), &["--once"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(
