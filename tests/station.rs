@@ -537,6 +537,41 @@ fn nrf91_modems_over_at_commands() {
     assert_eq!(o.len(), 2, "{o:?}");
     assert!(o.iter().all(|x| x.1 == "pass"), "{o:?}");
     assert_ledger_consistent(&l, &line);
+    // What the modem holds: the client certificate in sec_tag 16842753 (type 1) verifies to
+    // the dev root, names the IMEI, and is for the key %KEYGEN made (type 2).
+    for dev in ["SIM-0001", "SIM-0002"] {
+        let flash = line.join("devices").join(dev);
+        let imei =
+            serde_json::from_slice::<Value>(&std::fs::read(flash.join("modem.json")).unwrap())
+                .unwrap()["imei"]
+                .as_str()
+                .unwrap()
+                .to_string();
+        let cert = flash.join("cmng/16842753_1");
+        let v = openssl(&[
+            "verify",
+            "-CAfile",
+            l.file("ca/root.pem").to_str().unwrap(),
+            "-untrusted",
+            l.file("ca/issuing.pem").to_str().unwrap(),
+            cert.to_str().unwrap(),
+        ]);
+        assert!(v.status.success(), "{dev}: {}", text(&v));
+        let subj = openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-subject"]);
+        assert!(
+            text(&subj).contains(&format!("CN = {imei}")),
+            "{}",
+            text(&subj)
+        );
+        let cert_pub = openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-pubkey"]);
+        let key = flash.join("cmng/16842753_2");
+        let key_pub = openssl(&["pkey", "-in", key.to_str().unwrap(), "-pubout"]);
+        assert_eq!(
+            cert_pub.stdout, key_pub.stdout,
+            "{dev}: not the modem's key"
+        );
+        assert_eq!(device_state(&l, &imei).as_deref(), Some("installed"));
+    }
 }
 
 /// Kills a child process when dropped.
