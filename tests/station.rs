@@ -635,3 +635,128 @@ fn serve(args: &[&str]) -> Kill {
         .expect("simulator did not start serving");
     Kill(child)
 }
+
+/// certfab station with the given stdin (a barcode scanner types labels and Enter).
+fn station_with_stdin(l: &Line, profile: &str, adapter: &str, stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(common::bin())
+        .arg("--config")
+        .arg(l.config())
+        .args([
+            "--json",
+            "station",
+            "--profile",
+            profile,
+            "--adapter",
+            adapter,
+        ])
+        .env_remove("CERTFAB_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn scanned_labels_name_the_devices_and_a_mislabelled_board_is_refused() {
+    let l = Line::new();
+    let line = make_line(l.path(), 3, &[]);
+    let scan = derived_profile(
+        l.path(),
+        "scan-generic-iot.yaml",
+        "generic-iot.yaml",
+        &[("device_id: device_id", "device_id: scan")],
+    );
+    // The second board carries the third board's label: refused before anything is signed.
+    let out = station_with_stdin(
+        &l,
+        scan.to_str().unwrap(),
+        &exec_adapter(&line),
+        "SIM-0001\nSIM-0003\nSIM-0003\n",
+    );
+    assert_eq!(out.status.code(), Some(10), "{}", text(&out));
+    let o = outcomes(&out);
+    assert_eq!(o[0].1, "pass", "{o:?}");
+    assert_eq!(o[1].1, "refused", "{o:?}");
+    assert!(o[1].3.contains("SIM-0002"), "{o:?}");
+    assert_eq!(signed_count(&l, "SIM-0002"), 0);
+    // The third board, correctly labelled, passes.
+    assert!(
+        o.iter().any(|x| x.0 == "SIM-0003" && x.1 == "pass"),
+        "{o:?}"
+    );
+    assert_device_holds_valid_identity(&l, &line, "SIM-0001");
+    assert_ledger_consistent(&l, &line);
+}
+
+#[test]
+fn ctrl_c_finishes_the_device_in_the_fixture_then_stops() {
+    let l = Line::new();
+    // The first board's install takes 1.5 s of device time, so SIGINT lands in the middle of it.
+    let line = make_line(l.path(), 4, &["SIM-0001=slow:install:1500"]);
+    let mut child = Command::new(common::bin())
+        .arg("--config")
+        .arg(l.config())
+        .args(["--json", "station", "--profile", "generic-iot", "--adapter"])
+        .arg(exec_adapter(&line))
+        .env_remove("CERTFAB_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the first device is being installed, then interrupt.
+    let t0 = std::time::Instant::now();
+    while ledger_state_is(&l, "SIM-0001", "installing").is_none() {
+        assert!(t0.elapsed().as_secs() < 60, "station never reached install");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    // Stopping is how a shift normally ends: exit 0 when every device handled passed.
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(summary(&out)["interrupted"], true);
+    let o = outcomes(&out);
+    // The device in the fixture was finished (PASS), nothing after it was started.
+    assert_eq!(o.len(), 1, "{o:?}");
+    assert_eq!((o[0].0.as_str(), o[0].1.as_str()), ("SIM-0001", "pass"));
+    assert_eq!(device_state(&l, "SIM-0001").as_deref(), Some("installed"));
+    assert_eq!(signed_count(&l, "SIM-0002"), 0);
+    assert_ledger_consistent(&l, &line);
+    // The next shift carries on with the rest of the line.
+    let out = station(&l, "generic-iot", &exec_adapter(&line), &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let o = outcomes(&out);
+    assert_eq!(o.len(), 3, "{o:?}");
+    assert!(o.iter().all(|x| x.1 == "pass"), "{o:?}");
+}
+
+/// Some(()) when the ledger has `device` in `state` (a read that tolerates a busy ledger).
+fn ledger_state_is(l: &Line, device: &str, state: &str) -> Option<()> {
+    let db = rusqlite::Connection::open_with_flags(
+        l.file("ledger.sqlite"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .ok()?;
+    let s: String = db
+        .query_row(
+            "SELECT state FROM devices WHERE device_id = ?1",
+            [device],
+            |r| r.get(0),
+        )
+        .ok()?;
+    (s == state).then_some(())
+}
