@@ -702,7 +702,7 @@ fn ctrl_c_finishes_the_device_in_the_fixture_then_stops() {
     let l = Line::new();
     // The first board's install takes 1.5 s of device time, so SIGINT lands in the middle of it.
     let line = make_line(l.path(), 4, &["SIM-0001=slow:install:1500"]);
-    let mut child = Command::new(common::bin())
+    let child = Command::new(common::bin())
         .arg("--config")
         .arg(l.config())
         .args(["--json", "station", "--profile", "generic-iot", "--adapter"])
