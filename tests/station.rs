@@ -34,20 +34,29 @@ fn exec_adapter(line: &Path) -> String {
     format!("exec:{} serve {}", sim(), line.display())
 }
 
+/// `certfab --json station --profile P --adapter A --operator alice EXTRA…`, not yet started.
+fn station_cmd(l: &Line, profile: &str, adapter: &str, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(common::bin());
+    cmd.arg("--config")
+        .arg(l.config())
+        .args([
+            "--json",
+            "station",
+            "--profile",
+            profile,
+            "--adapter",
+            adapter,
+        ])
+        .args(["--operator", "alice"])
+        .args(extra)
+        .env_remove("CERTFAB_CONFIG")
+        .stdin(Stdio::null());
+    cmd
+}
+
 /// Runs `certfab --json station` and returns the output.
 fn station(l: &Line, profile: &str, adapter: &str, extra: &[&str]) -> Output {
-    let mut args = vec![
-        "--json",
-        "station",
-        "--profile",
-        profile,
-        "--adapter",
-        adapter,
-        "--operator",
-        "alice",
-    ];
-    args.extend_from_slice(extra);
-    l.certfab(&args)
+    station_cmd(l, profile, adapter, extra).output().unwrap()
 }
 
 fn events(out: &Output) -> Vec<Value> {
@@ -90,7 +99,17 @@ fn flash(line: &Path, device: &str, file: &str) -> PathBuf {
 /// What a user checks on a device: the certificate it stores verifies to the dev root, and
 /// its public key is the device's own key.
 fn assert_device_holds_valid_identity(l: &Line, line: &Path, device: &str) {
-    let cert = flash(line, device, "cert.pem");
+    let dev = line.join("devices").join(device);
+    assert_valid_identity(
+        l,
+        &flash(line, device, "cert.pem"),
+        &dev.join("key.pem"),
+        device,
+    );
+}
+
+/// `cert` verifies to the dev root through the issuing CA, names `cn`, and is for `key`.
+fn assert_valid_identity(l: &Line, cert: &Path, key: &Path, cn: &str) {
     let v = openssl(&[
         "verify",
         "-CAfile",
@@ -99,19 +118,18 @@ fn assert_device_holds_valid_identity(l: &Line, line: &Path, device: &str) {
         l.file("ca/issuing.pem").to_str().unwrap(),
         cert.to_str().unwrap(),
     ]);
-    assert!(v.status.success(), "{device}: {}", text(&v));
+    assert!(v.status.success(), "{cn}: {}", text(&v));
     let subj = openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-subject"]);
     assert!(
-        text(&subj).contains(&format!("CN = {device}")),
+        text(&subj).contains(&format!("CN = {cn}")),
         "{}",
         text(&subj)
     );
     let cert_pub = openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-pubkey"]);
-    let key = line.join("devices").join(device).join("key.pem");
     let dev_pub = openssl(&["pkey", "-in", key.to_str().unwrap(), "-pubout"]);
     assert_eq!(
         cert_pub.stdout, dev_pub.stdout,
-        "{device}: certificate is not for the device's key"
+        "{cn}: certificate is not for the device's key"
     );
 }
 
@@ -547,28 +565,11 @@ fn nrf91_modems_over_at_commands() {
                 .as_str()
                 .unwrap()
                 .to_string();
-        let cert = flash.join("cmng/16842753_1");
-        let v = openssl(&[
-            "verify",
-            "-CAfile",
-            l.file("ca/root.pem").to_str().unwrap(),
-            "-untrusted",
-            l.file("ca/issuing.pem").to_str().unwrap(),
-            cert.to_str().unwrap(),
-        ]);
-        assert!(v.status.success(), "{dev}: {}", text(&v));
-        let subj = openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-subject"]);
-        assert!(
-            text(&subj).contains(&format!("CN = {imei}")),
-            "{}",
-            text(&subj)
-        );
-        let cert_pub = openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-pubkey"]);
-        let key = flash.join("cmng/16842753_2");
-        let key_pub = openssl(&["pkey", "-in", key.to_str().unwrap(), "-pubout"]);
-        assert_eq!(
-            cert_pub.stdout, key_pub.stdout,
-            "{dev}: not the modem's key"
+        assert_valid_identity(
+            &l,
+            &flash.join("cmng/16842753_1"),
+            &flash.join("cmng/16842753_2"),
+            &imei,
         );
         assert_eq!(device_state(&l, &imei).as_deref(), Some("installed"));
     }
@@ -639,18 +640,7 @@ fn serve(args: &[&str]) -> Kill {
 /// certfab station with the given stdin (a barcode scanner types labels and Enter).
 fn station_with_stdin(l: &Line, profile: &str, adapter: &str, stdin: &str) -> Output {
     use std::io::Write;
-    let mut child = Command::new(common::bin())
-        .arg("--config")
-        .arg(l.config())
-        .args([
-            "--json",
-            "station",
-            "--profile",
-            profile,
-            "--adapter",
-            adapter,
-        ])
-        .env_remove("CERTFAB_CONFIG")
+    let mut child = station_cmd(l, profile, adapter, &[])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -702,13 +692,7 @@ fn ctrl_c_finishes_the_device_in_the_fixture_then_stops() {
     let l = Line::new();
     // The first board's install takes 1.5 s of device time, so SIGINT lands in the middle of it.
     let line = make_line(l.path(), 4, &["SIM-0001=slow:install:1500"]);
-    let child = Command::new(common::bin())
-        .arg("--config")
-        .arg(l.config())
-        .args(["--json", "station", "--profile", "generic-iot", "--adapter"])
-        .arg(exec_adapter(&line))
-        .env_remove("CERTFAB_CONFIG")
-        .stdin(Stdio::null())
+    let child = station_cmd(&l, "generic-iot", &exec_adapter(&line), &[])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
