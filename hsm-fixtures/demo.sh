@@ -76,7 +76,8 @@ prefix="D$(date -u +%H%M%S)-"
 if cf station --profile generic-iot --operator demo \
      --adapter "exec:$repo/station-scripts/sim-device.py serve $run/sim-line" | tee "$run/station.log" | grep -E '^(PASS|FAIL|REFUSED|shift)' &&
    openssl verify -CAfile "$dir/ca/root.pem" -untrusted "$dir/ca/issuing.pem" \
-     "$run/sim-line/devices/${prefix}0020/files/cert.pem" >/dev/null; then
+     "$run"/sim-line/devices/"$prefix"*/files/cert.pem >/dev/null &&
+   [ "$(ls "$run"/sim-line/devices/"$prefix"*/files/cert.pem | wc -l)" -eq 20 ]; then
   echo "PASS  station shift of 20 simulated devices, all installed, read back, proven and locked"; pass=$((pass + 1))
 else
   echo "FAIL  station shift (log: $run/station.log)"; fail=$((fail + 1))
