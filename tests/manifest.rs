@@ -1005,3 +1005,40 @@ fn interrupted_builds_are_recovered_without_losing_or_doubling_devices() {
     let led = certfab::ledger::Ledger::open_read(&cfg.ledger, &cfg.station_id).unwrap();
     led.verify_audit_chain().unwrap();
 }
+
+/// A line made before the manifest signer existed is upgraded in place by dev-line.sh: its CAs
+/// and ledger are kept, the signer is added. Without a signer: section, build says what to add.
+#[test]
+fn old_lines_gain_a_signer_and_build_without_one_explains() {
+    let l = Line::new();
+    let b = batch(&l, "generic-iot", 1, "OLD");
+    let root_before = std::fs::read(l.file("ca/root.pem")).unwrap();
+    let cfg = std::fs::read_to_string(l.config()).unwrap();
+    let (without, _) = cfg.split_once("signer:").unwrap();
+    std::fs::write(l.config(), without).unwrap();
+    std::fs::remove_file(l.file("ca/manifest-signer.pem")).unwrap();
+
+    let o = build(&l, &b, &l.file("x.jsonl"));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("has no signer: section"), "{}", text(&o));
+    assert!(!l.file("x.jsonl").exists());
+
+    let o = Command::new(repo().join("hsm-fixtures/dev-line.sh"))
+        .arg(l.path())
+        .env("CERTFAB", common::bin())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("predates the manifest signer"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(std::fs::read(l.file("ca/root.pem")).unwrap(), root_before);
+    let o = build(&l, &b, &l.file("m.jsonl"));
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(l
+        .certfab(&["manifest", "verify", l.file("m.jsonl").to_str().unwrap()])
+        .status
+        .success());
+}
