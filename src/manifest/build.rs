@@ -148,11 +148,8 @@ pub fn build<K: Signer>(
         )));
     }
 
-    // Devices not yet exported.
-    let mut devices: Vec<ExportRow> = Vec::new();
-    for b in &batches {
-        devices.extend(site.ledger.exportable_devices(b)?);
-    }
+    // Devices not yet exported, in issuance order across the batches.
+    let devices: Vec<ExportRow> = site.ledger.exportable_devices(&batches)?;
     if devices.is_empty() {
         if let Some(done) = already_built(site.ledger, &batches, &req.out)? {
             return Ok(outcome_of(&done, true, recovered));
