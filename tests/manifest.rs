@@ -1061,8 +1061,8 @@ fn several_batches_and_build_time_vars() {
         let mut v = vec![
             "--json", "manifest", "build", "--batch", &a, "--batch", &b, "--out",
         ];
+        // No --profile: the path the batches recorded is found and its SHA-256 checked.
         v.push(m.to_str().unwrap());
-        v.extend(["--profile", p.to_str().unwrap()]);
         v.extend_from_slice(extra);
         l.certfab(&v)
     };
@@ -1074,6 +1074,21 @@ fn several_batches_and_build_time_vars() {
         text(&o)
     );
     assert!(!m.exists());
+    // A profile file edited since issuance is not the one the devices were issued under.
+    let original = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(
+        &p,
+        original.replace("model: certfab-demo", "model: changed"),
+    )
+    .unwrap();
+    let o = args(&["--var", "lot=L-42"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("pass --profile with that exact file"),
+        "{}",
+        text(&o)
+    );
+    std::fs::write(&p, original).unwrap();
     let o = args(&["--var", "lot=L-42"]);
     assert!(o.status.success(), "{}", text(&o));
     let r = json(&o);
