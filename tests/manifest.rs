@@ -1112,3 +1112,57 @@ fn several_batches_and_build_time_vars() {
     let o = l.certfab(&["manifest", "verify", m.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
 }
+
+/// Devices issued by another CA key than the one the site now names for the batch's CA (a
+/// rolled-over issuing CA) are refused before anything is signed: a manifest declares one CA.
+#[test]
+fn devices_of_a_replaced_ca_are_refused() {
+    let l = Line::new();
+    let b = batch(&l, "generic-iot", 2, "ROLL");
+    for args in [
+        &["ca", "keygen", "--key", "issuing-2", "--algorithm", "p256"][..],
+        &[
+            "ca",
+            "csr",
+            "--key",
+            "issuing-2",
+            "--subject",
+            "CN=certfab Dev Issuing CA 2",
+            "--out",
+        ],
+    ] {
+        let mut a = args.to_vec();
+        let csr = l.file("i2.csr");
+        if a[1] == "csr" {
+            a.push(csr.to_str().unwrap());
+        }
+        let o = l.certfab(&a);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let o = l.certfab(&[
+        "ca",
+        "sign",
+        "--issuer-key",
+        "root",
+        "--csr",
+        l.file("i2.csr").to_str().unwrap(),
+        "--validity",
+        "none",
+        "--path-len",
+        "0",
+        "--out",
+        l.file("ca/issuing-2.pem").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let cfg = std::fs::read_to_string(l.config()).unwrap().replace(
+        "    key: \"pkcs11:object=issuing-ca;type=private\"\n    cert: ca/issuing.pem",
+        "    key: \"pkcs11:object=issuing-2;type=private\"\n    cert: ca/issuing-2.pem",
+    );
+    assert!(cfg.contains("issuing-2.pem"));
+    std::fs::write(l.config(), cfg).unwrap();
+    let m = l.file("m.jsonl");
+    let o = build(&l, &b, &m);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("issued by another CA"), "{}", text(&o));
+    assert!(!m.exists());
+}
