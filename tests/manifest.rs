@@ -509,6 +509,38 @@ fn merge_refuses_duplicate_devices_across_stations_and_mixed_profiles() {
     let h: Value = serde_json::from_str(&lines_of(&m3)[0]).unwrap();
     assert_eq!(h["prev_sha256"], sha256_file(&m1));
     assert_eq!(h["sequence"], 2);
+
+    // Verifying several: the chain of this ledger must be complete; another ledger's
+    // manifest is checked on its own chain.
+    let b4 = batch(&l, "generic-iot", 1, "FOURTH");
+    let m4 = l.file("d.jsonl");
+    assert!(build(&l, &b4, &m4).status.success());
+    let many = |files: &[&Path]| {
+        let mut a = vec!["--json", "manifest", "verify"];
+        a.extend(files.iter().map(|p| p.to_str().unwrap()));
+        l.certfab(&a)
+    };
+    let o = many(&[&m4, &m1, &m3, &m2]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v = json(&o);
+    assert_eq!(v["ok"], true);
+    let seqs: Vec<Value> = v["chain"]["ledgers"]
+        .as_object()
+        .unwrap()
+        .values()
+        .cloned()
+        .collect();
+    assert!(seqs.contains(&serde_json::json!([1, 2, 3])), "{v}");
+    let o = many(&[&m1, &m4]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(
+        json(&o)["chain"]["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("#2..#2 of ledger"),
+        "{}",
+        text(&o)
+    );
 }
 
 /// Deterministic xorshift, so a failing mutation can be replayed from the printed seed.
