@@ -85,6 +85,9 @@ pub enum Error {
     /// Station.
     #[error(transparent)]
     Station(#[from] crate::station::StationError),
+    /// Cloud export.
+    #[error(transparent)]
+    Export(#[from] crate::export::ExportError),
     /// Bad argument combination.
     #[error("{0}")]
     Usage(String),
@@ -120,6 +123,12 @@ impl Error {
                 crate::batch::BatchError::Sign(IssueError::Sign(SignError::Hsm(h))) => hsm_code(h),
                 crate::batch::BatchError::Sign(_) => ExitCode::Hsm,
                 crate::batch::BatchError::Refused(_) => ExitCode::Rejected,
+            },
+            Self::Export(e) => match e {
+                crate::export::ExportError::Device { .. }
+                | crate::export::ExportError::Input(_) => ExitCode::Rejected,
+                crate::export::ExportError::Write { .. } => ExitCode::Storage,
+                _ => ExitCode::Usage,
             },
             Self::Station(s) => match s {
                 crate::station::StationError::Usage(_) => ExitCode::Usage,
