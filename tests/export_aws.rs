@@ -176,8 +176,14 @@ fn botocore_validate(reqs: &[(&str, &str, Value)]) {
 }
 
 /// Checks a template's shape: Parameters with Type String, Resources of the three IoT types,
-/// every Ref naming a declared parameter, and its text within AWS's templateBody limit.
+/// every Ref naming a declared parameter (fleet templates may also use AWS IoT's own
+/// pseudo-parameters such as `AWS::IoT::Certificate::Id` undeclared, as AWS's fleet example
+/// does), and its text within AWS's templateBody limit.
 fn check_template(body: &str, must_have_params: &[&str]) -> Value {
+    check_template_with(body, must_have_params, false)
+}
+
+fn check_template_with(body: &str, must_have_params: &[&str], fleet: bool) -> Value {
     assert!(body.len() <= 10240, "templateBody {} chars", body.len());
     let t: Value = serde_json::from_str(body).unwrap();
     let params = t["Parameters"].as_object().unwrap();
@@ -208,8 +214,9 @@ fn check_template(body: &str, must_have_params: &[&str]) -> Value {
     let mut r = Vec::new();
     refs(&t["Resources"], &mut r);
     for name in r {
+        let pseudo = fleet && name.starts_with("AWS::IoT::");
         assert!(
-            params.contains_key(&name),
+            pseudo || params.contains_key(&name),
             "Ref {name} is not a declared parameter"
         );
     }
@@ -702,4 +709,171 @@ fn writing_refuses_existing_files_and_reports_every_file() {
     assert!(e.to_string().contains("--force"), "{e}");
     assert!(export::export(Format::AwsBulk, &fx.input, &o, &out, false).is_err());
     export::export(Format::AwsBulk, &fx.input, &o, &out, true).unwrap();
+}
+
+/// The batch's claim certificate: a host key (encrypted), a certificate from the claim
+/// profile signed by the HSM CA through the ledger, the restricted claim policy and the
+/// fleet template; a second claim for the same id with a new key is refused.
+#[test]
+fn fleet_claim_certificate_policy_and_template() {
+    let fx = fixture();
+    let line = &fx.line;
+    let site = certfab::site::Site::open(&line.config()).unwrap();
+    let profile =
+        certfab::profile::Profile::load(&common::repo().join("profiles/aws-fleet-claim.yaml"))
+            .unwrap();
+    let claim_id = export::claim::default_claim_id(&fx.input).unwrap();
+    assert_eq!(claim_id, format!("fleet-claim-{}", fx.input.batch_ids[0]));
+    let pass = secrecy::SecretString::from("claim passphrase 1".to_string());
+    let claim = export::claim::issue_claim(&site, &profile, &claim_id, Some(&pass), 2048).unwrap();
+    assert!(claim.key_encrypted);
+    let mut o = opts(&aws_settings());
+    o.claim = Some(claim.clone());
+    let files = export::render(Format::AwsFleetClaim, &fx.input, &o).unwrap();
+
+    // The claim chains to the dev root through the issuing CA (OpenSSL), CN = claim id.
+    let tmp = tempfile::tempdir().unwrap();
+    let cert = write_tmp(
+        tmp.path(),
+        "claim.pem",
+        &file(&files, "aws-fleet-claim-cert.pem").bytes,
+    );
+    let v = openssl(&[
+        "verify",
+        "-CAfile",
+        line.file("ca/root.pem").to_str().unwrap(),
+        "-untrusted",
+        line.file("ca/issuing.pem").to_str().unwrap(),
+        "-purpose",
+        "sslclient",
+        cert.to_str().unwrap(),
+    ]);
+    assert!(v.status.success(), "{}", text(&v));
+    let chain = write_tmp(
+        tmp.path(),
+        "chain.pem",
+        &file(&files, "aws-fleet-claim-chain.pem").bytes,
+    );
+    let v = openssl(&[
+        "verify",
+        "-CAfile",
+        line.file("ca/root.pem").to_str().unwrap(),
+        "-untrusted",
+        chain.to_str().unwrap(),
+        cert.to_str().unwrap(),
+    ]);
+    assert!(
+        v.status.success(),
+        "chain.pem carries the issuing CA: {}",
+        text(&v)
+    );
+    let subj = openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-subject"]);
+    assert!(
+        String::from_utf8_lossy(&subj.stdout).contains(&claim_id),
+        "{}",
+        text(&subj)
+    );
+    // The key is encrypted, opens with the passphrase, and belongs to the certificate.
+    let key = write_tmp(
+        tmp.path(),
+        "key.pem",
+        &file(&files, "aws-fleet-claim-key.pem").bytes,
+    );
+    let keytext = std::fs::read_to_string(&key).unwrap();
+    assert!(keytext.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+    let passfile = write_tmp(tmp.path(), "pass", b"claim passphrase 1");
+    let pubk = openssl(&[
+        "pkey",
+        "-in",
+        key.to_str().unwrap(),
+        "-passin",
+        &format!("file:{}", passfile.display()),
+        "-pubout",
+    ]);
+    assert!(pubk.status.success(), "{}", text(&pubk));
+    let certpub = openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-pubkey"]);
+    assert_eq!(pubk.stdout, certpub.stdout);
+    let wrong = write_tmp(tmp.path(), "wrong", b"not it");
+    let bad = openssl(&[
+        "pkey",
+        "-in",
+        key.to_str().unwrap(),
+        "-passin",
+        &format!("file:{}", wrong.display()),
+    ]);
+    assert!(!bad.status.success());
+    // Recorded in the ledger like any device.
+    let n: i64 = common::ledger(line)
+        .query_row(
+            "SELECT count(*) FROM devices WHERE device_id = ?1",
+            [&claim_id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+
+    let reg = json_of(file(&files, "aws-fleet-claim-register.json"));
+    let pol = json_of(file(&files, "aws-fleet-claim-policy.json"));
+    let tpl = json_of(file(&files, "aws-fleet-template.json"));
+    botocore_validate(&[
+        (
+            "claim-register",
+            "RegisterCertificateWithoutCA",
+            reg.clone(),
+        ),
+        ("claim-policy", "CreatePolicy", pol.clone()),
+        ("fleet-template", "CreateProvisioningTemplate", tpl.clone()),
+    ]);
+    assert_eq!(reg["certificatePem"], claim.cert_pem);
+    assert_eq!(tpl["type"], "FLEET_PROVISIONING");
+    assert_eq!(tpl["provisioningRoleArn"], ROLE);
+    let t = check_template_with(tpl["templateBody"].as_str().unwrap(), &["ThingName"], true);
+    assert_eq!(
+        t["Resources"]["certificate"]["Properties"]["CertificateId"],
+        json!({"Ref": "AWS::IoT::Certificate::Id"})
+    );
+    // Claim policy: Connect, and only the two provisioning topic trees.
+    let doc: Value = serde_json::from_str(pol["policyDocument"].as_str().unwrap()).unwrap();
+    let arn = format!("arn:aws:iot:eu-central-1:{ACCOUNT}:");
+    let allowed = [
+        format!("{arn}topic/$aws/certificates/create-from-csr/*"),
+        format!("{arn}topic/$aws/provisioning-templates/certfab-fleet/provision/*"),
+        format!("{arn}topicfilter/$aws/certificates/create-from-csr/*"),
+        format!("{arn}topicfilter/$aws/provisioning-templates/certfab-fleet/provision/*"),
+    ];
+    for st in doc["Statement"].as_array().unwrap() {
+        let actions: Vec<&str> = st["Action"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        for r in st["Resource"].as_array().unwrap() {
+            let r = r.as_str().unwrap();
+            if actions == ["iot:Connect"] {
+                assert_eq!(r, "*");
+            } else {
+                assert!(
+                    allowed.contains(&r.to_string()),
+                    "claim policy grants {actions:?} on {r}"
+                );
+                assert!(actions
+                    .iter()
+                    .all(|a| ["iot:Publish", "iot:Receive", "iot:Subscribe"].contains(a)));
+                assert_eq!(
+                    r.contains(":topicfilter/"),
+                    actions == ["iot:Subscribe"],
+                    "{r}"
+                );
+            }
+        }
+    }
+    let things = lines_of(file(&files, "aws-fleet-things-0001.jsonl"));
+    assert_eq!(things.len(), DEVICES);
+
+    // The same claim id again, with a fresh key: refused by the ledger.
+    let e = export::claim::issue_claim(&site, &profile, &claim_id, Some(&pass), 2048).unwrap_err();
+    assert_eq!(e.exit_code(), certfab::ExitCode::Rejected, "{e}");
+    // Without a claim the format refuses to render.
+    assert!(export::render(Format::AwsFleetClaim, &fx.input, &opts(&aws_settings())).is_err());
 }
