@@ -655,9 +655,11 @@ fn verification_cert_jitp_and_jitr_bundles() {
 fn jitp_refuses_thing_names_the_subject_cannot_give() {
     let fx = fixture();
     let mut input = fx.input.clone();
-    input.devices[2]
-        .cloud
-        .insert("thing_name".into(), json!("other-name"));
+    // As the manifest renders a profile's `cloud: {aws: {thing_name: …}}` for each device.
+    input.devices[2].cloud.insert(
+        "aws".into(),
+        json!({"thing_name": "other-name", "region": "eu-central-1"}),
+    );
     let mut s = aws_settings();
     s.push(("aws.certificate_mode", "SNI_ONLY"));
     let e = export::render(Format::AwsJitp, &input, &opts(&s)).unwrap_err();
@@ -671,6 +673,8 @@ fn jitp_refuses_thing_names_the_subject_cannot_give() {
         lines_of(file(&files, "aws-bulk-0001.jsonl"))[2]["ThingName"],
         "other-name"
     );
+    // The flat, platform-neutral spelling is read too.
+    input.devices[2].cloud.clear();
     input.devices[2]
         .cloud
         .insert("thing_name".into(), json!("bad name"));

@@ -8,8 +8,8 @@
 //! `policy_name`, `thing_type`, `thing_groups`, `topics`, `shadow`, `jobs`,
 //! `certificate_mode`, `certificate_status`, `jitr_lambda_arn`, `jitr_rule_name`,
 //! `template_name`, `claim_policy_name`, `claim_flow`, `pre_provisioning_hook_arn`.
-//! Per device (the manifest's rendered `cloud:` values): `thing_name` (default: the device
-//! id) and `attributes` (a map of thing attributes).
+//! Per device (the manifest's rendered `cloud:` values): `aws.thing_name` (or `thing_name`;
+//! default: the device id) and `aws.attributes` (or `attributes`; a map of thing attributes).
 
 use super::{
     require_devices, require_str, setting_bool, setting_list, setting_str, shard, shard_name,
@@ -633,15 +633,16 @@ fn thing_extras(
     Ok(())
 }
 
-/// The device's thing name: its rendered `cloud.thing_name`, else its device id, checked
+/// The device's thing name: its rendered `cloud.aws.thing_name` (or `cloud.thing_name`), else
+/// its device id, checked
 /// against AWS's thing-name rule (`[a-zA-Z0-9:_-]+`, 1..128).
 pub fn thing_name(d: &ExportDevice) -> Result<String, ExportError> {
-    let name = match d.cloud.get("thing_name") {
+    let name = match super::device_setting(d, "aws.thing_name") {
         Some(Value::String(s)) => s.clone(),
         Some(other) => {
             return Err(device_err(
                 d,
-                format!("cloud.thing_name is {other}, not text"),
+                format!("cloud.aws.thing_name is {other}, not text"),
             ))
         }
         None => d.device_id.clone(),
@@ -654,23 +655,23 @@ pub fn thing_name(d: &ExportDevice) -> Result<String, ExportError> {
     {
         return Err(device_err(
             d,
-            format!("thing name {name:?} breaks AWS IoT's rule [a-zA-Z0-9:_-]{{1,128}}; set the profile's cloud.thing_name template or the names policy"),
+            format!("thing name {name:?} breaks AWS IoT's rule [a-zA-Z0-9:_-]{{1,128}}; set the profile's cloud.aws.thing_name template or its names policy"),
         ));
     }
     Ok(name)
 }
 
-/// The device's thing attributes (`cloud.attributes`), checked against AWS's attribute rules
+/// The device's thing attributes (`cloud.aws.attributes`), checked against AWS's attribute rules
 /// (name `[a-zA-Z0-9_]` here, so it can also name a template parameter; value
 /// `[a-zA-Z0-9_.,@/:#-]*`, at most 800 characters).
 fn attributes(d: &ExportDevice) -> Result<std::collections::BTreeMap<String, String>, ExportError> {
     let mut out = std::collections::BTreeMap::new();
-    let Some(v) = d.cloud.get("attributes") else {
+    let Some(v) = super::device_setting(d, "aws.attributes") else {
         return Ok(out);
     };
     let map = v
         .as_object()
-        .ok_or_else(|| device_err(d, "cloud.attributes is not a map".into()))?;
+        .ok_or_else(|| device_err(d, "cloud.aws.attributes is not a map".into()))?;
     for (k, v) in map {
         let v = match v {
             Value::String(s) => s.clone(),

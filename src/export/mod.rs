@@ -496,3 +496,20 @@ pub fn export(
     write_files(out, &files, force)?;
     Ok(summary)
 }
+
+/// A device's rendered cloud value by dotted key (`aws.thing_name`), nested or flat; then the
+/// key's last part at the top level (`thing_name`), the platform-neutral spelling.
+pub fn device_setting<'a>(d: &'a ExportDevice, key: &str) -> Option<&'a serde_json::Value> {
+    if let Some(v) = d.cloud.get(key) {
+        return Some(v);
+    }
+    let mut parts = key.split('.');
+    let nested = parts.next().and_then(|first| {
+        let mut cur = d.cloud.get(first)?;
+        for p in parts {
+            cur = cur.get(p)?;
+        }
+        Some(cur)
+    });
+    nested.or_else(|| d.cloud.get(key.rsplit('.').next()?))
+}
