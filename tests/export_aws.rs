@@ -572,6 +572,28 @@ fn verification_cert_jitp_and_jitr_bundles() {
         file(&jitp, "ca.pem").bytes,
         fx.input.ca_chain_pem[0].as_bytes()
     );
+    // The named-template form: CreateProvisioningTemplate (type JITP) + registrationConfig
+    // naming it.
+    let mut named = o.clone();
+    named
+        .settings
+        .insert("aws.jitp_template_name".into(), "certfab-jitp".into());
+    let files = export::render(Format::AwsJitp, &fx.input, &named).unwrap();
+    let create = json_of(file(&files, "aws-jitp-create-template.json"));
+    let reg2 = json_of(file(&files, "aws-jitp-register-ca.json"));
+    botocore_validate(&[
+        ("jitp-named", "CreateProvisioningTemplate", create.clone()),
+        ("jitp-named-ca", "RegisterCACertificate", reg2.clone()),
+    ]);
+    assert_eq!(create["type"], "JITP");
+    assert_eq!(
+        create["templateBody"],
+        reg["registrationConfig"]["templateBody"]
+    );
+    assert_eq!(
+        reg2["registrationConfig"],
+        json!({"templateName": "certfab-jitp"})
+    );
 
     let jitr = export::render(
         Format::AwsJitr,

@@ -6,7 +6,8 @@
 //! Settings (profile `cloud:` section or `--set`), all under `aws.`:
 //! `region`, `account_id`, `partition` (default `aws`), `role_arn`, `bucket`, `key_prefix`,
 //! `policy_name`, `thing_type`, `thing_groups`, `topics`, `shadow`, `jobs`,
-//! `certificate_mode`, `certificate_status`, `jitr_lambda_arn`, `jitr_rule_name`,
+//! `certificate_mode`, `certificate_status`, `jitp_template_name`, `jitr_lambda_arn`,
+//! `jitr_rule_name`,
 //! `template_name`, `claim_policy_name`, `claim_flow`, `pre_provisioning_hook_arn`.
 //! Per device (the manifest's rendered `cloud:` values): `aws.thing_name` (or `thing_name`;
 //! default: the device id) and `aws.attributes` (or `attributes`; a map of thing attributes).
@@ -192,7 +193,31 @@ pub fn jitp(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFile>
         0,
         "the JITP provisioning template, readable form (its text is registrationConfig.templateBody in aws-jitp-register-ca.json)",
     )];
-    let registration = json!({"templateBody": body, "roleArn": role_arn});
+    // Two documented ways to attach the template: inline in the CA registration, or as a
+    // named JITP provisioning template the registration refers to.
+    let registration = match setting_str(input, opts, "aws.jitp_template_name") {
+        None => json!({"templateBody": body, "roleArn": role_arn}),
+        Some(name) => {
+            check_pattern("aws.jitp_template_name", &name, 1, 36, |c| {
+                c.is_ascii_alphanumeric() || "_-".contains(c)
+            })?;
+            let req = json!({
+                "templateName": name,
+                "description": format!("certfab JITP for profile {}", input.profile),
+                "templateBody": body,
+                "enabled": true,
+                "provisioningRoleArn": role_arn,
+                "type": "JITP",
+            });
+            files.push(json_file(
+                "aws-jitp-create-template.json",
+                &req,
+                0,
+                "first: aws iot create-provisioning-template --cli-input-json file://aws-jitp-create-template.json (the CA registration names it)",
+            ));
+            json!({"templateName": name})
+        }
+    };
     files.extend(register_ca(F, input, opts, Some(registration))?);
     Ok(files)
 }
