@@ -6,6 +6,7 @@ mod ca;
 mod export;
 mod hsm;
 mod issue;
+mod manifest;
 mod station;
 
 use crate::error::{Error, ExitCode};
@@ -42,6 +43,9 @@ pub enum Command {
     Batch(batch::BatchArgs),
     /// Run a station: identify, sign, install, prove and lock devices one after another.
     Station(station::StationArgs),
+    /// Signed manifests of batches and shifts: build, verify, show, merge.
+    #[command(subcommand)]
+    Manifest(manifest::ManifestCommand),
     /// Cloud pre-registration files from a verified manifest (docs/exports.md).
     Export(export::ExportArgs),
 }
@@ -58,6 +62,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Issue(a) => issue::run(&ctx, a),
         Command::Batch(a) => batch::run(&ctx, a),
         Command::Station(a) => station::run(&ctx, a),
+        Command::Manifest(c) => manifest::run(&ctx, c),
         Command::Export(a) => export::run(&ctx, a),
     }
 }
