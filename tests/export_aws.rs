@@ -87,6 +87,13 @@ fn fixture() -> &'static Fixture {
     })
 }
 
+/// The tests that sign a claim write the line's ledger, which one certfab holds at a time:
+/// they take turns.
+fn ledger_turn() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn opts(settings: &[(&str, &str)]) -> ExportOptions {
     ExportOptions {
         settings: settings
@@ -767,6 +774,7 @@ fn writing_refuses_existing_files_and_reports_every_file() {
 #[test]
 fn fleet_claim_certificate_policy_and_template() {
     let fx = fixture();
+    let _turn = ledger_turn();
     let line = &fx.line;
     let site = certfab::site::Site::open(&line.config()).unwrap();
     let profile =
@@ -1149,6 +1157,7 @@ fn export_refuses_an_unverified_manifest() {
 #[test]
 fn fleet_claim_cli_signs_only_when_the_export_can_land() {
     let fx = fixture();
+    let _turn = ledger_turn();
     let line = &fx.line;
     let m = fx.manifest.to_str().unwrap();
     let claims = |id: &str| -> i64 {
