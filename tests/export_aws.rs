@@ -479,6 +479,7 @@ fn device_policy_is_least_privilege_with_thing_name_variables() {
 #[test]
 fn verification_cert_jitp_and_jitr_bundles() {
     let fx = fixture();
+    let _turn = ledger_turn();
     let line = &fx.line;
     let code = "5e9ac1a0c2d4b1f8a3e6d7c9b0a1f2e3d4c5b6a7980f1e2d3c4b5a69788796a5";
     let vpath = line.file("verification.pem");
@@ -496,6 +497,27 @@ fn verification_cert_jitp_and_jitr_bundles() {
     assert!(o.status.success(), "{}", text(&o));
     let out: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(out["cn"], code);
+    // The CA signature is in the ledger's audit chain before the file exists.
+    let detail: String = common::ledger(line)
+        .query_row(
+            "SELECT detail FROM audit WHERE kind = 'verification_cert_signed' ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let detail: Value = serde_json::from_str(&detail).unwrap();
+    assert_eq!(detail["cn"], code);
+    assert_eq!(detail["serial"], out["serial"]);
+    assert_eq!(detail["sha256"], out["sha256"]);
+    let ser = openssl(&["x509", "-in", vpath.to_str().unwrap(), "-noout", "-serial"]);
+    assert_eq!(
+        String::from_utf8_lossy(&ser.stdout).trim().to_lowercase(),
+        format!("serial={}", detail["serial"].as_str().unwrap())
+    );
+    let chain = certfab::ledger::Ledger::open_read(&line.file("ledger.sqlite"), "dev-line")
+        .unwrap()
+        .verify_audit_chain();
+    assert!(chain.is_ok(), "{chain:?}");
     let issuing = line.file("ca/issuing.pem");
     let v = openssl(&[
         "verify",

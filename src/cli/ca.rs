@@ -243,18 +243,31 @@ pub(super) fn run(ctx: &Ctx, cmd: CaCommand) -> Result<ExitCode, Error> {
                 .map_err(|e| Error::Usage(format!("--validity: {e}")))?;
             let now = time::OffsetDateTime::now_utc();
             let now = now.replace_nanosecond(0).unwrap_or(now);
+            let mut ledger =
+                crate::ledger::Ledger::open(&site.config.ledger, &site.config.station_id)?;
             let issuer = site.issuer(&ca_ref, now)?;
             // A few minutes back, for a cloud whose clock is a little behind ours.
             let nb = (now - time::Duration::minutes(5)).max(issuer.cert.not_before);
             let der =
                 crate::ca::verification_cert(&issuer.key, &issuer.cert, &cn, nb, lifetime, prefix)?;
             let c = CaCert::from_der(der.clone(), out.display().to_string())?;
+            let serial = {
+                use der::Decode;
+                x509_cert::Certificate::from_der(&der)
+                    .map(|x| hex::encode(x.tbs_certificate.serial_number.as_bytes()))
+                    .unwrap_or_default()
+            };
+            let sha256 = hex::encode(crate::crypto::sha256(&der));
+            // Everything the CA key signs is accounted for: recorded before the file exists.
+            ledger.record_event(
+                "verification_cert_signed",
+                &serde_json::json!({"ca": ca, "cn": cn, "serial": serial, "sha256": sha256}),
+            )?;
             crate::output::write_new(&out, c.pem().as_bytes())?;
             let na = c.not_after.map(crate::clock::rfc3339).unwrap_or_default();
             ctx.print(
                 &serde_json::json!({
-                    "cert": out, "ca": ca, "cn": cn,
-                    "sha256": hex::encode(crate::crypto::sha256(&der)),
+                    "cert": out, "ca": ca, "cn": cn, "serial": serial, "sha256": sha256,
                     "not_before": crate::clock::rfc3339(c.not_before), "not_after": na,
                 }),
                 &format!(
