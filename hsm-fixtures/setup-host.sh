@@ -20,3 +20,8 @@ fi
 if ! python3 -c 'import botocore' >/dev/null 2>&1; then
   python3 -m pip install --quiet botocore
 fi
+# parliament (AWS IAM policy auditor with AWS's action/resource database) lints the IoT
+# policies certfab exports.
+if ! python3 -c 'import parliament' >/dev/null 2>&1; then
+  python3 -m pip install --quiet parliament
+fi

@@ -173,6 +173,47 @@ fn botocore_validate(reqs: &[(&str, &str, Value)]) {
     }
 }
 
+/// Lints IoT policy documents with parliament (AWS's IAM action/resource database): actions
+/// exist and each resource is of the type its action takes (client/topic/topicfilter).
+fn policy_lint(docs: &[(&str, Value)]) {
+    let body: Vec<Value> = docs
+        .iter()
+        .map(|(label, d)| json!({"label": label, "document": d}))
+        .collect();
+    let script = common::repo().join("tests/support/iot_policy_lint.py");
+    let mut child = std::process::Command::new("python3")
+        .arg(&script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_string(&body).unwrap().as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        o.status.success(),
+        "parliament could not run (hsm-fixtures/setup-host.sh installs it): {}",
+        text(&o)
+    );
+    let results: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(results.len(), docs.len());
+    for r in results {
+        assert_eq!(
+            r["findings"],
+            json!([]),
+            "{}: {}",
+            r["label"],
+            r["findings"]
+        );
+    }
+}
+
 /// Checks a template's shape: Parameters with Type String, Resources of the three IoT types,
 /// every Ref naming a declared parameter (fleet templates may also use AWS IoT's own
 /// pseudo-parameters such as `AWS::IoT::Certificate::Id` undeclared, as AWS's fleet example
@@ -394,6 +435,7 @@ fn device_policy_is_least_privilege_with_thing_name_variables() {
     botocore_validate(&[("policy", "CreatePolicy", req.clone())]);
     let doc: Value = serde_json::from_str(req["policyDocument"].as_str().unwrap()).unwrap();
     assert_eq!(doc, json_of(file(&files, "aws-policy-document.json")));
+    policy_lint(&[("device policy", doc.clone())]);
     assert_eq!(doc["Version"], "2012-10-17");
     let arn = format!("arn:aws:iot:eu-central-1:{ACCOUNT}:");
     let mut actions = Vec::new();
@@ -914,6 +956,7 @@ fn fleet_claim_certificate_policy_and_template() {
     );
     // Claim policy: Connect, and only the two provisioning topic trees.
     let doc: Value = serde_json::from_str(pol["policyDocument"].as_str().unwrap()).unwrap();
+    policy_lint(&[("claim policy", doc.clone())]);
     let arn = format!("arn:aws:iot:eu-central-1:{ACCOUNT}:");
     let allowed = [
         format!("{arn}topic/$aws/certificates/create-from-csr/*"),
@@ -931,7 +974,7 @@ fn fleet_claim_certificate_policy_and_template() {
         for r in st["Resource"].as_array().unwrap() {
             let r = r.as_str().unwrap();
             if actions == ["iot:Connect"] {
-                assert_eq!(r, "*");
+                assert_eq!(r, format!("{arn}client/*"));
             } else {
                 assert!(
                     allowed.contains(&r.to_string()),

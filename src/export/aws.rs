@@ -393,7 +393,9 @@ pub fn fleet_claim(
     let claim_doc = json!({
         "Version": "2012-10-17",
         "Statement": [
-            {"Effect": "Allow", "Action": ["iot:Connect"], "Resource": ["*"]},
+            // AWS's example allows Connect on "*"; the account's and region's client
+            // resources are the same grant, written so it cannot name anything else.
+            {"Effect": "Allow", "Action": ["iot:Connect"], "Resource": [format!("{arn}:client/*")]},
             {
                 "Effect": "Allow",
                 "Action": ["iot:Publish", "iot:Receive"],
