@@ -322,6 +322,24 @@ fn bulk_registration_lines_template_and_start_task_requests() {
         ]);
         assert!(v.status.success(), "{}", text(&v));
     }
+    // Thing names and attributes as AWS's model allows them: each line as the CreateThing
+    // request the template amounts to.
+    let things: Vec<(&str, &str, Value)> = rows
+        .iter()
+        .map(|r| {
+            (
+                "thing",
+                "CreateThing",
+                json!({"thingName": r["ThingName"],
+                       "attributePayload": {"attributes": {"certSerial": r["Attribute_certSerial"]}}}),
+            )
+        })
+        .collect();
+    botocore_validate(&things);
+    assert_eq!(
+        t["Resources"]["thing"]["Properties"]["AttributePayload"],
+        json!({"certSerial": {"Ref": "Attribute_certSerial"}})
+    );
     // One JSON object per line, newline-terminated (NDJSON).
     let raw = std::str::from_utf8(&file(&files, "aws-bulk-0001.jsonl").bytes).unwrap();
     assert!(raw.ends_with('\n') && raw.lines().count() == DEVICES);

@@ -691,7 +691,7 @@ pub fn thing_name(d: &ExportDevice) -> Result<String, ExportError> {
 
 /// The device's thing attributes (`cloud.aws.attributes`), checked against AWS's attribute rules
 /// (name `[a-zA-Z0-9_]` here, so it can also name a template parameter; value
-/// `[a-zA-Z0-9_.,@/:#-]*`, at most 800 characters).
+/// `[a-zA-Z0-9_.,@/:#=\[\]-]*`, at most 800 characters).
 fn attributes(d: &ExportDevice) -> Result<std::collections::BTreeMap<String, String>, ExportError> {
     let mut out = std::collections::BTreeMap::new();
     let Some(v) = super::device_setting(d, "aws.attributes") else {
@@ -719,11 +719,11 @@ fn attributes(d: &ExportDevice) -> Result<std::collections::BTreeMap<String, Str
         if v.len() > 800
             || !v
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_.,@/:#-".contains(c))
+                .all(|c| c.is_ascii_alphanumeric() || "_.,@/:#=[]-".contains(c))
         {
             return Err(device_err(
                 d,
-                format!("attribute {k} = {v:?} breaks AWS IoT's rule [a-zA-Z0-9_.,@/:#-]{{0,800}}"),
+                format!("attribute {k} = {v:?} breaks AWS IoT's rule [a-zA-Z0-9_.,@/:#=\\[\\]-]{{0,800}}"),
             ));
         }
         out.insert(k.clone(), v);
