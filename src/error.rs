@@ -85,6 +85,9 @@ pub enum Error {
     /// Station.
     #[error(transparent)]
     Station(#[from] crate::station::StationError),
+    /// Cloud export.
+    #[error(transparent)]
+    Export(#[from] crate::export::ExportError),
     /// Manifest build, verify or merge.
     #[error(transparent)]
     Manifest(#[from] crate::manifest::ManifestError),
@@ -126,6 +129,12 @@ impl Error {
                 crate::batch::BatchError::Sign(IssueError::Sign(SignError::Hsm(h))) => hsm_code(h),
                 crate::batch::BatchError::Sign(_) => ExitCode::Hsm,
                 crate::batch::BatchError::Refused(_) => ExitCode::Rejected,
+            },
+            Self::Export(e) => match e {
+                crate::export::ExportError::Device { .. }
+                | crate::export::ExportError::Input(_) => ExitCode::Rejected,
+                crate::export::ExportError::Write { .. } => ExitCode::Storage,
+                _ => ExitCode::Usage,
             },
             Self::Jws(j) => jws_code(j),
             Self::Manifest(m) => {

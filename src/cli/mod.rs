@@ -3,6 +3,7 @@
 
 mod batch;
 mod ca;
+mod export;
 mod hsm;
 mod issue;
 mod manifest;
@@ -45,6 +46,8 @@ pub enum Command {
     /// Signed manifests of batches and shifts: build, verify, show, merge.
     #[command(subcommand)]
     Manifest(manifest::ManifestCommand),
+    /// Cloud pre-registration files from a verified manifest (docs/exports.md).
+    Export(export::ExportArgs),
 }
 
 /// Runs a parsed command line.
@@ -60,6 +63,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Batch(a) => batch::run(&ctx, a),
         Command::Station(a) => station::run(&ctx, a),
         Command::Manifest(c) => manifest::run(&ctx, c),
+        Command::Export(a) => export::run(&ctx, a),
     }
 }
 

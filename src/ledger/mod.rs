@@ -821,6 +821,30 @@ impl Ledger {
         }))
     }
 
+    /// Records a CA signature that is not a device certificate (e.g. a cloud verification
+    /// certificate) as a hash-chained audit event, so everything the CA key signs is
+    /// accounted for. Call it before the result leaves the process.
+    pub fn record_event(
+        &mut self,
+        kind: &str,
+        detail: &serde_json::Value,
+    ) -> Result<(), LedgerError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        Self::audit(
+            &tx,
+            &mut self.last_hash,
+            &self.station,
+            kind,
+            None,
+            None,
+            detail,
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Verifies the audit hash chain from the start; returns the number of events.
     pub fn verify_audit_chain(&self) -> Result<u64, String> {
         let mut st = self
