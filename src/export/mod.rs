@@ -8,6 +8,14 @@
 
 use std::collections::BTreeMap;
 
+pub mod azure;
+pub mod csv;
+pub mod hono;
+pub mod microchip;
+pub mod nrfcloud;
+pub mod peridio;
+pub mod support;
+
 /// One device as the verified manifest records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportDevice {

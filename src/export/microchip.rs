@@ -1,0 +1,211 @@
+//! A Microchip-style secure element manifest: a JSON array with one signed entry per device,
+//! each a JWS in flattened JSON serialization (RFC 7515 §7.2.2) shaped like Microchip's
+//! Trust&GO / TrustFLEX manifests (`pytrustplatform/manifest/manifest.py`,
+//! `SignedSecureElement.encode`), for tools that import those (AWS and Azure manifest
+//! handlers from Microchip's TPDS, Thingpress):
+//!
+//! ```json
+//! {"payload": b64url(JSON), "protected": b64url({"typ":"JWT","alg":"ES256",
+//!   "kid": b64url(signer SKI), "x5t#S256": b64url(SHA-256(signer cert))}),
+//!  "header": {"uniqueId": "..."}, "signature": b64url(r||s)}
+//! ```
+//!
+//! The payload has `version` 1, `model`, `partNumber`, `manufacturer`, `provisioner`,
+//! `distributor` (each `{organizationName, organizationalUnitName}`), `groupId`,
+//! `provisioningTimestamp` (the certificate's notBefore, `YYYY-MM-DDTHH:MM:SS.mmmZ`),
+//! `uniqueId` and `publicKeySet.keys[0]` = the device key as a JWK (`kid` "0", EC P-256 or
+//! P-384) with `x5c` = [device certificate, issuing CA] in standard base64 DER.
+//!
+//! Entries are signed by the manifest signer key in the HSM (ES256 for a P-256 signer,
+//! ES384 for P-384). Consumers that accept only Microchip's own signer certificates will not
+//! accept certfab's signer; tools that take the signer certificate as input will.
+//!
+//! Settings: `microchip.model`, `microchip.part_number`, `microchip.group_id`,
+//! `microchip.manufacturer`, `microchip.provisioner`, `microchip.distributor` (each an
+//! organization name; the organizational unit comes from `*_unit`). Per device: `unique_id`
+//! (defaults to the ledger's device id).
+
+use super::support::{
+    b64, b64url, device_str, issuing_ca_der, pretty, shard, shard_name, CertFacts, ExportError,
+    ExportOptions, Settings,
+};
+use super::{ExportFile, ExportInput};
+use crate::crypto::{HashAlg, KeyKind, SignatureAlgorithm};
+use crate::signer::Signer;
+use serde_json::{json, Value};
+
+const FORMAT: &str = "microchip";
+
+/// The manifest signer: a key (in the HSM) and its certificate.
+pub struct ManifestSigner<'a> {
+    /// The signing key.
+    pub key: &'a dyn Signer,
+    /// Its certificate, DER (gives `kid` and `x5t#S256`).
+    pub cert_der: Vec<u8>,
+}
+
+impl ManifestSigner<'_> {
+    /// The JWS `alg` and the field length of the signer's curve.
+    fn jose_alg(&self) -> Result<(&'static str, usize), ExportError> {
+        let bad = |msg: String| ExportError::Setting {
+            format: FORMAT,
+            msg,
+        };
+        match (self.key.public_key().kind(), self.key.algorithm()) {
+            (KeyKind::P256, SignatureAlgorithm::Ecdsa(HashAlg::Sha256)) => Ok(("ES256", 32)),
+            (KeyKind::P384, SignatureAlgorithm::Ecdsa(HashAlg::Sha384)) => Ok(("ES384", 48)),
+            (kind, alg) => Err(bad(format!(
+                "the manifest signer is {kind} signing {alg}; Microchip manifests are signed ES256 (P-256) or ES384 (P-384)"
+            ))),
+        }
+    }
+
+    /// The protected header, checking the certificate belongs to the key.
+    fn protected(&self) -> Result<Value, ExportError> {
+        let cert = crate::ca::CaCert::from_der(self.cert_der.clone(), "manifest signer".into())
+            .map_err(|e| ExportError::Setting {
+                format: FORMAT,
+                msg: e.to_string(),
+            })?;
+        if cert.public_key.spki_der() != self.key.public_key().spki_der() {
+            return Err(ExportError::Setting {
+                format: FORMAT,
+                msg: "the manifest signer certificate is not for the signer key; point signer: at the key's own certificate".into(),
+            });
+        }
+        let (alg, _) = self.jose_alg()?;
+        Ok(json!({
+            "typ": "JWT",
+            "alg": alg,
+            "kid": b64url(&cert.key_id),
+            "x5t#S256": b64url(&crate::crypto::sha256(&self.cert_der)),
+        }))
+    }
+
+    /// JWS signature over `protected.payload` as raw `r||s`.
+    fn sign(&self, signing_input: &[u8]) -> Result<Vec<u8>, ExportError> {
+        let (_, field) = self.jose_alg()?;
+        let der = self.key.sign(signing_input).map_err(|source| ExportError::Sign {
+            format: FORMAT,
+            source,
+        })?;
+        let raw = match field {
+            32 => p256::ecdsa::Signature::from_der(&der).map(|s| s.to_bytes().to_vec()),
+            _ => p384::ecdsa::Signature::from_der(&der).map(|s| s.to_bytes().to_vec()),
+        };
+        raw.map_err(|e| ExportError::Setting {
+            format: FORMAT,
+            msg: format!("the signer returned a malformed ECDSA signature: {e}"),
+        })
+    }
+}
+
+/// The device public key as a JWK with its certificate chain.
+fn jwk(
+    d: &super::ExportDevice,
+    facts: &CertFacts,
+    ca_der: &[u8],
+) -> Result<Value, ExportError> {
+    let bad = |msg: String| ExportError::Device {
+        format: FORMAT,
+        device_id: d.device_id.clone(),
+        msg,
+    };
+    let key = crate::crypto::PublicKey::from_spki_der(&facts.spki_der)
+        .map_err(|e| bad(e.to_string()))?;
+    let (crv, n) = match key.kind() {
+        KeyKind::P256 => ("P-256", 32),
+        KeyKind::P384 => ("P-384", 48),
+        other => {
+            return Err(bad(format!(
+                "the device key is {other}; Microchip manifests carry EC (P-256/P-384) keys"
+            )))
+        }
+    };
+    let point = key.subject_public_key();
+    if point.len() != 1 + 2 * n || point[0] != 4 {
+        return Err(bad("the device EC point is not uncompressed".into()));
+    }
+    Ok(json!({
+        "kid": "0",
+        "kty": "EC",
+        "crv": crv,
+        "x": b64url(&point[1..1 + n]),
+        "y": b64url(&point[1 + n..]),
+        "x5c": [b64(&d.cert_der), b64(ca_der)],
+    }))
+}
+
+fn organization(s: &Settings<'_>, who: &str, default: &(String, String)) -> Result<Value, ExportError> {
+    Ok(json!({
+        "organizationName": s.str(&format!("microchip.{who}"))?.unwrap_or(default.0.clone()),
+        "organizationalUnitName": s.str(&format!("microchip.{who}_unit"))?.unwrap_or(default.1.clone()),
+    }))
+}
+
+/// `microchip-manifest-NNNN.json`, `--max-rows` entries a file, each entry signed by `signer`.
+pub fn render_signed(
+    input: &ExportInput,
+    opts: &ExportOptions,
+    signer: &ManifestSigner<'_>,
+) -> Result<Vec<ExportFile>, ExportError> {
+    let s = Settings::new(FORMAT, input);
+    let ca_der = issuing_ca_der(FORMAT, input)?;
+    let ca = crate::ca::CaCert::from_der(ca_der.clone(), "issuing CA".into()).map_err(|e| {
+        ExportError::Ca {
+            format: FORMAT,
+            msg: e.to_string(),
+        }
+    })?;
+    let org = (
+        crate::csr::attr_text(&ca.subject, const_oid::db::rfc4519::O).unwrap_or_default(),
+        crate::csr::attr_text(&ca.subject, const_oid::db::rfc4519::OU).unwrap_or_default(),
+    );
+    let model = s.str("microchip.model")?.unwrap_or(input.profile.clone());
+    let part = s.str("microchip.part_number")?.unwrap_or(input.profile.clone());
+    let group = s
+        .str("microchip.group_id")?
+        .unwrap_or_else(|| input.batch_ids.join("+"));
+    let manufacturer = organization(&s, "manufacturer", &org)?;
+    let provisioner = organization(&s, "provisioner", &org)?;
+    let distributor = organization(&s, "distributor", &org)?;
+    let protected = b64url(signer.protected()?.to_string().as_bytes());
+
+    let mut entries = Vec::with_capacity(input.devices.len());
+    for d in &input.devices {
+        let facts = CertFacts::of(FORMAT, d)?;
+        let unique_id = device_str(FORMAT, d, "unique_id")?.unwrap_or(d.device_id.clone());
+        let nb = &facts.cert.tbs_certificate.validity.not_before;
+        let ts = super::support::x509_time_rfc3339(nb).replace('Z', ".000Z");
+        let payload = json!({
+            "version": 1,
+            "model": model,
+            "partNumber": part,
+            "manufacturer": manufacturer,
+            "provisioner": provisioner,
+            "distributor": distributor,
+            "groupId": group,
+            "provisioningTimestamp": ts,
+            "uniqueId": unique_id,
+            "publicKeySet": { "keys": [jwk(d, &facts, &ca_der)?] },
+        });
+        let payload = b64url(payload.to_string().as_bytes());
+        let signature = signer.sign(format!("{protected}.{payload}").as_bytes())?;
+        entries.push(json!({
+            "payload": payload,
+            "protected": protected,
+            "header": { "uniqueId": unique_id },
+            "signature": b64url(&signature),
+        }));
+    }
+    Ok(shard(&entries, None, opts.max_rows)
+        .into_iter()
+        .enumerate()
+        .map(|(i, chunk)| ExportFile {
+            name: shard_name("microchip-manifest", i, "json"),
+            bytes: pretty(&Value::Array(chunk.to_vec())),
+            devices: chunk.len(),
+            consumer: "tools that import Microchip secure element manifests (pytrustplatform Manifest, TPDS manifest handlers, Thingpress) with the certfab manifest signer certificate as the verification certificate".into(),
+        })
+        .collect())
+}
