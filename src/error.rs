@@ -85,6 +85,9 @@ pub enum Error {
     /// Station.
     #[error(transparent)]
     Station(#[from] crate::station::StationError),
+    /// Detached JWS (manifest or audit signature).
+    #[error(transparent)]
+    Jws(#[from] crate::manifest::jws::JwsError),
     /// Bad argument combination.
     #[error("{0}")]
     Usage(String),
@@ -121,6 +124,7 @@ impl Error {
                 crate::batch::BatchError::Sign(_) => ExitCode::Hsm,
                 crate::batch::BatchError::Refused(_) => ExitCode::Rejected,
             },
+            Self::Jws(j) => jws_code(j),
             Self::Station(s) => match s {
                 crate::station::StationError::Usage(_) => ExitCode::Usage,
                 crate::station::StationError::Adapter { .. } => ExitCode::Station,
@@ -131,6 +135,17 @@ impl Error {
                 crate::station::StationError::Hsm(_) => ExitCode::Hsm,
             },
         }
+    }
+}
+
+fn jws_code(j: &crate::manifest::jws::JwsError) -> ExitCode {
+    use crate::manifest::jws::JwsError;
+    match j {
+        JwsError::Signer(_) => ExitCode::Usage,
+        JwsError::Sign(SignError::Hsm(h)) => hsm_code(h),
+        JwsError::Sign(_) => ExitCode::Hsm,
+        // A signature or chain that does not verify: input rejected.
+        _ => ExitCode::Rejected,
     }
 }
 
