@@ -81,7 +81,10 @@ fn check_hub_device_id(id: &str) -> Result<(), String> {
 }
 
 /// Fields shared by individual enrollments and groups, from profile settings.
-fn common_fields(format: &'static str, input: &ExportInput) -> Result<Map<String, Value>, ExportError> {
+fn common_fields(
+    format: &'static str,
+    input: &ExportInput,
+) -> Result<Map<String, Value>, ExportError> {
     let s = Settings::new(format, input);
     let mut m = Map::new();
     let status = s
@@ -130,7 +133,8 @@ pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFil
         let cn = facts.common_name.clone().ok_or_else(|| {
             bad("the certificate subject has no single CN; DPS takes the registration id from the CN".into())
         })?;
-        let reg_id = super::support::device_str(FORMAT, d, "registration_id")?.unwrap_or(cn.clone());
+        let reg_id =
+            super::support::device_str(FORMAT, d, "registration_id")?.unwrap_or(cn.clone());
         check_registration_id(&reg_id).map_err(|m| {
             bad(format!(
                 "{m}; issue the certificate with a CN that is a valid registration id (profile subject template)"
@@ -209,11 +213,16 @@ pub fn render_group(
     })?;
     let x509 = match s.str("azure.ca_reference")? {
         Some(name) => json!({ "caReferences": { "primary": name } }),
-        None => json!({ "signingCertificates": { "primary": { "certificate": ca_pem.trim_end() } } }),
+        None => {
+            json!({ "signingCertificates": { "primary": { "certificate": ca_pem.trim_end() } } })
+        }
     };
     let mut g = Map::new();
     g.insert("enrollmentGroupId".into(), json!(group_id));
-    g.insert("attestation".into(), json!({ "type": "x509", "x509": x509 }));
+    g.insert(
+        "attestation".into(),
+        json!({ "type": "x509", "x509": x509 }),
+    );
     for (k, v) in common_fields(GROUP_FORMAT, input)? {
         g.insert(k, v);
     }

@@ -109,7 +109,10 @@ fn escape(s: &str) -> String {
     }
     // Leading and trailing spaces (and CR) are escaped one by one.
     let chars: Vec<char> = out.chars().collect();
-    let lead = chars.iter().take_while(|c| **c == ' ' || **c == '\r').count();
+    let lead = chars
+        .iter()
+        .take_while(|c| **c == ' ' || **c == '\r')
+        .count();
     if lead == chars.len() {
         return chars.iter().flat_map(|c| ['\\', *c]).collect();
     }
@@ -172,7 +175,10 @@ fn tenant(input: &ExportInput) -> Result<Value, ExportError> {
     };
     let id = match s.str("hono.trusted_ca_id")? {
         Some(id) => id,
-        None => format!("certfab-{}", &hex::encode(crate::crypto::sha256(&der))[..16]),
+        None => format!(
+            "certfab-{}",
+            &hex::encode(crate::crypto::sha256(&der))[..16]
+        ),
     };
     let mut ca_obj = Map::new();
     ca_obj.insert("id".into(), json!(id));
@@ -182,7 +188,10 @@ fn tenant(input: &ExportInput) -> Result<Value, ExportError> {
     );
     ca_obj.insert(
         "subject-dn-bytes".into(),
-        json!(b64(&tbs.subject.to_der().map_err(|e| ca_err(e.to_string()))?)),
+        json!(b64(&tbs
+            .subject
+            .to_der()
+            .map_err(|e| ca_err(e.to_string()))?)),
     );
     ca_obj.insert("public-key".into(), json!(b64(&spki)));
     ca_obj.insert("algorithm".into(), json!(algorithm));
@@ -206,7 +215,12 @@ fn tenant(input: &ExportInput) -> Result<Value, ExportError> {
         ),
     ] {
         if let Some(t) = s.str(key)? {
-            let known = ["{{subject-cn}}", "{{subject-dn}}", "{{subject-ou}}", "{{subject-o}}"];
+            let known = [
+                "{{subject-cn}}",
+                "{{subject-dn}}",
+                "{{subject-ou}}",
+                "{{subject-o}}",
+            ];
             if !known.iter().any(|p| t.contains(p)) {
                 return Err(ExportError::Setting {
                     format: FORMAT,

@@ -31,88 +31,66 @@ use super::support::{
 };
 use super::{ExportFile, ExportInput};
 use crate::crypto::{HashAlg, KeyKind, SignatureAlgorithm};
+use crate::manifest::jws::DocumentSigner;
 use crate::signer::Signer;
 use serde_json::{json, Value};
 
 const FORMAT: &str = "microchip";
 
-/// The manifest signer: a key (in the HSM) and its certificate.
-pub struct ManifestSigner<'a> {
-    /// The signing key.
-    pub key: &'a dyn Signer,
-    /// Its certificate, DER (gives `kid` and `x5t#S256`).
-    pub cert_der: Vec<u8>,
+/// The JWS `alg` and the field length of the signer's curve.
+fn jose_alg<K: Signer>(signer: &DocumentSigner<K>) -> Result<(&'static str, usize), ExportError> {
+    match (signer.key.public_key().kind(), signer.key.algorithm()) {
+        (KeyKind::P256, SignatureAlgorithm::Ecdsa(HashAlg::Sha256)) => Ok(("ES256", 32)),
+        (KeyKind::P384, SignatureAlgorithm::Ecdsa(HashAlg::Sha384)) => Ok(("ES384", 48)),
+        (kind, alg) => Err(ExportError::Setting {
+            format: FORMAT,
+            msg: format!(
+                "the manifest signer is {kind} signing {alg}; Microchip manifests are signed ES256 (P-256) or ES384 (P-384)"
+            ),
+        }),
+    }
 }
 
-impl ManifestSigner<'_> {
-    /// The JWS `alg` and the field length of the signer's curve.
-    fn jose_alg(&self) -> Result<(&'static str, usize), ExportError> {
-        let bad = |msg: String| ExportError::Setting {
-            format: FORMAT,
-            msg,
-        };
-        match (self.key.public_key().kind(), self.key.algorithm()) {
-            (KeyKind::P256, SignatureAlgorithm::Ecdsa(HashAlg::Sha256)) => Ok(("ES256", 32)),
-            (KeyKind::P384, SignatureAlgorithm::Ecdsa(HashAlg::Sha384)) => Ok(("ES384", 48)),
-            (kind, alg) => Err(bad(format!(
-                "the manifest signer is {kind} signing {alg}; Microchip manifests are signed ES256 (P-256) or ES384 (P-384)"
-            ))),
-        }
-    }
+/// The protected header: `kid` is the base64url subjectKeyIdentifier and `x5t#S256` the
+/// base64url SHA-256 of the signer certificate, as pytrustplatform writes them.
+fn protected<K: Signer>(signer: &DocumentSigner<K>) -> Result<Value, ExportError> {
+    let (alg, _) = jose_alg(signer)?;
+    Ok(json!({
+        "typ": "JWT",
+        "alg": alg,
+        "kid": b64url(&signer.cert.key_id),
+        "x5t#S256": b64url(&crate::crypto::sha256(&signer.cert.der)),
+    }))
+}
 
-    /// The protected header, checking the certificate belongs to the key.
-    fn protected(&self) -> Result<Value, ExportError> {
-        let cert = crate::ca::CaCert::from_der(self.cert_der.clone(), "manifest signer".into())
-            .map_err(|e| ExportError::Setting {
-                format: FORMAT,
-                msg: e.to_string(),
-            })?;
-        if cert.public_key.spki_der() != self.key.public_key().spki_der() {
-            return Err(ExportError::Setting {
-                format: FORMAT,
-                msg: "the manifest signer certificate is not for the signer key; point signer: at the key's own certificate".into(),
-            });
-        }
-        let (alg, _) = self.jose_alg()?;
-        Ok(json!({
-            "typ": "JWT",
-            "alg": alg,
-            "kid": b64url(&cert.key_id),
-            "x5t#S256": b64url(&crate::crypto::sha256(&self.cert_der)),
-        }))
-    }
-
-    /// JWS signature over `protected.payload` as raw `r||s`.
-    fn sign(&self, signing_input: &[u8]) -> Result<Vec<u8>, ExportError> {
-        let (_, field) = self.jose_alg()?;
-        let der = self.key.sign(signing_input).map_err(|source| ExportError::Sign {
+/// JWS signature over the signing input, as raw `r||s` (RFC 7518 §3.4).
+fn sign<K: Signer>(
+    signer: &DocumentSigner<K>,
+    signing_input: &[u8],
+) -> Result<Vec<u8>, ExportError> {
+    let (_, field) = jose_alg(signer)?;
+    let der = signer
+        .key
+        .sign(signing_input)
+        .map_err(|source| ExportError::Sign {
             format: FORMAT,
             source,
         })?;
-        let raw = match field {
-            32 => p256::ecdsa::Signature::from_der(&der).map(|s| s.to_bytes().to_vec()),
-            _ => p384::ecdsa::Signature::from_der(&der).map(|s| s.to_bytes().to_vec()),
-        };
-        raw.map_err(|e| ExportError::Setting {
-            format: FORMAT,
-            msg: format!("the signer returned a malformed ECDSA signature: {e}"),
-        })
-    }
+    crate::crypto::der_ecdsa_to_raw(&der, field).map_err(|e| ExportError::Setting {
+        format: FORMAT,
+        msg: format!("the signer returned a malformed ECDSA signature: {e}"),
+    })
 }
 
 /// The device public key as a JWK with its certificate chain.
-fn jwk(
-    d: &super::ExportDevice,
-    facts: &CertFacts,
-    ca_der: &[u8],
-) -> Result<Value, ExportError> {
+fn jwk(d: &super::ExportDevice, facts: &CertFacts, ca_der: &[u8]) -> Result<Value, ExportError> {
     let bad = |msg: String| ExportError::Device {
         format: FORMAT,
         device_id: d.device_id.clone(),
         msg,
     };
-    let key = crate::crypto::PublicKey::from_spki_der(&facts.spki_der)
-        .map_err(|e| bad(e.to_string()))?;
+    let key =
+        crate::crypto::PublicKey::from_spki_der(&facts.spki_der).map_err(|e| bad(e.to_string()))?;
     let (crv, n) = match key.kind() {
         KeyKind::P256 => ("P-256", 32),
         KeyKind::P384 => ("P-384", 48),
@@ -136,7 +114,11 @@ fn jwk(
     }))
 }
 
-fn organization(s: &Settings<'_>, who: &str, default: &(String, String)) -> Result<Value, ExportError> {
+fn organization(
+    s: &Settings<'_>,
+    who: &str,
+    default: &(String, String),
+) -> Result<Value, ExportError> {
     Ok(json!({
         "organizationName": s.str(&format!("microchip.{who}"))?.unwrap_or(default.0.clone()),
         "organizationalUnitName": s.str(&format!("microchip.{who}_unit"))?.unwrap_or(default.1.clone()),
@@ -144,10 +126,10 @@ fn organization(s: &Settings<'_>, who: &str, default: &(String, String)) -> Resu
 }
 
 /// `microchip-manifest-NNNN.json`, `--max-rows` entries a file, each entry signed by `signer`.
-pub fn render_signed(
+pub fn render_signed<K: Signer>(
     input: &ExportInput,
     opts: &ExportOptions,
-    signer: &ManifestSigner<'_>,
+    signer: &DocumentSigner<K>,
 ) -> Result<Vec<ExportFile>, ExportError> {
     let s = Settings::new(FORMAT, input);
     let ca_der = issuing_ca_der(FORMAT, input)?;
@@ -162,14 +144,16 @@ pub fn render_signed(
         crate::csr::attr_text(&ca.subject, const_oid::db::rfc4519::OU).unwrap_or_default(),
     );
     let model = s.str("microchip.model")?.unwrap_or(input.profile.clone());
-    let part = s.str("microchip.part_number")?.unwrap_or(input.profile.clone());
+    let part = s
+        .str("microchip.part_number")?
+        .unwrap_or(input.profile.clone());
     let group = s
         .str("microchip.group_id")?
         .unwrap_or_else(|| input.batch_ids.join("+"));
     let manufacturer = organization(&s, "manufacturer", &org)?;
     let provisioner = organization(&s, "provisioner", &org)?;
     let distributor = organization(&s, "distributor", &org)?;
-    let protected = b64url(signer.protected()?.to_string().as_bytes());
+    let protected = b64url(protected(signer)?.to_string().as_bytes());
 
     let mut entries = Vec::with_capacity(input.devices.len());
     for d in &input.devices {
@@ -190,7 +174,7 @@ pub fn render_signed(
             "publicKeySet": { "keys": [jwk(d, &facts, &ca_der)?] },
         });
         let payload = b64url(payload.to_string().as_bytes());
-        let signature = signer.sign(format!("{protected}.{payload}").as_bytes())?;
+        let signature = sign(signer, format!("{protected}.{payload}").as_bytes())?;
         entries.push(json!({
             "payload": payload,
             "protected": protected,

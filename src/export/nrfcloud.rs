@@ -8,7 +8,9 @@
 //! `APP MODEM BOOT SOFTDEVICE BOOTLOADER`, default `APP|MODEM` as the installer uses). Per
 //! device: `nrfcloud_device_id` (defaults to the ledger's device id), `subtype`, `tags`.
 
-use super::support::{device_list, device_str, shard, shard_name, ExportError, ExportOptions, Settings};
+use super::support::{
+    device_list, device_str, shard, shard_name, ExportError, ExportOptions, Settings,
+};
 use super::{ExportFile, ExportInput};
 
 const FORMAT: &str = "nrfcloud";
@@ -23,11 +25,7 @@ pub const DEVICE_ID_MAX: usize = 64;
 /// Firmware types nRF Cloud knows.
 pub const FW_TYPES: &[&str] = &["APP", "MODEM", "BOOT", "SOFTDEVICE", "BOOTLOADER"];
 
-fn pipe_list(
-    d: &super::ExportDevice,
-    what: &str,
-    items: &[String],
-) -> Result<String, ExportError> {
+fn pipe_list(d: &super::ExportDevice, what: &str, items: &[String]) -> Result<String, ExportError> {
     if let Some(bad) = items.iter().find(|t| t.is_empty() || t.contains('|')) {
         return Err(ExportError::Device {
             format: FORMAT,
@@ -71,7 +69,9 @@ pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFil
             )));
         }
         if id.chars().any(|c| c.is_control()) {
-            return Err(bad(format!("nRF Cloud device id '{id}' has a control character")));
+            return Err(bad(format!(
+                "nRF Cloud device id '{id}' has a control character"
+            )));
         }
         if !seen.insert(id.clone()) {
             return Err(bad(format!("nRF Cloud device id '{id}' appears twice")));

@@ -194,7 +194,9 @@ impl<'a> Settings<'a> {
     pub fn list(&self, key: &str) -> Result<Option<Vec<String>>, ExportError> {
         match self.input.cloud.get(key) {
             None | Some(serde_json::Value::Null) => Ok(None),
-            Some(v) => string_list(v).map(Some).ok_or_else(|| self.wrong(key, "a list of strings")),
+            Some(v) => string_list(v)
+                .map(Some)
+                .ok_or_else(|| self.wrong(key, "a list of strings")),
         }
     }
 }
