@@ -15,3 +15,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# botocore (AWS's SDK service models) for tests/export_aws.rs, which validates the AWS IoT
+# request bodies certfab exports against AWS's own API model.
+if ! python3 -c 'import botocore' >/dev/null 2>&1; then
+  python3 -m pip install --quiet botocore
+fi

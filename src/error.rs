@@ -85,6 +85,12 @@ pub enum Error {
     /// Station.
     #[error(transparent)]
     Station(#[from] crate::station::StationError),
+    /// Cloud export.
+    #[error(transparent)]
+    Export(#[from] crate::export::ExportError),
+    /// Manifest build, verify or merge.
+    #[error(transparent)]
+    Manifest(#[from] crate::manifest::ManifestError),
     /// Detached JWS (manifest or audit signature).
     #[error(transparent)]
     Jws(#[from] crate::manifest::jws::JwsError),
@@ -124,7 +130,22 @@ impl Error {
                 crate::batch::BatchError::Sign(_) => ExitCode::Hsm,
                 crate::batch::BatchError::Refused(_) => ExitCode::Rejected,
             },
+            Self::Export(e) => match e {
+                crate::export::ExportError::Device { .. }
+                | crate::export::ExportError::Input(_) => ExitCode::Rejected,
+                crate::export::ExportError::Write { .. } => ExitCode::Storage,
+                _ => ExitCode::Usage,
+            },
             Self::Jws(j) => jws_code(j),
+            Self::Manifest(m) => {
+                use crate::manifest::ManifestError as M;
+                match m {
+                    M::Read { .. } | M::Trust(_) | M::Usage(_) => ExitCode::Usage,
+                    M::Invalid(_) | M::Refused(_) => ExitCode::Rejected,
+                    M::Jws(j) => jws_code(j),
+                    M::Ledger(_) | M::Write { .. } => ExitCode::Storage,
+                }
+            }
             Self::Station(s) => match s {
                 crate::station::StationError::Usage(_) => ExitCode::Usage,
                 crate::station::StationError::Adapter { .. } => ExitCode::Station,

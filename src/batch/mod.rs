@@ -6,6 +6,7 @@ mod input;
 mod output;
 
 pub use input::{render_id, rows, InputError, Row, RowError, RowKey, Source};
+pub use output::encode_key_pem;
 
 use crate::ca::CaCert;
 use crate::issue::{self, IssueContext, IssueError, KeySource, Prepared, Request};

@@ -175,6 +175,77 @@ pub fn sign_ca<S: Signer>(
     sign_and_verify(&spec, issuer_signer)
 }
 
+/// Longest verification code accepted: X.520's upper bound for a commonName.
+pub const VERIFICATION_CODE_MAX: usize = 64;
+
+/// A proof-of-possession ("verification") certificate for registering a CA with a cloud:
+/// an end-entity certificate whose subject is only `CN=<code>` (AWS IoT's registration code
+/// from GetRegistrationCode, Azure DPS's verification code), signed by the CA's key.
+///
+/// Its key pair is made here and dropped (zeroized) when this returns: the certificate
+/// proves only that the CA key signed the code, and authenticates nobody.
+pub fn verification_cert<S: Signer>(
+    signer: &S,
+    issuer: &CaCert,
+    code: &str,
+    not_before: OffsetDateTime,
+    validity: time::Duration,
+    serial_prefix: u8,
+) -> Result<Vec<u8>, CeremonyError> {
+    if code.is_empty()
+        || code.len() > VERIFICATION_CODE_MAX
+        || !code
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(CeremonyError::Param(format!(
+            "--cn must be the platform's verification code: 1..{VERIFICATION_CODE_MAX} letters, digits, '-', '_' or '.' (AWS: aws iot get-registration-code; Azure DPS: generateVerificationCode)"
+        )));
+    }
+    issuer.check_usable(not_before)?;
+    let mut not_after = not_before + validity;
+    if let Some(ca_na) = issuer.not_after {
+        not_after = not_after.min(ca_na);
+    }
+    let key = p256::SecretKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
+    let spki = {
+        use p256::pkcs8::EncodePublicKey;
+        key.public_key()
+            .to_public_key_der()
+            .map_err(|e| CeremonyError::Param(e.to_string()))?
+            .as_bytes()
+            .to_vec()
+    };
+    drop(key);
+    let subject = issue::name(&[(
+        crate::profile::AttrType {
+            name: "CN".into(),
+            oid: const_oid::db::rfc4519::CN,
+            printable: false,
+        },
+        code.to_string(),
+    )])?;
+    let pk = crate::crypto::PublicKey::from_spki_der(&spki)
+        .map_err(|e| CeremonyError::Param(e.to_string()))?;
+    let spec = CertSpec {
+        serial: issue::new_serial(serial_prefix)
+            .map_err(|e| CeremonyError::Param(e.to_string()))?,
+        signature: signer.algorithm(),
+        issuer: issuer.subject.clone(),
+        subject,
+        not_before,
+        not_after: Some(not_after),
+        spki,
+        extensions: vec![
+            issue::basic_constraints(false, None)?,
+            issue::key_usage(KeyUsages::DigitalSignature.into())?,
+            issue::subject_key_id(&crate::crypto::key_identifier(&pk.subject_public_key()))?,
+            issue::authority_key_id(&issuer.key_id)?,
+        ],
+    };
+    sign_and_verify(&spec, signer)
+}
+
 /// Signs an end-entity certificate for a document-signing key (the manifest and audit signer):
 /// basicConstraints CA:FALSE, keyUsage digitalSignature only, so the key can sign manifests
 /// but can never issue a certificate. `params.path_len` must be `None`.

@@ -85,6 +85,22 @@ pub enum CaCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Sign a proof-of-possession certificate (CN = a cloud's registration/verification code)
+    /// with a CA's key in the token, for AWS IoT RegisterCACertificate or Azure DPS verify.
+    VerificationCert {
+        /// CA name from the site config (its key signs, its certificate is the issuer).
+        #[arg(long)]
+        ca: String,
+        /// The code: AWS `aws iot get-registration-code`, Azure DPS generateVerificationCode.
+        #[arg(long)]
+        cn: String,
+        /// Lifetime (the cloud checks it once, at registration).
+        #[arg(long, default_value = "1d")]
+        validity: String,
+        /// Output PEM file (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Store a CA certificate on the token beside its key, after checking they match.
     Import {
         /// The key (pkcs11: URI or label).
@@ -203,6 +219,49 @@ pub(super) fn run(ctx: &Ctx, cmd: CaCommand) -> Result<ExitCode, Error> {
                 let der = crate::ca::sign_ca(&signer, &issuer, &csr_bytes, &params)?;
                 done(ctx, &out, &der, "CA certificate")?;
             }
+        }
+        CaCommand::VerificationCert {
+            ca,
+            cn,
+            validity: v,
+            out,
+        } => {
+            crate::output::check_free(&[&out])?;
+            let ca_ref = site.config.cas.get(&ca).cloned().ok_or_else(|| {
+                Error::Usage(format!(
+                    "--ca {ca}: {} defines no such CA under cas: (defined: {})",
+                    site.config.path.display(),
+                    site.config
+                        .cas
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?;
+            let lifetime = crate::profile::parse_duration(&v)
+                .map_err(|e| Error::Usage(format!("--validity: {e}")))?;
+            let now = time::OffsetDateTime::now_utc();
+            let now = now.replace_nanosecond(0).unwrap_or(now);
+            let issuer = site.issuer(&ca_ref, now)?;
+            // A few minutes back, for a cloud whose clock is a little behind ours.
+            let nb = (now - time::Duration::minutes(5)).max(issuer.cert.not_before);
+            let der =
+                crate::ca::verification_cert(&issuer.key, &issuer.cert, &cn, nb, lifetime, prefix)?;
+            let c = CaCert::from_der(der.clone(), out.display().to_string())?;
+            crate::output::write_new(&out, c.pem().as_bytes())?;
+            let na = c.not_after.map(crate::clock::rfc3339).unwrap_or_default();
+            ctx.print(
+                &serde_json::json!({
+                    "cert": out, "ca": ca, "cn": cn,
+                    "sha256": hex::encode(crate::crypto::sha256(&der)),
+                    "not_before": crate::clock::rfc3339(c.not_before), "not_after": na,
+                }),
+                &format!(
+                    "wrote verification certificate {} (CN={cn}, signed by CA '{ca}', valid until {na}); its key was discarded",
+                    out.display()
+                ),
+            );
         }
         CaCommand::Import { key, cert } => {
             let uri = site.key_uri(&key)?;

@@ -3,6 +3,7 @@
 
 mod batch;
 mod ca;
+mod export;
 mod hsm;
 mod issue;
 mod station;
@@ -41,6 +42,8 @@ pub enum Command {
     Batch(batch::BatchArgs),
     /// Run a station: identify, sign, install, prove and lock devices one after another.
     Station(station::StationArgs),
+    /// Cloud pre-registration files from a verified manifest (docs/exports.md).
+    Export(export::ExportArgs),
 }
 
 /// Runs a parsed command line.
@@ -55,6 +58,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Issue(a) => issue::run(&ctx, a),
         Command::Batch(a) => batch::run(&ctx, a),
         Command::Station(a) => station::run(&ctx, a),
+        Command::Export(a) => export::run(&ctx, a),
     }
 }
 

@@ -83,3 +83,424 @@ pub struct ExportFile {
     /// What the file is for and which console page or API call consumes it.
     pub consumer: String,
 }
+
+pub mod aws;
+pub mod claim;
+mod write;
+
+pub use write::{write_files, Written};
+
+use std::path::{Path, PathBuf};
+
+/// The export formats `certfab export --format` accepts.
+///
+/// Names are the CLI spellings. Each format is rendered by one function with the signature
+/// `fn(&ExportInput, &ExportOptions) -> Result<Vec<ExportFile>, ExportError>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Format {
+    /// AWS IoT bulk registration: NDJSON input file(s) + template + StartThingRegistrationTask.
+    AwsBulk,
+    /// AWS IoT Just-in-Time Provisioning: template and CA registration bundle.
+    AwsJitp,
+    /// AWS IoT Just-in-Time Registration: CA registration with auto-registration, rule, allow-list.
+    AwsJitr,
+    /// AWS IoT multi-account registration: RegisterCertificateWithoutCA requests.
+    AwsMultiAccount,
+    /// AWS IoT least-privilege device policy (thing-name policy variables).
+    AwsPolicy,
+    /// AWS IoT Fleet Provisioning by claim: claim certificate, claim policy, template.
+    AwsFleetClaim,
+}
+
+impl Format {
+    /// The CLI spelling (`aws-bulk`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::AwsBulk => "aws-bulk",
+            Self::AwsJitp => "aws-jitp",
+            Self::AwsJitr => "aws-jitr",
+            Self::AwsMultiAccount => "aws-multi-account",
+            Self::AwsPolicy => "aws-policy",
+            Self::AwsFleetClaim => "aws-fleet-claim",
+        }
+    }
+
+    /// Whether the format needs a certificate signed by the HSM at export time (the CLI opens
+    /// the site for it and passes the result in [`ExportOptions`]).
+    pub fn needs_claim(self) -> bool {
+        matches!(self, Self::AwsFleetClaim)
+    }
+}
+
+/// A claim certificate made for a batch (Fleet Provisioning by claim), issued through the
+/// ledger before the export renders it.
+#[derive(Debug, Clone)]
+pub struct ClaimMaterial {
+    /// The claim's device id in the ledger (e.g. `fleet-claim-<batch>`).
+    pub claim_id: String,
+    /// Claim certificate, PEM.
+    pub cert_pem: String,
+    /// Claim certificate followed by its CA chain (without a self-signed root), PEM.
+    pub chain_pem: String,
+    /// The claim private key as PKCS#8 PEM: encrypted unless plain keys were asked for.
+    pub key_pem: zeroize::Zeroizing<String>,
+    /// Whether `key_pem` is encrypted.
+    pub key_encrypted: bool,
+}
+
+/// Options shared by every format.
+#[derive(Debug, Clone, Default)]
+pub struct ExportOptions {
+    /// At most this many devices per row file (`--max-rows`); `None` = one file.
+    pub max_rows: Option<usize>,
+    /// Settings from `--set KEY=VALUE` (e.g. `aws.region=eu-west-1`); they override the
+    /// profile's `cloud:` settings of the same key.
+    pub settings: BTreeMap<String, String>,
+    /// A verification certificate (PEM) made by `certfab ca verification-cert`, for formats
+    /// that register the CA with proof of possession.
+    pub verification_cert_pem: Option<String>,
+    /// The claim certificate for [`Format::AwsFleetClaim`].
+    pub claim: Option<ClaimMaterial>,
+}
+
+/// Why an export could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExportError {
+    /// A setting the format needs is absent.
+    #[error("{format} needs {key}: set it in the profile's cloud: section or pass --set {key}=VALUE ({why})")]
+    MissingSetting {
+        /// Format name.
+        format: &'static str,
+        /// Setting key, e.g. `aws.region`.
+        key: String,
+        /// What it is used for.
+        why: String,
+    },
+    /// A setting has a value the platform would refuse.
+    #[error("{key} = {value:?} is not accepted: {why}")]
+    BadSetting {
+        /// Setting key.
+        key: String,
+        /// The value.
+        value: String,
+        /// The platform's rule.
+        why: String,
+    },
+    /// A device cannot be exported in this format (e.g. its name breaks the platform's rules).
+    #[error("device {device_id} (manifest line {seq}): {why}")]
+    Device {
+        /// Device id.
+        device_id: String,
+        /// Manifest position.
+        seq: u64,
+        /// Why.
+        why: String,
+    },
+    /// The manifest's content does not suit the format.
+    #[error("{0}")]
+    Input(String),
+    /// Bad options.
+    #[error("{0}")]
+    Usage(String),
+    /// Output could not be written.
+    #[error("cannot write {path}: {msg}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        msg: String,
+    },
+}
+
+/// Renders `input` in `format`. Nothing is written; see [`write_files`].
+pub fn render(
+    format: Format,
+    input: &ExportInput,
+    opts: &ExportOptions,
+) -> Result<Vec<ExportFile>, ExportError> {
+    if opts.max_rows == Some(0) {
+        return Err(ExportError::Usage("--max-rows must be at least 1".into()));
+    }
+    match format {
+        Format::AwsBulk => aws::bulk(input, opts),
+        Format::AwsJitp => aws::jitp(input, opts),
+        Format::AwsJitr => aws::jitr(input, opts),
+        Format::AwsMultiAccount => aws::multi_account(input, opts),
+        Format::AwsPolicy => aws::policy(input, opts),
+        Format::AwsFleetClaim => aws::fleet_claim(input, opts),
+    }
+}
+
+/// Splits `items` into runs of at most `max_rows` (all of them in one run when `None`).
+/// An empty input gives no runs.
+pub fn shard<T>(items: &[T], max_rows: Option<usize>) -> Vec<&[T]> {
+    match max_rows {
+        Some(n) if n > 0 => items.chunks(n).collect(),
+        _ if items.is_empty() => Vec::new(),
+        _ => vec![items],
+    }
+}
+
+/// The name of shard `index` (0-based): `PREFIX-0001.EXT`, numbered from 1, at least four
+/// digits so names sort in order.
+pub fn shard_name(prefix: &str, index: usize, ext: &str) -> String {
+    format!("{prefix}-{:04}.{ext}", index + 1)
+}
+
+/// Refuses an input without devices for formats made of device rows.
+pub fn require_devices(format: Format, input: &ExportInput) -> Result<(), ExportError> {
+    if input.devices.is_empty() {
+        return Err(ExportError::Input(format!(
+            "{}: the manifest {} lists no devices; there is nothing to register",
+            format.name(),
+            input.manifest_path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// A setting by dotted key (`aws.region`): `--set` first, then the profile's `cloud:` section,
+/// where it may be written flat (`"aws.region"`) or nested (`aws: {region: …}`).
+pub fn setting(input: &ExportInput, opts: &ExportOptions, key: &str) -> Option<serde_json::Value> {
+    if let Some(v) = opts.settings.get(key) {
+        return Some(serde_json::Value::String(v.clone()));
+    }
+    if let Some(v) = input.cloud.get(key) {
+        return Some(v.clone());
+    }
+    let mut parts = key.split('.');
+    let first = parts.next()?;
+    let mut cur = input.cloud.get(first)?;
+    for p in parts {
+        cur = cur.get(p)?;
+    }
+    Some(cur.clone())
+}
+
+/// A string setting; numbers and booleans are accepted in their text form.
+pub fn setting_str(input: &ExportInput, opts: &ExportOptions, key: &str) -> Option<String> {
+    match setting(input, opts, key)? {
+        serde_json::Value::String(s) => Some(s),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// A string setting the format cannot do without.
+pub fn require_str(
+    format: Format,
+    input: &ExportInput,
+    opts: &ExportOptions,
+    key: &str,
+    why: &str,
+) -> Result<String, ExportError> {
+    setting_str(input, opts, key)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ExportError::MissingSetting {
+            format: format.name(),
+            key: key.into(),
+            why: why.into(),
+        })
+}
+
+/// A boolean setting (`true`/`false`, as JSON or text), with a default.
+pub fn setting_bool(
+    input: &ExportInput,
+    opts: &ExportOptions,
+    key: &str,
+    default: bool,
+) -> Result<bool, ExportError> {
+    match setting(input, opts, key) {
+        None => Ok(default),
+        Some(serde_json::Value::Bool(b)) => Ok(b),
+        Some(serde_json::Value::String(s)) if s == "true" => Ok(true),
+        Some(serde_json::Value::String(s)) if s == "false" => Ok(false),
+        Some(v) => Err(ExportError::BadSetting {
+            key: key.into(),
+            value: v.to_string(),
+            why: "write true or false".into(),
+        }),
+    }
+}
+
+/// A list-of-strings setting (a YAML/JSON list, or comma-separated text from `--set`).
+pub fn setting_list(
+    input: &ExportInput,
+    opts: &ExportOptions,
+    key: &str,
+) -> Result<Option<Vec<String>>, ExportError> {
+    match setting(input, opts, key) {
+        None => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(
+            s.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
+        )),
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(String::from)
+                    .ok_or_else(|| ExportError::BadSetting {
+                        key: key.into(),
+                        value: v.to_string(),
+                        why: "list items must be strings".into(),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(v) => Err(ExportError::BadSetting {
+            key: key.into(),
+            value: v.to_string(),
+            why: "write a list of strings".into(),
+        }),
+    }
+}
+
+/// What an export wrote: one entry per file, with its devices and its consumer.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Summary {
+    /// Format name.
+    pub format: &'static str,
+    /// The verified manifest it came from.
+    pub manifest: PathBuf,
+    /// SHA-256 of that manifest.
+    pub manifest_sha256: String,
+    /// Output directory.
+    pub out: PathBuf,
+    /// Devices in the manifest.
+    pub devices: usize,
+    /// The files.
+    pub files: Vec<SummaryFile>,
+}
+
+/// One file in a [`Summary`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SummaryFile {
+    /// Path relative to the output directory.
+    pub name: String,
+    /// Devices (rows) in it.
+    pub devices: usize,
+    /// Size in bytes.
+    pub bytes: usize,
+    /// SHA-256 of the content.
+    pub sha256: String,
+    /// What consumes it (console page, API call, CLI command).
+    pub consumer: String,
+}
+
+impl Summary {
+    /// The summary of `files` rendered in `format` from `input` into `out`.
+    pub fn new(format: Format, input: &ExportInput, out: &Path, files: &[ExportFile]) -> Self {
+        Self {
+            format: format.name(),
+            manifest: input.manifest_path.clone(),
+            manifest_sha256: input.manifest_sha256.clone(),
+            out: out.to_path_buf(),
+            devices: input.devices.len(),
+            files: files
+                .iter()
+                .map(|f| SummaryFile {
+                    name: f.name.clone(),
+                    devices: f.devices,
+                    bytes: f.bytes.len(),
+                    sha256: hex::encode(crate::crypto::sha256(&f.bytes)),
+                    consumer: f.consumer.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Human-readable text: one line per file, then the total.
+    pub fn text(&self) -> String {
+        let mut s = format!(
+            "exported {} device(s) from {} as {} into {}\n",
+            self.devices,
+            self.manifest.display(),
+            self.format,
+            self.out.display()
+        );
+        for f in &self.files {
+            let rows = if f.devices > 0 {
+                format!(" ({} devices)", f.devices)
+            } else {
+                String::new()
+            };
+            s.push_str(&format!("  {}{rows}\n    -> {}\n", f.name, f.consumer));
+        }
+        s.pop();
+        s
+    }
+}
+
+/// Checks, before anything is signed or written, that `format` can be rendered from `input`
+/// with `opts` and that its files can land in `out`. Formats that carry an HSM-signed claim
+/// are rendered with a stand-in claim for this check only (never written).
+pub fn preflight(
+    format: Format,
+    input: &ExportInput,
+    opts: &ExportOptions,
+    out: &Path,
+    force: bool,
+) -> Result<(), ExportError> {
+    let mut o = opts.clone();
+    if format.needs_claim() && o.claim.is_none() {
+        o.claim = Some(ClaimMaterial {
+            claim_id: "preflight".into(),
+            cert_pem: String::new(),
+            chain_pem: String::new(),
+            key_pem: zeroize::Zeroizing::new(String::new()),
+            key_encrypted: true,
+        });
+    }
+    let files = render(format, input, &o)?;
+    if !force {
+        for f in files
+            .iter()
+            .map(|f| f.name.clone())
+            .chain([summary_name(format)])
+        {
+            let p = out.join(&f);
+            if p.exists() {
+                return Err(ExportError::Write {
+                    path: p,
+                    msg: "it already exists; choose a new --out directory, move it away, or pass --force to replace it".into(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The summary file an export leaves beside its files: `FORMAT.summary.json`.
+pub fn summary_name(format: Format) -> String {
+    format!("{}.summary.json", format.name())
+}
+
+/// Renders, then writes the files and the summary into `out`; returns the summary.
+pub fn export(
+    format: Format,
+    input: &ExportInput,
+    opts: &ExportOptions,
+    out: &Path,
+    force: bool,
+) -> Result<Summary, ExportError> {
+    let mut files = render(format, input, opts)?;
+    let summary = Summary::new(format, input, out, &files);
+    let mut text = serde_json::to_vec_pretty(&summary).unwrap_or_default();
+    text.push(b'\n');
+    files.push(ExportFile {
+        name: summary_name(format),
+        bytes: text,
+        devices: 0,
+        consumer: "what this export wrote and where each file goes".into(),
+    });
+    write_files(out, &files, force)?;
+    Ok(summary)
+}

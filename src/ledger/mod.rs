@@ -7,9 +7,11 @@
 //! never signed again. Every write is a transaction; when one fails the caller stops before the
 //! next signature.
 
+mod manifests;
 mod schema;
 mod station;
 
+pub use manifests::{ExportRow, ManifestRow, PendingManifest};
 pub use station::Attempt;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
