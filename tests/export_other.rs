@@ -5,8 +5,7 @@
 
 mod common;
 
-use certfab::export::support::{ExportError, ExportOptions};
-use certfab::export::{ExportDevice, ExportFile, ExportInput};
+use certfab::export::{ExportDevice, ExportError, ExportFile, ExportInput, ExportOptions};
 use common::{openssl, text, Line};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -141,7 +140,10 @@ fn check_fails(kind: &str, dir: &Path, extra: &[&str]) -> String {
 }
 
 fn opts(max_rows: Option<usize>) -> ExportOptions {
-    ExportOptions { max_rows }
+    ExportOptions {
+        max_rows,
+        ..Default::default()
+    }
 }
 
 // ------------------------------------------------------------------------------ Azure DPS
@@ -239,7 +241,7 @@ fn azure_profile_settings_and_twin_tags_reach_the_enrollment() {
         .cloud
         .insert("azure.allocation_policy".into(), json!("random"));
     let err = certfab::export::azure::render(&input, &opts(None)).unwrap_err();
-    assert!(matches!(err, ExportError::Setting { .. }), "{err}");
+    assert!(matches!(err, ExportError::BadSetting { .. }), "{err}");
     assert!(err
         .to_string()
         .contains("hashed, geoLatency, static or custom"));
@@ -414,7 +416,10 @@ fn hono_bodies_match_hono_openapi_and_auth_ids_are_what_hono_computes() {
         ca_der.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(ca["subject-dn"], json!(java_rfc2253(std::slice::from_ref(&ca_der))[0]));
+    assert_eq!(
+        ca["subject-dn"],
+        json!(java_rfc2253(std::slice::from_ref(&ca_der))[0])
+    );
     let o = openssl(&[
         "x509",
         "-in",

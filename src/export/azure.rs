@@ -17,14 +17,12 @@
 //! Hub device id; defaults to the registration id) and `attributes` (an object: initial twin
 //! tags).
 
-use super::support::{
-    issuing_ca_der, pretty, shard, shard_name, CertFacts, ExportError, ExportOptions, Settings,
-};
-use super::{ExportFile, ExportInput};
+use super::support::{device_error, issuing_ca_der, pretty, row_limit, CertFacts, Settings};
+use super::{shard, shard_name, ExportError, ExportFile, ExportInput, ExportOptions, Format};
 use serde_json::{json, Map, Value};
 
-const FORMAT: &str = "azure-dps";
-const GROUP_FORMAT: &str = "azure-dps-group";
+const FORMAT: Format = Format::AzureDps;
+const GROUP_FORMAT: Format = Format::AzureDpsGroup;
 
 /// DPS accepts at most this many enrollments in one bulk operation ("Bulk device enrollment
 /// operation with maximum of 10 enrollments", service.json 2021-10-01).
@@ -82,19 +80,21 @@ fn check_hub_device_id(id: &str) -> Result<(), String> {
 
 /// Fields shared by individual enrollments and groups, from profile settings.
 fn common_fields(
-    format: &'static str,
+    format: Format,
     input: &ExportInput,
+    opts: &ExportOptions,
 ) -> Result<Map<String, Value>, ExportError> {
-    let s = Settings::new(format, input);
+    let s = Settings::new(format, input, opts);
     let mut m = Map::new();
     let status = s
         .str("azure.provisioning_status")?
         .unwrap_or_else(|| "enabled".into());
     if status != "enabled" && status != "disabled" {
-        return Err(ExportError::Setting {
-            format,
-            msg: format!("azure.provisioning_status is '{status}'; use enabled or disabled"),
-        });
+        return Err(s.bad(
+            "azure.provisioning_status",
+            &status,
+            "DPS takes enabled or disabled".into(),
+        ));
     }
     m.insert("provisioningStatus".into(), json!(status));
     if let Some(edge) = s.bool("azure.iot_edge")? {
@@ -102,12 +102,11 @@ fn common_fields(
     }
     if let Some(policy) = s.str("azure.allocation_policy")? {
         if !["hashed", "geoLatency", "static", "custom"].contains(&policy.as_str()) {
-            return Err(ExportError::Setting {
-                format,
-                msg: format!(
-                    "azure.allocation_policy is '{policy}'; use hashed, geoLatency, static or custom"
-                ),
-            });
+            return Err(s.bad(
+                "azure.allocation_policy",
+                &policy,
+                "DPS takes hashed, geoLatency, static or custom".into(),
+            ));
         }
         m.insert("allocationPolicy".into(), json!(policy));
     }
@@ -120,15 +119,12 @@ fn common_fields(
 /// Individual X.509 enrollments, sharded into bulk-operation bodies of at most
 /// `min(10, --max-rows)` enrollments: `azure-dps-enrollments-NNNN.json`.
 pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFile>, ExportError> {
-    let common = common_fields(FORMAT, input)?;
+    super::require_devices(FORMAT, input)?;
+    let common = common_fields(FORMAT, input, opts)?;
     let mut enrollments = Vec::with_capacity(input.devices.len());
     let mut seen = std::collections::HashSet::new();
     for d in &input.devices {
-        let bad = |msg: String| ExportError::Device {
-            format: FORMAT,
-            device_id: d.device_id.clone(),
-            msg,
-        };
+        let bad = |msg: String| device_error(FORMAT.name(), d, msg);
         let facts = CertFacts::of(FORMAT, d)?;
         let cn = facts.common_name.clone().ok_or_else(|| {
             bad("the certificate subject has no single CN; DPS takes the registration id from the CN".into())
@@ -174,7 +170,7 @@ pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFil
         }
         enrollments.push(Value::Object(e));
     }
-    Ok(shard(&enrollments, Some(BULK_LIMIT), opts.max_rows)
+    Ok(shard(&enrollments, row_limit(Some(BULK_LIMIT), opts))
         .into_iter()
         .enumerate()
         .map(|(i, chunk)| ExportFile {
@@ -195,21 +191,24 @@ pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFil
 /// (`signingCertificates.primary`).
 pub fn render_group(
     input: &ExportInput,
-    _opts: &ExportOptions,
+    opts: &ExportOptions,
 ) -> Result<Vec<ExportFile>, ExportError> {
-    let s = Settings::new(GROUP_FORMAT, input);
+    let s = Settings::new(GROUP_FORMAT, input, opts);
     let ca_der = issuing_ca_der(GROUP_FORMAT, input)?;
     let ca_pem = crate::issue::pem(&ca_der);
     let group_id = match s.str("azure.enrollment_group_id")? {
         Some(id) => id,
         None => input.profile.to_ascii_lowercase(),
     };
-    check_registration_id(&group_id).map_err(|m| ExportError::Setting {
-        format: GROUP_FORMAT,
-        msg: format!(
-            "enrollment group id: {}; set azure.enrollment_group_id in the profile's cloud: section",
-            m.replace("registration id", "id")
-        ),
+    check_registration_id(&group_id).map_err(|m| {
+        s.bad(
+            "azure.enrollment_group_id",
+            &group_id,
+            format!(
+                "{} (DPS enrollment group ids follow the registration id rules); set azure.enrollment_group_id in the profile's cloud: section or --set",
+                m.replace("registration id", "id")
+            ),
+        )
     })?;
     let x509 = match s.str("azure.ca_reference")? {
         Some(name) => json!({ "caReferences": { "primary": name } }),
@@ -223,7 +222,7 @@ pub fn render_group(
         "attestation".into(),
         json!({ "type": "x509", "x509": x509 }),
     );
-    for (k, v) in common_fields(GROUP_FORMAT, input)? {
+    for (k, v) in common_fields(GROUP_FORMAT, input, opts)? {
         g.insert(k, v);
     }
     Ok(vec![

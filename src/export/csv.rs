@@ -7,12 +7,11 @@
 //! be run as a formula by Excel, LibreOffice or Google Sheets (CSV injection, OWASP), so it is
 //! written with a leading `'`, which those programs show as text and do not evaluate.
 
-use super::support::{shard, shard_name, ExportError, ExportOptions};
-use super::{ExportFile, ExportInput};
+use super::{shard, shard_name, ExportError, ExportFile, ExportInput, ExportOptions, Format};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-const FORMAT: &str = "csv";
+const FORMAT: Format = Format::Csv;
 
 /// The fixed columns, in order.
 pub const COLUMNS: &[&str] = &[
@@ -56,6 +55,7 @@ fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, String>) {
 
 /// `devices-NNNN.csv`, `--max-rows` devices a file (no platform limit).
 pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFile>, ExportError> {
+    super::require_devices(FORMAT, input)?;
     let flat: Vec<BTreeMap<String, String>> = input
         .devices
         .iter()
@@ -98,14 +98,12 @@ pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFil
         .map(|c| c.to_string())
         .chain(extra.iter().map(|c| guard(c)))
         .collect();
-    shard(&rows, None, opts.max_rows)
+    shard(&rows, opts.max_rows)
         .into_iter()
         .enumerate()
         .map(|(i, chunk)| {
-            let err = |e: &dyn std::fmt::Display| ExportError::Setting {
-                format: FORMAT,
-                msg: format!("CSV: {e}"),
-            };
+            let err =
+                |e: &dyn std::fmt::Display| ExportError::Input(format!("{}: {e}", FORMAT.name()));
             let mut w = ::csv::WriterBuilder::new()
                 .quote_style(::csv::QuoteStyle::Necessary)
                 .from_writer(Vec::new());

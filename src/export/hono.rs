@@ -17,16 +17,13 @@
 //! `hono.auto_provisioning_device_id_template`. Per device: `device_id` (defaults to the
 //! ledger's) and `attributes` (an object, stored as the device's `ext`).
 
-use super::support::{
-    b64, issuing_ca_der, json_lines, pretty, shard, shard_name, CertFacts, ExportError,
-    ExportOptions, Settings,
-};
-use super::{ExportFile, ExportInput};
+use super::support::{b64, device_error, issuing_ca_der, json_lines, pretty, CertFacts, Settings};
+use super::{shard, shard_name, ExportError, ExportFile, ExportInput, ExportOptions, Format};
 use der::{Decode, Encode, Tagged};
 use serde_json::{json, Map, Value};
 use x509_cert::name::Name;
 
-const FORMAT: &str = "hono";
+const FORMAT: Format = Format::Hono;
 
 /// Attribute types `X500Principal.getName(RFC2253)` prints by keyword; every other type is
 /// printed as its dotted OID with a `#`-hex value (sun.security.x509.AVAKeyword, the entries
@@ -132,31 +129,26 @@ fn escape(s: &str) -> String {
 }
 
 /// The tenant id: `hono.tenant_id`, else the manifest's tenant.
-fn tenant_id(input: &ExportInput) -> Result<String, ExportError> {
-    let s = Settings::new(FORMAT, input);
+fn tenant_id(input: &ExportInput, opts: &ExportOptions) -> Result<String, ExportError> {
+    let s = Settings::new(FORMAT, input, opts);
     match s.str("hono.tenant_id")?.or_else(|| input.tenant.clone()) {
         Some(t) if !t.is_empty() && !t.contains('/') => Ok(t),
-        Some(t) => Err(ExportError::Setting {
-            format: FORMAT,
-            msg: format!("tenant id '{t}' cannot be used in a Hono API path"),
-        }),
-        None => Err(ExportError::Setting {
-            format: FORMAT,
-            msg: format!(
-                "profile {} names no Hono tenant; set hono.tenant_id in its cloud: section",
-                input.profile
-            ),
-        }),
+        Some(t) => Err(s.bad(
+            "hono.tenant_id",
+            &t,
+            "a Hono tenant id is one non-empty path segment (no '/')".into(),
+        )),
+        None => Err(s.missing(
+            "hono.tenant_id",
+            "the Hono tenant the devices and the trusted CA belong to",
+        )),
     }
 }
 
 /// The tenant body with the issuing CA as its trusted CA.
-fn tenant(input: &ExportInput) -> Result<Value, ExportError> {
-    let s = Settings::new(FORMAT, input);
-    let ca_err = |msg: String| ExportError::Ca {
-        format: FORMAT,
-        msg,
-    };
+fn tenant(input: &ExportInput, opts: &ExportOptions) -> Result<Value, ExportError> {
+    let s = Settings::new(FORMAT, input, opts);
+    let ca_err = |msg: String| ExportError::Input(format!("hono: issuing CA: {msg}"));
     let der = issuing_ca_der(FORMAT, input)?;
     let ca = x509_cert::Certificate::from_der(&der).map_err(|e| ca_err(e.to_string()))?;
     let tbs = &ca.tbs_certificate;
@@ -222,12 +214,11 @@ fn tenant(input: &ExportInput) -> Result<Value, ExportError> {
                 "{{subject-o}}",
             ];
             if !known.iter().any(|p| t.contains(p)) {
-                return Err(ExportError::Setting {
-                    format: FORMAT,
-                    msg: format!(
-                        "{key} '{t}' has none of Hono's placeholders {{{{subject-cn}}}}, {{{{subject-dn}}}}, {{{{subject-ou}}}}, {{{{subject-o}}}}"
-                    ),
-                });
+                return Err(s.bad(
+                    key,
+                    &t,
+                    "a Hono template must contain {{subject-cn}}, {{subject-dn}}, {{subject-ou}} or {{subject-o}}".into(),
+                ));
             }
             ca_obj.insert(field.into(), json!(t));
         }
@@ -237,10 +228,11 @@ fn tenant(input: &ExportInput) -> Result<Value, ExportError> {
 
 /// The tenant file and the device registrations with their X.509 credentials.
 pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFile>, ExportError> {
-    let tenant_id = tenant_id(input)?;
+    super::require_devices(FORMAT, input)?;
+    let tenant_id = tenant_id(input, opts)?;
     let mut files = vec![ExportFile {
         name: "hono-tenant.json".into(),
-        bytes: pretty(&tenant(input)?),
+        bytes: pretty(&tenant(input, opts)?),
         devices: 0,
         consumer: format!(
             "Hono Device Registry Management API: POST /v1/tenants/{tenant_id} (createTenantWithId), or PUT to update"
@@ -248,11 +240,7 @@ pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFil
     }];
     let mut lines = Vec::with_capacity(input.devices.len());
     for d in &input.devices {
-        let bad = |msg: String| ExportError::Device {
-            format: FORMAT,
-            device_id: d.device_id.clone(),
-            msg,
-        };
+        let bad = |msg: String| device_error(FORMAT.name(), d, msg);
         let facts = CertFacts::of(FORMAT, d)?;
         let device_id =
             super::support::device_str(FORMAT, d, "device_id")?.unwrap_or(d.device_id.clone());
@@ -294,7 +282,7 @@ pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFil
             "credentials": credentials,
         }));
     }
-    for (i, chunk) in shard(&lines, None, opts.max_rows).into_iter().enumerate() {
+    for (i, chunk) in shard(&lines, opts.max_rows).into_iter().enumerate() {
         files.push(ExportFile {
             name: shard_name("hono-devices", i, "jsonl"),
             bytes: json_lines(chunk),

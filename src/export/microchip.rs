@@ -26,28 +26,24 @@
 //! (defaults to the ledger's device id).
 
 use super::support::{
-    b64, b64url, device_str, issuing_ca_der, pretty, shard, shard_name, CertFacts, ExportError,
-    ExportOptions, Settings,
+    b64, b64url, device_error, device_str, issuing_ca_der, pretty, CertFacts, Settings,
 };
-use super::{ExportFile, ExportInput};
+use super::{shard, shard_name, ExportError, ExportFile, ExportInput, ExportOptions, Format};
 use crate::crypto::{HashAlg, KeyKind, SignatureAlgorithm};
 use crate::manifest::jws::DocumentSigner;
 use crate::signer::Signer;
 use serde_json::{json, Value};
 
-const FORMAT: &str = "microchip";
+const FORMAT: Format = Format::MicrochipJws;
 
 /// The JWS `alg` and the field length of the signer's curve.
 fn jose_alg<K: Signer>(signer: &DocumentSigner<K>) -> Result<(&'static str, usize), ExportError> {
     match (signer.key.public_key().kind(), signer.key.algorithm()) {
         (KeyKind::P256, SignatureAlgorithm::Ecdsa(HashAlg::Sha256)) => Ok(("ES256", 32)),
         (KeyKind::P384, SignatureAlgorithm::Ecdsa(HashAlg::Sha384)) => Ok(("ES384", 48)),
-        (kind, alg) => Err(ExportError::Setting {
-            format: FORMAT,
-            msg: format!(
-                "the manifest signer is {kind} signing {alg}; Microchip manifests are signed ES256 (P-256) or ES384 (P-384)"
-            ),
-        }),
+        (kind, alg) => Err(ExportError::Usage(format!(
+            "the manifest signer is {kind} signing {alg}; Microchip manifests are signed ES256 (P-256) or ES384 (P-384)"
+        ))),
     }
 }
 
@@ -73,22 +69,18 @@ fn sign<K: Signer>(
         .key
         .sign(signing_input)
         .map_err(|source| ExportError::Sign {
-            format: FORMAT,
+            format: FORMAT.name(),
             source,
         })?;
-    crate::crypto::der_ecdsa_to_raw(&der, field).map_err(|e| ExportError::Setting {
-        format: FORMAT,
-        msg: format!("the signer returned a malformed ECDSA signature: {e}"),
+    crate::crypto::der_ecdsa_to_raw(&der, field).map_err(|e| ExportError::Sign {
+        format: FORMAT.name(),
+        source: e.into(),
     })
 }
 
 /// The device public key as a JWK with its certificate chain.
 fn jwk(d: &super::ExportDevice, facts: &CertFacts, ca_der: &[u8]) -> Result<Value, ExportError> {
-    let bad = |msg: String| ExportError::Device {
-        format: FORMAT,
-        device_id: d.device_id.clone(),
-        msg,
-    };
+    let bad = |msg: String| device_error(FORMAT.name(), d, msg);
     let key =
         crate::crypto::PublicKey::from_spki_der(&facts.spki_der).map_err(|e| bad(e.to_string()))?;
     let (crv, n) = match key.kind() {
@@ -131,14 +123,11 @@ pub fn render_signed<K: Signer>(
     opts: &ExportOptions,
     signer: &DocumentSigner<K>,
 ) -> Result<Vec<ExportFile>, ExportError> {
-    let s = Settings::new(FORMAT, input);
+    super::require_devices(FORMAT, input)?;
+    let s = Settings::new(FORMAT, input, opts);
     let ca_der = issuing_ca_der(FORMAT, input)?;
-    let ca = crate::ca::CaCert::from_der(ca_der.clone(), "issuing CA".into()).map_err(|e| {
-        ExportError::Ca {
-            format: FORMAT,
-            msg: e.to_string(),
-        }
-    })?;
+    let ca = crate::ca::CaCert::from_der(ca_der.clone(), "issuing CA".into())
+        .map_err(|e| ExportError::Input(format!("{}: issuing CA: {e}", FORMAT.name())))?;
     let org = (
         crate::csr::attr_text(&ca.subject, const_oid::db::rfc4519::O).unwrap_or_default(),
         crate::csr::attr_text(&ca.subject, const_oid::db::rfc4519::OU).unwrap_or_default(),
@@ -182,7 +171,7 @@ pub fn render_signed<K: Signer>(
             "signature": b64url(&signature),
         }));
     }
-    Ok(shard(&entries, None, opts.max_rows)
+    Ok(shard(&entries, opts.max_rows)
         .into_iter()
         .enumerate()
         .map(|(i, chunk)| ExportFile {

@@ -8,12 +8,10 @@
 //! `APP MODEM BOOT SOFTDEVICE BOOTLOADER`, default `APP|MODEM` as the installer uses). Per
 //! device: `nrfcloud_device_id` (defaults to the ledger's device id), `subtype`, `tags`.
 
-use super::support::{
-    device_list, device_str, shard, shard_name, ExportError, ExportOptions, Settings,
-};
-use super::{ExportFile, ExportInput};
+use super::support::{device_error, device_list, device_str, row_limit, Settings};
+use super::{shard, shard_name, ExportError, ExportFile, ExportInput, ExportOptions, Format};
 
-const FORMAT: &str = "nrfcloud";
+const FORMAT: Format = Format::Nrfcloud;
 
 /// Rows per onboarding file (`MAX_CSV_ROWS = 1000` in nrfcloud-utils `cli_helpers.py` and
 /// `nrf_cloud_onboard.py`, which refuse larger files).
@@ -27,42 +25,37 @@ pub const FW_TYPES: &[&str] = &["APP", "MODEM", "BOOT", "SOFTDEVICE", "BOOTLOADE
 
 fn pipe_list(d: &super::ExportDevice, what: &str, items: &[String]) -> Result<String, ExportError> {
     if let Some(bad) = items.iter().find(|t| t.is_empty() || t.contains('|')) {
-        return Err(ExportError::Device {
-            format: FORMAT,
-            device_id: d.device_id.clone(),
-            msg: format!("{what} '{bad}' is empty or contains '|', the CSV's list separator"),
-        });
+        return Err(device_error(
+            FORMAT.name(),
+            d,
+            format!("{what} '{bad}' is empty or contains '|', the CSV's list separator"),
+        ));
     }
     Ok(items.join("|"))
 }
 
 /// Onboarding CSVs of at most `min(1000, --max-rows)` devices: `nrfcloud-onboard-NNNN.csv`.
 pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFile>, ExportError> {
-    let s = Settings::new(FORMAT, input);
+    super::require_devices(FORMAT, input)?;
+    let s = Settings::new(FORMAT, input, opts);
     let subtype = s.str("nrfcloud.subtype")?.unwrap_or_default();
     let tags = s.list("nrfcloud.tags")?.unwrap_or_default();
     let fw = s
         .list("nrfcloud.fw_types")?
         .unwrap_or_else(|| vec!["APP".into(), "MODEM".into()]);
     if let Some(bad) = fw.iter().find(|f| !FW_TYPES.contains(&f.as_str())) {
-        return Err(ExportError::Setting {
-            format: FORMAT,
-            msg: format!(
-                "nrfcloud.fw_types has '{bad}'; nRF Cloud knows {}",
-                FW_TYPES.join(", ")
-            ),
-        });
+        return Err(s.bad(
+            "nrfcloud.fw_types",
+            bad,
+            format!("nRF Cloud firmware types are {}", FW_TYPES.join(", ")),
+        ));
     }
     let fw = fw.join("|");
     let mut rows = Vec::with_capacity(input.devices.len());
     let mut seen = std::collections::HashSet::new();
     for d in &input.devices {
         let id = device_str(FORMAT, d, "nrfcloud_device_id")?.unwrap_or(d.device_id.clone());
-        let bad = |msg: String| ExportError::Device {
-            format: FORMAT,
-            device_id: d.device_id.clone(),
-            msg,
-        };
+        let bad = |msg: String| device_error(FORMAT.name(), d, msg);
         if id.is_empty() || id.len() > DEVICE_ID_MAX {
             return Err(bad(format!(
                 "nRF Cloud device id '{id}' must be 1 to {DEVICE_ID_MAX} characters"
@@ -87,7 +80,7 @@ pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFil
         }
         rows.push([id, sub, dev_tags, fw.clone(), d.cert_pem.clone()]);
     }
-    shard(&rows, Some(ROW_LIMIT), opts.max_rows)
+    shard(&rows, row_limit(Some(ROW_LIMIT), opts))
         .into_iter()
         .enumerate()
         .map(|(i, chunk)| {
@@ -97,15 +90,12 @@ pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFil
                 .quote_style(::csv::QuoteStyle::Necessary)
                 .from_writer(Vec::new());
             for r in chunk {
-                w.write_record(r).map_err(|e| ExportError::Setting {
-                    format: FORMAT,
-                    msg: format!("CSV: {e}"),
-                })?;
+                w.write_record(r)
+                    .map_err(|e| ExportError::Input(format!("nrfcloud: CSV: {e}")))?;
             }
-            let bytes = w.into_inner().map_err(|e| ExportError::Setting {
-                format: FORMAT,
-                msg: format!("CSV: {e}"),
-            })?;
+            let bytes = w
+                .into_inner()
+                .map_err(|e| ExportError::Input(format!("nrfcloud: CSV: {e}")))?;
             Ok(ExportFile {
                 name: shard_name("nrfcloud-onboard", i, "csv"),
                 bytes,

@@ -18,31 +18,26 @@
 //! (the JITP description template), `peridio.ca_description`. Per device: `tags`,
 //! `description`, `target`, `cohort_prn`, `peridio_identifier` (defaults to the ledger id).
 
-use super::support::{
-    b64, device_list, device_str, issuing_ca_der, json_lines, pretty, shard, shard_name,
-    ExportError, ExportOptions, Settings,
-};
-use super::{ExportFile, ExportInput};
+use super::support::{b64, device_list, device_str, issuing_ca_der, json_lines, pretty, Settings};
+use super::{shard, shard_name, ExportError, ExportFile, ExportInput, ExportOptions, Format};
 use serde_json::{json, Map, Value};
 
-const FORMAT: &str = "peridio";
+const FORMAT: Format = Format::Peridio;
 
 /// The CA's JITP settings and the device records.
 pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFile>, ExportError> {
-    let s = Settings::new(FORMAT, input);
+    super::require_devices(FORMAT, input)?;
+    let s = Settings::new(FORMAT, input, opts);
     let ca_der = issuing_ca_der(FORMAT, input)?;
     let mut files = Vec::new();
 
     let product_name = s.str("peridio.product_name")?;
     let product_prn = s.str("peridio.product_prn")?;
     if product_name.is_none() && product_prn.is_none() {
-        return Err(ExportError::Setting {
-            format: FORMAT,
-            msg: format!(
-                "profile {} sets neither peridio.product_name (for JITP) nor peridio.product_prn (for device records); add one to its cloud: section",
-                input.profile
-            ),
-        });
+        return Err(s.missing(
+            "peridio.product_name",
+            "the Peridio product JITP assigns devices to (or peridio.product_prn for device records)",
+        ));
     }
     let cohort = s.str("peridio.cohort_prn")?;
     let target = s.str("peridio.target")?;
@@ -106,7 +101,7 @@ pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFil
                 "device_certificate": { "certificate": b64(d.cert_pem.as_bytes()) },
             }));
         }
-        for (i, chunk) in shard(&lines, None, opts.max_rows).into_iter().enumerate() {
+        for (i, chunk) in shard(&lines, opts.max_rows).into_iter().enumerate() {
             files.push(ExportFile {
                 name: shard_name("peridio-devices", i, "jsonl"),
                 bytes: json_lines(chunk),

@@ -1,78 +1,26 @@
 //! Helpers the non-AWS exporters share: the facts each one needs from a device certificate,
-//! reading profile-level and per-device cloud settings, row limits, and the errors they raise.
+//! typed reads of profile-level and per-device cloud settings, and row limits.
 
-use super::{ExportDevice, ExportInput};
+use super::{ExportDevice, ExportError, ExportInput, ExportOptions, Format};
 use der::{Decode, Encode};
 use x509_cert::Certificate;
 
-/// Options every exporter takes.
-#[derive(Debug, Clone, Default)]
-pub struct ExportOptions {
-    /// `--max-rows`: at most this many devices per file (a platform's own limit still applies
-    /// when it is lower).
-    pub max_rows: Option<usize>,
-}
-
-/// Why an export could not be produced.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ExportError {
-    /// A device's data does not fit the platform's rules (exit 3).
-    #[error("{format}: device {device_id}: {msg}")]
-    Device {
-        /// Export format.
-        format: &'static str,
-        /// The device.
-        device_id: String,
-        /// What is wrong and the fix.
-        msg: String,
-    },
-    /// A profile `cloud:` setting is missing or has the wrong type (exit 2).
-    #[error("{format}: {msg}")]
-    Setting {
-        /// Export format.
-        format: &'static str,
-        /// What is wrong and the fix.
-        msg: String,
-    },
-    /// The CA material in the manifest cannot be used (exit 3).
-    #[error("{format}: CA certificate: {msg}")]
-    Ca {
-        /// Export format.
-        format: &'static str,
-        /// What is wrong.
-        msg: String,
-    },
-    /// The signer (HSM) refused (exit 4).
-    #[error("{format}: signing failed: {source}")]
-    Sign {
-        /// Export format.
-        format: &'static str,
-        /// The HSM error.
-        #[source]
-        source: crate::signer::SignError,
-    },
-}
-
-/// Splits `items` into files of at most `min(platform_limit, max_rows)` items. Zero is treated
-/// as "no limit given" would be wrong, so callers refuse `--max-rows 0` before this.
-pub fn shard<T>(items: &[T], platform_limit: Option<usize>, max_rows: Option<usize>) -> Vec<&[T]> {
-    let limit = match (platform_limit, max_rows) {
-        (Some(p), Some(m)) => p.min(m),
-        (Some(p), None) => p,
-        (None, Some(m)) => m,
-        (None, None) => usize::MAX,
+/// The file limit for a platform that takes at most `platform` rows per file (or call):
+/// `--max-rows` when it is lower, else the platform's.
+pub fn row_limit(platform: Option<usize>, opts: &ExportOptions) -> Option<usize> {
+    match (platform, opts.max_rows) {
+        (Some(p), Some(m)) => Some(p.min(m)),
+        (p, m) => p.or(m),
     }
-    .max(1);
-    if items.is_empty() {
-        return Vec::new();
-    }
-    items.chunks(limit).collect()
 }
 
-/// `prefix-0001.ext`: shard file names sort in order and show how many there are.
-pub fn shard_name(prefix: &str, index: usize, ext: &str) -> String {
-    format!("{prefix}-{:04}.{ext}", index + 1)
+/// A device-level refusal, naming the format.
+pub fn device_error(format: &str, d: &ExportDevice, why: String) -> ExportError {
+    ExportError::Device {
+        device_id: d.device_id.clone(),
+        seq: d.seq,
+        why: format!("{format}: {why}"),
+    }
 }
 
 /// What the exporters need from one device certificate, parsed once.
@@ -87,12 +35,8 @@ pub struct CertFacts {
 
 impl CertFacts {
     /// Parses a device's DER certificate.
-    pub fn of(format: &'static str, d: &ExportDevice) -> Result<Self, ExportError> {
-        let bad = |msg: String| ExportError::Device {
-            format,
-            device_id: d.device_id.clone(),
-            msg,
-        };
+    pub fn of(format: Format, d: &ExportDevice) -> Result<Self, ExportError> {
+        let bad = |msg: String| device_error(format.name(), d, msg);
         let cert = Certificate::from_der(&d.cert_der)
             .map_err(|e| bad(format!("certificate does not parse: {e}")))?;
         let spki_der = cert
@@ -123,80 +67,86 @@ impl CertFacts {
 }
 
 /// The issuing CA (first of `ca_chain_pem`) as DER.
-pub fn issuing_ca_der(format: &'static str, input: &ExportInput) -> Result<Vec<u8>, ExportError> {
-    let pem = input.ca_chain_pem.first().ok_or_else(|| ExportError::Ca {
-        format,
-        msg: format!(
-            "{} lists no issuing CA certificate; rebuild the manifest",
+pub fn issuing_ca_der(format: Format, input: &ExportInput) -> Result<Vec<u8>, ExportError> {
+    let pem = input.ca_chain_pem.first().ok_or_else(|| {
+        ExportError::Input(format!(
+            "{}: {} lists no issuing CA certificate; rebuild the manifest",
+            format.name(),
             input.manifest_path.display()
-        ),
+        ))
     })?;
     pem_rfc7468::decode_vec(pem.as_bytes())
         .map(|(_, der)| der)
-        .map_err(|e| ExportError::Ca {
-            format,
-            msg: format!("the issuing CA PEM does not decode: {e}"),
+        .map_err(|e| {
+            ExportError::Input(format!(
+                "{}: the issuing CA PEM in the manifest does not decode: {e}",
+                format.name()
+            ))
         })
 }
 
-/// Profile-level cloud settings, read with the format's name in every message.
+/// Profile-level cloud settings (`--set` first, then the profile's `cloud:` section, flat
+/// or nested keys), with the value types checked.
 pub struct Settings<'a> {
-    format: &'static str,
+    format: Format,
     input: &'a ExportInput,
+    opts: &'a ExportOptions,
 }
 
 impl<'a> Settings<'a> {
-    /// Settings for `format` from `input.cloud`.
-    pub fn new(format: &'static str, input: &'a ExportInput) -> Self {
-        Self { format, input }
-    }
-
-    fn wrong(&self, key: &str, want: &str) -> ExportError {
-        ExportError::Setting {
-            format: self.format,
-            msg: format!(
-                "profile {}: cloud setting '{key}' must be {want}",
-                self.input.profile
-            ),
+    /// Settings for `format`.
+    pub fn new(format: Format, input: &'a ExportInput, opts: &'a ExportOptions) -> Self {
+        Self {
+            format,
+            input,
+            opts,
         }
     }
 
-    /// An optional string.
+    /// An optional string (numbers and booleans in their text form).
     pub fn str(&self, key: &str) -> Result<Option<String>, ExportError> {
-        match self.input.cloud.get(key) {
+        match super::setting(self.input, self.opts, key) {
             None | Some(serde_json::Value::Null) => Ok(None),
-            Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(self.wrong(key, "a string")),
+            Some(serde_json::Value::String(s)) => Ok(Some(s)),
+            Some(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => {
+                Ok(Some(v.to_string()))
+            }
+            Some(v) => Err(ExportError::BadSetting {
+                key: key.into(),
+                value: v.to_string(),
+                why: format!("{} takes a single text value here", self.format.name()),
+            }),
         }
-    }
-
-    /// A required string.
-    pub fn require(&self, key: &str, what: &str) -> Result<String, ExportError> {
-        self.str(key)?.ok_or_else(|| ExportError::Setting {
-            format: self.format,
-            msg: format!(
-                "profile {} has no cloud setting '{key}' ({what}); add it under the profile's cloud: section",
-                self.input.profile
-            ),
-        })
     }
 
     /// An optional boolean.
     pub fn bool(&self, key: &str) -> Result<Option<bool>, ExportError> {
-        match self.input.cloud.get(key) {
-            None | Some(serde_json::Value::Null) => Ok(None),
-            Some(serde_json::Value::Bool(b)) => Ok(Some(*b)),
-            Some(_) => Err(self.wrong(key, "true or false")),
+        match super::setting(self.input, self.opts, key) {
+            None => Ok(None),
+            Some(_) => super::setting_bool(self.input, self.opts, key, false).map(Some),
         }
     }
 
-    /// An optional list of strings.
+    /// An optional list of strings (`--set` takes it comma-separated).
     pub fn list(&self, key: &str) -> Result<Option<Vec<String>>, ExportError> {
-        match self.input.cloud.get(key) {
-            None | Some(serde_json::Value::Null) => Ok(None),
-            Some(v) => string_list(v)
-                .map(Some)
-                .ok_or_else(|| self.wrong(key, "a list of strings")),
+        super::setting_list(self.input, self.opts, key)
+    }
+
+    /// A refusal of `key`'s value.
+    pub fn bad(&self, key: &str, value: &str, why: String) -> ExportError {
+        ExportError::BadSetting {
+            key: key.into(),
+            value: value.into(),
+            why,
+        }
+    }
+
+    /// A setting the format cannot do without.
+    pub fn missing(&self, key: &str, why: &str) -> ExportError {
+        ExportError::MissingSetting {
+            format: self.format.name(),
+            key: key.into(),
+            why: why.into(),
         }
     }
 }
@@ -211,33 +161,35 @@ pub fn string_list(v: &serde_json::Value) -> Option<Vec<String>> {
 
 /// A per-device cloud string (`device.cloud[key]`), refusing a non-string value.
 pub fn device_str(
-    format: &'static str,
+    format: Format,
     d: &ExportDevice,
     key: &str,
 ) -> Result<Option<String>, ExportError> {
     match d.cloud.get(key) {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(ExportError::Device {
-            format,
-            device_id: d.device_id.clone(),
-            msg: format!("cloud attribute '{key}' must be a string"),
-        }),
+        Some(_) => Err(device_error(
+            format.name(),
+            d,
+            format!("cloud attribute '{key}' must be a string"),
+        )),
     }
 }
 
 /// A per-device list of strings (`device.cloud[key]`).
 pub fn device_list(
-    format: &'static str,
+    format: Format,
     d: &ExportDevice,
     key: &str,
 ) -> Result<Option<Vec<String>>, ExportError> {
     match d.cloud.get(key) {
         None | Some(serde_json::Value::Null) => Ok(None),
-        Some(v) => string_list(v).map(Some).ok_or_else(|| ExportError::Device {
-            format,
-            device_id: d.device_id.clone(),
-            msg: format!("cloud attribute '{key}' must be a list of strings"),
+        Some(v) => string_list(v).map(Some).ok_or_else(|| {
+            device_error(
+                format.name(),
+                d,
+                format!("cloud attribute '{key}' must be a list of strings"),
+            )
         }),
     }
 }
@@ -291,16 +243,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn shard_takes_the_lower_limit() {
-        let v: Vec<u32> = (0..25).collect();
-        let s = shard(&v, Some(10), None);
-        assert_eq!(s.iter().map(|c| c.len()).collect::<Vec<_>>(), [10, 10, 5]);
-        let s = shard(&v, Some(10), Some(4));
-        assert_eq!(s.len(), 7);
-        assert!(s.iter().all(|c| c.len() <= 4));
-        let s = shard(&v, None, None);
-        assert_eq!(s.len(), 1);
-        assert!(shard::<u32>(&[], Some(10), None).is_empty());
-        assert_eq!(shard_name("x", 0, "json"), "x-0001.json");
+    fn the_lower_limit_wins() {
+        let o = |m| ExportOptions {
+            max_rows: m,
+            ..Default::default()
+        };
+        assert_eq!(row_limit(Some(10), &o(None)), Some(10));
+        assert_eq!(row_limit(Some(10), &o(Some(4))), Some(4));
+        assert_eq!(row_limit(Some(10), &o(Some(40))), Some(10));
+        assert_eq!(row_limit(None, &o(Some(4))), Some(4));
+        assert_eq!(row_limit(None, &o(None)), None);
     }
 }
