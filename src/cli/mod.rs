@@ -6,6 +6,7 @@ mod ca;
 mod export;
 mod hsm;
 mod issue;
+mod manifest;
 mod station;
 
 use crate::error::{Error, ExitCode};
@@ -44,6 +45,9 @@ pub enum Command {
     Station(station::StationArgs),
     /// Cloud pre-registration files from a verified manifest (docs/exports.md).
     Export(export::ExportArgs),
+    /// Signed manifests of batches and shifts: build, verify, show, merge.
+    #[command(subcommand)]
+    Manifest(manifest::ManifestCommand),
 }
 
 /// Runs a parsed command line.
@@ -59,6 +63,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Batch(a) => batch::run(&ctx, a),
         Command::Station(a) => station::run(&ctx, a),
         Command::Export(a) => export::run(&ctx, a),
+        Command::Manifest(c) => manifest::run(&ctx, c),
     }
 }
 

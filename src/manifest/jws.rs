@@ -16,7 +16,7 @@ use crate::crypto::{der_ecdsa_to_raw, raw_ecdsa_to_der, HashAlg, SignatureAlgori
 use crate::signer::{SignError, Signer};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
-use der::Decode;
+use der::{Decode, Tagged};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 use x509_cert::ext::pkix::{KeyUsage, KeyUsages};
@@ -106,6 +106,13 @@ fn check_signer_cert(cert: &CaCert, at: OffsetDateTime) -> Result<(), String> {
     if !ku.is_some_and(|k| k.0.contains(KeyUsages::DigitalSignature)) {
         return Err(format!("{} has no keyUsage digitalSignature", cert.source));
     }
+    if !has_signer_eku(&parsed) {
+        return Err(format!(
+            "{} lacks the certfab document-signer extendedKeyUsage ({}): it is not a manifest signer (a device certificate, or one not made with `certfab ca sign --end-entity`)",
+            cert.source,
+            crate::ca::SIGNER_EKU
+        ));
+    }
     if at < cert.not_before {
         return Err(format!(
             "{} is not valid before {}",
@@ -123,6 +130,22 @@ fn check_signer_cert(cert: &CaCert, at: OffsetDateTime) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+fn has_signer_eku(cert: &x509_cert::Certificate) -> bool {
+    let want = crate::ca::signer_eku_der();
+    cert.tbs_certificate
+        .extensions
+        .iter()
+        .flatten()
+        .filter(|e| e.extn_id == const_oid::db::rfc5280::ID_CE_EXT_KEY_USAGE)
+        .any(|e| {
+            Vec::<der::Any>::from_der(e.extn_value.as_bytes()).is_ok_and(|purposes| {
+                purposes
+                    .iter()
+                    .any(|p| p.tag() == der::Tag::ObjectIdentifier && p.value() == want.as_slice())
+            })
+        })
 }
 
 fn jws_alg(alg: SignatureAlgorithm) -> Result<(&'static str, usize), String> {
@@ -308,7 +331,7 @@ pub fn verify_detached(
     let at = OffsetDateTime::from_unix_timestamp(iat)
         .map_err(|_| JwsError::Header(format!("iat {iat} is out of range")))?;
     check_signer_cert(&signer, at).map_err(JwsError::Chain)?;
-    let root = chain_to_trust(&signer, &chain, trust)?;
+    let root = chain_to_trust(&signer, &chain, trust).map_err(JwsError::Chain)?;
 
     let key_alg = signer.public_key.default_signature();
     let (want_alg, field) = jws_alg(key_alg).map_err(JwsError::Chain)?;
@@ -340,26 +363,20 @@ pub fn verify_detached(
 
 /// Links `leaf` through `chain` (each signed by the next, each issuer a CA) to a certificate
 /// in `trust`: either the chain's last certificate is a trust anchor (byte-equal), or a trust
-/// anchor signed it. Returns that anchor.
-pub fn chain_to_trust(
-    leaf: &CaCert,
-    chain: &[CaCert],
-    trust: &[CaCert],
-) -> Result<CaCert, JwsError> {
+/// anchor signed it. Returns that anchor, or what breaks the chain.
+pub fn chain_to_trust(leaf: &CaCert, chain: &[CaCert], trust: &[CaCert]) -> Result<CaCert, String> {
     let mut below = leaf;
     for c in chain {
         if trust.iter().any(|t| t.der == below.der) {
             break;
         }
         if !c.is_ca || !c.can_sign_certs {
-            return Err(JwsError::Chain(format!(
+            return Err(format!(
                 "{} (issuer of {}) is not a CA certificate",
                 c.source, below.source
-            )));
+            ));
         }
-        below
-            .check_signed_by(c)
-            .map_err(|e| JwsError::Chain(e.to_string()))?;
+        below.check_signed_by(c).map_err(|e| e.to_string())?;
         below = c;
     }
     if let Some(t) = trust.iter().find(|t| t.der == below.der) {
@@ -370,7 +387,7 @@ pub fn chain_to_trust(
             return Ok(t.clone());
         }
     }
-    Err(JwsError::Chain(format!(
+    Err(format!(
         "{} does not chain to a trusted root (trusted: {}); pass --trust ROOT.pem with the root the signer and CA were issued under",
         below.source,
         trust
@@ -378,7 +395,7 @@ pub fn chain_to_trust(
             .map(|t| format!("SHA-256 {}", hex::encode(crate::crypto::sha256(&t.der))))
             .collect::<Vec<_>>()
             .join(", ")
-    )))
+    ))
 }
 
 #[cfg(test)]
