@@ -218,9 +218,10 @@ fn azure_profile_settings_and_twin_tags_reach_the_enrollment() {
         .cloud
         .insert("azure.allocation_policy".into(), json!("static"));
     input.cloud.insert("azure.iot_edge".into(), json!(false));
-    input.devices[0]
-        .cloud
-        .insert("attributes".into(), json!({"line": "A", "rev": 3}));
+    input.devices[0].cloud.insert(
+        "azure".into(),
+        json!({"twin_tags": {"line": "A", "rev": 3}}),
+    );
     let files = certfab::export::azure::render(&input, &opts(None)).unwrap();
     check("azure", write(&files).path(), &[]);
     let body: Value = serde_json::from_slice(&files[0].bytes).unwrap();
@@ -279,7 +280,7 @@ fn azure_refuses_registration_ids_dps_would_reject() {
     let mut input = f.input.clone();
     input.devices[1]
         .cloud
-        .insert("registration_id".into(), json!("other-id"));
+        .insert("azure.registration_id".into(), json!("other-id"));
     let msg = certfab::export::azure::render(&input, &opts(None))
         .unwrap_err()
         .to_string();
@@ -366,7 +367,7 @@ fn hono_bodies_match_hono_openapi_and_auth_ids_are_what_hono_computes() {
     );
     input.devices[0]
         .cloud
-        .insert("attributes".into(), json!({"line": "A"}));
+        .insert("hono".into(), json!({"ext": {"line": "A"}}));
     let files = certfab::export::hono::render(&input, &opts(Some(5))).unwrap();
     assert_eq!(
         names(&files),
@@ -533,10 +534,10 @@ fn peridio_jitp_settings_and_device_records_fit_the_sdk_shapes() {
         .insert("peridio.tags".into(), json!(["line-a", "2026"]));
     input
         .cloud
-        .insert("peridio.description".into(), json!("Gateway {serial}"));
+        .insert("peridio.jitp_description".into(), json!("Gateway {serial}"));
     input.devices[2]
         .cloud
-        .insert("tags".into(), json!(["rework"]));
+        .insert("peridio.tags".into(), json!(["rework"]));
     let files = certfab::export::peridio::render(&input, &opts(None)).unwrap();
     assert_eq!(
         names(&files),
@@ -561,7 +562,7 @@ fn peridio_jitp_settings_and_device_records_fit_the_sdk_shapes() {
 
     input.devices[3]
         .cloud
-        .insert("tags".into(), json!("not-a-list"));
+        .insert("peridio.tags".into(), json!(true));
     let msg = certfab::export::peridio::render(&input, &opts(None))
         .unwrap_err()
         .to_string();
@@ -639,7 +640,9 @@ fn nrfcloud_csv_is_what_nrfcloud_utils_writes_and_shards_at_1000_rows() {
         .to_string();
     assert!(msg.contains("WIFI"), "{msg}");
     input.cloud.remove("nrfcloud.fw_types");
-    input.devices[0].cloud.insert("tags".into(), json!(["a|b"]));
+    input.devices[0]
+        .cloud
+        .insert("nrfcloud.tags".into(), json!(["a|b"]));
     let msg = certfab::export::nrfcloud::render(&input, &opts(None))
         .unwrap_err()
         .to_string();

@@ -129,8 +129,8 @@ pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFil
         let cn = facts.common_name.clone().ok_or_else(|| {
             bad("the certificate subject has no single CN; DPS takes the registration id from the CN".into())
         })?;
-        let reg_id =
-            super::support::device_str(FORMAT, d, "registration_id")?.unwrap_or(cn.clone());
+        let reg_id = super::support::device_str(FORMAT, input, opts, d, "azure.registration_id")?
+            .unwrap_or(cn.clone());
         check_registration_id(&reg_id).map_err(|m| {
             bad(format!(
                 "{m}; issue the certificate with a CN that is a valid registration id (profile subject template)"
@@ -148,7 +148,8 @@ pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFil
         }
         let mut e = Map::new();
         e.insert("registrationId".into(), json!(reg_id));
-        let hub_id = super::support::device_str(FORMAT, d, "device_id")?.unwrap_or(reg_id.clone());
+        let hub_id = super::support::device_str(FORMAT, input, opts, d, "azure.device_id")?
+            .unwrap_or(reg_id.clone());
         check_hub_device_id(&hub_id).map_err(bad)?;
         e.insert("deviceId".into(), json!(hub_id));
         e.insert(
@@ -158,12 +159,10 @@ pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFil
                 "x509": { "clientCertificates": { "primary": { "certificate": d.cert_pem.trim_end() } } }
             }),
         );
-        match d.cloud.get("attributes") {
-            None | Some(Value::Null) => {}
-            Some(Value::Object(tags)) => {
-                e.insert("initialTwin".into(), json!({ "tags": tags }));
-            }
-            Some(_) => return Err(bad("cloud attribute 'attributes' must be an object".into())),
+        if let Some(tags) =
+            super::support::device_object(FORMAT, input, opts, d, "azure.twin_tags")?
+        {
+            e.insert("initialTwin".into(), json!({ "tags": tags }));
         }
         for (k, v) in &common {
             e.insert(k.clone(), v.clone());

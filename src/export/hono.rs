@@ -242,8 +242,8 @@ pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFil
     for d in &input.devices {
         let bad = |msg: String| device_error(FORMAT.name(), d, msg);
         let facts = CertFacts::of(FORMAT, d)?;
-        let device_id =
-            super::support::device_str(FORMAT, d, "device_id")?.unwrap_or(d.device_id.clone());
+        let device_id = super::support::device_str(FORMAT, input, opts, d, "hono.device_id")?
+            .unwrap_or(d.device_id.clone());
         if device_id.is_empty() || device_id.contains('/') {
             return Err(bad(format!(
                 "device id '{device_id}' cannot be used in a Hono API path"
@@ -259,12 +259,8 @@ pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFil
         }
         let mut device = Map::new();
         device.insert("enabled".into(), json!(true));
-        match d.cloud.get("attributes") {
-            None | Some(Value::Null) => {}
-            Some(Value::Object(ext)) => {
-                device.insert("ext".into(), Value::Object(ext.clone()));
-            }
-            Some(_) => return Err(bad("cloud attribute 'attributes' must be an object".into())),
+        if let Some(ext) = super::support::device_object(FORMAT, input, opts, d, "hono.ext")? {
+            device.insert("ext".into(), Value::Object(ext));
         }
         let credentials = json!([{
             "type": "x509-cert",

@@ -147,7 +147,8 @@ pub fn render_signed<K: Signer>(
     let mut entries = Vec::with_capacity(input.devices.len());
     for d in &input.devices {
         let facts = CertFacts::of(FORMAT, d)?;
-        let unique_id = device_str(FORMAT, d, "unique_id")?.unwrap_or(d.device_id.clone());
+        let unique_id = device_str(FORMAT, input, opts, d, "microchip.unique_id")?
+            .unwrap_or(d.device_id.clone());
         let nb = &facts.cert.tbs_certificate.validity.not_before;
         let ts = super::support::x509_time_rfc3339(nb).replace('Z', ".000Z");
         let payload = json!({

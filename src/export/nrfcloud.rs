@@ -38,8 +38,6 @@ fn pipe_list(d: &super::ExportDevice, what: &str, items: &[String]) -> Result<St
 pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFile>, ExportError> {
     super::require_devices(FORMAT, input)?;
     let s = Settings::new(FORMAT, input, opts);
-    let subtype = s.str("nrfcloud.subtype")?.unwrap_or_default();
-    let tags = s.list("nrfcloud.tags")?.unwrap_or_default();
     let fw = s
         .list("nrfcloud.fw_types")?
         .unwrap_or_else(|| vec!["APP".into(), "MODEM".into()]);
@@ -54,7 +52,8 @@ pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFil
     let mut rows = Vec::with_capacity(input.devices.len());
     let mut seen = std::collections::HashSet::new();
     for d in &input.devices {
-        let id = device_str(FORMAT, d, "nrfcloud_device_id")?.unwrap_or(d.device_id.clone());
+        let id = device_str(FORMAT, input, opts, d, "nrfcloud.device_id")?
+            .unwrap_or(d.device_id.clone());
         let bad = |msg: String| device_error(FORMAT.name(), d, msg);
         if id.is_empty() || id.len() > DEVICE_ID_MAX {
             return Err(bad(format!(
@@ -69,11 +68,8 @@ pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFil
         if !seen.insert(id.clone()) {
             return Err(bad(format!("nRF Cloud device id '{id}' appears twice")));
         }
-        let sub = device_str(FORMAT, d, "subtype")?.unwrap_or(subtype.clone());
-        let dev_tags = match device_list(FORMAT, d, "tags")? {
-            Some(t) => t,
-            None => tags.clone(),
-        };
+        let sub = device_str(FORMAT, input, opts, d, "nrfcloud.subtype")?.unwrap_or_default();
+        let dev_tags = device_list(FORMAT, input, opts, d, "nrfcloud.tags")?.unwrap_or_default();
         let dev_tags = pipe_list(d, "tag", &dev_tags)?;
         if !d.cert_pem.is_ascii() {
             return Err(bad("certificate PEM is not ASCII".into()));

@@ -48,7 +48,7 @@ pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFil
         jitp.insert(
             "description".into(),
             json!(s
-                .str("peridio.description")?
+                .str("peridio.jitp_description")?
                 .unwrap_or_else(|| format!("certfab {} devices", input.profile))),
         );
         jitp.insert("tags".into(), json!(tags));
@@ -83,17 +83,18 @@ pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFil
         for d in &input.devices {
             let mut dev = Map::new();
             dev.insert("product_prn".into(), json!(product_prn));
-            let ident = device_str(FORMAT, d, "peridio_identifier")?.unwrap_or(d.device_id.clone());
+            let ident = device_str(FORMAT, input, opts, d, "peridio.identifier")?
+                .unwrap_or(d.device_id.clone());
             dev.insert("identifier".into(), json!(ident));
-            if let Some(desc) = device_str(FORMAT, d, "description")? {
+            if let Some(desc) = device_str(FORMAT, input, opts, d, "peridio.device_description")? {
                 dev.insert("description".into(), json!(desc));
             }
-            let dev_tags = device_list(FORMAT, d, "tags")?.unwrap_or(tags.clone());
+            let dev_tags = device_list(FORMAT, input, opts, d, "peridio.tags")?.unwrap_or_default();
             dev.insert("tags".into(), json!(dev_tags));
-            if let Some(t) = device_str(FORMAT, d, "target")?.or(target.clone()) {
+            if let Some(t) = device_str(FORMAT, input, opts, d, "peridio.target")? {
                 dev.insert("target".into(), json!(t));
             }
-            if let Some(c) = device_str(FORMAT, d, "cohort_prn")?.or(cohort.clone()) {
+            if let Some(c) = device_str(FORMAT, input, opts, d, "peridio.cohort_prn")? {
                 dev.insert("cohort_prn".into(), json!(c));
             }
             lines.push(json!({

@@ -159,38 +159,96 @@ pub fn string_list(v: &serde_json::Value) -> Option<Vec<String>> {
         .collect()
 }
 
-/// A per-device cloud string (`device.cloud[key]`), refusing a non-string value.
+/// A per-device setting by dotted key (`azure.registration_id`): `--set` first, then the
+/// device's rendered `cloud` values (flat or nested keys), then the profile's `cloud:`
+/// section. Per-device values come from the profile's templates rendered when the manifest
+/// was built (e.g. `registration_id: "{cert.CN}"`).
+pub fn device_value(
+    input: &ExportInput,
+    opts: &ExportOptions,
+    d: &ExportDevice,
+    key: &str,
+) -> Option<serde_json::Value> {
+    if let Some(v) = opts.settings.get(key) {
+        return Some(serde_json::Value::String(v.clone()));
+    }
+    if let Some(v) = d.cloud.get(key) {
+        return Some(v.clone());
+    }
+    let mut parts = key.split('.');
+    let nested = parts.next().and_then(|first| {
+        let mut cur = d.cloud.get(first)?;
+        for p in parts {
+            cur = cur.get(p)?;
+        }
+        Some(cur.clone())
+    });
+    nested.or_else(|| super::setting(input, opts, key))
+}
+
+/// A per-device string setting ([`device_value`]), refusing a non-string value.
 pub fn device_str(
     format: Format,
+    input: &ExportInput,
+    opts: &ExportOptions,
     d: &ExportDevice,
     key: &str,
 ) -> Result<Option<String>, ExportError> {
-    match d.cloud.get(key) {
+    match device_value(input, opts, d, key) {
         None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+        Some(serde_json::Value::String(s)) => Ok(Some(s)),
+        Some(v @ serde_json::Value::Number(_)) => Ok(Some(v.to_string())),
         Some(_) => Err(device_error(
             format.name(),
             d,
-            format!("cloud attribute '{key}' must be a string"),
+            format!("cloud setting '{key}' must be a string"),
         )),
     }
 }
 
-/// A per-device list of strings (`device.cloud[key]`).
+/// A per-device list of strings ([`device_value`]; `--set` takes it comma-separated).
 pub fn device_list(
     format: Format,
+    input: &ExportInput,
+    opts: &ExportOptions,
     d: &ExportDevice,
     key: &str,
 ) -> Result<Option<Vec<String>>, ExportError> {
-    match d.cloud.get(key) {
+    match device_value(input, opts, d, key) {
         None | Some(serde_json::Value::Null) => Ok(None),
-        Some(v) => string_list(v).map(Some).ok_or_else(|| {
+        Some(serde_json::Value::String(s)) if opts.settings.contains_key(key) => Ok(Some(
+            s.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
+        )),
+        Some(v) => string_list(&v).map(Some).ok_or_else(|| {
             device_error(
                 format.name(),
                 d,
-                format!("cloud attribute '{key}' must be a list of strings"),
+                format!("cloud setting '{key}' must be a list of strings"),
             )
         }),
+    }
+}
+
+/// A per-device JSON object ([`device_value`]), e.g. twin tags or Hono `ext`.
+pub fn device_object(
+    format: Format,
+    input: &ExportInput,
+    opts: &ExportOptions,
+    d: &ExportDevice,
+    key: &str,
+) -> Result<Option<serde_json::Map<String, serde_json::Value>>, ExportError> {
+    match device_value(input, opts, d, key) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Object(m)) => Ok(Some(m)),
+        Some(_) => Err(device_error(
+            format.name(),
+            d,
+            format!("cloud setting '{key}' must be a mapping"),
+        )),
     }
 }
 
