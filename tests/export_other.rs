@@ -771,3 +771,187 @@ fn plain_csv_has_the_device_facts_and_neutralizes_formula_cells() {
         }
     }
 }
+
+// ------------------------------------------------------------------------------ end to end
+
+fn json_out(o: &std::process::Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(o)))
+}
+
+/// The whole path: a profile with a cloud: section, `certfab batch`, `certfab manifest
+/// build` (signed), then `certfab export --format F --manifest M --out DIR` for every
+/// non-AWS format, each output checked by the platform's own tooling.
+#[test]
+fn certfab_export_cli_renders_every_format_from_a_signed_manifest() {
+    let f = fixture();
+    let line = &f.line;
+    let profile = common::derived_profile(
+        line.path(),
+        "export-other.yaml",
+        "generic-iot.yaml",
+        &[
+            ("name: generic-iot", "name: export-other"),
+            (
+                "cloud:\n",
+                "cloud:\n  tenant: acme-factory\n  azure:\n    registration_id: \"{cert.CN}\"\n    iot_hubs: [hub1.azure-devices.net]\n    twin_tags:\n      batch: \"{var.batch}\"\n  hono:\n    auto_provisioning: true\n    ext:\n      serial: \"{cert.serial}\"\n  nrfcloud:\n    subtype: gateway\n    tags: [factory, \"{var.batch}\"]\n  peridio:\n    product_name: gateway\n    product_prn: \"prn:1:org:product:gateway\"\n    tags: [line-a]\n  microchip:\n    unique_id: \"{cert.serial}\"\n",
+            ),
+        ],
+    );
+    let out = line.file("out-e2e");
+    let o = line.certfab(&[
+        "--json",
+        "batch",
+        "--profile",
+        profile.to_str().unwrap(),
+        "--count",
+        "6",
+        "--id-template",
+        "e2e-{seq:03}",
+        "--keygen",
+        "host",
+        "--plain-keys",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let batch = json_out(&o)["batch"].as_str().unwrap().to_string();
+    let manifest = line.file("e2e.manifest.jsonl");
+    let o = line.certfab(&[
+        "--json",
+        "manifest",
+        "build",
+        "--batch",
+        &batch,
+        "--out",
+        manifest.to_str().unwrap(),
+        "--profile",
+        profile.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    let runs = std::cell::Cell::new(0);
+    let export = |format: &str, extra: &[&str]| {
+        runs.set(runs.get() + 1);
+        let dir = line.file(&format!("x-{format}-{}", runs.get()));
+        let mut args = vec![
+            "--json",
+            "export",
+            "--format",
+            format,
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "--out",
+            dir.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        (line.certfab(&args), dir)
+    };
+    let files_of = |summary: &Value| -> Vec<(String, u64)> {
+        summary["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["name"].as_str().unwrap().to_string(),
+                    f["devices"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+
+    // Azure DPS, sharded by --max-rows under the 10-per-call limit.
+    let (o, dir) = export("azure-dps", &["--max-rows", "4"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let s = json_out(&o);
+    assert_eq!(s["format"], "azure-dps");
+    assert_eq!(s["devices"], 6);
+    assert_eq!(
+        files_of(&s),
+        [
+            ("azure-dps-enrollments-0001.json".into(), 4),
+            ("azure-dps-enrollments-0002.json".into(), 2)
+        ]
+    );
+    assert!(dir.join("azure-dps.summary.json").exists());
+    let r = check("azure", &dir, &[]);
+    assert_eq!(r["registration_ids"][0], "e2e-001");
+    let body: Value = serde_json::from_slice(
+        &std::fs::read(dir.join("azure-dps-enrollments-0001.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        body["enrollments"][0]["initialTwin"]["tags"]["batch"],
+        json!(batch)
+    );
+    assert_eq!(
+        body["enrollments"][0]["iotHubs"],
+        json!(["hub1.azure-devices.net"])
+    );
+
+    let (o, dir) = export("azure-dps-group", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(check("azure", &dir, &[])["group_id"], "export-other");
+
+    // Hono: tenant from the profile, auth-ids as Java computes them.
+    let (o, dir) = export("hono", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r = check("hono", &dir, &[]);
+    assert_eq!(r["devices"][0]["tenant-id"], "acme-factory");
+    assert_eq!(
+        r["devices"][0]["auth-id"],
+        "O=certfab development,CN=e2e-001"
+    );
+    let line1 = std::fs::read_to_string(dir.join("hono-devices-0001.jsonl")).unwrap();
+    let rec: Value = serde_json::from_str(line1.lines().next().unwrap()).unwrap();
+    assert!(rec["device"]["ext"]["serial"].as_str().unwrap().len() >= 32);
+
+    let (o, dir) = export("peridio", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r = check("peridio", &dir, &[]);
+    assert_eq!(r["devices"].as_array().unwrap().len(), 6);
+    assert_eq!(r["jitp"]["product_name"], "gateway");
+
+    let (o, dir) = export("nrfcloud", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r = check("nrfcloud", &dir, &[]);
+    assert_eq!(r["first"]["tags"], json!(format!("factory|{batch}")));
+    assert_eq!(r["first"]["fw"], "APP|MODEM");
+
+    let (o, dir) = export("csv", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r = check("csv", &dir, &[]);
+    assert_eq!(r["rows"][0]["device_id"], "e2e-001");
+    assert_eq!(r["rows"][0]["cloud.azure.registration_id"], "e2e-001");
+
+    // Microchip-style JWS: signed by the site's manifest signer in the HSM.
+    let (o, dir) = export("microchip-jws", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let signer = line.file("ca/manifest-signer.pem");
+    let r = check("microchip", &dir, &[signer.to_str().unwrap()]);
+    assert_eq!(r["unique_ids"].as_array().unwrap().len(), 6);
+
+    // --set overrides the profile; a value the platform refuses is exit 2, a device the
+    // platform would refuse is exit 3, and neither writes anything.
+    let (o, dir) = export("hono", &["--set", "hono.tenant_id=a/b"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("hono.tenant_id"), "{}", text(&o));
+    assert!(!dir.join("hono-tenant.json").exists());
+    let (o, dir) = export("azure-dps", &["--set", "azure.registration_id=Upper"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("lowercase"), "{}", text(&o));
+    assert!(std::fs::read_dir(&dir)
+        .map(|d| d.count() == 0)
+        .unwrap_or(true));
+    let (o, _) = export("nrfcloud", &["--set", "nrfcloud.tags=x|y"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    // Exporting into a directory that already holds the files is refused, not overwritten.
+    let (o, dir) = export("csv", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let mut args = vec!["export", "--format", "csv", "--manifest"];
+    args.push(manifest.to_str().unwrap());
+    args.extend(["--out", dir.to_str().unwrap()]);
+    let o = line.certfab(&args);
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+    assert!(text(&o).contains("already exists"), "{}", text(&o));
+}
