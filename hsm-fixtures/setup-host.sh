@@ -20,3 +20,21 @@ fi
 if ! python3 -c 'import botocore' >/dev/null 2>&1; then
   python3 -m pip install --quiet botocore
 fi
+# For tests/export_other.rs, each platform's own tooling: the Azure DPS service SDK's models
+# (msrest), JSON Schema / OpenAPI validators (Hono's OpenAPI, Peridio shapes), PyYAML, and
+# Microchip's manifest verifier pytrustplatform with python-jose (installed without its
+# dev-kit USB dependencies, which its manifest module does not import); a JDK for Java's
+# X500Principal (Hono's auth-id).
+if ! python3 -c 'import msrest, provisioningserviceclient, jsonschema, openapi_schema_validator, yaml, jose' >/dev/null 2>&1; then
+  python3 -m pip install --quiet msrest azure-iothub-provisioningserviceclient jsonschema \
+    openapi-schema-validator pyyaml python-jose
+fi
+if ! python3 -c 'import pytrustplatform.manifest.manifest' >/dev/null 2>&1; then
+  python3 -m pip install --quiet --no-deps pytrustplatform
+fi
+if ! command -v java >/dev/null 2>&1; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq default-jdk-headless >/dev/null
+fi
