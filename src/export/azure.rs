@@ -12,10 +12,10 @@
 //! Settings read from the profile's `cloud:` section: `azure.iot_hubs` (list of hub host
 //! names), `azure.allocation_policy` (`hashed`|`geoLatency`|`static`|`custom`),
 //! `azure.iot_edge` (bool), `azure.provisioning_status` (`enabled`|`disabled`),
-//! `azure.enrollment_group_id`, `azure.ca_reference`. Per device: `registration_id`
-//! (defaults to the certificate's CN, which DPS requires it to equal), `device_id` (the IoT
-//! Hub device id; defaults to the registration id) and `attributes` (an object: initial twin
-//! tags).
+//! `azure.enrollment_group_id`, `azure.ca_reference`. Per device (rendered cloud values):
+//! `azure.registration_id` (defaults to the certificate's CN, which DPS requires it to
+//! equal), `azure.device_id` (the IoT Hub device id; defaults to the registration id) and
+//! `azure.twin_tags` (a mapping: initial twin tags).
 
 use super::support::{device_error, issuing_ca_der, pretty, row_limit, CertFacts, Settings};
 use super::{shard, shard_name, ExportError, ExportFile, ExportInput, ExportOptions, Format};

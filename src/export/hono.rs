@@ -14,8 +14,8 @@
 //!
 //! Settings: `hono.tenant_id` (or the manifest's tenant), `hono.trusted_ca_id`,
 //! `hono.auto_provisioning` (bool), `hono.auth_id_template`,
-//! `hono.auto_provisioning_device_id_template`. Per device: `device_id` (defaults to the
-//! ledger's) and `attributes` (an object, stored as the device's `ext`).
+//! `hono.auto_provisioning_device_id_template`. Per device: `hono.device_id` (defaults to the
+//! ledger's) and `hono.ext` (a mapping, stored as the device's `ext`).
 
 use super::support::{b64, device_error, issuing_ca_der, json_lines, pretty, CertFacts, Settings};
 use super::{shard, shard_name, ExportError, ExportFile, ExportInput, ExportOptions, Format};

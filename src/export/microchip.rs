@@ -22,8 +22,8 @@
 //!
 //! Settings: `microchip.model`, `microchip.part_number`, `microchip.group_id`,
 //! `microchip.manufacturer`, `microchip.provisioner`, `microchip.distributor` (each an
-//! organization name; the organizational unit comes from `*_unit`). Per device: `unique_id`
-//! (defaults to the ledger's device id).
+//! organization name; the organizational unit comes from `*_unit`). Per device:
+//! `microchip.unique_id` (defaults to the ledger's device id).
 
 use super::support::{
     b64, b64url, device_error, device_str, issuing_ca_der, pretty, CertFacts, Settings,

@@ -4,9 +4,10 @@
 //! `device id, sub-type, tags (|-separated), firmware types (|-separated), certificate PEM`,
 //! comma-delimited, `\n` line ends, fields quoted only when needed, at most 1000 rows a file.
 //!
-//! Settings: `nrfcloud.subtype`, `nrfcloud.tags` (list), `nrfcloud.fw_types` (list of
-//! `APP MODEM BOOT SOFTDEVICE BOOTLOADER`, default `APP|MODEM` as the installer uses). Per
-//! device: `nrfcloud_device_id` (defaults to the ledger's device id), `subtype`, `tags`.
+//! Settings (per device, from the manifest's rendered cloud values, `--set` first):
+//! `nrfcloud.device_id` (default the ledger's device id), `nrfcloud.subtype`, `nrfcloud.tags`
+//! (list); for all devices `nrfcloud.fw_types` (list of `APP MODEM BOOT SOFTDEVICE
+//! BOOTLOADER`, default `APP|MODEM` as the installer uses).
 
 use super::support::{device_error, device_list, device_str, row_limit, Settings};
 use super::{shard, shard_name, ExportError, ExportFile, ExportInput, ExportOptions, Format};

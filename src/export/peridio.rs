@@ -14,9 +14,9 @@
 //!   `device_prn` returned by the device create to the certificate body.
 //!
 //! Settings: `peridio.product_name` (JITP), `peridio.product_prn` (device records),
-//! `peridio.cohort_prn`, `peridio.target`, `peridio.tags` (list), `peridio.description`
-//! (the JITP description template), `peridio.ca_description`. Per device: `tags`,
-//! `description`, `target`, `cohort_prn`, `peridio_identifier` (defaults to the ledger id).
+//! `peridio.cohort_prn`, `peridio.target`, `peridio.tags` (list), `peridio.jitp_description`
+//! (the JITP description template), `peridio.ca_description`; per device (rendered cloud
+//! values) also `peridio.identifier` (default the ledger id) and `peridio.device_description`.
 
 use super::support::{b64, device_list, device_str, issuing_ca_der, json_lines, pretty, Settings};
 use super::{shard, shard_name, ExportError, ExportFile, ExportInput, ExportOptions, Format};
