@@ -312,6 +312,43 @@ fn azure_enrollment_group_trusts_the_issuing_ca_inline_or_by_reference() {
         f.input.ca_chain_pem[0]
     );
 
+    // Proof of possession for caReferences: the verification certificate DPS asks for
+    // (subject CN = its verification code), signed by the issuing CA's key in the HSM.
+    let code = "2C7B8E1FD0A54C3B9B6E4A1F0D2C3B4A5E6F7A8B9C0D1E2F";
+    let verif = f.line.file("dps-verification.pem");
+    let o = f.line.certfab(&[
+        "ca",
+        "verification-cert",
+        "--ca",
+        "issuing",
+        "--cn",
+        code,
+        "--out",
+        verif.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = openssl(&[
+        "verify",
+        "-partial_chain",
+        "-CAfile",
+        f.line.file("ca/issuing.pem").to_str().unwrap(),
+        verif.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = openssl(&[
+        "x509",
+        "-in",
+        verif.to_str().unwrap(),
+        "-noout",
+        "-subject",
+        "-nameopt",
+        "RFC2253",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        format!("subject=CN={code}")
+    );
+
     let mut input = f.input.clone();
     input
         .cloud
