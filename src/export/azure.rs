@@ -60,7 +60,9 @@ pub fn check_registration_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks an IoT Hub device id: at most 128 ASCII letters, digits and `-.%_*?!(),:=@$'`.
+/// Checks an IoT Hub device id: at most 128 ASCII letters, digits and `-.+%_#*?!(),:=@$'`
+/// (the `deviceId` property in
+/// <https://learn.microsoft.com/en-us/azure/iot-hub/iot-hub-devguide-identity-registry>).
 fn check_hub_device_id(id: &str) -> Result<(), String> {
     if id.is_empty() || id.len() > 128 {
         return Err(format!(
@@ -69,10 +71,10 @@ fn check_hub_device_id(id: &str) -> Result<(), String> {
     }
     match id
         .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "-.%_*?!(),:=@$'".contains(*c)))
+        .find(|c| !(c.is_ascii_alphanumeric() || "-.+%_#*?!(),:=@$'".contains(*c)))
     {
         Some(c) => Err(format!(
-            "IoT Hub device id '{id}' has '{c}'; IoT Hub allows letters, digits and - . % _ * ? ! ( ) , : = @ $ ' only"
+            "IoT Hub device id '{id}' has '{c}'; IoT Hub allows letters, digits and - . + % _ # * ? ! ( ) , : = @ $ ' only"
         )),
         None => Ok(()),
     }
