@@ -4,10 +4,9 @@
 
 mod common;
 
-use certfab::export::{self, ExportDevice, ExportFile, ExportInput, ExportOptions, Format};
+use certfab::export::{self, ExportFile, ExportInput, ExportOptions, Format};
 use common::{openssl, text, Line};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -15,22 +14,41 @@ const DEVICES: usize = 5;
 const ACCOUNT: &str = "123456789012";
 const ROLE: &str = "arn:aws:iam::123456789012:role/certfab-registration";
 
-/// One dev line and one batch of devices for the whole file.
+/// One dev line, one batch of devices and its signed manifest for the whole file.
 struct Fixture {
     line: Line,
+    manifest: PathBuf,
     input: ExportInput,
+}
+
+/// The test profile: aws-iot plus a `cloud:` section (class-level settings and per-device
+/// templates the manifest renders for each device).
+fn test_profile(dir: &Path) -> PathBuf {
+    common::derived_profile(
+        dir,
+        "aws-export.yaml",
+        "aws-iot.yaml",
+        &[
+            ("name: aws-iot\n", "name: aws-export\n"),
+            (
+                "names:\n",
+                "cloud:\n  aws:\n    region: eu-central-1\n    account_id: \"123456789012\"\n    thing_name: \"{device_id}\"\n    attributes:\n      certSerial: \"{cert.serial}\"\nnames:\n",
+            ),
+        ],
+    )
 }
 
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
         let line = Line::new();
+        let profile = test_profile(line.path());
         let out = line.file("devices");
         let o = line.certfab(&[
             "--json",
             "batch",
             "--profile",
-            "aws-iot",
+            profile.to_str().unwrap(),
             "--count",
             &DEVICES.to_string(),
             "--keygen",
@@ -43,57 +61,30 @@ fn fixture() -> &'static Fixture {
         ]);
         assert!(o.status.success(), "{}", text(&o));
         let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
-        let input = input_from_batch(&line, &out, summary["batch"].as_str().unwrap());
-        Fixture { line, input }
+        let batch = summary["batch"].as_str().unwrap().to_string();
+        let manifest = line.file("batch.manifest.jsonl");
+        let o = line.certfab(&[
+            "manifest",
+            "build",
+            "--batch",
+            &batch,
+            "--profile",
+            profile.to_str().unwrap(),
+            "--out",
+            manifest.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        let trust = certfab::manifest::Trust::resolve(None, Some(&line.config())).unwrap();
+        let input = certfab::manifest::verify(&manifest, &trust)
+            .unwrap()
+            .to_export_input();
+        assert_eq!(input.devices.len(), DEVICES);
+        Fixture {
+            line,
+            manifest,
+            input,
+        }
     })
-}
-
-/// The facts a verified manifest gives exporters, read from the batch's real output.
-fn input_from_batch(line: &Line, out: &Path, batch: &str) -> ExportInput {
-    let mut ids: Vec<String> = std::fs::read_dir(out)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    ids.sort();
-    let devices = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| {
-            let pem = std::fs::read_to_string(out.join(id).join("cert.pem")).unwrap();
-            let info: Value =
-                serde_json::from_slice(&std::fs::read(out.join(id).join("device.json")).unwrap())
-                    .unwrap();
-            let der = pem_rfc7468::decode_vec(pem.as_bytes()).unwrap().1;
-            ExportDevice {
-                seq: i as u64 + 1,
-                device_id: id.clone(),
-                serial: info["serial"].as_str().unwrap().into(),
-                cert_sha256: hex::encode(certfab::crypto::sha256(&der)),
-                spki_sha256: String::new(),
-                cert_der: der,
-                cert_pem: pem,
-                not_before: info["not_before"].as_str().unwrap().into(),
-                not_after: info["not_after"].as_str().unwrap().into(),
-                key_origin: "host".into(),
-                state: "signed".into(),
-                cloud: serde_json::Map::new(),
-            }
-        })
-        .collect();
-    ExportInput {
-        manifest_path: line.file("batch.manifest.jsonl"),
-        manifest_sha256: "00".repeat(32),
-        batch_ids: vec![batch.into()],
-        station_ids: vec!["dev-line".into()],
-        profile: "aws-iot".into(),
-        tenant: None,
-        ca_chain_pem: vec![
-            std::fs::read_to_string(line.file("ca/issuing.pem")).unwrap(),
-            std::fs::read_to_string(line.file("ca/root.pem")).unwrap(),
-        ],
-        devices,
-        cloud: BTreeMap::new(),
-    }
 }
 
 fn opts(settings: &[(&str, &str)]) -> ExportOptions {
@@ -249,7 +240,7 @@ fn bulk_registration_lines_template_and_start_task_requests() {
     assert_eq!(t, tpl, "the readable template is the templateBody");
     assert_eq!(
         t["Resources"]["policy"]["Properties"]["PolicyName"],
-        "aws-iot-device"
+        "aws-export-device"
     );
     // Every line carries exactly the template's parameters; the certificates are the devices'
     // own, each chaining to the CA sent beside it.
@@ -437,13 +428,29 @@ fn device_policy_is_least_privilege_with_thing_name_variables() {
     s.push(("aws.topics", "telemetry/*"));
     let e = export::render(Format::AwsPolicy, &fx.input, &opts(&s)).unwrap_err();
     assert!(e.to_string().contains("aws.topics"), "{e}");
+    // Region and account come from the profile's cloud: section (the manifest header);
+    // without them the export names what is missing, and --set overrides them.
+    assert_eq!(fx.input.cloud["aws"]["account_id"], ACCOUNT);
+    let mut bare = fx.input.clone();
+    bare.cloud.clear();
     let e = export::render(
         Format::AwsPolicy,
-        &fx.input,
+        &bare,
         &opts(&[("aws.region", "eu-central-1")]),
     )
     .unwrap_err();
     assert!(e.to_string().contains("aws.account_id"), "{e}");
+    let files = export::render(
+        Format::AwsPolicy,
+        &fx.input,
+        &opts(&[("aws.region", "us-east-2")]),
+    )
+    .unwrap();
+    assert!(
+        std::str::from_utf8(&file(&files, "aws-policy-document.json").bytes)
+            .unwrap()
+            .contains("arn:aws:iot:us-east-2:123456789012:client/")
+    );
 }
 
 /// `certfab ca verification-cert` signs CN=<registration code> with the CA key in the HSM;
@@ -572,6 +579,28 @@ fn verification_cert_jitp_and_jitr_bundles() {
         file(&jitp, "ca.pem").bytes,
         fx.input.ca_chain_pem[0].as_bytes()
     );
+    // The named-template form: CreateProvisioningTemplate (type JITP) + registrationConfig
+    // naming it.
+    let mut named = o.clone();
+    named
+        .settings
+        .insert("aws.jitp_template_name".into(), "certfab-jitp".into());
+    let files = export::render(Format::AwsJitp, &fx.input, &named).unwrap();
+    let create = json_of(file(&files, "aws-jitp-create-template.json"));
+    let reg2 = json_of(file(&files, "aws-jitp-register-ca.json"));
+    botocore_validate(&[
+        ("jitp-named", "CreateProvisioningTemplate", create.clone()),
+        ("jitp-named-ca", "RegisterCACertificate", reg2.clone()),
+    ]);
+    assert_eq!(create["type"], "JITP");
+    assert_eq!(
+        create["templateBody"],
+        reg["registrationConfig"]["templateBody"]
+    );
+    assert_eq!(
+        reg2["registrationConfig"],
+        json!({"templateName": "certfab-jitp"})
+    );
 
     let jitr = export::render(
         Format::AwsJitr,
@@ -655,9 +684,11 @@ fn verification_cert_jitp_and_jitr_bundles() {
 fn jitp_refuses_thing_names_the_subject_cannot_give() {
     let fx = fixture();
     let mut input = fx.input.clone();
-    input.devices[2]
-        .cloud
-        .insert("thing_name".into(), json!("other-name"));
+    // As the manifest renders a profile's `cloud: {aws: {thing_name: …}}` for each device.
+    input.devices[2].cloud.insert(
+        "aws".into(),
+        json!({"thing_name": "other-name", "attributes": {"certSerial": "x1"}}),
+    );
     let mut s = aws_settings();
     s.push(("aws.certificate_mode", "SNI_ONLY"));
     let e = export::render(Format::AwsJitp, &input, &opts(&s)).unwrap_err();
@@ -671,9 +702,14 @@ fn jitp_refuses_thing_names_the_subject_cannot_give() {
         lines_of(file(&files, "aws-bulk-0001.jsonl"))[2]["ThingName"],
         "other-name"
     );
+    // The flat, platform-neutral spelling is read too.
+    input.devices[2].cloud.clear();
     input.devices[2]
         .cloud
         .insert("thing_name".into(), json!("bad name"));
+    input.devices[2]
+        .cloud
+        .insert("attributes".into(), json!({"certSerial": "x1"}));
     let e = export::render(Format::AwsBulk, &input, &opts(&aws_settings())).unwrap_err();
     assert!(e.to_string().contains("thing-003"), "{e}");
 }
@@ -876,4 +912,327 @@ fn fleet_claim_certificate_policy_and_template() {
     assert_eq!(e.exit_code(), certfab::ExitCode::Rejected, "{e}");
     // Without a claim the format refuses to render.
     assert!(export::render(Format::AwsFleetClaim, &fx.input, &opts(&aws_settings())).is_err());
+}
+
+fn cli_json(o: &std::process::Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(o)))
+}
+
+fn set_args(settings: &[(&str, &str)]) -> Vec<String> {
+    settings
+        .iter()
+        .flat_map(|(k, v)| ["--set".to_string(), format!("{k}={v}")])
+        .collect()
+}
+
+/// `certfab export` end to end: verifies the manifest, shards, writes the files and the
+/// summary, refuses to overwrite, and names a missing setting before writing anything.
+#[test]
+fn export_cli_writes_shards_and_summary() {
+    let fx = fixture();
+    let line = &fx.line;
+    let out = line.file("cli-bulk");
+    let m = fx.manifest.to_str().unwrap();
+    let mut args: Vec<String> = [
+        "--json",
+        "export",
+        "--format",
+        "aws-bulk",
+        "--manifest",
+        m,
+        "--out",
+        out.to_str().unwrap(),
+        "--max-rows",
+        "2",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(set_args(&[
+        ("aws.role_arn", ROLE),
+        ("aws.bucket", "certfab-line-1"),
+    ]));
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = line.certfab(&argv);
+    assert!(o.status.success(), "{}", text(&o));
+    let summary = cli_json(&o);
+    assert_eq!(summary["format"], "aws-bulk");
+    assert_eq!(summary["devices"], DEVICES);
+    let manifest_sha = hex::encode(certfab::crypto::sha256(
+        &std::fs::read(&fx.manifest).unwrap(),
+    ));
+    assert_eq!(summary["manifest_sha256"], manifest_sha);
+    let files = summary["files"].as_array().unwrap();
+    let rows: Vec<(String, u64)> = files
+        .iter()
+        .filter(|f| f["name"].as_str().unwrap().ends_with(".jsonl"))
+        .map(|f| {
+            (
+                f["name"].as_str().unwrap().to_string(),
+                f["devices"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("aws-bulk-0001.jsonl".into(), 2),
+            ("aws-bulk-0002.jsonl".into(), 2),
+            ("aws-bulk-0003.jsonl".into(), 1)
+        ]
+    );
+    for f in files {
+        let name = f["name"].as_str().unwrap();
+        let bytes = std::fs::read(out.join(name)).unwrap();
+        assert_eq!(
+            f["sha256"],
+            hex::encode(certfab::crypto::sha256(&bytes)),
+            "{name}"
+        );
+        assert!(!f["consumer"].as_str().unwrap().is_empty(), "{name}");
+    }
+    let on_disk: Value =
+        serde_json::from_slice(&std::fs::read(out.join("aws-bulk.summary.json")).unwrap()).unwrap();
+    assert_eq!(on_disk, summary);
+    // The thing attribute the profile's cloud: section renders per device reaches the rows.
+    let first: Value = serde_json::from_str(
+        std::fs::read_to_string(out.join("aws-bulk-0001.jsonl"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(first["Attribute_certSerial"], fx.input.devices[0].serial);
+
+    // Again into the same directory: refused, nothing changed; --force replaces.
+    let before = std::fs::read(out.join("aws-bulk-0001.jsonl")).unwrap();
+    let again = line.certfab(&argv);
+    assert_eq!(again.status.code(), Some(5), "{}", text(&again));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    assert_eq!(
+        std::fs::read(out.join("aws-bulk-0001.jsonl")).unwrap(),
+        before
+    );
+    let mut forced = argv.clone();
+    forced.push("--force");
+    let o = line.certfab(&forced);
+    assert!(o.status.success(), "{}", text(&o));
+
+    // A missing setting is named; nothing is written.
+    let out2 = line.file("cli-bulk-missing");
+    let o = line.certfab(&[
+        "export",
+        "--format",
+        "aws-bulk",
+        "--manifest",
+        m,
+        "--out",
+        out2.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("aws.role_arn"),
+        "{}",
+        text(&o)
+    );
+    assert!(!out2.exists());
+
+    // Human output lists each file with its consumer.
+    let out3 = line.file("cli-policy");
+    let o = line.certfab(&[
+        "export",
+        "--format",
+        "aws-policy",
+        "--manifest",
+        m,
+        "--out",
+        out3.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let human = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        human.contains("aws-policy.json") && human.contains("aws iot create-policy"),
+        "{human}"
+    );
+}
+
+/// A manifest that does not verify is refused before anything is rendered: a changed
+/// device line, a missing signature, a root that did not sign it.
+#[test]
+fn export_refuses_an_unverified_manifest() {
+    let fx = fixture();
+    let line = &fx.line;
+    let dir = tempfile::tempdir().unwrap();
+    let text_m = std::fs::read_to_string(&fx.manifest).unwrap();
+    let jws = std::fs::read(certfab::manifest::signature_path(&fx.manifest)).unwrap();
+    let run = |m: &Path, extra: &[&str]| {
+        let out = dir
+            .path()
+            .join(format!("out-{}", m.file_name().unwrap().to_string_lossy()));
+        let mut a = vec![
+            "export",
+            "--format",
+            "aws-multi-account",
+            "--manifest",
+            m.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        a.extend_from_slice(extra);
+        (line.certfab(&a), out)
+    };
+    // The untouched copy exports.
+    let good = dir.path().join("good.jsonl");
+    std::fs::write(&good, &text_m).unwrap();
+    std::fs::write(certfab::manifest::signature_path(&good), &jws).unwrap();
+    let (o, out) = run(&good, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(out.join("aws-multi-account-0001.jsonl").exists());
+
+    // One device line changed (another device id): refused, exit 3, nothing written.
+    let bad = dir.path().join("changed.jsonl");
+    assert!(text_m.contains("thing-002"));
+    std::fs::write(&bad, text_m.replacen("thing-002", "thing-00X", 1)).unwrap();
+    std::fs::write(certfab::manifest::signature_path(&bad), &jws).unwrap();
+    let (o, out) = run(&bad, &[]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(!out.exists(), "an unverified manifest produced output");
+
+    // A device line dropped: refused.
+    let short = dir.path().join("short.jsonl");
+    let kept: Vec<&str> = text_m
+        .lines()
+        .filter(|l| !l.contains("thing-004"))
+        .collect();
+    std::fs::write(&short, kept.join("\n") + "\n").unwrap();
+    std::fs::write(certfab::manifest::signature_path(&short), &jws).unwrap();
+    let (o, out) = run(&short, &[]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(!out.exists());
+
+    // No signature: refused.
+    let unsigned = dir.path().join("unsigned.jsonl");
+    std::fs::write(&unsigned, &text_m).unwrap();
+    let (o, out) = run(&unsigned, &[]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(!out.exists());
+
+    // Verified against a root that is not the manifest's: refused.
+    let other = dir.path().join("other-root.jsonl");
+    std::fs::write(&other, &text_m).unwrap();
+    std::fs::write(certfab::manifest::signature_path(&other), &jws).unwrap();
+    let (o, out) = run(
+        &other,
+        &["--trust", line.file("ca/matter-paa.pem").to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(!out.exists());
+}
+
+/// The fleet claim through the CLI: nothing is signed when the export would be refused, and
+/// the claim key lands encrypted, owner-only.
+#[test]
+fn fleet_claim_cli_signs_only_when_the_export_can_land() {
+    let fx = fixture();
+    let line = &fx.line;
+    let m = fx.manifest.to_str().unwrap();
+    let claims = |id: &str| -> i64 {
+        common::ledger(line)
+            .query_row(
+                "SELECT count(*) FROM devices WHERE device_id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    let pass = line.file("claim.pass");
+    std::fs::write(&pass, "cli claim passphrase\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let passarg = format!("file:{}", pass.display());
+    let out = line.file("cli-fleet");
+    let base = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "--json",
+            "export",
+            "--format",
+            "aws-fleet-claim",
+            "--manifest",
+            m,
+            "--out",
+            out.to_str().unwrap(),
+            "--claim-id",
+            "fleet-claim-cli",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    // No template name: refused before signing.
+    let mut a = base(&["--key-passphrase", &passarg]);
+    a.extend(set_args(&[("aws.role_arn", ROLE)]));
+    let o = line.certfab(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("aws.template_name"));
+    assert_eq!(
+        claims("fleet-claim-cli"),
+        0,
+        "a claim was signed for a refused export"
+    );
+    // No passphrase and no --plain-keys: refused before signing.
+    let mut a = base(&[]);
+    a.extend(set_args(&[
+        ("aws.role_arn", ROLE),
+        ("aws.template_name", "certfab-fleet"),
+    ]));
+    let o = line.certfab(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_eq!(claims("fleet-claim-cli"), 0);
+    // Complete: signed once, files written, key encrypted and 0600.
+    let mut a = base(&["--key-passphrase", &passarg]);
+    a.extend(set_args(&[
+        ("aws.role_arn", ROLE),
+        ("aws.template_name", "certfab-fleet"),
+    ]));
+    let o = line.certfab(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(claims("fleet-claim-cli"), 1);
+    let key = out.join("aws-fleet-claim-key.pem");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let k = openssl(&[
+        "pkey",
+        "-in",
+        key.to_str().unwrap(),
+        "-passin",
+        &passarg,
+        "-noout",
+    ]);
+    assert!(k.status.success(), "{}", text(&k));
+    assert!(std::fs::read_to_string(&key)
+        .unwrap()
+        .contains("ENCRYPTED PRIVATE KEY"));
+    let summary = cli_json(&o);
+    let names: Vec<&str> = summary["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    for n in [
+        "aws-fleet-claim-cert.pem",
+        "aws-fleet-claim-policy.json",
+        "aws-fleet-template.json",
+        "aws-fleet-things-0001.jsonl",
+    ] {
+        assert!(names.contains(&n), "{n} in {names:?}");
+    }
+    // The passphrase appears nowhere in the output.
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("cli claim passphrase"));
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("cli claim passphrase"));
 }

@@ -43,11 +43,11 @@ pub enum Command {
     Batch(batch::BatchArgs),
     /// Run a station: identify, sign, install, prove and lock devices one after another.
     Station(station::StationArgs),
-    /// Cloud pre-registration files from a verified manifest (docs/exports.md).
-    Export(export::ExportArgs),
     /// Signed manifests of batches and shifts: build, verify, show, merge.
     #[command(subcommand)]
     Manifest(manifest::ManifestCommand),
+    /// Cloud pre-registration files from a verified manifest (docs/exports.md).
+    Export(export::ExportArgs),
 }
 
 /// Runs a parsed command line.
@@ -62,8 +62,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Issue(a) => issue::run(&ctx, a),
         Command::Batch(a) => batch::run(&ctx, a),
         Command::Station(a) => station::run(&ctx, a),
-        Command::Export(a) => export::run(&ctx, a),
         Command::Manifest(c) => manifest::run(&ctx, c),
+        Command::Export(a) => export::run(&ctx, a),
     }
 }
 

@@ -6,10 +6,11 @@
 //! Settings (profile `cloud:` section or `--set`), all under `aws.`:
 //! `region`, `account_id`, `partition` (default `aws`), `role_arn`, `bucket`, `key_prefix`,
 //! `policy_name`, `thing_type`, `thing_groups`, `topics`, `shadow`, `jobs`,
-//! `certificate_mode`, `certificate_status`, `jitr_lambda_arn`, `jitr_rule_name`,
+//! `certificate_mode`, `certificate_status`, `jitp_template_name`, `jitr_lambda_arn`,
+//! `jitr_rule_name`,
 //! `template_name`, `claim_policy_name`, `claim_flow`, `pre_provisioning_hook_arn`.
-//! Per device (the manifest's rendered `cloud:` values): `thing_name` (default: the device
-//! id) and `attributes` (a map of thing attributes).
+//! Per device (the manifest's rendered `cloud:` values): `aws.thing_name` (or `thing_name`;
+//! default: the device id) and `aws.attributes` (or `attributes`; a map of thing attributes).
 
 use super::{
     require_devices, require_str, setting_bool, setting_list, setting_str, shard, shard_name,
@@ -192,7 +193,31 @@ pub fn jitp(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFile>
         0,
         "the JITP provisioning template, readable form (its text is registrationConfig.templateBody in aws-jitp-register-ca.json)",
     )];
-    let registration = json!({"templateBody": body, "roleArn": role_arn});
+    // Two documented ways to attach the template: inline in the CA registration, or as a
+    // named JITP provisioning template the registration refers to.
+    let registration = match setting_str(input, opts, "aws.jitp_template_name") {
+        None => json!({"templateBody": body, "roleArn": role_arn}),
+        Some(name) => {
+            check_pattern("aws.jitp_template_name", &name, 1, 36, |c| {
+                c.is_ascii_alphanumeric() || "_-".contains(c)
+            })?;
+            let req = json!({
+                "templateName": name,
+                "description": format!("certfab JITP for profile {}", input.profile),
+                "templateBody": body,
+                "enabled": true,
+                "provisioningRoleArn": role_arn,
+                "type": "JITP",
+            });
+            files.push(json_file(
+                "aws-jitp-create-template.json",
+                &req,
+                0,
+                "first: aws iot create-provisioning-template --cli-input-json file://aws-jitp-create-template.json (the CA registration names it)",
+            ));
+            json!({"templateName": name})
+        }
+    };
     files.extend(register_ca(F, input, opts, Some(registration))?);
     Ok(files)
 }
@@ -633,15 +658,16 @@ fn thing_extras(
     Ok(())
 }
 
-/// The device's thing name: its rendered `cloud.thing_name`, else its device id, checked
+/// The device's thing name: its rendered `cloud.aws.thing_name` (or `cloud.thing_name`), else
+/// its device id, checked
 /// against AWS's thing-name rule (`[a-zA-Z0-9:_-]+`, 1..128).
 pub fn thing_name(d: &ExportDevice) -> Result<String, ExportError> {
-    let name = match d.cloud.get("thing_name") {
+    let name = match super::device_setting(d, "aws.thing_name") {
         Some(Value::String(s)) => s.clone(),
         Some(other) => {
             return Err(device_err(
                 d,
-                format!("cloud.thing_name is {other}, not text"),
+                format!("cloud.aws.thing_name is {other}, not text"),
             ))
         }
         None => d.device_id.clone(),
@@ -654,23 +680,23 @@ pub fn thing_name(d: &ExportDevice) -> Result<String, ExportError> {
     {
         return Err(device_err(
             d,
-            format!("thing name {name:?} breaks AWS IoT's rule [a-zA-Z0-9:_-]{{1,128}}; set the profile's cloud.thing_name template or the names policy"),
+            format!("thing name {name:?} breaks AWS IoT's rule [a-zA-Z0-9:_-]{{1,128}}; set the profile's cloud.aws.thing_name template or its names policy"),
         ));
     }
     Ok(name)
 }
 
-/// The device's thing attributes (`cloud.attributes`), checked against AWS's attribute rules
+/// The device's thing attributes (`cloud.aws.attributes`), checked against AWS's attribute rules
 /// (name `[a-zA-Z0-9_]` here, so it can also name a template parameter; value
 /// `[a-zA-Z0-9_.,@/:#-]*`, at most 800 characters).
 fn attributes(d: &ExportDevice) -> Result<std::collections::BTreeMap<String, String>, ExportError> {
     let mut out = std::collections::BTreeMap::new();
-    let Some(v) = d.cloud.get("attributes") else {
+    let Some(v) = super::device_setting(d, "aws.attributes") else {
         return Ok(out);
     };
     let map = v
         .as_object()
-        .ok_or_else(|| device_err(d, "cloud.attributes is not a map".into()))?;
+        .ok_or_else(|| device_err(d, "cloud.aws.attributes is not a map".into()))?;
     for (k, v) in map {
         let v = match v {
             Value::String(s) => s.clone(),

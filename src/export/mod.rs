@@ -591,3 +591,90 @@ fn finish(
     write_files(out, &files, force)?;
     Ok(summary)
 }
+
+/// A device's rendered cloud value by dotted key (`aws.thing_name`), nested or flat; then the
+/// key's last part at the top level (`thing_name`), the platform-neutral spelling.
+pub fn device_setting<'a>(d: &'a ExportDevice, key: &str) -> Option<&'a serde_json::Value> {
+    if let Some(v) = d.cloud.get(key) {
+        return Some(v);
+    }
+    let mut parts = key.split('.');
+    let nested = parts.next().and_then(|first| {
+        let mut cur = d.cloud.get(first)?;
+        for p in parts {
+            cur = cur.get(p)?;
+        }
+        Some(cur)
+    });
+    nested.or_else(|| d.cloud.get(key.rsplit('.').next()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn input(cloud: serde_json::Value) -> ExportInput {
+        ExportInput {
+            manifest_path: "m.jsonl".into(),
+            manifest_sha256: String::new(),
+            batch_ids: vec![],
+            station_ids: vec![],
+            profile: "p".into(),
+            tenant: None,
+            ca_chain_pem: vec![],
+            devices: vec![],
+            cloud: cloud
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn shards_cover_every_item_once_in_order() {
+        let items: Vec<u32> = (1..=7).collect();
+        let s = shard(&items, Some(3));
+        assert_eq!(s, vec![&[1, 2, 3][..], &[4, 5, 6][..], &[7][..]]);
+        assert_eq!(shard(&items, None), vec![&items[..]]);
+        assert_eq!(shard(&items, Some(7)), vec![&items[..]]);
+        assert!(shard::<u32>(&[], None).is_empty());
+        assert_eq!(shard_name("aws-bulk", 0, "jsonl"), "aws-bulk-0001.jsonl");
+        assert_eq!(shard_name("x", 10_000, "csv"), "x-10001.csv");
+    }
+
+    #[test]
+    fn settings_nested_flat_and_overridden() {
+        let i = input(
+            json!({"aws": {"region": "eu-west-1", "shadow": false, "groups": ["a", "b"]}, "azure.hub": "h"}),
+        );
+        let mut o = ExportOptions::default();
+        assert_eq!(
+            setting_str(&i, &o, "aws.region").as_deref(),
+            Some("eu-west-1")
+        );
+        assert_eq!(setting_str(&i, &o, "azure.hub").as_deref(), Some("h"));
+        assert!(!setting_bool(&i, &o, "aws.shadow", true).unwrap());
+        assert!(setting_bool(&i, &o, "aws.jobs", true).unwrap());
+        assert_eq!(
+            setting_list(&i, &o, "aws.groups").unwrap().unwrap(),
+            ["a", "b"]
+        );
+        o.settings.insert("aws.region".into(), "us-east-2".into());
+        o.settings.insert("aws.groups".into(), "x, y".into());
+        assert_eq!(
+            setting_str(&i, &o, "aws.region").as_deref(),
+            Some("us-east-2")
+        );
+        assert_eq!(
+            setting_list(&i, &o, "aws.groups").unwrap().unwrap(),
+            ["x", "y"]
+        );
+        let e = require_str(Format::AwsPolicy, &i, &o, "aws.account_id", "ARNs").unwrap_err();
+        assert!(e.to_string().contains("--set aws.account_id=VALUE"), "{e}");
+        o.settings.insert("aws.shadow".into(), "maybe".into());
+        assert!(setting_bool(&i, &o, "aws.shadow", true).is_err());
+    }
+}

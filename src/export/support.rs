@@ -160,9 +160,10 @@ pub fn string_list(v: &serde_json::Value) -> Option<Vec<String>> {
 }
 
 /// A per-device setting by dotted key (`azure.registration_id`): `--set` first, then the
-/// device's rendered `cloud` values (flat or nested keys), then the profile's `cloud:`
-/// section. Per-device values come from the profile's templates rendered when the manifest
-/// was built (e.g. `registration_id: "{cert.CN}"`).
+/// device's rendered `cloud` values ([`super::device_setting`]: flat or nested, then the key's
+/// last part at the top level, e.g. `registration_id`), then the profile's `cloud:` section.
+/// Per-device values come from the profile's templates rendered when the manifest was built
+/// (e.g. `registration_id: "{cert.CN}"`).
 pub fn device_value(
     input: &ExportInput,
     opts: &ExportOptions,
@@ -172,18 +173,9 @@ pub fn device_value(
     if let Some(v) = opts.settings.get(key) {
         return Some(serde_json::Value::String(v.clone()));
     }
-    if let Some(v) = d.cloud.get(key) {
-        return Some(v.clone());
-    }
-    let mut parts = key.split('.');
-    let nested = parts.next().and_then(|first| {
-        let mut cur = d.cloud.get(first)?;
-        for p in parts {
-            cur = cur.get(p)?;
-        }
-        Some(cur.clone())
-    });
-    nested.or_else(|| super::setting(input, opts, key))
+    super::device_setting(d, key)
+        .cloned()
+        .or_else(|| super::setting(input, opts, key))
 }
 
 /// A per-device string setting ([`device_value`]), refusing a non-string value.
