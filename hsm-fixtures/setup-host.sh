@@ -22,7 +22,7 @@ if ! python3 -c 'import botocore' >/dev/null 2>&1; then
 fi
 # For tests/export_other.rs, each platform's own tooling: the Azure DPS service SDK's models
 # (msrest), JSON Schema / OpenAPI validators (Hono's OpenAPI, Peridio shapes), PyYAML, and
-# Microchip's manifest verifier pytrustplatform with python-jose (installed without its
+# Microchip's manifest verifier pytrustplatform with python-jose, Nordic's nrfcloud-utils (installed without its
 # dev-kit USB dependencies, which its manifest module does not import); a JDK for Java's
 # X500Principal (Hono's auth-id).
 if ! python3 -c 'import msrest, provisioningserviceclient, jsonschema, openapi_schema_validator, yaml, jose' >/dev/null 2>&1; then
@@ -31,6 +31,12 @@ if ! python3 -c 'import msrest, provisioningserviceclient, jsonschema, openapi_s
 fi
 if ! python3 -c 'import pytrustplatform.manifest.manifest' >/dev/null 2>&1; then
   python3 -m pip install --quiet --no-deps pytrustplatform
+fi
+# Nordic's nrfcloud-utils: its onboarding CSV reader and writer (its modules used here need
+# only requests and coloredlogs; --no-deps keeps it from replacing the cryptography in use).
+if ! python3 -c 'import nrfcloud_utils.nrf_cloud_onboard' >/dev/null 2>&1; then
+  python3 -m pip install --quiet requests coloredlogs
+  python3 -m pip install --quiet --no-deps nrfcloud-utils
 fi
 if ! command -v java >/dev/null 2>&1; then
   sudo=""

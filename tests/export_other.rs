@@ -635,6 +635,7 @@ fn nrfcloud_csv_is_what_nrfcloud_utils_writes_and_shards_at_1000_rows() {
     );
     let r = check("nrfcloud", write(&files).path(), &[]);
     assert_eq!(r["ids"], DEVICES);
+    assert_eq!(r["nordic_writer_identical"], true);
     assert_eq!(r["first"]["cn"], "dev-0001");
 
     // 1001 devices (real certificates reused under distinct nRF Cloud ids): 1000 + 1.

@@ -247,6 +247,25 @@ def nrfcloud(d):
         csv.writer(again, delimiter=",", lineterminator="\n", quoting=csv.QUOTE_MINIMAL).writerows(rows)
         if again.getvalue() != raw:
             fail(f"{f}: bytes differ from Python csv (QUOTE_MINIMAL, \\n) for the same rows")
+        # Nordic's own reader accepts it and sees the same device ids.
+        from nrfcloud_utils.nrf_cloud_onboard import read_onboarding_csv
+        listed = read_onboarding_csv(f)
+        if listed is None or [x[0] for x in listed] != [r[0] for r in rows]:
+            fail(f"{f}: nrfcloud-utils read_onboarding_csv refused it or saw other ids")
+        # And Nordic's own writer, given the same values, writes the same bytes (small files:
+        # it re-reads the file for every row it appends).
+        if len(rows) <= 50:
+            import logging
+            import tempfile
+            from nrfcloud_utils.cli_helpers import save_onboarding_csv
+            logging.disable(logging.CRITICAL)
+            with tempfile.TemporaryDirectory() as t:
+                theirs = os.path.join(t, "onboard.csv")
+                for r in rows:
+                    save_onboarding_csv(theirs, True, False, r[0], r[1], r[2], r[3], r[4].encode("ascii"))
+                if open(theirs, newline="").read() != raw:
+                    fail(f"{f}: differs from what nrfcloud-utils save_onboarding_csv writes for the same rows")
+            out["nordic_writer_identical"] = True
         for n, r in enumerate(rows, 1):
             if len(r) != 5:
                 fail(f"{f}:{n}: {len(r)} columns, want 5")
