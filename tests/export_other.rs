@@ -584,7 +584,8 @@ fn peridio_jitp_settings_and_device_records_fit_the_sdk_shapes() {
             ("peridio-devices-0001.jsonl".into(), DEVICES)
         ]
     );
-    let r = check("peridio", write(&files).path(), &[]);
+    let dir = write(&files);
+    let r = check("peridio", dir.path(), &[]);
     assert_eq!(
         r["jitp"],
         json!({"description": "Gateway {serial}", "tags": ["line-a", "2026"],
@@ -596,6 +597,13 @@ fn peridio_jitp_settings_and_device_records_fit_the_sdk_shapes() {
     assert_eq!(devs[0]["cn"], "dev-0001");
     assert_eq!(devs[0]["tags"], json!(["line-a", "2026"]));
     assert_eq!(devs[2]["tags"], json!(["rework"]));
+    // The schema check bites: a device record without its identifier is refused.
+    let p = dir.path().join("peridio-devices-0001.jsonl");
+    let mut rec: Value =
+        serde_json::from_str(std::fs::read_to_string(&p).unwrap().lines().next().unwrap()).unwrap();
+    rec["device"].as_object_mut().unwrap().remove("identifier");
+    std::fs::write(&p, format!("{rec}\n")).unwrap();
+    assert!(check_fails("peridio", dir.path(), &[]).contains("identifier"));
 
     input.devices[3]
         .cloud
