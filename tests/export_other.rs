@@ -476,6 +476,17 @@ fn hono_bodies_match_hono_openapi_and_auth_ids_are_what_hono_computes() {
     assert_eq!(ca["auto-provisioning-device-id-template"], "{{subject-cn}}");
     assert_eq!(ca["not-after"], "9999-12-31T23:59:59Z");
 
+    // Two devices with one subject DN cannot both be Hono credentials.
+    let mut twice = input.clone();
+    twice.devices[1].cert_der = twice.devices[0].cert_der.clone();
+    let msg = certfab::export::hono::render(&twice, &opts(None))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("dev-0002") && msg.contains("also device dev-0001"),
+        "{msg}"
+    );
+
     // The schema check bites: an unknown credentials field is refused.
     let bad = dir.path().join("bad");
     std::fs::create_dir(&bad).unwrap();

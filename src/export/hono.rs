@@ -239,6 +239,8 @@ pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFil
         ),
     }];
     let mut lines = Vec::with_capacity(input.devices.len());
+    let mut ids = super::support::Unique::default();
+    let mut auth_ids = super::support::Unique::default();
     for d in &input.devices {
         let bad = |msg: String| device_error(FORMAT.name(), d, msg);
         let facts = CertFacts::of(FORMAT, d)?;
@@ -257,6 +259,8 @@ pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFil
                     .into(),
             ));
         }
+        ids.check(FORMAT, d, "device id", &device_id)?;
+        auth_ids.check(FORMAT, d, "auth-id (subject DN)", &auth_id)?;
         let mut device = Map::new();
         device.insert("enabled".into(), json!(true));
         if let Some(ext) = super::support::device_object(FORMAT, input, opts, d, "hono.ext")? {

@@ -145,10 +145,12 @@ pub fn render_signed<K: Signer>(
     let protected = b64url(protected(signer)?.to_string().as_bytes());
 
     let mut entries = Vec::with_capacity(input.devices.len());
+    let mut ids = super::support::Unique::default();
     for d in &input.devices {
         let facts = CertFacts::of(FORMAT, d)?;
         let unique_id = device_str(FORMAT, input, opts, d, "microchip.unique_id")?
             .unwrap_or(d.device_id.clone());
+        ids.check(FORMAT, d, "uniqueId", &unique_id)?;
         let nb = &facts.cert.tbs_certificate.validity.not_before;
         let ts = super::support::x509_time_rfc3339(nb).replace('Z', ".000Z");
         let payload = json!({

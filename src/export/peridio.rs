@@ -80,11 +80,13 @@ pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFil
 
     if let Some(product_prn) = &product_prn {
         let mut lines = Vec::with_capacity(input.devices.len());
+        let mut idents = super::support::Unique::default();
         for d in &input.devices {
             let mut dev = Map::new();
             dev.insert("product_prn".into(), json!(product_prn));
             let ident = device_str(FORMAT, input, opts, d, "peridio.identifier")?
                 .unwrap_or(d.device_id.clone());
+            idents.check(FORMAT, d, "identifier", &ident)?;
             dev.insert("identifier".into(), json!(ident));
             if let Some(desc) = device_str(FORMAT, input, opts, d, "peridio.device_description")? {
                 dev.insert("description".into(), json!(desc));

@@ -159,6 +159,31 @@ pub fn string_list(v: &serde_json::Value) -> Option<Vec<String>> {
         .collect()
 }
 
+/// Refuses a second device with the same platform identifier (each platform keys its
+/// records by one).
+#[derive(Default)]
+pub struct Unique(std::collections::HashMap<String, String>);
+
+impl Unique {
+    /// Records `value` (`what` names it) for device `d`, or says which device already has it.
+    pub fn check(
+        &mut self,
+        format: Format,
+        d: &ExportDevice,
+        what: &str,
+        value: &str,
+    ) -> Result<(), ExportError> {
+        match self.0.insert(value.to_string(), d.device_id.clone()) {
+            Some(other) => Err(device_error(
+                format.name(),
+                d,
+                format!("{what} '{value}' is also device {other}'s; the platform keys its records by it"),
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
 /// A per-device setting by dotted key (`azure.registration_id`): `--set` first, then the
 /// device's rendered `cloud` values ([`super::device_setting`]: flat or nested, then the key's
 /// last part at the top level, e.g. `registration_id`), then the profile's `cloud:` section.
