@@ -32,7 +32,7 @@ fn test_profile(dir: &Path) -> PathBuf {
             ("name: aws-iot\n", "name: aws-export\n"),
             (
                 "names:\n",
-                "cloud:\n  aws:\n    region: eu-central-1\n    account_id: \"123456789012\"\n    thing_name: \"{device_id}\"\n    attributes:\n      certSerial: \"{cert.serial}\"\nnames:\n",
+                "cloud:\n  aws:\n    region: eu-central-1\n    account_id: \"123456789012\"\n    topics: [\"${{iot:Connection.Thing.ThingName}}/telemetry/*\"]\n    thing_name: \"{device_id}\"\n    attributes:\n      certSerial: \"{cert.serial}\"\nnames:\n",
             ),
         ],
     )
@@ -407,6 +407,19 @@ fn device_policy_is_least_privilege_with_thing_name_variables() {
                 "wildcard inside {r}"
             );
         }
+        if st["Action"] == json!(["iot:Subscribe"]) {
+            // The profile's aws.topics (written with {{ }} escapes) as the manifest rendered
+            // it, plus the shadow.
+            assert_eq!(
+                st["Resource"],
+                json!([
+                    format!("{arn}topicfilter/${{iot:Connection.Thing.ThingName}}/telemetry/*"),
+                    format!(
+                        "{arn}topicfilter/$aws/things/${{iot:Connection.Thing.ThingName}}/shadow/*"
+                    )
+                ])
+            );
+        }
         if st["Action"] == json!(["iot:Connect"]) {
             assert_eq!(
                 st["Resource"],
@@ -433,6 +446,7 @@ fn device_policy_is_least_privilege_with_thing_name_variables() {
     assert_eq!(fx.input.cloud["aws"]["account_id"], ACCOUNT);
     let mut bare = fx.input.clone();
     bare.cloud.clear();
+    bare.devices.iter_mut().for_each(|d| d.cloud.clear());
     let e = export::render(
         Format::AwsPolicy,
         &bare,

@@ -47,6 +47,13 @@ fn fixture() -> &'static Fixture {
     })
 }
 
+/// Tests in this file share one SoftHSM token; the ones that use it take turns, so one test's
+/// token traffic never races another's (a SoftHSM file token is not built for that).
+fn hsm_turn() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn sha256_hex(b: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(b))
@@ -251,6 +258,7 @@ fn azure_profile_settings_and_twin_tags_reach_the_enrollment() {
 #[test]
 fn azure_refuses_registration_ids_dps_would_reject() {
     let f = fixture();
+    let _turn = hsm_turn();
     // A certificate whose CN has upper case: issued for real, refused with the reason.
     let out = f.line.file("out-upper");
     let o = f.line.certfab(&[
@@ -293,6 +301,7 @@ fn azure_refuses_registration_ids_dps_would_reject() {
 #[test]
 fn azure_enrollment_group_trusts_the_issuing_ca_inline_or_by_reference() {
     let f = fixture();
+    let _turn = hsm_turn();
     let files = certfab::export::azure::render_group(&f.input, &opts(None)).unwrap();
     assert_eq!(
         names(&files),
@@ -582,6 +591,9 @@ fn peridio_jitp_settings_and_device_records_fit_the_sdk_shapes() {
         .insert("peridio.tags".into(), json!(["line-a", "2026"]));
     input
         .cloud
+        .insert("peridio.jitp_tags".into(), json!(["line-a", "2026"]));
+    input
+        .cloud
         .insert("peridio.jitp_description".into(), json!("Gateway {serial}"));
     input.devices[2]
         .cloud
@@ -711,6 +723,7 @@ fn nrfcloud_csv_is_what_nrfcloud_utils_writes_and_shards_at_1000_rows() {
 #[test]
 fn microchip_manifest_entries_are_signed_in_the_hsm_and_verify_with_pytrustplatform() {
     let f = fixture();
+    let _turn = hsm_turn();
     let site = certfab::site::Site::open(&f.line.config()).unwrap();
     site.login().unwrap();
     let signer = site.signer(time::OffsetDateTime::now_utc()).unwrap();
@@ -841,6 +854,7 @@ fn json_out(o: &std::process::Output) -> Value {
 #[test]
 fn certfab_export_cli_renders_every_format_from_a_signed_manifest() {
     let f = fixture();
+    let _turn = hsm_turn();
     let line = &f.line;
     let profile = common::derived_profile(
         line.path(),

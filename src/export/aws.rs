@@ -39,7 +39,7 @@ pub fn bulk(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFile>
     check_pattern("aws.bucket", &bucket, 3, 256, |c| {
         c.is_ascii_alphanumeric() || "._-".contains(c)
     })?;
-    let prefix = setting_str(input, opts, "aws.key_prefix").unwrap_or_default();
+    let prefix = setting_str(input, opts, "aws.key_prefix")?.unwrap_or_default();
     let ca_pem = issuing_ca(F, input)?;
 
     // Thing attributes become template parameters: every device must give the same set.
@@ -195,7 +195,7 @@ pub fn jitp(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFile>
     )];
     // Two documented ways to attach the template: inline in the CA registration, or as a
     // named JITP provisioning template the registration refers to.
-    let registration = match setting_str(input, opts, "aws.jitp_template_name") {
+    let registration = match setting_str(input, opts, "aws.jitp_template_name")? {
         None => json!({"templateBody": body, "roleArn": role_arn}),
         Some(name) => {
             check_pattern("aws.jitp_template_name", &name, 1, 36, |c| {
@@ -250,8 +250,8 @@ pub fn jitr(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFile>
             &format!("allow-list for the JITR Lambda behind {topic}: activate (UpdateCertificate newStatus=ACTIVE) only certificateIds listed here, create the thing and attach the policy"),
         ));
     }
-    if let Some(lambda) = setting_str(input, opts, "aws.jitr_lambda_arn") {
-        let rule_name = setting_str(input, opts, "aws.jitr_rule_name")
+    if let Some(lambda) = setting_str(input, opts, "aws.jitr_lambda_arn")? {
+        let rule_name = setting_str(input, opts, "aws.jitr_rule_name")?
             .unwrap_or_else(|| format!("certfab_jitr_{}", &ca_id[..16]));
         check_pattern("aws.jitr_rule_name", &rule_name, 1, 128, |c| {
             c.is_ascii_alphanumeric() || c == '_'
@@ -377,7 +377,7 @@ pub fn fleet_claim(
     check_pattern("aws.template_name", &template_name, 1, 36, |c| {
         c.is_ascii_alphanumeric() || "_-".contains(c)
     })?;
-    let flow = setting_str(input, opts, "aws.claim_flow").unwrap_or_else(|| "csr".into());
+    let flow = setting_str(input, opts, "aws.claim_flow")?.unwrap_or_else(|| "csr".into());
     let create = match flow.as_str() {
         "csr" => "$aws/certificates/create-from-csr/*",
         "keys" => "$aws/certificates/create/*",
@@ -406,7 +406,7 @@ pub fn fleet_claim(
             }
         ]
     });
-    let claim_policy = setting_str(input, opts, "aws.claim_policy_name")
+    let claim_policy = setting_str(input, opts, "aws.claim_policy_name")?
         .unwrap_or_else(|| format!("{template_name}-claim"));
     check_policy_name("aws.claim_policy_name", &claim_policy)?;
 
@@ -432,7 +432,7 @@ pub fn fleet_claim(
         "provisioningRoleArn": role_arn,
         "type": "FLEET_PROVISIONING",
     });
-    if let Some(hook) = setting_str(input, opts, "aws.pre_provisioning_hook_arn") {
+    if let Some(hook) = setting_str(input, opts, "aws.pre_provisioning_hook_arn")? {
         req["preProvisioningHook"] = json!({"targetArn": hook, "payloadVersion": "2020-04-01"});
     }
 
@@ -493,7 +493,8 @@ fn register_ca(
     registration: Option<Value>,
 ) -> Result<Vec<ExportFile>, ExportError> {
     let ca_pem = issuing_ca(f, input)?;
-    let mode = setting_str(input, opts, "aws.certificate_mode").unwrap_or_else(|| "DEFAULT".into());
+    let mode =
+        setting_str(input, opts, "aws.certificate_mode")?.unwrap_or_else(|| "DEFAULT".into());
     let name = format!("{}-register-ca.json", f.name());
     let mut req = json!({
         "caCertificate": ca_pem,
@@ -596,7 +597,7 @@ fn arn_base(f: Format, input: &ExportInput, opts: &ExportOptions) -> Result<Stri
             why: "an AWS account id is 12 digits".into(),
         });
     }
-    let partition = setting_str(input, opts, "aws.partition").unwrap_or_else(|| "aws".into());
+    let partition = setting_str(input, opts, "aws.partition")?.unwrap_or_else(|| "aws".into());
     if !["aws", "aws-cn", "aws-us-gov"].contains(&partition.as_str()) {
         return Err(ExportError::BadSetting {
             key: "aws.partition".into(),
@@ -609,7 +610,7 @@ fn arn_base(f: Format, input: &ExportInput, opts: &ExportOptions) -> Result<Stri
 
 /// The device policy name: `aws.policy_name`, default `<profile>-device`.
 fn policy_name(input: &ExportInput, opts: &ExportOptions) -> Result<String, ExportError> {
-    let name = setting_str(input, opts, "aws.policy_name")
+    let name = setting_str(input, opts, "aws.policy_name")?
         .unwrap_or_else(|| format!("{}-device", input.profile));
     check_policy_name("aws.policy_name", &name)?;
     Ok(name)
@@ -622,7 +623,7 @@ fn check_policy_name(key: &str, name: &str) -> Result<(), ExportError> {
 }
 
 fn cert_status(input: &ExportInput, opts: &ExportOptions) -> Result<String, ExportError> {
-    let s = setting_str(input, opts, "aws.certificate_status").unwrap_or_else(|| "ACTIVE".into());
+    let s = setting_str(input, opts, "aws.certificate_status")?.unwrap_or_else(|| "ACTIVE".into());
     if !["ACTIVE", "INACTIVE"].contains(&s.as_str()) {
         return Err(ExportError::BadSetting {
             key: "aws.certificate_status".into(),
@@ -639,7 +640,7 @@ fn thing_extras(
     opts: &ExportOptions,
     props: &mut Map<String, Value>,
 ) -> Result<(), ExportError> {
-    if let Some(t) = setting_str(input, opts, "aws.thing_type") {
+    if let Some(t) = setting_str(input, opts, "aws.thing_type")? {
         check_pattern("aws.thing_type", &t, 1, 128, |c| {
             c.is_ascii_alphanumeric() || ":_-".contains(c)
         })?;

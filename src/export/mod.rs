@@ -325,32 +325,71 @@ pub fn require_devices(format: Format, input: &ExportInput) -> Result<(), Export
     Ok(())
 }
 
-/// A setting by dotted key (`aws.region`): `--set` first, then the profile's `cloud:` section,
-/// where it may be written flat (`"aws.region"`) or nested (`aws: {region: …}`).
-pub fn setting(input: &ExportInput, opts: &ExportOptions, key: &str) -> Option<serde_json::Value> {
-    if let Some(v) = opts.settings.get(key) {
-        return Some(serde_json::Value::String(v.clone()));
-    }
-    if let Some(v) = input.cloud.get(key) {
-        return Some(v.clone());
+/// The value at a dotted key (`aws.region`) in a cloud tree: flat (`"aws.region"`) or nested.
+fn lookup<'a>(
+    get: impl Fn(&str) -> Option<&'a serde_json::Value>,
+    key: &str,
+) -> Option<&'a serde_json::Value> {
+    if let Some(v) = get(key) {
+        return Some(v);
     }
     let mut parts = key.split('.');
-    let first = parts.next()?;
-    let mut cur = input.cloud.get(first)?;
+    let mut cur = get(parts.next()?)?;
     for p in parts {
         cur = cur.get(p)?;
     }
-    Some(cur.clone())
+    Some(cur)
+}
+
+/// A class-level setting by dotted key (`aws.region`): `--set` first; then the profile's
+/// `cloud:` section as the manifest rendered it into every device line (templates and `{{`
+/// escapes resolved), which must be the same for every device; then the header's copy of the
+/// section as written (for a manifest without devices). Nested or flat keys both work.
+pub fn setting(
+    input: &ExportInput,
+    opts: &ExportOptions,
+    key: &str,
+) -> Result<Option<serde_json::Value>, ExportError> {
+    if let Some(v) = opts.settings.get(key) {
+        return Ok(Some(serde_json::Value::String(v.clone())));
+    }
+    let mut devices = input.devices.iter();
+    if let Some(first) = devices.next() {
+        let v = lookup(|k| first.cloud.get(k), key);
+        for d in devices {
+            let w = lookup(|k| d.cloud.get(k), key);
+            if w != v {
+                return Err(ExportError::BadSetting {
+                    key: key.into(),
+                    value: w.map(|w| w.to_string()).unwrap_or_else(|| "(absent)".into()),
+                    why: format!(
+                        "it renders differently for device {} than for device {} ({}); a class-level setting must be the same for every device, so set it without per-device placeholders or with --set",
+                        d.device_id,
+                        first.device_id,
+                        v.map(|v| v.to_string()).unwrap_or_else(|| "absent".into())
+                    ),
+                });
+            }
+        }
+        if let Some(v) = v {
+            return Ok(Some(v.clone()));
+        }
+    }
+    Ok(lookup(|k| input.cloud.get(k), key).cloned())
 }
 
 /// A string setting; numbers and booleans are accepted in their text form.
-pub fn setting_str(input: &ExportInput, opts: &ExportOptions, key: &str) -> Option<String> {
-    match setting(input, opts, key)? {
-        serde_json::Value::String(s) => Some(s),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        serde_json::Value::Bool(b) => Some(b.to_string()),
+pub fn setting_str(
+    input: &ExportInput,
+    opts: &ExportOptions,
+    key: &str,
+) -> Result<Option<String>, ExportError> {
+    Ok(match setting(input, opts, key)? {
+        Some(serde_json::Value::String(s)) => Some(s),
+        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+        Some(serde_json::Value::Bool(b)) => Some(b.to_string()),
         _ => None,
-    }
+    })
 }
 
 /// A string setting the format cannot do without.
@@ -361,7 +400,7 @@ pub fn require_str(
     key: &str,
     why: &str,
 ) -> Result<String, ExportError> {
-    setting_str(input, opts, key)
+    setting_str(input, opts, key)?
         .filter(|s| !s.is_empty())
         .ok_or_else(|| ExportError::MissingSetting {
             format: format.name(),
@@ -377,7 +416,7 @@ pub fn setting_bool(
     key: &str,
     default: bool,
 ) -> Result<bool, ExportError> {
-    match setting(input, opts, key) {
+    match setting(input, opts, key)? {
         None => Ok(default),
         Some(serde_json::Value::Bool(b)) => Ok(b),
         Some(serde_json::Value::String(s)) if s == "true" => Ok(true),
@@ -396,7 +435,7 @@ pub fn setting_list(
     opts: &ExportOptions,
     key: &str,
 ) -> Result<Option<Vec<String>>, ExportError> {
-    match setting(input, opts, key) {
+    match setting(input, opts, key)? {
         None => Ok(None),
         Some(serde_json::Value::String(s)) => Ok(Some(
             s.split(',')
@@ -595,18 +634,7 @@ fn finish(
 /// A device's rendered cloud value by dotted key (`aws.thing_name`), nested or flat; then the
 /// key's last part at the top level (`thing_name`), the platform-neutral spelling.
 pub fn device_setting<'a>(d: &'a ExportDevice, key: &str) -> Option<&'a serde_json::Value> {
-    if let Some(v) = d.cloud.get(key) {
-        return Some(v);
-    }
-    let mut parts = key.split('.');
-    let nested = parts.next().and_then(|first| {
-        let mut cur = d.cloud.get(first)?;
-        for p in parts {
-            cur = cur.get(p)?;
-        }
-        Some(cur)
-    });
-    nested.or_else(|| d.cloud.get(key.rsplit('.').next()?))
+    lookup(|k| d.cloud.get(k), key).or_else(|| d.cloud.get(key.rsplit('.').next()?))
 }
 
 #[cfg(test)]
@@ -652,10 +680,13 @@ mod tests {
         );
         let mut o = ExportOptions::default();
         assert_eq!(
-            setting_str(&i, &o, "aws.region").as_deref(),
+            setting_str(&i, &o, "aws.region").unwrap().as_deref(),
             Some("eu-west-1")
         );
-        assert_eq!(setting_str(&i, &o, "azure.hub").as_deref(), Some("h"));
+        assert_eq!(
+            setting_str(&i, &o, "azure.hub").unwrap().as_deref(),
+            Some("h")
+        );
         assert!(!setting_bool(&i, &o, "aws.shadow", true).unwrap());
         assert!(setting_bool(&i, &o, "aws.jobs", true).unwrap());
         assert_eq!(
@@ -665,7 +696,7 @@ mod tests {
         o.settings.insert("aws.region".into(), "us-east-2".into());
         o.settings.insert("aws.groups".into(), "x, y".into());
         assert_eq!(
-            setting_str(&i, &o, "aws.region").as_deref(),
+            setting_str(&i, &o, "aws.region").unwrap().as_deref(),
             Some("us-east-2")
         );
         assert_eq!(
@@ -676,5 +707,47 @@ mod tests {
         assert!(e.to_string().contains("--set aws.account_id=VALUE"), "{e}");
         o.settings.insert("aws.shadow".into(), "maybe".into());
         assert!(setting_bool(&i, &o, "aws.shadow", true).is_err());
+    }
+
+    fn device(id: &str, cloud: serde_json::Value) -> ExportDevice {
+        ExportDevice {
+            seq: 1,
+            device_id: id.into(),
+            serial: String::new(),
+            cert_der: vec![],
+            cert_pem: String::new(),
+            cert_sha256: String::new(),
+            spki_sha256: String::new(),
+            not_before: String::new(),
+            not_after: String::new(),
+            key_origin: String::new(),
+            state: String::new(),
+            cloud: cloud.as_object().unwrap().clone(),
+        }
+    }
+
+    /// Class-level settings come from the devices' rendered cloud values (templates and `{{`
+    /// escapes resolved) before the header's as-written copy; devices must agree.
+    #[test]
+    fn settings_prefer_the_rendered_values_and_require_agreement() {
+        let mut i = input(
+            json!({"aws": {"topics": ["${{iot:Connection.Thing.ThingName}}/t/*"], "bucket": "line-{var.station}"}}),
+        );
+        let rendered = json!({"aws": {"topics": ["${iot:Connection.Thing.ThingName}/t/*"], "bucket": "line-7", "thing_name": "a"}});
+        i.devices = vec![device("a", rendered.clone()), device("b", rendered)];
+        let o = ExportOptions::default();
+        assert_eq!(
+            setting_list(&i, &o, "aws.topics").unwrap().unwrap(),
+            ["${iot:Connection.Thing.ThingName}/t/*"]
+        );
+        assert_eq!(
+            setting_str(&i, &o, "aws.bucket").unwrap().as_deref(),
+            Some("line-7")
+        );
+        i.devices[1].cloud["aws"]["bucket"] = json!("line-8");
+        let e = setting_str(&i, &o, "aws.bucket").unwrap_err();
+        assert!(e.to_string().contains("device b"), "{e}");
+        let d = &i.devices[0];
+        assert_eq!(device_setting(d, "aws.thing_name"), Some(&json!("a")));
     }
 }

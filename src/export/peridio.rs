@@ -14,7 +14,8 @@
 //!   `device_prn` returned by the device create to the certificate body.
 //!
 //! Settings: `peridio.product_name` (JITP), `peridio.product_prn` (device records),
-//! `peridio.cohort_prn`, `peridio.target`, `peridio.tags` (list), `peridio.jitp_description`
+//! `peridio.cohort_prn`, `peridio.target`, `peridio.tags` (list; `peridio.jitp_tags` for JITP
+//! when the device tags differ), `peridio.jitp_description`
 //! (the JITP description template), `peridio.ca_description`; per device (rendered cloud
 //! values) also `peridio.identifier` (default the ledger id) and `peridio.device_description`.
 
@@ -41,7 +42,12 @@ pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFil
     }
     let cohort = s.str("peridio.cohort_prn")?;
     let target = s.str("peridio.target")?;
-    let tags = s.list("peridio.tags")?.unwrap_or_default();
+    // The tags JITP gives every device: peridio.jitp_tags, else peridio.tags when it is the
+    // same for every device.
+    let tags = match s.list("peridio.jitp_tags")? {
+        Some(t) => t,
+        None => s.list("peridio.tags")?.unwrap_or_default(),
+    };
 
     if let Some(product) = &product_name {
         let mut jitp = Map::new();

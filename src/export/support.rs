@@ -105,7 +105,7 @@ impl<'a> Settings<'a> {
 
     /// An optional string (numbers and booleans in their text form).
     pub fn str(&self, key: &str) -> Result<Option<String>, ExportError> {
-        match super::setting(self.input, self.opts, key) {
+        match super::setting(self.input, self.opts, key)? {
             None | Some(serde_json::Value::Null) => Ok(None),
             Some(serde_json::Value::String(s)) => Ok(Some(s)),
             Some(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => {
@@ -121,7 +121,7 @@ impl<'a> Settings<'a> {
 
     /// An optional boolean.
     pub fn bool(&self, key: &str) -> Result<Option<bool>, ExportError> {
-        match super::setting(self.input, self.opts, key) {
+        match super::setting(self.input, self.opts, key)? {
             None => Ok(None),
             Some(_) => super::setting_bool(self.input, self.opts, key, false).map(Some),
         }
@@ -186,7 +186,8 @@ impl Unique {
 
 /// A per-device setting by dotted key (`azure.registration_id`): `--set` first, then the
 /// device's rendered `cloud` values ([`super::device_setting`]: flat or nested, then the key's
-/// last part at the top level, e.g. `registration_id`), then the profile's `cloud:` section.
+/// last part at the top level, e.g. `registration_id`), then the profile's `cloud:` section
+/// as the manifest header records it.
 /// Per-device values come from the profile's templates rendered when the manifest was built
 /// (e.g. `registration_id: "{cert.CN}"`).
 pub fn device_value(
@@ -198,9 +199,18 @@ pub fn device_value(
     if let Some(v) = opts.settings.get(key) {
         return Some(serde_json::Value::String(v.clone()));
     }
-    super::device_setting(d, key)
-        .cloned()
-        .or_else(|| super::setting(input, opts, key))
+    if let Some(v) = super::device_setting(d, key) {
+        return Some(v.clone());
+    }
+    // Not rendered for this device: the profile's section as the manifest header records it.
+    input.cloud.get(key).cloned().or_else(|| {
+        let mut parts = key.split('.');
+        let mut cur = input.cloud.get(parts.next()?)?;
+        for p in parts {
+            cur = cur.get(p)?;
+        }
+        Some(cur.clone())
+    })
 }
 
 /// A per-device string setting ([`device_value`]), refusing a non-string value.
