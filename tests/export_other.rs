@@ -864,7 +864,7 @@ fn certfab_export_cli_renders_every_format_from_a_signed_manifest() {
             ("name: generic-iot", "name: export-other"),
             (
                 "cloud:\n",
-                "cloud:\n  tenant: acme-factory\n  azure:\n    registration_id: \"{cert.CN}\"\n    iot_hubs: [hub1.azure-devices.net]\n    twin_tags:\n      batch: \"{var.batch}\"\n  hono:\n    auto_provisioning: true\n    ext:\n      serial: \"{cert.serial}\"\n  nrfcloud:\n    subtype: gateway\n    tags: [factory, \"{var.batch}\"]\n  peridio:\n    product_name: gateway\n    product_prn: \"prn:1:org:product:gateway\"\n    tags: [line-a]\n  microchip:\n    unique_id: \"{cert.serial}\"\n",
+                "cloud:\n  tenant: acme-factory\n  azure:\n    registration_id: \"{cert.CN}\"\n    iot_hubs: [hub1.azure-devices.net]\n    twin_tags:\n      batch: \"{var.batch}\"\n  hono:\n    auto_provisioning: true\n    auto_provisioning_device_id_template: \"{{{{subject-cn}}}}\"\n    ext:\n      serial: \"{cert.serial}\"\n  nrfcloud:\n    subtype: gateway\n    tags: [factory, \"{var.batch}\"]\n  peridio:\n    product_name: gateway\n    product_prn: \"prn:1:org:product:gateway\"\n    tags: [line-a]\n  microchip:\n    unique_id: \"{cert.serial}\"\n",
             ),
         ],
     );
@@ -969,6 +969,10 @@ fn certfab_export_cli_renders_every_format_from_a_signed_manifest() {
     assert!(o.status.success(), "{}", text(&o));
     let r = check("hono", &dir, &[]);
     assert_eq!(r["devices"][0]["tenant-id"], "acme-factory");
+    assert_eq!(
+        r["trusted_ca"]["auto-provisioning-device-id-template"],
+        "{{subject-cn}}"
+    );
     assert_eq!(
         r["devices"][0]["auth-id"],
         "O=certfab development,CN=e2e-001"

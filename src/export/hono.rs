@@ -217,7 +217,7 @@ fn tenant(input: &ExportInput, opts: &ExportOptions) -> Result<Value, ExportErro
                 return Err(s.bad(
                     key,
                     &t,
-                    "a Hono template must contain {{subject-cn}}, {{subject-dn}}, {{subject-ou}} or {{subject-o}}".into(),
+                    "a Hono template must contain {{subject-cn}}, {{subject-dn}}, {{subject-ou}} or {{subject-o}}; in a profile write \"{{{{subject-cn}}}}\" (certfab templates read {{ as a literal brace), or pass --set".into(),
                 ));
             }
             ca_obj.insert(field.into(), json!(t));
