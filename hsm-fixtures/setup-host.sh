@@ -15,6 +15,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# The Python that runs the tests and station-scripts (python3 on PATH, which may be a pyenv
+# interpreter that Debian's python3-cryptography does not reach) needs cryptography, and
+# jwcrypto for tests/manifest.rs's independent JWS check.
+if ! python3 -c 'import cryptography, jwcrypto' >/dev/null 2>&1; then
+  python3 -m pip install --quiet cryptography jwcrypto
+fi
 # botocore (AWS's SDK service models) for tests/export_aws.rs, which validates the AWS IoT
 # request bodies certfab exports against AWS's own API model.
 if ! python3 -c 'import botocore' >/dev/null 2>&1; then
@@ -24,4 +30,28 @@ fi
 # policies certfab exports.
 if ! python3 -c 'import parliament' >/dev/null 2>&1; then
   python3 -m pip install --quiet parliament
+fi
+# For tests/export_other.rs, each platform's own tooling: the Azure DPS service SDK's models
+# (msrest), JSON Schema / OpenAPI validators (Hono's OpenAPI, Peridio shapes), PyYAML, and
+# Microchip's manifest verifier pytrustplatform with python-jose, Nordic's nrfcloud-utils (installed without its
+# dev-kit USB dependencies, which its manifest module does not import); a JDK for Java's
+# X500Principal (Hono's auth-id).
+if ! python3 -c 'import msrest, provisioningserviceclient, jsonschema, openapi_schema_validator, yaml, jose' >/dev/null 2>&1; then
+  python3 -m pip install --quiet msrest azure-iothub-provisioningserviceclient jsonschema \
+    openapi-schema-validator pyyaml python-jose
+fi
+if ! python3 -c 'import pytrustplatform.manifest.manifest' >/dev/null 2>&1; then
+  python3 -m pip install --quiet --no-deps pytrustplatform
+fi
+# Nordic's nrfcloud-utils: its onboarding CSV reader and writer (its modules used here need
+# only requests and coloredlogs; --no-deps keeps it from replacing the cryptography in use).
+if ! python3 -c 'import nrfcloud_utils.nrf_cloud_onboard' >/dev/null 2>&1; then
+  python3 -m pip install --quiet requests coloredlogs
+  python3 -m pip install --quiet --no-deps nrfcloud-utils
+fi
+if ! command -v java >/dev/null 2>&1; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq default-jdk-headless >/dev/null
 fi

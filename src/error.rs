@@ -134,6 +134,11 @@ impl Error {
                 crate::export::ExportError::Device { .. }
                 | crate::export::ExportError::Input(_) => ExitCode::Rejected,
                 crate::export::ExportError::Write { .. } => ExitCode::Storage,
+                crate::export::ExportError::Sign {
+                    source: SignError::Hsm(h),
+                    ..
+                } => hsm_code(h),
+                crate::export::ExportError::Sign { .. } => ExitCode::Hsm,
                 _ => ExitCode::Usage,
             },
             Self::Jws(j) => jws_code(j),

@@ -79,6 +79,19 @@ pub(super) fn run(ctx: &Ctx, a: ExportArgs) -> Result<ExitCode, Error> {
         verification_cert_pem,
         claim: None,
     };
+    if a.format.needs_signer() {
+        // Each entry is signed by the manifest signer while rendering; nothing is written
+        // until every entry is signed, and existing files are refused before writing.
+        let site = ctx.site()?;
+        site.login()?;
+        let signer = site.signer(time::OffsetDateTime::now_utc())?;
+        let summary = export::export_signed(a.format, &input, &opts, &signer, &a.out, a.force)?;
+        ctx.print(
+            &serde_json::to_value(&summary).unwrap_or_default(),
+            &summary.text(),
+        );
+        return Ok(ExitCode::Ok);
+    }
     // Everything that can be refused is refused before the HSM signs a claim.
     export::preflight(a.format, &input, &opts, &a.out, a.force)?;
     if a.format.needs_claim() {

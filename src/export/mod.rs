@@ -8,6 +8,14 @@
 
 use std::collections::BTreeMap;
 
+pub mod azure;
+pub mod csv;
+pub mod hono;
+pub mod microchip;
+pub mod nrfcloud;
+pub mod peridio;
+pub mod support;
+
 /// One device as the verified manifest records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportDevice {
@@ -104,6 +112,21 @@ pub enum Format {
     AwsPolicy,
     /// AWS IoT Fleet Provisioning by claim: claim certificate, claim policy, template.
     AwsFleetClaim,
+    /// Azure IoT Hub DPS individual X.509 enrollments (bulk operation bodies, 10 per call).
+    AzureDps,
+    /// Azure IoT Hub DPS X.509 enrollment group for the issuing CA.
+    AzureDpsGroup,
+    /// Eclipse Hono: tenant with the trusted CA, device registrations and x509-cert credentials.
+    Hono,
+    /// Peridio: CA certificate JITP settings and device records.
+    Peridio,
+    /// nRF Cloud bulk onboarding CSV (1000 rows a file).
+    Nrfcloud,
+    /// Microchip-style secure element manifest: a JSON array of per-device JWS, signed by the
+    /// manifest signer in the HSM.
+    MicrochipJws,
+    /// Plain CSV for spreadsheets (formula cells neutralized).
+    Csv,
 }
 
 impl Format {
@@ -116,7 +139,20 @@ impl Format {
             Self::AwsMultiAccount => "aws-multi-account",
             Self::AwsPolicy => "aws-policy",
             Self::AwsFleetClaim => "aws-fleet-claim",
+            Self::AzureDps => "azure-dps",
+            Self::AzureDpsGroup => "azure-dps-group",
+            Self::Hono => "hono",
+            Self::Peridio => "peridio",
+            Self::Nrfcloud => "nrfcloud",
+            Self::MicrochipJws => "microchip-jws",
+            Self::Csv => "csv",
         }
+    }
+
+    /// Whether each device entry is signed by the manifest signer (`signer:` in the site
+    /// config) at export time; such formats render through [`render_signed`].
+    pub fn needs_signer(self) -> bool {
+        matches!(self, Self::MicrochipJws)
     }
 
     /// Whether the format needs a certificate signed by the HSM at export time (the CLI opens
@@ -197,6 +233,15 @@ pub enum ExportError {
     /// Bad options.
     #[error("{0}")]
     Usage(String),
+    /// The HSM refused to sign an export entry.
+    #[error("{format}: signing failed: {source}")]
+    Sign {
+        /// Format name.
+        format: &'static str,
+        /// The signer's error.
+        #[source]
+        source: crate::signer::SignError,
+    },
     /// Output could not be written.
     #[error("cannot write {path}: {msg}")]
     Write {
@@ -223,6 +268,32 @@ pub fn render(
         Format::AwsMultiAccount => aws::multi_account(input, opts),
         Format::AwsPolicy => aws::policy(input, opts),
         Format::AwsFleetClaim => aws::fleet_claim(input, opts),
+        Format::AzureDps => azure::render(input, opts),
+        Format::AzureDpsGroup => azure::render_group(input, opts),
+        Format::Hono => hono::render(input, opts),
+        Format::Peridio => peridio::render(input, opts),
+        Format::Nrfcloud => nrfcloud::render(input, opts),
+        Format::Csv => csv::render(input, opts),
+        Format::MicrochipJws => Err(ExportError::Usage(
+            "microchip-jws entries are signed by the manifest signer in the HSM: render them with export::render_signed (certfab export opens signer: from the site config)".into(),
+        )),
+    }
+}
+
+/// Renders a format whose entries are signed by the manifest signer (see
+/// [`Format::needs_signer`]); other formats render as [`render`] does.
+pub fn render_signed<K: crate::signer::Signer>(
+    format: Format,
+    input: &ExportInput,
+    opts: &ExportOptions,
+    signer: &crate::manifest::jws::DocumentSigner<K>,
+) -> Result<Vec<ExportFile>, ExportError> {
+    if opts.max_rows == Some(0) {
+        return Err(ExportError::Usage("--max-rows must be at least 1".into()));
+    }
+    match format {
+        Format::MicrochipJws => microchip::render_signed(input, opts, signer),
+        other => render(other, input, opts),
     }
 }
 
@@ -522,7 +593,31 @@ pub fn export(
     out: &Path,
     force: bool,
 ) -> Result<Summary, ExportError> {
-    let mut files = render(format, input, opts)?;
+    let files = render(format, input, opts)?;
+    finish(format, input, out, files, force)
+}
+
+/// [`export`] for a format signed by the manifest signer ([`Format::needs_signer`]).
+pub fn export_signed<K: crate::signer::Signer>(
+    format: Format,
+    input: &ExportInput,
+    opts: &ExportOptions,
+    signer: &crate::manifest::jws::DocumentSigner<K>,
+    out: &Path,
+    force: bool,
+) -> Result<Summary, ExportError> {
+    let files = render_signed(format, input, opts, signer)?;
+    finish(format, input, out, files, force)
+}
+
+/// Adds the summary to rendered files and writes them all.
+fn finish(
+    format: Format,
+    input: &ExportInput,
+    out: &Path,
+    mut files: Vec<ExportFile>,
+    force: bool,
+) -> Result<Summary, ExportError> {
     let summary = Summary::new(format, input, out, &files);
     let mut text = serde_json::to_vec_pretty(&summary).unwrap_or_default();
     text.push(b'\n');

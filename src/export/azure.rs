@@ -1,0 +1,263 @@
+//! Azure IoT Hub Device Provisioning Service (DPS), service API 2021-10-01.
+//!
+//! Two shapes, both request bodies of the DPS service REST API
+//! (`specification/deviceprovisioningservices/data-plane/.../stable/2021-10-01/service.json`):
+//! - [`render`]: individual enrollments as `BulkEnrollmentOperation` bodies for
+//!   `POST https://{dps}.azure-devices-provisioning.net/enrollments?api-version=2021-10-01`
+//!   ("Individual Enrollment - Run Bulk Operation", at most 10 enrollments per call);
+//! - [`render_group`]: one X.509 `EnrollmentGroup` for `PUT /enrollmentGroups/{id}`, trusting
+//!   the issuing CA either inline (`signingCertificates`) or by the name of a CA certificate
+//!   uploaded to DPS and verified by proof of possession (`caReferences`).
+//!
+//! Settings read from the profile's `cloud:` section: `azure.iot_hubs` (list of hub host
+//! names), `azure.allocation_policy` (`hashed`|`geoLatency`|`static`|`custom`),
+//! `azure.iot_edge` (bool), `azure.provisioning_status` (`enabled`|`disabled`),
+//! `azure.enrollment_group_id`, `azure.ca_reference`. Per device (rendered cloud values):
+//! `azure.registration_id` (defaults to the certificate's CN, which DPS requires it to
+//! equal), `azure.device_id` (the IoT Hub device id; defaults to the registration id) and
+//! `azure.twin_tags` (a mapping: initial twin tags).
+
+use super::support::{device_error, issuing_ca_der, pretty, row_limit, CertFacts, Settings};
+use super::{shard, shard_name, ExportError, ExportFile, ExportInput, ExportOptions, Format};
+use serde_json::{json, Map, Value};
+
+const FORMAT: Format = Format::AzureDps;
+const GROUP_FORMAT: Format = Format::AzureDpsGroup;
+
+/// DPS accepts at most this many enrollments in one bulk operation ("Bulk device enrollment
+/// operation with maximum of 10 enrollments", service.json 2021-10-01).
+pub const BULK_LIMIT: usize = 10;
+
+/// Longest registration id DPS accepts.
+pub const REGISTRATION_ID_MAX: usize = 128;
+
+/// Checks a DPS registration id: lowercase ASCII letters and digits plus `-._:`, not starting
+/// or ending with one of those four, at most 128 characters. Returns why not.
+pub fn check_registration_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("the registration id is empty".into());
+    }
+    if id.len() > REGISTRATION_ID_MAX {
+        return Err(format!(
+            "the registration id is {} characters; DPS allows at most {REGISTRATION_ID_MAX}",
+            id.len()
+        ));
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || "-._:".contains(*c)))
+    {
+        return Err(format!(
+            "registration id '{id}' has '{c}'; DPS registration ids are lowercase letters, digits and - . _ : only"
+        ));
+    }
+    let special = |c: char| "-._:".contains(c);
+    if id.starts_with(special) || id.ends_with(special) {
+        return Err(format!(
+            "registration id '{id}' starts or ends with - . _ or :, which DPS refuses"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks an IoT Hub device id: at most 128 ASCII letters, digits and `-.+%_#*?!(),:=@$'`
+/// (the `deviceId` property in
+/// <https://learn.microsoft.com/en-us/azure/iot-hub/iot-hub-devguide-identity-registry>).
+fn check_hub_device_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 128 {
+        return Err(format!(
+            "IoT Hub device id '{id}' must be 1 to 128 characters"
+        ));
+    }
+    match id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-.+%_#*?!(),:=@$'".contains(*c)))
+    {
+        Some(c) => Err(format!(
+            "IoT Hub device id '{id}' has '{c}'; IoT Hub allows letters, digits and - . + % _ # * ? ! ( ) , : = @ $ ' only"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Fields shared by individual enrollments and groups, from profile settings.
+fn common_fields(
+    format: Format,
+    input: &ExportInput,
+    opts: &ExportOptions,
+) -> Result<Map<String, Value>, ExportError> {
+    let s = Settings::new(format, input, opts);
+    let mut m = Map::new();
+    let status = s
+        .str("azure.provisioning_status")?
+        .unwrap_or_else(|| "enabled".into());
+    if status != "enabled" && status != "disabled" {
+        return Err(s.bad(
+            "azure.provisioning_status",
+            &status,
+            "DPS takes enabled or disabled".into(),
+        ));
+    }
+    m.insert("provisioningStatus".into(), json!(status));
+    if let Some(edge) = s.bool("azure.iot_edge")? {
+        m.insert("capabilities".into(), json!({ "iotEdge": edge }));
+    }
+    if let Some(policy) = s.str("azure.allocation_policy")? {
+        if !["hashed", "geoLatency", "static", "custom"].contains(&policy.as_str()) {
+            return Err(s.bad(
+                "azure.allocation_policy",
+                &policy,
+                "DPS takes hashed, geoLatency, static or custom".into(),
+            ));
+        }
+        m.insert("allocationPolicy".into(), json!(policy));
+    }
+    if let Some(hubs) = s.list("azure.iot_hubs")? {
+        m.insert("iotHubs".into(), json!(hubs));
+    }
+    Ok(m)
+}
+
+/// Individual X.509 enrollments, sharded into bulk-operation bodies of at most
+/// `min(10, --max-rows)` enrollments: `azure-dps-enrollments-NNNN.json`.
+pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFile>, ExportError> {
+    super::require_devices(FORMAT, input)?;
+    let common = common_fields(FORMAT, input, opts)?;
+    let mut enrollments = Vec::with_capacity(input.devices.len());
+    let mut seen = std::collections::HashSet::new();
+    for d in &input.devices {
+        let bad = |msg: String| device_error(FORMAT.name(), d, msg);
+        let facts = CertFacts::of(FORMAT, d)?;
+        let cn = facts.common_name.clone().ok_or_else(|| {
+            bad("the certificate subject has no single CN; DPS takes the registration id from the CN".into())
+        })?;
+        let reg_id = super::support::device_str(FORMAT, input, opts, d, "azure.registration_id")?
+            .unwrap_or(cn.clone());
+        check_registration_id(&reg_id).map_err(|m| {
+            bad(format!(
+                "{m}; issue the certificate with a CN that is a valid registration id (profile subject template)"
+            ))
+        })?;
+        if reg_id != cn {
+            return Err(bad(format!(
+                "registration id '{reg_id}' differs from the certificate CN '{cn}'; DPS X.509 attestation requires them to be equal"
+            )));
+        }
+        if !seen.insert(reg_id.clone()) {
+            return Err(bad(format!(
+                "registration id '{reg_id}' appears twice in the manifest"
+            )));
+        }
+        let mut e = Map::new();
+        e.insert("registrationId".into(), json!(reg_id));
+        let hub_id = super::support::device_str(FORMAT, input, opts, d, "azure.device_id")?
+            .unwrap_or(reg_id.clone());
+        check_hub_device_id(&hub_id).map_err(bad)?;
+        e.insert("deviceId".into(), json!(hub_id));
+        e.insert(
+            "attestation".into(),
+            json!({
+                "type": "x509",
+                "x509": { "clientCertificates": { "primary": { "certificate": d.cert_pem.trim_end() } } }
+            }),
+        );
+        if let Some(tags) =
+            super::support::device_object(FORMAT, input, opts, d, "azure.twin_tags")?
+        {
+            e.insert("initialTwin".into(), json!({ "tags": tags }));
+        }
+        for (k, v) in &common {
+            e.insert(k.clone(), v.clone());
+        }
+        enrollments.push(Value::Object(e));
+    }
+    Ok(shard(&enrollments, row_limit(Some(BULK_LIMIT), opts))
+        .into_iter()
+        .enumerate()
+        .map(|(i, chunk)| ExportFile {
+            name: shard_name("azure-dps-enrollments", i, "json"),
+            bytes: pretty(&json!({ "mode": "create", "enrollments": chunk })),
+            devices: chunk.len(),
+            consumer: "Azure DPS service API: POST https://<dps>.azure-devices-provisioning.net/enrollments?api-version=2021-10-01 (Individual Enrollment - Run Bulk Operation)".into(),
+        })
+        .collect())
+}
+
+/// One X.509 enrollment group for every device the issuing CA signed:
+/// `azure-dps-enrollment-group.json`, plus the issuing CA as `azure-dps-ca.pem` for the
+/// DPS certificate upload and proof-of-possession.
+///
+/// With `azure.ca_reference` set the group names that uploaded, verified CA certificate
+/// (`caReferences.primary`); otherwise it carries the issuing CA inline
+/// (`signingCertificates.primary`).
+pub fn render_group(
+    input: &ExportInput,
+    opts: &ExportOptions,
+) -> Result<Vec<ExportFile>, ExportError> {
+    let s = Settings::new(GROUP_FORMAT, input, opts);
+    let ca_der = issuing_ca_der(GROUP_FORMAT, input)?;
+    let ca_pem = crate::issue::pem(&ca_der);
+    let group_id = match s.str("azure.enrollment_group_id")? {
+        Some(id) => id,
+        None => input.profile.to_ascii_lowercase(),
+    };
+    check_registration_id(&group_id).map_err(|m| {
+        s.bad(
+            "azure.enrollment_group_id",
+            &group_id,
+            format!(
+                "{} (DPS enrollment group ids follow the registration id rules); set azure.enrollment_group_id in the profile's cloud: section or --set",
+                m.replace("registration id", "id")
+            ),
+        )
+    })?;
+    let x509 = match s.str("azure.ca_reference")? {
+        Some(name) => json!({ "caReferences": { "primary": name } }),
+        None => {
+            json!({ "signingCertificates": { "primary": { "certificate": ca_pem.trim_end() } } })
+        }
+    };
+    let mut g = Map::new();
+    g.insert("enrollmentGroupId".into(), json!(group_id));
+    g.insert(
+        "attestation".into(),
+        json!({ "type": "x509", "x509": x509 }),
+    );
+    for (k, v) in common_fields(GROUP_FORMAT, input, opts)? {
+        g.insert(k, v);
+    }
+    Ok(vec![
+        ExportFile {
+            name: "azure-dps-enrollment-group.json".into(),
+            bytes: pretty(&Value::Object(g)),
+            devices: input.devices.len(),
+            consumer: format!(
+                "Azure DPS service API: PUT https://<dps>.azure-devices-provisioning.net/enrollmentGroups/{group_id}?api-version=2021-10-01 (Enrollment Group - Create Or Update)"
+            ),
+        },
+        ExportFile {
+            name: "azure-dps-ca.pem".into(),
+            bytes: ca_pem.into_bytes(),
+            devices: 0,
+            consumer: "Azure portal DPS > Certificates > Add, or az iot dps certificate create; then proof of possession with certfab ca verification-cert --cn <verification code>".into(),
+        },
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registration_id_rules() {
+        assert!(check_registration_id("dev-0001").is_ok());
+        assert!(check_registration_id("a.b_c:d-e").is_ok());
+        assert!(check_registration_id("Dev-0001").is_err());
+        assert!(check_registration_id("-dev").is_err());
+        assert!(check_registration_id("dev:").is_err());
+        assert!(check_registration_id("dev 1").is_err());
+        assert!(check_registration_id("").is_err());
+        assert!(check_registration_id(&"a".repeat(128)).is_ok());
+        assert!(check_registration_id(&"a".repeat(129)).is_err());
+    }
+}

@@ -1,0 +1,1032 @@
+//! Non-AWS cloud exports (Azure DPS, Hono, Peridio, nRF Cloud, Microchip-style JWS, plain
+//! CSV) rendered from certificates issued on a real SoftHSM line by `certfab batch`, and
+//! checked with each platform's own model, schema or verifier (tests/py/export_check.py),
+//! Java's X500Principal (Hono's auth-id) and OpenSSL.
+
+mod common;
+
+use certfab::export::{ExportDevice, ExportError, ExportFile, ExportInput, ExportOptions};
+use common::{openssl, text, Line};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+const DEVICES: usize = 12;
+
+struct Fixture {
+    line: Line,
+    input: ExportInput,
+}
+
+/// One dev line for the whole file: 12 devices `dev-0001`.. issued by `certfab batch`.
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let line = Line::new();
+        let out = line.file("out");
+        let o = line.certfab(&[
+            "--json",
+            "batch",
+            "--profile",
+            "generic-iot",
+            "--count",
+            &DEVICES.to_string(),
+            "--id-template",
+            "dev-{seq:04}",
+            "--keygen",
+            "host",
+            "--plain-keys",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        let ids: Vec<String> = (1..=DEVICES).map(|i| format!("dev-{i:04}")).collect();
+        let input = input_from(&line, &out, &ids);
+        Fixture { line, input }
+    })
+}
+
+/// Tests in this file share one SoftHSM token; the ones that use it take turns, so one test's
+/// token traffic never races another's (a SoftHSM file token is not built for that).
+fn hsm_turn() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(b))
+}
+
+/// Builds the exporters' input from `certfab batch` output as a verified manifest would.
+fn input_from(line: &Line, out: &Path, ids: &[String]) -> ExportInput {
+    use der::{Decode, Encode};
+    let devices = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let pem = std::fs::read_to_string(out.join(id).join("cert.pem")).unwrap();
+            let der = pem_rfc7468::decode_vec(pem.as_bytes()).unwrap().1;
+            let cert = x509_cert::Certificate::from_der(&der).unwrap();
+            let tbs = &cert.tbs_certificate;
+            let spki = tbs.subject_public_key_info.to_der().unwrap();
+            let t = |t: &x509_cert::time::Time| certfab::export::support::x509_time_rfc3339(t);
+            ExportDevice {
+                seq: i as u64 + 1,
+                device_id: id.clone(),
+                serial: hex::encode(tbs.serial_number.as_bytes()),
+                cert_pem: pem.clone(),
+                cert_sha256: sha256_hex(&der),
+                spki_sha256: sha256_hex(&spki),
+                not_before: t(&tbs.validity.not_before),
+                not_after: t(&tbs.validity.not_after),
+                key_origin: "host".into(),
+                state: "signed".into(),
+                cloud: serde_json::Map::new(),
+                cert_der: der,
+            }
+        })
+        .collect();
+    ExportInput {
+        manifest_path: line.file("manifest.jsonl"),
+        manifest_sha256: "00".repeat(32),
+        batch_ids: vec!["batch-1".into()],
+        station_ids: vec!["dev-line".into()],
+        profile: "generic-iot".into(),
+        tenant: None,
+        ca_chain_pem: vec![
+            std::fs::read_to_string(line.file("ca/issuing.pem")).unwrap(),
+            std::fs::read_to_string(line.file("ca/root.pem")).unwrap(),
+        ],
+        devices,
+        cloud: Default::default(),
+    }
+}
+
+fn write(files: &[ExportFile]) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    for f in files {
+        std::fs::write(d.path().join(&f.name), &f.bytes).unwrap();
+    }
+    d
+}
+
+fn names(files: &[ExportFile]) -> Vec<(String, usize)> {
+    files.iter().map(|f| (f.name.clone(), f.devices)).collect()
+}
+
+/// Runs tests/py/export_check.py and returns its JSON summary.
+fn check(kind: &str, dir: &Path, extra: &[&str]) -> Value {
+    let o = Command::new("python3")
+        .arg(common::repo().join("tests/py/export_check.py"))
+        .arg(kind)
+        .arg(dir)
+        .args(extra)
+        .output()
+        .expect("run python3");
+    assert!(o.status.success(), "export_check {kind}: {}", text(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// Like [`check`] but expects the checker to refuse; returns its message.
+fn check_fails(kind: &str, dir: &Path, extra: &[&str]) -> String {
+    let o = Command::new("python3")
+        .arg(common::repo().join("tests/py/export_check.py"))
+        .arg(kind)
+        .arg(dir)
+        .args(extra)
+        .output()
+        .expect("run python3");
+    assert!(
+        !o.status.success(),
+        "checker accepted a bad file: {}",
+        text(&o)
+    );
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn opts(max_rows: Option<usize>) -> ExportOptions {
+    ExportOptions {
+        max_rows,
+        ..Default::default()
+    }
+}
+
+// ------------------------------------------------------------------------------ Azure DPS
+
+#[test]
+fn azure_individual_enrollments_load_into_the_dps_sdk_models_ten_per_bulk_call() {
+    let f = fixture();
+    let files = certfab::export::azure::render(&f.input, &opts(None)).unwrap();
+    assert_eq!(
+        names(&files),
+        [
+            ("azure-dps-enrollments-0001.json".into(), 10),
+            ("azure-dps-enrollments-0002.json".into(), 2)
+        ]
+    );
+    let dir = write(&files);
+    let r = check("azure", dir.path(), &[]);
+    let ids: Vec<&str> = r["registration_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let want: Vec<String> = f
+        .input
+        .devices
+        .iter()
+        .map(|d| d.device_id.clone())
+        .collect();
+    assert_eq!(ids, want);
+
+    // --max-rows below the platform limit wins.
+    let files = certfab::export::azure::render(&f.input, &opts(Some(5))).unwrap();
+    assert_eq!(
+        files.iter().map(|f| f.devices).collect::<Vec<_>>(),
+        [5, 5, 2]
+    );
+    check("azure", write(&files).path(), &[]);
+
+    // The checker is not a rubber stamp: 11 enrollments in one call, or an unknown field.
+    let d = tempfile::tempdir().unwrap();
+    let mut body: Value = serde_json::from_slice(
+        &certfab::export::azure::render(&f.input, &opts(Some(12))).unwrap()[0].bytes,
+    )
+    .unwrap();
+    let first = body["enrollments"][0].clone();
+    body["enrollments"].as_array_mut().unwrap().push(first);
+    std::fs::write(
+        d.path().join("azure-dps-enrollments-0001.json"),
+        body.to_string(),
+    )
+    .unwrap();
+    assert!(check_fails("azure", d.path(), &[]).contains("1 to 10"));
+    body["enrollments"].as_array_mut().unwrap().truncate(1);
+    body["enrollments"][0]["registrationID"] = json!("x");
+    std::fs::write(
+        d.path().join("azure-dps-enrollments-0001.json"),
+        body.to_string(),
+    )
+    .unwrap();
+    assert!(check_fails("azure", d.path(), &[]).contains("not a field"));
+}
+
+#[test]
+fn azure_profile_settings_and_twin_tags_reach_the_enrollment() {
+    let f = fixture();
+    let mut input = f.input.clone();
+    input
+        .cloud
+        .insert("azure.iot_hubs".into(), json!(["hub1.azure-devices.net"]));
+    input
+        .cloud
+        .insert("azure.allocation_policy".into(), json!("static"));
+    input.cloud.insert("azure.iot_edge".into(), json!(false));
+    input.devices[0].cloud.insert(
+        "azure".into(),
+        json!({"twin_tags": {"line": "A", "rev": 3}}),
+    );
+    let files = certfab::export::azure::render(&input, &opts(None)).unwrap();
+    check("azure", write(&files).path(), &[]);
+    let body: Value = serde_json::from_slice(&files[0].bytes).unwrap();
+    let e = &body["enrollments"][0];
+    assert_eq!(body["mode"], "create");
+    assert_eq!(e["registrationId"], "dev-0001");
+    assert_eq!(e["deviceId"], "dev-0001");
+    assert_eq!(e["iotHubs"], json!(["hub1.azure-devices.net"]));
+    assert_eq!(e["allocationPolicy"], "static");
+    assert_eq!(e["capabilities"], json!({"iotEdge": false}));
+    assert_eq!(e["initialTwin"]["tags"], json!({"line": "A", "rev": 3}));
+    assert_eq!(
+        e["attestation"]["x509"]["clientCertificates"]["primary"]["certificate"],
+        json!(input.devices[0].cert_pem.trim_end())
+    );
+
+    input
+        .cloud
+        .insert("azure.allocation_policy".into(), json!("random"));
+    let err = certfab::export::azure::render(&input, &opts(None)).unwrap_err();
+    assert!(matches!(err, ExportError::BadSetting { .. }), "{err}");
+    assert!(err
+        .to_string()
+        .contains("hashed, geoLatency, static or custom"));
+}
+
+#[test]
+fn azure_refuses_registration_ids_dps_would_reject() {
+    let f = fixture();
+    let _turn = hsm_turn();
+    // A certificate whose CN has upper case: issued for real, refused with the reason.
+    let out = f.line.file("out-upper");
+    let o = f.line.certfab(&[
+        "batch",
+        "--profile",
+        "generic-iot",
+        "--count",
+        "1",
+        "--id-template",
+        "Dev-Upper-{seq:02}",
+        "--keygen",
+        "host",
+        "--plain-keys",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let upper = input_from(&f.line, &out, &["Dev-Upper-01".into()]);
+    let err = certfab::export::azure::render(&upper, &opts(None)).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("Dev-Upper-01") && msg.contains("lowercase"),
+        "{msg}"
+    );
+
+    // A registration id that is not the CN.
+    let mut input = f.input.clone();
+    input.devices[1]
+        .cloud
+        .insert("azure.registration_id".into(), json!("other-id"));
+    let msg = certfab::export::azure::render(&input, &opts(None))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("dev-0002") && msg.contains("differs from the certificate CN"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn azure_enrollment_group_trusts_the_issuing_ca_inline_or_by_reference() {
+    let f = fixture();
+    let _turn = hsm_turn();
+    let files = certfab::export::azure::render_group(&f.input, &opts(None)).unwrap();
+    assert_eq!(
+        names(&files),
+        [
+            ("azure-dps-enrollment-group.json".into(), DEVICES),
+            ("azure-dps-ca.pem".into(), 0)
+        ]
+    );
+    let r = check("azure", write(&files).path(), &[]);
+    assert_eq!(r["group_id"], "generic-iot");
+    assert_eq!(
+        r["group_ca_subject"],
+        "CN=certfab Dev Issuing CA 1,O=certfab development"
+    );
+    assert_eq!(
+        String::from_utf8(files[1].bytes.clone()).unwrap(),
+        f.input.ca_chain_pem[0]
+    );
+
+    // Proof of possession for caReferences: the verification certificate DPS asks for
+    // (subject CN = its verification code), signed by the issuing CA's key in the HSM.
+    let code = "2C7B8E1FD0A54C3B9B6E4A1F0D2C3B4A5E6F7A8B9C0D1E2F";
+    let verif = f.line.file("dps-verification.pem");
+    let o = f.line.certfab(&[
+        "ca",
+        "verification-cert",
+        "--ca",
+        "issuing",
+        "--cn",
+        code,
+        "--out",
+        verif.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = openssl(&[
+        "verify",
+        "-partial_chain",
+        "-CAfile",
+        f.line.file("ca/issuing.pem").to_str().unwrap(),
+        verif.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = openssl(&[
+        "x509",
+        "-in",
+        verif.to_str().unwrap(),
+        "-noout",
+        "-subject",
+        "-nameopt",
+        "RFC2253",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        format!("subject=CN={code}")
+    );
+
+    let mut input = f.input.clone();
+    input
+        .cloud
+        .insert("azure.ca_reference".into(), json!("certfab-issuing-1"));
+    input
+        .cloud
+        .insert("azure.enrollment_group_id".into(), json!("line-a"));
+    let files = certfab::export::azure::render_group(&input, &opts(None)).unwrap();
+    let r = check("azure", write(&files).path(), &[]);
+    assert_eq!(r["group_ca_reference"], "certfab-issuing-1");
+    assert_eq!(r["group_id"], "line-a");
+
+    input
+        .cloud
+        .insert("azure.enrollment_group_id".into(), json!("Line A"));
+    let msg = certfab::export::azure::render_group(&input, &opts(None))
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("azure.enrollment_group_id"), "{msg}");
+}
+
+// ------------------------------------------------------------------------------ Eclipse Hono
+
+/// Java's X500Principal.getName(RFC2253) for each DER certificate file: Hono's auth-id.
+fn java_rfc2253(ders: &[PathBuf]) -> Vec<String> {
+    let o = Command::new("java")
+        .arg(common::repo().join("tests/java/Rfc2253.java"))
+        .args(ders)
+        .output()
+        .expect("run java (JDK 11+)");
+    assert!(o.status.success(), "{}", text(&o));
+    String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn hono_bodies_match_hono_openapi_and_auth_ids_are_what_hono_computes() {
+    let f = fixture();
+    let err = certfab::export::hono::render(&f.input, &opts(None)).unwrap_err();
+    assert!(err.to_string().contains("hono.tenant_id"), "{err}");
+
+    let mut input = f.input.clone();
+    input.tenant = Some("acme-factory".into());
+    input
+        .cloud
+        .insert("hono.auto_provisioning".into(), json!(true));
+    input.cloud.insert(
+        "hono.auto_provisioning_device_id_template".into(),
+        json!("{{subject-cn}}"),
+    );
+    input.devices[0]
+        .cloud
+        .insert("hono".into(), json!({"ext": {"line": "A"}}));
+    let files = certfab::export::hono::render(&input, &opts(Some(5))).unwrap();
+    assert_eq!(
+        names(&files),
+        [
+            ("hono-tenant.json".into(), 0),
+            ("hono-devices-0001.jsonl".into(), 5),
+            ("hono-devices-0002.jsonl".into(), 5),
+            ("hono-devices-0003.jsonl".into(), 2)
+        ]
+    );
+    let dir = write(&files);
+    let r = check("hono", dir.path(), &[]);
+
+    // auth-id of every device = Java's RFC 2253 form of its certificate subject.
+    let ders: Vec<PathBuf> = input
+        .devices
+        .iter()
+        .map(|d| {
+            let p = dir.path().join(format!("{}.der", d.device_id));
+            std::fs::write(&p, &d.cert_der).unwrap();
+            p
+        })
+        .collect();
+    let java = java_rfc2253(&ders);
+    let devs = r["devices"].as_array().unwrap();
+    assert_eq!(devs.len(), DEVICES);
+    for ((d, dev), want) in input.devices.iter().zip(devs).zip(&java) {
+        assert_eq!(dev["auth-id"], json!(want), "{}", d.device_id);
+        assert_eq!(dev["device-id"], json!(d.device_id));
+        assert_eq!(dev["tenant-id"], "acme-factory");
+        assert_eq!(dev["secrets"][0]["not-before"], json!(d.not_before));
+        assert_eq!(dev["secrets"][0]["not-after"], json!(d.not_after));
+    }
+    // DER order is CN then O, so RFC 2253 (last RDN first) starts with O.
+    assert_eq!(java[0], "O=certfab development,CN=dev-0001");
+
+    // Trusted CA: Java's subject DN of the issuing CA, its SPKI as OpenSSL prints it.
+    let ca = &r["trusted_ca"];
+    let ca_der = dir.path().join("issuing.der");
+    let o = openssl(&[
+        "x509",
+        "-in",
+        f.line.file("ca/issuing.pem").to_str().unwrap(),
+        "-outform",
+        "DER",
+        "-out",
+        ca_der.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        ca["subject-dn"],
+        json!(java_rfc2253(std::slice::from_ref(&ca_der))[0])
+    );
+    let o = openssl(&[
+        "x509",
+        "-in",
+        f.line.file("ca/issuing.pem").to_str().unwrap(),
+        "-noout",
+        "-pubkey",
+    ]);
+    let spki_pem = String::from_utf8(o.stdout).unwrap();
+    let spki_b64: String = spki_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    assert_eq!(ca["public-key"], json!(spki_b64));
+    assert_eq!(ca["algorithm"], "EC");
+    assert_eq!(ca["auto-provisioning-enabled"], true);
+    assert_eq!(ca["auto-provisioning-device-id-template"], "{{subject-cn}}");
+    assert_eq!(ca["not-after"], "9999-12-31T23:59:59Z");
+
+    // Two devices with one subject DN cannot both be Hono credentials.
+    let mut twice = input.clone();
+    twice.devices[1].cert_der = twice.devices[0].cert_der.clone();
+    let msg = certfab::export::hono::render(&twice, &opts(None))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("dev-0002") && msg.contains("also device dev-0001"),
+        "{msg}"
+    );
+
+    // The schema check bites: an unknown credentials field is refused.
+    let bad = dir.path().join("bad");
+    std::fs::create_dir(&bad).unwrap();
+    std::fs::copy(
+        dir.path().join("hono-tenant.json"),
+        bad.join("hono-tenant.json"),
+    )
+    .unwrap();
+    let line = std::fs::read_to_string(dir.path().join("hono-devices-0001.jsonl")).unwrap();
+    let mut rec: Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    rec["credentials"][0]["authId"] = json!("x");
+    std::fs::write(bad.join("hono-devices-0001.jsonl"), format!("{rec}\n")).unwrap();
+    assert!(check_fails("hono", &bad, &[]).contains("CredentialsSet"));
+}
+
+#[test]
+fn hono_auth_id_matches_java_for_subjects_that_need_escaping() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = common::openssl_key(dir.path(), "k", "ec:prime256v1");
+    let subjects: &[(&str, &[&str])] = &[
+        (
+            "/C=DE/O=Acme, Inc./OU=R+D <lab>/CN=dev #1 \"q\";x\\y=z",
+            &[],
+        ),
+        (
+            "/O=Acme/CN= lead and trail /serialNumber=SN-42/emailAddress=ops@acme.example",
+            &[],
+        ),
+        (
+            "/DC=example/DC=com/UID=u1/CN=dev-7+serialNumber=7",
+            &["-multivalue-rdn"],
+        ),
+        (
+            "/C=DE/ST=Bayern/L=München/street=Hauptstraße 1/CN=Gerät",
+            &["-utf8"],
+        ),
+        ("/CN=#hash/title=Sensor/OU=ops", &[]),
+    ];
+    let mut ders = Vec::new();
+    let mut ours = Vec::new();
+    for (i, (subj, extra)) in subjects.iter().enumerate() {
+        let der = dir.path().join(format!("c{i}.der"));
+        let mut args = vec![
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            key.to_str().unwrap(),
+            "-subj",
+            subj,
+            "-days",
+            "1",
+            "-outform",
+            "DER",
+            "-out",
+            der.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let o = openssl(&args);
+        assert!(o.status.success(), "{subj}: {}", text(&o));
+        use der::Decode;
+        let bytes = std::fs::read(&der).unwrap();
+        let cert = x509_cert::Certificate::from_der(&bytes).unwrap();
+        ours.push(certfab::export::hono::rfc2253(&cert.tbs_certificate.subject).unwrap());
+        ders.push(der);
+    }
+    let java = java_rfc2253(&ders);
+    assert_eq!(ours, java);
+}
+
+// ------------------------------------------------------------------------------ Peridio
+
+#[test]
+fn peridio_jitp_settings_and_device_records_fit_the_sdk_shapes() {
+    let f = fixture();
+    let err = certfab::export::peridio::render(&f.input, &opts(None)).unwrap_err();
+    assert!(err.to_string().contains("peridio.product_name"), "{err}");
+
+    let mut input = f.input.clone();
+    input
+        .cloud
+        .insert("peridio.product_name".into(), json!("gateway"));
+    input.cloud.insert(
+        "peridio.product_prn".into(),
+        json!("prn:1:org:product:gateway"),
+    );
+    input.cloud.insert(
+        "peridio.cohort_prn".into(),
+        json!("prn:1:org:cohort:factory"),
+    );
+    input
+        .cloud
+        .insert("peridio.tags".into(), json!(["line-a", "2026"]));
+    input
+        .cloud
+        .insert("peridio.jitp_tags".into(), json!(["line-a", "2026"]));
+    input
+        .cloud
+        .insert("peridio.jitp_description".into(), json!("Gateway {serial}"));
+    input.devices[2]
+        .cloud
+        .insert("peridio.tags".into(), json!(["rework"]));
+    let files = certfab::export::peridio::render(&input, &opts(None)).unwrap();
+    assert_eq!(
+        names(&files),
+        [
+            ("peridio-ca-jitp.json".into(), 0),
+            ("peridio-ca.pem".into(), 0),
+            ("peridio-devices-0001.jsonl".into(), DEVICES)
+        ]
+    );
+    let dir = write(&files);
+    let r = check("peridio", dir.path(), &[]);
+    assert_eq!(
+        r["jitp"],
+        json!({"description": "Gateway {serial}", "tags": ["line-a", "2026"],
+               "product_name": "gateway", "cohort_prn": "prn:1:org:cohort:factory"})
+    );
+    let devs = r["devices"].as_array().unwrap();
+    assert_eq!(devs.len(), DEVICES);
+    assert_eq!(devs[0]["identifier"], "dev-0001");
+    assert_eq!(devs[0]["cn"], "dev-0001");
+    assert_eq!(devs[0]["tags"], json!(["line-a", "2026"]));
+    assert_eq!(devs[2]["tags"], json!(["rework"]));
+    // The schema check bites: a device record without its identifier is refused.
+    let p = dir.path().join("peridio-devices-0001.jsonl");
+    let mut rec: Value =
+        serde_json::from_str(std::fs::read_to_string(&p).unwrap().lines().next().unwrap()).unwrap();
+    rec["device"].as_object_mut().unwrap().remove("identifier");
+    std::fs::write(&p, format!("{rec}\n")).unwrap();
+    assert!(check_fails("peridio", dir.path(), &[]).contains("identifier"));
+
+    input.devices[3]
+        .cloud
+        .insert("peridio.tags".into(), json!(true));
+    let msg = certfab::export::peridio::render(&input, &opts(None))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("dev-0004") && msg.contains("list of strings"),
+        "{msg}"
+    );
+}
+
+// ------------------------------------------------------------------------------ nRF Cloud
+
+#[test]
+fn nrfcloud_csv_is_what_nrfcloud_utils_writes_and_shards_at_1000_rows() {
+    let f = fixture();
+    let mut input = f.input.clone();
+    input
+        .cloud
+        .insert("nrfcloud.tags".into(), json!(["factory", "line-a"]));
+    input
+        .cloud
+        .insert("nrfcloud.subtype".into(), json!("gateway"));
+    let files = certfab::export::nrfcloud::render(&input, &opts(None)).unwrap();
+    assert_eq!(
+        names(&files),
+        [("nrfcloud-onboard-0001.csv".into(), DEVICES)]
+    );
+    let text0 = String::from_utf8(files[0].bytes.clone()).unwrap();
+    assert!(
+        text0.starts_with(
+            "dev-0001,gateway,factory|line-a,APP|MODEM,\"-----BEGIN CERTIFICATE-----\n"
+        ),
+        "{text0}"
+    );
+    let r = check("nrfcloud", write(&files).path(), &[]);
+    assert_eq!(r["ids"], DEVICES);
+    assert_eq!(r["nordic_writer_identical"], true);
+    assert_eq!(r["first"]["cn"], "dev-0001");
+
+    // 1001 devices (real certificates reused under distinct nRF Cloud ids): 1000 + 1.
+    let mut big = f.input.clone();
+    big.devices = (0..1001)
+        .map(|i| {
+            let mut d = f.input.devices[i % DEVICES].clone();
+            d.device_id = format!("nrf-{i:05}");
+            d
+        })
+        .collect();
+    let files = certfab::export::nrfcloud::render(&big, &opts(None)).unwrap();
+    assert_eq!(
+        files.iter().map(|f| f.devices).collect::<Vec<_>>(),
+        [1000, 1]
+    );
+    let r = check("nrfcloud", write(&files).path(), &[]);
+    assert_eq!(r["ids"], 1001);
+    let files = certfab::export::nrfcloud::render(&big, &opts(Some(400))).unwrap();
+    assert_eq!(
+        files.iter().map(|f| f.devices).collect::<Vec<_>>(),
+        [400, 400, 201]
+    );
+
+    // The checker refuses a 1001-row file.
+    let d = tempfile::tempdir().unwrap();
+    let all: Vec<u8> = certfab::export::nrfcloud::render(&big, &opts(None))
+        .unwrap()
+        .into_iter()
+        .flat_map(|f| f.bytes)
+        .collect();
+    std::fs::write(d.path().join("nrfcloud-onboard-0001.csv"), all).unwrap();
+    assert!(check_fails("nrfcloud", d.path(), &[]).contains("at most 1000"));
+
+    input
+        .cloud
+        .insert("nrfcloud.fw_types".into(), json!(["APP", "WIFI"]));
+    let msg = certfab::export::nrfcloud::render(&input, &opts(None))
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("WIFI"), "{msg}");
+    input.cloud.remove("nrfcloud.fw_types");
+    input.devices[0]
+        .cloud
+        .insert("nrfcloud.tags".into(), json!(["a|b"]));
+    let msg = certfab::export::nrfcloud::render(&input, &opts(None))
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("dev-0001") && msg.contains("'|'"), "{msg}");
+}
+
+// ------------------------------------------------------------------------------ Microchip JWS
+
+#[test]
+fn microchip_manifest_entries_are_signed_in_the_hsm_and_verify_with_pytrustplatform() {
+    let f = fixture();
+    let _turn = hsm_turn();
+    let site = certfab::site::Site::open(&f.line.config()).unwrap();
+    site.login().unwrap();
+    let signer = site.signer(time::OffsetDateTime::now_utc()).unwrap();
+    let files =
+        certfab::export::microchip::render_signed(&f.input, &opts(Some(8)), &signer).unwrap();
+    assert_eq!(
+        names(&files),
+        [
+            ("microchip-manifest-0001.json".into(), 8),
+            ("microchip-manifest-0002.json".into(), 4)
+        ]
+    );
+    let dir = write(&files);
+    let signer_pem = f.line.file("ca/manifest-signer.pem");
+    let r = check("microchip", dir.path(), &[signer_pem.to_str().unwrap()]);
+    let ids: Vec<String> = f
+        .input
+        .devices
+        .iter()
+        .map(|d| d.device_id.clone())
+        .collect();
+    assert_eq!(r["unique_ids"], json!(ids));
+    let p = &r["first_payload"];
+    assert_eq!(p["version"], 1);
+    assert_eq!(p["manufacturer"]["organizationName"], "certfab development");
+    assert_eq!(p["groupId"], "batch-1");
+    assert!(p["provisioningTimestamp"]
+        .as_str()
+        .unwrap()
+        .ends_with(".000Z"));
+
+    // A changed payload no longer verifies with Microchip's verifier.
+    let path = dir.path().join("microchip-manifest-0001.json");
+    let mut entries: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let other = entries[1]["payload"].clone();
+    entries[0]["payload"] = other;
+    std::fs::write(&path, entries.to_string()).unwrap();
+    check_fails("microchip", dir.path(), &[signer_pem.to_str().unwrap()]);
+}
+
+// ------------------------------------------------------------------------------ plain CSV
+
+#[test]
+fn plain_csv_has_the_device_facts_and_neutralizes_formula_cells() {
+    let f = fixture();
+    let mut input = f.input.clone();
+    input.devices[0]
+        .cloud
+        .insert("note".into(), json!("=HYPERLINK(\"http://x\",\"y\")"));
+    input.devices[1].cloud.insert("note".into(), json!("-2+3"));
+    input.devices[1]
+        .cloud
+        .insert("site".into(), json!({"hall": "B", "bay": 4}));
+    input.devices[2]
+        .cloud
+        .insert("tags".into(), json!(["a", "b"]));
+    let files = certfab::export::csv::render(&input, &opts(Some(5))).unwrap();
+    assert_eq!(
+        files.iter().map(|f| f.devices).collect::<Vec<_>>(),
+        [5, 5, 2]
+    );
+    let r = check("csv", write(&files).path(), &[]);
+    assert_eq!(
+        r["header"],
+        json!([
+            "device_id",
+            "serial",
+            "cert_sha256",
+            "spki_sha256",
+            "not_before",
+            "not_after",
+            "key_origin",
+            "state",
+            "cloud.note",
+            "cloud.site.bay",
+            "cloud.site.hall",
+            "cloud.tags"
+        ])
+    );
+    let rows = r["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), DEVICES);
+    assert_eq!(rows[0]["cloud.note"], "'=HYPERLINK(\"http://x\",\"y\")");
+    assert_eq!(rows[1]["cloud.note"], "'-2+3");
+    assert_eq!(rows[1]["cloud.site.hall"], "B");
+    assert_eq!(rows[1]["cloud.site.bay"], "4");
+    assert_eq!(rows[2]["cloud.tags"], "[\"a\",\"b\"]");
+    // Certificate and key hashes as OpenSSL computes them.
+    let pem = f.line.file("out/dev-0003/cert.pem");
+    let o = openssl(&[
+        "x509",
+        "-in",
+        pem.to_str().unwrap(),
+        "-noout",
+        "-fingerprint",
+        "-sha256",
+    ]);
+    let fp = String::from_utf8(o.stdout).unwrap();
+    let fp = fp
+        .trim()
+        .rsplit('=')
+        .next()
+        .unwrap()
+        .replace(':', "")
+        .to_lowercase();
+    assert_eq!(rows[2]["cert_sha256"], json!(fp));
+    assert_eq!(rows[2]["device_id"], "dev-0003");
+    assert_eq!(rows[2]["state"], "signed");
+    for row in rows {
+        for (k, v) in row.as_object().unwrap() {
+            let v = v.as_str().unwrap();
+            assert!(
+                !v.starts_with(['=', '+', '-', '@']),
+                "{k} = {v} would run as a formula"
+            );
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------ end to end
+
+fn json_out(o: &std::process::Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(o)))
+}
+
+/// The whole path: a profile with a cloud: section, `certfab batch`, `certfab manifest
+/// build` (signed), then `certfab export --format F --manifest M --out DIR` for every
+/// non-AWS format, each output checked by the platform's own tooling.
+#[test]
+fn certfab_export_cli_renders_every_format_from_a_signed_manifest() {
+    let f = fixture();
+    let _turn = hsm_turn();
+    let line = &f.line;
+    let profile = common::derived_profile(
+        line.path(),
+        "export-other.yaml",
+        "generic-iot.yaml",
+        &[
+            ("name: generic-iot", "name: export-other"),
+            (
+                "cloud:\n",
+                "cloud:\n  tenant: acme-factory\n  azure:\n    registration_id: \"{cert.CN}\"\n    iot_hubs: [hub1.azure-devices.net]\n    twin_tags:\n      batch: \"{var.batch}\"\n  hono:\n    auto_provisioning: true\n    auto_provisioning_device_id_template: \"{{{{subject-cn}}}}\"\n    ext:\n      serial: \"{cert.serial}\"\n  nrfcloud:\n    subtype: gateway\n    tags: [factory, \"{var.batch}\"]\n  peridio:\n    product_name: gateway\n    product_prn: \"prn:1:org:product:gateway\"\n    tags: [line-a]\n  microchip:\n    unique_id: \"{cert.serial}\"\n",
+            ),
+        ],
+    );
+    let out = line.file("out-e2e");
+    let o = line.certfab(&[
+        "--json",
+        "batch",
+        "--profile",
+        profile.to_str().unwrap(),
+        "--count",
+        "6",
+        "--id-template",
+        "e2e-{seq:03}",
+        "--keygen",
+        "host",
+        "--plain-keys",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let batch = json_out(&o)["batch"].as_str().unwrap().to_string();
+    let manifest = line.file("e2e.manifest.jsonl");
+    let o = line.certfab(&[
+        "--json",
+        "manifest",
+        "build",
+        "--batch",
+        &batch,
+        "--out",
+        manifest.to_str().unwrap(),
+        "--profile",
+        profile.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    let runs = std::cell::Cell::new(0);
+    let export = |format: &str, extra: &[&str]| {
+        runs.set(runs.get() + 1);
+        let dir = line.file(&format!("x-{format}-{}", runs.get()));
+        let mut args = vec![
+            "--json",
+            "export",
+            "--format",
+            format,
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "--out",
+            dir.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        (line.certfab(&args), dir)
+    };
+    let files_of = |summary: &Value| -> Vec<(String, u64)> {
+        summary["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["name"].as_str().unwrap().to_string(),
+                    f["devices"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+
+    // Azure DPS, sharded by --max-rows under the 10-per-call limit.
+    let (o, dir) = export("azure-dps", &["--max-rows", "4"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let s = json_out(&o);
+    assert_eq!(s["format"], "azure-dps");
+    assert_eq!(s["devices"], 6);
+    assert_eq!(
+        files_of(&s),
+        [
+            ("azure-dps-enrollments-0001.json".into(), 4),
+            ("azure-dps-enrollments-0002.json".into(), 2)
+        ]
+    );
+    assert!(dir.join("azure-dps.summary.json").exists());
+    let r = check("azure", &dir, &[]);
+    assert_eq!(r["registration_ids"][0], "e2e-001");
+    let body: Value = serde_json::from_slice(
+        &std::fs::read(dir.join("azure-dps-enrollments-0001.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        body["enrollments"][0]["initialTwin"]["tags"]["batch"],
+        json!(batch)
+    );
+    assert_eq!(
+        body["enrollments"][0]["iotHubs"],
+        json!(["hub1.azure-devices.net"])
+    );
+
+    let (o, dir) = export("azure-dps-group", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(check("azure", &dir, &[])["group_id"], "export-other");
+
+    // Hono: tenant from the profile, auth-ids as Java computes them.
+    let (o, dir) = export("hono", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r = check("hono", &dir, &[]);
+    assert_eq!(r["devices"][0]["tenant-id"], "acme-factory");
+    assert_eq!(
+        r["trusted_ca"]["auto-provisioning-device-id-template"],
+        "{{subject-cn}}"
+    );
+    assert_eq!(
+        r["devices"][0]["auth-id"],
+        "O=certfab development,CN=e2e-001"
+    );
+    let line1 = std::fs::read_to_string(dir.join("hono-devices-0001.jsonl")).unwrap();
+    let rec: Value = serde_json::from_str(line1.lines().next().unwrap()).unwrap();
+    assert!(rec["device"]["ext"]["serial"].as_str().unwrap().len() >= 32);
+
+    let (o, dir) = export("peridio", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r = check("peridio", &dir, &[]);
+    assert_eq!(r["devices"].as_array().unwrap().len(), 6);
+    assert_eq!(r["jitp"]["product_name"], "gateway");
+
+    let (o, dir) = export("nrfcloud", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r = check("nrfcloud", &dir, &[]);
+    assert_eq!(r["first"]["tags"], json!(format!("factory|{batch}")));
+    assert_eq!(r["first"]["fw"], "APP|MODEM");
+
+    let (o, dir) = export("csv", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r = check("csv", &dir, &[]);
+    assert_eq!(r["rows"][0]["device_id"], "e2e-001");
+    assert_eq!(r["rows"][0]["cloud.azure.registration_id"], "e2e-001");
+
+    // Microchip-style JWS: signed by the site's manifest signer in the HSM.
+    let (o, dir) = export("microchip-jws", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let signer = line.file("ca/manifest-signer.pem");
+    let r = check("microchip", &dir, &[signer.to_str().unwrap()]);
+    assert_eq!(r["unique_ids"].as_array().unwrap().len(), 6);
+
+    // --set overrides the profile; a value the platform refuses is exit 2, a device the
+    // platform would refuse is exit 3, and neither writes anything.
+    let (o, dir) = export("hono", &["--set", "hono.tenant_id=a/b"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("hono.tenant_id"), "{}", text(&o));
+    assert!(!dir.join("hono-tenant.json").exists());
+    let (o, dir) = export("azure-dps", &["--set", "azure.registration_id=Upper"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("lowercase"), "{}", text(&o));
+    assert!(std::fs::read_dir(&dir)
+        .map(|d| d.count() == 0)
+        .unwrap_or(true));
+    let (o, _) = export("nrfcloud", &["--set", "nrfcloud.tags=x|y"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    // Exporting into a directory that already holds the files is refused, not overwritten.
+    let (o, dir) = export("csv", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let mut args = vec!["export", "--format", "csv", "--manifest"];
+    args.push(manifest.to_str().unwrap());
+    args.extend(["--out", dir.to_str().unwrap()]);
+    let o = line.certfab(&args);
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+    assert!(text(&o).contains("already exists"), "{}", text(&o));
+}
