@@ -85,6 +85,9 @@ pub enum Error {
     /// Station.
     #[error(transparent)]
     Station(#[from] crate::station::StationError),
+    /// Revocation, CRL, renewal, rollover.
+    #[error(transparent)]
+    Lifecycle(#[from] crate::lifecycle::LifecycleError),
     /// Bad argument combination.
     #[error("{0}")]
     Usage(String),
@@ -121,6 +124,19 @@ impl Error {
                 crate::batch::BatchError::Sign(_) => ExitCode::Hsm,
                 crate::batch::BatchError::Refused(_) => ExitCode::Rejected,
             },
+            Self::Lifecycle(l) => {
+                use crate::lifecycle::LifecycleError as L;
+                match l {
+                    L::Refused(_) => ExitCode::Rejected,
+                    L::Usage(_) => ExitCode::Usage,
+                    L::Ledger(_) | L::Corrupt(_) => ExitCode::Storage,
+                    L::Issue(
+                        IssueError::Policy(_) | IssueError::Lint(_) | IssueError::Build(_),
+                    ) => ExitCode::Rejected,
+                    L::Issue(IssueError::Sign(SignError::Hsm(h))) => hsm_code(h),
+                    L::Issue(_) => ExitCode::Hsm,
+                }
+            }
             Self::Station(s) => match s {
                 crate::station::StationError::Usage(_) => ExitCode::Usage,
                 crate::station::StationError::Adapter { .. } => ExitCode::Station,

@@ -5,6 +5,7 @@ mod batch;
 mod ca;
 mod hsm;
 mod issue;
+mod lifecycle;
 mod station;
 
 use crate::error::{Error, ExitCode};
@@ -41,6 +42,12 @@ pub enum Command {
     Batch(batch::BatchArgs),
     /// Run a station: identify, sign, install, prove and lock devices one after another.
     Station(station::StationArgs),
+    /// Revoke a device's certificate (or one by serial); `revoke list` for cloud exports.
+    Revoke(lifecycle::RevokeArgs),
+    /// Make a CRL signed by a CA key in the HSM.
+    Crl(lifecycle::CrlArgs),
+    /// Rotate a device's key in the field: a new certificate that supersedes the old.
+    Renew(lifecycle::RenewArgs),
 }
 
 /// Runs a parsed command line.
@@ -55,6 +62,9 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Issue(a) => issue::run(&ctx, a),
         Command::Batch(a) => batch::run(&ctx, a),
         Command::Station(a) => station::run(&ctx, a),
+        Command::Revoke(a) => lifecycle::revoke(&ctx, a),
+        Command::Crl(a) => lifecycle::crl(&ctx, a),
+        Command::Renew(a) => lifecycle::renew(&ctx, a),
     }
 }
 
