@@ -174,3 +174,47 @@ pub fn sign_ca<S: Signer>(
     // new certificate verifies under the issuer certificate.
     sign_and_verify(&spec, issuer_signer)
 }
+
+/// Signs an end-entity certificate for a document-signing key (the manifest and audit signer):
+/// basicConstraints CA:FALSE, keyUsage digitalSignature only, so the key can sign manifests
+/// but can never issue a certificate. `params.path_len` must be `None`.
+pub fn sign_end_entity<S: Signer>(
+    issuer_signer: &S,
+    issuer: &CaCert,
+    csr: &[u8],
+    params: &CaParams,
+) -> Result<Vec<u8>, CeremonyError> {
+    issuer.check_usable(params.not_before)?;
+    if params.path_len.is_some() {
+        return Err(CeremonyError::Param(
+            "--path-len applies to CA certificates only; drop it with --end-entity".into(),
+        ));
+    }
+    let req = crate::csr::parse_csr(csr)?;
+    if let Some(issuer_na) = issuer.not_after {
+        if params.not_after.is_none_or(|na| na > issuer_na) {
+            return Err(CeremonyError::Param(format!(
+                "the certificate would outlive its issuer (notAfter {}); shorten --validity",
+                crate::clock::rfc3339(issuer_na)
+            )));
+        }
+    }
+    let key_id = crate::crypto::key_identifier(&req.public_key.subject_public_key());
+    let spec = CertSpec {
+        serial: issue::new_serial(params.serial_prefix)
+            .map_err(|e| CeremonyError::Param(e.to_string()))?,
+        signature: issuer_signer.algorithm(),
+        issuer: issuer.subject.clone(),
+        subject: params.subject.clone().unwrap_or(req.subject),
+        not_before: params.not_before.max(issuer.not_before),
+        not_after: params.not_after,
+        spki: req.public_key.spki_der().to_vec(),
+        extensions: vec![
+            issue::basic_constraints(false, None)?,
+            issue::key_usage(KeyUsages::DigitalSignature.into())?,
+            issue::subject_key_id(&key_id)?,
+            issue::authority_key_id(&issuer.key_id)?,
+        ],
+    };
+    sign_and_verify(&spec, issuer_signer)
+}

@@ -6,6 +6,7 @@ mod ca;
 mod hsm;
 mod issue;
 mod lifecycle;
+mod log;
 mod station;
 
 use crate::error::{Error, ExitCode};
@@ -48,6 +49,9 @@ pub enum Command {
     Crl(lifecycle::CrlArgs),
     /// Rotate a device's key in the field: a new certificate that supersedes the old.
     Renew(lifecycle::RenewArgs),
+    /// The tamper-evident audit log: signed checkpoints, verification, events.
+    #[command(subcommand)]
+    Log(log::LogCommand),
 }
 
 /// Runs a parsed command line.
@@ -65,6 +69,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Revoke(a) => lifecycle::revoke(&ctx, a),
         Command::Crl(a) => lifecycle::crl(&ctx, a),
         Command::Renew(a) => lifecycle::renew(&ctx, a),
+        Command::Log(c) => log::run(&ctx, c),
     }
 }
 

@@ -51,13 +51,21 @@ impl AuditHead {
     }
 }
 
-/// The operator recorded when none is given: `CERTFAB_OPERATOR`, else the login name.
+/// The operator recorded when none is given: `CERTFAB_OPERATOR`, else the login name, else
+/// the numeric user id.
 pub fn default_operator() -> Option<String> {
     ["CERTFAB_OPERATOR", "USER", "LOGNAME"]
         .iter()
         .filter_map(|k| std::env::var(k).ok())
         .map(|v| clean_operator(&v))
         .find(|v| !v.is_empty())
+        .or_else(|| {
+            use std::os::unix::fs::MetadataExt;
+            // The owner of /proc/self is this process's user.
+            std::fs::metadata("/proc/self")
+                .ok()
+                .map(|m| format!("uid:{}", m.uid()))
+        })
 }
 
 /// Operator names are recorded as given, minus control characters (they reach terminals).
@@ -323,13 +331,9 @@ pub struct CheckpointRow {
 }
 
 impl super::Ledger {
-    /// This ledger's random id (made when schema 3 was applied), named in checkpoints.
-    pub fn ledger_id(&self) -> Result<String, LedgerError> {
-        Ok(self.conn.query_row(
-            "SELECT value FROM ledger_meta WHERE key = 'ledger_id'",
-            [],
-            |r| r.get(0),
-        )?)
+    /// The station id this connection records events as.
+    pub fn station(&self) -> &str {
+        &self.station
     }
 
     /// Sets the operator recorded with the events this connection writes from now on.
