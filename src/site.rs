@@ -94,6 +94,28 @@ impl Site {
         })
     }
 
+    /// Signs an audit checkpoint at the end of a batch or shift when the site has a `signer:`
+    /// (else does nothing). The work is already recorded, so a failure is reported on stderr
+    /// rather than failing the command; `certfab log checkpoint` can be run later.
+    pub fn auto_checkpoint(&self, ledger: &mut Ledger) {
+        if self.config.signer.is_none() {
+            return;
+        }
+        let now = OffsetDateTime::now_utc();
+        let r = self
+            .signer(now)
+            .and_then(|s| Ok(crate::auditlog::checkpoint(ledger, &s, now)?));
+        match r {
+            Ok(doc) => eprintln!(
+                "certfab: audit checkpoint {} signed (head event {})",
+                doc.statement.checkpoint, doc.statement.head_seq
+            ),
+            Err(e) => eprintln!(
+                "certfab: warning: the audit checkpoint was not signed: {e}; run certfab log checkpoint"
+            ),
+        }
+    }
+
     /// A key URI from the command line: a `pkcs11:` URI, or a bare label on the site token.
     pub fn key_uri(&self, arg: &str) -> Result<Pkcs11Uri, Error> {
         let uri = if arg.starts_with("pkcs11:") {

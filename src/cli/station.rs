@@ -91,6 +91,7 @@ pub(super) fn run(ctx: &Ctx, a: StationArgs) -> Result<ExitCode, Error> {
         notice: String::new(),
     };
     let summary = station::run(&job, spec, &site.config.station_id, &mut ledger, &mut ui)?;
+    site.auto_checkpoint(&mut ledger);
     ui.summary(&summary);
     Ok(if a.once {
         match ui.last.as_ref().map(|o| o.verdict) {
