@@ -7,6 +7,7 @@ mod hsm;
 mod issue;
 mod lifecycle;
 mod log;
+mod manifest;
 mod station;
 
 use crate::error::{Error, ExitCode};
@@ -52,6 +53,9 @@ pub enum Command {
     /// The tamper-evident audit log: signed checkpoints, verification, events.
     #[command(subcommand)]
     Log(log::LogCommand),
+    /// Signed manifests of batches and shifts: build, verify, show, merge.
+    #[command(subcommand)]
+    Manifest(manifest::ManifestCommand),
 }
 
 /// Runs a parsed command line.
@@ -70,6 +74,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Crl(a) => lifecycle::crl(&ctx, a),
         Command::Renew(a) => lifecycle::renew(&ctx, a),
         Command::Log(c) => log::run(&ctx, c),
+        Command::Manifest(c) => manifest::run(&ctx, c),
     }
 }
 

@@ -140,7 +140,13 @@ pub struct Trailer {
 }
 
 /// States a device line may report.
-pub const STATES: &[&str] = &["signed", "installed", "install_unconfirmed", "exported"];
+pub const STATES: &[&str] = &[
+    "signed",
+    "installing",
+    "installed",
+    "install_unconfirmed",
+    "exported",
+];
 
 /// Key origins a device line may report.
 pub const KEY_ORIGINS: &[&str] = &["device", "host", "csr-file"];

@@ -308,7 +308,7 @@ pub fn verify_detached(
     let at = OffsetDateTime::from_unix_timestamp(iat)
         .map_err(|_| JwsError::Header(format!("iat {iat} is out of range")))?;
     check_signer_cert(&signer, at).map_err(JwsError::Chain)?;
-    let root = chain_to_trust(&signer, &chain, trust)?;
+    let root = chain_to_trust(&signer, &chain, trust).map_err(JwsError::Chain)?;
 
     let key_alg = signer.public_key.default_signature();
     let (want_alg, field) = jws_alg(key_alg).map_err(JwsError::Chain)?;
@@ -340,26 +340,20 @@ pub fn verify_detached(
 
 /// Links `leaf` through `chain` (each signed by the next, each issuer a CA) to a certificate
 /// in `trust`: either the chain's last certificate is a trust anchor (byte-equal), or a trust
-/// anchor signed it. Returns that anchor.
-pub fn chain_to_trust(
-    leaf: &CaCert,
-    chain: &[CaCert],
-    trust: &[CaCert],
-) -> Result<CaCert, JwsError> {
+/// anchor signed it. Returns that anchor, or what breaks the chain.
+pub fn chain_to_trust(leaf: &CaCert, chain: &[CaCert], trust: &[CaCert]) -> Result<CaCert, String> {
     let mut below = leaf;
     for c in chain {
         if trust.iter().any(|t| t.der == below.der) {
             break;
         }
         if !c.is_ca || !c.can_sign_certs {
-            return Err(JwsError::Chain(format!(
+            return Err(format!(
                 "{} (issuer of {}) is not a CA certificate",
                 c.source, below.source
-            )));
+            ));
         }
-        below
-            .check_signed_by(c)
-            .map_err(|e| JwsError::Chain(e.to_string()))?;
+        below.check_signed_by(c).map_err(|e| e.to_string())?;
         below = c;
     }
     if let Some(t) = trust.iter().find(|t| t.der == below.der) {
@@ -370,7 +364,7 @@ pub fn chain_to_trust(
             return Ok(t.clone());
         }
     }
-    Err(JwsError::Chain(format!(
+    Err(format!(
         "{} does not chain to a trusted root (trusted: {}); pass --trust ROOT.pem with the root the signer and CA were issued under",
         below.source,
         trust
@@ -378,7 +372,7 @@ pub fn chain_to_trust(
             .map(|t| format!("SHA-256 {}", hex::encode(crate::crypto::sha256(&t.der))))
             .collect::<Vec<_>>()
             .join(", ")
-    )))
+    ))
 }
 
 #[cfg(test)]

@@ -8,9 +8,11 @@
 //! - [`verify`]: offline verification with line-numbered problems; [`VerifiedManifest`] is the
 //!   exporters' input ([`VerifiedManifest::to_export_input`]).
 
+pub mod build;
 pub mod canon;
 pub mod format;
 pub mod jws;
+pub mod merge;
 pub mod merkle;
 pub mod verify;
 
@@ -218,4 +220,40 @@ impl VerifiedManifest {
 /// exporters use.
 pub fn verify(path: &Path, trust: &Trust) -> Result<VerifiedManifest, ManifestError> {
     verify_file(path, None, trust)
+}
+
+/// A manifest's lines read without any verification (for `manifest show` on a file that does
+/// not verify): whatever decodes as header, devices and trailer.
+#[derive(Debug, Clone, Default)]
+pub struct Unverified {
+    /// The header, if line 1 decodes as one.
+    pub header: Option<format::Header>,
+    /// Device lines that decode.
+    pub devices: Vec<format::DeviceLine>,
+    /// The trailer, if the last line decodes as one.
+    pub trailer: Option<format::Trailer>,
+    /// Lines that do not decode.
+    pub undecodable: usize,
+}
+
+/// Reads the lines of a manifest without checking anything beyond their own form.
+pub fn read_unverified(bytes: &[u8]) -> Unverified {
+    let mut u = Unverified::default();
+    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    for raw in body.split(|b| *b == b'\n') {
+        let Ok(v) = format::decode_value(raw) else {
+            u.undecodable += 1;
+            continue;
+        };
+        match format::kind_of(&v) {
+            Some("header") => u.header = format::typed(&v).ok(),
+            Some("device") => match format::typed(&v) {
+                Ok(d) => u.devices.push(d),
+                Err(_) => u.undecodable += 1,
+            },
+            Some("trailer") => u.trailer = format::typed(&v).ok(),
+            _ => u.undecodable += 1,
+        }
+    }
+    u
 }

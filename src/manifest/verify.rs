@@ -469,7 +469,7 @@ fn check_header(
     }
     match jws::chain_to_trust(&ca_chain[0], &ca_chain[1..], trust) {
         Ok(r) => *ca_root = Some(r),
-        Err(e) => c.at(1, format!("the declared device CA: {e}")),
+        Err(e) => c.at(1, format!("the declared device CA chain (ca_chain): {e}")),
     }
 }
 

@@ -4,9 +4,11 @@
 //!
 //! A profile that does not validate is reported as `file:line: what is wrong — the fix`.
 
+mod cloud;
 mod station;
 mod template;
 
+pub use cloud::{Cloud, CloudValue};
 pub use station::{IdSource, InstallItem, KeyGen, Prove, StationRules};
 pub use template::{Template, Vars};
 
@@ -326,6 +328,8 @@ pub struct Profile {
     pub names: NamePolicy,
     /// How `certfab station` handles devices of this class.
     pub station: StationRules,
+    /// Cloud attributes rendered into each manifest device line (`cloud:`).
+    pub cloud: Cloud,
     /// Tenant this device class belongs to; it may only use CAs of the same tenant.
     pub tenant: Option<String>,
     /// CA rollover: the CA (site config name) that takes over from `issuer`.
@@ -379,6 +383,8 @@ struct Raw {
     names: RawNames,
     #[serde(default)]
     station: station::RawStation,
+    #[serde(default)]
+    cloud: Option<serde_yaml_ng::Value>,
     #[serde(default)]
     tenant: Option<String>,
     #[serde(default)]
@@ -703,7 +709,12 @@ impl Profile {
 
         let station =
             StationRules::from_raw(raw.station, &keys).map_err(|(key, msg)| err(key, msg))?;
+        let cloud = match &raw.cloud {
+            Some(v) => Cloud::from_yaml(v).map_err(|(key, msg)| err(&key, msg))?,
+            None => Cloud::default(),
+        };
         let p = Self {
+            cloud,
             path: path.into(),
             sha256: crate::crypto::sha256(&bytes),
             name: raw.name,
