@@ -32,7 +32,7 @@ pub enum LogCommand {
         #[arg(long)]
         signer_cert: Option<PathBuf>,
     },
-    /// Print audit events as JSON lines.
+    /// Print audit events as JSON lines (a JSON array with --json).
     Show {
         /// Only events with seq greater than this.
         #[arg(long, default_value_t = 0)]
@@ -126,8 +126,17 @@ pub(super) fn run(ctx: &Ctx, cmd: LogCommand) -> Result<ExitCode, Error> {
             let cfg = crate::config::SiteConfig::load(path)?;
             let ledger = Ledger::open_read(&cfg.ledger, &cfg.station_id)?;
             use std::io::Write;
+            let events = ledger.audit_events()?;
+            if ctx.json {
+                let picked: Vec<_> = events
+                    .iter()
+                    .filter(|e| e.seq > after && kind.as_deref().is_none_or(|k| k == e.kind))
+                    .collect();
+                ctx.print(&serde_json::json!(picked), "");
+                return Ok(ExitCode::Ok);
+            }
             let mut out = std::io::stdout().lock();
-            for e in ledger.audit_events()? {
+            for e in events {
                 if e.seq > after && kind.as_deref().is_none_or(|k| k == e.kind) {
                     // A closed pipe (| head) ends the listing quietly.
                     if writeln!(out, "{}", serde_json::to_string(&e).unwrap_or_default()).is_err() {

@@ -488,3 +488,64 @@ impl super::Ledger {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v1(prev: &str, seq: i64, kind: &str) -> AuditEvent {
+        let mut e = AuditEvent {
+            seq,
+            v: 1,
+            at: "2026-01-01T00:00:00Z".into(),
+            station: "s".into(),
+            station_seq: Some(seq),
+            operator: None,
+            kind: kind.into(),
+            batch_id: Some("b".into()),
+            device_id: None,
+            detail: "{}".into(),
+            prev_hash: prev.into(),
+            hash: String::new(),
+        };
+        e.hash = e.expected_hash().unwrap();
+        e
+    }
+
+    fn v2(prev: &str, seq: i64, station_seq: i64) -> AuditEvent {
+        let mut e = AuditEvent {
+            v: 2,
+            operator: Some("op".into()),
+            station_seq: Some(station_seq),
+            ..v1(prev, seq, "issued")
+        };
+        e.hash = e.expected_hash().unwrap();
+        e
+    }
+
+    #[test]
+    fn old_rows_verify_and_new_ones_chain_on() {
+        let a = v1(GENESIS, 1, "batch_started");
+        let b = v1(&a.hash, 2, "issued");
+        let c = v2(&b.hash, 3, 3);
+        let r = verify_events(&[a.clone(), b.clone(), c.clone()]).unwrap();
+        assert_eq!((r.events, r.v1_events, r.head_seq), (3, 2, 3));
+        // v1 material does not cover the operator; v2 does.
+        let mut b2 = b.clone();
+        b2.operator = Some("x".into());
+        assert!(verify_events(&[a.clone(), b2, c.clone()]).is_ok());
+        let mut c2 = c.clone();
+        c2.operator = Some("x".into());
+        assert!(verify_events(&[a.clone(), b.clone(), c2]).is_err());
+        // A v1 row after a v2 row is a downgrade.
+        let d = v1(&c.hash, 4, "issued");
+        let e = verify_events(&[a.clone(), b.clone(), c.clone(), d]).unwrap_err();
+        assert!(e.problem.contains("downgrade"), "{e}");
+        // Per-station numbers must count up.
+        let c3 = v2(&b.hash, 3, 7);
+        assert!(verify_events(&[a, b, c3])
+            .unwrap_err()
+            .problem
+            .contains("sequence number"));
+    }
+}
