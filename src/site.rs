@@ -58,7 +58,16 @@ impl Site {
     /// Opens the ledger for writing and records the hashes of the site config and `profile`
     /// (an audit event when either changed since last seen).
     pub fn open_ledger(&self, profile: Option<&Profile>) -> Result<Ledger, Error> {
-        open_ledger(&self.config, profile)
+        open_ledger_as(&self.config, profile, None)
+    }
+
+    /// [`Site::open_ledger`] with the events recorded as done by `operator`.
+    pub fn open_ledger_as(
+        &self,
+        profile: Option<&Profile>,
+        operator: Option<&str>,
+    ) -> Result<Ledger, Error> {
+        open_ledger_as(&self.config, profile, operator)
     }
 
     /// [`Site::login`], with the outcome recorded in the audit log (`login` or
@@ -249,7 +258,17 @@ fn pin_kind(src: &crate::secret::SecretSource) -> &'static str {
 /// Opens the site's ledger for writing (no token needed) and records the hashes of the site
 /// config and `profile`: an audit event `config_changed` when either differs from last seen.
 pub fn open_ledger(config: &SiteConfig, profile: Option<&Profile>) -> Result<Ledger, Error> {
+    open_ledger_as(config, profile, None)
+}
+
+/// [`open_ledger`] with the events recorded as done by `operator` (default: the OS user).
+pub fn open_ledger_as(
+    config: &SiteConfig,
+    profile: Option<&Profile>,
+    operator: Option<&str>,
+) -> Result<Ledger, Error> {
     let mut ledger = Ledger::open(&config.ledger, &config.station_id)?;
+    ledger.set_operator(operator);
     let bytes = std::fs::read(&config.path).map_err(|e| Error::Input {
         path: config.path.display().to_string(),
         msg: format!("cannot read the site config: {e}"),

@@ -16,7 +16,7 @@
 //! they are reported as not yet checkpointed.
 
 use crate::ca::CaCert;
-use crate::ledger::{verify_events, ChainBreak, ChainReport, Ledger, LedgerError};
+use crate::ledger::{ChainBreak, ChainReport, ChainVerifier, Ledger, LedgerError};
 use crate::manifest::jws::{self, DocumentSigner, JwsError};
 use crate::signer::Signer;
 use serde::{Deserialize, Serialize};
@@ -100,8 +100,7 @@ pub fn checkpoint<K: Signer>(
     signer: &DocumentSigner<K>,
     now: OffsetDateTime,
 ) -> Result<CheckpointDoc, AuditLogError> {
-    let events = ledger.audit_events()?;
-    let chain = verify_events(&events).map_err(AuditLogError::Broken)?;
+    let chain = ledger.verify_chain()?.map_err(AuditLogError::Broken)?;
     let ledger_id = ledger.ledger_id()?.ok_or(AuditLogError::Empty)?;
     let statement = Statement {
         checkpoint: ledger.checkpoints()?.len() as i64 + 1,
@@ -179,25 +178,7 @@ pub fn verify(
     trust: &CheckpointTrust,
     external: &[(String, CheckpointDoc)],
 ) -> Result<VerifyReport, LedgerError> {
-    let events = ledger.audit_events()?;
-    let (chain, chain_break) = match verify_events(&events) {
-        Ok(r) => (Some(r), None),
-        Err(b) => (None, Some(b)),
-    };
-    let mut problems = Vec::new();
-    if let Some(b) = &chain_break {
-        problems.push(b.to_string());
-    }
     let ledger_id = ledger.ledger_id()?;
-    let hash_at = |seq: i64| -> Option<&str> {
-        usize::try_from(seq - 1)
-            .ok()
-            .and_then(|i| events.get(i))
-            .filter(|e| e.seq == seq)
-            .map(|e| e.hash.as_str())
-    };
-    let mut checks = Vec::new();
-    let mut best = 0i64;
     let stored = ledger.checkpoints()?;
     let mut docs: Vec<(String, Result<CheckpointDoc, String>, Option<i64>)> = stored
         .iter()
@@ -214,6 +195,44 @@ pub fn verify(
             .iter()
             .map(|(src, d)| (src.clone(), Ok(d.clone()), None)),
     );
+    // One pass over the events (never all in memory): the chain check, the hashes at the
+    // heads the checkpoints name, the event right after each head, and the `checkpoint`
+    // events.
+    let heads: std::collections::BTreeSet<i64> = docs
+        .iter()
+        .filter_map(|(_, d, _)| d.as_ref().ok().map(|d| d.statement.head_seq))
+        .collect();
+    let mut hashes = std::collections::BTreeMap::new();
+    let mut after_head = std::collections::BTreeMap::new();
+    let mut checkpoint_events = Vec::new();
+    let mut verifier = ChainVerifier::default();
+    let mut chain_break = None;
+    let mut head = 0i64;
+    ledger.each_audit_event(|e| {
+        if chain_break.is_none() {
+            if let Err(b) = verifier.push(&e) {
+                chain_break = Some(b);
+            }
+        }
+        head = head.max(e.seq);
+        if heads.contains(&e.seq) {
+            hashes.insert(e.seq, e.hash.clone());
+        }
+        if heads.contains(&(e.seq - 1)) {
+            after_head.insert(e.seq - 1, (e.kind.clone(), e.detail.clone()));
+        }
+        if e.kind == "checkpoint" {
+            checkpoint_events.push((e.seq, e.detail));
+        }
+        true
+    })?;
+    let chain = chain_break.is_none().then(|| verifier.finish());
+    let mut problems = Vec::new();
+    if let Some(b) = &chain_break {
+        problems.push(b.to_string());
+    }
+    let mut checks = Vec::new();
+    let mut best = 0i64;
     for (source, doc, row_id) in docs {
         let mut p = Vec::new();
         let doc = match doc {
@@ -242,8 +261,8 @@ pub fn verify(
                 p.push("the row's columns differ from its signed statement".into());
             }
         }
-        match hash_at(s.head_seq) {
-            Some(h) if h == s.head_hash => {}
+        match hashes.get(&s.head_seq) {
+            Some(h) if *h == s.head_hash => {}
             Some(_) => p.push(format!(
                 "event {} no longer has the hash this checkpoint signed: events up to it were edited, removed, reordered or inserted",
                 s.head_seq
@@ -279,31 +298,26 @@ pub fn verify(
             break;
         }
     }
-    for e in events.iter().filter(|e| e.kind == "checkpoint") {
-        let d: serde_json::Value = serde_json::from_str(&e.detail).unwrap_or_default();
+    for (seq, detail) in &checkpoint_events {
+        let d: serde_json::Value = serde_json::from_str(detail).unwrap_or_default();
         let id = d["checkpoint"].as_i64().unwrap_or(0);
         let want = d["statement_sha256"].as_str().unwrap_or("");
         match stored.iter().find(|r| r.id == id) {
             Some(r) if hex::encode(crate::crypto::sha256(r.statement.as_bytes())) == want => {}
             Some(_) => problems.push(format!(
-                "checkpoint {id} was replaced (event {} recorded another statement)",
-                e.seq
+                "checkpoint {id} was replaced (event {seq} recorded another statement)"
             )),
             None => problems.push(format!(
-                "checkpoint {id}, recorded by event {}, was removed from the ledger",
-                e.seq
+                "checkpoint {id}, recorded by event {seq}, was removed from the ledger"
             )),
         }
     }
-    let head = events.last().map(|e| e.seq).unwrap_or(0);
     let mut not_checkpointed = head - best;
     // The checkpoint's own record directly after its head is not news.
-    if not_checkpointed >= 1 {
-        if let Some(e) = events.get(best as usize) {
-            let d: serde_json::Value = serde_json::from_str(&e.detail).unwrap_or_default();
-            if e.kind == "checkpoint" && d["head_seq"].as_i64() == Some(best) {
-                not_checkpointed -= 1;
-            }
+    if let Some((kind, detail)) = after_head.get(&best) {
+        let d: serde_json::Value = serde_json::from_str(detail).unwrap_or_default();
+        if kind == "checkpoint" && d["head_seq"].as_i64() == Some(best) {
+            not_checkpointed -= 1;
         }
     }
     Ok(VerifyReport {
