@@ -5,7 +5,7 @@
 
 mod common;
 
-use certfab::auditlog::{self, CheckpointDoc, CheckpointTrust, Statement};
+use certfab::auditlog::{self, CheckpointDoc, CheckpointTrust};
 use certfab::ca::CaCert;
 use certfab::ledger::{AuditEvent, Ledger, GENESIS};
 use common::*;
@@ -415,51 +415,96 @@ fn audit_log_events_checkpoints_and_mutations() {
         r.problems
     );
 
-    // A checkpoint signed with a device's key (its certificate chains to the same root) is
-    // refused: only the configured audit signer counts.
+    // A device's key cannot sign checkpoints (its certificate lacks the signer EKU) ...
     let sk = {
         use p256::pkcs8::DecodePrivateKey;
         p256::SecretKey::from_pkcs8_pem(&std::fs::read_to_string(line.file("op-1.key")).unwrap())
             .unwrap()
     };
-    let dev_cert = CaCert::load(&line.file("out/op-1/cert.pem")).unwrap();
-    let chain = vec![
-        CaCert::load(&line.file("ca/issuing.pem")).unwrap(),
-        CaCert::load(&line.file("ca/root.pem")).unwrap(),
-    ];
-    let signer = certfab::manifest::jws::DocumentSigner::new(
-        dev_cert,
-        chain,
+    let refused = certfab::manifest::jws::DocumentSigner::new(
+        CaCert::load(&line.file("out/op-1/cert.pem")).unwrap(),
+        vec![
+            CaCert::load(&line.file("ca/issuing.pem")).unwrap(),
+            CaCert::load(&line.file("ca/root.pem")).unwrap(),
+        ],
         certfab::crypto::SoftSigner::from_p256(p256::ecdsa::SigningKey::from(sk)),
         time::OffsetDateTime::now_utc(),
-    )
-    .unwrap();
-    let mut ev = base.clone();
-    ev.truncate(doc.statement.head_seq as usize - 3);
-    ev.last_mut().unwrap().detail.push(' ');
-    rechain(&mut ev);
-    let last = ev.last().unwrap();
-    let st = Statement {
-        checkpoint: 3,
-        ledger_id: doc.statement.ledger_id.clone(),
-        station: "dev-line".into(),
-        head_seq: last.seq,
-        head_hash: last.hash.clone(),
-        at: "2026-01-01T00:00:00Z".into(),
-    };
-    let forged = CheckpointDoc {
-        certfab_checkpoint: 1,
-        signature: certfab::manifest::jws::sign_detached(
-            &signer,
-            certfab::manifest::canon::to_string(&serde_json::to_value(&st).unwrap())
-                .unwrap()
-                .as_bytes(),
-            auditlog::CTY,
-            time::OffsetDateTime::now_utc(),
-        )
-        .unwrap(),
-        statement: st,
-    };
+    );
+    assert!(refused.is_err());
+    // ... and a second, properly made signer under the same root (an insider with the root
+    // key could make one) is refused because checkpoints are pinned to the configured signer.
+    for args in [
+        vec![
+            "ca",
+            "keygen",
+            "--key",
+            "rogue-signer",
+            "--algorithm",
+            "p256",
+        ],
+        vec![
+            "ca",
+            "csr",
+            "--key",
+            "rogue-signer",
+            "--subject",
+            "CN=rogue",
+            "--out",
+            "rogue.csr",
+        ],
+        vec![
+            "ca",
+            "sign",
+            "--issuer-key",
+            "root",
+            "--csr",
+            "rogue.csr",
+            "--end-entity",
+            "--validity",
+            "1y",
+            "--out",
+            "ca/rogue.pem",
+        ],
+        vec![
+            "ca",
+            "import",
+            "--key",
+            "rogue-signer",
+            "--cert",
+            "ca/rogue.pem",
+        ],
+    ] {
+        let o = Command::new(bin())
+            .current_dir(line.path())
+            .arg("--config")
+            .arg(line.config())
+            .args(&args)
+            .env_remove("CERTFAB_CONFIG")
+            .output()
+            .unwrap();
+        ok(&o);
+    }
+    let rogue_ledger = line.file("rogue-ledger.sqlite");
+    std::fs::copy(&pristine, &rogue_ledger).unwrap();
+    let cfg = std::fs::read_to_string(line.config())
+        .unwrap()
+        .replace("ledger: ledger.sqlite", "ledger: rogue-ledger.sqlite")
+        .replace("object=manifest-signer;", "object=rogue-signer;")
+        .replace("cert: ca/manifest-signer.pem", "cert: ca/rogue.pem");
+    let rogue_cfg = line.file("rogue.yaml");
+    std::fs::write(&rogue_cfg, cfg).unwrap();
+    let forged_path = line.file("forged.json");
+    let o = Command::new(bin())
+        .arg("--config")
+        .arg(&rogue_cfg)
+        .args(["log", "checkpoint", "--out"])
+        .arg(&forged_path)
+        .env_remove("CERTFAB_CONFIG")
+        .output()
+        .unwrap();
+    ok(&o);
+    let forged = auditlog::read_doc(&forged_path).unwrap();
+    assert_eq!(forged.statement.ledger_id, doc.statement.ledger_id);
     let r = verify(&pristine, &t, &[("forged.json".into(), forged.clone())]);
     assert!(
         r.problems
@@ -468,7 +513,7 @@ fn audit_log_events_checkpoints_and_mutations() {
         "{:?}",
         r.problems
     );
-    // Without pinning, a device could vouch for a rewritten log: the pin is what stops it.
+    // Without the pin its signature would pass: the pin is what stops it.
     let loose = CheckpointTrust {
         roots: t.roots.clone(),
         signer: None,

@@ -131,7 +131,7 @@ pub struct CheckpointTrust {
     /// Roots the signer certificate must chain to.
     pub roots: Vec<CaCert>,
     /// The signer certificate itself, when pinned (the site config's `signer.cert`): any other
-    /// certificate under the same root (a device's, say) is refused.
+    /// signer certificate under the same root is refused.
     pub signer: Option<CaCert>,
 }
 

@@ -16,7 +16,7 @@ use crate::crypto::{der_ecdsa_to_raw, raw_ecdsa_to_der, HashAlg, SignatureAlgori
 use crate::signer::{SignError, Signer};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
-use der::Decode;
+use der::{Decode, Tagged};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 use x509_cert::ext::pkix::{KeyUsage, KeyUsages};
@@ -106,6 +106,13 @@ fn check_signer_cert(cert: &CaCert, at: OffsetDateTime) -> Result<(), String> {
     if !ku.is_some_and(|k| k.0.contains(KeyUsages::DigitalSignature)) {
         return Err(format!("{} has no keyUsage digitalSignature", cert.source));
     }
+    if !has_signer_eku(&parsed) {
+        return Err(format!(
+            "{} lacks the certfab document-signer extendedKeyUsage ({}): it is not a manifest signer (a device certificate, or one not made with `certfab ca sign --end-entity`)",
+            cert.source,
+            crate::ca::SIGNER_EKU
+        ));
+    }
     if at < cert.not_before {
         return Err(format!(
             "{} is not valid before {}",
@@ -123,6 +130,22 @@ fn check_signer_cert(cert: &CaCert, at: OffsetDateTime) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+fn has_signer_eku(cert: &x509_cert::Certificate) -> bool {
+    let want = crate::ca::signer_eku_der();
+    cert.tbs_certificate
+        .extensions
+        .iter()
+        .flatten()
+        .filter(|e| e.extn_id == const_oid::db::rfc5280::ID_CE_EXT_KEY_USAGE)
+        .any(|e| {
+            Vec::<der::Any>::from_der(e.extn_value.as_bytes()).is_ok_and(|purposes| {
+                purposes
+                    .iter()
+                    .any(|p| p.tag() == der::Tag::ObjectIdentifier && p.value() == want.as_slice())
+            })
+        })
 }
 
 fn jws_alg(alg: SignatureAlgorithm) -> Result<(&'static str, usize), String> {
@@ -381,6 +404,10 @@ mod tests {
     use crate::crypto::SoftSigner;
 
     fn pki() -> (SoftSigner, CaCert, DocumentSigner<SoftSigner>) {
+        pki_with(SoftSigner::generate_p256())
+    }
+
+    fn pki_with(key: SoftSigner) -> (SoftSigner, CaCert, DocumentSigner<SoftSigner>) {
         let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
         let root_key = SoftSigner::generate_p256();
         let params = crate::ca::CaParams {
@@ -395,7 +422,6 @@ mod tests {
             "root".into(),
         )
         .unwrap();
-        let key = SoftSigner::generate_p256();
         let csr = crate::ca::make_csr(&key, "CN=Signer".parse().unwrap()).unwrap();
         let ee = crate::ca::sign_end_entity(
             &root_key,
@@ -434,6 +460,38 @@ mod tests {
             verify_detached(&jws, b"hello\n", &[other_root], "t/1"),
             Err(JwsError::Chain(_))
         ));
+    }
+
+    #[test]
+    fn es384_signer() {
+        let (_, root, signer) = pki_with(SoftSigner::generate_p384());
+        let jws = sign_detached(&signer, b"x", "t/1", OffsetDateTime::now_utc()).unwrap();
+        let v = verify_detached(&jws, b"x", std::slice::from_ref(&root), "t/1").unwrap();
+        assert_eq!(v.header.alg, "ES384");
+        // r||s is 96 bytes: 128 base64url characters.
+        assert_eq!(jws.rsplit('.').next().unwrap().len(), 128);
+    }
+
+    #[test]
+    fn refuses_extra_header_members() {
+        let (_, root, signer) = pki();
+        let jws = sign_detached(&signer, b"x", "t/1", OffsetDateTime::now_utc()).unwrap();
+        let h = String::from_utf8(
+            URL_SAFE_NO_PAD
+                .decode(jws.split('.').next().unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        let mut v: Value = serde_json::from_str(&h).unwrap();
+        v["crit"] = json!(["b64"]);
+        let h2 = super::super::canon::to_string(&v).unwrap();
+        let forged = format!(
+            "{}..{}",
+            URL_SAFE_NO_PAD.encode(h2),
+            jws.rsplit('.').next().unwrap()
+        );
+        let e = verify_detached(&forged, b"x", std::slice::from_ref(&root), "t/1").unwrap_err();
+        assert!(e.to_string().contains("unexpected member 'crit'"), "{e}");
     }
 
     #[test]
