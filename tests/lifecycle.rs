@@ -627,6 +627,42 @@ fn rollover_status_and_tenants() {
         "-issuer",
     ]));
     assert!(issuer.contains("Issuing CA 2"), "{issuer}");
+    // Before the switch time the current issuer signs; the profile change is audited by hash.
+    let later = std::fs::read_to_string(&profile)
+        .unwrap()
+        .replace("2020-01-01T00:00:00Z", "2999-01-01T00:00:00Z");
+    std::fs::write(&profile, later).unwrap();
+    let csr = openssl_csr(line.path(), "roll-2", "ec:prime256v1", "/CN=roll-2", &[]);
+    ok(&line.certfab(&[
+        "issue",
+        "--profile",
+        profile.to_str().unwrap(),
+        "--csr",
+        csr.to_str().unwrap(),
+        "--device-id",
+        "roll-2",
+        "--out",
+        line.file("out/roll-2").to_str().unwrap(),
+    ]));
+    let issuer = ok(&openssl(&[
+        "x509",
+        "-in",
+        line.file("out/roll-2/cert.pem").to_str().unwrap(),
+        "-noout",
+        "-issuer",
+    ]));
+    assert!(issuer.contains("Issuing CA 1"), "{issuer}");
+    let changes = ok(&line.certfab(&["log", "show", "--kind", "config_changed"]));
+    let rolling: Vec<serde_json::Value> = changes
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|e| serde_json::from_str(e["detail"].as_str().unwrap()).unwrap())
+        .filter(|d: &serde_json::Value| d["name"] == "rolling")
+        .collect();
+    assert_eq!(rolling.len(), 2, "{rolling:?}");
+    assert!(rolling[0]["old_sha256"].is_null());
+    assert_eq!(rolling[1]["old_sha256"], rolling[0]["sha256"]);
+    assert_ne!(rolling[1]["sha256"], rolling[0]["sha256"]);
     // Its trust bundle carries both issuing CAs (and the root once).
     let bundle = line.file("bundle-rolling.pem");
     ok(&line.certfab(&[
@@ -659,7 +695,7 @@ fn rollover_status_and_tenants() {
     assert!(i2["days_left"].as_i64().unwrap() > 1000);
     let w = i2["warnings"].to_string();
     assert!(w.contains("within the 3650-day warning window"), "{w}");
-    assert_eq!(by("issuing")["live_certificates"], 1);
+    assert_eq!(by("issuing")["live_certificates"], 2);
     assert!(by("issuing")["warnings"].as_array().unwrap().is_empty());
     // With the default 90-day window, nothing needs attention.
     let s = json(&line.certfab(&["--json", "ca", "status"]));
