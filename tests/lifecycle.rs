@@ -588,6 +588,45 @@ fn renew_rotates_a_device_key() {
     assert!(!t.contains(&new.to_ascii_uppercase()), "{t}");
     let renewed_events = ok(&line.certfab(&["log", "show", "--kind", "renewed"]));
     assert_eq!(renewed_events.lines().count(), 1, "{renewed_events}");
+
+    // A renewal that died after the HSM failed (serial burned, device sign_failed, old
+    // certificate superseded) is finished by running it again.
+    issue(&line, "generic-iot", "rot-2");
+    let csr2 = openssl_csr(line.path(), "rot-2-new", "ec:prime256v1", "/CN=rot-2", &[]);
+    {
+        let db = rusqlite::Connection::open(line.file("ledger.sqlite")).unwrap();
+        db.execute_batch(
+            "INSERT INTO cert_status (issuer_key_id, serial, status, reason, at)
+               SELECT c.issuer_key_id, c.serial, 'superseded', 'test', '2026-01-01T00:00:00Z'
+               FROM certificates c WHERE c.device_id = 'rot-2';
+             INSERT INTO certificates (issuer_key_id, serial, profile, device_id, batch_id, state, tbs, created_at)
+               SELECT issuer_key_id, '01ff', profile, device_id, batch_id, 'burned', x'00', created_at
+               FROM certificates WHERE device_id = 'rot-2';
+             UPDATE devices SET state = 'sign_failed', serial = '01ff' WHERE device_id = 'rot-2';",
+        )
+        .unwrap();
+    }
+    let r = json(&line.certfab(&[
+        "--json",
+        "renew",
+        "--device",
+        "rot-2",
+        "--csr",
+        csr2.to_str().unwrap(),
+        "--out",
+        line.file("renewed-2").to_str().unwrap(),
+    ]));
+    assert_eq!(r["renewal"]["already"], false);
+    let db = ledger(&line);
+    let (state, serial): (String, String) = db
+        .query_row(
+            "SELECT state, serial FROM devices WHERE device_id = 'rot-2'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(state, "signed");
+    assert_eq!(serial, r["renewal"]["new_serial"].as_str().unwrap());
 }
 
 #[test]
