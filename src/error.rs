@@ -88,6 +88,12 @@ pub enum Error {
     /// Cloud export.
     #[error(transparent)]
     Export(#[from] crate::export::ExportError),
+    /// Audit log checkpoints.
+    #[error(transparent)]
+    AuditLog(#[from] crate::auditlog::AuditLogError),
+    /// Revocation, CRL, renewal, rollover.
+    #[error(transparent)]
+    Lifecycle(#[from] crate::lifecycle::LifecycleError),
     /// Manifest build, verify or merge.
     #[error(transparent)]
     Manifest(#[from] crate::manifest::ManifestError),
@@ -141,6 +147,28 @@ impl Error {
                 crate::export::ExportError::Sign { .. } => ExitCode::Hsm,
                 _ => ExitCode::Usage,
             },
+            Self::AuditLog(a) => {
+                use crate::auditlog::AuditLogError as A;
+                match a {
+                    A::Ledger(_) => ExitCode::Storage,
+                    A::Jws(j) => jws_code(j),
+                    A::Broken(_) => ExitCode::Rejected,
+                    A::Empty | A::Malformed(_) => ExitCode::Usage,
+                }
+            }
+            Self::Lifecycle(l) => {
+                use crate::lifecycle::LifecycleError as L;
+                match l {
+                    L::Refused(_) => ExitCode::Rejected,
+                    L::Usage(_) => ExitCode::Usage,
+                    L::Ledger(_) | L::Corrupt(_) => ExitCode::Storage,
+                    L::Issue(
+                        IssueError::Policy(_) | IssueError::Lint(_) | IssueError::Build(_),
+                    ) => ExitCode::Rejected,
+                    L::Issue(IssueError::Sign(SignError::Hsm(h))) => hsm_code(h),
+                    L::Issue(_) => ExitCode::Hsm,
+                }
+            }
             Self::Jws(j) => jws_code(j),
             Self::Manifest(m) => {
                 use crate::manifest::ManifestError as M;

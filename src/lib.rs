@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod auditlog;
 pub mod batch;
 pub mod ca;
 pub mod cli;
@@ -18,6 +19,7 @@ pub mod export;
 pub mod hsm;
 pub mod issue;
 pub mod ledger;
+pub mod lifecycle;
 pub mod manifest;
 pub mod output;
 pub mod profile;

@@ -247,7 +247,7 @@ impl Ledger {
         let batch = r.batches.first().cloned();
         Self::audit(
             &tx,
-            &mut self.last_hash,
+            &mut self.head,
             &self.station,
             "manifest_built",
             batch.as_deref(),
@@ -280,7 +280,7 @@ impl Ledger {
         )?;
         Self::audit(
             &tx,
-            &mut self.last_hash,
+            &mut self.head,
             &self.station,
             "manifest_abandoned",
             None,

@@ -7,10 +7,17 @@
 //! never signed again. Every write is a transaction; when one fails the caller stops before the
 //! next signature.
 
+mod audit;
+mod lifecycle;
 mod manifests;
 mod schema;
 mod station;
 
+pub use audit::{
+    clean_operator, default_operator, verify_events, AuditEvent, AuditHead, ChainBreak,
+    ChainReport, ChainVerifier, CheckpointRow, GENESIS,
+};
+pub use lifecycle::{CertRecord, CrlRecord};
 pub use manifests::{ExportRow, ManifestRow, PendingManifest};
 pub use station::Attempt;
 
@@ -76,6 +83,8 @@ pub struct BatchSpec {
     pub source: String,
     /// Output directory.
     pub out_dir: String,
+    /// Tenant of the profile (and its CA), if the site declares tenants.
+    pub tenant: Option<String>,
 }
 
 /// A batch as recorded.
@@ -200,7 +209,7 @@ pub struct Ledger {
     conn: Connection,
     path: PathBuf,
     station: String,
-    last_hash: String,
+    head: AuditHead,
     _lock: std::fs::File,
 }
 
@@ -266,19 +275,12 @@ impl Ledger {
         }
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrate(&conn, &shown)?;
-        let last_hash: String = conn
-            .query_row(
-                "SELECT hash FROM audit ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?
-            .unwrap_or_else(|| "0".repeat(64));
+        let head = AuditHead::load(&conn, station)?;
         let mut ledger = Self {
             conn,
             path: path.to_path_buf(),
             station: station.to_string(),
-            last_hash,
+            head,
             _lock: lock,
         };
         ledger.burn_interrupted()?;
@@ -318,7 +320,7 @@ impl Ledger {
             conn,
             path: path.to_path_buf(),
             station: station.into(),
-            last_hash: String::new(),
+            head: AuditHead::default(),
             _lock: lock,
         })
     }
@@ -331,31 +333,14 @@ impl Ledger {
     /// Appends a hash-chained audit event inside `tx`.
     fn audit(
         tx: &rusqlite::Transaction<'_>,
-        last_hash: &mut String,
+        head: &mut AuditHead,
         station: &str,
         kind: &str,
         batch: Option<&str>,
         device: Option<&str>,
         detail: &serde_json::Value,
     ) -> Result<(), LedgerError> {
-        let at = now();
-        let detail = detail.to_string();
-        let seq: i64 = one(tx, "SELECT COALESCE(MAX(seq), 0) + 1 FROM audit", [], |r| {
-            r.get(0)
-        })?;
-        let material = format!(
-            "{last_hash}\n{seq}\n{at}\n{station}\n{kind}\n{}\n{}\n{detail}",
-            batch.unwrap_or(""),
-            device.unwrap_or("")
-        );
-        let hash = hex::encode(crate::crypto::sha256(material.as_bytes()));
-        exec(tx,
-            "INSERT INTO audit (seq, at, station, kind, batch_id, device_id, detail, prev_hash, hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![seq, at, station, kind, batch, device, detail, last_hash.as_str(), hash],
-        )?;
-        *last_hash = hash;
-        Ok(())
+        audit::append(tx, head, station, kind, batch, device, detail)
     }
 
     /// Intents without a recorded signature belong to a run that died between commit and
@@ -377,7 +362,7 @@ impl Ledger {
             )?;
             Self::audit(
                 &tx,
-                &mut self.last_hash,
+                &mut self.head,
                 &self.station,
                 "serials_burned",
                 None,
@@ -398,7 +383,7 @@ impl Ledger {
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
             Self::audit(
                 &tx,
-                &mut self.last_hash,
+                &mut self.head,
                 &self.station,
                 "batch_resumed",
                 Some(&b.id),
@@ -429,18 +414,18 @@ impl Ledger {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
-            "INSERT INTO batches (id, input_key, profile, profile_sha256, ca, source, out_dir, station, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![id, spec.input_key, spec.profile, spec.profile_sha256, spec.ca, spec.source, spec.out_dir, self.station, now()],
+            "INSERT INTO batches (id, input_key, profile, profile_sha256, ca, source, out_dir, station, created_at, tenant)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![id, spec.input_key, spec.profile, spec.profile_sha256, spec.ca, spec.source, spec.out_dir, self.station, now(), spec.tenant],
         )?;
         Self::audit(
             &tx,
-            &mut self.last_hash,
+            &mut self.head,
             &self.station,
             "batch_started",
             Some(&id),
             None,
-            &serde_json::json!({"profile": spec.profile, "profile_sha256": spec.profile_sha256, "ca": spec.ca, "source": spec.source}),
+            &serde_json::json!({"profile": spec.profile, "profile_sha256": spec.profile_sha256, "ca": spec.ca, "source": spec.source, "tenant": spec.tenant}),
         )?;
         tx.commit()?;
         let b = self
@@ -465,7 +450,7 @@ impl Ledger {
         )?;
         Self::audit(
             &tx,
-            &mut self.last_hash,
+            &mut self.head,
             &self.station,
             "batch_finished",
             Some(id),
@@ -579,9 +564,10 @@ impl Ledger {
                 )
                 .optional()?;
             let decision = match &existing {
-                // Re-issuable: a failed signature, or an identity explicitly superseded.
+                // Re-issuable: a failed signature, or an identity explicitly superseded or
+                // revoked (a revoked key itself is refused below).
                 Some((state, spki, batch, line, serial))
-                    if state != "sign_failed" && state != "superseded" =>
+                    if !matches!(state.as_str(), "sign_failed" | "superseded" | "revoked") =>
                 {
                     let first_line = line.unwrap_or(0) as u64;
                     let same_key = *spki == it.spki_sha256;
@@ -618,6 +604,20 @@ impl Ledger {
                         }
                     }
                 }
+                _ if one(
+                    &tx,
+                    "SELECT 1 FROM revoked_keys WHERE spki_sha256 = ?1",
+                    [&it.spki_sha256],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some() =>
+                {
+                    Reserve::Refused(format!(
+                        "this public key's certificate was revoked; a revoked key is never certified again (device {} needs a new key)",
+                        it.device_id
+                    ))
+                }
                 _ => {
                     let other: Option<(String, String)> = one(
                     &tx,
@@ -647,13 +647,13 @@ impl Ledger {
                     params![it.profile, it.device_id, batch_id, it.spki_sha256, it.serial, it.key_origin, it.line as i64, at],
                 )?;
                 exec(&tx,
-                    "INSERT INTO certificates (issuer_key_id, serial, profile, device_id, batch_id, state, tbs, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 'intent', ?6, ?7)",
-                    params![it.issuer_key_id, it.serial, it.profile, it.device_id, batch_id, it.tbs, at],
+                    "INSERT INTO certificates (issuer_key_id, serial, profile, device_id, batch_id, state, tbs, created_at, spki_sha256)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'intent', ?6, ?7, ?8)",
+                    params![it.issuer_key_id, it.serial, it.profile, it.device_id, batch_id, it.tbs, at, it.spki_sha256],
                 )?;
                 Self::audit(
                     &tx,
-                    &mut self.last_hash,
+                    &mut self.head,
                     &self.station,
                     "serial_reserved",
                     Some(batch_id),
@@ -696,7 +696,7 @@ impl Ledger {
             )?;
             Self::audit(
                 &tx,
-                &mut self.last_hash,
+                &mut self.head,
                 &self.station,
                 "issued",
                 Some(batch_id),
@@ -711,7 +711,7 @@ impl Ledger {
                 params![batch_id, *l as i64],
             )?;
         }
-        Self::insert_rejections(&tx, &mut self.last_hash, &self.station, batch_id, problems)?;
+        Self::insert_rejections(&tx, &mut self.head, &self.station, batch_id, problems)?;
         tx.commit()?;
         Ok(())
     }
@@ -737,7 +737,7 @@ impl Ledger {
             )?;
             Self::audit(
                 &tx,
-                &mut self.last_hash,
+                &mut self.head,
                 &self.station,
                 "sign_failed",
                 Some(batch_id),
@@ -751,7 +751,7 @@ impl Ledger {
 
     fn insert_rejections(
         tx: &rusqlite::Transaction<'_>,
-        last_hash: &mut String,
+        head: &mut AuditHead,
         station: &str,
         batch_id: &str,
         items: &[Rejection],
@@ -766,7 +766,7 @@ impl Ledger {
             )?;
             Self::audit(
                 tx,
-                last_hash,
+                head,
                 station,
                 &r.kind,
                 Some(batch_id),
@@ -821,76 +821,14 @@ impl Ledger {
         }))
     }
 
-    /// Records a CA signature that is not a device certificate (e.g. a cloud verification
-    /// certificate) as a hash-chained audit event, so everything the CA key signs is
-    /// accounted for. Call it before the result leaves the process.
-    pub fn record_event(
-        &mut self,
-        kind: &str,
-        detail: &serde_json::Value,
-    ) -> Result<(), LedgerError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        Self::audit(
-            &tx,
-            &mut self.last_hash,
-            &self.station,
-            kind,
-            None,
-            None,
-            detail,
-        )?;
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// Verifies the audit hash chain from the start; returns the number of events.
+    /// Verifies the audit hash chain from the start (see [`verify_events`]); returns the
+    /// number of events.
     pub fn verify_audit_chain(&self) -> Result<u64, String> {
-        let mut st = self
-            .conn
-            .prepare("SELECT seq, at, station, kind, batch_id, device_id, detail, prev_hash, hash FROM audit ORDER BY seq")
-            .map_err(|e| e.to_string())?;
-        let mut prev = "0".repeat(64);
-        let mut n = 0;
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                    r.get::<_, String>(6)?,
-                    r.get::<_, String>(7)?,
-                    r.get::<_, String>(8)?,
-                ))
-            })
-            .map_err(|e| e.to_string())?;
-        for row in rows {
-            let (seq, at, station, kind, batch, device, detail, prev_hash, hash) =
-                row.map_err(|e| e.to_string())?;
-            if prev_hash != prev {
-                return Err(format!(
-                    "audit event {seq}: previous hash does not match event {}",
-                    seq - 1
-                ));
-            }
-            let material = format!(
-                "{prev}\n{seq}\n{at}\n{station}\n{kind}\n{}\n{}\n{detail}",
-                batch.unwrap_or_default(),
-                device.unwrap_or_default()
-            );
-            if hex::encode(crate::crypto::sha256(material.as_bytes())) != hash {
-                return Err(format!(
-                    "audit event {seq}: content does not match its hash"
-                ));
-            }
-            prev = hash;
-            n += 1;
+        match self.verify_chain() {
+            Ok(Ok(r)) => Ok(r.events),
+            Ok(Err(b)) => Err(b.to_string()),
+            Err(e) => Err(e.to_string()),
         }
-        Ok(n)
     }
 
     /// Raw connection, for tests and audits that query the ledger directly.
