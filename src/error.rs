@@ -85,6 +85,9 @@ pub enum Error {
     /// Station.
     #[error(transparent)]
     Station(#[from] crate::station::StationError),
+    /// Audit input that cannot be read.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::CorpusError),
     /// Bad argument combination.
     #[error("{0}")]
     Usage(String),
@@ -120,6 +123,10 @@ impl Error {
                 crate::batch::BatchError::Sign(IssueError::Sign(SignError::Hsm(h))) => hsm_code(h),
                 crate::batch::BatchError::Sign(_) => ExitCode::Hsm,
                 crate::batch::BatchError::Refused(_) => ExitCode::Rejected,
+            },
+            Self::Audit(a) => match a {
+                crate::audit::CorpusError::File { .. } => ExitCode::Usage,
+                crate::audit::CorpusError::Ledger(_) => ExitCode::Storage,
             },
             Self::Station(s) => match s {
                 crate::station::StationError::Usage(_) => ExitCode::Usage,

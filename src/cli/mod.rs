@@ -1,6 +1,7 @@
 //! Command-line definitions (clap derive) and the printing of results. No certificate logic
 //! lives here: each command calls the library and prints what it returns.
 
+mod audit;
 mod batch;
 mod ca;
 mod hsm;
@@ -41,6 +42,9 @@ pub enum Command {
     Batch(batch::BatchArgs),
     /// Run a station: identify, sign, install, prove and lock devices one after another.
     Station(station::StationArgs),
+    /// Cross-check ledgers, certificate files and CA certificates; report findings (text,
+    /// --json, --html) and exit 3 when one is at or above --fail-on.
+    Audit(audit::AuditArgs),
 }
 
 /// Runs a parsed command line.
@@ -55,6 +59,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Issue(a) => issue::run(&ctx, a),
         Command::Batch(a) => batch::run(&ctx, a),
         Command::Station(a) => station::run(&ctx, a),
+        Command::Audit(a) => audit::run(&ctx, a),
     }
 }
 
