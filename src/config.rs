@@ -56,6 +56,9 @@ pub struct RawCa {
     /// Sign with RSASSA-PSS instead of PKCS#1 v1.5 (RSA keys only).
     #[serde(default)]
     pub rsa_pss: bool,
+    /// Tenant this CA belongs to (multi-tenant sites); profiles of other tenants cannot use it.
+    #[serde(default)]
+    pub tenant: Option<String>,
 }
 
 /// A resolved CA reference.
@@ -71,6 +74,8 @@ pub struct CaRef {
     pub chain: Vec<PathBuf>,
     /// Use RSASSA-PSS.
     pub rsa_pss: bool,
+    /// Tenant, if declared.
+    pub tenant: Option<String>,
 }
 
 /// The loaded site config; paths are absolute.
@@ -147,6 +152,9 @@ impl SiteConfig {
         let mut cas = BTreeMap::new();
         for (name, ca) in raw.cas {
             let key = Pkcs11Uri::parse(&ca.key).map_err(|e| err(&name, e.to_string()))?;
+            if let Some(t) = &ca.tenant {
+                check_tenant_name(t).map_err(|m| err("tenant", m))?;
+            }
             cas.insert(
                 name.clone(),
                 CaRef {
@@ -155,6 +163,7 @@ impl SiteConfig {
                     cert: base.join(ca.cert),
                     chain: ca.chain.into_iter().map(|p| base.join(p)).collect(),
                     rsa_pss: ca.rsa_pss,
+                    tenant: ca.tenant,
                 },
             );
         }
@@ -202,4 +211,19 @@ pub fn inherit_token(mut key: Pkcs11Uri, token: &Pkcs11Uri) -> Pkcs11Uri {
         key.slot_id = token.slot_id;
     }
     key
+}
+
+/// Tenant names are short identifiers (they appear in file names and exports).
+pub fn check_tenant_name(t: &str) -> Result<(), String> {
+    let ok = !t.is_empty()
+        && t.len() <= 64
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "tenant '{t}' is not a valid name; use 1-64 characters of A-Z a-z 0-9 - _ ."
+        ))
+    }
 }

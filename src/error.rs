@@ -88,6 +88,9 @@ pub enum Error {
     /// Audit input that cannot be read.
     #[error(transparent)]
     Audit(#[from] crate::audit::CorpusError),
+    /// Revocation, CRL, renewal, rollover.
+    #[error(transparent)]
+    Lifecycle(#[from] crate::lifecycle::LifecycleError),
     /// Bad argument combination.
     #[error("{0}")]
     Usage(String),
@@ -128,6 +131,19 @@ impl Error {
                 crate::audit::CorpusError::File { .. } => ExitCode::Usage,
                 crate::audit::CorpusError::Ledger(_) => ExitCode::Storage,
             },
+            Self::Lifecycle(l) => {
+                use crate::lifecycle::LifecycleError as L;
+                match l {
+                    L::Refused(_) => ExitCode::Rejected,
+                    L::Usage(_) => ExitCode::Usage,
+                    L::Ledger(_) | L::Corrupt(_) => ExitCode::Storage,
+                    L::Issue(
+                        IssueError::Policy(_) | IssueError::Lint(_) | IssueError::Build(_),
+                    ) => ExitCode::Rejected,
+                    L::Issue(IssueError::Sign(SignError::Hsm(h))) => hsm_code(h),
+                    L::Issue(_) => ExitCode::Hsm,
+                }
+            }
             Self::Station(s) => match s {
                 crate::station::StationError::Usage(_) => ExitCode::Usage,
                 crate::station::StationError::Adapter { .. } => ExitCode::Station,

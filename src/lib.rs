@@ -19,6 +19,7 @@ pub mod export;
 pub mod hsm;
 pub mod issue;
 pub mod ledger;
+pub mod lifecycle;
 pub mod output;
 pub mod profile;
 pub mod secret;

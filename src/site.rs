@@ -5,6 +5,7 @@ use crate::ca::CaCert;
 use crate::config::{inherit_token, CaRef, SiteConfig};
 use crate::error::Error;
 use crate::hsm::{Hsm, HsmKey, Pkcs11Uri};
+use crate::ledger::Ledger;
 use crate::profile::{IssuerRef, Profile};
 use std::path::Path;
 use time::OffsetDateTime;
@@ -54,6 +55,45 @@ impl Site {
         Ok(())
     }
 
+    /// Opens the ledger for writing and records the hashes of the site config and `profile`
+    /// (an audit event when either changed since last seen).
+    pub fn open_ledger(&self, profile: Option<&Profile>) -> Result<Ledger, Error> {
+        open_ledger(&self.config, profile)
+    }
+
+    /// [`Site::login`], with the outcome recorded in the audit log (`login` or
+    /// `login_failed`; the error text never contains the PIN).
+    pub fn login_recorded(&self, ledger: &mut Ledger) -> Result<(), Error> {
+        let r = self.login();
+        let detail = |err: Option<String>| serde_json::json!({"token": self.hsm.token_label(), "pin_source": self.config.pin.as_ref().map(pin_kind), "error": err});
+        match &r {
+            Ok(()) => ledger.record_event("login", None, None, &detail(None))?,
+            // Best effort: the login error is what the user must see.
+            Err(e) => {
+                let _ =
+                    ledger.record_event("login_failed", None, None, &detail(Some(e.to_string())));
+            }
+        }
+        r
+    }
+
+    /// [`Site::issuer`], with a failure recorded as an `hsm_error` audit event.
+    pub fn issuer_recorded(
+        &self,
+        ca: &CaRef,
+        now: OffsetDateTime,
+        ledger: &mut Ledger,
+    ) -> Result<Issuer<'_>, Error> {
+        self.issuer(ca, now).inspect_err(|e| {
+            let _ = ledger.record_event(
+                "hsm_error",
+                None,
+                None,
+                &serde_json::json!({"ca": ca.name, "key": ca.key.to_string(), "error": e.to_string()}),
+            );
+        })
+    }
+
     /// A key URI from the command line: a `pkcs11:` URI, or a bare label on the site token.
     pub fn key_uri(&self, arg: &str) -> Result<Pkcs11Uri, Error> {
         let uri = if arg.starts_with("pkcs11:") {
@@ -67,17 +107,27 @@ impl Site {
         Ok(inherit_token(uri, &self.config.token))
     }
 
-    /// Resolves the CA a profile names.
+    /// Resolves the CA that signs for a profile now: its `issuer`, or during a rollover its
+    /// `next_issuer` once `switch_at` has passed. Refuses a CA of another tenant.
     pub fn ca_ref(&self, profile: &Profile) -> Result<CaRef, Error> {
+        self.ca_ref_at(profile, OffsetDateTime::now_utc())
+    }
+
+    /// [`Site::ca_ref`] at time `now`.
+    pub fn ca_ref_at(&self, profile: &Profile, now: OffsetDateTime) -> Result<CaRef, Error> {
+        if let Some(r) = &profile.rollover {
+            let next = self.named_ca(profile, &r.next_issuer, "rollover.next_issuer")?;
+            if r.switch_at.is_some_and(|t| now >= t) {
+                return Ok(next);
+            }
+        }
+        self.issuer_ca(profile)
+    }
+
+    /// The profile's `issuer:` CA (before any rollover switch).
+    pub fn issuer_ca(&self, profile: &Profile) -> Result<CaRef, Error> {
         match &profile.issuer {
-            IssuerRef::Named(name) => self.config.cas.get(name).cloned().ok_or_else(|| {
-                Error::Usage(format!(
-                    "profile {} names CA '{name}', which {} does not define under cas: (defined: {})",
-                    profile.path.display(),
-                    self.config.path.display(),
-                    self.config.cas.keys().cloned().collect::<Vec<_>>().join(", ")
-                ))
-            }),
+            IssuerRef::Named(name) => self.named_ca(profile, name, "issuer"),
             IssuerRef::Inline(raw) => {
                 let base = profile.path.parent().unwrap_or(Path::new("."));
                 Ok(CaRef {
@@ -86,9 +136,32 @@ impl Site {
                     cert: base.join(&raw.cert),
                     chain: raw.chain.iter().map(|p| base.join(p)).collect(),
                     rsa_pss: raw.rsa_pss,
+                    tenant: profile.tenant.clone(),
                 })
             }
         }
+    }
+
+    /// A CA from the site config's `cas:`, checked against the profile's tenant.
+    fn named_ca(&self, profile: &Profile, name: &str, field: &str) -> Result<CaRef, Error> {
+        let ca = self.config.cas.get(name).cloned().ok_or_else(|| {
+            Error::Usage(format!(
+                "profile {} ({field}) names CA '{name}', which {} does not define under cas: (defined: {})",
+                profile.path.display(),
+                self.config.path.display(),
+                self.config.cas.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        if ca.tenant != profile.tenant {
+            let show = |t: &Option<String>| t.clone().unwrap_or_else(|| "no tenant".into());
+            return Err(Error::Usage(format!(
+                "profile {} belongs to {} but its CA '{name}' ({field}) belongs to {}; a profile may only use CAs of its own tenant (set tenant: on both)",
+                profile.path.display(),
+                show(&profile.tenant),
+                show(&ca.tenant)
+            )));
+        }
+        Ok(ca)
     }
 
     /// Loads a CA's certificate and chain, checks them at `now`, and opens its token key,
@@ -114,4 +187,38 @@ impl Site {
         }
         Ok(Issuer { cert, chain, key })
     }
+}
+
+fn pin_kind(src: &crate::secret::SecretSource) -> &'static str {
+    match src {
+        crate::secret::SecretSource::Env(_) => "env",
+        crate::secret::SecretSource::File(_) => "file",
+        crate::secret::SecretSource::Prompt => "prompt",
+    }
+}
+
+/// Opens the site's ledger for writing (no token needed) and records the hashes of the site
+/// config and `profile`: an audit event `config_changed` when either differs from last seen.
+pub fn open_ledger(config: &SiteConfig, profile: Option<&Profile>) -> Result<Ledger, Error> {
+    let mut ledger = Ledger::open(&config.ledger, &config.station_id)?;
+    let bytes = std::fs::read(&config.path).map_err(|e| Error::Input {
+        path: config.path.display().to_string(),
+        msg: format!("cannot read the site config: {e}"),
+        code: crate::error::ExitCode::Usage,
+    })?;
+    ledger.note_config(
+        "site-config",
+        "site",
+        &config.path.display().to_string(),
+        &hex::encode(crate::crypto::sha256(&bytes)),
+    )?;
+    if let Some(p) = profile {
+        ledger.note_config(
+            "profile",
+            &p.name,
+            &p.path.display().to_string(),
+            &hex::encode(p.sha256),
+        )?;
+    }
+    Ok(ledger)
 }

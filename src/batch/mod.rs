@@ -125,6 +125,7 @@ pub fn single<S: Signer>(
         source: serde_json::json!({"source": {"kind": "single"}, "profile_path": profile.path})
             .to_string(),
         out_dir: String::new(),
+        tenant: profile.tenant.clone(),
     };
     let (batch, _) = ledger.ensure_batch(&spec)?;
     issue_one(ledger, &batch.id, 0, profile, ca, prepared, signer)
@@ -208,6 +209,7 @@ pub fn spec(
         ca: ca_name.to_string(),
         source: source_json.to_string(),
         out_dir: out.display().to_string(),
+        tenant: profile.tenant.clone(),
     }
 }
 
@@ -441,6 +443,13 @@ pub fn run<S: Signer + Sync>(
         .ok_or(LedgerError::Write(rusqlite::Error::QueryReturnedNoRows))?;
     if !interrupted {
         ledger.finish_batch(&batch.id, &status.counts)?;
+    } else {
+        ledger.record_event(
+            "batch_interrupted",
+            Some(&batch.id),
+            None,
+            &serde_json::json!(status.counts),
+        )?;
     }
     let elapsed_s = start.elapsed().as_secs_f64();
     Ok(Summary {

@@ -157,10 +157,10 @@ fn execute(
         ),
         _ => None,
     };
-    let mut ledger = Ledger::open(&site.config.ledger, &site.config.station_id)?;
-    site.login()?;
+    let mut ledger = site.open_ledger(Some(&profile))?;
+    site.login_recorded(&mut ledger)?;
     let now = time::OffsetDateTime::now_utc();
-    let issuer = site.issuer(&ca_ref, now)?;
+    let issuer = site.issuer_recorded(&ca_ref, now, &mut ledger)?;
     let mut signers = vec![issuer.key];
     for _ in 1..w.jobs {
         signers.push(site.hsm.key(

@@ -60,8 +60,10 @@ pub(super) fn run(ctx: &Ctx, a: IssueArgs) -> Result<ExitCode, Error> {
     let now = time::OffsetDateTime::now_utc();
     let now = now.replace_nanosecond(0).unwrap_or(now);
     let ca_ref = site.ca_ref(&profile)?;
-    site.login()?;
-    let issuer = site.issuer(&ca_ref, now)?;
+    // Through the ledger: intent before signature, exactly one certificate per device and key.
+    let mut ledger = site.open_ledger(Some(&profile))?;
+    site.login_recorded(&mut ledger)?;
+    let issuer = site.issuer_recorded(&ca_ref, now, &mut ledger)?;
     let ictx = IssueContext {
         profile: &profile,
         ca: &issuer.cert,
@@ -79,8 +81,6 @@ pub(super) fn run(ctx: &Ctx, a: IssueArgs) -> Result<ExitCode, Error> {
     let key_origin = prepared.key_origin;
     let key_type = prepared.public_key.kind().to_string();
     let spki_sha256 = hex::encode(crate::crypto::sha256(prepared.public_key.spki_der()));
-    // Through the ledger: intent before signature, exactly one certificate per device and key.
-    let mut ledger = crate::ledger::Ledger::open(&site.config.ledger, &site.config.station_id)?;
     let (der, already) = crate::batch::single(
         &mut ledger,
         &profile,

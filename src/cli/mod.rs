@@ -6,6 +6,7 @@ mod batch;
 mod ca;
 mod hsm;
 mod issue;
+mod lifecycle;
 mod station;
 
 use crate::error::{Error, ExitCode};
@@ -45,6 +46,12 @@ pub enum Command {
     /// Cross-check ledgers, certificate files and CA certificates; report findings (text,
     /// --json, --html) and exit 3 when one is at or above --fail-on.
     Audit(audit::AuditArgs),
+    /// Revoke a device's certificate (or one by serial); `revoke list` for cloud exports.
+    Revoke(lifecycle::RevokeArgs),
+    /// Make a CRL signed by a CA key in the HSM.
+    Crl(lifecycle::CrlArgs),
+    /// Rotate a device's key in the field: a new certificate that supersedes the old.
+    Renew(lifecycle::RenewArgs),
 }
 
 /// Runs a parsed command line.
@@ -60,6 +67,9 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Batch(a) => batch::run(&ctx, a),
         Command::Station(a) => station::run(&ctx, a),
         Command::Audit(a) => audit::run(&ctx, a),
+        Command::Revoke(a) => lifecycle::revoke(&ctx, a),
+        Command::Crl(a) => lifecycle::crl(&ctx, a),
+        Command::Renew(a) => lifecycle::renew(&ctx, a),
     }
 }
 

@@ -4,7 +4,6 @@
 
 use super::Ctx;
 use crate::error::{Error, ExitCode};
-use crate::ledger::Ledger;
 use crate::profile::Profile;
 use crate::station::{
     self, AdapterSpec, Event, Observer, Outcome, ShiftSummary, StationJob, Verdict,
@@ -43,9 +42,10 @@ pub(super) fn run(ctx: &Ctx, a: StationArgs) -> Result<ExitCode, Error> {
     let site = ctx.site()?;
     let profile = Profile::load(&site.config.profile_path(&a.profile))?;
     let ca_ref = site.ca_ref(&profile)?;
-    let mut ledger = Ledger::open(&site.config.ledger, &site.config.station_id)?;
-    site.login()?;
-    let issuer = site.issuer(&ca_ref, time::OffsetDateTime::now_utc())?;
+    let mut ledger = site.open_ledger(Some(&profile))?;
+    ledger.set_operator(a.operator.as_deref());
+    site.login_recorded(&mut ledger)?;
+    let issuer = site.issuer_recorded(&ca_ref, time::OffsetDateTime::now_utc(), &mut ledger)?;
     let _ = ctrlc::set_handler(|| {
         if STOP.swap(true, Ordering::SeqCst) {
             eprintln!("\ncertfab: still finishing the current device; it is bounded by the profile's timeouts");

@@ -12,7 +12,7 @@ pub use lint::lint;
 pub use serial::new_serial;
 pub use tbs::{
     assemble, authority_key_id, basic_constraints, build_tbs, key_usage, name, pem, subject_key_id,
-    BuildError, CertSpec,
+    x509_time, BuildError, CertSpec,
 };
 
 use crate::ca::CaCert;

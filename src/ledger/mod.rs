@@ -7,9 +7,16 @@
 //! never signed again. Every write is a transaction; when one fails the caller stops before the
 //! next signature.
 
+mod audit;
+mod lifecycle;
 mod schema;
 mod station;
 
+pub use audit::{
+    clean_operator, default_operator, verify_events, AuditEvent, AuditHead, ChainBreak,
+    ChainReport, CheckpointRow, GENESIS,
+};
+pub use lifecycle::{CertRecord, CrlRecord};
 pub use station::Attempt;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -74,6 +81,8 @@ pub struct BatchSpec {
     pub source: String,
     /// Output directory.
     pub out_dir: String,
+    /// Tenant of the profile (and its CA), if the site declares tenants.
+    pub tenant: Option<String>,
 }
 
 /// A batch as recorded.
@@ -198,7 +207,7 @@ pub struct Ledger {
     conn: Connection,
     path: PathBuf,
     station: String,
-    last_hash: String,
+    head: AuditHead,
     _lock: std::fs::File,
 }
 
@@ -264,19 +273,12 @@ impl Ledger {
         }
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrate(&conn, &shown)?;
-        let last_hash: String = conn
-            .query_row(
-                "SELECT hash FROM audit ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?
-            .unwrap_or_else(|| "0".repeat(64));
+        let head = AuditHead::load(&conn, station)?;
         let mut ledger = Self {
             conn,
             path: path.to_path_buf(),
             station: station.to_string(),
-            last_hash,
+            head,
             _lock: lock,
         };
         ledger.burn_interrupted()?;
@@ -316,7 +318,7 @@ impl Ledger {
             conn,
             path: path.to_path_buf(),
             station: station.into(),
-            last_hash: String::new(),
+            head: AuditHead::default(),
             _lock: lock,
         })
     }
@@ -329,31 +331,14 @@ impl Ledger {
     /// Appends a hash-chained audit event inside `tx`.
     fn audit(
         tx: &rusqlite::Transaction<'_>,
-        last_hash: &mut String,
+        head: &mut AuditHead,
         station: &str,
         kind: &str,
         batch: Option<&str>,
         device: Option<&str>,
         detail: &serde_json::Value,
     ) -> Result<(), LedgerError> {
-        let at = now();
-        let detail = detail.to_string();
-        let seq: i64 = one(tx, "SELECT COALESCE(MAX(seq), 0) + 1 FROM audit", [], |r| {
-            r.get(0)
-        })?;
-        let material = format!(
-            "{last_hash}\n{seq}\n{at}\n{station}\n{kind}\n{}\n{}\n{detail}",
-            batch.unwrap_or(""),
-            device.unwrap_or("")
-        );
-        let hash = hex::encode(crate::crypto::sha256(material.as_bytes()));
-        exec(tx,
-            "INSERT INTO audit (seq, at, station, kind, batch_id, device_id, detail, prev_hash, hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![seq, at, station, kind, batch, device, detail, last_hash.as_str(), hash],
-        )?;
-        *last_hash = hash;
-        Ok(())
+        audit::append(tx, head, station, kind, batch, device, detail)
     }
 
     /// Intents without a recorded signature belong to a run that died between commit and
@@ -375,7 +360,7 @@ impl Ledger {
             )?;
             Self::audit(
                 &tx,
-                &mut self.last_hash,
+                &mut self.head,
                 &self.station,
                 "serials_burned",
                 None,
@@ -396,7 +381,7 @@ impl Ledger {
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
             Self::audit(
                 &tx,
-                &mut self.last_hash,
+                &mut self.head,
                 &self.station,
                 "batch_resumed",
                 Some(&b.id),
@@ -427,18 +412,18 @@ impl Ledger {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
-            "INSERT INTO batches (id, input_key, profile, profile_sha256, ca, source, out_dir, station, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![id, spec.input_key, spec.profile, spec.profile_sha256, spec.ca, spec.source, spec.out_dir, self.station, now()],
+            "INSERT INTO batches (id, input_key, profile, profile_sha256, ca, source, out_dir, station, created_at, tenant)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![id, spec.input_key, spec.profile, spec.profile_sha256, spec.ca, spec.source, spec.out_dir, self.station, now(), spec.tenant],
         )?;
         Self::audit(
             &tx,
-            &mut self.last_hash,
+            &mut self.head,
             &self.station,
             "batch_started",
             Some(&id),
             None,
-            &serde_json::json!({"profile": spec.profile, "profile_sha256": spec.profile_sha256, "ca": spec.ca, "source": spec.source}),
+            &serde_json::json!({"profile": spec.profile, "profile_sha256": spec.profile_sha256, "ca": spec.ca, "source": spec.source, "tenant": spec.tenant}),
         )?;
         tx.commit()?;
         let b = self
@@ -463,7 +448,7 @@ impl Ledger {
         )?;
         Self::audit(
             &tx,
-            &mut self.last_hash,
+            &mut self.head,
             &self.station,
             "batch_finished",
             Some(id),
@@ -577,9 +562,10 @@ impl Ledger {
                 )
                 .optional()?;
             let decision = match &existing {
-                // Re-issuable: a failed signature, or an identity explicitly superseded.
+                // Re-issuable: a failed signature, or an identity explicitly superseded or
+                // revoked (a revoked key itself is refused below).
                 Some((state, spki, batch, line, serial))
-                    if state != "sign_failed" && state != "superseded" =>
+                    if !matches!(state.as_str(), "sign_failed" | "superseded" | "revoked") =>
                 {
                     let first_line = line.unwrap_or(0) as u64;
                     let same_key = *spki == it.spki_sha256;
@@ -616,6 +602,20 @@ impl Ledger {
                         }
                     }
                 }
+                _ if one(
+                    &tx,
+                    "SELECT 1 FROM revoked_keys WHERE spki_sha256 = ?1",
+                    [&it.spki_sha256],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some() =>
+                {
+                    Reserve::Refused(format!(
+                        "this public key's certificate was revoked; a revoked key is never certified again (device {} needs a new key)",
+                        it.device_id
+                    ))
+                }
                 _ => {
                     let other: Option<(String, String)> = one(
                     &tx,
@@ -645,13 +645,13 @@ impl Ledger {
                     params![it.profile, it.device_id, batch_id, it.spki_sha256, it.serial, it.key_origin, it.line as i64, at],
                 )?;
                 exec(&tx,
-                    "INSERT INTO certificates (issuer_key_id, serial, profile, device_id, batch_id, state, tbs, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 'intent', ?6, ?7)",
-                    params![it.issuer_key_id, it.serial, it.profile, it.device_id, batch_id, it.tbs, at],
+                    "INSERT INTO certificates (issuer_key_id, serial, profile, device_id, batch_id, state, tbs, created_at, spki_sha256)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'intent', ?6, ?7, ?8)",
+                    params![it.issuer_key_id, it.serial, it.profile, it.device_id, batch_id, it.tbs, at, it.spki_sha256],
                 )?;
                 Self::audit(
                     &tx,
-                    &mut self.last_hash,
+                    &mut self.head,
                     &self.station,
                     "serial_reserved",
                     Some(batch_id),
@@ -694,7 +694,7 @@ impl Ledger {
             )?;
             Self::audit(
                 &tx,
-                &mut self.last_hash,
+                &mut self.head,
                 &self.station,
                 "issued",
                 Some(batch_id),
@@ -709,7 +709,7 @@ impl Ledger {
                 params![batch_id, *l as i64],
             )?;
         }
-        Self::insert_rejections(&tx, &mut self.last_hash, &self.station, batch_id, problems)?;
+        Self::insert_rejections(&tx, &mut self.head, &self.station, batch_id, problems)?;
         tx.commit()?;
         Ok(())
     }
@@ -735,7 +735,7 @@ impl Ledger {
             )?;
             Self::audit(
                 &tx,
-                &mut self.last_hash,
+                &mut self.head,
                 &self.station,
                 "sign_failed",
                 Some(batch_id),
@@ -749,7 +749,7 @@ impl Ledger {
 
     fn insert_rejections(
         tx: &rusqlite::Transaction<'_>,
-        last_hash: &mut String,
+        head: &mut AuditHead,
         station: &str,
         batch_id: &str,
         items: &[Rejection],
@@ -764,7 +764,7 @@ impl Ledger {
             )?;
             Self::audit(
                 tx,
-                last_hash,
+                head,
                 station,
                 &r.kind,
                 Some(batch_id),
@@ -819,52 +819,13 @@ impl Ledger {
         }))
     }
 
-    /// Verifies the audit hash chain from the start; returns the number of events.
+    /// Verifies the audit hash chain from the start (see [`verify_events`]); returns the
+    /// number of events.
     pub fn verify_audit_chain(&self) -> Result<u64, String> {
-        let mut st = self
-            .conn
-            .prepare("SELECT seq, at, station, kind, batch_id, device_id, detail, prev_hash, hash FROM audit ORDER BY seq")
-            .map_err(|e| e.to_string())?;
-        let mut prev = "0".repeat(64);
-        let mut n = 0;
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                    r.get::<_, String>(6)?,
-                    r.get::<_, String>(7)?,
-                    r.get::<_, String>(8)?,
-                ))
-            })
-            .map_err(|e| e.to_string())?;
-        for row in rows {
-            let (seq, at, station, kind, batch, device, detail, prev_hash, hash) =
-                row.map_err(|e| e.to_string())?;
-            if prev_hash != prev {
-                return Err(format!(
-                    "audit event {seq}: previous hash does not match event {}",
-                    seq - 1
-                ));
-            }
-            let material = format!(
-                "{prev}\n{seq}\n{at}\n{station}\n{kind}\n{}\n{}\n{detail}",
-                batch.unwrap_or_default(),
-                device.unwrap_or_default()
-            );
-            if hex::encode(crate::crypto::sha256(material.as_bytes())) != hash {
-                return Err(format!(
-                    "audit event {seq}: content does not match its hash"
-                ));
-            }
-            prev = hash;
-            n += 1;
-        }
-        Ok(n)
+        let events = audit::events(&self.conn).map_err(|e| e.to_string())?;
+        verify_events(&events)
+            .map(|r| r.events)
+            .map_err(|b| b.to_string())
     }
 
     /// Raw connection, for tests and audits that query the ledger directly.

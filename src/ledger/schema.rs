@@ -108,4 +108,64 @@ pub(super) const MIGRATIONS: &[&str] = &[
         FOREIGN KEY (issuer_key_id, serial) REFERENCES certificates(issuer_key_id, serial)
     );
     "#,
+    // 3: lifecycle and a tamper-evident audit log. Audit rows gain the hash-material version
+    // (`v`: 1 for rows written before this migration, whose hash covers the original fields
+    // only; 2 for new rows, whose hash also covers operator and station_seq), the operator and
+    // a per-station sequence number (back-filled for old rows, informational there). Signed
+    // checkpoints of the chain head; CRLs issued (the CRL number is monotonic per CA key);
+    // keys whose certificate was revoked (never certified again); the SPKI hash of every
+    // certificate (one key, one device, for renewals); tenant per batch; the last hash seen of
+    // each config file, so changes are audited.
+    r#"
+    ALTER TABLE audit ADD COLUMN v INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE audit ADD COLUMN operator TEXT;
+    ALTER TABLE audit ADD COLUMN station_seq INTEGER;
+    UPDATE audit SET station_seq =
+        (SELECT COUNT(*) FROM audit a2 WHERE a2.station = audit.station AND a2.seq <= audit.seq);
+    CREATE UNIQUE INDEX audit_station_seq ON audit(station, station_seq);
+    CREATE TABLE ledger_meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    INSERT INTO ledger_meta (key, value) VALUES ('ledger_id', lower(hex(randomblob(16))));
+    CREATE TABLE checkpoints (
+        id            INTEGER PRIMARY KEY,
+        station       TEXT NOT NULL,
+        head_seq      INTEGER NOT NULL,
+        head_hash     TEXT NOT NULL,
+        at            TEXT NOT NULL,
+        statement     TEXT NOT NULL,
+        signer_sha256 TEXT NOT NULL
+    );
+    CREATE TABLE crls (
+        issuer_key_id TEXT NOT NULL,
+        number        INTEGER NOT NULL,
+        ca            TEXT NOT NULL,
+        this_update   TEXT NOT NULL,
+        next_update   TEXT NOT NULL,
+        entries       INTEGER NOT NULL,
+        der           BLOB NOT NULL,
+        sha256        TEXT NOT NULL,
+        PRIMARY KEY (issuer_key_id, number)
+    );
+    CREATE TABLE revoked_keys (
+        spki_sha256   TEXT PRIMARY KEY,
+        issuer_key_id TEXT NOT NULL,
+        serial        TEXT NOT NULL,
+        at            TEXT NOT NULL
+    );
+    ALTER TABLE certificates ADD COLUMN spki_sha256 TEXT;
+    UPDATE certificates SET spki_sha256 =
+        (SELECT d.spki_sha256 FROM devices d WHERE d.profile = certificates.profile
+            AND d.device_id = certificates.device_id AND d.serial = certificates.serial);
+    CREATE INDEX certificates_spki ON certificates(spki_sha256);
+    ALTER TABLE batches ADD COLUMN tenant TEXT;
+    CREATE TABLE config_seen (
+        kind   TEXT NOT NULL,
+        name   TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        at     TEXT NOT NULL,
+        PRIMARY KEY (kind, name)
+    );
+    "#,
 ];

@@ -57,7 +57,7 @@ impl Ledger {
         }
         Self::audit(
             &tx,
-            &mut self.last_hash,
+            &mut self.head,
             &self.station,
             kind,
             Some(batch_id),
@@ -106,7 +106,7 @@ impl Ledger {
         )?;
         Self::audit(
             &tx,
-            &mut self.last_hash,
+            &mut self.head,
             &self.station,
             "superseded",
             Some(batch_id),
@@ -135,7 +135,7 @@ impl Ledger {
         )?;
         Self::audit(
             &tx,
-            &mut self.last_hash,
+            &mut self.head,
             &self.station,
             &format!("device_{}", a.outcome),
             Some(&a.batch_id),
@@ -159,7 +159,7 @@ impl Ledger {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         Self::audit(
             &tx,
-            &mut self.last_hash,
+            &mut self.head,
             &self.station,
             kind,
             Some(batch_id),

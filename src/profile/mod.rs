@@ -326,6 +326,29 @@ pub struct Profile {
     pub names: NamePolicy,
     /// How `certfab station` handles devices of this class.
     pub station: StationRules,
+    /// Tenant this device class belongs to; it may only use CAs of the same tenant.
+    pub tenant: Option<String>,
+    /// CA rollover: the CA (site config name) that takes over from `issuer`.
+    pub rollover: Option<Rollover>,
+}
+
+/// A CA rollover in progress (`rollover:` in a profile): devices are issued by `issuer` until
+/// `switch_at`, by `next_issuer` from then on; chain files and trust bundles carry both chains
+/// during the transition, and audits accept certificates of either.
+#[derive(Debug, Clone)]
+pub struct Rollover {
+    /// The next CA, by its site config name.
+    pub next_issuer: String,
+    /// When new certificates start coming from `next_issuer`; absent: not decided yet.
+    pub switch_at: Option<time::OffsetDateTime>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRollover {
+    next_issuer: String,
+    #[serde(default)]
+    switch_at: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -356,6 +379,10 @@ struct Raw {
     names: RawNames,
     #[serde(default)]
     station: station::RawStation,
+    #[serde(default)]
+    tenant: Option<String>,
+    #[serde(default)]
+    rollover: Option<RawRollover>,
 }
 
 fn generic() -> Preset {
@@ -702,7 +729,40 @@ impl Profile {
                 allow_unicode: raw.names.allow_unicode,
             },
             station,
+            tenant: raw.tenant,
+            rollover: match raw.rollover {
+                None => None,
+                Some(r) => Some(Rollover {
+                    switch_at: r
+                        .switch_at
+                        .as_deref()
+                        .map(|t| {
+                            time::OffsetDateTime::parse(
+                                t,
+                                &time::format_description::well_known::Rfc3339,
+                            )
+                            .map_err(|_| {
+                                err(
+                                    "switch_at",
+                                    format!("rollover.switch_at '{t}' is not RFC 3339 (e.g. 2027-01-01T00:00:00Z)"),
+                                )
+                            })
+                        })
+                        .transpose()?,
+                    next_issuer: r.next_issuer,
+                }),
+            },
         };
+        if let Some(t) = &p.tenant {
+            crate::config::check_tenant_name(t).map_err(|m| err("tenant", m))?;
+        }
+        if matches!(&p.rollover, Some(r) if matches!(&p.issuer, IssuerRef::Named(n) if *n == r.next_issuer))
+        {
+            return Err(err(
+                "next_issuer",
+                "rollover.next_issuer names the current issuer; name the CA that takes over".into(),
+            ));
+        }
         p.check_preset().map_err(|(key, msg)| err(key, msg))?;
         Ok(p)
     }

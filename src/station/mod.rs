@@ -288,6 +288,7 @@ pub fn run<S: Signer>(
         ca: job.ca_name.to_string(),
         source: source.to_string(),
         out_dir: String::new(),
+        tenant: job.profile.tenant.clone(),
     })?;
     ledger.station_event(
         &batch.id,
@@ -368,7 +369,13 @@ pub fn run<S: Signer>(
     ]
     .into();
     // Record the end even when a fatal error stops the shift (best effort then).
-    let finished = shift.ledger.finish_batch(&batch.id, &counts);
+    let stopped = shift.ledger.station_event(
+        &batch.id,
+        "station_stopped",
+        &serde_json::json!({"counts": counts, "end_of_line": end_of_line,
+            "interrupted": summary.interrupted, "error": result.as_ref().err().map(|e| e.to_string())}),
+    );
+    let finished = stopped.and_then(|()| shift.ledger.finish_batch(&batch.id, &counts));
     result?;
     finished?;
     Ok(summary)

@@ -1,0 +1,486 @@
+//! The hash-chained audit log: how an event is appended, what its hash covers, and the check
+//! of the whole chain. Signed checkpoints of the chain head are stored here too; signing and
+//! checking their signatures is [`crate::auditlog`]'s job.
+//!
+//! Hash material, version 2 (every row written since schema 3): the SHA-256 of the compact
+//! JSON array
+//! `["certfab-audit-v2", prev_hash, seq, station, station_seq, at, operator, kind, batch_id,
+//! device_id, detail]` (nulls for absent values, `detail` as the stored JSON text, a string).
+//! Version 1 (rows written before schema 3, which keep verifying as they were): the SHA-256
+//! of `prev\nseq\nat\nstation\nkind\nbatch\ndevice\ndetail`. Once a v2 row exists, a v1 row
+//! after it is refused (no downgrade).
+
+use super::{exec, one, LedgerError};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::BTreeMap;
+
+/// The chain head this connection appends to: kept in memory because the ledger is opened
+/// exclusively, so nothing else appends meanwhile.
+#[derive(Debug, Clone, Default)]
+pub struct AuditHead {
+    /// Hash of the last event (64 zeros before the first).
+    pub hash: String,
+    /// Sequence number of the last event of this station.
+    pub station_seq: i64,
+    /// Who is recorded as acting (station operator, or the OS user).
+    pub operator: Option<String>,
+}
+
+/// The first `prev_hash`.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+impl AuditHead {
+    pub(super) fn load(conn: &Connection, station: &str) -> Result<Self, LedgerError> {
+        let hash: Option<String> = conn
+            .query_row(
+                "SELECT hash FROM audit ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let station_seq: i64 = conn.query_row(
+            "SELECT COALESCE(MAX(station_seq), 0) FROM audit WHERE station = ?1",
+            [station],
+            |r| r.get(0),
+        )?;
+        Ok(Self {
+            hash: hash.unwrap_or_else(|| GENESIS.into()),
+            station_seq,
+            operator: default_operator(),
+        })
+    }
+}
+
+/// The operator recorded when none is given: `CERTFAB_OPERATOR`, else the login name.
+pub fn default_operator() -> Option<String> {
+    ["CERTFAB_OPERATOR", "USER", "LOGNAME"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok())
+        .map(|v| clean_operator(&v))
+        .find(|v| !v.is_empty())
+}
+
+/// Operator names are recorded as given, minus control characters (they reach terminals).
+pub fn clean_operator(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(128).collect()
+}
+
+/// One event's fields, as stored.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditEvent {
+    /// Global sequence number (1, 2, …).
+    pub seq: i64,
+    /// Hash material version.
+    pub v: i64,
+    /// RFC 3339 UTC.
+    pub at: String,
+    /// Station id.
+    pub station: String,
+    /// Sequence number within the station.
+    pub station_seq: Option<i64>,
+    /// Operator.
+    pub operator: Option<String>,
+    /// Event kind.
+    pub kind: String,
+    /// Batch or shift.
+    pub batch_id: Option<String>,
+    /// Device.
+    pub device_id: Option<String>,
+    /// JSON text.
+    pub detail: String,
+    /// Hash of the event before.
+    pub prev_hash: String,
+    /// This event's hash.
+    pub hash: String,
+}
+
+impl AuditEvent {
+    /// The SHA-256 this event's content must hash to (hex), per its version.
+    pub fn expected_hash(&self) -> Option<String> {
+        let material = match self.v {
+            1 => format!(
+                "{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
+                self.prev_hash,
+                self.seq,
+                self.at,
+                self.station,
+                self.kind,
+                self.batch_id.as_deref().unwrap_or(""),
+                self.device_id.as_deref().unwrap_or(""),
+                self.detail
+            ),
+            2 => material_v2(
+                &self.prev_hash,
+                self.seq,
+                &self.station,
+                self.station_seq?,
+                &self.at,
+                self.operator.as_deref(),
+                &self.kind,
+                self.batch_id.as_deref(),
+                self.device_id.as_deref(),
+                &self.detail,
+            ),
+            _ => return None,
+        };
+        Some(hex::encode(crate::crypto::sha256(material.as_bytes())))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn material_v2(
+    prev: &str,
+    seq: i64,
+    station: &str,
+    station_seq: i64,
+    at: &str,
+    operator: Option<&str>,
+    kind: &str,
+    batch: Option<&str>,
+    device: Option<&str>,
+    detail: &str,
+) -> String {
+    serde_json::json!([
+        "certfab-audit-v2",
+        prev,
+        seq,
+        station,
+        station_seq,
+        at,
+        operator,
+        kind,
+        batch,
+        device,
+        detail
+    ])
+    .to_string()
+}
+
+/// Appends one v2 event inside the caller's transaction and advances `head` (the caller
+/// commits; if it does not, the next open reloads the head from the file).
+pub(super) fn append(
+    tx: &rusqlite::Transaction<'_>,
+    head: &mut AuditHead,
+    station: &str,
+    kind: &str,
+    batch: Option<&str>,
+    device: Option<&str>,
+    detail: &serde_json::Value,
+) -> Result<(), LedgerError> {
+    let at = super::now();
+    let detail = detail.to_string();
+    let seq: i64 = one(tx, "SELECT COALESCE(MAX(seq), 0) + 1 FROM audit", [], |r| {
+        r.get(0)
+    })?;
+    let station_seq = head.station_seq + 1;
+    let material = material_v2(
+        &head.hash,
+        seq,
+        station,
+        station_seq,
+        &at,
+        head.operator.as_deref(),
+        kind,
+        batch,
+        device,
+        &detail,
+    );
+    let hash = hex::encode(crate::crypto::sha256(material.as_bytes()));
+    exec(tx,
+        "INSERT INTO audit (seq, v, at, station, station_seq, operator, kind, batch_id, device_id, detail, prev_hash, hash)
+         VALUES (?1, 2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        params![seq, at, station, station_seq, head.operator, kind, batch, device, detail, head.hash, hash],
+    )?;
+    head.hash = hash;
+    head.station_seq = station_seq;
+    Ok(())
+}
+
+/// A problem found in the chain: the first event that does not fit, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, thiserror::Error)]
+#[error("audit event {seq}: {problem}")]
+pub struct ChainBreak {
+    /// Sequence number of the event (or the position where one is missing).
+    pub seq: i64,
+    /// What does not fit.
+    pub problem: String,
+}
+
+/// What a chain check found when the chain is intact.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ChainReport {
+    /// Events in the chain.
+    pub events: u64,
+    /// Of those, written with hash material version 1 (before schema 3).
+    pub v1_events: u64,
+    /// Last event's sequence number (0 when empty).
+    pub head_seq: i64,
+    /// Last event's hash.
+    pub head_hash: String,
+    /// Events per station.
+    pub stations: BTreeMap<String, u64>,
+}
+
+/// Reads every event in `seq` order (for checks and exports).
+pub fn events(conn: &Connection) -> Result<Vec<AuditEvent>, rusqlite::Error> {
+    let mut st = conn.prepare(
+        "SELECT seq, v, at, station, station_seq, operator, kind, batch_id, device_id, detail, prev_hash, hash
+         FROM audit ORDER BY seq",
+    )?;
+    let rows = st.query_map([], |r| {
+        Ok(AuditEvent {
+            seq: r.get(0)?,
+            v: r.get(1)?,
+            at: r.get(2)?,
+            station: r.get(3)?,
+            station_seq: r.get(4)?,
+            operator: r.get(5)?,
+            kind: r.get(6)?,
+            batch_id: r.get(7)?,
+            device_id: r.get(8)?,
+            detail: r.get(9)?,
+            prev_hash: r.get(10)?,
+            hash: r.get(11)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Checks the chain from the start: contiguous sequence numbers, each event's `prev_hash` is
+/// the hash before it, each hash matches its content, per-station numbers count up by one, and
+/// no v1 event follows a v2 one. Returns the first break.
+pub fn verify_events(events: &[AuditEvent]) -> Result<ChainReport, ChainBreak> {
+    let mut report = ChainReport {
+        head_hash: GENESIS.into(),
+        ..Default::default()
+    };
+    let mut seen_v2 = false;
+    for e in events {
+        let brk = |problem: String| ChainBreak {
+            seq: e.seq,
+            problem,
+        };
+        if e.seq != report.head_seq + 1 {
+            return Err(ChainBreak {
+                seq: report.head_seq + 1,
+                problem: format!(
+                    "missing: the event after {} is numbered {}",
+                    report.head_seq, e.seq
+                ),
+            });
+        }
+        if e.prev_hash != report.head_hash {
+            return Err(brk(format!(
+                "its previous hash does not match event {}'s hash",
+                report.head_seq
+            )));
+        }
+        match e.v {
+            1 if seen_v2 => {
+                return Err(brk(
+                    "hash version 1 after version 2 events (downgrade)".into()
+                ))
+            }
+            1 => report.v1_events += 1,
+            2 => seen_v2 = true,
+            v => return Err(brk(format!("unknown hash version {v}"))),
+        }
+        let n = report.stations.entry(e.station.clone()).or_insert(0);
+        *n += 1;
+        if e.v == 2 && e.station_seq != Some(*n as i64) {
+            return Err(brk(format!(
+                "station {} sequence number is {:?}, expected {n}",
+                e.station, e.station_seq
+            )));
+        }
+        if e.expected_hash().as_deref() != Some(e.hash.as_str()) {
+            return Err(brk("content does not match its hash (edited)".into()));
+        }
+        report.events += 1;
+        report.head_seq = e.seq;
+        report.head_hash = e.hash.clone();
+    }
+    Ok(report)
+}
+
+/// A checkpoint as stored: the signed statement (JWS compact) and what it says.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CheckpointRow {
+    /// Checkpoint number (1, 2, …).
+    pub id: i64,
+    /// Station that made it.
+    pub station: String,
+    /// Chain head it covers.
+    pub head_seq: i64,
+    /// Hash of that event.
+    pub head_hash: String,
+    /// When.
+    pub at: String,
+    /// The signed statement, JWS compact serialization.
+    pub statement: String,
+    /// SHA-256 of the signer's certificate.
+    pub signer_sha256: String,
+}
+
+impl super::Ledger {
+    /// This ledger's random id (made when schema 3 was applied), named in checkpoints.
+    pub fn ledger_id(&self) -> Result<String, LedgerError> {
+        Ok(self.conn.query_row(
+            "SELECT value FROM ledger_meta WHERE key = 'ledger_id'",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Sets the operator recorded with the events this connection writes from now on.
+    pub fn set_operator(&mut self, operator: Option<&str>) {
+        if let Some(op) = operator.map(clean_operator).filter(|o| !o.is_empty()) {
+            self.head.operator = Some(op);
+        }
+    }
+
+    /// Records an event that is not part of issuance (login, HSM error, revocation, export,
+    /// checkpoint…) in the audit chain, in its own transaction.
+    pub fn record_event(
+        &mut self,
+        kind: &str,
+        batch: Option<&str>,
+        device: Option<&str>,
+        detail: &serde_json::Value,
+    ) -> Result<(), LedgerError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        append(
+            &tx,
+            &mut self.head,
+            &self.station,
+            kind,
+            batch,
+            device,
+            detail,
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records `kind` (e.g. `site-config`, `profile`) file `name` with hash `sha256`, and an
+    /// audit event `config_changed` when it differs from the hash last seen (or is new).
+    /// Returns whether it changed.
+    pub fn note_config(
+        &mut self,
+        kind: &str,
+        name: &str,
+        path: &str,
+        sha256: &str,
+    ) -> Result<bool, LedgerError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let old: Option<String> = one(
+            &tx,
+            "SELECT sha256 FROM config_seen WHERE kind = ?1 AND name = ?2",
+            params![kind, name],
+            |r| r.get(0),
+        )
+        .optional()?;
+        if old.as_deref() == Some(sha256) {
+            return Ok(false);
+        }
+        exec(
+            &tx,
+            "INSERT INTO config_seen (kind, name, sha256, at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (kind, name) DO UPDATE SET sha256 = excluded.sha256, at = excluded.at",
+            params![kind, name, sha256, super::now()],
+        )?;
+        append(
+            &tx,
+            &mut self.head,
+            &self.station,
+            "config_changed",
+            None,
+            None,
+            &serde_json::json!({"kind": kind, "name": name, "path": path, "old_sha256": old, "sha256": sha256}),
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// The chain's events, in order.
+    pub fn audit_events(&self) -> Result<Vec<AuditEvent>, LedgerError> {
+        Ok(events(&self.conn)?)
+    }
+
+    /// The current head: (seq, hash); (0, zeros) when empty.
+    pub fn audit_head(&self) -> Result<(i64, String), LedgerError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?
+            .unwrap_or((0, GENESIS.into())))
+    }
+
+    /// Stores a signed checkpoint of (`head_seq`, `head_hash`) and records it as an audit
+    /// event, so removing a checkpoint row is itself detected by the next checkpoint.
+    pub fn store_checkpoint(
+        &mut self,
+        head_seq: i64,
+        head_hash: &str,
+        at: &str,
+        statement: &str,
+        signer_sha256: &str,
+    ) -> Result<i64, LedgerError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        exec(
+            &tx,
+            "INSERT INTO checkpoints (station, head_seq, head_hash, at, statement, signer_sha256)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                self.station,
+                head_seq,
+                head_hash,
+                at,
+                statement,
+                signer_sha256
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        append(
+            &tx,
+            &mut self.head,
+            &self.station,
+            "checkpoint",
+            None,
+            None,
+            &serde_json::json!({"checkpoint": id, "head_seq": head_seq, "head_hash": head_hash,
+                "statement_sha256": hex::encode(crate::crypto::sha256(statement.as_bytes()))}),
+        )?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Every stored checkpoint, oldest first.
+    pub fn checkpoints(&self) -> Result<Vec<CheckpointRow>, LedgerError> {
+        let mut st = self.conn.prepare(
+            "SELECT id, station, head_seq, head_hash, at, statement, signer_sha256 FROM checkpoints ORDER BY id",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(CheckpointRow {
+                id: r.get(0)?,
+                station: r.get(1)?,
+                head_seq: r.get(2)?,
+                head_hash: r.get(3)?,
+                at: r.get(4)?,
+                statement: r.get(5)?,
+                signer_sha256: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
