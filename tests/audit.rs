@@ -668,3 +668,94 @@ fn profile_chain_and_expiry_findings() {
     assert_eq!(out.status.code(), Some(5), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothere.sqlite"));
 }
+
+/// A site with two tenants: counts per tenant, and one device key certified under both
+/// tenants (the ledger allows it: same device id, different profiles), then a CA handed to the
+/// other tenant in the site config after it issued.
+#[test]
+fn tenants_are_counted_and_mixing_is_critical() {
+    let l = Line::new();
+    let cfg = std::fs::read_to_string(l.config()).unwrap();
+    let with_tenants = cfg
+        .replace(
+            "    cert: ca/issuing.pem\n",
+            "    cert: ca/issuing.pem\n    tenant: acme\n",
+        )
+        .replace(
+            "    cert: ca/root.pem\n",
+            "    cert: ca/root.pem\n    tenant: globex\n",
+        );
+    assert_eq!(with_tenants.matches("tenant:").count(), 2);
+    std::fs::write(l.config(), &with_tenants).unwrap();
+    let profiles = l.file("profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    let acme = derived_profile(
+        &profiles,
+        "acme.yaml",
+        "generic-iot.yaml",
+        &[("name: generic-iot", "name: acme-iot\ntenant: acme")],
+    );
+    let globex = derived_profile(
+        &profiles,
+        "globex.yaml",
+        "generic-iot.yaml",
+        &[
+            ("name: generic-iot", "name: globex-iot\ntenant: globex"),
+            ("issuer: issuing ", "issuer: root "),
+        ],
+    );
+    let key = rust_pubkey_pem();
+    for (name, p) in [("acme", &acme), ("globex", &globex)] {
+        let o = pubkey_batch(&l, &l.config(), name, s(p), &[("DEV-1", &key)]);
+        assert!(o.status.success(), "{name}: {}", text(&o));
+    }
+    let o = pubkey_batch(
+        &l,
+        &l.config(),
+        "acme2",
+        s(&acme),
+        &[("DEV-2", &rust_pubkey_pem())],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+
+    let site_audit = || {
+        Command::new(common::bin())
+            .args(["--config", s(&l.config()), "--json", "audit"])
+            .args(["--profiles", s(&profiles)])
+            .output()
+            .unwrap()
+    };
+    let out = site_audit();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let r = json(&out);
+    assert_eq!(r["counts"]["per_tenant"]["acme"]["issued"], 2, "{r:#}");
+    assert_eq!(r["counts"]["per_tenant"]["globex"]["issued"], 1, "{r:#}");
+    let mix = with_code(&r, "tenant-mixing");
+    assert_eq!(mix.len(), 1, "{r:#}");
+    let m = mix[0]["message"].as_str().unwrap();
+    assert!(m.contains("2 tenants (acme, globex)"), "{m}");
+    assert!(
+        with_code(&r, "duplicate-public-key").is_empty(),
+        "same device id: not a duplicate"
+    );
+
+    // The issuing CA moved to globex in the site config: acme's certificates from it now mix.
+    std::fs::write(
+        l.config(),
+        with_tenants.replace("    tenant: acme\n", "    tenant: globex\n"),
+    )
+    .unwrap();
+    let r = json(&site_audit());
+    let mut moved: Vec<&str> = with_code(&r, "tenant-mixing")
+        .iter()
+        .filter(|f| {
+            f["message"]
+                .as_str()
+                .unwrap()
+                .contains("which the site config gives")
+        })
+        .map(|f| f["device_id"].as_str().unwrap())
+        .collect();
+    moved.sort();
+    assert_eq!(moved, ["DEV-1", "DEV-2"], "{r:#}");
+}

@@ -139,6 +139,7 @@ pub fn all(corpus: &Corpus, opts: &Options) -> Vec<Finding> {
     f.extend(duplicate_serials(corpus));
     f.extend(duplicate_devices(corpus));
     f.extend(duplicate_keys(corpus));
+    f.extend(tenant_mixing(corpus, &parsed));
     f.extend(serial_prefixes(corpus));
     f.extend(unrecorded_certs(corpus));
     f.extend(manifest_vs_ledger(corpus));
@@ -645,6 +646,83 @@ pub fn duplicate_keys(corpus: &Corpus) -> Vec<Finding> {
             fi
         })
         .collect()
+}
+
+fn tenant_name(t: Option<&str>) -> &str {
+    t.unwrap_or("(no tenant)")
+}
+
+/// `tenant-mixing` (critical): one public key live under more than one tenant, or a
+/// certificate signed by a CA the site config gives to another tenant than the batch's.
+pub fn tenant_mixing(corpus: &Corpus, parsed: &Parsed) -> Vec<Finding> {
+    let mut f = Vec::new();
+    type Seen<'a> = BTreeMap<&'a str, Vec<(usize, &'a super::DeviceRec)>>;
+    let mut by_key: Seen<'_> = BTreeMap::new();
+    for (li, l) in corpus.ledgers.iter().enumerate() {
+        for d in l
+            .devices
+            .iter()
+            .filter(|d| LIVE.contains(&d.state.as_str()))
+        {
+            by_key
+                .entry(d.spki_sha256.as_str())
+                .or_default()
+                .push((li, d));
+        }
+    }
+    for (spki, v) in by_key {
+        let tenants: BTreeSet<&str> = v
+            .iter()
+            .map(|(li, d)| tenant_name(corpus.ledgers[*li].tenant_of(&d.batch_id)))
+            .collect();
+        if tenants.len() < 2 {
+            continue;
+        }
+        let who: Vec<String> = v
+            .iter()
+            .map(|(li, d)| {
+                let l = &corpus.ledgers[*li];
+                format!(
+                    "device {} profile {} tenant {} in {}",
+                    d.device_id,
+                    d.profile,
+                    tenant_name(l.tenant_of(&d.batch_id)),
+                    l.path
+                )
+            })
+            .collect();
+        let mut fi = Finding::new(Critical, "tenant-mixing", format!(
+            "public key {} is certified for {} tenants ({}): {}; a device key belongs to one tenant",
+            short(spki),
+            tenants.len(),
+            tenants.into_iter().collect::<Vec<_>>().join(", "),
+            who.join("; ")
+        ))
+        .device(v[0].1.device_id.clone());
+        for (li, d) in &v {
+            fi = fi.at(row_loc(&corpus.ledgers[*li], "devices", d.rowid));
+        }
+        f.push(fi);
+    }
+    for (li, l) in corpus.ledgers.iter().enumerate() {
+        for (ri, c) in l.certs.iter().enumerate() {
+            let Some(Ok(leaf)) = parsed.get(&(li, ri)) else {
+                continue;
+            };
+            let Some(ca) = leaf.ca.map(|i| &corpus.cas[i]) else {
+                continue;
+            };
+            let batch_tenant = l.tenant_of(&c.batch_id);
+            if ca.tenant.is_some() && ca.tenant.as_deref() != batch_tenant {
+                f.push(cert_finding(Critical, "tenant-mixing", l, c, format!(
+                    "ledger {}: device {} (serial {}) was issued for tenant {} by CA {}, which the site config gives to tenant {}",
+                    l.path, c.device_id, c.serial, tenant_name(batch_tenant), ca.cert.source,
+                    tenant_name(ca.tenant.as_deref())
+                )));
+            }
+        }
+    }
+    f
 }
 
 /// `serial-prefix-shared` (medium): stations issuing under one CA key with the same first

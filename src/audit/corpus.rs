@@ -19,6 +19,8 @@ pub struct Sources {
     pub cert_dirs: Vec<PathBuf>,
     /// Where profiles are (`*.yaml`), by their `name:`.
     pub profiles_dir: Option<PathBuf>,
+    /// Tenant of each CA certificate file, as a site config declares it.
+    pub ca_tenants: BTreeMap<PathBuf, String>,
 }
 
 /// An input that cannot be read at all.
@@ -47,6 +49,8 @@ pub struct BatchRec {
     pub profile: String,
     /// Profile file hash when it ran.
     pub profile_sha256: String,
+    /// Tenant, on multi-tenant sites.
+    pub tenant: Option<String>,
 }
 
 /// A `devices` row.
@@ -160,6 +164,11 @@ pub struct LedgerData {
 }
 
 impl LedgerData {
+    /// Tenant of a batch (`None`: no tenant, or the batch row is missing).
+    pub fn tenant_of(&self, batch_id: &str) -> Option<&str> {
+        self.batches.get(batch_id).and_then(|b| b.tenant.as_deref())
+    }
+
     /// Station of a batch (`?` if the batch row is missing).
     pub fn station_of(&self, batch_id: &str) -> &str {
         self.batches
@@ -210,6 +219,8 @@ pub struct CaEntry {
     pub cert: CaCert,
     /// Subject, RFC 4514 text.
     pub subject: String,
+    /// Tenant, when a site config declares one for this CA.
+    pub tenant: Option<String>,
 }
 
 /// Everything an audit looks at.
@@ -268,6 +279,15 @@ fn has_table(conn: &Connection, name: &str) -> Result<bool, rusqlite::Error> {
     .map(|n| n > 0)
 }
 
+fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool, rusqlite::Error> {
+    conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = ?2",
+        [table, column],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
+}
+
 fn load_ledger(path: &Path) -> Result<LedgerData, CorpusError> {
     let ledger = Ledger::open_read(path, "audit")?;
     let shown = path.display().to_string();
@@ -281,8 +301,16 @@ fn load_ledger(path: &Path) -> Result<LedgerData, CorpusError> {
     let audit_chain = ledger.verify_audit_chain();
 
     let mut batches = BTreeMap::new();
+    // Tenants arrived with schema 3.
+    let tenant_col = if has_column(conn, "batches", "tenant").map_err(q)? {
+        "tenant"
+    } else {
+        "NULL"
+    };
     let mut st = conn
-        .prepare("SELECT id, station, profile, profile_sha256 FROM batches")
+        .prepare(&format!(
+            "SELECT id, station, profile, profile_sha256, {tenant_col} FROM batches"
+        ))
         .map_err(q)?;
     let rows = st
         .query_map([], |r| {
@@ -292,6 +320,7 @@ fn load_ledger(path: &Path) -> Result<LedgerData, CorpusError> {
                     station: r.get(1)?,
                     profile: r.get(2)?,
                     profile_sha256: r.get(3)?,
+                    tenant: r.get(4)?,
                 },
             ))
         })
@@ -486,7 +515,11 @@ impl Corpus {
                 let cert =
                     CaCert::from_der(der, source).map_err(|e| file_err(path, format!("{e}")))?;
                 let subject = cert.subject.to_string();
-                cas.push(CaEntry { cert, subject });
+                cas.push(CaEntry {
+                    cert,
+                    subject,
+                    tenant: src.ca_tenants.get(path).cloned(),
+                });
             }
         }
 

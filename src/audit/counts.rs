@@ -44,6 +44,8 @@ pub struct Counts {
     pub per_operator: BTreeMap<String, Tally>,
     /// Per profile name.
     pub per_profile: BTreeMap<String, Tally>,
+    /// Per tenant (`(no tenant)` for batches without one).
+    pub per_tenant: BTreeMap<String, Tally>,
     /// Per UTC day, `YYYY-MM-DD`.
     pub per_day: BTreeMap<String, Tally>,
     /// Certificates signed per UTC hour, `YYYY-MM-DDTHH`.
@@ -140,6 +142,10 @@ pub fn count(corpus: &Corpus) -> Counts {
                 .entry(cert.profile.clone())
                 .or_default()
                 .issued += 1;
+            c.per_tenant
+                .entry(tenant(l, &cert.batch_id))
+                .or_default()
+                .issued += 1;
             c.per_day.entry(day(&at)).or_default().issued += 1;
             *c.issued_per_hour.entry(hour(&at)).or_default() += 1;
         }
@@ -157,6 +163,10 @@ pub fn count(corpus: &Corpus) -> Counts {
             c.per_station.entry(station).or_default().rejected += 1;
             c.per_operator.entry(op).or_default().rejected += 1;
             c.per_profile.entry(profile).or_default().rejected += 1;
+            c.per_tenant
+                .entry(tenant(l, &r.batch_id))
+                .or_default()
+                .rejected += 1;
             c.per_day.entry(day(&r.at)).or_default().rejected += 1;
             *c.rejections_by_reason.entry(cat).or_default() += 1;
             c.rejected.push(RejectedItem {
@@ -174,6 +184,7 @@ pub fn count(corpus: &Corpus) -> Counts {
                 (&mut c.per_station, a.station.clone()),
                 (&mut c.per_operator, op),
                 (&mut c.per_profile, a.profile.clone()),
+                (&mut c.per_tenant, tenant(l, &a.batch_id)),
                 (&mut c.per_day, day(&a.started_at)),
             ];
             for (map, key) in keys {
@@ -199,6 +210,10 @@ pub fn count(corpus: &Corpus) -> Counts {
         }
     }
     c
+}
+
+fn tenant(l: &super::LedgerData, batch_id: &str) -> String {
+    l.tenant_of(batch_id).unwrap_or("(no tenant)").to_string()
 }
 
 fn day(t: &str) -> String {

@@ -310,6 +310,9 @@ pub fn render(report: &Report, fail_on: Severity) -> String {
     tally_table(&mut o, "Per station", "Station", &c.per_station);
     tally_table(&mut o, "Per operator", "Operator", &c.per_operator);
     tally_table(&mut o, "Per profile", "Profile", &c.per_profile);
+    if c.per_tenant.keys().any(|k| k != "(no tenant)") {
+        tally_table(&mut o, "Per tenant", "Tenant", &c.per_tenant);
+    }
     tally_table(&mut o, "Per day (UTC)", "Day", &c.per_day);
     if !c.devices_by_state.is_empty() {
         o.push_str(r#"<h3>Devices by state</h3><table><tr><th>State</th><th class="num">Devices</th></tr>"#);

@@ -113,6 +113,9 @@ pub fn text(report: &Report, fail_on: Severity) -> String {
     tally_table(&mut out, "per station", &c.per_station);
     tally_table(&mut out, "per operator", &c.per_operator);
     tally_table(&mut out, "per profile", &c.per_profile);
+    if c.per_tenant.keys().any(|k| k != "(no tenant)") {
+        tally_table(&mut out, "per tenant", &c.per_tenant);
+    }
     tally_table(&mut out, "per day (UTC)", &c.per_day);
     if !c.devices_by_state.is_empty() {
         let s: Vec<String> = c

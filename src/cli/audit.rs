@@ -42,6 +42,7 @@ pub(super) fn run(ctx: &Ctx, a: AuditArgs) -> Result<ExitCode, Error> {
         cas: a.cas,
         cert_dirs: a.cert_dirs,
         profiles_dir: a.profiles,
+        ca_tenants: Default::default(),
     };
     // A site config fills in what the command line leaves out; the token is never opened.
     if let Some(path) = &ctx.config {
@@ -56,6 +57,11 @@ pub(super) fn run(ctx: &Ctx, a: AuditArgs) -> Result<ExitCode, Error> {
                         src.cas.push(p.clone());
                     }
                 }
+            }
+        }
+        for ca in site.cas.values() {
+            if let Some(t) = &ca.tenant {
+                src.ca_tenants.insert(ca.cert.clone(), t.clone());
             }
         }
         if src.profiles_dir.is_none() {

@@ -315,11 +315,13 @@ pub(super) fn renew(ctx: &Ctx, a: RenewArgs) -> Result<ExitCode, Error> {
             names.dedup();
             match names.len() {
                 1 => names.remove(0),
-                0 => return Err(LifecycleError::Refused(format!(
+                0 => {
+                    return Err(LifecycleError::Refused(format!(
                     "device '{}' has no certificate in the ledger; only known devices are renewed",
                     a.device
                 ))
-                .into()),
+                    .into())
+                }
                 _ => {
                     return Err(Error::Usage(format!(
                         "device '{}' has certificates in profiles {}; pass --profile",
