@@ -36,6 +36,7 @@ th, td { border: 1px solid #d0d7de; padding: 3px 6px; text-align: left; vertical
 th { background: #f3f5f7; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 code, .mono { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 0.92em; word-break: break-all; }
+.code { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 0.92em; white-space: nowrap; }
 .sev { font-weight: 600; text-transform: uppercase; font-size: 0.85em; white-space: nowrap; }
 .sev-critical { color: #fff; background: #a40e26; }
 .sev-high { color: #fff; background: #d1242f; }
@@ -253,7 +254,7 @@ pub fn render(report: &Report, fail_on: Severity) -> String {
         for f in report.findings.iter().take(MAX_FINDINGS) {
             let _ = write!(
                 o,
-                r#"<tr class="finding" data-code="{c}"><td class="sev sev-{s}">{s}</td><td class="mono">{c}</td><td>{m}</td><td class="mono">{l}</td><td class="mono">{d}</td><td class="mono">{n}</td></tr>"#,
+                r#"<tr class="finding" data-code="{c}"><td class="sev sev-{s}">{s}</td><td class="code">{c}</td><td>{m}</td><td class="mono">{l}</td><td class="mono">{d}</td><td class="mono">{n}</td></tr>"#,
                 s = f.severity.name(),
                 c = esc(f.code),
                 m = esc(&f.message),

@@ -191,6 +191,28 @@ impl Report {
     }
 }
 
+/// A sort key that orders `row 9` before `row 10`.
+fn natural_key(locations: &[String]) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for l in locations {
+        let mut text = String::new();
+        let mut num: Option<u64> = None;
+        for ch in l.chars() {
+            match (ch.to_digit(10), num) {
+                (Some(d), n) => num = Some(n.unwrap_or(0).saturating_mul(10).saturating_add(d as u64)),
+                (None, Some(n)) => {
+                    out.push((std::mem::take(&mut text), n));
+                    num = None;
+                    text.push(ch);
+                }
+                (None, None) => text.push(ch),
+            }
+        }
+        out.push((text, num.unwrap_or(0)));
+    }
+    out
+}
+
 /// Runs every check and the counts over a loaded corpus.
 pub fn run(corpus: &Corpus, opts: &Options) -> Report {
     let mut findings = checks::all(corpus, opts);
@@ -198,7 +220,7 @@ pub fn run(corpus: &Corpus, opts: &Options) -> Report {
         b.severity
             .cmp(&a.severity)
             .then_with(|| a.code.cmp(b.code))
-            .then_with(|| a.locations.cmp(&b.locations))
+            .then_with(|| natural_key(&a.locations).cmp(&natural_key(&b.locations)))
     });
     let mut by_severity = std::collections::BTreeMap::new();
     for s in Severity::ALL {
