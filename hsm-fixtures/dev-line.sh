@@ -5,7 +5,11 @@
 #   DIR/ca/root.pem        dev root CA        (P-384 key generated inside the token)
 #   DIR/ca/issuing.pem     dev issuing CA     (P-256 key generated inside the token)
 #   DIR/ca/matter-paa.pem, DIR/ca/matter-pai.pem   test Matter PAA and PAI (VID FFF1)
+#   DIR/ca/manifest-signer.pem  end-entity certificate (under the dev root) of the P-256 key
+#                          `manifest-signer` that signs manifests and audit checkpoints
 #   DIR/certfab.yaml       site config pointing at all of it
+# A line made before the manifest signer existed is upgraded in place (key, certificate and
+# the signer: section are added; its CAs and ledger are kept).
 # PINs are passed to certfab as file: sources, never on a command line.
 # Set CERTFAB=/path/to/certfab to use a given binary; otherwise it is built with cargo.
 set -euo pipefail
@@ -34,8 +38,42 @@ if [ -z "$module" ]; then
   exit 2
 fi
 
+cf() { "$CERTFAB" --config "$dir/certfab.yaml" "$@"; }
+export SOFTHSM2_CONF="$dir/softhsm2.conf"
+
+# The manifest/audit signer: a key of its own (never a device CA key) with an end-entity
+# certificate from the dev root (CA:FALSE, keyUsage digitalSignature only).
+make_signer() {
+  rm -f "$dir/ca/manifest-signer.csr" "$dir/ca/manifest-signer.pem.tmp"
+  if ! cf ca csr --key manifest-signer --subject "CN=certfab Dev Manifest Signer,O=certfab development" \
+      --out "$dir/ca/manifest-signer.csr" >/dev/null 2>&1; then
+    cf ca keygen --key manifest-signer --algorithm p256
+    cf ca csr --key manifest-signer --subject "CN=certfab Dev Manifest Signer,O=certfab development" \
+      --out "$dir/ca/manifest-signer.csr"
+  fi
+  cf ca sign --issuer-key root --csr "$dir/ca/manifest-signer.csr" --end-entity --validity 30y \
+    --out "$dir/ca/manifest-signer.pem.tmp"
+  cf ca import --key manifest-signer --cert "$dir/ca/manifest-signer.pem.tmp"
+  if ! grep -q '^signer:' "$dir/certfab.yaml"; then
+    cat >> "$dir/certfab.yaml" <<YAML
+signer:
+  key: "pkcs11:object=manifest-signer;type=private"
+  cert: ca/manifest-signer.pem
+  chain: [ca/root.pem]
+YAML
+  fi
+  # Last: its presence means the line is complete.
+  mv "$dir/ca/manifest-signer.pem.tmp" "$dir/ca/manifest-signer.pem"
+}
+
 if [ -f "$dir/certfab.yaml" ] && [ -f "$dir/ca/issuing.pem" ] && [ -f "$dir/ca/matter-pai.pem" ]; then
-  echo "dev line already set up in $dir"
+  if [ -f "$dir/ca/manifest-signer.pem" ]; then
+    echo "dev line already set up in $dir"
+    exit 0
+  fi
+  echo "dev line in $dir predates the manifest signer: adding it"
+  make_signer
+  echo "dev line ready: $dir/certfab.yaml"
   exit 0
 fi
 
@@ -81,8 +119,6 @@ cas:
     chain: [ca/matter-paa.pem]
 YAML
 
-cf() { "$CERTFAB" --config "$dir/certfab.yaml" "$@"; }
-export SOFTHSM2_CONF="$dir/softhsm2.conf"
 cf hsm init-token --label certfab-dev --so-pin "file:$dir/so-pin" --pin "file:$dir/pin"
 
 cf ca keygen --key root-ca --algorithm p384
@@ -107,5 +143,7 @@ cf ca csr --key matter-pai --subject "CN=certfab Dev Matter PAI,1.3.6.1.4.1.3724
 cf ca sign --issuer-key matter-paa --issuer-cert "$dir/ca/matter-paa.pem" \
   --csr "$dir/ca/matter-pai.csr" --validity 10y --path-len 0 --out "$dir/ca/matter-pai.pem"
 cf ca import --key matter-pai --cert "$dir/ca/matter-pai.pem"
+
+make_signer
 
 echo "dev line ready: $dir/certfab.yaml"

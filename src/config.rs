@@ -20,6 +20,30 @@ struct RawConfig {
     profiles_dir: Option<PathBuf>,
     #[serde(default)]
     ledger: Option<PathBuf>,
+    #[serde(default)]
+    signer: Option<RawSigner>,
+}
+
+/// The manifest/audit signer as the site config names it: a key on the token (not a device CA
+/// key) and its end-entity certificate with the chain up to the root.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSigner {
+    key: String,
+    cert: PathBuf,
+    #[serde(default)]
+    chain: Vec<PathBuf>,
+}
+
+/// The resolved manifest/audit signer reference (`signer:` in the site config).
+#[derive(Debug, Clone)]
+pub struct SignerRef {
+    /// Private key URI.
+    pub key: Pkcs11Uri,
+    /// The signer's end-entity certificate.
+    pub cert: PathBuf,
+    /// Certificates above it, nearest first (the root last).
+    pub chain: Vec<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -101,6 +125,8 @@ pub struct SiteConfig {
     pub profiles_dir: Option<PathBuf>,
     /// The ledger (SQLite); default `ledger.sqlite` beside the config.
     pub ledger: PathBuf,
+    /// The manifest/audit signer, if configured.
+    pub signer: Option<SignerRef>,
 }
 
 /// A site config that cannot be used.
@@ -167,7 +193,29 @@ impl SiteConfig {
                 },
             );
         }
+        let signer = match raw.signer {
+            Some(sg) => {
+                let key = Pkcs11Uri::parse(&sg.key).map_err(|e| err("signer", e.to_string()))?;
+                if cas
+                    .values()
+                    .any(|c| c.key == inherit_token(key.clone(), &token))
+                {
+                    return Err(err(
+                        "signer",
+                        "signer.key is also a device CA key under cas:; the manifest signer must be a key of its own (hsm-fixtures/dev-line.sh makes 'manifest-signer')".into(),
+                    )
+                    .into());
+                }
+                Some(SignerRef {
+                    key: inherit_token(key, &token),
+                    cert: base.join(sg.cert),
+                    chain: sg.chain.into_iter().map(|p| base.join(p)).collect(),
+                })
+            }
+            None => None,
+        };
         Ok(Self {
+            signer,
             module: base.join(raw.pkcs11.module),
             token,
             pin,

@@ -91,6 +91,12 @@ pub enum Error {
     /// Revocation, CRL, renewal, rollover.
     #[error(transparent)]
     Lifecycle(#[from] crate::lifecycle::LifecycleError),
+    /// Manifest build, verify or merge.
+    #[error(transparent)]
+    Manifest(#[from] crate::manifest::ManifestError),
+    /// Detached JWS (manifest or audit signature).
+    #[error(transparent)]
+    Jws(#[from] crate::manifest::jws::JwsError),
     /// Bad argument combination.
     #[error("{0}")]
     Usage(String),
@@ -144,6 +150,16 @@ impl Error {
                     L::Issue(_) => ExitCode::Hsm,
                 }
             }
+            Self::Jws(j) => jws_code(j),
+            Self::Manifest(m) => {
+                use crate::manifest::ManifestError as M;
+                match m {
+                    M::Read { .. } | M::Trust(_) | M::Usage(_) => ExitCode::Usage,
+                    M::Invalid(_) | M::Refused(_) => ExitCode::Rejected,
+                    M::Jws(j) => jws_code(j),
+                    M::Ledger(_) | M::Write { .. } => ExitCode::Storage,
+                }
+            }
             Self::Station(s) => match s {
                 crate::station::StationError::Usage(_) => ExitCode::Usage,
                 crate::station::StationError::Adapter { .. } => ExitCode::Station,
@@ -154,6 +170,17 @@ impl Error {
                 crate::station::StationError::Hsm(_) => ExitCode::Hsm,
             },
         }
+    }
+}
+
+fn jws_code(j: &crate::manifest::jws::JwsError) -> ExitCode {
+    use crate::manifest::jws::JwsError;
+    match j {
+        JwsError::Signer(_) => ExitCode::Usage,
+        JwsError::Sign(SignError::Hsm(h)) => hsm_code(h),
+        JwsError::Sign(_) => ExitCode::Hsm,
+        // A signature or chain that does not verify: input rejected.
+        _ => ExitCode::Rejected,
     }
 }
 

@@ -20,6 +20,7 @@ pub mod hsm;
 pub mod issue;
 pub mod ledger;
 pub mod lifecycle;
+pub mod manifest;
 pub mod output;
 pub mod profile;
 pub mod secret;

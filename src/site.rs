@@ -164,6 +164,33 @@ impl Site {
         Ok(ca)
     }
 
+    /// Opens the manifest/audit signer (`signer:` in the site config) for signing at `now`:
+    /// loads its end-entity certificate and chain, checks them, and opens its token key,
+    /// refusing a key whose public half is not the certificate's.
+    pub fn signer(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<crate::manifest::jws::DocumentSigner<HsmKey<'_>>, Error> {
+        let sref = self.config.signer.as_ref().ok_or_else(|| {
+            Error::Usage(format!(
+                "{} has no signer: section; manifests are signed by a key of their own (not a device CA): add signer: {{key: \"pkcs11:object=manifest-signer;type=private\", cert: ca/manifest-signer.pem, chain: [ca/root.pem]}} (hsm-fixtures/dev-line.sh sets one up; docs/ca-ceremony.md)",
+                self.config.path.display()
+            ))
+        })?;
+        let cert = CaCert::load(&sref.cert)?;
+        let chain = sref
+            .chain
+            .iter()
+            .map(|p| CaCert::load(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let key = self
+            .hsm
+            .key(&sref.key, Some((&cert.public_key, &cert.source)))?;
+        Ok(crate::manifest::jws::DocumentSigner::new(
+            cert, chain, key, now,
+        )?)
+    }
+
     /// Loads a CA's certificate and chain, checks them at `now`, and opens its token key,
     /// refusing a key whose public half is not the certificate's.
     pub fn issuer(&self, ca: &CaRef, now: OffsetDateTime) -> Result<Issuer<'_>, Error> {

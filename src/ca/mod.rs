@@ -174,3 +174,84 @@ pub fn sign_ca<S: Signer>(
     // new certificate verifies under the issuer certificate.
     sign_and_verify(&spec, issuer_signer)
 }
+
+/// The extended key usage that marks a certfab document signer (manifests, audit checkpoints):
+/// `2.25.24015586874786451635927182553189455071`, an OID from the UUID arc (ITU-T X.667,
+/// UUID 12113bd9-9f92-4f00-a46b-31aaefb814df), so no registration is needed. Verification
+/// requires it, so no device certificate (which never carries it) can sign a manifest.
+pub const SIGNER_EKU: &str = "2.25.24015586874786451635927182553189455071";
+
+/// The content octets of [`SIGNER_EKU`]'s DER encoding (its arcs exceed 32 bits, which
+/// `const-oid` cannot hold, so it is encoded here).
+pub fn signer_eku_der() -> Vec<u8> {
+    let uuid: u128 = 24015586874786451635927182553189455071;
+    let mut arc = Vec::new();
+    let mut v = uuid;
+    arc.push((v & 0x7f) as u8);
+    v >>= 7;
+    while v > 0 {
+        arc.push(0x80 | (v & 0x7f) as u8);
+        v >>= 7;
+    }
+    arc.reverse();
+    let mut out = vec![2 * 40 + 25];
+    out.extend(arc);
+    out
+}
+
+fn signer_eku_extension() -> Result<x509_cert::ext::Extension, BuildError> {
+    let oid = signer_eku_der();
+    // ExtKeyUsageSyntax ::= SEQUENCE SIZE (1..MAX) OF KeyPurposeId
+    let mut value = vec![0x30, (oid.len() + 2) as u8, 0x06, oid.len() as u8];
+    value.extend(oid);
+    Ok(x509_cert::ext::Extension {
+        extn_id: const_oid::db::rfc5280::ID_CE_EXT_KEY_USAGE,
+        critical: false,
+        extn_value: der::asn1::OctetString::new(value)?,
+    })
+}
+
+/// Signs an end-entity certificate for a document-signing key (the manifest and audit signer):
+/// basicConstraints CA:FALSE, keyUsage digitalSignature only and extendedKeyUsage
+/// [`SIGNER_EKU`], so the key can sign manifests but can never issue a certificate. `params.path_len` must be `None`.
+pub fn sign_end_entity<S: Signer>(
+    issuer_signer: &S,
+    issuer: &CaCert,
+    csr: &[u8],
+    params: &CaParams,
+) -> Result<Vec<u8>, CeremonyError> {
+    issuer.check_usable(params.not_before)?;
+    if params.path_len.is_some() {
+        return Err(CeremonyError::Param(
+            "--path-len applies to CA certificates only; drop it with --end-entity".into(),
+        ));
+    }
+    let req = crate::csr::parse_csr(csr)?;
+    if let Some(issuer_na) = issuer.not_after {
+        if params.not_after.is_none_or(|na| na > issuer_na) {
+            return Err(CeremonyError::Param(format!(
+                "the certificate would outlive its issuer (notAfter {}); shorten --validity",
+                crate::clock::rfc3339(issuer_na)
+            )));
+        }
+    }
+    let key_id = crate::crypto::key_identifier(&req.public_key.subject_public_key());
+    let spec = CertSpec {
+        serial: issue::new_serial(params.serial_prefix)
+            .map_err(|e| CeremonyError::Param(e.to_string()))?,
+        signature: issuer_signer.algorithm(),
+        issuer: issuer.subject.clone(),
+        subject: params.subject.clone().unwrap_or(req.subject),
+        not_before: params.not_before.max(issuer.not_before),
+        not_after: params.not_after,
+        spki: req.public_key.spki_der().to_vec(),
+        extensions: vec![
+            issue::basic_constraints(false, None)?,
+            issue::key_usage(KeyUsages::DigitalSignature.into())?,
+            signer_eku_extension()?,
+            issue::subject_key_id(&key_id)?,
+            issue::authority_key_id(&issuer.key_id)?,
+        ],
+    };
+    sign_and_verify(&spec, issuer_signer)
+}

@@ -53,7 +53,8 @@ pub enum CaCommand {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Sign a subordinate CA certificate with a CA key in the token.
+    /// Sign a subordinate CA certificate (or, with --end-entity, a manifest/audit signer's
+    /// certificate) with a CA key in the token.
     Sign {
         /// Issuing CA's key (pkcs11: URI, label, or CA name from the site config).
         #[arg(long)]
@@ -76,6 +77,10 @@ pub enum CaCommand {
         /// pathLenConstraint (0 for an issuing CA that signs only devices).
         #[arg(long)]
         path_len: Option<u8>,
+        /// Sign an end-entity certificate (CA:FALSE, keyUsage digitalSignature only) for a
+        /// document-signing key such as the manifest signer, instead of a CA certificate.
+        #[arg(long)]
+        end_entity: bool,
         /// Output PEM file.
         #[arg(long)]
         out: PathBuf,
@@ -167,6 +172,7 @@ pub(super) fn run(ctx: &Ctx, cmd: CaCommand) -> Result<ExitCode, Error> {
             validity: v,
             not_before,
             path_len,
+            end_entity,
             out,
         } => {
             crate::output::check_free(&[&out])?;
@@ -183,19 +189,20 @@ pub(super) fn run(ctx: &Ctx, cmd: CaCommand) -> Result<ExitCode, Error> {
                 .key(&uri, Some((&issuer.public_key, &issuer.source)))?;
             let (nb, na) = validity(&v, not_before.as_deref())?;
             let csr_bytes = read_input(&csr, "CSR")?;
-            let der = crate::ca::sign_ca(
-                &signer,
-                &issuer,
-                &csr_bytes,
-                &CaParams {
-                    subject: subject.as_deref().map(dn).transpose()?,
-                    not_before: nb,
-                    not_after: na,
-                    path_len,
-                    serial_prefix: prefix,
-                },
-            )?;
-            done(ctx, &out, &der, "CA certificate")?;
+            let params = CaParams {
+                subject: subject.as_deref().map(dn).transpose()?,
+                not_before: nb,
+                not_after: na,
+                path_len,
+                serial_prefix: prefix,
+            };
+            if end_entity {
+                let der = crate::ca::sign_end_entity(&signer, &issuer, &csr_bytes, &params)?;
+                done(ctx, &out, &der, "end-entity signer certificate")?;
+            } else {
+                let der = crate::ca::sign_ca(&signer, &issuer, &csr_bytes, &params)?;
+                done(ctx, &out, &der, "CA certificate")?;
+            }
         }
         CaCommand::Import { key, cert } => {
             let uri = site.key_uri(&key)?;

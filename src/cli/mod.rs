@@ -7,6 +7,7 @@ mod ca;
 mod hsm;
 mod issue;
 mod lifecycle;
+mod manifest;
 mod station;
 
 use crate::error::{Error, ExitCode};
@@ -52,6 +53,9 @@ pub enum Command {
     Crl(lifecycle::CrlArgs),
     /// Rotate a device's key in the field: a new certificate that supersedes the old.
     Renew(lifecycle::RenewArgs),
+    /// Signed manifests of batches and shifts: build, verify, show, merge.
+    #[command(subcommand)]
+    Manifest(manifest::ManifestCommand),
 }
 
 /// Runs a parsed command line.
@@ -70,6 +74,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Revoke(a) => lifecycle::revoke(&ctx, a),
         Command::Crl(a) => lifecycle::crl(&ctx, a),
         Command::Renew(a) => lifecycle::renew(&ctx, a),
+        Command::Manifest(c) => manifest::run(&ctx, c),
     }
 }
 

@@ -21,6 +21,20 @@ pub fn raw_ecdsa_to_der(raw: &[u8], field_len: usize) -> Result<Vec<u8>, CryptoE
     }
 }
 
+/// Converts a DER `Ecdsa-Sig-Value` into raw `r‖s` (the JWS ES256/ES384 form, RFC 7518
+/// §3.4) for a curve whose field is `field_len` bytes.
+pub fn der_ecdsa_to_raw(der: &[u8], field_len: usize) -> Result<Vec<u8>, CryptoError> {
+    match field_len {
+        32 => p256::ecdsa::Signature::from_der(der)
+            .map(|s| s.to_bytes().to_vec())
+            .map_err(|_| CryptoError::BadSignature),
+        48 => p384::ecdsa::Signature::from_der(der)
+            .map(|s| s.to_bytes().to_vec())
+            .map_err(|_| CryptoError::BadSignature),
+        _ => Err(CryptoError::BadSignature),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,5 +53,6 @@ mod tests {
         let der = raw_ecdsa_to_der(&raw, 32).unwrap();
         assert_eq!(&der[..5], &[0x30, 0x26, 0x02, 0x01, 0x01]);
         assert_eq!(&der[5..8], &[0x02, 0x21, 0x00]);
+        assert_eq!(der_ecdsa_to_raw(&der, 32).unwrap(), raw.to_vec());
     }
 }

@@ -6,7 +6,7 @@ mod pubkey;
 mod sigalg;
 mod soft;
 
-pub use ecdsa_der::raw_ecdsa_to_der;
+pub use ecdsa_der::{der_ecdsa_to_raw, raw_ecdsa_to_der};
 pub use pubkey::{KeyKind, PublicKey};
 pub use sigalg::{HashAlg, SignatureAlgorithm};
 pub use soft::SoftSigner;

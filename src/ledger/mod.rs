@@ -9,6 +9,7 @@
 
 mod audit;
 mod lifecycle;
+mod manifests;
 mod schema;
 mod station;
 
@@ -17,6 +18,7 @@ pub use audit::{
     ChainReport, CheckpointRow, GENESIS,
 };
 pub use lifecycle::{CertRecord, CrlRecord};
+pub use manifests::{ExportRow, ManifestRow, PendingManifest};
 pub use station::Attempt;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};

@@ -168,4 +168,35 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (kind, name)
     );
     "#,
+    // 4 (3 on the manifest branch; renumbered at merge after lifecycle's 3): manifests: each one built from this ledger, chained (sequence, prev_sha256) and the
+    // devices it covers. A manifest is 'pending' from before its file is written until the
+    // devices are marked exported; a pending one whose file never landed is 'abandoned'.
+    r#"
+    CREATE TABLE manifests (
+        id           INTEGER PRIMARY KEY,
+        sequence     INTEGER NOT NULL,
+        batches      TEXT NOT NULL,
+        path         TEXT NOT NULL,
+        sha256       TEXT NOT NULL,
+        merkle_root  TEXT NOT NULL,
+        count        INTEGER NOT NULL,
+        range_first  INTEGER NOT NULL,
+        range_last   INTEGER NOT NULL,
+        prev_sha256  TEXT,
+        signer_kid   TEXT NOT NULL,
+        state        TEXT NOT NULL CHECK (state IN ('pending', 'complete', 'abandoned')),
+        created_at   TEXT NOT NULL,
+        completed_at TEXT
+    );
+    CREATE UNIQUE INDEX manifests_sequence ON manifests(sequence) WHERE state = 'complete';
+    CREATE TABLE manifest_devices (
+        manifest_id  INTEGER NOT NULL REFERENCES manifests(id),
+        profile      TEXT NOT NULL,
+        device_id    TEXT NOT NULL,
+        serial       TEXT NOT NULL,
+        state_before TEXT NOT NULL,
+        PRIMARY KEY (manifest_id, profile, device_id)
+    );
+    CREATE INDEX manifest_devices_device ON manifest_devices(profile, device_id);
+    "#,
 ];

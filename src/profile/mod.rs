@@ -4,9 +4,11 @@
 //!
 //! A profile that does not validate is reported as `file:line: what is wrong — the fix`.
 
+mod cloud;
 mod station;
 mod template;
 
+pub use cloud::{Cloud, CloudValue};
 pub use station::{IdSource, InstallItem, KeyGen, Prove, StationRules};
 pub use template::{Template, Vars};
 
@@ -330,6 +332,8 @@ pub struct Profile {
     pub tenant: Option<String>,
     /// CA rollover: the CA (site config name) that takes over from `issuer`.
     pub rollover: Option<Rollover>,
+    /// Cloud attributes rendered into each manifest device line (`cloud:`).
+    pub cloud: Cloud,
 }
 
 /// A CA rollover in progress (`rollover:` in a profile): devices are issued by `issuer` until
@@ -383,6 +387,8 @@ struct Raw {
     tenant: Option<String>,
     #[serde(default)]
     rollover: Option<RawRollover>,
+    #[serde(default)]
+    cloud: Option<serde_yaml_ng::Value>,
 }
 
 fn generic() -> Preset {
@@ -703,7 +709,12 @@ impl Profile {
 
         let station =
             StationRules::from_raw(raw.station, &keys).map_err(|(key, msg)| err(key, msg))?;
+        let cloud = match &raw.cloud {
+            Some(v) => Cloud::from_yaml(v).map_err(|(key, msg)| err(&key, msg))?,
+            None => Cloud::default(),
+        };
         let p = Self {
+            cloud,
             path: path.into(),
             sha256: crate::crypto::sha256(&bytes),
             name: raw.name,

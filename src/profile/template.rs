@@ -1,5 +1,6 @@
 //! Value templates: literal text with `{device_id}`, `{csv.COLUMN}`, `{csr.ATTR}`,
-//! `{device.FIELD}` (station mode) and `{var.NAME}` placeholders. Rendering substitutes whole attribute values; it never builds a
+//! `{device.FIELD}` (station mode), `{cert.X}` (manifest-time `cloud:` values) and
+//! `{var.NAME}` placeholders. Rendering substitutes whole attribute values; it never builds a
 //! DN string, so a value cannot inject separators.
 
 use std::collections::BTreeMap;
@@ -52,17 +53,19 @@ impl TryFrom<String> for Template {
                         }
                     }
                     let ok = name == "device_id"
-                        || ["csv.", "csr.", "var.", "device."].iter().any(|p| {
-                            name.strip_prefix(p).is_some_and(|rest| {
-                                !rest.is_empty()
-                                    && rest
-                                        .chars()
-                                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-                            })
-                        });
+                        || ["csv.", "csr.", "var.", "device.", "cert."]
+                            .iter()
+                            .any(|p| {
+                                name.strip_prefix(p).is_some_and(|rest| {
+                                    !rest.is_empty()
+                                        && rest.chars().all(|c| {
+                                            c.is_ascii_alphanumeric() || c == '_' || c == '-'
+                                        })
+                                })
+                            });
                     if !ok {
                         return Err(format!(
-                            "template '{s}' uses unknown placeholder {{{name}}}; use {{device_id}}, {{csv.COLUMN}}, {{csr.CN}} (or another CSR subject attribute), {{device.hw_serial}} (station: what the device reports) or {{var.NAME}}"
+                            "template '{s}' uses unknown placeholder {{{name}}}; use {{device_id}}, {{csv.COLUMN}}, {{csr.CN}} (or another CSR subject attribute), {{device.hw_serial}} (station: what the device reports), {{cert.CN}} (profile cloud: sections) or {{var.NAME}}"
                         ));
                     }
                     if !lit.is_empty() {

@@ -1,0 +1,359 @@
+use super::Ctx;
+use crate::ca::CaCert;
+use crate::error::{Error, ExitCode};
+use crate::ledger::Ledger;
+use crate::manifest::{self, build, merge, ManifestError, Trust};
+use clap::Subcommand;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// `certfab manifest …`
+#[derive(Debug, Subcommand)]
+pub enum ManifestCommand {
+    /// Build the signed manifest of a batch or station shift from the ledger (M.jsonl and
+    /// M.jsonl.jws); marks its devices exported and chains to the ledger's previous manifest.
+    Build {
+        /// Batch or station-shift id (certfab batch status --json); repeat for several
+        /// batches of the same profile and CA.
+        #[arg(long, required = true)]
+        batch: Vec<String>,
+        /// The manifest file to write; the signature goes to FILE.jws.
+        #[arg(long)]
+        out: PathBuf,
+        /// NAME=VALUE for {var.NAME} in the profile's cloud: templates (repeatable).
+        #[arg(long = "var")]
+        vars: Vec<String>,
+        /// The profile file the batch was issued under (default: by name from profiles_dir).
+        #[arg(long)]
+        profile: Option<PathBuf>,
+        /// Root(s) the result must verify under (default: the site config's roots).
+        #[arg(long)]
+        trust: Option<PathBuf>,
+    },
+    /// Verify a manifest offline: signature and signer chain, Merkle root and count, every
+    /// certificate against the declared CA. Exit 0 only when everything checks out.
+    Verify {
+        /// The manifest.
+        manifest: PathBuf,
+        /// Its detached signature (default: MANIFEST.jws).
+        #[arg(long)]
+        signature: Option<PathBuf>,
+        /// Root CA certificate(s) to trust, PEM (default: the site config's roots).
+        #[arg(long)]
+        trust: Option<PathBuf>,
+    },
+    /// Summarise a manifest (verifying it when a trust anchor is available).
+    Show {
+        /// The manifest.
+        manifest: PathBuf,
+        /// Root CA certificate(s) to trust, PEM (default: the site config's roots).
+        #[arg(long)]
+        trust: Option<PathBuf>,
+        /// List every device (id, serial, state).
+        #[arg(long)]
+        devices: bool,
+    },
+    /// Merge verified manifests from several stations or shifts into one signed manifest,
+    /// refusing duplicate device ids, serials or public keys and mixed profiles/tenants/CAs.
+    Merge {
+        /// Manifests to merge (two or more).
+        #[arg(required = true, num_args = 2..)]
+        inputs: Vec<PathBuf>,
+        /// The merged manifest to write (signature at FILE.jws).
+        #[arg(long)]
+        out: PathBuf,
+        /// Root CA certificate(s) to trust (default: the site config's roots).
+        #[arg(long)]
+        trust: Option<PathBuf>,
+    },
+}
+
+pub(super) fn run(ctx: &Ctx, cmd: ManifestCommand) -> Result<ExitCode, Error> {
+    match cmd {
+        ManifestCommand::Build {
+            batch,
+            out,
+            vars,
+            profile,
+            trust,
+        } => {
+            let mut var_map = BTreeMap::new();
+            for v in &vars {
+                let (k, val) = v
+                    .split_once('=')
+                    .ok_or_else(|| Error::Usage(format!("--var '{v}' must be NAME=VALUE")))?;
+                var_map.insert(k.to_string(), val.to_string());
+            }
+            let site = ctx.site()?;
+            let trust = match &trust {
+                Some(t) => Trust::from_file(t)?,
+                None => Trust::from_site(&site.config)?,
+            };
+            site.login()?;
+            let now = time::OffsetDateTime::now_utc();
+            let now = now.replace_nanosecond(0).unwrap_or(now);
+            let signer = site.signer(now)?;
+            let mut ledger = Ledger::open(&site.config.ledger, &site.config.station_id)?;
+            let ca = |p: &crate::profile::Profile| -> Result<_, ManifestError> {
+                let r = site
+                    .ca_ref(p)
+                    .map_err(|e| ManifestError::Usage(e.to_string()))?;
+                let load = |path: &std::path::Path| {
+                    CaCert::load(path).map_err(|e| ManifestError::Usage(e.to_string()))
+                };
+                let cert = load(&r.cert)?;
+                let chain = r
+                    .chain
+                    .iter()
+                    .map(|p| load(p))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((r.name, cert, chain))
+            };
+            let o = build::build(
+                build::BuildSite {
+                    config: &site.config,
+                    ledger: &mut ledger,
+                    signer: &signer,
+                    trust: &trust,
+                    ca: &ca,
+                },
+                &build::BuildRequest {
+                    batches: batch,
+                    out,
+                    vars: var_map,
+                    profile,
+                    now,
+                },
+            )?;
+            for r in &o.recovered {
+                eprintln!("certfab: {r}");
+            }
+            let human = if o.already_built {
+                format!(
+                    "manifest #{} {} was already built for {} ({} devices); nothing to do",
+                    o.sequence,
+                    o.path.display(),
+                    o.batches.join(", "),
+                    o.count
+                )
+            } else {
+                format!(
+                    "wrote manifest #{} {} ({} devices, merkle root {}) and {}\nchained to {}; {} devices marked exported; signer kid {}",
+                    o.sequence,
+                    o.path.display(),
+                    o.count,
+                    o.merkle_root,
+                    o.signature.display(),
+                    o.prev_sha256.as_deref().map_or("nothing (first manifest of this ledger)".to_string(), |p| format!("previous manifest SHA-256 {p}")),
+                    o.exported,
+                    o.signer_kid
+                )
+            };
+            ctx.print(&serde_json::to_value(&o).unwrap_or_default(), &human);
+            Ok(ExitCode::Ok)
+        }
+        ManifestCommand::Verify {
+            manifest: path,
+            signature,
+            trust,
+        } => {
+            let trust = Trust::resolve(trust.as_deref(), ctx.config.as_deref())?;
+            match manifest::verify_file(&path, signature.as_deref(), &trust) {
+                Ok(v) => {
+                    ctx.print(&verified_json(&v), &verified_text(&v));
+                    Ok(ExitCode::Ok)
+                }
+                Err(ManifestError::Invalid(r)) => {
+                    if ctx.json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&serde_json::json!({
+                                "ok": false, "path": r.path, "signature": r.signature,
+                                "problems": r.problems, "trusted_roots_sha256": trust.fingerprints(),
+                            }))
+                            .unwrap_or_default()
+                        );
+                    }
+                    Err(ManifestError::Invalid(r).into())
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        ManifestCommand::Show {
+            manifest: path,
+            trust,
+            devices,
+        } => show(ctx, &path, trust, devices),
+        ManifestCommand::Merge { inputs, out, trust } => {
+            let site = ctx.site()?;
+            let trust = match &trust {
+                Some(t) => Trust::from_file(t)?,
+                None => Trust::from_site(&site.config)?,
+            };
+            site.login()?;
+            let now = time::OffsetDateTime::now_utc();
+            let now = now.replace_nanosecond(0).unwrap_or(now);
+            let signer = site.signer(now)?;
+            let o = merge::merge(&inputs, &out, &signer, &trust, now)?;
+            ctx.print(
+                &serde_json::to_value(&o).unwrap_or_default(),
+                &format!(
+                    "wrote merged manifest {} ({} devices from {} manifests, merkle root {}) and {}",
+                    o.path.display(),
+                    o.count,
+                    o.inputs.len(),
+                    o.merkle_root,
+                    o.signature.display()
+                ),
+            );
+            Ok(ExitCode::Ok)
+        }
+    }
+}
+
+fn verified_json(v: &manifest::VerifiedManifest) -> serde_json::Value {
+    let h = &v.header;
+    serde_json::json!({
+        "ok": true,
+        "path": v.path,
+        "sha256": v.sha256,
+        "format": h.format,
+        "batches": h.batches,
+        "stations": h.stations,
+        "profile": h.profile,
+        "profile_sha256": h.profile_sha256,
+        "tenant": h.tenant,
+        "created": h.created,
+        "sequence": h.sequence,
+        "range": h.range,
+        "prev_sha256": h.prev_sha256,
+        "merged_from": h.merged_from,
+        "count": v.trailer.count,
+        "merkle_root": v.trailer.merkle_root,
+        "states": states(v.devices.iter().map(|d| d.line.state.as_str())),
+        "ca_sha256": h.ca_sha256,
+        "signer": {
+            "kid": v.signature.header.kid,
+            "alg": v.signature.header.alg,
+            "subject": v.signature.signer.subject.to_string(),
+            "cert_sha256": hex::encode(crate::crypto::sha256(&v.signature.signer.der)),
+            "signed_at": v.signature.header.iat,
+        },
+        "trusted_root_sha256": hex::encode(crate::crypto::sha256(&v.signature.root.der)),
+        "ca_root_sha256": hex::encode(crate::crypto::sha256(&v.ca_root.der)),
+    })
+}
+
+fn states<'a>(it: impl Iterator<Item = &'a str>) -> BTreeMap<String, u64> {
+    let mut m = BTreeMap::new();
+    for s in it {
+        *m.entry(s.to_string()).or_insert(0) += 1;
+    }
+    m
+}
+
+fn verified_text(v: &manifest::VerifiedManifest) -> String {
+    let h = &v.header;
+    format!(
+        "OK {}: {} devices, batches {}, profile {}, merkle root {}\nsigned by {} (kid {}), chain to trusted root SHA-256 {}\ndevice CA {} chains to trusted root SHA-256 {}",
+        v.path.display(),
+        v.trailer.count,
+        h.batches.join(", "),
+        h.profile,
+        v.trailer.merkle_root,
+        v.signature.signer.subject,
+        v.signature.header.kid,
+        hex::encode(crate::crypto::sha256(&v.signature.root.der)),
+        v.ca_chain[0].subject,
+        hex::encode(crate::crypto::sha256(&v.ca_root.der)),
+    )
+}
+
+fn show(
+    ctx: &Ctx,
+    path: &std::path::Path,
+    trust: Option<PathBuf>,
+    list: bool,
+) -> Result<ExitCode, Error> {
+    let bytes = std::fs::read(path).map_err(|e| ManifestError::Read {
+        path: path.display().to_string(),
+        msg: e.to_string(),
+    })?;
+    let u = manifest::read_unverified(&bytes);
+    let verdict = match Trust::resolve(trust.as_deref(), ctx.config.as_deref()) {
+        Ok(t) => match manifest::verify_file(path, None, &t) {
+            Ok(_) => "verified".to_string(),
+            Err(ManifestError::Invalid(r)) => format!(
+                "DOES NOT VERIFY ({} problems; run certfab manifest verify)",
+                r.problems.len()
+            ),
+            Err(e) => format!("not verified: {e}"),
+        },
+        Err(_) => "not verified (no trust anchor: pass --trust ROOT.pem)".into(),
+    };
+    let Some(h) = &u.header else {
+        return Err(ManifestError::Invalid(Box::new(manifest::Report {
+            path: path.display().to_string(),
+            signature: manifest::signature_path(path).display().to_string(),
+            problems: vec![manifest::Problem {
+                line: Some(1),
+                msg: "line 1 is not a manifest header".into(),
+            }],
+        }))
+        .into());
+    };
+    let st = states(u.devices.iter().map(|d| d.state.as_str()));
+    let json = serde_json::json!({
+        "path": path,
+        "verification": verdict,
+        "header": {
+            "format": h.format, "tool": h.tool, "ledger": h.ledger, "batches": h.batches,
+            "stations": h.stations, "profile": h.profile, "profile_sha256": h.profile_sha256,
+            "tenant": h.tenant, "ca_sha256": h.ca_sha256, "created": h.created,
+            "sequence": h.sequence, "range": h.range, "prev_sha256": h.prev_sha256,
+            "merged_from": h.merged_from, "cloud": h.cloud,
+        },
+        "count": u.trailer.as_ref().map(|t| t.count),
+        "merkle_root": u.trailer.as_ref().map(|t| t.merkle_root.clone()),
+        "device_lines": u.devices.len(),
+        "undecodable_lines": u.undecodable,
+        "states": st,
+        "devices": if list {
+            serde_json::Value::Array(u.devices.iter().map(|d| serde_json::json!({
+                "seq": d.seq, "device_id": d.device_id, "serial": d.serial, "state": d.state,
+                "key_origin": d.key_origin, "batch": d.batch, "not_after": d.not_after, "cloud": d.cloud,
+            })).collect())
+        } else {
+            serde_json::Value::Null
+        },
+    });
+    let mut text = format!(
+        "{}: {verdict}\n  {} · profile {} · batches {} · stations {}\n  created {} · manifest #{} · previous {}\n  {} devices ({}) · merkle root {}",
+        path.display(),
+        h.format,
+        h.profile,
+        h.batches.join(", "),
+        h.stations.join(", "),
+        h.created,
+        h.sequence.map_or("- (merged)".into(), |s| s.to_string()),
+        h.prev_sha256.as_deref().unwrap_or("none"),
+        u.devices.len(),
+        st.iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        u.trailer
+            .as_ref()
+            .map_or("(no trailer)".to_string(), |t| t.merkle_root.clone()),
+    );
+    if list {
+        for d in &u.devices {
+            text.push_str(&format!(
+                "\n  {:>5} {} serial {} {}",
+                d.seq, d.device_id, d.serial, d.state
+            ));
+        }
+    }
+    ctx.print(&json, &text);
+    Ok(ExitCode::Ok)
+}

@@ -1,0 +1,273 @@
+//! Ledger records of manifests: which devices a manifest covers, its place in the ledger's
+//! chain, and the two-step write that keeps files and ledger in agreement after a crash
+//! (`pending` before the file is written, `complete` with the devices marked exported after).
+
+use super::{exec, now, Ledger, LedgerError};
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
+
+/// A device the ledger can put in a manifest: it has a signed, live certificate.
+#[derive(Debug, Clone)]
+pub struct ExportRow {
+    /// Profile name.
+    pub profile: String,
+    /// Device id.
+    pub device_id: String,
+    /// Ledger state now.
+    pub state: String,
+    /// csr, pubkey, host or device.
+    pub key_origin: String,
+    /// Serial, hex.
+    pub serial: String,
+    /// SHA-256 of the SPKI, hex.
+    pub spki_sha256: String,
+    /// Batch that issued the current certificate.
+    pub batch_id: String,
+    /// Station of that batch.
+    pub station: String,
+    /// Certificate DER.
+    pub der: Vec<u8>,
+}
+
+/// A manifest as recorded.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ManifestRow {
+    /// Row id.
+    pub id: i64,
+    /// Place in the ledger's chain.
+    pub sequence: u64,
+    /// Batches covered.
+    pub batches: Vec<String>,
+    /// The file.
+    pub path: String,
+    /// SHA-256 of the file, hex.
+    pub sha256: String,
+    /// Merkle root, hex.
+    pub merkle_root: String,
+    /// Devices.
+    pub count: u64,
+    /// Ledger-wide device numbers covered.
+    pub range_first: u64,
+    /// Last one.
+    pub range_last: u64,
+    /// Previous manifest's SHA-256.
+    pub prev_sha256: Option<String>,
+    /// Signer key id.
+    pub signer_kid: String,
+    /// pending, complete or abandoned.
+    pub state: String,
+    /// When built.
+    pub created_at: String,
+}
+
+/// A manifest about to be written, with the devices it claims.
+#[derive(Debug, Clone)]
+pub struct PendingManifest {
+    /// Row fields (id and state are ignored).
+    pub row: ManifestRow,
+    /// (profile, device id, serial, state before export).
+    pub devices: Vec<(String, String, String, String)>,
+}
+
+const COLS: &str = "id, sequence, batches, path, sha256, merkle_root, count, range_first, range_last, prev_sha256, signer_kid, state, created_at";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ManifestRow> {
+    let batches: String = r.get(2)?;
+    Ok(ManifestRow {
+        id: r.get(0)?,
+        sequence: r.get::<_, i64>(1)? as u64,
+        batches: serde_json::from_str(&batches).unwrap_or_default(),
+        path: r.get(3)?,
+        sha256: r.get(4)?,
+        merkle_root: r.get(5)?,
+        count: r.get::<_, i64>(6)? as u64,
+        range_first: r.get::<_, i64>(7)? as u64,
+        range_last: r.get::<_, i64>(8)? as u64,
+        prev_sha256: r.get(9)?,
+        signer_kid: r.get(10)?,
+        state: r.get(11)?,
+        created_at: r.get(12)?,
+    })
+}
+
+impl Ledger {
+    /// The profile file hash a batch was issued under.
+    pub fn batch_profile_sha256(&self, batch_id: &str) -> Result<Option<String>, LedgerError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT profile_sha256 FROM batches WHERE id = ?1",
+                [batch_id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Devices of `batch_id` with a live signed certificate that no manifest has exported yet,
+    /// in issuance order.
+    pub fn exportable_devices(&self, batch_id: &str) -> Result<Vec<ExportRow>, LedgerError> {
+        let mut st = self.conn.prepare(
+            "SELECT d.profile, d.device_id, d.state, d.key_origin, d.serial, d.spki_sha256,
+                    d.batch_id, b.station, c.der
+             FROM devices d
+             JOIN certificates c ON c.profile = d.profile AND c.device_id = d.device_id
+                  AND c.serial = d.serial AND c.state = 'signed'
+             JOIN batches b ON b.id = d.batch_id
+             WHERE d.batch_id = ?1
+               AND d.state IN ('signed', 'installing', 'installed', 'install_unconfirmed')
+             ORDER BY c.rowid",
+        )?;
+        let rows = st
+            .query_map([batch_id], |r| {
+                Ok(ExportRow {
+                    profile: r.get(0)?,
+                    device_id: r.get(1)?,
+                    state: r.get(2)?,
+                    key_origin: r.get(3)?,
+                    serial: r.get(4)?,
+                    spki_sha256: r.get(5)?,
+                    batch_id: r.get(6)?,
+                    station: r.get(7)?,
+                    der: r.get(8)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// How many devices of `batch_id` are already exported.
+    pub fn exported_count(&self, batch_id: &str) -> Result<u64, LedgerError> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM devices WHERE batch_id = ?1 AND state = 'exported'",
+            [batch_id],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
+    /// The last complete manifest (the one the next chains to).
+    pub fn last_manifest(&self) -> Result<Option<ManifestRow>, LedgerError> {
+        let sql = format!(
+            "SELECT {COLS} FROM manifests WHERE state = 'complete' ORDER BY sequence DESC LIMIT 1"
+        );
+        Ok(self.conn.query_row(&sql, [], row).optional()?)
+    }
+
+    /// Manifests in a state, oldest first.
+    pub fn manifests(&self, state: &str) -> Result<Vec<ManifestRow>, LedgerError> {
+        let sql = format!("SELECT {COLS} FROM manifests WHERE state = ?1 ORDER BY id");
+        let mut st = self.conn.prepare(&sql)?;
+        let rows = st.query_map([state], row)?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Records a manifest as pending, with the devices it claims, before its file is written.
+    pub fn begin_manifest(&mut self, p: &PendingManifest) -> Result<i64, LedgerError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let r = &p.row;
+        exec(
+            &tx,
+            "INSERT INTO manifests (sequence, batches, path, sha256, merkle_root, count, range_first,
+                                    range_last, prev_sha256, signer_kid, state, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'pending', ?11)",
+            params![
+                r.sequence as i64,
+                serde_json::to_string(&r.batches).unwrap_or_default(),
+                r.path,
+                r.sha256,
+                r.merkle_root,
+                r.count as i64,
+                r.range_first as i64,
+                r.range_last as i64,
+                r.prev_sha256,
+                r.signer_kid,
+                r.created_at
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        for (profile, device, serial, before) in &p.devices {
+            exec(
+                &tx,
+                "INSERT INTO manifest_devices (manifest_id, profile, device_id, serial, state_before)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, profile, device, serial, before],
+            )?;
+        }
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Completes a pending manifest whose file is in place: its devices become `exported` and
+    /// a `manifest_built` audit event is chained, in one transaction. Returns how many devices
+    /// changed state (a device superseded or revoked meanwhile keeps that state).
+    pub fn complete_manifest(&mut self, id: i64) -> Result<u64, LedgerError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let r = tx.query_row(
+            &format!("SELECT {COLS} FROM manifests WHERE id = ?1 AND state = 'pending'"),
+            [id],
+            row,
+        )?;
+        let at = now();
+        let n = exec(
+            &tx,
+            "UPDATE devices SET state = 'exported', updated_at = ?2
+             WHERE (profile, device_id, serial) IN
+                   (SELECT profile, device_id, serial FROM manifest_devices WHERE manifest_id = ?1)
+               AND state IN ('signed', 'installing', 'installed', 'install_unconfirmed')",
+            params![id, at],
+        )? as u64;
+        exec(
+            &tx,
+            "UPDATE manifests SET state = 'complete', completed_at = ?2 WHERE id = ?1",
+            params![id, at],
+        )?;
+        let batch = r.batches.first().cloned();
+        Self::audit(
+            &tx,
+            &mut self.head,
+            &self.station,
+            "manifest_built",
+            batch.as_deref(),
+            None,
+            &serde_json::json!({
+                "sequence": r.sequence, "batches": r.batches, "path": r.path, "sha256": r.sha256,
+                "merkle_root": r.merkle_root, "count": r.count, "prev_sha256": r.prev_sha256,
+                "signer_kid": r.signer_kid, "exported": n,
+            }),
+        )?;
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// Marks a pending manifest whose file never landed as abandoned (its devices stay
+    /// exportable), with an audit event.
+    pub fn abandon_manifest(&mut self, id: i64, reason: &str) -> Result<(), LedgerError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (path, sha): (String, String) = tx.query_row(
+            "SELECT path, sha256 FROM manifests WHERE id = ?1 AND state = 'pending'",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        exec(
+            &tx,
+            "UPDATE manifests SET state = 'abandoned', completed_at = ?2 WHERE id = ?1",
+            params![id, now()],
+        )?;
+        Self::audit(
+            &tx,
+            &mut self.head,
+            &self.station,
+            "manifest_abandoned",
+            None,
+            None,
+            &serde_json::json!({"path": path, "sha256": sha, "reason": reason}),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,457 @@
+//! `manifest build`: a manifest of a batch's (or station shift's) devices, from the ledger
+//! only, chained to the ledger's previous manifest, signed, self-verified, and recorded so
+//! that a crash at any point leaves the file and the ledger in agreement.
+//!
+//! Write order (DESIGN.md invariant 6, nothing leaves before it is in the ledger):
+//! 1. finish or abandon manifests a crashed run left `pending`;
+//! 2. build the bytes in memory, sign them in the HSM, verify the result like an auditor;
+//! 3. record the manifest `pending` with the devices it claims (commit);
+//! 4. write `M.jsonl`, then `M.jsonl.jws` (each temp + fsync + rename, never over a file);
+//! 5. mark the devices `exported`, the manifest `complete`, and chain a `manifest_built`
+//!    audit event (one commit).
+//!
+//! A crash after 3 leaves a pending row: the next build completes it if `M.jsonl` landed with
+//! the recorded hash (re-signing if the `.jws` is missing), else abandons it; its devices
+//! then go into the next manifest.
+
+use super::format::{self, DeviceLine, Header, Range, Trailer, FORMAT};
+use super::jws::{self, DocumentSigner};
+use super::{merkle, ManifestError, Trust};
+use crate::ca::CaCert;
+use crate::ledger::{ExportRow, Ledger, ManifestRow, PendingManifest};
+use crate::profile::{Profile, Vars};
+use crate::signer::Signer;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use time::OffsetDateTime;
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    /// Batches (or station shifts) to include; all must share profile and CA.
+    pub batches: Vec<String>,
+    /// The manifest file to write (`.jws` beside it).
+    pub out: PathBuf,
+    /// `{var.NAME}` values for the profile's `cloud:` templates.
+    pub vars: BTreeMap<String, String>,
+    /// The profile file (default: looked up by the batch's profile name).
+    pub profile: Option<PathBuf>,
+    /// Build time.
+    pub now: OffsetDateTime,
+}
+
+/// What was built.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BuildOutcome {
+    /// The manifest.
+    pub path: PathBuf,
+    /// Its signature.
+    pub signature: PathBuf,
+    /// SHA-256 of the manifest, hex.
+    pub sha256: String,
+    /// Place in the ledger's chain.
+    pub sequence: u64,
+    /// Previous manifest's SHA-256.
+    pub prev_sha256: Option<String>,
+    /// Devices.
+    pub count: u64,
+    /// Merkle root, hex.
+    pub merkle_root: String,
+    /// Ledger-wide device numbers.
+    pub range: Range,
+    /// Devices whose state became `exported`.
+    pub exported: u64,
+    /// Batches covered.
+    pub batches: Vec<String>,
+    /// The signer's key id.
+    pub signer_kid: String,
+    /// True when this exact manifest was already built and recorded (a re-run).
+    pub already_built: bool,
+    /// Manifests a crashed run left pending, and what happened to them.
+    pub recovered: Vec<String>,
+}
+
+/// A CA as a build resolves it: its name (as the ledger records it), certificate and chain.
+pub type ResolvedCa = (String, CaCert, Vec<CaCert>);
+
+/// The context a build needs from the site.
+pub struct BuildSite<'a, K: Signer> {
+    /// Site config (profile lookup).
+    pub config: &'a crate::config::SiteConfig,
+    /// The ledger, opened for writing.
+    pub ledger: &'a mut Ledger,
+    /// The manifest signer.
+    pub signer: &'a DocumentSigner<K>,
+    /// Roots the result must verify under.
+    pub trust: &'a Trust,
+    /// Resolves the profile's CA (`Site::ca_ref`) to its certificate and chain.
+    pub ca: &'a dyn Fn(&Profile) -> Result<ResolvedCa, ManifestError>,
+}
+
+/// Builds, signs, writes and records a manifest (see the module docs for the order).
+pub fn build<K: Signer>(
+    site: BuildSite<'_, K>,
+    req: &BuildRequest,
+) -> Result<BuildOutcome, ManifestError> {
+    let recovered = recover_pending(site.ledger, site.signer, req.now)?;
+    if req.batches.is_empty() {
+        return Err(ManifestError::Usage(
+            "name the batch or station shift with --batch ID (certfab batch status --json shows ids)".into(),
+        ));
+    }
+    let mut batches = req.batches.clone();
+    batches.sort();
+    batches.dedup();
+
+    // Batches: known, one profile (same file) and one CA.
+    let mut rows: Vec<crate::ledger::BatchRow> = Vec::new();
+    for b in &batches {
+        rows.push(site.ledger.batch(b)?.ok_or_else(|| {
+            ManifestError::Usage(format!(
+                "batch {b} is not in ledger {}; certfab batch status --json lists batch ids",
+                site.ledger.path().display()
+            ))
+        })?);
+    }
+    let first = &rows[0];
+    let profile_sha = site
+        .ledger
+        .batch_profile_sha256(&first.id)?
+        .unwrap_or_default();
+    for r in &rows[1..] {
+        let sha = site.ledger.batch_profile_sha256(&r.id)?.unwrap_or_default();
+        if r.profile != first.profile || sha != profile_sha || r.ca != first.ca {
+            return Err(ManifestError::Usage(format!(
+                "batches {} and {} differ in profile or CA; one manifest covers one profile and CA (build one each, or merge)",
+                first.id, r.id
+            )));
+        }
+    }
+    let profile_path = req
+        .profile
+        .clone()
+        .unwrap_or_else(|| site.config.profile_path(&first.profile));
+    let profile = Profile::load(&profile_path).map_err(|e| ManifestError::Usage(e.to_string()))?;
+    if hex::encode(profile.sha256) != profile_sha || profile.name != first.profile {
+        return Err(ManifestError::Usage(format!(
+            "{} is not the profile batch {} was issued under (profile {} with SHA-256 {profile_sha}); pass --profile with that exact file",
+            profile_path.display(),
+            first.id,
+            first.profile
+        )));
+    }
+    let (ca_name, ca, chain) = (site.ca)(&profile)?;
+    if ca_name != first.ca {
+        return Err(ManifestError::Usage(format!(
+            "the profile now names CA '{ca_name}', but batch {} was issued by '{}'",
+            first.id, first.ca
+        )));
+    }
+
+    // Devices not yet exported.
+    let mut devices: Vec<ExportRow> = Vec::new();
+    for b in &batches {
+        devices.extend(site.ledger.exportable_devices(b)?);
+    }
+    if devices.is_empty() {
+        if let Some(done) = already_built(site.ledger, &batches, &req.out)? {
+            return Ok(outcome_of(&done, true, recovered));
+        }
+        let exported: u64 = batches
+            .iter()
+            .map(|b| site.ledger.exported_count(b))
+            .sum::<Result<u64, _>>()?;
+        return Err(ManifestError::Refused(format!(
+            "batch {} has no signed device that is not already in a manifest ({exported} already exported); nothing to build",
+            batches.join(", ")
+        )));
+    }
+    let sig_path = super::signature_path(&req.out);
+    for p in [&req.out, &sig_path] {
+        if p.exists() {
+            return Err(ManifestError::Write {
+                path: p.display().to_string(),
+                msg: "it already exists; certfab never overwrites a manifest. Choose a new --out or move it away".into(),
+            });
+        }
+    }
+
+    // Lines.
+    let last = site.ledger.last_manifest()?;
+    let sequence = last.as_ref().map_or(1, |m| m.sequence + 1);
+    let range_first = last.as_ref().map_or(1, |m| m.range_last + 1);
+    let range = Range {
+        first: range_first,
+        last: range_first + devices.len() as u64 - 1,
+    };
+    let mut stations: Vec<String> = devices.iter().map(|d| d.station.clone()).collect();
+    stations.sort();
+    stations.dedup();
+    let mut ca_chain = vec![ca.pem()];
+    ca_chain.extend(chain.iter().map(CaCert::pem));
+    let mut ca_sha256 = vec![hex::encode(crate::crypto::sha256(&ca.der))];
+    ca_sha256.extend(
+        chain
+            .iter()
+            .map(|c| hex::encode(crate::crypto::sha256(&c.der))),
+    );
+    let header = Header {
+        kind: "header".into(),
+        format: FORMAT.into(),
+        tool: format!("certfab {}", env!("CARGO_PKG_VERSION")),
+        ledger: site.ledger.ledger_id()?,
+        batches: batches.clone(),
+        stations,
+        profile: profile.name.clone(),
+        profile_sha256: profile_sha.clone(),
+        tenant: profile.cloud.tenant(),
+        ca_chain,
+        ca_sha256,
+        created: crate::clock::rfc3339(req.now),
+        sequence: Some(sequence),
+        range: Some(range),
+        prev_sha256: last.as_ref().map(|m| m.sha256.clone()),
+        merged_from: Vec::new(),
+        cloud: profile.cloud.as_written(),
+        line_sha256: String::new(),
+    };
+    let canon_err = |e: super::canon::CanonError| ManifestError::Usage(e.0);
+    let mut text = format::encode(&header).map_err(canon_err)?;
+    text.push('\n');
+    let mut leaves = Vec::with_capacity(devices.len());
+    for (i, d) in devices.iter().enumerate() {
+        let line = device_line(i as u64 + 1, d, &profile, &req.vars)?;
+        let enc = format::encode(&line).map_err(canon_err)?;
+        leaves.push(merkle::leaf_hash(enc.as_bytes()));
+        text.push_str(&enc);
+        text.push('\n');
+    }
+    let merkle_root = hex::encode(merkle::root_of_hashes(&leaves));
+    let trailer = Trailer {
+        kind: "trailer".into(),
+        count: devices.len() as u64,
+        merkle_root: merkle_root.clone(),
+        line_sha256: String::new(),
+    };
+    text.push_str(&format::encode(&trailer).map_err(canon_err)?);
+    text.push('\n');
+    let bytes = text.into_bytes();
+
+    // Sign, then check it the way an auditor will, before anything is recorded or written.
+    let jws = jws::sign_detached(site.signer, &bytes, FORMAT, req.now)?;
+    if let Err(report) = super::verify_bytes(
+        &req.out,
+        &sig_path.display().to_string(),
+        &bytes,
+        Some(&jws),
+        &site.trust.roots,
+    ) {
+        return Err(ManifestError::Refused(format!(
+            "the manifest just built does not verify against the site's roots ({}), so it was not written: {report}",
+            site.trust.source
+        )));
+    }
+
+    let out_abs = std::path::absolute(&req.out).unwrap_or_else(|_| req.out.clone());
+    let sha256 = hex::encode(crate::crypto::sha256(&bytes));
+    let row = ManifestRow {
+        id: 0,
+        sequence,
+        batches: batches.clone(),
+        path: out_abs.display().to_string(),
+        sha256: sha256.clone(),
+        merkle_root,
+        count: devices.len() as u64,
+        range_first: range.first,
+        range_last: range.last,
+        prev_sha256: last.map(|m| m.sha256),
+        signer_kid: site.signer.kid(),
+        state: "pending".into(),
+        created_at: crate::clock::rfc3339(req.now),
+    };
+    let id = site.ledger.begin_manifest(&PendingManifest {
+        row: row.clone(),
+        devices: devices
+            .iter()
+            .map(|d| {
+                (
+                    d.profile.clone(),
+                    d.device_id.clone(),
+                    d.serial.clone(),
+                    d.state.clone(),
+                )
+            })
+            .collect(),
+    })?;
+    write(&req.out, &bytes)?;
+    write(&sig_path, jws.as_bytes())?;
+    let exported = site.ledger.complete_manifest(id)?;
+    let mut out = outcome_of(&row, false, recovered);
+    out.path = req.out.clone();
+    out.signature = sig_path;
+    out.exported = exported;
+    Ok(out)
+}
+
+fn outcome_of(m: &ManifestRow, already: bool, recovered: Vec<String>) -> BuildOutcome {
+    let path = PathBuf::from(&m.path);
+    BuildOutcome {
+        signature: super::signature_path(&path),
+        path,
+        sha256: m.sha256.clone(),
+        sequence: m.sequence,
+        prev_sha256: m.prev_sha256.clone(),
+        count: m.count,
+        merkle_root: m.merkle_root.clone(),
+        range: Range {
+            first: m.range_first,
+            last: m.range_last,
+        },
+        exported: 0,
+        batches: m.batches.clone(),
+        signer_kid: m.signer_kid.clone(),
+        already_built: already,
+        recovered,
+    }
+}
+
+/// A complete manifest for exactly these batches at `out` whose file is intact: a re-run.
+fn already_built(
+    ledger: &Ledger,
+    batches: &[String],
+    out: &Path,
+) -> Result<Option<ManifestRow>, ManifestError> {
+    let out_abs = std::path::absolute(out).unwrap_or_else(|_| out.to_path_buf());
+    Ok(ledger.manifests("complete")?.into_iter().rev().find(|m| {
+        m.batches == batches
+            && Path::new(&m.path) == out_abs
+            && file_sha256(Path::new(&m.path)).as_deref() == Some(m.sha256.as_str())
+    }))
+}
+
+fn file_sha256(p: &Path) -> Option<String> {
+    std::fs::read(p)
+        .ok()
+        .map(|b| hex::encode(crate::crypto::sha256(&b)))
+}
+
+fn write(path: &Path, data: &[u8]) -> Result<(), ManifestError> {
+    crate::output::write_new(path, data).map_err(|e| ManifestError::Write {
+        path: path.display().to_string(),
+        msg: match e {
+            crate::Error::Output { msg, .. } => msg,
+            other => other.to_string(),
+        },
+    })
+}
+
+/// Completes or abandons manifests a crashed run left pending; returns what happened.
+fn recover_pending<K: Signer>(
+    ledger: &mut Ledger,
+    signer: &DocumentSigner<K>,
+    now: OffsetDateTime,
+) -> Result<Vec<String>, ManifestError> {
+    let mut done = Vec::new();
+    for m in ledger.manifests("pending")? {
+        let path = PathBuf::from(&m.path);
+        if file_sha256(&path).as_deref() == Some(m.sha256.as_str()) {
+            let sig = super::signature_path(&path);
+            if !sig.exists() {
+                let bytes = std::fs::read(&path).map_err(|e| ManifestError::Read {
+                    path: m.path.clone(),
+                    msg: e.to_string(),
+                })?;
+                let jws = jws::sign_detached(signer, &bytes, FORMAT, now)?;
+                write(&sig, jws.as_bytes())?;
+            }
+            ledger.complete_manifest(m.id)?;
+            done.push(format!(
+                "manifest #{} ({}) was written before an interruption: completed, its devices marked exported",
+                m.sequence, m.path
+            ));
+        } else {
+            ledger.abandon_manifest(m.id, "its file was not written before an interruption")?;
+            done.push(format!(
+                "manifest #{} ({}) was interrupted before its file was written: abandoned, its devices go into the next manifest",
+                m.sequence, m.path
+            ));
+        }
+    }
+    Ok(done)
+}
+
+fn key_origin(ledger_value: &str) -> &'static str {
+    match ledger_value {
+        "device" => "device",
+        "host" => "host",
+        // A CSR or a bare public key delivered in a file.
+        _ => "csr-file",
+    }
+}
+
+fn device_line(
+    seq: u64,
+    d: &ExportRow,
+    profile: &Profile,
+    vars: &BTreeMap<String, String>,
+) -> Result<DeviceLine, ManifestError> {
+    let facts = super::verify::cert_facts(&d.der).map_err(|e| {
+        ManifestError::Refused(format!(
+            "ledger certificate of device {} does not parse: {e}",
+            d.device_id
+        ))
+    })?;
+    if facts.serial != d.serial || facts.spki_sha256 != d.spki_sha256 {
+        return Err(ManifestError::Refused(format!(
+            "ledger row of device {} disagrees with its certificate (serial or public key); the ledger needs an audit",
+            d.device_id
+        )));
+    }
+    let cert_sha256 = hex::encode(crate::crypto::sha256(&d.der));
+    let mut v = Vars {
+        device_id: Some(d.device_id.clone()),
+        values: BTreeMap::new(),
+    };
+    v.values.insert("var.batch".into(), d.batch_id.clone());
+    v.values.insert("var.station".into(), d.station.clone());
+    for (k, x) in vars {
+        v.values.insert(format!("var.{k}"), x.clone());
+    }
+    v.values.insert("cert.serial".into(), d.serial.clone());
+    v.values.insert("cert.sha256".into(), cert_sha256.clone());
+    v.values
+        .insert("cert.spki_sha256".into(), d.spki_sha256.clone());
+    if let Ok(c) = <x509_cert::Certificate as der::Decode>::from_der(&d.der) {
+        for rdn in c.tbs_certificate.subject.0.iter() {
+            for atv in rdn.0.iter() {
+                if let Some(text) = crate::csr::any_text(&atv.value) {
+                    let key = crate::profile::AttrType::name_of(atv.oid);
+                    v.values.entry(format!("cert.{key}")).or_insert(text);
+                }
+            }
+        }
+    }
+    let cloud = profile.cloud.render(&v).map_err(|e| {
+        ManifestError::Usage(format!(
+            "device {}: {e} (pass --var NAME=VALUE for {{var.NAME}})",
+            d.device_id
+        ))
+    })?;
+    Ok(DeviceLine {
+        kind: "device".into(),
+        seq,
+        device_id: d.device_id.clone(),
+        serial: d.serial.clone(),
+        cert_sha256,
+        spki_sha256: d.spki_sha256.clone(),
+        not_before: facts.not_before,
+        not_after: facts.not_after,
+        key_origin: key_origin(&d.key_origin).into(),
+        state: d.state.clone(),
+        batch: d.batch_id.clone(),
+        station: d.station.clone(),
+        cert: crate::issue::pem(&d.der),
+        cloud,
+        line_sha256: String::new(),
+    })
+}

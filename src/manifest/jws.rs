@@ -1,0 +1,468 @@
+//! Detached JWS (RFC 7515 compact serialization, appendix F): the signature format of
+//! manifests and audit checkpoints, made in the HSM by a document-signing key that is not a
+//! device CA.
+//!
+//! The file holds `BASE64URL(protected header) . . BASE64URL(signature)`: the payload (the
+//! signed file's exact bytes) is left out and supplied by the verifier. The signing input is
+//! the standard one, `BASE64URL(header) "." BASE64URL(payload)` (no RFC 7797 `b64:false`), so
+//! any JOSE library verifies it. The header is canonical JSON with exactly these members:
+//! `alg` (ES256 or ES384), `cty` (what the payload is), `iat` (signing time, Unix seconds),
+//! `kid` (the signer certificate's subjectKeyIdentifier, lower-case hex), `typ` (`JOSE`),
+//! `x5c` (signer certificate then its chain, standard base64 DER, RFC 7515 §4.1.6) and
+//! `x5t#S256` (BASE64URL SHA-256 of the signer certificate DER).
+
+use crate::ca::CaCert;
+use crate::crypto::{der_ecdsa_to_raw, raw_ecdsa_to_der, HashAlg, SignatureAlgorithm};
+use crate::signer::{SignError, Signer};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use der::{Decode, Tagged};
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+use x509_cert::ext::pkix::{KeyUsage, KeyUsages};
+
+/// Why a signature could not be made or does not verify.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JwsError {
+    /// The configured signer cannot be used (config problem).
+    #[error("manifest signer: {0}")]
+    Signer(String),
+    /// The token failed to sign.
+    #[error("manifest signer: {0}")]
+    Sign(#[from] SignError),
+    /// The signature file is not a detached compact JWS.
+    #[error("signature: {0}")]
+    Malformed(String),
+    /// The protected header is not what certfab writes.
+    #[error("signature header: {0}")]
+    Header(String),
+    /// The certificate chain in `x5c` is broken or does not reach a trusted root.
+    #[error("signer chain: {0}")]
+    Chain(String),
+    /// The signature does not verify over these bytes with the signer's key.
+    #[error("signature does not verify over the file's bytes with the signer certificate's key ({0}): the file or its signature was changed, or it was signed by another key")]
+    BadSignature(String),
+}
+
+/// A document-signing identity: end-entity certificate, chain above it, and the key.
+pub struct DocumentSigner<K> {
+    /// The signer's certificate (CA:FALSE, keyUsage digitalSignature).
+    pub cert: CaCert,
+    /// Certificates above it, nearest first.
+    pub chain: Vec<CaCert>,
+    /// The key (on the token in production).
+    pub key: K,
+}
+
+impl<K: Signer> DocumentSigner<K> {
+    /// Checks that `key` is `cert`'s, that `cert` is a usable end-entity signing certificate at
+    /// `now`, and that `chain` links it upwards.
+    pub fn new(
+        cert: CaCert,
+        chain: Vec<CaCert>,
+        key: K,
+        now: OffsetDateTime,
+    ) -> Result<Self, JwsError> {
+        if *key.public_key() != cert.public_key {
+            return Err(JwsError::Signer(format!(
+                "the key does not belong to {}",
+                cert.source
+            )));
+        }
+        check_signer_cert(&cert, now).map_err(JwsError::Signer)?;
+        jws_alg(key.algorithm()).map_err(JwsError::Signer)?;
+        let mut below = &cert;
+        for c in &chain {
+            below
+                .check_signed_by(c)
+                .map_err(|e| JwsError::Signer(e.to_string()))?;
+            below = c;
+        }
+        Ok(Self { cert, chain, key })
+    }
+
+    /// The key id written as `kid`: the certificate's subjectKeyIdentifier, hex.
+    pub fn kid(&self) -> String {
+        hex::encode(&self.cert.key_id)
+    }
+}
+
+/// The checks a signer certificate must pass at `at`: not a CA, keyUsage with
+/// digitalSignature, within its validity.
+fn check_signer_cert(cert: &CaCert, at: OffsetDateTime) -> Result<(), String> {
+    if cert.is_ca {
+        return Err(format!(
+            "{} is a CA certificate; the manifest signer must be an end-entity certificate (CA:FALSE), made with `certfab ca sign --end-entity`",
+            cert.source
+        ));
+    }
+    let parsed = x509_cert::Certificate::from_der(&cert.der).map_err(|e| e.to_string())?;
+    let ku = parsed
+        .tbs_certificate
+        .get::<KeyUsage>()
+        .map_err(|e| e.to_string())?
+        .map(|(_, k)| k);
+    if !ku.is_some_and(|k| k.0.contains(KeyUsages::DigitalSignature)) {
+        return Err(format!("{} has no keyUsage digitalSignature", cert.source));
+    }
+    if !has_signer_eku(&parsed) {
+        return Err(format!(
+            "{} lacks the certfab document-signer extendedKeyUsage ({}): it is not a manifest signer (a device certificate, or one not made with `certfab ca sign --end-entity`)",
+            cert.source,
+            crate::ca::SIGNER_EKU
+        ));
+    }
+    if at < cert.not_before {
+        return Err(format!(
+            "{} is not valid before {}",
+            cert.source,
+            crate::clock::rfc3339(cert.not_before)
+        ));
+    }
+    if let Some(na) = cert.not_after {
+        if at >= na {
+            return Err(format!(
+                "{} expired at {}",
+                cert.source,
+                crate::clock::rfc3339(na)
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn has_signer_eku(cert: &x509_cert::Certificate) -> bool {
+    let want = crate::ca::signer_eku_der();
+    cert.tbs_certificate
+        .extensions
+        .iter()
+        .flatten()
+        .filter(|e| e.extn_id == const_oid::db::rfc5280::ID_CE_EXT_KEY_USAGE)
+        .any(|e| {
+            Vec::<der::Any>::from_der(e.extn_value.as_bytes()).is_ok_and(|purposes| {
+                purposes
+                    .iter()
+                    .any(|p| p.tag() == der::Tag::ObjectIdentifier && p.value() == want.as_slice())
+            })
+        })
+}
+
+fn jws_alg(alg: SignatureAlgorithm) -> Result<(&'static str, usize), String> {
+    match alg {
+        SignatureAlgorithm::Ecdsa(HashAlg::Sha256) => Ok(("ES256", 32)),
+        SignatureAlgorithm::Ecdsa(HashAlg::Sha384) => Ok(("ES384", 48)),
+        other => Err(format!(
+            "signature algorithm {other:?} is not supported for manifests; use a P-256 (ES256) or P-384 (ES384) key"
+        )),
+    }
+}
+
+/// Signs `payload` and returns the detached compact JWS (`header..signature`, no newline).
+/// `cty` names what the payload is (e.g. `certfab-manifest/1`); `iat` is the signing time.
+pub fn sign_detached<K: Signer>(
+    signer: &DocumentSigner<K>,
+    payload: &[u8],
+    cty: &str,
+    iat: OffsetDateTime,
+) -> Result<String, JwsError> {
+    let (alg, field) = jws_alg(signer.key.algorithm()).map_err(JwsError::Signer)?;
+    let mut x5c = vec![Value::String(STANDARD.encode(&signer.cert.der))];
+    x5c.extend(
+        signer
+            .chain
+            .iter()
+            .map(|c| Value::String(STANDARD.encode(&c.der))),
+    );
+    let header = json!({
+        "alg": alg,
+        "cty": cty,
+        "iat": iat.unix_timestamp(),
+        "kid": signer.kid(),
+        "typ": "JOSE",
+        "x5c": x5c,
+        "x5t#S256": URL_SAFE_NO_PAD.encode(crate::crypto::sha256(&signer.cert.der)),
+    });
+    let header = super::canon::to_string(&header).map_err(|e| JwsError::Header(e.0))?;
+    let h64 = URL_SAFE_NO_PAD.encode(header.as_bytes());
+    let input = signing_input(&h64, payload);
+    let der = signer.key.sign(input.as_bytes())?;
+    // Prove the token's signature before it leaves the process (DESIGN.md invariant 4).
+    signer
+        .key
+        .public_key()
+        .verify(signer.key.algorithm(), input.as_bytes(), &der)
+        .map_err(|_| {
+            JwsError::Signer(
+                "the token's signature does not verify with the signer certificate".into(),
+            )
+        })?;
+    let raw = der_ecdsa_to_raw(&der, field).map_err(|e| JwsError::Signer(e.to_string()))?;
+    Ok(format!("{h64}..{}", URL_SAFE_NO_PAD.encode(raw)))
+}
+
+fn signing_input(h64: &str, payload: &[u8]) -> String {
+    let mut s = String::with_capacity(h64.len() + 1 + payload.len() * 4 / 3 + 4);
+    s.push_str(h64);
+    s.push('.');
+    URL_SAFE_NO_PAD.encode_string(payload, &mut s);
+    s
+}
+
+/// The protected header of a verified signature.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JwsHeader {
+    /// `ES256` or `ES384`.
+    pub alg: String,
+    /// Content type (e.g. `certfab-manifest/1`).
+    pub cty: String,
+    /// Signing time, Unix seconds.
+    pub iat: i64,
+    /// Signer key id (subjectKeyIdentifier hex).
+    pub kid: String,
+    /// `x5t#S256`.
+    pub x5t_s256: String,
+}
+
+/// A signature that verified, and who made it.
+#[derive(Debug, Clone)]
+pub struct VerifiedSignature {
+    /// The header.
+    pub header: JwsHeader,
+    /// The signer's certificate.
+    pub signer: CaCert,
+    /// The rest of `x5c`, nearest first.
+    pub chain: Vec<CaCert>,
+    /// The trusted root the chain ends at.
+    pub root: CaCert,
+}
+
+/// Verifies a detached compact JWS over `payload`: header members and values, `alg` against
+/// the key, `kid` and `x5t#S256` against the signer certificate, the `x5c` chain up to one of
+/// `trust` (never the chain's own root unless it is in `trust`), the signer certificate's
+/// usage and validity at `iat`, and the signature itself. `cty` must match.
+pub fn verify_detached(
+    jws: &str,
+    payload: &[u8],
+    trust: &[CaCert],
+    cty: &str,
+) -> Result<VerifiedSignature, JwsError> {
+    let jws = jws.strip_suffix('\n').unwrap_or(jws);
+    let parts: Vec<&str> = jws.split('.').collect();
+    let [h64, body, s64] = parts[..] else {
+        return Err(JwsError::Malformed(format!(
+            "expected 3 dot-separated parts (header..signature), found {}",
+            parts.len()
+        )));
+    };
+    if !body.is_empty() {
+        return Err(JwsError::Malformed(
+            "the payload part is not empty: this is not a detached signature".into(),
+        ));
+    }
+    let hbytes = URL_SAFE_NO_PAD
+        .decode(h64)
+        .map_err(|e| JwsError::Malformed(format!("header is not base64url: {e}")))?;
+    let sig = URL_SAFE_NO_PAD
+        .decode(s64)
+        .map_err(|e| JwsError::Malformed(format!("signature is not base64url: {e}")))?;
+    let header = super::canon::parse_canonical(&hbytes).map_err(|e| JwsError::Header(e.0))?;
+    let obj = header
+        .as_object()
+        .ok_or_else(|| JwsError::Header("not a JSON object".into()))?;
+    let expected = ["alg", "cty", "iat", "kid", "typ", "x5c", "x5t#S256"];
+    if let Some(k) = obj.keys().find(|k| !expected.contains(&k.as_str())) {
+        return Err(JwsError::Header(format!(
+            "unexpected member '{k}' (certfab signatures carry exactly {})",
+            expected.join(", ")
+        )));
+    }
+    let text = |k: &str| -> Result<String, JwsError> {
+        obj.get(k)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| JwsError::Header(format!("'{k}' is missing or not a string")))
+    };
+    let alg = text("alg")?;
+    let got_cty = text("cty")?;
+    if got_cty != cty {
+        return Err(JwsError::Header(format!(
+            "cty is '{got_cty}', expected '{cty}'"
+        )));
+    }
+    if text("typ")? != "JOSE" {
+        return Err(JwsError::Header("typ is not 'JOSE'".into()));
+    }
+    let iat = obj
+        .get("iat")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| JwsError::Header("'iat' is missing or not an integer".into()))?;
+    let kid = text("kid")?;
+    let x5t = text("x5t#S256")?;
+    let x5c = obj
+        .get("x5c")
+        .and_then(Value::as_array)
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| JwsError::Header("'x5c' is missing or empty".into()))?;
+    let mut certs = Vec::with_capacity(x5c.len());
+    for (i, c) in x5c.iter().enumerate() {
+        let der = c
+            .as_str()
+            .and_then(|s| STANDARD.decode(s).ok())
+            .ok_or_else(|| JwsError::Header(format!("x5c[{i}] is not base64 DER")))?;
+        certs.push(
+            CaCert::from_der(der, format!("x5c[{i}]"))
+                .map_err(|e| JwsError::Header(e.to_string()))?,
+        );
+    }
+    let signer = certs.remove(0);
+    let chain = certs;
+    if kid != hex::encode(&signer.key_id) {
+        return Err(JwsError::Header(format!(
+            "kid {kid} is not the signer certificate's key id {}",
+            hex::encode(&signer.key_id)
+        )));
+    }
+    if x5t != URL_SAFE_NO_PAD.encode(crate::crypto::sha256(&signer.der)) {
+        return Err(JwsError::Header(
+            "x5t#S256 is not the SHA-256 of x5c[0]".into(),
+        ));
+    }
+    let at = OffsetDateTime::from_unix_timestamp(iat)
+        .map_err(|_| JwsError::Header(format!("iat {iat} is out of range")))?;
+    check_signer_cert(&signer, at).map_err(JwsError::Chain)?;
+    let root = chain_to_trust(&signer, &chain, trust).map_err(JwsError::Chain)?;
+
+    let key_alg = signer.public_key.default_signature();
+    let (want_alg, field) = jws_alg(key_alg).map_err(JwsError::Chain)?;
+    if alg != want_alg {
+        return Err(JwsError::Header(format!(
+            "alg {alg} does not fit the signer key ({want_alg})"
+        )));
+    }
+    let der = raw_ecdsa_to_der(&sig, field)
+        .map_err(|_| JwsError::BadSignature(format!("{} is not a {} signature", s64.len(), alg)))?;
+    let input = signing_input(h64, payload);
+    signer
+        .public_key
+        .verify(key_alg, input.as_bytes(), &der)
+        .map_err(|_| JwsError::BadSignature(format!("kid {kid}")))?;
+    Ok(VerifiedSignature {
+        header: JwsHeader {
+            alg,
+            cty: got_cty,
+            iat,
+            kid,
+            x5t_s256: x5t,
+        },
+        signer,
+        chain,
+        root,
+    })
+}
+
+/// Links `leaf` through `chain` (each signed by the next, each issuer a CA) to a certificate
+/// in `trust`: either the chain's last certificate is a trust anchor (byte-equal), or a trust
+/// anchor signed it. Returns that anchor, or what breaks the chain.
+pub fn chain_to_trust(leaf: &CaCert, chain: &[CaCert], trust: &[CaCert]) -> Result<CaCert, String> {
+    let mut below = leaf;
+    for c in chain {
+        if trust.iter().any(|t| t.der == below.der) {
+            break;
+        }
+        if !c.is_ca || !c.can_sign_certs {
+            return Err(format!(
+                "{} (issuer of {}) is not a CA certificate",
+                c.source, below.source
+            ));
+        }
+        below.check_signed_by(c).map_err(|e| e.to_string())?;
+        below = c;
+    }
+    if let Some(t) = trust.iter().find(|t| t.der == below.der) {
+        return Ok(t.clone());
+    }
+    for t in trust {
+        if below.check_signed_by(t).is_ok() {
+            return Ok(t.clone());
+        }
+    }
+    Err(format!(
+        "{} does not chain to a trusted root (trusted: {}); pass --trust ROOT.pem with the root the signer and CA were issued under",
+        below.source,
+        trust
+            .iter()
+            .map(|t| format!("SHA-256 {}", hex::encode(crate::crypto::sha256(&t.der))))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::SoftSigner;
+
+    fn pki() -> (SoftSigner, CaCert, DocumentSigner<SoftSigner>) {
+        let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+        let root_key = SoftSigner::generate_p256();
+        let params = crate::ca::CaParams {
+            subject: Some("CN=Test Root".parse().unwrap()),
+            not_before: now - time::Duration::hours(1),
+            not_after: Some(now + time::Duration::days(1)),
+            path_len: None,
+            serial_prefix: 1,
+        };
+        let root = CaCert::from_der(
+            crate::ca::self_sign(&root_key, &params).unwrap(),
+            "root".into(),
+        )
+        .unwrap();
+        let key = SoftSigner::generate_p256();
+        let csr = crate::ca::make_csr(&key, "CN=Signer".parse().unwrap()).unwrap();
+        let ee = crate::ca::sign_end_entity(
+            &root_key,
+            &root,
+            &csr,
+            &crate::ca::CaParams {
+                subject: None,
+                ..params
+            },
+        )
+        .unwrap();
+        let cert = CaCert::from_der(ee, "signer".into()).unwrap();
+        let signer = DocumentSigner::new(cert, vec![root.clone()], key, now).unwrap();
+        (root_key, root, signer)
+    }
+
+    #[test]
+    fn round_trip_and_tamper() {
+        let (_, root, signer) = pki();
+        let now = OffsetDateTime::now_utc();
+        let jws = sign_detached(&signer, b"hello\n", "t/1", now).unwrap();
+        assert!(jws.contains(".."));
+        let v = verify_detached(&jws, b"hello\n", std::slice::from_ref(&root), "t/1").unwrap();
+        assert_eq!(v.header.kid, signer.kid());
+        assert!(matches!(
+            verify_detached(&jws, b"hellO\n", std::slice::from_ref(&root), "t/1"),
+            Err(JwsError::BadSignature(_))
+        ));
+        assert!(matches!(
+            verify_detached(&jws, b"hello\n", std::slice::from_ref(&root), "other/1"),
+            Err(JwsError::Header(_))
+        ));
+        // Another root is not trusted even though x5c carries the real one.
+        let (_, other_root, _) = pki();
+        assert!(matches!(
+            verify_detached(&jws, b"hello\n", &[other_root], "t/1"),
+            Err(JwsError::Chain(_))
+        ));
+    }
+
+    #[test]
+    fn refuses_a_ca_as_signer() {
+        let (root_key, root, _) = pki();
+        let r = DocumentSigner::new(root.clone(), vec![], root_key, OffsetDateTime::now_utc());
+        assert!(matches!(r, Err(JwsError::Signer(_))));
+    }
+}
