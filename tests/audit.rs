@@ -759,3 +759,109 @@ fn tenants_are_counted_and_mixing_is_critical() {
     moved.sort();
     assert_eq!(moved, ["DEV-1", "DEV-2"], "{r:#}");
 }
+
+/// Signed manifests against ledgers: a clean one, one audited against a ledger that never
+/// issued its devices, a ledger edited after the manifest, and a manifest edited after signing.
+#[test]
+fn manifests_are_checked_against_the_ledgers() {
+    let l = Line::new();
+    let o = pubkey_batch(
+        &l,
+        &l.config(),
+        "m",
+        "generic-iot",
+        &[
+            ("M-1", &rust_pubkey_pem()),
+            ("M-2", &rust_pubkey_pem()),
+            ("M-3", &rust_pubkey_pem()),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let batch = json(&o)["batch"].as_str().unwrap().to_string();
+    let manifest = l.file("m.jsonl");
+    let o = l.certfab(&[
+        "manifest",
+        "build",
+        "--batch",
+        &batch,
+        "--out",
+        s(&manifest),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let la = l.file("ledger.sqlite");
+    let run = |ledger: &Path, m: &Path| {
+        let mut a = vec![
+            "--ledger".to_string(),
+            ledger.display().to_string(),
+            "--manifest".into(),
+            m.display().to_string(),
+        ];
+        a.extend(ca_args(&l));
+        audit(&args_of(&a))
+    };
+
+    let out = run(&la, &manifest);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let r = json(&out);
+    // Exported devices are not "signed, never installed"; only the info that no profiles
+    // were given remains.
+    assert_eq!(codes(&r), ["profiles-not-checked"], "{r:#}");
+    assert_eq!(r["inputs"]["manifests"][0], s(&manifest));
+
+    // Another station's ledger: none of the manifest's certificates is recorded there.
+    let b = second_station(&l);
+    let o = pubkey_batch(&l, &b, "b", "generic-iot", &[("B-1", &rust_pubkey_pem())]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = run(&l.file("ledger-b.sqlite"), &manifest);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let r = json(&out);
+    let unrec = with_code(&r, "cert-without-record");
+    let mut lines: Vec<&str> = unrec
+        .iter()
+        .map(|f| f["locations"][0].as_str().unwrap())
+        .collect();
+    lines.sort();
+    let want: Vec<String> = (2..=4)
+        .map(|n| format!("{} line {n}", manifest.display()))
+        .collect();
+    assert_eq!(lines, want, "{r:#}");
+    assert_eq!(unrec[0]["severity"], "critical");
+
+    // The ledger edited after the manifest: M-2's current serial is no longer the one the
+    // manifest carries, and nothing says it was superseded.
+    {
+        let db = rusqlite::Connection::open(&la).unwrap();
+        let n = db
+            .execute(
+                "UPDATE devices SET serial = '01' || substr(serial, 3, 30) || 'ff' WHERE device_id = 'M-2'",
+                [],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+    let r = json(&run(&la, &manifest));
+    let mm = with_code(&r, "manifest-ledger-mismatch");
+    assert_eq!(mm.len(), 1, "{r:#}");
+    assert_eq!(mm[0]["device_id"], "M-2");
+    assert_eq!(mm[0]["severity"], "high");
+    assert!(mm[0]["locations"][0]
+        .as_str()
+        .unwrap()
+        .ends_with("m.jsonl line 3"));
+    assert_eq!(with_code(&r, "ledger-cert-missing").len(), 1, "{r:#}");
+
+    // The manifest edited after signing (a device id changed): it does not verify.
+    let edited = l.file("edited.jsonl");
+    let text_m = std::fs::read_to_string(&manifest).unwrap();
+    assert!(text_m.contains("\"M-3\""));
+    std::fs::write(&edited, text_m.replace("\"M-3\"", "\"M-X\"")).unwrap();
+    std::fs::copy(l.file("m.jsonl.jws"), l.file("edited.jsonl.jws")).unwrap();
+    let r = json(&run(&la, &edited));
+    let bad = with_code(&r, "manifest-invalid");
+    assert_eq!(bad.len(), 1, "{r:#}");
+    assert_eq!(bad[0]["severity"], "critical");
+    assert!(
+        with_code(&r, "cert-without-record").is_empty(),
+        "its devices are not used"
+    );
+}

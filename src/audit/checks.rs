@@ -142,6 +142,7 @@ pub fn all(corpus: &Corpus, opts: &Options) -> Vec<Finding> {
     f.extend(tenant_mixing(corpus, &parsed));
     f.extend(serial_prefixes(corpus));
     f.extend(unrecorded_certs(corpus));
+    f.extend(manifests_invalid(corpus));
     f.extend(manifest_vs_ledger(corpus));
     f.extend(install_states(corpus));
     f.extend(expiry(corpus, &parsed, opts));
@@ -803,6 +804,28 @@ pub fn unrecorded_certs(corpus: &Corpus) -> Vec<Finding> {
     f
 }
 
+/// `manifest-invalid` (critical): a manifest whose signature, signer chain, Merkle root,
+/// count or certificates do not verify (its devices are not used by the other checks).
+pub fn manifests_invalid(corpus: &Corpus) -> Vec<Finding> {
+    corpus
+        .manifests
+        .iter()
+        .filter_map(|m| {
+            m.invalid.as_ref().map(|why| {
+                Finding::new(
+                    Critical,
+                    "manifest-invalid",
+                    format!(
+                        "manifest {} does not verify, so none of its devices can be trusted: {why}",
+                        m.path
+                    ),
+                )
+                .at(m.path.clone())
+            })
+        })
+        .collect()
+}
+
 /// `manifest-ledger-mismatch` (high): a manifest device whose certificate the ledgers know,
 /// but under another device id, or whose device the ledgers hold with a different current
 /// serial without recording the manifest's as superseded or revoked.
@@ -833,6 +856,14 @@ pub fn manifest_vs_ledger(corpus: &Corpus) -> Vec<Finding> {
                 why.push(format!(
                     "the manifest says serial {}, the ledger {}",
                     d.serial, c.serial
+                ));
+            }
+            let batch_tenant = l.tenant_of(&c.batch_id);
+            if batch_tenant != m.tenant.as_deref() {
+                why.push(format!(
+                    "the manifest is for tenant {}, the ledger issued it for tenant {}",
+                    tenant_name(m.tenant.as_deref()),
+                    tenant_name(batch_tenant)
                 ));
             }
             let status = l

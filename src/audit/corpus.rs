@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 pub struct Sources {
     /// Ledger files.
     pub ledgers: Vec<PathBuf>,
+    /// Manifests (`M.jsonl`, signature beside it as `M.jsonl.jws`), verified against the
+    /// self-signed roots among `cas`.
+    pub manifests: Vec<PathBuf>,
     /// CA certificate files (PEM, one or more certificates each, or DER).
     pub cas: Vec<PathBuf>,
     /// Directories searched recursively for device certificates (`*.pem`, `*.crt`, `*.der`).
@@ -192,13 +195,73 @@ pub struct ManifestDevice {
     pub state: String,
 }
 
-/// A manifest, verified.
+/// A manifest: its devices when it verified, else why not.
 #[derive(Debug, Clone)]
 pub struct ManifestData {
     /// The file.
     pub path: String,
-    /// Devices.
+    /// Devices (empty when it did not verify).
     pub devices: Vec<ManifestDevice>,
+    /// Batches (or shifts) it covers, per its header.
+    pub batches: Vec<String>,
+    /// Its tenant, per its header.
+    pub tenant: Option<String>,
+    /// Why it does not verify (signature, chain, Merkle root, count, a certificate).
+    pub invalid: Option<String>,
+}
+
+/// Verifies one manifest against the self-signed roots among the given CAs. Only a file that
+/// cannot be read is an error; a manifest that does not verify is a finding.
+fn load_manifest(path: &Path, cas: &[CaEntry]) -> Result<ManifestData, CorpusError> {
+    use crate::manifest::{ManifestError, Trust};
+    let shown = path.display().to_string();
+    let roots: Vec<CaCert> = cas
+        .iter()
+        .filter(|c| c.cert.is_self_signed())
+        .map(|c| c.cert.clone())
+        .collect();
+    let empty = |invalid: String| ManifestData {
+        path: shown.clone(),
+        devices: Vec::new(),
+        batches: Vec::new(),
+        tenant: None,
+        invalid: Some(invalid),
+    };
+    if roots.is_empty() {
+        return Ok(empty(
+            "no self-signed root among the given CA certificates to verify it against; pass the root with --ca".into(),
+        ));
+    }
+    let trust = Trust {
+        roots,
+        source: "--ca".into(),
+    };
+    match crate::manifest::verify_file(path, None, &trust) {
+        Ok(v) => Ok(ManifestData {
+            path: shown,
+            devices: v
+                .devices
+                .into_iter()
+                .map(|d| ManifestDevice {
+                    // Line 1 is the header; device n is on line n + 1.
+                    line: d.line.seq + 1,
+                    device_id: d.line.device_id,
+                    serial: d.line.serial,
+                    cert_der: d.cert_der,
+                    state: d.line.state,
+                })
+                .collect(),
+            batches: v.header.batches,
+            tenant: v.header.tenant,
+            invalid: None,
+        }),
+        Err(ManifestError::Invalid(report)) => Ok(empty(report.to_string())),
+        Err(ManifestError::Read { path, msg }) => Err(CorpusError::File {
+            path,
+            msg: format!("cannot read: {msg}"),
+        }),
+        Err(e) => Ok(empty(e.to_string())),
+    }
 }
 
 /// A device certificate found in a file.
@@ -569,7 +632,11 @@ impl Corpus {
             }
         }
 
-        let manifests = Vec::new();
+        let manifests = src
+            .manifests
+            .iter()
+            .map(|p| load_manifest(p, &cas))
+            .collect::<Result<Vec<_>, _>>()?;
 
         Ok(Self {
             ledgers,

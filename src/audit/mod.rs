@@ -199,7 +199,9 @@ fn natural_key(locations: &[String]) -> Vec<(String, u64)> {
         let mut num: Option<u64> = None;
         for ch in l.chars() {
             match (ch.to_digit(10), num) {
-                (Some(d), n) => num = Some(n.unwrap_or(0).saturating_mul(10).saturating_add(d as u64)),
+                (Some(d), n) => {
+                    num = Some(n.unwrap_or(0).saturating_mul(10).saturating_add(d as u64))
+                }
                 (None, Some(n)) => {
                     out.push((std::mem::take(&mut text), n));
                     num = None;

@@ -10,6 +10,10 @@ pub struct AuditArgs {
     /// A ledger to audit (repeatable); opened read-only. Default with --config: the site's.
     #[arg(long = "ledger", value_name = "LEDGER.sqlite")]
     ledgers: Vec<PathBuf>,
+    /// A signed manifest to check against the ledgers (repeatable); its signature is read
+    /// from MANIFEST.jws and verified against the self-signed roots among the CAs.
+    #[arg(long = "manifest", value_name = "M.jsonl")]
+    manifests: Vec<PathBuf>,
     /// A CA certificate file (PEM with one or more certificates, or DER; repeatable). Default
     /// with --config: every CA in the site config and its chain.
     #[arg(long = "ca", value_name = "CA.pem")]
@@ -39,6 +43,7 @@ pub(super) fn run(ctx: &Ctx, a: AuditArgs) -> Result<ExitCode, Error> {
     }
     let mut src = Sources {
         ledgers: a.ledgers,
+        manifests: a.manifests,
         cas: a.cas,
         cert_dirs: a.cert_dirs,
         profiles_dir: a.profiles,
