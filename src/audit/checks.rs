@@ -23,14 +23,10 @@ pub const LIVE: &[&str] = &[
     "exported",
 ];
 
-/// A device certificate, parsed, with the CA that signed it (if any given CA did).
+/// What the audit keeps of a device certificate after examining it once while loading (the
+/// DER itself is not kept, so memory stays small on large ledgers).
+#[derive(Debug, Clone)]
 pub struct Leaf {
-    /// The certificate.
-    pub cert: x509_cert::Certificate,
-    /// Its key.
-    pub key: PublicKey,
-    /// SHA-256 of the DER, hex.
-    pub sha256: String,
     /// SHA-256 of the SPKI, hex (the ledger's `spki_sha256`).
     pub spki_sha256: String,
     /// Serial, hex without leading zero octets.
@@ -43,11 +39,27 @@ pub struct Leaf {
     pub issuer_name: String,
     /// Index into `corpus.cas` of the CA whose key verifies the signature.
     pub ca: Option<usize>,
+    /// How it differs from its profile; `None` when not compared (no such profile given, or
+    /// no CA verifies it).
+    pub profile_diffs: Option<Vec<String>>,
 }
 
-/// Parses a device certificate and finds its CA among `cas` (issuer name equal and signature
-/// verifying with the CA's key).
-pub fn parse_leaf(der: &[u8], cas: &[CaEntry]) -> Result<Leaf, String> {
+/// A parsed certificate, while it is examined.
+struct Full {
+    cert: x509_cert::Certificate,
+    key: PublicKey,
+    not_before: OffsetDateTime,
+    not_after: Option<OffsetDateTime>,
+}
+
+/// Examines a device certificate: parses it, finds its CA among `cas` (issuer name equal and
+/// signature verifying with the CA's key) and, when `profile` is given, compares it with it.
+pub fn examine(
+    der: &[u8],
+    cas: &[CaEntry],
+    profile: Option<&Profile>,
+    device_id: &str,
+) -> Result<Leaf, String> {
     let cert = x509_cert::Certificate::from_der(der).map_err(|e| e.to_string())?;
     let tbs = &cert.tbs_certificate;
     let spki = tbs
@@ -59,16 +71,28 @@ pub fn parse_leaf(der: &[u8], cas: &[CaEntry]) -> Result<Leaf, String> {
     let not_before = crate::ca::time_of(&tbs.validity.not_before)
         .ok_or_else(|| "notBefore is 9999-12-31".to_string())?;
     let ca = signed_by(der, &issuer_der, cas);
-    Ok(Leaf {
-        sha256: hex::encode(crate::crypto::sha256(der)),
-        spki_sha256: hex::encode(crate::crypto::sha256(key.spki_der())),
-        serial: normal_serial(&hex::encode(tbs.serial_number.as_bytes())),
-        not_before,
-        not_after: crate::ca::time_of(&tbs.validity.not_after),
-        issuer_name: tbs.issuer.to_string(),
-        key,
-        ca,
+    let serial = normal_serial(&hex::encode(tbs.serial_number.as_bytes()));
+    let issuer_name = tbs.issuer.to_string();
+    let not_after = crate::ca::time_of(&tbs.validity.not_after);
+    let spki_sha256 = hex::encode(crate::crypto::sha256(key.spki_der()));
+    let full = Full {
         cert,
+        key,
+        not_before,
+        not_after,
+    };
+    let profile_diffs = match (profile, ca) {
+        (Some(p), Some(i)) => Some(profile_differences(&full, &cas[i].cert, p, device_id)),
+        _ => None,
+    };
+    Ok(Leaf {
+        spki_sha256,
+        serial,
+        not_before,
+        not_after,
+        issuer_name,
+        ca,
+        profile_diffs,
     })
 }
 
@@ -91,22 +115,28 @@ pub fn normal_serial(s: &str) -> String {
     t.to_string()
 }
 
-/// Every signed certificate row with DER, parsed once: (ledger index, row index) → result.
-pub type Parsed = HashMap<(usize, usize), Result<Leaf, String>>;
+/// The examined certificates of a corpus, by (ledger index, row index).
+pub struct Parsed<'a>(&'a Corpus);
 
-/// Parses every signed certificate in every ledger.
-pub fn parse_all(corpus: &Corpus) -> Parsed {
-    let mut out = HashMap::new();
-    for (li, l) in corpus.ledgers.iter().enumerate() {
-        for (ri, c) in l.certs.iter().enumerate() {
-            if c.state == "signed" {
-                if let Some(der) = &c.der {
-                    out.insert((li, ri), parse_leaf(der, &corpus.cas));
-                }
-            }
-        }
+impl<'a> Parsed<'a> {
+    /// The examined certificate of a row (signed, with DER).
+    pub fn get(&self, key: &(usize, usize)) -> Option<&'a Result<Leaf, String>> {
+        self.0
+            .ledgers
+            .get(key.0)
+            .and_then(|l| l.certs.get(key.1))
+            .and_then(|c| c.leaf.as_ref())
     }
-    out
+
+    /// Every examined certificate.
+    pub fn iter(&self) -> impl Iterator<Item = ((usize, usize), &'a Result<Leaf, String>)> + 'a {
+        self.0.ledgers.iter().enumerate().flat_map(|(li, l)| {
+            l.certs
+                .iter()
+                .enumerate()
+                .filter_map(move |(ri, c)| c.leaf.as_ref().map(|x| ((li, ri), x)))
+        })
+    }
 }
 
 fn row_loc(l: &LedgerData, table: &str, rowid: i64) -> String {
@@ -128,7 +158,7 @@ fn cert_finding(
 
 /// Runs every check.
 pub fn all(corpus: &Corpus, opts: &Options) -> Vec<Finding> {
-    let parsed = parse_all(corpus);
+    let parsed = Parsed(corpus);
     let mut f = Vec::new();
     f.extend(audit_chain(corpus));
     f.extend(cert_records(corpus, &parsed));
@@ -176,14 +206,14 @@ pub fn audit_chain(corpus: &Corpus) -> Vec<Finding> {
 /// Signed rows that do not hold what they claim: `ledger-cert-missing` (high, DER gone),
 /// `cert-unparseable` and `cert-record-mismatch` (critical: hash, serial or key differ), and
 /// `cert-not-in-audit-log` (critical: no hash-chained `issued` event for this certificate).
-pub fn cert_records(corpus: &Corpus, parsed: &Parsed) -> Vec<Finding> {
+pub fn cert_records(corpus: &Corpus, parsed: &Parsed<'_>) -> Vec<Finding> {
     let mut f = Vec::new();
     for (li, l) in corpus.ledgers.iter().enumerate() {
         for (ri, c) in l.certs.iter().enumerate() {
             if c.state != "signed" {
                 continue;
             }
-            let Some(der) = &c.der else {
+            let Some(sha) = &c.der_sha256 else {
                 f.push(cert_finding(High, "ledger-cert-missing", l, c, format!(
                     "ledger {} records serial {} for device {} as signed, but the certificate itself is missing (der is NULL)",
                     l.path, c.serial, c.device_id
@@ -202,14 +232,13 @@ pub fn cert_records(corpus: &Corpus, parsed: &Parsed) -> Vec<Finding> {
                     ),
                 )),
                 Some(Ok(leaf)) => {
-                    let sha = hex::encode(crate::crypto::sha256(der));
                     if !l.issued_events.contains(&(c.serial.clone(), sha.clone())) {
                         f.push(cert_finding(Critical, "cert-not-in-audit-log", l, c, format!(
                             "ledger {}: the certificate of device {} (serial {}) has no 'issued' event in the audit log; the row was written outside certfab",
                             l.path, c.device_id, c.serial
                         )));
                     }
-                    if c.cert_sha256.as_deref().is_some_and(|s| s != sha) {
+                    if c.cert_sha256.as_deref().is_some_and(|s| s != sha.as_str()) {
                         f.push(cert_finding(Critical, "cert-record-mismatch", l, c, format!(
                             "ledger {}: the certificate of device {} does not match its recorded SHA-256 (recorded {}, actual {sha})",
                             l.path, c.device_id, c.cert_sha256.as_deref().unwrap_or("")
@@ -232,7 +261,7 @@ pub fn cert_records(corpus: &Corpus, parsed: &Parsed) -> Vec<Finding> {
 /// Devices whose state says they hold a certificate the ledger does not have
 /// (`ledger-cert-missing`, high), or whose recorded key is not the certificate's
 /// (`cert-record-mismatch`, critical).
-pub fn device_records(corpus: &Corpus, parsed: &Parsed) -> Vec<Finding> {
+pub fn device_records(corpus: &Corpus, parsed: &Parsed<'_>) -> Vec<Finding> {
     let mut f = Vec::new();
     for (li, l) in corpus.ledgers.iter().enumerate() {
         let by_serial: HashMap<(&str, &str, &str), usize> = l
@@ -289,7 +318,7 @@ fn short(h: &str) -> &str {
 }
 
 /// `cert-not-chaining` (critical): a signed certificate that no given CA signed.
-pub fn chains(corpus: &Corpus, parsed: &Parsed) -> Vec<Finding> {
+pub fn chains(corpus: &Corpus, parsed: &Parsed<'_>) -> Vec<Finding> {
     let mut f = Vec::new();
     for (li, l) in corpus.ledgers.iter().enumerate() {
         for (ri, c) in l.certs.iter().enumerate() {
@@ -332,7 +361,7 @@ pub fn ca_chains(corpus: &Corpus) -> Vec<Finding> {
 }
 
 /// Whether a certificate matches its profile; returns what differs.
-pub fn profile_differences(leaf: &Leaf, ca: &CaCert, p: &Profile, device_id: &str) -> Vec<String> {
+fn profile_differences(leaf: &Full, ca: &CaCert, p: &Profile, device_id: &str) -> Vec<String> {
     let mut d = Vec::new();
     let tbs = &leaf.cert.tbs_certificate;
     // The profile's own pre-issuance lint, re-run on what was signed.
@@ -479,7 +508,7 @@ fn eku_names(s: &BTreeSet<String>) -> String {
 /// Certificates against their profiles: `profile-mismatch` (high), `profile-unknown` and
 /// `profile-changed` (low), `profile-unloadable` (low); `profiles-not-checked` (info) when no
 /// profiles were given.
-pub fn profiles(corpus: &Corpus, parsed: &Parsed) -> Vec<Finding> {
+pub fn profiles(corpus: &Corpus, parsed: &Parsed<'_>) -> Vec<Finding> {
     let mut f = Vec::new();
     for e in &corpus.profile_errors {
         f.push(Finding::new(
@@ -522,15 +551,13 @@ pub fn profiles(corpus: &Corpus, parsed: &Parsed) -> Vec<Finding> {
             )).at(l.path.clone()));
         }
         for (ri, c) in l.certs.iter().enumerate() {
-            let (Some(Ok(leaf)), Some(p)) =
-                (parsed.get(&(li, ri)), corpus.profiles.get(&c.profile))
+            let Some(Ok(Leaf {
+                profile_diffs: Some(diffs),
+                ..
+            })) = parsed.get(&(li, ri))
             else {
                 continue;
             };
-            let Some(ca) = leaf.ca.map(|i| &corpus.cas[i].cert) else {
-                continue;
-            };
-            let diffs = profile_differences(leaf, ca, p, &c.device_id);
             if !diffs.is_empty() {
                 f.push(cert_finding(High, "profile-mismatch", l, c, format!(
                     "ledger {}: the certificate of device {} (serial {}) does not match profile '{}': {}",
@@ -655,7 +682,7 @@ fn tenant_name(t: Option<&str>) -> &str {
 
 /// `tenant-mixing` (critical): one public key live under more than one tenant, or a
 /// certificate signed by a CA the site config gives to another tenant than the batch's.
-pub fn tenant_mixing(corpus: &Corpus, parsed: &Parsed) -> Vec<Finding> {
+pub fn tenant_mixing(corpus: &Corpus, parsed: &Parsed<'_>) -> Vec<Finding> {
     let mut f = Vec::new();
     type Seen<'a> = BTreeMap<&'a str, Vec<(usize, &'a super::DeviceRec)>>;
     let mut by_key: Seen<'_> = BTreeMap::new();
@@ -753,15 +780,11 @@ pub fn serial_prefixes(corpus: &Corpus) -> Vec<Finding> {
 /// `cert-without-record` (critical): a certificate in a manifest or a file that no given
 /// ledger recorded.
 pub fn unrecorded_certs(corpus: &Corpus) -> Vec<Finding> {
-    let known: BTreeSet<String> = corpus
+    let known: BTreeSet<&str> = corpus
         .ledgers
         .iter()
         .flat_map(|l| l.certs.iter())
-        .filter_map(|c| {
-            c.der
-                .as_ref()
-                .map(|d| hex::encode(crate::crypto::sha256(d)))
-        })
+        .filter_map(|c| c.der_sha256.as_deref())
         .collect();
     let mut f = Vec::new();
     let describe = |der: &[u8]| -> (String, String) {
@@ -774,7 +797,7 @@ pub fn unrecorded_certs(corpus: &Corpus) -> Vec<Finding> {
         }
     };
     for cf in &corpus.cert_files {
-        if !known.contains(&hex::encode(crate::crypto::sha256(&cf.der))) {
+        if !known.contains(hex::encode(crate::crypto::sha256(&cf.der)).as_str()) {
             let (serial, subject) = describe(&cf.der);
             f.push(
                 Finding::new(Critical, "cert-without-record", format!(
@@ -788,7 +811,7 @@ pub fn unrecorded_certs(corpus: &Corpus) -> Vec<Finding> {
     }
     for m in &corpus.manifests {
         for d in &m.devices {
-            if !known.contains(&hex::encode(crate::crypto::sha256(&d.cert_der))) {
+            if !known.contains(hex::encode(crate::crypto::sha256(&d.cert_der)).as_str()) {
                 f.push(
                     Finding::new(Critical, "cert-without-record", format!(
                         "manifest {} line {}: the certificate of device {} (serial {}) is in none of the given ledgers",
@@ -833,8 +856,8 @@ pub fn manifest_vs_ledger(corpus: &Corpus) -> Vec<Finding> {
     let mut by_sha: HashMap<String, (usize, &CertRow)> = HashMap::new();
     for (li, l) in corpus.ledgers.iter().enumerate() {
         for c in &l.certs {
-            if let Some(d) = &c.der {
-                by_sha.insert(hex::encode(crate::crypto::sha256(d)), (li, c));
+            if let Some(h) = &c.der_sha256 {
+                by_sha.insert(h.clone(), (li, c));
             }
         }
     }
@@ -962,7 +985,7 @@ fn is_live(l: &LedgerData, live: &LiveSet<'_>, c: &CertRow) -> bool {
 
 /// `cert-expired` (medium) and `cert-expiring` (low, within `--expiring-days`) for live
 /// certificates.
-pub fn expiry(corpus: &Corpus, parsed: &Parsed, opts: &Options) -> Vec<Finding> {
+pub fn expiry(corpus: &Corpus, parsed: &Parsed<'_>, opts: &Options) -> Vec<Finding> {
     let horizon = opts.now + time::Duration::days(opts.expiring_days);
     let mut f = Vec::new();
     for (li, l) in corpus.ledgers.iter().enumerate() {
@@ -1000,7 +1023,7 @@ pub fn expiry(corpus: &Corpus, parsed: &Parsed, opts: &Options) -> Vec<Finding> 
 
 /// `ca-expires-before-devices` (medium): a CA whose certificate ends before certificates it
 /// signed; `ca-expired` (high) and `ca-expiring` (low) for the CA itself.
-pub fn ca_expiry(corpus: &Corpus, parsed: &Parsed, opts: &Options) -> Vec<Finding> {
+pub fn ca_expiry(corpus: &Corpus, parsed: &Parsed<'_>, opts: &Options) -> Vec<Finding> {
     let horizon = opts.now + time::Duration::days(opts.expiring_days);
     let live: Vec<LiveSet<'_>> = corpus.ledgers.iter().map(live_set).collect();
     let mut f = Vec::new();
@@ -1040,13 +1063,13 @@ pub fn ca_expiry(corpus: &Corpus, parsed: &Parsed, opts: &Options) -> Vec<Findin
         }
         let mut outliving = 0u64;
         let mut latest: Option<(OffsetDateTime, String)> = None;
-        for ((li, ri), leaf) in parsed {
+        for ((li, ri), leaf) in parsed.iter() {
             let Ok(leaf) = leaf else { continue };
             if leaf.ca != Some(ci)
                 || !is_live(
-                    &corpus.ledgers[*li],
-                    &live[*li],
-                    &corpus.ledgers[*li].certs[*ri],
+                    &corpus.ledgers[li],
+                    &live[li],
+                    &corpus.ledgers[li].certs[ri],
                 )
             {
                 continue;
@@ -1058,7 +1081,7 @@ pub fn ca_expiry(corpus: &Corpus, parsed: &Parsed, opts: &Options) -> Vec<Findin
             if end > ca_na {
                 outliving += 1;
                 if latest.as_ref().is_none_or(|(t, _)| end > *t) {
-                    latest = Some((end, corpus.ledgers[*li].certs[*ri].device_id.clone()));
+                    latest = Some((end, corpus.ledgers[li].certs[ri].device_id.clone()));
                 }
             }
         }

@@ -94,12 +94,28 @@ pub struct CertRow {
     pub batch_id: String,
     /// intent, signed or burned.
     pub state: String,
-    /// The certificate, when signed and present.
-    pub der: Option<Vec<u8>>,
+    /// SHA-256 of the certificate DER, hex, when the row holds one.
+    pub der_sha256: Option<String>,
+    /// The certificate examined while loading (signed rows with DER only).
+    pub leaf: Option<Result<super::checks::Leaf, String>>,
     /// Recorded SHA-256 of `der`.
     pub cert_sha256: Option<String>,
     /// When signed.
     pub signed_at: Option<String>,
+}
+
+/// A `certificates` row as read, before its certificate is examined.
+struct RawCert {
+    rowid: i64,
+    issuer_key_id: String,
+    serial: String,
+    profile: String,
+    device_id: String,
+    batch_id: String,
+    state: String,
+    der: Option<Vec<u8>>,
+    cert_sha256: Option<String>,
+    signed_at: Option<String>,
 }
 
 /// A `rejections` row.
@@ -351,7 +367,11 @@ fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool, rusq
     .map(|n| n > 0)
 }
 
-fn load_ledger(path: &Path) -> Result<LedgerData, CorpusError> {
+fn load_ledger(
+    path: &Path,
+    cas: &[CaEntry],
+    profiles: &BTreeMap<String, Profile>,
+) -> Result<LedgerData, CorpusError> {
     let ledger = Ledger::open_read(path, "audit")?;
     let shown = path.display().to_string();
     let q = |e: rusqlite::Error| {
@@ -361,6 +381,9 @@ fn load_ledger(path: &Path) -> Result<LedgerData, CorpusError> {
         })
     };
     let conn = ledger.connection();
+    // One read transaction: every query below sees the same snapshot, even while a station
+    // writes (WAL readers do not block the writer, nor see its later commits).
+    conn.execute_batch("BEGIN").map_err(q)?;
     let audit_chain = ledger.verify_audit_chain();
 
     let mut batches = BTreeMap::new();
@@ -423,7 +446,7 @@ fn load_ledger(path: &Path) -> Result<LedgerData, CorpusError> {
         )
         .map_err(q)?
         .query_map([], |r| {
-            Ok(CertRow {
+            Ok(RawCert {
                 rowid: r.get(0)?,
                 issuer_key_id: r.get(1)?,
                 serial: r.get(2)?,
@@ -437,6 +460,37 @@ fn load_ledger(path: &Path) -> Result<LedgerData, CorpusError> {
             })
         })
         .map_err(q)?
+        .map(|row| {
+            // Examined here, one row at a time, so the DER is never all in memory at once.
+            row.map(|c| {
+                let der_sha256 = c
+                    .der
+                    .as_ref()
+                    .map(|d| hex::encode(crate::crypto::sha256(d)));
+                let leaf = match (&c.der, c.state.as_str()) {
+                    (Some(d), "signed") => Some(super::checks::examine(
+                        d,
+                        cas,
+                        profiles.get(&c.profile),
+                        &c.device_id,
+                    )),
+                    _ => None,
+                };
+                CertRow {
+                    rowid: c.rowid,
+                    issuer_key_id: c.issuer_key_id,
+                    serial: c.serial,
+                    profile: c.profile,
+                    device_id: c.device_id,
+                    batch_id: c.batch_id,
+                    state: c.state,
+                    der_sha256,
+                    cert_sha256: c.cert_sha256,
+                    signed_at: c.signed_at,
+                    leaf,
+                }
+            })
+        })
         .collect::<Result<Vec<_>, _>>()
         .map_err(q)?;
 
@@ -551,12 +605,6 @@ impl Corpus {
     /// Reads everything `src` names. A file that cannot be read at all is an error; what is
     /// wrong inside a readable file is left to the checks.
     pub fn load(src: &Sources) -> Result<Self, CorpusError> {
-        let ledgers = src
-            .ledgers
-            .iter()
-            .map(|p| load_ledger(p))
-            .collect::<Result<Vec<_>, _>>()?;
-
         let mut cas: Vec<CaEntry> = Vec::new();
         for path in &src.cas {
             let certs = read_certs(path)?;
@@ -631,6 +679,12 @@ impl Corpus {
                 }
             }
         }
+
+        let ledgers = src
+            .ledgers
+            .iter()
+            .map(|p| load_ledger(p, &cas, &profiles))
+            .collect::<Result<Vec<_>, _>>()?;
 
         let manifests = src
             .manifests
