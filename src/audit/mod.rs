@@ -218,11 +218,12 @@ fn natural_key(locations: &[String]) -> Vec<(String, u64)> {
 /// Runs every check and the counts over a loaded corpus.
 pub fn run(corpus: &Corpus, opts: &Options) -> Report {
     let mut findings = checks::all(corpus, opts);
-    findings.sort_by(|a, b| {
-        b.severity
-            .cmp(&a.severity)
-            .then_with(|| a.code.cmp(b.code))
-            .then_with(|| natural_key(&a.locations).cmp(&natural_key(&b.locations)))
+    findings.sort_by_cached_key(|f| {
+        (
+            std::cmp::Reverse(f.severity),
+            f.code,
+            natural_key(&f.locations),
+        )
     });
     let mut by_severity = std::collections::BTreeMap::new();
     for s in Severity::ALL {

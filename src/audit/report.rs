@@ -1,21 +1,36 @@
 //! The audit report as terminal text and as JSON.
 
 use super::{counts::Tally, Report, Severity};
+use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// Findings of one code shown in the text report before "… and N more".
 const SHOWN_PER_CODE: usize = 10;
 
-/// The JSON document `certfab --json audit` prints (docs/audit.md has the schema).
-pub fn json(report: &Report, fail_on: Severity) -> serde_json::Value {
-    let mut v = serde_json::to_value(report).unwrap_or_default();
-    if let Some(o) = v.as_object_mut() {
-        o.insert("schema".into(), "certfab-audit/1".into());
-        o.insert("fail_on".into(), fail_on.name().into());
-        o.insert("failed".into(), report.fails(fail_on).into());
+/// The JSON document `certfab --json audit` prints (docs/audit.md has the schema): the
+/// report's fields plus `schema`, `fail_on` and `failed`.
+#[derive(Serialize)]
+pub struct JsonReport<'a> {
+    /// `certfab-audit/1`.
+    pub schema: &'static str,
+    /// The threshold.
+    pub fail_on: &'static str,
+    /// Whether a finding is at or above it.
+    pub failed: bool,
+    /// Everything else.
+    #[serde(flatten)]
+    pub report: &'a Report,
+}
+
+/// The JSON document for `report` judged at `fail_on`.
+pub fn json(report: &Report, fail_on: Severity) -> JsonReport<'_> {
+    JsonReport {
+        schema: "certfab-audit/1",
+        fail_on: fail_on.name(),
+        failed: report.fails(fail_on),
+        report,
     }
-    v
 }
 
 fn tally_line(t: &Tally) -> String {

@@ -100,10 +100,20 @@ pub(super) fn run(ctx: &Ctx, a: AuditArgs) -> Result<ExitCode, Error> {
             eprintln!("HTML report written to {}", h.display());
         }
     }
-    ctx.print(
-        &audit::report::json(&report, fail_on),
-        audit::report::text(&report, fail_on).trim_end(),
-    );
+    // Serialized straight from the report: a tree of JSON values for a large ledger would
+    // cost more memory than the audit itself.
+    if ctx.json {
+        let out =
+            serde_json::to_string_pretty(&audit::report::json(&report, fail_on)).map_err(|e| {
+                Error::Output {
+                    path: "stdout".into(),
+                    msg: format!("cannot encode the JSON report: {e}"),
+                }
+            })?;
+        println!("{out}");
+    } else {
+        println!("{}", audit::report::text(&report, fail_on).trim_end());
+    }
     Ok(if report.fails(fail_on) {
         ExitCode::Rejected
     } else {
