@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job end to end on the embedded default: builds (or reuses) the SoftHSM dev line in
 # DIR, makes a demo batch of device keys and CSRs the way devices would, has certfab issue a
-# certificate for each under the shipped profiles, and checks every one with openssl verify.
+# certificate for each under the shipped profiles, and checks every one with openssl verify;
+# then a batch, a station shift, and the signed manifest of each (verified, and a tampered
+# copy refused).
 set -euo pipefail
 if [ $# -ne 1 ]; then echo "usage: $0 DIR" >&2; exit 2; fi
 here=$(cd "$(dirname "$0")" && pwd)
@@ -62,6 +64,8 @@ else
   echo "FAIL  batch"; fail=$((fail + 1))
 fi
 cf batch status
+latest_batch() { cf --json batch status | python3 -c 'import json,sys; print(json.load(sys.stdin)["batch"]["id"])'; }
+batch_id=$(latest_batch)
 
 # A station shift: 20 simulated devices on the line make their keys and CSRs, certfab has the
 # HSM sign, installs certificate + chain + config, reads them back, has each device prove its
@@ -72,11 +76,36 @@ prefix="D$(date -u +%H%M%S)-"
 if cf station --profile generic-iot --operator demo \
      --adapter "exec:$repo/station-scripts/sim-device.py serve $run/sim-line" | tee "$run/station.log" | grep -E '^(PASS|FAIL|REFUSED|shift)' &&
    openssl verify -CAfile "$dir/ca/root.pem" -untrusted "$dir/ca/issuing.pem" \
-     "$run/sim-line/devices/${prefix}0020/files/cert.pem" >/dev/null; then
+     "$run"/sim-line/devices/"$prefix"*/files/cert.pem >/dev/null &&
+   [ "$(ls "$run"/sim-line/devices/"$prefix"*/files/cert.pem | wc -l)" -eq 20 ]; then
   echo "PASS  station shift of 20 simulated devices, all installed, read back, proven and locked"; pass=$((pass + 1))
 else
   echo "FAIL  station shift (log: $run/station.log)"; fail=$((fail + 1))
 fi
+
+shift_id=$(latest_batch)
+
+# Manifests of the batch and of the shift: built from the ledger, signed in the HSM by the
+# manifest signer (not a CA key), verified offline trusting only the dev root; a copy with
+# one byte changed must be refused (exit 3) with its line named.
+manifest() { # id name
+  local m="$run/$2.jsonl"
+  if cf manifest build --batch "$1" --out "$m" >/dev/null &&
+     "$CERTFAB" manifest verify "$m" --trust "$dir/ca/root.pem" >/dev/null; then
+    local n; n=$(wc -l < "$m")
+    sed '2s/"device_id":"/"device_id":"X/' "$m" > "$run/$2-tampered.jsonl"
+    cp "$m.jws" "$run/$2-tampered.jsonl.jws"
+    local rc=0
+    "$CERTFAB" manifest verify "$run/$2-tampered.jsonl" --trust "$dir/ca/root.pem" 2> "$run/$2-tampered.txt" || rc=$?
+    if [ "$rc" -eq 3 ] && grep -q "tampered.jsonl:2:" "$run/$2-tampered.txt"; then
+      echo "PASS  manifest of $2 $1: $((n - 2)) devices signed and verified; a one-byte edit refused at line 2"; pass=$((pass + 1))
+      return
+    fi
+  fi
+  echo "FAIL  manifest of $2 $1"; fail=$((fail + 1))
+}
+manifest "$batch_id" batch
+manifest "$shift_id" shift
 
 echo "demo: $pass passed, $fail failed; certificates in $run/out and $run/batch"
 [ "$fail" -eq 0 ]

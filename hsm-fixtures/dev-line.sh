@@ -4,6 +4,7 @@
 #   DIR/pin, DIR/so-pin    user and security-officer PINs, mode 0600, random per line
 #   DIR/ca/root.pem        dev root CA        (P-384 key generated inside the token)
 #   DIR/ca/issuing.pem     dev issuing CA     (P-256 key generated inside the token)
+#   DIR/ca/issuing-2.pem   second issuing CA  (P-256, 5 years; the next CA in rollover tests)
 #   DIR/ca/matter-paa.pem, DIR/ca/matter-pai.pem   test Matter PAA and PAI (VID FFF1)
 #   DIR/ca/manifest-signer.pem  end-entity certificate (under the dev root) of the P-256 key
 #                          `manifest-signer` that signs manifests and audit checkpoints
@@ -66,13 +67,39 @@ YAML
   mv "$dir/ca/manifest-signer.pem.tmp" "$dir/ca/manifest-signer.pem"
 }
 
+# A second issuing CA (5 years, under the dev root) for CA rollover: profiles name it as
+# rollover.next_issuer (docs/lifecycle.md).
+make_issuing2() {
+  rm -f "$dir/ca/issuing-2.csr" "$dir/ca/issuing-2.pem.tmp"
+  if ! cf ca csr --key issuing-ca-2 --subject "CN=certfab Dev Issuing CA 2,O=certfab development" \
+      --out "$dir/ca/issuing-2.csr" >/dev/null 2>&1; then
+    cf ca keygen --key issuing-ca-2 --algorithm p256
+    cf ca csr --key issuing-ca-2 --subject "CN=certfab Dev Issuing CA 2,O=certfab development" \
+      --out "$dir/ca/issuing-2.csr"
+  fi
+  cf ca sign --issuer-key root --csr "$dir/ca/issuing-2.csr" --validity 5y --path-len 0 \
+    --out "$dir/ca/issuing-2.pem.tmp"
+  cf ca import --key issuing-ca-2 --cert "$dir/ca/issuing-2.pem.tmp"
+  if ! grep -q '^  issuing-2:' "$dir/certfab.yaml"; then
+    sed -i 's|^cas:$|cas:\n  issuing-2:\n    key: "pkcs11:object=issuing-ca-2;type=private"\n    cert: ca/issuing-2.pem\n    chain: [ca/root.pem]|' \
+      "$dir/certfab.yaml"
+  fi
+  mv "$dir/ca/issuing-2.pem.tmp" "$dir/ca/issuing-2.pem"
+}
+
 if [ -f "$dir/certfab.yaml" ] && [ -f "$dir/ca/issuing.pem" ] && [ -f "$dir/ca/matter-pai.pem" ]; then
-  if [ -f "$dir/ca/manifest-signer.pem" ]; then
+  if [ -f "$dir/ca/manifest-signer.pem" ] && [ -f "$dir/ca/issuing-2.pem" ]; then
     echo "dev line already set up in $dir"
     exit 0
   fi
-  echo "dev line in $dir predates the manifest signer: adding it"
-  make_signer
+  if [ ! -f "$dir/ca/issuing-2.pem" ]; then
+    echo "dev line in $dir predates the second issuing CA: adding it"
+    make_issuing2
+  fi
+  if [ ! -f "$dir/ca/manifest-signer.pem" ]; then
+    echo "dev line in $dir predates the manifest signer: adding it"
+    make_signer
+  fi
   echo "dev line ready: $dir/certfab.yaml"
   exit 0
 fi
@@ -144,6 +171,7 @@ cf ca sign --issuer-key matter-paa --issuer-cert "$dir/ca/matter-paa.pem" \
   --csr "$dir/ca/matter-pai.csr" --validity 10y --path-len 0 --out "$dir/ca/matter-pai.pem"
 cf ca import --key matter-pai --cert "$dir/ca/matter-pai.pem"
 
+make_issuing2
 make_signer
 
 echo "dev line ready: $dir/certfab.yaml"

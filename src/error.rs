@@ -85,9 +85,9 @@ pub enum Error {
     /// Station.
     #[error(transparent)]
     Station(#[from] crate::station::StationError),
-    /// Audit input that cannot be read.
+    /// Audit log checkpoints.
     #[error(transparent)]
-    Audit(#[from] crate::audit::CorpusError),
+    AuditLog(#[from] crate::auditlog::AuditLogError),
     /// Revocation, CRL, renewal, rollover.
     #[error(transparent)]
     Lifecycle(#[from] crate::lifecycle::LifecycleError),
@@ -97,6 +97,9 @@ pub enum Error {
     /// Detached JWS (manifest or audit signature).
     #[error(transparent)]
     Jws(#[from] crate::manifest::jws::JwsError),
+    /// Audit input that cannot be read.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::CorpusError),
     /// Bad argument combination.
     #[error("{0}")]
     Usage(String),
@@ -133,10 +136,15 @@ impl Error {
                 crate::batch::BatchError::Sign(_) => ExitCode::Hsm,
                 crate::batch::BatchError::Refused(_) => ExitCode::Rejected,
             },
-            Self::Audit(a) => match a {
-                crate::audit::CorpusError::File { .. } => ExitCode::Usage,
-                crate::audit::CorpusError::Ledger(_) => ExitCode::Storage,
-            },
+            Self::AuditLog(a) => {
+                use crate::auditlog::AuditLogError as A;
+                match a {
+                    A::Ledger(_) => ExitCode::Storage,
+                    A::Jws(j) => jws_code(j),
+                    A::Broken(_) => ExitCode::Rejected,
+                    A::Empty | A::Malformed(_) => ExitCode::Usage,
+                }
+            }
             Self::Lifecycle(l) => {
                 use crate::lifecycle::LifecycleError as L;
                 match l {
@@ -160,6 +168,10 @@ impl Error {
                     M::Ledger(_) | M::Write { .. } => ExitCode::Storage,
                 }
             }
+            Self::Audit(a) => match a {
+                crate::audit::CorpusError::File { .. } => ExitCode::Usage,
+                crate::audit::CorpusError::Ledger(_) => ExitCode::Storage,
+            },
             Self::Station(s) => match s {
                 crate::station::StationError::Usage(_) => ExitCode::Usage,
                 crate::station::StationError::Adapter { .. } => ExitCode::Station,

@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod auditlog;
 pub mod batch;
 pub mod ca;
 pub mod cli;

@@ -58,7 +58,16 @@ impl Site {
     /// Opens the ledger for writing and records the hashes of the site config and `profile`
     /// (an audit event when either changed since last seen).
     pub fn open_ledger(&self, profile: Option<&Profile>) -> Result<Ledger, Error> {
-        open_ledger(&self.config, profile)
+        open_ledger_as(&self.config, profile, None)
+    }
+
+    /// [`Site::open_ledger`] with the events recorded as done by `operator`.
+    pub fn open_ledger_as(
+        &self,
+        profile: Option<&Profile>,
+        operator: Option<&str>,
+    ) -> Result<Ledger, Error> {
+        open_ledger_as(&self.config, profile, operator)
     }
 
     /// [`Site::login`], with the outcome recorded in the audit log (`login` or
@@ -92,6 +101,28 @@ impl Site {
                 &serde_json::json!({"ca": ca.name, "key": ca.key.to_string(), "error": e.to_string()}),
             );
         })
+    }
+
+    /// Signs an audit checkpoint at the end of a batch or shift when the site has a `signer:`
+    /// (else does nothing). The work is already recorded, so a failure is reported on stderr
+    /// rather than failing the command; `certfab log checkpoint` can be run later.
+    pub fn auto_checkpoint(&self, ledger: &mut Ledger) {
+        if self.config.signer.is_none() {
+            return;
+        }
+        let now = OffsetDateTime::now_utc();
+        let r = self
+            .signer(now)
+            .and_then(|s| Ok(crate::auditlog::checkpoint(ledger, &s, now)?));
+        match r {
+            Ok(doc) => eprintln!(
+                "certfab: audit checkpoint {} signed (head event {})",
+                doc.statement.checkpoint, doc.statement.head_seq
+            ),
+            Err(e) => eprintln!(
+                "certfab: warning: the audit checkpoint was not signed: {e}; run certfab log checkpoint"
+            ),
+        }
     }
 
     /// A key URI from the command line: a `pkcs11:` URI, or a bare label on the site token.
@@ -227,7 +258,17 @@ fn pin_kind(src: &crate::secret::SecretSource) -> &'static str {
 /// Opens the site's ledger for writing (no token needed) and records the hashes of the site
 /// config and `profile`: an audit event `config_changed` when either differs from last seen.
 pub fn open_ledger(config: &SiteConfig, profile: Option<&Profile>) -> Result<Ledger, Error> {
+    open_ledger_as(config, profile, None)
+}
+
+/// [`open_ledger`] with the events recorded as done by `operator` (default: the OS user).
+pub fn open_ledger_as(
+    config: &SiteConfig,
+    profile: Option<&Profile>,
+    operator: Option<&str>,
+) -> Result<Ledger, Error> {
     let mut ledger = Ledger::open(&config.ledger, &config.station_id)?;
+    ledger.set_operator(operator);
     let bytes = std::fs::read(&config.path).map_err(|e| Error::Input {
         path: config.path.display().to_string(),
         msg: format!("cannot read the site config: {e}"),

@@ -14,7 +14,7 @@ A "line" is a directory:
         cmng/TAG_TYPE             credentials stored by AT%CMNG / AT%KEYGEN (nrf91 dialect)
         identity_key.pem          the simulated Nordic device identity key (COSE signatures)
 
-Subcommands: make-line, serve, status (see --help of each). The station adapter protocol is
+Subcommands: make-line, serve, requeue, status (see --help of each). The station adapter protocol is
 docs/station-protocol.md; the nRF91 AT dialect is docs/station-nrf91.md.
 
 Every state file is replaced atomically (temporary file, fsync, rename, fsync of the
@@ -1504,6 +1504,43 @@ def cmd_status(args):
             print(f"    last release: {last['result']} {last['message']!r} at {last['at']}")
 
 
+def cmd_requeue(args):
+    """Puts boards back on the line (a re-run of the lot, or a field return): every board, or
+    the named ones, goes back to the queue in line order with its flash as it is; --wipe also
+    erases a board's flash (key, files, credentials, lock bit) as a reflash would."""
+    line = Line(args.dir)
+    acquire_lock(line)
+    st = line.state
+    names = args.name or line.names()
+    unknown = [n for n in names if n not in st["order"]]
+    wipe = set(args.wipe)
+    unknown += [n for n in wipe if n not in st["order"]]
+    if unknown:
+        raise SystemExit(f"{line.root}: no such device: {', '.join(sorted(set(unknown)))}")
+    chosen = set(names) | wipe
+    for n in chosen:
+        for bucket in ("done", "rejects", "queue"):
+            st[bucket] = [x for x in st[bucket] if x != n]
+        if st.get("current") == n:
+            st["current"] = None
+        rec = line.record(n)
+        rec["presented"] = 0
+    for n in sorted(wipe):
+        d = line.device(n)
+        remove_durably(d.path("key.pem"))
+        for sub in ("files", "cmng"):
+            if os.path.isdir(d.path(sub)):
+                for fn in os.listdir(d.path(sub)):
+                    remove_durably(d.path(sub, fn))
+        d.state["locked"] = False
+        d.save_state()
+    # Queue order is line order; boards still queued keep their place ahead of requeued ones.
+    st["queue"] += [n for n in st["order"] if n in chosen]
+    line.save()
+    print(f"line {line.root}: {len(chosen)} device(s) back in the queue"
+          f"{', wiped: ' + ', '.join(sorted(wipe)) if wipe else ''}")
+
+
 def cmd_serve(args):
     line = Line(args.dir)
     acquire_lock(line)
@@ -1561,6 +1598,13 @@ def main(argv=None):
     sv.add_argument("--log-lines", action="store_true",
                     help="v1: also send protocol log lines ({\"v\":1,\"log\":...})")
     sv.set_defaults(func=cmd_serve)
+
+    rq = sub.add_parser("requeue", help="put boards back on the line (re-run, field return)")
+    rq.add_argument("dir")
+    rq.add_argument("name", nargs="*", help="boards to requeue (default: all)")
+    rq.add_argument("--wipe", action="append", default=[], metavar="NAME",
+                    help="also erase this board's flash: key, files, credentials, lock; repeatable")
+    rq.set_defaults(func=cmd_requeue)
 
     stp = sub.add_parser("status", help="what happened on the line")
     stp.add_argument("dir")

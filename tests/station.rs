@@ -34,20 +34,29 @@ fn exec_adapter(line: &Path) -> String {
     format!("exec:{} serve {}", sim(), line.display())
 }
 
+/// `certfab --json station --profile P --adapter A --operator alice EXTRA…`, not yet started.
+fn station_cmd(l: &Line, profile: &str, adapter: &str, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(common::bin());
+    cmd.arg("--config")
+        .arg(l.config())
+        .args([
+            "--json",
+            "station",
+            "--profile",
+            profile,
+            "--adapter",
+            adapter,
+        ])
+        .args(["--operator", "alice"])
+        .args(extra)
+        .env_remove("CERTFAB_CONFIG")
+        .stdin(Stdio::null());
+    cmd
+}
+
 /// Runs `certfab --json station` and returns the output.
 fn station(l: &Line, profile: &str, adapter: &str, extra: &[&str]) -> Output {
-    let mut args = vec![
-        "--json",
-        "station",
-        "--profile",
-        profile,
-        "--adapter",
-        adapter,
-        "--operator",
-        "alice",
-    ];
-    args.extend_from_slice(extra);
-    l.certfab(&args)
+    station_cmd(l, profile, adapter, extra).output().unwrap()
 }
 
 fn events(out: &Output) -> Vec<Value> {
@@ -90,7 +99,17 @@ fn flash(line: &Path, device: &str, file: &str) -> PathBuf {
 /// What a user checks on a device: the certificate it stores verifies to the dev root, and
 /// its public key is the device's own key.
 fn assert_device_holds_valid_identity(l: &Line, line: &Path, device: &str) {
-    let cert = flash(line, device, "cert.pem");
+    let dev = line.join("devices").join(device);
+    assert_valid_identity(
+        l,
+        &flash(line, device, "cert.pem"),
+        &dev.join("key.pem"),
+        device,
+    );
+}
+
+/// `cert` verifies to the dev root through the issuing CA, names `cn`, and is for `key`.
+fn assert_valid_identity(l: &Line, cert: &Path, key: &Path, cn: &str) {
     let v = openssl(&[
         "verify",
         "-CAfile",
@@ -99,19 +118,18 @@ fn assert_device_holds_valid_identity(l: &Line, line: &Path, device: &str) {
         l.file("ca/issuing.pem").to_str().unwrap(),
         cert.to_str().unwrap(),
     ]);
-    assert!(v.status.success(), "{device}: {}", text(&v));
+    assert!(v.status.success(), "{cn}: {}", text(&v));
     let subj = openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-subject"]);
     assert!(
-        text(&subj).contains(&format!("CN = {device}")),
+        text(&subj).contains(&format!("CN = {cn}")),
         "{}",
         text(&subj)
     );
     let cert_pub = openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-pubkey"]);
-    let key = line.join("devices").join(device).join("key.pem");
     let dev_pub = openssl(&["pkey", "-in", key.to_str().unwrap(), "-pubout"]);
     assert_eq!(
         cert_pub.stdout, dev_pub.stdout,
-        "{device}: certificate is not for the device's key"
+        "{cn}: certificate is not for the device's key"
     );
 }
 
@@ -228,7 +246,7 @@ fn a_line_of_devices_all_pass_and_hold_verified_identities() {
     assert!(l.certfab(&["batch", "status"]).status.success());
 
     // The same devices again (a re-run of the lot): idempotent PASS, nothing signed.
-    let again = requeue(&line);
+    let again = requeue(&line, &[]);
     assert!(again.status.success(), "{}", text(&again));
     let out = station(&l, "generic-iot", &exec_adapter(&line), &[]);
     assert!(out.status.success(), "{}", text(&out));
@@ -254,10 +272,11 @@ fn fast_profile(l: &Line, base: &str, more: &[(&str, &str)]) -> PathBuf {
     derived_profile(l.path(), &format!("fast-{base}"), base, &r)
 }
 
-fn requeue(line: &Path) -> Output {
+fn requeue(line: &Path, args: &[&str]) -> Output {
     Command::new(sim())
         .arg("requeue")
         .arg(line)
+        .args(args)
         .output()
         .unwrap()
 }
@@ -375,12 +394,10 @@ fn a_device_with_a_new_key_needs_supersede() {
             |r| r.get::<_, String>(0),
         )
         .unwrap();
-    // Field return: flash wiped (key and files gone), device back on the line.
-    let dev = line.join("devices/SIM-0001");
-    std::fs::remove_file(dev.join("key.pem")).unwrap();
-    std::fs::remove_dir_all(dev.join("files")).unwrap();
-    let _ = std::fs::remove_file(dev.join("locked"));
-    assert!(requeue(&line).status.success());
+    // Field return: flash wiped (key, files, lock gone), device back on the line.
+    let wiped = requeue(&line, &["--wipe", "SIM-0001"]);
+    assert!(wiped.status.success(), "{}", text(&wiped));
+    assert!(!line.join("devices/SIM-0001/key.pem").exists());
     let out = station(&l, "generic-iot", &exec_adapter(&line), &["--once"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(
@@ -538,6 +555,24 @@ fn nrf91_modems_over_at_commands() {
     assert_eq!(o.len(), 2, "{o:?}");
     assert!(o.iter().all(|x| x.1 == "pass"), "{o:?}");
     assert_ledger_consistent(&l, &line);
+    // What the modem holds: the client certificate in sec_tag 16842753 (type 1) verifies to
+    // the dev root, names the IMEI, and is for the key %KEYGEN made (type 2).
+    for dev in ["SIM-0001", "SIM-0002"] {
+        let flash = line.join("devices").join(dev);
+        let imei =
+            serde_json::from_slice::<Value>(&std::fs::read(flash.join("modem.json")).unwrap())
+                .unwrap()["imei"]
+                .as_str()
+                .unwrap()
+                .to_string();
+        assert_valid_identity(
+            &l,
+            &flash.join("cmng/16842753_1"),
+            &flash.join("cmng/16842753_2"),
+            &imei,
+        );
+        assert_eq!(device_state(&l, &imei).as_deref(), Some("installed"));
+    }
 }
 
 /// Kills a child process when dropped.
@@ -600,4 +635,112 @@ fn serve(args: &[&str]) -> Kill {
     rx.recv_timeout(std::time::Duration::from_secs(10))
         .expect("simulator did not start serving");
     Kill(child)
+}
+
+/// certfab station with the given stdin (a barcode scanner types labels and Enter).
+fn station_with_stdin(l: &Line, profile: &str, adapter: &str, stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = station_cmd(l, profile, adapter, &[])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn scanned_labels_name_the_devices_and_a_mislabelled_board_is_refused() {
+    let l = Line::new();
+    let line = make_line(l.path(), 3, &[]);
+    let scan = derived_profile(
+        l.path(),
+        "scan-generic-iot.yaml",
+        "generic-iot.yaml",
+        &[("device_id: device_id", "device_id: scan")],
+    );
+    // The second board carries the third board's label: refused before anything is signed.
+    let out = station_with_stdin(
+        &l,
+        scan.to_str().unwrap(),
+        &exec_adapter(&line),
+        "SIM-0001\nSIM-0003\nSIM-0003\n",
+    );
+    assert_eq!(out.status.code(), Some(10), "{}", text(&out));
+    let o = outcomes(&out);
+    assert_eq!(o[0].1, "pass", "{o:?}");
+    assert_eq!(o[1].1, "refused", "{o:?}");
+    assert!(o[1].3.contains("SIM-0002"), "{o:?}");
+    assert_eq!(signed_count(&l, "SIM-0002"), 0);
+    // The third board, correctly labelled, passes.
+    assert!(
+        o.iter().any(|x| x.0 == "SIM-0003" && x.1 == "pass"),
+        "{o:?}"
+    );
+    assert_device_holds_valid_identity(&l, &line, "SIM-0001");
+    assert_ledger_consistent(&l, &line);
+}
+
+#[test]
+fn ctrl_c_finishes_the_device_in_the_fixture_then_stops() {
+    let l = Line::new();
+    // The first board's install takes 1.5 s of device time, so SIGINT lands in the middle of it.
+    let line = make_line(l.path(), 4, &["SIM-0001=slow:install:1500"]);
+    let child = station_cmd(&l, "generic-iot", &exec_adapter(&line), &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the first device is being installed, then interrupt.
+    let t0 = std::time::Instant::now();
+    while ledger_state_is(&l, "SIM-0001", "installing").is_none() {
+        assert!(t0.elapsed().as_secs() < 60, "station never reached install");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    // Stopping is how a shift normally ends: exit 0 when every device handled passed.
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(summary(&out)["interrupted"], true);
+    let o = outcomes(&out);
+    // The device in the fixture was finished (PASS), nothing after it was started.
+    assert_eq!(o.len(), 1, "{o:?}");
+    assert_eq!((o[0].0.as_str(), o[0].1.as_str()), ("SIM-0001", "pass"));
+    assert_eq!(device_state(&l, "SIM-0001").as_deref(), Some("installed"));
+    assert_eq!(signed_count(&l, "SIM-0002"), 0);
+    assert_ledger_consistent(&l, &line);
+    // The next shift carries on with the rest of the line.
+    let out = station(&l, "generic-iot", &exec_adapter(&line), &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let o = outcomes(&out);
+    assert_eq!(o.len(), 3, "{o:?}");
+    assert!(o.iter().all(|x| x.1 == "pass"), "{o:?}");
+}
+
+/// Some(()) when the ledger has `device` in `state` (a read that tolerates a busy ledger).
+fn ledger_state_is(l: &Line, device: &str, state: &str) -> Option<()> {
+    let db = rusqlite::Connection::open_with_flags(
+        l.file("ledger.sqlite"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .ok()?;
+    let s: String = db
+        .query_row(
+            "SELECT state FROM devices WHERE device_id = ?1",
+            [device],
+            |r| r.get(0),
+        )
+        .ok()?;
+    (s == state).then_some(())
 }

@@ -199,6 +199,7 @@ fn execute(
         bar.set_message(format!("{issued} issued"));
     })?;
     bar.finish_and_clear();
+    site.auto_checkpoint(&mut ledger);
     report(ctx, &summary);
     Ok(if summary.interrupted {
         ExitCode::Interrupted

@@ -94,6 +94,23 @@ pub enum CaCommand {
         #[arg(long)]
         cert: PathBuf,
     },
+    /// Every configured CA: expiry, dependants in the ledger, rollover, warnings (no token
+    /// needed).
+    Status {
+        /// Warn when a CA expires within this many days.
+        #[arg(long, default_value_t = 90)]
+        warn_days: i64,
+    },
+    /// Write the trust bundle for a profile: its issuer's chain and, during a rollover, the
+    /// next issuer's (no token needed).
+    Bundle {
+        /// The profile.
+        #[arg(long)]
+        profile: String,
+        /// Output PEM file (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn dn(s: &str) -> Result<Name, Error> {
@@ -105,6 +122,11 @@ fn dn(s: &str) -> Result<Name, Error> {
 }
 
 pub(super) fn run(ctx: &Ctx, cmd: CaCommand) -> Result<ExitCode, Error> {
+    match cmd {
+        CaCommand::Status { warn_days } => return status(ctx, warn_days),
+        CaCommand::Bundle { profile, out } => return bundle(ctx, &profile, &out),
+        _ => {}
+    }
     let site = ctx.site()?;
     site.login()?;
     let prefix = site.config.serial_prefix;
@@ -204,6 +226,9 @@ pub(super) fn run(ctx: &Ctx, cmd: CaCommand) -> Result<ExitCode, Error> {
                 done(ctx, &out, &der, "CA certificate")?;
             }
         }
+        // Answered above without the token; kept here so the match stays complete.
+        CaCommand::Status { warn_days } => return status(ctx, warn_days),
+        CaCommand::Bundle { profile, out } => return bundle(ctx, &profile, &out),
         CaCommand::Import { key, cert } => {
             let uri = site.key_uri(&key)?;
             let c = CaCert::load(&cert)?;
@@ -239,4 +264,82 @@ fn done(ctx: &Ctx, out: &std::path::Path, der: &[u8], what: &str) -> Result<(), 
         ),
     );
     Ok(())
+}
+
+fn site_config(ctx: &Ctx) -> Result<crate::config::SiteConfig, Error> {
+    let path = ctx
+        .config
+        .as_ref()
+        .ok_or(Error::Config(crate::config::ConfigError::Missing))?;
+    Ok(crate::config::SiteConfig::load(path)?)
+}
+
+fn status(ctx: &Ctx, warn_days: i64) -> Result<ExitCode, Error> {
+    use crate::lifecycle::ca_status;
+    let cfg = site_config(ctx)?;
+    let (profiles, errors) = ca_status::site_profiles(&cfg);
+    let ledger = if cfg.ledger.exists() {
+        Some(crate::ledger::Ledger::open_read(
+            &cfg.ledger,
+            &cfg.station_id,
+        )?)
+    } else {
+        None
+    };
+    let r = ca_status::status(
+        &cfg,
+        &profiles,
+        errors,
+        ledger.as_ref(),
+        time::OffsetDateTime::now_utc(),
+        warn_days,
+    )?;
+    let mut h = String::new();
+    for c in &r.cas {
+        h.push_str(&format!(
+            "{}{}: {}\n  expires {} · {} live device certificates{} · issuer of [{}] · next issuer of [{}]\n",
+            c.name,
+            c.tenant.as_ref().map(|t| format!(" (tenant {t})")).unwrap_or_default(),
+            c.subject,
+            match (&c.not_after, c.days_left) {
+                (Some(na), Some(d)) => format!("{na} ({d} days)"),
+                _ => "never (99991231235959Z)".into(),
+            },
+            c.live_certificates,
+            c.latest_device_not_after
+                .as_ref()
+                .map(|l| format!(", latest expiring {l}"))
+                .unwrap_or_default(),
+            c.issuer_of.join(", "),
+            c.next_issuer_of.join(", "),
+        ));
+        for w in &c.warnings {
+            h.push_str(&format!("  WARNING: {w}\n"));
+        }
+    }
+    for e in &r.profile_errors {
+        h.push_str(&format!("profile not loaded: {e}\n"));
+    }
+    ctx.print(&serde_json::json!(r), h.trim_end());
+    Ok(ExitCode::Ok)
+}
+
+fn bundle(ctx: &Ctx, profile: &str, out: &std::path::Path) -> Result<ExitCode, Error> {
+    let cfg = site_config(ctx)?;
+    crate::output::check_free(&[out])?;
+    let p = crate::profile::Profile::load(&cfg.profile_path(profile))?;
+    let cas = crate::lifecycle::ca_status::transition_cas(&cfg, &p)?;
+    let pem = crate::lifecycle::ca_status::trust_bundle(&cfg, &p)?;
+    crate::output::write_new(out, pem.as_bytes())?;
+    let names: Vec<&str> = cas.iter().map(|c| c.name.as_str()).collect();
+    ctx.print(
+        &serde_json::json!({"profile": p.name, "cas": names, "out": out}),
+        &format!(
+            "trust bundle for {} (CAs {}) written to {}",
+            p.name,
+            names.join(", "),
+            out.display()
+        ),
+    );
+    Ok(ExitCode::Ok)
 }

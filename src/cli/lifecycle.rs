@@ -177,6 +177,10 @@ fn list(
                 ),
             );
         }
+        None if ctx.json => ctx.print(
+            &serde_json::json!({"format": fmt, "tenant": tenant, "entries": entries, "output": text}),
+            "",
+        ),
         None => print!("{text}"),
     }
     Ok(ExitCode::Ok)

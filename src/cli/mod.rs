@@ -7,6 +7,7 @@ mod ca;
 mod hsm;
 mod issue;
 mod lifecycle;
+mod log;
 mod manifest;
 mod station;
 
@@ -44,18 +45,21 @@ pub enum Command {
     Batch(batch::BatchArgs),
     /// Run a station: identify, sign, install, prove and lock devices one after another.
     Station(station::StationArgs),
-    /// Cross-check ledgers, certificate files and CA certificates; report findings (text,
-    /// --json, --html) and exit 3 when one is at or above --fail-on.
-    Audit(audit::AuditArgs),
     /// Revoke a device's certificate (or one by serial); `revoke list` for cloud exports.
     Revoke(lifecycle::RevokeArgs),
     /// Make a CRL signed by a CA key in the HSM.
     Crl(lifecycle::CrlArgs),
     /// Rotate a device's key in the field: a new certificate that supersedes the old.
     Renew(lifecycle::RenewArgs),
+    /// The tamper-evident audit log: signed checkpoints, verification, events.
+    #[command(subcommand)]
+    Log(log::LogCommand),
     /// Signed manifests of batches and shifts: build, verify, show, merge.
     #[command(subcommand)]
     Manifest(manifest::ManifestCommand),
+    /// Cross-check ledgers, manifests, certificate files and CA certificates; report findings
+    /// (text, --json, --html) and exit 3 when one is at or above --fail-on.
+    Audit(audit::AuditArgs),
 }
 
 /// Runs a parsed command line.
@@ -70,11 +74,12 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Issue(a) => issue::run(&ctx, a),
         Command::Batch(a) => batch::run(&ctx, a),
         Command::Station(a) => station::run(&ctx, a),
-        Command::Audit(a) => audit::run(&ctx, a),
         Command::Revoke(a) => lifecycle::revoke(&ctx, a),
         Command::Crl(a) => lifecycle::crl(&ctx, a),
         Command::Renew(a) => lifecycle::renew(&ctx, a),
+        Command::Log(c) => log::run(&ctx, c),
         Command::Manifest(c) => manifest::run(&ctx, c),
+        Command::Audit(a) => audit::run(&ctx, a),
     }
 }
 

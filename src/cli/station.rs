@@ -42,8 +42,7 @@ pub(super) fn run(ctx: &Ctx, a: StationArgs) -> Result<ExitCode, Error> {
     let site = ctx.site()?;
     let profile = Profile::load(&site.config.profile_path(&a.profile))?;
     let ca_ref = site.ca_ref(&profile)?;
-    let mut ledger = site.open_ledger(Some(&profile))?;
-    ledger.set_operator(a.operator.as_deref());
+    let mut ledger = site.open_ledger_as(Some(&profile), a.operator.as_deref())?;
     site.login_recorded(&mut ledger)?;
     let issuer = site.issuer_recorded(&ca_ref, time::OffsetDateTime::now_utc(), &mut ledger)?;
     let _ = ctrlc::set_handler(|| {
@@ -91,6 +90,7 @@ pub(super) fn run(ctx: &Ctx, a: StationArgs) -> Result<ExitCode, Error> {
         notice: String::new(),
     };
     let summary = station::run(&job, spec, &site.config.station_id, &mut ledger, &mut ui)?;
+    site.auto_checkpoint(&mut ledger);
     ui.summary(&summary);
     Ok(if a.once {
         match ui.last.as_ref().map(|o| o.verdict) {

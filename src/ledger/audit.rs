@@ -51,13 +51,21 @@ impl AuditHead {
     }
 }
 
-/// The operator recorded when none is given: `CERTFAB_OPERATOR`, else the login name.
+/// The operator recorded when none is given: `CERTFAB_OPERATOR`, else the login name, else
+/// the numeric user id.
 pub fn default_operator() -> Option<String> {
     ["CERTFAB_OPERATOR", "USER", "LOGNAME"]
         .iter()
         .filter_map(|k| std::env::var(k).ok())
         .map(|v| clean_operator(&v))
         .find(|v| !v.is_empty())
+        .or_else(|| {
+            use std::os::unix::fs::MetadataExt;
+            // The owner of /proc/self is this process's user.
+            std::fs::metadata("/proc/self")
+                .ok()
+                .map(|m| format!("uid:{}", m.uid()))
+        })
 }
 
 /// Operator names are recorded as given, minus control characters (they reach terminals).
@@ -221,41 +229,60 @@ pub struct ChainReport {
     pub stations: BTreeMap<String, u64>,
 }
 
-/// Reads every event in `seq` order (for checks and exports).
+const EVENT_SELECT: &str =
+    "SELECT seq, v, at, station, station_seq, operator, kind, batch_id, device_id, detail, prev_hash, hash
+     FROM audit ORDER BY seq";
+
+fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEvent> {
+    Ok(AuditEvent {
+        seq: r.get(0)?,
+        v: r.get(1)?,
+        at: r.get(2)?,
+        station: r.get(3)?,
+        station_seq: r.get(4)?,
+        operator: r.get(5)?,
+        kind: r.get(6)?,
+        batch_id: r.get(7)?,
+        device_id: r.get(8)?,
+        detail: r.get(9)?,
+        prev_hash: r.get(10)?,
+        hash: r.get(11)?,
+    })
+}
+
+/// Reads every event in `seq` order (for small logs and tests; checks stream instead).
 pub fn events(conn: &Connection) -> Result<Vec<AuditEvent>, rusqlite::Error> {
-    let mut st = conn.prepare(
-        "SELECT seq, v, at, station, station_seq, operator, kind, batch_id, device_id, detail, prev_hash, hash
-         FROM audit ORDER BY seq",
-    )?;
-    let rows = st.query_map([], |r| {
-        Ok(AuditEvent {
-            seq: r.get(0)?,
-            v: r.get(1)?,
-            at: r.get(2)?,
-            station: r.get(3)?,
-            station_seq: r.get(4)?,
-            operator: r.get(5)?,
-            kind: r.get(6)?,
-            batch_id: r.get(7)?,
-            device_id: r.get(8)?,
-            detail: r.get(9)?,
-            prev_hash: r.get(10)?,
-            hash: r.get(11)?,
-        })
-    })?;
+    let mut st = conn.prepare(EVENT_SELECT)?;
+    let rows = st.query_map([], event_row)?;
     rows.collect()
 }
 
-/// Checks the chain from the start: contiguous sequence numbers, each event's `prev_hash` is
-/// the hash before it, each hash matches its content, per-station numbers count up by one, and
-/// no v1 event follows a v2 one. Returns the first break.
-pub fn verify_events(events: &[AuditEvent]) -> Result<ChainReport, ChainBreak> {
-    let mut report = ChainReport {
-        head_hash: GENESIS.into(),
-        ..Default::default()
-    };
-    let mut seen_v2 = false;
-    for e in events {
+/// The chain check, one event at a time (a million-device ledger has millions of events; they
+/// are never all in memory): contiguous sequence numbers, each event's `prev_hash` is the hash
+/// before it, each hash matches its content, per-station numbers count up by one, and no v1
+/// event follows a v2 one.
+#[derive(Debug, Clone)]
+pub struct ChainVerifier {
+    report: ChainReport,
+    seen_v2: bool,
+}
+
+impl Default for ChainVerifier {
+    fn default() -> Self {
+        Self {
+            report: ChainReport {
+                head_hash: GENESIS.into(),
+                ..Default::default()
+            },
+            seen_v2: false,
+        }
+    }
+}
+
+impl ChainVerifier {
+    /// Checks the next event.
+    pub fn push(&mut self, e: &AuditEvent) -> Result<(), ChainBreak> {
+        let report = &mut self.report;
         let brk = |problem: String| ChainBreak {
             seq: e.seq,
             problem,
@@ -276,13 +303,13 @@ pub fn verify_events(events: &[AuditEvent]) -> Result<ChainReport, ChainBreak> {
             )));
         }
         match e.v {
-            1 if seen_v2 => {
+            1 if self.seen_v2 => {
                 return Err(brk(
                     "hash version 1 after version 2 events (downgrade)".into()
                 ))
             }
             1 => report.v1_events += 1,
-            2 => seen_v2 = true,
+            2 => self.seen_v2 = true,
             v => return Err(brk(format!("unknown hash version {v}"))),
         }
         let n = report.stations.entry(e.station.clone()).or_insert(0);
@@ -299,8 +326,22 @@ pub fn verify_events(events: &[AuditEvent]) -> Result<ChainReport, ChainBreak> {
         report.events += 1;
         report.head_seq = e.seq;
         report.head_hash = e.hash.clone();
+        Ok(())
     }
-    Ok(report)
+
+    /// The result after the last event.
+    pub fn finish(self) -> ChainReport {
+        self.report
+    }
+}
+
+/// Checks a whole chain held in memory (see [`ChainVerifier`]); returns the first break.
+pub fn verify_events(events: &[AuditEvent]) -> Result<ChainReport, ChainBreak> {
+    let mut v = ChainVerifier::default();
+    for e in events {
+        v.push(e)?;
+    }
+    Ok(v.finish())
 }
 
 /// A checkpoint as stored: the signed statement (JWS compact) and what it says.
@@ -323,13 +364,9 @@ pub struct CheckpointRow {
 }
 
 impl super::Ledger {
-    /// This ledger's random id (made when schema 3 was applied), named in checkpoints.
-    pub fn ledger_id(&self) -> Result<String, LedgerError> {
-        Ok(self.conn.query_row(
-            "SELECT value FROM ledger_meta WHERE key = 'ledger_id'",
-            [],
-            |r| r.get(0),
-        )?)
+    /// The station id this connection records events as.
+    pub fn station(&self) -> &str {
+        &self.station
     }
 
     /// Sets the operator recorded with the events this connection writes from now on.
@@ -406,9 +443,41 @@ impl super::Ledger {
         Ok(true)
     }
 
-    /// The chain's events, in order.
+    /// The chain's events, in order (all in memory: for tests and small logs).
     pub fn audit_events(&self) -> Result<Vec<AuditEvent>, LedgerError> {
         Ok(events(&self.conn)?)
+    }
+
+    /// Calls `f` with each event in order, one at a time, until it returns false.
+    pub fn each_audit_event(
+        &self,
+        mut f: impl FnMut(AuditEvent) -> bool,
+    ) -> Result<(), LedgerError> {
+        let mut st = self.conn.prepare(EVENT_SELECT)?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            if !f(event_row(r)?) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the whole chain, streaming (see [`ChainVerifier`]).
+    pub fn verify_chain(&self) -> Result<Result<ChainReport, ChainBreak>, LedgerError> {
+        let mut v = ChainVerifier::default();
+        let mut broke = None;
+        self.each_audit_event(|e| match v.push(&e) {
+            Ok(()) => true,
+            Err(b) => {
+                broke = Some(b);
+                false
+            }
+        })?;
+        Ok(match broke {
+            Some(b) => Err(b),
+            None => Ok(v.finish()),
+        })
     }
 
     /// The current head: (seq, hash); (0, zeros) when empty.
@@ -482,5 +551,66 @@ impl super::Ledger {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v1(prev: &str, seq: i64, kind: &str) -> AuditEvent {
+        let mut e = AuditEvent {
+            seq,
+            v: 1,
+            at: "2026-01-01T00:00:00Z".into(),
+            station: "s".into(),
+            station_seq: Some(seq),
+            operator: None,
+            kind: kind.into(),
+            batch_id: Some("b".into()),
+            device_id: None,
+            detail: "{}".into(),
+            prev_hash: prev.into(),
+            hash: String::new(),
+        };
+        e.hash = e.expected_hash().unwrap();
+        e
+    }
+
+    fn v2(prev: &str, seq: i64, station_seq: i64) -> AuditEvent {
+        let mut e = AuditEvent {
+            v: 2,
+            operator: Some("op".into()),
+            station_seq: Some(station_seq),
+            ..v1(prev, seq, "issued")
+        };
+        e.hash = e.expected_hash().unwrap();
+        e
+    }
+
+    #[test]
+    fn old_rows_verify_and_new_ones_chain_on() {
+        let a = v1(GENESIS, 1, "batch_started");
+        let b = v1(&a.hash, 2, "issued");
+        let c = v2(&b.hash, 3, 3);
+        let r = verify_events(&[a.clone(), b.clone(), c.clone()]).unwrap();
+        assert_eq!((r.events, r.v1_events, r.head_seq), (3, 2, 3));
+        // v1 material does not cover the operator; v2 does.
+        let mut b2 = b.clone();
+        b2.operator = Some("x".into());
+        assert!(verify_events(&[a.clone(), b2, c.clone()]).is_ok());
+        let mut c2 = c.clone();
+        c2.operator = Some("x".into());
+        assert!(verify_events(&[a.clone(), b.clone(), c2]).is_err());
+        // A v1 row after a v2 row is a downgrade.
+        let d = v1(&c.hash, 4, "issued");
+        let e = verify_events(&[a.clone(), b.clone(), c.clone(), d]).unwrap_err();
+        assert!(e.problem.contains("downgrade"), "{e}");
+        // Per-station numbers must count up.
+        let c3 = v2(&b.hash, 3, 7);
+        assert!(verify_events(&[a, b, c3])
+            .unwrap_err()
+            .problem
+            .contains("sequence number"));
     }
 }

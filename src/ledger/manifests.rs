@@ -90,6 +90,15 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ManifestRow> {
 }
 
 impl Ledger {
+    /// This ledger's id: the hash of its first audit event (unique per ledger file, since it
+    /// covers the time, station and batch of the first write).
+    pub fn ledger_id(&self) -> Result<Option<String>, LedgerError> {
+        Ok(self
+            .conn
+            .query_row("SELECT hash FROM audit WHERE seq = 1", [], |r| r.get(0))
+            .optional()?)
+    }
+
     /// The profile file hash a batch was issued under.
     pub fn batch_profile_sha256(&self, batch_id: &str) -> Result<Option<String>, LedgerError> {
         Ok(self
@@ -102,8 +111,9 @@ impl Ledger {
             .optional()?)
     }
 
-    /// Devices of `batch_id` with a live signed certificate that no manifest has exported yet,
-    /// in issuance order.
+    /// Devices of `batch_id` with a live signed certificate that no complete manifest holds
+    /// yet (a certificate goes into one manifest per ledger, even if the device's state later
+    /// moves back from `exported`, e.g. a re-install at a station), in issuance order.
     pub fn exportable_devices(&self, batch_id: &str) -> Result<Vec<ExportRow>, LedgerError> {
         let mut st = self.conn.prepare(
             "SELECT d.profile, d.device_id, d.state, d.key_origin, d.serial, d.spki_sha256,
@@ -114,6 +124,10 @@ impl Ledger {
              JOIN batches b ON b.id = d.batch_id
              WHERE d.batch_id = ?1
                AND d.state IN ('signed', 'installing', 'installed', 'install_unconfirmed')
+               AND NOT EXISTS (SELECT 1 FROM manifest_devices md
+                               JOIN manifests m ON m.id = md.manifest_id AND m.state = 'complete'
+                               WHERE md.profile = d.profile AND md.device_id = d.device_id
+                                 AND md.serial = d.serial)
              ORDER BY c.rowid",
         )?;
         let rows = st

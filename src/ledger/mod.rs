@@ -15,7 +15,7 @@ mod station;
 
 pub use audit::{
     clean_operator, default_operator, verify_events, AuditEvent, AuditHead, ChainBreak,
-    ChainReport, CheckpointRow, GENESIS,
+    ChainReport, ChainVerifier, CheckpointRow, GENESIS,
 };
 pub use lifecycle::{CertRecord, CrlRecord};
 pub use manifests::{ExportRow, ManifestRow, PendingManifest};
@@ -824,10 +824,11 @@ impl Ledger {
     /// Verifies the audit hash chain from the start (see [`verify_events`]); returns the
     /// number of events.
     pub fn verify_audit_chain(&self) -> Result<u64, String> {
-        let events = audit::events(&self.conn).map_err(|e| e.to_string())?;
-        verify_events(&events)
-            .map(|r| r.events)
-            .map_err(|b| b.to_string())
+        match self.verify_chain() {
+            Ok(Ok(r)) => Ok(r.events),
+            Ok(Err(b)) => Err(b.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     /// Raw connection, for tests and audits that query the ledger directly.

@@ -108,7 +108,38 @@ pub(super) const MIGRATIONS: &[&str] = &[
         FOREIGN KEY (issuer_key_id, serial) REFERENCES certificates(issuer_key_id, serial)
     );
     "#,
-    // 3: lifecycle and a tamper-evident audit log. Audit rows gain the hash-material version
+    // 3: manifests: each one built from this ledger, chained (sequence, prev_sha256) and the
+    // devices it covers. A manifest is 'pending' from before its file is written until the
+    // devices are marked exported; a pending one whose file never landed is 'abandoned'.
+    r#"
+    CREATE TABLE manifests (
+        id           INTEGER PRIMARY KEY,
+        sequence     INTEGER NOT NULL,
+        batches      TEXT NOT NULL,
+        path         TEXT NOT NULL,
+        sha256       TEXT NOT NULL,
+        merkle_root  TEXT NOT NULL,
+        count        INTEGER NOT NULL,
+        range_first  INTEGER NOT NULL,
+        range_last   INTEGER NOT NULL,
+        prev_sha256  TEXT,
+        signer_kid   TEXT NOT NULL,
+        state        TEXT NOT NULL CHECK (state IN ('pending', 'complete', 'abandoned')),
+        created_at   TEXT NOT NULL,
+        completed_at TEXT
+    );
+    CREATE UNIQUE INDEX manifests_sequence ON manifests(sequence) WHERE state = 'complete';
+    CREATE TABLE manifest_devices (
+        manifest_id  INTEGER NOT NULL REFERENCES manifests(id),
+        profile      TEXT NOT NULL,
+        device_id    TEXT NOT NULL,
+        serial       TEXT NOT NULL,
+        state_before TEXT NOT NULL,
+        PRIMARY KEY (manifest_id, profile, device_id)
+    );
+    CREATE INDEX manifest_devices_device ON manifest_devices(profile, device_id);
+    "#,
+    // 4: lifecycle and a tamper-evident audit log. Audit rows gain the hash-material version
     // (`v`: 1 for rows written before this migration, whose hash covers the original fields
     // only; 2 for new rows, whose hash also covers operator and station_seq), the operator and
     // a per-station sequence number (back-filled for old rows, informational there). Signed
@@ -123,11 +154,6 @@ pub(super) const MIGRATIONS: &[&str] = &[
     UPDATE audit SET station_seq =
         (SELECT COUNT(*) FROM audit a2 WHERE a2.station = audit.station AND a2.seq <= audit.seq);
     CREATE UNIQUE INDEX audit_station_seq ON audit(station, station_seq);
-    CREATE TABLE ledger_meta (
-        key   TEXT PRIMARY KEY,
-        value TEXT NOT NULL
-    );
-    INSERT INTO ledger_meta (key, value) VALUES ('ledger_id', lower(hex(randomblob(16))));
     CREATE TABLE checkpoints (
         id            INTEGER PRIMARY KEY,
         station       TEXT NOT NULL,
@@ -167,36 +193,5 @@ pub(super) const MIGRATIONS: &[&str] = &[
         at     TEXT NOT NULL,
         PRIMARY KEY (kind, name)
     );
-    "#,
-    // 4 (3 on the manifest branch; renumbered at merge after lifecycle's 3): manifests: each one built from this ledger, chained (sequence, prev_sha256) and the
-    // devices it covers. A manifest is 'pending' from before its file is written until the
-    // devices are marked exported; a pending one whose file never landed is 'abandoned'.
-    r#"
-    CREATE TABLE manifests (
-        id           INTEGER PRIMARY KEY,
-        sequence     INTEGER NOT NULL,
-        batches      TEXT NOT NULL,
-        path         TEXT NOT NULL,
-        sha256       TEXT NOT NULL,
-        merkle_root  TEXT NOT NULL,
-        count        INTEGER NOT NULL,
-        range_first  INTEGER NOT NULL,
-        range_last   INTEGER NOT NULL,
-        prev_sha256  TEXT,
-        signer_kid   TEXT NOT NULL,
-        state        TEXT NOT NULL CHECK (state IN ('pending', 'complete', 'abandoned')),
-        created_at   TEXT NOT NULL,
-        completed_at TEXT
-    );
-    CREATE UNIQUE INDEX manifests_sequence ON manifests(sequence) WHERE state = 'complete';
-    CREATE TABLE manifest_devices (
-        manifest_id  INTEGER NOT NULL REFERENCES manifests(id),
-        profile      TEXT NOT NULL,
-        device_id    TEXT NOT NULL,
-        serial       TEXT NOT NULL,
-        state_before TEXT NOT NULL,
-        PRIMARY KEY (manifest_id, profile, device_id)
-    );
-    CREATE INDEX manifest_devices_device ON manifest_devices(profile, device_id);
     "#,
 ];

@@ -199,7 +199,7 @@ pub fn build<K: Signer>(
         kind: "header".into(),
         format: FORMAT.into(),
         tool: format!("certfab {}", env!("CARGO_PKG_VERSION")),
-        ledger: site.ledger.ledger_id()?,
+        ledger: site.ledger.ledger_id()?.unwrap_or_default(),
         batches: batches.clone(),
         stations,
         profile: profile.name.clone(),

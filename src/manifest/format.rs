@@ -140,13 +140,7 @@ pub struct Trailer {
 }
 
 /// States a device line may report.
-pub const STATES: &[&str] = &[
-    "signed",
-    "installing",
-    "installed",
-    "install_unconfirmed",
-    "exported",
-];
+pub const STATES: &[&str] = &["signed", "installing", "installed", "install_unconfirmed"];
 
 /// Key origins a device line may report.
 pub const KEY_ORIGINS: &[&str] = &["device", "host", "csr-file"];

@@ -404,6 +404,10 @@ mod tests {
     use crate::crypto::SoftSigner;
 
     fn pki() -> (SoftSigner, CaCert, DocumentSigner<SoftSigner>) {
+        pki_with(SoftSigner::generate_p256())
+    }
+
+    fn pki_with(key: SoftSigner) -> (SoftSigner, CaCert, DocumentSigner<SoftSigner>) {
         let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
         let root_key = SoftSigner::generate_p256();
         let params = crate::ca::CaParams {
@@ -418,7 +422,6 @@ mod tests {
             "root".into(),
         )
         .unwrap();
-        let key = SoftSigner::generate_p256();
         let csr = crate::ca::make_csr(&key, "CN=Signer".parse().unwrap()).unwrap();
         let ee = crate::ca::sign_end_entity(
             &root_key,
@@ -457,6 +460,38 @@ mod tests {
             verify_detached(&jws, b"hello\n", &[other_root], "t/1"),
             Err(JwsError::Chain(_))
         ));
+    }
+
+    #[test]
+    fn es384_signer() {
+        let (_, root, signer) = pki_with(SoftSigner::generate_p384());
+        let jws = sign_detached(&signer, b"x", "t/1", OffsetDateTime::now_utc()).unwrap();
+        let v = verify_detached(&jws, b"x", std::slice::from_ref(&root), "t/1").unwrap();
+        assert_eq!(v.header.alg, "ES384");
+        // r||s is 96 bytes: 128 base64url characters.
+        assert_eq!(jws.rsplit('.').next().unwrap().len(), 128);
+    }
+
+    #[test]
+    fn refuses_extra_header_members() {
+        let (_, root, signer) = pki();
+        let jws = sign_detached(&signer, b"x", "t/1", OffsetDateTime::now_utc()).unwrap();
+        let h = String::from_utf8(
+            URL_SAFE_NO_PAD
+                .decode(jws.split('.').next().unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        let mut v: Value = serde_json::from_str(&h).unwrap();
+        v["crit"] = json!(["b64"]);
+        let h2 = super::super::canon::to_string(&v).unwrap();
+        let forged = format!(
+            "{}..{}",
+            URL_SAFE_NO_PAD.encode(h2),
+            jws.rsplit('.').next().unwrap()
+        );
+        let e = verify_detached(&forged, b"x", std::slice::from_ref(&root), "t/1").unwrap_err();
+        assert!(e.to_string().contains("unexpected member 'crit'"), "{e}");
     }
 
     #[test]

@@ -267,7 +267,8 @@ pub fn verify_bytes(
     let mut seen_serial: HashMap<String, usize> = HashMap::new();
     let mut seen_spki: HashMap<String, usize> = HashMap::new();
     let mut verified = Vec::with_capacity(devices.len());
-    for (n, d) in &devices {
+    for (n, d) in devices {
+        let n = &n;
         let want_seq = (*n - 1) as u64;
         if d.seq != want_seq {
             c.at(
@@ -322,9 +323,9 @@ pub fn verify_bytes(
         if d.device_id.is_empty() {
             c.at(*n, "device_id is empty");
         }
-        if let Some(der) = check_cert(&mut c, *n, d, ca_chain.first()) {
+        if let Some(der) = check_cert(&mut c, *n, &d, ca_chain.first()) {
             verified.push(VerifiedDevice {
-                line: d.clone(),
+                line: d,
                 cert_der: der,
             });
         }

@@ -328,12 +328,12 @@ pub struct Profile {
     pub names: NamePolicy,
     /// How `certfab station` handles devices of this class.
     pub station: StationRules,
+    /// Cloud attributes rendered into each manifest device line (`cloud:`).
+    pub cloud: Cloud,
     /// Tenant this device class belongs to; it may only use CAs of the same tenant.
     pub tenant: Option<String>,
     /// CA rollover: the CA (site config name) that takes over from `issuer`.
     pub rollover: Option<Rollover>,
-    /// Cloud attributes rendered into each manifest device line (`cloud:`).
-    pub cloud: Cloud,
 }
 
 /// A CA rollover in progress (`rollover:` in a profile): devices are issued by `issuer` until
@@ -384,11 +384,11 @@ struct Raw {
     #[serde(default)]
     station: station::RawStation,
     #[serde(default)]
+    cloud: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
     tenant: Option<String>,
     #[serde(default)]
     rollover: Option<RawRollover>,
-    #[serde(default)]
-    cloud: Option<serde_yaml_ng::Value>,
 }
 
 fn generic() -> Preset {

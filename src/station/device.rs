@@ -227,6 +227,8 @@ impl<S: Signer> Shift<'_, '_, S> {
             superseded: p.superseded.clone(),
             device_ms: device.as_millis() as u64,
             certfab_ms: total.saturating_sub(device).as_millis() as u64,
+            device_us: device.as_micros() as u64,
+            certfab_us: total.saturating_sub(device).as_micros() as u64,
         };
         self.ledger.record_attempt(&Attempt {
             batch_id: self.batch.clone(),

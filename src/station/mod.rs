@@ -128,6 +128,10 @@ pub struct Outcome {
     pub device_ms: u64,
     /// certfab's own time.
     pub certfab_ms: u64,
+    /// Adapter/device time in microseconds (for means and benchmarks; ms truncate).
+    pub device_us: u64,
+    /// certfab's own time in microseconds.
+    pub certfab_us: u64,
 }
 
 /// What the station reports while it runs.
@@ -335,8 +339,8 @@ pub fn run<S: Signer>(
         }
         if outcome.step >= Step::Issue || outcome.verdict == Verdict::Pass {
             timed += 1;
-            certfab_total += outcome.certfab_ms;
-            device_total += outcome.device_ms;
+            certfab_total += outcome.certfab_us;
+            device_total += outcome.device_us;
         }
         obs.event(Event::Done(&outcome));
         if job.once {
@@ -356,8 +360,8 @@ pub fn run<S: Signer>(
         } else {
             0.0
         },
-        certfab_ms_mean: mean(certfab_total, timed),
-        device_ms_mean: mean(device_total, timed),
+        certfab_ms_mean: mean(certfab_total, timed) / 1000.0,
+        device_ms_mean: mean(device_total, timed) / 1000.0,
         end_of_line,
         interrupted: job.stop.load(Ordering::SeqCst),
         ledger: shift.ledger.path().display().to_string(),
