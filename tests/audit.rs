@@ -865,3 +865,95 @@ fn manifests_are_checked_against_the_ledgers() {
         "its devices are not used"
     );
 }
+
+/// Signed checkpoints of the audit log: a fresh one covers everything; a later single issue
+/// is reported as not yet covered; a log cut back behind a checkpoint (the events and the stored
+/// checkpoint deleted, so the rest still chains) is caught by the exported copy.
+#[test]
+fn checkpoints_catch_a_log_cut_back_behind_them() {
+    let l = Line::new();
+    let count = |n: &str, out: &str| {
+        let o = l.certfab(&[
+            "batch",
+            "--profile",
+            "generic-iot",
+            "--count",
+            n,
+            "--id-template",
+            &format!("{out}-{{seq}}"),
+            "--keygen",
+            "host",
+            "--plain-keys",
+            "--out",
+            s(&l.file(out)),
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+    };
+    count("2", "first");
+    let cp = l.file("cp1.json");
+    let o = l.certfab(&["log", "checkpoint", "--out", s(&cp)]);
+    assert!(o.status.success(), "{}", text(&o));
+    let config = l.config();
+    let site_audit = |extra: &[&str]| {
+        let mut a = vec!["--config", s(&config), "--json", "audit"];
+        a.extend_from_slice(extra);
+        let o = Command::new(common::bin()).args(&a).output().unwrap();
+        json(&o)
+    };
+    let r = site_audit(&[]);
+    assert!(with_code(&r, "checkpoint-invalid").is_empty(), "{r:#}");
+    assert!(with_code(&r, "audit-not-checkpointed").is_empty(), "{r:#}");
+    assert!(with_code(&r, "checkpoints-not-checked").is_empty(), "{r:#}");
+
+    // A single issue is not checkpointed automatically (batches and shifts are).
+    let key = l.file("one.pub.pem");
+    std::fs::write(&key, rust_pubkey_pem()).unwrap();
+    let o = l.certfab(&[
+        "issue",
+        "--profile",
+        "generic-iot",
+        "--pubkey",
+        s(&key),
+        "--device-id",
+        "ONE",
+        "--out",
+        s(&l.file("one")),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r = site_audit(&[]);
+    let open = with_code(&r, "audit-not-checkpointed");
+    assert_eq!(open.len(), 1, "{r:#}");
+    assert_eq!(open[0]["severity"], "low");
+
+    // Cut the log back to before the checkpoint's head and remove the stored checkpoint.
+    let head: i64 = serde_json::from_str::<Value>(&std::fs::read_to_string(&cp).unwrap()).unwrap()
+        ["statement"]["head_seq"]
+        .as_i64()
+        .unwrap();
+    {
+        let db = rusqlite::Connection::open(l.file("ledger.sqlite")).unwrap();
+        let n = db
+            .execute("DELETE FROM audit WHERE seq >= ?1", [head])
+            .unwrap();
+        assert!(n > 0);
+        db.execute("DELETE FROM checkpoints", []).unwrap();
+    }
+    let r = site_audit(&[]);
+    assert!(
+        with_code(&r, "audit-chain-broken").is_empty(),
+        "the rest still chains: {r:#}"
+    );
+    assert!(
+        with_code(&r, "checkpoint-invalid").is_empty(),
+        "nothing left to compare: {r:#}"
+    );
+    let r = site_audit(&["--checkpoint", s(&cp)]);
+    let bad = with_code(&r, "checkpoint-invalid");
+    assert_eq!(bad.len(), 1, "{r:#}");
+    assert_eq!(bad[0]["severity"], "critical");
+    assert!(
+        bad[0]["message"].as_str().unwrap().contains("cp1.json"),
+        "{r:#}"
+    );
+    assert_eq!(r["failed"], true);
+}

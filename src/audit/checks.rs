@@ -161,6 +161,7 @@ pub fn all(corpus: &Corpus, opts: &Options) -> Vec<Finding> {
     let parsed = Parsed(corpus);
     let mut f = Vec::new();
     f.extend(audit_chain(corpus));
+    f.extend(checkpoints(corpus));
     f.extend(cert_records(corpus, &parsed));
     f.extend(device_records(corpus, &parsed));
     f.extend(chains(corpus, &parsed));
@@ -201,6 +202,67 @@ pub fn audit_chain(corpus: &Corpus) -> Vec<Finding> {
             })
         })
         .collect()
+}
+
+/// Signed checkpoints of the audit chain (`certfab log checkpoint`): `checkpoint-invalid`
+/// (critical: a checkpoint whose signature, signer or covered head does not match the chain,
+/// e.g. events removed after it was signed), `audit-not-checkpointed` (low: events after the
+/// last good checkpoint), `checkpoint-unmatched` (low: an exported checkpoint of no given
+/// ledger), `checkpoints-not-checked` (info: no root given).
+pub fn checkpoints(corpus: &Corpus) -> Vec<Finding> {
+    let mut f = Vec::new();
+    if !corpus.checkpoints_checked {
+        if !corpus.ledgers.is_empty() {
+            f.push(Finding::new(Info, "checkpoints-not-checked", "no self-signed root among the given CA certificates: audit checkpoint signatures were not checked".into()));
+        }
+        return f;
+    }
+    for l in &corpus.ledgers {
+        let Some(c) = &l.checkpoints else { continue };
+        for x in c.checked.iter().filter(|x| !x.problems.is_empty()) {
+            f.push(
+                Finding::new(
+                    Critical,
+                    "checkpoint-invalid",
+                    format!(
+                        "ledger {}: checkpoint {} ({}) over audit event {} signed {}: {}",
+                        l.path,
+                        x.checkpoint,
+                        x.source,
+                        x.head_seq,
+                        x.at,
+                        x.problems.join("; ")
+                    ),
+                )
+                .at(format!("{} checkpoint {}", l.path, x.checkpoint)),
+            );
+        }
+        if c.not_checkpointed > 0 {
+            let since = if c.checkpointed_seq > 0 {
+                format!("after event {}", c.checkpointed_seq)
+            } else {
+                "(no good checkpoint yet)".into()
+            };
+            f.push(
+                Finding::new(Low, "audit-not-checkpointed", format!(
+                    "ledger {}: {} audit events {since} are not covered by a signed checkpoint; run certfab log checkpoint (and keep the exported copy elsewhere)",
+                    l.path, c.not_checkpointed
+                ))
+                .at(format!("{} audit", l.path)),
+            );
+        }
+    }
+    for u in &corpus.unmatched_checkpoints {
+        f.push(
+            Finding::new(
+                Low,
+                "checkpoint-unmatched",
+                format!("checkpoint {u} belongs to none of the given ledgers; pass its ledger too"),
+            )
+            .at(u.clone()),
+        );
+    }
+    f
 }
 
 /// Signed rows that do not hold what they claim: `ledger-cert-missing` (high, DER gone),

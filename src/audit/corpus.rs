@@ -24,6 +24,12 @@ pub struct Sources {
     pub profiles_dir: Option<PathBuf>,
     /// Tenant of each CA certificate file, as a site config declares it.
     pub ca_tenants: BTreeMap<PathBuf, String>,
+    /// The audit signer's certificate checkpoints must be signed by (pinned); without it,
+    /// any signer chaining to a given root is accepted.
+    pub signer_cert: Option<PathBuf>,
+    /// Checkpoint documents exported earlier (`certfab log checkpoint --out`), each checked
+    /// against the ledger it names.
+    pub checkpoints: Vec<PathBuf>,
 }
 
 /// An input that cannot be read at all.
@@ -180,6 +186,26 @@ pub struct LedgerData {
     pub cert_status: BTreeMap<(String, String), BTreeSet<String>>,
     /// (serial, certificate SHA-256) of every `issued` audit event.
     pub issued_events: BTreeSet<(String, String)>,
+    /// Signed checkpoints of the audit chain, checked; `None` when they could not be (no
+    /// root given, or a ledger from before checkpoints).
+    pub checkpoints: Option<CheckpointSummary>,
+}
+
+/// The ledger's audit checkpoints, verified (`certfab log verify`'s checks).
+#[derive(Debug, Clone)]
+pub struct CheckpointSummary {
+    /// Checkpoints looked at (stored and exported): number, source, head, problems.
+    pub checked: Vec<crate::auditlog::CheckpointCheck>,
+    /// Highest event covered by a good checkpoint (0: none).
+    pub checkpointed_seq: i64,
+    /// Events after it not covered by any signature.
+    pub not_checkpointed: i64,
+}
+
+/// Whom checkpoints must be signed by, and the exported documents to check too.
+pub(super) struct CheckpointInputs {
+    trust: Option<crate::auditlog::CheckpointTrust>,
+    docs: Vec<(String, crate::auditlog::CheckpointDoc)>,
 }
 
 impl LedgerData {
@@ -316,6 +342,37 @@ pub struct Corpus {
     pub profiles: BTreeMap<String, Profile>,
     /// Profile files that did not load (path: error).
     pub profile_errors: Vec<String>,
+    /// Whether checkpoint signatures could be checked (a self-signed root was given).
+    pub checkpoints_checked: bool,
+    /// Exported checkpoint documents that belong to none of the given ledgers.
+    pub unmatched_checkpoints: Vec<String>,
+}
+
+/// The roots among the given CAs (and the pinned signer) checkpoints are checked against.
+fn checkpoint_inputs(src: &Sources, cas: &[CaEntry]) -> Result<CheckpointInputs, CorpusError> {
+    let roots: Vec<CaCert> = cas
+        .iter()
+        .filter(|c| c.cert.is_self_signed())
+        .map(|c| c.cert.clone())
+        .collect();
+    let signer = src
+        .signer_cert
+        .as_ref()
+        .map(|p| CaCert::load(p).map_err(|e| file_err(p, e.to_string())))
+        .transpose()?;
+    let docs = src
+        .checkpoints
+        .iter()
+        .map(|p| {
+            crate::auditlog::read_doc(p)
+                .map(|d| (p.display().to_string(), d))
+                .map_err(|e| file_err(p, format!("not a certfab checkpoint document: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(CheckpointInputs {
+        trust: (!roots.is_empty()).then_some(crate::auditlog::CheckpointTrust { roots, signer }),
+        docs,
+    })
 }
 
 fn file_err(path: &Path, msg: impl Into<String>) -> CorpusError {
@@ -371,6 +428,7 @@ fn load_ledger(
     path: &Path,
     cas: &[CaEntry],
     profiles: &BTreeMap<String, Profile>,
+    cp: &CheckpointInputs,
 ) -> Result<LedgerData, CorpusError> {
     let ledger = Ledger::open_read(path, "audit")?;
     let shown = path.display().to_string();
@@ -385,6 +443,24 @@ fn load_ledger(
     // writes (WAL readers do not block the writer, nor see its later commits).
     conn.execute_batch("BEGIN").map_err(q)?;
     let audit_chain = ledger.verify_audit_chain();
+    let checkpoints = match &cp.trust {
+        Some(trust) if has_table(conn, "checkpoints").map_err(q)? => {
+            let id = ledger.ledger_id()?;
+            let docs: Vec<_> = cp
+                .docs
+                .iter()
+                .filter(|(_, d)| id.as_deref() == Some(d.statement.ledger_id.as_str()))
+                .cloned()
+                .collect();
+            let r = crate::auditlog::verify(&ledger, trust, &docs)?;
+            Some(CheckpointSummary {
+                checked: r.checkpoints,
+                checkpointed_seq: r.checkpointed_seq,
+                not_checkpointed: r.not_checkpointed,
+            })
+        }
+        _ => None,
+    };
 
     let mut batches = BTreeMap::new();
     // Tenants arrived with schema 3.
@@ -573,6 +649,7 @@ fn load_ledger(
     Ok(LedgerData {
         path: shown,
         issued_events,
+        checkpoints,
         audit_chain,
         batches,
         devices,
@@ -680,11 +757,26 @@ impl Corpus {
             }
         }
 
+        let cp = checkpoint_inputs(src, &cas)?;
         let ledgers = src
             .ledgers
             .iter()
-            .map(|p| load_ledger(p, &cas, &profiles))
+            .map(|p| load_ledger(p, &cas, &profiles, &cp))
             .collect::<Result<Vec<_>, _>>()?;
+        let mut unmatched_checkpoints = Vec::new();
+        for (path, d) in &cp.docs {
+            let matched = ledgers.iter().any(|l| {
+                l.checkpoints
+                    .as_ref()
+                    .is_some_and(|c| c.checked.iter().any(|x| &x.source == path))
+            });
+            if !matched {
+                unmatched_checkpoints.push(format!(
+                    "{path} (ledger {}, checkpoint {})",
+                    d.statement.ledger_id, d.statement.checkpoint
+                ));
+            }
+        }
 
         let manifests = src
             .manifests
@@ -693,6 +785,8 @@ impl Corpus {
             .collect::<Result<Vec<_>, _>>()?;
 
         Ok(Self {
+            checkpoints_checked: cp.trust.is_some(),
+            unmatched_checkpoints,
             ledgers,
             manifests,
             cert_files,

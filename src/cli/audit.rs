@@ -31,6 +31,14 @@ pub struct AuditArgs {
     /// Exit 3 when any finding is at or above this severity.
     #[arg(long, default_value = "high", value_parser = ["info", "low", "medium", "high", "critical"])]
     fail_on: String,
+    /// A checkpoint exported earlier (`certfab log checkpoint --out`; repeatable): checked
+    /// against the ledger it names, which also catches checkpoints removed from it.
+    #[arg(long = "checkpoint", value_name = "FILE")]
+    checkpoints: Vec<PathBuf>,
+    /// The audit signer certificate checkpoints must be signed by. Default with --config:
+    /// the site's signer.cert; otherwise any signer under a given root.
+    #[arg(long, value_name = "SIGNER.pem")]
+    signer_cert: Option<PathBuf>,
     /// Also write the report as one self-contained HTML file (must not exist).
     #[arg(long, value_name = "REPORT.html")]
     html: Option<PathBuf>,
@@ -48,6 +56,8 @@ pub(super) fn run(ctx: &Ctx, a: AuditArgs) -> Result<ExitCode, Error> {
         cert_dirs: a.cert_dirs,
         profiles_dir: a.profiles,
         ca_tenants: Default::default(),
+        signer_cert: a.signer_cert,
+        checkpoints: a.checkpoints,
     };
     // A site config fills in what the command line leaves out; the token is never opened.
     if let Some(path) = &ctx.config {
@@ -68,6 +78,9 @@ pub(super) fn run(ctx: &Ctx, a: AuditArgs) -> Result<ExitCode, Error> {
             if let Some(t) = &ca.tenant {
                 src.ca_tenants.insert(ca.cert.clone(), t.clone());
             }
+        }
+        if src.signer_cert.is_none() {
+            src.signer_cert = site.signer.as_ref().map(|s| s.cert.clone());
         }
         if src.profiles_dir.is_none() {
             src.profiles_dir = site.profiles_dir.clone();
