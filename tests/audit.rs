@@ -961,3 +961,78 @@ fn checkpoints_catch_a_log_cut_back_behind_them() {
     );
     assert_eq!(r["failed"], true);
 }
+
+/// A revoked device must reach a CRL: reported until `certfab crl` lists it, and the CRL
+/// itself when it goes stale or is signed by a CA the auditor does not know.
+#[test]
+fn revocations_must_reach_a_current_crl() {
+    let l = Line::new();
+    let o = pubkey_batch(
+        &l,
+        &l.config(),
+        "r",
+        "generic-iot",
+        &[("R-1", &rust_pubkey_pem()), ("R-2", &rust_pubkey_pem())],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = l.certfab(&["revoke", "--device", "R-1", "--reason", "keyCompromise"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let config = l.config();
+    let site_audit = |extra: &[&str]| {
+        let mut a = vec!["--config", s(&config), "--json", "audit"];
+        a.extend_from_slice(extra);
+        json(&Command::new(common::bin()).args(&a).output().unwrap())
+    };
+    let r = site_audit(&[]);
+    let unpub = with_code(&r, "revocation-not-published");
+    assert_eq!(unpub.len(), 1, "{r:#}");
+    assert_eq!(unpub[0]["device_id"], "R-1");
+    assert_eq!(unpub[0]["severity"], "medium");
+    let never: Vec<&str> = with_code(&r, "signed-not-installed")
+        .iter()
+        .map(|f| f["device_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        never,
+        ["R-2"],
+        "a revoked device is not waiting for install"
+    );
+
+    let crl = l.file("crl.pem");
+    let o = l.certfab(&[
+        "crl",
+        "--profile",
+        "generic-iot",
+        "--next-update",
+        "2s",
+        "--out",
+        s(&crl),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r = site_audit(&[]);
+    for code in ["revocation-not-published", "crl-stale", "crl-not-chaining"] {
+        assert!(with_code(&r, code).is_empty(), "{code}: {r:#}");
+    }
+    // What the audit read from the ledger is the CRL OpenSSL sees.
+    let o = openssl(&["crl", "-in", s(&crl), "-noout", "-text"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("Key Compromise"),
+        "{}",
+        text(&o)
+    );
+
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let r = site_audit(&[]);
+    let stale = with_code(&r, "crl-stale");
+    assert_eq!(stale.len(), 1, "{r:#}");
+    assert_eq!(stale[0]["severity"], "medium");
+
+    // An auditor who was not given the issuing CA cannot verify the CRL either.
+    let r = json(&audit(&[
+        "--ledger",
+        s(&l.file("ledger.sqlite")),
+        "--ca",
+        s(&l.file("ca/root.pem")),
+    ]));
+    assert_eq!(with_code(&r, "crl-not-chaining").len(), 1, "{r:#}");
+}

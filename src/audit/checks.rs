@@ -96,8 +96,8 @@ pub fn examine(
     })
 }
 
-/// The CA in `cas` that signed `der`, whose subject is `issuer_der`.
-fn signed_by(der: &[u8], issuer_der: &[u8], cas: &[CaEntry]) -> Option<usize> {
+/// The CA in `cas` that signed `der` (a certificate or CRL) and whose subject is `issuer_der`.
+pub(super) fn signed_by(der: &[u8], issuer_der: &[u8], cas: &[CaEntry]) -> Option<usize> {
     let (tbs, alg, sig) = crate::csr::split_signed(der).ok()?;
     let alg = SignatureAlgorithm::from_identifier(&alg).ok()?;
     cas.iter().position(|c| {
@@ -178,6 +178,7 @@ pub fn all(corpus: &Corpus, opts: &Options) -> Vec<Finding> {
     f.extend(install_states(corpus));
     f.extend(expiry(corpus, &parsed, opts));
     f.extend(ca_expiry(corpus, &parsed, opts));
+    f.extend(revocations(corpus, opts));
     f.extend(pending_and_burned(corpus));
     f.extend(rejections(corpus));
     f
@@ -1152,6 +1153,75 @@ pub fn ca_expiry(corpus: &Corpus, parsed: &Parsed<'_>, opts: &Options) -> Vec<Fi
                 "CA {} ({}) expires at {}, before {outliving} live device certificates it signed (the last, device {dev}, runs to {}); those devices stop validating when the CA does. Re-sign the CA for longer or plan a rollover",
                 ca.cert.source, ca.subject, crate::clock::rfc3339(ca_na), crate::clock::rfc3339(t)
             )).at(ca.cert.source.clone()).device(dev));
+        }
+    }
+    f
+}
+
+/// Revocations and CRLs (`certfab revoke`, `certfab crl`): `revocation-not-published`
+/// (medium: a revoked certificate its CA's latest recorded CRL does not list), `crl-stale`
+/// (medium: the latest CRL of a CA key is past its nextUpdate), `crl-not-chaining` (high: the
+/// latest CRL is signed by none of the given CAs, or does not parse).
+pub fn revocations(corpus: &Corpus, opts: &Options) -> Vec<Finding> {
+    let mut f = Vec::new();
+    for l in &corpus.ledgers {
+        let mut latest: BTreeMap<&str, &super::CrlRec> = BTreeMap::new();
+        for c in &l.crls {
+            latest
+                .entry(c.issuer_key_id.as_str())
+                .and_modify(|x| {
+                    if c.number > x.number {
+                        *x = c;
+                    }
+                })
+                .or_insert(c);
+        }
+        for (ikid, crl) in &latest {
+            let loc = format!("{} crls {} #{}", l.path, short(ikid), crl.number);
+            match &crl.serials {
+                Err(e) => f.push(Finding::new(High, "crl-not-chaining", format!(
+                    "ledger {}: CRL #{} of CA key {} does not parse: {e}", l.path, crl.number, short(ikid)
+                )).at(loc.clone())),
+                Ok(_) if crl.ca.is_none() => f.push(Finding::new(High, "crl-not-chaining", format!(
+                    "ledger {}: CRL #{} of CA key {} is signed by none of the given CA certificates",
+                    l.path, crl.number, short(ikid)
+                )).at(loc.clone())),
+                Ok(_) => {}
+            }
+            if let Some(nu) = crl.next_update {
+                if nu <= opts.now {
+                    f.push(Finding::new(Medium, "crl-stale", format!(
+                        "ledger {}: the latest CRL of CA key {} (#{}, issued {}) was due for renewal at {}; relying parties that require a current CRL refuse every device of this CA. Run certfab crl",
+                        l.path, short(ikid), crl.number, crl.this_update, crate::clock::rfc3339(nu)
+                    )).at(loc));
+                }
+            }
+        }
+        for c in &l.certs {
+            let revoked = l
+                .cert_status
+                .get(&(c.issuer_key_id.clone(), c.serial.clone()))
+                .is_some_and(|s| s.contains("revoked"));
+            if !revoked {
+                continue;
+            }
+            let listed = latest.get(c.issuer_key_id.as_str()).map(|crl| {
+                (
+                    crl.number,
+                    crl.serials
+                        .as_ref()
+                        .is_ok_and(|s| s.contains(&normal_serial(&c.serial))),
+                )
+            });
+            let why = match listed {
+                Some((_, true)) => continue,
+                Some((n, false)) => format!("the latest CRL (#{n}) of its CA does not list it"),
+                None => "no CRL of its CA is recorded".to_string(),
+            };
+            f.push(cert_finding(Medium, "revocation-not-published", l, c, format!(
+                "ledger {}: the certificate of device {} (serial {}) is revoked but {why}; relying parties still accept it. Run certfab crl and publish it",
+                l.path, c.device_id, c.serial
+            )));
         }
     }
     f

@@ -189,6 +189,48 @@ pub struct LedgerData {
     /// Signed checkpoints of the audit chain, checked; `None` when they could not be (no
     /// root given, or a ledger from before checkpoints).
     pub checkpoints: Option<CheckpointSummary>,
+    /// CRLs the ledger recorded (`certfab crl`), parsed.
+    pub crls: Vec<CrlRec>,
+}
+
+/// A CRL recorded in a ledger.
+#[derive(Debug, Clone)]
+pub struct CrlRec {
+    /// CA key identifier, hex.
+    pub issuer_key_id: String,
+    /// CRL number.
+    pub number: i64,
+    /// thisUpdate, RFC 3339.
+    pub this_update: String,
+    /// nextUpdate.
+    pub next_update: Option<time::OffsetDateTime>,
+    /// Serials it lists (normalized hex); `Err` when the DER does not parse.
+    pub serials: Result<BTreeSet<String>, String>,
+    /// The given CA whose key verifies its signature.
+    pub ca: Option<usize>,
+}
+
+/// Parses a CRL: the serials it lists and the given CA that signed it.
+fn parse_crl(der: &[u8], cas: &[CaEntry]) -> (Result<BTreeSet<String>, String>, Option<usize>) {
+    use der::{Decode, Encode};
+    let crl = match x509_cert::crl::CertificateList::from_der(der) {
+        Ok(c) => c,
+        Err(e) => return (Err(e.to_string()), None),
+    };
+    let serials = crl
+        .tbs_cert_list
+        .revoked_certificates
+        .iter()
+        .flatten()
+        .map(|r| super::checks::normal_serial(&hex::encode(r.serial_number.as_bytes())))
+        .collect();
+    let ca = crl
+        .tbs_cert_list
+        .issuer
+        .to_der()
+        .ok()
+        .and_then(|issuer| super::checks::signed_by(der, &issuer, cas));
+    (Ok(serials), ca)
 }
 
 /// The ledger's audit checkpoints, verified (`certfab log verify`'s checks).
@@ -646,10 +688,44 @@ fn load_ledger(
             issued_events.insert((s.to_string(), h.to_string()));
         }
     }
+    let mut crls = Vec::new();
+    if has_table(conn, "crls").map_err(q)? {
+        let mut st = conn
+            .prepare("SELECT issuer_key_id, number, this_update, next_update, der FROM crls ORDER BY issuer_key_id, number")
+            .map_err(q)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Vec<u8>>(4)?,
+                ))
+            })
+            .map_err(q)?;
+        for row in rows {
+            let (issuer_key_id, number, this_update, next_update, der) = row.map_err(q)?;
+            let (serials, ca) = parse_crl(&der, cas);
+            crls.push(CrlRec {
+                issuer_key_id,
+                number,
+                this_update,
+                next_update: time::OffsetDateTime::parse(
+                    &next_update,
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .ok(),
+                serials,
+                ca,
+            });
+        }
+    }
     Ok(LedgerData {
         path: shown,
         issued_events,
         checkpoints,
+        crls,
         audit_chain,
         batches,
         devices,

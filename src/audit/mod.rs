@@ -13,7 +13,7 @@ pub mod html;
 pub mod report;
 
 pub use corpus::{
-    CaEntry, CertFile, CertRow, Corpus, CorpusError, DeviceRec, LedgerData, ManifestData,
+    CaEntry, CertFile, CertRow, Corpus, CorpusError, CrlRec, DeviceRec, LedgerData, ManifestData,
     ManifestDevice, Sources,
 };
 pub use counts::Counts;
