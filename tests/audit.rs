@@ -1036,3 +1036,230 @@ fn revocations_must_reach_a_current_crl() {
     ]));
     assert_eq!(with_code(&r, "crl-not-chaining").len(), 1, "{r:#}");
 }
+
+/// The rest of the findings, each made to happen: a batch killed with serials reserved but not
+/// signed (then resumed, burning them), rows edited, a broken and a missing profile, a device
+/// certificate and CAs that expire, a checkpoint of another ledger, no root to check
+/// checkpoints with.
+#[test]
+fn interrupted_runs_edited_rows_and_expiry() {
+    let l = Line::new();
+    let ledger = l.file("ledger.sqlite");
+    let count_args = |n: &str, out: &str| -> Vec<String> {
+        [
+            "--config",
+            s(&l.config()),
+            "batch",
+            "--profile",
+            "generic-iot",
+            "--count",
+            n,
+            "--id-template",
+            &format!("{out}{{seq:05}}"),
+            "--keygen",
+            "host",
+            "--plain-keys",
+            "--out",
+            s(&l.file(out)),
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect()
+    };
+    // Kill the batch the moment the ledger holds reserved serials (committed before the HSM
+    // is asked): the audit sees them pending; the next run burns them.
+    let mut pending = false;
+    for _ in 0..10 {
+        let mut child = Command::new(common::bin())
+            .args(count_args("1500", "K"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        loop {
+            let intents = rusqlite::Connection::open_with_flags(
+                &ledger,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )
+            .ok()
+            .and_then(|c| {
+                c.query_row(
+                    "SELECT COUNT(*) FROM certificates WHERE state = 'intent'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .ok()
+            })
+            .unwrap_or(0);
+            if intents > 0 {
+                child.kill().unwrap();
+                break;
+            }
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+        }
+        child.wait().unwrap();
+        let left: i64 = common::ledger(&l)
+            .query_row(
+                "SELECT COUNT(*) FROM certificates WHERE state = 'intent'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        if left > 0 {
+            pending = true;
+            break;
+        }
+    }
+    assert!(
+        pending,
+        "no kill landed between reserve and record in 10 tries"
+    );
+    let cas = ca_args(&l);
+    let base = |extra: &[&str]| -> Value {
+        let mut a = vec!["--ledger", s(&ledger)];
+        a.extend(args_of(&cas));
+        a.extend_from_slice(extra);
+        json(&audit(&a))
+    };
+    let r = base(&[]);
+    assert_eq!(with_code(&r, "intent-pending").len(), 1, "{r:#}");
+    let o = Command::new(common::bin())
+        .args(count_args("1500", "K"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let r = base(&[]);
+    assert!(with_code(&r, "intent-pending").is_empty(), "{r:#}");
+    let burned = with_code(&r, "serials-burned");
+    assert_eq!(burned.len(), 1, "{r:#}");
+    assert_eq!(burned[0]["severity"], "info");
+
+    // Rows edited: a recorded hash that is not the certificate's, a certificate that is not
+    // one.
+    {
+        let db = rusqlite::Connection::open(&ledger).unwrap();
+        db.execute(
+            "UPDATE certificates SET cert_sha256 = ?1 WHERE device_id = 'K00001'",
+            ["00".repeat(32)],
+        )
+        .unwrap();
+        db.execute(
+            "UPDATE certificates SET der = X'3003020101' WHERE device_id = 'K00002' AND state = 'signed'",
+            [],
+        )
+        .unwrap();
+    }
+    let r = base(&[]);
+    let mism = with_code(&r, "cert-record-mismatch");
+    assert_eq!(mism.len(), 1, "{r:#}");
+    assert_eq!(mism[0]["device_id"], "K00001");
+    let unparse = with_code(&r, "cert-unparseable");
+    assert_eq!(unparse.len(), 1, "{r:#}");
+    assert_eq!(unparse[0]["device_id"], "K00002");
+
+    // A profiles directory with a broken profile and without the one the ledger names.
+    let profiles = l.file("profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    std::fs::write(profiles.join("broken.yaml"), "name: broken\nkeys: [p257]\n").unwrap();
+    let short = derived_profile(
+        &profiles,
+        "seconds.yaml",
+        "generic-iot.yaml",
+        &[
+            ("name: generic-iot", "name: seconds"),
+            ("duration: 10y", "duration: 2s"),
+            (
+                "  backdate: 1h             # tolerate device clocks a little behind\n",
+                "",
+            ),
+        ],
+    );
+    let o = pubkey_batch(
+        &l,
+        &l.config(),
+        "sec",
+        s(&short),
+        &[("SEC-1", &rust_pubkey_pem())],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    // The issuing CA re-signed twice with its own key and name: for ten days, and for two
+    // seconds.
+    let resign = |validity: &str, out: &str| {
+        let p = l.file(out);
+        let o = l.certfab(&[
+            "ca",
+            "sign",
+            "--issuer-key",
+            "root",
+            "--csr",
+            s(&l.file("ca/issuing.csr")),
+            "--validity",
+            validity,
+            "--path-len",
+            "0",
+            "--out",
+            s(&p),
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        p
+    };
+    let ten_days = resign("10d", "issuing-10d.pem");
+    let two_s = resign("2s", "issuing-2s.pem");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let r = base(&["--profiles", s(&profiles)]);
+    let unload = with_code(&r, "profile-unloadable");
+    assert_eq!(unload.len(), 1, "{r:#}");
+    assert!(unload[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("broken.yaml"));
+    let unknown = with_code(&r, "profile-unknown");
+    assert_eq!(unknown.len(), 1, "{r:#}");
+    assert!(unknown[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("'generic-iot'"));
+    let expired = with_code(&r, "cert-expired");
+    assert_eq!(expired.len(), 1, "{r:#}");
+    assert_eq!(expired[0]["device_id"], "SEC-1");
+    assert_eq!(expired[0]["severity"], "medium");
+
+    let r = json(&audit(&[
+        "--ledger",
+        s(&ledger),
+        "--ca",
+        s(&l.file("ca/root.pem")),
+        "--ca",
+        s(&ten_days),
+        "--ca",
+        s(&two_s),
+    ]));
+    assert_eq!(with_code(&r, "ca-expiring").len(), 1, "{r:#}");
+    let gone = with_code(&r, "ca-expired");
+    assert_eq!(gone.len(), 1, "{r:#}");
+    assert_eq!(gone[0]["severity"], "high");
+
+    // A checkpoint exported from another station's ledger, and no root to check signatures.
+    let b = second_station(&l);
+    let o = pubkey_batch(&l, &b, "b", "generic-iot", &[("B-1", &rust_pubkey_pem())]);
+    assert!(o.status.success(), "{}", text(&o));
+    let cp_b = l.file("cp-b.json");
+    let o = Command::new(common::bin())
+        .args(["--config", s(&b), "log", "checkpoint", "--out", s(&cp_b)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let r = base(&["--checkpoint", s(&cp_b)]);
+    let un = with_code(&r, "checkpoint-unmatched");
+    assert_eq!(un.len(), 1, "{r:#}");
+    assert!(un[0]["message"].as_str().unwrap().contains("cp-b.json"));
+    let r = json(&audit(&[
+        "--ledger",
+        s(&ledger),
+        "--ca",
+        s(&l.file("ca/issuing.pem")),
+    ]));
+    assert_eq!(with_code(&r, "checkpoints-not-checked").len(), 1, "{r:#}");
+}
