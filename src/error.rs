@@ -100,6 +100,9 @@ pub enum Error {
     /// Detached JWS (manifest or audit signature).
     #[error(transparent)]
     Jws(#[from] crate::manifest::jws::JwsError),
+    /// Audit input that cannot be read.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::CorpusError),
     /// Bad argument combination.
     #[error("{0}")]
     Usage(String),
@@ -179,6 +182,10 @@ impl Error {
                     M::Ledger(_) | M::Write { .. } => ExitCode::Storage,
                 }
             }
+            Self::Audit(a) => match a {
+                crate::audit::CorpusError::File { .. } => ExitCode::Usage,
+                crate::audit::CorpusError::Ledger(_) => ExitCode::Storage,
+            },
             Self::Station(s) => match s {
                 crate::station::StationError::Usage(_) => ExitCode::Usage,
                 crate::station::StationError::Adapter { .. } => ExitCode::Station,

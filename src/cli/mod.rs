@@ -1,6 +1,7 @@
 //! Command-line definitions (clap derive) and the printing of results. No certificate logic
 //! lives here: each command calls the library and prints what it returns.
 
+mod audit;
 mod batch;
 mod ca;
 mod export;
@@ -59,6 +60,9 @@ pub enum Command {
     Manifest(manifest::ManifestCommand),
     /// Cloud pre-registration files from a verified manifest (docs/exports.md).
     Export(export::ExportArgs),
+    /// Cross-check ledgers, manifests, certificate files and CA certificates; report findings
+    /// (text, --json, --html) and exit 3 when one is at or above --fail-on.
+    Audit(audit::AuditArgs),
 }
 
 /// Runs a parsed command line.
@@ -79,6 +83,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Log(c) => log::run(&ctx, c),
         Command::Manifest(c) => manifest::run(&ctx, c),
         Command::Export(a) => export::run(&ctx, a),
+        Command::Audit(a) => audit::run(&ctx, a),
     }
 }
 

@@ -303,7 +303,8 @@ pub fn sign<S: Signer>(prepared: Prepared, ca: &CaCert, signer: &S) -> Result<Is
     Ok(Issued { prepared, der })
 }
 
-fn usage_bits(bits: &[KeyUsageBit]) -> flagset::FlagSet<KeyUsages> {
+/// The keyUsage bits a profile's `key_usage` list means.
+pub fn usage_bits(bits: &[KeyUsageBit]) -> flagset::FlagSet<KeyUsages> {
     let mut f = flagset::FlagSet::default();
     for b in bits {
         f |= match b {

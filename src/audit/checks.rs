@@ -1,0 +1,1284 @@
+//! The audit checks. Each is a small function over the [`Corpus`] (and the certificates parsed
+//! once by [`parse_all`]) that returns findings; docs/audit.md lists every code with its
+//! severity, meaning and fix.
+
+use super::{CaEntry, CertRow, Corpus, Finding, LedgerData, Options, Severity};
+use crate::ca::CaCert;
+use crate::crypto::{PublicKey, SignatureAlgorithm};
+use crate::profile::Profile;
+use der::referenced::OwnedToRef;
+use der::{Decode, Encode};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use time::OffsetDateTime;
+use x509_cert::ext::pkix::{ExtendedKeyUsage, KeyUsage};
+
+use Severity::{Critical, High, Info, Low, Medium};
+
+/// States in which a device holds a live certificate.
+pub const LIVE: &[&str] = &[
+    "signed",
+    "installing",
+    "installed",
+    "install_unconfirmed",
+    "exported",
+];
+
+/// What the audit keeps of a device certificate after examining it once while loading (the
+/// DER itself is not kept, so memory stays small on large ledgers).
+#[derive(Debug, Clone)]
+pub struct Leaf {
+    /// SHA-256 of the SPKI, hex (the ledger's `spki_sha256`).
+    pub spki_sha256: String,
+    /// Serial, hex without leading zero octets.
+    pub serial: String,
+    /// notBefore.
+    pub not_before: OffsetDateTime,
+    /// notAfter; `None` = no expiry.
+    pub not_after: Option<OffsetDateTime>,
+    /// Issuer name, text.
+    pub issuer_name: String,
+    /// Index into `corpus.cas` of the CA whose key verifies the signature.
+    pub ca: Option<usize>,
+    /// How it differs from its profile; `None` when not compared (no such profile given, or
+    /// no CA verifies it).
+    pub profile_diffs: Option<Vec<String>>,
+}
+
+/// A parsed certificate, while it is examined.
+struct Full {
+    cert: x509_cert::Certificate,
+    key: PublicKey,
+    not_before: OffsetDateTime,
+    not_after: Option<OffsetDateTime>,
+}
+
+/// Examines a device certificate: parses it, finds its CA among `cas` (issuer name equal and
+/// signature verifying with the CA's key) and, when `profile` is given, compares it with it.
+pub fn examine(
+    der: &[u8],
+    cas: &[CaEntry],
+    profile: Option<&Profile>,
+    device_id: &str,
+) -> Result<Leaf, String> {
+    let cert = x509_cert::Certificate::from_der(der).map_err(|e| e.to_string())?;
+    let tbs = &cert.tbs_certificate;
+    let spki = tbs
+        .subject_public_key_info
+        .to_der()
+        .map_err(|e| e.to_string())?;
+    let key = PublicKey::from_spki_der(&spki).map_err(|e| e.to_string())?;
+    let issuer_der = tbs.issuer.to_der().map_err(|e| e.to_string())?;
+    let not_before = crate::ca::time_of(&tbs.validity.not_before)
+        .ok_or_else(|| "notBefore is 9999-12-31".to_string())?;
+    let ca = signed_by(der, &issuer_der, cas);
+    let serial = normal_serial(&hex::encode(tbs.serial_number.as_bytes()));
+    let issuer_name = tbs.issuer.to_string();
+    let not_after = crate::ca::time_of(&tbs.validity.not_after);
+    let spki_sha256 = hex::encode(crate::crypto::sha256(key.spki_der()));
+    let full = Full {
+        cert,
+        key,
+        not_before,
+        not_after,
+    };
+    let profile_diffs = match (profile, ca) {
+        (Some(p), Some(i)) => Some(profile_differences(&full, &cas[i].cert, p, device_id)),
+        _ => None,
+    };
+    Ok(Leaf {
+        spki_sha256,
+        serial,
+        not_before,
+        not_after,
+        issuer_name,
+        ca,
+        profile_diffs,
+    })
+}
+
+/// The CA in `cas` that signed `der` (a certificate or CRL) and whose subject is `issuer_der`.
+pub(super) fn signed_by(der: &[u8], issuer_der: &[u8], cas: &[CaEntry]) -> Option<usize> {
+    let (tbs, alg, sig) = crate::csr::split_signed(der).ok()?;
+    let alg = SignatureAlgorithm::from_identifier(&alg).ok()?;
+    cas.iter().position(|c| {
+        c.cert.subject_der == issuer_der && c.cert.public_key.verify(alg, tbs, sig).is_ok()
+    })
+}
+
+/// Lower-case hex without leading `00` octets, so ledger and DER serials compare.
+pub fn normal_serial(s: &str) -> String {
+    let s = s.to_ascii_lowercase();
+    let mut t = s.as_str();
+    while t.len() > 2 && t.starts_with("00") {
+        t = &t[2..];
+    }
+    t.to_string()
+}
+
+/// The examined certificates of a corpus, by (ledger index, row index).
+pub struct Parsed<'a>(&'a Corpus);
+
+impl<'a> Parsed<'a> {
+    /// The examined certificate of a row (signed, with DER).
+    pub fn get(&self, key: &(usize, usize)) -> Option<&'a Result<Leaf, String>> {
+        self.0
+            .ledgers
+            .get(key.0)
+            .and_then(|l| l.certs.get(key.1))
+            .and_then(|c| c.leaf.as_ref())
+    }
+
+    /// Every examined certificate.
+    pub fn iter(&self) -> impl Iterator<Item = ((usize, usize), &'a Result<Leaf, String>)> + 'a {
+        self.0.ledgers.iter().enumerate().flat_map(|(li, l)| {
+            l.certs
+                .iter()
+                .enumerate()
+                .filter_map(move |(ri, c)| c.leaf.as_ref().map(|x| ((li, ri), x)))
+        })
+    }
+}
+
+fn row_loc(l: &LedgerData, table: &str, rowid: i64) -> String {
+    format!("{} {table} row {rowid}", l.path)
+}
+
+fn cert_finding(
+    sev: Severity,
+    code: &'static str,
+    l: &LedgerData,
+    c: &CertRow,
+    msg: String,
+) -> Finding {
+    Finding::new(sev, code, msg)
+        .at(row_loc(l, "certificates", c.rowid))
+        .device(&c.device_id)
+        .serial(&c.serial)
+}
+
+/// Runs every check.
+pub fn all(corpus: &Corpus, opts: &Options) -> Vec<Finding> {
+    let parsed = Parsed(corpus);
+    let mut f = Vec::new();
+    f.extend(audit_chain(corpus));
+    f.extend(checkpoints(corpus));
+    f.extend(cert_records(corpus, &parsed));
+    f.extend(device_records(corpus, &parsed));
+    f.extend(chains(corpus, &parsed));
+    f.extend(ca_chains(corpus));
+    f.extend(profiles(corpus, &parsed));
+    f.extend(duplicate_serials(corpus));
+    f.extend(duplicate_devices(corpus));
+    f.extend(duplicate_keys(corpus));
+    f.extend(tenant_mixing(corpus, &parsed));
+    f.extend(serial_prefixes(corpus));
+    f.extend(unrecorded_certs(corpus));
+    f.extend(manifests_invalid(corpus));
+    f.extend(manifest_vs_ledger(corpus));
+    f.extend(install_states(corpus));
+    f.extend(expiry(corpus, &parsed, opts));
+    f.extend(ca_expiry(corpus, &parsed, opts));
+    f.extend(revocations(corpus, opts));
+    f.extend(pending_and_burned(corpus));
+    f.extend(rejections(corpus));
+    f
+}
+
+/// `audit-chain-broken` (critical): the hash chain of a ledger's audit table does not verify.
+pub fn audit_chain(corpus: &Corpus) -> Vec<Finding> {
+    corpus
+        .ledgers
+        .iter()
+        .filter_map(|l| {
+            l.audit_chain.as_ref().err().map(|e| {
+                Finding::new(
+                    Critical,
+                    "audit-chain-broken",
+                    format!(
+                        "ledger {}: {e}; its audit table was edited or truncated outside certfab",
+                        l.path
+                    ),
+                )
+                .at(format!("{} audit", l.path))
+            })
+        })
+        .collect()
+}
+
+/// Signed checkpoints of the audit chain (`certfab log checkpoint`): `checkpoint-invalid`
+/// (critical: a checkpoint whose signature, signer or covered head does not match the chain,
+/// e.g. events removed after it was signed), `audit-not-checkpointed` (low: events after the
+/// last good checkpoint), `checkpoint-unmatched` (low: an exported checkpoint of no given
+/// ledger), `checkpoints-not-checked` (info: no root given).
+pub fn checkpoints(corpus: &Corpus) -> Vec<Finding> {
+    let mut f = Vec::new();
+    if !corpus.checkpoints_checked {
+        if !corpus.ledgers.is_empty() {
+            f.push(Finding::new(Info, "checkpoints-not-checked", "no self-signed root among the given CA certificates: audit checkpoint signatures were not checked".into()));
+        }
+        return f;
+    }
+    for l in &corpus.ledgers {
+        let Some(c) = &l.checkpoints else { continue };
+        for x in c.checked.iter().filter(|x| !x.problems.is_empty()) {
+            f.push(
+                Finding::new(
+                    Critical,
+                    "checkpoint-invalid",
+                    format!(
+                        "ledger {}: checkpoint {} ({}) over audit event {} signed {}: {}",
+                        l.path,
+                        x.checkpoint,
+                        x.source,
+                        x.head_seq,
+                        x.at,
+                        x.problems.join("; ")
+                    ),
+                )
+                .at(format!("{} checkpoint {}", l.path, x.checkpoint)),
+            );
+        }
+        if c.not_checkpointed > 0 {
+            let since = if c.checkpointed_seq > 0 {
+                format!("after event {}", c.checkpointed_seq)
+            } else {
+                "(no good checkpoint yet)".into()
+            };
+            f.push(
+                Finding::new(Low, "audit-not-checkpointed", format!(
+                    "ledger {}: {} audit events {since} are not covered by a signed checkpoint; run certfab log checkpoint (and keep the exported copy elsewhere)",
+                    l.path, c.not_checkpointed
+                ))
+                .at(format!("{} audit", l.path)),
+            );
+        }
+    }
+    for u in &corpus.unmatched_checkpoints {
+        f.push(
+            Finding::new(
+                Low,
+                "checkpoint-unmatched",
+                format!("checkpoint {u} belongs to none of the given ledgers; pass its ledger too"),
+            )
+            .at(u.clone()),
+        );
+    }
+    f
+}
+
+/// Signed rows that do not hold what they claim: `ledger-cert-missing` (high, DER gone),
+/// `cert-unparseable` and `cert-record-mismatch` (critical: hash, serial or key differ), and
+/// `cert-not-in-audit-log` (critical: no hash-chained `issued` event for this certificate).
+pub fn cert_records(corpus: &Corpus, parsed: &Parsed<'_>) -> Vec<Finding> {
+    let mut f = Vec::new();
+    for (li, l) in corpus.ledgers.iter().enumerate() {
+        for (ri, c) in l.certs.iter().enumerate() {
+            if c.state != "signed" {
+                continue;
+            }
+            let Some(sha) = &c.der_sha256 else {
+                f.push(cert_finding(High, "ledger-cert-missing", l, c, format!(
+                    "ledger {} records serial {} for device {} as signed, but the certificate itself is missing (der is NULL)",
+                    l.path, c.serial, c.device_id
+                )));
+                continue;
+            };
+            match parsed.get(&(li, ri)) {
+                Some(Err(e)) => f.push(cert_finding(
+                    Critical,
+                    "cert-unparseable",
+                    l,
+                    c,
+                    format!(
+                        "ledger {}: the certificate of device {} (serial {}) does not parse: {e}",
+                        l.path, c.device_id, c.serial
+                    ),
+                )),
+                Some(Ok(leaf)) => {
+                    if !l.issued_events.contains(&(c.serial.clone(), sha.clone())) {
+                        f.push(cert_finding(Critical, "cert-not-in-audit-log", l, c, format!(
+                            "ledger {}: the certificate of device {} (serial {}) has no 'issued' event in the audit log; the row was written outside certfab",
+                            l.path, c.device_id, c.serial
+                        )));
+                    }
+                    if c.cert_sha256.as_deref().is_some_and(|s| s != sha.as_str()) {
+                        f.push(cert_finding(Critical, "cert-record-mismatch", l, c, format!(
+                            "ledger {}: the certificate of device {} does not match its recorded SHA-256 (recorded {}, actual {sha})",
+                            l.path, c.device_id, c.cert_sha256.as_deref().unwrap_or("")
+                        )));
+                    }
+                    if leaf.serial != normal_serial(&c.serial) {
+                        f.push(cert_finding(Critical, "cert-record-mismatch", l, c, format!(
+                            "ledger {}: row says serial {} but the certificate of device {} has serial {}",
+                            l.path, c.serial, c.device_id, leaf.serial
+                        )));
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+    f
+}
+
+/// Devices whose state says they hold a certificate the ledger does not have
+/// (`ledger-cert-missing`, high), or whose recorded key is not the certificate's
+/// (`cert-record-mismatch`, critical).
+pub fn device_records(corpus: &Corpus, parsed: &Parsed<'_>) -> Vec<Finding> {
+    let mut f = Vec::new();
+    for (li, l) in corpus.ledgers.iter().enumerate() {
+        let by_serial: HashMap<(&str, &str, &str), usize> = l
+            .certs
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.state == "signed")
+            .map(|(i, c)| {
+                (
+                    (c.profile.as_str(), c.device_id.as_str(), c.serial.as_str()),
+                    i,
+                )
+            })
+            .collect();
+        for d in &l.devices {
+            if !LIVE.contains(&d.state.as_str()) && d.state != "revoked" {
+                continue;
+            }
+            let serial = d.serial.as_deref().unwrap_or("");
+            let loc = row_loc(l, "devices", d.rowid);
+            match by_serial.get(&(d.profile.as_str(), d.device_id.as_str(), serial)) {
+                None => f.push(
+                    Finding::new(High, "ledger-cert-missing", format!(
+                        "ledger {}: device {} is {} with serial {}, but no signed certificate row holds that serial",
+                        l.path, d.device_id, d.state, if serial.is_empty() { "(none)" } else { serial }
+                    ))
+                    .at(loc)
+                    .device(&d.device_id)
+                    .serial(serial),
+                ),
+                Some(ri) => {
+                    if let Some(Ok(leaf)) = parsed.get(&(li, *ri)) {
+                        if leaf.spki_sha256 != d.spki_sha256 {
+                            f.push(
+                                Finding::new(Critical, "cert-record-mismatch", format!(
+                                    "ledger {}: device {} is recorded with key {} but its certificate certifies key {}",
+                                    l.path, d.device_id, short(&d.spki_sha256), short(&leaf.spki_sha256)
+                                ))
+                                .at(loc)
+                                .device(&d.device_id)
+                                .serial(serial),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    f
+}
+
+fn short(h: &str) -> &str {
+    &h[..h.len().min(16)]
+}
+
+/// `cert-not-chaining` (critical): a signed certificate that no given CA signed.
+pub fn chains(corpus: &Corpus, parsed: &Parsed<'_>) -> Vec<Finding> {
+    let mut f = Vec::new();
+    for (li, l) in corpus.ledgers.iter().enumerate() {
+        for (ri, c) in l.certs.iter().enumerate() {
+            if let Some(Ok(leaf)) = parsed.get(&(li, ri)) {
+                if leaf.ca.is_none() {
+                    f.push(cert_finding(Critical, "cert-not-chaining", l, c, format!(
+                        "ledger {}: the certificate of device {} (serial {}) names issuer '{}', and none of the {} given CA certificates signed it",
+                        l.path, c.device_id, c.serial, leaf.issuer_name, corpus.cas.len()
+                    )));
+                }
+            }
+        }
+    }
+    f
+}
+
+/// `ca-chain-incomplete` (medium): a given CA that is not a self-signed root and whose issuer
+/// is not among the given CAs, so the chain up to a root cannot be checked.
+pub fn ca_chains(corpus: &Corpus) -> Vec<Finding> {
+    let mut f = Vec::new();
+    for c in &corpus.cas {
+        if c.cert.is_self_signed() {
+            continue;
+        }
+        let parent = corpus
+            .cas
+            .iter()
+            .any(|p| p.cert.der != c.cert.der && c.cert.check_signed_by(&p.cert).is_ok());
+        if !parent {
+            f.push(
+                Finding::new(Medium, "ca-chain-incomplete", format!(
+                    "CA {} ({}) is not self-signed and no given CA certificate signed it; pass its issuer (up to the root) with --ca",
+                    c.cert.source, c.subject
+                ))
+                .at(c.cert.source.clone()),
+            );
+        }
+    }
+    f
+}
+
+/// Whether a certificate matches its profile; returns what differs.
+fn profile_differences(leaf: &Full, ca: &CaCert, p: &Profile, device_id: &str) -> Vec<String> {
+    let mut d = Vec::new();
+    let tbs = &leaf.cert.tbs_certificate;
+    // The profile's own pre-issuance lint, re-run on what was signed.
+    match tbs.to_der() {
+        Ok(tbs_der) => {
+            match SignatureAlgorithm::from_identifier(&leaf.cert.signature_algorithm.owned_to_ref())
+            {
+                Ok(alg) => {
+                    let ok: Vec<_> = p
+                        .extensions
+                        .iter()
+                        .map(|x| x.oid)
+                        .chain(p.csr_allowed_extensions.iter().copied())
+                        .collect();
+                    for m in crate::issue::lint(&tbs_der, alg, &leaf.key, ca, Some(p), &ok) {
+                        // How the certificate's validity sits in the CA's is about the CA
+                        // given (ca-expires-before-devices), not about the profile.
+                        if !m.starts_with("notAfter is after the CA's")
+                            && !m.starts_with("notBefore is before the CA's")
+                        {
+                            d.push(format!("lint: {m}"));
+                        }
+                    }
+                }
+                Err(e) => d.push(format!("signature algorithm: {e}")),
+            }
+        }
+        Err(e) => d.push(format!("TBS does not encode: {e}")),
+    }
+    if let Err(e) = crate::csr::check_key(&leaf.key, &p.keys, &p.name) {
+        d.push(format!("key: {e}"));
+    }
+    let want_ku = crate::issue::usage_bits(&p.key_usage);
+    match tbs.get::<KeyUsage>() {
+        Ok(Some((_, ku))) if ku.0 == want_ku => {}
+        Ok(Some((_, ku))) => d.push(format!(
+            "keyUsage is {:?}, the profile says {:?}",
+            ku.0, want_ku
+        )),
+        Ok(None) => d.push("keyUsage is missing".into()),
+        Err(e) => d.push(format!("keyUsage does not parse: {e}")),
+    }
+    let want_eku: BTreeSet<String> = p.extended_key_usage.iter().map(|o| o.to_string()).collect();
+    let have_eku: BTreeSet<String> = match tbs.get::<ExtendedKeyUsage>() {
+        Ok(Some((_, e))) => e.0.iter().map(|o| o.to_string()).collect(),
+        Ok(None) => BTreeSet::new(),
+        Err(e) => {
+            d.push(format!("extendedKeyUsage does not parse: {e}"));
+            BTreeSet::new()
+        }
+    };
+    if want_eku != have_eku {
+        d.push(format!(
+            "extendedKeyUsage is [{}], the profile says [{}]",
+            eku_names(&have_eku),
+            eku_names(&want_eku)
+        ));
+    }
+    match (p.validity.duration, leaf.not_after) {
+        (None, None) => {}
+        (None, Some(na)) => d.push(format!(
+            "notAfter is {}, the profile says no expiry (99991231235959Z)",
+            crate::clock::rfc3339(na)
+        )),
+        (Some(_), None) => {
+            d.push("the certificate never expires, the profile sets a validity".into())
+        }
+        (Some(dur), Some(na)) => {
+            let have = na - leaf.not_before;
+            let max = dur + p.validity.backdate + time::Duration::seconds(1);
+            // Backdating is cut at the CA's notBefore and clamping shortens: only the upper
+            // bound is exact; without clamping, the lifetime is at least the duration.
+            let min = if p.validity.clamp_to_issuer {
+                time::Duration::ZERO
+            } else {
+                dur - time::Duration::seconds(1)
+            };
+            if have > max || have < min {
+                d.push(format!(
+                    "lifetime is {} s, the profile allows {} s (validity {} s + backdate {} s)",
+                    have.whole_seconds(),
+                    (dur + p.validity.backdate).whole_seconds(),
+                    dur.whole_seconds(),
+                    p.validity.backdate.whole_seconds()
+                ));
+            }
+        }
+    }
+    let have_attrs: Vec<(der::asn1::ObjectIdentifier, Option<String>)> = tbs
+        .subject
+        .0
+        .iter()
+        .flat_map(|rdn| rdn.0.iter())
+        .map(|a| (a.oid, crate::csr::any_text(&a.value)))
+        .collect();
+    let want: Vec<String> = p.subject.iter().map(|(a, _)| a.name.clone()).collect();
+    let have: Vec<String> = have_attrs
+        .iter()
+        .map(|(o, _)| crate::profile::AttrType::name_of(*o))
+        .collect();
+    if want != have {
+        d.push(format!(
+            "subject attributes are [{}], the profile says [{}]",
+            have.join(", "),
+            want.join(", ")
+        ));
+    } else {
+        let vars = crate::profile::Vars {
+            device_id: Some(device_id.to_string()),
+            values: BTreeMap::new(),
+        };
+        for ((attr, t), (_, value)) in p.subject.iter().zip(&have_attrs) {
+            // Only values the audit can recompute: literals and {device_id}.
+            if t.placeholders().all(|v| v == "device_id") {
+                if let Ok(expect) = t.render(&vars) {
+                    if value.as_deref() != Some(expect.as_str()) {
+                        d.push(format!(
+                            "subject {} is {:?}, the profile renders {:?}",
+                            attr.name,
+                            value.as_deref().unwrap_or("?"),
+                            expect
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    d
+}
+
+fn eku_names(s: &BTreeSet<String>) -> String {
+    s.iter()
+        .map(|o| match o.as_str() {
+            "1.3.6.1.5.5.7.3.1" => "serverAuth".to_string(),
+            "1.3.6.1.5.5.7.3.2" => "clientAuth".to_string(),
+            "1.3.6.1.5.5.7.3.3" => "codeSigning".to_string(),
+            "1.3.6.1.5.5.7.3.4" => "emailProtection".to_string(),
+            other => other.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Certificates against their profiles: `profile-mismatch` (high), `profile-unknown` and
+/// `profile-changed` (low), `profile-unloadable` (low); `profiles-not-checked` (info) when no
+/// profiles were given.
+pub fn profiles(corpus: &Corpus, parsed: &Parsed<'_>) -> Vec<Finding> {
+    let mut f = Vec::new();
+    for e in &corpus.profile_errors {
+        f.push(Finding::new(
+            Low,
+            "profile-unloadable",
+            format!("profile does not load, its certificates are not checked: {e}"),
+        ));
+    }
+    if corpus.profiles.is_empty() {
+        if corpus.ledgers.iter().any(|l| !l.certs.is_empty()) {
+            f.push(Finding::new(
+                Info,
+                "profiles-not-checked",
+                "no profiles given (--profiles DIR or a site config's profiles_dir): certificates were not compared with their profiles".into(),
+            ));
+        }
+        return f;
+    }
+    for (li, l) in corpus.ledgers.iter().enumerate() {
+        let mut unknown = BTreeSet::new();
+        for (id, b) in &l.batches {
+            match corpus.profiles.get(&b.profile) {
+                None => {
+                    unknown.insert(b.profile.clone());
+                }
+                Some(p) if hex::encode(p.sha256) != b.profile_sha256 => f.push(
+                    Finding::new(Low, "profile-changed", format!(
+                        "ledger {}: batch {id} was issued with a profile '{}' whose file hash was {}, the given profile file ({}) is {}; certificates are checked against the given one",
+                        l.path, b.profile, short(&b.profile_sha256), p.path.display(), short(&hex::encode(p.sha256))
+                    ))
+                    .at(format!("{} batches {id}", l.path)),
+                ),
+                Some(_) => {}
+            }
+        }
+        for name in unknown {
+            f.push(Finding::new(Low, "profile-unknown", format!(
+                "ledger {}: profile '{name}' is not among the given profiles, so its certificates are not compared with it",
+                l.path
+            )).at(l.path.clone()));
+        }
+        for (ri, c) in l.certs.iter().enumerate() {
+            let Some(Ok(Leaf {
+                profile_diffs: Some(diffs),
+                ..
+            })) = parsed.get(&(li, ri))
+            else {
+                continue;
+            };
+            if !diffs.is_empty() {
+                f.push(cert_finding(High, "profile-mismatch", l, c, format!(
+                    "ledger {}: the certificate of device {} (serial {}) does not match profile '{}': {}",
+                    l.path, c.device_id, c.serial, c.profile, diffs.join("; ")
+                )));
+            }
+        }
+    }
+    f
+}
+
+/// `duplicate-serial` (critical): one (issuer, serial) recorded by more than one ledger.
+pub fn duplicate_serials(corpus: &Corpus) -> Vec<Finding> {
+    let mut seen: BTreeMap<(String, String), Vec<(usize, &CertRow)>> = BTreeMap::new();
+    for (li, l) in corpus.ledgers.iter().enumerate() {
+        for c in &l.certs {
+            seen.entry((c.issuer_key_id.clone(), normal_serial(&c.serial)))
+                .or_default()
+                .push((li, c));
+        }
+    }
+    seen.into_iter()
+        .filter(|(_, v)| v.len() > 1)
+        .map(|((ikid, serial), v)| {
+            let who: Vec<String> = v
+                .iter()
+                .map(|(li, c)| {
+                    let l = &corpus.ledgers[*li];
+                    format!("{} ({}, device {}, station {})", l.path, c.state, c.device_id, l.station_of(&c.batch_id))
+                })
+                .collect();
+            let mut fi = Finding::new(Critical, "duplicate-serial", format!(
+                "serial {serial} of CA key {} is recorded {} times: {}; two stations share a serial prefix or a ledger was copied",
+                short(&ikid), v.len(), who.join("; ")
+            ))
+            .serial(serial)
+            .device(v[0].1.device_id.clone());
+            for (li, c) in &v {
+                fi = fi.at(row_loc(&corpus.ledgers[*li], "certificates", c.rowid));
+            }
+            fi
+        })
+        .collect()
+}
+
+/// `duplicate-device-id` (critical): one (profile, device id) live in more than one ledger.
+pub fn duplicate_devices(corpus: &Corpus) -> Vec<Finding> {
+    let mut seen: BTreeMap<(&str, &str), Vec<(usize, &super::DeviceRec)>> = BTreeMap::new();
+    for (li, l) in corpus.ledgers.iter().enumerate() {
+        for d in l
+            .devices
+            .iter()
+            .filter(|d| LIVE.contains(&d.state.as_str()))
+        {
+            seen.entry((d.profile.as_str(), d.device_id.as_str()))
+                .or_default()
+                .push((li, d));
+        }
+    }
+    seen.into_iter()
+        .filter(|(_, v)| v.len() > 1)
+        .map(|((profile, id), v)| {
+            let who: Vec<String> = v
+                .iter()
+                .map(|(li, d)| {
+                    let l = &corpus.ledgers[*li];
+                    format!("{} (serial {}, station {})", l.path, d.serial.as_deref().unwrap_or("?"), l.station_of(&d.batch_id))
+                })
+                .collect();
+            let mut fi = Finding::new(Critical, "duplicate-device-id", format!(
+                "device {id} (profile {profile}) has a live certificate in {} ledgers: {}; revoke all but one",
+                v.len(), who.join("; ")
+            ))
+            .device(id);
+            for (li, d) in &v {
+                fi = fi.at(row_loc(&corpus.ledgers[*li], "devices", d.rowid));
+            }
+            fi
+        })
+        .collect()
+}
+
+/// `duplicate-public-key` (critical): one public key live for more than one device id.
+pub fn duplicate_keys(corpus: &Corpus) -> Vec<Finding> {
+    let mut seen: BTreeMap<&str, Vec<(usize, &super::DeviceRec)>> = BTreeMap::new();
+    for (li, l) in corpus.ledgers.iter().enumerate() {
+        for d in l
+            .devices
+            .iter()
+            .filter(|d| LIVE.contains(&d.state.as_str()))
+        {
+            seen.entry(d.spki_sha256.as_str())
+                .or_default()
+                .push((li, d));
+        }
+    }
+    seen.into_iter()
+        .filter(|(_, v)| {
+            v.iter().map(|(_, d)| d.device_id.as_str()).collect::<BTreeSet<_>>().len() > 1
+        })
+        .map(|(spki, v)| {
+            let who: Vec<String> = v
+                .iter()
+                .map(|(li, d)| format!("device {} in {}", d.device_id, corpus.ledgers[*li].path))
+                .collect();
+            let mut fi = Finding::new(Critical, "duplicate-public-key", format!(
+                "public key {} is certified for {} device ids: {}; one key must belong to one device",
+                short(spki), v.len(), who.join("; ")
+            ))
+            .device(v[0].1.device_id.clone());
+            for (li, d) in &v {
+                fi = fi.at(row_loc(&corpus.ledgers[*li], "devices", d.rowid));
+            }
+            fi
+        })
+        .collect()
+}
+
+fn tenant_name(t: Option<&str>) -> &str {
+    t.unwrap_or("(no tenant)")
+}
+
+/// `tenant-mixing` (critical): one public key live under more than one tenant, or a
+/// certificate signed by a CA the site config gives to another tenant than the batch's.
+pub fn tenant_mixing(corpus: &Corpus, parsed: &Parsed<'_>) -> Vec<Finding> {
+    let mut f = Vec::new();
+    type Seen<'a> = BTreeMap<&'a str, Vec<(usize, &'a super::DeviceRec)>>;
+    let mut by_key: Seen<'_> = BTreeMap::new();
+    for (li, l) in corpus.ledgers.iter().enumerate() {
+        for d in l
+            .devices
+            .iter()
+            .filter(|d| LIVE.contains(&d.state.as_str()))
+        {
+            by_key
+                .entry(d.spki_sha256.as_str())
+                .or_default()
+                .push((li, d));
+        }
+    }
+    for (spki, v) in by_key {
+        let tenants: BTreeSet<&str> = v
+            .iter()
+            .map(|(li, d)| tenant_name(corpus.ledgers[*li].tenant_of(&d.batch_id)))
+            .collect();
+        if tenants.len() < 2 {
+            continue;
+        }
+        let who: Vec<String> = v
+            .iter()
+            .map(|(li, d)| {
+                let l = &corpus.ledgers[*li];
+                format!(
+                    "device {} profile {} tenant {} in {}",
+                    d.device_id,
+                    d.profile,
+                    tenant_name(l.tenant_of(&d.batch_id)),
+                    l.path
+                )
+            })
+            .collect();
+        let mut fi = Finding::new(Critical, "tenant-mixing", format!(
+            "public key {} is certified for {} tenants ({}): {}; a device key belongs to one tenant",
+            short(spki),
+            tenants.len(),
+            tenants.into_iter().collect::<Vec<_>>().join(", "),
+            who.join("; ")
+        ))
+        .device(v[0].1.device_id.clone());
+        for (li, d) in &v {
+            fi = fi.at(row_loc(&corpus.ledgers[*li], "devices", d.rowid));
+        }
+        f.push(fi);
+    }
+    for (li, l) in corpus.ledgers.iter().enumerate() {
+        for (ri, c) in l.certs.iter().enumerate() {
+            let Some(Ok(leaf)) = parsed.get(&(li, ri)) else {
+                continue;
+            };
+            let Some(ca) = leaf.ca.map(|i| &corpus.cas[i]) else {
+                continue;
+            };
+            let batch_tenant = l.tenant_of(&c.batch_id);
+            if ca.tenant.is_some() && ca.tenant.as_deref() != batch_tenant {
+                f.push(cert_finding(Critical, "tenant-mixing", l, c, format!(
+                    "ledger {}: device {} (serial {}) was issued for tenant {} by CA {}, which the site config gives to tenant {}",
+                    l.path, c.device_id, c.serial, tenant_name(batch_tenant), ca.cert.source,
+                    tenant_name(ca.tenant.as_deref())
+                )));
+            }
+        }
+    }
+    f
+}
+
+/// `serial-prefix-shared` (medium): stations issuing under one CA key with the same first
+/// serial byte; random bytes make a collision unlikely, but the prefix is what keeps stations
+/// apart by construction.
+pub fn serial_prefixes(corpus: &Corpus) -> Vec<Finding> {
+    let mut seen: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for l in &corpus.ledgers {
+        for c in &l.certs {
+            let prefix = normal_serial(&c.serial).get(..2).unwrap_or("").to_string();
+            seen.entry((c.issuer_key_id.clone(), prefix))
+                .or_default()
+                .insert(format!("{} ({})", l.station_of(&c.batch_id), l.path));
+        }
+    }
+    seen.into_iter()
+        .filter(|(_, s)| s.len() > 1)
+        .map(|((ikid, prefix), s)| {
+            Finding::new(Medium, "serial-prefix-shared", format!(
+                "serial prefix 0x{prefix} under CA key {} is used by {} stations: {}; give each station its own station.serial_prefix",
+                short(&ikid), s.len(), s.into_iter().collect::<Vec<_>>().join(", ")
+            ))
+        })
+        .collect()
+}
+
+/// `cert-without-record` (critical): a certificate in a manifest or a file that no given
+/// ledger recorded.
+pub fn unrecorded_certs(corpus: &Corpus) -> Vec<Finding> {
+    let known: BTreeSet<&str> = corpus
+        .ledgers
+        .iter()
+        .flat_map(|l| l.certs.iter())
+        .filter_map(|c| c.der_sha256.as_deref())
+        .collect();
+    let mut f = Vec::new();
+    let describe = |der: &[u8]| -> (String, String) {
+        match x509_cert::Certificate::from_der(der) {
+            Ok(c) => (
+                normal_serial(&hex::encode(c.tbs_certificate.serial_number.as_bytes())),
+                c.tbs_certificate.subject.to_string(),
+            ),
+            Err(_) => (String::new(), "(unparseable)".into()),
+        }
+    };
+    for cf in &corpus.cert_files {
+        if !known.contains(hex::encode(crate::crypto::sha256(&cf.der)).as_str()) {
+            let (serial, subject) = describe(&cf.der);
+            f.push(
+                Finding::new(Critical, "cert-without-record", format!(
+                    "{} (certificate {}) holds a certificate for '{subject}' (serial {serial}) that none of the given ledgers recorded",
+                    cf.path, cf.index
+                ))
+                .at(format!("{} #{}", cf.path, cf.index))
+                .serial(serial),
+            );
+        }
+    }
+    for m in &corpus.manifests {
+        for d in &m.devices {
+            if !known.contains(hex::encode(crate::crypto::sha256(&d.cert_der)).as_str()) {
+                f.push(
+                    Finding::new(Critical, "cert-without-record", format!(
+                        "manifest {} line {}: the certificate of device {} (serial {}) is in none of the given ledgers",
+                        m.path, d.line, d.device_id, d.serial
+                    ))
+                    .at(format!("{} line {}", m.path, d.line))
+                    .device(&d.device_id)
+                    .serial(&d.serial),
+                );
+            }
+        }
+    }
+    f
+}
+
+/// `manifest-invalid` (critical): a manifest whose signature, signer chain, Merkle root,
+/// count or certificates do not verify (its devices are not used by the other checks).
+pub fn manifests_invalid(corpus: &Corpus) -> Vec<Finding> {
+    corpus
+        .manifests
+        .iter()
+        .filter_map(|m| {
+            m.invalid.as_ref().map(|why| {
+                Finding::new(
+                    Critical,
+                    "manifest-invalid",
+                    format!(
+                        "manifest {} does not verify, so none of its devices can be trusted: {why}",
+                        m.path
+                    ),
+                )
+                .at(m.path.clone())
+            })
+        })
+        .collect()
+}
+
+/// `manifest-ledger-mismatch` (high): a manifest device whose certificate the ledgers know,
+/// but under another device id, or whose device the ledgers hold with a different current
+/// serial without recording the manifest's as superseded or revoked.
+pub fn manifest_vs_ledger(corpus: &Corpus) -> Vec<Finding> {
+    let mut by_sha: HashMap<String, (usize, &CertRow)> = HashMap::new();
+    for (li, l) in corpus.ledgers.iter().enumerate() {
+        for c in &l.certs {
+            if let Some(h) = &c.der_sha256 {
+                by_sha.insert(h.clone(), (li, c));
+            }
+        }
+    }
+    let mut f = Vec::new();
+    for m in &corpus.manifests {
+        for d in &m.devices {
+            let Some((li, c)) = by_sha.get(&hex::encode(crate::crypto::sha256(&d.cert_der))) else {
+                continue;
+            };
+            let l = &corpus.ledgers[*li];
+            let mut why = Vec::new();
+            if c.device_id != d.device_id {
+                why.push(format!(
+                    "the ledger records this certificate for device {}",
+                    c.device_id
+                ));
+            }
+            if normal_serial(&c.serial) != normal_serial(&d.serial) {
+                why.push(format!(
+                    "the manifest says serial {}, the ledger {}",
+                    d.serial, c.serial
+                ));
+            }
+            let batch_tenant = l.tenant_of(&c.batch_id);
+            if batch_tenant != m.tenant.as_deref() {
+                why.push(format!(
+                    "the manifest is for tenant {}, the ledger issued it for tenant {}",
+                    tenant_name(m.tenant.as_deref()),
+                    tenant_name(batch_tenant)
+                ));
+            }
+            let status = l
+                .cert_status
+                .get(&(c.issuer_key_id.clone(), c.serial.clone()));
+            let current = l
+                .devices
+                .iter()
+                .find(|x| x.profile == c.profile && x.device_id == c.device_id);
+            if let Some(cur) = current {
+                if cur.serial.as_deref() != Some(c.serial.as_str()) && status.is_none() {
+                    why.push(format!(
+                        "the ledger's current certificate for the device is serial {} and this one is not recorded as superseded or revoked",
+                        cur.serial.as_deref().unwrap_or("(none)")
+                    ));
+                }
+            }
+            if !why.is_empty() {
+                f.push(
+                    Finding::new(
+                        High,
+                        "manifest-ledger-mismatch",
+                        format!(
+                            "manifest {} line {} (device {}): {}",
+                            m.path,
+                            d.line,
+                            d.device_id,
+                            why.join("; ")
+                        ),
+                    )
+                    .at(format!("{} line {}", m.path, d.line))
+                    .at(row_loc(l, "certificates", c.rowid))
+                    .device(&d.device_id)
+                    .serial(&d.serial),
+                );
+            }
+        }
+    }
+    f
+}
+
+/// `install-unconfirmed` and `install-interrupted` (medium), `signed-not-installed` (low).
+pub fn install_states(corpus: &Corpus) -> Vec<Finding> {
+    let mut f = Vec::new();
+    for l in &corpus.ledgers {
+        for d in &l.devices {
+            let (sev, code, what) = match d.state.as_str() {
+                "install_unconfirmed" => (Medium, "install-unconfirmed", "the install was sent but the device never confirmed it; present the device again (it gets the same certificate) or check what it holds"),
+                "installing" => (Medium, "install-interrupted", "the station stopped while installing; present the device again"),
+                "signed" => (Low, "signed-not-installed", "signed but never installed on a device; install it, or revoke it if the device is gone"),
+                _ => continue,
+            };
+            f.push(
+                Finding::new(
+                    sev,
+                    code,
+                    format!(
+                        "ledger {}: device {} (profile {}, serial {}, since {}): {what}",
+                        l.path,
+                        d.device_id,
+                        d.profile,
+                        d.serial.as_deref().unwrap_or("?"),
+                        d.updated_at
+                    ),
+                )
+                .at(row_loc(l, "devices", d.rowid))
+                .device(&d.device_id)
+                .serial(d.serial.clone().unwrap_or_default()),
+            );
+        }
+    }
+    f
+}
+
+/// The (profile, device id, serial) of every device's live certificate in a ledger.
+type LiveSet<'a> = std::collections::HashSet<(&'a str, &'a str, &'a str)>;
+
+fn live_set(l: &LedgerData) -> LiveSet<'_> {
+    l.devices
+        .iter()
+        .filter(|d| LIVE.contains(&d.state.as_str()))
+        .filter_map(|d| {
+            d.serial
+                .as_deref()
+                .map(|s| (d.profile.as_str(), d.device_id.as_str(), s))
+        })
+        .collect()
+}
+
+/// Whether a certificate row is a device's live certificate (not superseded or revoked).
+fn is_live(l: &LedgerData, live: &LiveSet<'_>, c: &CertRow) -> bool {
+    !l.cert_status
+        .contains_key(&(c.issuer_key_id.clone(), c.serial.clone()))
+        && live.contains(&(c.profile.as_str(), c.device_id.as_str(), c.serial.as_str()))
+}
+
+/// `cert-expired` (medium) and `cert-expiring` (low, within `--expiring-days`) for live
+/// certificates.
+pub fn expiry(corpus: &Corpus, parsed: &Parsed<'_>, opts: &Options) -> Vec<Finding> {
+    let horizon = opts.now + time::Duration::days(opts.expiring_days);
+    let mut f = Vec::new();
+    for (li, l) in corpus.ledgers.iter().enumerate() {
+        let live = live_set(l);
+        for (ri, c) in l.certs.iter().enumerate() {
+            let Some(Ok(leaf)) = parsed.get(&(li, ri)) else {
+                continue;
+            };
+            let Some(na) = leaf.not_after else { continue };
+            if na > horizon || !is_live(l, &live, c) {
+                continue;
+            }
+            let (sev, code, verb) = if na <= opts.now {
+                (Medium, "cert-expired", "expired")
+            } else {
+                (Low, "cert-expiring", "expires")
+            };
+            f.push(cert_finding(
+                sev,
+                code,
+                l,
+                c,
+                format!(
+                    "ledger {}: the certificate of device {} (serial {}) {verb} at {}; renew it",
+                    l.path,
+                    c.device_id,
+                    c.serial,
+                    crate::clock::rfc3339(na)
+                ),
+            ));
+        }
+    }
+    f
+}
+
+/// `ca-expires-before-devices` (medium): a CA whose certificate ends before certificates it
+/// signed; `ca-expired` (high) and `ca-expiring` (low) for the CA itself.
+pub fn ca_expiry(corpus: &Corpus, parsed: &Parsed<'_>, opts: &Options) -> Vec<Finding> {
+    let horizon = opts.now + time::Duration::days(opts.expiring_days);
+    let live: Vec<LiveSet<'_>> = corpus.ledgers.iter().map(live_set).collect();
+    let mut f = Vec::new();
+    for (ci, ca) in corpus.cas.iter().enumerate() {
+        let Some(ca_na) = ca.cert.not_after else {
+            continue;
+        };
+        if ca_na <= opts.now {
+            f.push(
+                Finding::new(
+                    High,
+                    "ca-expired",
+                    format!(
+                        "CA {} ({}) expired at {}; devices chaining to it fail validation",
+                        ca.cert.source,
+                        ca.subject,
+                        crate::clock::rfc3339(ca_na)
+                    ),
+                )
+                .at(ca.cert.source.clone()),
+            );
+        } else if ca_na <= horizon {
+            f.push(
+                Finding::new(
+                    Low,
+                    "ca-expiring",
+                    format!(
+                        "CA {} ({}) expires at {}, within {} days",
+                        ca.cert.source,
+                        ca.subject,
+                        crate::clock::rfc3339(ca_na),
+                        opts.expiring_days
+                    ),
+                )
+                .at(ca.cert.source.clone()),
+            );
+        }
+        let mut outliving = 0u64;
+        let mut latest: Option<(OffsetDateTime, String)> = None;
+        for ((li, ri), leaf) in parsed.iter() {
+            let Ok(leaf) = leaf else { continue };
+            if leaf.ca != Some(ci)
+                || !is_live(
+                    &corpus.ledgers[li],
+                    &live[li],
+                    &corpus.ledgers[li].certs[ri],
+                )
+            {
+                continue;
+            }
+            // No expiry outlives any dated CA.
+            let end = leaf
+                .not_after
+                .unwrap_or(OffsetDateTime::from_unix_timestamp(253_402_300_799).unwrap_or(ca_na));
+            if end > ca_na {
+                outliving += 1;
+                if latest.as_ref().is_none_or(|(t, _)| end > *t) {
+                    latest = Some((end, corpus.ledgers[li].certs[ri].device_id.clone()));
+                }
+            }
+        }
+        if let Some((t, dev)) = latest {
+            f.push(Finding::new(Medium, "ca-expires-before-devices", format!(
+                "CA {} ({}) expires at {}, before {outliving} live device certificates it signed (the last, device {dev}, runs to {}); those devices stop validating when the CA does. Re-sign the CA for longer or plan a rollover",
+                ca.cert.source, ca.subject, crate::clock::rfc3339(ca_na), crate::clock::rfc3339(t)
+            )).at(ca.cert.source.clone()).device(dev));
+        }
+    }
+    f
+}
+
+/// Revocations and CRLs (`certfab revoke`, `certfab crl`): `revocation-not-published`
+/// (medium: a revoked certificate its CA's latest recorded CRL does not list), `crl-stale`
+/// (medium: the latest CRL of a CA key is past its nextUpdate), `crl-not-chaining` (high: the
+/// latest CRL is signed by none of the given CAs, or does not parse).
+pub fn revocations(corpus: &Corpus, opts: &Options) -> Vec<Finding> {
+    let mut f = Vec::new();
+    for l in &corpus.ledgers {
+        let mut latest: BTreeMap<&str, &super::CrlRec> = BTreeMap::new();
+        for c in &l.crls {
+            latest
+                .entry(c.issuer_key_id.as_str())
+                .and_modify(|x| {
+                    if c.number > x.number {
+                        *x = c;
+                    }
+                })
+                .or_insert(c);
+        }
+        for (ikid, crl) in &latest {
+            let loc = format!("{} crls {} #{}", l.path, short(ikid), crl.number);
+            match &crl.serials {
+                Err(e) => f.push(Finding::new(High, "crl-not-chaining", format!(
+                    "ledger {}: CRL #{} of CA key {} does not parse: {e}", l.path, crl.number, short(ikid)
+                )).at(loc.clone())),
+                Ok(_) if crl.ca.is_none() => f.push(Finding::new(High, "crl-not-chaining", format!(
+                    "ledger {}: CRL #{} of CA key {} is signed by none of the given CA certificates",
+                    l.path, crl.number, short(ikid)
+                )).at(loc.clone())),
+                Ok(_) => {}
+            }
+            if let Some(nu) = crl.next_update {
+                if nu <= opts.now {
+                    f.push(Finding::new(Medium, "crl-stale", format!(
+                        "ledger {}: the latest CRL of CA key {} (#{}, issued {}) was due for renewal at {}; relying parties that require a current CRL refuse every device of this CA. Run certfab crl",
+                        l.path, short(ikid), crl.number, crl.this_update, crate::clock::rfc3339(nu)
+                    )).at(loc));
+                }
+            }
+        }
+        for c in &l.certs {
+            let revoked = l
+                .cert_status
+                .get(&(c.issuer_key_id.clone(), c.serial.clone()))
+                .is_some_and(|s| s.contains("revoked"));
+            if !revoked {
+                continue;
+            }
+            let listed = latest.get(c.issuer_key_id.as_str()).map(|crl| {
+                (
+                    crl.number,
+                    crl.serials
+                        .as_ref()
+                        .is_ok_and(|s| s.contains(&normal_serial(&c.serial))),
+                )
+            });
+            let why = match listed {
+                Some((_, true)) => continue,
+                Some((n, false)) => format!("the latest CRL (#{n}) of its CA does not list it"),
+                None => "no CRL of its CA is recorded".to_string(),
+            };
+            f.push(cert_finding(Medium, "revocation-not-published", l, c, format!(
+                "ledger {}: the certificate of device {} (serial {}) is revoked but {why}; relying parties still accept it. Run certfab crl and publish it",
+                l.path, c.device_id, c.serial
+            )));
+        }
+    }
+    f
+}
+
+/// `intent-pending` (low): serials reserved but neither signed nor burned (a run that is in
+/// progress or died; the next open of the ledger burns them). `serials-burned` (info).
+pub fn pending_and_burned(corpus: &Corpus) -> Vec<Finding> {
+    let mut f = Vec::new();
+    for l in &corpus.ledgers {
+        let intents = l.certs.iter().filter(|c| c.state == "intent").count();
+        let burned = l.certs.iter().filter(|c| c.state == "burned").count();
+        if intents > 0 {
+            f.push(Finding::new(Low, "intent-pending", format!(
+                "ledger {}: {intents} serials are reserved but not signed; a run is in progress or died (the next run burns them)",
+                l.path
+            )).at(l.path.clone()));
+        }
+        if burned > 0 {
+            f.push(Finding::new(Info, "serials-burned", format!(
+                "ledger {}: {burned} serials burned (signing failed or was interrupted; never signed, never reused)",
+                l.path
+            )).at(l.path.clone()));
+        }
+    }
+    f
+}
+
+/// `rejections` (info): rejected requests per ledger, by reason category.
+pub fn rejections(corpus: &Corpus) -> Vec<Finding> {
+    let mut f = Vec::new();
+    for l in &corpus.ledgers {
+        let mut by: BTreeMap<&'static str, u64> = BTreeMap::new();
+        for r in &l.rejections {
+            *by.entry(super::counts::reason_category(&r.kind, &r.reason))
+                .or_default() += 1;
+        }
+        for a in l.attempts.iter().filter(|a| a.outcome == "refused") {
+            *by.entry(super::counts::reason_category("refused", &a.reason))
+                .or_default() += 1;
+        }
+        if !by.is_empty() {
+            let total: u64 = by.values().sum();
+            let parts: Vec<String> = by.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            f.push(
+                Finding::new(
+                    Info,
+                    "rejections",
+                    format!(
+                        "ledger {}: {total} requests rejected: {}",
+                        l.path,
+                        parts.join(", ")
+                    ),
+                )
+                .at(l.path.clone()),
+            );
+        }
+    }
+    f
+}

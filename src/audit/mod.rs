@@ -1,0 +1,243 @@
+//! `certfab audit`: cross-checks over ledgers, manifests, certificate files and CA certificates,
+//! with a report for people (terminal, HTML) and machines (JSON).
+//!
+//! Ledgers are opened read-only (a running station is never locked out, nothing is written).
+//! Everything is loaded into a [`Corpus`]; each check in [`checks`] is a small function over it
+//! that returns findings; [`counts`] tallies issuance and rejections. The report is the findings
+//! (sorted, most severe first) plus the counts.
+
+pub mod checks;
+mod corpus;
+pub mod counts;
+pub mod html;
+pub mod report;
+
+pub use corpus::{
+    CaEntry, CertFile, CertRow, Corpus, CorpusError, CrlRec, DeviceRec, LedgerData, ManifestData,
+    ManifestDevice, Sources,
+};
+pub use counts::Counts;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+/// How bad a finding is; `--fail-on` compares against this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Figures, nothing wrong.
+    Info,
+    /// Worth a look (e.g. signed but never installed, expiring soon).
+    Low,
+    /// Needs follow-up (e.g. install unconfirmed, CA expiring before its devices).
+    Medium,
+    /// The records disagree (e.g. a ledger claims a certificate it does not hold).
+    High,
+    /// The identity guarantees are broken (duplicates, broken audit chain, unknown issuer).
+    Critical,
+}
+
+impl Severity {
+    /// All, least severe first.
+    pub const ALL: [Severity; 5] = [
+        Severity::Info,
+        Severity::Low,
+        Severity::Medium,
+        Severity::High,
+        Severity::Critical,
+    ];
+
+    /// The lower-case name (`high`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+impl std::str::FromStr for Severity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|v| v.name() == s)
+            .ok_or_else(|| {
+                format!("'{s}' is not a severity; use info, low, medium, high or critical")
+            })
+    }
+}
+
+/// One thing the audit found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// Severity.
+    pub severity: Severity,
+    /// Stable code (`duplicate-serial`); docs/audit.md lists them all.
+    pub code: &'static str,
+    /// What is wrong, in words, naming the records involved.
+    pub message: String,
+    /// Where: `LEDGER certificates row N`, `MANIFEST line N`, `CA.pem`, … (one per record
+    /// involved).
+    pub locations: Vec<String>,
+    /// The device, when the finding is about one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+    /// The certificate serial (hex), when the finding is about one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+}
+
+impl Finding {
+    /// A finding with no device or serial attached.
+    pub fn new(severity: Severity, code: &'static str, message: String) -> Self {
+        Self {
+            severity,
+            code,
+            message,
+            locations: Vec::new(),
+            device_id: None,
+            serial: None,
+        }
+    }
+
+    /// Adds a location.
+    pub fn at(mut self, location: impl Into<String>) -> Self {
+        self.locations.push(location.into());
+        self
+    }
+
+    /// Attaches a device id.
+    pub fn device(mut self, id: impl Into<String>) -> Self {
+        self.device_id = Some(id.into());
+        self
+    }
+
+    /// Attaches a serial.
+    pub fn serial(mut self, serial: impl Into<String>) -> Self {
+        self.serial = Some(serial.into());
+        self
+    }
+}
+
+/// What the audit is asked to check.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Certificates expiring within this many days are reported.
+    pub expiring_days: i64,
+    /// The instant the audit is made (certificates are judged as of then).
+    pub now: OffsetDateTime,
+}
+
+/// The audit's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// When it was made, RFC 3339.
+    pub generated_at: String,
+    /// `--expiring-days`.
+    pub expiring_days: i64,
+    /// What was read.
+    pub inputs: Inputs,
+    /// Findings, most severe first.
+    pub findings: Vec<Finding>,
+    /// Findings per severity.
+    pub by_severity: std::collections::BTreeMap<&'static str, u64>,
+    /// Issuance and rejection figures.
+    pub counts: Counts,
+}
+
+/// The inputs a report covers.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inputs {
+    /// Ledgers.
+    pub ledgers: Vec<LedgerSummary>,
+    /// Manifests.
+    pub manifests: Vec<String>,
+    /// Certificate files.
+    pub cert_files: u64,
+    /// CA certificates: path and subject.
+    pub cas: Vec<String>,
+    /// Profiles: names loaded.
+    pub profiles: Vec<String>,
+}
+
+/// One ledger as the report names it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LedgerSummary {
+    /// The file.
+    pub path: String,
+    /// Stations that wrote to it.
+    pub stations: Vec<String>,
+    /// Device rows.
+    pub devices: u64,
+    /// Signed certificates.
+    pub certificates: u64,
+    /// Audit events (the chain's length).
+    pub audit_events: u64,
+}
+
+impl Report {
+    /// The most severe finding's severity, if any.
+    pub fn worst(&self) -> Option<Severity> {
+        self.findings.iter().map(|f| f.severity).max()
+    }
+
+    /// Whether any finding is at or above `threshold`.
+    pub fn fails(&self, threshold: Severity) -> bool {
+        self.worst().is_some_and(|w| w >= threshold)
+    }
+}
+
+/// A sort key that orders `row 9` before `row 10`.
+fn natural_key(locations: &[String]) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for l in locations {
+        let mut text = String::new();
+        let mut num: Option<u64> = None;
+        for ch in l.chars() {
+            match (ch.to_digit(10), num) {
+                (Some(d), n) => {
+                    num = Some(n.unwrap_or(0).saturating_mul(10).saturating_add(d as u64))
+                }
+                (None, Some(n)) => {
+                    out.push((std::mem::take(&mut text), n));
+                    num = None;
+                    text.push(ch);
+                }
+                (None, None) => text.push(ch),
+            }
+        }
+        out.push((text, num.unwrap_or(0)));
+    }
+    out
+}
+
+/// Runs every check and the counts over a loaded corpus.
+pub fn run(corpus: &Corpus, opts: &Options) -> Report {
+    let mut findings = checks::all(corpus, opts);
+    findings.sort_by_cached_key(|f| {
+        (
+            std::cmp::Reverse(f.severity),
+            f.code,
+            natural_key(&f.locations),
+        )
+    });
+    let mut by_severity = std::collections::BTreeMap::new();
+    for s in Severity::ALL {
+        by_severity.insert(s.name(), 0);
+    }
+    for f in &findings {
+        *by_severity.entry(f.severity.name()).or_insert(0) += 1;
+    }
+    Report {
+        generated_at: crate::clock::rfc3339(opts.now),
+        expiring_days: opts.expiring_days,
+        inputs: corpus.inputs(),
+        findings,
+        by_severity,
+        counts: counts::count(corpus),
+    }
+}

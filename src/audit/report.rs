@@ -1,0 +1,166 @@
+//! The audit report as terminal text and as JSON.
+
+use super::{counts::Tally, Report, Severity};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// Findings of one code shown in the text report before "… and N more".
+const SHOWN_PER_CODE: usize = 10;
+
+/// The JSON document `certfab --json audit` prints (docs/audit.md has the schema): the
+/// report's fields plus `schema`, `fail_on` and `failed`.
+#[derive(Serialize)]
+pub struct JsonReport<'a> {
+    /// `certfab-audit/1`.
+    pub schema: &'static str,
+    /// The threshold.
+    pub fail_on: &'static str,
+    /// Whether a finding is at or above it.
+    pub failed: bool,
+    /// Everything else.
+    #[serde(flatten)]
+    pub report: &'a Report,
+}
+
+/// The JSON document for `report` judged at `fail_on`.
+pub fn json(report: &Report, fail_on: Severity) -> JsonReport<'_> {
+    JsonReport {
+        schema: "certfab-audit/1",
+        fail_on: fail_on.name(),
+        failed: report.fails(fail_on),
+        report,
+    }
+}
+
+fn tally_line(t: &Tally) -> String {
+    format!(
+        "issued {}, rejected {}, passed {}, failed {}",
+        t.issued, t.rejected, t.passed, t.failed
+    )
+}
+
+fn tally_table(out: &mut String, title: &str, m: &BTreeMap<String, Tally>) {
+    if m.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "  {title}:");
+    for (k, t) in m {
+        let _ = writeln!(out, "    {k:<24} {}", tally_line(t));
+    }
+}
+
+/// The report for a terminal.
+pub fn text(report: &Report, fail_on: Severity) -> String {
+    let mut out = String::new();
+    let i = &report.inputs;
+    let _ = writeln!(out, "certfab audit, {}", report.generated_at);
+    for l in &i.ledgers {
+        let _ = writeln!(
+            out,
+            "  ledger {} (stations {}): {} devices, {} certificates, {} audit events",
+            l.path,
+            if l.stations.is_empty() {
+                "none".into()
+            } else {
+                l.stations.join(", ")
+            },
+            l.devices,
+            l.certificates,
+            l.audit_events
+        );
+    }
+    for m in &i.manifests {
+        let _ = writeln!(out, "  manifest {m}");
+    }
+    if i.cert_files > 0 {
+        let _ = writeln!(out, "  {} certificate files", i.cert_files);
+    }
+    for c in &i.cas {
+        let _ = writeln!(out, "  CA {c}");
+    }
+    if !i.profiles.is_empty() {
+        let _ = writeln!(out, "  profiles: {}", i.profiles.join(", "));
+    }
+    let _ = writeln!(out);
+    let sev: Vec<String> = Severity::ALL
+        .iter()
+        .rev()
+        .map(|s| {
+            format!(
+                "{} {}",
+                s.name(),
+                report.by_severity.get(s.name()).unwrap_or(&0)
+            )
+        })
+        .collect();
+    let _ = writeln!(out, "Findings: {}", sev.join(", "));
+    let mut shown: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut hidden: BTreeMap<&str, (Severity, usize)> = BTreeMap::new();
+    for f in &report.findings {
+        let n = shown.entry(f.code).or_default();
+        if *n >= SHOWN_PER_CODE {
+            hidden.entry(f.code).or_insert((f.severity, 0)).1 += 1;
+            continue;
+        }
+        *n += 1;
+        let _ = writeln!(
+            out,
+            "  {:<8} {}: {}",
+            f.severity.name().to_uppercase(),
+            f.code,
+            f.message
+        );
+        for l in &f.locations {
+            let _ = writeln!(out, "           at {l}");
+        }
+    }
+    for (code, (s, n)) in hidden {
+        let _ = writeln!(
+            out,
+            "  {:<8} {code}: … and {n} more (all are in --json and --html)",
+            s.name().to_uppercase()
+        );
+    }
+    let c = &report.counts;
+    let _ = writeln!(out);
+    let _ = writeln!(out, "Counts:");
+    tally_table(&mut out, "per station", &c.per_station);
+    tally_table(&mut out, "per operator", &c.per_operator);
+    tally_table(&mut out, "per profile", &c.per_profile);
+    if c.per_tenant.keys().any(|k| k != "(no tenant)") {
+        tally_table(&mut out, "per tenant", &c.per_tenant);
+    }
+    tally_table(&mut out, "per day (UTC)", &c.per_day);
+    if !c.devices_by_state.is_empty() {
+        let s: Vec<String> = c
+            .devices_by_state
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let _ = writeln!(out, "  devices by state: {}", s.join(", "));
+    }
+    if !c.rejections_by_reason.is_empty() {
+        let s: Vec<String> = c
+            .rejections_by_reason
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let _ = writeln!(out, "  rejections by reason: {}", s.join(", "));
+    }
+    let _ = writeln!(out);
+    if report.fails(fail_on) {
+        let _ = writeln!(
+            out,
+            "Result: FAIL, findings at or above {} (--fail-on)",
+            fail_on.name()
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "Result: pass, no finding at or above {} (--fail-on)",
+            fail_on.name()
+        );
+    }
+    out
+}

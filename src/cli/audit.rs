@@ -1,0 +1,135 @@
+use super::Ctx;
+use crate::audit::{self, Corpus, Severity, Sources};
+use crate::error::{Error, ExitCode};
+use clap::Args;
+use std::path::PathBuf;
+
+/// `certfab audit …`
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// A ledger to audit (repeatable); opened read-only. Default with --config: the site's.
+    #[arg(long = "ledger", value_name = "LEDGER.sqlite")]
+    ledgers: Vec<PathBuf>,
+    /// A signed manifest to check against the ledgers (repeatable); its signature is read
+    /// from MANIFEST.jws and verified against the self-signed roots among the CAs.
+    #[arg(long = "manifest", value_name = "M.jsonl")]
+    manifests: Vec<PathBuf>,
+    /// A CA certificate file (PEM with one or more certificates, or DER; repeatable). Default
+    /// with --config: every CA in the site config and its chain.
+    #[arg(long = "ca", value_name = "CA.pem")]
+    cas: Vec<PathBuf>,
+    /// A directory searched recursively for device certificate files that every one must be
+    /// in a ledger (e.g. a batch --out; repeatable).
+    #[arg(long = "certs", value_name = "DIR")]
+    cert_dirs: Vec<PathBuf>,
+    /// Profiles (*.yaml) to compare certificates with. Default with --config: profiles_dir.
+    #[arg(long, value_name = "DIR")]
+    profiles: Option<PathBuf>,
+    /// Report certificates (and CAs) expiring within this many days.
+    #[arg(long, default_value_t = 30, value_name = "DAYS")]
+    expiring_days: i64,
+    /// Exit 3 when any finding is at or above this severity.
+    #[arg(long, default_value = "high", value_parser = ["info", "low", "medium", "high", "critical"])]
+    fail_on: String,
+    /// A checkpoint exported earlier (`certfab log checkpoint --out`; repeatable): checked
+    /// against the ledger it names, which also catches checkpoints removed from it.
+    #[arg(long = "checkpoint", value_name = "FILE")]
+    checkpoints: Vec<PathBuf>,
+    /// The audit signer certificate checkpoints must be signed by. Default with --config:
+    /// the site's signer.cert; otherwise any signer under a given root.
+    #[arg(long, value_name = "SIGNER.pem")]
+    signer_cert: Option<PathBuf>,
+    /// Also write the report as one self-contained HTML file (must not exist).
+    #[arg(long, value_name = "REPORT.html")]
+    html: Option<PathBuf>,
+}
+
+pub(super) fn run(ctx: &Ctx, a: AuditArgs) -> Result<ExitCode, Error> {
+    let fail_on: Severity = a.fail_on.parse().map_err(Error::Usage)?;
+    if !(0..=36_500).contains(&a.expiring_days) {
+        return Err(Error::Usage("--expiring-days must be 0..=36500".into()));
+    }
+    let mut src = Sources {
+        ledgers: a.ledgers,
+        manifests: a.manifests,
+        cas: a.cas,
+        cert_dirs: a.cert_dirs,
+        profiles_dir: a.profiles,
+        ca_tenants: Default::default(),
+        signer_cert: a.signer_cert,
+        checkpoints: a.checkpoints,
+    };
+    // A site config fills in what the command line leaves out; the token is never opened.
+    if let Some(path) = &ctx.config {
+        let site = crate::config::SiteConfig::load(path)?;
+        if src.ledgers.is_empty() {
+            src.ledgers.push(site.ledger.clone());
+        }
+        if src.cas.is_empty() {
+            for ca in site.cas.values() {
+                for p in std::iter::once(&ca.cert).chain(ca.chain.iter()) {
+                    if !src.cas.contains(p) {
+                        src.cas.push(p.clone());
+                    }
+                }
+            }
+        }
+        for ca in site.cas.values() {
+            if let Some(t) = &ca.tenant {
+                src.ca_tenants.insert(ca.cert.clone(), t.clone());
+            }
+        }
+        if src.signer_cert.is_none() {
+            src.signer_cert = site.signer.as_ref().map(|s| s.cert.clone());
+        }
+        if src.profiles_dir.is_none() {
+            src.profiles_dir = site.profiles_dir.clone();
+        }
+    }
+    if src.ledgers.is_empty() {
+        return Err(Error::Usage(
+            "certfab audit needs at least one --ledger LEDGER.sqlite (or --config for the site's ledger)".into(),
+        ));
+    }
+    if src.cas.is_empty() {
+        return Err(Error::Usage(
+            "certfab audit needs the CA certificates to check chains against: pass --ca CA.pem (repeatable) or --config".into(),
+        ));
+    }
+    if let Some(h) = &a.html {
+        crate::output::check_free(&[h.as_path()])?;
+    }
+    let corpus = Corpus::load(&src)?;
+    let report = audit::run(
+        &corpus,
+        &audit::Options {
+            expiring_days: a.expiring_days,
+            now: time::OffsetDateTime::now_utc(),
+        },
+    );
+    if let Some(h) = &a.html {
+        crate::output::write_new(h, audit::html::render(&report, fail_on).as_bytes())?;
+        if !ctx.json {
+            eprintln!("HTML report written to {}", h.display());
+        }
+    }
+    // Serialized straight from the report: a tree of JSON values for a large ledger would
+    // cost more memory than the audit itself.
+    if ctx.json {
+        let out =
+            serde_json::to_string_pretty(&audit::report::json(&report, fail_on)).map_err(|e| {
+                Error::Output {
+                    path: "stdout".into(),
+                    msg: format!("cannot encode the JSON report: {e}"),
+                }
+            })?;
+        println!("{out}");
+    } else {
+        println!("{}", audit::report::text(&report, fail_on).trim_end());
+    }
+    Ok(if report.fails(fail_on) {
+        ExitCode::Rejected
+    } else {
+        ExitCode::Ok
+    })
+}
