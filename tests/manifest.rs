@@ -1152,19 +1152,19 @@ fn devices_of_a_replaced_ca_are_refused() {
     let l = Line::new();
     let b = batch(&l, "generic-iot", 2, "ROLL");
     for args in [
-        &["ca", "keygen", "--key", "issuing-2", "--algorithm", "p256"][..],
+        &["ca", "keygen", "--key", "issuing-3", "--algorithm", "p256"][..],
         &[
             "ca",
             "csr",
             "--key",
-            "issuing-2",
+            "issuing-3",
             "--subject",
-            "CN=certfab Dev Issuing CA 2",
+            "CN=certfab Dev Issuing CA 3",
             "--out",
         ],
     ] {
         let mut a = args.to_vec();
-        let csr = l.file("i2.csr");
+        let csr = l.file("i3.csr");
         if a[1] == "csr" {
             a.push(csr.to_str().unwrap());
         }
@@ -1177,20 +1177,20 @@ fn devices_of_a_replaced_ca_are_refused() {
         "--issuer-key",
         "root",
         "--csr",
-        l.file("i2.csr").to_str().unwrap(),
+        l.file("i3.csr").to_str().unwrap(),
         "--validity",
         "none",
         "--path-len",
         "0",
         "--out",
-        l.file("ca/issuing-2.pem").to_str().unwrap(),
+        l.file("ca/issuing-3.pem").to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", text(&o));
     let cfg = std::fs::read_to_string(l.config()).unwrap().replace(
         "    key: \"pkcs11:object=issuing-ca;type=private\"\n    cert: ca/issuing.pem",
-        "    key: \"pkcs11:object=issuing-2;type=private\"\n    cert: ca/issuing-2.pem",
+        "    key: \"pkcs11:object=issuing-3;type=private\"\n    cert: ca/issuing-3.pem",
     );
-    assert!(cfg.contains("issuing-2.pem"));
+    assert!(cfg.contains("issuing-3.pem"));
     std::fs::write(l.config(), cfg).unwrap();
     let m = l.file("m.jsonl");
     let o = build(&l, &b, &m);
