@@ -59,6 +59,9 @@ fn rows(path: &Path) -> Vec<AuditEvent> {
 
 /// Replaces the whole audit table with `events` (as an attacker with the file could).
 fn write_rows(conn: &Connection, events: &[AuditEvent]) {
+    // Scratch copies: one transaction, no fsync (hundreds of them run).
+    conn.execute_batch("PRAGMA synchronous = OFF; BEGIN")
+        .unwrap();
     conn.execute("DELETE FROM audit", []).unwrap();
     for e in events {
         conn.execute(
@@ -68,6 +71,7 @@ fn write_rows(conn: &Connection, events: &[AuditEvent]) {
         )
         .unwrap();
     }
+    conn.execute_batch("COMMIT").unwrap();
 }
 
 /// Makes `events` a self-consistent chain again: contiguous numbers, per-station numbers,
@@ -131,6 +135,43 @@ fn audit_log_events_checkpoints_and_mutations() {
         "{}",
         text(&o)
     );
+    // A station shift over two simulated devices: started/stopped events by its operator, and
+    // its own checkpoint at the end.
+    let sim = repo().join("station-scripts/sim-device.py");
+    let sim_line = line.file("sim-line");
+    ok(&Command::new(&sim)
+        .arg("make-line")
+        .arg(&sim_line)
+        .args(["--count", "2"])
+        .output()
+        .unwrap());
+    let o = Command::new(bin())
+        .arg("--config")
+        .arg(line.config())
+        .args([
+            "--json",
+            "station",
+            "--profile",
+            "generic-iot",
+            "--operator",
+            "carol",
+            "--adapter",
+        ])
+        .arg(format!(
+            "exec:{} serve {}",
+            sim.display(),
+            sim_line.display()
+        ))
+        .env_remove("CERTFAB_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    ok(&o);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("audit checkpoint 2 signed"),
+        "{}",
+        text(&o)
+    );
     issue(&line, "op-1", "alice");
     issue(&line, "op-2", "alice");
     ok(&line.certfab(&["revoke", "--device", "op-2", "--reason", "keyCompromise"]));
@@ -174,12 +215,20 @@ fn audit_log_events_checkpoints_and_mutations() {
         cp2.to_str().unwrap(),
     ]));
     let cp: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(cp["checkpoint"]["statement"]["checkpoint"], 2);
+    assert_eq!(cp["checkpoint"]["statement"]["checkpoint"], 3);
     issue(&line, "late-1", "bob");
 
     // The events an auditor expects, with operator and per-station numbers.
     let events = rows(&line.file("ledger.sqlite"));
     let kinds: std::collections::BTreeSet<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    for (kind, op) in [("station_started", "carol"), ("station_stopped", "carol")] {
+        assert!(
+            events
+                .iter()
+                .any(|e| e.kind == kind && e.operator.as_deref() == Some(op)),
+            "no {kind} by {op}"
+        );
+    }
     for k in [
         "config_changed",
         "login",
@@ -370,13 +419,13 @@ fn audit_log_events_checkpoints_and_mutations() {
     std::fs::copy(&pristine, &copy).unwrap();
     let c = Connection::open(&copy).unwrap();
     let first_head: i64 = c
-        .query_row("SELECT head_seq FROM checkpoints WHERE id = 1", [], |r| {
+        .query_row("SELECT head_seq FROM checkpoints WHERE id = 2", [], |r| {
             r.get(0)
         })
         .unwrap();
     c.execute("DELETE FROM audit WHERE seq > ?1", [first_head + 1])
         .unwrap();
-    c.execute("DELETE FROM checkpoints WHERE id = 2", [])
+    c.execute("DELETE FROM checkpoints WHERE id = 3", [])
         .unwrap();
     drop(c);
     assert!(
@@ -395,7 +444,7 @@ fn audit_log_events_checkpoints_and_mutations() {
     std::fs::copy(&pristine, &copy).unwrap();
     let c = Connection::open(&copy).unwrap();
     let s: String = c
-        .query_row("SELECT statement FROM checkpoints WHERE id = 2", [], |r| {
+        .query_row("SELECT statement FROM checkpoints WHERE id = 3", [], |r| {
             r.get(0)
         })
         .unwrap();
@@ -403,7 +452,7 @@ fn audit_log_events_checkpoints_and_mutations() {
     d.statement.head_seq -= 1;
     d.statement.head_hash = base[(d.statement.head_seq - 1) as usize].hash.clone();
     c.execute(
-        "UPDATE checkpoints SET statement = ?1 WHERE id = 2",
+        "UPDATE checkpoints SET statement = ?1 WHERE id = 3",
         [serde_json::to_string(&d).unwrap()],
     )
     .unwrap();

@@ -746,6 +746,54 @@ fn rollover_status_and_tenants() {
         .unwrap()
         .clone();
     assert!(i2["warnings"].as_array().unwrap().is_empty(), "{i2}");
+    // The same CA key re-certified for 2 years: the 4-year device certificate now outlives it.
+    let short = line.file("ca/issuing-2-short.pem");
+    ok(&line.certfab(&[
+        "ca",
+        "sign",
+        "--issuer-key",
+        "root",
+        "--csr",
+        line.file("ca/issuing-2.csr").to_str().unwrap(),
+        "--validity",
+        "2y",
+        "--path-len",
+        "0",
+        "--out",
+        short.to_str().unwrap(),
+    ]));
+    let short_cfg = line.file("short.yaml");
+    std::fs::write(
+        &short_cfg,
+        std::fs::read_to_string(line.config())
+            .unwrap()
+            .replace("cert: ca/issuing-2.pem", "cert: ca/issuing-2-short.pem"),
+    )
+    .unwrap();
+    let o = Command::new(bin())
+        .args([
+            "--config",
+            short_cfg.to_str().unwrap(),
+            "--json",
+            "ca",
+            "status",
+        ])
+        .env_remove("CERTFAB_CONFIG")
+        .output()
+        .unwrap();
+    let s = json(&o);
+    let i2 = s["cas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "issuing-2")
+        .unwrap()
+        .clone();
+    let w = i2["warnings"].to_string();
+    assert!(
+        w.contains("1 live device certificates expire after this CA does"),
+        "{w}"
+    );
 
     // Tenants: a CA of tenant acme, a profile of tenant acme, a profile without one.
     let cfg = std::fs::read_to_string(line.config()).unwrap();

@@ -914,7 +914,7 @@ fn interrupted_builds_are_recovered_without_losing_or_doubling_devices() {
         let cfg = certfab::config::SiteConfig::load(&l.config()).unwrap();
         let mut led = certfab::ledger::Ledger::open(&cfg.ledger, &cfg.station_id).unwrap();
         let devices = led
-            .exportable_devices(&a)
+            .exportable_devices(std::slice::from_ref(&a))
             .unwrap()
             .into_iter()
             .map(|d| (d.profile, d.device_id, d.serial, d.state))
@@ -1004,4 +1004,111 @@ fn interrupted_builds_are_recovered_without_losing_or_doubling_devices() {
     let cfg = certfab::config::SiteConfig::load(&l.config()).unwrap();
     let led = certfab::ledger::Ledger::open_read(&cfg.ledger, &cfg.station_id).unwrap();
     led.verify_audit_chain().unwrap();
+}
+
+/// A line made before the manifest signer existed is upgraded in place by dev-line.sh: its CAs
+/// and ledger are kept, the signer is added. Without a signer: section, build says what to add.
+#[test]
+fn old_lines_gain_a_signer_and_build_without_one_explains() {
+    let l = Line::new();
+    let b = batch(&l, "generic-iot", 1, "OLD");
+    let root_before = std::fs::read(l.file("ca/root.pem")).unwrap();
+    let cfg = std::fs::read_to_string(l.config()).unwrap();
+    let (without, _) = cfg.split_once("signer:").unwrap();
+    std::fs::write(l.config(), without).unwrap();
+    std::fs::remove_file(l.file("ca/manifest-signer.pem")).unwrap();
+
+    let o = build(&l, &b, &l.file("x.jsonl"));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("has no signer: section"), "{}", text(&o));
+    assert!(!l.file("x.jsonl").exists());
+
+    let o = Command::new(repo().join("hsm-fixtures/dev-line.sh"))
+        .arg(l.path())
+        .env("CERTFAB", common::bin())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("predates the manifest signer"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(std::fs::read(l.file("ca/root.pem")).unwrap(), root_before);
+    let o = build(&l, &b, &l.file("m.jsonl"));
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(l
+        .certfab(&["manifest", "verify", l.file("m.jsonl").to_str().unwrap()])
+        .status
+        .success());
+}
+
+/// One manifest over two batches of one profile; `{var.NAME}` cloud values come from --var,
+/// and a missing one stops the build naming the device and key.
+#[test]
+fn several_batches_and_build_time_vars() {
+    let l = Line::new();
+    let p = l.file("lot-iot.yaml");
+    let mut y = std::fs::read_to_string(repo().join("profiles/generic-iot.yaml"))
+        .unwrap()
+        .replace("name: generic-iot", "name: lot-iot");
+    y.push_str("  lot: \"{var.lot}\"\n  cn: \"{cert.CN}\"\n  serial: \"{cert.serial}\"\n");
+    std::fs::write(&p, y).unwrap();
+    let a = batch(&l, p.to_str().unwrap(), 2, "LA");
+    let b = batch(&l, p.to_str().unwrap(), 1, "LB");
+    let m = l.file("ab.jsonl");
+    let args = |extra: &[&str]| {
+        let mut v = vec![
+            "--json", "manifest", "build", "--batch", &a, "--batch", &b, "--out",
+        ];
+        // No --profile: the path the batches recorded is found and its SHA-256 checked.
+        v.push(m.to_str().unwrap());
+        v.extend_from_slice(extra);
+        l.certfab(&v)
+    };
+    let o = args(&[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("device LA001: cloud.lot") && text(&o).contains("{var.lot}"),
+        "{}",
+        text(&o)
+    );
+    assert!(!m.exists());
+    // A profile file edited since issuance is not the one the devices were issued under.
+    let original = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(
+        &p,
+        original.replace("model: certfab-demo", "model: changed"),
+    )
+    .unwrap();
+    let o = args(&["--var", "lot=L-42"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("pass --profile with that exact file"),
+        "{}",
+        text(&o)
+    );
+    std::fs::write(&p, original).unwrap();
+    let o = args(&["--var", "lot=L-42"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r = json(&o);
+    assert_eq!(r["count"], 3);
+    let mut want = vec![a.clone(), b.clone()];
+    want.sort();
+    assert_eq!(r["batches"], serde_json::json!(want));
+    let devs = device_lines(&m);
+    assert_eq!(
+        devs.iter()
+            .map(|d| d.device_id.as_str())
+            .collect::<Vec<_>>(),
+        ["LA001", "LA002", "LB001"]
+    );
+    for d in &devs {
+        assert_eq!(d.cloud["lot"], "L-42");
+        assert_eq!(d.cloud["cn"], d.device_id);
+        assert_eq!(d.cloud["serial"], d.serial);
+        assert_eq!(d.cloud["attributes"]["batch"], d.batch);
+    }
+    let o = l.certfab(&["manifest", "verify", m.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
 }

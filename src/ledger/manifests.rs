@@ -111,10 +111,10 @@ impl Ledger {
             .optional()?)
     }
 
-    /// Devices of `batch_id` with a live signed certificate that no complete manifest holds
+    /// Devices of the batches `batch_ids` with a live signed certificate that no complete manifest holds
     /// yet (a certificate goes into one manifest per ledger, even if the device's state later
     /// moves back from `exported`, e.g. a re-install at a station), in issuance order.
-    pub fn exportable_devices(&self, batch_id: &str) -> Result<Vec<ExportRow>, LedgerError> {
+    pub fn exportable_devices(&self, batch_ids: &[String]) -> Result<Vec<ExportRow>, LedgerError> {
         let mut st = self.conn.prepare(
             "SELECT d.profile, d.device_id, d.state, d.key_origin, d.serial, d.spki_sha256,
                     d.batch_id, b.station, c.der
@@ -122,7 +122,7 @@ impl Ledger {
              JOIN certificates c ON c.profile = d.profile AND c.device_id = d.device_id
                   AND c.serial = d.serial AND c.state = 'signed'
              JOIN batches b ON b.id = d.batch_id
-             WHERE d.batch_id = ?1
+             WHERE d.batch_id IN (SELECT value FROM json_each(?1))
                AND d.state IN ('signed', 'installing', 'installed', 'install_unconfirmed')
                AND NOT EXISTS (SELECT 1 FROM manifest_devices md
                                JOIN manifests m ON m.id = md.manifest_id AND m.state = 'complete'
@@ -131,19 +131,22 @@ impl Ledger {
              ORDER BY c.rowid",
         )?;
         let rows = st
-            .query_map([batch_id], |r| {
-                Ok(ExportRow {
-                    profile: r.get(0)?,
-                    device_id: r.get(1)?,
-                    state: r.get(2)?,
-                    key_origin: r.get(3)?,
-                    serial: r.get(4)?,
-                    spki_sha256: r.get(5)?,
-                    batch_id: r.get(6)?,
-                    station: r.get(7)?,
-                    der: r.get(8)?,
-                })
-            })?
+            .query_map(
+                [serde_json::to_string(batch_ids).unwrap_or_default()],
+                |r| {
+                    Ok(ExportRow {
+                        profile: r.get(0)?,
+                        device_id: r.get(1)?,
+                        state: r.get(2)?,
+                        key_origin: r.get(3)?,
+                        serial: r.get(4)?,
+                        spki_sha256: r.get(5)?,
+                        batch_id: r.get(6)?,
+                        station: r.get(7)?,
+                        der: r.get(8)?,
+                    })
+                },
+            )?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }

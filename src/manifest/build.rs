@@ -127,19 +127,7 @@ pub fn build<K: Signer>(
             )));
         }
     }
-    let profile_path = req
-        .profile
-        .clone()
-        .unwrap_or_else(|| site.config.profile_path(&first.profile));
-    let profile = Profile::load(&profile_path).map_err(|e| ManifestError::Usage(e.to_string()))?;
-    if hex::encode(profile.sha256) != profile_sha || profile.name != first.profile {
-        return Err(ManifestError::Usage(format!(
-            "{} is not the profile batch {} was issued under (profile {} with SHA-256 {profile_sha}); pass --profile with that exact file",
-            profile_path.display(),
-            first.id,
-            first.profile
-        )));
-    }
+    let profile = find_profile(site.config, first, &profile_sha, req.profile.as_deref())?;
     let (ca_name, ca, chain) = (site.ca)(&profile)?;
     if ca_name != first.ca {
         return Err(ManifestError::Usage(format!(
@@ -148,11 +136,8 @@ pub fn build<K: Signer>(
         )));
     }
 
-    // Devices not yet exported.
-    let mut devices: Vec<ExportRow> = Vec::new();
-    for b in &batches {
-        devices.extend(site.ledger.exportable_devices(b)?);
-    }
+    // Devices not yet exported, in issuance order across the batches.
+    let devices: Vec<ExportRow> = site.ledger.exportable_devices(&batches)?;
     if devices.is_empty() {
         if let Some(done) = already_built(site.ledger, &batches, &req.out)? {
             return Ok(outcome_of(&done, true, recovered));
@@ -291,6 +276,47 @@ pub fn build<K: Signer>(
     out.signature = sig_path;
     out.exported = exported;
     Ok(out)
+}
+
+/// The profile file a batch was issued under: `--profile` if given, else the path the batch
+/// recorded, else the profile name in `profiles_dir`; it must have the recorded SHA-256.
+fn find_profile(
+    config: &crate::config::SiteConfig,
+    batch: &crate::ledger::BatchRow,
+    sha256: &str,
+    given: Option<&Path>,
+) -> Result<Profile, ManifestError> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    match given {
+        Some(p) => candidates.push(p.to_path_buf()),
+        None => {
+            let recorded = serde_json::from_str::<serde_json::Value>(&batch.source)
+                .ok()
+                .and_then(|v| v["profile_path"].as_str().map(PathBuf::from));
+            candidates.extend(recorded);
+            candidates.push(config.profile_path(&batch.profile));
+        }
+    }
+    let mut tried = Vec::new();
+    for c in &candidates {
+        match Profile::load(c) {
+            Ok(p) if hex::encode(p.sha256) == sha256 && p.name == batch.profile => return Ok(p),
+            Ok(p) => tried.push(format!(
+                "{} (profile {}, SHA-256 {})",
+                c.display(),
+                p.name,
+                hex::encode(p.sha256)
+            )),
+            Err(e) if given.is_some() => return Err(ManifestError::Usage(e.to_string())),
+            Err(_) => tried.push(format!("{} (not readable)", c.display())),
+        }
+    }
+    Err(ManifestError::Usage(format!(
+        "cannot find the profile batch {} was issued under (profile {} with SHA-256 {sha256}); tried {}; pass --profile with that exact file",
+        batch.id,
+        batch.profile,
+        tried.join(", ")
+    )))
 }
 
 fn outcome_of(m: &ManifestRow, already: bool, recovered: Vec<String>) -> BuildOutcome {

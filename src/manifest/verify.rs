@@ -201,34 +201,31 @@ pub fn verify_bytes(
     let mut trailer: Option<(usize, Trailer)> = None;
     let mut devices: Vec<(usize, DeviceLine)> = Vec::new();
     let mut device_bytes: Vec<&[u8]> = Vec::new();
-    for (i, raw) in lines.iter().enumerate() {
+    // Decoding (canonical check, digest, schema) is per line and independent: all cores.
+    let decoded = parallel_map(&lines, |raw| decode_line(raw));
+    for (i, (raw, d)) in lines.iter().zip(decoded).enumerate() {
         let n = i + 1;
-        let v = match format::decode_value(raw) {
-            Ok(v) => v,
-            Err(e) => {
-                c.at(n, e.to_string());
-                // Still a device line for the Merkle root and count if it sits between.
-                if i > 0 && i + 1 < lines.len() {
-                    device_bytes.push(raw);
-                }
-                continue;
-            }
-        };
-        let kind = format::kind_of(&v).unwrap_or("").to_string();
         let first = i == 0;
         let last = i + 1 == lines.len();
-        match kind.as_str() {
-            "header" if first => match format::typed::<Header>(&v) {
+        match d {
+            Decoded::Bad(e) => {
+                c.at(n, e);
+                // Still a device line for the Merkle root and count if it sits between.
+                if !first && !last {
+                    device_bytes.push(raw);
+                }
+            }
+            Decoded::Header(h) if first => match h {
                 Ok(h) => header = Some(h),
                 Err(e) => c.at(n, format!("header: {e}")),
             },
-            "trailer" if last && !first => match format::typed::<Trailer>(&v) {
+            Decoded::Trailer(t) if last && !first => match t {
                 Ok(t) => trailer = Some((n, t)),
                 Err(e) => c.at(n, format!("trailer: {e}")),
             },
-            "device" if !first => {
+            Decoded::Device(d) if !first => {
                 device_bytes.push(raw);
-                match format::typed::<DeviceLine>(&v) {
+                match d {
                     Ok(d) => devices.push((n, d)),
                     Err(e) => c.at(n, format!("device line: {e}")),
                 }
@@ -239,16 +236,16 @@ pub fn verify_bytes(
                     );
                 }
             }
-            "header" => c.at(
+            Decoded::Header(_) => c.at(
                 n,
                 "a header line where only line 1 may be one (lines added, duplicated or reordered)",
             ),
-            "trailer" => c.at(
+            Decoded::Trailer(_) => c.at(
                 n,
                 "a trailer line before the end of the file (lines added after it, or reordered)",
             ),
-            "device" => c.at(n, "a device line where the header must be (line 1)"),
-            other => c.at(n, format!("unknown line type '{other}'")),
+            Decoded::Device(_) => c.at(n, "a device line where the header must be (line 1)"),
+            Decoded::Other(kind) => c.at(n, format!("unknown line type '{kind}'")),
         }
     }
     if header.is_none() && !c.problems.iter().any(|p| p.line == Some(1)) {
@@ -266,8 +263,17 @@ pub fn verify_bytes(
     let mut seen_id: HashMap<String, usize> = HashMap::new();
     let mut seen_serial: HashMap<String, usize> = HashMap::new();
     let mut seen_spki: HashMap<String, usize> = HashMap::new();
+    // Certificate checks (parse, hashes, CA signature) dominate; they run on every core.
+    let ca0 = ca_chain.first();
+    let cert_checks = parallel_map(&devices, |(n, d)| {
+        let mut own = Checker {
+            problems: Vec::new(),
+        };
+        let der = check_cert(&mut own, *n, d, ca0);
+        (own.problems, der)
+    });
     let mut verified = Vec::with_capacity(devices.len());
-    for (n, d) in devices {
+    for ((n, d), (cert_problems, der)) in devices.into_iter().zip(cert_checks) {
         let n = &n;
         let want_seq = (*n - 1) as u64;
         if d.seq != want_seq {
@@ -323,7 +329,8 @@ pub fn verify_bytes(
         if d.device_id.is_empty() {
             c.at(*n, "device_id is empty");
         }
-        if let Some(der) = check_cert(&mut c, *n, &d, ca_chain.first()) {
+        c.problems.extend(cert_problems);
+        if let Some(der) = der {
             verified.push(VerifiedDevice {
                 line: d,
                 cert_der: der,
@@ -390,6 +397,52 @@ pub fn verify_bytes(
         signature,
         ca_chain,
         ca_root,
+    })
+}
+
+/// One line, decoded as far as it goes.
+enum Decoded {
+    /// Not canonical, digest mismatch, or not an object with a type.
+    Bad(String),
+    Header(Result<Header, String>),
+    Device(Result<DeviceLine, String>),
+    Trailer(Result<Trailer, String>),
+    Other(String),
+}
+
+fn decode_line(raw: &[u8]) -> Decoded {
+    let v = match format::decode_value(raw) {
+        Ok(v) => v,
+        Err(e) => return Decoded::Bad(e.to_string()),
+    };
+    let s = |e: format::LineError| e.to_string();
+    match format::kind_of(&v) {
+        Some("header") => Decoded::Header(format::typed(&v).map_err(s)),
+        Some("device") => Decoded::Device(format::typed(&v).map_err(s)),
+        Some("trailer") => Decoded::Trailer(format::typed(&v).map_err(s)),
+        other => Decoded::Other(other.unwrap_or("").to_string()),
+    }
+}
+
+/// `f` over `items` on up to `available_parallelism` threads, results in input order.
+fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(items.len().div_ceil(256).max(1));
+    if threads <= 1 {
+        return items.iter().map(&f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| s.spawn(|| part.iter().map(&f).collect::<Vec<R>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
     })
 }
 

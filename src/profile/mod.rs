@@ -337,8 +337,8 @@ pub struct Profile {
 }
 
 /// A CA rollover in progress (`rollover:` in a profile): devices are issued by `issuer` until
-/// `switch_at`, by `next_issuer` from then on; chain files and trust bundles carry both chains
-/// during the transition, and audits accept certificates of either.
+/// `switch_at`, by `next_issuer` from then on; trust bundles carry both chains during the
+/// transition (`lifecycle::ca_status::trust_bundle`), so certificates of either are trusted.
 #[derive(Debug, Clone)]
 pub struct Rollover {
     /// The next CA, by its site config name.
