@@ -509,6 +509,38 @@ fn merge_refuses_duplicate_devices_across_stations_and_mixed_profiles() {
     let h: Value = serde_json::from_str(&lines_of(&m3)[0]).unwrap();
     assert_eq!(h["prev_sha256"], sha256_file(&m1));
     assert_eq!(h["sequence"], 2);
+
+    // Verifying several: the chain of this ledger must be complete; another ledger's
+    // manifest is checked on its own chain.
+    let b4 = batch(&l, "generic-iot", 1, "FOURTH");
+    let m4 = l.file("d.jsonl");
+    assert!(build(&l, &b4, &m4).status.success());
+    let many = |files: &[&Path]| {
+        let mut a = vec!["--json", "manifest", "verify"];
+        a.extend(files.iter().map(|p| p.to_str().unwrap()));
+        l.certfab(&a)
+    };
+    let o = many(&[&m4, &m1, &m3, &m2]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v = json(&o);
+    assert_eq!(v["ok"], true);
+    let seqs: Vec<Value> = v["chain"]["ledgers"]
+        .as_object()
+        .unwrap()
+        .values()
+        .cloned()
+        .collect();
+    assert!(seqs.contains(&serde_json::json!([1, 2, 3])), "{v}");
+    let o = many(&[&m1, &m4]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(
+        json(&o)["chain"]["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("#2..#2 of ledger"),
+        "{}",
+        text(&o)
+    );
 }
 
 /// Deterministic xorshift, so a failing mutation can be replayed from the printed seed.
@@ -1111,4 +1143,58 @@ fn several_batches_and_build_time_vars() {
     }
     let o = l.certfab(&["manifest", "verify", m.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
+}
+
+/// Devices issued by another CA key than the one the site now names for the batch's CA (a
+/// rolled-over issuing CA) are refused before anything is signed: a manifest declares one CA.
+#[test]
+fn devices_of_a_replaced_ca_are_refused() {
+    let l = Line::new();
+    let b = batch(&l, "generic-iot", 2, "ROLL");
+    for args in [
+        &["ca", "keygen", "--key", "issuing-2", "--algorithm", "p256"][..],
+        &[
+            "ca",
+            "csr",
+            "--key",
+            "issuing-2",
+            "--subject",
+            "CN=certfab Dev Issuing CA 2",
+            "--out",
+        ],
+    ] {
+        let mut a = args.to_vec();
+        let csr = l.file("i2.csr");
+        if a[1] == "csr" {
+            a.push(csr.to_str().unwrap());
+        }
+        let o = l.certfab(&a);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let o = l.certfab(&[
+        "ca",
+        "sign",
+        "--issuer-key",
+        "root",
+        "--csr",
+        l.file("i2.csr").to_str().unwrap(),
+        "--validity",
+        "none",
+        "--path-len",
+        "0",
+        "--out",
+        l.file("ca/issuing-2.pem").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let cfg = std::fs::read_to_string(l.config()).unwrap().replace(
+        "    key: \"pkcs11:object=issuing-ca;type=private\"\n    cert: ca/issuing.pem",
+        "    key: \"pkcs11:object=issuing-2;type=private\"\n    cert: ca/issuing-2.pem",
+    );
+    assert!(cfg.contains("issuing-2.pem"));
+    std::fs::write(l.config(), cfg).unwrap();
+    let m = l.file("m.jsonl");
+    let o = build(&l, &b, &m);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("issued by another CA"), "{}", text(&o));
+    assert!(!m.exists());
 }

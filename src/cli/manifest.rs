@@ -30,12 +30,14 @@ pub enum ManifestCommand {
         #[arg(long)]
         trust: Option<PathBuf>,
     },
-    /// Verify a manifest offline: signature and signer chain, Merkle root and count, every
-    /// certificate against the declared CA. Exit 0 only when everything checks out.
+    /// Verify manifests offline: signature and signer chain, Merkle root and count, every
+    /// certificate against the declared CA; with several, also that each ledger's manifests
+    /// chain without gaps, forks or repeated devices. Exit 0 only when everything checks out.
     Verify {
-        /// The manifest.
-        manifest: PathBuf,
-        /// Its detached signature (default: MANIFEST.jws).
+        /// The manifest(s).
+        #[arg(required = true)]
+        manifests: Vec<PathBuf>,
+        /// The detached signature (default: MANIFEST.jws); only with one manifest.
         #[arg(long)]
         signature: Option<PathBuf>,
         /// Root CA certificate(s) to trust, PEM (default: the site config's roots).
@@ -153,12 +155,22 @@ pub(super) fn run(ctx: &Ctx, cmd: ManifestCommand) -> Result<ExitCode, Error> {
             Ok(ExitCode::Ok)
         }
         ManifestCommand::Verify {
-            manifest: path,
+            manifests,
             signature,
             trust,
         } => {
+            if signature.is_some() && manifests.len() > 1 {
+                return Err(Error::Usage(
+                    "--signature names the signature of one manifest; give one manifest with it"
+                        .into(),
+                ));
+            }
             let trust = Trust::resolve(trust.as_deref(), ctx.config.as_deref())?;
-            match manifest::verify_file(&path, signature.as_deref(), &trust) {
+            if manifests.len() > 1 {
+                return verify_many(ctx, &manifests, &trust);
+            }
+            let path = &manifests[0];
+            match manifest::verify_file(path, signature.as_deref(), &trust) {
                 Ok(v) => {
                     ctx.print(&verified_json(&v), &verified_text(&v));
                     Ok(ExitCode::Ok)
@@ -209,6 +221,68 @@ pub(super) fn run(ctx: &Ctx, cmd: ManifestCommand) -> Result<ExitCode, Error> {
             Ok(ExitCode::Ok)
         }
     }
+}
+
+/// Several manifests: each verified, then the chain checks across them.
+fn verify_many(ctx: &Ctx, paths: &[PathBuf], trust: &Trust) -> Result<ExitCode, Error> {
+    let mut ok = Vec::new();
+    let mut results = Vec::new();
+    let mut text = Vec::new();
+    let mut failed = 0;
+    for p in paths {
+        match manifest::verify_file(p, None, trust) {
+            Ok(v) => {
+                results.push(verified_json(&v));
+                text.push(verified_text(&v));
+                ok.push(v);
+            }
+            Err(ManifestError::Invalid(r)) => {
+                failed += 1;
+                results
+                    .push(serde_json::json!({"ok": false, "path": r.path, "problems": r.problems}));
+                text.push(r.to_string());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let chain = manifest::chain::check(&ok);
+    let all_ok = failed == 0 && chain.problems.is_empty();
+    let mut human = text.join("\n");
+    for (ledger, seqs) in &chain.ledgers {
+        human.push_str(&format!(
+            "\nledger {}: manifests {}",
+            &ledger[..ledger.len().min(12)],
+            seqs.iter()
+                .map(|s| format!("#{s}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    for p in &chain.problems {
+        human.push_str(&format!("\nchain: {p}"));
+    }
+    let json = serde_json::json!({
+        "ok": all_ok, "manifests": results, "chain": chain,
+        "trusted_roots_sha256": trust.fingerprints(),
+    });
+    if all_ok {
+        ctx.print(&json, &human);
+        return Ok(ExitCode::Ok);
+    }
+    if ctx.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json).unwrap_or_default()
+        );
+    } else {
+        eprintln!("{human}");
+    }
+    Err(ManifestError::Refused(format!(
+        "{failed} of {} manifest(s) do not verify, {} chain problem(s)",
+        paths.len(),
+        chain.problems.len()
+    ))
+    .into())
 }
 
 fn verified_json(v: &manifest::VerifiedManifest) -> serde_json::Value {

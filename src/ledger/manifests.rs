@@ -26,6 +26,8 @@ pub struct ExportRow {
     pub station: String,
     /// Certificate DER.
     pub der: Vec<u8>,
+    /// Key identifier of the CA that signed it, hex.
+    pub issuer_key_id: String,
 }
 
 /// A manifest as recorded.
@@ -117,7 +119,7 @@ impl Ledger {
     pub fn exportable_devices(&self, batch_ids: &[String]) -> Result<Vec<ExportRow>, LedgerError> {
         let mut st = self.conn.prepare(
             "SELECT d.profile, d.device_id, d.state, d.key_origin, d.serial, d.spki_sha256,
-                    d.batch_id, b.station, c.der
+                    d.batch_id, b.station, c.der, c.issuer_key_id
              FROM devices d
              JOIN certificates c ON c.profile = d.profile AND c.device_id = d.device_id
                   AND c.serial = d.serial AND c.state = 'signed'
@@ -144,6 +146,7 @@ impl Ledger {
                         batch_id: r.get(6)?,
                         station: r.get(7)?,
                         der: r.get(8)?,
+                        issuer_key_id: r.get(9)?,
                     })
                 },
             )?

@@ -151,6 +151,20 @@ pub fn build<K: Signer>(
             batches.join(", ")
         )));
     }
+    let ca_kid = hex::encode(&ca.key_id);
+    let foreign: Vec<&ExportRow> = devices
+        .iter()
+        .filter(|d| d.issuer_key_id != ca_kid)
+        .collect();
+    if let Some(first_foreign) = foreign.first() {
+        return Err(ManifestError::Refused(format!(
+            "{} device(s) of {} (first: {}) were issued by another CA (key id {}) than the profile's CA '{ca_name}' (key id {ca_kid}), e.g. across a CA rollover; a manifest declares one device CA",
+            foreign.len(),
+            batches.join(", "),
+            first_foreign.device_id,
+            first_foreign.issuer_key_id
+        )));
+    }
     let sig_path = super::signature_path(&req.out);
     for p in [&req.out, &sig_path] {
         if p.exists() {

@@ -5,11 +5,13 @@
 //! - [`format`]: the header, device and trailer lines.
 //! - [`merkle`]: the RFC 6962 Merkle Tree Hash over the device lines.
 //! - [`jws`]: the detached JWS made by the manifest/audit signer.
+//! - [`chain`]: checks across several manifests (unbroken chain per ledger, no replays).
 //! - [`verify`]: offline verification with line-numbered problems; [`VerifiedManifest`] is the
 //!   exporters' input ([`VerifiedManifest::to_export_input`]).
 
 pub mod build;
 pub mod canon;
+pub mod chain;
 pub mod format;
 pub mod jws;
 pub mod merge;

@@ -157,10 +157,14 @@ pub fn verify_bytes(
     let mut c = Checker {
         problems: Vec::new(),
     };
-    let report = |c: Checker| Report {
-        path: path.display().to_string(),
-        signature: sig_name.to_string(),
-        problems: c.problems,
+    let report = |mut c: Checker| {
+        // File-level problems first, then by line; stable, so a line's problems keep their order.
+        c.problems.sort_by_key(|p| p.line);
+        Report {
+            path: path.display().to_string(),
+            signature: sig_name.to_string(),
+            problems: c.problems,
+        }
     };
 
     // 1. The signature over the exact bytes.
@@ -203,10 +207,12 @@ pub fn verify_bytes(
     let mut device_bytes: Vec<&[u8]> = Vec::new();
     // Decoding (canonical check, digest, schema) is per line and independent: all cores.
     let decoded = parallel_map(&lines, |raw| decode_line(raw));
+    let mut last_line_reported = false;
     for (i, (raw, d)) in lines.iter().zip(decoded).enumerate() {
         let n = i + 1;
         let first = i == 0;
         let last = i + 1 == lines.len();
+        let before = c.problems.len();
         match d {
             Decoded::Bad(e) => {
                 c.at(n, e);
@@ -246,6 +252,9 @@ pub fn verify_bytes(
             ),
             Decoded::Device(_) => c.at(n, "a device line where the header must be (line 1)"),
             Decoded::Other(kind) => c.at(n, format!("unknown line type '{kind}'")),
+        }
+        if last && c.problems.len() > before {
+            last_line_reported = true;
         }
     }
     if header.is_none() && !c.problems.iter().any(|p| p.line == Some(1)) {
@@ -374,7 +383,7 @@ pub fn verify_bytes(
             }
         }
         None => {
-            if !c.problems.iter().any(|p| p.msg.contains("trailer")) {
+            if !last_line_reported {
                 c.at(lines.len(), "the last line is not the trailer");
             }
         }
