@@ -1183,14 +1183,14 @@ fn devices_of_a_replaced_ca_are_refused() {
         "--path-len",
         "0",
         "--out",
-        l.file("ca/issuing-2.pem").to_str().unwrap(),
+        l.file("ca/issuing-replacement.pem").to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", text(&o));
     let cfg = std::fs::read_to_string(l.config()).unwrap().replace(
         "    key: \"pkcs11:object=issuing-ca;type=private\"\n    cert: ca/issuing.pem",
-        "    key: \"pkcs11:object=issuing-2;type=private\"\n    cert: ca/issuing-2.pem",
+        "    key: \"pkcs11:object=issuing-2;type=private\"\n    cert: ca/issuing-replacement.pem",
     );
-    assert!(cfg.contains("issuing-2.pem"));
+    assert!(cfg.contains("issuing-replacement.pem"));
     std::fs::write(l.config(), cfg).unwrap();
     let m = l.file("m.jsonl");
     let o = build(&l, &b, &m);
