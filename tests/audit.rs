@@ -1263,3 +1263,69 @@ fn interrupted_runs_edited_rows_and_expiry() {
     ]));
     assert_eq!(with_code(&r, "checkpoints-not-checked").len(), 1, "{r:#}");
 }
+
+/// A station killed while a device installs leaves it `installing`: reported until the
+/// device is presented again.
+#[test]
+fn a_station_killed_mid_install_leaves_the_device_installing() {
+    let l = Line::new();
+    let line = l.file("slow-line");
+    let mk = Command::new(sim())
+        .args([
+            "make-line",
+            s(&line),
+            "--count",
+            "1",
+            "--fault",
+            "SIM-0001=slow:install:4000",
+        ])
+        .output()
+        .unwrap();
+    assert!(mk.status.success(), "{}", text(&mk));
+    let adapter = format!("exec:{} serve {}", sim(), line.display());
+    let mut child = Command::new(common::bin())
+        .args([
+            "--config",
+            s(&l.config()),
+            "--json",
+            "station",
+            "--profile",
+            "generic-iot",
+        ])
+        .args(["--adapter", &adapter, "--operator", "bob", "--once"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ledger = l.file("ledger.sqlite");
+    let state = || -> Option<String> {
+        rusqlite::Connection::open_with_flags(&ledger, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .ok()?
+            .query_row(
+                "SELECT state FROM devices WHERE device_id = 'SIM-0001'",
+                [],
+                |r| r.get(0),
+            )
+            .ok()
+    };
+    loop {
+        if state().as_deref() == Some("installing") {
+            child.kill().unwrap();
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "station ended before installing"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait().unwrap();
+    let mut a = vec!["--ledger".to_string(), ledger.display().to_string()];
+    a.extend(ca_args(&l));
+    let r = json(&audit(&args_of(&a)));
+    let f = with_code(&r, "install-interrupted");
+    assert_eq!(f.len(), 1, "{r:#}");
+    assert_eq!(f[0]["device_id"], "SIM-0001");
+    assert_eq!(f[0]["severity"], "medium");
+    assert_eq!(r["counts"]["devices_by_state"]["installing"], 1);
+}

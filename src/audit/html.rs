@@ -35,7 +35,7 @@ table { border-collapse: collapse; width: 100%; margin: 0.5em 0; }
 th, td { border: 1px solid #d0d7de; padding: 3px 6px; text-align: left; vertical-align: top; }
 th { background: #f3f5f7; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
-code, .mono { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 0.92em; word-break: break-all; }
+code, .mono { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 0.92em; overflow-wrap: anywhere; }
 .code { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 0.92em; white-space: nowrap; }
 .sev { font-weight: 600; text-transform: uppercase; font-size: 0.85em; white-space: nowrap; }
 .sev-critical { color: #fff; background: #a40e26; }

@@ -115,17 +115,26 @@ pub(super) fn run(ctx: &Ctx, a: AuditArgs) -> Result<ExitCode, Error> {
     }
     // Serialized straight from the report: a tree of JSON values for a large ledger would
     // cost more memory than the audit itself.
-    if ctx.json {
-        let out =
-            serde_json::to_string_pretty(&audit::report::json(&report, fail_on)).map_err(|e| {
-                Error::Output {
-                    path: "stdout".into(),
-                    msg: format!("cannot encode the JSON report: {e}"),
-                }
-            })?;
-        println!("{out}");
+    let out = if ctx.json {
+        serde_json::to_string_pretty(&audit::report::json(&report, fail_on)).map_err(|e| {
+            Error::Output {
+                path: "stdout".into(),
+                msg: format!("cannot encode the JSON report: {e}"),
+            }
+        })?
     } else {
-        println!("{}", audit::report::text(&report, fail_on).trim_end());
+        audit::report::text(&report, fail_on).trim_end().to_string()
+    };
+    // A reader that stops early (`| head`) is not an error; a stdout that cannot be written is.
+    use std::io::Write;
+    match writeln!(std::io::stdout().lock(), "{out}") {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            return Err(Error::Output {
+                path: "stdout".into(),
+                msg: e.to_string(),
+            })
+        }
+        _ => {}
     }
     Ok(if report.fails(fail_on) {
         ExitCode::Rejected
