@@ -3,7 +3,8 @@
 # DIR, makes a demo batch of device keys and CSRs the way devices would, has certfab issue a
 # certificate for each under the shipped profiles, and checks every one with openssl verify;
 # then a batch, a station shift, and the signed manifest of each (verified, and a tampered
-# copy refused).
+# copy refused); cloud exports from a verified manifest; a revocation and its HSM-signed CRL;
+# the audit log checked against its signed checkpoints and an HTML audit report.
 set -euo pipefail
 if [ $# -ne 1 ]; then echo "usage: $0 DIR" >&2; exit 2; fi
 here=$(cd "$(dirname "$0")" && pwd)
@@ -74,7 +75,8 @@ batch_id=$(latest_batch)
 prefix="D$(date -u +%H%M%S)-"
 "$repo/station-scripts/sim-device.py" make-line "$run/sim-line" --count 20 --prefix "$prefix" >/dev/null
 if cf station --profile generic-iot --operator demo \
-     --adapter "exec:$repo/station-scripts/sim-device.py serve $run/sim-line" | tee "$run/station.log" | grep -E '^(PASS|FAIL|REFUSED|shift)' &&
+     --adapter "exec:$repo/station-scripts/sim-device.py serve $run/sim-line" 2> "$run/station.stderr" |
+     tee "$run/station.log" | grep -E '^(PASS|FAIL|REFUSED|shift)' &&
    openssl verify -CAfile "$dir/ca/root.pem" -untrusted "$dir/ca/issuing.pem" \
      "$run"/sim-line/devices/"$prefix"*/files/cert.pem >/dev/null &&
    [ "$(ls "$run"/sim-line/devices/"$prefix"*/files/cert.pem | wc -l)" -eq 20 ]; then
@@ -121,7 +123,7 @@ fi
 
 # Lifecycle: a device reported compromised is revoked, the CA key in the HSM signs a CRL, and
 # openssl checks the CRL's signature and finds the serial on it.
-revoked=$(cf --json revoke --device SN-000003 --reason keyCompromise | python3 -c 'import json,sys; print(json.load(sys.stdin)["serial"])' 2>/dev/null || true)
+revoked=$(cf --json revoke --device SN-000003 --reason keyCompromise | python3 -c 'import json,sys; print(json.load(sys.stdin)["cert"]["serial"])' 2>/dev/null || true)
 if [ -n "$revoked" ] && cf crl --profile generic-iot --out "$run/crl.pem" >/dev/null &&
    openssl crl -in "$run/crl.pem" -CAfile "$dir/ca/issuing.pem" -noout -verify 2>/dev/null &&
    openssl crl -in "$run/crl.pem" -noout -text | tr -d ' :' | grep -qi "SerialNumber${revoked}"; then
