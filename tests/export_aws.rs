@@ -344,7 +344,16 @@ fn bulk_registration_lines_template_and_start_task_requests() {
     let raw = std::str::from_utf8(&file(&files, "aws-bulk-0001.jsonl").bytes).unwrap();
     assert!(raw.ends_with('\n') && raw.lines().count() == DEVICES);
 
-    // Missing settings are named, not invented.
+    // Without the account's role and bucket the input files and template are still exported
+    // (they need neither); the start-task request, which does, is not invented.
+    let bare = export::render(Format::AwsBulk, &fx.input, &opts(&[])).unwrap();
+    let names: Vec<&str> = bare.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["aws-bulk-template.json", "aws-bulk-0001.jsonl"]);
+    assert_eq!(
+        file(&bare, "aws-bulk-0001.jsonl").bytes,
+        file(&files, "aws-bulk-0001.jsonl").bytes
+    );
+    // Half of them is a mistake: the missing one is named.
     let e =
         export::render(Format::AwsBulk, &fx.input, &opts(&[("aws.bucket", "b-1")])).unwrap_err();
     assert!(e.to_string().contains("aws.role_arn"), "{e}");
@@ -1124,7 +1133,28 @@ fn export_cli_writes_shards_and_summary() {
     let o = line.certfab(&forced);
     assert!(o.status.success(), "{}", text(&o));
 
-    // A missing setting is named; nothing is written.
+    // The contract's bare command exports the input files and template; the summary says
+    // how to start the task.
+    let bare = line.file("cli-bulk-bare");
+    let o = line.certfab(&[
+        "export",
+        "--format",
+        "aws-bulk",
+        "--manifest",
+        m,
+        "--out",
+        bare.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(bare.join("aws-bulk-0001.jsonl").exists());
+    assert!(!bare.join("aws-bulk-0001.start-task.json").exists());
+    assert!(
+        text(&o).contains("start-thing-registration-task"),
+        "{}",
+        text(&o)
+    );
+
+    // A half-given setting is named; nothing is written.
     let out2 = line.file("cli-bulk-missing");
     let o = line.certfab(&[
         "export",
@@ -1134,6 +1164,8 @@ fn export_cli_writes_shards_and_summary() {
         m,
         "--out",
         out2.to_str().unwrap(),
+        "--set",
+        "aws.bucket=certfab-line-1",
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(

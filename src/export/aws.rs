@@ -23,22 +23,37 @@ pub const TEMPLATE_BODY_MAX: usize = 10240;
 /// The thing-name policy variable every device resource in certfab's policies is scoped by.
 pub const THING_VAR: &str = "${iot:Connection.Thing.ThingName}";
 
+const BULK_ROLE: &str = "the IAM role that lets AWS IoT read the input file from S3 and register things (managed policy AWSIoTThingsRegistration)";
+const BULK_BUCKET: &str = "the S3 bucket the input files are uploaded to";
+
 /// Bulk registration (StartThingRegistrationTask): one newline-delimited JSON input file per
-/// shard, the provisioning template, and one StartThingRegistrationTask request per shard.
+/// shard, the provisioning template, and, when `aws.role_arn` and `aws.bucket` are set, one
+/// StartThingRegistrationTask request per shard.
 pub fn bulk(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFile>, ExportError> {
     const F: Format = Format::AwsBulk;
     require_devices(F, input)?;
-    let role_arn = role_arn(F, input, opts, "the IAM role that lets AWS IoT read the input file from S3 and register things (managed policy AWSIoTThingsRegistration)")?;
-    let bucket = require_str(
-        F,
-        input,
-        opts,
-        "aws.bucket",
-        "the S3 bucket the input files are uploaded to",
-    )?;
-    check_pattern("aws.bucket", &bucket, 3, 256, |c| {
-        c.is_ascii_alphanumeric() || "._-".contains(c)
-    })?;
+    // The input files and the template need nothing of the account; the start-task request
+    // does (role and bucket), so it is written only when both are known, never invented.
+    let task = match (
+        setting_str(input, opts, "aws.role_arn")?.filter(|s| !s.is_empty()),
+        setting_str(input, opts, "aws.bucket")?.filter(|s| !s.is_empty()),
+    ) {
+        (None, None) => None,
+        (role, bucket) => {
+            let role_arn = match role {
+                Some(_) => role_arn(F, input, opts, BULK_ROLE)?,
+                None => require_str(F, input, opts, "aws.role_arn", BULK_ROLE)?,
+            };
+            let bucket = match bucket {
+                Some(b) => b,
+                None => require_str(F, input, opts, "aws.bucket", BULK_BUCKET)?,
+            };
+            check_pattern("aws.bucket", &bucket, 3, 256, |c| {
+                c.is_ascii_alphanumeric() || "._-".contains(c)
+            })?;
+            Some((role_arn, bucket))
+        }
+    };
     let prefix = setting_str(input, opts, "aws.key_prefix")?.unwrap_or_default();
     let ca_pem = issuing_ca(F, input)?;
 
@@ -118,6 +133,15 @@ pub fn bulk(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFile>
             text.push_str(&serde_json::to_string(r).unwrap_or_default());
             text.push('\n');
         }
+        let Some((role_arn, bucket)) = &task else {
+            files.push(ExportFile {
+                name: name.clone(),
+                bytes: text.into_bytes(),
+                devices: part.len(),
+                consumer: format!("upload to your S3 bucket as {key}, then aws iot start-thing-registration-task --template-body file://aws-bulk-template.json --input-file-bucket BUCKET --input-file-key {key} --role-arn ROLE_ARN (or export again with --set aws.bucket=… --set aws.role_arn=… and certfab writes that request)"),
+            });
+            continue;
+        };
         files.push(ExportFile {
             name: name.clone(),
             bytes: text.into_bytes(),
