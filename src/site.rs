@@ -173,6 +173,24 @@ impl Site {
         }
     }
 
+    /// The CA that issued a batch, by the name the ledger recorded for it: the profile's
+    /// `issuer:` or `rollover.next_issuer`, whichever was in force then (an inline CA is
+    /// recorded under the profile's path). A batch keeps its CA across a later rollover.
+    pub fn batch_ca(&self, profile: &Profile, recorded: &str) -> Result<CaRef, Error> {
+        if self.config.cas.contains_key(recorded) {
+            return self.named_ca(profile, recorded, "the batch's recorded CA");
+        }
+        let ca = self.issuer_ca(profile)?;
+        if ca.name != recorded {
+            return Err(Error::Usage(format!(
+                "the batch was issued by CA '{recorded}', which {} no longer defines under cas: (defined: {})",
+                self.config.path.display(),
+                self.config.cas.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        Ok(ca)
+    }
+
     /// A CA from the site config's `cas:`, checked against the profile's tenant.
     fn named_ca(&self, profile: &Profile, name: &str, field: &str) -> Result<CaRef, Error> {
         let ca = self.config.cas.get(name).cloned().ok_or_else(|| {

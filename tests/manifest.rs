@@ -1198,3 +1198,63 @@ fn devices_of_a_replaced_ca_are_refused() {
     assert!(text(&o).contains("issued by another CA"), "{}", text(&o));
     assert!(!m.exists());
 }
+
+#[test]
+fn a_batch_keeps_its_ca_across_a_later_rollover() {
+    let l = Line::new();
+    // The profile switches to issuing-2 in 10 s: the batch is issued before that by the
+    // current CA, its manifest built after it.
+    let switch = time::OffsetDateTime::now_utc() + time::Duration::seconds(10);
+    let switch_at = switch
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let p = derived_profile(
+        l.path(),
+        "rolling.yaml",
+        "generic-iot.yaml",
+        &[
+            ("name: generic-iot", "name: rolling"),
+            ("duration: 10y", "duration: 4y"),
+            (
+                "issuer: issuing ",
+                &format!("rollover: {{next_issuer: issuing-2, switch_at: \"{switch_at}\"}}\nissuer: issuing "),
+            ),
+        ],
+    );
+    let b = batch(&l, p.to_str().unwrap(), 2, "PRE");
+    assert!(
+        time::OffsetDateTime::now_utc() < switch,
+        "the batch took longer than 10 s; the test needs it issued before the switch"
+    );
+    while time::OffsetDateTime::now_utc() <= switch + time::Duration::seconds(1) {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let m = l.file("pre.jsonl");
+    let o = build(&l, &b, &m);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = l.certfab(&["--json", "manifest", "verify", m.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let header = &lines_of(&m)[0];
+    let fp = sha256_of_pem(&std::fs::read_to_string(l.file("ca/issuing.pem")).unwrap());
+    assert!(
+        header.contains(&fp),
+        "header does not declare CA 1 {fp}: {header}"
+    );
+    // New issuance under the same profile now comes from issuing-2.
+    let b2 = batch(&l, p.to_str().unwrap(), 1, "POST");
+    let m2 = l.file("post.jsonl");
+    let o = build(&l, &b2, &m2);
+    assert!(o.status.success(), "{}", text(&o));
+    let fp2 = sha256_of_pem(&std::fs::read_to_string(l.file("ca/issuing-2.pem")).unwrap());
+    assert!(lines_of(&m2)[0].contains(&fp2), "{}", lines_of(&m2)[0]);
+}
+
+fn sha256_of_pem(pem: &str) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    hex::encode(sha2::Sha256::digest(der))
+}

@@ -96,9 +96,9 @@ pub(super) fn run(ctx: &Ctx, cmd: ManifestCommand) -> Result<ExitCode, Error> {
             let now = now.replace_nanosecond(0).unwrap_or(now);
             let signer = site.signer(now)?;
             let mut ledger = Ledger::open(&site.config.ledger, &site.config.station_id)?;
-            let ca = |p: &crate::profile::Profile| -> Result<_, ManifestError> {
+            let ca = |p: &crate::profile::Profile, recorded: &str| -> Result<_, ManifestError> {
                 let r = site
-                    .ca_ref(p)
+                    .batch_ca(p, recorded)
                     .map_err(|e| ManifestError::Usage(e.to_string()))?;
                 let load = |path: &std::path::Path| {
                     CaCert::load(path).map_err(|e| ManifestError::Usage(e.to_string()))

@@ -84,8 +84,8 @@ pub struct BuildSite<'a, K: Signer> {
     pub signer: &'a DocumentSigner<K>,
     /// Roots the result must verify under.
     pub trust: &'a Trust,
-    /// Resolves the profile's CA (`Site::ca_ref`) to its certificate and chain.
-    pub ca: &'a dyn Fn(&Profile) -> Result<ResolvedCa, ManifestError>,
+    /// Resolves the CA a batch recorded (`Site::batch_ca`) to its certificate and chain.
+    pub ca: &'a dyn Fn(&Profile, &str) -> Result<ResolvedCa, ManifestError>,
 }
 
 /// Builds, signs, writes and records a manifest (see the module docs for the order).
@@ -128,13 +128,9 @@ pub fn build<K: Signer>(
         }
     }
     let profile = find_profile(site.config, first, &profile_sha, req.profile.as_deref())?;
-    let (ca_name, ca, chain) = (site.ca)(&profile)?;
-    if ca_name != first.ca {
-        return Err(ManifestError::Usage(format!(
-            "the profile now names CA '{ca_name}', but batch {} was issued by '{}'",
-            first.id, first.ca
-        )));
-    }
+    // The batch's own CA, as recorded when it was issued: a rollover since then does not move
+    // the batch to the next CA.
+    let (ca_name, ca, chain) = (site.ca)(&profile, &first.ca)?;
 
     // Devices not yet exported, in issuance order across the batches.
     let devices: Vec<ExportRow> = site.ledger.exportable_devices(&batches)?;
@@ -158,7 +154,7 @@ pub fn build<K: Signer>(
         .collect();
     if let Some(first_foreign) = foreign.first() {
         return Err(ManifestError::Refused(format!(
-            "{} device(s) of {} (first: {}) were issued by another CA (key id {}) than the profile's CA '{ca_name}' (key id {ca_kid}), e.g. across a CA rollover; a manifest declares one device CA",
+            "{} device(s) of {} (first: {}) were issued by another CA (key id {}) than the batch's CA '{ca_name}' (key id {ca_kid}) has now, e.g. a CA whose key was replaced in the site config; a manifest declares one device CA",
             foreign.len(),
             batches.join(", "),
             first_foreign.device_id,
