@@ -221,18 +221,9 @@ pub(super) fn crl(ctx: &Ctx, a: CrlArgs) -> Result<ExitCode, Error> {
             (site.ca_ref(&profile)?, Some(profile))
         }
         (None, Some(name)) => (
-            site.config.cas.get(name).cloned().ok_or_else(|| {
-                Error::Usage(format!(
-                    "--ca {name}: {} defines no such CA (defined: {})",
-                    site.config.path.display(),
-                    site.config
-                        .cas
-                        .keys()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            })?,
+            site.config
+                .ca(name)
+                .map_err(|e| Error::Usage(format!("--ca: {e}")))?,
             None,
         ),
         (None, None) => return Err(Error::Usage("pass --profile or --ca".into())),
