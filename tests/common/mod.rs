@@ -78,6 +78,77 @@ impl Line {
     pub fn file(&self, name: &str) -> PathBuf {
         self.path().join(name)
     }
+
+    /// Runs `certfab --json batch` of `count` host-generated keys named by `id_template` into
+    /// `out`, with `extra` flags (how keys are stored, …); asserts it succeeded and returns its
+    /// summary.
+    pub fn host_batch(
+        &self,
+        profile: &str,
+        count: usize,
+        id_template: &str,
+        out: &Path,
+        extra: &[&str],
+    ) -> serde_json::Value {
+        let count = count.to_string();
+        let mut args = vec![
+            "--json",
+            "batch",
+            "--profile",
+            profile,
+            "--count",
+            &count,
+            "--keygen",
+            "host",
+            "--id-template",
+            id_template,
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        ok_json(&self.certfab(&args))
+    }
+
+    /// Runs `certfab --json manifest build` of `batches` (with `--profile` if given) into `out`.
+    pub fn manifest_build(&self, batches: &[&str], profile: Option<&str>, out: &Path) -> Output {
+        let mut args = vec!["--json", "manifest", "build"];
+        for b in batches {
+            args.extend(["--batch", b]);
+        }
+        if let Some(p) = profile {
+            args.extend(["--profile", p]);
+        }
+        args.extend(["--out", out.to_str().unwrap()]);
+        self.certfab(&args)
+    }
+
+    /// `openssl verify` of a device certificate against this line's root, with the issuing CA
+    /// as the intermediate.
+    pub fn verify_device(&self, cert: &Path) -> Output {
+        openssl_verify(
+            &self.file("ca/root.pem"),
+            &[&self.file("ca/issuing.pem")],
+            &[],
+            cert,
+        )
+    }
+}
+
+/// Asserts the command succeeded; returns its stdout.
+pub fn ok(o: &Output) -> String {
+    assert!(o.status.success(), "{}", text(o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Asserts the command succeeded; returns its stdout parsed as JSON.
+pub fn ok_json(o: &Output) -> serde_json::Value {
+    serde_json::from_str(&ok(o)).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(o)))
+}
+
+/// Its stdout parsed as JSON, whatever the exit status (for commands that report a refusal
+/// in JSON; the caller checks the status).
+pub fn stdout_json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(o)))
 }
 
 pub fn softhsm_module() -> String {
@@ -108,6 +179,26 @@ pub fn openssl(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run openssl")
+}
+
+/// `openssl verify` of `cert` with `ca` as the trust anchor, `untrusted` as intermediates and
+/// `extra` options (e.g. `-partial_chain`, `-purpose sslclient`).
+pub fn openssl_verify(ca: &Path, untrusted: &[&Path], extra: &[&str], cert: &Path) -> Output {
+    let mut args = vec!["verify", "-CAfile", ca.to_str().unwrap()];
+    for u in untrusted {
+        args.extend(["-untrusted", u.to_str().unwrap()]);
+    }
+    args.extend_from_slice(extra);
+    args.push(cert.to_str().unwrap());
+    openssl(&args)
+}
+
+/// `openssl x509 -noout ARGS` on a PEM certificate file (e.g. `-subject`, `-serial`); asserts
+/// it succeeded and returns its output.
+pub fn openssl_x509(cert: &Path, args: &[&str]) -> String {
+    let mut all = vec!["x509", "-in", cert.to_str().unwrap(), "-noout"];
+    all.extend_from_slice(args);
+    ok(&openssl(&all))
 }
 
 /// Makes a device key with OpenSSL: `keyspec` is e.g. "ec:prime256v1", "rsa:2048", "ED25519".
