@@ -7,7 +7,9 @@ mod common;
 
 use certfab::manifest::format::{self, DeviceLine, Trailer};
 use certfab::manifest::{merkle, verify_bytes, Trust};
-use common::{derived_profile, ledger, openssl, repo, text, Line};
+use common::{
+    derived_profile, ledger, openssl_sha256_fingerprint, openssl_verify, repo, text, Line,
+};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -269,30 +271,9 @@ fn batch_and_shift_manifests_verify_chain_and_merge() {
         assert_eq!(d.batch, b1);
         let pem = l.file(&format!("dev{i}.pem"));
         std::fs::write(&pem, &d.cert).unwrap();
-        let o = openssl(&[
-            "verify",
-            "-CAfile",
-            root.to_str().unwrap(),
-            "-untrusted",
-            l.file("ca/issuing.pem").to_str().unwrap(),
-            pem.to_str().unwrap(),
-        ]);
+        let o = openssl_verify(&root, &[&l.file("ca/issuing.pem")], &[], &pem);
         assert!(o.status.success(), "{}", text(&o));
-        let fp = openssl(&[
-            "x509",
-            "-in",
-            pem.to_str().unwrap(),
-            "-noout",
-            "-fingerprint",
-            "-sha256",
-        ]);
-        let fp = String::from_utf8_lossy(&fp.stdout)
-            .split('=')
-            .nth(1)
-            .unwrap()
-            .trim()
-            .replace(':', "")
-            .to_lowercase();
+        let fp = openssl_sha256_fingerprint(&pem);
         assert_eq!(fp, d.cert_sha256);
         assert_eq!(d.cloud["thing_name"], d.device_id);
         assert_eq!(d.cloud["attributes"]["batch"], b1);

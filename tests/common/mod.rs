@@ -201,6 +201,18 @@ pub fn openssl_x509(cert: &Path, args: &[&str]) -> String {
     ok(&openssl(&all))
 }
 
+/// The SHA-256 fingerprint OpenSSL computes for a PEM certificate file: lower-case hex, no
+/// colons.
+pub fn openssl_sha256_fingerprint(cert: &Path) -> String {
+    openssl_x509(cert, &["-fingerprint", "-sha256"])
+        .trim()
+        .rsplit('=')
+        .next()
+        .unwrap()
+        .replace(':', "")
+        .to_lowercase()
+}
+
 /// Makes a device key with OpenSSL: `keyspec` is e.g. "ec:prime256v1", "rsa:2048", "ED25519".
 pub fn openssl_key(dir: &Path, name: &str, keyspec: &str) -> PathBuf {
     let key = dir.join(format!("{name}.key"));
