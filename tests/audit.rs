@@ -594,21 +594,7 @@ fn profile_chain_and_expiry_findings() {
 
     // The issuing CA re-signed by the root with the same key and name, for one year only.
     let short_ca = l.file("ca/issuing-1y.pem");
-    let o = l.certfab(&[
-        "ca",
-        "sign",
-        "--issuer-key",
-        "root",
-        "--csr",
-        s(&l.file("ca/issuing.csr")),
-        "--validity",
-        "1y",
-        "--path-len",
-        "0",
-        "--out",
-        s(&short_ca),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    l.root_signs_ca(&l.file("ca/issuing.csr"), "1y", &short_ca);
 
     let ledger = l.file("ledger.sqlite");
     let out = audit(&[
@@ -1165,21 +1151,7 @@ fn interrupted_runs_edited_rows_and_expiry() {
     // seconds.
     let resign = |validity: &str, out: &str| {
         let p = l.file(out);
-        let o = l.certfab(&[
-            "ca",
-            "sign",
-            "--issuer-key",
-            "root",
-            "--csr",
-            s(&l.file("ca/issuing.csr")),
-            "--validity",
-            validity,
-            "--path-len",
-            "0",
-            "--out",
-            s(&p),
-        ]);
-        assert!(o.status.success(), "{}", text(&o));
+        l.root_signs_ca(&l.file("ca/issuing.csr"), validity, &p);
         p
     };
     let ten_days = resign("10d", "issuing-10d.pem");

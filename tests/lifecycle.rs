@@ -67,6 +67,19 @@ fn crl_text(crl: &Path) -> String {
     ]))
 }
 
+/// `openssl crl -verify` of a PEM CRL against the CA certificate `ca`.
+fn crl_verify(crl: &Path, ca: &Path) -> std::process::Output {
+    openssl(&[
+        "crl",
+        "-in",
+        crl.to_str().unwrap(),
+        "-noout",
+        "-verify",
+        "-CAfile",
+        ca.to_str().unwrap(),
+    ])
+}
+
 /// `name`'s entry in `certfab --json ca status` output.
 fn ca_entry(status: &serde_json::Value, name: &str) -> serde_json::Value {
     status["cas"]
@@ -291,26 +304,10 @@ fn revoke_crl_tls_and_cloud_lists() {
     ]));
     assert_eq!(c["crl"]["number"], 1);
     assert_eq!(c["crl"]["entries"], 3);
-    let v = openssl(&[
-        "crl",
-        "-in",
-        crl.to_str().unwrap(),
-        "-noout",
-        "-verify",
-        "-CAfile",
-        line.file("ca/issuing.pem").to_str().unwrap(),
-    ]);
+    let v = crl_verify(&crl, &line.file("ca/issuing.pem"));
     assert!(text(&v).contains("verify OK"), "{}", text(&v));
     // Against the wrong CA it fails (the check can fail).
-    let bad = openssl(&[
-        "crl",
-        "-in",
-        crl.to_str().unwrap(),
-        "-noout",
-        "-verify",
-        "-CAfile",
-        line.file("ca/issuing-2.pem").to_str().unwrap(),
-    ]);
+    let bad = crl_verify(&crl, &line.file("ca/issuing-2.pem"));
     assert!(!text(&bad).contains("verify OK"), "{}", text(&bad));
     let t = crl_text(&crl);
     assert!(t.contains("Version 2"), "{t}");
@@ -683,20 +680,7 @@ fn rollover_status_and_tenants() {
     assert!(i2["warnings"].as_array().unwrap().is_empty(), "{i2}");
     // The same CA key re-certified for 2 years: the 4-year device certificate now outlives it.
     let short = line.file("ca/issuing-2-short.pem");
-    ok(&line.certfab(&[
-        "ca",
-        "sign",
-        "--issuer-key",
-        "root",
-        "--csr",
-        line.file("ca/issuing-2.csr").to_str().unwrap(),
-        "--validity",
-        "2y",
-        "--path-len",
-        "0",
-        "--out",
-        short.to_str().unwrap(),
-    ]));
+    line.root_signs_ca(&line.file("ca/issuing-2.csr"), "2y", &short);
     let short_cfg = line.file("short.yaml");
     std::fs::write(
         &short_cfg,

@@ -1152,21 +1152,7 @@ fn devices_of_a_replaced_ca_are_refused() {
         let o = l.certfab(&a);
         assert!(o.status.success(), "{}", text(&o));
     }
-    let o = l.certfab(&[
-        "ca",
-        "sign",
-        "--issuer-key",
-        "root",
-        "--csr",
-        l.file("i3.csr").to_str().unwrap(),
-        "--validity",
-        "none",
-        "--path-len",
-        "0",
-        "--out",
-        l.file("ca/issuing-3.pem").to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    l.root_signs_ca(&l.file("i3.csr"), "none", &l.file("ca/issuing-3.pem"));
     let cfg = std::fs::read_to_string(l.config()).unwrap().replace(
         "    key: \"pkcs11:object=issuing-ca;type=private\"\n    cert: ca/issuing.pem",
         "    key: \"pkcs11:object=issuing-3;type=private\"\n    cert: ca/issuing-3.pem",

@@ -147,6 +147,25 @@ impl Line {
         summary
     }
 
+    /// Has the root sign an issuing-CA certificate (pathLen 0) for the CSR at `csr` with
+    /// `validity`, into `out`; asserts it succeeded.
+    pub fn root_signs_ca(&self, csr: &Path, validity: &str, out: &Path) {
+        ok(&self.certfab(&[
+            "ca",
+            "sign",
+            "--issuer-key",
+            "root",
+            "--csr",
+            csr.to_str().unwrap(),
+            "--validity",
+            validity,
+            "--path-len",
+            "0",
+            "--out",
+            out.to_str().unwrap(),
+        ]));
+    }
+
     /// `openssl verify` of a device certificate against this line's root, with the issuing CA
     /// as the intermediate.
     pub fn verify_device(&self, cert: &Path) -> Output {
