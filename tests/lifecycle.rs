@@ -8,21 +8,6 @@ use common::*;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-/// `certfab issue` arguments: device `id` under `profile` from `csr`, into `out`.
-fn issue_args<'a>(profile: &'a str, csr: &'a Path, id: &'a str, out: &'a Path) -> [&'a str; 9] {
-    [
-        "issue",
-        "--profile",
-        profile,
-        "--csr",
-        csr.to_str().unwrap(),
-        "--device-id",
-        id,
-        "--out",
-        out.to_str().unwrap(),
-    ]
-}
-
 /// Issues `id` (into out/ID) for a fresh P-256 key made by OpenSSL; returns the key path.
 fn issue(line: &Line, profile: &str, id: &str) -> std::path::PathBuf {
     let csr = openssl_csr(line.path(), id, "ec:prime256v1", &format!("/CN={id}"), &[]);

@@ -178,6 +178,21 @@ impl Line {
     }
 }
 
+/// `certfab issue` arguments: device `id` under `profile` from `csr`, into `out`.
+pub fn issue_args<'a>(profile: &'a str, csr: &'a Path, id: &'a str, out: &'a Path) -> [&'a str; 9] {
+    [
+        "issue",
+        "--profile",
+        profile,
+        "--csr",
+        csr.to_str().unwrap(),
+        "--device-id",
+        id,
+        "--out",
+        out.to_str().unwrap(),
+    ]
+}
+
 /// Asserts the command succeeded; returns its stdout.
 pub fn ok(o: &Output) -> String {
     assert!(o.status.success(), "{}", text(o));
