@@ -766,14 +766,7 @@ fn manifests_are_checked_against_the_ledgers() {
     assert!(o.status.success(), "{}", text(&o));
     let batch = json(&o)["batch"].as_str().unwrap().to_string();
     let manifest = l.file("m.jsonl");
-    let o = l.certfab(&[
-        "manifest",
-        "build",
-        "--batch",
-        &batch,
-        "--out",
-        s(&manifest),
-    ]);
+    let o = l.manifest_build(&[&batch], None, &manifest);
     assert!(o.status.success(), "{}", text(&o));
     let la = l.file("ledger.sqlite");
     let run = |ledger: &Path, m: &Path| audit_ledgers(&l, &[ledger], &["--manifest", s(m)]);

@@ -31,36 +31,20 @@ fn passphrase(l: &Line) -> String {
 /// Runs a host-keygen batch of `n` devices named `{prefix}{seq:03}` and returns its id.
 fn batch(l: &Line, profile: &str, n: usize, prefix: &str) -> String {
     let out = l.file(&format!("keys-{prefix}"));
-    let o = l.certfab(&[
-        "--json",
-        "batch",
-        "--profile",
+    l.host_batch(
         profile,
-        "--count",
-        &n.to_string(),
-        "--keygen",
-        "host",
-        "--id-template",
+        n,
         &format!("{prefix}{{seq:03}}"),
-        "--key-passphrase",
-        &passphrase(l),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    json(&o)["batch"].as_str().unwrap().to_string()
+        &out,
+        &["--key-passphrase", &passphrase(l)],
+    )["batch"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 fn build(l: &Line, batch: &str, out: &Path) -> Output {
-    l.certfab(&[
-        "--json",
-        "manifest",
-        "build",
-        "--batch",
-        batch,
-        "--out",
-        out.to_str().unwrap(),
-    ])
+    l.manifest_build(&[batch], None, out)
 }
 
 /// certfab without any site config in argv or the environment.
@@ -465,16 +449,7 @@ fn merge_refuses_duplicate_devices_across_stations_and_mixed_profiles() {
     );
     let b3 = batch(&l, other.to_str().unwrap(), 1, "OTH");
     let m3 = l.file("c.jsonl");
-    let o = l.certfab(&[
-        "manifest",
-        "build",
-        "--batch",
-        &b3,
-        "--out",
-        m3.to_str().unwrap(),
-        "--profile",
-        other.to_str().unwrap(),
-    ]);
+    let o = l.manifest_build(&[&b3], Some(other.to_str().unwrap()), &m3);
     assert!(o.status.success(), "{}", text(&o));
     let o = l.certfab(&[
         "manifest",
