@@ -237,6 +237,18 @@ impl SiteConfig {
         }
     }
 
+    /// The CA `name` from `cas:`. The error names this config and the CAs it does define;
+    /// callers prefix it with what named the CA (a flag, a profile field).
+    pub fn ca(&self, name: &str) -> Result<CaRef, String> {
+        self.cas.get(name).cloned().ok_or_else(|| {
+            format!(
+                "{} does not define CA '{name}' under cas: (defined: {})",
+                self.path.display(),
+                self.cas.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })
+    }
+
     /// Resolves a profile argument: a path, or a bare name looked up in `profiles_dir`.
     pub fn profile_path(&self, arg: &str) -> PathBuf {
         let p = PathBuf::from(arg);

@@ -193,13 +193,8 @@ impl Site {
 
     /// A CA from the site config's `cas:`, checked against the profile's tenant.
     fn named_ca(&self, profile: &Profile, name: &str, field: &str) -> Result<CaRef, Error> {
-        let ca = self.config.cas.get(name).cloned().ok_or_else(|| {
-            Error::Usage(format!(
-                "profile {} ({field}) names CA '{name}', which {} does not define under cas: (defined: {})",
-                profile.path.display(),
-                self.config.path.display(),
-                self.config.cas.keys().cloned().collect::<Vec<_>>().join(", ")
-            ))
+        let ca = self.config.ca(name).map_err(|e| {
+            Error::Usage(format!("profile {} ({field}): {e}", profile.path.display()))
         })?;
         if ca.tenant != profile.tenant {
             let show = |t: &Option<String>| t.clone().unwrap_or_else(|| "no tenant".into());

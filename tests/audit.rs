@@ -27,6 +27,27 @@ fn audit(args: &[&str]) -> Output {
         .expect("run certfab audit")
 }
 
+/// Runs `certfab --config CONFIG --json audit EXTRA`: the site's ledger, CAs and profiles.
+fn site_audit(config: &Path, extra: &[&str]) -> Output {
+    Command::new(common::bin())
+        .args(["--config", s(config), "--json", "audit"])
+        .args(extra)
+        .env_remove("CERTFAB_CONFIG")
+        .output()
+        .expect("run certfab audit")
+}
+
+/// Audits `ledgers` against the dev line's generic CAs (see [`ca_args`]), with `extra` flags.
+fn audit_ledgers(l: &Line, ledgers: &[&Path], extra: &[&str]) -> Output {
+    let mut a: Vec<String> = ledgers
+        .iter()
+        .flat_map(|p| ["--ledger".to_string(), p.display().to_string()])
+        .collect();
+    a.extend(ca_args(l));
+    a.extend(extra.iter().map(|x| x.to_string()));
+    audit(&args_of(&a))
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -203,16 +224,11 @@ fn a_real_shift_and_batch_audit_with_counts_and_an_html_report() {
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
 
     let html = l.file("report.html");
-    let mut a = vec![
-        "--ledger".to_string(),
-        ledger.display().to_string(),
-        "--profiles".into(),
-        profiles.display().to_string(),
-        "--html".into(),
-        html.display().to_string(),
-    ];
-    a.extend(ca_args(&l));
-    let out = audit(&args_of(&a));
+    let out = audit_ledgers(
+        &l,
+        &[&ledger],
+        &["--profiles", s(&profiles), "--html", s(&html)],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let r = json(&out);
     assert_eq!(r["schema"], "certfab-audit/1");
@@ -272,9 +288,11 @@ fn a_real_shift_and_batch_audit_with_counts_and_an_html_report() {
     drop(lock);
 
     // --fail-on medium: the unconfirmed install now fails the audit (exit 3).
-    a.retain(|x| !x.ends_with("report.html") && x != "--html");
-    a.extend(["--fail-on".into(), "medium".into()]);
-    let out = audit(&args_of(&a));
+    let out = audit_ledgers(
+        &l,
+        &[&ledger],
+        &["--profiles", s(&profiles), "--fail-on", "medium"],
+    );
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert_eq!(json(&out)["failed"], true);
 
@@ -376,14 +394,7 @@ fn duplicates_across_two_stations_are_critical() {
     assert!(o.status.success(), "{}", text(&o));
     let (la, lb) = (l.file("ledger.sqlite"), l.file("ledger-b.sqlite"));
 
-    let mut a = vec![
-        "--ledger".to_string(),
-        la.display().to_string(),
-        "--ledger".into(),
-        lb.display().to_string(),
-    ];
-    a.extend(ca_args(&l));
-    let out = audit(&args_of(&a));
+    let out = audit_ledgers(&l, &[&la, &lb], &[]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let r = json(&out);
     let dev = with_code(&r, "duplicate-device-id");
@@ -423,7 +434,7 @@ fn duplicates_across_two_stations_are_critical() {
             |r| r.get(0),
         )
         .unwrap();
-    let out = audit(&args_of(&a));
+    let out = audit_ledgers(&l, &[&la, &lb], &[]);
     let r = json(&out);
     let dup = with_code(&r, "duplicate-serial");
     assert_eq!(dup.len(), 1, "{r:#}");
@@ -458,23 +469,20 @@ fn tampered_ledgers_and_unrecorded_certificates() {
     assert!(o.status.success(), "{}", text(&o));
 
     let la = l.file("ledger.sqlite");
-    let clean = {
-        let mut a = vec!["--ledger".to_string(), la.display().to_string()];
-        a.extend(ca_args(&l));
-        a
-    };
-    let r = json(&audit(&args_of(&clean)));
+    let r = json(&audit_ledgers(&l, &[&la], &[]));
     assert_eq!(r["by_severity"]["critical"], 0, "{r:#}");
     assert_eq!(r["by_severity"]["high"], 0, "{r:#}");
 
-    let mut with_files = clean.clone();
-    with_files.extend([
-        "--certs".into(),
-        l.file("out-a").display().to_string(),
-        "--certs".into(),
-        l.file("out-b").display().to_string(),
-    ]);
-    let out = audit(&args_of(&with_files));
+    let out = audit_ledgers(
+        &l,
+        &[&la],
+        &[
+            "--certs",
+            s(&l.file("out-a")),
+            "--certs",
+            s(&l.file("out-b")),
+        ],
+    );
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let r = json(&out);
     // One per device: chain.pem repeats the leaf and adds the CA, which is not a device's.
@@ -507,7 +515,7 @@ fn tampered_ledgers_and_unrecorded_certificates() {
             1
         );
     }
-    let out = audit(&args_of(&clean));
+    let out = audit_ledgers(&l, &[&la], &[]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let r = json(&out);
     let missing = with_code(&r, "ledger-cert-missing");
@@ -586,21 +594,7 @@ fn profile_chain_and_expiry_findings() {
 
     // The issuing CA re-signed by the root with the same key and name, for one year only.
     let short_ca = l.file("ca/issuing-1y.pem");
-    let o = l.certfab(&[
-        "ca",
-        "sign",
-        "--issuer-key",
-        "root",
-        "--csr",
-        s(&l.file("ca/issuing.csr")),
-        "--validity",
-        "1y",
-        "--path-len",
-        "0",
-        "--out",
-        s(&short_ca),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    l.root_signs_ca(&l.file("ca/issuing.csr"), "1y", &short_ca);
 
     let ledger = l.file("ledger.sqlite");
     let out = audit(&[
@@ -718,14 +712,7 @@ fn tenants_are_counted_and_mixing_is_critical() {
     );
     assert!(o.status.success(), "{}", text(&o));
 
-    let site_audit = || {
-        Command::new(common::bin())
-            .args(["--config", s(&l.config()), "--json", "audit"])
-            .args(["--profiles", s(&profiles)])
-            .output()
-            .unwrap()
-    };
-    let out = site_audit();
+    let out = site_audit(&l.config(), &["--profiles", s(&profiles)]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let r = json(&out);
     assert_eq!(r["counts"]["per_tenant"]["acme"]["issued"], 2, "{r:#}");
@@ -745,7 +732,7 @@ fn tenants_are_counted_and_mixing_is_critical() {
         with_tenants.replace("    tenant: acme\n", "    tenant: globex\n"),
     )
     .unwrap();
-    let r = json(&site_audit());
+    let r = json(&site_audit(&l.config(), &["--profiles", s(&profiles)]));
     let mut moved: Vec<&str> = with_code(&r, "tenant-mixing")
         .iter()
         .filter(|f| {
@@ -779,26 +766,10 @@ fn manifests_are_checked_against_the_ledgers() {
     assert!(o.status.success(), "{}", text(&o));
     let batch = json(&o)["batch"].as_str().unwrap().to_string();
     let manifest = l.file("m.jsonl");
-    let o = l.certfab(&[
-        "manifest",
-        "build",
-        "--batch",
-        &batch,
-        "--out",
-        s(&manifest),
-    ]);
+    let o = l.manifest_build(&[&batch], None, &manifest);
     assert!(o.status.success(), "{}", text(&o));
     let la = l.file("ledger.sqlite");
-    let run = |ledger: &Path, m: &Path| {
-        let mut a = vec![
-            "--ledger".to_string(),
-            ledger.display().to_string(),
-            "--manifest".into(),
-            m.display().to_string(),
-        ];
-        a.extend(ca_args(&l));
-        audit(&args_of(&a))
-    };
+    let run = |ledger: &Path, m: &Path| audit_ledgers(&l, &[ledger], &["--manifest", s(m)]);
 
     let out = run(&la, &manifest);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -898,12 +869,7 @@ fn checkpoints_catch_a_log_cut_back_behind_them() {
     let o = l.certfab(&["log", "checkpoint", "--out", s(&cp)]);
     assert!(o.status.success(), "{}", text(&o));
     let config = l.config();
-    let site_audit = |extra: &[&str]| {
-        let mut a = vec!["--config", s(&config), "--json", "audit"];
-        a.extend_from_slice(extra);
-        let o = Command::new(common::bin()).args(&a).output().unwrap();
-        json(&o)
-    };
+    let site_audit = |extra: &[&str]| json(&site_audit(&config, extra));
     let r = site_audit(&[]);
     assert!(with_code(&r, "checkpoint-invalid").is_empty(), "{r:#}");
     assert!(with_code(&r, "audit-not-checkpointed").is_empty(), "{r:#}");
@@ -978,11 +944,7 @@ fn revocations_must_reach_a_current_crl() {
     let o = l.certfab(&["revoke", "--device", "R-1", "--reason", "keyCompromise"]);
     assert!(o.status.success(), "{}", text(&o));
     let config = l.config();
-    let site_audit = |extra: &[&str]| {
-        let mut a = vec!["--config", s(&config), "--json", "audit"];
-        a.extend_from_slice(extra);
-        json(&Command::new(common::bin()).args(&a).output().unwrap())
-    };
+    let site_audit = |extra: &[&str]| json(&site_audit(&config, extra));
     let r = site_audit(&[]);
     let unpub = with_code(&r, "revocation-not-published");
     assert_eq!(unpub.len(), 1, "{r:#}");
@@ -1116,13 +1078,7 @@ fn interrupted_runs_edited_rows_and_expiry() {
         pending,
         "no kill landed between reserve and record in 10 tries"
     );
-    let cas = ca_args(&l);
-    let base = |extra: &[&str]| -> Value {
-        let mut a = vec!["--ledger", s(&ledger)];
-        a.extend(args_of(&cas));
-        a.extend_from_slice(extra);
-        json(&audit(&a))
-    };
+    let base = |extra: &[&str]| -> Value { json(&audit_ledgers(&l, &[&ledger], extra)) };
     let r = base(&[]);
     assert_eq!(with_code(&r, "intent-pending").len(), 1, "{r:#}");
     let o = Command::new(common::bin())
@@ -1188,21 +1144,7 @@ fn interrupted_runs_edited_rows_and_expiry() {
     // seconds.
     let resign = |validity: &str, out: &str| {
         let p = l.file(out);
-        let o = l.certfab(&[
-            "ca",
-            "sign",
-            "--issuer-key",
-            "root",
-            "--csr",
-            s(&l.file("ca/issuing.csr")),
-            "--validity",
-            validity,
-            "--path-len",
-            "0",
-            "--out",
-            s(&p),
-        ]);
-        assert!(o.status.success(), "{}", text(&o));
+        l.root_signs_ca(&l.file("ca/issuing.csr"), validity, &p);
         p
     };
     let ten_days = resign("10d", "issuing-10d.pem");

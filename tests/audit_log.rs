@@ -11,27 +11,44 @@ use certfab::ledger::{AuditEvent, Ledger, GENESIS};
 use common::*;
 use rusqlite::{params, Connection};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
-fn ok(o: &std::process::Output) -> String {
-    assert!(o.status.success(), "{}", text(o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn issue(line: &Line, id: &str, operator: &str) {
+/// Runs `certfab --config CONFIG issue` for `id` (a fresh OpenSSL P-256 key, into out/ID),
+/// as `operator` if given.
+fn run_issue(line: &Line, config: &Path, id: &str, operator: Option<&str>) -> Output {
     let csr = openssl_csr(line.path(), id, "ec:prime256v1", &format!("/CN={id}"), &[]);
-    let o = Command::new(bin())
-        .arg("--config")
-        .arg(line.config())
+    let mut cmd = Command::new(bin());
+    cmd.arg("--config")
+        .arg(config)
         .args(["issue", "--profile", "generic-iot", "--csr"])
         .arg(&csr)
         .args(["--device-id", id, "--out"])
         .arg(line.file(&format!("out/{id}")))
-        .env("CERTFAB_OPERATOR", operator)
-        .env_remove("CERTFAB_CONFIG")
-        .output()
-        .unwrap();
-    ok(&o);
+        .env_remove("CERTFAB_CONFIG");
+    if let Some(op) = operator {
+        cmd.env("CERTFAB_OPERATOR", op);
+    }
+    cmd.output().unwrap()
+}
+
+fn issue(line: &Line, id: &str, operator: &str) {
+    ok(&run_issue(line, &line.config(), id, Some(operator)));
+}
+
+/// Makes `copy` a copy of `pristine` and lets `edit` change it (as anyone with the file
+/// could).
+fn edited_copy(pristine: &Path, copy: &Path, edit: impl FnOnce(&Connection)) {
+    std::fs::copy(pristine, copy).unwrap();
+    edit(&Connection::open(copy).unwrap());
+}
+
+/// Asserts some problem of `r` mentions `needle`.
+fn assert_problem(r: &auditlog::VerifyReport, needle: &str) {
+    assert!(
+        r.problems.iter().any(|p| p.contains(needle)),
+        "no problem mentions {needle:?}: {:?}",
+        r.problems
+    );
 }
 
 fn trust(line: &Line) -> CheckpointTrust {
@@ -194,27 +211,16 @@ fn audit_log_events_checkpoints_and_mutations() {
         .replace("pin: file:pin", "pin: file:bad-pin");
     let bad_cfg = line.file("bad.yaml");
     std::fs::write(&bad_cfg, cfg).unwrap();
-    let csr = openssl_csr(line.path(), "nope-1", "ec:prime256v1", "/CN=nope-1", &[]);
-    let o = Command::new(bin())
-        .arg("--config")
-        .arg(&bad_cfg)
-        .args(["issue", "--profile", "generic-iot", "--csr"])
-        .arg(&csr)
-        .args(["--device-id", "nope-1", "--out"])
-        .arg(line.file("out/nope-1"))
-        .env_remove("CERTFAB_CONFIG")
-        .output()
-        .unwrap();
+    let o = run_issue(&line, &bad_cfg, "nope-1", None);
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
     let cp2 = line.file("cp2.json");
-    let out = ok(&line.certfab(&[
+    let cp = ok_json(&line.certfab(&[
         "--json",
         "log",
         "checkpoint",
         "--out",
         cp2.to_str().unwrap(),
     ]));
-    let cp: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(cp["checkpoint"]["statement"]["checkpoint"], 3);
     issue(&line, "late-1", "bob");
 
@@ -264,14 +270,13 @@ fn audit_log_events_checkpoints_and_mutations() {
     }
 
     // The CLI verdict on the intact log.
-    let v: serde_json::Value = serde_json::from_str(&ok(&line.certfab(&[
+    let v = ok_json(&line.certfab(&[
         "--json",
         "log",
         "verify",
         "--checkpoint",
         cp2.to_str().unwrap(),
-    ])))
-    .unwrap();
+    ]));
     assert_eq!(v["ok"], true, "{v}");
     let head = v["checkpointed_seq"].as_i64().unwrap();
     assert_eq!(
@@ -388,46 +393,33 @@ fn audit_log_events_checkpoints_and_mutations() {
 
     // Truncating the tail back past the last checkpoint is detected...
     let copy = line.file("truncated.sqlite");
-    std::fs::copy(&pristine, &copy).unwrap();
-    let c = Connection::open(&copy).unwrap();
-    c.execute("DELETE FROM audit WHERE seq > ?1", [head - 3])
-        .unwrap();
-    drop(c);
+    edited_copy(&pristine, &copy, |c| {
+        c.execute("DELETE FROM audit WHERE seq > ?1", [head - 3])
+            .unwrap();
+    });
     let r = verify(&copy, &t, &[]);
     assert!(!r.ok);
-    assert!(
-        r.problems.iter().any(|p| p.contains("truncated")),
-        "{:?}",
-        r.problems
-    );
+    assert_problem(&r, "truncated");
     // ...and so is removing a checkpoint that a later checkpoint event names.
-    std::fs::copy(&pristine, &copy).unwrap();
-    let c = Connection::open(&copy).unwrap();
-    c.execute("DELETE FROM checkpoints WHERE id = 1", [])
-        .unwrap();
-    drop(c);
+    edited_copy(&pristine, &copy, |c| {
+        c.execute("DELETE FROM checkpoints WHERE id = 1", [])
+            .unwrap();
+    });
     let r = verify(&copy, &t, &[]);
-    assert!(
-        r.problems
-            .iter()
-            .any(|p| p.contains("checkpoint 1, recorded by event")),
-        "{:?}",
-        r.problems
-    );
+    assert_problem(&r, "checkpoint 1, recorded by event");
     // Removing the last checkpoint together with everything after the one before it leaves a
     // consistent older ledger: only an exported checkpoint file catches that.
-    std::fs::copy(&pristine, &copy).unwrap();
-    let c = Connection::open(&copy).unwrap();
-    let first_head: i64 = c
-        .query_row("SELECT head_seq FROM checkpoints WHERE id = 2", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
-    c.execute("DELETE FROM audit WHERE seq > ?1", [first_head + 1])
-        .unwrap();
-    c.execute("DELETE FROM checkpoints WHERE id = 3", [])
-        .unwrap();
-    drop(c);
+    edited_copy(&pristine, &copy, |c| {
+        let first_head: i64 = c
+            .query_row("SELECT head_seq FROM checkpoints WHERE id = 2", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        c.execute("DELETE FROM audit WHERE seq > ?1", [first_head + 1])
+            .unwrap();
+        c.execute("DELETE FROM checkpoints WHERE id = 3", [])
+            .unwrap();
+    });
     assert!(
         verify(&copy, &t, &[]).ok,
         "documented limit: needs the exported checkpoint"
@@ -435,34 +427,25 @@ fn audit_log_events_checkpoints_and_mutations() {
     let doc = auditlog::read_doc(&cp2).unwrap();
     let r = verify(&copy, &t, &[("cp2.json".into(), doc.clone())]);
     assert!(!r.ok);
-    assert!(
-        r.problems.iter().any(|p| p.contains("truncated")),
-        "{:?}",
-        r.problems
-    );
+    assert_problem(&r, "truncated");
     // A statement edited in the table no longer matches its signature.
-    std::fs::copy(&pristine, &copy).unwrap();
-    let c = Connection::open(&copy).unwrap();
-    let s: String = c
-        .query_row("SELECT statement FROM checkpoints WHERE id = 3", [], |r| {
-            r.get(0)
-        })
+    edited_copy(&pristine, &copy, |c| {
+        let s: String = c
+            .query_row("SELECT statement FROM checkpoints WHERE id = 3", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        let mut d: CheckpointDoc = serde_json::from_str(&s).unwrap();
+        d.statement.head_seq -= 1;
+        d.statement.head_hash = base[(d.statement.head_seq - 1) as usize].hash.clone();
+        c.execute(
+            "UPDATE checkpoints SET statement = ?1 WHERE id = 3",
+            [serde_json::to_string(&d).unwrap()],
+        )
         .unwrap();
-    let mut d: CheckpointDoc = serde_json::from_str(&s).unwrap();
-    d.statement.head_seq -= 1;
-    d.statement.head_hash = base[(d.statement.head_seq - 1) as usize].hash.clone();
-    c.execute(
-        "UPDATE checkpoints SET statement = ?1 WHERE id = 3",
-        [serde_json::to_string(&d).unwrap()],
-    )
-    .unwrap();
-    drop(c);
+    });
     let r = verify(&copy, &t, &[]);
-    assert!(
-        r.problems.iter().any(|p| p.contains("signature")),
-        "{:?}",
-        r.problems
-    );
+    assert_problem(&r, "signature");
 
     // A device's key cannot sign checkpoints (its certificate lacks the signer EKU) ...
     let sk = {
@@ -543,25 +526,18 @@ fn audit_log_events_checkpoints_and_mutations() {
     let rogue_cfg = line.file("rogue.yaml");
     std::fs::write(&rogue_cfg, cfg).unwrap();
     let forged_path = line.file("forged.json");
-    let o = Command::new(bin())
+    ok(&Command::new(bin())
         .arg("--config")
         .arg(&rogue_cfg)
         .args(["log", "checkpoint", "--out"])
         .arg(&forged_path)
         .env_remove("CERTFAB_CONFIG")
         .output()
-        .unwrap();
-    ok(&o);
+        .unwrap());
     let forged = auditlog::read_doc(&forged_path).unwrap();
     assert_eq!(forged.statement.ledger_id, doc.statement.ledger_id);
     let r = verify(&pristine, &t, &[("forged.json".into(), forged.clone())]);
-    assert!(
-        r.problems
-            .iter()
-            .any(|p| p.contains("not by the configured audit signer")),
-        "{:?}",
-        r.problems
-    );
+    assert_problem(&r, "not by the configured audit signer");
     // Without the pin its signature would pass: the pin is what stops it.
     let loose = CheckpointTrust {
         roots: t.roots.clone(),
@@ -576,13 +552,12 @@ fn audit_log_events_checkpoints_and_mutations() {
 
     // Events after the last checkpoint can be rewritten consistently: reported as not yet
     // checkpointed, which is exactly what the log can and cannot promise.
-    std::fs::copy(&pristine, &copy).unwrap();
-    let c = Connection::open(&copy).unwrap();
-    let mut ev = base.clone();
-    ev.last_mut().unwrap().operator = Some("mallory".into());
-    rechain(&mut ev);
-    write_rows(&c, &ev);
-    drop(c);
+    edited_copy(&pristine, &copy, |c| {
+        let mut ev = base.clone();
+        ev.last_mut().unwrap().operator = Some("mallory".into());
+        rechain(&mut ev);
+        write_rows(c, &ev);
+    });
     let r = verify(&copy, &t, &[]);
     assert!(r.ok, "{:?}", r.problems);
     assert_eq!(r.not_checkpointed, late);

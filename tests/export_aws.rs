@@ -44,35 +44,16 @@ fn fixture() -> &'static Fixture {
         let line = Line::new();
         let profile = test_profile(line.path());
         let out = line.file("devices");
-        let o = line.certfab(&[
-            "--json",
-            "batch",
-            "--profile",
+        let summary = line.host_batch(
             profile.to_str().unwrap(),
-            "--count",
-            &DEVICES.to_string(),
-            "--keygen",
-            "host",
-            "--id-template",
+            DEVICES,
             "thing-{seq:03}",
-            "--plain-keys",
-            "--out",
-            out.to_str().unwrap(),
-        ]);
-        assert!(o.status.success(), "{}", text(&o));
-        let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
-        let batch = summary["batch"].as_str().unwrap().to_string();
+            &out,
+            &["--plain-keys"],
+        );
+        let batch = summary["batch"].as_str().unwrap();
         let manifest = line.file("batch.manifest.jsonl");
-        let o = line.certfab(&[
-            "manifest",
-            "build",
-            "--batch",
-            &batch,
-            "--profile",
-            profile.to_str().unwrap(),
-            "--out",
-            manifest.to_str().unwrap(),
-        ]);
+        let o = line.manifest_build(&[batch], Some(profile.to_str().unwrap()), &manifest);
         assert!(o.status.success(), "{}", text(&o));
         let trust = certfab::manifest::Trust::resolve(None, Some(&line.config())).unwrap();
         let input = certfab::manifest::verify(&manifest, &trust)
@@ -138,6 +119,28 @@ fn lines_of(f: &ExportFile) -> Vec<Value> {
         .collect()
 }
 
+/// Runs the python `script` (relative to the repo) with `body` as JSON on stdin and returns
+/// the JSON list it prints; `cannot_run` says what a failure to run means.
+fn python_json(script: &str, body: &[Value], cannot_run: &str) -> Vec<Value> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("python3")
+        .arg(common::repo().join(script))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_string(body).unwrap().as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{cannot_run}: {}", text(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
 /// Validates request bodies with botocore's ParamValidator and the model's limits; panics
 /// with botocore's report on any error.
 fn botocore_validate(reqs: &[(&str, &str, Value)]) {
@@ -145,28 +148,11 @@ fn botocore_validate(reqs: &[(&str, &str, Value)]) {
         .iter()
         .map(|(label, op, params)| json!({"label": label, "operation": op, "params": params}))
         .collect();
-    let script = common::repo().join("tests/support/aws_validate.py");
-    let mut child = std::process::Command::new("python3")
-        .arg(&script)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(serde_json::to_string(&body).unwrap().as_bytes())
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
-    assert!(
-        o.status.success(),
-        "botocore validation could not run (hsm-fixtures/setup-host.sh installs botocore): {}",
-        text(&o)
+    let results = python_json(
+        "tests/support/aws_validate.py",
+        &body,
+        "botocore validation could not run (hsm-fixtures/setup-host.sh installs botocore)",
     );
-    let results: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(results.len(), reqs.len());
     for r in results {
         assert_eq!(r["errors"], json!([]), "{}: {}", r["label"], r["errors"]);
@@ -180,28 +166,11 @@ fn policy_lint(docs: &[(&str, Value)]) {
         .iter()
         .map(|(label, d)| json!({"label": label, "document": d}))
         .collect();
-    let script = common::repo().join("tests/support/iot_policy_lint.py");
-    let mut child = std::process::Command::new("python3")
-        .arg(&script)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(serde_json::to_string(&body).unwrap().as_bytes())
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
-    assert!(
-        o.status.success(),
-        "parliament could not run (hsm-fixtures/setup-host.sh installs it): {}",
-        text(&o)
+    let results = python_json(
+        "tests/support/iot_policy_lint.py",
+        &body,
+        "parliament could not run (hsm-fixtures/setup-host.sh installs it)",
     );
-    let results: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(results.len(), docs.len());
     for r in results {
         assert_eq!(
@@ -313,13 +282,7 @@ fn bulk_registration_lines_template_and_start_task_requests() {
             "ca.pem",
             row["CACertificatePem"].as_str().unwrap().as_bytes(),
         );
-        let v = openssl(&[
-            "verify",
-            "-partial_chain",
-            "-CAfile",
-            ca.to_str().unwrap(),
-            cert.to_str().unwrap(),
-        ]);
+        let v = common::openssl_verify(&ca, &[], &["-partial_chain"], &cert);
         assert!(v.status.success(), "{}", text(&v));
     }
     // Thing names and attributes as AWS's model allows them: each line as the CreateThing
@@ -552,19 +515,7 @@ fn verification_cert_jitp_and_jitr_bundles() {
     let line = &fx.line;
     let code = "5e9ac1a0c2d4b1f8a3e6d7c9b0a1f2e3d4c5b6a7980f1e2d3c4b5a69788796a5";
     let vpath = line.file("verification.pem");
-    let o = line.certfab(&[
-        "--json",
-        "ca",
-        "verification-cert",
-        "--ca",
-        "issuing",
-        "--cn",
-        code,
-        "--out",
-        vpath.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let out: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let out = line.verification_cert(code, &vpath);
     assert_eq!(out["cn"], code);
     // The CA signature is in the ledger's audit chain before the file exists.
     let detail: String = common::ledger(line)
@@ -578,35 +529,17 @@ fn verification_cert_jitp_and_jitr_bundles() {
     assert_eq!(detail["cn"], code);
     assert_eq!(detail["serial"], out["serial"]);
     assert_eq!(detail["sha256"], out["sha256"]);
-    let ser = openssl(&["x509", "-in", vpath.to_str().unwrap(), "-noout", "-serial"]);
     assert_eq!(
-        String::from_utf8_lossy(&ser.stdout).trim().to_lowercase(),
+        common::openssl_x509(&vpath, &["-serial"])
+            .trim()
+            .to_lowercase(),
         format!("serial={}", detail["serial"].as_str().unwrap())
     );
     let chain = certfab::ledger::Ledger::open_read(&line.file("ledger.sqlite"), "dev-line")
         .unwrap()
         .verify_audit_chain();
     assert!(chain.is_ok(), "{chain:?}");
-    let issuing = line.file("ca/issuing.pem");
-    let v = openssl(&[
-        "verify",
-        "-partial_chain",
-        "-CAfile",
-        issuing.to_str().unwrap(),
-        vpath.to_str().unwrap(),
-    ]);
-    assert!(v.status.success(), "{}", text(&v));
-    let subj = openssl(&[
-        "x509",
-        "-in",
-        vpath.to_str().unwrap(),
-        "-noout",
-        "-subject",
-        "-ext",
-        "basicConstraints",
-        "-dates",
-    ]);
-    let s = String::from_utf8_lossy(&subj.stdout);
+    let s = common::openssl_x509(&vpath, &["-subject", "-ext", "basicConstraints", "-dates"]);
     assert!(
         s.contains(&format!("subject=CN = {code}")) || s.contains(&format!("subject=CN={code}")),
         "{s}"
@@ -625,39 +558,12 @@ fn verification_cert_jitp_and_jitr_bundles() {
     .unwrap();
     assert!(na - nb <= time::Duration::days(1), "{nb} .. {na}");
     // Refusals: an existing file, and a CN that cannot be a code.
-    let again = line.certfab(&[
-        "ca",
-        "verification-cert",
-        "--ca",
-        "issuing",
-        "--cn",
-        code,
-        "--out",
-        vpath.to_str().unwrap(),
-    ]);
+    let again = line.run_verification_cert(&[], "issuing", code, &vpath);
     assert_eq!(again.status.code(), Some(5), "{}", text(&again));
-    let bad = line.certfab(&[
-        "ca",
-        "verification-cert",
-        "--ca",
-        "issuing",
-        "--cn",
-        "a b/c",
-        "--out",
-        line.file("bad.pem").to_str().unwrap(),
-    ]);
+    let bad = line.run_verification_cert(&[], "issuing", "a b/c", &line.file("bad.pem"));
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
     assert!(!line.file("bad.pem").exists());
-    let noca = line.certfab(&[
-        "ca",
-        "verification-cert",
-        "--ca",
-        "nope",
-        "--cn",
-        code,
-        "--out",
-        line.file("bad.pem").to_str().unwrap(),
-    ]);
+    let noca = line.run_verification_cert(&[], "nope", code, &line.file("bad.pem"));
     assert_eq!(noca.status.code(), Some(2), "{}", text(&noca));
 
     let vpem = std::fs::read_to_string(&vpath).unwrap();
@@ -758,16 +664,7 @@ fn verification_cert_jitp_and_jitr_bundles() {
 
     // A verification certificate from another CA is refused; SNI_ONLY needs none.
     let other = line.file("verification-matter.pem");
-    let o2 = line.certfab(&[
-        "ca",
-        "verification-cert",
-        "--ca",
-        "matter-pai",
-        "--cn",
-        code,
-        "--out",
-        other.to_str().unwrap(),
-    ]);
+    let o2 = line.run_verification_cert(&[], "matter-pai", code, &other);
     assert!(o2.status.success(), "{}", text(&o2));
     let mut wrong = opts(&aws_settings());
     wrong.verification_cert_pem = Some(std::fs::read_to_string(&other).unwrap());
@@ -887,41 +784,26 @@ fn fleet_claim_certificate_policy_and_template() {
         "claim.pem",
         &file(&files, "aws-fleet-claim-cert.pem").bytes,
     );
-    let v = openssl(&[
-        "verify",
-        "-CAfile",
-        line.file("ca/root.pem").to_str().unwrap(),
-        "-untrusted",
-        line.file("ca/issuing.pem").to_str().unwrap(),
-        "-purpose",
-        "sslclient",
-        cert.to_str().unwrap(),
-    ]);
+    let v = common::openssl_verify(
+        &line.file("ca/root.pem"),
+        &[&line.file("ca/issuing.pem")],
+        &["-purpose", "sslclient"],
+        &cert,
+    );
     assert!(v.status.success(), "{}", text(&v));
     let chain = write_tmp(
         tmp.path(),
         "chain.pem",
         &file(&files, "aws-fleet-claim-chain.pem").bytes,
     );
-    let v = openssl(&[
-        "verify",
-        "-CAfile",
-        line.file("ca/root.pem").to_str().unwrap(),
-        "-untrusted",
-        chain.to_str().unwrap(),
-        cert.to_str().unwrap(),
-    ]);
+    let v = common::openssl_verify(&line.file("ca/root.pem"), &[&chain], &[], &cert);
     assert!(
         v.status.success(),
         "chain.pem carries the issuing CA: {}",
         text(&v)
     );
-    let subj = openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-subject"]);
-    assert!(
-        String::from_utf8_lossy(&subj.stdout).contains(&claim_id),
-        "{}",
-        text(&subj)
-    );
+    let subj = common::openssl_x509(&cert, &["-subject"]);
+    assert!(subj.contains(&claim_id), "{subj}");
     // The key is encrypted, opens with the passphrase, and belongs to the certificate.
     let key = write_tmp(
         tmp.path(),
@@ -1028,10 +910,6 @@ fn fleet_claim_certificate_policy_and_template() {
     assert!(export::render(Format::AwsFleetClaim, &fx.input, &opts(&aws_settings())).is_err());
 }
 
-fn cli_json(o: &std::process::Output) -> Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(o)))
-}
-
 fn set_args(settings: &[(&str, &str)]) -> Vec<String> {
     settings
         .iter()
@@ -1069,7 +947,7 @@ fn export_cli_writes_shards_and_summary() {
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let o = line.certfab(&argv);
     assert!(o.status.success(), "{}", text(&o));
-    let summary = cli_json(&o);
+    let summary = common::stdout_json(&o);
     assert_eq!(summary["format"], "aws-bulk");
     assert_eq!(summary["devices"], DEVICES);
     let manifest_sha = hex::encode(certfab::crypto::sha256(
@@ -1355,7 +1233,7 @@ fn fleet_claim_cli_signs_only_when_the_export_can_land() {
     assert!(std::fs::read_to_string(&key)
         .unwrap()
         .contains("ENCRYPTED PRIVATE KEY"));
-    let summary = cli_json(&o);
+    let summary = common::stdout_json(&o);
     let names: Vec<&str> = summary["files"]
         .as_array()
         .unwrap()

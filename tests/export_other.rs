@@ -25,22 +25,13 @@ fn fixture() -> &'static Fixture {
     F.get_or_init(|| {
         let line = Line::new();
         let out = line.file("out");
-        let o = line.certfab(&[
-            "--json",
-            "batch",
-            "--profile",
+        line.host_batch(
             "generic-iot",
-            "--count",
-            &DEVICES.to_string(),
-            "--id-template",
+            DEVICES,
             "dev-{seq:04}",
-            "--keygen",
-            "host",
-            "--plain-keys",
-            "--out",
-            out.to_str().unwrap(),
-        ]);
-        assert!(o.status.success(), "{}", text(&o));
+            &out,
+            &["--plain-keys"],
+        );
         let ids: Vec<String> = (1..=DEVICES).map(|i| format!("dev-{i:04}")).collect();
         let input = input_from(&line, &out, &ids);
         Fixture { line, input }
@@ -116,34 +107,45 @@ fn names(files: &[ExportFile]) -> Vec<(String, usize)> {
     files.iter().map(|f| (f.name.clone(), f.devices)).collect()
 }
 
-/// Runs tests/py/export_check.py and returns its JSON summary.
-fn check(kind: &str, dir: &Path, extra: &[&str]) -> Value {
-    let o = Command::new("python3")
+/// Runs tests/py/export_check.py KIND DIR EXTRA….
+fn run_check(kind: &str, dir: &Path, extra: &[&str]) -> std::process::Output {
+    Command::new("python3")
         .arg(common::repo().join("tests/py/export_check.py"))
         .arg(kind)
         .arg(dir)
         .args(extra)
         .output()
-        .expect("run python3");
+        .expect("run python3")
+}
+
+/// Runs the platform checker (see [`run_check`]) and returns its JSON summary.
+fn check(kind: &str, dir: &Path, extra: &[&str]) -> Value {
+    let o = run_check(kind, dir, extra);
     assert!(o.status.success(), "export_check {kind}: {}", text(&o));
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
 /// Like [`check`] but expects the checker to refuse; returns its message.
 fn check_fails(kind: &str, dir: &Path, extra: &[&str]) -> String {
-    let o = Command::new("python3")
-        .arg(common::repo().join("tests/py/export_check.py"))
-        .arg(kind)
-        .arg(dir)
-        .args(extra)
-        .output()
-        .expect("run python3");
+    let o = run_check(kind, dir, extra);
     assert!(
         !o.status.success(),
         "checker accepted a bad file: {}",
         text(&o)
     );
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts an exporter refused and that its message contains each of `wants`; returns it.
+fn refused(r: Result<Vec<ExportFile>, ExportError>, wants: &[&str]) -> String {
+    let msg = match r {
+        Ok(files) => panic!("rendered {:?}, expected a refusal", names(&files)),
+        Err(e) => e.to_string(),
+    };
+    for w in wants {
+        assert!(msg.contains(w), "{w:?} not in {msg}");
+    }
+    msg
 }
 
 fn opts(max_rows: Option<usize>) -> ExportOptions {
@@ -261,27 +263,17 @@ fn azure_refuses_registration_ids_dps_would_reject() {
     let _turn = hsm_turn();
     // A certificate whose CN has upper case: issued for real, refused with the reason.
     let out = f.line.file("out-upper");
-    let o = f.line.certfab(&[
-        "batch",
-        "--profile",
+    f.line.host_batch(
         "generic-iot",
-        "--count",
-        "1",
-        "--id-template",
+        1,
         "Dev-Upper-{seq:02}",
-        "--keygen",
-        "host",
-        "--plain-keys",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+        &out,
+        &["--plain-keys"],
+    );
     let upper = input_from(&f.line, &out, &["Dev-Upper-01".into()]);
-    let err = certfab::export::azure::render(&upper, &opts(None)).unwrap_err();
-    let msg = err.to_string();
-    assert!(
-        msg.contains("Dev-Upper-01") && msg.contains("lowercase"),
-        "{msg}"
+    refused(
+        certfab::export::azure::render(&upper, &opts(None)),
+        &["Dev-Upper-01", "lowercase"],
     );
 
     // A registration id that is not the CN.
@@ -289,12 +281,9 @@ fn azure_refuses_registration_ids_dps_would_reject() {
     input.devices[1]
         .cloud
         .insert("azure.registration_id".into(), json!("other-id"));
-    let msg = certfab::export::azure::render(&input, &opts(None))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        msg.contains("dev-0002") && msg.contains("differs from the certificate CN"),
-        "{msg}"
+    refused(
+        certfab::export::azure::render(&input, &opts(None)),
+        &["dev-0002", "differs from the certificate CN"],
     );
 }
 
@@ -325,36 +314,9 @@ fn azure_enrollment_group_trusts_the_issuing_ca_inline_or_by_reference() {
     // (subject CN = its verification code), signed by the issuing CA's key in the HSM.
     let code = "2C7B8E1FD0A54C3B9B6E4A1F0D2C3B4A5E6F7A8B9C0D1E2F";
     let verif = f.line.file("dps-verification.pem");
-    let o = f.line.certfab(&[
-        "ca",
-        "verification-cert",
-        "--ca",
-        "issuing",
-        "--cn",
-        code,
-        "--out",
-        verif.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let o = openssl(&[
-        "verify",
-        "-partial_chain",
-        "-CAfile",
-        f.line.file("ca/issuing.pem").to_str().unwrap(),
-        verif.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let o = openssl(&[
-        "x509",
-        "-in",
-        verif.to_str().unwrap(),
-        "-noout",
-        "-subject",
-        "-nameopt",
-        "RFC2253",
-    ]);
+    f.line.verification_cert(code, &verif);
     assert_eq!(
-        String::from_utf8_lossy(&o.stdout).trim(),
+        common::openssl_x509(&verif, &["-subject", "-nameopt", "RFC2253"]).trim(),
         format!("subject=CN={code}")
     );
 
@@ -373,10 +335,10 @@ fn azure_enrollment_group_trusts_the_issuing_ca_inline_or_by_reference() {
     input
         .cloud
         .insert("azure.enrollment_group_id".into(), json!("Line A"));
-    let msg = certfab::export::azure::render_group(&input, &opts(None))
-        .unwrap_err()
-        .to_string();
-    assert!(msg.contains("azure.enrollment_group_id"), "{msg}");
+    refused(
+        certfab::export::azure::render_group(&input, &opts(None)),
+        &["azure.enrollment_group_id"],
+    );
 }
 
 // ------------------------------------------------------------------------------ Eclipse Hono
@@ -399,8 +361,10 @@ fn java_rfc2253(ders: &[PathBuf]) -> Vec<String> {
 #[test]
 fn hono_bodies_match_hono_openapi_and_auth_ids_are_what_hono_computes() {
     let f = fixture();
-    let err = certfab::export::hono::render(&f.input, &opts(None)).unwrap_err();
-    assert!(err.to_string().contains("hono.tenant_id"), "{err}");
+    refused(
+        certfab::export::hono::render(&f.input, &opts(None)),
+        &["hono.tenant_id"],
+    );
 
     let mut input = f.input.clone();
     input.tenant = Some("acme-factory".into());
@@ -467,14 +431,7 @@ fn hono_bodies_match_hono_openapi_and_auth_ids_are_what_hono_computes() {
         ca["subject-dn"],
         json!(java_rfc2253(std::slice::from_ref(&ca_der))[0])
     );
-    let o = openssl(&[
-        "x509",
-        "-in",
-        f.line.file("ca/issuing.pem").to_str().unwrap(),
-        "-noout",
-        "-pubkey",
-    ]);
-    let spki_pem = String::from_utf8(o.stdout).unwrap();
+    let spki_pem = common::openssl_x509(&f.line.file("ca/issuing.pem"), &["-pubkey"]);
     let spki_b64: String = spki_pem
         .lines()
         .filter(|l| !l.starts_with("-----"))
@@ -488,12 +445,9 @@ fn hono_bodies_match_hono_openapi_and_auth_ids_are_what_hono_computes() {
     // Two devices with one subject DN cannot both be Hono credentials.
     let mut twice = input.clone();
     twice.devices[1].cert_der = twice.devices[0].cert_der.clone();
-    let msg = certfab::export::hono::render(&twice, &opts(None))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        msg.contains("dev-0002") && msg.contains("also device dev-0001"),
-        "{msg}"
+    refused(
+        certfab::export::hono::render(&twice, &opts(None)),
+        &["dev-0002", "also device dev-0001"],
     );
 
     // The schema check bites: an unknown credentials field is refused.
@@ -571,8 +525,10 @@ fn hono_auth_id_matches_java_for_subjects_that_need_escaping() {
 #[test]
 fn peridio_jitp_settings_and_device_records_fit_the_sdk_shapes() {
     let f = fixture();
-    let err = certfab::export::peridio::render(&f.input, &opts(None)).unwrap_err();
-    assert!(err.to_string().contains("peridio.product_name"), "{err}");
+    refused(
+        certfab::export::peridio::render(&f.input, &opts(None)),
+        &["peridio.product_name"],
+    );
 
     let mut input = f.input.clone();
     input
@@ -631,12 +587,9 @@ fn peridio_jitp_settings_and_device_records_fit_the_sdk_shapes() {
     input.devices[3]
         .cloud
         .insert("peridio.tags".into(), json!(true));
-    let msg = certfab::export::peridio::render(&input, &opts(None))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        msg.contains("dev-0004") && msg.contains("list of strings"),
-        "{msg}"
+    refused(
+        certfab::export::peridio::render(&input, &opts(None)),
+        &["dev-0004", "list of strings"],
     );
 }
 
@@ -704,18 +657,18 @@ fn nrfcloud_csv_is_what_nrfcloud_utils_writes_and_shards_at_1000_rows() {
     input
         .cloud
         .insert("nrfcloud.fw_types".into(), json!(["APP", "WIFI"]));
-    let msg = certfab::export::nrfcloud::render(&input, &opts(None))
-        .unwrap_err()
-        .to_string();
-    assert!(msg.contains("WIFI"), "{msg}");
+    refused(
+        certfab::export::nrfcloud::render(&input, &opts(None)),
+        &["WIFI"],
+    );
     input.cloud.remove("nrfcloud.fw_types");
     input.devices[0]
         .cloud
         .insert("nrfcloud.tags".into(), json!(["a|b"]));
-    let msg = certfab::export::nrfcloud::render(&input, &opts(None))
-        .unwrap_err()
-        .to_string();
-    assert!(msg.contains("dev-0001") && msg.contains("'|'"), "{msg}");
+    refused(
+        certfab::export::nrfcloud::render(&input, &opts(None)),
+        &["dev-0001", "'|'"],
+    );
 }
 
 // ------------------------------------------------------------------------------ Microchip JWS
@@ -812,22 +765,7 @@ fn plain_csv_has_the_device_facts_and_neutralizes_formula_cells() {
     assert_eq!(rows[2]["cloud.tags"], "[\"a\",\"b\"]");
     // Certificate and key hashes as OpenSSL computes them.
     let pem = f.line.file("out/dev-0003/cert.pem");
-    let o = openssl(&[
-        "x509",
-        "-in",
-        pem.to_str().unwrap(),
-        "-noout",
-        "-fingerprint",
-        "-sha256",
-    ]);
-    let fp = String::from_utf8(o.stdout).unwrap();
-    let fp = fp
-        .trim()
-        .rsplit('=')
-        .next()
-        .unwrap()
-        .replace(':', "")
-        .to_lowercase();
+    let fp = common::openssl_sha256_fingerprint(&pem);
     assert_eq!(rows[2]["cert_sha256"], json!(fp));
     assert_eq!(rows[2]["device_id"], "dev-0003");
     assert_eq!(rows[2]["state"], "signed");
@@ -843,10 +781,6 @@ fn plain_csv_has_the_device_facts_and_neutralizes_formula_cells() {
 }
 
 // ------------------------------------------------------------------------------ end to end
-
-fn json_out(o: &std::process::Output) -> Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(o)))
-}
 
 /// The whole path: a profile with a cloud: section, `certfab batch`, `certfab manifest
 /// build` (signed), then `certfab export --format F --manifest M --out DIR` for every
@@ -869,35 +803,16 @@ fn certfab_export_cli_renders_every_format_from_a_signed_manifest() {
         ],
     );
     let out = line.file("out-e2e");
-    let o = line.certfab(&[
-        "--json",
-        "batch",
-        "--profile",
+    let summary = line.host_batch(
         profile.to_str().unwrap(),
-        "--count",
-        "6",
-        "--id-template",
+        6,
         "e2e-{seq:03}",
-        "--keygen",
-        "host",
-        "--plain-keys",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let batch = json_out(&o)["batch"].as_str().unwrap().to_string();
+        &out,
+        &["--plain-keys"],
+    );
+    let batch = summary["batch"].as_str().unwrap().to_string();
     let manifest = line.file("e2e.manifest.jsonl");
-    let o = line.certfab(&[
-        "--json",
-        "manifest",
-        "build",
-        "--batch",
-        &batch,
-        "--out",
-        manifest.to_str().unwrap(),
-        "--profile",
-        profile.to_str().unwrap(),
-    ]);
+    let o = line.manifest_build(&[&batch], Some(profile.to_str().unwrap()), &manifest);
     assert!(o.status.success(), "{}", text(&o));
 
     let runs = std::cell::Cell::new(0);
@@ -934,7 +849,7 @@ fn certfab_export_cli_renders_every_format_from_a_signed_manifest() {
     // Azure DPS, sharded by --max-rows under the 10-per-call limit.
     let (o, dir) = export("azure-dps", &["--max-rows", "4"]);
     assert!(o.status.success(), "{}", text(&o));
-    let s = json_out(&o);
+    let s = common::stdout_json(&o);
     assert_eq!(s["format"], "azure-dps");
     assert_eq!(s["devices"], 6);
     assert_eq!(

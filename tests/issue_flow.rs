@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{openssl, openssl_csr, text, Line};
+use common::{issue_args, openssl, openssl_csr, text, Line};
 use std::path::Path;
 use x509_parser::prelude::*;
 
@@ -123,17 +123,7 @@ fn issues_p256_p384_rsa_from_csr_and_pubkey() {
         ),
     ] {
         let out = dir.join(format!("refused-{id}"));
-        let o = line.certfab(&[
-            "issue",
-            "--profile",
-            "generic-iot",
-            "--csr",
-            csr.to_str().unwrap(),
-            "--device-id",
-            id,
-            "--out",
-            out.to_str().unwrap(),
-        ]);
+        let o = line.certfab(&issue_args("generic-iot", &csr, id, &out));
         assert_eq!(o.status.code(), Some(3), "{}", text(&o));
         assert!(
             String::from_utf8_lossy(&o.stderr).contains(why),
@@ -401,20 +391,7 @@ fn refuses_bad_site_state_with_clear_errors() {
     let csr = openssl_csr(dir, "d", "ec:prime256v1", "/CN=d", &[]);
     let issue = |config: &Path, profile: &str, out: &str| {
         let out = dir.join(out);
-        let o = certfab_with(
-            config,
-            &[
-                "issue",
-                "--profile",
-                profile,
-                "--csr",
-                csr.to_str().unwrap(),
-                "--device-id",
-                "SN1",
-                "--out",
-                out.to_str().unwrap(),
-            ],
-        );
+        let o = certfab_with(config, &issue_args(profile, &csr, "SN1", &out));
         assert!(
             !out.join("cert.pem").exists(),
             "no certificate may be written: {}",
@@ -600,17 +577,7 @@ fn rsa_ca_signs_pkcs1_and_pss() {
         let out = dir.join(format!("out-{pss}"));
         let o = certfab_with(
             &cfg,
-            &[
-                "issue",
-                "--profile",
-                profile.to_str().unwrap(),
-                "--csr",
-                csr.to_str().unwrap(),
-                "--device-id",
-                &id,
-                "--out",
-                out.to_str().unwrap(),
-            ],
+            &issue_args(profile.to_str().unwrap(), &csr, &id, &out),
         );
         assert!(o.status.success(), "{}", text(&o));
         let cert = out.join("cert.pem");
@@ -716,17 +683,7 @@ fn chain_keeps_intermediates_and_drops_only_a_root() {
         let out = dir.join(format!("out-{name}"));
         ok(certfab_with(
             &cfg,
-            &[
-                "issue",
-                "--profile",
-                profile.to_str().unwrap(),
-                "--csr",
-                csr.to_str().unwrap(),
-                "--device-id",
-                name,
-                "--out",
-                out.to_str().unwrap(),
-            ],
+            &issue_args(profile.to_str().unwrap(), &csr, name, &out),
         ));
         assert_eq!(
             count(&format!("out-{name}/chain.pem")),

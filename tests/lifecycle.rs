@@ -8,31 +8,72 @@ use common::*;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-fn ok(o: &std::process::Output) -> String {
-    assert!(o.status.success(), "{}", text(o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn json(o: &std::process::Output) -> serde_json::Value {
-    serde_json::from_str(&ok(o)).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(o)))
-}
-
-/// Issues `id` for a fresh P-256 key made by OpenSSL; returns the key path.
+/// Issues `id` (into out/ID) for a fresh P-256 key made by OpenSSL; returns the key path.
 fn issue(line: &Line, profile: &str, id: &str) -> std::path::PathBuf {
     let csr = openssl_csr(line.path(), id, "ec:prime256v1", &format!("/CN={id}"), &[]);
     let out = line.file(&format!("out/{id}"));
-    ok(&line.certfab(&[
-        "issue",
-        "--profile",
-        profile,
+    ok(&line.certfab(&issue_args(profile, &csr, id, &out)));
+    line.file(&format!("{id}.key"))
+}
+
+/// `certfab renew` arguments: `device` with its new `csr`, into `out`.
+fn renew_args<'a>(device: &'a str, csr: &'a Path, out: &'a Path) -> [&'a str; 7] {
+    [
+        "renew",
+        "--device",
+        device,
         "--csr",
         csr.to_str().unwrap(),
-        "--device-id",
-        id,
         "--out",
         out.to_str().unwrap(),
-    ]));
-    line.file(&format!("{id}.key"))
+    ]
+}
+
+/// `certfab --json renew …` (see [`renew_args`]); asserts success and returns its JSON.
+fn renew(line: &Line, device: &str, csr: &Path, out: &Path) -> serde_json::Value {
+    let mut args = vec!["--json"];
+    args.extend(renew_args(device, csr, out));
+    ok_json(&line.certfab(&args))
+}
+
+/// The issuer line of `openssl x509 -issuer`.
+fn issuer_of(cert: &Path) -> String {
+    openssl_x509(cert, &["-issuer"])
+}
+
+/// `openssl crl -text` of a PEM CRL.
+fn crl_text(crl: &Path) -> String {
+    ok(&openssl(&[
+        "crl",
+        "-in",
+        crl.to_str().unwrap(),
+        "-noout",
+        "-text",
+    ]))
+}
+
+/// `openssl crl -verify` of a PEM CRL against the CA certificate `ca`.
+fn crl_verify(crl: &Path, ca: &Path) -> std::process::Output {
+    openssl(&[
+        "crl",
+        "-in",
+        crl.to_str().unwrap(),
+        "-noout",
+        "-verify",
+        "-CAfile",
+        ca.to_str().unwrap(),
+    ])
+}
+
+/// `name`'s entry in `certfab --json ca status` output.
+fn ca_entry(status: &serde_json::Value, name: &str) -> serde_json::Value {
+    status["cas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no CA {name} in {status}"))
+        .clone()
 }
 
 fn cert_der(path: &Path) -> Vec<u8> {
@@ -41,8 +82,7 @@ fn cert_der(path: &Path) -> Vec<u8> {
 }
 
 fn serial_of(path: &Path) -> String {
-    let o = openssl(&["x509", "-in", path.to_str().unwrap(), "-noout", "-serial"]);
-    ok(&o)
+    openssl_x509(path, &["-serial"])
         .trim()
         .trim_start_matches("serial=")
         .to_ascii_lowercase()
@@ -148,7 +188,7 @@ fn revoke_crl_tls_and_cloud_lists() {
     let s4 = serial_of(&line.file("out/dev-4/cert.pem"));
 
     // Revoke by device, by serial (with colons, upper case), and one more.
-    let r = json(&line.certfab(&[
+    let r = ok_json(&line.certfab(&[
         "--json",
         "revoke",
         "--device",
@@ -176,7 +216,7 @@ fn revoke_crl_tls_and_cloud_lists() {
     ok(&line.certfab(&["revoke", "--serial", &colons, "--reason", "unspecified"]));
 
     // Idempotent: a second revocation changes nothing and reports the first reason.
-    let again = json(&line.certfab(&[
+    let again = ok_json(&line.certfab(&[
         "--json",
         "revoke",
         "--device",
@@ -226,23 +266,18 @@ fn revoke_crl_tls_and_cloud_lists() {
     assert_eq!(code(&o), Some(2), "{}", text(&o));
 
     // A revoked key is never certified again, for the same device or another.
-    let o = line.certfab(&[
-        "issue",
-        "--profile",
+    let o = line.certfab(&issue_args(
         "generic-iot",
-        "--csr",
-        line.file("dev-1.csr").to_str().unwrap(),
-        "--device-id",
+        &line.file("dev-1.csr"),
         "dev-1",
-        "--out",
-        line.file("out/again").to_str().unwrap(),
-    ]);
+        &line.file("out/again"),
+    ));
     assert_eq!(code(&o), Some(3), "{}", text(&o));
     assert!(text(&o).contains("revoked"), "{}", text(&o));
 
     // The CRL: signed in the HSM, verified by OpenSSL, reasons and numbers as recorded.
     let crl = line.file("crl.pem");
-    let c = json(&line.certfab(&[
+    let c = ok_json(&line.certfab(&[
         "--json",
         "crl",
         "--profile",
@@ -254,34 +289,12 @@ fn revoke_crl_tls_and_cloud_lists() {
     ]));
     assert_eq!(c["crl"]["number"], 1);
     assert_eq!(c["crl"]["entries"], 3);
-    let v = openssl(&[
-        "crl",
-        "-in",
-        crl.to_str().unwrap(),
-        "-noout",
-        "-verify",
-        "-CAfile",
-        line.file("ca/issuing.pem").to_str().unwrap(),
-    ]);
+    let v = crl_verify(&crl, &line.file("ca/issuing.pem"));
     assert!(text(&v).contains("verify OK"), "{}", text(&v));
     // Against the wrong CA it fails (the check can fail).
-    let bad = openssl(&[
-        "crl",
-        "-in",
-        crl.to_str().unwrap(),
-        "-noout",
-        "-verify",
-        "-CAfile",
-        line.file("ca/issuing-2.pem").to_str().unwrap(),
-    ]);
+    let bad = crl_verify(&crl, &line.file("ca/issuing-2.pem"));
     assert!(!text(&bad).contains("verify OK"), "{}", text(&bad));
-    let t = ok(&openssl(&[
-        "crl",
-        "-in",
-        crl.to_str().unwrap(),
-        "-noout",
-        "-text",
-    ]));
+    let t = crl_text(&crl);
     assert!(t.contains("Version 2"), "{t}");
     assert!(t.contains("Key Compromise"), "{t}");
     assert!(t.contains("Cessation Of Operation"), "{t}");
@@ -338,7 +351,7 @@ print("span", int((crl.next_update_utc - crl.last_update_utc).total_seconds()))
 
     // CRL numbers only go up.
     let crl2 = line.file("crl2.der");
-    let c2 = json(&line.certfab(&[
+    let c2 = ok_json(&line.certfab(&[
         "--json",
         "crl",
         "--ca",
@@ -386,7 +399,7 @@ print("span", int((crl.next_update_utc - crl.last_update_utc).total_seconds()))
         .as_str()
         .unwrap();
     assert_eq!(pem_rfc7468::decode_vec(pem.as_bytes()).unwrap().1, d1);
-    let list = json(&line.certfab(&["revoke", "list"]));
+    let list = ok_json(&line.certfab(&["revoke", "list"]));
     assert_eq!(list.as_array().unwrap().len(), 3);
     let l1 = list
         .as_array()
@@ -398,7 +411,7 @@ print("span", int((crl.next_update_utc - crl.last_update_utc).total_seconds()))
     assert_eq!(l1["reason"], "keyCompromise");
 
     // Everything above is in an intact audit chain.
-    let v = json(&line.certfab(&["--json", "log", "verify"]));
+    let v = ok_json(&line.certfab(&["--json", "log", "verify"]));
     assert_eq!(v["ok"], true, "{v}");
 }
 
@@ -410,16 +423,7 @@ fn renew_rotates_a_device_key() {
     let old = serial_of(&line.file("out/rot-1/cert.pem"));
     let new_csr = openssl_csr(line.path(), "rot-1-new", "ec:prime256v1", "/CN=rot-1", &[]);
     let out = line.file("renewed");
-    let r = json(&line.certfab(&[
-        "--json",
-        "renew",
-        "--device",
-        "rot-1",
-        "--csr",
-        new_csr.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]));
+    let r = renew(&line, "rot-1", &new_csr, &out);
     let ren = &r["renewal"];
     assert_eq!(ren["already"], false);
     assert_eq!(ren["old_serial"], old.as_str());
@@ -427,22 +431,9 @@ fn renew_rotates_a_device_key() {
     assert_eq!(ren["new_serial"], new.as_str());
     assert_ne!(new, old);
     // The new certificate chains to the dev root and holds the new key.
-    let v = openssl(&[
-        "verify",
-        "-CAfile",
-        line.file("ca/root.pem").to_str().unwrap(),
-        "-untrusted",
-        line.file("ca/issuing.pem").to_str().unwrap(),
-        out.join("cert.pem").to_str().unwrap(),
-    ]);
+    let v = line.verify_device(&out.join("cert.pem"));
     assert!(text(&v).contains(": OK"), "{}", text(&v));
-    let pk_cert = ok(&openssl(&[
-        "x509",
-        "-in",
-        out.join("cert.pem").to_str().unwrap(),
-        "-noout",
-        "-pubkey",
-    ]));
+    let pk_cert = openssl_x509(&out.join("cert.pem"), &["-pubkey"]);
     let pk_key = ok(&openssl(&[
         "pkey",
         "-in",
@@ -480,14 +471,7 @@ fn renew_rotates_a_device_key() {
 
     // The renewal batch's manifest carries the new certificate.
     let m = line.file("renew-manifest.json");
-    let o = line.certfab(&[
-        "manifest",
-        "build",
-        "--batch",
-        &batch,
-        "--out",
-        m.to_str().unwrap(),
-    ]);
+    let o = line.manifest_build(&[&batch], None, &m);
     assert!(o.status.success(), "{}", text(&o));
     let mtext = std::fs::read_to_string(&m).unwrap();
     assert!(mtext.contains(&new), "manifest lacks the new serial");
@@ -497,16 +481,7 @@ fn renew_rotates_a_device_key() {
     );
 
     // Same renewal again: the certificate already issued, no new serial.
-    let again = json(&line.certfab(&[
-        "--json",
-        "renew",
-        "--device",
-        "rot-1",
-        "--csr",
-        new_csr.to_str().unwrap(),
-        "--out",
-        line.file("renewed-again").to_str().unwrap(),
-    ]));
+    let again = renew(&line, "rot-1", &new_csr, &line.file("renewed-again"));
     assert_eq!(again["renewal"]["already"], true);
     assert_eq!(again["renewal"]["new_serial"], new.as_str());
 
@@ -554,15 +529,11 @@ fn renew_rotates_a_device_key() {
         "/CN=other-1",
         &[],
     );
-    let o = line.certfab(&[
-        "renew",
-        "--device",
+    let o = line.certfab(&renew_args(
         "other-1",
-        "--csr",
-        fresh.to_str().unwrap(),
-        "--out",
-        line.file("refused-revoked").to_str().unwrap(),
-    ]);
+        &fresh,
+        &line.file("refused-revoked"),
+    ));
     assert_eq!(code(&o), Some(3), "{}", text(&o));
     assert!(text(&o).contains("revoked"), "{}", text(&o));
     // The old certificate of the renewed device can now be revoked by serial: it goes on the
@@ -576,13 +547,7 @@ fn renew_rotates_a_device_key() {
         "--out",
         crl.to_str().unwrap(),
     ]));
-    let t = ok(&openssl(&[
-        "crl",
-        "-in",
-        crl.to_str().unwrap(),
-        "-noout",
-        "-text",
-    ]));
+    let t = crl_text(&crl);
     assert!(t.contains("Superseded"), "{t}");
     assert!(t.contains(&old.to_ascii_uppercase()), "{t}");
     assert!(!t.contains(&new.to_ascii_uppercase()), "{t}");
@@ -606,16 +571,7 @@ fn renew_rotates_a_device_key() {
         )
         .unwrap();
     }
-    let r = json(&line.certfab(&[
-        "--json",
-        "renew",
-        "--device",
-        "rot-2",
-        "--csr",
-        csr2.to_str().unwrap(),
-        "--out",
-        line.file("renewed-2").to_str().unwrap(),
-    ]));
+    let r = renew(&line, "rot-2", &csr2, &line.file("renewed-2"));
     assert_eq!(r["renewal"]["already"], false);
     let db = ledger(&line);
     let (state, serial): (String, String) = db
@@ -646,50 +602,16 @@ fn rollover_status_and_tenants() {
             ),
         ],
     );
-    let csr = openssl_csr(line.path(), "roll-1", "ec:prime256v1", "/CN=roll-1", &[]);
-    ok(&line.certfab(&[
-        "issue",
-        "--profile",
-        profile.to_str().unwrap(),
-        "--csr",
-        csr.to_str().unwrap(),
-        "--device-id",
-        "roll-1",
-        "--out",
-        line.file("out/roll-1").to_str().unwrap(),
-    ]));
-    let issuer = ok(&openssl(&[
-        "x509",
-        "-in",
-        line.file("out/roll-1/cert.pem").to_str().unwrap(),
-        "-noout",
-        "-issuer",
-    ]));
+    issue(&line, profile.to_str().unwrap(), "roll-1");
+    let issuer = issuer_of(&line.file("out/roll-1/cert.pem"));
     assert!(issuer.contains("Issuing CA 2"), "{issuer}");
     // Before the switch time the current issuer signs; the profile change is audited by hash.
     let later = std::fs::read_to_string(&profile)
         .unwrap()
         .replace("2020-01-01T00:00:00Z", "2999-01-01T00:00:00Z");
     std::fs::write(&profile, later).unwrap();
-    let csr = openssl_csr(line.path(), "roll-2", "ec:prime256v1", "/CN=roll-2", &[]);
-    ok(&line.certfab(&[
-        "issue",
-        "--profile",
-        profile.to_str().unwrap(),
-        "--csr",
-        csr.to_str().unwrap(),
-        "--device-id",
-        "roll-2",
-        "--out",
-        line.file("out/roll-2").to_str().unwrap(),
-    ]));
-    let issuer = ok(&openssl(&[
-        "x509",
-        "-in",
-        line.file("out/roll-2/cert.pem").to_str().unwrap(),
-        "-noout",
-        "-issuer",
-    ]));
+    issue(&line, profile.to_str().unwrap(), "roll-2");
+    let issuer = issuer_of(&line.file("out/roll-2/cert.pem"));
     assert!(issuer.contains("Issuing CA 1"), "{issuer}");
     let changes = ok(&line.certfab(&["log", "show", "--kind", "config_changed"]));
     let rolling: Vec<serde_json::Value> = changes
@@ -726,42 +648,24 @@ fn rollover_status_and_tenants() {
 
     // ca status: dependants, rollover roles and the warnings that matter.
     issue(&line, "generic-iot", "plain-1");
-    let s = json(&line.certfab(&["--json", "ca", "status", "--warn-days", "3650"]));
-    let cas = s["cas"].as_array().unwrap();
-    let by = |n: &str| cas.iter().find(|c| c["name"] == n).unwrap().clone();
-    let i2 = by("issuing-2");
+    let s = ok_json(&line.certfab(&["--json", "ca", "status", "--warn-days", "3650"]));
+    let i2 = ca_entry(&s, "issuing-2");
     assert_eq!(i2["live_certificates"], 1);
     assert!(i2["days_left"].as_i64().unwrap() > 1000);
     let w = i2["warnings"].to_string();
     assert!(w.contains("within the 3650-day warning window"), "{w}");
-    assert_eq!(by("issuing")["live_certificates"], 2);
-    assert!(by("issuing")["warnings"].as_array().unwrap().is_empty());
-    // With the default 90-day window, nothing needs attention.
-    let s = json(&line.certfab(&["--json", "ca", "status"]));
-    let i2 = s["cas"]
+    assert_eq!(ca_entry(&s, "issuing")["live_certificates"], 2);
+    assert!(ca_entry(&s, "issuing")["warnings"]
         .as_array()
         .unwrap()
-        .iter()
-        .find(|c| c["name"] == "issuing-2")
-        .unwrap()
-        .clone();
+        .is_empty());
+    // With the default 90-day window, nothing needs attention.
+    let s = ok_json(&line.certfab(&["--json", "ca", "status"]));
+    let i2 = ca_entry(&s, "issuing-2");
     assert!(i2["warnings"].as_array().unwrap().is_empty(), "{i2}");
     // The same CA key re-certified for 2 years: the 4-year device certificate now outlives it.
     let short = line.file("ca/issuing-2-short.pem");
-    ok(&line.certfab(&[
-        "ca",
-        "sign",
-        "--issuer-key",
-        "root",
-        "--csr",
-        line.file("ca/issuing-2.csr").to_str().unwrap(),
-        "--validity",
-        "2y",
-        "--path-len",
-        "0",
-        "--out",
-        short.to_str().unwrap(),
-    ]));
+    line.root_signs_ca(&line.file("ca/issuing-2.csr"), "2y", &short);
     let short_cfg = line.file("short.yaml");
     std::fs::write(
         &short_cfg,
@@ -781,14 +685,8 @@ fn rollover_status_and_tenants() {
         .env_remove("CERTFAB_CONFIG")
         .output()
         .unwrap();
-    let s = json(&o);
-    let i2 = s["cas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "issuing-2")
-        .unwrap()
-        .clone();
+    let s = ok_json(&o);
+    let i2 = ca_entry(&s, "issuing-2");
     let w = i2["warnings"].to_string();
     assert!(
         w.contains("1 live device certificates expire after this CA does"),
@@ -830,34 +728,24 @@ fn rollover_status_and_tenants() {
             .unwrap()
     };
     let csr = openssl_csr(line.path(), "acme-1", "ec:prime256v1", "/CN=acme-1", &[]);
-    let o = run(&[
-        "issue",
-        "--profile",
+    let o = run(&issue_args(
         wrong.to_str().unwrap(),
-        "--csr",
-        csr.to_str().unwrap(),
-        "--device-id",
+        &csr,
         "acme-1",
-        "--out",
-        line.file("out/wrong").to_str().unwrap(),
-    ]);
+        &line.file("out/wrong"),
+    ));
     assert_eq!(code(&o), Some(2), "{}", text(&o));
     assert!(
         text(&o).contains("only use CAs of its own tenant"),
         "{}",
         text(&o)
     );
-    ok(&run(&[
-        "issue",
-        "--profile",
+    ok(&run(&issue_args(
         acme.to_str().unwrap(),
-        "--csr",
-        csr.to_str().unwrap(),
-        "--device-id",
+        &csr,
         "acme-1",
-        "--out",
-        line.file("out/acme-1").to_str().unwrap(),
-    ]));
+        &line.file("out/acme-1"),
+    )));
     let db = ledger(&line);
     let t: Option<String> = db
         .query_row(

@@ -7,7 +7,9 @@ mod common;
 
 use certfab::manifest::format::{self, DeviceLine, Trailer};
 use certfab::manifest::{merkle, verify_bytes, Trust};
-use common::{derived_profile, ledger, openssl, repo, text, Line};
+use common::{
+    derived_profile, ledger, openssl_sha256_fingerprint, openssl_verify, repo, text, Line,
+};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -29,36 +31,20 @@ fn passphrase(l: &Line) -> String {
 /// Runs a host-keygen batch of `n` devices named `{prefix}{seq:03}` and returns its id.
 fn batch(l: &Line, profile: &str, n: usize, prefix: &str) -> String {
     let out = l.file(&format!("keys-{prefix}"));
-    let o = l.certfab(&[
-        "--json",
-        "batch",
-        "--profile",
+    l.host_batch(
         profile,
-        "--count",
-        &n.to_string(),
-        "--keygen",
-        "host",
-        "--id-template",
+        n,
         &format!("{prefix}{{seq:03}}"),
-        "--key-passphrase",
-        &passphrase(l),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    json(&o)["batch"].as_str().unwrap().to_string()
+        &out,
+        &["--key-passphrase", &passphrase(l)],
+    )["batch"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 fn build(l: &Line, batch: &str, out: &Path) -> Output {
-    l.certfab(&[
-        "--json",
-        "manifest",
-        "build",
-        "--batch",
-        batch,
-        "--out",
-        out.to_str().unwrap(),
-    ])
+    l.manifest_build(&[batch], None, out)
 }
 
 /// certfab without any site config in argv or the environment.
@@ -269,30 +255,9 @@ fn batch_and_shift_manifests_verify_chain_and_merge() {
         assert_eq!(d.batch, b1);
         let pem = l.file(&format!("dev{i}.pem"));
         std::fs::write(&pem, &d.cert).unwrap();
-        let o = openssl(&[
-            "verify",
-            "-CAfile",
-            root.to_str().unwrap(),
-            "-untrusted",
-            l.file("ca/issuing.pem").to_str().unwrap(),
-            pem.to_str().unwrap(),
-        ]);
+        let o = openssl_verify(&root, &[&l.file("ca/issuing.pem")], &[], &pem);
         assert!(o.status.success(), "{}", text(&o));
-        let fp = openssl(&[
-            "x509",
-            "-in",
-            pem.to_str().unwrap(),
-            "-noout",
-            "-fingerprint",
-            "-sha256",
-        ]);
-        let fp = String::from_utf8_lossy(&fp.stdout)
-            .split('=')
-            .nth(1)
-            .unwrap()
-            .trim()
-            .replace(':', "")
-            .to_lowercase();
+        let fp = openssl_sha256_fingerprint(&pem);
         assert_eq!(fp, d.cert_sha256);
         assert_eq!(d.cloud["thing_name"], d.device_id);
         assert_eq!(d.cloud["attributes"]["batch"], b1);
@@ -484,16 +449,7 @@ fn merge_refuses_duplicate_devices_across_stations_and_mixed_profiles() {
     );
     let b3 = batch(&l, other.to_str().unwrap(), 1, "OTH");
     let m3 = l.file("c.jsonl");
-    let o = l.certfab(&[
-        "manifest",
-        "build",
-        "--batch",
-        &b3,
-        "--out",
-        m3.to_str().unwrap(),
-        "--profile",
-        other.to_str().unwrap(),
-    ]);
+    let o = l.manifest_build(&[&b3], Some(other.to_str().unwrap()), &m3);
     assert!(o.status.success(), "{}", text(&o));
     let o = l.certfab(&[
         "manifest",
@@ -1171,21 +1127,7 @@ fn devices_of_a_replaced_ca_are_refused() {
         let o = l.certfab(&a);
         assert!(o.status.success(), "{}", text(&o));
     }
-    let o = l.certfab(&[
-        "ca",
-        "sign",
-        "--issuer-key",
-        "root",
-        "--csr",
-        l.file("i3.csr").to_str().unwrap(),
-        "--validity",
-        "none",
-        "--path-len",
-        "0",
-        "--out",
-        l.file("ca/issuing-3.pem").to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    l.root_signs_ca(&l.file("i3.csr"), "none", &l.file("ca/issuing-3.pem"));
     let cfg = std::fs::read_to_string(l.config()).unwrap().replace(
         "    key: \"pkcs11:object=issuing-ca;type=private\"\n    cert: ca/issuing.pem",
         "    key: \"pkcs11:object=issuing-3;type=private\"\n    cert: ca/issuing-3.pem",

@@ -457,6 +457,15 @@ fn has_table(conn: &Connection, name: &str) -> Result<bool, rusqlite::Error> {
     .map(|n| n > 0)
 }
 
+/// Every row `sql` returns, each mapped by `map`.
+fn query_all<T>(
+    conn: &Connection,
+    sql: &str,
+    map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>, rusqlite::Error> {
+    conn.prepare(sql)?.query_map([], map)?.collect()
+}
+
 fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool, rusqlite::Error> {
     conn.query_row(
         "SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = ?2",
@@ -534,13 +543,11 @@ fn load_ledger(
         batches.insert(id, b);
     }
 
-    let devices = conn
-        .prepare(
-            "SELECT rowid, profile, device_id, batch_id, state, spki_sha256, serial, updated_at
-             FROM devices ORDER BY rowid",
-        )
-        .map_err(q)?
-        .query_map([], |r| {
+    let devices = query_all(
+        conn,
+        "SELECT rowid, profile, device_id, batch_id, state, spki_sha256, serial, updated_at
+         FROM devices ORDER BY rowid",
+        |r| {
             Ok(DeviceRec {
                 rowid: r.get(0)?,
                 profile: r.get(1)?,
@@ -551,10 +558,9 @@ fn load_ledger(
                 serial: r.get(6)?,
                 updated_at: r.get(7)?,
             })
-        })
-        .map_err(q)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(q)?;
+        },
+    )
+    .map_err(q)?;
 
     let certs = conn
         .prepare(
@@ -612,12 +618,10 @@ fn load_ledger(
         .collect::<Result<Vec<_>, _>>()
         .map_err(q)?;
 
-    let rejections = conn
-        .prepare(
-            "SELECT batch_id, line, device_id, kind, reason, at FROM rejections ORDER BY at, line",
-        )
-        .map_err(q)?
-        .query_map([], |r| {
+    let rejections = query_all(
+        conn,
+        "SELECT batch_id, line, device_id, kind, reason, at FROM rejections ORDER BY at, line",
+        |r| {
             Ok(RejectionRec {
                 batch_id: r.get(0)?,
                 line: r.get(1)?,
@@ -626,34 +630,31 @@ fn load_ledger(
                 reason: r.get(4)?,
                 at: r.get(5)?,
             })
-        })
-        .map_err(q)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(q)?;
+        },
+    )
+    .map_err(q)?;
 
     // Station tables arrived with schema 2; older ledgers have none.
     let attempts = if has_table(conn, "attempts").map_err(q)? {
-        conn.prepare(
+        query_all(
+            conn,
             "SELECT id, batch_id, station, operator, profile, device_id, started_at, outcome, step, reason
              FROM attempts ORDER BY id",
+            |r| {
+                Ok(AttemptRec {
+                    id: r.get(0)?,
+                    batch_id: r.get(1)?,
+                    station: r.get(2)?,
+                    operator: r.get(3)?,
+                    profile: r.get(4)?,
+                    device_id: r.get(5)?,
+                    started_at: r.get(6)?,
+                    outcome: r.get(7)?,
+                    step: r.get(8)?,
+                    reason: r.get(9)?,
+                })
+            },
         )
-        .map_err(q)?
-        .query_map([], |r| {
-            Ok(AttemptRec {
-                id: r.get(0)?,
-                batch_id: r.get(1)?,
-                station: r.get(2)?,
-                operator: r.get(3)?,
-                profile: r.get(4)?,
-                device_id: r.get(5)?,
-                started_at: r.get(6)?,
-                outcome: r.get(7)?,
-                step: r.get(8)?,
-                reason: r.get(9)?,
-            })
-        })
-        .map_err(q)?
-        .collect::<Result<Vec<_>, _>>()
         .map_err(q)?
     } else {
         Vec::new()

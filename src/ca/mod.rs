@@ -148,12 +148,27 @@ pub fn sign_ca<S: Signer>(
             )));
         }
     }
+    sign_csr_under(issuer_signer, issuer, csr, params, "the new CA", |key_id| {
+        ca_extensions(key_id, &issuer.key_id, params.path_len)
+    })
+}
+
+/// Signs the key in `csr` under `issuer` with the extensions `extensions(key_id)` builds: the
+/// CSR's subject unless `params` overrides it, validity nested inside the issuer's (a no-expiry
+/// certificate only under a no-expiry issuer). `what` names the new certificate in errors.
+fn sign_csr_under<S: Signer>(
+    issuer_signer: &S,
+    issuer: &CaCert,
+    csr: &[u8],
+    params: &CaParams,
+    what: &str,
+    extensions: impl FnOnce(&[u8]) -> Result<Vec<x509_cert::ext::Extension>, BuildError>,
+) -> Result<Vec<u8>, CeremonyError> {
     let req = crate::csr::parse_csr(csr)?;
     if let Some(issuer_na) = issuer.not_after {
-        // A no-expiry CA only under a no-expiry issuer; otherwise nest inside the issuer.
         if params.not_after.is_none_or(|na| na > issuer_na) {
             return Err(CeremonyError::Param(format!(
-                "the new CA would outlive its issuer (notAfter {}); shorten --validity",
+                "{what} would outlive its issuer (notAfter {}); shorten --validity",
                 crate::clock::rfc3339(issuer_na)
             )));
         }
@@ -168,7 +183,7 @@ pub fn sign_ca<S: Signer>(
         not_before: params.not_before.max(issuer.not_before),
         not_after: params.not_after,
         spki: req.public_key.spki_der().to_vec(),
-        extensions: ca_extensions(&key_id, &issuer.key_id, params.path_len)?,
+        extensions: extensions(&key_id)?,
     };
     // The signer was opened against the issuer certificate's key, so this also proves the
     // new certificate verifies under the issuer certificate.
@@ -297,32 +312,20 @@ pub fn sign_end_entity<S: Signer>(
             "--path-len applies to CA certificates only; drop it with --end-entity".into(),
         ));
     }
-    let req = crate::csr::parse_csr(csr)?;
-    if let Some(issuer_na) = issuer.not_after {
-        if params.not_after.is_none_or(|na| na > issuer_na) {
-            return Err(CeremonyError::Param(format!(
-                "the certificate would outlive its issuer (notAfter {}); shorten --validity",
-                crate::clock::rfc3339(issuer_na)
-            )));
-        }
-    }
-    let key_id = crate::crypto::key_identifier(&req.public_key.subject_public_key());
-    let spec = CertSpec {
-        serial: issue::new_serial(params.serial_prefix)
-            .map_err(|e| CeremonyError::Param(e.to_string()))?,
-        signature: issuer_signer.algorithm(),
-        issuer: issuer.subject.clone(),
-        subject: params.subject.clone().unwrap_or(req.subject),
-        not_before: params.not_before.max(issuer.not_before),
-        not_after: params.not_after,
-        spki: req.public_key.spki_der().to_vec(),
-        extensions: vec![
-            issue::basic_constraints(false, None)?,
-            issue::key_usage(KeyUsages::DigitalSignature.into())?,
-            signer_eku_extension()?,
-            issue::subject_key_id(&key_id)?,
-            issue::authority_key_id(&issuer.key_id)?,
-        ],
-    };
-    sign_and_verify(&spec, issuer_signer)
+    sign_csr_under(
+        issuer_signer,
+        issuer,
+        csr,
+        params,
+        "the certificate",
+        |key_id| {
+            Ok(vec![
+                issue::basic_constraints(false, None)?,
+                issue::key_usage(KeyUsages::DigitalSignature.into())?,
+                signer_eku_extension()?,
+                issue::subject_key_id(key_id)?,
+                issue::authority_key_id(&issuer.key_id)?,
+            ])
+        },
+    )
 }

@@ -249,18 +249,10 @@ pub(super) fn run(ctx: &Ctx, cmd: CaCommand) -> Result<ExitCode, Error> {
             out,
         } => {
             crate::output::check_free(&[&out])?;
-            let ca_ref = site.config.cas.get(&ca).cloned().ok_or_else(|| {
-                Error::Usage(format!(
-                    "--ca {ca}: {} defines no such CA under cas: (defined: {})",
-                    site.config.path.display(),
-                    site.config
-                        .cas
-                        .keys()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            })?;
+            let ca_ref = site
+                .config
+                .ca(&ca)
+                .map_err(|e| Error::Usage(format!("--ca: {e}")))?;
             let lifetime = crate::profile::parse_duration(&v)
                 .map_err(|e| Error::Usage(format!("--validity: {e}")))?;
             let now = time::OffsetDateTime::now_utc();

@@ -1,9 +1,8 @@
-use super::{read_input, Ctx};
+use super::{parse_vars, read_input, write_cert_files, Ctx};
 use crate::error::{Error, ExitCode};
 use crate::issue::{self, IssueContext, KeySource, Request};
 use crate::profile::Profile;
 use crate::signer::Signer;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// `certfab issue`
@@ -50,13 +49,7 @@ pub(super) fn run(ctx: &Ctx, a: IssueArgs) -> Result<ExitCode, Error> {
         .or(a.pubkey.as_ref())
         .map(|p| p.display().to_string())
         .unwrap_or_default();
-    let mut vars = BTreeMap::new();
-    for v in &a.vars {
-        let (k, val) = v
-            .split_once('=')
-            .ok_or_else(|| Error::Usage(format!("--var '{v}' must be NAME=VALUE")))?;
-        vars.insert(format!("var.{k}"), val.to_string());
-    }
+    let vars = parse_vars(&a.vars, "var.")?;
     let now = time::OffsetDateTime::now_utc();
     let now = now.replace_nanosecond(0).unwrap_or(now);
     let ca_ref = site.ca_ref(&profile)?;
@@ -89,18 +82,7 @@ pub(super) fn run(ctx: &Ctx, a: IssueArgs) -> Result<ExitCode, Error> {
         prepared,
         &issuer.key,
     )?;
-    let leaf = crate::issue::pem(&der);
-
-    let chain = format!(
-        "{leaf}{}",
-        issuer.cert.device_chain_pem(&issuer.chain, a.with_root)
-    );
-    crate::output::write_new(&cert_path, leaf.as_bytes())?;
-    if let Err(e) = crate::output::write_new(&chain_path, chain.as_bytes()) {
-        // Leave no half result: a cert.pem without its chain.pem looks finished to scripts.
-        let _ = std::fs::remove_file(&cert_path);
-        return Err(e);
-    }
+    write_cert_files(&issuer, &der, a.with_root, &cert_path, &chain_path)?;
 
     let tbs = {
         use der::Decode;

@@ -1,7 +1,7 @@
 //! `certfab revoke`, `certfab crl`, `certfab renew`: parsing and printing only; the work is in
 //! [`crate::lifecycle`].
 
-use super::{read_input, Ctx};
+use super::{parse_vars, read_input, write_cert_files, Ctx};
 use crate::config::SiteConfig;
 use crate::error::{Error, ExitCode};
 use crate::lifecycle::revoke::Target;
@@ -221,18 +221,9 @@ pub(super) fn crl(ctx: &Ctx, a: CrlArgs) -> Result<ExitCode, Error> {
             (site.ca_ref(&profile)?, Some(profile))
         }
         (None, Some(name)) => (
-            site.config.cas.get(name).cloned().ok_or_else(|| {
-                Error::Usage(format!(
-                    "--ca {name}: {} defines no such CA (defined: {})",
-                    site.config.path.display(),
-                    site.config
-                        .cas
-                        .keys()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            })?,
+            site.config
+                .ca(name)
+                .map_err(|e| Error::Usage(format!("--ca: {e}")))?,
             None,
         ),
         (None, None) => return Err(Error::Usage("pass --profile or --ca".into())),
@@ -298,13 +289,7 @@ pub(super) fn renew(ctx: &Ctx, a: RenewArgs) -> Result<ExitCode, Error> {
     let chain_path = a.out.join("chain.pem");
     crate::output::check_free(&[&cert_path, &chain_path])?;
     let csr = read_input(&a.csr, "CSR")?;
-    let mut vars = std::collections::BTreeMap::new();
-    for v in &a.vars {
-        let (k, val) = v
-            .split_once('=')
-            .ok_or_else(|| Error::Usage(format!("--var '{v}' must be NAME=VALUE")))?;
-        vars.insert(format!("var.{k}"), val.to_string());
-    }
+    let vars = parse_vars(&a.vars, "var.")?;
     let site = ctx.site()?;
     let profile_name = match a.profile.clone() {
         Some(p) => p,
@@ -365,16 +350,7 @@ pub(super) fn renew(ctx: &Ctx, a: RenewArgs) -> Result<ExitCode, Error> {
         },
         other => other.into(),
     })?;
-    let leaf = crate::issue::pem(&r.der);
-    let chain = format!(
-        "{leaf}{}",
-        issuer.cert.device_chain_pem(&issuer.chain, a.with_root)
-    );
-    crate::output::write_new(&cert_path, leaf.as_bytes())?;
-    if let Err(e) = crate::output::write_new(&chain_path, chain.as_bytes()) {
-        let _ = std::fs::remove_file(&cert_path);
-        return Err(e);
-    }
+    write_cert_files(&issuer, &r.der, a.with_root, &cert_path, &chain_path)?;
     ctx.print(
         &serde_json::json!({"renewal": r, "ca": ca_ref.name, "cert": cert_path, "chain": chain_path,
             "cert_sha256": hex::encode(crate::crypto::sha256(&r.der))}),

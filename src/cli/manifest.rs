@@ -79,22 +79,9 @@ pub(super) fn run(ctx: &Ctx, cmd: ManifestCommand) -> Result<ExitCode, Error> {
             profile,
             trust,
         } => {
-            let mut var_map = BTreeMap::new();
-            for v in &vars {
-                let (k, val) = v
-                    .split_once('=')
-                    .ok_or_else(|| Error::Usage(format!("--var '{v}' must be NAME=VALUE")))?;
-                var_map.insert(k.to_string(), val.to_string());
-            }
+            let var_map = super::parse_vars(&vars, "")?;
             let site = ctx.site()?;
-            let trust = match &trust {
-                Some(t) => Trust::from_file(t)?,
-                None => Trust::from_site(&site.config)?,
-            };
-            site.login()?;
-            let now = time::OffsetDateTime::now_utc();
-            let now = now.replace_nanosecond(0).unwrap_or(now);
-            let signer = site.signer(now)?;
+            let (trust, signer, now) = signing_setup(&site, trust.as_deref())?;
             let mut ledger = Ledger::open(&site.config.ledger, &site.config.station_id)?;
             let ca = |p: &crate::profile::Profile, recorded: &str| -> Result<_, ManifestError> {
                 let r = site
@@ -198,14 +185,7 @@ pub(super) fn run(ctx: &Ctx, cmd: ManifestCommand) -> Result<ExitCode, Error> {
         } => show(ctx, &path, trust, devices),
         ManifestCommand::Merge { inputs, out, trust } => {
             let site = ctx.site()?;
-            let trust = match &trust {
-                Some(t) => Trust::from_file(t)?,
-                None => Trust::from_site(&site.config)?,
-            };
-            site.login()?;
-            let now = time::OffsetDateTime::now_utc();
-            let now = now.replace_nanosecond(0).unwrap_or(now);
-            let signer = site.signer(now)?;
+            let (trust, signer, now) = signing_setup(&site, trust.as_deref())?;
             let o = merge::merge(&inputs, &out, &signer, &trust, now)?;
             ctx.print(
                 &serde_json::to_value(&o).unwrap_or_default(),
@@ -224,6 +204,31 @@ pub(super) fn run(ctx: &Ctx, cmd: ManifestCommand) -> Result<ExitCode, Error> {
 }
 
 /// Several manifests: each verified, then the chain checks across them.
+/// What writing a manifest needs: the roots it must chain to (`--trust FILE`, else the site
+/// config's), the site's document signer (after login) opened at `now`, and `now` in whole
+/// seconds.
+fn signing_setup<'s>(
+    site: &'s crate::site::Site,
+    trust: Option<&std::path::Path>,
+) -> Result<
+    (
+        Trust,
+        manifest::jws::DocumentSigner<crate::hsm::HsmKey<'s>>,
+        time::OffsetDateTime,
+    ),
+    Error,
+> {
+    let trust = match trust {
+        Some(t) => Trust::from_file(t)?,
+        None => Trust::from_site(&site.config)?,
+    };
+    site.login()?;
+    let now = time::OffsetDateTime::now_utc();
+    let now = now.replace_nanosecond(0).unwrap_or(now);
+    let signer = site.signer(now)?;
+    Ok((trust, signer, now))
+}
+
 fn verify_many(ctx: &Ctx, paths: &[PathBuf], trust: &Trust) -> Result<ExitCode, Error> {
     let mut ok = Vec::new();
     let mut results = Vec::new();

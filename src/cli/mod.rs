@@ -139,6 +139,44 @@ fn read_input(path: &std::path::Path, what: &str) -> Result<Vec<u8>, Error> {
     Ok(data)
 }
 
+/// `--var NAME=VALUE` flags as a map from `{prefix}NAME` to VALUE.
+fn parse_vars(
+    vars: &[String],
+    prefix: &str,
+) -> Result<std::collections::BTreeMap<String, String>, Error> {
+    let mut map = std::collections::BTreeMap::new();
+    for v in vars {
+        let (k, val) = v
+            .split_once('=')
+            .ok_or_else(|| Error::Usage(format!("--var '{v}' must be NAME=VALUE")))?;
+        map.insert(format!("{prefix}{k}"), val.to_string());
+    }
+    Ok(map)
+}
+
+/// Writes a new device certificate as `cert_path` (the leaf) and `chain_path` (the leaf, then
+/// the issuer's chain, with the root if `with_root`); both must not exist yet.
+fn write_cert_files(
+    issuer: &crate::site::Issuer,
+    der: &[u8],
+    with_root: bool,
+    cert_path: &std::path::Path,
+    chain_path: &std::path::Path,
+) -> Result<(), Error> {
+    let leaf = crate::issue::pem(der);
+    let chain = format!(
+        "{leaf}{}",
+        issuer.cert.device_chain_pem(&issuer.chain, with_root)
+    );
+    crate::output::write_new(cert_path, leaf.as_bytes())?;
+    if let Err(e) = crate::output::write_new(chain_path, chain.as_bytes()) {
+        // Leave no half result: a cert.pem without its chain.pem looks finished to scripts.
+        let _ = std::fs::remove_file(cert_path);
+        return Err(e);
+    }
+    Ok(())
+}
+
 /// `--validity` and `--not-before` for CA commands.
 fn validity(
     validity: &str,

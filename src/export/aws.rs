@@ -102,18 +102,17 @@ pub fn bulk(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFile>
         thing_props.insert("AttributePayload".into(), Value::Object(payload));
     }
     thing_extras(input, opts, &mut thing_props)?;
-    let template = json!({
-        "Parameters": params,
-        "Resources": {
-            "thing": {"Type": "AWS::IoT::Thing", "Properties": thing_props},
-            "certificate": {"Type": "AWS::IoT::Certificate", "Properties": {
-                "CertificatePem": {"Ref": "CertificatePem"},
-                "CACertificatePem": {"Ref": "CACertificatePem"},
-                "Status": "ACTIVE"
-            }},
-            "policy": {"Type": "AWS::IoT::Policy", "Properties": {"PolicyName": policy_name(input, opts)?}}
-        }
-    });
+    let template = provisioning_template(
+        Value::Object(params),
+        thing_props,
+        json!({
+            "CertificatePem": {"Ref": "CertificatePem"},
+            "CACertificatePem": {"Ref": "CACertificatePem"},
+            "Status": "ACTIVE"
+        }),
+        input,
+        opts,
+    )?;
     let body = template_body(&template)?;
 
     let mut files = vec![json_file(
@@ -196,20 +195,16 @@ pub fn jitp(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFile>
         json!({"Ref": "AWS::IoT::Certificate::CommonName"}),
     );
     thing_extras(input, opts, &mut thing_props)?;
-    let template = json!({
-        "Parameters": {
+    let template = provisioning_template(
+        json!({
             "AWS::IoT::Certificate::CommonName": {"Type": "String"},
             "AWS::IoT::Certificate::Id": {"Type": "String"}
-        },
-        "Resources": {
-            "thing": {"Type": "AWS::IoT::Thing", "Properties": thing_props},
-            "certificate": {"Type": "AWS::IoT::Certificate", "Properties": {
-                "CertificateId": {"Ref": "AWS::IoT::Certificate::Id"},
-                "Status": "ACTIVE"
-            }},
-            "policy": {"Type": "AWS::IoT::Policy", "Properties": {"PolicyName": policy_name(input, opts)?}}
-        }
-    });
+        }),
+        thing_props,
+        certificate_by_id(),
+        input,
+        opts,
+    )?;
     let body = template_body(&template)?;
     let mut files = vec![json_file(
         "aws-jitp-template.json",
@@ -439,17 +434,13 @@ pub fn fleet_claim(
     let mut thing_props = Map::new();
     thing_props.insert("ThingName".into(), json!({"Ref": "ThingName"}));
     thing_extras(input, opts, &mut thing_props)?;
-    let template = json!({
-        "Parameters": {"ThingName": {"Type": "String"}},
-        "Resources": {
-            "thing": {"Type": "AWS::IoT::Thing", "Properties": thing_props},
-            "certificate": {"Type": "AWS::IoT::Certificate", "Properties": {
-                "CertificateId": {"Ref": "AWS::IoT::Certificate::Id"},
-                "Status": "ACTIVE"
-            }},
-            "policy": {"Type": "AWS::IoT::Policy", "Properties": {"PolicyName": policy_name(input, opts)?}}
-        }
-    });
+    let template = provisioning_template(
+        json!({"ThingName": {"Type": "String"}}),
+        thing_props,
+        certificate_by_id(),
+        input,
+        opts,
+    )?;
     let mut req = json!({
         "templateName": template_name,
         "description": format!("certfab fleet provisioning for profile {}", input.profile),
@@ -780,6 +771,35 @@ fn issuing_ca(f: Format, input: &ExportInput) -> Result<String, ExportError> {
             f.name(),
             input.manifest_path.display()
         ))
+    })
+}
+
+/// A provisioning template with `parameters` and the three resources every certfab template
+/// creates: the thing (`thing_props`), its certificate (`certificate` properties) and the
+/// policy attached to it.
+fn provisioning_template(
+    parameters: Value,
+    thing_props: Map<String, Value>,
+    certificate: Value,
+    input: &ExportInput,
+    opts: &ExportOptions,
+) -> Result<Value, ExportError> {
+    Ok(json!({
+        "Parameters": parameters,
+        "Resources": {
+            "thing": {"Type": "AWS::IoT::Thing", "Properties": thing_props},
+            "certificate": {"Type": "AWS::IoT::Certificate", "Properties": certificate},
+            "policy": {"Type": "AWS::IoT::Policy", "Properties": {"PolicyName": policy_name(input, opts)?}}
+        }
+    }))
+}
+
+/// Certificate properties for templates run on a certificate AWS already holds (JITP, fleet
+/// provisioning), which it names by ID.
+fn certificate_by_id() -> Value {
+    json!({
+        "CertificateId": {"Ref": "AWS::IoT::Certificate::Id"},
+        "Status": "ACTIVE"
     })
 }
 

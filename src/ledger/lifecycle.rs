@@ -240,7 +240,7 @@ impl Ledger {
              WHERE profile = ?1 AND device_id = ?2 AND serial = ?3",
             params![cert.profile, cert.device_id, cert.serial, at],
         )?;
-        Self::audit(
+        super::audit::append(
             &tx,
             &mut self.head,
             &self.station,
@@ -276,7 +276,7 @@ impl Ledger {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![crl.issuer_key_id, crl.number, crl.ca, crl.this_update, crl.next_update, crl.entries, der, crl.sha256],
         )?;
-        Self::audit(
+        super::audit::append(
             &tx,
             &mut self.head,
             &self.station,

@@ -245,7 +245,7 @@ impl Ledger {
             params![id, at],
         )?;
         let batch = r.batches.first().cloned();
-        Self::audit(
+        super::audit::append(
             &tx,
             &mut self.head,
             &self.station,
@@ -278,7 +278,7 @@ impl Ledger {
             "UPDATE manifests SET state = 'abandoned', completed_at = ?2 WHERE id = ?1",
             params![id, now()],
         )?;
-        Self::audit(
+        super::audit::append(
             &tx,
             &mut self.head,
             &self.station,

@@ -330,19 +330,6 @@ impl Ledger {
         &self.path
     }
 
-    /// Appends a hash-chained audit event inside `tx`.
-    fn audit(
-        tx: &rusqlite::Transaction<'_>,
-        head: &mut AuditHead,
-        station: &str,
-        kind: &str,
-        batch: Option<&str>,
-        device: Option<&str>,
-        detail: &serde_json::Value,
-    ) -> Result<(), LedgerError> {
-        audit::append(tx, head, station, kind, batch, device, detail)
-    }
-
     /// Intents without a recorded signature belong to a run that died between commit and
     /// record: their serials are burned and the devices retried with new ones.
     fn burn_interrupted(&mut self) -> Result<u64, LedgerError> {
@@ -360,7 +347,7 @@ impl Ledger {
                 "UPDATE devices SET state = 'sign_failed', updated_at = ?1 WHERE state = 'signing'",
                 [now()],
             )?;
-            Self::audit(
+            audit::append(
                 &tx,
                 &mut self.head,
                 &self.station,
@@ -381,7 +368,7 @@ impl Ledger {
             let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            Self::audit(
+            audit::append(
                 &tx,
                 &mut self.head,
                 &self.station,
@@ -418,7 +405,7 @@ impl Ledger {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![id, spec.input_key, spec.profile, spec.profile_sha256, spec.ca, spec.source, spec.out_dir, self.station, now(), spec.tenant],
         )?;
-        Self::audit(
+        audit::append(
             &tx,
             &mut self.head,
             &self.station,
@@ -448,7 +435,7 @@ impl Ledger {
             "UPDATE batches SET finished_at = ?2 WHERE id = ?1",
             params![id, now()],
         )?;
-        Self::audit(
+        audit::append(
             &tx,
             &mut self.head,
             &self.station,
@@ -651,7 +638,7 @@ impl Ledger {
                      VALUES (?1, ?2, ?3, ?4, ?5, 'intent', ?6, ?7, ?8)",
                     params![it.issuer_key_id, it.serial, it.profile, it.device_id, batch_id, it.tbs, at, it.spki_sha256],
                 )?;
-                Self::audit(
+                audit::append(
                     &tx,
                     &mut self.head,
                     &self.station,
@@ -694,7 +681,7 @@ impl Ledger {
                 "UPDATE devices SET state = 'signed', updated_at = ?3 WHERE profile = ?1 AND device_id = ?2",
                 params![s.profile, s.device_id, at],
             )?;
-            Self::audit(
+            audit::append(
                 &tx,
                 &mut self.head,
                 &self.station,
@@ -735,7 +722,7 @@ impl Ledger {
                 "UPDATE devices SET state = 'sign_failed', updated_at = ?3 WHERE profile = ?1 AND device_id = ?2",
                 params![it.profile, it.device_id, at],
             )?;
-            Self::audit(
+            audit::append(
                 &tx,
                 &mut self.head,
                 &self.station,
@@ -764,7 +751,7 @@ impl Ledger {
                    reason = excluded.reason, at = excluded.at",
                 params![batch_id, r.line as i64, r.device_id, r.kind, r.reason, at],
             )?;
-            Self::audit(
+            audit::append(
                 tx,
                 head,
                 station,

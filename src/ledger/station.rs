@@ -55,7 +55,7 @@ impl Ledger {
         if n != 1 {
             return Err(rusqlite::Error::StatementChangedRows(n).into());
         }
-        Self::audit(
+        super::audit::append(
             &tx,
             &mut self.head,
             &self.station,
@@ -104,7 +104,7 @@ impl Ledger {
             "UPDATE devices SET state = 'superseded', updated_at = ?3 WHERE profile = ?1 AND device_id = ?2",
             params![profile, device_id, at],
         )?;
-        Self::audit(
+        super::audit::append(
             &tx,
             &mut self.head,
             &self.station,
@@ -133,7 +133,7 @@ impl Ledger {
                 a.certfab_ms as i64
             ],
         )?;
-        Self::audit(
+        super::audit::append(
             &tx,
             &mut self.head,
             &self.station,
@@ -157,7 +157,7 @@ impl Ledger {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        Self::audit(
+        super::audit::append(
             &tx,
             &mut self.head,
             &self.station,

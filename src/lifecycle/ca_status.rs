@@ -231,12 +231,9 @@ pub fn transition_cas(
     names
         .into_iter()
         .map(|n| {
-            config.cas.get(&n).cloned().ok_or_else(|| {
-                LifecycleError::Usage(format!(
-                    "profile {} names CA '{n}', which the site config does not define",
-                    profile.name
-                ))
-            })
+            config
+                .ca(&n)
+                .map_err(|e| LifecycleError::Usage(format!("profile {}: {e}", profile.name)))
         })
         .collect()
 }

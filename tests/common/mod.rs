@@ -78,6 +78,136 @@ impl Line {
     pub fn file(&self, name: &str) -> PathBuf {
         self.path().join(name)
     }
+
+    /// Runs `certfab --json batch` of `count` host-generated keys named by `id_template` into
+    /// `out`, with `extra` flags (how keys are stored, …); asserts it succeeded and returns its
+    /// summary.
+    pub fn host_batch(
+        &self,
+        profile: &str,
+        count: usize,
+        id_template: &str,
+        out: &Path,
+        extra: &[&str],
+    ) -> serde_json::Value {
+        let count = count.to_string();
+        let mut args = vec![
+            "--json",
+            "batch",
+            "--profile",
+            profile,
+            "--count",
+            &count,
+            "--keygen",
+            "host",
+            "--id-template",
+            id_template,
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        ok_json(&self.certfab(&args))
+    }
+
+    /// Runs `certfab --json manifest build` of `batches` (with `--profile` if given) into `out`.
+    pub fn manifest_build(&self, batches: &[&str], profile: Option<&str>, out: &Path) -> Output {
+        let mut args = vec!["--json", "manifest", "build"];
+        for b in batches {
+            args.extend(["--batch", b]);
+        }
+        if let Some(p) = profile {
+            args.extend(["--profile", p]);
+        }
+        args.extend(["--out", out.to_str().unwrap()]);
+        self.certfab(&args)
+    }
+
+    /// Runs `certfab GLOBAL… ca verification-cert --ca CA --cn CN --out OUT`.
+    pub fn run_verification_cert(&self, global: &[&str], ca: &str, cn: &str, out: &Path) -> Output {
+        let mut args = global.to_vec();
+        args.extend([
+            "ca",
+            "verification-cert",
+            "--ca",
+            ca,
+            "--cn",
+            cn,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        self.certfab(&args)
+    }
+
+    /// Runs `certfab --json ca verification-cert --ca issuing --cn CODE --out OUT`, asserts it
+    /// succeeded and that OpenSSL verifies the result under the issuing CA; returns its summary.
+    pub fn verification_cert(&self, code: &str, out: &Path) -> serde_json::Value {
+        let summary = ok_json(&self.run_verification_cert(&["--json"], "issuing", code, out));
+        let v = openssl_verify(&self.file("ca/issuing.pem"), &[], &["-partial_chain"], out);
+        assert!(v.status.success(), "{}", text(&v));
+        summary
+    }
+
+    /// Has the root sign an issuing-CA certificate (pathLen 0) for the CSR at `csr` with
+    /// `validity`, into `out`; asserts it succeeded.
+    pub fn root_signs_ca(&self, csr: &Path, validity: &str, out: &Path) {
+        ok(&self.certfab(&[
+            "ca",
+            "sign",
+            "--issuer-key",
+            "root",
+            "--csr",
+            csr.to_str().unwrap(),
+            "--validity",
+            validity,
+            "--path-len",
+            "0",
+            "--out",
+            out.to_str().unwrap(),
+        ]));
+    }
+
+    /// `openssl verify` of a device certificate against this line's root, with the issuing CA
+    /// as the intermediate.
+    pub fn verify_device(&self, cert: &Path) -> Output {
+        openssl_verify(
+            &self.file("ca/root.pem"),
+            &[&self.file("ca/issuing.pem")],
+            &[],
+            cert,
+        )
+    }
+}
+
+/// `certfab issue` arguments: device `id` under `profile` from `csr`, into `out`.
+pub fn issue_args<'a>(profile: &'a str, csr: &'a Path, id: &'a str, out: &'a Path) -> [&'a str; 9] {
+    [
+        "issue",
+        "--profile",
+        profile,
+        "--csr",
+        csr.to_str().unwrap(),
+        "--device-id",
+        id,
+        "--out",
+        out.to_str().unwrap(),
+    ]
+}
+
+/// Asserts the command succeeded; returns its stdout.
+pub fn ok(o: &Output) -> String {
+    assert!(o.status.success(), "{}", text(o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Asserts the command succeeded; returns its stdout parsed as JSON.
+pub fn ok_json(o: &Output) -> serde_json::Value {
+    serde_json::from_str(&ok(o)).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(o)))
+}
+
+/// Its stdout parsed as JSON, whatever the exit status (for commands that report a refusal
+/// in JSON; the caller checks the status).
+pub fn stdout_json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(o)))
 }
 
 pub fn softhsm_module() -> String {
@@ -108,6 +238,38 @@ pub fn openssl(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run openssl")
+}
+
+/// `openssl verify` of `cert` with `ca` as the trust anchor, `untrusted` as intermediates and
+/// `extra` options (e.g. `-partial_chain`, `-purpose sslclient`).
+pub fn openssl_verify(ca: &Path, untrusted: &[&Path], extra: &[&str], cert: &Path) -> Output {
+    let mut args = vec!["verify", "-CAfile", ca.to_str().unwrap()];
+    for u in untrusted {
+        args.extend(["-untrusted", u.to_str().unwrap()]);
+    }
+    args.extend_from_slice(extra);
+    args.push(cert.to_str().unwrap());
+    openssl(&args)
+}
+
+/// `openssl x509 -noout ARGS` on a PEM certificate file (e.g. `-subject`, `-serial`); asserts
+/// it succeeded and returns its output.
+pub fn openssl_x509(cert: &Path, args: &[&str]) -> String {
+    let mut all = vec!["x509", "-in", cert.to_str().unwrap(), "-noout"];
+    all.extend_from_slice(args);
+    ok(&openssl(&all))
+}
+
+/// The SHA-256 fingerprint OpenSSL computes for a PEM certificate file: lower-case hex, no
+/// colons.
+pub fn openssl_sha256_fingerprint(cert: &Path) -> String {
+    openssl_x509(cert, &["-fingerprint", "-sha256"])
+        .trim()
+        .rsplit('=')
+        .next()
+        .unwrap()
+        .replace(':', "")
+        .to_lowercase()
 }
 
 /// Makes a device key with OpenSSL: `keyspec` is e.g. "ec:prime256v1", "rsa:2048", "ED25519".
