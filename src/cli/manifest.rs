@@ -164,7 +164,7 @@ pub(super) fn run(ctx: &Ctx, cmd: ManifestCommand) -> Result<ExitCode, Error> {
                 }
                 Err(ManifestError::Invalid(r)) => {
                     if ctx.json {
-                        println!(
+                        outln!(
                             "{}",
                             serde_json::to_string_pretty(&serde_json::json!({
                                 "ok": false, "path": r.path, "signature": r.signature,
@@ -275,7 +275,7 @@ fn verify_many(ctx: &Ctx, paths: &[PathBuf], trust: &Trust) -> Result<ExitCode, 
         return Ok(ExitCode::Ok);
     }
     if ctx.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&json).unwrap_or_default()
         );

@@ -1,6 +1,15 @@
 //! Command-line definitions (clap derive) and the printing of results. No certificate logic
 //! lives here: each command calls the library and prints what it returns.
 
+/// `println!` that ignores a closed stdout (`certfab … | head`): a reader that has seen enough
+/// is not an error, and must not become a panic.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod audit;
 mod batch;
 mod ca;
@@ -104,12 +113,12 @@ impl Ctx {
     /// Prints a result: JSON on stdout with --json, else the human text.
     fn print(&self, value: &serde_json::Value, human: &str) {
         if self.json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(value).unwrap_or_default()
             );
         } else {
-            println!("{human}");
+            outln!("{human}");
         }
     }
 }

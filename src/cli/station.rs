@@ -220,7 +220,7 @@ impl Ui {
     fn summary(&self, s: &ShiftSummary) {
         match self.mode {
             Mode::Json => self.json(serde_json::json!({"event": "summary", "summary": s})),
-            _ => println!(
+            _ => outln!(
                 "shift {}: {} passed ({} without a new certificate), {} failed, {} refused in {:.1}s ({:.0}/h); certfab {:.1} ms/device, device {:.1} ms/device{}\n  ledger {}",
                 s.batch,
                 s.passed,
@@ -292,7 +292,7 @@ impl Observer for Ui {
                 self.batch = batch.to_string();
                 self.adapter = adapter.to_string();
                 if self.mode == Mode::Lines {
-                    println!(
+                    outln!(
                         "station {} started: shift {batch}, adapter {}, profile {}",
                         clean(&self.station),
                         clean(adapter),
@@ -327,7 +327,7 @@ impl Observer for Ui {
                     self.failures.truncate(5);
                 }
                 if self.mode == Mode::Lines {
-                    println!(
+                    outln!(
                         "{} {} {} [{} ms certfab, {} ms device]",
                         match o.verdict {
                             Verdict::Pass => "PASS",
