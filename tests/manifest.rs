@@ -1200,3 +1200,111 @@ fn sha256_of_pem(pem: &str) -> String {
         .unwrap();
     hex::encode(sha2::Sha256::digest(der))
 }
+
+/// `batch --count N --keygen host … EXTRA…` (the args of [`batch`] plus more).
+fn batch_with(l: &Line, n: usize, prefix: &str, extra: &[&str]) -> Output {
+    let out = l.file(&format!("keys-{prefix}"));
+    let id_template = format!("{prefix}{{seq:03}}");
+    let pass = passphrase(l);
+    let mut args = vec!["--json", "batch", "--profile", "generic-iot", "--count"];
+    let n = n.to_string();
+    args.push(&n);
+    args.extend([
+        "--keygen",
+        "host",
+        "--id-template",
+        &id_template,
+        "--key-passphrase",
+        &pass,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    args.extend_from_slice(extra);
+    l.certfab(&args)
+}
+
+fn signed_certificates(l: &Line) -> i64 {
+    ledger(l)
+        .query_row(
+            "SELECT COUNT(*) FROM certificates WHERE state = 'signed'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or(0)
+}
+
+#[test]
+fn batch_and_station_end_in_a_manifest_with_dash_dash_manifest() {
+    let l = Line::new();
+    // A batch that ends in its manifest: written, verified, devices exported, in the summary.
+    let m = l.file("batch-end.jsonl");
+    let o = batch_with(&l, 3, "END", &["--manifest", m.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let s = json(&o);
+    assert_eq!(s["manifest"]["count"], 3, "{s}");
+    assert_eq!(s["manifest"]["batches"][0], s["batch"]);
+    let v = l.certfab(&["manifest", "verify", m.to_str().unwrap()]);
+    assert!(v.status.success(), "{}", text(&v));
+    let exported: i64 = ledger(&l)
+        .query_row(
+            "SELECT COUNT(*) FROM devices WHERE state = 'exported' AND device_id LIKE 'END%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(exported, 3);
+
+    // An existing manifest file is refused before anything is signed.
+    let before = signed_certificates(&l);
+    let o = batch_with(&l, 2, "TAKEN", &["--manifest", m.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+    assert_eq!(signed_certificates(&l), before);
+
+    // A shift that ends in its manifest: a JSON event after the summary, and it verifies.
+    let line = l.file("sim-end");
+    let mk = Command::new(sim())
+        .arg("make-line")
+        .arg(&line)
+        .args(["--count", "2"])
+        .output()
+        .unwrap();
+    assert!(mk.status.success(), "{}", text(&mk));
+    let sm = l.file("shift-end.jsonl");
+    let adapter = format!("exec:{} serve {}", sim(), line.display());
+    let o = l.certfab(&[
+        "--json",
+        "station",
+        "--profile",
+        "generic-iot",
+        "--adapter",
+        &adapter,
+        "--manifest",
+        sm.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let events: Vec<Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "manifest", "{last}");
+    assert_eq!(last["manifest"]["count"], 2);
+    let v = l.certfab(&["manifest", "verify", sm.to_str().unwrap()]);
+    assert!(v.status.success(), "{}", text(&v));
+
+    // Without a signer in the site config, --manifest is refused before anything is signed.
+    let cfg = std::fs::read_to_string(l.config()).unwrap();
+    let start = cfg.find("signer:").unwrap();
+    let end = cfg[start..].find("chain: [ca/root.pem]\n").unwrap() + start + 21;
+    std::fs::write(l.config(), format!("{}{}", &cfg[..start], &cfg[end..])).unwrap();
+    let before = signed_certificates(&l);
+    let o = batch_with(
+        &l,
+        2,
+        "NOSIG",
+        &["--manifest", l.file("nosig.jsonl").to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("signer"), "{}", text(&o));
+    assert_eq!(signed_certificates(&l), before);
+}

@@ -46,6 +46,10 @@ struct WorkerArgs {
     /// PBKDF2-SHA256 iterations for encrypted keys.
     #[arg(long, default_value_t = 2048)]
     kdf_iterations: u32,
+    /// When the batch completes, build its signed manifest here (FILE and FILE.jws), as
+    /// `certfab manifest build --batch ID --out FILE` would. Checked before anything is signed.
+    #[arg(long)]
+    manifest: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -142,6 +146,11 @@ fn execute(
     let site = ctx.site()?;
     let profile = Profile::load(&site.config.profile_path(profile_arg))?;
     let ca_ref = site.ca_ref(&profile)?;
+    let manifest_trust = w
+        .manifest
+        .as_deref()
+        .map(|m| super::manifest::preflight(&site, m))
+        .transpose()?;
     if let Some(k) = expect_key {
         if batch::spec(&profile, &ca_ref.name, &source, &out, plain_keys).input_key != k {
             return Err(Error::Usage(format!(
@@ -199,8 +208,33 @@ fn execute(
         bar.set_message(format!("{issued} issued"));
     })?;
     bar.finish_and_clear();
+    let manifest = match (&w.manifest, manifest_trust) {
+        (Some(_), _) if summary.interrupted => {
+            eprintln!(
+                "certfab: no manifest: the batch was interrupted; resume it, then certfab manifest build --batch {}",
+                summary.batch
+            );
+            None
+        }
+        (Some(path), Some(trust)) => super::manifest::build_after_run(
+            &site,
+            &mut ledger,
+            &trust,
+            &summary.batch,
+            path,
+            &profile.path,
+        ),
+        _ => None,
+    };
     site.auto_checkpoint(&mut ledger);
-    report(ctx, &summary);
+    report(
+        ctx,
+        &summary,
+        manifest.as_ref().and_then(|m| m.as_ref().ok()),
+    );
+    if let Some(Err(e)) = manifest {
+        return Err(e);
+    }
     Ok(if summary.interrupted {
         ExitCode::Interrupted
     } else if summary.counts.get("rejected").copied().unwrap_or(0) > 0 {
@@ -233,7 +267,7 @@ fn progress_bar(json: bool, total: Option<u64>) -> indicatif::ProgressBar {
     bar
 }
 
-fn report(ctx: &Ctx, s: &Summary) {
+fn report(ctx: &Ctx, s: &Summary, manifest: Option<&crate::manifest::build::BuildOutcome>) {
     let mut h = format!(
         "batch {}{}: {} issued, {} already done, {} rejected, {} duplicate rows in {:.1}s ({:.0} certificates/s)\n  ledger {}  output {}\n  batch totals: {}",
         s.batch,
@@ -264,7 +298,13 @@ fn report(ctx: &Ctx, s: &Summary) {
             s.batch
         ));
     }
-    ctx.print(&serde_json::to_value(s).unwrap_or_default(), &h);
+    let mut v = serde_json::to_value(s).unwrap_or_default();
+    if let Some(m) = manifest {
+        v["manifest"] = serde_json::to_value(m).unwrap_or_default();
+        h.push('\n');
+        h.push_str(&super::manifest::built_text(m));
+    }
+    ctx.print(&v, &h);
 }
 
 fn status(ctx: &Ctx, id: Option<String>) -> Result<ExitCode, Error> {

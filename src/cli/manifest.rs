@@ -5,7 +5,7 @@ use crate::ledger::Ledger;
 use crate::manifest::{self, build, merge, ManifestError, Trust};
 use clap::Subcommand;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// `certfab manifest …`
 #[derive(Debug, Subcommand)]
@@ -81,64 +81,11 @@ pub(super) fn run(ctx: &Ctx, cmd: ManifestCommand) -> Result<ExitCode, Error> {
         } => {
             let var_map = super::parse_vars(&vars, "")?;
             let site = ctx.site()?;
-            let (trust, signer, now) = signing_setup(&site, trust.as_deref())?;
+            let trust = resolve_trust(&site, trust.as_deref())?;
+            site.login()?;
             let mut ledger = Ledger::open(&site.config.ledger, &site.config.station_id)?;
-            let ca = |p: &crate::profile::Profile, recorded: &str| -> Result<_, ManifestError> {
-                let r = site
-                    .batch_ca(p, recorded)
-                    .map_err(|e| ManifestError::Usage(e.to_string()))?;
-                let load = |path: &std::path::Path| {
-                    CaCert::load(path).map_err(|e| ManifestError::Usage(e.to_string()))
-                };
-                let cert = load(&r.cert)?;
-                let chain = r
-                    .chain
-                    .iter()
-                    .map(|p| load(p))
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok((r.name, cert, chain))
-            };
-            let o = build::build(
-                build::BuildSite {
-                    config: &site.config,
-                    ledger: &mut ledger,
-                    signer: &signer,
-                    trust: &trust,
-                    ca: &ca,
-                },
-                &build::BuildRequest {
-                    batches: batch,
-                    out,
-                    vars: var_map,
-                    profile,
-                    now,
-                },
-            )?;
-            for r in &o.recovered {
-                eprintln!("certfab: {r}");
-            }
-            let human = if o.already_built {
-                format!(
-                    "manifest #{} {} was already built for {} ({} devices); nothing to do",
-                    o.sequence,
-                    o.path.display(),
-                    o.batches.join(", "),
-                    o.count
-                )
-            } else {
-                format!(
-                    "wrote manifest #{} {} ({} devices, merkle root {}) and {}\nchained to {}; {} devices marked exported; signer kid {}",
-                    o.sequence,
-                    o.path.display(),
-                    o.count,
-                    o.merkle_root,
-                    o.signature.display(),
-                    o.prev_sha256.as_deref().map_or("nothing (first manifest of this ledger)".to_string(), |p| format!("previous manifest SHA-256 {p}")),
-                    o.exported,
-                    o.signer_kid
-                )
-            };
-            ctx.print(&serde_json::to_value(&o).unwrap_or_default(), &human);
+            let o = build_on(&site, &mut ledger, &trust, batch, out, var_map, profile)?;
+            print_built(ctx, &o);
             Ok(ExitCode::Ok)
         }
         ManifestCommand::Verify {
@@ -218,15 +165,152 @@ fn signing_setup<'s>(
     ),
     Error,
 > {
-    let trust = match trust {
+    let trust = resolve_trust(site, trust)?;
+    site.login()?;
+    let (signer, now) = signer_now(site)?;
+    Ok((trust, signer, now))
+}
+
+fn resolve_trust(site: &crate::site::Site, trust: Option<&Path>) -> Result<Trust, Error> {
+    Ok(match trust {
         Some(t) => Trust::from_file(t)?,
         None => Trust::from_site(&site.config)?,
-    };
-    site.login()?;
+    })
+}
+
+/// The signer, opened on a logged-in token, and the time it signs at.
+fn signer_now(
+    site: &crate::site::Site,
+) -> Result<
+    (
+        manifest::jws::DocumentSigner<crate::hsm::HsmKey<'_>>,
+        time::OffsetDateTime,
+    ),
+    Error,
+> {
     let now = time::OffsetDateTime::now_utc();
     let now = now.replace_nanosecond(0).unwrap_or(now);
-    let signer = site.signer(now)?;
-    Ok((trust, signer, now))
+    Ok((site.signer(now)?, now))
+}
+
+/// Builds the manifest of `batches` on an open ledger and a logged-in token: `manifest build`,
+/// and `batch`/`station` with `--manifest` on the run's own ledger (one process per ledger).
+pub(super) fn build_on(
+    site: &crate::site::Site,
+    ledger: &mut Ledger,
+    trust: &Trust,
+    batches: Vec<String>,
+    out: PathBuf,
+    vars: BTreeMap<String, String>,
+    profile: Option<PathBuf>,
+) -> Result<build::BuildOutcome, Error> {
+    let (signer, now) = signer_now(site)?;
+    let ca = |p: &crate::profile::Profile, recorded: &str| -> Result<_, ManifestError> {
+        let r = site
+            .batch_ca(p, recorded)
+            .map_err(|e| ManifestError::Usage(e.to_string()))?;
+        let load = |path: &std::path::Path| {
+            CaCert::load(path).map_err(|e| ManifestError::Usage(e.to_string()))
+        };
+        let cert = load(&r.cert)?;
+        let chain = r
+            .chain
+            .iter()
+            .map(|p| load(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((r.name, cert, chain))
+    };
+    Ok(build::build(
+        build::BuildSite {
+            config: &site.config,
+            ledger,
+            signer: &signer,
+            trust,
+            ca: &ca,
+        },
+        &build::BuildRequest {
+            batches,
+            out,
+            vars,
+            profile,
+            now,
+        },
+    )?)
+}
+
+/// The manifest of a finished batch or shift (`--manifest PATH`), or None with a notice when it
+/// has no new certificate to declare (e.g. a shift of devices that already had theirs).
+pub(super) fn build_after_run(
+    site: &crate::site::Site,
+    ledger: &mut Ledger,
+    trust: &Trust,
+    batch: &str,
+    out: &Path,
+    profile: &Path,
+) -> Option<Result<build::BuildOutcome, Error>> {
+    match ledger.exportable_devices(&[batch.to_string()]) {
+        Ok(d) if d.is_empty() => {
+            eprintln!("certfab: no manifest written: {batch} issued no certificate that is not already in a manifest");
+            return None;
+        }
+        Err(e) => return Some(Err(e.into())),
+        Ok(_) => {}
+    }
+    Some(build_on(
+        site,
+        ledger,
+        trust,
+        vec![batch.to_string()],
+        out.to_path_buf(),
+        BTreeMap::new(),
+        Some(profile.to_path_buf()),
+    ))
+}
+
+/// Checks, before a batch or shift signs anything, that its `--manifest PATH` can be built at
+/// the end: a signer is configured, a trust anchor resolves, and neither file exists.
+pub(super) fn preflight(site: &crate::site::Site, out: &Path) -> Result<Trust, Error> {
+    if site.config.signer.is_none() {
+        return Err(Error::Usage(format!(
+            "--manifest needs a manifest signer: {} has no signer: section (docs/manifest.md; hsm-fixtures/dev-line.sh makes one)",
+            site.config.path.display()
+        )));
+    }
+    crate::output::check_free(&[out, &manifest::signature_path(out)])?;
+    resolve_trust(site, None)
+}
+
+/// Prints a build outcome (and any pending builds it recovered first).
+pub(super) fn print_built(ctx: &Ctx, o: &build::BuildOutcome) {
+    for r in &o.recovered {
+        eprintln!("certfab: {r}");
+    }
+    ctx.print(&serde_json::to_value(o).unwrap_or_default(), &built_text(o));
+}
+
+/// One paragraph for the operator or the log.
+pub(super) fn built_text(o: &build::BuildOutcome) -> String {
+    if o.already_built {
+        format!(
+            "manifest #{} {} was already built for {} ({} devices); nothing to do",
+            o.sequence,
+            o.path.display(),
+            o.batches.join(", "),
+            o.count
+        )
+    } else {
+        format!(
+            "wrote manifest #{} {} ({} devices, merkle root {}) and {}\nchained to {}; {} devices marked exported; signer kid {}",
+            o.sequence,
+            o.path.display(),
+            o.count,
+            o.merkle_root,
+            o.signature.display(),
+            o.prev_sha256.as_deref().map_or("nothing (first manifest of this ledger)".to_string(), |p| format!("previous manifest SHA-256 {p}")),
+            o.exported,
+            o.signer_kid
+        )
+    }
 }
 
 fn verify_many(ctx: &Ctx, paths: &[PathBuf], trust: &Trust) -> Result<ExitCode, Error> {

@@ -10,6 +10,7 @@ use crate::station::{
 };
 use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -35,6 +36,10 @@ pub struct StationArgs {
     /// certificate is marked superseded in the ledger).
     #[arg(long)]
     supersede: bool,
+    /// When the shift ends, build its signed manifest here (FILE and FILE.jws), as
+    /// `certfab manifest build --batch SHIFT --out FILE` would. Checked before the first device.
+    #[arg(long)]
+    manifest: Option<PathBuf>,
 }
 
 pub(super) fn run(ctx: &Ctx, a: StationArgs) -> Result<ExitCode, Error> {
@@ -42,6 +47,11 @@ pub(super) fn run(ctx: &Ctx, a: StationArgs) -> Result<ExitCode, Error> {
     let site = ctx.site()?;
     let profile = Profile::load(&site.config.profile_path(&a.profile))?;
     let ca_ref = site.ca_ref(&profile)?;
+    let manifest_trust = a
+        .manifest
+        .as_deref()
+        .map(|m| super::manifest::preflight(&site, m))
+        .transpose()?;
     let mut ledger = site.open_ledger_as(Some(&profile), a.operator.as_deref())?;
     site.login_recorded(&mut ledger)?;
     let issuer = site.issuer_recorded(&ca_ref, time::OffsetDateTime::now_utc(), &mut ledger)?;
@@ -90,8 +100,25 @@ pub(super) fn run(ctx: &Ctx, a: StationArgs) -> Result<ExitCode, Error> {
         notice: String::new(),
     };
     let summary = station::run(&job, spec, &site.config.station_id, &mut ledger, &mut ui)?;
+    // Stopping is how a shift ends, so an interrupted shift gets its manifest too.
+    let manifest = match (&a.manifest, manifest_trust) {
+        (Some(path), Some(trust)) => super::manifest::build_after_run(
+            &site,
+            &mut ledger,
+            &trust,
+            &summary.batch,
+            path,
+            &profile.path,
+        ),
+        _ => None,
+    };
     site.auto_checkpoint(&mut ledger);
     ui.summary(&summary);
+    match manifest {
+        Some(Ok(m)) => ui.manifest(&m),
+        Some(Err(e)) => return Err(e),
+        None => {}
+    }
     Ok(if a.once {
         match ui.last.as_ref().map(|o| o.verdict) {
             Some(Verdict::Pass) => ExitCode::Ok,
@@ -145,6 +172,13 @@ fn now_hms() -> String {
 }
 
 impl Ui {
+    fn manifest(&self, m: &crate::manifest::build::BuildOutcome) {
+        match self.mode {
+            Mode::Json => self.json(serde_json::json!({"event": "manifest", "manifest": m})),
+            _ => outln!("{}", super::manifest::built_text(m)),
+        }
+    }
+
     fn json(&self, v: serde_json::Value) {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{v}");
