@@ -74,7 +74,7 @@ batch_id=$(latest_batch)
 # ledger (rightly) refuses a known device id that shows up with a new key.
 prefix="D$(date -u +%H%M%S)-"
 "$repo/station-scripts/sim-device.py" make-line "$run/sim-line" --count 20 --prefix "$prefix" >/dev/null
-if cf station --profile generic-iot --operator demo \
+if cf station --profile generic-iot --operator demo --manifest "$run/shift.jsonl" \
      --adapter "exec:$repo/station-scripts/sim-device.py serve $run/sim-line" 2> "$run/station.stderr" |
      tee "$run/station.log" | grep -E '^(PASS|FAIL|REFUSED|shift)' &&
    openssl verify -CAfile "$dir/ca/root.pem" -untrusted "$dir/ca/issuing.pem" \
@@ -87,9 +87,10 @@ fi
 
 shift_id=$(latest_batch)
 
-# Manifests of the batch and of the shift: built from the ledger, signed in the HSM by the
-# manifest signer (not a CA key), verified offline trusting only the dev root; a copy with
-# one byte changed must be refused (exit 3) with its line named.
+# Manifests of the batch and of the shift (the shift already ended in its own, --manifest; the
+# build of it again is a no-op): built from the ledger, signed in the HSM by the manifest signer
+# (not a CA key), verified offline trusting only the dev root; a copy with one byte changed must
+# be refused (exit 3) with its line named.
 manifest() { # id name
   local m="$run/$2.jsonl"
   if cf manifest build --batch "$1" --out "$m" >/dev/null &&
