@@ -146,11 +146,7 @@ fn execute(
     let site = ctx.site()?;
     let profile = Profile::load(&site.config.profile_path(profile_arg))?;
     let ca_ref = site.ca_ref(&profile)?;
-    let manifest_trust = w
-        .manifest
-        .as_deref()
-        .map(|m| super::manifest::preflight(&site, m))
-        .transpose()?;
+    let manifest_target = super::manifest::preflight(&site, w.manifest.as_deref())?;
     if let Some(k) = expect_key {
         if batch::spec(&profile, &ca_ref.name, &source, &out, plain_keys).input_key != k {
             return Err(Error::Usage(format!(
@@ -208,23 +204,15 @@ fn execute(
         bar.set_message(format!("{issued} issued"));
     })?;
     bar.finish_and_clear();
-    let manifest = match (&w.manifest, manifest_trust) {
-        (Some(_), _) if summary.interrupted => {
-            eprintln!(
-                "certfab: no manifest: the batch was interrupted; resume it, then certfab manifest build --batch {}",
-                summary.batch
-            );
-            None
-        }
-        (Some(path), Some(trust)) => super::manifest::build_after_run(
-            &site,
-            &mut ledger,
-            &trust,
-            &summary.batch,
-            path,
-            &profile.path,
-        ),
-        _ => None,
+    let manifest = if summary.interrupted && manifest_target.is_some() {
+        eprintln!(
+            "certfab: no manifest: the batch was interrupted; resume it, then certfab manifest build --batch {}",
+            summary.batch
+        );
+        None
+    } else {
+        let target = manifest_target.as_ref();
+        super::manifest::build_after_run(&site, &mut ledger, target, &summary.batch, &profile.path)
     };
     site.auto_checkpoint(&mut ledger);
     report(

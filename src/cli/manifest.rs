@@ -238,16 +238,42 @@ pub(super) fn build_on(
     )?)
 }
 
-/// The manifest of a finished batch or shift (`--manifest PATH`), or None with a notice when it
-/// has no new certificate to declare (e.g. a shift of devices that already had theirs).
+/// Where a batch or shift writes its manifest when it ends (`--manifest FILE`), checked first.
+pub(super) struct ManifestTarget {
+    out: PathBuf,
+    trust: Trust,
+}
+
+/// Checks, before a batch or shift signs anything, that its `--manifest FILE` can be built at
+/// the end: a signer is configured, a trust anchor resolves, and neither file exists.
+pub(super) fn preflight(
+    site: &crate::site::Site,
+    out: Option<&Path>,
+) -> Result<Option<ManifestTarget>, Error> {
+    let Some(out) = out else { return Ok(None) };
+    if site.config.signer.is_none() {
+        return Err(Error::Usage(format!(
+            "--manifest needs a manifest signer: {} has no signer: section (docs/manifest.md; hsm-fixtures/dev-line.sh makes one)",
+            site.config.path.display()
+        )));
+    }
+    crate::output::check_free(&[out, &manifest::signature_path(out)])?;
+    Ok(Some(ManifestTarget {
+        out: out.to_path_buf(),
+        trust: resolve_trust(site, None)?,
+    }))
+}
+
+/// The manifest of a finished batch or shift, or None (with a notice when it has no new
+/// certificate to declare, e.g. a shift of devices that already had theirs).
 pub(super) fn build_after_run(
     site: &crate::site::Site,
     ledger: &mut Ledger,
-    trust: &Trust,
+    target: Option<&ManifestTarget>,
     batch: &str,
-    out: &Path,
     profile: &Path,
 ) -> Option<Result<build::BuildOutcome, Error>> {
+    let t = target?;
     match ledger.exportable_devices(&[batch.to_string()]) {
         Ok(d) if d.is_empty() => {
             eprintln!("certfab: no manifest written: {batch} issued no certificate that is not already in a manifest");
@@ -259,25 +285,12 @@ pub(super) fn build_after_run(
     Some(build_on(
         site,
         ledger,
-        trust,
+        &t.trust,
         vec![batch.to_string()],
-        out.to_path_buf(),
+        t.out.clone(),
         BTreeMap::new(),
         Some(profile.to_path_buf()),
     ))
-}
-
-/// Checks, before a batch or shift signs anything, that its `--manifest PATH` can be built at
-/// the end: a signer is configured, a trust anchor resolves, and neither file exists.
-pub(super) fn preflight(site: &crate::site::Site, out: &Path) -> Result<Trust, Error> {
-    if site.config.signer.is_none() {
-        return Err(Error::Usage(format!(
-            "--manifest needs a manifest signer: {} has no signer: section (docs/manifest.md; hsm-fixtures/dev-line.sh makes one)",
-            site.config.path.display()
-        )));
-    }
-    crate::output::check_free(&[out, &manifest::signature_path(out)])?;
-    resolve_trust(site, None)
 }
 
 /// Prints a build outcome (and any pending builds it recovered first).

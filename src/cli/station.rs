@@ -47,11 +47,7 @@ pub(super) fn run(ctx: &Ctx, a: StationArgs) -> Result<ExitCode, Error> {
     let site = ctx.site()?;
     let profile = Profile::load(&site.config.profile_path(&a.profile))?;
     let ca_ref = site.ca_ref(&profile)?;
-    let manifest_trust = a
-        .manifest
-        .as_deref()
-        .map(|m| super::manifest::preflight(&site, m))
-        .transpose()?;
+    let manifest_target = super::manifest::preflight(&site, a.manifest.as_deref())?;
     let mut ledger = site.open_ledger_as(Some(&profile), a.operator.as_deref())?;
     site.login_recorded(&mut ledger)?;
     let issuer = site.issuer_recorded(&ca_ref, time::OffsetDateTime::now_utc(), &mut ledger)?;
@@ -101,17 +97,14 @@ pub(super) fn run(ctx: &Ctx, a: StationArgs) -> Result<ExitCode, Error> {
     };
     let summary = station::run(&job, spec, &site.config.station_id, &mut ledger, &mut ui)?;
     // Stopping is how a shift ends, so an interrupted shift gets its manifest too.
-    let manifest = match (&a.manifest, manifest_trust) {
-        (Some(path), Some(trust)) => super::manifest::build_after_run(
-            &site,
-            &mut ledger,
-            &trust,
-            &summary.batch,
-            path,
-            &profile.path,
-        ),
-        _ => None,
-    };
+    // Stopping is how a shift ends, so an interrupted shift gets its manifest too.
+    let manifest = super::manifest::build_after_run(
+        &site,
+        &mut ledger,
+        manifest_target.as_ref(),
+        &summary.batch,
+        &profile.path,
+    );
     site.auto_checkpoint(&mut ledger);
     ui.summary(&summary);
     match manifest {
