@@ -97,7 +97,6 @@ pub(super) fn run(ctx: &Ctx, a: StationArgs) -> Result<ExitCode, Error> {
     };
     let summary = station::run(&job, spec, &site.config.station_id, &mut ledger, &mut ui)?;
     // Stopping is how a shift ends, so an interrupted shift gets its manifest too.
-    // Stopping is how a shift ends, so an interrupted shift gets its manifest too.
     let manifest = super::manifest::build_after_run(
         &site,
         &mut ledger,
