@@ -32,13 +32,13 @@ if ! python3 -c 'import parliament' >/dev/null 2>&1; then
   python3 -m pip install --quiet parliament
 fi
 # For tests/export_other.rs, each platform's own tooling: the Azure DPS service SDK's models
-# (msrest), JSON Schema / OpenAPI validators (Hono's OpenAPI, Peridio shapes), PyYAML, and
+# (msrest), a JSON Schema validator (Hono and Peridio shapes), and
 # Microchip's manifest verifier pytrustplatform with python-jose, Nordic's nrfcloud-utils (installed without its
 # dev-kit USB dependencies, which its manifest module does not import); a JDK for Java's
 # X500Principal (Hono's auth-id).
-if ! python3 -c 'import msrest, provisioningserviceclient, jsonschema, openapi_schema_validator, yaml, jose' >/dev/null 2>&1; then
+if ! python3 -c 'import msrest, provisioningserviceclient, jsonschema, jose' >/dev/null 2>&1; then
   python3 -m pip install --quiet msrest azure-iothub-provisioningserviceclient jsonschema \
-    openapi-schema-validator pyyaml python-jose
+    python-jose
 fi
 if ! python3 -c 'import pytrustplatform.manifest.manifest' >/dev/null 2>&1; then
   python3 -m pip install --quiet --no-deps pytrustplatform

@@ -359,7 +359,7 @@ fn java_rfc2253(ders: &[PathBuf]) -> Vec<String> {
 }
 
 #[test]
-fn hono_bodies_match_hono_openapi_and_auth_ids_are_what_hono_computes() {
+fn hono_bodies_match_the_registry_api_and_auth_ids_are_what_hono_computes() {
     let f = fixture();
     refused(
         certfab::export::hono::render(&f.input, &opts(None)),

@@ -1,5 +1,6 @@
-//! Eclipse Hono Device Registry Management API (`/v1`), as defined by Hono's OpenAPI document
-//! `site/documentation/content/api/management/device-registry-v1.yaml`.
+//! Eclipse Hono Device Registry Management API (`/v1`), as Hono documents it
+//! (https://eclipse.dev/hono/docs/api/management/; its OpenAPI document is
+//! `site/documentation/content/api/management/device-registry-v1.yaml` in eclipse-hono/hono).
 //!
 //! Files:
 //! - `hono-tenant.json`: a `Tenant` body for `POST /v1/tenants/{tenantId}` (or `PUT` to

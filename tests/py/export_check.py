@@ -4,7 +4,7 @@ they install (run by tests/export_other.rs; the pip packages come from
 hsm-fixtures/setup-host.sh).
 
     export_check.py azure DIR            DPS bodies through the DPS service SDK's msrest models
-    export_check.py hono DIR             Hono bodies against Hono's OpenAPI document
+    export_check.py hono DIR             Hono bodies against the registry-shapes schema
     export_check.py peridio DIR          Peridio bodies against the SDK-derived schema
     export_check.py nrfcloud DIR         nRF Cloud CSV as nrfcloud-utils' csv dialect reads/writes it
     export_check.py microchip DIR SIGNER_PEM   JWS entries with pytrustplatform's verifier and cryptography
@@ -122,59 +122,27 @@ def azure(d):
 
 
 # ---------------------------------------------------------------- Hono
-def hono_schemas():
-    import yaml
-
-    spec = yaml.safe_load(open(os.path.join(FIXTURES, "hono", "device-registry-v1.yaml")))
-    schemas = spec["components"]["schemas"]
-
-    def resolve(s):
-        if isinstance(s, dict):
-            if "$ref" in s:
-                return resolve(copy.deepcopy(schemas[s["$ref"].split("/")[-1]]))
-            s = {k: resolve(v) for k, v in s.items()}
-            if "allOf" in s:
-                # OpenAPI composes objects with allOf plus additionalProperties: false, which a
-                # JSON Schema validator reads as "no properties at all". Merge the members into
-                # one object schema, keeping "no other properties" strict.
-                merged = {"type": "object", "properties": {}, "required": []}
-                strict = s.get("additionalProperties") is False
-                for part in s.pop("allOf"):
-                    merged["properties"].update(part.get("properties", {}))
-                    merged["required"] += part.get("required", [])
-                    strict = strict or part.get("additionalProperties") is False
-                for k, v in s.items():
-                    if k not in ("additionalProperties", "type"):
-                        merged[k] = v
-                if strict:
-                    merged["additionalProperties"] = False
-                if not merged["required"]:
-                    del merged["required"]
-                return merged
-            if ("oneOf" in s or "anyOf" in s) and "properties" not in s:
-                # Likewise "oneOf + additionalProperties: false" (TypedCredentials): each
-                # member is itself strict, so the outer restriction is dropped.
-                s.pop("additionalProperties", None)
-                # The discriminator only names which member to try first; oneOf still decides.
-                s.pop("discriminator", None)
-            return s
-        if isinstance(s, list):
-            return [resolve(x) for x in s]
-        return s
-
-    return {name: resolve(copy.deepcopy(s)) for name, s in schemas.items()}
-
-
 def hono(d):
-    from openapi_schema_validator import OAS30Validator
+    import jsonschema
 
-    sch = hono_schemas()
+    schema = json.load(open(os.path.join(FIXTURES, "hono", "registry-shapes.schema.json")))
+    checker = jsonschema.Draft202012Validator.FORMAT_CHECKER
 
-    def validate(name, data, path):
-        v = OAS30Validator(sch[name])
+    def validate(defn, data, path):
+        s = dict(schema)
+        s["$ref"] = f"#/$defs/{defn}"
+        v = jsonschema.Draft202012Validator(s, format_checker=checker)
         errs = sorted(v.iter_errors(data), key=lambda e: list(e.path))
         if errs:
-            fail(f"{path}: not a Hono {name}: {errs[0].message} at {list(errs[0].path)}")
+            fail(f"{path}: not a Hono {defn}: {errs[0].message} at {list(errs[0].path)}")
+        for dt in _datetimes(data):
+            # RFC 3339 date-time, as Hono parses it (jsonschema checks the format only when
+            # an RFC 3339 library is installed, so check the shape here too).
+            import datetime
+            try:
+                datetime.datetime.fromisoformat(dt.replace("Z", "+00:00"))
+            except ValueError:
+                fail(f"{path}: {dt!r} is not an RFC 3339 date-time")
 
     out = {"devices": []}
     tenant = json.load(open(os.path.join(d, "hono-tenant.json")))
@@ -196,6 +164,18 @@ def hono(d):
             out["devices"].append({"device-id": rec["device-id"], "tenant-id": rec["tenant-id"],
                                    "auth-id": c["auth-id"], "secrets": c["secrets"]})
     print(json.dumps(out))
+
+
+def _datetimes(x):
+    if isinstance(x, dict):
+        for k, v in x.items():
+            if k in ("not-before", "not-after") and isinstance(v, str):
+                yield v
+            else:
+                yield from _datetimes(v)
+    elif isinstance(x, list):
+        for v in x:
+            yield from _datetimes(v)
 
 
 # ---------------------------------------------------------------- Peridio
