@@ -35,7 +35,8 @@ fi
 # (msrest), a JSON Schema validator (Hono and Peridio shapes), and
 # Microchip's manifest verifier pytrustplatform with python-jose, Nordic's nrfcloud-utils (installed without its
 # dev-kit USB dependencies, which its manifest module does not import); a JDK for Java's
-# X500Principal (Hono's auth-id).
+# X500Principal (Hono's auth-id): java runs tests/java/Rfc2253.java from source, which needs
+# the JDK's compiler (javac is the sign of it), not only a JRE.
 if ! python3 -c 'import msrest, provisioningserviceclient, jsonschema, jose' >/dev/null 2>&1; then
   python3 -m pip install --quiet msrest azure-iothub-provisioningserviceclient jsonschema \
     python-jose
@@ -49,7 +50,7 @@ if ! python3 -c 'import nrfcloud_utils.nrf_cloud_onboard' >/dev/null 2>&1; then
   python3 -m pip install --quiet requests coloredlogs
   python3 -m pip install --quiet --no-deps nrfcloud-utils
 fi
-if ! command -v java >/dev/null 2>&1; then
+if ! command -v javac >/dev/null 2>&1; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
