@@ -104,11 +104,21 @@ fn issues_p256_p384_rsa_from_csr_and_pubkey() {
         dir.join("again").to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(
-        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["already_issued"],
-        true
-    );
+    let again = serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap();
+    assert_eq!(again["already_issued"], true);
     assert_eq!(std::fs::read(dir.join("again/cert.pem")).unwrap(), first);
+    // The summary names the ledger batch the device is in, which `manifest build` takes.
+    let batch = again["batch"].as_str().expect("batch id in the summary");
+    let m = dir.join("single.jsonl");
+    let o = line.certfab(&[
+        "manifest",
+        "build",
+        "--batch",
+        batch,
+        "--out",
+        m.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
     // The same key under another device id, or a new key for SN-0000, is refused.
     for (id, csr, why) in [
         (

@@ -83,6 +83,10 @@ pub(super) fn run(ctx: &Ctx, a: IssueArgs) -> Result<ExitCode, Error> {
         &issuer.key,
     )?;
     write_cert_files(&issuer, &der, a.with_root, &cert_path, &chain_path)?;
+    // The standing batch this issue went into: what `manifest build --batch` takes.
+    let batch_id = ledger
+        .device(&profile.name, &device_id)?
+        .map(|d| d.batch_id);
 
     let tbs = {
         use der::Decode;
@@ -101,6 +105,7 @@ pub(super) fn run(ctx: &Ctx, a: IssueArgs) -> Result<ExitCode, Error> {
         "device_id": device_id,
         "serial": serial,
         "already_issued": already,
+        "batch": batch_id,
         "profile": profile.name,
         "profile_sha256": hex::encode(profile.sha256),
         "ca": ca_ref.name,
