@@ -221,12 +221,7 @@ impl Site {
                 self.config.path.display()
             ))
         })?;
-        let cert = CaCert::load(&sref.cert)?;
-        let chain = sref
-            .chain
-            .iter()
-            .map(|p| CaCert::load(p))
-            .collect::<Result<Vec<_>, _>>()?;
+        let (cert, chain) = CaCert::load_with_chain(&sref.cert, &sref.chain)?;
         let key = self
             .hsm
             .key(&sref.key, Some((&cert.public_key, &cert.source)))?;
@@ -238,13 +233,8 @@ impl Site {
     /// Loads a CA's certificate and chain, checks them at `now`, and opens its token key,
     /// refusing a key whose public half is not the certificate's.
     pub fn issuer(&self, ca: &CaRef, now: OffsetDateTime) -> Result<Issuer<'_>, Error> {
-        let cert = CaCert::load(&ca.cert)?;
+        let (cert, chain) = CaCert::load_with_chain(&ca.cert, &ca.chain)?;
         cert.check_usable(now)?;
-        let chain = ca
-            .chain
-            .iter()
-            .map(|p| CaCert::load(p))
-            .collect::<Result<Vec<_>, _>>()?;
         let mut below = &cert;
         for c in &chain {
             below.check_signed_by(c)?;

@@ -71,6 +71,19 @@ pub fn time_of(t: &x509_cert::time::Time) -> Option<OffsetDateTime> {
 }
 
 impl CaCert {
+    /// Loads a certificate and the chain above it (nearest first), as a site config names them.
+    pub fn load_with_chain(
+        cert: &Path,
+        chain: &[std::path::PathBuf],
+    ) -> Result<(Self, Vec<Self>), CaError> {
+        let c = Self::load(cert)?;
+        let above = chain
+            .iter()
+            .map(|p| Self::load(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((c, above))
+    }
+
     /// Reads a PEM or DER certificate file.
     pub fn load(path: &Path) -> Result<Self, CaError> {
         let src = path.display().to_string();

@@ -150,7 +150,6 @@ pub(super) fn run(ctx: &Ctx, cmd: ManifestCommand) -> Result<ExitCode, Error> {
     }
 }
 
-/// Several manifests: each verified, then the chain checks across them.
 /// What writing a manifest needs: the roots it must chain to (`--trust FILE`, else the site
 /// config's), the site's document signer (after login) opened at `now`, and `now` in whole
 /// seconds.
@@ -209,15 +208,8 @@ pub(super) fn build_on(
         let r = site
             .batch_ca(p, recorded)
             .map_err(|e| ManifestError::Usage(e.to_string()))?;
-        let load = |path: &std::path::Path| {
-            CaCert::load(path).map_err(|e| ManifestError::Usage(e.to_string()))
-        };
-        let cert = load(&r.cert)?;
-        let chain = r
-            .chain
-            .iter()
-            .map(|p| load(p))
-            .collect::<Result<Vec<_>, _>>()?;
+        let (cert, chain) = CaCert::load_with_chain(&r.cert, &r.chain)
+            .map_err(|e| ManifestError::Usage(e.to_string()))?;
         Ok((r.name, cert, chain))
     };
     Ok(build::build(
@@ -326,6 +318,7 @@ pub(super) fn built_text(o: &build::BuildOutcome) -> String {
     }
 }
 
+/// Several manifests: each verified, then the chain checks across them.
 fn verify_many(ctx: &Ctx, paths: &[PathBuf], trust: &Trust) -> Result<ExitCode, Error> {
     let mut ok = Vec::new();
     let mut results = Vec::new();
