@@ -34,25 +34,18 @@ pub fn bulk(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFile>
     require_devices(F, input)?;
     // The input files and the template need nothing of the account; the start-task request
     // does (role and bucket), so it is written only when both are known, never invented.
-    let task = match (
-        setting_str(input, opts, "aws.role_arn")?.filter(|s| !s.is_empty()),
-        setting_str(input, opts, "aws.bucket")?.filter(|s| !s.is_empty()),
-    ) {
-        (None, None) => None,
-        (role, bucket) => {
-            let role_arn = match role {
-                Some(_) => role_arn(F, input, opts, BULK_ROLE)?,
-                None => require_str(F, input, opts, "aws.role_arn", BULK_ROLE)?,
-            };
-            let bucket = match bucket {
-                Some(b) => b,
-                None => require_str(F, input, opts, "aws.bucket", BULK_BUCKET)?,
-            };
-            check_pattern("aws.bucket", &bucket, 3, 256, |c| {
-                c.is_ascii_alphanumeric() || "._-".contains(c)
-            })?;
-            Some((role_arn, bucket))
-        }
+    let given =
+        |k| Ok::<_, ExportError>(setting_str(input, opts, k)?.is_some_and(|s| !s.is_empty()));
+    let task = if given("aws.role_arn")? || given("aws.bucket")? {
+        // One of them given: both are needed, and the missing one is named.
+        let role_arn = role_arn(F, input, opts, BULK_ROLE)?;
+        let bucket = require_str(F, input, opts, "aws.bucket", BULK_BUCKET)?;
+        check_pattern("aws.bucket", &bucket, 3, 256, |c| {
+            c.is_ascii_alphanumeric() || "._-".contains(c)
+        })?;
+        Some((role_arn, bucket))
+    } else {
+        None
     };
     let prefix = setting_str(input, opts, "aws.key_prefix")?.unwrap_or_default();
     let ca_pem = issuing_ca(F, input)?;
@@ -132,21 +125,19 @@ pub fn bulk(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFile>
             text.push_str(&serde_json::to_string(r).unwrap_or_default());
             text.push('\n');
         }
-        let Some((role_arn, bucket)) = &task else {
-            files.push(ExportFile {
-                name: name.clone(),
-                bytes: text.into_bytes(),
-                devices: part.len(),
-                consumer: format!("upload to your S3 bucket as {key}, then aws iot start-thing-registration-task --template-body file://aws-bulk-template.json --input-file-bucket BUCKET --input-file-key {key} --role-arn ROLE_ARN (or export again with --set aws.bucket=… --set aws.role_arn=… and certfab writes that request)"),
-            });
-            continue;
+        let consumer = match &task {
+            Some((_, bucket)) => format!("upload to s3://{bucket}/{key} (aws s3 cp {name} s3://{bucket}/{key}); read by StartThingRegistrationTask"),
+            None => format!("upload to your S3 bucket as {key}, then aws iot start-thing-registration-task --template-body file://aws-bulk-template.json --input-file-bucket BUCKET --input-file-key {key} --role-arn ROLE_ARN (or export again with --set aws.bucket=… --set aws.role_arn=… and certfab writes that request)"),
         };
         files.push(ExportFile {
             name: name.clone(),
             bytes: text.into_bytes(),
             devices: part.len(),
-            consumer: format!("upload to s3://{bucket}/{key} (aws s3 cp {name} s3://{bucket}/{key}); read by StartThingRegistrationTask"),
+            consumer,
         });
+        let Some((role_arn, bucket)) = &task else {
+            continue;
+        };
         let req = json!({
             "templateBody": body,
             "inputFileBucket": bucket,
