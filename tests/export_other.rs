@@ -520,6 +520,310 @@ fn hono_auth_id_matches_java_for_subjects_that_need_escaping() {
     assert_eq!(ours, java);
 }
 
+/// A self-signed certificate (DER) with subject `subj` (`openssl req -subj` syntax) made by
+/// OpenSSL, for subjects a profile would not issue.
+fn self_signed(dir: &Path, name: &str, subj: &str, keyspec: &str, extra: &[&str]) -> Vec<u8> {
+    let key = common::openssl_key(dir, name, keyspec);
+    let der = dir.join(format!("{name}.der"));
+    let mut args = vec![
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        key.to_str().unwrap(),
+        "-subj",
+        subj,
+        "-days",
+        "1",
+        "-outform",
+        "DER",
+        "-out",
+        der.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = openssl(&args);
+    assert!(o.status.success(), "{subj}: {}", text(&o));
+    std::fs::read(&der).unwrap()
+}
+
+/// An export device for a DER certificate, as a verified manifest would list it.
+fn device_of(seq: u64, id: &str, der: Vec<u8>) -> ExportDevice {
+    use der::{Decode, Encode};
+    let cert = x509_cert::Certificate::from_der(&der).unwrap();
+    let tbs = &cert.tbs_certificate;
+    let t = |t: &x509_cert::time::Time| certfab::export::support::x509_time_rfc3339(t);
+    ExportDevice {
+        seq,
+        device_id: id.into(),
+        serial: hex::encode(tbs.serial_number.as_bytes()),
+        cert_pem: pem_rfc7468::encode_string("CERTIFICATE", pem_rfc7468::LineEnding::LF, &der)
+            .unwrap(),
+        cert_sha256: sha256_hex(&der),
+        spki_sha256: sha256_hex(&tbs.subject_public_key_info.to_der().unwrap()),
+        not_before: t(&tbs.validity.not_before),
+        not_after: t(&tbs.validity.not_after),
+        key_origin: "csr-file".into(),
+        state: "signed".into(),
+        cloud: serde_json::Map::new(),
+        cert_der: der,
+    }
+}
+
+/// What Hono does with each certificate under `template` (tests/java/HonoAuthId.java):
+/// `Ok((adapter auth-id, what the registry stores for it))` or `Err(why)`.
+fn java_hono_auth_ids(template: &str, ders: &[PathBuf]) -> Vec<Result<(String, String), String>> {
+    let o = Command::new("java")
+        .arg(common::repo().join("tests/java/HonoAuthId.java"))
+        .arg(template)
+        .args(ders)
+        .output()
+        .expect("run java (JDK 11+)");
+    assert!(o.status.success(), "{}", text(&o));
+    String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            match f[0] {
+                "ok" => Ok((f[1].to_string(), f[2].to_string())),
+                _ => Err(f[1..].join("\t")),
+            }
+        })
+        .collect()
+}
+
+/// The written x509-cert auth-ids of a Hono export, in device order.
+fn hono_auth_ids(files: &[ExportFile]) -> Vec<String> {
+    files
+        .iter()
+        .filter(|f| f.name.starts_with("hono-devices-"))
+        .flat_map(|f| {
+            String::from_utf8(f.bytes.clone())
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    let v: Value = serde_json::from_str(l).unwrap();
+                    v["credentials"][0]["auth-id"].as_str().unwrap().to_string()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Issue 15 item 1: with an auth-id-template the auth-id is the template applied to the DN
+/// exactly as Hono's adapter computes it (Java's X500Principal, then IdentityTemplate's
+/// replacement), which the registry stores unchanged; a device the adapter could not
+/// authenticate is refused by name.
+#[test]
+fn hono_auth_id_template_is_applied_as_honos_adapter_would() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let mut input = f.input.clone();
+    input.tenant = Some("acme-factory".into());
+
+    // The line's own devices (CN=dev-000N, O=certfab development).
+    let ders: Vec<PathBuf> = input
+        .devices
+        .iter()
+        .map(|d| {
+            let p = dir.path().join(format!("{}.der", d.device_id));
+            std::fs::write(&p, &d.cert_der).unwrap();
+            p
+        })
+        .collect();
+    for template in [
+        "{{subject-cn}}",
+        "{{subject-o}}/{{subject-cn}}",
+        "device-{{subject-cn}}",
+        "{{subject-dn}}",
+    ] {
+        let mut o = opts(Some(5));
+        o.settings
+            .insert("hono.auth_id_template".into(), template.into());
+        let files = certfab::export::hono::render(&input, &o).unwrap();
+        let written = hono_auth_ids(&files);
+        let java = java_hono_auth_ids(template, &ders);
+        assert_eq!(written.len(), java.len());
+        for ((d, ours), theirs) in input.devices.iter().zip(&written).zip(&java) {
+            let (adapter, stored) = theirs.as_ref().expect("Hono computes an auth-id");
+            assert_eq!(ours, adapter, "{template}: {}", d.device_id);
+            assert_eq!(stored, adapter, "{template}: the registry keeps it");
+        }
+        // The tenant carries the template, and the bodies still fit the registry's schema.
+        let r = check("hono", write(&files).path(), &[]);
+        assert_eq!(r["trusted_ca"]["auth-id-template"], template);
+    }
+    let mut o = opts(None);
+    o.settings
+        .insert("hono.auth_id_template".into(), "{{subject-cn}}".into());
+    assert_eq!(
+        hono_auth_ids(&certfab::export::hono::render(&input, &o).unwrap())[0],
+        "dev-0001"
+    );
+
+    // Subjects where Java's replacement rules, LdapName's RDN sorting or a missing attribute
+    // decide the outcome.
+    let subjects: &[(&str, &[&str])] = &[
+        ("/O=Acme/OU=line-a/CN=plain-1", &[]),
+        ("/C=DE/O=Acme, Inc./OU=R&D <lab>/CN=dev #1 \"q\";x", &[]),
+        ("/O=Acme/CN=back\\\\slash", &[]),
+        ("/O=Acme/CN=cost$5", &[]),
+        ("/O=Acme/CN=$0x", &[]),
+        (
+            "/DC=example/UID=u1/CN=dev-7+serialNumber=7",
+            &["-multivalue-rdn"],
+        ),
+        ("/O=Acme/OU=ops", &[]),
+        ("/O=Acme/CN=k=v", &[]),
+        ("/C=DE/O=Gerätebau/OU=Werk 2/CN=Gerät-1", &["-utf8"]),
+    ];
+    let mut devices = Vec::new();
+    let mut paths = Vec::new();
+    for (i, (subj, extra)) in subjects.iter().enumerate() {
+        let der = self_signed(dir.path(), &format!("s{i}"), subj, "ec:prime256v1", extra);
+        let p = dir.path().join(format!("s{i}.der"));
+        std::fs::write(&p, &der).unwrap();
+        paths.push(p);
+        devices.push(device_of(i as u64 + 1, &format!("s{i}"), der));
+    }
+    for template in [
+        "{{subject-cn}}",
+        "{{subject-dn}}",
+        "{{subject-ou}}.{{subject-cn}}",
+    ] {
+        let java = java_hono_auth_ids(template, &paths);
+        let mut accepted = 0;
+        for ((d, (subj, _)), theirs) in devices.iter().zip(subjects).zip(&java) {
+            let mut one = input.clone();
+            one.devices = vec![d.clone()];
+            let mut o = opts(None);
+            o.settings
+                .insert("hono.auth_id_template".into(), template.into());
+            let ours = certfab::export::hono::render(&one, &o);
+            match (theirs, ours) {
+                (Err(why), Ok(_)) => {
+                    panic!(
+                        "{template} {subj}: Hono's adapter fails ({why}) but certfab exported it"
+                    )
+                }
+                (Err(_), Err(e)) => assert!(e.to_string().contains(&d.device_id), "{e}"),
+                (Ok((adapter, stored)), Ok(files)) => {
+                    accepted += 1;
+                    let written = &hono_auth_ids(&files)[0];
+                    assert_eq!(written, adapter, "{template} {subj}");
+                    assert_eq!(stored, adapter, "{template} {subj}: registry rewrites it");
+                }
+                (Ok((adapter, _)), Err(e)) => {
+                    // Only the registry's DN normalisation may make certfab refuse what the
+                    // adapter computes: an auth-id with '=' that is not the DN itself.
+                    assert!(adapter.contains('='), "{template} {subj}: {e}");
+                    assert!(e.to_string().contains("'='"), "{e}");
+                }
+            }
+        }
+        assert!(
+            accepted >= 3,
+            "{template}: only {accepted} subjects accepted"
+        );
+    }
+}
+
+/// Issue 15 item 2: tenant and device ids follow the registry's id patterns (Hono's defaults,
+/// or the registry's own through a setting), and templates use only Hono's placeholders.
+#[test]
+fn hono_ids_follow_honos_patterns_and_templates_only_known_placeholders() {
+    let f = fixture();
+    let mut input = f.input.clone();
+    let render = |input: &ExportInput, sets: &[(&str, &str)]| {
+        let mut o = opts(None);
+        for (k, v) in sets {
+            o.settings.insert(k.to_string(), v.to_string());
+        }
+        certfab::export::hono::render(input, &o)
+    };
+    for bad in ["acme factory", "acme:factory", "acme=1", "acme/f"] {
+        let e = refused(
+            render(&input, &[("hono.tenant_id", bad)]),
+            &["hono.tenant_id"],
+        );
+        assert!(e.contains("tenantIdPattern"), "{e}");
+    }
+    // The registry's own pattern, when it is configured differently.
+    let files = render(
+        &input,
+        &[
+            ("hono.tenant_id", "acme:factory"),
+            ("hono.tenant_id_pattern", "^[a-z:]+$"),
+        ],
+    )
+    .unwrap();
+    assert!(files[0].consumer.contains("/v1/tenants/acme:factory"));
+    refused(
+        render(
+            &input,
+            &[
+                ("hono.tenant_id", "acme"),
+                ("hono.tenant_id_pattern", "[a-z"),
+            ],
+        ),
+        &["hono.tenant_id_pattern", "regular expression"],
+    );
+
+    input.tenant = Some("acme-factory".into());
+    for bad in ["dev 1", "dev/1", "dev#1", "gerät"] {
+        input.devices[2]
+            .cloud
+            .insert("hono.device_id".into(), json!(bad));
+        let e = refused(render(&input, &[]), &["dev-0003", "deviceIdPattern"]);
+        assert!(e.contains(bad), "{e}");
+    }
+    input.devices[2]
+        .cloud
+        .insert("hono.device_id".into(), json!("urn:dev=3"));
+    let files = render(&input, &[]).unwrap();
+    let r = check("hono", write(&files).path(), &[]);
+    assert_eq!(r["devices"][2]["device-id"], "urn:dev=3");
+    input.devices[2]
+        .cloud
+        .insert("hono.device_id".into(), json!("dev 3"));
+    render(&input, &[("hono.device_id_pattern", "^[a-z0-9 -]+$")]).unwrap();
+    input.devices[2].cloud.remove("hono.device_id");
+
+    // Only Hono's placeholders: one unknown among known ones is still refused.
+    for key in [
+        "hono.auth_id_template",
+        "hono.auto_provisioning_device_id_template",
+    ] {
+        for bad in ["{{subject-cn}}-{{serial}}", "{{Subject-CN}}", "static"] {
+            let e = refused(render(&input, &[(key, bad)]), &[key]);
+            assert!(e.contains("{{subject-cn}}"), "{e}");
+        }
+        render(&input, &[(key, "{{subject-o}}-{{subject-cn}}")]).unwrap();
+    }
+
+    // The checker bites on ids and templates the registry would refuse.
+    let files = render(&input, &[]).unwrap();
+    let d = write(&files);
+    let p = d.path().join("hono-devices-0001.jsonl");
+    let body = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(
+        &p,
+        body.replacen(
+            "\"device-id\":\"dev-0001\"",
+            "\"device-id\":\"dev 0001\"",
+            1,
+        ),
+    )
+    .unwrap();
+    assert!(check_fails("hono", d.path(), &[]).contains("device-id"));
+    std::fs::write(&p, body).unwrap();
+    let t = d.path().join("hono-tenant.json");
+    let mut tenant: Value = serde_json::from_slice(&std::fs::read(&t).unwrap()).unwrap();
+    tenant["trusted-ca"][0]["auth-id-template"] = json!("{{subject-cn}}-{{serial}}");
+    std::fs::write(&t, tenant.to_string()).unwrap();
+    assert!(check_fails("hono", d.path(), &[]).contains("placeholder"));
+}
+
 // ------------------------------------------------------------------------------ Peridio
 
 #[test]

@@ -20,6 +20,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import sys
 
 from cryptography import x509
@@ -148,6 +149,13 @@ def hono(d):
     tenant = json.load(open(os.path.join(d, "hono-tenant.json")))
     validate("Tenant", tenant, "hono-tenant.json")
     ca = tenant["trusted-ca"][0]
+    known = schema["$defs"]["Placeholders"]["enum"]
+    for key in ("auth-id-template", "auto-provisioning-device-id-template"):
+        if key in ca:
+            # IdentityTemplate.checkValidity: `\{\{(.*?)\}\}`, at least one, all supported.
+            found = ["{{%s}}" % m for m in re.findall(r"\{\{(.*?)\}\}", ca[key])]
+            if not found or any(p not in known for p in found):
+                fail(f"trusted-ca {key} {ca[key]!r}: Hono accepts only the placeholders {known}")
     for k in ("subject-dn", "public-key", "not-before", "not-after"):
         if k not in ca:
             fail(f"trusted-ca lacks {k}")
@@ -156,6 +164,8 @@ def hono(d):
         for n, line in enumerate(open(f), 1):
             rec = json.loads(line)
             where = f"{os.path.basename(f)}:{n}"
+            validate("TenantId", rec["tenant-id"], where + " tenant-id")
+            validate("DeviceId", rec["device-id"], where + " device-id")
             validate("Device", rec["device"], where + " device")
             validate("CredentialsSet", rec["credentials"], where + " credentials")
             c = rec["credentials"][0]
