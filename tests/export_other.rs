@@ -341,6 +341,123 @@ fn azure_enrollment_group_trusts_the_issuing_ca_inline_or_by_reference() {
     );
 }
 
+/// Issue 15 item 5: custom allocation carries its webhook (customAllocationDefinition),
+/// static allocation exactly one hub, X.509 registration ids are at most 64 characters, and
+/// the enrollment group's next steps say its CA must be uploaded and verified, with the
+/// command that makes the verification certificate.
+#[test]
+fn azure_dps_allocation_x509_registration_ids_and_group_ca_verification() {
+    let f = fixture();
+    let render = |input: &ExportInput| certfab::export::azure::render(input, &opts(None));
+    let render_group =
+        |input: &ExportInput| certfab::export::azure::render_group(input, &opts(None));
+    let mut input = f.input.clone();
+    input
+        .cloud
+        .insert("azure.allocation_policy".into(), json!("custom"));
+    let e = refused(render(&input), &["azure.custom_allocation.webhook_url"]);
+    assert!(e.contains("customAllocationDefinition"), "{e}");
+    refused(
+        render_group(&input),
+        &["azure.custom_allocation.webhook_url"],
+    );
+    input.cloud.insert(
+        "azure".into(),
+        json!({"custom_allocation": {"webhook_url": "https://alloc.azurewebsites.net/api/pick?code=k"}}),
+    );
+    let files = render(&input).unwrap();
+    check("azure", write(&files).path(), &[]);
+    let body: Value = serde_json::from_slice(&files[0].bytes).unwrap();
+    assert_eq!(
+        body["enrollments"][0]["customAllocationDefinition"],
+        json!({"webhookUrl": "https://alloc.azurewebsites.net/api/pick?code=k", "apiVersion": "2021-10-01"})
+    );
+    check("azure", write(&render_group(&input).unwrap()).path(), &[]);
+    input.cloud.insert(
+        "azure.custom_allocation.api_version".into(),
+        json!("2017-11-15"),
+    );
+    refused(render(&input), &["azure.custom_allocation.api_version"]);
+    input.cloud.remove("azure.custom_allocation.api_version");
+    // A webhook without custom allocation would be ignored by DPS: refused, not dropped.
+    input
+        .cloud
+        .insert("azure.allocation_policy".into(), json!("hashed"));
+    refused(
+        render(&input),
+        &["azure.custom_allocation.webhook_url", "custom"],
+    );
+    input.cloud.remove("azure");
+
+    // Static: exactly one hub.
+    input
+        .cloud
+        .insert("azure.allocation_policy".into(), json!("static"));
+    refused(render(&input), &["azure.iot_hubs"]);
+    input.cloud.insert(
+        "azure.iot_hubs".into(),
+        json!(["hub1.azure-devices.net", "hub2.azure-devices.net"]),
+    );
+    let e = refused(render_group(&input), &["azure.iot_hubs", "exactly one"]);
+    assert!(e.contains("hub2"), "{e}");
+    input
+        .cloud
+        .insert("azure.iot_hubs".into(), json!(["hub1.azure-devices.net"]));
+    check("azure", write(&render(&input).unwrap()).path(), &[]);
+
+    // X.509 registration ids are the CN: 64 characters at most.
+    let mut long = f.input.clone();
+    for (seq, n) in [(1, 64), (2, 65)] {
+        let cn = format!("dev-{}", "a".repeat(n - 4));
+        // OpenSSL will not write a CN over 64 characters; another CA might.
+        long.devices = vec![device_of(seq, &cn, rust_self_signed(&cn))];
+        let r = render(&long);
+        if n == 64 {
+            check("azure", write(&r.unwrap()).path(), &[]);
+        } else {
+            refused(r, &[&cn, "at most 64", "X.509"]);
+        }
+    }
+
+    // The group's next steps: upload and verify the CA, with certfab's verification command.
+    let out = tempfile::tempdir().unwrap();
+    let summary = certfab::export::export(
+        certfab::export::Format::AzureDpsGroup,
+        &f.input,
+        &opts(None),
+        &out.path().join("g"),
+        false,
+    )
+    .unwrap();
+    let text = summary.text();
+    for want in [
+        "verified",
+        "proof of possession",
+        "certfab ca verification-cert",
+        "chain",
+    ] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
+    for file in &summary.files[..2] {
+        assert!(
+            file.consumer.contains("certfab ca verification-cert"),
+            "{}",
+            file.consumer
+        );
+    }
+
+    // The checker bites: static with two hubs, custom without its definition, a 65-character id.
+    let d = write(&render(&input).unwrap());
+    let p = d.path().join("azure-dps-enrollments-0001.json");
+    let mut body: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    body["enrollments"][0]["iotHubs"] = json!(["a.azure-devices.net", "b.azure-devices.net"]);
+    std::fs::write(&p, body.to_string()).unwrap();
+    assert!(check_fails("azure", d.path(), &[]).contains("exactly one IoT hub"));
+    body["enrollments"][0]["allocationPolicy"] = json!("custom");
+    std::fs::write(&p, body.to_string()).unwrap();
+    assert!(check_fails("azure", d.path(), &[]).contains("customAllocationDefinition"));
+}
+
 // ------------------------------------------------------------------------------ Eclipse Hono
 
 /// Java's X500Principal.getName(RFC2253) for each DER certificate file: Hono's auth-id.
@@ -544,6 +661,25 @@ fn self_signed(dir: &Path, name: &str, subj: &str, keyspec: &str, extra: &[&str]
     let o = openssl(&args);
     assert!(o.status.success(), "{subj}: {}", text(&o));
     std::fs::read(&der).unwrap()
+}
+
+/// A self-signed P-256 certificate (DER) with subject CN=`cn`, made in Rust, for subjects
+/// OpenSSL refuses to write (e.g. a CN over 64 characters).
+fn rust_self_signed(cn: &str) -> Vec<u8> {
+    use der::Encode;
+    use std::str::FromStr;
+    use x509_cert::builder::{Builder, CertificateBuilder, Profile};
+    let sk = p256::ecdsa::SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
+    let subject = x509_cert::name::Name::from_str(&format!("CN={cn}")).unwrap();
+    let spki = spki::SubjectPublicKeyInfoOwned::from_key(*sk.verifying_key()).unwrap();
+    let validity =
+        x509_cert::time::Validity::from_now(std::time::Duration::from_secs(3600)).unwrap();
+    let serial = x509_cert::serial_number::SerialNumber::from(7u32);
+    let cert = CertificateBuilder::new(Profile::Root, serial, validity, subject, spki, &sk)
+        .unwrap()
+        .build::<p256::ecdsa::DerSignature>()
+        .unwrap();
+    cert.to_der().unwrap()
 }
 
 /// An export device for a DER certificate, as a verified manifest would list it.
@@ -973,6 +1109,177 @@ fn nrfcloud_csv_is_what_nrfcloud_utils_writes_and_shards_at_1000_rows() {
         certfab::export::nrfcloud::render(&input, &opts(None)),
         &["dev-0001", "'|'"],
     );
+}
+
+/// Issue 15 item 3: every nRF Cloud row follows the OnboardDevices field patterns (checked
+/// against a fixture written from them), only ES256 (P-256) device certificates are
+/// onboarded, MDM_FULL is a firmware type, and a "gateway" subType is flagged.
+#[test]
+fn nrfcloud_rows_follow_the_onboarding_field_patterns() {
+    let f = fixture();
+    let render = |input: &ExportInput| certfab::export::nrfcloud::render(input, &opts(None));
+    let mut input = f.input.clone();
+    input.cloud.insert(
+        "nrfcloud.fw_types".into(),
+        json!(["APP", "MODEM", "MDM_FULL"]),
+    );
+    input.cloud.insert(
+        "nrfcloud.subtype".into(),
+        json!("env-sensor/v2,rev.a@hall#3"),
+    );
+    input.devices[0].cloud.insert(
+        "nrfcloud.device_id".into(),
+        json!(format!("Nrf:{}", "A".repeat(96))),
+    );
+    input.devices[1].cloud.insert(
+        "nrfcloud.tags".into(),
+        json!(["rack#4@hall", "line:a", "x.y_z"]),
+    );
+    let files = render(&input).unwrap();
+    let r = check("nrfcloud", write(&files).path(), &[]);
+    assert_eq!(r["ids"], DEVICES);
+    assert_eq!(r["first"]["fw"], "APP|MODEM|MDM_FULL");
+
+    // Each field the API refuses, refused here with the device named.
+    let cases: &[(usize, &str, Value, &str)] = &[
+        (2, "nrfcloud.device_id", json!("dev 3"), "deviceId"),
+        (2, "nrfcloud.device_id", json!("a".repeat(129)), "1 to 128"),
+        (2, "nrfcloud.device_id", json!("dev.3"), "deviceId"),
+        (
+            3,
+            "nrfcloud.tags",
+            json!(["ok", "two words"]),
+            "tag 'two words'",
+        ),
+        (3, "nrfcloud.tags", json!(["a/b"]), "tag 'a/b'"),
+        (3, "nrfcloud.tags", json!(["a|b"]), "'|'"),
+        (4, "nrfcloud.subtype", json!("humidity sensor"), "subType"),
+        (4, "nrfcloud.subtype", json!("x".repeat(800)), "at most 799"),
+    ];
+    for (i, key, value, want) in cases {
+        let mut bad = input.clone();
+        bad.devices[*i].cloud.insert(key.to_string(), value.clone());
+        let id = bad.devices[*i].device_id.clone();
+        refused(render(&bad), &[&id, want]);
+    }
+    let mut bad = input.clone();
+    bad.cloud
+        .insert("nrfcloud.fw_types".into(), json!(["APP", "FULL"]));
+    refused(render(&bad), &["FULL", "MDM_FULL"]);
+
+    // RSA, P-384 and Ed25519 device certificates are not ES256.
+    let dir = tempfile::tempdir().unwrap();
+    for (i, (keyspec, kind)) in [
+        ("rsa:2048", "RSA"),
+        ("ec:secp384r1", "P-384"),
+        ("ED25519", "Ed25519"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let der = self_signed(
+            dir.path(),
+            &format!("k{i}"),
+            &format!("/CN=key-{i}"),
+            keyspec,
+            &[],
+        );
+        let mut bad = input.clone();
+        bad.devices.push(device_of(13, &format!("key-{i}"), der));
+        let e = refused(
+            render(&bad),
+            &[&format!("key-{i}"), "manifest line 13", "ES256"],
+        );
+        assert!(e.contains(kind), "{kind}: {e}");
+    }
+
+    // "gateway" in a subType grants gateway MQTT permissions: said in the summary.
+    let mut gw = input.clone();
+    gw.devices[5]
+        .cloud
+        .insert("nrfcloud.subtype".into(), json!("BLE-Gateway"));
+    let out = tempfile::tempdir().unwrap();
+    let summary = certfab::export::export(
+        certfab::export::Format::Nrfcloud,
+        &gw,
+        &opts(None),
+        &out.path().join("x"),
+        false,
+    )
+    .unwrap();
+    assert_eq!(summary.warnings.len(), 1, "{:?}", summary.warnings);
+    assert!(
+        summary.warnings[0].contains("dev-0006"),
+        "{:?}",
+        summary.warnings
+    );
+    assert!(summary
+        .text()
+        .contains("warning: nrfcloud: 1 device(s) (dev-0006)"));
+    assert!(summary
+        .text()
+        .contains("Gateway devices with additional MQTT permissions"));
+    let written: Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("x/nrfcloud.summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(written["warnings"], json!(summary.warnings));
+    assert!(
+        certfab::export::warnings(certfab::export::Format::Nrfcloud, &input, &opts(None))
+            .unwrap()
+            .is_empty()
+    );
+
+    // The checker bites on the fixture's patterns.
+    let d = write(&files);
+    let p = d.path().join("nrfcloud-onboard-0001.csv");
+    let body = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(&p, body.replacen("rack#4@hall", "rack 4", 1)).unwrap();
+    assert!(check_fails("nrfcloud", d.path(), &[]).contains("tag 'rack 4'"));
+}
+
+/// Issue 10 item 12 (nRF Cloud part): a cell a spreadsheet would run as a formula cannot be
+/// written raw, and cannot be prefixed with `'` without changing what nRF Cloud stores, so
+/// such rows are refused by name (the API's patterns already refuse `=`, `+`).
+#[test]
+fn nrfcloud_cells_a_spreadsheet_would_run_are_refused() {
+    let f = fixture();
+    let render = |input: &ExportInput| certfab::export::nrfcloud::render(input, &opts(None));
+    for (key, value, what) in [
+        (
+            "nrfcloud.device_id",
+            json!("-dev-0001"),
+            "deviceId '-dev-0001'",
+        ),
+        ("nrfcloud.device_id", json!("=1+1"), "'='"),
+        ("nrfcloud.device_id", json!("+4915"), "'+'"),
+        ("nrfcloud.device_id", json!("@dev"), "'@'"),
+        ("nrfcloud.subtype", json!("@SUM(1)"), "subType"),
+        ("nrfcloud.subtype", json!("-2"), "subType '-2'"),
+        ("nrfcloud.tags", json!(["@team", "a"]), "tags '@team|a'"),
+        ("nrfcloud.tags", json!(["-x"]), "tags '-x'"),
+    ] {
+        let mut input = f.input.clone();
+        input.devices[6].cloud.insert(key.into(), value.clone());
+        let e = refused(render(&input), &["dev-0007", what]);
+        assert!(!e.contains("\n"), "{e}");
+    }
+    // Only the start of a cell matters: a later tag or a dash inside a value is fine.
+    let mut input = f.input.clone();
+    input.devices[6]
+        .cloud
+        .insert("nrfcloud.tags".into(), json!(["team", "@hall", "-x"]));
+    input.devices[6]
+        .cloud
+        .insert("nrfcloud.device_id".into(), json!("dev--7"));
+    let files = render(&input).unwrap();
+    let text0 = String::from_utf8(files[0].bytes.clone()).unwrap();
+    for line in text0.lines().filter(|l| l.starts_with("dev")) {
+        let cells: Vec<&str> = line.splitn(5, ',').collect();
+        for c in &cells[..4] {
+            assert!(!c.starts_with(['=', '+', '-', '@']), "{line}");
+        }
+    }
+    check("nrfcloud", write(&files).path(), &[]);
 }
 
 // ------------------------------------------------------------------------------ Microchip JWS
