@@ -967,7 +967,7 @@ fn peridio_jitp_settings_and_device_records_fit_the_sdk_shapes() {
     let f = fixture();
     refused(
         certfab::export::peridio::render(&f.input, &opts(None)),
-        &["peridio.product_name"],
+        &["peridio.product_prn", "peridio.product_name"],
     );
 
     let mut input = f.input.clone();
@@ -998,9 +998,10 @@ fn peridio_jitp_settings_and_device_records_fit_the_sdk_shapes() {
     assert_eq!(
         names(&files),
         [
-            ("peridio-ca-jitp.json".into(), 0),
+            ("peridio-devices-0001.jsonl".into(), DEVICES),
+            ("peridio-device-import-0001.csv".into(), DEVICES),
             ("peridio-ca.pem".into(), 0),
-            ("peridio-devices-0001.jsonl".into(), DEVICES)
+            ("peridio-ca-jitp-v1.json".into(), 0),
         ]
     );
     let dir = write(&files);
@@ -1031,6 +1032,108 @@ fn peridio_jitp_settings_and_device_records_fit_the_sdk_shapes() {
         certfab::export::peridio::render(&input, &opts(None)),
         &["dev-0004", "list of strings"],
     );
+}
+
+/// Issue 15 item 4: no next step names a command the current Peridio CLI does not have; the
+/// JITP settings are marked for the v1 API they belong to; a device's identifier is its
+/// certificate's CN (a different one is refused); and Peridio's console device import CSV is
+/// written as its guide describes.
+#[test]
+fn peridio_runs_only_existing_commands_marks_jitp_v1_and_matches_identifiers_to_cns() {
+    let f = fixture();
+    let mut input = f.input.clone();
+    input
+        .cloud
+        .insert("peridio.product_name".into(), json!("gateway"));
+    input.cloud.insert(
+        "peridio.product_prn".into(),
+        json!("prn:1:org:product:gateway"),
+    );
+    input
+        .cloud
+        .insert("peridio.jitp_tags".into(), json!(["line-a"]));
+    input.devices[1]
+        .cloud
+        .insert("peridio.tags".into(), json!(["line-a", "rev.2"]));
+    input.cloud.insert(
+        "peridio.cohort_prn".into(),
+        json!("prn:1:org:cohort:factory"),
+    );
+    let files = certfab::export::peridio::render(&input, &opts(None)).unwrap();
+    // Every consumer names only what runs: no --jitp-* flag (removed from peridio-cli in
+    // "v2 ca_certificates"), and the JITP body is for the v1 API.
+    for file in &files {
+        assert!(
+            !file.consumer.contains("--jitp"),
+            "{}: {}",
+            file.name,
+            file.consumer
+        );
+    }
+    let jitp = files.iter().find(|f| f.name.contains("jitp")).unwrap();
+    assert_eq!(jitp.name, "peridio-ca-jitp-v1.json");
+    assert!(jitp.consumer.contains("v1"), "{}", jitp.consumer);
+    assert!(jitp
+        .consumer
+        .contains("PUT /orgs/{organization_name}/ca_certificates/{ca_certificate_serial}"));
+    let pem = files.iter().find(|f| f.name == "peridio-ca.pem").unwrap();
+    for cmd in [
+        "peridio ca-certificates create-verification-code",
+        "certfab ca verification-cert",
+        "peridio ca-certificates create --certificate-path peridio-ca.pem --verification-certificate-path",
+    ] {
+        assert!(pem.consumer.contains(cmd), "{cmd}: {}", pem.consumer);
+    }
+
+    // The identifier defaults to the CN, on both the API lines and the import CSV.
+    let dir = write(&files);
+    let r = check("peridio", dir.path(), &[]);
+    for (i, dev) in r["devices"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(dev["identifier"], dev["cn"], "{i}");
+    }
+    let imported = r["imported"].as_array().unwrap();
+    assert_eq!(imported.len(), DEVICES);
+    assert_eq!(imported[1]["identifier"], "dev-0002");
+    assert_eq!(imported[1]["tags"], json!(["line-a", "rev.2"]));
+    assert_eq!(imported[1]["cohort_prn"], "prn:1:org:cohort:factory");
+    assert_eq!(imported[1]["product_prn"], "prn:1:org:product:gateway");
+    let csv0 = String::from_utf8(files[1].bytes.clone()).unwrap();
+    assert!(csv0.starts_with("\"identifier\",\"description\",\"tags\",\"product_prn\",\"cohort_prn\",\"certificates\",\"target\"\n"), "{csv0}");
+
+    // A CN that differs from the ledger id still gives identifier = CN …
+    let dir2 = tempfile::tempdir().unwrap();
+    let mut other = input.clone();
+    other.devices = vec![device_of(
+        1,
+        "SN-77",
+        self_signed(dir2.path(), "cn", "/O=Acme/CN=gw-77", "ec:prime256v1", &[]),
+    )];
+    let files2 = certfab::export::peridio::render(&other, &opts(None)).unwrap();
+    let r2 = check("peridio", write(&files2).path(), &[]);
+    assert_eq!(r2["devices"][0]["identifier"], "gw-77");
+    // … and an identifier that is not the CN is refused, naming the device.
+    other.devices[0]
+        .cloud
+        .insert("peridio.identifier".into(), json!("SN-77"));
+    refused(
+        certfab::export::peridio::render(&other, &opts(None)),
+        &["SN-77", "common name 'gw-77'"],
+    );
+    // Values the import CSV could not carry are refused too.
+    let mut bad = input.clone();
+    bad.devices[2]
+        .cloud
+        .insert("peridio.tags".into(), json!(["a,b"]));
+    refused(
+        certfab::export::peridio::render(&bad, &opts(None)),
+        &["dev-0003", "','"],
+    );
+
+    // The checker bites: an identifier that is not the CN.
+    let p = dir.path().join("peridio-device-import-0001.csv");
+    let body = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(&p, body.replacen("\"dev-0001\"", "\"dev-x\"", 1)).unwrap();
+    assert!(check_fails("peridio", dir.path(), &[]).contains("not the certificate's CN"));
 }
 
 // ------------------------------------------------------------------------------ nRF Cloud
@@ -1328,6 +1431,73 @@ fn microchip_manifest_entries_are_signed_in_the_hsm_and_verify_with_pytrustplatf
     check_fails("microchip", dir.path(), &[signer_pem.to_str().unwrap()]);
 }
 
+/// Issue 15 item 6: Microchip's uniqueId is the chip serial in lower-case hex; any other
+/// uniqueId is exported with a warning, or refused by name under
+/// `microchip.strict_unique_id`.
+#[test]
+fn microchip_unique_id_is_a_lowercase_hex_serial() {
+    use certfab::export::Format;
+    let f = fixture();
+    let warn = |input: &ExportInput, o: &ExportOptions| {
+        certfab::export::warnings(Format::MicrochipJws, input, o).unwrap()
+    };
+    // Device ids such as dev-0001 are not serials: one warning naming them.
+    let w = warn(&f.input, &opts(None));
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains("12 uniqueId(s) (dev-0001, dev-0002"), "{w:?}");
+    assert!(w[0].contains("lower-case hex"), "{w:?}");
+    // The certificate serial (lower-case hex bytes) is one.
+    let mut input = f.input.clone();
+    for d in &mut input.devices {
+        d.cloud
+            .insert("microchip.unique_id".into(), json!(d.serial.clone()));
+    }
+    assert!(warn(&input, &opts(None)).is_empty());
+    for odd in ["01AB23", "abc", "0x01ab", ""] {
+        input.devices[4]
+            .cloud
+            .insert("microchip.unique_id".into(), json!(odd));
+        let w = warn(&input, &opts(None));
+        assert_eq!(w.len(), 1, "{odd:?}: {w:?}");
+        assert!(w[0].contains(&format!("1 uniqueId(s) ({odd})")), "{w:?}");
+    }
+
+    // Strict: refused with the device named, nothing signed; serials pass and verify.
+    let _turn = hsm_turn();
+    let site = certfab::site::Site::open(&f.line.config()).unwrap();
+    site.login().unwrap();
+    let signer = site.signer(time::OffsetDateTime::now_utc()).unwrap();
+    let mut strict = opts(None);
+    strict
+        .settings
+        .insert("microchip.strict_unique_id".into(), "true".into());
+    input.devices[4]
+        .cloud
+        .insert("microchip.unique_id".into(), json!("01AB23"));
+    refused(
+        certfab::export::microchip::render_signed(&input, &strict, &signer),
+        &[
+            "dev-0005",
+            "01AB23",
+            "lower-case hex",
+            "microchip.strict_unique_id",
+        ],
+    );
+    assert!(warn(&input, &strict).is_empty());
+    let serial = input.devices[4].serial.clone();
+    input.devices[4]
+        .cloud
+        .insert("microchip.unique_id".into(), json!(serial));
+    let files = certfab::export::microchip::render_signed(&input, &strict, &signer).unwrap();
+    let signer_pem = f.line.file("ca/manifest-signer.pem");
+    let r = check(
+        "microchip",
+        write(&files).path(),
+        &[signer_pem.to_str().unwrap()],
+    );
+    assert_eq!(r["unique_ids"][4], json!(serial));
+}
+
 // ------------------------------------------------------------------------------ plain CSV
 
 #[test]
@@ -1515,6 +1685,14 @@ fn certfab_export_cli_renders_every_format_from_a_signed_manifest() {
 
     let (o, dir) = export("nrfcloud", &[]);
     assert!(o.status.success(), "{}", text(&o));
+    let s = common::stdout_json(&o);
+    assert!(
+        s["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("Gateway devices"),
+        "{s}"
+    );
     let r = check("nrfcloud", &dir, &[]);
     assert_eq!(r["first"]["tags"], json!(format!("factory|{batch}")));
     assert_eq!(r["first"]["fw"], "APP|MODEM");

@@ -227,11 +227,11 @@ def peridio(d):
         if errs:
             fail(f"{path}: {errs[0].message}")
 
-    out = {"devices": []}
-    jitp = os.path.join(d, "peridio-ca-jitp.json")
+    out = {"devices": [], "imported": []}
+    jitp = os.path.join(d, "peridio-ca-jitp-v1.json")
     if os.path.exists(jitp):
         body = json.load(open(jitp))
-        validate("jitp_settings", body, "peridio-ca-jitp.json")
+        validate("jitp_settings", body, "peridio-ca-jitp-v1.json")
         out["jitp"] = body["jitp"]
         x509.load_pem_x509_certificate(open(os.path.join(d, "peridio-ca.pem"), "rb").read())
     for f in sorted(glob.glob(os.path.join(d, "peridio-devices-*.jsonl"))):
@@ -240,8 +240,30 @@ def peridio(d):
             validate("device_line", rec, f"{os.path.basename(f)}:{n}")
             pem = base64.b64decode(rec["device_certificate"]["certificate"], validate=True)
             cert = x509.load_pem_x509_certificate(pem)
+            if rec["device"]["identifier"] != cn_of(cert):
+                fail(f"{f}:{n}: identifier {rec['device']['identifier']!r} is not the certificate's CN {cn_of(cert)!r}")
             out["devices"].append({"identifier": rec["device"]["identifier"],
                                    "cn": cn_of(cert), "tags": rec["device"].get("tags")})
+    spec = json.load(open(os.path.join(FIXTURES, "peridio", "device-import.json")))
+    for f in sorted(glob.glob(os.path.join(d, "peridio-device-import-*.csv"))):
+        raw = open(f, newline="").read()
+        rows = list(csv.reader(io.StringIO(raw, newline="")))
+        if not rows or rows[0] != spec["columns"]:
+            fail(f"{f}: header {rows[:1]} is not {spec['columns']}")
+        for n, r in enumerate(rows[1:], 2):
+            if len(r) != len(spec["columns"]):
+                fail(f"{f}:{n}: {len(r)} fields, want {len(spec['columns'])}")
+            row = dict(zip(spec["columns"], r))
+            for k in spec["required"]:
+                if not row[k]:
+                    fail(f"{f}:{n}: {k} is empty")
+            certs = [x509.load_pem_x509_certificate(p.encode()) for p in row["certificates"].split(spec["certificateSeparator"])]
+            for c in certs:
+                if cn_of(c) != row["identifier"]:
+                    fail(f"{f}:{n}: identifier {row['identifier']!r} is not the certificate's CN {cn_of(c)!r}")
+            out["imported"].append({"identifier": row["identifier"],
+                                    "tags": row["tags"].split(spec["tagSeparator"]) if row["tags"] else [],
+                                    "product_prn": row["product_prn"], "cohort_prn": row["cohort_prn"]})
     print(json.dumps(out))
 
 
