@@ -341,6 +341,123 @@ fn azure_enrollment_group_trusts_the_issuing_ca_inline_or_by_reference() {
     );
 }
 
+/// Issue 15 item 5: custom allocation carries its webhook (customAllocationDefinition),
+/// static allocation exactly one hub, X.509 registration ids are at most 64 characters, and
+/// the enrollment group's next steps say its CA must be uploaded and verified, with the
+/// command that makes the verification certificate.
+#[test]
+fn azure_dps_allocation_x509_registration_ids_and_group_ca_verification() {
+    let f = fixture();
+    let render = |input: &ExportInput| certfab::export::azure::render(input, &opts(None));
+    let render_group =
+        |input: &ExportInput| certfab::export::azure::render_group(input, &opts(None));
+    let mut input = f.input.clone();
+    input
+        .cloud
+        .insert("azure.allocation_policy".into(), json!("custom"));
+    let e = refused(render(&input), &["azure.custom_allocation.webhook_url"]);
+    assert!(e.contains("customAllocationDefinition"), "{e}");
+    refused(
+        render_group(&input),
+        &["azure.custom_allocation.webhook_url"],
+    );
+    input.cloud.insert(
+        "azure".into(),
+        json!({"custom_allocation": {"webhook_url": "https://alloc.azurewebsites.net/api/pick?code=k"}}),
+    );
+    let files = render(&input).unwrap();
+    check("azure", write(&files).path(), &[]);
+    let body: Value = serde_json::from_slice(&files[0].bytes).unwrap();
+    assert_eq!(
+        body["enrollments"][0]["customAllocationDefinition"],
+        json!({"webhookUrl": "https://alloc.azurewebsites.net/api/pick?code=k", "apiVersion": "2021-10-01"})
+    );
+    check("azure", write(&render_group(&input).unwrap()).path(), &[]);
+    input.cloud.insert(
+        "azure.custom_allocation.api_version".into(),
+        json!("2017-11-15"),
+    );
+    refused(render(&input), &["azure.custom_allocation.api_version"]);
+    input.cloud.remove("azure.custom_allocation.api_version");
+    // A webhook without custom allocation would be ignored by DPS: refused, not dropped.
+    input
+        .cloud
+        .insert("azure.allocation_policy".into(), json!("hashed"));
+    refused(
+        render(&input),
+        &["azure.custom_allocation.webhook_url", "custom"],
+    );
+    input.cloud.remove("azure");
+
+    // Static: exactly one hub.
+    input
+        .cloud
+        .insert("azure.allocation_policy".into(), json!("static"));
+    refused(render(&input), &["azure.iot_hubs"]);
+    input.cloud.insert(
+        "azure.iot_hubs".into(),
+        json!(["hub1.azure-devices.net", "hub2.azure-devices.net"]),
+    );
+    let e = refused(render_group(&input), &["azure.iot_hubs", "exactly one"]);
+    assert!(e.contains("hub2"), "{e}");
+    input
+        .cloud
+        .insert("azure.iot_hubs".into(), json!(["hub1.azure-devices.net"]));
+    check("azure", write(&render(&input).unwrap()).path(), &[]);
+
+    // X.509 registration ids are the CN: 64 characters at most.
+    let mut long = f.input.clone();
+    for (seq, n) in [(1, 64), (2, 65)] {
+        let cn = format!("dev-{}", "a".repeat(n - 4));
+        // OpenSSL will not write a CN over 64 characters; another CA might.
+        long.devices = vec![device_of(seq, &cn, rust_self_signed(&cn))];
+        let r = render(&long);
+        if n == 64 {
+            check("azure", write(&r.unwrap()).path(), &[]);
+        } else {
+            refused(r, &[&cn, "at most 64", "X.509"]);
+        }
+    }
+
+    // The group's next steps: upload and verify the CA, with certfab's verification command.
+    let out = tempfile::tempdir().unwrap();
+    let summary = certfab::export::export(
+        certfab::export::Format::AzureDpsGroup,
+        &f.input,
+        &opts(None),
+        &out.path().join("g"),
+        false,
+    )
+    .unwrap();
+    let text = summary.text();
+    for want in [
+        "verified",
+        "proof of possession",
+        "certfab ca verification-cert",
+        "chain",
+    ] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
+    for file in &summary.files[..2] {
+        assert!(
+            file.consumer.contains("certfab ca verification-cert"),
+            "{}",
+            file.consumer
+        );
+    }
+
+    // The checker bites: static with two hubs, custom without its definition, a 65-character id.
+    let d = write(&render(&input).unwrap());
+    let p = d.path().join("azure-dps-enrollments-0001.json");
+    let mut body: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    body["enrollments"][0]["iotHubs"] = json!(["a.azure-devices.net", "b.azure-devices.net"]);
+    std::fs::write(&p, body.to_string()).unwrap();
+    assert!(check_fails("azure", d.path(), &[]).contains("exactly one IoT hub"));
+    body["enrollments"][0]["allocationPolicy"] = json!("custom");
+    std::fs::write(&p, body.to_string()).unwrap();
+    assert!(check_fails("azure", d.path(), &[]).contains("customAllocationDefinition"));
+}
+
 // ------------------------------------------------------------------------------ Eclipse Hono
 
 /// Java's X500Principal.getName(RFC2253) for each DER certificate file: Hono's auth-id.
@@ -520,6 +637,329 @@ fn hono_auth_id_matches_java_for_subjects_that_need_escaping() {
     assert_eq!(ours, java);
 }
 
+/// A self-signed certificate (DER) with subject `subj` (`openssl req -subj` syntax) made by
+/// OpenSSL, for subjects a profile would not issue.
+fn self_signed(dir: &Path, name: &str, subj: &str, keyspec: &str, extra: &[&str]) -> Vec<u8> {
+    let key = common::openssl_key(dir, name, keyspec);
+    let der = dir.join(format!("{name}.der"));
+    let mut args = vec![
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        key.to_str().unwrap(),
+        "-subj",
+        subj,
+        "-days",
+        "1",
+        "-outform",
+        "DER",
+        "-out",
+        der.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = openssl(&args);
+    assert!(o.status.success(), "{subj}: {}", text(&o));
+    std::fs::read(&der).unwrap()
+}
+
+/// A self-signed P-256 certificate (DER) with subject CN=`cn`, made in Rust, for subjects
+/// OpenSSL refuses to write (e.g. a CN over 64 characters).
+fn rust_self_signed(cn: &str) -> Vec<u8> {
+    use der::Encode;
+    use std::str::FromStr;
+    use x509_cert::builder::{Builder, CertificateBuilder, Profile};
+    let sk = p256::ecdsa::SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
+    let subject = x509_cert::name::Name::from_str(&format!("CN={cn}")).unwrap();
+    let spki = spki::SubjectPublicKeyInfoOwned::from_key(*sk.verifying_key()).unwrap();
+    let validity =
+        x509_cert::time::Validity::from_now(std::time::Duration::from_secs(3600)).unwrap();
+    let serial = x509_cert::serial_number::SerialNumber::from(7u32);
+    let cert = CertificateBuilder::new(Profile::Root, serial, validity, subject, spki, &sk)
+        .unwrap()
+        .build::<p256::ecdsa::DerSignature>()
+        .unwrap();
+    cert.to_der().unwrap()
+}
+
+/// An export device for a DER certificate, as a verified manifest would list it.
+fn device_of(seq: u64, id: &str, der: Vec<u8>) -> ExportDevice {
+    use der::{Decode, Encode};
+    let cert = x509_cert::Certificate::from_der(&der).unwrap();
+    let tbs = &cert.tbs_certificate;
+    let t = |t: &x509_cert::time::Time| certfab::export::support::x509_time_rfc3339(t);
+    ExportDevice {
+        seq,
+        device_id: id.into(),
+        serial: hex::encode(tbs.serial_number.as_bytes()),
+        cert_pem: pem_rfc7468::encode_string("CERTIFICATE", pem_rfc7468::LineEnding::LF, &der)
+            .unwrap(),
+        cert_sha256: sha256_hex(&der),
+        spki_sha256: sha256_hex(&tbs.subject_public_key_info.to_der().unwrap()),
+        not_before: t(&tbs.validity.not_before),
+        not_after: t(&tbs.validity.not_after),
+        key_origin: "csr-file".into(),
+        state: "signed".into(),
+        cloud: serde_json::Map::new(),
+        cert_der: der,
+    }
+}
+
+/// What Hono does with each certificate under `template` (tests/java/HonoAuthId.java):
+/// `Ok((adapter auth-id, what the registry stores for it))` or `Err(why)`.
+fn java_hono_auth_ids(template: &str, ders: &[PathBuf]) -> Vec<Result<(String, String), String>> {
+    let o = Command::new("java")
+        .arg(common::repo().join("tests/java/HonoAuthId.java"))
+        .arg(template)
+        .args(ders)
+        .output()
+        .expect("run java (JDK 11+)");
+    assert!(o.status.success(), "{}", text(&o));
+    String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            match f[0] {
+                "ok" => Ok((f[1].to_string(), f[2].to_string())),
+                _ => Err(f[1..].join("\t")),
+            }
+        })
+        .collect()
+}
+
+/// The written x509-cert auth-ids of a Hono export, in device order.
+fn hono_auth_ids(files: &[ExportFile]) -> Vec<String> {
+    files
+        .iter()
+        .filter(|f| f.name.starts_with("hono-devices-"))
+        .flat_map(|f| {
+            String::from_utf8(f.bytes.clone())
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    let v: Value = serde_json::from_str(l).unwrap();
+                    v["credentials"][0]["auth-id"].as_str().unwrap().to_string()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Issue 15 item 1: with an auth-id-template the auth-id is the template applied to the DN
+/// exactly as Hono's adapter computes it (Java's X500Principal, then IdentityTemplate's
+/// replacement), which the registry stores unchanged; a device the adapter could not
+/// authenticate is refused by name.
+#[test]
+fn hono_auth_id_template_is_applied_as_honos_adapter_would() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let mut input = f.input.clone();
+    input.tenant = Some("acme-factory".into());
+
+    // The line's own devices (CN=dev-000N, O=certfab development).
+    let ders: Vec<PathBuf> = input
+        .devices
+        .iter()
+        .map(|d| {
+            let p = dir.path().join(format!("{}.der", d.device_id));
+            std::fs::write(&p, &d.cert_der).unwrap();
+            p
+        })
+        .collect();
+    for template in [
+        "{{subject-cn}}",
+        "{{subject-o}}/{{subject-cn}}",
+        "device-{{subject-cn}}",
+        "{{subject-dn}}",
+    ] {
+        let mut o = opts(Some(5));
+        o.settings
+            .insert("hono.auth_id_template".into(), template.into());
+        let files = certfab::export::hono::render(&input, &o).unwrap();
+        let written = hono_auth_ids(&files);
+        let java = java_hono_auth_ids(template, &ders);
+        assert_eq!(written.len(), java.len());
+        for ((d, ours), theirs) in input.devices.iter().zip(&written).zip(&java) {
+            let (adapter, stored) = theirs.as_ref().expect("Hono computes an auth-id");
+            assert_eq!(ours, adapter, "{template}: {}", d.device_id);
+            assert_eq!(stored, adapter, "{template}: the registry keeps it");
+        }
+        // The tenant carries the template, and the bodies still fit the registry's schema.
+        let r = check("hono", write(&files).path(), &[]);
+        assert_eq!(r["trusted_ca"]["auth-id-template"], template);
+    }
+    let mut o = opts(None);
+    o.settings
+        .insert("hono.auth_id_template".into(), "{{subject-cn}}".into());
+    assert_eq!(
+        hono_auth_ids(&certfab::export::hono::render(&input, &o).unwrap())[0],
+        "dev-0001"
+    );
+
+    // Subjects where Java's replacement rules, LdapName's RDN sorting or a missing attribute
+    // decide the outcome.
+    let subjects: &[(&str, &[&str])] = &[
+        ("/O=Acme/OU=line-a/CN=plain-1", &[]),
+        ("/C=DE/O=Acme, Inc./OU=R&D <lab>/CN=dev #1 \"q\";x", &[]),
+        ("/O=Acme/CN=back\\\\slash", &[]),
+        ("/O=Acme/CN=cost$5", &[]),
+        ("/O=Acme/CN=$0x", &[]),
+        (
+            "/DC=example/UID=u1/CN=dev-7+serialNumber=7",
+            &["-multivalue-rdn"],
+        ),
+        ("/O=Acme/OU=ops", &[]),
+        ("/O=Acme/CN=k=v", &[]),
+        ("/C=DE/O=Gerätebau/OU=Werk 2/CN=Gerät-1", &["-utf8"]),
+    ];
+    let mut devices = Vec::new();
+    let mut paths = Vec::new();
+    for (i, (subj, extra)) in subjects.iter().enumerate() {
+        let der = self_signed(dir.path(), &format!("s{i}"), subj, "ec:prime256v1", extra);
+        let p = dir.path().join(format!("s{i}.der"));
+        std::fs::write(&p, &der).unwrap();
+        paths.push(p);
+        devices.push(device_of(i as u64 + 1, &format!("s{i}"), der));
+    }
+    for template in [
+        "{{subject-cn}}",
+        "{{subject-dn}}",
+        "{{subject-ou}}.{{subject-cn}}",
+    ] {
+        let java = java_hono_auth_ids(template, &paths);
+        let mut accepted = 0;
+        for ((d, (subj, _)), theirs) in devices.iter().zip(subjects).zip(&java) {
+            let mut one = input.clone();
+            one.devices = vec![d.clone()];
+            let mut o = opts(None);
+            o.settings
+                .insert("hono.auth_id_template".into(), template.into());
+            let ours = certfab::export::hono::render(&one, &o);
+            match (theirs, ours) {
+                (Err(why), Ok(_)) => {
+                    panic!(
+                        "{template} {subj}: Hono's adapter fails ({why}) but certfab exported it"
+                    )
+                }
+                (Err(_), Err(e)) => assert!(e.to_string().contains(&d.device_id), "{e}"),
+                (Ok((adapter, stored)), Ok(files)) => {
+                    accepted += 1;
+                    let written = &hono_auth_ids(&files)[0];
+                    assert_eq!(written, adapter, "{template} {subj}");
+                    assert_eq!(stored, adapter, "{template} {subj}: registry rewrites it");
+                }
+                (Ok((adapter, _)), Err(e)) => {
+                    // Only the registry's DN normalisation may make certfab refuse what the
+                    // adapter computes: an auth-id with '=' that is not the DN itself.
+                    assert!(adapter.contains('='), "{template} {subj}: {e}");
+                    assert!(e.to_string().contains("'='"), "{e}");
+                }
+            }
+        }
+        assert!(
+            accepted >= 3,
+            "{template}: only {accepted} subjects accepted"
+        );
+    }
+}
+
+/// Issue 15 item 2: tenant and device ids follow the registry's id patterns (Hono's defaults,
+/// or the registry's own through a setting), and templates use only Hono's placeholders.
+#[test]
+fn hono_ids_follow_honos_patterns_and_templates_only_known_placeholders() {
+    let f = fixture();
+    let mut input = f.input.clone();
+    let render = |input: &ExportInput, sets: &[(&str, &str)]| {
+        let mut o = opts(None);
+        for (k, v) in sets {
+            o.settings.insert(k.to_string(), v.to_string());
+        }
+        certfab::export::hono::render(input, &o)
+    };
+    for bad in ["acme factory", "acme:factory", "acme=1", "acme/f"] {
+        let e = refused(
+            render(&input, &[("hono.tenant_id", bad)]),
+            &["hono.tenant_id"],
+        );
+        assert!(e.contains("tenantIdPattern"), "{e}");
+    }
+    // The registry's own pattern, when it is configured differently.
+    let files = render(
+        &input,
+        &[
+            ("hono.tenant_id", "acme:factory"),
+            ("hono.tenant_id_pattern", "^[a-z:]+$"),
+        ],
+    )
+    .unwrap();
+    assert!(files[0].consumer.contains("/v1/tenants/acme:factory"));
+    refused(
+        render(
+            &input,
+            &[
+                ("hono.tenant_id", "acme"),
+                ("hono.tenant_id_pattern", "[a-z"),
+            ],
+        ),
+        &["hono.tenant_id_pattern", "regular expression"],
+    );
+
+    input.tenant = Some("acme-factory".into());
+    for bad in ["dev 1", "dev/1", "dev#1", "gerät"] {
+        input.devices[2]
+            .cloud
+            .insert("hono.device_id".into(), json!(bad));
+        let e = refused(render(&input, &[]), &["dev-0003", "deviceIdPattern"]);
+        assert!(e.contains(bad), "{e}");
+    }
+    input.devices[2]
+        .cloud
+        .insert("hono.device_id".into(), json!("urn:dev=3"));
+    let files = render(&input, &[]).unwrap();
+    let r = check("hono", write(&files).path(), &[]);
+    assert_eq!(r["devices"][2]["device-id"], "urn:dev=3");
+    input.devices[2]
+        .cloud
+        .insert("hono.device_id".into(), json!("dev 3"));
+    render(&input, &[("hono.device_id_pattern", "^[a-z0-9 -]+$")]).unwrap();
+    input.devices[2].cloud.remove("hono.device_id");
+
+    // Only Hono's placeholders: one unknown among known ones is still refused.
+    for key in [
+        "hono.auth_id_template",
+        "hono.auto_provisioning_device_id_template",
+    ] {
+        for bad in ["{{subject-cn}}-{{serial}}", "{{Subject-CN}}", "static"] {
+            let e = refused(render(&input, &[(key, bad)]), &[key]);
+            assert!(e.contains("{{subject-cn}}"), "{e}");
+        }
+        render(&input, &[(key, "{{subject-o}}-{{subject-cn}}")]).unwrap();
+    }
+
+    // The checker bites on ids and templates the registry would refuse.
+    let files = render(&input, &[]).unwrap();
+    let d = write(&files);
+    let p = d.path().join("hono-devices-0001.jsonl");
+    let body = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(
+        &p,
+        body.replacen(
+            "\"device-id\":\"dev-0001\"",
+            "\"device-id\":\"dev 0001\"",
+            1,
+        ),
+    )
+    .unwrap();
+    assert!(check_fails("hono", d.path(), &[]).contains("device-id"));
+    std::fs::write(&p, body).unwrap();
+    let t = d.path().join("hono-tenant.json");
+    let mut tenant: Value = serde_json::from_slice(&std::fs::read(&t).unwrap()).unwrap();
+    tenant["trusted-ca"][0]["auth-id-template"] = json!("{{subject-cn}}-{{serial}}");
+    std::fs::write(&t, tenant.to_string()).unwrap();
+    assert!(check_fails("hono", d.path(), &[]).contains("placeholder"));
+}
+
 // ------------------------------------------------------------------------------ Peridio
 
 #[test]
@@ -527,7 +967,7 @@ fn peridio_jitp_settings_and_device_records_fit_the_sdk_shapes() {
     let f = fixture();
     refused(
         certfab::export::peridio::render(&f.input, &opts(None)),
-        &["peridio.product_name"],
+        &["peridio.product_prn", "peridio.product_name"],
     );
 
     let mut input = f.input.clone();
@@ -558,9 +998,10 @@ fn peridio_jitp_settings_and_device_records_fit_the_sdk_shapes() {
     assert_eq!(
         names(&files),
         [
-            ("peridio-ca-jitp.json".into(), 0),
+            ("peridio-devices-0001.jsonl".into(), DEVICES),
+            ("peridio-device-import-0001.csv".into(), DEVICES),
             ("peridio-ca.pem".into(), 0),
-            ("peridio-devices-0001.jsonl".into(), DEVICES)
+            ("peridio-ca-jitp-v1.json".into(), 0),
         ]
     );
     let dir = write(&files);
@@ -591,6 +1032,108 @@ fn peridio_jitp_settings_and_device_records_fit_the_sdk_shapes() {
         certfab::export::peridio::render(&input, &opts(None)),
         &["dev-0004", "list of strings"],
     );
+}
+
+/// Issue 15 item 4: no next step names a command the current Peridio CLI does not have; the
+/// JITP settings are marked for the v1 API they belong to; a device's identifier is its
+/// certificate's CN (a different one is refused); and Peridio's console device import CSV is
+/// written as its guide describes.
+#[test]
+fn peridio_runs_only_existing_commands_marks_jitp_v1_and_matches_identifiers_to_cns() {
+    let f = fixture();
+    let mut input = f.input.clone();
+    input
+        .cloud
+        .insert("peridio.product_name".into(), json!("gateway"));
+    input.cloud.insert(
+        "peridio.product_prn".into(),
+        json!("prn:1:org:product:gateway"),
+    );
+    input
+        .cloud
+        .insert("peridio.jitp_tags".into(), json!(["line-a"]));
+    input.devices[1]
+        .cloud
+        .insert("peridio.tags".into(), json!(["line-a", "rev.2"]));
+    input.cloud.insert(
+        "peridio.cohort_prn".into(),
+        json!("prn:1:org:cohort:factory"),
+    );
+    let files = certfab::export::peridio::render(&input, &opts(None)).unwrap();
+    // Every consumer names only what runs: no --jitp-* flag (removed from peridio-cli in
+    // "v2 ca_certificates"), and the JITP body is for the v1 API.
+    for file in &files {
+        assert!(
+            !file.consumer.contains("--jitp"),
+            "{}: {}",
+            file.name,
+            file.consumer
+        );
+    }
+    let jitp = files.iter().find(|f| f.name.contains("jitp")).unwrap();
+    assert_eq!(jitp.name, "peridio-ca-jitp-v1.json");
+    assert!(jitp.consumer.contains("v1"), "{}", jitp.consumer);
+    assert!(jitp
+        .consumer
+        .contains("PUT /orgs/{organization_name}/ca_certificates/{ca_certificate_serial}"));
+    let pem = files.iter().find(|f| f.name == "peridio-ca.pem").unwrap();
+    for cmd in [
+        "peridio ca-certificates create-verification-code",
+        "certfab ca verification-cert",
+        "peridio ca-certificates create --certificate-path peridio-ca.pem --verification-certificate-path",
+    ] {
+        assert!(pem.consumer.contains(cmd), "{cmd}: {}", pem.consumer);
+    }
+
+    // The identifier defaults to the CN, on both the API lines and the import CSV.
+    let dir = write(&files);
+    let r = check("peridio", dir.path(), &[]);
+    for (i, dev) in r["devices"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(dev["identifier"], dev["cn"], "{i}");
+    }
+    let imported = r["imported"].as_array().unwrap();
+    assert_eq!(imported.len(), DEVICES);
+    assert_eq!(imported[1]["identifier"], "dev-0002");
+    assert_eq!(imported[1]["tags"], json!(["line-a", "rev.2"]));
+    assert_eq!(imported[1]["cohort_prn"], "prn:1:org:cohort:factory");
+    assert_eq!(imported[1]["product_prn"], "prn:1:org:product:gateway");
+    let csv0 = String::from_utf8(files[1].bytes.clone()).unwrap();
+    assert!(csv0.starts_with("\"identifier\",\"description\",\"tags\",\"product_prn\",\"cohort_prn\",\"certificates\",\"target\"\n"), "{csv0}");
+
+    // A CN that differs from the ledger id still gives identifier = CN …
+    let dir2 = tempfile::tempdir().unwrap();
+    let mut other = input.clone();
+    other.devices = vec![device_of(
+        1,
+        "SN-77",
+        self_signed(dir2.path(), "cn", "/O=Acme/CN=gw-77", "ec:prime256v1", &[]),
+    )];
+    let files2 = certfab::export::peridio::render(&other, &opts(None)).unwrap();
+    let r2 = check("peridio", write(&files2).path(), &[]);
+    assert_eq!(r2["devices"][0]["identifier"], "gw-77");
+    // … and an identifier that is not the CN is refused, naming the device.
+    other.devices[0]
+        .cloud
+        .insert("peridio.identifier".into(), json!("SN-77"));
+    refused(
+        certfab::export::peridio::render(&other, &opts(None)),
+        &["SN-77", "common name 'gw-77'"],
+    );
+    // Values the import CSV could not carry are refused too.
+    let mut bad = input.clone();
+    bad.devices[2]
+        .cloud
+        .insert("peridio.tags".into(), json!(["a,b"]));
+    refused(
+        certfab::export::peridio::render(&bad, &opts(None)),
+        &["dev-0003", "','"],
+    );
+
+    // The checker bites: an identifier that is not the CN.
+    let p = dir.path().join("peridio-device-import-0001.csv");
+    let body = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(&p, body.replacen("\"dev-0001\"", "\"dev-x\"", 1)).unwrap();
+    assert!(check_fails("peridio", dir.path(), &[]).contains("not the certificate's CN"));
 }
 
 // ------------------------------------------------------------------------------ nRF Cloud
@@ -671,6 +1214,177 @@ fn nrfcloud_csv_is_what_nrfcloud_utils_writes_and_shards_at_1000_rows() {
     );
 }
 
+/// Issue 15 item 3: every nRF Cloud row follows the OnboardDevices field patterns (checked
+/// against a fixture written from them), only ES256 (P-256) device certificates are
+/// onboarded, MDM_FULL is a firmware type, and a "gateway" subType is flagged.
+#[test]
+fn nrfcloud_rows_follow_the_onboarding_field_patterns() {
+    let f = fixture();
+    let render = |input: &ExportInput| certfab::export::nrfcloud::render(input, &opts(None));
+    let mut input = f.input.clone();
+    input.cloud.insert(
+        "nrfcloud.fw_types".into(),
+        json!(["APP", "MODEM", "MDM_FULL"]),
+    );
+    input.cloud.insert(
+        "nrfcloud.subtype".into(),
+        json!("env-sensor/v2,rev.a@hall#3"),
+    );
+    input.devices[0].cloud.insert(
+        "nrfcloud.device_id".into(),
+        json!(format!("Nrf:{}", "A".repeat(96))),
+    );
+    input.devices[1].cloud.insert(
+        "nrfcloud.tags".into(),
+        json!(["rack#4@hall", "line:a", "x.y_z"]),
+    );
+    let files = render(&input).unwrap();
+    let r = check("nrfcloud", write(&files).path(), &[]);
+    assert_eq!(r["ids"], DEVICES);
+    assert_eq!(r["first"]["fw"], "APP|MODEM|MDM_FULL");
+
+    // Each field the API refuses, refused here with the device named.
+    let cases: &[(usize, &str, Value, &str)] = &[
+        (2, "nrfcloud.device_id", json!("dev 3"), "deviceId"),
+        (2, "nrfcloud.device_id", json!("a".repeat(129)), "1 to 128"),
+        (2, "nrfcloud.device_id", json!("dev.3"), "deviceId"),
+        (
+            3,
+            "nrfcloud.tags",
+            json!(["ok", "two words"]),
+            "tag 'two words'",
+        ),
+        (3, "nrfcloud.tags", json!(["a/b"]), "tag 'a/b'"),
+        (3, "nrfcloud.tags", json!(["a|b"]), "'|'"),
+        (4, "nrfcloud.subtype", json!("humidity sensor"), "subType"),
+        (4, "nrfcloud.subtype", json!("x".repeat(800)), "at most 799"),
+    ];
+    for (i, key, value, want) in cases {
+        let mut bad = input.clone();
+        bad.devices[*i].cloud.insert(key.to_string(), value.clone());
+        let id = bad.devices[*i].device_id.clone();
+        refused(render(&bad), &[&id, want]);
+    }
+    let mut bad = input.clone();
+    bad.cloud
+        .insert("nrfcloud.fw_types".into(), json!(["APP", "FULL"]));
+    refused(render(&bad), &["FULL", "MDM_FULL"]);
+
+    // RSA, P-384 and Ed25519 device certificates are not ES256.
+    let dir = tempfile::tempdir().unwrap();
+    for (i, (keyspec, kind)) in [
+        ("rsa:2048", "RSA"),
+        ("ec:secp384r1", "P-384"),
+        ("ED25519", "Ed25519"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let der = self_signed(
+            dir.path(),
+            &format!("k{i}"),
+            &format!("/CN=key-{i}"),
+            keyspec,
+            &[],
+        );
+        let mut bad = input.clone();
+        bad.devices.push(device_of(13, &format!("key-{i}"), der));
+        let e = refused(
+            render(&bad),
+            &[&format!("key-{i}"), "manifest line 13", "ES256"],
+        );
+        assert!(e.contains(kind), "{kind}: {e}");
+    }
+
+    // "gateway" in a subType grants gateway MQTT permissions: said in the summary.
+    let mut gw = input.clone();
+    gw.devices[5]
+        .cloud
+        .insert("nrfcloud.subtype".into(), json!("BLE-Gateway"));
+    let out = tempfile::tempdir().unwrap();
+    let summary = certfab::export::export(
+        certfab::export::Format::Nrfcloud,
+        &gw,
+        &opts(None),
+        &out.path().join("x"),
+        false,
+    )
+    .unwrap();
+    assert_eq!(summary.warnings.len(), 1, "{:?}", summary.warnings);
+    assert!(
+        summary.warnings[0].contains("dev-0006"),
+        "{:?}",
+        summary.warnings
+    );
+    assert!(summary
+        .text()
+        .contains("warning: nrfcloud: 1 device(s) (dev-0006)"));
+    assert!(summary
+        .text()
+        .contains("Gateway devices with additional MQTT permissions"));
+    let written: Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("x/nrfcloud.summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(written["warnings"], json!(summary.warnings));
+    assert!(
+        certfab::export::warnings(certfab::export::Format::Nrfcloud, &input, &opts(None))
+            .unwrap()
+            .is_empty()
+    );
+
+    // The checker bites on the fixture's patterns.
+    let d = write(&files);
+    let p = d.path().join("nrfcloud-onboard-0001.csv");
+    let body = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(&p, body.replacen("rack#4@hall", "rack 4", 1)).unwrap();
+    assert!(check_fails("nrfcloud", d.path(), &[]).contains("tag 'rack 4'"));
+}
+
+/// Issue 10 item 12 (nRF Cloud part): a cell a spreadsheet would run as a formula cannot be
+/// written raw, and cannot be prefixed with `'` without changing what nRF Cloud stores, so
+/// such rows are refused by name (the API's patterns already refuse `=`, `+`).
+#[test]
+fn nrfcloud_cells_a_spreadsheet_would_run_are_refused() {
+    let f = fixture();
+    let render = |input: &ExportInput| certfab::export::nrfcloud::render(input, &opts(None));
+    for (key, value, what) in [
+        (
+            "nrfcloud.device_id",
+            json!("-dev-0001"),
+            "deviceId '-dev-0001'",
+        ),
+        ("nrfcloud.device_id", json!("=1+1"), "'='"),
+        ("nrfcloud.device_id", json!("+4915"), "'+'"),
+        ("nrfcloud.device_id", json!("@dev"), "'@'"),
+        ("nrfcloud.subtype", json!("@SUM(1)"), "subType"),
+        ("nrfcloud.subtype", json!("-2"), "subType '-2'"),
+        ("nrfcloud.tags", json!(["@team", "a"]), "tags '@team|a'"),
+        ("nrfcloud.tags", json!(["-x"]), "tags '-x'"),
+    ] {
+        let mut input = f.input.clone();
+        input.devices[6].cloud.insert(key.into(), value.clone());
+        let e = refused(render(&input), &["dev-0007", what]);
+        assert!(!e.contains("\n"), "{e}");
+    }
+    // Only the start of a cell matters: a later tag or a dash inside a value is fine.
+    let mut input = f.input.clone();
+    input.devices[6]
+        .cloud
+        .insert("nrfcloud.tags".into(), json!(["team", "@hall", "-x"]));
+    input.devices[6]
+        .cloud
+        .insert("nrfcloud.device_id".into(), json!("dev--7"));
+    let files = render(&input).unwrap();
+    let text0 = String::from_utf8(files[0].bytes.clone()).unwrap();
+    for line in text0.lines().filter(|l| l.starts_with("dev")) {
+        let cells: Vec<&str> = line.splitn(5, ',').collect();
+        for c in &cells[..4] {
+            assert!(!c.starts_with(['=', '+', '-', '@']), "{line}");
+        }
+    }
+    check("nrfcloud", write(&files).path(), &[]);
+}
+
 // ------------------------------------------------------------------------------ Microchip JWS
 
 #[test]
@@ -715,6 +1429,73 @@ fn microchip_manifest_entries_are_signed_in_the_hsm_and_verify_with_pytrustplatf
     entries[0]["payload"] = other;
     std::fs::write(&path, entries.to_string()).unwrap();
     check_fails("microchip", dir.path(), &[signer_pem.to_str().unwrap()]);
+}
+
+/// Issue 15 item 6: Microchip's uniqueId is the chip serial in lower-case hex; any other
+/// uniqueId is exported with a warning, or refused by name under
+/// `microchip.strict_unique_id`.
+#[test]
+fn microchip_unique_id_is_a_lowercase_hex_serial() {
+    use certfab::export::Format;
+    let f = fixture();
+    let warn = |input: &ExportInput, o: &ExportOptions| {
+        certfab::export::warnings(Format::MicrochipJws, input, o).unwrap()
+    };
+    // Device ids such as dev-0001 are not serials: one warning naming them.
+    let w = warn(&f.input, &opts(None));
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains("12 uniqueId(s) (dev-0001, dev-0002"), "{w:?}");
+    assert!(w[0].contains("lower-case hex"), "{w:?}");
+    // The certificate serial (lower-case hex bytes) is one.
+    let mut input = f.input.clone();
+    for d in &mut input.devices {
+        d.cloud
+            .insert("microchip.unique_id".into(), json!(d.serial.clone()));
+    }
+    assert!(warn(&input, &opts(None)).is_empty());
+    for odd in ["01AB23", "abc", "0x01ab", ""] {
+        input.devices[4]
+            .cloud
+            .insert("microchip.unique_id".into(), json!(odd));
+        let w = warn(&input, &opts(None));
+        assert_eq!(w.len(), 1, "{odd:?}: {w:?}");
+        assert!(w[0].contains(&format!("1 uniqueId(s) ({odd})")), "{w:?}");
+    }
+
+    // Strict: refused with the device named, nothing signed; serials pass and verify.
+    let _turn = hsm_turn();
+    let site = certfab::site::Site::open(&f.line.config()).unwrap();
+    site.login().unwrap();
+    let signer = site.signer(time::OffsetDateTime::now_utc()).unwrap();
+    let mut strict = opts(None);
+    strict
+        .settings
+        .insert("microchip.strict_unique_id".into(), "true".into());
+    input.devices[4]
+        .cloud
+        .insert("microchip.unique_id".into(), json!("01AB23"));
+    refused(
+        certfab::export::microchip::render_signed(&input, &strict, &signer),
+        &[
+            "dev-0005",
+            "01AB23",
+            "lower-case hex",
+            "microchip.strict_unique_id",
+        ],
+    );
+    assert!(warn(&input, &strict).is_empty());
+    let serial = input.devices[4].serial.clone();
+    input.devices[4]
+        .cloud
+        .insert("microchip.unique_id".into(), json!(serial));
+    let files = certfab::export::microchip::render_signed(&input, &strict, &signer).unwrap();
+    let signer_pem = f.line.file("ca/manifest-signer.pem");
+    let r = check(
+        "microchip",
+        write(&files).path(),
+        &[signer_pem.to_str().unwrap()],
+    );
+    assert_eq!(r["unique_ids"][4], json!(serial));
 }
 
 // ------------------------------------------------------------------------------ plain CSV
@@ -904,6 +1685,14 @@ fn certfab_export_cli_renders_every_format_from_a_signed_manifest() {
 
     let (o, dir) = export("nrfcloud", &[]);
     assert!(o.status.success(), "{}", text(&o));
+    let s = common::stdout_json(&o);
+    assert!(
+        s["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("Gateway devices"),
+        "{s}"
+    );
     let r = check("nrfcloud", &dir, &[]);
     assert_eq!(r["first"]["tags"], json!(format!("factory|{batch}")));
     assert_eq!(r["first"]["fw"], "APP|MODEM");

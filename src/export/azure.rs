@@ -10,12 +10,14 @@
 //!   uploaded to DPS and verified by proof of possession (`caReferences`).
 //!
 //! Settings read from the profile's `cloud:` section: `azure.iot_hubs` (list of hub host
-//! names), `azure.allocation_policy` (`hashed`|`geoLatency`|`static`|`custom`),
-//! `azure.iot_edge` (bool), `azure.provisioning_status` (`enabled`|`disabled`),
-//! `azure.enrollment_group_id`, `azure.ca_reference`. Per device (rendered cloud values):
-//! `azure.registration_id` (defaults to the certificate's CN, which DPS requires it to
-//! equal), `azure.device_id` (the IoT Hub device id; defaults to the registration id) and
-//! `azure.twin_tags` (a mapping: initial twin tags).
+//! names), `azure.allocation_policy` (`hashed`|`geoLatency`|`static`|`custom`; `static`
+//! takes exactly one hub, `custom` a webhook: `azure.custom_allocation.webhook_url` and
+//! `azure.custom_allocation.api_version`), `azure.iot_edge` (bool),
+//! `azure.provisioning_status` (`enabled`|`disabled`), `azure.enrollment_group_id`,
+//! `azure.ca_reference`. Per device (rendered cloud values): `azure.registration_id`
+//! (defaults to the certificate's CN, which DPS requires it to equal, so at most 64
+//! characters), `azure.device_id` (the IoT Hub device id; defaults to the registration id)
+//! and `azure.twin_tags` (a mapping: initial twin tags).
 
 use super::support::{device_error, issuing_ca_der, pretty, row_limit, CertFacts, Settings};
 use super::{shard, shard_name, ExportError, ExportFile, ExportInput, ExportOptions, Format};
@@ -28,18 +30,32 @@ const GROUP_FORMAT: Format = Format::AzureDpsGroup;
 /// operation with maximum of 10 enrollments", service.json 2021-10-01).
 pub const BULK_LIMIT: usize = 10;
 
-/// Longest registration id DPS accepts.
+/// Longest registration id (or enrollment group id) DPS accepts.
 pub const REGISTRATION_ID_MAX: usize = 128;
 
+/// Longest registration id with X.509 attestation: it is the certificate's subject CN, which
+/// X.509 limits to 64 characters ("The registration ID, therefore, is limited to 64
+/// characters when using X.509 certificates", DPS X.509 attestation concepts).
+pub const REGISTRATION_ID_MAX_X509: usize = 64;
+
+/// The `customAllocationDefinition.apiVersion` used when none is set: the version of the
+/// enrollment types certfab writes (the spec's minimum is 2018-09-01-preview).
+pub const CUSTOM_ALLOCATION_API_VERSION: &str = "2021-10-01";
+
 /// Checks a DPS registration id: lowercase ASCII letters and digits plus `-._:`, not starting
-/// or ending with one of those four, at most 128 characters. Returns why not.
-pub fn check_registration_id(id: &str) -> Result<(), String> {
+/// or ending with one of those four, at most `max` characters. Returns why not.
+pub fn check_registration_id(id: &str, max: usize) -> Result<(), String> {
     if id.is_empty() {
         return Err("the registration id is empty".into());
     }
-    if id.len() > REGISTRATION_ID_MAX {
+    if id.len() > max {
+        let why = if max == REGISTRATION_ID_MAX_X509 {
+            " with X.509 attestation (it is the certificate's CN, at most 64 characters)"
+        } else {
+            ""
+        };
         return Err(format!(
-            "the registration id is {} characters; DPS allows at most {REGISTRATION_ID_MAX}",
+            "the registration id is {} characters; DPS allows at most {max}{why}",
             id.len()
         ));
     }
@@ -102,18 +118,90 @@ fn common_fields(
     if let Some(edge) = s.bool("azure.iot_edge")? {
         m.insert("capabilities".into(), json!({ "iotEdge": edge }));
     }
-    if let Some(policy) = s.str("azure.allocation_policy")? {
+    let policy = s.str("azure.allocation_policy")?;
+    if let Some(policy) = &policy {
         if !["hashed", "geoLatency", "static", "custom"].contains(&policy.as_str()) {
             return Err(s.bad(
                 "azure.allocation_policy",
-                &policy,
+                policy,
                 "DPS takes hashed, geoLatency, static or custom".into(),
             ));
         }
         m.insert("allocationPolicy".into(), json!(policy));
     }
-    if let Some(hubs) = s.list("azure.iot_hubs")? {
+    let hubs = s.list("azure.iot_hubs")?;
+    if policy.as_deref() == Some("static") {
+        // "Specification of the desired IoT hub in the enrollment list": one hub (the Azure
+        // CLI refuses none and more than one for static).
+        match hubs.as_deref() {
+            Some([_]) => {}
+            None | Some([]) => {
+                return Err(s.missing(
+                    "azure.iot_hubs",
+                    "static allocation assigns every device to the one IoT hub listed",
+                ))
+            }
+            Some(more) => {
+                return Err(s.bad(
+                    "azure.iot_hubs",
+                    &more.join(","),
+                    "static allocation takes exactly one IoT hub; list one, or choose hashed or geoLatency".into(),
+                ))
+            }
+        }
+    }
+    if let Some(hubs) = hubs {
         m.insert("iotHubs".into(), json!(hubs));
+    }
+    let webhook = s.str("azure.custom_allocation.webhook_url")?;
+    let api_version = s.str("azure.custom_allocation.api_version")?;
+    if policy.as_deref() == Some("custom") {
+        let url = webhook.ok_or_else(|| {
+            s.missing(
+                "azure.custom_allocation.webhook_url",
+                "custom allocation calls this webhook (the Azure Function) to pick the IoT hub; DPS requires customAllocationDefinition with it",
+            )
+        })?;
+        if !url.starts_with("https://") {
+            return Err(s.bad(
+                "azure.custom_allocation.webhook_url",
+                &url,
+                "the allocation webhook is an https:// URL (an Azure Function URL with its key)"
+                    .into(),
+            ));
+        }
+        let version = api_version.unwrap_or_else(|| CUSTOM_ALLOCATION_API_VERSION.into());
+        let dated = version.len() >= 10
+            && version[..10].bytes().enumerate().all(|(i, b)| {
+                if i == 4 || i == 7 {
+                    b == b'-'
+                } else {
+                    b.is_ascii_digit()
+                }
+            })
+            && (version.len() == 10 || &version[10..] == "-preview");
+        if !dated || version.as_str() < "2018-09-01-preview" {
+            return Err(s.bad(
+                "azure.custom_allocation.api_version",
+                &version,
+                "a DPS service API version such as 2021-10-01 (at least 2018-09-01-preview)".into(),
+            ));
+        }
+        m.insert(
+            "customAllocationDefinition".into(),
+            json!({ "webhookUrl": url, "apiVersion": version }),
+        );
+    } else if webhook.is_some() || api_version.is_some() {
+        let key = if webhook.is_some() {
+            "azure.custom_allocation.webhook_url"
+        } else {
+            "azure.custom_allocation.api_version"
+        };
+        return Err(s.bad(
+            key,
+            &webhook.or(api_version).unwrap_or_default(),
+            "a custom allocation webhook is only used with azure.allocation_policy: custom".into(),
+        ));
     }
     Ok(m)
 }
@@ -133,7 +221,7 @@ pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFil
         })?;
         let reg_id = super::support::device_str(FORMAT, input, opts, d, "azure.registration_id")?
             .unwrap_or(cn.clone());
-        check_registration_id(&reg_id).map_err(|m| {
+        check_registration_id(&reg_id, REGISTRATION_ID_MAX_X509).map_err(|m| {
             bad(format!(
                 "{m}; issue the certificate with a CN that is a valid registration id (profile subject template)"
             ))
@@ -201,7 +289,7 @@ pub fn render_group(
         Some(id) => id,
         None => input.profile.to_ascii_lowercase(),
     };
-    check_registration_id(&group_id).map_err(|m| {
+    check_registration_id(&group_id, REGISTRATION_ID_MAX).map_err(|m| {
         s.bad(
             "azure.enrollment_group_id",
             &group_id,
@@ -211,7 +299,9 @@ pub fn render_group(
             ),
         )
     })?;
-    let x509 = match s.str("azure.ca_reference")? {
+    let ca_reference = s.str("azure.ca_reference")?;
+    let reference = ca_reference.is_some();
+    let x509 = match ca_reference {
         Some(name) => json!({ "caReferences": { "primary": name } }),
         None => {
             json!({ "signingCertificates": { "primary": { "certificate": ca_pem.trim_end() } } })
@@ -232,14 +322,15 @@ pub fn render_group(
             bytes: pretty(&Value::Object(g)),
             devices: input.devices.len(),
             consumer: format!(
-                "Azure DPS service API: PUT https://<dps>.azure-devices-provisioning.net/enrollmentGroups/{group_id}?api-version=2021-10-01 (Enrollment Group - Create Or Update)"
+                "Azure DPS service API: PUT https://<dps>.azure-devices-provisioning.net/enrollmentGroups/{group_id}?api-version=2021-10-01 (Enrollment Group - Create Or Update). Devices authenticate only if {which} is uploaded to the DPS instance and verified by proof of possession (certfab ca verification-cert --ca <issuing CA> --cn <verification code>), or chains to a verified CA, and they present the chain up to it",
+                which = if reference { "the referenced CA" } else { "the group's signing CA (azure-dps-ca.pem)" },
             ),
         },
         ExportFile {
             name: "azure-dps-ca.pem".into(),
             bytes: ca_pem.into_bytes(),
             devices: 0,
-            consumer: "Azure portal DPS > Certificates > Add, or az iot dps certificate create; then proof of possession with certfab ca verification-cert --cn <verification code>".into(),
+            consumer: "next: upload to DPS (portal: Certificates > Add, or az iot dps certificate create), generate a verification code, then prove possession with certfab ca verification-cert --ca <issuing CA> --cn <verification code> and upload that certificate (az iot dps certificate verify); the enrollment group works only once this CA, or one it chains to, shows Verified".into(),
         },
     ])
 }
@@ -250,14 +341,20 @@ mod tests {
 
     #[test]
     fn registration_id_rules() {
-        assert!(check_registration_id("dev-0001").is_ok());
-        assert!(check_registration_id("a.b_c:d-e").is_ok());
-        assert!(check_registration_id("Dev-0001").is_err());
-        assert!(check_registration_id("-dev").is_err());
-        assert!(check_registration_id("dev:").is_err());
-        assert!(check_registration_id("dev 1").is_err());
-        assert!(check_registration_id("").is_err());
-        assert!(check_registration_id(&"a".repeat(128)).is_ok());
-        assert!(check_registration_id(&"a".repeat(129)).is_err());
+        let m = REGISTRATION_ID_MAX;
+        assert!(check_registration_id("dev-0001", m).is_ok());
+        assert!(check_registration_id("a.b_c:d-e", m).is_ok());
+        assert!(check_registration_id("Dev-0001", m).is_err());
+        assert!(check_registration_id("-dev", m).is_err());
+        assert!(check_registration_id("dev:", m).is_err());
+        assert!(check_registration_id("dev 1", m).is_err());
+        assert!(check_registration_id("", m).is_err());
+        assert!(check_registration_id(&"a".repeat(128), m).is_ok());
+        assert!(check_registration_id(&"a".repeat(129), m).is_err());
+        let x = REGISTRATION_ID_MAX_X509;
+        assert!(check_registration_id(&"a".repeat(64), x).is_ok());
+        assert!(check_registration_id(&"a".repeat(65), x)
+            .unwrap_err()
+            .contains("64"));
     }
 }

@@ -22,8 +22,15 @@
 //!
 //! Settings: `microchip.model`, `microchip.part_number`, `microchip.group_id`,
 //! `microchip.manufacturer`, `microchip.provisioner`, `microchip.distributor` (each an
-//! organization name; the organizational unit comes from `*_unit`). Per device:
-//! `microchip.unique_id` (defaults to the ledger's device id).
+//! organization name; the organizational unit comes from `*_unit`),
+//! `microchip.strict_unique_id` (bool). Per device: `microchip.unique_id` (defaults to the
+//! ledger's device id).
+//!
+//! `uniqueId` is the secure element's serial number in lower-case hex in Microchip's
+//! manifests (`SecureElement`: `uniqueid.hex()`; `data_provider.get_serial_number`: "hex
+//! encoded lower case letters"), and Thingpress names its things after it. A uniqueId that is
+//! not lower-case hex bytes is exported with a warning, or refused when
+//! `microchip.strict_unique_id` is true.
 
 use super::support::{
     b64, b64url, device_error, device_str, issuing_ca_der, pretty, CertFacts, Settings,
@@ -143,6 +150,7 @@ pub fn render_signed<K: Signer>(
     let provisioner = organization(&s, "provisioner", &org)?;
     let distributor = organization(&s, "distributor", &org)?;
     let protected = b64url(protected(signer)?.to_string().as_bytes());
+    let strict = s.bool("microchip.strict_unique_id")?.unwrap_or(false);
 
     let mut entries = Vec::with_capacity(input.devices.len());
     let mut ids = super::support::Unique::default();
@@ -150,6 +158,13 @@ pub fn render_signed<K: Signer>(
         let facts = CertFacts::of(FORMAT, d)?;
         let unique_id = device_str(FORMAT, input, opts, d, "microchip.unique_id")?
             .unwrap_or(d.device_id.clone());
+        if strict && !is_hex_serial(&unique_id) {
+            return Err(device_error(
+                FORMAT.name(),
+                d,
+                format!("uniqueId '{unique_id}' is not a serial number in lower-case hex (microchip.strict_unique_id is set); set microchip.unique_id, e.g. to \"{{cert.serial}}\" or the chip serial"),
+            ));
+        }
         ids.check(FORMAT, d, "uniqueId", &unique_id)?;
         let nb = &facts.cert.tbs_certificate.validity.not_before;
         let ts = super::support::x509_time_rfc3339(nb).replace('Z', ".000Z");
@@ -184,4 +199,40 @@ pub fn render_signed<K: Signer>(
             consumer: "tools that import Microchip secure element manifests (pytrustplatform Manifest, TPDS manifest handlers, Thingpress) with the certfab manifest signer certificate as the verification certificate".into(),
         })
         .collect())
+}
+
+/// Whether `id` is bytes in lower-case hex, as Microchip writes a chip serial (`bytes.hex()`).
+pub fn is_hex_serial(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() % 2 == 0
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// uniqueIds that are not a lower-case hex serial (see the module doc); none when
+/// `microchip.strict_unique_id` refuses them instead.
+pub fn warnings(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<String>, ExportError> {
+    let s = Settings::new(FORMAT, input, opts);
+    if s.bool("microchip.strict_unique_id")?.unwrap_or(false) {
+        return Ok(Vec::new());
+    }
+    let mut odd = Vec::new();
+    for d in &input.devices {
+        let id = device_str(FORMAT, input, opts, d, "microchip.unique_id")?
+            .unwrap_or(d.device_id.clone());
+        if !is_hex_serial(&id) {
+            odd.push(id);
+        }
+    }
+    if odd.is_empty() {
+        return Ok(Vec::new());
+    }
+    let shown: Vec<&str> = odd.iter().take(5).map(String::as_str).collect();
+    let more = if odd.len() > 5 { ", …" } else { "" };
+    Ok(vec![format!(
+        "microchip-jws: {} uniqueId(s) ({}{more}) are not a serial number in lower-case hex, which Microchip's manifests carry and Thingpress names things after; set microchip.unique_id (e.g. \"{{cert.serial}}\"), or microchip.strict_unique_id: true to refuse them",
+        odd.len(),
+        shown.join(", ")
+    )])
 }

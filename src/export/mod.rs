@@ -480,6 +480,9 @@ pub struct Summary {
     pub devices: usize,
     /// The files.
     pub files: Vec<SummaryFile>,
+    /// What the platform accepts but does differently from what a user may expect (e.g. a
+    /// subtype that grants gateway permissions); printed after the files.
+    pub warnings: Vec<String>,
 }
 
 /// One file in a [`Summary`].
@@ -516,7 +519,14 @@ impl Summary {
                     consumer: f.consumer.clone(),
                 })
                 .collect(),
+            warnings: Vec::new(),
         }
+    }
+
+    /// The same summary with `warnings`.
+    pub fn with_warnings(mut self, warnings: Vec<String>) -> Self {
+        self.warnings = warnings;
+        self
     }
 
     /// Human-readable text: one line per file, then the total.
@@ -535,6 +545,9 @@ impl Summary {
                 String::new()
             };
             s.push_str(&format!("  {}{rows}\n    -> {}\n", f.name, f.consumer));
+        }
+        for w in &self.warnings {
+            s.push_str(&format!("warning: {w}\n"));
         }
         s.pop();
         s
@@ -594,7 +607,8 @@ pub fn export(
     force: bool,
 ) -> Result<Summary, ExportError> {
     let files = render(format, input, opts)?;
-    finish(format, input, out, files, force)
+    let warnings = warnings(format, input, opts)?;
+    finish(format, input, out, files, force, warnings)
 }
 
 /// [`export`] for a format signed by the manifest signer ([`Format::needs_signer`]).
@@ -607,7 +621,23 @@ pub fn export_signed<K: crate::signer::Signer>(
     force: bool,
 ) -> Result<Summary, ExportError> {
     let files = render_signed(format, input, opts, signer)?;
-    finish(format, input, out, files, force)
+    let warnings = warnings(format, input, opts)?;
+    finish(format, input, out, files, force, warnings)
+}
+
+/// What `format` would accept from `input` but a user should know before importing (listed
+/// in the summary): nRF Cloud subtypes that grant gateway permissions, Microchip uniqueIds
+/// that are not a chip serial.
+pub fn warnings(
+    format: Format,
+    input: &ExportInput,
+    opts: &ExportOptions,
+) -> Result<Vec<String>, ExportError> {
+    match format {
+        Format::Nrfcloud => nrfcloud::warnings(input, opts),
+        Format::MicrochipJws => microchip::warnings(input, opts),
+        _ => Ok(Vec::new()),
+    }
 }
 
 /// Adds the summary to rendered files and writes them all.
@@ -617,8 +647,9 @@ fn finish(
     out: &Path,
     mut files: Vec<ExportFile>,
     force: bool,
+    warnings: Vec<String>,
 ) -> Result<Summary, ExportError> {
-    let summary = Summary::new(format, input, out, &files);
+    let summary = Summary::new(format, input, out, &files).with_warnings(warnings);
     let mut text = serde_json::to_vec_pretty(&summary).unwrap_or_default();
     text.push(b'\n');
     files.push(ExportFile {

@@ -1,31 +1,130 @@
-//! Peridio: JITP settings for the issuing CA, and device records for pre-registration.
+//! Peridio: device records (admin API v2), Peridio's console bulk device import CSV, and the
+//! issuing CA with its just-in-time provisioning (JITP) settings for the v1 (legacy) API.
 //!
-//! Field names come from Peridio's own SDK and CLI (`peridio/peridio-rust`
-//! `src/api/ca_certificates.rs` `CaCertificateJitp`, `src/api/devices.rs`,
-//! `src/api/device_certificates.rs`; `peridio/peridio-cli` `ca-certificates create` flags);
-//! docs.peridio.com describes the same JITP settings (product, cohort, tags, description).
-//! Files:
-//! - `peridio-ca-jitp.json`: `{"description", "jitp": {"description", "tags", "product_name",
-//!   "target"?, "cohort_prn"?}}`, the JITP part of the CA certificate create/update body (the
-//!   create body adds `certificate` and `verification_certificate`, base64 of the PEM text);
-//! - `peridio-ca.pem`: the issuing CA to upload;
-//! - `peridio-devices-NNNN.jsonl`: per line `{"device": <POST /devices body>,
-//!   "device_certificate": {"certificate": <base64 of the PEM text>}}`; the importer adds the
-//!   `device_prn` returned by the device create to the certificate body.
+//! Field names come from Peridio's own API description and SDK: the admin API OpenAPI
+//! documents `peridio-admin-openapi.yaml` (v2) and `peridio-admin-openapi-v1.yaml` (v1,
+//! "Legacy CA Certificates") in `peridio/docs` (last published at 86194a95, before their
+//! removal on 2026-08-18), `peridio/peridio-rust` (`CreateDeviceParams`,
+//! `CreateDeviceCertificateParams`) and the device import format of Peridio's "Creating
+//! devices" guide (same repository, removed in the 2026-04-14 site revamp). Files:
+//! - `peridio-devices-NNNN.jsonl` (with `peridio.product_prn`): per line `{"device": <POST
+//!   /devices body>, "device_certificate": {"certificate": <base64 of the PEM text>}}`; the
+//!   importer adds the `device_prn` returned by the device create to the certificate body;
+//! - `peridio-device-import-NNNN.csv` (with `peridio.product_prn`): the "Peridio device import
+//!   manifest" the web console imports in bulk: header `identifier, description, tags,
+//!   product_prn, cohort_prn, certificates, target`, every field quoted;
+//! - `peridio-ca.pem` (with `peridio.product_name`): the issuing CA, for
+//!   `peridio ca-certificates create` with a verification certificate;
+//! - `peridio-ca-jitp-v1.json` (with `peridio.product_name`): `{"description"?, "jitp":
+//!   {"description", "tags", "product_name", "target"?, "cohort_prn"?}}`, the body of the v1
+//!   `PUT /orgs/{organization_name}/ca_certificates/{ca_certificate_serial}`. JITP settings
+//!   exist only there: the v2 CA certificate create/update bodies, the v2 SDK (peridio-rust
+//!   098c6fb3) and the current CLI (peridio-cli 87d62c24, "v2 ca_certificates") have none,
+//!   and Peridio's JITP page was removed.
+//!
+//! A device's `identifier` must match its certificate's common name ("The identifier for the
+//! devices, must match the common name of the device's certificate(s)"): it defaults to the
+//! CN and a different `peridio.identifier` is refused.
 //!
 //! Settings: `peridio.product_name` (JITP), `peridio.product_prn` (device records),
 //! `peridio.cohort_prn`, `peridio.target`, `peridio.tags` (list; `peridio.jitp_tags` for JITP
-//! when the device tags differ), `peridio.jitp_description`
-//! (the JITP description template), `peridio.ca_description`; per device (rendered cloud
-//! values) also `peridio.identifier` (default the ledger id) and `peridio.device_description`.
+//! when the device tags differ), `peridio.jitp_description` (the JITP description template),
+//! `peridio.ca_description`; per device (rendered cloud values) also `peridio.identifier`
+//! (default, and required to be, the certificate's CN) and `peridio.device_description`.
 
-use super::support::{b64, device_list, device_str, issuing_ca_der, json_lines, pretty, Settings};
+use super::support::{
+    b64, device_error, device_list, device_str, issuing_ca_der, json_lines, pretty, CertFacts,
+    Settings,
+};
 use super::{shard, shard_name, ExportError, ExportFile, ExportInput, ExportOptions, Format};
 use serde_json::{json, Map, Value};
 
 const FORMAT: Format = Format::Peridio;
 
-/// The CA's JITP settings and the device records.
+/// The columns of Peridio's device import manifest, in the order its importer expects.
+pub const IMPORT_COLUMNS: &[&str] = &[
+    "identifier",
+    "description",
+    "tags",
+    "product_prn",
+    "cohort_prn",
+    "certificates",
+    "target",
+];
+
+/// One device's record, shared by the API lines and the import CSV.
+struct Record {
+    identifier: String,
+    description: Option<String>,
+    tags: Vec<String>,
+    target: Option<String>,
+    cohort_prn: Option<String>,
+    cert_pem: String,
+}
+
+/// Refuses a CSV cell a spreadsheet would run as a formula (the `csv` export's rule): a
+/// leading `'` would change the value Peridio stores.
+fn refuse_formula(d: &super::ExportDevice, what: &str, cell: &str) -> Result<(), ExportError> {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        return Err(device_error(
+            FORMAT.name(),
+            d,
+            format!(
+                "{what} '{cell}' starts with a character a spreadsheet opening the import CSV would run as a formula, and a leading ' would change the value Peridio stores; choose a value that starts with a letter or digit"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn record(
+    input: &ExportInput,
+    opts: &ExportOptions,
+    d: &super::ExportDevice,
+) -> Result<Record, ExportError> {
+    let bad = |msg: String| device_error(FORMAT.name(), d, msg);
+    let facts = CertFacts::of(FORMAT, d)?;
+    let cn = facts.common_name.clone().ok_or_else(|| {
+        bad("the certificate subject has no single common name; Peridio matches a device's identifier to its certificate's CN".into())
+    })?;
+    let identifier =
+        device_str(FORMAT, input, opts, d, "peridio.identifier")?.unwrap_or(cn.clone());
+    if identifier != cn {
+        return Err(bad(format!(
+            "identifier '{identifier}' differs from the certificate's common name '{cn}'; Peridio requires a device's identifier to match its certificate's CN (leave peridio.identifier unset to use the CN)"
+        )));
+    }
+    let description = device_str(FORMAT, input, opts, d, "peridio.device_description")?;
+    let tags = device_list(FORMAT, input, opts, d, "peridio.tags")?.unwrap_or_default();
+    if let Some(t) = tags.iter().find(|t| t.is_empty() || t.contains(',')) {
+        return Err(bad(format!(
+            "tag '{t}' is empty or contains ',', which separates tags in Peridio's device import"
+        )));
+    }
+    let target = device_str(FORMAT, input, opts, d, "peridio.target")?;
+    let cohort_prn = device_str(FORMAT, input, opts, d, "peridio.cohort_prn")?;
+    refuse_formula(d, "identifier", &identifier)?;
+    for (what, v) in [
+        ("description", description.as_deref()),
+        ("target", target.as_deref()),
+        ("cohort_prn", cohort_prn.as_deref()),
+    ] {
+        if let Some(v) = v {
+            refuse_formula(d, what, v)?;
+        }
+    }
+    refuse_formula(d, "tags", &tags.join(","))?;
+    Ok(Record {
+        identifier,
+        description,
+        tags,
+        target,
+        cohort_prn,
+        cert_pem: crate::issue::pem(&d.cert_der),
+    })
+}
+
+/// The device records, the import CSV and the CA with its v1 JITP settings.
 pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFile>, ExportError> {
     super::require_devices(FORMAT, input)?;
     let s = Settings::new(FORMAT, input, opts);
@@ -36,20 +135,82 @@ pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFil
     let product_prn = s.str("peridio.product_prn")?;
     if product_name.is_none() && product_prn.is_none() {
         return Err(s.missing(
-            "peridio.product_name",
-            "the Peridio product JITP assigns devices to (or peridio.product_prn for device records)",
+            "peridio.product_prn",
+            "the Peridio product the device records belong to (or peridio.product_name for the v1 JITP settings)",
         ));
     }
-    let cohort = s.str("peridio.cohort_prn")?;
-    let target = s.str("peridio.target")?;
-    // The tags JITP gives every device: peridio.jitp_tags, else peridio.tags when it is the
-    // same for every device.
-    let tags = match s.list("peridio.jitp_tags")? {
-        Some(t) => t,
-        None => s.list("peridio.tags")?.unwrap_or_default(),
-    };
+
+    if let Some(product_prn) = &product_prn {
+        let mut lines = Vec::with_capacity(input.devices.len());
+        let mut rows = Vec::with_capacity(input.devices.len());
+        let mut idents = super::support::Unique::default();
+        for d in &input.devices {
+            let r = record(input, opts, d)?;
+            idents.check(FORMAT, d, "identifier", &r.identifier)?;
+            let mut dev = Map::new();
+            dev.insert("product_prn".into(), json!(product_prn));
+            dev.insert("identifier".into(), json!(r.identifier));
+            if let Some(desc) = &r.description {
+                dev.insert("description".into(), json!(desc));
+            }
+            dev.insert("tags".into(), json!(r.tags));
+            if let Some(t) = &r.target {
+                dev.insert("target".into(), json!(t));
+            }
+            if let Some(c) = &r.cohort_prn {
+                dev.insert("cohort_prn".into(), json!(c));
+            }
+            lines.push(json!({
+                "device": Value::Object(dev),
+                "device_certificate": { "certificate": b64(r.cert_pem.as_bytes()) },
+            }));
+            rows.push([
+                r.identifier,
+                r.description.unwrap_or_default(),
+                r.tags.join(","),
+                product_prn.clone(),
+                r.cohort_prn.unwrap_or_default(),
+                r.cert_pem.trim_end().to_string(),
+                r.target.unwrap_or_default(),
+            ]);
+        }
+        for (i, chunk) in shard(&lines, opts.max_rows).into_iter().enumerate() {
+            files.push(ExportFile {
+                name: shard_name("peridio-devices", i, "jsonl"),
+                bytes: json_lines(chunk),
+                devices: chunk.len(),
+                consumer: "Peridio admin API v2, per line: POST /devices with .device (peridio devices create), then POST /device_certificates with .device_certificate plus the returned device_prn (peridio device-certificates create --device-prn PRN --certificate-path FILE)".into(),
+            });
+        }
+        for (i, chunk) in shard(&rows, opts.max_rows).into_iter().enumerate() {
+            let err = |e: &dyn std::fmt::Display| ExportError::Input(format!("peridio: CSV: {e}"));
+            let mut w = ::csv::WriterBuilder::new()
+                .quote_style(::csv::QuoteStyle::Always)
+                .terminator(::csv::Terminator::Any(b'\n'))
+                .from_writer(Vec::new());
+            w.write_record(IMPORT_COLUMNS).map_err(|e| err(&e))?;
+            for r in chunk {
+                w.write_record(r).map_err(|e| err(&e))?;
+            }
+            files.push(ExportFile {
+                name: shard_name("peridio-device-import", i, "csv"),
+                bytes: w.into_inner().map_err(|e| err(&e))?,
+                devices: chunk.len(),
+                consumer: "Peridio web console: create devices in bulk from this Peridio device import manifest (instead of the API lines, not as well)".into(),
+            });
+        }
+    }
 
     if let Some(product) = &product_name {
+        // Class-level: JITP gives every device the same values.
+        let cohort = s.str("peridio.cohort_prn")?;
+        let target = s.str("peridio.target")?;
+        // The tags JITP gives every device: peridio.jitp_tags, else peridio.tags when it is
+        // the same for every device.
+        let tags = match s.list("peridio.jitp_tags")? {
+            Some(t) => t,
+            None => s.list("peridio.tags")?.unwrap_or_default(),
+        };
         let mut jitp = Map::new();
         jitp.insert(
             "description".into(),
@@ -71,53 +232,17 @@ pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFil
         }
         body.insert("jitp".into(), Value::Object(jitp));
         files.push(ExportFile {
-            name: "peridio-ca-jitp.json".into(),
-            bytes: pretty(&Value::Object(body)),
-            devices: 0,
-            consumer: "Peridio admin API: the jitp settings of POST /ca_certificates (create, with certificate and verification_certificate) or PATCH /ca_certificates/{prn}; peridio ca-certificates create --jitp-* flags".into(),
-        });
-        files.push(ExportFile {
             name: "peridio-ca.pem".into(),
             bytes: crate::issue::pem(&ca_der).into_bytes(),
             devices: 0,
-            consumer: "Peridio admin API POST /ca_certificates (certificate = base64 of this file), after certfab ca verification-cert --cn <verification code>".into(),
+            consumer: "the issuing CA: peridio ca-certificates create-verification-code, certfab ca verification-cert --ca <issuing CA> --cn <verification_code> --out verif.pem, then peridio ca-certificates create --certificate-path peridio-ca.pem --verification-certificate-path verif.pem".into(),
         });
-    }
-
-    if let Some(product_prn) = &product_prn {
-        let mut lines = Vec::with_capacity(input.devices.len());
-        let mut idents = super::support::Unique::default();
-        for d in &input.devices {
-            let mut dev = Map::new();
-            dev.insert("product_prn".into(), json!(product_prn));
-            let ident = device_str(FORMAT, input, opts, d, "peridio.identifier")?
-                .unwrap_or(d.device_id.clone());
-            idents.check(FORMAT, d, "identifier", &ident)?;
-            dev.insert("identifier".into(), json!(ident));
-            if let Some(desc) = device_str(FORMAT, input, opts, d, "peridio.device_description")? {
-                dev.insert("description".into(), json!(desc));
-            }
-            let dev_tags = device_list(FORMAT, input, opts, d, "peridio.tags")?.unwrap_or_default();
-            dev.insert("tags".into(), json!(dev_tags));
-            if let Some(t) = device_str(FORMAT, input, opts, d, "peridio.target")? {
-                dev.insert("target".into(), json!(t));
-            }
-            if let Some(c) = device_str(FORMAT, input, opts, d, "peridio.cohort_prn")? {
-                dev.insert("cohort_prn".into(), json!(c));
-            }
-            lines.push(json!({
-                "device": Value::Object(dev),
-                "device_certificate": { "certificate": b64(d.cert_pem.as_bytes()) },
-            }));
-        }
-        for (i, chunk) in shard(&lines, opts.max_rows).into_iter().enumerate() {
-            files.push(ExportFile {
-                name: shard_name("peridio-devices", i, "jsonl"),
-                bytes: json_lines(chunk),
-                devices: chunk.len(),
-                consumer: "Peridio admin API, per line: POST /devices with .device, then POST /device_certificates with .device_certificate plus the returned device_prn".into(),
-            });
-        }
+        files.push(ExportFile {
+            name: "peridio-ca-jitp-v1.json".into(),
+            bytes: pretty(&Value::Object(body)),
+            devices: 0,
+            consumer: "Peridio admin API v1 only (legacy, organization-scoped): PUT /orgs/{organization_name}/ca_certificates/{ca_certificate_serial} with this body, after the CA is created. The v2 API and the current peridio CLI have no JITP settings (the create command lost its JITP flags); ask Peridio whether your organization can still use them, else register devices with the device files".into(),
+        });
     }
     Ok(files)
 }

@@ -20,6 +20,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import sys
 
 from cryptography import x509
@@ -85,6 +86,24 @@ def azure(d):
             fail(f"{path}: {cls_name} validation: {[str(e) for e in errors]}")
         return obj
 
+    rules = json.load(open(os.path.join(FIXTURES, "azure", "dps-rules.json")))
+
+    def allocation(rec, path):
+        """Allocation fields as the spec and the Azure CLI read them together."""
+        policy = rec.get("allocationPolicy")
+        custom = rec.get("customAllocationDefinition")
+        if policy is not None and policy not in rules["allocationPolicies"]:
+            fail(f"{path}: allocationPolicy {policy}")
+        if policy == "custom":
+            if not custom or any(not custom.get(k) for k in rules["customAllocationDefinitionRequired"]):
+                fail(f"{path}: custom allocation needs customAllocationDefinition with webhookUrl and apiVersion")
+            if custom["apiVersion"] < rules["customAllocationMinApiVersion"]:
+                fail(f"{path}: customAllocationDefinition.apiVersion {custom['apiVersion']} is older than DPS accepts")
+        elif custom is not None:
+            fail(f"{path}: customAllocationDefinition without allocationPolicy custom")
+        if policy == "static" and len(rec.get("iotHubs") or []) != rules["staticHubs"]:
+            fail(f"{path}: static allocation takes exactly one IoT hub, got {rec.get('iotHubs')}")
+
     out = {"files": [], "registration_ids": []}
     group = os.path.join(d, "azure-dps-enrollment-group.json")
     bulk = sorted(glob.glob(os.path.join(d, "azure-dps-enrollments-*.json")))
@@ -97,6 +116,13 @@ def azure(d):
             fail(f"{f}: mode {op.mode}")
         if not 1 <= len(op.enrollments) <= 10:
             fail(f"{f}: {len(op.enrollments)} enrollments; DPS takes 1 to 10 per bulk call")
+        for raw_e in body["enrollments"]:
+            rid = raw_e.get("registrationId", "")
+            allocation(raw_e, f"{os.path.basename(f)} {rid}")
+            if not re.match(rules["registrationId"]["pattern"], rid) or \
+                    len(rid) > rules["registrationId"]["maxLengthX509"]:
+                fail(f"{f}: registrationId {rid!r} is not a DPS X.509 registration id "
+                     f"({rules['registrationId']['pattern']}, at most {rules['registrationId']['maxLengthX509']})")
         for e in op.enrollments:
             if e.attestation.type != "x509":
                 fail(f"{f}: attestation type {e.attestation.type}")
@@ -109,6 +135,7 @@ def azure(d):
             out["registration_ids"].append(e.registration_id)
         out["files"].append({"name": os.path.basename(f), "enrollments": len(op.enrollments)})
     if os.path.exists(group):
+        allocation(json.load(open(group)), "group")
         g = model("EnrollmentGroup", json.load(open(group)), "group")
         x = g.attestation.x509
         if x.signing_certificates is not None:
@@ -148,6 +175,13 @@ def hono(d):
     tenant = json.load(open(os.path.join(d, "hono-tenant.json")))
     validate("Tenant", tenant, "hono-tenant.json")
     ca = tenant["trusted-ca"][0]
+    known = schema["$defs"]["Placeholders"]["enum"]
+    for key in ("auth-id-template", "auto-provisioning-device-id-template"):
+        if key in ca:
+            # IdentityTemplate.checkValidity: `\{\{(.*?)\}\}`, at least one, all supported.
+            found = ["{{%s}}" % m for m in re.findall(r"\{\{(.*?)\}\}", ca[key])]
+            if not found or any(p not in known for p in found):
+                fail(f"trusted-ca {key} {ca[key]!r}: Hono accepts only the placeholders {known}")
     for k in ("subject-dn", "public-key", "not-before", "not-after"):
         if k not in ca:
             fail(f"trusted-ca lacks {k}")
@@ -156,6 +190,8 @@ def hono(d):
         for n, line in enumerate(open(f), 1):
             rec = json.loads(line)
             where = f"{os.path.basename(f)}:{n}"
+            validate("TenantId", rec["tenant-id"], where + " tenant-id")
+            validate("DeviceId", rec["device-id"], where + " device-id")
             validate("Device", rec["device"], where + " device")
             validate("CredentialsSet", rec["credentials"], where + " credentials")
             c = rec["credentials"][0]
@@ -191,11 +227,11 @@ def peridio(d):
         if errs:
             fail(f"{path}: {errs[0].message}")
 
-    out = {"devices": []}
-    jitp = os.path.join(d, "peridio-ca-jitp.json")
+    out = {"devices": [], "imported": []}
+    jitp = os.path.join(d, "peridio-ca-jitp-v1.json")
     if os.path.exists(jitp):
         body = json.load(open(jitp))
-        validate("jitp_settings", body, "peridio-ca-jitp.json")
+        validate("jitp_settings", body, "peridio-ca-jitp-v1.json")
         out["jitp"] = body["jitp"]
         x509.load_pem_x509_certificate(open(os.path.join(d, "peridio-ca.pem"), "rb").read())
     for f in sorted(glob.glob(os.path.join(d, "peridio-devices-*.jsonl"))):
@@ -204,24 +240,51 @@ def peridio(d):
             validate("device_line", rec, f"{os.path.basename(f)}:{n}")
             pem = base64.b64decode(rec["device_certificate"]["certificate"], validate=True)
             cert = x509.load_pem_x509_certificate(pem)
+            if rec["device"]["identifier"] != cn_of(cert):
+                fail(f"{f}:{n}: identifier {rec['device']['identifier']!r} is not the certificate's CN {cn_of(cert)!r}")
             out["devices"].append({"identifier": rec["device"]["identifier"],
                                    "cn": cn_of(cert), "tags": rec["device"].get("tags")})
+    spec = json.load(open(os.path.join(FIXTURES, "peridio", "device-import.json")))
+    for f in sorted(glob.glob(os.path.join(d, "peridio-device-import-*.csv"))):
+        raw = open(f, newline="").read()
+        rows = list(csv.reader(io.StringIO(raw, newline="")))
+        if not rows or rows[0] != spec["columns"]:
+            fail(f"{f}: header {rows[:1]} is not {spec['columns']}")
+        for n, r in enumerate(rows[1:], 2):
+            if len(r) != len(spec["columns"]):
+                fail(f"{f}:{n}: {len(r)} fields, want {len(spec['columns'])}")
+            row = dict(zip(spec["columns"], r))
+            for k in spec["required"]:
+                if not row[k]:
+                    fail(f"{f}:{n}: {k} is empty")
+            certs = [x509.load_pem_x509_certificate(p.encode()) for p in row["certificates"].split(spec["certificateSeparator"])]
+            for c in certs:
+                if cn_of(c) != row["identifier"]:
+                    fail(f"{f}:{n}: identifier {row['identifier']!r} is not the certificate's CN {cn_of(c)!r}")
+            out["imported"].append({"identifier": row["identifier"],
+                                    "tags": row["tags"].split(spec["tagSeparator"]) if row["tags"] else [],
+                                    "product_prn": row["product_prn"], "cohort_prn": row["cohort_prn"]})
     print(json.dumps(out))
 
 
 # ---------------------------------------------------------------- nRF Cloud
-FW = {"APP", "MODEM", "BOOT", "SOFTDEVICE", "BOOTLOADER"}
-
-
 def nrfcloud(d):
+    spec = json.load(open(os.path.join(FIXTURES, "nrfcloud", "onboard-fields.json")))
+    id_re = re.compile(spec["deviceId"]["pattern"], re.IGNORECASE)
+    sub_re = re.compile(spec["subType"]["pattern"])
+    tag_re = re.compile(spec["tag"]["pattern"])
+    fw_re = re.compile(spec["fwType"]["pattern"])
+    pem_re = re.compile(spec["certPem"]["pattern"])
     out = {"files": []}
     ids = []
     for f in files(d, "nrfcloud-onboard-*.csv"):
         raw = open(f, newline="").read()
         rows = list(csv.reader(io.StringIO(raw, newline=""), delimiter=","))
         # nrfcloud-utils' reader (nrf_cloud_onboard.read_onboarding_csv) refuses > 1000 rows.
-        if len(rows) > 1000:
-            fail(f"{f}: {len(rows)} rows; nRF Cloud onboarding takes at most 1000")
+        if len(rows) > spec["maxRows"]:
+            fail(f"{f}: {len(rows)} rows; nRF Cloud onboarding takes at most {spec['maxRows']}")
+        if "\n\n" in raw or raw.startswith("\n"):
+            fail(f"{f}: a blank line, which OnboardDevices refuses")
         # Written the way nrfcloud-utils' save_onboarding_csv writes rows.
         again = io.StringIO(newline="")
         csv.writer(again, delimiter=",", lineterminator="\n", quoting=csv.QUOTE_MINIMAL).writerows(rows)
@@ -249,12 +312,23 @@ def nrfcloud(d):
         for n, r in enumerate(rows, 1):
             if len(r) != 5:
                 fail(f"{f}:{n}: {len(r)} columns, want 5")
-            dev_id, _sub, tags, fw, pem = r
-            if not 0 < len(dev_id) <= 64:
-                fail(f"{f}:{n}: device id length {len(dev_id)}")
-            if fw and not set(fw.split("|")) <= FW:
-                fail(f"{f}:{n}: firmware types {fw}")
+            dev_id, sub, tags, fw, pem = r
+            if not id_re.match(dev_id):
+                fail(f"{f}:{n}: deviceId {dev_id!r} does not match {spec['deviceId']['pattern']} (i)")
+            if not sub_re.match(sub):
+                fail(f"{f}:{n}: subType {sub!r} does not match {spec['subType']['pattern']}")
+            for t in (tags.split("|") if tags else []):
+                if not tag_re.match(t):
+                    fail(f"{f}:{n}: tag {t!r} does not match {spec['tag']['pattern']}")
+            for t in (fw.split("|") if fw else []):
+                if not fw_re.match(t):
+                    fail(f"{f}:{n}: firmware type {t!r} does not match {spec['fwType']['pattern']}")
+            if not pem_re.match(pem):
+                fail(f"{f}:{n}: certPem does not match {spec['certPem']['pattern']}")
             cert = x509.load_pem_x509_certificate(pem.encode("ascii"))
+            key = cert.public_key()
+            if not (isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp256r1"):
+                fail(f"{f}:{n}: the certificate is not ES256 (its key is not EC P-256)")
             ids.append(dev_id)
             out.setdefault("first", {"id": dev_id, "tags": tags, "fw": fw, "cn": cn_of(cert)})
         out["files"].append({"name": os.path.basename(f), "rows": len(rows)})
