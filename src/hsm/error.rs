@@ -96,6 +96,17 @@ pub enum HsmError {
         /// The last error.
         last: Box<HsmError>,
     },
+    /// A key pair came out of C_GenerateKeyPair without the protection its template asked for
+    /// (or could not be checked); certfab deleted it again.
+    #[error("token '{token}' made key '{label}' {what}; the key pair was deleted again. This token cannot hold a certfab CA key as generated (docs/hsm-compat.md)")]
+    KeygenUnsafe {
+        /// Token label.
+        token: String,
+        /// The new key's label.
+        label: String,
+        /// What the read-back found.
+        what: String,
+    },
     /// An object already exists.
     #[error("an object labelled '{0}' already exists on the token; choose another label or delete it first")]
     Exists(String),
