@@ -203,3 +203,37 @@ fn ca_keygen_refused_key_is_deleted() {
         "0.2",
     ]));
 }
+
+/// A key that demands a context-specific login before every signature
+/// (CKA_ALWAYS_AUTHENTICATE) is refused when it is opened, naming the attribute; before, each
+/// C_Sign failed with CKR_USER_NOT_LOGGED_IN, which certfab took for a lost token: three
+/// module re-initialisations and re-logins, then "check the HSM connection".
+#[test]
+fn always_authenticate_key_refused() {
+    let line = Line::new();
+    ok(&line.pkcs11_tool_any(&[
+        "--keypairgen",
+        "--key-type",
+        "EC:prime256v1",
+        "--label",
+        "always-auth",
+        "--id",
+        "a1a1",
+        "--usage-sign",
+        "--always-auth",
+    ]));
+    let o = line.certfab(&[
+        "hsm",
+        "bench",
+        "--key",
+        "pkcs11:object=always-auth;type=private",
+        "--sessions",
+        "1",
+        "--seconds",
+        "0.2",
+    ]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("CKA_ALWAYS_AUTHENTICATE"), "{}", text(&o));
+    assert!(!err.contains("recovery"), "{}", text(&o));
+}
