@@ -18,7 +18,11 @@
 #   softhsm   SoftHSM2; DIR/softhsm2.conf keeps its store in DIR/tokens (never the system one)
 #   tpm2      a TPM 2.0 through tpm2-pkcs11, backed by swtpm: TPM state in DIR/tpm, the swtpm
 #             server on the Unix socket DIR/swtpm.sock (control: DIR/swtpm.sock.ctrl, pid:
-#             DIR/swtpm.pid), the tpm2-pkcs11 store in DIR/tpm2-store
+#             DIR/swtpm.pid), the tpm2-pkcs11 store in DIR/tpm2-store, and in front of the TPM
+#             the resource manager tpm2-abrmd (pid DIR/abrmd.pid) on a D-Bus of the line's own
+#             (DIR/dbus.sock, pid DIR/dbus.pid), as /dev/tpmrm0 is on a real host. With
+#             DEV_LINE_TPM_RM=none the TPM is used raw (3 loaded objects, nothing flushed after
+#             a dead process: DIR/tpm-flush does that; docs/hsm-compat.md)
 #   kryoptic  kryoptic (Rust soft token) built by hsm-fixtures/kryoptic.sh; DIR/kryoptic.conf,
 #             its store DIR/kryoptic.sql
 #   p11-kit   a SoftHSM2 token (as softhsm) exported by `p11-kit server` on the Unix socket
@@ -73,6 +77,13 @@ if [ -f "$dir/certfab.yaml" ]; then
   token=$made_on
 fi
 token=${token:-softhsm}
+# The TPM line's resource manager: abrmd (default) or none; a line keeps the one it was made with.
+tpm_rm=${DEV_LINE_TPM_RM:-abrmd}
+[ -f "$dir/tpm-rm" ] && tpm_rm=$(cat "$dir/tpm-rm")
+case "$tpm_rm" in
+  abrmd|none) ;;
+  *) echo "dev-line: DEV_LINE_TPM_RM=$tpm_rm: use abrmd or none" >&2; exit 2 ;;
+esac
 
 # First existing file among the arguments, or nothing.
 first_file() {
@@ -100,6 +111,11 @@ case "$token" in
       /usr/local/lib/pkcs11/libtpm2_pkcs11.so)
     need "$module" "tpm2-pkcs11 (libtpm2-pkcs11-1)"
     command -v swtpm >/dev/null 2>&1 || need "" "swtpm (swtpm, swtpm-tools)"
+    command -v tpm2_getrandom >/dev/null 2>&1 || need "" "tpm2-tools"
+    if [ "$tpm_rm" = abrmd ]; then
+      command -v tpm2-abrmd >/dev/null 2>&1 || need "" "tpm2-abrmd (tpm2-abrmd, libtss2-tcti-tabrmd0)"
+      command -v dbus-daemon >/dev/null 2>&1 || need "" "dbus-daemon"
+    fi
     ;;
   kryoptic)
     module=$("$here/kryoptic.sh")
@@ -160,9 +176,46 @@ start_p11kit() {
   wait_for_socket "$dir/p11-kit.sock" "p11-kit server" "$dir/p11-kit.log"
 }
 
+# tpm2-abrmd, the TPM2 access broker and resource manager, on a private D-Bus session bus:
+# it virtualises the TPM's 3 object slots (a command may use several keys, e.g. a batch's
+# CA key and its manifest signer) and flushes what a client left loaded when it disconnects
+# (a killed certfab), as the kernel's /dev/tpmrm0 does on a real host.
+start_abrmd() {
+  if ! alive "$dir/dbus.pid" dbus-daemon; then
+    rm -f "$dir/dbus.sock" "$dir/dbus.pid"
+    setsid dbus-daemon --session --nofork --nopidfile --address="unix:path=$dir/dbus.sock" \
+      </dev/null >"$dir/dbus.log" 2>&1 &
+    echo $! > "$dir/dbus.pid"
+    wait_for_socket "$dir/dbus.sock" dbus-daemon "$dir/dbus.log"
+  fi
+  alive "$dir/abrmd.pid" tpm2-abrmd && return 0
+  local root=()
+  [ "$(id -u)" -ne 0 ] || root=(--allow-root)
+  DBUS_SESSION_BUS_ADDRESS="unix:path=$dir/dbus.sock" setsid tpm2-abrmd --session "${root[@]}" \
+    --flush-all --tcti="swtpm:path=$dir/swtpm.sock" </dev/null >"$dir/abrmd.log" 2>&1 &
+  echo $! > "$dir/abrmd.pid"
+  for _ in $(seq 100); do
+    if DBUS_SESSION_BUS_ADDRESS="unix:path=$dir/dbus.sock" \
+        TPM2TOOLS_TCTI="tabrmd:bus_type=session" tpm2_getrandom 1 >/dev/null 2>&1; then
+      return 0
+    fi
+    sleep 0.05
+  done
+  echo "dev-line: tpm2-abrmd did not come up (log: $dir/abrmd.log)" >&2
+  exit 4
+}
+
 start_servers() {
   case "$token" in
-    tpm2) start_swtpm; write_tpm_flush; "$dir/tpm-flush" ;;
+    tpm2)
+      start_swtpm
+      if [ "$tpm_rm" = abrmd ]; then
+        start_abrmd
+      else
+        write_tpm_flush
+        "$dir/tpm-flush"
+      fi
+      ;;
     p11-kit) start_p11kit ;;
   esac
 }
@@ -188,6 +241,8 @@ stop_pid() {
   fi
   rm -f "$file"
 }
+stop_pid "$dir/abrmd.pid" tpm2-abrmd
+stop_pid "$dir/dbus.pid" dbus-daemon
 stop_pid "$dir/swtpm.pid" swtpm
 stop_pid "$dir/p11-kit.pid" p11-kit
 STOP
@@ -231,7 +286,7 @@ keygen() {
     return 1
   fi
   note "$token: cannot generate $alg key '$key' ($(echo "$err" | grep 'certfab:' | tail -1)); used $fallback"
-  if [ "$token" = tpm2 ]; then "$dir/tpm-flush"; fi
+  if [ -x "$dir/tpm-flush" ]; then "$dir/tpm-flush"; fi
   cf ca keygen --key "$key" --algorithm "$fallback"
 }
 
@@ -302,9 +357,11 @@ fi
 # A half-built line (interrupted earlier) is rebuilt from scratch: it holds nothing of value.
 if [ -x "$dir/stop" ]; then "$dir/stop"; fi
 rm -rf "$dir/tokens" "$dir/ca" "$dir/tpm" "$dir/tpm2-store" "$dir/kryoptic.sql" \
-  "$dir/token-notes" "$dir/certfab.yaml"
-mkdir -p "$dir/tokens" "$dir/ca"
+  "$dir/token-notes" "$dir/certfab.yaml" "$dir/tpm-rm" "$dir/tpm-flush"
+tpm_rm=${DEV_LINE_TPM_RM:-abrmd}
+mkdir -p "$dir/ca"
 echo "$token" > "$dir/token-kind"
+if [ "$token" = tpm2 ]; then echo "$tpm_rm" > "$dir/tpm-rm"; fi
 write_stop
 umask 077
 head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$dir/pin"
@@ -312,6 +369,7 @@ head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$dir/so-pin"
 chmod 600 "$dir/pin" "$dir/so-pin"
 case "$token" in
   softhsm|p11-kit)
+    mkdir -p "$dir/tokens"
     cat > "$dir/softhsm2.conf" <<CONF
 directories.tokendir = $dir/tokens
 objectstore.backend = file
@@ -339,7 +397,14 @@ write_config() {
   local module=$1 env
   case "$2" in
     softhsm) env="    SOFTHSM2_CONF: $dir/softhsm2.conf" ;;
-    tpm2) env="    TPM2_PKCS11_TCTI: \"swtpm:path=$dir/swtpm.sock\"
+    tpm2)
+      if [ "$tpm_rm" = abrmd ]; then
+        env="    TPM2_PKCS11_TCTI: \"tabrmd:bus_type=session\"
+    DBUS_SESSION_BUS_ADDRESS: \"unix:path=$dir/dbus.sock\""
+      else
+        env="    TPM2_PKCS11_TCTI: \"swtpm:path=$dir/swtpm.sock\""
+      fi
+      env="$env
     TPM2_PKCS11_STORE: $dir/tpm2-store" ;;
     kryoptic) env="    KRYOPTIC_CONF: $dir/kryoptic.conf" ;;
     p11-kit) env="    P11_KIT_SERVER_ADDRESS: \"unix:path=$dir/p11-kit.sock\"" ;;

@@ -20,6 +20,10 @@ command -v swtpm >/dev/null 2>&1 || missing+=(swtpm swtpm-tools)
 command -v tpm2_ptool >/dev/null 2>&1 || missing+=(libtpm2-pkcs11-tools)
 command -v tpm2_flushcontext >/dev/null 2>&1 || missing+=(tpm2-tools)
 ldconfig -p | grep -q libtss2-tcti-swtpm.so || missing+=(libtss2-tcti-swtpm0)
+# The TPM line's resource manager (as /dev/tpmrm0 on a real host) on a private D-Bus.
+command -v tpm2-abrmd >/dev/null 2>&1 || missing+=(tpm2-abrmd)
+ldconfig -p | grep -q libtss2-tcti-tabrmd.so || missing+=(libtss2-tcti-tabrmd0)
+command -v dbus-daemon >/dev/null 2>&1 || missing+=(dbus-daemon)
 command -v p11-kit >/dev/null 2>&1 || missing+=(p11-kit)
 [ -f /usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so ] ||
   [ -f /usr/lib/aarch64-linux-gnu/pkcs11/p11-kit-client.so ] || missing+=(p11-kit-modules)
