@@ -71,6 +71,13 @@ impl Line {
             .env("CERTFAB", bin())
             .output()
             .expect("run dev-line.sh");
+        if !out.status.success() {
+            // A line that failed half-way may have started its servers: end them.
+            let stop = dir.path().join("stop");
+            if stop.exists() {
+                let _ = Command::new(stop).output();
+            }
+        }
         assert!(
             out.status.success(),
             "dev-line.sh failed:\n{}\n{}",
