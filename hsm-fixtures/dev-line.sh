@@ -141,7 +141,7 @@ alive() {
 }
 
 wait_for_socket() {
-  for _ in $(seq 100); do
+  for _ in $(seq 200); do
     [ -S "$1" ] && return 0
     sleep 0.05
   done
@@ -194,7 +194,7 @@ start_abrmd() {
   DBUS_SESSION_BUS_ADDRESS="unix:path=$dir/dbus.sock" setsid tpm2-abrmd --session "${root[@]}" \
     --flush-all --tcti="swtpm:path=$dir/swtpm.sock" </dev/null >"$dir/abrmd.log" 2>&1 &
   echo $! > "$dir/abrmd.pid"
-  for _ in $(seq 100); do
+  for _ in $(seq 200); do
     if DBUS_SESSION_BUS_ADDRESS="unix:path=$dir/dbus.sock" \
         TPM2TOOLS_TCTI="tabrmd:bus_type=session" tpm2_getrandom 1 >/dev/null 2>&1; then
       return 0
