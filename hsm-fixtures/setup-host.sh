@@ -9,6 +9,26 @@ command -v pkcs11-tool >/dev/null 2>&1 || missing+=(opensc)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v socat >/dev/null 2>&1 || missing+=(socat)
 python3 -c 'import cryptography' >/dev/null 2>&1 || missing+=(python3 python3-cryptography)
+# The token matrix (docs/hsm-compat.md, dev-line.sh --token): a TPM 2.0 simulator (swtpm) with
+# tpm2-pkcs11, its tpm2_ptool, the tpm2-tools (tpm2_flushcontext, tpm2_getcap) and the TSS's
+# TCTI to swtpm's socket; p11-kit's server and client module (p11-kit-client.so); and for
+# building kryoptic from its crate (hsm-fixtures/kryoptic.sh) OpenSSL's and SQLite's headers,
+# libclang (bindgen) and pkg-config.
+command -v swtpm >/dev/null 2>&1 || missing+=(swtpm swtpm-tools)
+[ -f /usr/lib/x86_64-linux-gnu/pkcs11/libtpm2_pkcs11.so ] ||
+  [ -f /usr/lib/aarch64-linux-gnu/pkcs11/libtpm2_pkcs11.so ] || missing+=(libtpm2-pkcs11-1)
+command -v tpm2_ptool >/dev/null 2>&1 || missing+=(libtpm2-pkcs11-tools)
+command -v tpm2_flushcontext >/dev/null 2>&1 || missing+=(tpm2-tools)
+ldconfig -p | grep -q libtss2-tcti-swtpm.so || missing+=(libtss2-tcti-swtpm0)
+# The TPM line's resource manager (as /dev/tpmrm0 on a real host) on a private D-Bus.
+command -v tpm2-abrmd >/dev/null 2>&1 || missing+=(tpm2-abrmd)
+ldconfig -p | grep -q libtss2-tcti-tabrmd.so || missing+=(libtss2-tcti-tabrmd0)
+command -v dbus-daemon >/dev/null 2>&1 || missing+=(dbus-daemon)
+command -v p11-kit >/dev/null 2>&1 || missing+=(p11-kit)
+[ -f /usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so ] ||
+  [ -f /usr/lib/aarch64-linux-gnu/pkcs11/p11-kit-client.so ] || missing+=(p11-kit-modules)
+dpkg -s libssl-dev libsqlite3-dev libclang-dev pkg-config >/dev/null 2>&1 ||
+  missing+=(libssl-dev libsqlite3-dev libclang-dev pkg-config)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -56,3 +76,6 @@ if ! command -v javac >/dev/null 2>&1; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq default-jdk-headless >/dev/null
 fi
+# kryoptic, the third PKCS#11 implementation of the matrix, built from its crate once and
+# cached under ~/.cache/certfab (hsm-fixtures/kryoptic.sh says why these features).
+"$(dirname "$0")/kryoptic.sh" >/dev/null

@@ -96,6 +96,25 @@ pub enum HsmError {
         /// The last error.
         last: Box<HsmError>,
     },
+    /// The key demands a context-specific login (CKA_ALWAYS_AUTHENTICATE) before every
+    /// signature, which certfab does not do: refused before the first C_Sign instead of
+    /// failing every signature with CKR_USER_NOT_LOGGED_IN.
+    #[error("key {uri} has CKA_ALWAYS_AUTHENTICATE set (the token wants the PIN again before every signature); certfab does not log in per signature. Use a CA key without it, e.g. one made by `certfab ca keygen` (docs/hsm-compat.md)")]
+    AlwaysAuthenticate {
+        /// The URI.
+        uri: String,
+    },
+    /// A key pair came out of C_GenerateKeyPair without the protection its template asked for
+    /// (or could not be checked); certfab deleted it again.
+    #[error("token '{token}' made key '{label}' {what}; the key pair was deleted again. This token cannot hold a certfab CA key as generated (docs/hsm-compat.md)")]
+    KeygenUnsafe {
+        /// Token label.
+        token: String,
+        /// The new key's label.
+        label: String,
+        /// What the read-back found.
+        what: String,
+    },
     /// An object already exists.
     #[error("an object labelled '{0}' already exists on the token; choose another label or delete it first")]
     Exists(String),

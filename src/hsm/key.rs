@@ -236,6 +236,7 @@ fn resolve(
                 AttributeType::Extractable,
                 AttributeType::Sign,
                 AttributeType::Id,
+                AttributeType::AlwaysAuthenticate,
             ],
         )
         .map_err(HsmError::call)?;
@@ -262,6 +263,11 @@ fn resolve(
                 )))
             }
             Attribute::Id(v) => id = v.clone(),
+            Attribute::AlwaysAuthenticate(true) => {
+                return Err(HsmError::AlwaysAuthenticate {
+                    uri: uri.to_string(),
+                })
+            }
             _ => {}
         }
     }

@@ -23,9 +23,16 @@ pub enum CaKeyAlgorithm {
 /// Generates a CA key pair in the token under `uri`'s label.
 ///
 /// The private key is created with an explicit template: token object, private, sensitive,
-/// never extractable, sign only (no decrypt, unwrap or derive). CKA_ID is then set on both
-/// halves to the RFC 5280 key identifier, so certificates pair with keys by id.
-/// Returns the new key's CKA_ID.
+/// never extractable, sign only (no decrypt, unwrap or derive). The template says nothing
+/// about the public half's usage (CKA_VERIFY, CKA_ENCRYPT): using a public key needs no
+/// secret, and tpm2-pkcs11 refuses any value there that differs from what it derives from the
+/// TPM object's attributes ("attr mismatch: 0x10a", docs/hsm-compat.md).
+///
+/// What the token made is read back and checked (sensitive, never extractable, can sign,
+/// cannot decrypt, unwrap or derive), then the key signs a challenge through the normal
+/// lookup path. If any of that fails the key pair is destroyed again, so a refused keygen
+/// leaves nothing behind. CKA_ID is then set on both halves to the RFC 5280 key identifier,
+/// so certificates pair with keys by id. Returns the new key's CKA_ID.
 pub fn generate_ca_key(
     hsm: &Hsm,
     uri: &Pkcs11Uri,
@@ -35,7 +42,7 @@ pub fn generate_ca_key(
         .object
         .clone()
         .ok_or_else(|| HsmError::Other(format!("{uri} has no object=LABEL for the new key")))?;
-    let (session, _) = hsm.open_session()?;
+    let (session, generation) = hsm.open_session()?;
     let by_label = Pkcs11Uri {
         object: Some(label.clone()),
         ..Default::default()
@@ -47,29 +54,7 @@ pub fn generate_ca_key(
     }
     let mut tmp_id = [0u8; 16];
     getrandom::getrandom(&mut tmp_id).map_err(|e| HsmError::Other(e.to_string()))?;
-    let common = |private: bool| {
-        vec![
-            Attribute::Token(true),
-            Attribute::Label(label.as_bytes().to_vec()),
-            Attribute::Id(tmp_id.to_vec()),
-            Attribute::Private(private),
-        ]
-    };
-    let mut public_t = common(false);
-    public_t.extend([
-        Attribute::Verify(true),
-        Attribute::Encrypt(false),
-        Attribute::Wrap(false),
-    ]);
-    let mut private_t = common(true);
-    private_t.extend([
-        Attribute::Sensitive(true),
-        Attribute::Extractable(false),
-        Attribute::Sign(true),
-        Attribute::Decrypt(false),
-        Attribute::Unwrap(false),
-        Attribute::Derive(false),
-    ]);
+    let (mut public_t, private_t) = key_templates(&label, &tmp_id);
     let mech = match alg {
         CaKeyAlgorithm::P256 | CaKeyAlgorithm::P384 => {
             let curve = if alg == CaKeyAlgorithm::P256 {
@@ -95,18 +80,39 @@ pub fn generate_ca_key(
     let (pub_h, priv_h) = session
         .generate_key_pair(&mech, &public_t, &private_t)
         .map_err(HsmError::call)?;
-    // Read the key back through the normal path (checks the template took effect).
-    let tmp_uri = Pkcs11Uri {
-        token: None,
-        object: Some(label.clone()),
-        id: Some(tmp_id.to_vec()),
-        ..Default::default()
+    let checked = check_new_key(&session, priv_h).and_then(|()| {
+        // Read the key back through the normal path: finds it, checks it again, and proves
+        // the private half signs for the public half with a challenge.
+        let tmp_uri = Pkcs11Uri {
+            token: None,
+            object: Some(label.clone()),
+            id: Some(tmp_id.to_vec()),
+            ..Default::default()
+        };
+        let key = hsm.key(&tmp_uri, None)?;
+        Ok(crate::crypto::key_identifier(
+            &crate::signer::Signer::public_key(&key).subject_public_key(),
+        ))
+    });
+    let ski = match checked {
+        Ok(ski) => ski,
+        Err(e) => {
+            if let Err(left) = discard(hsm, session, generation, (pub_h, priv_h), &tmp_id) {
+                return Err(HsmError::Other(format!(
+                    "{e}; the new key pair '{label}' (CKA_ID {}) could not be deleted again ({left}): delete it by hand (pkcs11-tool --delete-object --type privkey --id {0})",
+                    hex::encode(tmp_id)
+                )));
+            }
+            return Err(HsmError::KeygenUnsafe {
+                token: hsm.token_label(),
+                label,
+                what: match e {
+                    HsmError::KeygenUnsafe { what, .. } => what,
+                    other => format!("that failed the read-back and signing self-test ({other})"),
+                },
+            });
+        }
     };
-    let key = hsm.key(&tmp_uri, None)?;
-    let ski = crate::crypto::key_identifier(
-        &crate::signer::Signer::public_key(&key).subject_public_key(),
-    );
-    drop(key);
     let set = [Attribute::Id(ski.clone())];
     if session.update_attributes(pub_h, &set).is_ok()
         && session.update_attributes(priv_h, &set).is_ok()
@@ -114,6 +120,137 @@ pub fn generate_ca_key(
         Ok(ski)
     } else {
         Ok(tmp_id.to_vec())
+    }
+}
+
+/// Destroys a key pair that failed its checks. tpm2-pkcs11 refuses C_DestroyObject
+/// (CKR_FUNCTION_FAILED) on a key whose C_Sign just failed, until the module is finalized:
+/// then the module is re-initialised and the pair found again by its temporary CKA_ID.
+fn discard(
+    hsm: &Hsm,
+    session: cryptoki::session::Session,
+    generation: u64,
+    (pub_h, priv_h): (
+        cryptoki::object::ObjectHandle,
+        cryptoki::object::ObjectHandle,
+    ),
+    tmp_id: &[u8],
+) -> Result<(), HsmError> {
+    if session.destroy_object(priv_h).is_ok() && session.destroy_object(pub_h).is_ok() {
+        return Ok(());
+    }
+    drop(session);
+    hsm.recover(generation)?;
+    let (session, _) = hsm.open_session()?;
+    let by_id = Pkcs11Uri {
+        id: Some(tmp_id.to_vec()),
+        ..Default::default()
+    };
+    for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
+        for h in find(&session, class, &by_id)? {
+            session.destroy_object(h).map_err(HsmError::call)?;
+        }
+    }
+    Ok(())
+}
+
+/// The public and private key templates of a CA key (without the algorithm's parameters).
+///
+/// One template for every token: tpm2-pkcs11 maps CKA_VERIFY onto the TPM's decrypt bit and
+/// CKA_ENCRYPT onto its sign bit and fails C_GenerateKeyPair when the public template states
+/// either, so the public half states no usage at all.
+fn key_templates(label: &str, id: &[u8]) -> (Vec<Attribute>, Vec<Attribute>) {
+    let common = |private: bool| {
+        vec![
+            Attribute::Token(true),
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::Id(id.to_vec()),
+            Attribute::Private(private),
+        ]
+    };
+    let public_t = common(false);
+    let mut private_t = common(true);
+    private_t.extend([
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Sign(true),
+        Attribute::Decrypt(false),
+        Attribute::Unwrap(false),
+        Attribute::Derive(false),
+    ]);
+    (public_t, private_t)
+}
+
+/// Reads the new private key's protection back from the token.
+///
+/// Required: CKA_SENSITIVE, CKA_ALWAYS_SENSITIVE and CKA_SIGN true, CKA_EXTRACTABLE false
+/// and CKA_NEVER_EXTRACTABLE true. CKA_DECRYPT, CKA_UNWRAP and CKA_DERIVE must be false
+/// when the token reports them; a token that does not know an attribute cannot do that
+/// operation. CKA_ENCRYPT on a private key is not checked: PKCS#11 has no encryption with a
+/// private key, and tpm2-pkcs11 reports it TRUE for every signing key because the TPM has a
+/// single sign/encrypt bit (docs/hsm-compat.md).
+fn check_new_key(
+    session: &cryptoki::session::Session,
+    handle: cryptoki::object::ObjectHandle,
+) -> Result<(), HsmError> {
+    use cryptoki::object::AttributeType as T;
+    let attrs = session
+        .get_attributes(
+            handle,
+            &[
+                T::Sensitive,
+                T::AlwaysSensitive,
+                T::Extractable,
+                T::NeverExtractable,
+                T::Sign,
+                T::Decrypt,
+                T::Unwrap,
+                T::Derive,
+            ],
+        )
+        .map_err(HsmError::call)?;
+    let mut seen = std::collections::BTreeMap::new();
+    for a in &attrs {
+        let (name, value) = match a {
+            Attribute::Sensitive(v) => ("CKA_SENSITIVE", *v),
+            Attribute::AlwaysSensitive(v) => ("CKA_ALWAYS_SENSITIVE", *v),
+            Attribute::Extractable(v) => ("CKA_EXTRACTABLE", *v),
+            Attribute::NeverExtractable(v) => ("CKA_NEVER_EXTRACTABLE", *v),
+            Attribute::Sign(v) => ("CKA_SIGN", *v),
+            Attribute::Decrypt(v) => ("CKA_DECRYPT", *v),
+            Attribute::Unwrap(v) => ("CKA_UNWRAP", *v),
+            Attribute::Derive(v) => ("CKA_DERIVE", *v),
+            _ => continue,
+        };
+        seen.insert(name, value);
+    }
+    let mut wrong = Vec::new();
+    for (name, want) in [
+        ("CKA_SENSITIVE", true),
+        ("CKA_ALWAYS_SENSITIVE", true),
+        ("CKA_EXTRACTABLE", false),
+        ("CKA_NEVER_EXTRACTABLE", true),
+        ("CKA_SIGN", true),
+    ] {
+        match seen.get(name) {
+            Some(v) if *v == want => {}
+            Some(v) => wrong.push(format!("{name}={v}")),
+            None => wrong.push(format!("{name} unreadable")),
+        }
+    }
+    for name in ["CKA_DECRYPT", "CKA_UNWRAP", "CKA_DERIVE"] {
+        if seen.get(name) == Some(&true) {
+            wrong.push(format!("{name}=true"));
+        }
+    }
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(HsmError::KeygenUnsafe {
+            token: String::new(),
+            label: String::new(),
+            what: format!("with {}", wrong.join(", ")),
+        })
     }
 }
 

@@ -10,6 +10,37 @@ pub struct Line {
     pub dir: tempfile::TempDir,
 }
 
+/// The tokens of the matrix (`hsm-fixtures/dev-line.sh --token`, docs/hsm-compat.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Token {
+    SoftHsm,
+    Tpm2,
+    Kryoptic,
+    P11Kit,
+}
+
+impl Token {
+    /// The name dev-line.sh takes and writes to DIR/token-kind.
+    pub fn name(self) -> &'static str {
+        match self {
+            Token::SoftHsm => "softhsm",
+            Token::Tpm2 => "tpm2",
+            Token::Kryoptic => "kryoptic",
+            Token::P11Kit => "p11-kit",
+        }
+    }
+}
+
+/// Ends the servers a line started (swtpm, p11-kit server), also when a test fails.
+impl Drop for Line {
+    fn drop(&mut self) {
+        let stop = self.path().join("stop");
+        if stop.exists() {
+            let _ = Command::new(stop).output();
+        }
+    }
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_certfab")
 }
@@ -19,14 +50,34 @@ pub fn repo() -> PathBuf {
 }
 
 impl Line {
-    /// Builds a fresh line with hsm-fixtures/dev-line.sh.
+    /// Builds a fresh line with hsm-fixtures/dev-line.sh (on SoftHSM, its default).
     pub fn new() -> Self {
+        Self::build(None)
+    }
+
+    /// Builds a fresh line on `token` with hsm-fixtures/dev-line.sh --token.
+    pub fn on(token: Token) -> Self {
+        Self::build(Some(token))
+    }
+
+    fn build(token: Option<Token>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let out = Command::new(repo().join("hsm-fixtures/dev-line.sh"))
+        let mut cmd = Command::new(repo().join("hsm-fixtures/dev-line.sh"));
+        if let Some(t) = token {
+            cmd.args(["--token", t.name()]);
+        }
+        let out = cmd
             .arg(dir.path())
             .env("CERTFAB", bin())
             .output()
             .expect("run dev-line.sh");
+        if !out.status.success() {
+            // A line that failed half-way may have started its servers: end them.
+            let stop = dir.path().join("stop");
+            if stop.exists() {
+                let _ = Command::new(stop).output();
+            }
+        }
         assert!(
             out.status.success(),
             "dev-line.sh failed:\n{}\n{}",
@@ -63,6 +114,50 @@ impl Line {
             .args([
                 "--module",
                 &softhsm_module(),
+                "--token-label",
+                "certfab-dev",
+                "--login",
+                "--pin",
+                pin.trim(),
+            ])
+            .args(args)
+            .output()
+            .expect("run pkcs11-tool")
+    }
+
+    /// The line's PKCS#11 module and the environment its site config gives it, read from
+    /// certfab.yaml, so independent tools (pkcs11-tool) reach the same token.
+    pub fn module_and_env(&self) -> (String, Vec<(String, String)>) {
+        let text = std::fs::read_to_string(self.config()).unwrap();
+        let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+        let p = &yaml["pkcs11"];
+        let module = p["module"].as_str().expect("pkcs11.module").to_string();
+        let env = p["env"]
+            .as_mapping()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| {
+                        (
+                            k.as_str().unwrap().to_string(),
+                            v.as_str().unwrap().to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        (module, env)
+    }
+
+    /// Runs pkcs11-tool against this line's token through whatever module the line uses
+    /// (SoftHSM, tpm2-pkcs11, kryoptic, p11-kit-client), logged in.
+    pub fn pkcs11_tool_any(&self, args: &[&str]) -> Output {
+        let pin = std::fs::read_to_string(self.path().join("pin")).unwrap();
+        let (module, env) = self.module_and_env();
+        Command::new("pkcs11-tool")
+            .envs(env)
+            .args([
+                "--module",
+                &module,
                 "--token-label",
                 "certfab-dev",
                 "--login",
