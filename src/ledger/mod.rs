@@ -339,23 +339,26 @@ impl Ledger {
         }
         let real = real_path(path, dir).map_err(open_err)?;
         let marker = marker_path(&real);
-        let held = |id: &(u64, u64)| HELD.lock().unwrap_or_else(|p| p.into_inner()).contains(id);
-        if let Ok(m) = std::fs::metadata(&real) {
-            use std::os::unix::fs::MetadataExt;
-            if held(&(m.dev(), m.ino())) {
-                return Err(LedgerError::Locked(shown.clone()));
+        // HELD stays locked from the check to the insert, so two threads of this process never
+        // both open the file.
+        let (lock, st) = {
+            let mut held = HELD.lock().unwrap_or_else(|p| p.into_inner());
+            if let Ok(m) = std::fs::metadata(&real) {
+                use std::os::unix::fs::MetadataExt;
+                if held.contains(&(m.dev(), m.ino())) {
+                    return Err(LedgerError::Locked(shown.clone()));
+                }
             }
-        }
-        let file = open_db_file(&real, &marker, &shown)?;
-        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-            .map_err(|_| LedgerError::Locked(shown.clone()))?;
-        let st = rustix::fs::fstat(&file).map_err(|e| open_err(e.to_string()))?;
-        #[allow(clippy::unnecessary_cast)]
-        let id = (st.st_dev as u64, st.st_ino as u64);
-        if !HELD.lock().unwrap_or_else(|p| p.into_inner()).insert(id) {
-            return Err(LedgerError::Locked(shown.clone()));
-        }
-        let lock = HeldLock { _file: file, id };
+            let file = open_db_file(&real, &marker, &shown)?;
+            rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+                .map_err(|_| LedgerError::Locked(shown.clone()))?;
+            let st = rustix::fs::fstat(&file).map_err(|e| open_err(e.to_string()))?;
+            #[allow(clippy::unnecessary_cast)]
+            let id = (st.st_dev as u64, st.st_ino as u64);
+            held.insert(id);
+            // Built last: its drop takes HELD, which this block still holds.
+            (HeldLock { _file: file, id }, st)
+        };
         let file = &lock._file;
         if st.st_nlink > 1 {
             return Err(open_err(format!(
