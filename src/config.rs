@@ -233,6 +233,8 @@ impl SiteConfig {
     /// any thread is started.
     pub fn apply_module_env(&self) {
         for (k, v) in &self.module_env {
+            // The token's config is for the module only, never for a child process.
+            crate::process::withhold_env(k);
             std::env::set_var(k, v);
         }
     }

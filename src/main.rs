@@ -3,11 +3,30 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    // Before anything else (and before any thread): no core dumps, SIGXFSZ caught.
+    certfab::process::harden();
     let cli = certfab::cli::Cli::parse();
-    match certfab::cli::run(cli) {
-        Ok(code) => std::process::ExitCode::from(code as u8),
+    let result = certfab::cli::run(cli);
+    // A write cut short by `ulimit -f` is a storage failure whatever the command made of it.
+    let limit = certfab::process::file_size_limit_hit();
+    match result {
+        Ok(code) if !limit => std::process::ExitCode::from(code as u8),
+        Ok(_) => {
+            eprintln!(
+                "certfab: error: {}",
+                certfab::process::file_size_limit_message()
+            );
+            std::process::ExitCode::from(certfab::ExitCode::Storage as u8)
+        }
         Err(e) => {
-            eprintln!("certfab: error: {e}");
+            let text = e.to_string();
+            eprintln!("certfab: error: {text}");
+            if limit {
+                if !text.contains("file size limit") {
+                    eprintln!("certfab: {}", certfab::process::file_size_limit_message());
+                }
+                return std::process::ExitCode::from(certfab::ExitCode::Storage as u8);
+            }
             std::process::ExitCode::from(e.exit_code() as u8)
         }
     }

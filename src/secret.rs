@@ -58,6 +58,8 @@ impl SecretSource {
             if name.is_empty() {
                 return Err(SecretError::BadSource);
             }
+            // Named as a secret: never handed to a child process.
+            crate::process::withhold_env(name);
             Ok(Self::Env(name.into()))
         } else if let Some(p) = s.strip_prefix("file:") {
             if p.is_empty() {
@@ -73,6 +75,8 @@ impl SecretSource {
 
     /// Reads the secret; `what` names it in the prompt.
     pub fn read(&self, what: &str) -> Result<SecretString, SecretError> {
+        // main already did this; a library caller gets it here, before the secret is in memory.
+        crate::process::protect_memory();
         let (value, origin) = match self {
             Self::Env(name) => (
                 std::env::var(name).map_err(|_| SecretError::EnvUnset(name.clone()))?,

@@ -219,7 +219,7 @@ fn a_real_shift_and_batch_audit_with_counts_and_an_html_report() {
     // A station holding the ledger's lock does not keep the auditor out.
     let lock = std::fs::OpenOptions::new()
         .write(true)
-        .open(l.file("ledger.lock"))
+        .open(&ledger)
         .unwrap();
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
 

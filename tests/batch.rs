@@ -388,9 +388,9 @@ fn unwritable_ledger_stops_before_signing() {
         .query_row("SELECT COUNT(*) FROM certificates", [], |r| r.get(0))
         .unwrap();
 
-    // The directory and the ledger's files (SQLite keeps ledger.sqlite-wal and -shm, and
-    // certfab its ledger.lock, between runs: a read-only directory alone still lets them be
-    // written, which is fine).
+    // The directory and the ledger's files (SQLite keeps ledger.sqlite-wal and -shm between
+    // runs, beside certfab's ledger.sqlite.created marker: a read-only directory alone still
+    // lets the files be written, which is fine).
     let targets: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))

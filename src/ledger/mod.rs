@@ -50,9 +50,70 @@ pub enum LedgerError {
     /// Another process holds the ledger.
     #[error("ledger {0} is in use by another certfab process; wait for it to finish or stop it")]
     Locked(String),
+    /// The file is not a certfab ledger: garbage, another program's database, or damaged.
+    #[error("ledger {path} is not a certfab ledger or is damaged ({detail}); check the ledger: path in the site config, and if it is the right file, restore it from a backup (certfab leaves it as it is)")]
+    NotALedger {
+        /// The file.
+        path: String,
+        /// What SQLite or the schema check said.
+        detail: String,
+    },
+    /// The ledger existed (its marker file says so) and is now missing or empty.
+    #[error("ledger {path} is {how}, but this site's ledger was recorded on {recorded_at} ({marker}): its records of every serial and device issued are gone, and starting over would sign every device again. Restore the ledger from a backup (with its -wal file if there is one) and run again; only to start a new, empty ledger on purpose, move {marker} away first")]
+    Lost {
+        /// The file.
+        path: String,
+        /// missing, empty, blank.
+        how: String,
+        /// The marker file.
+        marker: String,
+        /// When the marker was written.
+        recorded_at: String,
+    },
     /// A statement or commit failed: nothing more is signed.
-    #[error("ledger write failed ({0}); stopped before the next signature. Free disk space or fix permissions on the ledger directory, then resume")]
+    #[error("{}", write_message(.0))]
     Write(#[from] rusqlite::Error),
+}
+
+/// What happened to a failed ledger write and what to do, by SQLite's error code (a full disk,
+/// a file size limit, permissions and a damaged file need different fixes).
+fn write_message(e: &rusqlite::Error) -> String {
+    use rusqlite::ErrorCode as C;
+    let (what, fix) = if crate::process::file_size_limit_hit() {
+        (
+            "the process file size limit (ulimit -f) was reached",
+            "Raise the limit (ulimit -f unlimited), then run the same command again (a batch resumes)",
+        )
+    } else {
+        match e.sqlite_error_code() {
+            Some(C::DiskFull) => (
+                "the disk is full",
+                "Free disk space, then run the same command again (a batch resumes)",
+            ),
+            Some(C::ReadOnly | C::CannotOpen | C::PermissionDenied) => (
+                "the ledger or its directory cannot be written",
+                "Fix the permissions of the ledger, its -wal and -shm files and its directory, then run again",
+            ),
+            Some(C::NotADatabase | C::DatabaseCorrupt) => (
+                "the ledger file is damaged",
+                "Stop using it and restore it from a backup",
+            ),
+            Some(C::DatabaseBusy | C::DatabaseLocked) => (
+                "another program holds the database (an sqlite3 shell, a backup tool)",
+                "Close it, then run again",
+            ),
+            Some(C::SystemIoFailure) => (
+                "the disk reported an I/O error",
+                "Check the disk holding the ledger (dmesg), then run again",
+            ),
+            _ => (
+                "",
+                "Check the ledger file and its disk, then run the same command again",
+            ),
+        }
+    };
+    let sep = if what.is_empty() { "" } else { ": " };
+    format!("ledger write failed ({e}){sep}{what}; stopped before the next signature. {fix}")
 }
 
 /// Filesystems where SQLite's locking and fsync cannot be trusted.
@@ -210,7 +271,30 @@ pub struct Ledger {
     path: PathBuf,
     station: String,
     head: AuditHead,
-    _lock: std::fs::File,
+    /// A writer's lock (none for [`Ledger::open_read`]). Declared last: it is released after
+    /// the connection has closed.
+    _lock: Option<HeldLock>,
+}
+
+/// The ledgers (device, inode) this process holds open for writing.
+static HELD: std::sync::Mutex<std::collections::BTreeSet<(u64, u64)>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// A writer's `flock` on the database file, and its entry in [`HELD`]. Closing *any* descriptor
+/// of a file drops every POSIX lock this process holds on it, SQLite's included, so certfab
+/// never opens a second descriptor of a ledger it already holds: a second writer in the same
+/// process is refused from [`HELD`] before it opens the file, and readers keep no descriptor.
+struct HeldLock {
+    _file: std::fs::File,
+    id: (u64, u64),
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        HELD.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
 }
 
 fn now() -> String {
@@ -218,9 +302,13 @@ fn now() -> String {
 }
 
 impl Ledger {
-    /// Opens (creating if needed) the ledger at `path` for `station`: refuses network
-    /// filesystems, takes an exclusive lock, sets WAL + `synchronous=FULL` and checks both,
-    /// migrates, and burns intents a crashed run left behind.
+    /// Opens the ledger at `path` for `station`, creating it only for a site that never had one:
+    /// refuses network filesystems, locks the database file itself (so every path to it,
+    /// through symlinks, hard links or bind mounts, meets the same lock), refuses a ledger that
+    /// existed and is now missing or empty ([`LedgerError::Lost`]) and a file that is not a
+    /// certfab ledger ([`LedgerError::NotALedger`]), sets WAL + `synchronous=FULL` and checks
+    /// both, migrates, and burns intents a crashed run left behind. The database and its
+    /// `-wal`/`-shm` files are 0600 whatever the umask.
     pub fn open(path: &Path, station: &str) -> Result<Self, LedgerError> {
         let shown = path.display().to_string();
         let open_err = |msg: String| LedgerError::Open {
@@ -231,8 +319,14 @@ impl Ledger {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)
-            .map_err(|e| open_err(format!("cannot create its directory: {e}")))?;
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o750)
+                .create(dir)
+                .map_err(|e| open_err(format!("cannot create its directory: {e}")))?;
+        }
         if let Ok(st) = rustix::fs::statfs(dir) {
             // f_type's width differs between platforms.
             #[allow(clippy::unnecessary_cast)]
@@ -243,24 +337,72 @@ impl Ledger {
                 )));
             }
         }
-        let lock_path = path.with_extension("lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| {
-                open_err(format!(
-                    "cannot create lock file {}: {e}",
-                    lock_path.display()
-                ))
-            })?;
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-            .map_err(|_| LedgerError::Locked(shown.clone()))?;
+        let real = real_path(path, dir).map_err(open_err)?;
+        let marker = marker_path(&real);
+        // HELD stays locked from the check to the insert, so two threads of this process never
+        // both open the file.
+        let (lock, st) = {
+            let mut held = HELD.lock().unwrap_or_else(|p| p.into_inner());
+            if let Ok(m) = std::fs::metadata(&real) {
+                use std::os::unix::fs::MetadataExt;
+                if held.contains(&(m.dev(), m.ino())) {
+                    return Err(LedgerError::Locked(shown.clone()));
+                }
+            }
+            let file = open_db_file(&real, &marker, &shown)?;
+            rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+                .map_err(|_| LedgerError::Locked(shown.clone()))?;
+            let st = rustix::fs::fstat(&file).map_err(|e| open_err(e.to_string()))?;
+            #[allow(clippy::unnecessary_cast)]
+            let id = (st.st_dev as u64, st.st_ino as u64);
+            held.insert(id);
+            // Built last: its drop takes HELD, which this block still holds.
+            (HeldLock { _file: file, id }, st)
+        };
+        let file = &lock._file;
+        if st.st_nlink > 1 {
+            return Err(open_err(format!(
+                "the file has {} names (hard links); SQLite keeps the write-ahead log beside the name it is opened by, so another name can miss committed records. Keep one name: remove the others (find / -xdev -samefile {})",
+                st.st_nlink,
+                real.display()
+            )));
+        }
+        if st.st_size == 0 {
+            if let Some(m) = Marker::read(&marker) {
+                return Err(m.lost(&shown, "empty (0 bytes)"));
+            }
+        }
+        // Older certfab versions created the ledger with the umask's mode. Best effort: a file
+        // this user does not own keeps its mode.
+        let _ = rustix::fs::fchmod(file, rustix::fs::Mode::from_raw_mode(0o600));
 
-        let conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
+        let conn = Connection::open_with_flags(
+            &real,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| open_err(e.to_string()))?;
+        // SQLite opened the name; the lock is on the inode we opened. They must be one file.
+        match std::fs::metadata(&real) {
+            Ok(m) if same_file(&m, &st) => {}
+            _ => {
+                return Err(open_err(
+                    "the file was replaced while certfab opened it; run the command again".into(),
+                ))
+            }
+        }
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        let not_a_ledger = |e: rusqlite::Error| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
+                LedgerError::NotALedger {
+                    path: shown.clone(),
+                    detail: e.to_string(),
+                }
+            }
+            _ => LedgerError::Write(e),
+        };
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(not_a_ledger)?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(open_err(format!(
                 "journal_mode is {mode}, WAL could not be enabled"
@@ -274,14 +416,45 @@ impl Ledger {
             )));
         }
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(not_a_ledger)?;
+        if version == 0 {
+            let objects: i64 =
+                conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))?;
+            if objects > 0 {
+                return Err(LedgerError::NotALedger {
+                    path: shown.clone(),
+                    detail: format!(
+                        "an SQLite database with {objects} tables or indexes but no certfab schema"
+                    ),
+                });
+            }
+            if let Some(m) = Marker::read(&marker) {
+                return Err(m.lost(&shown, "a blank database"));
+            }
+        }
         migrate(&conn, &shown)?;
+        // SQLite gives new -wal/-shm files the database's mode; ones left by an older certfab
+        // are tightened here (best effort, as above).
+        for suffix in ["-wal", "-shm"] {
+            let mut side = real.clone().into_os_string();
+            side.push(suffix);
+            let _ = std::fs::set_permissions(
+                &side,
+                std::os::unix::fs::PermissionsExt::from_mode(0o600),
+            );
+        }
+        if !marker.exists() {
+            Marker::write(&marker, &real, station).map_err(open_err)?;
+        }
         let head = AuditHead::load(&conn, station)?;
         let mut ledger = Self {
             conn,
             path: path.to_path_buf(),
             station: station.to_string(),
             head,
-            _lock: lock,
+            _lock: Some(lock),
         };
         ledger.burn_interrupted()?;
         Ok(ledger)
@@ -303,7 +476,17 @@ impl Ledger {
                 msg: e.to_string(),
             })?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
+                    LedgerError::NotALedger {
+                        path: shown.clone(),
+                        detail: e.to_string(),
+                    }
+                }
+                _ => LedgerError::Write(e),
+            })?;
         let supported = schema::MIGRATIONS.len() as i64;
         if version > supported {
             return Err(LedgerError::TooNew {
@@ -312,16 +495,12 @@ impl Ledger {
                 supported,
             });
         }
-        let lock = std::fs::File::open(path).map_err(|e| LedgerError::Open {
-            path: shown,
-            msg: e.to_string(),
-        })?;
         Ok(Self {
             conn,
             path: path.to_path_buf(),
             station: station.into(),
             head: AuditHead::default(),
-            _lock: lock,
+            _lock: None,
         })
     }
 
@@ -821,6 +1000,140 @@ impl Ledger {
     /// Raw connection, for tests and audits that query the ledger directly.
     pub fn connection(&self) -> &Connection {
         &self.conn
+    }
+}
+
+/// The ledger's real path: symlinks resolved, so every name for it leads to one marker and one
+/// set of `-wal`/`-shm` files. A new ledger is named in its directory's real path.
+fn real_path(path: &Path, dir: &Path) -> Result<PathBuf, String> {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => std::fs::canonicalize(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => "it is a symbolic link to a file that does not exist; restore the ledger it points to, or correct the link".into(),
+            _ => format!("cannot resolve the path: {e}"),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let name = path.file_name().ok_or(
+                "the ledger path names a directory; set ledger: in the site config to a file such as ledger.sqlite",
+            )?;
+            let dir = std::fs::canonicalize(dir)
+                .map_err(|e| format!("cannot resolve its directory: {e}"))?;
+            Ok(dir.join(name))
+        }
+        Err(e) => Err(format!("cannot read it: {e}")),
+    }
+}
+
+/// Opens the database file for the lock, creating it (0600) only when no marker says a ledger
+/// existed here.
+fn open_db_file(real: &Path, marker: &Path, shown: &str) -> Result<std::fs::File, LedgerError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let open_err = |msg: String| LedgerError::Open {
+        path: shown.to_string(),
+        msg,
+    };
+    let nofollow = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(nofollow)
+        .open(real)
+    {
+        Ok(f) => {
+            let regular = f.metadata().map(|m| m.is_file()).unwrap_or(false);
+            if !regular {
+                return Err(open_err(
+                    "it is not a regular file; set ledger: in the site config to a file".into(),
+                ));
+            }
+            Ok(f)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(m) = Marker::read(marker) {
+                return Err(m.lost(shown, "missing"));
+            }
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(nofollow)
+                .open(real)
+                .map_err(|e| open_err(format!("cannot create it: {e}")))?;
+            // The umask can only clear bits of 0600, but say it explicitly.
+            rustix::fs::fchmod(&f, rustix::fs::Mode::from_raw_mode(0o600))
+                .map_err(|e| open_err(format!("cannot set its mode to 0600: {e}")))?;
+            Ok(f)
+        }
+        Err(e) => Err(open_err(format!(
+            "cannot open it for writing: {e}; check its owner, mode and attributes (ls -l, lsattr)"
+        ))),
+    }
+}
+
+fn same_file(m: &std::fs::Metadata, st: &rustix::fs::Stat) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    #[allow(clippy::unnecessary_cast)]
+    let same = m.dev() == st.st_dev as u64 && m.ino() == st.st_ino as u64;
+    same
+}
+
+/// `LEDGER.created` beside the real ledger file.
+fn marker_path(real: &Path) -> PathBuf {
+    let mut p = real.as_os_str().to_owned();
+    p.push(".created");
+    PathBuf::from(p)
+}
+
+/// The marker file beside the ledger: its existence says this site has had a ledger, so a
+/// missing or emptied ledger is refused instead of silently started over. It needs no schema
+/// change and is written once (through [`crate::output`]).
+struct Marker {
+    path: PathBuf,
+    recorded_at: String,
+}
+
+impl Marker {
+    /// The marker, if one exists (any file at that name counts; its text is only shown).
+    fn read(path: &Path) -> Option<Self> {
+        let meta = std::fs::symlink_metadata(path).ok()?;
+        // Only a small regular file is read (a FIFO would block).
+        let text = (meta.is_file() && meta.len() <= 4096)
+            .then(|| std::fs::read(path).ok())
+            .flatten()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let recorded_at = text
+            .lines()
+            .find_map(|l| l.strip_prefix("recorded_at: "))
+            .filter(|t| t.len() <= 40 && t.chars().all(|c| c.is_ascii_graphic()))
+            .unwrap_or("an unknown date")
+            .to_string();
+        Some(Self {
+            path: path.to_path_buf(),
+            recorded_at,
+        })
+    }
+
+    fn write(path: &Path, real: &Path, station: &str) -> Result<(), String> {
+        let text = format!(
+            "# certfab ledger marker: this site has a ledger, {real}.\n\
+             # While this file exists, certfab refuses to start over from a missing or empty\n\
+             # ledger (docs/batch.md \"Ledger\"). Back it up and restore it with the ledger.\n\
+             recorded_at: {at}\nstation: {station}\n",
+            real = real.display(),
+            at = now(),
+            station = station.escape_debug(),
+        );
+        crate::output::write_new(path, text.as_bytes()).map_err(|e| e.to_string())
+    }
+
+    fn lost(&self, shown: &str, how: &str) -> LedgerError {
+        LedgerError::Lost {
+            path: shown.to_string(),
+            how: how.to_string(),
+            marker: self.path.display().to_string(),
+            recorded_at: self.recorded_at.clone(),
+        }
     }
 }
 

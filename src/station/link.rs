@@ -126,21 +126,27 @@ pub struct Link {
 }
 
 impl Link {
-    /// Opens the transport.
+    /// Opens the transport. An `exec:` adapter dies with the thread that calls this (see
+    /// [`crate::process::die_with_parent`]): call it from the thread that uses the link.
     pub fn open(spec: &AdapterSpec) -> Result<Self, String> {
         let (tx, rx) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         match spec {
             AdapterSpec::Exec { program, args } => {
                 use std::os::unix::process::CommandExt;
-                let mut child = Command::new(program)
-                    .args(args)
+                let mut cmd = Command::new(program);
+                cmd.args(args)
                     // Its own process group: the operator's Ctrl-C reaches certfab, which
                     // finishes the device, and not the adapter in the middle of an install.
                     .process_group(0)
                     .stdin(Stdio::piped())
                     .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
+                    .stderr(Stdio::piped());
+                // No PIN, passphrase or token config in its environment, and it does not
+                // outlive certfab (docs/station-protocol.md "Environment").
+                crate::process::scrub_env(&mut cmd);
+                crate::process::die_with_parent(&mut cmd);
+                let mut child = cmd
                     .spawn()
                     .map_err(|e| format!("cannot start adapter {program}: {e}"))?;
                 let stdin = child.stdin.take().ok_or("adapter stdin unavailable")?;
