@@ -744,3 +744,279 @@ fn ledger_state_is(l: &Line, device: &str, state: &str) -> Option<()> {
         .ok()?;
     (s == state).then_some(())
 }
+
+/// What a measured run left behind.
+struct Measured {
+    out: Output,
+    /// Bytes certfab wrote to stderr (only the first 64 KiB are kept in `out.stderr`).
+    stderr_len: usize,
+    /// The child's peak resident set (VmHWM), kB.
+    peak_rss_kb: u64,
+}
+
+/// Runs `cmd`, draining stdout and stderr on threads and sampling the child's VmHWM (a
+/// high-water mark, so the last sample is the peak so far) from /proc until it exits.
+fn run_measured(mut cmd: Command) -> Measured {
+    use std::io::Read;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let stdout = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = so.read_to_end(&mut v);
+        v
+    });
+    let stderr = std::thread::spawn(move || {
+        let (mut head, mut n, mut buf) = (Vec::new(), 0usize, vec![0u8; 1 << 16]);
+        while let Ok(k) = se.read(&mut buf) {
+            if k == 0 {
+                break;
+            }
+            n += k;
+            if head.len() < 1 << 16 {
+                head.extend_from_slice(&buf[..k]);
+            }
+        }
+        (n, head)
+    });
+    let mut peak = 0u64;
+    let status = loop {
+        if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            let hwm = s
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+            peak = peak.max(hwm.unwrap_or(0));
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    let (stderr_len, head) = stderr.join().unwrap();
+    Measured {
+        out: Output {
+            status,
+            stdout: stdout.join().unwrap(),
+            stderr: head,
+        },
+        stderr_len,
+        peak_rss_kb: peak,
+    }
+}
+
+#[test]
+fn item4_flooding_adapter_fails_bounded() {
+    let l = Line::new();
+    // Each board sends 200 MB of 1 KB log lines before it answers identify.
+    let line = make_line(
+        l.path(),
+        2,
+        &["SIM-0001=flood:identify", "SIM-0002=flood:identify"],
+    );
+    // Without and with -v (adapter log lines shown): bounded either way.
+    for extra in [&["--once"][..], &["--once", "-v"][..]] {
+        let m = run_measured(station_cmd(&l, "generic-iot", &exec_adapter(&line), extra));
+        eprintln!(
+            "{extra:?}: peak RSS {} kB, {} bytes on stderr",
+            m.peak_rss_kb, m.stderr_len
+        );
+        assert!(
+            m.peak_rss_kb < 100 * 1024,
+            "{extra:?}: certfab grew to {} kB while the adapter flooded",
+            m.peak_rss_kb
+        );
+        assert!(
+            m.stderr_len < 1 << 20,
+            "{extra:?}: certfab copied {} bytes to stderr",
+            m.stderr_len
+        );
+        assert_eq!(m.out.status.code(), Some(6), "{}", text(&m.out));
+        let o = outcomes(&m.out);
+        assert_eq!(o.len(), 1, "{o:?}");
+        assert_eq!((o[0].1.as_str(), o[0].2.as_str()), ("fail", "identify"));
+        assert!(
+            o[0].3.contains("protocol violation") && o[0].3.contains("log lines"),
+            "{o:?}"
+        );
+    }
+    // Nothing was signed for a device that never identified itself within the rules.
+    assert_eq!(
+        ledger(&l)
+            .query_row("SELECT COUNT(*) FROM certificates", [], |r| r
+                .get::<_, i64>(0))
+            .unwrap(),
+        0
+    );
+}
+
+/// Every column of the device's ledger row, as text.
+fn device_row(l: &Line, device: &str) -> Vec<String> {
+    let db = ledger(l);
+    let mut st = db
+        .prepare("SELECT * FROM devices WHERE device_id = ?1")
+        .unwrap();
+    let n = st.column_count();
+    st.query_row([device], |r| {
+        Ok((0..n)
+            .map(|i| match r.get_ref(i).unwrap() {
+                rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                other => format!("{other:?}"),
+            })
+            .collect())
+    })
+    .unwrap()
+}
+
+fn sim_locked(line: &Path, device: &str) -> bool {
+    let st: Value = serde_json::from_slice(
+        &std::fs::read(line.join("devices").join(device).join("state.json")).unwrap(),
+    )
+    .unwrap();
+    st["locked"] == true
+}
+
+#[test]
+fn item9_relocked_device_passes() {
+    let l = Line::new();
+    // strict-lock: a locked board answers lock with the documented `locked` error.
+    let line = make_line(l.path(), 1, &["SIM-0001=strict-lock"]);
+    let out = station(&l, "generic-iot", &exec_adapter(&line), &["--once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(sim_locked(&line, "SIM-0001"));
+    let before = device_row(&l, "SIM-0001");
+    // The provisioned, locked board comes back (a re-run of the lot).
+    assert!(requeue(&line, &[]).status.success());
+    let out = station(&l, "generic-iot", &exec_adapter(&line), &["--once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let o = outcomes(&out);
+    assert_eq!(o[0].1, "pass", "{o:?}");
+    assert!(o[0].3.contains("already installed"), "{o:?}");
+    assert_eq!(device_state(&l, "SIM-0001").as_deref(), Some("installed"));
+    assert_eq!(device_row(&l, "SIM-0001"), before);
+    assert_eq!(signed_count(&l, "SIM-0001"), 1);
+    assert_device_holds_valid_identity(&l, &line, "SIM-0001");
+}
+
+#[test]
+fn item9_failed_reinstall_keeps_installed() {
+    let l = Line::new();
+    let line = make_line(l.path(), 1, &["SIM-0001=strict-lock"]);
+    let out = station(&l, "generic-iot", &exec_adapter(&line), &["--once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let before = device_row(&l, "SIM-0001");
+    // The locked board lost a file: certfab re-sends the same certificate, which a locked
+    // board refuses. The device fails, but it was proven once: its record stays installed.
+    std::fs::remove_file(flash(&line, "SIM-0001", "config.json")).unwrap();
+    assert!(requeue(&line, &[]).status.success());
+    let out = station(&l, "generic-iot", &exec_adapter(&line), &["--once"]);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    let o = outcomes(&out);
+    assert_eq!(
+        (o[0].1.as_str(), o[0].2.as_str()),
+        ("fail", "install"),
+        "{o:?}"
+    );
+    assert!(o[0].3.contains("locked"), "{o:?}");
+    assert_eq!(device_row(&l, "SIM-0001"), before);
+    assert_eq!(signed_count(&l, "SIM-0001"), 1);
+}
+
+#[test]
+fn item9_impostor_does_not_downgrade() {
+    let l = Line::new();
+    // SIM-0002 and SIM-0003 claim to be SIM-0001 and report its public key without holding
+    // its private key; SIM-0003 also carries a copy of SIM-0001's stored files.
+    let line = make_line(
+        l.path(),
+        3,
+        &[
+            "SIM-0002=impostor:SIM-0001",
+            "SIM-0003=impostor:SIM-0001:copy",
+        ],
+    );
+    let out = station(&l, "generic-iot", &exec_adapter(&line), &["--once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(outcomes(&out)[0].0, "SIM-0001");
+    let before = device_row(&l, "SIM-0001");
+    let audit_before: i64 = ledger(&l)
+        .query_row("SELECT COUNT(*) FROM audit", [], |r| r.get(0))
+        .unwrap();
+
+    // The impostors, each presented three times.
+    let out = station(&l, "generic-iot", &exec_adapter(&line), &[]);
+    assert_eq!(out.status.code(), Some(10), "{}", text(&out));
+    let o = outcomes(&out);
+    assert_eq!(o.len(), 6, "{o:?}");
+    for x in &o {
+        assert_eq!((x.0.as_str(), x.1.as_str()), ("SIM-0001", "fail"), "{o:?}");
+    }
+    // The copy stores exactly the files, so only the proof can tell: it fails there.
+    assert!(
+        o.iter()
+            .any(|x| x.2 == "prove" && x.3.contains("proof of possession failed")),
+        "{o:?}"
+    );
+    assert_eq!(device_row(&l, "SIM-0001"), before);
+    assert_eq!(signed_count(&l, "SIM-0001"), 1);
+    let superseded: i64 = ledger(&l)
+        .query_row("SELECT COUNT(*) FROM cert_status", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(superseded, 0);
+    // The attempts are on record.
+    let failed: i64 = ledger(&l)
+        .query_row(
+            "SELECT COUNT(*) FROM attempts WHERE device_id = 'SIM-0001' AND outcome = 'fail'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(failed, 6);
+    assert!(
+        ledger(&l)
+            .query_row("SELECT COUNT(*) FROM audit", [], |r| r.get::<_, i64>(0))
+            .unwrap()
+            > audit_before
+    );
+
+    // The real board still passes with the certificate it has.
+    assert!(requeue(&line, &["SIM-0001"]).status.success());
+    let out = station(&l, "generic-iot", &exec_adapter(&line), &["--once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let o = outcomes(&out);
+    assert_eq!((o[0].0.as_str(), o[0].1.as_str()), ("SIM-0001", "pass"));
+    assert!(o[0].3.contains("already installed"), "{o:?}");
+    assert_eq!(device_row(&l, "SIM-0001"), before);
+    assert_device_holds_valid_identity(&l, &line, "SIM-0001");
+}
+
+#[test]
+fn generate_csr_asks_for_the_profiles_first_key_type_the_adapter_makes() {
+    let l = Line::new();
+    let line = make_line(l.path(), 2, &[]);
+    // A secure element that makes P-384 and RSA 2048 keys only (hello's key_types); the
+    // profile allows p256, p384, rsa: P-384 is the first both accept.
+    let adapter = format!("{} --key-types p384,rsa2048", exec_adapter(&line));
+    let out = station(&l, "generic-iot", &adapter, &["--once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let cert = flash(&line, "SIM-0001", "cert.pem");
+    let t = text(&openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-text"]));
+    assert!(t.contains("secp384r1") || t.contains("P-384"), "{t}");
+    assert_device_holds_valid_identity(&l, &line, "SIM-0001");
+    // An adapter that makes no key type the profile allows is refused at start-up, before
+    // any device is touched.
+    let adapter = format!("{} --key-types ed25519", exec_adapter(&line));
+    let out = station(&l, "generic-iot", &adapter, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains("makes keys of type ed25519") && t.contains("p256, p384, rsa2048"),
+        "{t}"
+    );
+    assert_eq!(signed_count(&l, "SIM-0002"), 0);
+}
