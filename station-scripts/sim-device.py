@@ -1638,7 +1638,8 @@ def main(argv=None):
     mk.add_argument("--fault", action="append", default=[], metavar="NAME=SPEC[,SPEC...]",
                     help="timeout:OP[:COUNT], slow:OP:MS, disconnect:after-install, "
                          "garbage:OP, wrong-readback, bad-proof, debug-unlocked, "
-                         "reuse-key:OTHER, error:OP:CODE[:COUNT]; repeatable")
+                         "reuse-key:OTHER, error:OP:CODE[:COUNT], flood:OP[:MB], strict-lock, "
+                         "impostor:OTHER[:copy]; repeatable")
     mk.add_argument("--no-key-report", action="store_true",
                     help="identify never reports key.spki")
     mk.set_defaults(func=cmd_make_line)

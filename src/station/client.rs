@@ -195,10 +195,14 @@ impl Adapter {
                 .and_then(|_| self.exchange(op, params, timeout, true));
             match result {
                 Ok(m) => {
-                    return decode(op, m).map_err(|detail| StepError::Protocol {
-                        op: op.into(),
-                        detail,
-                    })
+                    return decode(op, m).map_err(|detail| {
+                        // Like any protocol violation: the adapter's state is unknown.
+                        self.link = None;
+                        StepError::Protocol {
+                            op: op.into(),
+                            detail,
+                        }
+                    });
                 }
                 Err(StepError::Device { err, .. })
                     if !last
