@@ -486,6 +486,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn device_key_types_follow_the_profile_in_certfabs_order() {
+        let keys = |p256, p384, rsa| crate::profile::KeyRules {
+            p256,
+            p384,
+            ed25519: true,
+            rsa,
+        };
+        assert_eq!(
+            device_key_types(&keys(true, true, Some((2048, 8192)))),
+            ["p256", "p384", "rsa2048"]
+        );
+        assert_eq!(device_key_types(&keys(false, true, None)), ["p384"]);
+        // RSA only when 2048 bits are allowed; Ed25519 is not a type devices are asked for.
+        assert!(device_key_types(&keys(false, false, Some((3072, 4096)))).is_empty());
+    }
+
+    #[test]
     fn device_ids() {
         let id = protocol::Identity {
             device_id: Some("SIM-1".into()),
