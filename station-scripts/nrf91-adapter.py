@@ -340,7 +340,8 @@ class Adapter:
         caps = ["generate_csr", "read_back"]
         if self.args.sim_line:
             caps = ["wait_device"] + caps + ["release"]
-        return {"protocol": 1, "adapter": ADAPTER_NAME, "capabilities": caps}
+        return {"protocol": 1, "adapter": ADAPTER_NAME, "capabilities": caps,
+                "key_types": ["p256"]}
 
     def op_wait_device(self, req):
         if not self.args.sim_line:

@@ -151,8 +151,11 @@ class Fault:
     once=False faults are properties of the board and apply every time.
     """
 
-    def __init__(self, spec, kind, op=None, count=1, ms=0, code=None, other=None, once=True):
+    def __init__(self, spec, kind, op=None, count=1, ms=0, code=None, other=None, once=True,
+                 size=0, copy=False):
         self.spec = spec
+        self.size = size
+        self.copy = copy
         self.kind = kind
         self.op = op
         self.count = count
@@ -199,6 +202,14 @@ def parse_fault(spec):
         return Fault(spec, kind, op="identify", once=False)
     if kind == "reuse-key" and len(parts) == 2 and parts[1]:
         return Fault(spec, kind, op="generate_csr", other=parts[1], once=False)
+    if kind == "flood" and len(parts) in (2, 3):
+        mb = _positive_int(parts[2], "MB") if len(parts) == 3 else 200
+        return Fault(spec, kind, op=_op(parts[1]), size=mb << 20)
+    if kind == "strict-lock" and len(parts) == 1:
+        return Fault(spec, kind, op="lock", once=False)
+    if kind == "impostor" and len(parts) in (2, 3) and parts[1] and parts[2:] in ([], ["copy"]):
+        return Fault(spec, kind, op="identify", other=parts[1], once=False,
+                     copy=len(parts) == 3)
     if kind == "error" and len(parts) in (3, 4) and parts[2]:
         count = _positive_int(parts[3], "COUNT") if len(parts) == 4 else 1
         return Fault(spec, kind, op=_op(parts[1]), code=parts[2], count=count)
@@ -403,12 +414,23 @@ def acquire_lock(line):
 
 
 class Outcome:
-    """What goes back on the link: `lines` (each ends with its terminator), then, when
-    `disconnect` is set, the link is dropped."""
+    """What goes back on the link: `flood` bytes of log lines (a flooding adapter), then
+    `lines` (each ends with its terminator), then, when `disconnect` is set, the link is
+    dropped."""
 
-    def __init__(self, lines=(), disconnect=False):
+    def __init__(self, lines=(), disconnect=False, flood=0):
         self.lines = list(lines)
         self.disconnect = disconnect
+        self.flood = flood
+
+    def chunks(self):
+        if self.flood:
+            # 1 KB log lines, 64 per write, generated as they are written (never held).
+            line = V1Dialect.encode({"v": 1, "log": "flood " + "x" * 990, "level": "info"})
+            burst = line * 64
+            for _ in range(self.flood // len(burst) + 1):
+                yield burst
+        yield from self.lines
 
 
 class ProtocolError(Exception):
@@ -457,6 +479,8 @@ class V1Dialect:
         self.line = line
         self.delay = args.delay_ms / 1000.0
         self.log_lines = args.log_lines
+        self.key_types = [t for t in args.key_types.split(",") if t] \
+            if args.key_types is not None else None
         self.reply_lost = False
 
     def framer(self):
@@ -514,6 +538,15 @@ class V1Dialect:
             return Outcome()
         if op != "hello" and self.delay:
             time.sleep(self.delay)  # simulated device time (flash writes, key generation)
+        flood = device.first_firing(op, ("flood",)) if device is not None else None
+        if flood:
+            log(f"{device.name}: {flood.size >> 20} MB of log lines before the {op} reply")
+        outcome = self.answer(rid, op, req, handler, device)
+        if flood:
+            outcome.flood = flood.size
+        return outcome
+
+    def answer(self, rid, op, req, handler, device):
         if device is not None:
             slow = device.first_firing(op, ("slow",))
             if slow:
@@ -545,7 +578,10 @@ class V1Dialect:
         versions = req.get("protocol", [1])
         if not isinstance(versions, list) or 1 not in versions:
             raise ProtocolError("bad_request", f"no common protocol version in {versions!r}")
-        return {"protocol": 1, "adapter": ADAPTER_NAME, "capabilities": CAPABILITIES}
+        hello = {"protocol": 1, "adapter": ADAPTER_NAME, "capabilities": CAPABILITIES}
+        if self.key_types is not None:
+            hello["key_types"] = self.key_types
+        return hello
 
     def op_wait_device(self, req, device, extra):
         device = self.line.present_next()
@@ -554,6 +590,9 @@ class V1Dialect:
         return {"present": True}
 
     def op_identify(self, req, device, extra):
+        impostor = device.has_fault("impostor")
+        if impostor:
+            return self.impersonate(device, impostor)
         ident = dict(device.identity)
         security = dict(ident.get("security", {}))
         if device.has_fault("debug-unlocked"):
@@ -568,6 +607,26 @@ class V1Dialect:
         ident["attributes"] = {"board_rev": "C"}
         return ident
 
+    def impersonate(self, device, fault):
+        """impostor fault: the board reports another board's identity and public key (and with
+        `copy`, holds a copy of its stored files) but has only a key of its own."""
+        other = self.line.device(fault.other)
+        ident = dict(other.identity)
+        ident["attributes"] = {"board_rev": "C"}
+        if device.key() is None:
+            device.store_key_pem(key_pem(new_key("p256")))
+        theirs = other.key()
+        if theirs is not None:
+            ident["key"] = {"spki": base64.b64encode(spki_der(theirs.public_key())).decode()}
+        if fault.copy and os.path.isdir(other.path("files")):
+            os.makedirs(device.path("files"), exist_ok=True)
+            for fn in os.listdir(other.path("files")):
+                if not fn.startswith("."):
+                    with open(other.path("files", fn), "rb") as f:
+                        atomic_write(device.path("files", fn), f.read())
+        log(f"{device.name}: claims to be {fault.other}")
+        return ident
+
     def op_generate_csr(self, req, device, extra):
         if device.locked:
             raise ProtocolError("locked", "the key slot is locked")
@@ -579,8 +638,9 @@ class V1Dialect:
             raise ProtocolError("bad_request", "subject must be an object")
         if want_new:
             algorithm = req.get("algorithm")
-            if algorithm not in ALGORITHMS:
-                raise ProtocolError("bad_request", f"algorithm must be one of {ALGORITHMS}")
+            makes = ALGORITHMS if self.key_types is None else self.key_types
+            if algorithm not in makes:
+                raise ProtocolError("bad_request", f"algorithm must be one of {makes}")
             reuse = device.has_fault("reuse-key")
             if reuse:
                 device.first_firing("generate_csr", ("reuse-key",))
@@ -705,6 +765,8 @@ class V1Dialect:
         return {"signature": base64.b64encode(sign(key, message)).decode()}
 
     def op_lock(self, req, device, extra):
+        if device.locked and device.has_fault("strict-lock"):
+            raise ProtocolError("locked", "already locked: the lock bits can be set only once")
         device.state["locked"] = True
         device.save_state()
         log(f"{device.name}: locked")
@@ -1214,7 +1276,7 @@ def serve_stream(read_chunk, write, dialect):
             return "closed"
         for raw in framer.push(data):
             outcome = dialect.handle(raw)
-            for chunk in outcome.lines:
+            for chunk in outcome.chunks():
                 write(chunk)
             if outcome.disconnect:
                 return "disconnect"
@@ -1356,7 +1418,7 @@ def parse_fault_args(items, names):
                 fault = parse_fault(spec.strip())
             except ValueError as e:
                 raise SystemExit(f"--fault {item}: {e}")
-            if fault.kind == "reuse-key" and fault.other not in names:
+            if fault.kind in ("reuse-key", "impostor") and fault.other not in names:
                 raise SystemExit(f"--fault {item}: no device {fault.other} on this line")
             faults.setdefault(name, []).append(fault.spec)
     return faults
@@ -1576,7 +1638,8 @@ def main(argv=None):
     mk.add_argument("--fault", action="append", default=[], metavar="NAME=SPEC[,SPEC...]",
                     help="timeout:OP[:COUNT], slow:OP:MS, disconnect:after-install, "
                          "garbage:OP, wrong-readback, bad-proof, debug-unlocked, "
-                         "reuse-key:OTHER, error:OP:CODE[:COUNT]; repeatable")
+                         "reuse-key:OTHER, error:OP:CODE[:COUNT], flood:OP[:MB], strict-lock, "
+                         "impostor:OTHER[:copy]; repeatable")
     mk.add_argument("--no-key-report", action="store_true",
                     help="identify never reports key.spki")
     mk.set_defaults(func=cmd_make_line)
@@ -1595,6 +1658,9 @@ def main(argv=None):
                     help="nrf91: extra time %%KEYGEN takes (a real modem needs seconds)")
     sv.add_argument("--nrf91-cfun", type=int, default=1, choices=CFUN_VALID,
                     help="nrf91: functional mode a modem starts in (default 1, online)")
+    sv.add_argument("--key-types", metavar="LIST",
+                    help="v1: advertise these key types in hello (comma-separated, e.g. "
+                         "p384,rsa2048) and make no others; default: all, not advertised")
     sv.add_argument("--log-lines", action="store_true",
                     help="v1: also send protocol log lines ({\"v\":1,\"log\":...})")
     sv.set_defaults(func=cmd_serve)

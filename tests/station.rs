@@ -1,5 +1,9 @@
-//! Station mode against the simulated line (station-scripts/sim-device.py) over real pipes, a
-//! PTY pair (socat) and TCP, with SoftHSM signing and OpenSSL checking what the devices hold.
+//! Station mode over real pipes, a PTY pair (socat) and TCP, with SoftHSM signing and OpenSSL
+//! checking what the devices hold. The flows run against two adapters: the simulated line
+//! (station-scripts/sim-device.py, with many fault modes) and strict-device.py, written from
+//! docs/station-protocol.md alone and refusing anything the document does not allow, so the
+//! protocol document and certfab cannot drift apart. Every `--json` event is validated against
+//! docs/station-events.schema.json.
 
 mod common;
 
@@ -15,7 +19,249 @@ fn sim() -> String {
         .to_string()
 }
 
-/// A simulated line of `n` devices (SIM-0001…) with the given faults (`NAME=SPEC`).
+fn strict() -> String {
+    repo()
+        .join("station-scripts/strict-device.py")
+        .display()
+        .to_string()
+}
+
+/// Which adapter serves a line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// sim-device.py: the simulator with fault injection.
+    Sim,
+    /// strict-device.py: written from the protocol document alone.
+    Strict,
+}
+
+/// Runs each named flow against both adapters: `NAME::sim` and `NAME::strict`.
+macro_rules! on_both_adapters {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn sim() {
+                super::$name(super::Kind::Sim)
+            }
+            #[test]
+            fn strict() {
+                super::$name(super::Kind::Strict)
+            }
+        }
+    )*};
+}
+
+/// A device misbehaving on purpose, in terms both adapters implement.
+#[derive(Clone, Copy, Debug)]
+enum Fault<'a> {
+    /// Stores the files of its first install, then drops the link without replying.
+    LoseInstallReply,
+    /// Does not answer read_back, this many times.
+    MuteReadBack(u32),
+    /// Does not answer its first prove (the retry must carry the same nonce).
+    MuteProve,
+    /// Takes this many milliseconds over every install.
+    SlowInstall(u32),
+    /// Answers its first lock with device_error.
+    RefuseLockOnce,
+    /// Once locked, answers lock with the error `locked` (strict-device always does).
+    StrictLock,
+    /// Claims to be another device (its identity and public key) without its private key;
+    /// `true`: also carries a copy of that device's stored files.
+    Impostor(&'a str, bool),
+}
+
+/// A line of devices SIM-0001… served by one of the two adapters.
+struct Bench {
+    kind: Kind,
+    dir: PathBuf,
+}
+
+impl From<PathBuf> for Bench {
+    /// A line made with sim-device.py's own fault specs ([`make_line`]).
+    fn from(dir: PathBuf) -> Self {
+        Self {
+            kind: Kind::Sim,
+            dir,
+        }
+    }
+}
+
+fn device_name(i: usize) -> String {
+    format!("SIM-{i:04}")
+}
+
+impl Bench {
+    fn new(kind: Kind, parent: &Path, n: usize, faults: &[(&str, Fault)]) -> Self {
+        let dir = parent.join(match kind {
+            Kind::Sim => "sim-line",
+            Kind::Strict => "strict-bench",
+        });
+        let names: Vec<String> = (1..=n).map(device_name).collect();
+        let out = match kind {
+            Kind::Sim => {
+                let mut cmd = Command::new(sim());
+                cmd.arg("make-line")
+                    .arg(&dir)
+                    .args(["--count", &n.to_string()]);
+                for (d, f) in faults {
+                    let spec = match f {
+                        Fault::LoseInstallReply => "disconnect:after-install".to_string(),
+                        Fault::MuteReadBack(k) => format!("timeout:read_back:{k}"),
+                        Fault::MuteProve => "timeout:prove".to_string(),
+                        Fault::SlowInstall(ms) => format!("slow:install:{ms}"),
+                        Fault::RefuseLockOnce => "error:lock:device_error".to_string(),
+                        Fault::StrictLock => "strict-lock".to_string(),
+                        Fault::Impostor(other, false) => format!("impostor:{other}"),
+                        Fault::Impostor(other, true) => format!("impostor:{other}:copy"),
+                    };
+                    cmd.args(["--fault", &format!("{d}={spec}")]);
+                }
+                cmd.output().expect("run sim-device.py")
+            }
+            Kind::Strict => {
+                let mut cmd = Command::new(strict());
+                cmd.arg("init").arg(&dir).args(&names);
+                for (d, f) in faults {
+                    let knobs: Vec<String> = match f {
+                        Fault::LoseInstallReply => vec!["lose_install_reply=1".into()],
+                        Fault::MuteReadBack(k) => vec![format!("mute_read_back={k}")],
+                        Fault::MuteProve => vec!["mute_prove=1".into()],
+                        Fault::SlowInstall(ms) => vec![format!("install_ms={ms}")],
+                        Fault::RefuseLockOnce => vec!["refuse_lock=1".into()],
+                        Fault::StrictLock => vec![],
+                        Fault::Impostor(other, copy) => {
+                            vec![format!("impostor_of={other}"), format!("copy_files={copy}")]
+                        }
+                    };
+                    for k in knobs {
+                        cmd.args(["--knob", &format!("{d}:{k}")]);
+                    }
+                }
+                cmd.output().expect("run strict-device.py")
+            }
+        };
+        assert!(out.status.success(), "{kind:?} line: {}", text(&out));
+        Self { kind, dir }
+    }
+
+    /// The `--adapter` argument that serves this line over pipes.
+    fn adapter(&self) -> String {
+        self.adapter_with("")
+    }
+
+    fn adapter_with(&self, extra: &str) -> String {
+        let script = match self.kind {
+            Kind::Sim => sim(),
+            Kind::Strict => strict(),
+        };
+        format!("exec:{script} serve {} {extra}", self.dir.display())
+            .trim_end()
+            .to_string()
+    }
+
+    /// Serves this line on a TCP port until dropped.
+    fn serve_tcp(&self, port: u16) -> Kill {
+        let addr = format!("127.0.0.1:{port}");
+        let dir = self.dir.to_str().unwrap();
+        match self.kind {
+            Kind::Sim => serve(&sim(), &["serve", dir, "--tcp", &addr]),
+            Kind::Strict => serve(&strict(), &["serve", dir, "--tcp", &addr]),
+        }
+    }
+
+    /// Puts devices back in the queue as they are (all of them when `names` is empty); `wipe`
+    /// also erases one's key, files and lock, as a reflashed field return.
+    fn requeue(&self, names: &[&str], wipe: Option<&str>) {
+        let mut cmd = match self.kind {
+            Kind::Sim => {
+                let mut c = Command::new(sim());
+                c.arg("requeue");
+                c
+            }
+            Kind::Strict => {
+                let mut c = Command::new(strict());
+                c.arg("again");
+                c
+            }
+        };
+        cmd.arg(&self.dir).args(names);
+        if let Some(w) = wipe {
+            cmd.arg(match self.kind {
+                Kind::Sim => "--wipe",
+                Kind::Strict => "--erase",
+            })
+            .arg(w);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "requeue: {}", text(&out));
+    }
+
+    fn strict_doc(&self) -> Value {
+        serde_json::from_slice(&std::fs::read(self.dir.join("bench.json")).unwrap()).unwrap()
+    }
+
+    /// What the device stores under `file`.
+    fn stored(&self, device: &str, file: &str) -> Option<Vec<u8>> {
+        match self.kind {
+            Kind::Sim => std::fs::read(flash(&self.dir, device, file)).ok(),
+            Kind::Strict => self.strict_doc()["boards"][device]["files"][file]
+                .as_str()
+                .map(|s| s.as_bytes().to_vec()),
+        }
+    }
+
+    /// The device's private key (PEM), as its flash holds it.
+    fn key_pem(&self, device: &str) -> Option<Vec<u8>> {
+        match self.kind {
+            Kind::Sim => std::fs::read(self.dir.join("devices").join(device).join("key.pem")).ok(),
+            Kind::Strict => self.strict_doc()["boards"][device]["key_pem"]
+                .as_str()
+                .map(|s| s.as_bytes().to_vec()),
+        }
+    }
+
+    fn locked(&self, device: &str) -> bool {
+        match self.kind {
+            Kind::Sim => sim_locked(&self.dir, device),
+            Kind::Strict => self.strict_doc()["boards"][device]["locked"] == true,
+        }
+    }
+
+    /// The device loses a stored file (flash corruption), while no adapter runs.
+    fn lose_file(&self, device: &str, file: &str) {
+        match self.kind {
+            Kind::Sim => std::fs::remove_file(flash(&self.dir, device, file)).unwrap(),
+            Kind::Strict => {
+                let mut doc = self.strict_doc();
+                let files = doc["boards"][device]["files"].as_object_mut().unwrap();
+                assert!(files.remove(file).is_some(), "{device} holds no {file}");
+                std::fs::write(
+                    self.dir.join("bench.json"),
+                    serde_json::to_vec(&doc).unwrap(),
+                )
+                .unwrap();
+            }
+        }
+    }
+
+    fn devices(&self) -> Vec<String> {
+        match self.kind {
+            Kind::Sim => std::fs::read_dir(self.dir.join("devices"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect(),
+            Kind::Strict => self.strict_doc()["boards"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+/// A simulated line of `n` devices (SIM-0001…) with the given sim-device faults (`NAME=SPEC`).
 fn make_line(dir: &Path, n: usize, faults: &[&str]) -> PathBuf {
     let line = dir.join("sim-line");
     let mut cmd = Command::new(sim());
@@ -54,9 +300,33 @@ fn station_cmd(l: &Line, profile: &str, adapter: &str, extra: &[&str]) -> Comman
     cmd
 }
 
-/// Runs `certfab --json station` and returns the output.
+/// Runs `certfab --json station` and returns the output, whose events have been checked
+/// against the documented schema.
 fn station(l: &Line, profile: &str, adapter: &str, extra: &[&str]) -> Output {
-    station_cmd(l, profile, adapter, extra).output().unwrap()
+    let out = station_cmd(l, profile, adapter, extra).output().unwrap();
+    assert_events_fit_schema(&out);
+    out
+}
+
+/// Every `--json` event validates against docs/station-events.schema.json (python
+/// jsonschema), in the documented order.
+fn assert_events_fit_schema(out: &Output) {
+    use std::io::Write;
+    let mut child = Command::new("python3")
+        .arg(repo().join("tests/py/station_events.py"))
+        .arg(repo().join("docs/station-events.schema.json"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child.stdin.take().unwrap().write_all(&out.stdout).unwrap();
+    let check = child.wait_with_output().unwrap();
+    assert!(
+        check.status.success(),
+        "station events vs schema: {}",
+        text(&check)
+    );
 }
 
 fn events(out: &Output) -> Vec<Value> {
@@ -98,14 +368,23 @@ fn flash(line: &Path, device: &str, file: &str) -> PathBuf {
 
 /// What a user checks on a device: the certificate it stores verifies to the dev root, and
 /// its public key is the device's own key.
-fn assert_device_holds_valid_identity(l: &Line, line: &Path, device: &str) {
-    let dev = line.join("devices").join(device);
-    assert_valid_identity(
-        l,
-        &flash(line, device, "cert.pem"),
-        &dev.join("key.pem"),
-        device,
-    );
+fn assert_device_holds_valid_identity(l: &Line, bench: &Bench, device: &str) {
+    let cert = l.path().join(format!("{device}-stored-cert.pem"));
+    let key = l.path().join(format!("{device}-flash-key.pem"));
+    let stored = bench.stored(device, "cert.pem");
+    std::fs::write(
+        &cert,
+        stored.unwrap_or_else(|| panic!("{device} stores no cert.pem")),
+    )
+    .unwrap();
+    std::fs::write(
+        &key,
+        bench
+            .key_pem(device)
+            .unwrap_or_else(|| panic!("{device} has no key")),
+    )
+    .unwrap();
+    assert_valid_identity(l, &cert, &key, device);
 }
 
 /// `cert` verifies to the dev root through the issuing CA, names `cn`, and is for `key`.
@@ -135,7 +414,7 @@ fn assert_valid_identity(l: &Line, cert: &Path, key: &Path, cn: &str) {
 
 /// The ledger invariants after any run: one live identity per device and per key, and every
 /// certificate a device stores is one the ledger knows as signed.
-fn assert_ledger_consistent(l: &Line, line: &Path) {
+fn assert_ledger_consistent(l: &Line, bench: &Bench) {
     let db = ledger(l);
     let dup_keys: i64 = db
         .query_row(
@@ -160,11 +439,11 @@ fn assert_ledger_consistent(l: &Line, line: &Path) {
         live_certs_per_device <= 1,
         "a device has two live certificates"
     );
-    for entry in std::fs::read_dir(line.join("devices")).unwrap() {
-        let cert = entry.unwrap().path().join("files/cert.pem");
-        let Ok(pem) = std::fs::read_to_string(&cert) else {
+    for device in bench.devices() {
+        let Some(pem) = bench.stored(&device, "cert.pem") else {
             continue;
         };
+        let pem = String::from_utf8(pem).unwrap();
         let der = pem_to_der(&pem);
         let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&der));
         let known: i64 = db
@@ -175,10 +454,8 @@ fn assert_ledger_consistent(l: &Line, line: &Path) {
             )
             .unwrap();
         assert_eq!(
-            known,
-            1,
-            "{} holds a certificate the ledger does not know",
-            cert.display()
+            known, 1,
+            "{device} holds a certificate the ledger does not know"
         );
     }
 }
@@ -211,11 +488,32 @@ fn signed_count(l: &Line, device: &str) -> i64 {
         .unwrap()
 }
 
-#[test]
-fn a_line_of_devices_all_pass_and_hold_verified_identities() {
+on_both_adapters!(
+    a_line_of_devices_all_pass_and_hold_verified_identities,
+    lost_install_reply_is_unconfirmed_then_the_same_certificate_is_installed,
+    a_device_with_a_new_key_needs_supersede,
+    host_generated_keys_are_installed_and_proven,
+    tcp_transport,
+    scanned_labels_name_the_devices_and_a_mislabelled_board_is_refused,
+    ctrl_c_finishes_the_device_in_the_fixture_then_stops,
+    item9_relocked_device_passes,
+    item9_failed_reinstall_keeps_installed,
+    item9_impostor_does_not_downgrade,
+    generate_csr_asks_for_the_profiles_first_key_type_the_adapter_makes,
+    a_refused_lock_is_unconfirmed_then_locked_with_the_same_certificate,
+    a_retried_prove_carries_the_same_nonce,
+);
+
+fn a_line_of_devices_all_pass_and_hold_verified_identities(kind: Kind) {
     let l = Line::new();
-    let line = make_line(l.path(), 6, &[]);
-    let out = station(&l, "generic-iot", &exec_adapter(&line), &[]);
+    let bench = Bench::new(kind, l.path(), 6, &[]);
+    let manifest = l.file("shift.jsonl");
+    let out = station(
+        &l,
+        "generic-iot",
+        &bench.adapter(),
+        &["--manifest", manifest.to_str().unwrap()],
+    );
     assert!(out.status.success(), "{}", text(&out));
     let o = outcomes(&out);
     assert_eq!(o.len(), 6, "{o:?}");
@@ -223,14 +521,17 @@ fn a_line_of_devices_all_pass_and_hold_verified_identities() {
     let s = summary(&out);
     assert_eq!(s["passed"], 6);
     assert_eq!(s["end_of_line"], true);
+    // The shift ended in its manifest (the last event), and the manifest verifies.
+    assert_eq!(events(&out).last().unwrap()["event"], "manifest");
+    let v = l.certfab(&["manifest", "verify", manifest.to_str().unwrap()]);
+    assert!(v.status.success(), "{}", text(&v));
     for i in 1..=6 {
-        let d = format!("SIM-{i:04}");
-        assert_device_holds_valid_identity(&l, &line, &d);
-        assert_eq!(device_state(&l, &d).as_deref(), Some("installed"));
+        let d = device_name(i);
+        assert_device_holds_valid_identity(&l, &bench, &d);
+        assert_eq!(device_state(&l, &d).as_deref(), Some("exported"));
+        assert!(bench.locked(&d), "{d} was not locked");
         // config.json rendered from the profile for this device.
-        let cfg: Value =
-            serde_json::from_slice(&std::fs::read(flash(&line, &d, "config.json")).unwrap())
-                .unwrap();
+        let cfg: Value = serde_json::from_slice(&bench.stored(&d, "config.json").unwrap()).unwrap();
         assert_eq!(cfg["client_id"], d.as_str());
     }
     let db = ledger(&l);
@@ -242,13 +543,12 @@ fn a_line_of_devices_all_pass_and_hold_verified_identities() {
         )
         .unwrap();
     assert_eq!((n, ops), (6, 1));
-    assert_ledger_consistent(&l, &line);
+    assert_ledger_consistent(&l, &bench);
     assert!(l.certfab(&["batch", "status"]).status.success());
 
     // The same devices again (a re-run of the lot): idempotent PASS, nothing signed.
-    let again = requeue(&line, &[]);
-    assert!(again.status.success(), "{}", text(&again));
-    let out = station(&l, "generic-iot", &exec_adapter(&line), &[]);
+    bench.requeue(&[], None);
+    let out = station(&l, "generic-iot", &bench.adapter(), &[]);
     assert!(out.status.success(), "{}", text(&out));
     let o = outcomes(&out);
     assert_eq!(o.len(), 6);
@@ -258,7 +558,7 @@ fn a_line_of_devices_all_pass_and_hold_verified_identities() {
         "{o:?}"
     );
     for i in 1..=6 {
-        assert_eq!(signed_count(&l, &format!("SIM-{i:04}")), 1);
+        assert_eq!(signed_count(&l, &device_name(i)), 1);
     }
 }
 
@@ -270,15 +570,6 @@ fn fast_profile(l: &Line, base: &str, more: &[(&str, &str)]) -> PathBuf {
     )];
     r.extend_from_slice(more);
     derived_profile(l.path(), &format!("fast-{base}"), base, &r)
-}
-
-fn requeue(line: &Path, args: &[&str]) -> Output {
-    Command::new(sim())
-        .arg("requeue")
-        .arg(line)
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 #[test]
@@ -322,7 +613,7 @@ fn misbehaving_devices_fail_cleanly_and_pass_when_they_come_back() {
         assert_eq!(p.1, "pass", "{d}: {o:?}");
         assert_eq!(p.4, f.4, "{d} got a second certificate");
         assert_eq!(signed_count(&l, d), 1, "{d}");
-        assert_device_holds_valid_identity(&l, &line, d);
+        assert_device_holds_valid_identity(&l, &Bench::from(line.clone()), d);
     }
     assert!(first("SIM-0005").3.contains("proof of possession failed"));
     // Refused before anything was signed.
@@ -340,22 +631,16 @@ fn misbehaving_devices_fail_cleanly_and_pass_when_they_come_back() {
         "{r:?}"
     );
     assert_eq!(signed_count(&l, "SIM-0008"), 0);
-    assert_ledger_consistent(&l, &line);
+    assert_ledger_consistent(&l, &Bench::from(line.clone()));
     let s = summary(&out);
     assert_eq!(s["passed"], 7, "{s}");
 }
 
-#[test]
-fn lost_install_reply_is_unconfirmed_then_the_same_certificate_is_installed() {
+fn lost_install_reply_is_unconfirmed_then_the_same_certificate_is_installed(kind: Kind) {
     let l = Line::new();
     let profile = fast_profile(&l, "generic-iot.yaml", &[("retries: 2", "retries: 0")]);
-    let line = make_line(l.path(), 1, &["SIM-0001=disconnect:after-install"]);
-    let out = station(
-        &l,
-        profile.to_str().unwrap(),
-        &exec_adapter(&line),
-        &["--once"],
-    );
+    let bench = Bench::new(kind, l.path(), 1, &[("SIM-0001", Fault::LoseInstallReply)]);
+    let out = station(&l, profile.to_str().unwrap(), &bench.adapter(), &["--once"]);
     assert_eq!(out.status.code(), Some(6), "{}", text(&out));
     assert_eq!(
         device_state(&l, "SIM-0001").as_deref(),
@@ -363,14 +648,10 @@ fn lost_install_reply_is_unconfirmed_then_the_same_certificate_is_installed() {
     );
     let serial = outcomes(&out)[0].4.clone().unwrap();
     // The device did store it; the ledger knows that certificate.
-    assert_ledger_consistent(&l, &line);
+    assert!(bench.stored("SIM-0001", "cert.pem").is_some());
+    assert_ledger_consistent(&l, &bench);
 
-    let out = station(
-        &l,
-        profile.to_str().unwrap(),
-        &exec_adapter(&line),
-        &["--once"],
-    );
+    let out = station(&l, profile.to_str().unwrap(), &bench.adapter(), &["--once"]);
     assert!(out.status.success(), "{}", text(&out));
     let o = outcomes(&out);
     assert_eq!(o[0].1, "pass");
@@ -378,13 +659,13 @@ fn lost_install_reply_is_unconfirmed_then_the_same_certificate_is_installed() {
     assert!(o[0].3.contains("install confirmed"), "{o:?}");
     assert_eq!(device_state(&l, "SIM-0001").as_deref(), Some("installed"));
     assert_eq!(signed_count(&l, "SIM-0001"), 1);
+    assert_device_holds_valid_identity(&l, &bench, "SIM-0001");
 }
 
-#[test]
-fn a_device_with_a_new_key_needs_supersede() {
+fn a_device_with_a_new_key_needs_supersede(kind: Kind) {
     let l = Line::new();
-    let line = make_line(l.path(), 1, &[]);
-    assert!(station(&l, "generic-iot", &exec_adapter(&line), &[])
+    let bench = Bench::new(kind, l.path(), 1, &[]);
+    assert!(station(&l, "generic-iot", &bench.adapter(), &[])
         .status
         .success());
     let old = ledger(&l)
@@ -395,10 +676,9 @@ fn a_device_with_a_new_key_needs_supersede() {
         )
         .unwrap();
     // Field return: flash wiped (key, files, lock gone), device back on the line.
-    let wiped = requeue(&line, &["--wipe", "SIM-0001"]);
-    assert!(wiped.status.success(), "{}", text(&wiped));
-    assert!(!line.join("devices/SIM-0001/key.pem").exists());
-    let out = station(&l, "generic-iot", &exec_adapter(&line), &["--once"]);
+    bench.requeue(&[], Some("SIM-0001"));
+    assert!(bench.key_pem("SIM-0001").is_none());
+    let out = station(&l, "generic-iot", &bench.adapter(), &["--once"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(
         outcomes(&out)[0].3.contains("--supersede"),
@@ -410,13 +690,13 @@ fn a_device_with_a_new_key_needs_supersede() {
     let out = station(
         &l,
         "generic-iot",
-        &exec_adapter(&line),
+        &bench.adapter(),
         &["--once", "--supersede"],
     );
     assert!(out.status.success(), "{}", text(&out));
     let o = outcomes(&out);
     assert_ne!(o[0].4.as_deref(), Some(old.as_str()));
-    assert_device_holds_valid_identity(&l, &line, "SIM-0001");
+    assert_device_holds_valid_identity(&l, &bench, "SIM-0001");
     let status: String = ledger(&l)
         .query_row(
             "SELECT status FROM cert_status WHERE serial = ?1",
@@ -425,23 +705,22 @@ fn a_device_with_a_new_key_needs_supersede() {
         )
         .unwrap();
     assert_eq!(status, "superseded");
-    assert_ledger_consistent(&l, &line);
+    assert_ledger_consistent(&l, &bench);
 }
 
-#[test]
-fn host_generated_keys_are_installed_and_proven() {
+fn host_generated_keys_are_installed_and_proven(kind: Kind) {
     let l = Line::new();
     let profile = fast_profile(
         &l,
         "generic-iot.yaml",
         &[("keygen: device ", "keygen: host ")],
     );
-    let line = make_line(l.path(), 3, &["SIM-0002=timeout:read_back:3"]);
-    let out = station(&l, profile.to_str().unwrap(), &exec_adapter(&line), &[]);
+    let bench = Bench::new(kind, l.path(), 3, &[("SIM-0002", Fault::MuteReadBack(3))]);
+    let out = station(&l, profile.to_str().unwrap(), &bench.adapter(), &[]);
     assert_eq!(out.status.code(), Some(10), "{}", text(&out));
     for i in 1..=3 {
-        let d = format!("SIM-{i:04}");
-        assert_device_holds_valid_identity(&l, &line, &d);
+        let d = device_name(i);
+        assert_device_holds_valid_identity(&l, &bench, &d);
         assert_eq!(
             signed_count(&l, &d),
             1,
@@ -462,14 +741,17 @@ fn profile_needs_a_capability_the_adapter_lacks() {
     let l = Line::new();
     let line = make_line(l.path(), 1, &[]);
     let (a, b, _socat) = pty_pair(l.path());
-    let _sim = serve(&[
-        "serve",
-        line.to_str().unwrap(),
-        "--pty",
-        b.to_str().unwrap(),
-        "--dialect",
-        "nrf91",
-    ]);
+    let _sim = serve(
+        &sim(),
+        &[
+            "serve",
+            line.to_str().unwrap(),
+            "--pty",
+            b.to_str().unwrap(),
+            "--dialect",
+            "nrf91",
+        ],
+    );
     // The nRF91 adapter offers no prove and no lock; generic-iot requires both.
     let adapter = format!(
         "exec:{} --port {} --sim-line",
@@ -495,12 +777,15 @@ fn serial_transport_over_a_pty_pair() {
     let l = Line::new();
     let line = make_line(l.path(), 3, &[]);
     let (a, b, _socat) = pty_pair(l.path());
-    let _sim = serve(&[
-        "serve",
-        line.to_str().unwrap(),
-        "--pty",
-        b.to_str().unwrap(),
-    ]);
+    let _sim = serve(
+        &sim(),
+        &[
+            "serve",
+            line.to_str().unwrap(),
+            "--pty",
+            b.to_str().unwrap(),
+        ],
+    );
     let out = station(
         &l,
         "generic-iot",
@@ -510,25 +795,19 @@ fn serial_transport_over_a_pty_pair() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(summary(&out)["passed"], 3);
     for i in 1..=3 {
-        assert_device_holds_valid_identity(&l, &line, &format!("SIM-{i:04}"));
+        assert_device_holds_valid_identity(&l, &Bench::from(line.clone()), &format!("SIM-{i:04}"));
     }
 }
 
-#[test]
-fn tcp_transport() {
+fn tcp_transport(kind: Kind) {
     let l = Line::new();
-    let line = make_line(l.path(), 2, &[]);
+    let bench = Bench::new(kind, l.path(), 2, &[]);
     let port = free_port();
-    let _sim = serve(&[
-        "serve",
-        line.to_str().unwrap(),
-        "--tcp",
-        &format!("127.0.0.1:{port}"),
-    ]);
+    let _adapter = bench.serve_tcp(port);
     let out = station(&l, "generic-iot", &format!("tcp:127.0.0.1:{port}"), &[]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(summary(&out)["passed"], 2);
-    assert_device_holds_valid_identity(&l, &line, "SIM-0002");
+    assert_device_holds_valid_identity(&l, &bench, "SIM-0002");
 }
 
 #[test]
@@ -536,14 +815,17 @@ fn nrf91_modems_over_at_commands() {
     let l = Line::new();
     let line = make_line(l.path(), 2, &[]);
     let (a, b, _socat) = pty_pair(l.path());
-    let _sim = serve(&[
-        "serve",
-        line.to_str().unwrap(),
-        "--pty",
-        b.to_str().unwrap(),
-        "--dialect",
-        "nrf91",
-    ]);
+    let _sim = serve(
+        &sim(),
+        &[
+            "serve",
+            line.to_str().unwrap(),
+            "--pty",
+            b.to_str().unwrap(),
+            "--dialect",
+            "nrf91",
+        ],
+    );
     let adapter = format!(
         "exec:{} --port {} --sim-line",
         repo().join("station-scripts/nrf91-adapter.py").display(),
@@ -554,7 +836,7 @@ fn nrf91_modems_over_at_commands() {
     let o = outcomes(&out);
     assert_eq!(o.len(), 2, "{o:?}");
     assert!(o.iter().all(|x| x.1 == "pass"), "{o:?}");
-    assert_ledger_consistent(&l, &line);
+    assert_ledger_consistent(&l, &Bench::from(line.clone()));
     // What the modem holds: the client certificate in sec_tag 16842753 (type 1) verifies to
     // the dev root, names the IMEI, and is for the key %KEYGEN made (type 2).
     for dev in ["SIM-0001", "SIM-0002"] {
@@ -613,9 +895,9 @@ fn free_port() -> u16 {
 
 /// Starts a simulator server and returns once it listens (its "serving … baud" or
 /// "listening on" log line), so the first request is not lost to a port nobody reads yet.
-fn serve(args: &[&str]) -> Kill {
+fn serve(program: &str, args: &[&str]) -> Kill {
     use std::io::BufRead;
-    let mut child = Command::new(sim())
+    let mut child = Command::new(program)
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -652,13 +934,14 @@ fn station_with_stdin(l: &Line, profile: &str, adapter: &str, stdin: &str) -> Ou
         .unwrap()
         .write_all(stdin.as_bytes())
         .unwrap();
-    child.wait_with_output().unwrap()
+    let out = child.wait_with_output().unwrap();
+    assert_events_fit_schema(&out);
+    out
 }
 
-#[test]
-fn scanned_labels_name_the_devices_and_a_mislabelled_board_is_refused() {
+fn scanned_labels_name_the_devices_and_a_mislabelled_board_is_refused(kind: Kind) {
     let l = Line::new();
-    let line = make_line(l.path(), 3, &[]);
+    let bench = Bench::new(kind, l.path(), 3, &[]);
     let scan = derived_profile(
         l.path(),
         "scan-generic-iot.yaml",
@@ -669,7 +952,7 @@ fn scanned_labels_name_the_devices_and_a_mislabelled_board_is_refused() {
     let out = station_with_stdin(
         &l,
         scan.to_str().unwrap(),
-        &exec_adapter(&line),
+        &bench.adapter(),
         "SIM-0001\nSIM-0003\nSIM-0003\n",
     );
     assert_eq!(out.status.code(), Some(10), "{}", text(&out));
@@ -683,16 +966,15 @@ fn scanned_labels_name_the_devices_and_a_mislabelled_board_is_refused() {
         o.iter().any(|x| x.0 == "SIM-0003" && x.1 == "pass"),
         "{o:?}"
     );
-    assert_device_holds_valid_identity(&l, &line, "SIM-0001");
-    assert_ledger_consistent(&l, &line);
+    assert_device_holds_valid_identity(&l, &bench, "SIM-0001");
+    assert_ledger_consistent(&l, &bench);
 }
 
-#[test]
-fn ctrl_c_finishes_the_device_in_the_fixture_then_stops() {
+fn ctrl_c_finishes_the_device_in_the_fixture_then_stops(kind: Kind) {
     let l = Line::new();
     // The first board's install takes 1.5 s of device time, so SIGINT lands in the middle of it.
-    let line = make_line(l.path(), 4, &["SIM-0001=slow:install:1500"]);
-    let child = station_cmd(&l, "generic-iot", &exec_adapter(&line), &[])
+    let bench = Bench::new(kind, l.path(), 4, &[("SIM-0001", Fault::SlowInstall(1500))]);
+    let child = station_cmd(&l, "generic-iot", &bench.adapter(), &[])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -710,6 +992,7 @@ fn ctrl_c_finishes_the_device_in_the_fixture_then_stops() {
         .unwrap()
         .success());
     let out = child.wait_with_output().unwrap();
+    assert_events_fit_schema(&out);
     // Stopping is how a shift normally ends: exit 0 when every device handled passed.
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(summary(&out)["interrupted"], true);
@@ -719,9 +1002,9 @@ fn ctrl_c_finishes_the_device_in_the_fixture_then_stops() {
     assert_eq!((o[0].0.as_str(), o[0].1.as_str()), ("SIM-0001", "pass"));
     assert_eq!(device_state(&l, "SIM-0001").as_deref(), Some("installed"));
     assert_eq!(signed_count(&l, "SIM-0002"), 0);
-    assert_ledger_consistent(&l, &line);
+    assert_ledger_consistent(&l, &bench);
     // The next shift carries on with the rest of the line.
-    let out = station(&l, "generic-iot", &exec_adapter(&line), &[]);
+    let out = station(&l, "generic-iot", &bench.adapter(), &[]);
     assert!(out.status.success(), "{}", text(&out));
     let o = outcomes(&out);
     assert_eq!(o.len(), 3, "{o:?}");
@@ -743,4 +1026,329 @@ fn ledger_state_is(l: &Line, device: &str, state: &str) -> Option<()> {
         )
         .ok()?;
     (s == state).then_some(())
+}
+
+/// What a measured run left behind.
+struct Measured {
+    out: Output,
+    /// Bytes certfab wrote to stderr (only the first 64 KiB are kept in `out.stderr`).
+    stderr_len: usize,
+    /// The child's peak resident set (VmHWM), kB.
+    peak_rss_kb: u64,
+}
+
+/// Runs `cmd`, draining stdout and stderr on threads and sampling the child's VmHWM (a
+/// high-water mark, so the last sample is the peak so far) from /proc until it exits.
+fn run_measured(mut cmd: Command) -> Measured {
+    use std::io::Read;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let stdout = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = so.read_to_end(&mut v);
+        v
+    });
+    let stderr = std::thread::spawn(move || {
+        let (mut head, mut n, mut buf) = (Vec::new(), 0usize, vec![0u8; 1 << 16]);
+        while let Ok(k) = se.read(&mut buf) {
+            if k == 0 {
+                break;
+            }
+            n += k;
+            if head.len() < 1 << 16 {
+                head.extend_from_slice(&buf[..k]);
+            }
+        }
+        (n, head)
+    });
+    let mut peak = 0u64;
+    let status = loop {
+        if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            let hwm = s
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+            peak = peak.max(hwm.unwrap_or(0));
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    let (stderr_len, head) = stderr.join().unwrap();
+    Measured {
+        out: Output {
+            status,
+            stdout: stdout.join().unwrap(),
+            stderr: head,
+        },
+        stderr_len,
+        peak_rss_kb: peak,
+    }
+}
+
+#[test]
+fn item4_flooding_adapter_fails_bounded() {
+    let l = Line::new();
+    // Each board sends 200 MB of 1 KB log lines before it answers identify.
+    let line = make_line(
+        l.path(),
+        2,
+        &["SIM-0001=flood:identify", "SIM-0002=flood:identify"],
+    );
+    // Without and with -v (adapter log lines shown): bounded either way.
+    for extra in [&["--once"][..], &["--once", "-v"][..]] {
+        let m = run_measured(station_cmd(&l, "generic-iot", &exec_adapter(&line), extra));
+        assert_events_fit_schema(&m.out);
+        eprintln!(
+            "{extra:?}: peak RSS {} kB, {} bytes on stderr",
+            m.peak_rss_kb, m.stderr_len
+        );
+        assert!(
+            m.peak_rss_kb < 100 * 1024,
+            "{extra:?}: certfab grew to {} kB while the adapter flooded",
+            m.peak_rss_kb
+        );
+        assert!(
+            m.stderr_len < 1 << 20,
+            "{extra:?}: certfab copied {} bytes to stderr",
+            m.stderr_len
+        );
+        assert_eq!(m.out.status.code(), Some(6), "{}", text(&m.out));
+        let o = outcomes(&m.out);
+        assert_eq!(o.len(), 1, "{o:?}");
+        assert_eq!((o[0].1.as_str(), o[0].2.as_str()), ("fail", "identify"));
+        assert!(
+            o[0].3.contains("protocol violation") && o[0].3.contains("log lines"),
+            "{o:?}"
+        );
+    }
+    // Nothing was signed for a device that never identified itself within the rules.
+    assert_eq!(
+        ledger(&l)
+            .query_row("SELECT COUNT(*) FROM certificates", [], |r| r
+                .get::<_, i64>(0))
+            .unwrap(),
+        0
+    );
+}
+
+/// Every column of the device's ledger row, as text.
+fn device_row(l: &Line, device: &str) -> Vec<String> {
+    let db = ledger(l);
+    let mut st = db
+        .prepare("SELECT * FROM devices WHERE device_id = ?1")
+        .unwrap();
+    let n = st.column_count();
+    st.query_row([device], |r| {
+        Ok((0..n)
+            .map(|i| match r.get_ref(i).unwrap() {
+                rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                other => format!("{other:?}"),
+            })
+            .collect())
+    })
+    .unwrap()
+}
+
+fn sim_locked(line: &Path, device: &str) -> bool {
+    let st: Value = serde_json::from_slice(
+        &std::fs::read(line.join("devices").join(device).join("state.json")).unwrap(),
+    )
+    .unwrap();
+    st["locked"] == true
+}
+
+fn item9_relocked_device_passes(kind: Kind) {
+    let l = Line::new();
+    // A locked board answers lock with the documented `locked` error.
+    let bench = Bench::new(kind, l.path(), 1, &[("SIM-0001", Fault::StrictLock)]);
+    let out = station(&l, "generic-iot", &bench.adapter(), &["--once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(bench.locked("SIM-0001"));
+    let before = device_row(&l, "SIM-0001");
+    // The provisioned, locked board comes back (a re-run of the lot).
+    bench.requeue(&[], None);
+    let out = station(&l, "generic-iot", &bench.adapter(), &["--once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let o = outcomes(&out);
+    assert_eq!(o[0].1, "pass", "{o:?}");
+    assert!(o[0].3.contains("already installed"), "{o:?}");
+    assert_eq!(device_state(&l, "SIM-0001").as_deref(), Some("installed"));
+    assert_eq!(device_row(&l, "SIM-0001"), before);
+    assert_eq!(signed_count(&l, "SIM-0001"), 1);
+    assert_device_holds_valid_identity(&l, &bench, "SIM-0001");
+}
+
+fn item9_failed_reinstall_keeps_installed(kind: Kind) {
+    let l = Line::new();
+    let bench = Bench::new(kind, l.path(), 1, &[("SIM-0001", Fault::StrictLock)]);
+    let out = station(&l, "generic-iot", &bench.adapter(), &["--once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let before = device_row(&l, "SIM-0001");
+    // The locked board lost a file: certfab re-sends the same certificate, which a locked
+    // board refuses. The device fails, but it was proven once: its record stays installed.
+    bench.lose_file("SIM-0001", "config.json");
+    bench.requeue(&[], None);
+    let out = station(&l, "generic-iot", &bench.adapter(), &["--once"]);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    let o = outcomes(&out);
+    assert_eq!(
+        (o[0].1.as_str(), o[0].2.as_str()),
+        ("fail", "install"),
+        "{o:?}"
+    );
+    assert!(o[0].3.contains("locked"), "{o:?}");
+    assert_eq!(device_row(&l, "SIM-0001"), before);
+    assert_eq!(signed_count(&l, "SIM-0001"), 1);
+}
+
+fn item9_impostor_does_not_downgrade(kind: Kind) {
+    let l = Line::new();
+    // SIM-0002 and SIM-0003 claim to be SIM-0001 and report its public key without holding
+    // its private key; SIM-0003 also carries a copy of SIM-0001's stored files.
+    let bench = Bench::new(
+        kind,
+        l.path(),
+        3,
+        &[
+            ("SIM-0002", Fault::Impostor("SIM-0001", false)),
+            ("SIM-0003", Fault::Impostor("SIM-0001", true)),
+        ],
+    );
+    let out = station(&l, "generic-iot", &bench.adapter(), &["--once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(outcomes(&out)[0].0, "SIM-0001");
+    let before = device_row(&l, "SIM-0001");
+    let audit_before: i64 = ledger(&l)
+        .query_row("SELECT COUNT(*) FROM audit", [], |r| r.get(0))
+        .unwrap();
+
+    // The impostors, each presented three times.
+    let out = station(&l, "generic-iot", &bench.adapter(), &[]);
+    assert_eq!(out.status.code(), Some(10), "{}", text(&out));
+    let o = outcomes(&out);
+    assert_eq!(o.len(), 6, "{o:?}");
+    for x in &o {
+        assert_eq!((x.0.as_str(), x.1.as_str()), ("SIM-0001", "fail"), "{o:?}");
+    }
+    // The copy stores exactly the files, so only the proof can tell: it fails there.
+    assert!(
+        o.iter()
+            .any(|x| x.2 == "prove" && x.3.contains("proof of possession failed")),
+        "{o:?}"
+    );
+    assert_eq!(device_row(&l, "SIM-0001"), before);
+    assert_eq!(signed_count(&l, "SIM-0001"), 1);
+    let superseded: i64 = ledger(&l)
+        .query_row("SELECT COUNT(*) FROM cert_status", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(superseded, 0);
+    // The attempts are on record.
+    let failed: i64 = ledger(&l)
+        .query_row(
+            "SELECT COUNT(*) FROM attempts WHERE device_id = 'SIM-0001' AND outcome = 'fail'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(failed, 6);
+    assert!(
+        ledger(&l)
+            .query_row("SELECT COUNT(*) FROM audit", [], |r| r.get::<_, i64>(0))
+            .unwrap()
+            > audit_before
+    );
+
+    // The real board still passes with the certificate it has.
+    bench.requeue(&["SIM-0001"], None);
+    let out = station(&l, "generic-iot", &bench.adapter(), &["--once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let o = outcomes(&out);
+    assert_eq!((o[0].0.as_str(), o[0].1.as_str()), ("SIM-0001", "pass"));
+    assert!(o[0].3.contains("already installed"), "{o:?}");
+    assert_eq!(device_row(&l, "SIM-0001"), before);
+    assert_device_holds_valid_identity(&l, &bench, "SIM-0001");
+}
+
+fn generate_csr_asks_for_the_profiles_first_key_type_the_adapter_makes(kind: Kind) {
+    let l = Line::new();
+    let bench = Bench::new(kind, l.path(), 2, &[]);
+    // A secure element that makes P-384 and RSA 2048 keys only (hello's key_types); the
+    // profile allows p256, p384, rsa: P-384 is the first both accept.
+    let adapter = bench.adapter_with("--key-types p384,rsa2048");
+    let out = station(&l, "generic-iot", &adapter, &["--once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let cert = l.file("SIM-0001-cert.pem");
+    std::fs::write(&cert, bench.stored("SIM-0001", "cert.pem").unwrap()).unwrap();
+    let t = text(&openssl(&[
+        "x509",
+        "-in",
+        cert.to_str().unwrap(),
+        "-noout",
+        "-text",
+    ]));
+    assert!(t.contains("secp384r1") || t.contains("P-384"), "{t}");
+    assert_device_holds_valid_identity(&l, &bench, "SIM-0001");
+    // A profile that allows none of the types the adapter makes is refused at start-up,
+    // before any device is touched.
+    let p256_only = derived_profile(
+        l.path(),
+        "p256-generic-iot.yaml",
+        "generic-iot.yaml",
+        &[("keys: [p256, p384, rsa]", "keys: [p256]")],
+    );
+    let out = station(&l, p256_only.to_str().unwrap(), &adapter, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains("makes keys of type p384, rsa2048") && t.contains("allows p256"),
+        "{t}"
+    );
+    assert_eq!(signed_count(&l, "SIM-0002"), 0);
+}
+
+fn a_refused_lock_is_unconfirmed_then_locked_with_the_same_certificate(kind: Kind) {
+    let l = Line::new();
+    let bench = Bench::new(kind, l.path(), 1, &[("SIM-0001", Fault::RefuseLockOnce)]);
+    let out = station(&l, "generic-iot", &bench.adapter(), &["--once"]);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    let o = outcomes(&out);
+    assert_eq!(
+        (o[0].1.as_str(), o[0].2.as_str()),
+        ("fail", "lock"),
+        "{o:?}"
+    );
+    assert_eq!(
+        device_state(&l, "SIM-0001").as_deref(),
+        Some("install_unconfirmed")
+    );
+    assert!(!bench.locked("SIM-0001"));
+    // Presented again (the fixture puts a failed board back): read-back and proof pass, the
+    // lock is sent again and takes; the same certificate, nothing signed.
+    let out = station(&l, "generic-iot", &bench.adapter(), &["--once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let p = outcomes(&out);
+    assert_eq!(p[0].1, "pass", "{p:?}");
+    assert!(p[0].3.contains("install confirmed"), "{p:?}");
+    assert_eq!(p[0].4, o[0].4);
+    assert_eq!(device_state(&l, "SIM-0001").as_deref(), Some("installed"));
+    assert!(bench.locked("SIM-0001"));
+    assert_eq!(signed_count(&l, "SIM-0001"), 1);
+}
+
+fn a_retried_prove_carries_the_same_nonce(kind: Kind) {
+    let l = Line::new();
+    let profile = fast_profile(&l, "generic-iot.yaml", &[]);
+    // The first prove goes unanswered; strict-device refuses a retry with another nonce.
+    let bench = Bench::new(kind, l.path(), 1, &[("SIM-0001", Fault::MuteProve)]);
+    let out = station(&l, profile.to_str().unwrap(), &bench.adapter(), &["--once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_device_holds_valid_identity(&l, &bench, "SIM-0001");
 }

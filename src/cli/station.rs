@@ -5,8 +5,9 @@
 use super::Ctx;
 use crate::error::{Error, ExitCode};
 use crate::profile::Profile;
+use crate::station::protocol::LogLevel;
 use crate::station::{
-    self, AdapterSpec, Event, Observer, Outcome, ShiftSummary, StationJob, Verdict,
+    self, AdapterSpec, Event, LogSource, Observer, Outcome, ShiftSummary, StationJob, Verdict,
 };
 use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};
@@ -40,6 +41,10 @@ pub struct StationArgs {
     /// `certfab manifest build --batch SHIFT --out FILE` would. Checked before the first device.
     #[arg(long)]
     manifest: Option<PathBuf>,
+    /// Also show the adapter's debug and info log lines on stderr (warnings, errors and an
+    /// exec adapter's stderr are always shown); at most 256 lines per request.
+    #[arg(short, long)]
+    verbose: bool,
 }
 
 pub(super) fn run(ctx: &Ctx, a: StationArgs) -> Result<ExitCode, Error> {
@@ -94,6 +99,8 @@ pub(super) fn run(ctx: &Ctx, a: StationArgs) -> Result<ExitCode, Error> {
         started: Instant::now(),
         scanner: None,
         notice: String::new(),
+        verbose: a.verbose,
+        stderr_tty: std::io::stderr().is_terminal(),
     };
     let summary = station::run(&job, spec, &site.config.station_id, &mut ledger, &mut ui)?;
     // Stopping is how a shift ends, so an interrupted shift gets its manifest too.
@@ -148,6 +155,8 @@ struct Ui {
     started: Instant,
     scanner: Option<Receiver<String>>,
     notice: String,
+    verbose: bool,
+    stderr_tty: bool,
 }
 
 /// Device ids and adapter texts come from devices: never let them drive the terminal.
@@ -282,21 +291,32 @@ fn outcome_words(o: &Outcome) -> String {
     w
 }
 
+impl Ui {
+    /// Adapter log lines: warnings, errors and an exec adapter's stderr always, debug and info
+    /// with `-v`. On the full screen only the latest warning or error is shown, unless stderr
+    /// goes elsewhere (`2>file`).
+    fn log(&mut self, source: LogSource, text: &str) {
+        let (label, important) = match source {
+            LogSource::Protocol(level) => (level.as_str(), level >= LogLevel::Warn),
+            LogSource::Stderr => ("stderr", true),
+        };
+        let wanted = important || self.verbose;
+        if self.mode == Mode::Screen && self.stderr_tty {
+            if matches!(source, LogSource::Protocol(l) if l >= LogLevel::Warn) {
+                self.notice = format!("adapter {label}: {text}");
+                self.draw();
+            }
+        } else if wanted {
+            eprintln!("adapter {label}: {}", clean(text));
+        }
+    }
+}
+
 impl Observer for Ui {
     fn event(&mut self, e: Event<'_>) {
-        match (&e, self.mode) {
-            (Event::Log { level, text }, Mode::Screen) => {
-                if *level == "warn" || *level == "error" {
-                    self.notice = format!("adapter {level}: {text}");
-                    self.draw();
-                }
-                return;
-            }
-            (Event::Log { level, text }, _) => {
-                eprintln!("adapter {level}: {}", clean(text));
-                return;
-            }
-            _ => {}
+        if let Event::Log { source, text } = e {
+            self.log(source, text);
+            return;
         }
         if self.mode == Mode::Json {
             let v = match &e {

@@ -19,7 +19,7 @@ pub use audit::{
 };
 pub use lifecycle::{CertRecord, CrlRecord};
 pub use manifests::{ExportRow, ManifestRow, PendingManifest};
-pub use station::Attempt;
+pub use station::{Attempt, InstallState, Transition};
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::collections::BTreeMap;

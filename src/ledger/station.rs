@@ -4,6 +4,46 @@
 use super::{exec, now, one, Ledger, LedgerError};
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
+/// The states a station moves a signed device through (DESIGN.md "Per-device states").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstallState {
+    /// Signed, and the device has not taken it (it said no to the install).
+    Signed,
+    /// The install request is about to be sent.
+    Installing,
+    /// The install was sent but not confirmed (reply lost, read-back, proof or lock failed).
+    InstallUnconfirmed,
+    /// Installed, read back, proven and locked.
+    Installed,
+}
+
+impl InstallState {
+    /// The ledger's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Signed => "signed",
+            Self::Installing => "installing",
+            Self::InstallUnconfirmed => "install_unconfirmed",
+            Self::Installed => "installed",
+        }
+    }
+}
+
+/// States that record a proven install. A station never moves a device out of them: a later
+/// failure (a lock refused, a lost file, a device claiming this identity without its key)
+/// does not undo a proof that already happened. Only `--supersede` and revocation, which
+/// have their own records, end such an identity.
+const PROVEN: &[&str] = &["installed", "exported"];
+
+/// What [`Ledger::set_device_state`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transition {
+    /// The device is now in the requested state.
+    Applied,
+    /// The device's install was already proven; it keeps this state.
+    Kept(String),
+}
+
 /// One device attempt at a station, as recorded.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Attempt {
@@ -34,26 +74,43 @@ pub struct Attempt {
 }
 
 impl Ledger {
-    /// Moves a device to `to` (one of the station states) with an audit event `kind`.
+    /// Moves a device to `to` with an audit event `kind`, unless its install is already
+    /// proven (`installed`, `exported`): then the row is left exactly as it is, and the event
+    /// is recorded with `state_kept`.
     pub fn set_device_state(
         &mut self,
         batch_id: &str,
         profile: &str,
         device_id: &str,
-        to: &str,
+        to: InstallState,
         kind: &str,
         detail: &serde_json::Value,
-    ) -> Result<(), LedgerError> {
+    ) -> Result<Transition, LedgerError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let n = exec(
+        let current: String = one(
             &tx,
-            "UPDATE devices SET state = ?3, updated_at = ?4 WHERE profile = ?1 AND device_id = ?2",
-            params![profile, device_id, to, now()],
+            "SELECT state FROM devices WHERE profile = ?1 AND device_id = ?2",
+            params![profile, device_id],
+            |r| r.get(0),
         )?;
-        if n != 1 {
-            return Err(rusqlite::Error::StatementChangedRows(n).into());
+        let transition = if PROVEN.contains(&current.as_str()) {
+            Transition::Kept(current)
+        } else {
+            let n = exec(
+                &tx,
+                "UPDATE devices SET state = ?3, updated_at = ?4 WHERE profile = ?1 AND device_id = ?2",
+                params![profile, device_id, to.as_str(), now()],
+            )?;
+            if n != 1 {
+                return Err(rusqlite::Error::StatementChangedRows(n).into());
+            }
+            Transition::Applied
+        };
+        let mut detail = detail.clone();
+        if let (Transition::Kept(state), Some(obj)) = (&transition, detail.as_object_mut()) {
+            obj.insert("state_kept".into(), state.as_str().into());
         }
         super::audit::append(
             &tx,
@@ -62,10 +119,10 @@ impl Ledger {
             kind,
             Some(batch_id),
             Some(device_id),
-            detail,
+            &detail,
         )?;
         tx.commit()?;
-        Ok(())
+        Ok(transition)
     }
 
     /// Marks the device's current certificate superseded so a new identity can be issued;

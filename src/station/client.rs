@@ -3,7 +3,7 @@
 //! link. Time spent waiting for the adapter is accounted as device time.
 
 use super::link::{AdapterSpec, Incoming, Link, RecvError};
-use super::protocol::{self, decode, AdapterError, Frame, Hello};
+use super::protocol::{self, decode, AdapterError, Frame, Hello, LogBudget, LogLevel};
 use crate::profile::StationRules;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -55,8 +55,18 @@ impl StepError {
     }
 }
 
-/// Receives adapter log lines (and an exec adapter's stderr).
-pub type LogSink = Box<dyn FnMut(&str, &str) + Send>;
+/// Where an adapter's diagnostic line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogSource {
+    /// A protocol log line at this level.
+    Protocol(LogLevel),
+    /// A line of an `exec:` adapter's stderr.
+    Stderr,
+}
+
+/// Receives adapter log lines (and an exec adapter's stderr), at most
+/// [`protocol::MAX_LOG_LINES`] of each per request.
+pub type LogSink = Box<dyn FnMut(LogSource, &str) + Send>;
 
 /// A connection to an adapter, re-opened as needed.
 pub struct Adapter {
@@ -185,10 +195,14 @@ impl Adapter {
                 .and_then(|_| self.exchange(op, params, timeout, true));
             match result {
                 Ok(m) => {
-                    return decode(op, m).map_err(|detail| StepError::Protocol {
-                        op: op.into(),
-                        detail,
-                    })
+                    return decode(op, m).map_err(|detail| {
+                        // Like any protocol violation: the adapter's state is unknown.
+                        self.link = None;
+                        StepError::Protocol {
+                            op: op.into(),
+                            detail,
+                        }
+                    });
                 }
                 Err(StepError::Device { err, .. })
                     if !last
@@ -237,6 +251,10 @@ impl Adapter {
         };
         let started = Instant::now();
         let deadline = started + timeout;
+        // Log lines are part of the protocol and bounded per request; stderr is not, so past
+        // its allowance it is only counted.
+        let mut logs = LogBudget::default();
+        let mut stderr = LogBudget::default();
         let result = (|| {
             link.send(&line).map_err(|detail| StepError::Lost {
                 op: op.into(),
@@ -250,7 +268,15 @@ impl Adapter {
                         }
                         // A late reply to a request that already timed out.
                         Ok(Frame::Reply { .. }) | Ok(Frame::Noise) => {}
-                        Ok(Frame::Log { level, text }) => (self.log)(&level, &text),
+                        Ok(Frame::Log { level, text }) => {
+                            if !logs.spend(l.len()) {
+                                return Err(StepError::Protocol {
+                                    op: op.into(),
+                                    detail: LogBudget::violation(),
+                                });
+                            }
+                            (self.log)(LogSource::Protocol(level), &text)
+                        }
                         Err(detail) => {
                             return Err(StepError::Protocol {
                                 op: op.into(),
@@ -258,7 +284,11 @@ impl Adapter {
                             })
                         }
                     },
-                    Ok(Incoming::Stderr(text)) => (self.log)("stderr", &text),
+                    Ok(Incoming::Stderr(text)) => {
+                        if stderr.spend(text.len()) {
+                            (self.log)(LogSource::Stderr, &text)
+                        }
+                    }
                     Ok(Incoming::Closed(detail)) | Err(RecvError::Closed(detail)) => {
                         return Err(StepError::Lost {
                             op: op.into(),
@@ -276,6 +306,15 @@ impl Adapter {
             }
         })();
         self.device_time += started.elapsed();
+        if stderr.over() > 0 {
+            (self.log)(
+                LogSource::Stderr,
+                &format!(
+                    "({} more lines of the adapter's stderr during {op} not shown)",
+                    stderr.over()
+                ),
+            );
+        }
         result
     }
 }

@@ -2,12 +2,12 @@
 
 use super::protocol::{self, CsrReply, Identity, Locked, Presence, Proof, ReadBack};
 use super::{
-    device_id_of, wants_proof, Adapter, Event, Observer, Outcome, StationError, StationJob, Step,
-    StepError, Verdict, WAIT_FAILURES, WAIT_POLL,
+    device_id_of, wants_proof, Adapter, Event, LogSource, Observer, Outcome, StationError,
+    StationJob, Step, StepError, Verdict, WAIT_FAILURES, WAIT_POLL,
 };
 use crate::batch::BatchError;
 use crate::issue::{self, IssueContext, IssueError, KeySource, Request};
-use crate::ledger::{Attempt, DeviceRow, Ledger};
+use crate::ledger::{Attempt, DeviceRow, InstallState, Ledger};
 use crate::profile::{IdSource, InstallItem, KeyGen, Vars};
 use crate::signer::Signer;
 use base64::Engine;
@@ -37,7 +37,10 @@ pub(super) struct Shift<'j, 'l, S: Signer> {
     /// Host-generated keys whose install is not confirmed yet: the same key (and certificate)
     /// goes to the device when it comes back during this shift.
     pub host_keys: BTreeMap<String, Zeroizing<String>>,
-    pub logs: Receiver<(String, String)>,
+    pub logs: Receiver<(LogSource, String)>,
+    /// The key type `generate_csr` asks for: the profile's first that the adapter makes
+    /// (None with host keygen).
+    pub algorithm: Option<&'static str>,
 }
 
 /// How a device attempt stops early.
@@ -98,9 +101,9 @@ impl<S: Signer> Shift<'_, '_, S> {
     }
 
     fn drain_logs(&mut self, obs: &mut dyn Observer) {
-        while let Ok((level, text)) = self.logs.try_recv() {
+        while let Ok((source, text)) = self.logs.try_recv() {
             obs.event(Event::Log {
-                level: &level,
+                source,
                 text: &text,
             });
         }
@@ -135,17 +138,19 @@ impl<S: Signer> Shift<'_, '_, S> {
                     return Ok(Next::Stopped);
                 }
                 let timeout_ms = WAIT_POLL.as_millis() as u64;
-                match self.call::<Presence>(
+                let presence = self.call::<Presence>(
                     Step::Wait,
                     "wait_device",
                     json!({ "timeout_ms": timeout_ms }),
-                ) {
+                );
+                // A line can wait for hours: show what the adapter said while waiting now.
+                self.drain_logs(obs);
+                match presence {
                     Ok(p) if p.present => break,
                     Ok(p) if p.end => return Ok(Next::EndOfLine),
                     Ok(_) => {}
                     Err((_, e)) => {
                         failures += 1;
-                        self.drain_logs(obs);
                         if failures >= WAIT_FAILURES {
                             return Err(StationError::Adapter {
                                 adapter: self.job.adapter.clone(),
@@ -314,23 +319,33 @@ impl<S: Signer> Shift<'_, '_, S> {
         let files = self
             .files(&der, device_id, identity, None)
             .map_err(|e| refuse(Step::Check, e))?;
-        // 1. Does the device already hold exactly this certificate (and its key)?
-        if self.rules().read_back && self.verify_installed(obs, p, &der, &files, false).is_ok() {
-            p.reused = true;
-            if row.state == "installed" || row.state == "exported" {
-                return Ok(
-                    "already installed: nothing signed, the device holds its certificate".into(),
-                );
+        // 1. Does the device already hold exactly this certificate (and its key)? `held`: it
+        // stores exactly these files, but the proof or the lock after the read-back failed.
+        let mut held = None;
+        if self.rules().read_back && self.read_back(obs, p, &files, false).is_ok() {
+            match self.prove_and_lock(obs, p, &der) {
+                Ok(()) => {
+                    p.reused = true;
+                    if row.state == "installed" || row.state == "exported" {
+                        return Ok(
+                            "already installed: nothing signed, the device holds its certificate"
+                                .into(),
+                        );
+                    }
+                    self.ledger.set_device_state(
+                        &self.batch,
+                        &self.job.profile.name,
+                        device_id,
+                        InstallState::Installed,
+                        "installed",
+                        &json!({"serial": p.serial, "operator": self.job.operator, "confirmed_later": true}),
+                    )?;
+                    return Ok(
+                        "install confirmed: the device holds the certificate issued earlier".into(),
+                    );
+                }
+                Err(stop) => held = Some(stop),
             }
-            self.ledger.set_device_state(
-                &self.batch,
-                &self.job.profile.name,
-                device_id,
-                "installed",
-                "installed",
-                &json!({"serial": p.serial, "operator": self.job.operator, "confirmed_later": true}),
-            )?;
-            return Ok("install confirmed: the device holds the certificate issued earlier".into());
         }
         // 2. Which key does the device hold now?
         let host_key = self.host_keys.get(device_id).cloned();
@@ -342,6 +357,21 @@ impl<S: Signer> Shift<'_, '_, S> {
             .as_ref()
             .is_some_and(|spki| hex::encode(crate::crypto::sha256(spki)) == row.spki_sha256);
         if same {
+            if let (Some(stop), None) = (held, &host_key) {
+                // It stores exactly the files certfab would send, so sending them again cannot
+                // make the proof or the lock succeed.
+                return Err(match stop {
+                    Stop::End(v, Step::Prove, r) => Stop::End(
+                        v,
+                        Step::Prove,
+                        format!(
+                            "{r}; the device stores certificate serial {} and reports its key but cannot sign with it (a damaged key slot, or a device posing as {device_id}); the ledger record is unchanged",
+                            row.serial.as_deref().unwrap_or("?")
+                        ),
+                    ),
+                    other => other,
+                });
+            }
             p.reused = true;
             let files = self
                 .files(&der, device_id, identity, host_key.as_ref())
@@ -403,7 +433,7 @@ impl<S: Signer> Shift<'_, '_, S> {
         let reply: Result<CsrReply, _> = self.call(
             Step::GenerateCsr,
             "generate_csr",
-            json!({"new_key": false, "algorithm": self.rules().algorithm, "subject": {"CN": p.device_id}}),
+            json!({"new_key": false, "algorithm": self.algorithm, "subject": {"CN": p.device_id}}),
         );
         match reply {
             Ok(r) => {
@@ -432,7 +462,7 @@ impl<S: Signer> Shift<'_, '_, S> {
                     .call(
                         Step::GenerateCsr,
                         "generate_csr",
-                        json!({"new_key": true, "algorithm": self.rules().algorithm, "subject": {"CN": device_id}}),
+                        json!({"new_key": true, "algorithm": self.algorithm, "subject": {"CN": device_id}}),
                     )
                     .map_err(|(s, e)| fail(s, e))?;
                 (
@@ -580,7 +610,7 @@ impl<S: Signer> Shift<'_, '_, S> {
             &self.batch,
             &profile,
             device_id,
-            "installing",
+            InstallState::Installing,
             "install_started",
             &json!({"serial": p.serial, "operator": self.job.operator}),
         )?;
@@ -595,9 +625,9 @@ impl<S: Signer> Shift<'_, '_, S> {
         if let Err((step, e)) = sent {
             // A device that said no holds nothing new; a lost or missing reply may hold it.
             let (state, kind) = if e.outcome_unknown() {
-                ("install_unconfirmed", "install_unconfirmed")
+                (InstallState::InstallUnconfirmed, "install_unconfirmed")
             } else {
-                ("signed", "install_failed")
+                (InstallState::Signed, "install_failed")
             };
             self.ledger.set_device_state(
                 &self.batch,
@@ -609,7 +639,7 @@ impl<S: Signer> Shift<'_, '_, S> {
             )?;
             return Err(fail(step, e));
         }
-        if let Err(stop) = self.verify_installed(obs, p, der, files, true) {
+        if let Err(stop) = self.verify_installed(obs, p, der, files) {
             let reason = match &stop {
                 Stop::End(_, _, r) => r.clone(),
                 Stop::Fatal(e) => e.to_string(),
@@ -618,7 +648,7 @@ impl<S: Signer> Shift<'_, '_, S> {
                 &self.batch,
                 &profile,
                 device_id,
-                "install_unconfirmed",
+                InstallState::InstallUnconfirmed,
                 "install_unconfirmed",
                 &json!({"serial": p.serial, "reason": reason, "operator": self.job.operator}),
             )?;
@@ -628,20 +658,32 @@ impl<S: Signer> Shift<'_, '_, S> {
             &self.batch,
             &profile,
             device_id,
-            "installed",
+            InstallState::Installed,
             "installed",
             &json!({"serial": p.serial, "operator": self.job.operator}),
         )?;
         Ok(())
     }
 
-    /// read_back (every file, or every file but the key when `with_key` is false), prove,
-    /// lock, per the profile.
+    /// read_back, prove, lock, per the profile.
     fn verify_installed(
         &mut self,
         obs: &mut dyn Observer,
         p: &Progress,
         der: &[u8],
+        files: &[FileOut],
+    ) -> Result<(), Stop> {
+        self.read_back(obs, p, files, true)?;
+        self.prove_and_lock(obs, p, der)
+    }
+
+    /// read_back of every file, or every file but the key when `with_key` is false (the
+    /// check for a device that may already hold its certificate, which fails when the
+    /// profile turns read-back off).
+    fn read_back(
+        &mut self,
+        obs: &mut dyn Observer,
+        p: &Progress,
         files: &[FileOut],
         with_key: bool,
     ) -> Result<(), Stop> {
@@ -677,17 +719,29 @@ impl<S: Signer> Shift<'_, '_, S> {
             // Nothing to compare: the caller must not take this as "already installed".
             return Err(fail(Step::ReadBack, "read_back is off for this profile"));
         }
+        Ok(())
+    }
+
+    /// prove and lock, per the profile, after the read-back passed.
+    fn prove_and_lock(
+        &mut self,
+        obs: &mut dyn Observer,
+        p: &Progress,
+        der: &[u8],
+    ) -> Result<(), Stop> {
         if wants_proof(self.rules(), &self.adapter) {
             self.step(obs, p, Step::Prove);
             self.prove(der)?;
         }
         if self.rules().lock {
             self.step(obs, p, Step::Lock);
-            let l: Locked = self
-                .call(Step::Lock, "lock", json!({}))
-                .map_err(|(s, e)| fail(s, e))?;
-            if !l.locked {
-                return Err(fail(Step::Lock, "the device did not confirm the lock"));
+            match self.call::<Locked>(Step::Lock, "lock", json!({})) {
+                Ok(l) if l.locked => {}
+                Ok(_) => return Err(fail(Step::Lock, "the device did not confirm the lock")),
+                // Already locked: the read-back and the proof have just shown that it holds
+                // this identity, which is what the lock is for.
+                Err((_, StepError::Device { err, .. })) if err.code == "locked" => {}
+                Err((s, e)) => return Err(fail(s, e)),
             }
         }
         Ok(())

@@ -6,7 +6,7 @@ use super::protocol::LineBuffer;
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -97,6 +97,13 @@ impl std::fmt::Display for AdapterSpec {
     }
 }
 
+/// Lines handed from the reader threads to the client at most: a bounded queue, so an
+/// adapter that writes faster than certfab reads is held back by the pipe or socket instead
+/// of growing certfab's memory (at most this many lines of at most `MAX_LINE` bytes).
+const QUEUE: usize = 16;
+/// Longest stderr line kept; the rest of the line is dropped.
+const STDERR_LINE: usize = 1000;
+
 /// What the reader threads deliver.
 #[derive(Debug)]
 pub enum Incoming {
@@ -129,7 +136,7 @@ impl Link {
     /// Opens the transport. An `exec:` adapter dies with the thread that calls this (see
     /// [`crate::process::die_with_parent`]): call it from the thread that uses the link.
     pub fn open(spec: &AdapterSpec) -> Result<Self, String> {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
         let stop = Arc::new(AtomicBool::new(false));
         match spec {
             AdapterSpec::Exec { program, args } => {
@@ -230,7 +237,7 @@ impl Drop for Link {
 
 /// Reads lines until EOF, an error, or `stop`; timeouts of serial/TCP reads only re-check
 /// `stop`, so dropping the link ends the thread.
-fn reader<R: Read + Send + 'static>(mut r: R, tx: Sender<Incoming>, stop: Arc<AtomicBool>) {
+fn reader<R: Read + Send + 'static>(mut r: R, tx: SyncSender<Incoming>, stop: Arc<AtomicBool>) {
     std::thread::spawn(move || {
         let mut lines = LineBuffer::default();
         let mut buf = [0u8; 8192];
@@ -276,15 +283,31 @@ fn reader<R: Read + Send + 'static>(mut r: R, tx: Sender<Incoming>, stop: Arc<At
     });
 }
 
-fn forward_stderr<R: Read>(r: R, tx: Sender<Incoming>) {
+/// Forwards stderr line by line, keeping at most [`STDERR_LINE`] bytes of each: a line
+/// without an end is never held whole.
+fn forward_stderr<R: Read>(r: R, tx: SyncSender<Incoming>) {
     use std::io::BufRead;
-    for line in std::io::BufReader::new(r).split(b'\n') {
-        let Ok(line) = line else { return };
-        let text = String::from_utf8_lossy(&line[..line.len().min(1000)])
-            .trim_end()
-            .to_string();
-        if tx.send(Incoming::Stderr(text)).is_err() {
-            return;
+    let mut r = std::io::BufReader::new(r);
+    let mut line = Vec::new();
+    loop {
+        let buf = match r.fill_buf() {
+            Ok([]) => return,
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        };
+        let end = buf.iter().position(|&b| b == b'\n');
+        let chunk = &buf[..end.unwrap_or(buf.len())];
+        let room = STDERR_LINE.saturating_sub(line.len());
+        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let used = end.map_or(buf.len(), |i| i + 1);
+        r.consume(used);
+        if end.is_some() {
+            let text = String::from_utf8_lossy(&line).trim_end().to_string();
+            line.clear();
+            if tx.send(Incoming::Stderr(text)).is_err() {
+                return;
+            }
         }
     }
 }

@@ -9,7 +9,7 @@ mod device;
 pub mod link;
 pub mod protocol;
 
-pub use client::{Adapter, StepError};
+pub use client::{Adapter, LogSource, StepError};
 pub use link::AdapterSpec;
 
 use crate::ca::CaCert;
@@ -156,11 +156,11 @@ pub enum Event<'e> {
         /// The step.
         step: Step,
     },
-    /// An adapter log line.
+    /// An adapter log line, or a line of an exec adapter's stderr.
     Log {
-        /// Level.
-        level: &'e str,
-        /// Text.
+        /// Where it came from, and its level.
+        source: LogSource,
+        /// Text, as the adapter sent it.
         text: &'e str,
     },
     /// Something the operator should know that is not a device result.
@@ -239,15 +239,17 @@ pub fn run<S: Signer>(
     obs: &mut dyn Observer,
 ) -> Result<ShiftSummary, StationError> {
     let rules = &job.profile.station;
-    if rules.keygen == crate::profile::KeyGen::Device && rules.algorithm.is_none() {
+    let device_keys = device_key_types(&job.profile.keys);
+    if rules.keygen == crate::profile::KeyGen::Device && device_keys.is_empty() {
         return Err(StationError::Usage(format!(
-            "profile '{}' allows no key type a device can generate (p256, p384 or rsa 2048)",
+            "profile '{}' allows no key type a device can generate (p256, p384 or rsa 2048); add one to its keys",
             job.profile.name
         )));
     }
-    let (log_tx, log_rx) = std::sync::mpsc::channel::<(String, String)>();
-    let sink: client::LogSink = Box::new(move |level: &str, text: &str| {
-        let _ = log_tx.send((level.to_string(), text.to_string()));
+    // Bounded per request by the client (MAX_LOG_LINES), drained at every step.
+    let (log_tx, log_rx) = std::sync::mpsc::channel::<(LogSource, String)>();
+    let sink: client::LogSink = Box::new(move |source: LogSource, text: &str| {
+        let _ = log_tx.send((source, text.to_string()));
     });
     let adapter_name = spec.to_string();
     let adapter =
@@ -271,6 +273,28 @@ pub fn run<S: Signer>(
             job.profile.name
         )));
     }
+    let algorithm = match (
+        rules.keygen,
+        adapter.hello().and_then(|h| h.key_types.as_ref()),
+    ) {
+        (crate::profile::KeyGen::Host, _) => None,
+        (crate::profile::KeyGen::Device, None) => device_keys.first().copied(),
+        (crate::profile::KeyGen::Device, Some(makes)) => {
+            let chosen = device_keys
+                .iter()
+                .find(|k| makes.iter().any(|m| m == *k))
+                .copied();
+            if chosen.is_none() {
+                return Err(StationError::Usage(format!(
+                    "adapter {hello_name} ({adapter_name}) makes keys of type {} but profile '{}' allows {}; add one of the adapter's types to the profile's keys, or use station.keygen: host",
+                    if makes.is_empty() { "(none)".to_string() } else { makes.join(", ") },
+                    job.profile.name,
+                    device_keys.join(", ")
+                )));
+            }
+            chosen
+        }
+    };
 
     let started = time::OffsetDateTime::now_utc();
     let mut random = [0u8; 8];
@@ -311,6 +335,7 @@ pub fn run<S: Signer>(
         batch: batch.id.clone(),
         host_keys: BTreeMap::new(),
         logs: log_rx,
+        algorithm,
     };
     let t0 = Instant::now();
     let (mut passed, mut reused, mut failed, mut refused) = (0u64, 0u64, 0u64, 0u64);
@@ -393,6 +418,26 @@ fn mean(total: u64, n: u64) -> f64 {
     }
 }
 
+/// The key types a device may be asked to make for this profile, in certfab's order of
+/// preference (docs/station-protocol.md `generate_csr`): P-256, P-384, then RSA 2048 when the
+/// profile's RSA range includes 2048 bits.
+fn device_key_types(keys: &crate::profile::KeyRules) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if keys.p256 {
+        v.push("p256");
+    }
+    if keys.p384 {
+        v.push("p384");
+    }
+    if keys
+        .rsa
+        .is_some_and(|(min, max)| min <= 2048 && 2048 <= max)
+    {
+        v.push("rsa2048");
+    }
+    v
+}
+
 /// Whether a proof is asked for, given the adapter's capabilities.
 fn wants_proof(rules: &crate::profile::StationRules, adapter: &Adapter) -> bool {
     match rules.prove {
@@ -439,6 +484,23 @@ const WAIT_FAILURES: u32 = 5;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_key_types_follow_the_profile_in_certfabs_order() {
+        let keys = |p256, p384, rsa| crate::profile::KeyRules {
+            p256,
+            p384,
+            ed25519: true,
+            rsa,
+        };
+        assert_eq!(
+            device_key_types(&keys(true, true, Some((2048, 8192)))),
+            ["p256", "p384", "rsa2048"]
+        );
+        assert_eq!(device_key_types(&keys(false, true, None)), ["p384"]);
+        // RSA only when 2048 bits are allowed; Ed25519 is not a type devices are asked for.
+        assert!(device_key_types(&keys(false, false, Some((3072, 4096)))).is_empty());
+    }
 
     #[test]
     fn device_ids() {

@@ -13,6 +13,13 @@ pub const VERSION: u64 = 1;
 pub const MAX_LINE: usize = 1 << 20;
 /// What a device signs in `prove`, before the nonce.
 pub const PROVE_CONTEXT: &[u8] = b"certfab-prove/1\n";
+/// Log lines an adapter may send while one request is in flight. Generous for progress
+/// messages, small enough that an adapter stuck in a logging loop cannot grow certfab or
+/// the operator's log without bound.
+pub const MAX_LOG_LINES: usize = 256;
+/// Bytes of log lines (whole lines, as received) an adapter may send while one request is
+/// in flight.
+pub const MAX_LOG_BYTES: usize = 64 * 1024;
 
 /// Encodes one request line (with the trailing LF).
 pub fn request(id: u64, op: &str, params: Value) -> Vec<u8> {
@@ -63,6 +70,70 @@ impl LineBuffer {
     }
 }
 
+/// How much log output one request has drawn from the adapter ([`MAX_LOG_LINES`],
+/// [`MAX_LOG_BYTES`]).
+#[derive(Debug, Default)]
+pub struct LogBudget {
+    lines: usize,
+    bytes: usize,
+}
+
+impl LogBudget {
+    /// Counts one line of `len` bytes; false once the request has used up its allowance.
+    pub fn spend(&mut self, len: usize) -> bool {
+        self.lines += 1;
+        self.bytes = self.bytes.saturating_add(len);
+        self.lines <= MAX_LOG_LINES && self.bytes <= MAX_LOG_BYTES
+    }
+
+    /// Lines counted past the allowance.
+    pub fn over(&self) -> usize {
+        self.lines.saturating_sub(MAX_LOG_LINES)
+    }
+
+    /// The reason a device fails when its adapter's log lines exceed the allowance.
+    pub fn violation() -> String {
+        format!(
+            "protocol violation: the adapter sent more than {MAX_LOG_LINES} log lines or {} KiB of log lines while one request was in flight",
+            MAX_LOG_BYTES / 1024
+        )
+    }
+}
+
+/// Severity of an adapter log line (`level`; anything else counts as `info`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// Detail for whoever debugs the adapter.
+    Debug,
+    /// Progress.
+    Info,
+    /// Something the operator should see.
+    Warn,
+    /// Something went wrong on the adapter's side.
+    Error,
+}
+
+impl LogLevel {
+    fn parse(s: Option<&str>) -> Self {
+        match s {
+            Some("debug") => Self::Debug,
+            Some("warn") | Some("warning") => Self::Warn,
+            Some("error") => Self::Error,
+            _ => Self::Info,
+        }
+    }
+
+    /// The protocol's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Debug => "debug",
+            Self::Info => "info",
+            Self::Warn => "warn",
+            Self::Error => "error",
+        }
+    }
+}
+
 /// An error reply.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct AdapterError {
@@ -88,8 +159,8 @@ pub enum Frame {
     },
     /// A log line.
     Log {
-        /// debug/info/warn/error.
-        level: String,
+        /// Severity.
+        level: LogLevel,
         /// Text.
         text: String,
     },
@@ -116,11 +187,7 @@ pub fn parse_line(line: &[u8], greeted: bool) -> Result<Frame, String> {
     }
     if let Some(text) = obj.get("log") {
         return Ok(Frame::Log {
-            level: obj
-                .get("level")
-                .and_then(Value::as_str)
-                .unwrap_or("info")
-                .to_string(),
+            level: LogLevel::parse(obj.get("level").and_then(Value::as_str)),
             text: text
                 .as_str()
                 .map(str::to_string)
@@ -189,6 +256,9 @@ pub struct Hello {
     /// Optional operations it implements.
     #[serde(default)]
     pub capabilities: Vec<String>,
+    /// Key types its `generate_csr` can make (`p256`, `p384`, `rsa2048`); absent: all three.
+    #[serde(default)]
+    pub key_types: Option<Vec<String>>,
 }
 
 /// `wait_device` result.
@@ -418,6 +488,25 @@ mod tests {
         let t = id.template_values();
         assert_eq!(t["device.hw_serial"], "A1");
         assert_eq!(t["device.board_rev"], "C");
+    }
+
+    #[test]
+    fn log_budget_counts_lines_and_bytes() {
+        let mut b = LogBudget::default();
+        for _ in 0..MAX_LOG_LINES {
+            assert!(b.spend(10));
+        }
+        assert!(!b.spend(10));
+        assert_eq!(b.over(), 1);
+        let mut b = LogBudget::default();
+        assert!(b.spend(MAX_LOG_BYTES));
+        assert!(!b.spend(1));
+        let Frame::Log { level, .. } =
+            parse_line(br#"{"v":1,"log":"x","level":"warn"}"#, true).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(level, LogLevel::Warn);
     }
 
     #[test]
