@@ -169,6 +169,13 @@ impl OutDir {
         self.fresh
     }
 
+    /// Marks the directory as one this process created in this run (the caller knows, e.g. a
+    /// device directory made when its key was written): writes skip the look before writing.
+    /// A name that exists after all is still never replaced.
+    pub fn mark_created(&mut self) {
+        self.fresh = true;
+    }
+
     /// A subdirectory certfab names itself (a device id): created 0750 if missing; refused if
     /// it is a symlink or not a directory.
     pub fn subdir(&self, name: &str) -> Result<OutDir, WriteError> {
@@ -321,16 +328,32 @@ impl OutDir {
         Ok(staged)
     }
 
-    /// A new temporary: exclusive, no symlink followed, a name nobody could have guessed.
+    /// A new temporary: exclusive, no symlink followed, a name nobody could have guessed
+    /// (a random key drawn once per process, then a counter; fresh randomness after a clash).
     fn create_temp(&self, access: Access) -> Result<(String, OwnedFd), WriteError> {
-        let mut last = Errno::EXIST;
-        for _ in 0..16 {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static KEY: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let random = || -> Result<u64, WriteError> {
             let mut r = [0u8; 8];
             getrandom::getrandom(&mut r).map_err(|e| WriteError {
                 path: self.path.clone(),
                 msg: format!("no randomness for a temporary name: {e}"),
             })?;
-            let tmp = format!("{TEMP_PREFIX}{}{TEMP_SUFFIX}", hex::encode(r));
+            Ok(u64::from_le_bytes(r))
+        };
+        let key = match KEY.get() {
+            Some(k) => *k,
+            None => {
+                let r = random()?;
+                *KEY.get_or_init(|| r)
+            }
+        };
+        let mut last = Errno::EXIST;
+        for attempt in 0..16 {
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            let salt = if attempt == 0 { key } else { random()? };
+            let tmp = format!("{TEMP_PREFIX}{salt:016x}{n:x}{TEMP_SUFFIX}");
             match rfs::openat(
                 &self.fd,
                 tmp.as_str(),

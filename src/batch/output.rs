@@ -22,6 +22,10 @@ pub(super) struct Writer {
     iterations: u32,
     /// Host-keygen bundles also get device.json describing the key and certificate.
     bundle: bool,
+    /// Devices whose directory this run created when it wrote their key, until their
+    /// certificate files are delivered: nothing else can be in there, so delivery neither
+    /// scans for stale temporaries nor looks before writing (a group's worth at a time).
+    created: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// A device id is used as a directory name: it must be one plain path component.
@@ -52,6 +56,7 @@ impl Writer {
             },
             iterations: job.kdf_iterations,
             bundle: matches!(job.source, super::Source::Count { .. }),
+            created: Default::default(),
         })
     }
 
@@ -60,8 +65,17 @@ impl Writer {
     /// them must not stay behind).
     fn dir(&self, id: &str) -> Result<OutDir, String> {
         check_component(id)?;
-        let d = self.out.subdir(id).map_err(|e| e.to_string())?;
-        if !d.is_fresh() {
+        let mut d = self.out.subdir(id).map_err(|e| e.to_string())?;
+        let made_for_key = self.bundle
+            && !d.is_fresh()
+            && self
+                .created
+                .lock()
+                .map(|mut c| c.remove(id))
+                .unwrap_or(false);
+        if made_for_key {
+            d.mark_created();
+        } else if !d.is_fresh() {
             d.remove_stale_temps().map_err(|e| e.to_string())?;
         }
         Ok(d)
@@ -107,6 +121,11 @@ impl Writer {
     pub(super) fn write_key(&self, id: &str, key: &p256::SecretKey) -> Result<(), String> {
         let d = self.dir(id)?;
         let pem = encode_key_pem(key, self.passphrase.as_ref(), self.iterations)?;
+        if d.is_fresh() {
+            if let Ok(mut c) = self.created.lock() {
+                c.insert(id.to_string());
+            }
+        }
         d.write(
             "key.pem",
             pem.as_bytes(),
