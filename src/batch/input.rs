@@ -315,6 +315,29 @@ mod tests {
         assert!(render_id("SN{seq:x}", 1).is_err());
     }
 
+    /// Issue 10 item 14: the csv reader counts CRLF lines one too low; rows are reported at
+    /// their physical line whatever the line ends (a quoted PEM spanning lines included).
+    #[test]
+    fn item14_crlf_csv_reports_the_right_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("in.csv");
+        std::fs::write(
+            &p,
+            "device_id,pubkey,site\r\nA,\"-----BEGIN PUBLIC KEY-----\r\nx\",b1\r\nB,only-two\r\nD,-----BEGIN PUBLIC KEY-----y,b4\r\n",
+        )
+        .unwrap();
+        let rows: Vec<_> = rows(&Source::Csv {
+            path: p,
+            input_root: None,
+        })
+        .unwrap()
+        .collect();
+        assert_eq!(rows[0].as_ref().unwrap().line, 2);
+        assert_eq!(rows[1].as_ref().unwrap_err().line, 4);
+        let d = rows[2].as_ref().unwrap();
+        assert_eq!((d.line, d.vars["csv.site"].as_str()), (5, "b4"));
+    }
+
     #[test]
     fn csv_malformed_row_reports_its_line_and_the_rest_continue() {
         let dir = tempfile::tempdir().unwrap();
