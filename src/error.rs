@@ -132,9 +132,9 @@ impl Error {
                 crate::batch::BatchError::Input(_) | crate::batch::BatchError::Usage(_) => {
                     ExitCode::Usage
                 }
-                crate::batch::BatchError::Ledger(_) | crate::batch::BatchError::Output(_) => {
-                    ExitCode::Storage
-                }
+                crate::batch::BatchError::Ledger(_)
+                | crate::batch::BatchError::Output(_)
+                | crate::batch::BatchError::OutputUnsigned(_) => ExitCode::Storage,
                 crate::batch::BatchError::Sign(IssueError::Sign(SignError::Hsm(h))) => hsm_code(h),
                 crate::batch::BatchError::Sign(_) => ExitCode::Hsm,
                 crate::batch::BatchError::Refused(_) => ExitCode::Rejected,

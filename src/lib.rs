@@ -20,6 +20,7 @@ pub mod csr;
 pub mod error;
 pub mod export;
 pub mod hsm;
+pub mod input;
 pub mod issue;
 pub mod ledger;
 pub mod lifecycle;

@@ -990,3 +990,522 @@ fn disk_full_stops_before_next_signature() {
         started.elapsed().as_secs_f64()
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// 4. A hostile output tree and hostile input files (issue 10, items 1, 3, 7 and 14).
+
+/// Runs `cmd` and waits at most `secs`: a run that blocks (on a FIFO, say) is killed and the
+/// test fails, instead of hanging the suite.
+fn run_within(mut cmd: Command, secs: u64, what: &str) -> Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(o) => o.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("{what}: certfab still running after {secs}s (blocked)");
+        }
+    }
+}
+
+fn mode_of(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+fn is_plain_file(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_file())
+}
+
+fn names_in(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// The key in OUT/<id>/key.pem (plain PKCS#8) is the one certified in OUT/<id>/cert.pem.
+fn assert_key_matches_cert(dir: &Path) {
+    use p256::pkcs8::{DecodePrivateKey, EncodePublicKey};
+    let pem = std::fs::read_to_string(dir.join("key.pem")).unwrap();
+    let sk = p256::SecretKey::from_pkcs8_pem(&pem).expect("key.pem parses");
+    let der = pem_file_der(&dir.join("cert.pem"));
+    let (_, cert) = X509Certificate::from_der(&der).unwrap();
+    assert_eq!(
+        sk.public_key().to_public_key_der().unwrap().as_bytes(),
+        cert.public_key().raw,
+        "{}: key.pem does not belong to cert.pem",
+        dir.display()
+    );
+}
+
+/// Item 1: links planted at the fixed temporary names the writer used to open
+/// (`key.pem.tmp`, `cert.pem.tmp`, `chain.pem.tmp`) and at a name of certfab's own temporary
+/// pattern are never followed: the key lands in OUT/<id>/key.pem (0600, a plain file), nothing
+/// outside OUT is created or truncated, and the stray links certfab did not make are left
+/// alone (its own pattern's are removed as stale temporaries, the link, not its target).
+#[test]
+fn item1_symlinked_key_tmp_is_not_followed() {
+    let line = common::Line::new();
+    let out = line.file("out");
+    let outside = line.file("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    for id in ["SN000001", "SN000002", "SN000003"] {
+        std::fs::create_dir_all(out.join(id)).unwrap();
+    }
+    let link = |target: &str, at: &str| {
+        std::os::unix::fs::symlink(outside.join(target), out.join(at)).unwrap();
+    };
+    link("stolen-key.pem", "SN000001/key.pem.tmp");
+    std::fs::write(outside.join("victim.txt"), "precious").unwrap();
+    link("victim.txt", "SN000002/cert.pem.tmp");
+    std::fs::write(outside.join("victim2.txt"), "precious").unwrap();
+    link("victim2.txt", "SN000003/chain.pem.tmp");
+    std::fs::write(outside.join("victim3.txt"), "precious").unwrap();
+    link("victim3.txt", "SN000003/.certfab-0000000000000000.tmp");
+
+    let o = certfab(&line).args(count_args(3, &out)).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", common::text(&o));
+
+    assert_eq!(
+        names_in(&outside),
+        ["victim.txt", "victim2.txt", "victim3.txt"]
+            .map(String::from)
+            .into(),
+        "a file appeared outside OUT"
+    );
+    for v in ["victim.txt", "victim2.txt", "victim3.txt"] {
+        assert_eq!(
+            std::fs::read_to_string(outside.join(v)).unwrap(),
+            "precious",
+            "{v} was overwritten through a link"
+        );
+    }
+    for id in ["SN000001", "SN000002", "SN000003"] {
+        let d = out.join(id);
+        for f in ["key.pem", "cert.pem", "chain.pem", "device.json"] {
+            assert!(is_plain_file(&d.join(f)), "{id}/{f} is not a plain file");
+        }
+        assert_eq!(mode_of(&d.join("key.pem")), 0o600, "{id}/key.pem");
+        assert_key_matches_cert(&d);
+    }
+    // The planted links stay where they were (certfab neither follows nor removes names it
+    // did not make); the one in certfab's own temporary pattern was cleared as stale.
+    assert!(std::fs::symlink_metadata(out.join("SN000001/key.pem.tmp")).is_ok());
+    assert!(std::fs::symlink_metadata(out.join("SN000003/.certfab-0000000000000000.tmp")).is_err());
+}
+
+/// Item 1: a device directory that is a symlink, and a final file name that is one, are
+/// refused with exit 5 and a message naming the path; nothing is written outside OUT, the
+/// certificates signed so far are in the ledger, and once the links are gone the same command
+/// finishes the batch.
+#[test]
+fn item1_symlinked_device_dir_and_final_name_are_refused() {
+    let line = common::Line::new();
+    let out = line.file("out");
+    let outside = line.file("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("victim.pem"), "precious").unwrap();
+    let input = line.file("devices.csv");
+    let (ids, _) = write_pubkey_csv(&input, 3);
+    std::fs::create_dir_all(out.join(&ids[0])).unwrap();
+    std::os::unix::fs::symlink(
+        outside.join("victim.pem"),
+        out.join(&ids[0]).join("cert.pem"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&outside, out.join(&ids[1])).unwrap();
+    let args = [
+        "batch",
+        "--profile",
+        PROFILE,
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+
+    let o = certfab(&line).args(args).output().unwrap();
+    assert_eq!(o.status.code(), Some(5), "{}", common::text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let first = out.join(&ids[0]).join("cert.pem");
+    assert!(
+        err.contains(&first.display().to_string()) && err.contains("symbolic link"),
+        "{err}"
+    );
+    assert!(err.contains("recorded in the ledger"), "{err}");
+    std::fs::remove_file(&first).unwrap();
+
+    let o = certfab(&line).args(args).output().unwrap();
+    assert_eq!(o.status.code(), Some(5), "{}", common::text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&out.join(&ids[1]).display().to_string()) && err.contains("symbolic link"),
+        "{err}"
+    );
+    std::fs::remove_file(out.join(&ids[1])).unwrap();
+
+    assert_eq!(names_in(&outside), ["victim.pem".to_string()].into());
+    assert_eq!(
+        std::fs::read_to_string(outside.join("victim.pem")).unwrap(),
+        "precious"
+    );
+    assert_eq!(count(&cert_states(&ro(&line)), "signed"), 3);
+
+    let o = certfab(&line).args(args).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", common::text(&o));
+    for id in &ids {
+        assert!(is_plain_file(&out.join(id).join("cert.pem")), "{id}");
+        assert!(is_plain_file(&out.join(id).join("chain.pem")), "{id}");
+    }
+    assert_eq!(
+        count(&cert_states(&ro(&line)), "signed"),
+        3,
+        "no re-signing"
+    );
+}
+
+/// Item 7: under `umask 000`, everything certfab creates is still private: directories 0750
+/// or stricter, key.pem 0600, certificates not writable or readable by others (batch, and
+/// `certfab issue`).
+#[test]
+fn item7_umask_000_gives_private_modes() {
+    let line = common::Line::new();
+    let umask0 = |args: &[String]| {
+        let mut c = Command::new("sh");
+        c.arg("-c")
+            .arg("umask 000; exec \"$0\" \"$@\"")
+            .arg(common::bin())
+            .arg("--config")
+            .arg(line.config())
+            .args(args)
+            .env_remove("CERTFAB_CONFIG");
+        c.output().unwrap()
+    };
+    let out = line.file("nested/out");
+    let o = umask0(&count_args(2, &out));
+    assert_eq!(o.status.code(), Some(0), "{}", common::text(&o));
+    for d in [line.file("nested"), out.clone(), out.join("SN000001")] {
+        let m = mode_of(&d);
+        assert_eq!(m & 0o027, 0, "{}: mode {m:o}", d.display());
+    }
+    let dev = out.join("SN000001");
+    assert_eq!(mode_of(&dev.join("key.pem")), 0o600);
+    for f in ["cert.pem", "chain.pem", "device.json"] {
+        let m = mode_of(&dev.join(f));
+        assert_eq!(m & 0o037, 0, "{f}: mode {m:o}");
+    }
+
+    let csr = common::openssl_csr(line.path(), "dev", "ec:prime256v1", "/CN=umask", &[]);
+    let issue_out = line.file("issued/one");
+    let args: Vec<String> = common::issue_args(PROFILE, &csr, "UMASK-1", &issue_out)
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let o = umask0(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", common::text(&o));
+    for d in [line.file("issued"), issue_out.clone()] {
+        let m = mode_of(&d);
+        assert_eq!(m & 0o027, 0, "{}: mode {m:o}", d.display());
+    }
+    for f in ["cert.pem", "chain.pem"] {
+        let m = mode_of(&issue_out.join(f));
+        assert_eq!(m & 0o037, 0, "{f}: mode {m:o}");
+    }
+}
+
+/// Item 14: a key that cannot be written (OUT/<id> is a file) stops the batch before its
+/// group is signed, and the message says so instead of "the certificates are recorded".
+#[test]
+fn item14_key_write_failure_says_nothing_was_signed() {
+    let line = common::Line::new();
+    let out = line.file("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("SN000002"), "in the way").unwrap();
+    let o = certfab(&line).args(count_args(3, &out)).output().unwrap();
+    assert_eq!(o.status.code(), Some(5), "{}", common::text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&out.join("SN000002").display().to_string())
+            && err.contains("not a directory")
+            && err.contains("no certificate was signed")
+            && !err.contains("are recorded"),
+        "{err}"
+    );
+    assert_eq!(count(&cert_states(&ro(&line)), "signed"), 0);
+
+    std::fs::remove_file(out.join("SN000002")).unwrap();
+    let o = certfab(&line).args(count_args(3, &out)).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", common::text(&o));
+    let states = cert_states(&ro(&line));
+    assert_eq!(count(&states, "signed"), 3, "{states:?}");
+    assert_eq!(
+        count(&states, "burned"),
+        3,
+        "the first run's intents: {states:?}"
+    );
+    for id in count_ids(3) {
+        assert_key_matches_cert(&out.join(&id));
+    }
+}
+
+/// Rejections of a batch, by line: (device id, reason).
+fn rejections(line: &common::Line) -> BTreeMap<u64, (Option<String>, String)> {
+    let conn = ro(line);
+    let mut st = conn
+        .prepare("SELECT line, device_id, reason FROM rejections ORDER BY line")
+        .unwrap();
+    st.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)? as u64,
+            (r.get(1)?, r.get::<_, String>(2)?),
+        ))
+    })
+    .unwrap()
+    .map(|r| r.unwrap())
+    .collect()
+}
+
+fn pubkey_pem() -> String {
+    use p256::pkcs8::{EncodePublicKey, LineEnding};
+    p256::SecretKey::random(&mut p256::elliptic_curve::rand_core::OsRng)
+        .public_key()
+        .to_public_key_pem(LineEnding::LF)
+        .unwrap()
+}
+
+/// Item 3 (and item 14's CRLF line numbers): CSV key paths resolve inside the CSV's
+/// directory. `..`, absolute paths and links leading out are refused, a FIFO or directory is
+/// refused without blocking, and no reason quotes a byte of what a file holds (no PEM label,
+/// no leading bytes). `--input-root` widens the root explicitly. The CSV has CRLF line ends:
+/// each refusal is reported at its physical line.
+#[test]
+fn item3_csv_key_paths_are_confined_and_reasons_quote_no_content() {
+    let line = common::Line::new();
+    let base = line.file("input");
+    let keys = base.join("keys");
+    let outside = line.file("outside");
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(keys.join("in1.pem"), pubkey_pem()).unwrap();
+    std::fs::write(keys.join("in2-real.pem"), pubkey_pem()).unwrap();
+    std::os::unix::fs::symlink("in2-real.pem", keys.join("in2.pem")).unwrap();
+    std::fs::write(outside.join("valid.pem"), pubkey_pem()).unwrap();
+    std::fs::write(outside.join("valid2.pem"), pubkey_pem()).unwrap();
+    std::fs::write(
+        outside.join("secret.txt"),
+        "-----BEGIN TOP SECRET-----\naHVudGVyMg==\n-----END TOP SECRET-----\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(outside.join("secret.txt"), keys.join("link-out.pem")).unwrap();
+    std::os::unix::fs::symlink("../../outside/valid2.pem", keys.join("rel-out.pem")).unwrap();
+    let fifo = keys.join("fifo.pem");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    std::fs::write(
+        keys.join("label.pem"),
+        "-----BEGIN TOP SECRET-----\naHVudGVyMg==\n-----END TOP SECRET-----\n",
+    )
+    .unwrap();
+    std::fs::write(keys.join("text.pem"), "root:x:0:0:hunter2:/root:/bin/sh\n").unwrap();
+    let rows = [
+        "device_id,pubkey,site",       // 1
+        "IN1,keys/in1.pem,a",          // 2
+        "OUT1,../outside/valid.pem,a", // 3
+        "ABS,/etc/passwd,a",           // 4
+        "LNK,keys/link-out.pem,a",     // 5
+        "REL,keys/rel-out.pem,a",      // 6
+        "FIFO,keys/fifo.pem,a",        // 7
+        "DIR,keys,a",                  // 8
+        "LBL,keys/label.pem,a",        // 9
+        "TXT,keys/text.pem,a",         // 10
+        "BAD,only-two",                // 11
+        "IN2,keys/in2.pem,a",          // 12
+    ];
+    let input = base.join("devices.csv");
+    std::fs::write(&input, rows.join("\r\n") + "\r\n").unwrap();
+    let out = line.file("out");
+    let mut cmd = certfab(&line);
+    cmd.args([
+        "batch",
+        "--profile",
+        PROFILE,
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let o = run_within(cmd, 120, "CSV with a FIFO key path");
+    assert_eq!(o.status.code(), Some(10), "{}", common::text(&o));
+    let shown = common::text(&o);
+    let rej = rejections(&line);
+    let expect: &[(u64, Option<&str>, &str)] = &[
+        (3, Some("OUT1"), "outside the input root"),
+        (4, Some("ABS"), "outside the input root"),
+        (5, Some("LNK"), "outside the input root"),
+        (6, Some("REL"), "outside the input root"),
+        (7, Some("FIFO"), "FIFO"),
+        (8, Some("DIR"), "a directory"),
+        (9, Some("LBL"), "PEM label is not"),
+        (10, Some("TXT"), "neither PEM"),
+        (11, None, "2 fields"),
+    ];
+    assert_eq!(rej.len(), expect.len(), "{rej:#?}");
+    for (l, id, needle) in expect {
+        let (got_id, reason) = rej
+            .get(l)
+            .unwrap_or_else(|| panic!("no rejection on line {l}: {rej:#?}"));
+        assert_eq!(got_id.as_deref(), *id, "line {l}: {reason}");
+        assert!(reason.contains(needle), "line {l}: {reason}");
+    }
+    for (l, (_, reason)) in &rej {
+        for secret in [
+            "TOP SECRET",
+            "hunter2",
+            "aHVudGVy",
+            "root:",
+            "APPLICATION",
+            "0x",
+        ] {
+            assert!(
+                !reason.contains(secret),
+                "line {l}: the reason quotes file content ({secret}): {reason}"
+            );
+        }
+    }
+    for secret in ["TOP SECRET", "hunter2"] {
+        assert!(
+            !shown.contains(secret),
+            "output quotes file content:\n{shown}"
+        );
+    }
+    for id in ["IN1", "IN2"] {
+        assert!(is_plain_file(&out.join(id).join("cert.pem")), "{id}");
+    }
+    assert!(!out.join("OUT1").exists() && !out.join("LNK").exists());
+
+    // An explicit, wider root: the key beside the input directory is allowed.
+    let mut cmd = certfab(&line);
+    cmd.args([
+        "batch",
+        "--profile",
+        PROFILE,
+        "--input",
+        input.to_str().unwrap(),
+        "--input-root",
+        line.path().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let o = run_within(cmd, 120, "CSV with --input-root");
+    assert_eq!(o.status.code(), Some(10), "{}", common::text(&o));
+    for id in ["OUT1", "REL", "IN1", "IN2"] {
+        assert!(is_plain_file(&out.join(id).join("cert.pem")), "{id}");
+    }
+    assert!(
+        !out.join("ABS").exists(),
+        "/etc/passwd is outside any root given"
+    );
+}
+
+/// Item 3: a FIFO given as the CSV is refused at once (exit 2, nothing recorded): a batch
+/// reads its input again on resume, so it must be a regular file; the old code blocked in
+/// open() forever, holding the ledger lock.
+#[test]
+fn item3_fifo_as_csv_is_refused_without_blocking() {
+    let line = common::Line::new();
+    let fifo = line.file("devices.csv");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let out = line.file("out");
+    let mut cmd = certfab(&line);
+    cmd.args([
+        "batch",
+        "--profile",
+        PROFILE,
+        "--input",
+        fifo.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let o = run_within(cmd, 60, "FIFO as the CSV");
+    assert_eq!(o.status.code(), Some(2), "{}", common::text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&fifo.display().to_string()) && err.contains("FIFO"),
+        "{err}"
+    );
+    let batches: i64 = ro(&line)
+        .query_row("SELECT COUNT(*) FROM batches", [], |r| r.get(0))
+        .unwrap_or(0);
+    assert_eq!(batches, 0, "a batch was recorded for an unreadable input");
+}
+
+/// Item 3: in a --csr-dir, a link leading out of the directory and a FIFO are rejected rows
+/// (never read, never blocking); a link inside is followed.
+#[test]
+fn item3_csr_dir_links_leading_outside_are_refused() {
+    let line = common::Line::new();
+    let csrs = line.file("csrs");
+    let outside = line.file("outside");
+    std::fs::create_dir_all(&csrs).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(csrs.join("1.csr"), common::rust_csr_pem("SE-1")).unwrap();
+    std::fs::write(csrs.join("real-2.txt"), common::rust_csr_pem("SE-2")).unwrap();
+    std::os::unix::fs::symlink("real-2.txt", csrs.join("2.csr")).unwrap();
+    std::fs::write(outside.join("3.csr"), common::rust_csr_pem("SE-3")).unwrap();
+    std::os::unix::fs::symlink(outside.join("3.csr"), csrs.join("3.csr")).unwrap();
+    assert!(Command::new("mkfifo")
+        .arg(csrs.join("4.csr"))
+        .status()
+        .unwrap()
+        .success());
+    let profile = common::derived_profile(
+        line.path(),
+        "se.yaml",
+        "generic-iot.yaml",
+        &[(
+            "issuer: issuing",
+            "device_id: {from: csr.CN}\nissuer: issuing",
+        )],
+    );
+    let out = line.file("out");
+    let mut cmd = certfab(&line);
+    cmd.args([
+        "batch",
+        "--profile",
+        profile.to_str().unwrap(),
+        "--csr-dir",
+        csrs.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let o = run_within(cmd, 120, "CSR directory with a FIFO");
+    assert_eq!(o.status.code(), Some(10), "{}", common::text(&o));
+    let rej = rejections(&line);
+    assert_eq!(rej.len(), 2, "{rej:#?}");
+    assert!(rej[&3].1.contains("3.csr") && rej[&3].1.contains("outside the input root"));
+    assert!(rej[&4].1.contains("4.csr") && rej[&4].1.contains("FIFO"));
+    for id in ["SE-1", "SE-2"] {
+        assert!(is_plain_file(&out.join(id).join("cert.pem")), "{id}");
+    }
+    assert!(!out.join("SE-3").exists());
+}

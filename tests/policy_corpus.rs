@@ -453,14 +453,17 @@ fn issue_refuses_hostile_inputs() {
     // A real certificate (the dev root) handed over as if it were a CSR.
     let p = c.input("root-cert-as-csr.pem");
     fs::copy(c.line.file("ca/root.pem"), &p).unwrap();
-    c.refused(
+    // The label found is not quoted: the input could be any file, and a refusal reason
+    // is recorded (issue 10 item 3).
+    let o = c.issue("wrong-pem-label", PROFILE, &p, Some("SN-1"));
+    c.check_refused(
         "wrong-pem-label",
-        PROFILE,
+        &o,
         &p,
-        Some("SN-1"),
         3,
-        &["label", "'CERTIFICATE'", "CERTIFICATE REQUEST"],
+        &["PEM label is not", "'CERTIFICATE REQUEST'"],
     );
+    assert!(!text(&o).contains("'CERTIFICATE'"), "{}", text(&o));
 
     // A valid CSR padded past the limit: refused on size alone, before parsing.
     let mut big = pem.clone().into_bytes();
@@ -486,15 +489,15 @@ fn issue_refuses_hostile_inputs() {
         &["64 KiB"],
     );
 
-    // An endless device node: refused after reading one byte past the limit, not after
-    // exhausting memory.
+    // A device node is not read at all (opening one can have effects of its own; an endless
+    // one would only be cut at the limit): a usage error naming what it is.
     c.refused(
         "endless",
         PROFILE,
         Path::new("/dev/zero"),
         Some("SN-1"),
-        3,
-        &["64 KiB"],
+        2,
+        &["character device", "not a regular file or a pipe"],
     );
 
     // Usage, not policy: the CSR file does not exist.

@@ -2,8 +2,8 @@
 //! count of devices whose keys certfab generates. A malformed row is returned as an error with
 //! its line number; the rows after it still come.
 
+use crate::input::{absolute, open_user_file, CrlfToLf, InputRoot, Pipes};
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Where the batch's devices come from.
@@ -14,11 +14,17 @@ pub enum Source {
     Csv {
         /// The file.
         path: PathBuf,
+        /// The directory key files must resolve inside (default: the CSV's directory).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input_root: Option<PathBuf>,
     },
     /// Every `*.csr`, `*.pem`, `*.der` file in a directory; device id from the profile rule.
     CsrDir {
         /// The directory.
         path: PathBuf,
+        /// The directory the files (and their links) must resolve inside (default: `path`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input_root: Option<PathBuf>,
     },
     /// `count` devices named by `id_template`, keys generated on this host.
     Count {
@@ -111,8 +117,8 @@ pub fn rows(
     source: &Source,
 ) -> Result<Box<dyn Iterator<Item = Result<Row, RowError>> + Send>, InputError> {
     match source {
-        Source::Csv { path } => csv_rows(path),
-        Source::CsrDir { path } => dir_rows(path),
+        Source::Csv { path, input_root } => csv_rows(path, input_root.as_deref()),
+        Source::CsrDir { path, input_root } => dir_rows(path, input_root.as_deref()),
         Source::Count { count, id_template } => {
             render_id(id_template, 1).map_err(|msg| InputError {
                 path: "--id-template".into(),
@@ -131,33 +137,33 @@ pub fn rows(
     }
 }
 
-fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
-    let mut data = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| {
-            f.take(crate::csr::MAX_INPUT as u64 + 1)
-                .read_to_end(&mut data)
-        })
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if data.len() > crate::csr::MAX_INPUT {
-        return Err(format!("{} is over the 64 KiB limit", path.display()));
-    }
-    Ok(data)
+/// The input root: `given`, or the input's own directory.
+fn input_root(given: Option<&Path>, own: &Path) -> Result<InputRoot, InputError> {
+    let root = given.unwrap_or(own);
+    InputRoot::open(root).map_err(|e| InputError {
+        path: root.display().to_string(),
+        msg: format!("{e} (--input-root)"),
+    })
 }
 
 fn csv_rows(
     path: &Path,
+    root: Option<&Path>,
 ) -> Result<Box<dyn Iterator<Item = Result<Row, RowError>> + Send>, InputError> {
     let shown = path.display().to_string();
     let err = |msg: String| InputError {
         path: shown.clone(),
         msg,
     };
+    let file = open_user_file(path, Pipes::Refused).map_err(|e| err(e.to_string()))?;
+    let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let root = input_root(root, &base)?;
+    // CRLF is read as LF so line numbers are the file's (the csv reader counts CRLF lines
+    // one too low).
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
-        .from_path(path)
-        .map_err(|e| err(format!("cannot open: {e}")))?;
+        .from_reader(CrlfToLf::new(file));
     let headers: Vec<String> = rdr
         .headers()
         .map_err(|e| err(format!("cannot read the header line: {e}")))?
@@ -181,7 +187,7 @@ fn csv_rows(
         }
         (None, None) => return Err(err("the header needs a csr or a pubkey column".into())),
     };
-    let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let what = if is_csr { "csr" } else { "pubkey" };
     let width = headers.len();
     let iter = rdr.into_records().map(move |rec| {
         let rec = rec.map_err(|e| RowError {
@@ -215,7 +221,9 @@ fn csv_rows(
         let bytes = if value.starts_with("-----BEGIN") {
             value.as_bytes().to_vec()
         } else {
-            read_bounded(&base.join(value)).map_err(|e| fail(Some(id.clone()), e))?
+            root.relative(&base, value)
+                .and_then(|rel| root.read(&rel, crate::csr::MAX_INPUT))
+                .map_err(|e| fail(Some(id.clone()), format!("{what} file {value:?}: {e}")))?
         };
         let mut vars = BTreeMap::new();
         for (h, v) in headers.iter().zip(rec.iter()) {
@@ -237,18 +245,34 @@ fn csv_rows(
 
 fn dir_rows(
     path: &Path,
+    root: Option<&Path>,
 ) -> Result<Box<dyn Iterator<Item = Result<Row, RowError>> + Send>, InputError> {
     let err = |msg: String| InputError {
         path: path.display().to_string(),
         msg,
     };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+    let root = input_root(root, path)?;
+    let rel_dir = absolute(path)
+        .strip_prefix(root.path())
+        .map(Path::to_path_buf)
+        .map_err(|_| {
+            err(format!(
+                "the directory is not inside --input-root {}",
+                root.path().display()
+            ))
+        })?;
+    // Every entry with a CSR extension but a directory is a row: a link is followed only
+    // inside the input root, and anything but a regular file is a rejected row (a FIFO or
+    // device is never opened for reading).
+    let mut files: Vec<std::ffi::OsString> = std::fs::read_dir(path)
         .map_err(|e| err(format!("cannot list: {e}")))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_file()
-                && p.extension()
-                    .is_some_and(|x| x == "csr" || x == "pem" || x == "der")
+        .filter_map(|e| e.ok())
+        .filter(|e| !e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name())
+        .filter(|n| {
+            Path::new(n)
+                .extension()
+                .is_some_and(|x| x == "csr" || x == "pem" || x == "der")
         })
         .collect();
     if files.is_empty() {
@@ -256,27 +280,27 @@ fn dir_rows(
     }
     // Sorted, so a re-run sees the same order and line numbers.
     files.sort();
-    Ok(Box::new(files.into_iter().enumerate().map(|(i, f)| {
-        let line = i as u64 + 1;
-        let bytes = read_bounded(&f).map_err(|reason| RowError {
-            line,
-            device_id: None,
-            reason,
-        })?;
-        let mut vars = BTreeMap::new();
-        vars.insert(
-            "csv.file".to_string(),
-            f.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-        );
-        Ok(Row {
-            line,
-            device_id: None,
-            key: RowKey::Csr(bytes),
-            vars,
-        })
-    })))
+    Ok(Box::new(files.into_iter().enumerate().map(
+        move |(i, name)| {
+            let line = i as u64 + 1;
+            let shown = name.to_string_lossy().into_owned();
+            let bytes = root
+                .read(&rel_dir.join(&name), crate::csr::MAX_INPUT)
+                .map_err(|e| RowError {
+                    line,
+                    device_id: None,
+                    reason: format!("{shown}: {e}"),
+                })?;
+            let mut vars = BTreeMap::new();
+            vars.insert("csv.file".to_string(), shown);
+            Ok(Row {
+                line,
+                device_id: None,
+                key: RowKey::Csr(bytes),
+                vars,
+            })
+        },
+    )))
 }
 
 #[cfg(test)]
@@ -291,12 +315,40 @@ mod tests {
         assert!(render_id("SN{seq:x}", 1).is_err());
     }
 
+    /// Issue 10 item 14: the csv reader counts CRLF lines one too low; rows are reported at
+    /// their physical line whatever the line ends (a quoted PEM spanning lines included).
+    #[test]
+    fn item14_crlf_csv_reports_the_right_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("in.csv");
+        std::fs::write(
+            &p,
+            "device_id,pubkey,site\r\nA,\"-----BEGIN PUBLIC KEY-----\r\nx\",b1\r\nB,only-two\r\nD,-----BEGIN PUBLIC KEY-----y,b4\r\n",
+        )
+        .unwrap();
+        let rows: Vec<_> = rows(&Source::Csv {
+            path: p,
+            input_root: None,
+        })
+        .unwrap()
+        .collect();
+        assert_eq!(rows[0].as_ref().unwrap().line, 2);
+        assert_eq!(rows[1].as_ref().unwrap_err().line, 4);
+        let d = rows[2].as_ref().unwrap();
+        assert_eq!((d.line, d.vars["csv.site"].as_str()), (5, "b4"));
+    }
+
     #[test]
     fn csv_malformed_row_reports_its_line_and_the_rest_continue() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("in.csv");
         std::fs::write(&p, "device_id,pubkey,site\nA,-----BEGIN PUBLIC KEY-----x,b1\nB,only-two\nD,-----BEGIN PUBLIC KEY-----y,b4\n").unwrap();
-        let rows: Vec<_> = rows(&Source::Csv { path: p }).unwrap().collect();
+        let rows: Vec<_> = rows(&Source::Csv {
+            path: p,
+            input_root: None,
+        })
+        .unwrap()
+        .collect();
         assert!(rows[0].is_ok());
         let e = rows[1].as_ref().unwrap_err();
         assert_eq!(e.line, 3);

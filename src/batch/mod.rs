@@ -96,8 +96,12 @@ pub enum BatchError {
     #[error("{0}; the affected serials are burned and the devices will get new ones on resume")]
     Sign(IssueError),
     /// Output could not be written (the certificates are in the ledger; resume rewrites them).
-    #[error("{0}; the certificates are recorded in the ledger and resume will write them")]
+    #[error("{0}; the certificates signed so far are recorded in the ledger, and re-running the same command (or `certfab batch resume`) writes their files once this is fixed")]
     Output(String),
+    /// Output could not be written before the devices in flight were signed (the output
+    /// directory, or a generated key): none of them has a certificate.
+    #[error("{0}; no certificate was signed for the devices in flight. Fix this, then re-run the same command (or `certfab batch resume`): serials reserved for them are burned and they are issued afresh, with new keys if certfab generates them")]
+    OutputUnsigned(String),
     /// Bad job parameters.
     #[error("{0}")]
     Usage(String),
@@ -244,9 +248,11 @@ pub fn run<S: Signer + Sync>(
         &job.out,
         job.plain_keys,
     );
-    let (batch, resumed) = ledger.begin_batch(&spec)?;
+    // The input and the output directory are opened before the batch is recorded, so an
+    // unreadable input (a FIFO, a missing file) or an unusable --out changes nothing.
     let mut rows = rows(&job.source)?;
     let out = output::Writer::new(job, &job.out)?;
+    let (batch, resumed) = ledger.begin_batch(&spec)?;
     let issuer_key_id = hex::encode(&job.ca.key_id);
     let start = Instant::now();
     let (mut issued, mut already, mut rejected, mut duplicates, mut handled) =
@@ -280,10 +286,19 @@ pub fn run<S: Signer + Sync>(
                 }
             };
             loop {
+                // The stop flag is checked between rows, not only between groups, so a signal
+                // takes effect while a slow input is being read (the partial group was not
+                // reserved: a resume reads it again).
+                let mut group: Vec<Result<Row, RowError>> = Vec::with_capacity(GROUP);
+                while group.len() < GROUP && !job.stop.load(Ordering::SeqCst) {
+                    match rows.next() {
+                        Some(r) => group.push(r),
+                        None => break,
+                    }
+                }
                 if job.stop.load(Ordering::SeqCst) {
                     return false;
                 }
-                let group: Vec<Result<Row, RowError>> = rows.by_ref().take(GROUP).collect();
                 if group.is_empty() {
                     return true;
                 }
@@ -367,10 +382,10 @@ pub fn run<S: Signer + Sync>(
                     Some(key) => out.write_key(&it.device_id, key),
                     None => Ok(()),
                 }) {
-                    r.map_err(BatchError::Output)?;
+                    r.map_err(BatchError::OutputUnsigned)?;
                 }
                 if !keyed.is_empty() {
-                    out.sync().map_err(BatchError::Output)?;
+                    out.sync().map_err(BatchError::OutputUnsigned)?;
                 }
 
                 // Sign: worker i uses signer i (its own HSM session).

@@ -1,26 +1,31 @@
 //! Per-device output under the output directory: `cert.pem` and `chain.pem`; host-generated
-//! keys make a bundle that adds `key.pem` and `device.json`. Certificates are written only after the ledger holds
-//! them, so they are not fsynced one by one: a resume compares and rewrites them from the
-//! ledger, and the directory is synced once at the end of a run. A generated private key has
-//! no other copy, so each group's keys are made durable (one syncfs) before any of their
-//! certificates is signed.
+//! keys make a bundle that adds `key.pem` and `device.json`. Every file goes through
+//! [`crate::output`] (unique exclusive temporaries, no symlink followed, explicit modes): a
+//! device directory or file that is a symlink is refused, whatever it points at.
+//! Certificates are written only after the ledger holds them, so they are not fsynced one by
+//! one: a resume compares and rewrites them from the ledger, and the filesystem is synced once
+//! at the end of a run. A generated private key has no other copy, so each group's keys are
+//! made durable (one syncfs) before any of their certificates is signed.
 
 use super::{BatchError, BatchJob};
+use crate::output::{Access, Durability, Existing, OutDir};
 use crate::signer::Signer;
 use secrecy::{ExposeSecret, SecretString};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use x509_parser::prelude::*;
 use zeroize::Zeroizing;
 
 pub(super) struct Writer {
-    out: PathBuf,
+    out: OutDir,
     chain_tail: String,
     passphrase: Option<SecretString>,
     iterations: u32,
     /// Host-keygen bundles also get device.json describing the key and certificate.
     bundle: bool,
+    /// Devices whose directory this run created when it wrote their key, until their
+    /// certificate files are delivered: nothing else can be in there, so delivery neither
+    /// scans for stale temporaries nor looks before writing (a group's worth at a time).
+    created: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// A device id is used as a directory name: it must be one plain path component.
@@ -34,15 +39,15 @@ pub(super) fn check_component(id: &str) -> Result<(), String> {
 }
 
 impl Writer {
+    /// Opens (creating, mode 0750) the output directory. Nothing has been signed yet.
     pub(super) fn new<S: Signer + Sync>(
         job: &BatchJob<'_, S>,
         out: &Path,
     ) -> Result<Self, BatchError> {
-        std::fs::create_dir_all(out)
-            .map_err(|e| BatchError::Output(format!("cannot create {}: {e}", out.display())))?;
+        let dir = OutDir::create(out).map_err(|e| BatchError::OutputUnsigned(e.to_string()))?;
         let chain_tail = job.ca.device_chain_pem(job.chain_above, false);
         Ok(Self {
-            out: out.to_path_buf(),
+            out: dir,
             chain_tail,
             passphrase: if job.plain_keys {
                 None
@@ -51,13 +56,28 @@ impl Writer {
             },
             iterations: job.kdf_iterations,
             bundle: matches!(job.source, super::Source::Count { .. }),
+            created: Default::default(),
         })
     }
 
-    fn dir(&self, id: &str) -> Result<PathBuf, String> {
+    /// The device's directory, created 0750 if missing (a symlink is refused). One that
+    /// existed before may hold temporaries of a killed run: they are removed (a key's among
+    /// them must not stay behind).
+    fn dir(&self, id: &str) -> Result<OutDir, String> {
         check_component(id)?;
-        let d = self.out.join(id);
-        std::fs::create_dir_all(&d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+        let mut d = self.out.subdir(id).map_err(|e| e.to_string())?;
+        let made_for_key = self.bundle
+            && !d.is_fresh()
+            && self
+                .created
+                .lock()
+                .map(|mut c| c.remove(id))
+                .unwrap_or(false);
+        if made_for_key {
+            d.mark_created();
+        } else if !d.is_fresh() {
+            d.remove_stale_temps().map_err(|e| e.to_string())?;
+        }
         Ok(d)
     }
 
@@ -65,9 +85,10 @@ impl Writer {
     pub(super) fn deliver(&self, id: &str, der: &[u8]) -> Result<(), String> {
         let d = self.dir(id)?;
         let leaf = crate::issue::pem(der);
-        ensure(&d.join("cert.pem"), leaf.as_bytes())?;
+        ensure(&d, "cert.pem", leaf.as_bytes())?;
         ensure(
-            &d.join("chain.pem"),
+            &d,
+            "chain.pem",
             format!("{leaf}{}", self.chain_tail).as_bytes(),
         )?;
         if !self.bundle {
@@ -75,7 +96,7 @@ impl Writer {
         }
         let (_, cert) = X509Certificate::from_der(der)
             .map_err(|e| format!("{id}: ledger certificate does not parse: {e}"))?;
-        let key = d.join("key.pem");
+        let has_key = d.probe("key.pem").map_err(|e| e.to_string())?.is_some();
         let info = serde_json::json!({
             "device_id": id,
             "serial": hex::encode(cert.tbs_certificate.raw_serial()),
@@ -86,43 +107,38 @@ impl Writer {
             "files": {
                 "cert": "cert.pem",
                 "chain": "chain.pem",
-                "key": key.exists().then_some("key.pem"),
+                "key": has_key.then_some("key.pem"),
             },
-            "key_encrypted": key.exists().then(|| self.passphrase.is_some()),
+            "key_encrypted": has_key.then(|| self.passphrase.is_some()),
         });
-        ensure(&d.join("device.json"), format!("{:#}\n", info).as_bytes())
+        ensure(&d, "device.json", format!("{:#}\n", info).as_bytes())
     }
 
     /// Stores a generated private key: encrypted PKCS#8 (PBES2, PBKDF2-SHA256, AES-256-CBC)
     /// unless plain keys were explicitly asked for; mode 0600. The caller syncs the filesystem
-    /// once for the group before any of these keys' certificates is signed.
+    /// once for the group before any of these keys' certificates is signed. A key.pem left by
+    /// an earlier attempt (whose serial was burned) is replaced; a symlink there is refused.
     pub(super) fn write_key(&self, id: &str, key: &p256::SecretKey) -> Result<(), String> {
         let d = self.dir(id)?;
         let pem = encode_key_pem(key, self.passphrase.as_ref(), self.iterations)?;
-        let path = d.join("key.pem");
-        // A fixed temporary name, created 0600: a process killed mid-write leaves at most this
-        // one file, which the device's retry overwrites (an earlier attempt's key, whose serial
-        // was burned, is replaced the same way).
-        let tmp = d.join("key.pem.tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| format!("{}: {e}", tmp.display()))?;
-        f.write_all(pem.as_bytes())
-            .map_err(|e| format!("{}: {e}", tmp.display()))?;
-        drop(f);
-        std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(())
+        if d.is_fresh() {
+            if let Ok(mut c) = self.created.lock() {
+                c.insert(id.to_string());
+            }
+        }
+        d.write(
+            "key.pem",
+            pem.as_bytes(),
+            Access::Secret,
+            Existing::Replace,
+            Durability::Deferred,
+        )
+        .map_err(|e| e.to_string())
     }
 
     /// Makes every file written so far durable (one syncfs instead of an fsync per file).
     pub(super) fn sync(&self) -> Result<(), String> {
-        let f =
-            std::fs::File::open(&self.out).map_err(|e| format!("{}: {e}", self.out.display()))?;
-        rustix::fs::syncfs(&f).map_err(|e| format!("syncing {}: {e}", self.out.display()))
+        self.out.sync_fs().map_err(|e| e.to_string())
     }
 }
 
@@ -163,24 +179,16 @@ pub fn encode_key_pem(
     })
 }
 
-/// Writes `data` to `path` unless it already holds exactly that; refuses different content
-/// (another batch or a person wrote there).
-fn ensure(path: &Path, data: &[u8]) -> Result<(), String> {
-    match std::fs::read(path) {
-        Ok(existing) if existing == data => return Ok(()),
-        Ok(_) => {
-            return Err(format!(
-                "{} exists with different content; certfab never overwrites an issued file. Use a new --out",
-                path.display()
-            ))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-    }
-    // A fixed temporary name renamed into place: a crash leaves no file or a whole one (a stale
-    // .tmp is overwritten next time).
-    let tmp = path.with_extension("pem.tmp");
-    std::fs::write(&tmp, data).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(())
+/// Writes `data` as `name` unless it already holds exactly that; refuses different content
+/// (another batch or a person wrote there). Not fsynced: the run ends with one syncfs, and a
+/// file lost in a crash is rewritten from the ledger on resume.
+fn ensure(dir: &OutDir, name: &str, data: &[u8]) -> Result<(), String> {
+    dir.write(
+        name,
+        data,
+        Access::Shared,
+        Existing::KeepIfSame,
+        Durability::Deferred,
+    )
+    .map_err(|e| e.to_string())
 }

@@ -63,6 +63,10 @@ struct RunArgs {
     /// A directory of CSRs (*.csr, *.pem, *.der); device id per the profile's device_id.from.
     #[arg(long, conflicts_with = "count")]
     csr_dir: Option<PathBuf>,
+    /// The directory that CSV key paths (and --csr-dir files and their links) must resolve
+    /// inside. Default: the CSV's directory, or the --csr-dir itself.
+    #[arg(long, value_name = "DIR", conflicts_with = "count")]
+    input_root: Option<PathBuf>,
     /// Issue for N devices whose keys certfab generates (needs --keygen host).
     #[arg(long, requires = "keygen")]
     count: Option<u64>,
@@ -91,9 +95,10 @@ pub(super) fn run(ctx: &Ctx, a: BatchArgs) -> Result<ExitCode, Error> {
             let need = |flag: &str| Error::Usage(format!("certfab batch needs {flag}"));
             let profile = r.profile.ok_or_else(|| need("--profile"))?;
             let out = r.out.ok_or_else(|| need("--out"))?;
+            let input_root = r.input_root.map(|p| std::path::absolute(&p).unwrap_or(p));
             let source = match (r.input, r.csr_dir, r.count) {
-                (Some(p), None, None) => Source::Csv { path: std::path::absolute(&p).unwrap_or(p) },
-                (None, Some(p), None) => Source::CsrDir { path: std::path::absolute(&p).unwrap_or(p) },
+                (Some(p), None, None) => Source::Csv { path: std::path::absolute(&p).unwrap_or(p), input_root },
+                (None, Some(p), None) => Source::CsrDir { path: std::path::absolute(&p).unwrap_or(p), input_root },
                 (None, None, Some(count)) => Source::Count { count, id_template: r.id_template },
                 _ => return Err(Error::Usage("certfab batch needs one of --input CSV, --csr-dir DIR or --count N --keygen host".into())),
             };

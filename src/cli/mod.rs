@@ -123,29 +123,24 @@ impl Ctx {
     }
 }
 
+/// Reads a file named on the command line: a regular file or a pipe (`--csr /dev/stdin`),
+/// never a device or directory; at most one byte past the 64 KiB limit, so an endless pipe
+/// cannot exhaust memory. The messages never quote the content.
 fn read_input(path: &std::path::Path, what: &str) -> Result<Vec<u8>, Error> {
-    use std::io::Read;
-    let cannot = |e: std::io::Error| Error::Input {
+    use crate::input::{read_user_file, Pipes, ReadError};
+    read_user_file(path, crate::csr::MAX_INPUT, Pipes::Allowed).map_err(|e| Error::Input {
         path: path.display().to_string(),
-        msg: format!("cannot read {what}: {e}"),
-        code: ExitCode::Usage,
-    };
-    // Read at most one byte past the limit, so a device node or endless pipe cannot exhaust
-    // memory before the size check.
-    let mut data = Vec::new();
-    std::fs::File::open(path)
-        .map_err(cannot)?
-        .take(crate::csr::MAX_INPUT as u64 + 1)
-        .read_to_end(&mut data)
-        .map_err(cannot)?;
-    if data.len() > crate::csr::MAX_INPUT {
-        return Err(Error::Input {
-            path: path.display().to_string(),
-            msg: format!("{what} is over the 64 KiB limit; refused before parsing"),
-            code: ExitCode::Rejected,
-        });
-    }
-    Ok(data)
+        code: match e {
+            ReadError::TooLarge(_) => ExitCode::Rejected,
+            _ => ExitCode::Usage,
+        },
+        msg: match e {
+            ReadError::TooLarge(_) => {
+                format!("{what} is over the 64 KiB limit; refused before parsing")
+            }
+            e => format!("cannot read {what}: {e}"),
+        },
+    })
 }
 
 /// `--var NAME=VALUE` flags as a map from `{prefix}NAME` to VALUE.
@@ -177,12 +172,29 @@ fn write_cert_files(
         "{leaf}{}",
         issuer.cert.device_chain_pem(&issuer.chain, with_root)
     );
-    crate::output::write_new(cert_path, leaf.as_bytes())?;
-    if let Err(e) = crate::output::write_new(chain_path, chain.as_bytes()) {
-        // Leave no half result: a cert.pem without its chain.pem looks finished to scripts.
-        let _ = std::fs::remove_file(cert_path);
-        return Err(e);
+    use crate::output::{Access, Durability, Existing, OutDir};
+    let (dir, cert_name) = crate::output::split(cert_path)?;
+    let (chain_dir, chain_name) = crate::output::split(chain_path)?;
+    if dir != chain_dir {
+        return Err(Error::Usage(
+            "cert.pem and chain.pem must be in one directory".into(),
+        ));
     }
+    let out = OutDir::create(dir)?;
+    let cert = out.stage(cert_name, leaf.as_bytes(), Access::Shared, Durability::Now)?;
+    let chain = out.stage(
+        chain_name,
+        chain.as_bytes(),
+        Access::Shared,
+        Durability::Now,
+    )?;
+    cert.commit(Existing::Refuse)?;
+    if let Err(e) = chain.commit(Existing::Refuse) {
+        // Leave no half result: a cert.pem without its chain.pem looks finished to scripts.
+        let _ = out.remove(cert_name);
+        return Err(e.into());
+    }
+    out.sync_dir()?;
     Ok(())
 }
 

@@ -13,6 +13,32 @@ pub use soft::SoftSigner;
 
 use sha2::Digest;
 
+/// A DER decoding error without the bytes it met: the kind of problem, what was expected and
+/// where. `der`'s own message quotes the tag or byte found, which is the input's content.
+pub fn der_detail(e: der::Error) -> String {
+    use der::ErrorKind as K;
+    let what = match e.kind() {
+        K::TagUnexpected {
+            expected: Some(t), ..
+        } => format!("expected {t}, found another tag"),
+        K::TagUnexpected { expected: None, .. } | K::TagUnknown { .. } => {
+            "unexpected or unknown tag".into()
+        }
+        K::OidUnknown { .. } => "unknown OID".into(),
+        K::Incomplete { .. } => "truncated".into(),
+        K::TrailingData { .. } => "trailing data after the structure".into(),
+        K::Length { tag } => format!("bad length for {tag}"),
+        K::Noncanonical { tag } => format!("non-canonical {tag} encoding"),
+        K::Value { tag } => format!("bad {tag} value"),
+        K::Utf8(_) => "invalid UTF-8 string".into(),
+        other => other.to_string(),
+    };
+    match e.position() {
+        Some(at) => format!("{what} at byte {at}"),
+        None => what,
+    }
+}
+
 /// Why a key or a signature could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -55,8 +55,9 @@ const RSA_MAX_BITS: usize = 8192;
 impl PublicKey {
     /// Parses a DER SubjectPublicKeyInfo.
     pub fn from_spki_der(spki: &[u8]) -> Result<Self, CryptoError> {
-        let info = SubjectPublicKeyInfoRef::from_der(spki)
-            .map_err(|e| CryptoError::MalformedKey(format!("SubjectPublicKeyInfo: {e}")))?;
+        let info = SubjectPublicKeyInfoRef::from_der(spki).map_err(|e| {
+            CryptoError::MalformedKey(format!("SubjectPublicKeyInfo: {}", super::der_detail(e)))
+        })?;
         let bits = info.subject_public_key.as_bytes().ok_or_else(|| {
             CryptoError::MalformedKey("public key BIT STRING has unused bits".into())
         })?;
@@ -69,9 +70,9 @@ impl PublicKey {
                 if params.tag() != der::Tag::ObjectIdentifier {
                     return Err(CryptoError::ExplicitCurve);
                 }
-                let curve: const_oid::ObjectIdentifier = params
-                    .decode_as()
-                    .map_err(|e| CryptoError::MalformedKey(format!("EC curve: {e}")))?;
+                let curve: const_oid::ObjectIdentifier = params.decode_as().map_err(|e| {
+                    CryptoError::MalformedKey(format!("EC curve: {}", super::der_detail(e)))
+                })?;
                 if bits.first() != Some(&0x04) {
                     return Err(CryptoError::BadPoint(
                         "only uncompressed points (0x04 prefix) are accepted".into(),
@@ -93,8 +94,9 @@ impl PublicKey {
                 }
             }
             oids::RSA_ENCRYPTION => {
-                let p = rsa::pkcs1::RsaPublicKey::from_der(bits)
-                    .map_err(|e| CryptoError::MalformedKey(format!("RSA public key: {e}")))?;
+                let p = rsa::pkcs1::RsaPublicKey::from_der(bits).map_err(|e| {
+                    CryptoError::MalformedKey(format!("RSA public key: {}", super::der_detail(e)))
+                })?;
                 let n = BigUint::from_bytes_be(p.modulus.as_bytes());
                 let e = BigUint::from_bytes_be(p.public_exponent.as_bytes());
                 if n.bits() > RSA_MAX_BITS {

@@ -26,11 +26,12 @@ pub enum PolicyError {
     /// Input over [`MAX_INPUT`].
     #[error("input is {0} bytes, over the 64 KiB limit; a CSR is normally under 4 KiB")]
     TooLarge(usize),
-    /// PEM with another label.
-    #[error("PEM label is '{found}', expected {expected}")]
+    /// PEM with another label. The label found is not quoted: the input may be any file
+    /// (a refusal reason is recorded in the ledger and must not leak what it holds).
+    #[error("the PEM label is not {expected}; give the {what} itself")]
     WrongPemLabel {
-        /// Found.
-        found: String,
+        /// CSR or public key.
+        what: &'static str,
         /// Expected.
         expected: String,
     },
@@ -118,7 +119,7 @@ pub fn decode_input(
             })?;
         if !labels.contains(&label) {
             return Err(PolicyError::WrongPemLabel {
-                found: label.into(),
+                what,
                 expected: labels
                     .iter()
                     .map(|l| format!("'{l}'"))
@@ -127,8 +128,13 @@ pub fn decode_input(
             });
         }
         Ok(der)
-    } else {
+    } else if bytes.first() == Some(&0x30) {
         Ok(bytes.to_vec())
+    } else {
+        Err(PolicyError::Malformed {
+            what,
+            detail: "neither PEM (-----BEGIN …) nor DER (which starts with a SEQUENCE)".into(),
+        })
     }
 }
 
@@ -159,7 +165,7 @@ pub fn parse_csr(bytes: &[u8]) -> Result<Csr, PolicyError> {
     )?;
     let malformed = |e: der::Error| PolicyError::Malformed {
         what: "CSR",
-        detail: e.to_string(),
+        detail: crate::crypto::der_detail(e),
     };
     let (tbs, alg, sig) = split_signed(&der).map_err(malformed)?;
     let req = CertReq::from_der(&der).map_err(malformed)?;

@@ -1,10 +1,12 @@
-//! Writing an export into its output directory: every file is staged as a temporary file in
-//! the same directory and fsynced, and only when all are staged are they renamed into place,
-//! so a failure leaves no partial set behind. Existing files are refused unless `force`.
+//! Writing an export into its output directory through [`crate::output`]: every file is
+//! staged as a unique temporary in its directory and fsynced, and only when all are staged are
+//! they renamed into place, so a failure leaves no partial set behind. Existing files are
+//! refused unless `force`; a symlink is refused even then (nothing is written through a link).
+//! Subdirectories are created 0750, key files 0600, the rest 0640.
 
 use super::{ExportError, ExportFile};
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use crate::output::{Access, Durability, Existing, OutDir, WriteError};
+use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
 /// Paths written.
@@ -14,18 +16,25 @@ pub struct Written {
     pub paths: Vec<PathBuf>,
 }
 
+fn werr(e: WriteError) -> ExportError {
+    ExportError::Write {
+        path: e.path,
+        msg: e.msg,
+    }
+}
+
 /// Writes `files` into `out` (created if missing). Refuses names that leave `out`, duplicate
 /// names, and existing files unless `force`. Files holding a private key get mode 0600.
 pub fn write_files(out: &Path, files: &[ExportFile], force: bool) -> Result<Written, ExportError> {
-    let werr = |path: &Path, msg: String| ExportError::Write {
-        path: path.to_path_buf(),
-        msg,
-    };
-    let mut targets = Vec::with_capacity(files.len());
+    // (directory relative to out, file name) of each file, checked before anything is made.
+    let mut places = Vec::with_capacity(files.len());
     let mut seen = std::collections::BTreeSet::new();
     for f in files {
         let rel = Path::new(&f.name);
-        if f.name.is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+        let plain = !f.name.is_empty()
+            && rel.components().all(|c| matches!(c, Component::Normal(_)))
+            && rel.file_name().and_then(|n| n.to_str()).is_some();
+        if !plain {
             return Err(ExportError::Usage(format!(
                 "export file name {:?} is not a plain relative path",
                 f.name
@@ -37,53 +46,74 @@ pub fn write_files(out: &Path, files: &[ExportFile], force: bool) -> Result<Writ
                 f.name
             )));
         }
-        let path = out.join(rel);
-        if !force && path.exists() {
-            return Err(werr(
-                &path,
-                "it already exists; choose a new --out directory, move it away, or pass --force to replace it".into(),
-            ));
+        let parent = rel.parent().map(Path::to_path_buf).unwrap_or_default();
+        let name = rel.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        places.push((parent, name.to_string()));
+    }
+    // Directories, opened once each (subdirectories never through a symlink).
+    let root = OutDir::create(out).map_err(werr)?;
+    let mut dirs: BTreeMap<PathBuf, OutDir> = BTreeMap::new();
+    for (parent, _) in &places {
+        if parent.as_os_str().is_empty() || dirs.contains_key(parent) {
+            continue;
+        }
+        let mut at: Option<OutDir> = None;
+        for c in parent.components() {
+            let name = c.as_os_str().to_str().unwrap_or_default();
+            let next = at.as_ref().unwrap_or(&root).subdir(name).map_err(werr)?;
+            at = Some(next);
+        }
+        if let Some(d) = at {
+            dirs.insert(parent.clone(), d);
+        }
+    }
+    let dir_of = |parent: &Path| dirs.get(parent).unwrap_or(&root);
+    let existing = if force {
+        Existing::Replace
+    } else {
+        Existing::Refuse
+    };
+    let mut targets = Vec::with_capacity(files.len());
+    for (parent, name) in &places {
+        let dir = dir_of(parent);
+        let path = out.join(parent).join(name);
+        match dir.probe(name).map_err(werr)? {
+            None => {}
+            Some(rustix::fs::FileType::RegularFile) if force => {}
+            Some(rustix::fs::FileType::Symlink) => {
+                return Err(ExportError::Write {
+                    path,
+                    msg: "it is a symbolic link; certfab never writes through or over a link in its output. Remove it, then export again".into(),
+                })
+            }
+            Some(_) => {
+                return Err(ExportError::Write {
+                    path,
+                    msg: "it already exists; choose a new --out directory, move it away, or pass --force to replace it".into(),
+                })
+            }
         }
         targets.push(path);
     }
     let mut staged = Vec::with_capacity(files.len());
-    for (f, path) in files.iter().zip(&targets) {
-        let dir = path.parent().unwrap_or(out);
-        std::fs::create_dir_all(dir).map_err(|e| werr(dir, e.to_string()))?;
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".certfab-export-")
-            .tempfile_in(dir)
-            .map_err(|e| werr(dir, e.to_string()))?;
-        let mode = if holds_private_key(&f.bytes) {
-            0o600
+    for (f, (parent, name)) in files.iter().zip(&places) {
+        let access = if holds_private_key(&f.bytes) {
+            Access::Secret
         } else {
-            0o644
+            Access::Shared
         };
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(mode))
-            .map_err(|e| werr(path, e.to_string()))?;
-        tmp.write_all(&f.bytes)
-            .map_err(|e| werr(path, e.to_string()))?;
-        tmp.as_file()
-            .sync_all()
-            .map_err(|e| werr(path, e.to_string()))?;
-        staged.push(tmp);
+        staged.push(
+            dir_of(parent)
+                .stage(name, &f.bytes, access, Durability::Now)
+                .map_err(werr)?,
+        );
     }
-    for (tmp, path) in staged.into_iter().zip(&targets) {
-        if force {
-            tmp.persist(path)
-                .map_err(|e| werr(path, e.error.to_string()))?;
-        } else {
-            tmp.persist_noclobber(path)
-                .map_err(|e| werr(path, e.error.to_string()))?;
-        }
+    for s in staged {
+        s.commit(existing).map_err(werr)?;
     }
-    let mut dirs: Vec<&Path> = targets.iter().filter_map(|p| p.parent()).collect();
-    dirs.dedup();
-    for d in dirs {
-        if let Ok(f) = std::fs::File::open(d) {
-            let _ = f.sync_all();
-        }
+    root.sync_dir().map_err(werr)?;
+    for d in dirs.values() {
+        d.sync_dir().map_err(werr)?;
     }
     Ok(Written { paths: targets })
 }
@@ -98,6 +128,7 @@ fn holds_private_key(bytes: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn file(name: &str, body: &str) -> ExportFile {
         ExportFile {
@@ -148,6 +179,29 @@ mod tests {
     }
 
     #[test]
+    fn nested_names_and_symlinks() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        write_files(
+            d.path(),
+            &[file("a/b/c.json", "C"), file("a/d.json", "D")],
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("a/b/c.json")).unwrap(),
+            "C"
+        );
+        std::os::unix::fs::symlink(outside.path(), d.path().join("s")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("x"), d.path().join("x.json")).unwrap();
+        for name in ["s/y.json", "x.json"] {
+            let e = write_files(d.path(), &[file(name, "X")], true).unwrap_err();
+            assert!(e.to_string().contains("symbolic link"), "{e}");
+        }
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    }
+
+    #[test]
     fn key_files_are_owner_only() {
         let d = tempfile::tempdir().unwrap();
         let files = [
@@ -163,6 +217,6 @@ mod tests {
                 & 0o777
         };
         assert_eq!(mode("k.pem"), 0o600);
-        assert_eq!(mode("c.pem"), 0o644);
+        assert_eq!(mode("c.pem"), 0o640);
     }
 }
