@@ -1124,7 +1124,19 @@ impl Marker {
             at = now(),
             station = station.escape_debug(),
         );
-        crate::output::write_new(path, text.as_bytes()).map_err(|e| e.to_string())
+        // 0600 like the ledger it stands for.
+        let (dir, name) = crate::output::split(path).map_err(|e| e.to_string())?;
+        crate::output::OutDir::create(dir)
+            .and_then(|d| {
+                d.write(
+                    name,
+                    text.as_bytes(),
+                    crate::output::Access::Secret,
+                    crate::output::Existing::Refuse,
+                    crate::output::Durability::Now,
+                )
+            })
+            .map_err(|e| e.to_string())
     }
 
     fn lost(&self, shown: &str, how: &str) -> LedgerError {
