@@ -28,6 +28,7 @@ pub mod secret;
 pub mod signer;
 pub mod site;
 pub mod station;
+pub mod text;
 pub mod yaml;
 
 pub use error::{Error, ExitCode};

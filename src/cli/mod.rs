@@ -203,10 +203,15 @@ fn validity(
     let nb = nb.replace_nanosecond(0).unwrap_or(nb);
     let na = match validity {
         "none" => None,
-        v => Some(
-            nb + crate::profile::parse_duration(v)
-                .map_err(|e| Error::Usage(format!("--validity: {e}")))?,
-        ),
+        v => {
+            let d = crate::profile::parse_duration(v)
+                .map_err(|e| Error::Usage(format!("--validity: {e}")))?;
+            Some(nb.checked_add(d).ok_or_else(|| {
+                Error::Usage(format!(
+                    "--not-before plus --validity {v} is past the last time X.509 can express"
+                ))
+            })?)
+        }
     };
     Ok((nb, na))
 }

@@ -218,8 +218,22 @@ pub fn prepare(ctx: &IssueContext<'_>, req: &Request) -> Result<Prepared, IssueE
     }
 
     // 5. Validity.
-    let not_before = (ctx.now - p.validity.backdate).max(ctx.ca.not_before);
-    let mut not_after = p.validity.duration.map(|d| ctx.now + d);
+    let not_before = ctx
+        .now
+        .checked_sub(p.validity.backdate)
+        .unwrap_or(ctx.now)
+        .max(ctx.ca.not_before);
+    // Checked: the profile bounds the duration, but `now` comes from the caller.
+    let mut not_after = match p.validity.duration {
+        None => None,
+        Some(d) => Some(ctx.now.checked_add(d).ok_or_else(|| {
+            BuildError(format!(
+                "validity {} s from {} is past the last time X.509 can express; use a shorter validity or 'none'",
+                d.whole_seconds(),
+                crate::clock::rfc3339(ctx.now)
+            ))
+        })?),
+    };
     if p.validity.clamp_to_issuer {
         if let Some(ca_na) = ctx.ca.not_after {
             not_after = Some(not_after.map_or(ca_na, |na| na.min(ca_na)));

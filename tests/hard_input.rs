@@ -1,0 +1,140 @@
+//! Hostile input, found by a review of the line PC as an attacker would see it (issue 10): profile
+//! values that overflowed, SAN values that were not names, control characters in what an operator
+//! reads, look-alike device ids, unbounded inputs and an id template that broke a batch. Every
+//! check runs the real binary on a dev line (SoftHSM, SQLite) and looks at what a user would.
+
+mod common;
+
+use common::{derived_profile, openssl, openssl_csr, rust_csr_pem, text, Line};
+use std::path::Path;
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The 1-based line of the first line of `file` containing `needle`.
+fn line_of(file: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .position(|l| l.contains(needle))
+        .unwrap()
+        + 1
+}
+
+/// Runs `certfab issue` and `certfab batch` (one inline CSR) under `profile`.
+fn issue_and_batch(line: &Line, profile: &Path, tag: &str) -> [std::process::Output; 2] {
+    let dir = line.path();
+    let csr = openssl_csr(dir, tag, "ec:prime256v1", "/CN=dev", &[]);
+    let issue = line.certfab(&common::issue_args(
+        profile.to_str().unwrap(),
+        &csr,
+        "SN1",
+        &dir.join(format!("out-issue-{tag}")),
+    ));
+    let csv = dir.join(format!("{tag}.csv"));
+    std::fs::write(
+        &csv,
+        format!(
+            "device_id,csr\nSN2,\"{}\"\n",
+            rust_csr_pem("dev").trim_end()
+        ),
+    )
+    .unwrap();
+    let batch = line.certfab(&[
+        "batch",
+        "--profile",
+        profile.to_str().unwrap(),
+        "--input",
+        csv.to_str().unwrap(),
+        "--out",
+        dir.join(format!("out-batch-{tag}")).to_str().unwrap(),
+    ]);
+    [issue, batch]
+}
+
+/// Item 10: a validity of 9000 years panicked (exit 101) in issue and batch; an EKU arc above
+/// 2^32 was wrapped to another OID. Both are now refused at load with the profile's file:line,
+/// exit 2, and nothing is signed.
+#[test]
+fn item10_validity_overflow_and_huge_oid_arc_exit2_with_file_line() {
+    let line = Line::new();
+    let dir = line.path();
+    let cases = [
+        (
+            derived_profile(
+                dir,
+                "long.yaml",
+                "generic-iot.yaml",
+                &[("duration: 10y", "duration: 9000y")],
+            ),
+            "9000y",
+            "over the limit of 1000 years",
+        ),
+        (
+            derived_profile(
+                dir,
+                "bigarc.yaml",
+                "generic-iot.yaml",
+                &[(
+                    "extended_key_usage: [clientAuth]",
+                    "extended_key_usage: [clientAuth, 2.25.240155868711111111111111111]",
+                )],
+            ),
+            "2.25.2401558687",
+            "is over 268435455",
+        ),
+        (
+            derived_profile(
+                dir,
+                "bigsecond.yaml",
+                "generic-iot.yaml",
+                &[(
+                    "extended_key_usage: [clientAuth]",
+                    "extended_key_usage: [clientAuth, 2.999.3]",
+                )],
+            ),
+            "2.999.3",
+            "second arc is at most 39",
+        ),
+    ];
+    for (i, (profile, needle, why)) in cases.iter().enumerate() {
+        let at = format!("{}:{}", profile.display(), line_of(profile, needle));
+        for o in issue_and_batch(&line, profile, &format!("c{i}")) {
+            assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+            let e = stderr(&o);
+            assert!(e.contains(&at) && e.contains(why), "want {at} and {why:?}: {e}");
+            assert!(!e.contains("panicked"), "{e}");
+        }
+    }
+    // Refused at load: no ledger, no output.
+    assert!(!line.file("ledger.sqlite").exists());
+    assert!(!dir.join("out-issue-c0").exists() && !dir.join("out-batch-c0").exists());
+
+    // The largest arc the X.509 library holds is encoded exactly: OpenSSL reads it back.
+    let exact = derived_profile(
+        dir,
+        "maxarc.yaml",
+        "generic-iot.yaml",
+        &[(
+            "extended_key_usage: [clientAuth]",
+            "extended_key_usage: [clientAuth, 1.3.6.1.4.1.99999.268435455]",
+        )],
+    );
+    let csr = openssl_csr(dir, "maxarc", "ec:prime256v1", "/CN=dev", &[]);
+    let out = dir.join("out-maxarc");
+    let o = line.certfab(&common::issue_args(
+        exact.to_str().unwrap(),
+        &csr,
+        "SN9",
+        &out,
+    ));
+    assert!(o.status.success(), "{}", text(&o));
+    let cert = out.join("cert.pem");
+    let t = openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-ext", "extendedKeyUsage"]);
+    assert!(
+        String::from_utf8_lossy(&t.stdout).contains("1.3.6.1.4.1.99999.268435455"),
+        "{}",
+        text(&t)
+    );
+}
