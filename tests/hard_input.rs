@@ -103,7 +103,10 @@ fn item10_validity_overflow_and_huge_oid_arc_exit2_with_file_line() {
         for o in issue_and_batch(&line, profile, &format!("c{i}")) {
             assert_eq!(o.status.code(), Some(2), "{}", text(&o));
             let e = stderr(&o);
-            assert!(e.contains(&at) && e.contains(why), "want {at} and {why:?}: {e}");
+            assert!(
+                e.contains(&at) && e.contains(why),
+                "want {at} and {why:?}: {e}"
+            );
             assert!(!e.contains("panicked"), "{e}");
         }
     }
@@ -131,10 +134,105 @@ fn item10_validity_overflow_and_huge_oid_arc_exit2_with_file_line() {
     ));
     assert!(o.status.success(), "{}", text(&o));
     let cert = out.join("cert.pem");
-    let t = openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-ext", "extendedKeyUsage"]);
+    let t = openssl(&[
+        "x509",
+        "-in",
+        cert.to_str().unwrap(),
+        "-noout",
+        "-ext",
+        "extendedKeyUsage",
+    ]);
     assert!(
         String::from_utf8_lossy(&t.stdout).contains("1.3.6.1.4.1.99999.268435455"),
         "{}",
         text(&t)
     );
+}
+
+/// Item 16: `SN{seq:068345}` panicked in render_id after the batch was recorded, and every
+/// resume panicked again. The template is refused before anything starts (exit 2, no batch), a
+/// batch recorded by an older certfab with such a template resumes to a clear exit 2 instead of
+/// a panic, and `batch close` ends it with the reason in the audit log.
+#[test]
+fn item16_wide_id_template_refused_before_the_batch_and_stuck_batch_closes() {
+    use sha2::Digest;
+    let line = Line::new();
+    let dir = line.path();
+    let bad = "SN{seq:068345}";
+    let o = line.certfab(&[
+        "batch",
+        "--profile",
+        "generic-iot",
+        "--count",
+        "2",
+        "--keygen",
+        "host",
+        "--id-template",
+        bad,
+        "--plain-keys",
+        "--out",
+        dir.join("o1").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        stderr(&o).contains("width 68345 is over 20"),
+        "{}",
+        text(&o)
+    );
+    assert!(!dir.join("o1").exists());
+    if line.file("ledger.sqlite").exists() {
+        let n: i64 = common::ledger(&line)
+            .query_row("SELECT COUNT(*) FROM batches", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0, "no batch may be recorded for a refused template");
+    }
+
+    // A batch an older certfab recorded with that template, stopped before it finished.
+    let summary = line.host_batch(
+        "generic-iot",
+        1,
+        "SN{seq:06}",
+        &dir.join("o2"),
+        &["--plain-keys"],
+    );
+    let id = summary["batch"].as_str().unwrap().to_string();
+    {
+        let db = rusqlite::Connection::open(line.file("ledger.sqlite")).unwrap();
+        let (source, sha, ca): (String, String, String) = db
+            .query_row(
+                "SELECT source, profile_sha256, ca FROM batches WHERE id = ?1",
+                [&id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        let source = source.replace("SN{seq:06}", bad);
+        let key = hex::encode(sha2::Sha256::digest(format!("{sha}\n{ca}\n{source}")));
+        db.execute(
+            "UPDATE batches SET source = ?2, input_key = ?3, finished_at = NULL WHERE id = ?1",
+            rusqlite::params![id, source, key],
+        )
+        .unwrap();
+    }
+    let st = line.certfab(&["batch", "status", &id]);
+    assert!(common::ok(&st).contains("resume it"), "{}", text(&st));
+    let o = line.certfab(&["batch", "resume", &id]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(stderr(&o).contains("width 68345 is over 20") && !stderr(&o).contains("panicked"));
+
+    let o = line.certfab(&["batch", "close", &id, "--reason", "id template was wrong"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let st = common::ok(&line.certfab(&["batch", "status", &id]));
+    assert!(
+        st.contains(", finished ") && !st.contains("resume it"),
+        "{st}"
+    );
+    let log = common::ok(&line.certfab(&["log", "show", "--kind", "batch_closed"]));
+    assert!(
+        log.contains("id template was wrong") && log.contains(&id),
+        "{log}"
+    );
+    // Closing twice is refused, naming why.
+    let o = line.certfab(&["batch", "close", &id, "--reason", "again"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(stderr(&o).contains("already finished"));
 }

@@ -74,36 +74,76 @@ pub struct InputError {
     pub msg: String,
 }
 
+/// The widest zero padding `{seq:0N}` may ask for: a u64 has at most 20 digits, and a device id
+/// at most 64 characters.
+pub const MAX_SEQ_WIDTH: usize = 20;
+
+/// A parsed `--id-template`: literal text around one `{seq}` or `{seq:0N}` placeholder.
+/// Parsed (and refused) before a batch starts, so rendering an id can never fail halfway
+/// through a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdTemplate {
+    prefix: String,
+    width: usize,
+    suffix: String,
+}
+
+impl IdTemplate {
+    /// Parses `template`, or says what is wrong with it (shown escaped).
+    pub fn parse(template: &str) -> Result<Self, String> {
+        let shown = crate::text::escape(template);
+        let start = template.find("{seq").ok_or_else(|| {
+            format!("--id-template '{shown}' has no {{seq}} or {{seq:0N}} placeholder")
+        })?;
+        let end = template[start..]
+            .find('}')
+            .map(|e| start + e)
+            .ok_or_else(|| format!("--id-template '{shown}' has an unclosed '{{'"))?;
+        let spec = &template[start + 4..end];
+        let width = match spec.strip_prefix(":0") {
+            Some(w) => match w.parse::<usize>() {
+                Ok(w) if w <= MAX_SEQ_WIDTH => w,
+                Ok(_) => {
+                    return Err(format!(
+                        "--id-template '{shown}': width {w} is over {MAX_SEQ_WIDTH} (a sequence number has at most 20 digits)"
+                    ))
+                }
+                Err(_) => {
+                    return Err(format!(
+                        "--id-template '{shown}': the width in {{seq:0N}} must be a number 1..={MAX_SEQ_WIDTH}"
+                    ))
+                }
+            },
+            None if spec.is_empty() => 0,
+            None => {
+                return Err(format!(
+                    "--id-template '{shown}': use {{seq}} or {{seq:0N}}, not {{seq{}}}",
+                    crate::text::escape(spec)
+                ))
+            }
+        };
+        let (prefix, suffix) = (&template[..start], &template[end + 1..]);
+        if prefix.contains(['{', '}']) || suffix.contains(['{', '}']) {
+            return Err(format!(
+                "--id-template '{shown}' has braces outside its one {{seq}} placeholder"
+            ));
+        }
+        Ok(Self {
+            prefix: prefix.into(),
+            width,
+            suffix: suffix.into(),
+        })
+    }
+
+    /// The id of device `n`.
+    pub fn render(&self, n: u64) -> String {
+        format!("{}{n:0w$}{}", self.prefix, self.suffix, w = self.width)
+    }
+}
+
 /// Renders `SN{seq:06}` for sequence `n`.
 pub fn render_id(template: &str, n: u64) -> Result<String, String> {
-    let start = template.find("{seq").ok_or_else(|| {
-        format!("--id-template '{template}' has no {{seq}} or {{seq:0N}} placeholder")
-    })?;
-    let end = template[start..]
-        .find('}')
-        .map(|e| start + e)
-        .ok_or_else(|| format!("--id-template '{template}' has an unclosed '{{'"))?;
-    let spec = &template[start + 4..end];
-    let num = match spec.strip_prefix(":0") {
-        Some(w) => {
-            let w: usize = w
-                .parse()
-                .map_err(|_| format!("--id-template: width in '{{seq{spec}}}' is not a number"))?;
-            format!("{n:0w$}")
-        }
-        None if spec.is_empty() => n.to_string(),
-        None => {
-            return Err(format!(
-                "--id-template: '{{seq{spec}}}' is not {{seq}} or {{seq:0N}}"
-            ))
-        }
-    };
-    Ok(format!(
-        "{}{}{}",
-        &template[..start],
-        num,
-        &template[end + 1..]
-    ))
+    Ok(IdTemplate::parse(template)?.render(n))
 }
 
 /// Opens a source as a stream of rows.
@@ -114,15 +154,14 @@ pub fn rows(
         Source::Csv { path } => csv_rows(path),
         Source::CsrDir { path } => dir_rows(path),
         Source::Count { count, id_template } => {
-            render_id(id_template, 1).map_err(|msg| InputError {
+            let t = IdTemplate::parse(id_template).map_err(|msg| InputError {
                 path: "--id-template".into(),
                 msg,
             })?;
-            let t = id_template.clone();
             Ok(Box::new((1..=*count).map(move |n| {
                 Ok(Row {
                     line: n,
-                    device_id: Some(render_id(&t, n).unwrap_or_default()),
+                    device_id: Some(t.render(n)),
                     key: RowKey::Generate,
                     vars: BTreeMap::new(),
                 })
@@ -289,6 +328,27 @@ mod tests {
         assert_eq!(render_id("dev-{seq}-x", 7).unwrap(), "dev-7-x");
         assert!(render_id("SN", 1).is_err());
         assert!(render_id("SN{seq:x}", 1).is_err());
+        assert_eq!(render_id("SN{seq:020}", 7).unwrap().len(), 22);
+        assert_eq!(
+            render_id("SN{seq:020}", u64::MAX).unwrap(),
+            "SN18446744073709551615"
+        );
+    }
+
+    #[test]
+    fn item16_wide_or_odd_templates_refused_at_parse() {
+        for (bad, why) in [
+            ("SN{seq:068345}", "over 20"),
+            ("SN{seq:021}", "over 20"),
+            ("SN{seq:099999999999999999999999}", "must be a number"),
+            ("SN{seq:0}", "must be a number"),
+            ("SN{seq}{seq}", "braces outside"),
+            ("{x}SN{seq}", "braces outside"),
+            ("SN{seq", "unclosed"),
+        ] {
+            let e = IdTemplate::parse(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 mod input;
 mod output;
 
-pub use input::{render_id, rows, InputError, Row, RowError, RowKey, Source};
+pub use input::{render_id, rows, IdTemplate, InputError, Row, RowError, RowKey, Source};
 pub use output::encode_key_pem;
 
 use crate::ca::CaCert;
@@ -244,9 +244,11 @@ pub fn run<S: Signer + Sync>(
         &job.out,
         job.plain_keys,
     );
-    let (batch, resumed) = ledger.begin_batch(&spec)?;
+    // Everything that can refuse the job is checked before the batch is recorded: a batch that
+    // exists in the ledger must always be resumable once its cause is fixed.
     let mut rows = rows(&job.source)?;
     let out = output::Writer::new(job, &job.out)?;
+    let (batch, resumed) = ledger.begin_batch(&spec)?;
     let issuer_key_id = hex::encode(&job.ca.key_id);
     let start = Instant::now();
     let (mut issued, mut already, mut rejected, mut duplicates, mut handled) =
@@ -539,7 +541,9 @@ fn prepare_group<S: Signer + Sync>(
         serial_prefix: job.serial_prefix,
         now,
     };
-    let prepared = parallel_map(&fresh, job.signers.len(), |row| prepare_row(&ctx, row));
+    let prepared = parallel_map(&fresh, job.signers.len(), |row| {
+        prepare_row_guarded(&ctx, row)
+    });
     let mut works = Vec::new();
     for (row, res) in fresh.iter().zip(prepared) {
         match res {
@@ -559,6 +563,26 @@ fn prepare_group<S: Signer + Sync>(
         problems,
         works,
     })
+}
+
+/// [`prepare_row`], with a panic (a bug: preparation is fuzzed to never panic) turned into this
+/// row's rejection. The batch is already in the ledger; a panic here would stop every resume
+/// at the same row, leaving a batch that can neither finish nor be resumed. Preparation only
+/// reads shared state, so nothing is left half-changed by the unwind.
+fn prepare_row_guarded(ctx: &IssueContext<'_>, row: &Row) -> Result<Work, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| prepare_row(ctx, row))).unwrap_or_else(
+        |p| {
+            let what = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(format!(
+                "internal error while preparing this row ({}); the row is refused, the batch goes on. Please report it",
+                crate::text::escape(&what)
+            ))
+        },
+    )
 }
 
 fn prepare_row(ctx: &IssueContext<'_>, row: &Row) -> Result<Work, String> {

@@ -26,6 +26,15 @@ enum BatchSub {
         /// Batch id.
         batch: Option<String>,
     },
+    /// Close a batch that will not be resumed (its input is gone or was wrong): it is marked
+    /// finished and the reason is recorded in the audit log. What it issued stays issued.
+    Close {
+        /// Batch id.
+        batch: String,
+        /// Why it is closed (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
     /// Continue a batch from the ledger (same input, profile and output as it started with).
     Resume {
         /// Batch id.
@@ -86,6 +95,7 @@ pub(super) fn run(ctx: &Ctx, a: BatchArgs) -> Result<ExitCode, Error> {
     match a.sub {
         Some(BatchSub::Status { batch }) => status(ctx, batch),
         Some(BatchSub::Resume { batch, opts }) => resume(ctx, &batch, opts),
+        Some(BatchSub::Close { batch, reason }) => close(ctx, &batch, &reason),
         None => {
             let r = a.run;
             let need = |flag: &str| Error::Usage(format!("certfab batch needs {flag}"));
@@ -94,7 +104,10 @@ pub(super) fn run(ctx: &Ctx, a: BatchArgs) -> Result<ExitCode, Error> {
             let source = match (r.input, r.csr_dir, r.count) {
                 (Some(p), None, None) => Source::Csv { path: std::path::absolute(&p).unwrap_or(p) },
                 (None, Some(p), None) => Source::CsrDir { path: std::path::absolute(&p).unwrap_or(p) },
-                (None, None, Some(count)) => Source::Count { count, id_template: r.id_template },
+                (None, None, Some(count)) => {
+                    batch::IdTemplate::parse(&r.id_template).map_err(Error::Usage)?;
+                    Source::Count { count, id_template: r.id_template }
+                }
                 _ => return Err(Error::Usage("certfab batch needs one of --input CSV, --csr-dir DIR or --count N --keygen host".into())),
             };
             let out = std::path::absolute(&out).unwrap_or(out);
@@ -330,6 +343,44 @@ fn status(ctx: &Ctx, id: Option<String>) -> Result<ExitCode, Error> {
         h.push_str(&problem_line(p));
     }
     ctx.print(&serde_json::to_value(&st).unwrap_or_default(), &h);
+    Ok(ExitCode::Ok)
+}
+
+fn close(ctx: &Ctx, id: &str, reason: &str) -> Result<ExitCode, Error> {
+    if reason.trim().is_empty() {
+        return Err(Error::Usage(
+            "--reason must say why the batch is closed; it goes into the audit log".into(),
+        ));
+    }
+    let cfg = crate::config::SiteConfig::load(
+        ctx.config
+            .as_ref()
+            .ok_or(Error::Config(crate::config::ConfigError::Missing))?,
+    )?;
+    let mut ledger = Ledger::open(&cfg.ledger, &cfg.station_id)?;
+    let st = ledger.status(id)?.ok_or_else(|| {
+        Error::Usage(format!(
+            "no batch {} in {}",
+            crate::text::escape(id),
+            cfg.ledger.display()
+        ))
+    })?;
+    if let Some(f) = &st.batch.finished_at {
+        return Err(Error::Usage(format!(
+            "batch {id} already finished ({f}); there is nothing to close"
+        )));
+    }
+    ledger.close_batch(id, reason, &st.counts)?;
+    let h = format!(
+        "batch {id} closed: {}
+  {}",
+        crate::text::escape(reason),
+        counts_text(&st.counts)
+    );
+    ctx.print(
+        &serde_json::json!({"batch": id, "closed": true, "reason": reason, "counts": st.counts}),
+        &h,
+    );
     Ok(ExitCode::Ok)
 }
 

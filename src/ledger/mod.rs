@@ -448,6 +448,36 @@ impl Ledger {
         Ok(())
     }
 
+    /// Closes a batch that will not be resumed (its input is gone, or was wrong from the start):
+    /// marked finished, with the operator's reason and the batch's counts in the audit chain.
+    /// What it issued stays issued; a re-run of the same command starts it again.
+    pub fn close_batch(
+        &mut self,
+        id: &str,
+        reason: &str,
+        counts: &BTreeMap<String, u64>,
+    ) -> Result<(), LedgerError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        exec(
+            &tx,
+            "UPDATE batches SET finished_at = ?2 WHERE id = ?1",
+            params![id, now()],
+        )?;
+        audit::append(
+            &tx,
+            &mut self.head,
+            &self.station,
+            "batch_closed",
+            Some(id),
+            None,
+            &serde_json::json!({"reason": reason, "counts": counts}),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
     fn batch_by_key(&self, key: &str) -> Result<Option<BatchRow>, LedgerError> {
         self.batch_where("input_key = ?1", key)
     }

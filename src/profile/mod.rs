@@ -538,7 +538,8 @@ pub fn parse_oid(s: &str) -> Result<ObjectIdentifier, String> {
     const MAX_TEXT: usize = 400;
     let shown: String = s.chars().take(60).collect();
     let shown = crate::text::escape(&shown);
-    let bad = |why: String| format!("'{shown}' is not a dotted OID (e.g. 1.3.6.1.5.5.7.3.2): {why}");
+    let bad =
+        |why: String| format!("'{shown}' is not a dotted OID (e.g. 1.3.6.1.5.5.7.3.2): {why}");
     if s.len() > MAX_TEXT {
         return Err(bad(format!("over {MAX_TEXT} characters")));
     }
@@ -944,18 +945,30 @@ mod tests {
     fn item10_durations_and_oids_are_exact_or_refused() {
         assert_eq!(parse_duration("10y").unwrap(), Duration::days(3650));
         assert_eq!(parse_duration("1000y").unwrap(), Duration::days(365_000));
-        for bad in ["1001y", "9000y", "99999999999999999999s", "9223372036854775807y"] {
-            assert!(parse_duration(bad).unwrap_err().contains("over the limit"), "{bad}");
+        for bad in [
+            "1001y",
+            "9000y",
+            "99999999999999999999s",
+            "9223372036854775807y",
+        ] {
+            assert!(
+                parse_duration(bad).unwrap_err().contains("over the limit"),
+                "{bad}"
+            );
         }
         for bad in ["", "y", "-5d", "5w", "1.5y"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
         assert_eq!(
-            parse_oid("1.3.6.1.4.1.99999.268435455").unwrap().to_string(),
+            parse_oid("1.3.6.1.4.1.99999.268435455")
+                .unwrap()
+                .to_string(),
             "1.3.6.1.4.1.99999.268435455"
         );
         // Every accepted OID prints back as given (const-oid mis-encodes some arcs: refused).
-        for a in [0u32, 1, 127, 128, 129, 255, 16383, 16384, 16511, 2097152, 268435455] {
+        for a in [
+            0u32, 1, 127, 128, 129, 255, 16383, 16384, 16511, 2097152, 268435455,
+        ] {
             let t = format!("1.3.6.{a}");
             match parse_oid(&t) {
                 Ok(o) => assert_eq!(o.to_string(), t),
