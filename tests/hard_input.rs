@@ -236,3 +236,130 @@ fn item16_wide_id_template_refused_before_the_batch_and_stuck_batch_closes() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(stderr(&o).contains("already finished"));
 }
+
+/// Item 11: `san: dns: "{csv.site}.example"` with site `a/../b` or `x y` signed invalid
+/// dNSNames, and a URI with a space; a critical nameConstraints extension passed on a leaf.
+/// Now each bad device is rejected (exit 10, its id named, nothing signed for it) while good
+/// rows are issued, and CA-only extensions are refused at profile load.
+#[test]
+fn item11_san_syntax_checked_per_device_and_ca_only_extensions_refused() {
+    let line = Line::new();
+    let dir = line.path();
+    let profile = derived_profile(
+        dir,
+        "san.yaml",
+        "generic-iot.yaml",
+        &[(
+            "validity:",
+            "san:\n  - dns: \"{csv.site}.example\"\n  - uri: \"urn:dev:{csv.site}\"\nvalidity:",
+        )],
+    );
+    let mut csv = String::from("device_id,csr,site\n");
+    for (id, site) in [
+        ("GOOD-1", "hall-1"),
+        ("BAD-DOTS", "a/../b"),
+        ("BAD-SPACE", "x y"),
+    ] {
+        csv.push_str(&format!(
+            "{id},\"{}\",{site}\n",
+            rust_csr_pem(id).trim_end()
+        ));
+    }
+    let input = dir.join("san.csv");
+    std::fs::write(&input, csv).unwrap();
+    let out = dir.join("out");
+    let o = line.certfab(&[
+        "--json",
+        "batch",
+        "--profile",
+        profile.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(10), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let problems = v["problems"].as_array().unwrap();
+    for id in ["BAD-DOTS", "BAD-SPACE"] {
+        let p = problems
+            .iter()
+            .find(|p| p["device_id"] == id)
+            .unwrap_or_else(|| panic!("{id} not reported: {v}"));
+        let reason = p["reason"].as_str().unwrap();
+        assert!(reason.contains("SAN dns"), "{id}: {reason}");
+        assert!(!out.join(id).exists(), "{id} got files");
+    }
+    assert_eq!(v["issued"], 1, "{v}");
+    let san = common::openssl_x509(&out.join("GOOD-1/cert.pem"), &["-ext", "subjectAltName"]);
+    assert!(
+        san.contains("DNS:hall-1.example") && san.contains("URI:urn:dev:hall-1"),
+        "{san}"
+    );
+    let signed: i64 = common::ledger(&line)
+        .query_row(
+            "SELECT COUNT(*) FROM certificates WHERE device_id LIKE 'BAD-%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(signed, 0, "no serial may be reserved for a refused SAN");
+
+    // `certfab issue` refuses the same with exit 3 (the URI check, on its own profile).
+    let uri_only = derived_profile(
+        dir,
+        "uri.yaml",
+        "generic-iot.yaml",
+        &[(
+            "validity:",
+            "san:\n  - uri: \"urn:dev:{device_id}\"\nvalidity:",
+        )],
+    );
+    let csr = openssl_csr(dir, "u", "ec:prime256v1", "/CN=dev", &[]);
+    let o = line.certfab(&common::issue_args(
+        uri_only.to_str().unwrap(),
+        &csr,
+        "SN 1",
+        &dir.join("out-uri"),
+    ));
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(stderr(&o).contains("SAN uri") && stderr(&o).contains("not a URI character"));
+
+    // CA-only extensions in a device profile: refused where they are written, exit 2.
+    for (oid, name, der) in [
+        (
+            "2.5.29.30",
+            "nameConstraints",
+            "3011a00f300d820b6578616d706c652e636f6d",
+        ),
+        ("2.5.29.36", "policyConstraints", "3003800100"),
+        ("2.5.29.54", "inhibitAnyPolicy", "020100"),
+    ] {
+        let p = derived_profile(
+            dir,
+            &format!("ca-only-{name}.yaml"),
+            "generic-iot.yaml",
+            &[(
+                "validity:",
+                &format!(
+                    "extensions:\n  - {{oid: {oid}, critical: true, der: \"{der}\"}}\nvalidity:"
+                ),
+            )],
+        );
+        let csr = openssl_csr(dir, name, "ec:prime256v1", "/CN=dev", &[]);
+        let o = line.certfab(&common::issue_args(
+            p.to_str().unwrap(),
+            &csr,
+            "SN2",
+            &dir.join(format!("out-{name}")),
+        ));
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        let at = format!("{}:{}", p.display(), line_of(&p, oid));
+        assert!(
+            stderr(&o).contains(&at)
+                && stderr(&o).contains(&format!("{name}) belongs on CA certificates only")),
+            "{}",
+            text(&o)
+        );
+    }
+}

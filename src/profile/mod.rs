@@ -5,6 +5,7 @@
 //! A profile that does not validate is reported as `file:line: what is wrong — the fix`.
 
 mod cloud;
+pub mod san;
 mod station;
 mod template;
 
@@ -48,6 +49,26 @@ const MANAGED: &[(ObjectIdentifier, &str)] = &[
         "certfab copies the CA's",
     ),
 ];
+
+/// Extensions RFC 5280 defines for CA certificates only (dotted OID, name): refused in a
+/// profile's `extensions` and `csr.allowed_extensions`, and by the lint.
+pub const CA_ONLY: &[(&str, &str)] = &[
+    ("2.5.29.30", "nameConstraints"),
+    ("2.5.29.33", "policyMappings"),
+    ("2.5.29.36", "policyConstraints"),
+    ("2.5.29.54", "inhibitAnyPolicy"),
+];
+
+/// Refuses an extension RFC 5280 reserves for CA certificates.
+fn ca_only(o: &ObjectIdentifier) -> Result<(), String> {
+    let id = o.to_string();
+    match CA_ONLY.iter().find(|(c, _)| *c == id) {
+        Some((_, name)) => Err(format!(
+            "extension {id} ({name}) belongs on CA certificates only; a device certificate cannot carry it"
+        )),
+        None => Ok(()),
+    }
+}
 
 /// Which extra rules a profile's certificates must pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -765,6 +786,7 @@ impl Profile {
                     format!("extension {o} is set by certfab, not by extensions: {why}"),
                 ));
             }
+            ca_only(&o).map_err(|m| err("oid", m))?;
             let value = hex::decode(x.der.replace([' ', ':'], ""))
                 .map_err(|_| err("der", format!("extension {o}: der is not hex")))?;
             der::asn1::AnyRef::from_der(&value).map_err(|e| {
@@ -783,8 +805,41 @@ impl Profile {
             .csr
             .allowed_extensions
             .iter()
-            .map(|s| oid("allowed_extensions", s))
+            .map(|s| {
+                let o = oid("allowed_extensions", s)?;
+                if let Some((_, why)) = MANAGED.iter().find(|(m, _)| *m == o) {
+                    return Err(err(
+                        "allowed_extensions",
+                        format!("extension {o} is set by certfab, never copied from a CSR: {why}"),
+                    ));
+                }
+                ca_only(&o).map_err(|m| err("allowed_extensions", m))?;
+                Ok(o)
+            })
             .collect::<Result<Vec<_>, _>>()?;
+        // SAN text that comes from the profile alone is checked once, here; rendered values are
+        // checked per device.
+        for e in &san {
+            let (key, t, f): (&str, &Template, fn(&str) -> Result<(), String>) = match e {
+                SanEntry::Dns(t) => ("dns", t, san::dns_name),
+                SanEntry::Uri(t) => ("uri", t, san::uri),
+                SanEntry::Email(t) => ("email", t, san::email),
+                SanEntry::Ip(t) => ("ip", t, |v| {
+                    v.parse::<std::net::IpAddr>()
+                        .map(|_| ())
+                        .map_err(|_| "not an IPv4 or IPv6 address".into())
+                }),
+                SanEntry::HardwareModuleName { .. } => continue,
+            };
+            if t.placeholders().next().is_none() {
+                f(t.source()).map_err(|why| {
+                    err(
+                        key,
+                        format!("san {key} '{}': {why}", crate::text::escape(t.source())),
+                    )
+                })?;
+            }
+        }
         if let Some(c) = raw
             .names
             .extra_chars
