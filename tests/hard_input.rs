@@ -363,3 +363,168 @@ fn item11_san_syntax_checked_per_device_and_ca_only_extensions_refused() {
         );
     }
 }
+
+/// Runs certfab under python's resource module; returns the output and the child's peak RSS
+/// in KiB (ru_maxrss of RUSAGE_CHILDREN, an independent measurement).
+fn certfab_rss(line: &Line, args: &[&str]) -> (std::process::Output, u64) {
+    let o = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import resource,subprocess,sys\n\
+             r=subprocess.run(sys.argv[1:])\n\
+             print('maxrss', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n\
+             sys.exit(r.returncode)",
+        )
+        .arg(common::bin())
+        .arg("--config")
+        .arg(line.config())
+        .args(args)
+        .output()
+        .unwrap();
+    let rss = stderr(&o)
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("maxrss ").map(|v| v.trim().parse().unwrap()))
+        .unwrap();
+    (o, rss)
+}
+
+/// Item 15: a 100 MB CSV field took 538 MB RSS; a 200 MB profile was accepted; YAML nested
+/// 100k deep took 25 s of CPU. Now: the field's row stops the batch with its line and the limit
+/// (the rows before it issued, a resume after the fix finishes it) at a small RSS; oversized or
+/// deeply nested profiles and configs are refused at once, naming the file and the limit.
+#[test]
+fn item15_unbounded_inputs_are_bounded_with_clear_errors() {
+    let line = Line::new();
+    let dir = line.path();
+
+    // CSV: a 100 MB field on the third device row.
+    let input = dir.join("big.csv");
+    let good = |id: &str| format!("{id},\"{}\"\n", rust_csr_pem(id).trim_end());
+    let head = format!("device_id,csr\n{}{}", good("DEV-1"), good("DEV-2"));
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&input).unwrap());
+        f.write_all(head.as_bytes()).unwrap();
+        f.write_all(b"DEV-3,\"").unwrap();
+        let chunk = vec![b'A'; 1 << 20];
+        for _ in 0..100 {
+            f.write_all(&chunk).unwrap();
+        }
+        f.write_all(b"\"\n").unwrap();
+        f.write_all(good("DEV-4").as_bytes()).unwrap();
+    }
+    let out = dir.join("out");
+    let args = [
+        "batch",
+        "--profile",
+        "generic-iot",
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let (o, rss_kib) = certfab_rss(&line, &args);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let e = stderr(&o);
+    let at = head.lines().count() + 1;
+    assert!(
+        e.contains(&format!("line {at}:"))
+            && e.contains("1024 KiB row limit")
+            && e.contains("resume"),
+        "{e}"
+    );
+    assert!(
+        rss_kib < 100 * 1024,
+        "peak RSS {rss_kib} KiB for a 100 MB field"
+    );
+    eprintln!(
+        "item15: peak RSS {} MiB with a 100 MB CSV field",
+        rss_kib / 1024
+    );
+    assert!(out.join("DEV-1/cert.pem").exists() && out.join("DEV-2/cert.pem").exists());
+    assert!(!out.join("DEV-4").exists(), "nothing past the bad row");
+    let st = common::ok(&line.certfab(&["batch", "status"]));
+    assert!(st.contains("resume it"), "{st}");
+    // Fixed input: the same command resumes and finishes the batch.
+    std::fs::write(&input, format!("{head}{}{}", good("DEV-3"), good("DEV-4"))).unwrap();
+    let o = line.certfab(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(out.join("DEV-3/cert.pem").exists() && out.join("DEV-4/cert.pem").exists());
+
+    // A field over 64 KiB in an otherwise short row rejects that row only.
+    let input2 = dir.join("field.csv");
+    std::fs::write(
+        &input2,
+        format!(
+            "device_id,csr,note\nDEV-5,\"{}\",n\nDEV-6,\"{}\",{}\n",
+            rust_csr_pem("DEV-5").trim_end(),
+            rust_csr_pem("DEV-6").trim_end(),
+            "n".repeat(70_000)
+        ),
+    )
+    .unwrap();
+    let o = line.certfab(&[
+        "--json",
+        "batch",
+        "--profile",
+        "generic-iot",
+        "--input",
+        input2.to_str().unwrap(),
+        "--out",
+        dir.join("out2").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(10), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let p = &v["problems"][0];
+    assert_eq!(p["device_id"], "DEV-6", "{v}");
+    assert_eq!(v["issued"], 1, "{v}");
+    assert!(p["reason"]
+        .as_str()
+        .unwrap()
+        .contains("field note is 70000 bytes, over the 64 KiB limit"));
+
+    // Profiles and the site config: size and nesting.
+    let big = dir.join("big.yaml");
+    let mut t = std::fs::read_to_string(common::repo().join("profiles/generic-iot.yaml")).unwrap();
+    t.push_str(&format!("# {}\n", "x".repeat(2 << 20)));
+    std::fs::write(&big, t).unwrap();
+    let deep = dir.join("deep.yaml");
+    std::fs::write(
+        &deep,
+        format!(
+            "name: deep\nx: {}{}\n",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        ),
+    )
+    .unwrap();
+    let csr = openssl_csr(dir, "p", "ec:prime256v1", "/CN=dev", &[]);
+    for (p, want) in [
+        (&big, format!("{}: over the 1024 KiB limit", big.display())),
+        (
+            &deep,
+            format!("{}:2: nested deeper than 64 levels", deep.display()),
+        ),
+    ] {
+        let t0 = std::time::Instant::now();
+        let o = line.certfab(&common::issue_args(
+            p.to_str().unwrap(),
+            &csr,
+            "SN1",
+            &dir.join("o"),
+        ));
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(stderr(&o).contains(&want), "want {want}: {}", text(&o));
+        assert!(t0.elapsed().as_secs() < 5, "took {:?}", t0.elapsed());
+    }
+    let cfg = std::fs::read_to_string(line.config()).unwrap();
+    std::fs::write(line.config(), format!("{cfg}# {}\n", "x".repeat(2 << 20))).unwrap();
+    let o = line.certfab(&["batch", "status"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        stderr(&o).contains("over the 1024 KiB limit"),
+        "{}",
+        text(&o)
+    );
+}

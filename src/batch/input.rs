@@ -62,6 +62,37 @@ pub struct RowError {
     pub device_id: Option<String>,
     /// What is wrong.
     pub reason: String,
+    /// The input cannot be read past this row (a row over [`MAX_ROW`]): the batch stops here,
+    /// resumable once the input is fixed, instead of silently skipping the rest.
+    pub fatal: bool,
+}
+
+/// The largest CSV field: an inline PEM CSR is a few KiB, a device id or column value far less.
+/// A longer field rejects its row.
+pub const MAX_FIELD: usize = 64 * 1024;
+
+/// The most bytes one CSV row may take. Enforced while reading, so a 100 MB field costs no more
+/// memory than this; a longer row stops the batch (the reader cannot find where it ends
+/// without reading it whole).
+pub const MAX_ROW: u64 = 1024 * 1024;
+
+/// Counts the bytes the CSV parser pulls since the last row ended and fails the read past
+/// [`MAX_ROW`], so an endless field never has to be held.
+struct RowBudget<R> {
+    inner: R,
+    used: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<R: Read> Read for RowBudget<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::sync::atomic::Ordering;
+        if self.used.load(Ordering::Relaxed) > MAX_ROW {
+            return Err(std::io::Error::other("row over the limit"));
+        }
+        let n = self.inner.read(buf)?;
+        self.used.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
 }
 
 /// An input that cannot be read at all.
@@ -192,14 +223,29 @@ fn csv_rows(
         path: shown.clone(),
         msg,
     };
+    let used = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let file = std::fs::File::open(path).map_err(|e| err(format!("cannot open: {e}")))?;
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
-        .from_path(path)
-        .map_err(|e| err(format!("cannot open: {e}")))?;
+        .from_reader(RowBudget {
+            inner: file,
+            used: used.clone(),
+        });
     let headers: Vec<String> = rdr
         .headers()
-        .map_err(|e| err(format!("cannot read the header line: {e}")))?
+        .map_err(|e| {
+            err(
+                if used.load(std::sync::atomic::Ordering::Relaxed) > MAX_ROW {
+                    format!(
+                        "the header line is over the {} KiB row limit",
+                        MAX_ROW / 1024
+                    )
+                } else {
+                    format!("cannot read the header line: {e}")
+                },
+            )
+        })?
         .iter()
         .map(|h| h.trim().to_string())
         .collect();
@@ -222,22 +268,71 @@ fn csv_rows(
     };
     let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let width = headers.len();
-    let iter = rdr.into_records().map(move |rec| {
-        let rec = rec.map_err(|e| RowError {
-            line: e.position().map(|p| p.line()).unwrap_or(0),
-            device_id: None,
-            reason: format!("malformed CSV row: {e}"),
-        })?;
+    let mut records = rdr.into_records();
+    let mut stopped = false;
+    // Each row gets a fresh budget; a row over it ends the input with a fatal error.
+    let bounded = std::iter::from_fn(move || {
+        if stopped {
+            return None;
+        }
+        used.store(0, std::sync::atomic::Ordering::Relaxed);
+        let start = records.reader().position().line();
+        let rec = records.next()?;
+        Some(rec.map_err(|e| {
+            if used.load(std::sync::atomic::Ordering::Relaxed) > MAX_ROW {
+                stopped = true;
+                RowError {
+                    line: start,
+                    device_id: None,
+                    reason: format!(
+                        "the row starting here is over the {} KiB row limit (a CSV field may have at most {} KiB); the input cannot be read past it",
+                        MAX_ROW / 1024,
+                        MAX_FIELD / 1024
+                    ),
+                    fatal: true,
+                }
+            } else {
+                RowError {
+                    line: e.position().map(|p| p.line()).unwrap_or(start),
+                    device_id: None,
+                    reason: format!("malformed CSV row: {e}"),
+                    fatal: false,
+                }
+            }
+        }))
+    });
+    let iter = bounded.map(move |rec| {
+        let rec = rec?;
         let line = rec.position().map(|p| p.line()).unwrap_or(0);
         let fail = |device_id: Option<String>, reason: String| RowError {
             line,
             device_id,
             reason,
+            fatal: false,
         };
         if rec.len() != width {
             return Err(fail(
                 None,
                 format!("row has {} fields, the header has {width}", rec.len()),
+            ));
+        }
+        if let Some((h, v)) = headers
+            .iter()
+            .zip(rec.iter())
+            .find(|(_, v)| v.len() > MAX_FIELD)
+        {
+            let id = rec
+                .get(id_col)
+                .filter(|id| id.len() <= 64)
+                .map(str::to_string);
+            return Err(fail(
+                id,
+                format!(
+                    "field {} is {} bytes, over the {} KiB limit for a CSV field",
+                    crate::text::escape(h),
+                    v.len(),
+                    MAX_FIELD / 1024
+                ),
             ));
         }
         let id = rec.get(id_col).unwrap_or("").trim().to_string();
@@ -301,6 +396,7 @@ fn dir_rows(
             line,
             device_id: None,
             reason,
+            fatal: false,
         })?;
         let mut vars = BTreeMap::new();
         vars.insert(
@@ -349,6 +445,34 @@ mod tests {
             let e = IdTemplate::parse(bad).unwrap_err();
             assert!(e.contains(why), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn item15_long_field_rejects_its_row_and_an_endless_row_stops_the_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("in.csv");
+        let big = "x".repeat(MAX_FIELD + 1);
+        let huge = "y".repeat(3 * MAX_ROW as usize);
+        std::fs::write(
+            &p,
+            format!("device_id,pubkey,site\nA,-----BEGIN PUBLIC KEY-----x,{big}\nB,-----BEGIN PUBLIC KEY-----y,b\nC,\"{huge}\",c\nD,-----BEGIN PUBLIC KEY-----z,d\n"),
+        )
+        .unwrap();
+        let rows: Vec<_> = rows(&Source::Csv { path: p }).unwrap().collect();
+        let a = rows[0].as_ref().unwrap_err();
+        assert!(
+            !a.fatal && a.device_id.as_deref() == Some("A") && a.reason.contains("field site"),
+            "{a:?}"
+        );
+        assert!(rows[1]
+            .as_ref()
+            .is_ok_and(|r| r.device_id.as_deref() == Some("B")));
+        let c = rows[2].as_ref().unwrap_err();
+        assert!(
+            c.fatal && c.line == 4 && c.reason.contains("1024 KiB row limit"),
+            "{c:?}"
+        );
+        assert_eq!(rows.len(), 3, "nothing is read past the endless row");
     }
 
     #[test]

@@ -285,13 +285,44 @@ pub fn run<S: Signer + Sync>(
                 if job.stop.load(Ordering::SeqCst) {
                     return false;
                 }
-                let group: Vec<Result<Row, RowError>> = rows.by_ref().take(GROUP).collect();
-                if group.is_empty() {
+                let mut group: Vec<Result<Row, RowError>> = Vec::new();
+                let mut fatal = None;
+                for r in rows.by_ref() {
+                    match r {
+                        Err(e) if e.fatal => {
+                            fatal = Some(e);
+                            break;
+                        }
+                        r => group.push(r),
+                    }
+                    if group.len() == GROUP {
+                        break;
+                    }
+                }
+                if group.is_empty() && fatal.is_none() {
                     return true;
                 }
-                let pg = prepare_group(job, &reader, &batch_id, out_ref, group);
-                let failed = pg.is_err();
-                if prepared_tx.send(pg).is_err() || failed {
+                if !group.is_empty() {
+                    let pg = prepare_group(job, &reader, &batch_id, out_ref, group);
+                    let failed = pg.is_err();
+                    if prepared_tx.send(pg).is_err() || failed {
+                        return false;
+                    }
+                }
+                // The rows before it are handled; the batch stops, resumable once the input is
+                // fixed, rather than finishing with the rest of the input silently unread.
+                if let Some(e) = fatal {
+                    let path = match &job.source {
+                        Source::Csv { path } | Source::CsrDir { path } => path.display().to_string(),
+                        Source::Count { .. } => "--count".into(),
+                    };
+                    let _ = prepared_tx.send(Err(BatchError::Input(InputError {
+                        path,
+                        msg: format!(
+                            "line {}: {}. The rows before it are done; fix the row (or split the input) and resume the batch",
+                            e.line, e.reason
+                        ),
+                    })));
                     return false;
                 }
             }

@@ -622,12 +622,24 @@ pub fn parse_oid(s: &str) -> Result<ObjectIdentifier, String> {
 impl Profile {
     /// Loads and validates a profile file.
     pub fn load(path: &Path) -> Result<Self, ProfileError> {
-        let bytes = std::fs::read(path).map_err(|e| YamlError {
+        let bytes = crate::yaml::read_bounded(path).map_err(|mut e| {
+            if e.msg.starts_with("cannot read") {
+                e.msg = format!(
+                    "cannot read profile: {}; profiles live in profiles/*.yaml",
+                    e.msg.trim_start_matches("cannot read: ")
+                );
+            }
+            e
+        })?;
+        let text = String::from_utf8(bytes.clone()).map_err(|e| YamlError {
             path: path.into(),
             line: None,
-            msg: format!("cannot read profile: {e}; profiles live in profiles/*.yaml"),
+            msg: format!(
+                "not UTF-8 text (byte {} is not); save it as UTF-8",
+                e.utf8_error().valid_up_to()
+            ),
         })?;
-        let (raw, text): (Raw, String) = crate::yaml::load(path)?;
+        let raw: Raw = crate::yaml::parse(path, &text)?;
         let err = |key: &str, msg: String| YamlError {
             path: path.into(),
             line: line_of(&text, key),
