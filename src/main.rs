@@ -7,7 +7,12 @@ fn main() -> std::process::ExitCode {
     match certfab::cli::run(cli) {
         Ok(code) => std::process::ExitCode::from(code as u8),
         Err(e) => {
-            eprintln!("certfab: error: {e}");
+            // Errors quote inputs (device ids, file names, values): no control character of
+            // theirs reaches the terminal.
+            eprintln!(
+                "certfab: error: {}",
+                certfab::text::escape_keep_lines(&e.to_string())
+            );
             std::process::ExitCode::from(e.exit_code() as u8)
         }
     }

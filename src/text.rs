@@ -18,18 +18,33 @@ pub fn is_unsafe(c: char) -> bool {
             | 0xFFF9..=0xFFFB | 0xE0000..=0xE007F)
 }
 
-/// `s` with every unsafe character (see [`is_unsafe`]) written as a Rust-style escape (`\n`,
-/// `\r`, `\t`, `\0`, otherwise `\u{1b}`), and backslashes doubled so an escape in the output
-/// always means an escaped character, never one typed into the value. Text without either comes
-/// back unchanged.
+/// A value read from an input (a device id, a column, a station name) as it may be shown: every
+/// unsafe character (see [`is_unsafe`]) written as a Rust-style escape (`\n`, `\r`, `\t`, `\0`,
+/// otherwise `\u{1b}`), and backslashes doubled so an escape in the output always means an
+/// escaped character, never one typed into the value. Text without either comes back
+/// unchanged.
 pub fn escape(s: &str) -> String {
-    if !s.chars().any(|c| c == '\\' || is_unsafe(c)) {
+    write_escaped(s, true)
+}
+
+/// Text certfab composed (a reason, an error message) that may quote values already escaped
+/// with [`escape`]: unsafe characters are escaped the same way, backslashes are left alone so
+/// those values are not escaped twice.
+pub fn neutralize(s: &str) -> String {
+    write_escaped(s, false)
+}
+
+fn write_escaped(s: &str, backslashes: bool) -> String {
+    if !s
+        .chars()
+        .any(|c| (backslashes && c == '\\') || is_unsafe(c))
+    {
         return s.to_string();
     }
     let mut o = String::with_capacity(s.len() + 8);
     for c in s.chars() {
         match c {
-            '\\' => o.push_str("\\\\"),
+            '\\' if backslashes => o.push_str("\\\\"),
             '\n' => o.push_str("\\n"),
             '\r' => o.push_str("\\r"),
             '\t' => o.push_str("\\t"),
@@ -43,12 +58,12 @@ pub fn escape(s: &str) -> String {
     o
 }
 
-/// Like [`escape`] for text that is several lines on purpose (an error message that lists
-/// problems): line feeds stay, every other unsafe character is escaped. Values quoted inside
-/// such text must still go through [`escape`] where the text is built, or a line feed in a
-/// value could start a forged line.
+/// [`neutralize`] for text that is several lines on purpose (a summary, an error that lists
+/// problems): line feeds stay, every other unsafe character is escaped. The last guard before a
+/// terminal; values quoted inside such text must still go through [`escape`] where the text is
+/// built, or a line feed in a value could start a forged line.
 pub fn escape_keep_lines(s: &str) -> String {
-    s.split('\n').map(escape).collect::<Vec<_>>().join("\n")
+    s.split('\n').map(neutralize).collect::<Vec<_>>().join("\n")
 }
 
 #[cfg(test)]
@@ -67,6 +82,7 @@ mod tests {
             "a\\u{1b}[2Jb\\nline 3: issued\\r\\0\\u{202e}\\\\"
         );
         assert_eq!(escape("\u{7f}\u{85}\u{2028}"), "\\u{7f}\\u{85}\\u{2028}");
-        assert_eq!(escape_keep_lines("a\x1b\nb"), "a\\u{1b}\nb");
+        assert_eq!(escape_keep_lines("a\x1b\nb\\u{1b}"), "a\\u{1b}\nb\\u{1b}");
+        assert_eq!(neutralize("id \"A\\u{1b}\"\n"), "id \"A\\u{1b}\"\\n");
     }
 }

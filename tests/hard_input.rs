@@ -528,3 +528,86 @@ fn item15_unbounded_inputs_are_bounded_with_clear_errors() {
         text(&o)
     );
 }
+
+/// Item 12: device ids with ESC, NUL or a line feed were printed raw by the batch summary and
+/// `batch status` (a fake status line could be forged) and kept raw in the HTML report. Every
+/// human-facing output now shows them escaped: the raw bytes are absent, the escaped forms there.
+#[test]
+fn item12_control_characters_escaped_in_summary_status_errors_and_reports() {
+    let line = Line::new();
+    let dir = line.path();
+    let forged = "\n  line 99 (SN-FAKE): duplicate: same device and key as line 2; issued once";
+    let ids = [
+        format!("EVIL\x1b[2J\x1b[1;32mPASS"),
+        format!("NUL\0ID"),
+        format!("LF{forged}"),
+    ];
+    let mut csv = format!(
+        "device_id,csr\nGOOD-1,\"{}\"\n",
+        rust_csr_pem("g").trim_end()
+    );
+    for id in &ids {
+        csv.push_str(&format!("\"{id}\",\"{}\"\n", rust_csr_pem("x").trim_end()));
+    }
+    let input = dir.join("evil.csv");
+    std::fs::write(&input, csv).unwrap();
+    let forged_line = "\n  line 99 (SN-FAKE)";
+    let check = |what: &str, bytes: &[u8]| {
+        let s = String::from_utf8_lossy(bytes);
+        assert!(
+            !bytes.contains(&0x1b) && !bytes.contains(&0),
+            "{what}: raw ESC/NUL:\n{s}"
+        );
+        assert!(
+            !s.contains(forged_line),
+            "{what}: forged line printed:\n{s}"
+        );
+    };
+    let o = line.certfab(&[
+        "batch",
+        "--profile",
+        "generic-iot",
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        dir.join("out").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(10), "{}", text(&o));
+    let summary = String::from_utf8_lossy(&o.stdout).into_owned();
+    check("summary", &o.stdout);
+    check("summary stderr", &o.stderr);
+    for want in [
+        "(EVIL\\u{1b}[2J\\u{1b}[1;32mPASS)",
+        "(NUL\\0ID)",
+        "(LF\\n  line 99 (SN-FAKE): duplicate",
+    ] {
+        assert!(summary.contains(want), "summary lacks {want}:\n{summary}");
+    }
+    let st = line.certfab(&["batch", "status"]);
+    check("status", &st.stdout);
+    assert!(String::from_utf8_lossy(&st.stdout).contains("(LF\\n  line 99"));
+
+    // An error quoting a device id.
+    let csr = openssl_csr(dir, "e", "ec:prime256v1", "/CN=dev", &[]);
+    let o = line.certfab(&common::issue_args(
+        "generic-iot",
+        &csr,
+        &ids[0],
+        &dir.join("o"),
+    ));
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    check("error", &o.stderr);
+    assert!(stderr(&o).contains("\\u{1b}[2J"), "{}", text(&o));
+
+    // The audit report, as text and as HTML.
+    let html = dir.join("report.html");
+    let o = line.certfab(&["audit", "--html", html.to_str().unwrap()]);
+    check("audit text", &o.stdout);
+    let page = std::fs::read(&html).unwrap();
+    check("audit html", &page);
+    let page = String::from_utf8_lossy(&page);
+    assert!(
+        page.contains("EVIL\\u{1b}[2J") && page.contains("NUL\\0ID"),
+        "ids not shown escaped"
+    );
+}

@@ -327,10 +327,10 @@ fn status(ctx: &Ctx, id: Option<String>) -> Result<ExitCode, Error> {
         .ok_or_else(|| Error::Usage(format!("no batch {id} in {}", cfg.ledger.display())))?;
     let mut h = format!(
         "batch {} ({}, profile {}, CA {})\n  started {}{}\n  {}",
-        st.batch.id,
-        st.batch.station,
-        st.batch.profile,
-        st.batch.ca,
+        crate::text::escape(&st.batch.id),
+        crate::text::escape(&st.batch.station),
+        crate::text::escape(&st.batch.profile),
+        crate::text::escape(&st.batch.ca),
         st.batch.created_at,
         st.batch
             .finished_at
@@ -385,18 +385,27 @@ fn close(ctx: &Ctx, id: &str, reason: &str) -> Result<ExitCode, Error> {
 }
 
 fn problem_line(p: &crate::ledger::Rejection) -> String {
+    // Device ids and reasons quote the input: escaped, so a value cannot start a line of its
+    // own or move the cursor.
+    let esc = crate::text::escape;
     let device = p
         .device_id
         .as_deref()
-        .map(|d| format!(" ({d})"))
+        .map(|d| format!(" ({})", esc(d)))
         .unwrap_or_default();
-    format!("\n  line {}{device}: {}: {}", p.line, p.kind, p.reason)
+    let text = crate::text::neutralize;
+    format!(
+        "\n  line {}{device}: {}: {}",
+        p.line,
+        text(&p.kind),
+        text(&p.reason)
+    )
 }
 
 fn counts_text(counts: &std::collections::BTreeMap<String, u64>) -> String {
     counts
         .iter()
-        .map(|(k, v)| format!("{k} {v}"))
+        .map(|(k, v)| format!("{} {v}", crate::text::escape(k)))
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -118,7 +118,9 @@ impl Ctx {
                 serde_json::to_string_pretty(value).unwrap_or_default()
             );
         } else {
-            outln!("{human}");
+            // Values in `human` are escaped where it is built; this keeps any control character
+            // that slipped through from reaching the terminal (line feeds are the layout).
+            outln!("{}", crate::text::escape_keep_lines(human));
         }
     }
 }

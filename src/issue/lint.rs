@@ -248,7 +248,7 @@ fn san_syntax(g: &GeneralName<'_>) -> Option<String> {
             }
             _ => String::new(),
         };
-        format!("{kind} {shown:?}: {why}")
+        format!("{kind} \"{shown}\": {why}")
     })
 }
 

@@ -59,6 +59,9 @@ pub const CA_ONLY: &[(&str, &str)] = &[
     ("2.5.29.54", "inhibitAnyPolicy"),
 ];
 
+/// A SAN value syntax check (see [`san`]).
+type SyntaxCheck = fn(&str) -> Result<(), String>;
+
 /// Refuses an extension RFC 5280 reserves for CA certificates.
 fn ca_only(o: &ObjectIdentifier) -> Result<(), String> {
     let id = o.to_string();
@@ -832,7 +835,7 @@ impl Profile {
         // SAN text that comes from the profile alone is checked once, here; rendered values are
         // checked per device.
         for e in &san {
-            let (key, t, f): (&str, &Template, fn(&str) -> Result<(), String>) = match e {
+            let (key, t, f): (&str, &Template, SyntaxCheck) = match e {
                 SanEntry::Dns(t) => ("dns", t, san::dns_name),
                 SanEntry::Uri(t) => ("uri", t, san::uri),
                 SanEntry::Email(t) => ("email", t, san::email),

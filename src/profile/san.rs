@@ -54,7 +54,7 @@ pub fn uri(v: &str) -> Result<(), String> {
         || !sc.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
     {
         return Err(format!(
-            "scheme {:?} is not ALPHA *( ALPHA / DIGIT / + / - / . )",
+            "scheme '{}' is not ALPHA *( ALPHA / DIGIT / + / - / . )",
             crate::text::escape(scheme)
         ));
     }
@@ -74,7 +74,7 @@ pub fn uri(v: &str) -> Result<(), String> {
         }
         if !(c.is_ascii_alphanumeric() || "-._~:/?#[]@!$&'()*+,;=".contains(c)) {
             return Err(format!(
-                "{:?} is not a URI character (RFC 3986; escape it as %XX)",
+                "'{}' is not a URI character (RFC 3986; escape it as %XX)",
                 crate::text::escape(
                     &rest[i..]
                         .chars()
@@ -122,7 +122,7 @@ pub fn email(v: &str) -> Result<(), String> {
             .find(|c| !(c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(*c)))
         {
             return Err(format!(
-                "{:?} is not allowed in the local part (RFC 5322 dot-atom)",
+                "'{}' is not allowed in the local part (RFC 5322 dot-atom)",
                 crate::text::escape(&c.to_string())
             ));
         }
