@@ -18,6 +18,7 @@ pub mod csr;
 pub mod error;
 pub mod export;
 pub mod hsm;
+pub mod identity;
 pub mod issue;
 pub mod ledger;
 pub mod lifecycle;

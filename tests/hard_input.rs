@@ -611,3 +611,83 @@ fn item12_control_characters_escaped_in_summary_status_errors_and_reports() {
         "ids not shown escaped"
     );
 }
+
+/// Item 13: under `allow_unicode: true`, `SN1`, `ＳＮ1` (fullwidth), `ЅN1` (Cyrillic) and `sn1`
+/// got four identities, and case variants got two under the ASCII policy. Now they are one
+/// identity: the first spelling is issued, every other one is refused naming it (exit 3), in
+/// `issue` and within one batch, while the recorded spelling still gets its certificate back.
+#[test]
+fn item13_fullwidth_and_cyrillic_fold_to_one_identity() {
+    let line = Line::new();
+    let dir = line.path();
+    let unicode = derived_profile(
+        dir,
+        "uni.yaml",
+        "generic-iot.yaml",
+        &[(
+            "\nstation:\n",
+            "\nnames:\n  allow_unicode: true\nstation:\n",
+        )],
+    );
+    let issue = |profile: &str, id: &str, tag: &str| {
+        let csr = openssl_csr(dir, tag, "ec:prime256v1", "/CN=dev", &[]);
+        (
+            line.certfab(&common::issue_args(
+                profile,
+                &csr,
+                id,
+                &dir.join(format!("o-{tag}")),
+            )),
+            csr,
+        )
+    };
+    let uni = unicode.to_str().unwrap();
+    let (first, csr) = issue(uni, "SN1", "a");
+    assert!(first.status.success(), "{}", text(&first));
+    for (i, other) in ["ＳＮ1", "\u{405}N1", "sn1", "Sn1"].iter().enumerate() {
+        let (o, _) = issue(uni, other, &format!("u{i}"));
+        assert_eq!(o.status.code(), Some(3), "{other}: {}", text(&o));
+        assert!(stderr(&o).contains("same identity as SN1"), "{}", text(&o));
+    }
+    // The recorded spelling with its key gets its certificate back, no new serial.
+    let again = line.certfab(&common::issue_args(uni, &csr, "SN1", &dir.join("o-again")));
+    assert!(again.status.success(), "{}", text(&again));
+    let n: i64 = common::ledger(&line)
+        .query_row("SELECT COUNT(*) FROM certificates", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1, "one identity, one certificate");
+
+    // ASCII policy: case variants are one identity too, also inside one batch.
+    let (o, _) = issue("generic-iot", "GW-7", "g1");
+    assert!(o.status.success(), "{}", text(&o));
+    let (o, _) = issue("generic-iot", "gw-7", "g2");
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let input = dir.join("case.csv");
+    std::fs::write(
+        &input,
+        format!(
+            "device_id,csr\nDEV-A,\"{}\"\ndev-a,\"{}\"\n",
+            rust_csr_pem("a").trim_end(),
+            rust_csr_pem("b").trim_end()
+        ),
+    )
+    .unwrap();
+    let o = line.certfab(&[
+        "--json",
+        "batch",
+        "--profile",
+        "generic-iot",
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        dir.join("ob").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(10), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["issued"], 1, "{v}");
+    assert_eq!(v["problems"][0]["device_id"], "dev-a", "{v}");
+    assert!(v["problems"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("same identity as DEV-A"));
+}
