@@ -17,6 +17,8 @@ pub mod crypto;
 pub mod csr;
 pub mod error;
 pub mod export;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hsm;
 pub mod identity;
 pub mod issue;

@@ -218,13 +218,25 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
 fn csv_rows(
     path: &Path,
 ) -> Result<Box<dyn Iterator<Item = Result<Row, RowError>> + Send>, InputError> {
+    let file = std::fs::File::open(path).map_err(|e| InputError {
+        path: path.display().to_string(),
+        msg: format!("cannot open: {e}"),
+    })?;
+    csv_rows_from(file, path)
+}
+
+/// The rows of CSV text read from `file`; `path` names it in errors, and relative key paths
+/// are read from its directory. What [`rows`] does for a CSV (and the CSV fuzz target).
+pub(crate) fn csv_rows_from<R: Read + Send + 'static>(
+    file: R,
+    path: &Path,
+) -> Result<Box<dyn Iterator<Item = Result<Row, RowError>> + Send>, InputError> {
     let shown = path.display().to_string();
     let err = |msg: String| InputError {
         path: shown.clone(),
         msg,
     };
     let used = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let file = std::fs::File::open(path).map_err(|e| err(format!("cannot open: {e}")))?;
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)

@@ -5,6 +5,7 @@
 mod input;
 mod output;
 
+pub(crate) use input::csv_rows_from;
 pub use input::{render_id, rows, IdTemplate, InputError, Row, RowError, RowKey, Source};
 pub use output::encode_key_pem;
 

@@ -634,6 +634,19 @@ impl Profile {
             }
             e
         })?;
+        Self::from_bytes(path, bytes)
+    }
+
+    /// Validates the contents of a profile file; `path` names it in errors and resolves inline
+    /// CA paths. What [`Profile::load`] does after reading (and the profile fuzz target).
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Self, ProfileError> {
+        if bytes.len() as u64 > crate::yaml::MAX_FILE {
+            return Err(YamlError {
+                path: path.into(),
+                line: None,
+                msg: format!("over the {} KiB limit", crate::yaml::MAX_FILE / 1024),
+            });
+        }
         let text = String::from_utf8(bytes.clone()).map_err(|e| YamlError {
             path: path.into(),
             line: None,
