@@ -7,9 +7,12 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
+/// A fuzz target: arbitrary bytes in, nothing out, never a panic.
+pub type Target = fn(&[u8]);
+
 /// The fuzz targets, by name (the `fuzz/fuzz_targets/<name>.rs` files and the
 /// `fuzz/corpus/<name>/` directories).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("csr", csr),
     ("station_frames", station_frames),
     ("manifest_verify", manifest_verify),

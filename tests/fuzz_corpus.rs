@@ -63,8 +63,13 @@ fn fuzz_manifest_seed_verifies() {
     let (_, der) = pem_rfc7468::decode_vec(trust).unwrap();
     let root = certfab::ca::CaCert::from_der(der, "root".into()).unwrap();
     let jws = String::from_utf8_lossy(jws);
-    let ok =
-        certfab::manifest::verify_bytes(Path::new("m"), "m.jws", m, Some(&jws), &[root.clone()]);
+    let ok = certfab::manifest::verify_bytes(
+        Path::new("m"),
+        "m.jws",
+        m,
+        Some(&jws),
+        std::slice::from_ref(&root),
+    );
     assert!(ok.is_ok(), "{:?}", ok.err());
     let mut bad = m.to_vec();
     bad[10] ^= 1;

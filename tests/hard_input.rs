@@ -538,8 +538,8 @@ fn item12_control_characters_escaped_in_summary_status_errors_and_reports() {
     let dir = line.path();
     let forged = "\n  line 99 (SN-FAKE): duplicate: same device and key as line 2; issued once";
     let ids = [
-        format!("EVIL\x1b[2J\x1b[1;32mPASS"),
-        format!("NUL\0ID"),
+        "EVIL\x1b[2J\x1b[1;32mPASS".to_string(),
+        "NUL\0ID".to_string(),
         format!("LF{forged}"),
     ];
     let mut csv = format!(
