@@ -19,7 +19,10 @@ pub mod crypto;
 pub mod csr;
 pub mod error;
 pub mod export;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hsm;
+pub mod identity;
 pub mod input;
 pub mod issue;
 pub mod ledger;
@@ -32,6 +35,7 @@ pub mod secret;
 pub mod signer;
 pub mod site;
 pub mod station;
+pub mod text;
 pub mod yaml;
 
 pub use error::{Error, ExitCode};

@@ -20,7 +20,12 @@ fn main() -> std::process::ExitCode {
         }
         Err(e) => {
             let text = e.to_string();
-            eprintln!("certfab: error: {text}");
+            // Errors quote inputs (device ids, file names, values): no control character of
+            // theirs reaches the terminal.
+            eprintln!(
+                "certfab: error: {}",
+                certfab::text::escape_keep_lines(&text)
+            );
             if limit {
                 if !text.contains("file size limit") {
                     eprintln!("certfab: {}", certfab::process::file_size_limit_message());

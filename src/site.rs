@@ -272,11 +272,7 @@ pub fn open_ledger_as(
 ) -> Result<Ledger, Error> {
     let mut ledger = Ledger::open(&config.ledger, &config.station_id)?;
     ledger.set_operator(operator);
-    let bytes = std::fs::read(&config.path).map_err(|e| Error::Input {
-        path: config.path.display().to_string(),
-        msg: format!("cannot read the site config: {e}"),
-        code: crate::error::ExitCode::Usage,
-    })?;
+    let bytes = crate::yaml::read_bounded(&config.path)?;
     ledger.note_config(
         "site-config",
         "site",

@@ -11,8 +11,11 @@ const MAX_REJECTED_ROWS: usize = 1000;
 /// Findings listed in full before the list is cut.
 const MAX_FINDINGS: usize = 5000;
 
-/// HTML-escapes text for element content and quoted attribute values.
+/// HTML-escapes text for element content and quoted attribute values, after control and bidi
+/// characters are made visible by [`crate::text::escape`] (a raw NUL or ESC has no place in a
+/// report, and HTML cannot carry a NUL at all).
 pub fn esc(s: &str) -> String {
+    let s = crate::text::escape(s);
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

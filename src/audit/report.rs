@@ -5,6 +5,12 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+/// Every text that comes from a ledger, manifest, certificate or profile is shown through the
+/// one escaping rule: a tampered or hostile input cannot write its own report lines.
+fn esc(s: &str) -> String {
+    crate::text::escape(s)
+}
+
 /// Findings of one code shown in the text report before "… and N more".
 const SHOWN_PER_CODE: usize = 10;
 
@@ -46,7 +52,7 @@ fn tally_table(out: &mut String, title: &str, m: &BTreeMap<String, Tally>) {
     }
     let _ = writeln!(out, "  {title}:");
     for (k, t) in m {
-        let _ = writeln!(out, "    {k:<24} {}", tally_line(t));
+        let _ = writeln!(out, "    {:<24} {}", esc(k), tally_line(t));
     }
 }
 
@@ -59,11 +65,11 @@ pub fn text(report: &Report, fail_on: Severity) -> String {
         let _ = writeln!(
             out,
             "  ledger {} (stations {}): {} devices, {} certificates, {} audit events",
-            l.path,
+            esc(&l.path),
             if l.stations.is_empty() {
                 "none".into()
             } else {
-                l.stations.join(", ")
+                esc(&l.stations.join(", "))
             },
             l.devices,
             l.certificates,
@@ -71,16 +77,16 @@ pub fn text(report: &Report, fail_on: Severity) -> String {
         );
     }
     for m in &i.manifests {
-        let _ = writeln!(out, "  manifest {m}");
+        let _ = writeln!(out, "  manifest {}", esc(m));
     }
     if i.cert_files > 0 {
         let _ = writeln!(out, "  {} certificate files", i.cert_files);
     }
     for c in &i.cas {
-        let _ = writeln!(out, "  CA {c}");
+        let _ = writeln!(out, "  CA {}", esc(c));
     }
     if !i.profiles.is_empty() {
-        let _ = writeln!(out, "  profiles: {}", i.profiles.join(", "));
+        let _ = writeln!(out, "  profiles: {}", esc(&i.profiles.join(", ")));
     }
     let _ = writeln!(out);
     let sev: Vec<String> = Severity::ALL
@@ -109,10 +115,10 @@ pub fn text(report: &Report, fail_on: Severity) -> String {
             "  {:<8} {}: {}",
             f.severity.name().to_uppercase(),
             f.code,
-            f.message
+            crate::text::neutralize(&f.message)
         );
         for l in &f.locations {
-            let _ = writeln!(out, "           at {l}");
+            let _ = writeln!(out, "           at {}", esc(l));
         }
     }
     for (code, (s, n)) in hidden {
@@ -136,7 +142,7 @@ pub fn text(report: &Report, fail_on: Severity) -> String {
         let s: Vec<String> = c
             .devices_by_state
             .iter()
-            .map(|(k, v)| format!("{k} {v}"))
+            .map(|(k, v)| format!("{} {v}", esc(k)))
             .collect();
         let _ = writeln!(out, "  devices by state: {}", s.join(", "));
     }
@@ -144,7 +150,7 @@ pub fn text(report: &Report, fail_on: Severity) -> String {
         let s: Vec<String> = c
             .rejections_by_reason
             .iter()
-            .map(|(k, v)| format!("{k} {v}"))
+            .map(|(k, v)| format!("{} {v}", esc(k)))
             .collect();
         let _ = writeln!(out, "  rejections by reason: {}", s.join(", "));
     }

@@ -4,6 +4,7 @@
 
 use crate::input::{absolute, open_user_file, CrlfToLf, InputRoot, Pipes};
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Where the batch's devices come from.
@@ -68,6 +69,37 @@ pub struct RowError {
     pub device_id: Option<String>,
     /// What is wrong.
     pub reason: String,
+    /// The input cannot be read past this row (a row over [`MAX_ROW`]): the batch stops here,
+    /// resumable once the input is fixed, instead of silently skipping the rest.
+    pub fatal: bool,
+}
+
+/// The largest CSV field: an inline PEM CSR is a few KiB, a device id or column value far less.
+/// A longer field rejects its row.
+pub const MAX_FIELD: usize = 64 * 1024;
+
+/// The most bytes one CSV row may take. Enforced while reading, so a 100 MB field costs no more
+/// memory than this; a longer row stops the batch (the reader cannot find where it ends
+/// without reading it whole).
+pub const MAX_ROW: u64 = 1024 * 1024;
+
+/// Counts the bytes the CSV parser pulls since the last row ended and fails the read past
+/// [`MAX_ROW`], so an endless field never has to be held.
+struct RowBudget<R> {
+    inner: R,
+    used: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<R: Read> Read for RowBudget<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::sync::atomic::Ordering;
+        if self.used.load(Ordering::Relaxed) > MAX_ROW {
+            return Err(std::io::Error::other("row over the limit"));
+        }
+        let n = self.inner.read(buf)?;
+        self.used.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
 }
 
 /// An input that cannot be read at all.
@@ -80,36 +112,76 @@ pub struct InputError {
     pub msg: String,
 }
 
+/// The widest zero padding `{seq:0N}` may ask for: a u64 has at most 20 digits, and a device id
+/// at most 64 characters.
+pub const MAX_SEQ_WIDTH: usize = 20;
+
+/// A parsed `--id-template`: literal text around one `{seq}` or `{seq:0N}` placeholder.
+/// Parsed (and refused) before a batch starts, so rendering an id can never fail halfway
+/// through a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdTemplate {
+    prefix: String,
+    width: usize,
+    suffix: String,
+}
+
+impl IdTemplate {
+    /// Parses `template`, or says what is wrong with it (shown escaped).
+    pub fn parse(template: &str) -> Result<Self, String> {
+        let shown = crate::text::escape(template);
+        let start = template.find("{seq").ok_or_else(|| {
+            format!("--id-template '{shown}' has no {{seq}} or {{seq:0N}} placeholder")
+        })?;
+        let end = template[start..]
+            .find('}')
+            .map(|e| start + e)
+            .ok_or_else(|| format!("--id-template '{shown}' has an unclosed '{{'"))?;
+        let spec = &template[start + 4..end];
+        let width = match spec.strip_prefix(":0") {
+            Some(w) => match w.parse::<usize>() {
+                Ok(w) if w <= MAX_SEQ_WIDTH => w,
+                Ok(_) => {
+                    return Err(format!(
+                        "--id-template '{shown}': width {w} is over {MAX_SEQ_WIDTH} (a sequence number has at most 20 digits)"
+                    ))
+                }
+                Err(_) => {
+                    return Err(format!(
+                        "--id-template '{shown}': the width in {{seq:0N}} must be a number 1..={MAX_SEQ_WIDTH}"
+                    ))
+                }
+            },
+            None if spec.is_empty() => 0,
+            None => {
+                return Err(format!(
+                    "--id-template '{shown}': use {{seq}} or {{seq:0N}}, not {{seq{}}}",
+                    crate::text::escape(spec)
+                ))
+            }
+        };
+        let (prefix, suffix) = (&template[..start], &template[end + 1..]);
+        if prefix.contains(['{', '}']) || suffix.contains(['{', '}']) {
+            return Err(format!(
+                "--id-template '{shown}' has braces outside its one {{seq}} placeholder"
+            ));
+        }
+        Ok(Self {
+            prefix: prefix.into(),
+            width,
+            suffix: suffix.into(),
+        })
+    }
+
+    /// The id of device `n`.
+    pub fn render(&self, n: u64) -> String {
+        format!("{}{n:0w$}{}", self.prefix, self.suffix, w = self.width)
+    }
+}
+
 /// Renders `SN{seq:06}` for sequence `n`.
 pub fn render_id(template: &str, n: u64) -> Result<String, String> {
-    let start = template.find("{seq").ok_or_else(|| {
-        format!("--id-template '{template}' has no {{seq}} or {{seq:0N}} placeholder")
-    })?;
-    let end = template[start..]
-        .find('}')
-        .map(|e| start + e)
-        .ok_or_else(|| format!("--id-template '{template}' has an unclosed '{{'"))?;
-    let spec = &template[start + 4..end];
-    let num = match spec.strip_prefix(":0") {
-        Some(w) => {
-            let w: usize = w
-                .parse()
-                .map_err(|_| format!("--id-template: width in '{{seq{spec}}}' is not a number"))?;
-            format!("{n:0w$}")
-        }
-        None if spec.is_empty() => n.to_string(),
-        None => {
-            return Err(format!(
-                "--id-template: '{{seq{spec}}}' is not {{seq}} or {{seq:0N}}"
-            ))
-        }
-    };
-    Ok(format!(
-        "{}{}{}",
-        &template[..start],
-        num,
-        &template[end + 1..]
-    ))
+    Ok(IdTemplate::parse(template)?.render(n))
 }
 
 /// Opens a source as a stream of rows.
@@ -120,15 +192,14 @@ pub fn rows(
         Source::Csv { path, input_root } => csv_rows(path, input_root.as_deref()),
         Source::CsrDir { path, input_root } => dir_rows(path, input_root.as_deref()),
         Source::Count { count, id_template } => {
-            render_id(id_template, 1).map_err(|msg| InputError {
+            let t = IdTemplate::parse(id_template).map_err(|msg| InputError {
                 path: "--id-template".into(),
                 msg,
             })?;
-            let t = id_template.clone();
             Ok(Box::new((1..=*count).map(move |n| {
                 Ok(Row {
                     line: n,
-                    device_id: Some(render_id(&t, n).unwrap_or_default()),
+                    device_id: Some(t.render(n)),
                     key: RowKey::Generate,
                     vars: BTreeMap::new(),
                 })
@@ -150,23 +221,51 @@ fn csv_rows(
     path: &Path,
     root: Option<&Path>,
 ) -> Result<Box<dyn Iterator<Item = Result<Row, RowError>> + Send>, InputError> {
+    let file = open_user_file(path, Pipes::Refused).map_err(|e| InputError {
+        path: path.display().to_string(),
+        msg: e.to_string(),
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let root = input_root(root, base)?;
+    csv_rows_from(file, path, Some(root))
+}
+
+/// The rows of CSV text read from `file`; `path` names it in errors, and relative key paths
+/// are read from its directory, confined to `root` (without a root, no key file is read). What [`rows`] does for a CSV (and the CSV fuzz target).
+pub(crate) fn csv_rows_from<R: Read + Send + 'static>(
+    file: R,
+    path: &Path,
+    root: Option<InputRoot>,
+) -> Result<Box<dyn Iterator<Item = Result<Row, RowError>> + Send>, InputError> {
     let shown = path.display().to_string();
     let err = |msg: String| InputError {
         path: shown.clone(),
         msg,
     };
-    let file = open_user_file(path, Pipes::Refused).map_err(|e| err(e.to_string()))?;
-    let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let root = input_root(root, &base)?;
+    let used = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     // CRLF is read as LF so line numbers are the file's (the csv reader counts CRLF lines
     // one too low).
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
-        .from_reader(CrlfToLf::new(file));
+        .from_reader(RowBudget {
+            inner: CrlfToLf::new(file),
+            used: used.clone(),
+        });
     let headers: Vec<String> = rdr
         .headers()
-        .map_err(|e| err(format!("cannot read the header line: {e}")))?
+        .map_err(|e| {
+            err(
+                if used.load(std::sync::atomic::Ordering::Relaxed) > MAX_ROW {
+                    format!(
+                        "the header line is over the {} KiB row limit",
+                        MAX_ROW / 1024
+                    )
+                } else {
+                    format!("cannot read the header line: {e}")
+                },
+            )
+        })?
         .iter()
         .map(|h| h.trim().to_string())
         .collect();
@@ -188,23 +287,73 @@ fn csv_rows(
         (None, None) => return Err(err("the header needs a csr or a pubkey column".into())),
     };
     let what = if is_csr { "csr" } else { "pubkey" };
+    let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let width = headers.len();
-    let iter = rdr.into_records().map(move |rec| {
-        let rec = rec.map_err(|e| RowError {
-            line: e.position().map(|p| p.line()).unwrap_or(0),
-            device_id: None,
-            reason: format!("malformed CSV row: {e}"),
-        })?;
+    let mut records = rdr.into_records();
+    let mut stopped = false;
+    // Each row gets a fresh budget; a row over it ends the input with a fatal error.
+    let bounded = std::iter::from_fn(move || {
+        if stopped {
+            return None;
+        }
+        used.store(0, std::sync::atomic::Ordering::Relaxed);
+        let start = records.reader().position().line();
+        let rec = records.next()?;
+        Some(rec.map_err(|e| {
+            if used.load(std::sync::atomic::Ordering::Relaxed) > MAX_ROW {
+                stopped = true;
+                RowError {
+                    line: start,
+                    device_id: None,
+                    reason: format!(
+                        "the row starting here is over the {} KiB row limit (a CSV field may have at most {} KiB); the input cannot be read past it",
+                        MAX_ROW / 1024,
+                        MAX_FIELD / 1024
+                    ),
+                    fatal: true,
+                }
+            } else {
+                RowError {
+                    line: e.position().map(|p| p.line()).unwrap_or(start),
+                    device_id: None,
+                    reason: format!("malformed CSV row: {e}"),
+                    fatal: false,
+                }
+            }
+        }))
+    });
+    let iter = bounded.map(move |rec| {
+        let rec = rec?;
         let line = rec.position().map(|p| p.line()).unwrap_or(0);
         let fail = |device_id: Option<String>, reason: String| RowError {
             line,
             device_id,
             reason,
+            fatal: false,
         };
         if rec.len() != width {
             return Err(fail(
                 None,
                 format!("row has {} fields, the header has {width}", rec.len()),
+            ));
+        }
+        if let Some((h, v)) = headers
+            .iter()
+            .zip(rec.iter())
+            .find(|(_, v)| v.len() > MAX_FIELD)
+        {
+            let id = rec
+                .get(id_col)
+                .filter(|id| id.len() <= 64)
+                .map(str::to_string);
+            return Err(fail(
+                id,
+                format!(
+                    "field {} is {} bytes, over the {} KiB limit for a CSV field",
+                    crate::text::escape(h),
+                    v.len(),
+                    MAX_FIELD / 1024
+                ),
             ));
         }
         let id = rec.get(id_col).unwrap_or("").trim().to_string();
@@ -221,6 +370,12 @@ fn csv_rows(
         let bytes = if value.starts_with("-----BEGIN") {
             value.as_bytes().to_vec()
         } else {
+            let Some(root) = &root else {
+                return Err(fail(
+                    Some(id),
+                    format!("{what} names a file, and no input root is open to read it from"),
+                ));
+            };
             root.relative(&base, value)
                 .and_then(|rel| root.read(&rel, crate::csr::MAX_INPUT))
                 .map_err(|e| fail(Some(id.clone()), format!("{what} file {value:?}: {e}")))?
@@ -290,6 +445,7 @@ fn dir_rows(
                     line,
                     device_id: None,
                     reason: format!("{shown}: {e}"),
+                    fatal: false,
                 })?;
             let mut vars = BTreeMap::new();
             vars.insert("csv.file".to_string(), shown);
@@ -313,6 +469,60 @@ mod tests {
         assert_eq!(render_id("dev-{seq}-x", 7).unwrap(), "dev-7-x");
         assert!(render_id("SN", 1).is_err());
         assert!(render_id("SN{seq:x}", 1).is_err());
+        assert_eq!(render_id("SN{seq:020}", 7).unwrap().len(), 22);
+        assert_eq!(
+            render_id("SN{seq:020}", u64::MAX).unwrap(),
+            "SN18446744073709551615"
+        );
+    }
+
+    #[test]
+    fn item16_wide_or_odd_templates_refused_at_parse() {
+        for (bad, why) in [
+            ("SN{seq:068345}", "over 20"),
+            ("SN{seq:021}", "over 20"),
+            ("SN{seq:099999999999999999999999}", "must be a number"),
+            ("SN{seq:0}", "must be a number"),
+            ("SN{seq}{seq}", "braces outside"),
+            ("{x}SN{seq}", "braces outside"),
+            ("SN{seq", "unclosed"),
+        ] {
+            let e = IdTemplate::parse(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn item15_long_field_rejects_its_row_and_an_endless_row_stops_the_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("in.csv");
+        let big = "x".repeat(MAX_FIELD + 1);
+        let huge = "y".repeat(3 * MAX_ROW as usize);
+        std::fs::write(
+            &p,
+            format!("device_id,pubkey,site\nA,-----BEGIN PUBLIC KEY-----x,{big}\nB,-----BEGIN PUBLIC KEY-----y,b\nC,\"{huge}\",c\nD,-----BEGIN PUBLIC KEY-----z,d\n"),
+        )
+        .unwrap();
+        let rows: Vec<_> = rows(&Source::Csv {
+            path: p,
+            input_root: None,
+        })
+        .unwrap()
+        .collect();
+        let a = rows[0].as_ref().unwrap_err();
+        assert!(
+            !a.fatal && a.device_id.as_deref() == Some("A") && a.reason.contains("field site"),
+            "{a:?}"
+        );
+        assert!(rows[1]
+            .as_ref()
+            .is_ok_and(|r| r.device_id.as_deref() == Some("B")));
+        let c = rows[2].as_ref().unwrap_err();
+        assert!(
+            c.fatal && c.line == 4 && c.reason.contains("1024 KiB row limit"),
+            "{c:?}"
+        );
+        assert_eq!(rows.len(), 3, "nothing is read past the endless row");
     }
 
     /// Issue 10 item 14: the csv reader counts CRLF lines one too low; rows are reported at

@@ -5,7 +5,8 @@
 mod input;
 mod output;
 
-pub use input::{render_id, rows, InputError, Row, RowError, RowKey, Source};
+pub(crate) use input::csv_rows_from;
+pub use input::{render_id, rows, IdTemplate, InputError, Row, RowError, RowKey, Source};
 pub use output::encode_key_pem;
 
 use crate::ca::CaCert;
@@ -248,8 +249,9 @@ pub fn run<S: Signer + Sync>(
         &job.out,
         job.plain_keys,
     );
-    // The input and the output directory are opened before the batch is recorded, so an
-    // unreadable input (a FIFO, a missing file) or an unusable --out changes nothing.
+    // Everything that can refuse the job (an unreadable input such as a FIFO or a missing
+    // file, an unusable --out) is checked before the batch is recorded: a batch that exists in
+    // the ledger must always be resumable once its cause is fixed.
     let mut rows = rows(&job.source)?;
     let out = output::Writer::new(job, &job.out)?;
     let (batch, resumed) = ledger.begin_batch(&spec)?;
@@ -290,8 +292,13 @@ pub fn run<S: Signer + Sync>(
                 // takes effect while a slow input is being read (the partial group was not
                 // reserved: a resume reads it again).
                 let mut group: Vec<Result<Row, RowError>> = Vec::with_capacity(GROUP);
+                let mut fatal = None;
                 while group.len() < GROUP && !job.stop.load(Ordering::SeqCst) {
                     match rows.next() {
+                        Some(Err(e)) if e.fatal => {
+                            fatal = Some(e);
+                            break;
+                        }
                         Some(r) => group.push(r),
                         None => break,
                     }
@@ -299,12 +306,30 @@ pub fn run<S: Signer + Sync>(
                 if job.stop.load(Ordering::SeqCst) {
                     return false;
                 }
-                if group.is_empty() {
+                if group.is_empty() && fatal.is_none() {
                     return true;
                 }
-                let pg = prepare_group(job, &reader, &batch_id, out_ref, group);
-                let failed = pg.is_err();
-                if prepared_tx.send(pg).is_err() || failed {
+                if !group.is_empty() {
+                    let pg = prepare_group(job, &reader, &batch_id, out_ref, group);
+                    let failed = pg.is_err();
+                    if prepared_tx.send(pg).is_err() || failed {
+                        return false;
+                    }
+                }
+                // The rows before it are handled; the batch stops, resumable once the input is
+                // fixed, rather than finishing with the rest of the input silently unread.
+                if let Some(e) = fatal {
+                    let path = match &job.source {
+                        Source::Csv { path, .. } | Source::CsrDir { path, .. } => path.display().to_string(),
+                        Source::Count { .. } => "--count".into(),
+                    };
+                    let _ = prepared_tx.send(Err(BatchError::Input(InputError {
+                        path,
+                        msg: format!(
+                            "line {}: {}. The rows before it are done; fix the row (or split the input) and resume the batch",
+                            e.line, e.reason
+                        ),
+                    })));
                     return false;
                 }
             }
@@ -554,7 +579,9 @@ fn prepare_group<S: Signer + Sync>(
         serial_prefix: job.serial_prefix,
         now,
     };
-    let prepared = parallel_map(&fresh, job.signers.len(), |row| prepare_row(&ctx, row));
+    let prepared = parallel_map(&fresh, job.signers.len(), |row| {
+        prepare_row_guarded(&ctx, row)
+    });
     let mut works = Vec::new();
     for (row, res) in fresh.iter().zip(prepared) {
         match res {
@@ -574,6 +601,26 @@ fn prepare_group<S: Signer + Sync>(
         problems,
         works,
     })
+}
+
+/// [`prepare_row`], with a panic (a bug: preparation is fuzzed to never panic) turned into this
+/// row's rejection. The batch is already in the ledger; a panic here would stop every resume
+/// at the same row, leaving a batch that can neither finish nor be resumed. Preparation only
+/// reads shared state, so nothing is left half-changed by the unwind.
+fn prepare_row_guarded(ctx: &IssueContext<'_>, row: &Row) -> Result<Work, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| prepare_row(ctx, row))).unwrap_or_else(
+        |p| {
+            let what = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(format!(
+                "internal error while preparing this row ({}); the row is refused, the batch goes on. Please report it",
+                crate::text::escape(&what)
+            ))
+        },
+    )
 }
 
 fn prepare_row(ctx: &IssueContext<'_>, row: &Row) -> Result<Work, String> {

@@ -26,6 +26,15 @@ enum BatchSub {
         /// Batch id.
         batch: Option<String>,
     },
+    /// Close a batch that will not be resumed (its input is gone or was wrong): it is marked
+    /// finished and the reason is recorded in the audit log. What it issued stays issued.
+    Close {
+        /// Batch id.
+        batch: String,
+        /// Why it is closed (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
     /// Continue a batch from the ledger (same input, profile and output as it started with).
     Resume {
         /// Batch id.
@@ -90,6 +99,7 @@ pub(super) fn run(ctx: &Ctx, a: BatchArgs) -> Result<ExitCode, Error> {
     match a.sub {
         Some(BatchSub::Status { batch }) => status(ctx, batch),
         Some(BatchSub::Resume { batch, opts }) => resume(ctx, &batch, opts),
+        Some(BatchSub::Close { batch, reason }) => close(ctx, &batch, &reason),
         None => {
             let r = a.run;
             let need = |flag: &str| Error::Usage(format!("certfab batch needs {flag}"));
@@ -99,7 +109,10 @@ pub(super) fn run(ctx: &Ctx, a: BatchArgs) -> Result<ExitCode, Error> {
             let source = match (r.input, r.csr_dir, r.count) {
                 (Some(p), None, None) => Source::Csv { path: std::path::absolute(&p).unwrap_or(p), input_root },
                 (None, Some(p), None) => Source::CsrDir { path: std::path::absolute(&p).unwrap_or(p), input_root },
-                (None, None, Some(count)) => Source::Count { count, id_template: r.id_template },
+                (None, None, Some(count)) => {
+                    batch::IdTemplate::parse(&r.id_template).map_err(Error::Usage)?;
+                    Source::Count { count, id_template: r.id_template }
+                }
                 _ => return Err(Error::Usage("certfab batch needs one of --input CSV, --csr-dir DIR or --count N --keygen host".into())),
             };
             let out = std::path::absolute(&out).unwrap_or(out);
@@ -319,10 +332,10 @@ fn status(ctx: &Ctx, id: Option<String>) -> Result<ExitCode, Error> {
         .ok_or_else(|| Error::Usage(format!("no batch {id} in {}", cfg.ledger.display())))?;
     let mut h = format!(
         "batch {} ({}, profile {}, CA {})\n  started {}{}\n  {}",
-        st.batch.id,
-        st.batch.station,
-        st.batch.profile,
-        st.batch.ca,
+        crate::text::escape(&st.batch.id),
+        crate::text::escape(&st.batch.station),
+        crate::text::escape(&st.batch.profile),
+        crate::text::escape(&st.batch.ca),
         st.batch.created_at,
         st.batch
             .finished_at
@@ -338,19 +351,66 @@ fn status(ctx: &Ctx, id: Option<String>) -> Result<ExitCode, Error> {
     Ok(ExitCode::Ok)
 }
 
+fn close(ctx: &Ctx, id: &str, reason: &str) -> Result<ExitCode, Error> {
+    if reason.trim().is_empty() {
+        return Err(Error::Usage(
+            "--reason must say why the batch is closed; it goes into the audit log".into(),
+        ));
+    }
+    let cfg = crate::config::SiteConfig::load(
+        ctx.config
+            .as_ref()
+            .ok_or(Error::Config(crate::config::ConfigError::Missing))?,
+    )?;
+    let mut ledger = Ledger::open(&cfg.ledger, &cfg.station_id)?;
+    let st = ledger.status(id)?.ok_or_else(|| {
+        Error::Usage(format!(
+            "no batch {} in {}",
+            crate::text::escape(id),
+            cfg.ledger.display()
+        ))
+    })?;
+    if let Some(f) = &st.batch.finished_at {
+        return Err(Error::Usage(format!(
+            "batch {id} already finished ({f}); there is nothing to close"
+        )));
+    }
+    ledger.close_batch(id, reason, &st.counts)?;
+    let h = format!(
+        "batch {id} closed: {}
+  {}",
+        crate::text::escape(reason),
+        counts_text(&st.counts)
+    );
+    ctx.print(
+        &serde_json::json!({"batch": id, "closed": true, "reason": reason, "counts": st.counts}),
+        &h,
+    );
+    Ok(ExitCode::Ok)
+}
+
 fn problem_line(p: &crate::ledger::Rejection) -> String {
+    // Device ids and reasons quote the input: escaped, so a value cannot start a line of its
+    // own or move the cursor.
+    let esc = crate::text::escape;
     let device = p
         .device_id
         .as_deref()
-        .map(|d| format!(" ({d})"))
+        .map(|d| format!(" ({})", esc(d)))
         .unwrap_or_default();
-    format!("\n  line {}{device}: {}: {}", p.line, p.kind, p.reason)
+    let text = crate::text::neutralize;
+    format!(
+        "\n  line {}{device}: {}: {}",
+        p.line,
+        text(&p.kind),
+        text(&p.reason)
+    )
 }
 
 fn counts_text(counts: &std::collections::BTreeMap<String, u64>) -> String {
     counts
         .iter()
-        .map(|(k, v)| format!("{k} {v}"))
+        .map(|(k, v)| format!("{} {v}", crate::text::escape(k)))
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -130,6 +130,15 @@ pub enum CaCommand {
 }
 
 fn dn(s: &str) -> Result<Name, Error> {
+    // Dotted attribute types go through the exact OID parser first: the X.509 library's own
+    // wraps arcs over 2^32 into another OID.
+    for t in s.split([',', '+']).filter_map(|p| p.split_once('=')) {
+        let ty = t.0.trim();
+        if ty.starts_with(|c: char| c.is_ascii_digit()) {
+            crate::profile::parse_oid(ty)
+                .map_err(|e| Error::Usage(format!("--subject: attribute type {e}")))?;
+        }
+    }
     Name::from_str(s).map_err(|e| {
         Error::Usage(format!(
             "--subject '{s}' is not an RFC 4514 DN (e.g. \"CN=Acme Root,O=Acme\"): {e}"

@@ -109,7 +109,7 @@ pub(super) fn run(ctx: &Ctx, cmd: LogCommand) -> Result<ExitCode, Error> {
                 _ => format!("audit log FAILED verification ({} problems):", r.problems.len()),
             };
             for p in &r.problems {
-                human.push_str(&format!("\n  {p}"));
+                human.push_str(&format!("\n  {}", crate::text::neutralize(&p.to_string())));
             }
             ctx.print(&serde_json::json!(r), &human);
             Ok(if r.ok {

@@ -519,7 +519,10 @@ fn show(
         for d in &u.devices {
             text.push_str(&format!(
                 "\n  {:>5} {} serial {} {}",
-                d.seq, d.device_id, d.serial, d.state
+                d.seq,
+                crate::text::escape(&d.device_id),
+                crate::text::escape(&d.serial),
+                crate::text::escape(&d.state)
             ));
         }
     }

@@ -118,7 +118,9 @@ impl Ctx {
                 serde_json::to_string_pretty(value).unwrap_or_default()
             );
         } else {
-            outln!("{human}");
+            // Values in `human` are escaped where it is built; this keeps any control character
+            // that slipped through from reaching the terminal (line feeds are the layout).
+            outln!("{}", crate::text::escape_keep_lines(human));
         }
     }
 }
@@ -215,10 +217,15 @@ fn validity(
     let nb = nb.replace_nanosecond(0).unwrap_or(nb);
     let na = match validity {
         "none" => None,
-        v => Some(
-            nb + crate::profile::parse_duration(v)
-                .map_err(|e| Error::Usage(format!("--validity: {e}")))?,
-        ),
+        v => {
+            let d = crate::profile::parse_duration(v)
+                .map_err(|e| Error::Usage(format!("--validity: {e}")))?;
+            Some(nb.checked_add(d).ok_or_else(|| {
+                Error::Usage(format!(
+                    "--not-before plus --validity {v} is past the last time X.509 can express"
+                ))
+            })?)
+        }
     };
     Ok((nb, na))
 }

@@ -159,12 +159,10 @@ struct Ui {
     stderr_tty: bool,
 }
 
-/// Device ids and adapter texts come from devices: never let them drive the terminal.
+/// Device ids and adapter texts come from devices: never let them drive the terminal (the one
+/// escaping rule, [`crate::text::escape`], on at most 400 characters).
 fn clean(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .take(400)
-        .collect()
+    crate::text::escape(&s.chars().take(400).collect::<String>())
 }
 
 fn now_hms() -> String {

@@ -63,11 +63,11 @@ pub enum PolicyError {
     #[error("RSA key refused: {0}")]
     WeakRsa(String),
     /// Name policy violation.
-    #[error("{attr} value {value:?} refused: {why}")]
+    #[error("{attr} value \"{value}\" refused: {why}")]
     Name {
         /// Attribute.
         attr: String,
-        /// The value, escaped.
+        /// The value, escaped ([`crate::text::escape`]).
         value: String,
         /// Reason.
         why: String,

@@ -13,12 +13,7 @@ pub fn check_name(
 ) -> Result<(), PolicyError> {
     let fail = |why: String| PolicyError::Name {
         attr: attr.into(),
-        value: value
-            .chars()
-            .take(80)
-            .collect::<String>()
-            .escape_debug()
-            .to_string(),
+        value: crate::text::escape(&value.chars().take(80).collect::<String>()),
         why,
     };
     if value.is_empty() {

@@ -98,6 +98,8 @@ pub fn lint(
             ParsedExtension::BasicConstraints(bc) => {
                 if bc.ca {
                     f.push("basicConstraints CA:TRUE on a device certificate".into());
+                } else if bc.path_len_constraint.is_some() {
+                    f.push("basicConstraints pathLenConstraint on a device certificate (CA only, RFC 5280 §4.2.1.9)".into());
                 } else if !ext.critical {
                     f.push("basicConstraints is not critical".into());
                 } else {
@@ -149,7 +151,20 @@ pub fn lint(
             }
             ParsedExtension::SubjectAlternativeName(s) => {
                 san = Some((ext.critical, s.general_names.len()));
+                for g in &s.general_names {
+                    if let Some(why) = san_syntax(g) {
+                        f.push(format!("subjectAltName {why}"));
+                    }
+                }
             }
+            ParsedExtension::NameConstraints(_)
+            | ParsedExtension::PolicyConstraints(_)
+            | ParsedExtension::InhibitAnyPolicy(_)
+            | ParsedExtension::PolicyMappings(_) => f.push(format!(
+                "extension {} ({}) belongs on CA certificates only (RFC 5280 §4.2.1)",
+                ext.oid,
+                ca_only_name(&ext.oid.to_id_string()).unwrap_or("CA-only")
+            )),
             ParsedExtension::UnsupportedExtension { .. } | ParsedExtension::ParseError { .. }
                 if ext.critical =>
             {
@@ -201,6 +216,40 @@ pub fn lint(
         preset_rules(p, &cert, key, ca, &mut f);
     }
     f
+}
+
+fn ca_only_name(oid: &str) -> Option<&'static str> {
+    crate::profile::CA_ONLY
+        .iter()
+        .find(|(o, _)| *o == oid)
+        .map(|(_, n)| *n)
+}
+
+/// Why a general name in the SAN is not what its type says, if it is not; re-checked here on
+/// the independent parser's view of the certificate.
+fn san_syntax(g: &GeneralName<'_>) -> Option<String> {
+    let (kind, r) = match g {
+        GeneralName::DNSName(v) => ("dNSName", crate::profile::san::dns_name(v)),
+        GeneralName::URI(v) => ("uniformResourceIdentifier", crate::profile::san::uri(v)),
+        GeneralName::RFC822Name(v) => ("rfc822Name", crate::profile::san::email(v)),
+        GeneralName::IPAddress(b) if b.len() == 4 || b.len() == 16 => return None,
+        GeneralName::IPAddress(b) => {
+            return Some(format!(
+                "iPAddress of {} octets; an address is 4 (IPv4) or 16 (IPv6)",
+                b.len()
+            ))
+        }
+        _ => return None,
+    };
+    r.err().map(|why| {
+        let shown = match g {
+            GeneralName::DNSName(v) | GeneralName::URI(v) | GeneralName::RFC822Name(v) => {
+                crate::text::escape(v)
+            }
+            _ => String::new(),
+        };
+        format!("{kind} \"{shown}\": {why}")
+    })
 }
 
 fn preset_rules(
@@ -393,6 +442,74 @@ mod tests {
             (
                 "subjectPublicKeyInfo is not the requested key",
                 Box::new(|s| s.spki = SoftSigner::generate_p256().public_key().spki_der().to_vec()),
+            ),
+            (
+                "nameConstraints) belongs on CA certificates only",
+                Box::new(|s| {
+                    // Critical nameConstraints permitting dNSName example.com.
+                    s.extensions.push(x509_cert::ext::Extension {
+                        extn_id: der::asn1::ObjectIdentifier::new_unwrap("2.5.29.30"),
+                        critical: true,
+                        extn_value: der::asn1::OctetString::new(
+                            hex::decode("3011a00f300d820b6578616d706c652e636f6d").unwrap(),
+                        )
+                        .unwrap(),
+                    })
+                }),
+            ),
+            (
+                "inhibitAnyPolicy) belongs on CA certificates only",
+                Box::new(|s| {
+                    s.extensions.push(x509_cert::ext::Extension {
+                        extn_id: der::asn1::ObjectIdentifier::new_unwrap("2.5.29.54"),
+                        critical: true,
+                        extn_value: der::asn1::OctetString::new(vec![2, 1, 0]).unwrap(),
+                    })
+                }),
+            ),
+            (
+                "policyConstraints) belongs on CA certificates only",
+                Box::new(|s| {
+                    s.extensions.push(x509_cert::ext::Extension {
+                        extn_id: der::asn1::ObjectIdentifier::new_unwrap("2.5.29.36"),
+                        critical: true,
+                        extn_value: der::asn1::OctetString::new(vec![0x30, 3, 0x80, 1, 0]).unwrap(),
+                    })
+                }),
+            ),
+            (
+                "pathLenConstraint on a device certificate",
+                Box::new(|s| s.extensions[0] = basic_constraints(false, Some(0)).unwrap()),
+            ),
+            (
+                "dNSName \"a/../b.example\"",
+                Box::new(|s| {
+                    use x509_cert::ext::pkix::name::GeneralName as G;
+                    s.extensions.push(
+                        crate::issue::tbs::subject_alt_name(
+                            vec![G::DnsName(
+                                der::asn1::Ia5String::new("a/../b.example").unwrap(),
+                            )],
+                            false,
+                        )
+                        .unwrap(),
+                    )
+                }),
+            ),
+            (
+                "iPAddress of 5 octets",
+                Box::new(|s| {
+                    use x509_cert::ext::pkix::name::GeneralName as G;
+                    s.extensions.push(
+                        crate::issue::tbs::subject_alt_name(
+                            vec![G::IpAddress(
+                                der::asn1::OctetString::new(vec![1; 5]).unwrap(),
+                            )],
+                            false,
+                        )
+                        .unwrap(),
+                    )
+                }),
             ),
         ];
         for (want, mutate) in cases {

@@ -193,10 +193,32 @@ pub fn prepare(ctx: &IssueContext<'_>, req: &Request) -> Result<Prepared, IssueE
             check(kind, t, &v, false)?;
             Ok(v)
         };
+        // Every rendered SAN value must also be what its type says it is (RFC 5280 §4.2.1.6),
+        // whatever the name policy allowed: `{csv.site}.example` with site `a/../b` is no name.
+        let syntax = |kind: &str, v: String, f: fn(&str) -> Result<(), String>| {
+            f(&v).map_err(|why| PolicyError::Name {
+                attr: kind.into(),
+                value: crate::text::escape(&v.chars().take(80).collect::<String>()),
+                why,
+            })?;
+            Ok::<_, PolicyError>(v)
+        };
         san.push(match s {
-            SanEntry::Dns(t) => G::DnsName(tbs::ia5(&render(t, "SAN dns")?)?),
-            SanEntry::Uri(t) => G::UniformResourceIdentifier(tbs::ia5(&render(t, "SAN uri")?)?),
-            SanEntry::Email(t) => G::Rfc822Name(tbs::ia5(&render(t, "SAN email")?)?),
+            SanEntry::Dns(t) => G::DnsName(tbs::ia5(&syntax(
+                "SAN dns",
+                render(t, "SAN dns")?,
+                crate::profile::san::dns_name,
+            )?)?),
+            SanEntry::Uri(t) => G::UniformResourceIdentifier(tbs::ia5(&syntax(
+                "SAN uri",
+                render(t, "SAN uri")?,
+                crate::profile::san::uri,
+            )?)?),
+            SanEntry::Email(t) => G::Rfc822Name(tbs::ia5(&syntax(
+                "SAN email",
+                render(t, "SAN email")?,
+                crate::profile::san::email,
+            )?)?),
             SanEntry::Ip(t) => {
                 let v = render(t, "SAN ip")?;
                 let ip: std::net::IpAddr = v.parse().map_err(|_| PolicyError::Name {
@@ -218,8 +240,22 @@ pub fn prepare(ctx: &IssueContext<'_>, req: &Request) -> Result<Prepared, IssueE
     }
 
     // 5. Validity.
-    let not_before = (ctx.now - p.validity.backdate).max(ctx.ca.not_before);
-    let mut not_after = p.validity.duration.map(|d| ctx.now + d);
+    let not_before = ctx
+        .now
+        .checked_sub(p.validity.backdate)
+        .unwrap_or(ctx.now)
+        .max(ctx.ca.not_before);
+    // Checked: the profile bounds the duration, but `now` comes from the caller.
+    let mut not_after = match p.validity.duration {
+        None => None,
+        Some(d) => Some(ctx.now.checked_add(d).ok_or_else(|| {
+            BuildError(format!(
+                "validity {} s from {} is past the last time X.509 can express; use a shorter validity or 'none'",
+                d.whole_seconds(),
+                crate::clock::rfc3339(ctx.now)
+            ))
+        })?),
+    };
     if p.validity.clamp_to_issuer {
         if let Some(ca_na) = ctx.ca.not_after {
             not_after = Some(not_after.map_or(ca_na, |na| na.min(ca_na)));

@@ -627,6 +627,36 @@ impl Ledger {
         Ok(())
     }
 
+    /// Closes a batch that will not be resumed (its input is gone, or was wrong from the start):
+    /// marked finished, with the operator's reason and the batch's counts in the audit chain.
+    /// What it issued stays issued; a re-run of the same command starts it again.
+    pub fn close_batch(
+        &mut self,
+        id: &str,
+        reason: &str,
+        counts: &BTreeMap<String, u64>,
+    ) -> Result<(), LedgerError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        exec(
+            &tx,
+            "UPDATE batches SET finished_at = ?2 WHERE id = ?1",
+            params![id, now()],
+        )?;
+        audit::append(
+            &tx,
+            &mut self.head,
+            &self.station,
+            "batch_closed",
+            Some(id),
+            None,
+            &serde_json::json!({"reason": reason, "counts": counts}),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
     fn batch_by_key(&self, key: &str) -> Result<Option<BatchRow>, LedgerError> {
         self.batch_where("input_key = ?1", key)
     }
@@ -729,7 +759,25 @@ impl Ledger {
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
                 )
                 .optional()?;
+            // One identity per folded id: another spelling of a recorded device is refused.
+            let id_key = crate::identity::key(&it.device_id);
+            let other_spelling: Option<String> = if existing.is_none() {
+                one(
+                    &tx,
+                    "SELECT device_id FROM devices WHERE profile = ?1 AND id_key = ?2",
+                    params![it.profile, id_key],
+                    |r| r.get(0),
+                )
+                .optional()?
+            } else {
+                None
+            };
             let decision = match &existing {
+                _ if other_spelling.is_some() => Reserve::Refused(format!(
+                    "device id {} is the same identity as {}, already in the ledger (ids are compared after Unicode NFKC, case folding and the confusable skeleton); use the recorded spelling",
+                    it.device_id,
+                    other_spelling.as_deref().unwrap_or_default()
+                )),
                 // Re-issuable: a failed signature, or an identity explicitly superseded or
                 // revoked (a revoked key itself is refused below).
                 Some((state, spki, batch, line, serial))
@@ -804,13 +852,13 @@ impl Ledger {
             };
             if decision == Reserve::Reserved {
                 exec(&tx,
-                    "INSERT INTO devices (profile, device_id, batch_id, state, spki_sha256, serial, key_origin, input_line, updated_at)
-                     VALUES (?1, ?2, ?3, 'signing', ?4, ?5, ?6, ?7, ?8)
+                    "INSERT INTO devices (profile, device_id, batch_id, state, spki_sha256, serial, key_origin, input_line, updated_at, id_key)
+                     VALUES (?1, ?2, ?3, 'signing', ?4, ?5, ?6, ?7, ?8, ?9)
                      ON CONFLICT (profile, device_id) DO UPDATE SET
                        batch_id = excluded.batch_id, state = 'signing', spki_sha256 = excluded.spki_sha256,
                        serial = excluded.serial, key_origin = excluded.key_origin,
                        input_line = excluded.input_line, updated_at = excluded.updated_at",
-                    params![it.profile, it.device_id, batch_id, it.spki_sha256, it.serial, it.key_origin, it.line as i64, at],
+                    params![it.profile, it.device_id, batch_id, it.spki_sha256, it.serial, it.key_origin, it.line as i64, at, id_key],
                 )?;
                 exec(&tx,
                     "INSERT INTO certificates (issuer_key_id, serial, profile, device_id, batch_id, state, tbs, created_at, spki_sha256)
@@ -1178,8 +1226,108 @@ fn migrate(conn: &Connection, path: &str) -> Result<(), LedgerError> {
     for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(version as usize) {
         let tx = conn.unchecked_transaction()?;
         tx.execute_batch(sql)?;
+        schema::after_sql(i + 1, &tx)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn intent(id: &str, spki: &str, serial: &str) -> Intent {
+        Intent {
+            profile: "p".into(),
+            device_id: id.into(),
+            spki_sha256: spki.into(),
+            key_origin: "csr".into(),
+            line: 1,
+            issuer_key_id: "aa".into(),
+            serial: serial.into(),
+            tbs: vec![1],
+        }
+    }
+
+    /// Item 13: a ledger whose rows already collide after folding migrates without losing a
+    /// row; the collisions are recorded, the first spelling owns the identity, every existing
+    /// spelling still reaches its own row, and no new spelling can be reserved.
+    #[test]
+    fn item13_migration_keeps_colliding_rows_and_records_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.sqlite");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for sql in &schema::MIGRATIONS[..4] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 4).unwrap();
+            conn.execute_batch(
+                "INSERT INTO batches (id, input_key, profile, profile_sha256, ca, source, out_dir, station, created_at)
+                 VALUES ('b', 'k', 'p', 's', 'c', '{}', '', 'st', 't');",
+            )
+            .unwrap();
+            for (id, spki) in [
+                ("SN1", "k1"),
+                ("ＳＮ1", "k2"),
+                ("\u{405}N1", "k3"),
+                ("SN2", "k4"),
+            ] {
+                conn.execute(
+                    "INSERT INTO devices (profile, device_id, batch_id, state, spki_sha256, serial, key_origin, input_line, updated_at)
+                     VALUES ('p', ?1, 'b', 'signed', ?2, ?1, 'csr', 1, 't')",
+                    params![id, spki],
+                )
+                .unwrap();
+            }
+        }
+        let mut l = Ledger::open(&path, "st").unwrap();
+        let c = l.connection();
+        let n: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM devices WHERE id_key IS NOT NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 4, "every row kept, every row keyed");
+        let collisions: Vec<(String, String)> = c
+            .prepare("SELECT device_id, same_as FROM identity_fold_collisions ORDER BY device_id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            collisions,
+            vec![
+                ("\u{405}N1".to_string(), "SN1".to_string()),
+                ("ＳＮ1".into(), "SN1".into())
+            ]
+        );
+        // The exact spellings reach their own rows (a re-run gets its recorded state).
+        for (id, spki) in [("SN1", "k1"), ("ＳＮ1", "k2")] {
+            let d = l.reserve("b", &[intent(id, spki, "01")]).unwrap();
+            assert!(
+                matches!(&d[0], Reserve::Refused(r) if r.contains("without a certificate")),
+                "{id}: {d:?}"
+            );
+        }
+        // A new spelling of the identity is refused, naming the recorded one.
+        let d = l.reserve("b", &[intent("sn1", "k9", "02")]).unwrap();
+        assert!(
+            matches!(&d[0], Reserve::Refused(r) if r.contains("same identity as SN1")),
+            "{d:?}"
+        );
+        // A new identity is reserved, and the database itself refuses a second spelling.
+        let d = l.reserve("b", &[intent("SN3", "k5", "03")]).unwrap();
+        assert_eq!(d[0], Reserve::Reserved);
+        let e = l.connection().execute(
+            "INSERT INTO devices (profile, device_id, batch_id, state, spki_sha256, key_origin, updated_at, id_key)
+             VALUES ('p', 'sn3', 'b', 'signing', 'k6', 'csr', 't', ?1)",
+            [crate::identity::key("sn3")],
+        );
+        assert!(e.is_err(), "the unique index must refuse another spelling");
+    }
 }

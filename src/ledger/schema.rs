@@ -194,4 +194,60 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (kind, name)
     );
     "#,
+    // 5: identity folding (docs/batch.md "Exactly one identity per device"). Each device row
+    // gains its identity key (crate::identity::key), filled in by `after_sql` below, which also
+    // makes (profile, id_key) unique. Rows whose keys collide already (issued before folding)
+    // are kept and recorded in identity_fold_collisions: the first row by rowid owns the key;
+    // each later one keeps its id (exact-spelling requests still reach it) under a key of its
+    // own, and no new spelling of that identity can be issued.
+    r#"
+    ALTER TABLE devices ADD COLUMN id_key TEXT;
+    CREATE TABLE identity_fold_collisions (
+        profile    TEXT NOT NULL,
+        device_id  TEXT NOT NULL,
+        id_key     TEXT NOT NULL,
+        same_as    TEXT NOT NULL,
+        found_at   TEXT NOT NULL,
+        PRIMARY KEY (profile, device_id)
+    );
+    "#,
 ];
+
+/// Work a migration needs beyond SQL, run in the same transaction right after migration
+/// `version` (1-based) is applied.
+pub(super) fn after_sql(version: usize, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    if version != 5 {
+        return Ok(());
+    }
+    let rows: Vec<(i64, String, String)> = tx
+        .prepare("SELECT rowid, profile, device_id FROM devices ORDER BY rowid")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    let at = crate::clock::rfc3339(time::OffsetDateTime::now_utc());
+    let mut owner: std::collections::HashMap<(String, String), String> =
+        std::collections::HashMap::new();
+    for (rowid, profile, id) in rows {
+        let folded = crate::identity::key(&id);
+        let key = match owner.get(&(profile.clone(), folded.clone())) {
+            None => {
+                owner.insert((profile.clone(), folded.clone()), id.clone());
+                folded
+            }
+            Some(first) => {
+                // NUL never occurs in a folded id (control characters are refused in ids).
+                let own = format!("{folded}\u{0}{id}");
+                tx.execute(
+                    "INSERT INTO identity_fold_collisions (profile, device_id, id_key, same_as, found_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    rusqlite::params![profile, id, folded, first, at],
+                )?;
+                own
+            }
+        };
+        tx.execute(
+            "UPDATE devices SET id_key = ?2 WHERE rowid = ?1",
+            rusqlite::params![rowid, key],
+        )?;
+    }
+    tx.execute_batch("CREATE UNIQUE INDEX devices_id_key ON devices(profile, id_key);")
+}

@@ -5,6 +5,7 @@
 //! A profile that does not validate is reported as `file:line: what is wrong — the fix`.
 
 mod cloud;
+pub mod san;
 mod station;
 mod template;
 
@@ -48,6 +49,29 @@ const MANAGED: &[(ObjectIdentifier, &str)] = &[
         "certfab copies the CA's",
     ),
 ];
+
+/// Extensions RFC 5280 defines for CA certificates only (dotted OID, name): refused in a
+/// profile's `extensions` and `csr.allowed_extensions`, and by the lint.
+pub const CA_ONLY: &[(&str, &str)] = &[
+    ("2.5.29.30", "nameConstraints"),
+    ("2.5.29.33", "policyMappings"),
+    ("2.5.29.36", "policyConstraints"),
+    ("2.5.29.54", "inhibitAnyPolicy"),
+];
+
+/// A SAN value syntax check (see [`san`]).
+type SyntaxCheck = fn(&str) -> Result<(), String>;
+
+/// Refuses an extension RFC 5280 reserves for CA certificates.
+fn ca_only(o: &ObjectIdentifier) -> Result<(), String> {
+    let id = o.to_string();
+    match CA_ONLY.iter().find(|(c, _)| *c == id) {
+        Some((_, name)) => Err(format!(
+            "extension {id} ({name}) belongs on CA certificates only; a device certificate cannot carry it"
+        )),
+        None => Ok(()),
+    }
+}
 
 /// Which extra rules a profile's certificates must pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -126,12 +150,10 @@ impl FromStr for AttrType {
             "UID" => (n::UID, false),
             "matter-vid" => (MATTER_VID, false),
             "matter-pid" => (MATTER_PID, false),
-            other => (
-                ObjectIdentifier::from_str(other).map_err(|_| {
-                    format!("unknown subject attribute '{other}'; use CN, O, OU, C, ST, L, serialNumber, DC, UID, matter-vid, matter-pid or a dotted OID")
-                })?,
-                false,
-            ),
+            other if other.starts_with(|c: char| c.is_ascii_digit()) => (parse_oid(other)?, false),
+            other => {
+                return Err(format!("unknown subject attribute '{other}'; use CN, O, OU, C, ST, L, serialNumber, DC, UID, matter-vid, matter-pid or a dotted OID"))
+            }
         };
         Ok(Self {
             oid,
@@ -482,47 +504,164 @@ pub const SEPARATORS: &str = ",+;=\"\\<>#\n\r\t";
 /// A profile that does not load.
 pub type ProfileError = YamlError;
 
-/// Parses a duration like `365d`, `10y`, `12h`, `90m`, `30s`.
+/// The longest duration certfab accepts anywhere (profile validity, `--validity`,
+/// `--next-update`): far beyond any certificate lifetime, and far enough from the limits of the
+/// time arithmetic that `now + duration` can never overflow. A certificate that must never
+/// expire says `none` (99991231235959Z), not a huge duration.
+pub const MAX_DURATION_YEARS: i64 = 1000;
+
+/// Parses a duration like `365d`, `10y`, `12h`, `90m`, `30s` (at most
+/// [`MAX_DURATION_YEARS`]).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: i64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration; write e.g. 30s, 90m, 12h, 365d or 10y"))?;
-    let secs = match unit {
+    let secs: i64 = match unit {
         "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
         "y" => 365 * 86_400,
+        _ if num.is_empty() => {
+            return Err(format!(
+                "'{s}' is not a duration; write e.g. 30s, 90m, 12h, 365d or 10y"
+            ))
+        }
         _ => return Err(format!("'{s}' has unit '{unit}'; use s, m, h, d or y")),
     };
-    Ok(Duration::seconds(n.saturating_mul(secs)))
+    let too_long = || {
+        format!("'{s}' is over the limit of {MAX_DURATION_YEARS} years; a certificate that never expires says 'none'")
+    };
+    // Digits only (no sign), so a parse failure of a non-empty number is an overflow.
+    let n: i64 = match num.parse() {
+        Ok(n) => n,
+        Err(_) if !num.is_empty() => return Err(too_long()),
+        Err(_) => {
+            return Err(format!(
+                "'{s}' is not a duration; write e.g. 30s, 90m, 12h, 365d or 10y"
+            ))
+        }
+    };
+    match n.checked_mul(secs) {
+        Some(total) if total <= MAX_DURATION_YEARS * 365 * 86_400 => Ok(Duration::seconds(total)),
+        _ => Err(too_long()),
+    }
+}
+
+/// The largest OID arc certfab accepts: const-oid 0.9 (the OID type of the `der` and
+/// `x509-cert` crates) decodes at most four base-128 bytes per arc reliably.
+pub const MAX_OID_ARC: u32 = (1 << 28) - 1;
+
+/// Parses a dotted OID exactly, or says why not. const-oid's own parser wraps arcs over u32
+/// silently (a different OID in release builds, a panic in debug builds), recurses once per
+/// character, mis-encodes some arcs (128, 16384, …) and cannot print arcs of five bytes; so
+/// the text is checked first, and the encoding it produced is compared with an independent
+/// one. Anything it cannot hold exactly is refused with the limit named.
+pub fn parse_oid(s: &str) -> Result<ObjectIdentifier, String> {
+    /// Longer than any OID const-oid can hold (39 bytes of at most 9 digits per arc).
+    const MAX_TEXT: usize = 400;
+    let shown: String = s.chars().take(60).collect();
+    let shown = crate::text::escape(&shown);
+    let bad =
+        |why: String| format!("'{shown}' is not a dotted OID (e.g. 1.3.6.1.5.5.7.3.2): {why}");
+    if s.len() > MAX_TEXT {
+        return Err(bad(format!("over {MAX_TEXT} characters")));
+    }
+    let mut arcs = Vec::new();
+    for (i, arc) in s.split('.').enumerate() {
+        if arc.is_empty() {
+            return Err(bad(format!("arc {} is empty", i + 1)));
+        }
+        if let Some(c) = arc.chars().find(|c| !c.is_ascii_digit()) {
+            return Err(bad(format!("{c:?} is not a digit")));
+        }
+        if arc.len() > 1 && arc.starts_with('0') {
+            return Err(bad(format!("arc {arc} has a leading zero")));
+        }
+        match arc.parse::<u32>() {
+            Ok(v) if v <= MAX_OID_ARC => arcs.push(v),
+            _ => {
+                return Err(bad(format!(
+                    "arc {arc} is over {MAX_OID_ARC}, the largest arc certfab's X.509 library encodes exactly"
+                )))
+            }
+        }
+    }
+    match arcs.as_slice() {
+        [] | [_] => return Err(bad("an OID has at least two arcs".into())),
+        [first, ..] if *first > 2 => return Err(bad("the first arc is 0, 1 or 2".into())),
+        [_, second, ..] if *second > 39 => {
+            return Err(bad(
+                "the second arc is at most 39 (a larger one, allowed under 2, cannot be encoded by certfab's X.509 library)".into(),
+            ))
+        }
+        _ => {}
+    }
+    let mut want = vec![(arcs[0] * 40 + arcs[1]) as u8];
+    for &a in &arcs[2..] {
+        let mut groups = vec![(a & 0x7f) as u8];
+        let mut rest = a >> 7;
+        while rest > 0 {
+            groups.push((rest & 0x7f) as u8 | 0x80);
+            rest >>= 7;
+        }
+        want.extend(groups.iter().rev());
+    }
+    if want.len() > ObjectIdentifier::MAX_SIZE {
+        return Err(bad(format!(
+            "{} encoded bytes, over the {} certfab's X.509 library holds",
+            want.len(),
+            ObjectIdentifier::MAX_SIZE
+        )));
+    }
+    match ObjectIdentifier::new(s) {
+        Ok(o) if o.as_bytes() == want.as_slice() => Ok(o),
+        _ => Err(bad(
+            "certfab's X.509 library (const-oid 0.9) cannot encode this OID exactly; use another arc".into(),
+        )),
+    }
 }
 
 impl Profile {
     /// Loads and validates a profile file.
     pub fn load(path: &Path) -> Result<Self, ProfileError> {
-        let bytes = std::fs::read(path).map_err(|e| YamlError {
+        let bytes = crate::yaml::read_bounded(path).map_err(|mut e| {
+            if e.msg.starts_with("cannot read") {
+                e.msg = format!(
+                    "cannot read profile: {}; profiles live in profiles/*.yaml",
+                    e.msg.trim_start_matches("cannot read: ")
+                );
+            }
+            e
+        })?;
+        Self::from_bytes(path, bytes)
+    }
+
+    /// Validates the contents of a profile file; `path` names it in errors and resolves inline
+    /// CA paths. What [`Profile::load`] does after reading (and the profile fuzz target).
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Self, ProfileError> {
+        if bytes.len() as u64 > crate::yaml::MAX_FILE {
+            return Err(YamlError {
+                path: path.into(),
+                line: None,
+                msg: format!("over the {} KiB limit", crate::yaml::MAX_FILE / 1024),
+            });
+        }
+        let text = String::from_utf8(bytes.clone()).map_err(|e| YamlError {
             path: path.into(),
             line: None,
-            msg: format!("cannot read profile: {e}; profiles live in profiles/*.yaml"),
+            msg: format!(
+                "not UTF-8 text (byte {} is not); save it as UTF-8",
+                e.utf8_error().valid_up_to()
+            ),
         })?;
-        let (raw, text): (Raw, String) = crate::yaml::load(path)?;
+        let raw: Raw = crate::yaml::parse(path, &text)?;
         let err = |key: &str, msg: String| YamlError {
             path: path.into(),
             line: line_of(&text, key),
             msg,
         };
-        let oid = |key: &str, s: &str| {
-            ObjectIdentifier::from_str(s).map_err(|_| {
-                err(
-                    key,
-                    format!("'{s}' is not a dotted OID (e.g. 1.3.6.1.5.5.7.3.2)"),
-                )
-            })
-        };
+        let oid = |key: &str, s: &str| parse_oid(s).map_err(|e| err(key, e));
 
         let mut keys = KeyRules::default();
         for k in &raw.keys {
@@ -540,10 +679,10 @@ impl Profile {
                     }
                 },
                 RawKey::Rsa { rsa } => {
-                    if rsa.min_bits < 2048 || rsa.max_bits < rsa.min_bits {
+                    if rsa.min_bits < 2048 || rsa.max_bits < rsa.min_bits || rsa.min_bits > rsa_max() {
                         return Err(err(
                             "min_bits",
-                            format!("RSA sizes {}..{} are not acceptable; min_bits must be at least 2048 and at most max_bits", rsa.min_bits, rsa.max_bits),
+                            format!("RSA sizes {}..{} are not acceptable; min_bits must be 2048..={} and at most max_bits", rsa.min_bits, rsa.max_bits, rsa_max()),
                         ));
                     }
                     keys.rsa = Some((rsa.min_bits, rsa.max_bits.min(rsa_max())));
@@ -657,9 +796,12 @@ impl Profile {
                 "codeSigning" => r::ID_KP_CODE_SIGNING,
                 "emailProtection" => r::ID_KP_EMAIL_PROTECTION,
                 "timeStamping" => r::ID_KP_TIME_STAMPING,
-                other => oid("extended_key_usage", other).map_err(|_| {
-                    err("extended_key_usage", format!("unknown EKU '{other}'; use clientAuth, serverAuth, codeSigning, emailProtection, timeStamping or a dotted OID"))
-                })?,
+                other if other.starts_with(|c: char| c.is_ascii_digit()) => {
+                    oid("extended_key_usage", other)?
+                }
+                other => {
+                    return Err(err("extended_key_usage", format!("unknown EKU '{other}'; use clientAuth, serverAuth, codeSigning, emailProtection, timeStamping or a dotted OID")))
+                }
             });
         }
 
@@ -672,6 +814,7 @@ impl Profile {
                     format!("extension {o} is set by certfab, not by extensions: {why}"),
                 ));
             }
+            ca_only(&o).map_err(|m| err("oid", m))?;
             let value = hex::decode(x.der.replace([' ', ':'], ""))
                 .map_err(|_| err("der", format!("extension {o}: der is not hex")))?;
             der::asn1::AnyRef::from_der(&value).map_err(|e| {
@@ -690,8 +833,41 @@ impl Profile {
             .csr
             .allowed_extensions
             .iter()
-            .map(|s| oid("allowed_extensions", s))
+            .map(|s| {
+                let o = oid("allowed_extensions", s)?;
+                if let Some((_, why)) = MANAGED.iter().find(|(m, _)| *m == o) {
+                    return Err(err(
+                        "allowed_extensions",
+                        format!("extension {o} is set by certfab, never copied from a CSR: {why}"),
+                    ));
+                }
+                ca_only(&o).map_err(|m| err("allowed_extensions", m))?;
+                Ok(o)
+            })
             .collect::<Result<Vec<_>, _>>()?;
+        // SAN text that comes from the profile alone is checked once, here; rendered values are
+        // checked per device.
+        for e in &san {
+            let (key, t, f): (&str, &Template, SyntaxCheck) = match e {
+                SanEntry::Dns(t) => ("dns", t, san::dns_name),
+                SanEntry::Uri(t) => ("uri", t, san::uri),
+                SanEntry::Email(t) => ("email", t, san::email),
+                SanEntry::Ip(t) => ("ip", t, |v| {
+                    v.parse::<std::net::IpAddr>()
+                        .map(|_| ())
+                        .map_err(|_| "not an IPv4 or IPv6 address".into())
+                }),
+                SanEntry::HardwareModuleName { .. } => continue,
+            };
+            if t.placeholders().next().is_none() {
+                f(t.source()).map_err(|why| {
+                    err(
+                        key,
+                        format!("san {key} '{}': {why}", crate::text::escape(t.source())),
+                    )
+                })?;
+            }
+        }
         if let Some(c) = raw
             .names
             .extra_chars
@@ -846,6 +1022,60 @@ mod tests {
             }
         }
         assert!(n >= 4);
+    }
+
+    #[test]
+    fn item10_durations_and_oids_are_exact_or_refused() {
+        assert_eq!(parse_duration("10y").unwrap(), Duration::days(3650));
+        assert_eq!(parse_duration("1000y").unwrap(), Duration::days(365_000));
+        for bad in [
+            "1001y",
+            "9000y",
+            "99999999999999999999s",
+            "9223372036854775807y",
+        ] {
+            assert!(
+                parse_duration(bad).unwrap_err().contains("over the limit"),
+                "{bad}"
+            );
+        }
+        for bad in ["", "y", "-5d", "5w", "1.5y"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_oid("1.3.6.1.4.1.99999.268435455")
+                .unwrap()
+                .to_string(),
+            "1.3.6.1.4.1.99999.268435455"
+        );
+        // Every accepted OID prints back as given (const-oid mis-encodes some arcs: refused).
+        for a in [
+            0u32, 1, 127, 128, 129, 255, 16383, 16384, 16511, 2097152, 268435455,
+        ] {
+            let t = format!("1.3.6.{a}");
+            match parse_oid(&t) {
+                Ok(o) => assert_eq!(o.to_string(), t),
+                Err(e) => assert!(e.contains("cannot encode this OID exactly"), "{e}"),
+            }
+        }
+        for (bad, why) in [
+            ("2.25.268435456", "over 268435455"),
+            ("2.25.4294967296", "over 268435455"),
+            ("2.25.240155868711111111111111111", "over 268435455"),
+            ("2.40.1", "second arc"),
+            ("3.1", "first arc"),
+            ("1", "two arcs"),
+            ("1..2", "empty"),
+            ("1.2.", "empty"),
+            ("1.02", "leading zero"),
+            ("1.2.x", "not a digit"),
+            (&"1.2.".repeat(300), "characters"),
+            (&format!("1.2.{}", "0".repeat(100_000)), "characters"),
+            (&format!("1.2{}", ".268435455".repeat(10)), "encoded bytes"),
+        ] {
+            let e = parse_oid(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 
     #[test]

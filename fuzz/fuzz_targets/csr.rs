@@ -1,0 +1,5 @@
+#![no_main]
+//! `cargo +nightly fuzz run csr`: see docs/fuzzing.md.
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| certfab::fuzzing::csr(data));

@@ -1,0 +1,5 @@
+#![no_main]
+//! `cargo +nightly fuzz run id_template`: see docs/fuzzing.md.
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| certfab::fuzzing::id_template(data));
