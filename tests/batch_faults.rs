@@ -618,7 +618,7 @@ fn sigkill_and_resume() {
         let mut child = certfab(&line)
             .args(&args)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(line.file("round.stderr")).unwrap())
             .spawn()
             .unwrap();
         let spawned = Instant::now();
@@ -642,7 +642,8 @@ fn sigkill_and_resume() {
             // It finished by itself before the kill: only acceptable as a success.
             Some(s) => assert!(
                 s.success(),
-                "round {round}: certfab exited with {s:?} before the kill"
+                "round {round}: certfab exited with {s:?} before the kill:\n{}",
+                std::fs::read_to_string(line.file("round.stderr")).unwrap_or_default()
             ),
             None => assert_eq!(status.signal(), Some(9), "round {round}: {status:?}"),
         }
