@@ -1,11 +1,12 @@
 //! The top-level error and the one place exit codes are decided (DESIGN.md "Exit codes").
 
-use crate::ca::{CaError, CeremonyError};
+use crate::ca::CeremonyError;
 use crate::config::ConfigError;
 use crate::hsm::{HsmError, UriError};
 use crate::issue::IssueError;
 use crate::secret::SecretError;
 use crate::signer::SignError;
+use crate::x509::CaError;
 use crate::yaml::YamlError;
 
 /// Documented process exit codes.

@@ -36,6 +36,7 @@ pub mod signer;
 pub mod site;
 pub mod station;
 pub mod text;
+pub mod x509;
 pub mod yaml;
 
 pub use error::{Error, ExitCode};

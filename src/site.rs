@@ -1,12 +1,12 @@
 //! Opening a site: config → module environment → PKCS#11 module → login → CA keys checked
 //! against their certificates. Every signing command starts here.
 
-use crate::ca::CaCert;
 use crate::config::{inherit_token, CaRef, SiteConfig};
 use crate::error::Error;
 use crate::hsm::{Hsm, HsmKey, Pkcs11Uri};
 use crate::ledger::Ledger;
 use crate::profile::{IssuerRef, Profile};
+use crate::x509::CaCert;
 use std::path::Path;
 use time::OffsetDateTime;
 

@@ -3,9 +3,9 @@
 //! severity, meaning and fix.
 
 use super::{CaEntry, CertRow, Corpus, Finding, LedgerData, Options, Severity};
-use crate::ca::CaCert;
 use crate::crypto::{PublicKey, SignatureAlgorithm};
 use crate::profile::Profile;
+use crate::x509::CaCert;
 use der::referenced::OwnedToRef;
 use der::{Decode, Encode};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -68,12 +68,12 @@ pub fn examine(
         .map_err(|e| e.to_string())?;
     let key = PublicKey::from_spki_der(&spki).map_err(|e| e.to_string())?;
     let issuer_der = tbs.issuer.to_der().map_err(|e| e.to_string())?;
-    let not_before = crate::ca::time_of(&tbs.validity.not_before)
+    let not_before = crate::x509::time_of(&tbs.validity.not_before)
         .ok_or_else(|| "notBefore is 9999-12-31".to_string())?;
     let ca = signed_by(der, &issuer_der, cas);
     let serial = normal_serial(&hex::encode(tbs.serial_number.as_bytes()));
     let issuer_name = tbs.issuer.to_string();
-    let not_after = crate::ca::time_of(&tbs.validity.not_after);
+    let not_after = crate::x509::time_of(&tbs.validity.not_after);
     let spki_sha256 = hex::encode(crate::crypto::sha256(key.spki_der()));
     let full = Full {
         cert,
@@ -98,7 +98,7 @@ pub fn examine(
 
 /// The CA in `cas` that signed `der` (a certificate or CRL) and whose subject is `issuer_der`.
 pub(super) fn signed_by(der: &[u8], issuer_der: &[u8], cas: &[CaEntry]) -> Option<usize> {
-    let (tbs, alg, sig) = crate::csr::split_signed(der).ok()?;
+    let (tbs, alg, sig) = crate::x509::split_signed(der).ok()?;
     let alg = SignatureAlgorithm::from_identifier(&alg).ok()?;
     cas.iter().position(|c| {
         c.cert.subject_der == issuer_der && c.cert.public_key.verify(alg, tbs, sig).is_ok()
@@ -518,12 +518,12 @@ fn profile_differences(leaf: &Full, ca: &CaCert, p: &Profile, device_id: &str) -
         .0
         .iter()
         .flat_map(|rdn| rdn.0.iter())
-        .map(|a| (a.oid, crate::csr::any_text(&a.value)))
+        .map(|a| (a.oid, crate::x509::any_text(&a.value)))
         .collect();
     let want: Vec<String> = p.subject.iter().map(|(a, _)| a.name.clone()).collect();
     let have: Vec<String> = have_attrs
         .iter()
-        .map(|(o, _)| crate::profile::AttrType::name_of(*o))
+        .map(|(o, _)| crate::x509::AttrType::name_of(*o))
         .collect();
     if want != have {
         d.push(format!(

@@ -1,9 +1,9 @@
 //! Loading what an audit reads: ledgers (read-only, no lock), manifests, loose certificate
 //! files, CA certificates and profiles, into plain rows the checks can compare.
 
-use crate::ca::CaCert;
 use crate::ledger::{Ledger, LedgerError};
 use crate::profile::Profile;
+use crate::x509::CaCert;
 use rusqlite::Connection;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -15,10 +15,10 @@
 //! event up to it unchanged. Events after the last checkpoint are only as good as the file:
 //! they are reported as not yet checkpointed.
 
-use crate::ca::CaCert;
 use crate::ledger::{ChainBreak, ChainReport, ChainVerifier, Ledger, LedgerError};
 use crate::manifest::jws::{self, DocumentSigner, JwsError};
 use crate::signer::Signer;
+use crate::x509::CaCert;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 

@@ -9,11 +9,11 @@ pub(crate) use input::csv_rows_from;
 pub use input::{render_id, rows, IdTemplate, InputError, Row, RowError, RowKey, Source};
 pub use output::encode_key_pem;
 
-use crate::ca::CaCert;
 use crate::issue::{self, IssueContext, IssueError, KeySource, Prepared, Request};
 use crate::ledger::{BatchSpec, Intent, Ledger, LedgerError, Rejection, Reserve, Signed};
 use crate::profile::Profile;
 use crate::signer::Signer;
+use crate::x509::CaCert;
 use secrecy::SecretString;
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -84,7 +84,7 @@ impl Writer {
     /// Writes (or checks) a device's certificate files from the ledger's DER.
     pub(super) fn deliver(&self, id: &str, der: &[u8]) -> Result<(), String> {
         let d = self.dir(id)?;
-        let leaf = crate::issue::pem(der);
+        let leaf = crate::x509::pem(der);
         ensure(&d, "cert.pem", leaf.as_bytes())?;
         ensure(
             &d,

@@ -3,13 +3,11 @@
 //! are in [`crate::hsm`]. Every signature here is made by a [`Signer`] (the HSM in practice)
 //! and verified before it is returned.
 
-mod cert;
-
-pub use cert::{time_of, CaCert, CaError};
-
 use crate::csr::PolicyError;
-use crate::issue::{self, BuildError, CertSpec};
+pub use crate::x509::{CaCert, CaError};
+
 use crate::signer::{SignError, Signer};
+use crate::x509::{self, BuildError, CertSpec};
 use der::{Decode, Encode};
 use time::OffsetDateTime;
 use x509_cert::ext::pkix::KeyUsages;
@@ -58,15 +56,15 @@ fn ca_extensions(
     path_len: Option<u8>,
 ) -> Result<Vec<x509_cert::ext::Extension>, BuildError> {
     Ok(vec![
-        issue::basic_constraints(true, path_len)?,
-        issue::key_usage(KeyUsages::KeyCertSign | KeyUsages::CRLSign)?,
-        issue::subject_key_id(key_id)?,
-        issue::authority_key_id(issuer_key_id)?,
+        x509::basic_constraints(true, path_len)?,
+        x509::key_usage(KeyUsages::KeyCertSign | KeyUsages::CRLSign)?,
+        x509::subject_key_id(key_id)?,
+        x509::authority_key_id(issuer_key_id)?,
     ])
 }
 
 fn sign_and_verify<S: Signer>(spec: &CertSpec, signer: &S) -> Result<Vec<u8>, CeremonyError> {
-    let tbs = issue::build_tbs(spec)?;
+    let tbs = x509::build_tbs(spec)?;
     let sig = signer.sign(&tbs)?;
     signer
         .public_key()
@@ -76,7 +74,7 @@ fn sign_and_verify<S: Signer>(spec: &CertSpec, signer: &S) -> Result<Vec<u8>, Ce
                 "the token's signature does not verify with its own public key".into(),
             )
         })?;
-    Ok(issue::assemble(&tbs, spec.signature, &sig)?)
+    Ok(x509::assemble(&tbs, spec.signature, &sig)?)
 }
 
 /// Self-signs a root CA certificate with `signer`.
@@ -87,7 +85,7 @@ pub fn self_sign<S: Signer>(signer: &S, params: &CaParams) -> Result<Vec<u8>, Ce
         .ok_or_else(|| CeremonyError::Param("a root needs --subject".into()))?;
     let key_id = crate::crypto::key_identifier(&signer.public_key().subject_public_key());
     let spec = CertSpec {
-        serial: issue::new_serial(params.serial_prefix)
+        serial: x509::new_serial(params.serial_prefix)
             .map_err(|e| CeremonyError::Param(e.to_string()))?,
         signature: signer.algorithm(),
         issuer: subject.clone(),
@@ -175,7 +173,7 @@ fn sign_csr_under<S: Signer>(
     }
     let key_id = crate::crypto::key_identifier(&req.public_key.subject_public_key());
     let spec = CertSpec {
-        serial: issue::new_serial(params.serial_prefix)
+        serial: x509::new_serial(params.serial_prefix)
             .map_err(|e| CeremonyError::Param(e.to_string()))?,
         signature: issuer_signer.algorithm(),
         issuer: issuer.subject.clone(),
@@ -232,8 +230,8 @@ pub fn verification_cert<S: Signer>(
             .to_vec()
     };
     drop(key);
-    let subject = issue::name(&[(
-        crate::profile::AttrType {
+    let subject = x509::name(&[(
+        crate::x509::AttrType {
             name: "CN".into(),
             oid: const_oid::db::rfc4519::CN,
             printable: false,
@@ -243,8 +241,7 @@ pub fn verification_cert<S: Signer>(
     let pk = crate::crypto::PublicKey::from_spki_der(&spki)
         .map_err(|e| CeremonyError::Param(e.to_string()))?;
     let spec = CertSpec {
-        serial: issue::new_serial(serial_prefix)
-            .map_err(|e| CeremonyError::Param(e.to_string()))?,
+        serial: x509::new_serial(serial_prefix).map_err(|e| CeremonyError::Param(e.to_string()))?,
         signature: signer.algorithm(),
         issuer: issuer.subject.clone(),
         subject,
@@ -252,10 +249,10 @@ pub fn verification_cert<S: Signer>(
         not_after: Some(not_after),
         spki,
         extensions: vec![
-            issue::basic_constraints(false, None)?,
-            issue::key_usage(KeyUsages::DigitalSignature.into())?,
-            issue::subject_key_id(&crate::crypto::key_identifier(&pk.subject_public_key()))?,
-            issue::authority_key_id(&issuer.key_id)?,
+            x509::basic_constraints(false, None)?,
+            x509::key_usage(KeyUsages::DigitalSignature.into())?,
+            x509::subject_key_id(&crate::crypto::key_identifier(&pk.subject_public_key()))?,
+            x509::authority_key_id(&issuer.key_id)?,
         ],
     };
     sign_and_verify(&spec, signer)
@@ -320,11 +317,11 @@ pub fn sign_end_entity<S: Signer>(
         "the certificate",
         |key_id| {
             Ok(vec![
-                issue::basic_constraints(false, None)?,
-                issue::key_usage(KeyUsages::DigitalSignature.into())?,
+                x509::basic_constraints(false, None)?,
+                x509::key_usage(KeyUsages::DigitalSignature.into())?,
                 signer_eku_extension()?,
-                issue::subject_key_id(key_id)?,
-                issue::authority_key_id(&issuer.key_id)?,
+                x509::subject_key_id(key_id)?,
+                x509::authority_key_id(&issuer.key_id)?,
             ])
         },
     )

@@ -1,8 +1,9 @@
 use super::{read_input, validity, Ctx};
-use crate::ca::{CaCert, CaParams};
+use crate::ca::CaParams;
 use crate::error::{Error, ExitCode};
 use crate::hsm::CaKeyAlgorithm;
 use crate::signer::Signer;
+use crate::x509::CaCert;
 use clap::Subcommand;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -135,7 +136,7 @@ fn dn(s: &str) -> Result<Name, Error> {
     for t in s.split([',', '+']).filter_map(|p| p.split_once('=')) {
         let ty = t.0.trim();
         if ty.starts_with(|c: char| c.is_ascii_digit()) {
-            crate::profile::parse_oid(ty)
+            crate::x509::parse_oid(ty)
                 .map_err(|e| Error::Usage(format!("--subject: attribute type {e}")))?;
         }
     }
@@ -307,7 +308,16 @@ pub(super) fn run(ctx: &Ctx, cmd: CaCommand) -> Result<ExitCode, Error> {
         CaCommand::Import { key, cert } => {
             let uri = site.key_uri(&key)?;
             let c = CaCert::load(&cert)?;
-            crate::hsm::import_certificate(&site.hsm, &uri, &c)?;
+            crate::hsm::import_certificate(
+                &site.hsm,
+                &uri,
+                &crate::hsm::CertObject {
+                    der: &c.der,
+                    subject_der: &c.subject_der,
+                    public_key: &c.public_key,
+                    source: &c.source,
+                },
+            )?;
             ctx.print(
                 &serde_json::json!({"key": uri.to_string(), "cert": cert}),
                 &format!(

@@ -95,10 +95,10 @@ pub(super) fn run(ctx: &Ctx, a: IssueArgs) -> Result<ExitCode, Error> {
             .tbs_certificate
     };
     let serial = hex::encode(tbs.serial_number.as_bytes());
-    let nb = crate::ca::time_of(&tbs.validity.not_before)
+    let nb = crate::x509::time_of(&tbs.validity.not_before)
         .map(crate::clock::rfc3339)
         .unwrap_or_default();
-    let na = crate::ca::time_of(&tbs.validity.not_after)
+    let na = crate::x509::time_of(&tbs.validity.not_after)
         .map(crate::clock::rfc3339)
         .unwrap_or_else(|| "99991231235959Z".into());
     let summary = serde_json::json!({

@@ -3,9 +3,9 @@
 
 use super::Ctx;
 use crate::auditlog::{self, CheckpointTrust};
-use crate::ca::CaCert;
 use crate::error::{Error, ExitCode};
 use crate::ledger::Ledger;
+use crate::x509::CaCert;
 use clap::Subcommand;
 use std::path::PathBuf;
 

@@ -1,8 +1,8 @@
 use super::Ctx;
-use crate::ca::CaCert;
 use crate::error::{Error, ExitCode};
 use crate::ledger::Ledger;
 use crate::manifest::{self, build, merge, ManifestError, Trust};
+use crate::x509::CaCert;
 use clap::Subcommand;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

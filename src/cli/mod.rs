@@ -169,7 +169,7 @@ fn write_cert_files(
     cert_path: &std::path::Path,
     chain_path: &std::path::Path,
 ) -> Result<(), Error> {
-    let leaf = crate::issue::pem(der);
+    let leaf = crate::x509::pem(der);
     let chain = format!(
         "{leaf}{}",
         issuer.cert.device_chain_pem(&issuer.chain, with_root)

@@ -76,7 +76,7 @@ pub fn issue_claim(
         prepared,
         &issuer.key,
     )?;
-    let cert_pem = issue::pem(&der);
+    let cert_pem = crate::x509::pem(&der);
     let chain_pem = format!(
         "{cert_pem}{}",
         issuer.cert.device_chain_pem(&issuer.chain, false)

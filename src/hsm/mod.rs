@@ -16,7 +16,7 @@ pub use bench::{bench, BenchResult};
 pub use error::HsmError;
 pub use info::{info, HsmInfo};
 pub use key::HsmKey;
-pub use keygen::{generate_ca_key, import_certificate, init_token, CaKeyAlgorithm};
+pub use keygen::{generate_ca_key, import_certificate, init_token, CaKeyAlgorithm, CertObject};
 pub use uri::{Pkcs11Uri, UriError};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};

@@ -5,21 +5,16 @@
 //! the check of its work), so a ledger can commit the serial and TBS in between.
 
 mod lint;
-mod serial;
-mod tbs;
 
 pub use lint::lint;
-pub use serial::new_serial;
-pub use tbs::{
-    assemble, authority_key_id, basic_constraints, build_tbs, key_usage, name, pem, subject_key_id,
-    x509_time, BuildError, CertSpec,
-};
 
-use crate::ca::CaCert;
 use crate::crypto::{PublicKey, SignatureAlgorithm};
 use crate::csr::{self, PolicyError};
 use crate::profile::{DeviceIdFrom, KeyUsageBit, Profile, SanEntry, Vars};
 use crate::signer::{SignError, Signer};
+use crate::x509::{
+    self as tbs, assemble, build_tbs, new_serial, pem, BuildError, CaCert, CertSpec,
+};
 use std::collections::BTreeMap;
 use time::OffsetDateTime;
 use x509_cert::ext::pkix::KeyUsages;
@@ -150,8 +145,8 @@ pub fn prepare(ctx: &IssueContext<'_>, req: &Request) -> Result<Prepared, IssueE
     if let Some(c) = &csr {
         for rdn in c.subject.0.iter() {
             for atv in rdn.0.iter() {
-                if let Some(v) = csr::any_text(&atv.value) {
-                    let key = crate::profile::AttrType::name_of(atv.oid);
+                if let Some(v) = crate::x509::any_text(&atv.value) {
+                    let key = crate::x509::AttrType::name_of(atv.oid);
                     vars.values.entry(format!("csr.{key}")).or_insert(v);
                 }
             }
@@ -161,7 +156,7 @@ pub fn prepare(ctx: &IssueContext<'_>, req: &Request) -> Result<Prepared, IssueE
         (Some(id), _) => id.clone(),
         (None, DeviceIdFrom::CsrAttr(a)) => csr
             .as_ref()
-            .and_then(|c| csr::attr_text(&c.subject, a.oid))
+            .and_then(|c| crate::x509::attr_text(&c.subject, a.oid))
             .ok_or_else(|| PolicyError::DeviceId(format!("the CSR subject has no {} to take the device id from (profile device_id.from); pass --device-id", a.name)))?,
         (None, DeviceIdFrom::Input) => {
             return Err(PolicyError::DeviceId("no device id: pass --device-id (or set device_id.from: csr.CN in the profile)".into()).into())

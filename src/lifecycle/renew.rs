@@ -9,11 +9,11 @@
 //! `certfab revoke --serial OLD --reason superseded`.
 
 use super::LifecycleError;
-use crate::ca::CaCert;
 use crate::issue::{self, IssueContext, KeySource, Request};
 use crate::ledger::{BatchSpec, Ledger};
 use crate::profile::Profile;
 use crate::signer::Signer;
+use crate::x509::CaCert;
 use std::collections::BTreeMap;
 use time::OffsetDateTime;
 

@@ -47,7 +47,7 @@ pub fn revocations(
         .map(|c| {
             let (reason, at) = c.revoked.clone().unwrap_or_default();
             RevokedEntry {
-                cert_pem: crate::issue::pem(&c.der),
+                cert_pem: crate::x509::pem(&c.der),
                 device_id: c.device_id,
                 profile: c.profile,
                 tenant: c.tenant,

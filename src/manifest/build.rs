@@ -17,10 +17,10 @@
 use super::format::{self, DeviceLine, Header, Range, Trailer, FORMAT};
 use super::jws::{self, DocumentSigner};
 use super::{merkle, ManifestError, Trust};
-use crate::ca::CaCert;
 use crate::ledger::{ExportRow, Ledger, ManifestRow, PendingManifest};
 use crate::profile::{Profile, Vars};
 use crate::signer::Signer;
+use crate::x509::CaCert;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
@@ -460,8 +460,8 @@ fn device_line(
     if let Ok(c) = <x509_cert::Certificate as der::Decode>::from_der(&d.der) {
         for rdn in c.tbs_certificate.subject.0.iter() {
             for atv in rdn.0.iter() {
-                if let Some(text) = crate::csr::any_text(&atv.value) {
-                    let key = crate::profile::AttrType::name_of(atv.oid);
+                if let Some(text) = crate::x509::any_text(&atv.value) {
+                    let key = crate::x509::AttrType::name_of(atv.oid);
                     v.values.entry(format!("cert.{key}")).or_insert(text);
                 }
             }
@@ -486,7 +486,7 @@ fn device_line(
         state: d.state.clone(),
         batch: d.batch_id.clone(),
         station: d.station.clone(),
-        cert: crate::issue::pem(&d.der),
+        cert: crate::x509::pem(&d.der),
         cloud,
         line_sha256: String::new(),
     })

@@ -11,9 +11,9 @@
 //! `x5c` (signer certificate then its chain, standard base64 DER, RFC 7515 §4.1.6) and
 //! `x5t#S256` (BASE64URL SHA-256 of the signer certificate DER).
 
-use crate::ca::CaCert;
 use crate::crypto::{der_ecdsa_to_raw, raw_ecdsa_to_der, HashAlg, SignatureAlgorithm};
 use crate::signer::{SignError, Signer};
+use crate::x509::CaCert;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use der::{Decode, Tagged};

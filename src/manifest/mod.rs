@@ -20,7 +20,7 @@ pub mod verify;
 
 pub use verify::{signature_path, verify_bytes, verify_file, Problem, Report, VerifiedManifest};
 
-use crate::ca::CaCert;
+use crate::x509::CaCert;
 use std::path::Path;
 
 /// A manifest operation that failed.

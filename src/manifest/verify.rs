@@ -5,7 +5,7 @@ use super::format::{self, DeviceLine, Header, Trailer, FORMAT};
 use super::jws::{self, VerifiedSignature};
 use super::merkle;
 use super::Trust;
-use crate::ca::CaCert;
+use crate::x509::CaCert;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -550,7 +550,7 @@ fn check_cert(c: &mut Checker, n: usize, d: &DeviceLine, ca: Option<&CaCert>) ->
         c.at(n, msg);
         ok = false;
     };
-    if crate::issue::pem(&der) != d.cert {
+    if crate::x509::pem(&der) != d.cert {
         bad(
             c,
             "cert is not in canonical PEM form (64-column base64, LF)".into(),
@@ -597,7 +597,7 @@ fn check_cert(c: &mut Checker, n: usize, d: &DeviceLine, ca: Option<&CaCert>) ->
                 "certificate's issuer is not the declared CA (ca_chain[0])".into(),
             );
         } else {
-            let signed = crate::csr::split_signed(&der)
+            let signed = crate::x509::split_signed(&der)
                 .ok()
                 .and_then(|(tbs, alg, sig)| {
                     let alg = crate::crypto::SignatureAlgorithm::from_identifier(&alg).ok()?;

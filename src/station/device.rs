@@ -538,7 +538,7 @@ impl<S: Signer> Shift<'_, '_, S> {
         identity: &Identity,
         key: Option<&Zeroizing<String>>,
     ) -> Result<Vec<FileOut>, String> {
-        let leaf = crate::issue::pem(der);
+        let leaf = crate::x509::pem(der);
         let mut out = Vec::new();
         for item in &self.rules().install {
             let (name, kind, content) = match item {

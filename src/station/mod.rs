@@ -12,10 +12,10 @@ pub mod protocol;
 pub use client::{Adapter, LogSource, StepError};
 pub use link::AdapterSpec;
 
-use crate::ca::CaCert;
 use crate::ledger::{BatchSpec, Ledger, LedgerError};
 use crate::profile::{IdSource, Profile, Prove};
 use crate::signer::Signer;
+use crate::x509::CaCert;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
