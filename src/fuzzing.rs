@@ -225,7 +225,7 @@ type Fixture = (
 fn fixture() -> Option<&'static Fixture> {
     static F: OnceLock<Option<Fixture>> = OnceLock::new();
     F.get_or_init(|| {
-        use crate::signer::Signer;
+        use crate::crypto::Signer;
         let signer = crate::crypto::SoftSigner::generate_p256();
         let now = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).ok()?;
         let der = crate::ca::self_sign(

@@ -51,6 +51,13 @@ pub enum SecretError {
     Empty(String),
 }
 
+impl SecretError {
+    /// A secret source that cannot be read is a usage error (exit 2).
+    pub fn exit_code(&self) -> crate::exit::ExitCode {
+        crate::exit::ExitCode::Usage
+    }
+}
+
 impl SecretSource {
     /// Parses `env:NAME`, `file:PATH` (relative to `base`) or `prompt`.
     pub fn parse(s: &str, base: &Path) -> Result<Self, SecretError> {

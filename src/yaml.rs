@@ -19,6 +19,13 @@ pub struct YamlError {
     pub msg: String,
 }
 
+impl YamlError {
+    /// A YAML file certfab cannot use is a usage error (exit 2).
+    pub fn exit_code(&self) -> crate::exit::ExitCode {
+        crate::exit::ExitCode::Usage
+    }
+}
+
 /// The largest profile or site config certfab reads: real ones are a few KiB. Checked while
 /// reading, so a huge file (or a device node) is never read whole.
 pub const MAX_FILE: u64 = 1024 * 1024;

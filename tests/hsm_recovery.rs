@@ -7,8 +7,8 @@
 mod common;
 
 use certfab::crypto::PublicKey;
+use certfab::crypto::Signer;
 use certfab::hsm::{Hsm, Pkcs11Uri};
-use certfab::signer::Signer;
 use secrecy::SecretString;
 
 #[test]

@@ -49,6 +49,16 @@ pub enum CorpusError {
     },
 }
 
+impl CorpusError {
+    /// A file that cannot be read is exit 2, a ledger exit 5.
+    pub fn exit_code(&self) -> crate::exit::ExitCode {
+        match self {
+            Self::File { .. } => crate::exit::ExitCode::Usage,
+            Self::Ledger(_) => crate::exit::ExitCode::Storage,
+        }
+    }
+}
+
 /// A batch (or station shift) row.
 #[derive(Debug, Clone)]
 pub struct BatchRec {

@@ -15,9 +15,9 @@
 //! event up to it unchanged. Events after the last checkpoint are only as good as the file:
 //! they are reported as not yet checkpointed.
 
+use crate::crypto::Signer;
 use crate::ledger::{ChainBreak, ChainReport, ChainVerifier, Ledger, LedgerError};
 use crate::manifest::jws::{self, DocumentSigner, JwsError};
-use crate::signer::Signer;
 use crate::x509::CaCert;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -91,6 +91,19 @@ pub enum AuditLogError {
     /// A checkpoint document does not parse.
     #[error("checkpoint document: {0}")]
     Malformed(String),
+}
+
+impl AuditLogError {
+    /// The exit code: 5 ledger, a broken chain 3, no events or a malformed checkpoint 2, and
+    /// the JWS's own code.
+    pub fn exit_code(&self) -> crate::exit::ExitCode {
+        match self {
+            Self::Ledger(_) => crate::exit::ExitCode::Storage,
+            Self::Jws(j) => j.exit_code(),
+            Self::Broken(_) => crate::exit::ExitCode::Rejected,
+            Self::Empty | Self::Malformed(_) => crate::exit::ExitCode::Usage,
+        }
+    }
 }
 
 /// Signs and stores a checkpoint of the current head, after checking the whole chain (a broken

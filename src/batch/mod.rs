@@ -9,10 +9,10 @@ pub(crate) use input::csv_rows_from;
 pub use input::{render_id, rows, IdTemplate, InputError, Row, RowError, RowKey, Source};
 pub use output::encode_key_pem;
 
+use crate::crypto::Signer;
 use crate::issue::{self, IssueContext, IssueError, KeySource, Prepared, Request};
 use crate::ledger::{BatchSpec, Intent, Ledger, LedgerError, Rejection, Reserve, Signed};
 use crate::profile::Profile;
-use crate::signer::Signer;
 use crate::x509::CaCert;
 use secrecy::SecretString;
 use std::collections::BTreeMap;
@@ -109,6 +109,22 @@ pub enum BatchError {
     /// The ledger's exactly-one-identity rules refuse this request.
     #[error("refused: {0}")]
     Refused(String),
+}
+
+impl BatchError {
+    /// The exit code: unreadable input and bad parameters 2, refusals 3, storage 5, and a
+    /// signing failure the token's own code (4 when it is not the token's).
+    pub fn exit_code(&self) -> crate::exit::ExitCode {
+        match self {
+            Self::Input(_) | Self::Usage(_) => crate::exit::ExitCode::Usage,
+            Self::Ledger(_) | Self::Output(_) | Self::OutputUnsigned(_) => {
+                crate::exit::ExitCode::Storage
+            }
+            Self::Sign(IssueError::Sign(s)) => s.exit_code(),
+            Self::Sign(_) => crate::exit::ExitCode::Hsm,
+            Self::Refused(_) => crate::exit::ExitCode::Rejected,
+        }
+    }
 }
 
 /// One device issued through the ledger (what `certfab issue` does): intent committed, signed,

@@ -8,8 +8,8 @@
 //! made durable (one syncfs) before any of their certificates is signed.
 
 use super::{BatchError, BatchJob};
+use crate::crypto::Signer;
 use crate::output::{Access, Durability, Existing, OutDir};
-use crate::signer::Signer;
 use secrecy::{ExposeSecret, SecretString};
 use std::path::Path;
 use x509_parser::prelude::*;

@@ -6,7 +6,7 @@
 use crate::csr::PolicyError;
 pub use crate::x509::{CaCert, CaError};
 
-use crate::signer::{SignError, Signer};
+use crate::crypto::{SignError, Signer};
 use crate::x509::{self, BuildError, CertSpec};
 use der::{Decode, Encode};
 use time::OffsetDateTime;
@@ -48,6 +48,18 @@ pub enum CeremonyError {
     /// Invalid parameter.
     #[error("{0}")]
     Param(String),
+}
+
+impl CeremonyError {
+    /// The token's failures keep their own code; a refused CSR is rejected input (exit 3);
+    /// everything else in a ceremony, a malformed signature included, is exit 2.
+    pub fn exit_code(&self) -> crate::exit::ExitCode {
+        match self {
+            Self::Sign(crate::crypto::SignError::Backend(b)) => b.exit_code(),
+            Self::Csr(_) => crate::exit::ExitCode::Rejected,
+            _ => crate::exit::ExitCode::Usage,
+        }
+    }
 }
 
 fn ca_extensions(

@@ -1,8 +1,8 @@
 use super::{read_input, validity, Ctx};
 use crate::ca::CaParams;
+use crate::crypto::Signer;
 use crate::error::{Error, ExitCode};
 use crate::hsm::CaKeyAlgorithm;
-use crate::signer::Signer;
 use crate::x509::CaCert;
 use clap::Subcommand;
 use std::path::PathBuf;

@@ -159,7 +159,7 @@ fn with_site(ctx: &Ctx, cmd: HsmCommand) -> Result<ExitCode, Error> {
                 results.push(r);
             }
             let key_alg = site.hsm.key(&uri, None)?;
-            let alg = crate::signer::Signer::algorithm(&key_alg).to_string();
+            let alg = crate::crypto::Signer::algorithm(&key_alg).to_string();
             ctx.print(
                 &serde_json::json!({"key": uri.to_string(), "algorithm": alg, "results": results}),
                 h.trim_end(),

@@ -1,8 +1,8 @@
 use super::{parse_vars, read_input, write_cert_files, Ctx};
+use crate::crypto::Signer;
 use crate::error::{Error, ExitCode};
 use crate::issue::{self, IssueContext, KeySource, Request};
 use crate::profile::Profile;
-use crate::signer::Signer;
 use std::path::PathBuf;
 
 /// `certfab issue`

@@ -4,11 +4,13 @@
 mod ecdsa_der;
 mod pubkey;
 mod sigalg;
+mod signer;
 mod soft;
 
 pub use ecdsa_der::{der_ecdsa_to_raw, raw_ecdsa_to_der};
 pub use pubkey::{KeyKind, PublicKey};
 pub use sigalg::{HashAlg, SignatureAlgorithm};
+pub use signer::{BackendError, SignError, Signer};
 pub use soft::SoftSigner;
 
 use sha2::Digest;

@@ -3,10 +3,10 @@
 //! signature, one live claim per claim id), and the key encrypted for the export.
 
 use super::{ClaimMaterial, ExportInput};
+use crate::crypto::Signer;
 use crate::error::Error;
 use crate::issue::{self, IssueContext, KeySource, Request};
 use crate::profile::Profile;
-use crate::signer::Signer;
 use crate::site::Site;
 use secrecy::SecretString;
 

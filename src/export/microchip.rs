@@ -36,9 +36,9 @@ use super::support::{
     b64, b64url, device_error, device_str, issuing_ca_der, pretty, CertFacts, Settings,
 };
 use super::{shard, shard_name, ExportError, ExportFile, ExportInput, ExportOptions, Format};
+use crate::crypto::Signer;
 use crate::crypto::{HashAlg, KeyKind, SignatureAlgorithm};
 use crate::manifest::jws::DocumentSigner;
-use crate::signer::Signer;
 use serde_json::{json, Value};
 
 const FORMAT: Format = Format::MicrochipJws;

@@ -240,7 +240,7 @@ pub enum ExportError {
         format: &'static str,
         /// The signer's error.
         #[source]
-        source: crate::signer::SignError,
+        source: crate::crypto::SignError,
     },
     /// Output could not be written.
     #[error("cannot write {path}: {msg}")]
@@ -250,6 +250,21 @@ pub enum ExportError {
         /// Why.
         msg: String,
     },
+}
+
+impl ExportError {
+    /// The exit code: a device or input the format cannot take 3, a write 5, a signature the
+    /// signer's own code, settings and usage 2.
+    pub fn exit_code(&self) -> crate::exit::ExitCode {
+        match self {
+            Self::Device { .. } | Self::Input(_) => crate::exit::ExitCode::Rejected,
+            Self::Write { .. } => crate::exit::ExitCode::Storage,
+            Self::Sign { source, .. } => source.exit_code(),
+            Self::MissingSetting { .. } | Self::BadSetting { .. } | Self::Usage(_) => {
+                crate::exit::ExitCode::Usage
+            }
+        }
+    }
 }
 
 /// Renders `input` in `format`. Nothing is written; see [`write_files`].
@@ -282,7 +297,7 @@ pub fn render(
 
 /// Renders a format whose entries are signed by the manifest signer (see
 /// [`Format::needs_signer`]); other formats render as [`render`] does.
-pub fn render_signed<K: crate::signer::Signer>(
+pub fn render_signed<K: crate::crypto::Signer>(
     format: Format,
     input: &ExportInput,
     opts: &ExportOptions,
@@ -612,7 +627,7 @@ pub fn export(
 }
 
 /// [`export`] for a format signed by the manifest signer ([`Format::needs_signer`]).
-pub fn export_signed<K: crate::signer::Signer>(
+pub fn export_signed<K: crate::crypto::Signer>(
     format: Format,
     input: &ExportInput,
     opts: &ExportOptions,

@@ -91,7 +91,7 @@ pub fn generate_ca_key(
         };
         let key = hsm.key(&tmp_uri, None)?;
         Ok(crate::crypto::key_identifier(
-            &crate::signer::Signer::public_key(&key).subject_public_key(),
+            &crate::crypto::Signer::public_key(&key).subject_public_key(),
         ))
     });
     let ski = match checked {

@@ -2,9 +2,9 @@
 //! an independent parser (x509-parser), and checked against RFC 5280 and the profile. Nothing
 //! that fails here reaches the HSM.
 
+use crate::crypto::Signer;
 use crate::crypto::{KeyKind, PublicKey, SignatureAlgorithm, SoftSigner};
 use crate::profile::{Preset, Profile};
-use crate::signer::Signer;
 use crate::x509::CaCert;
 use std::collections::HashSet;
 use x509_parser::extensions::ParsedExtension;

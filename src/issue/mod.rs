@@ -9,9 +9,9 @@ mod lint;
 pub use lint::lint;
 
 use crate::crypto::{PublicKey, SignatureAlgorithm};
+use crate::crypto::{SignError, Signer};
 use crate::csr::{self, PolicyError};
 use crate::profile::{DeviceIdFrom, KeyUsageBit, Profile, SanEntry, Vars};
-use crate::signer::{SignError, Signer};
 use crate::x509::{
     self as tbs, assemble, build_tbs, new_serial, pem, BuildError, CaCert, CertSpec,
 };
@@ -117,6 +117,18 @@ pub enum IssueError {
     /// No randomness.
     #[error("the OS random number generator failed: {0}")]
     Random(String),
+}
+
+impl IssueError {
+    /// Policy, lint and encoding refusals are rejected input (exit 3); the token's failures
+    /// keep their own code; anything else on the signing side is exit 4.
+    pub fn exit_code(&self) -> crate::exit::ExitCode {
+        match self {
+            Self::Policy(_) | Self::Lint(_) | Self::Build(_) => crate::exit::ExitCode::Rejected,
+            Self::Sign(s) => s.exit_code(),
+            Self::VerifyFailed | Self::Random(_) => crate::exit::ExitCode::Hsm,
+        }
+    }
 }
 
 /// Everything before the HSM: checks the request, builds the TBS and lints it.

@@ -75,6 +75,13 @@ pub enum LedgerError {
     Write(#[from] rusqlite::Error),
 }
 
+impl LedgerError {
+    /// Every ledger failure is a storage failure (exit 5).
+    pub fn exit_code(&self) -> crate::exit::ExitCode {
+        crate::exit::ExitCode::Storage
+    }
+}
+
 /// What happened to a failed ledger write and what to do, by SQLite's error code (a full disk,
 /// a file size limit, permissions and a damaged file need different fixes).
 fn write_message(e: &rusqlite::Error) -> String {

@@ -7,9 +7,9 @@
 
 use super::{LifecycleError, Reason};
 use crate::crypto::SignatureAlgorithm;
+use crate::crypto::Signer;
 use crate::issue::IssueError;
 use crate::ledger::{CrlRecord, Ledger};
-use crate::signer::Signer;
 use crate::x509::BuildError;
 use crate::x509::CaCert;
 use der::asn1::{BitString, OctetString, Uint};

@@ -33,6 +33,18 @@ pub enum LifecycleError {
     Corrupt(String),
 }
 
+impl LifecycleError {
+    /// The exit code: refusals 3, usage 2, ledger and damaged records 5, issuance its own.
+    pub fn exit_code(&self) -> crate::exit::ExitCode {
+        match self {
+            Self::Refused(_) => crate::exit::ExitCode::Rejected,
+            Self::Usage(_) => crate::exit::ExitCode::Usage,
+            Self::Ledger(_) | Self::Corrupt(_) => crate::exit::ExitCode::Storage,
+            Self::Issue(i) => i.exit_code(),
+        }
+    }
+}
+
 impl From<crate::batch::BatchError> for LifecycleError {
     fn from(e: crate::batch::BatchError) -> Self {
         match e {

@@ -9,10 +9,10 @@
 //! `certfab revoke --serial OLD --reason superseded`.
 
 use super::LifecycleError;
+use crate::crypto::Signer;
 use crate::issue::{self, IssueContext, KeySource, Request};
 use crate::ledger::{BatchSpec, Ledger};
 use crate::profile::Profile;
-use crate::signer::Signer;
 use crate::x509::CaCert;
 use std::collections::BTreeMap;
 use time::OffsetDateTime;

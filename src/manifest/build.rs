@@ -17,9 +17,9 @@
 use super::format::{self, DeviceLine, Header, Range, Trailer, FORMAT};
 use super::jws::{self, DocumentSigner};
 use super::{merkle, ManifestError, Trust};
+use crate::crypto::Signer;
 use crate::ledger::{ExportRow, Ledger, ManifestRow, PendingManifest};
 use crate::profile::{Profile, Vars};
-use crate::signer::Signer;
 use crate::x509::CaCert;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -374,10 +374,7 @@ fn file_sha256(p: &Path) -> Option<String> {
 fn write(path: &Path, data: &[u8]) -> Result<(), ManifestError> {
     crate::output::write_new(path, data).map_err(|e| ManifestError::Write {
         path: path.display().to_string(),
-        msg: match e {
-            crate::Error::Output { msg, .. } => msg,
-            other => other.to_string(),
-        },
+        msg: e.msg,
     })
 }
 

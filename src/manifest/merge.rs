@@ -6,7 +6,7 @@
 use super::format::{self, DeviceLine, Header, Source, Trailer, FORMAT};
 use super::jws::{self, DocumentSigner};
 use super::{merkle, verify_file, ManifestError, Trust, VerifiedManifest};
-use crate::signer::Signer;
+use crate::crypto::Signer;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use time::OffsetDateTime;

@@ -63,6 +63,19 @@ pub enum ManifestError {
     },
 }
 
+impl ManifestError {
+    /// The exit code: unreadable files, trust and usage 2, a manifest that does not verify or
+    /// is refused 3, ledger and writes 5, the JWS its own.
+    pub fn exit_code(&self) -> crate::exit::ExitCode {
+        match self {
+            Self::Read { .. } | Self::Trust(_) | Self::Usage(_) => crate::exit::ExitCode::Usage,
+            Self::Invalid(_) | Self::Refused(_) => crate::exit::ExitCode::Rejected,
+            Self::Jws(j) => j.exit_code(),
+            Self::Ledger(_) | Self::Write { .. } => crate::exit::ExitCode::Storage,
+        }
+    }
+}
+
 /// The roots a verification accepts, and where they came from (for the result).
 #[derive(Debug, Clone)]
 pub struct Trust {

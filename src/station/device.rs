@@ -6,10 +6,10 @@ use super::{
     StationJob, Step, StepError, Verdict, WAIT_FAILURES, WAIT_POLL,
 };
 use crate::batch::BatchError;
+use crate::crypto::Signer;
 use crate::issue::{self, IssueContext, IssueError, KeySource, Request};
 use crate::ledger::{Attempt, DeviceRow, InstallState, Ledger};
 use crate::profile::{IdSource, InstallItem, KeyGen, Vars};
-use crate::signer::Signer;
 use base64::Engine;
 use serde_json::json;
 use std::collections::BTreeMap;

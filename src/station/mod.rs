@@ -12,9 +12,9 @@ pub mod protocol;
 pub use client::{Adapter, LogSource, StepError};
 pub use link::AdapterSpec;
 
+use crate::crypto::Signer;
 use crate::ledger::{BatchSpec, Ledger, LedgerError};
 use crate::profile::{IdSource, Profile, Prove};
-use crate::signer::Signer;
 use crate::x509::CaCert;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -199,6 +199,20 @@ pub enum StationError {
     /// The HSM failed after recovery: the station stops.
     #[error("{0}")]
     Hsm(crate::issue::IssueError),
+}
+
+impl StationError {
+    /// The exit code: 2 usage, 6 adapter, 5 ledger, and the token's own code when signing
+    /// failed (4 otherwise).
+    pub fn exit_code(&self) -> crate::exit::ExitCode {
+        match self {
+            Self::Usage(_) => crate::exit::ExitCode::Usage,
+            Self::Adapter { .. } => crate::exit::ExitCode::Station,
+            Self::Ledger(_) => crate::exit::ExitCode::Storage,
+            Self::Hsm(crate::issue::IssueError::Sign(s)) => s.exit_code(),
+            Self::Hsm(_) => crate::exit::ExitCode::Hsm,
+        }
+    }
 }
 
 /// The end of a shift.

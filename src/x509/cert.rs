@@ -62,6 +62,13 @@ pub enum CaError {
     Chain(String),
 }
 
+impl CaError {
+    /// A CA certificate that cannot be used is a configuration error (exit 2).
+    pub fn exit_code(&self) -> crate::exit::ExitCode {
+        crate::exit::ExitCode::Usage
+    }
+}
+
 impl CaCert {
     /// Loads a certificate and the chain above it (nearest first), as a site config names them.
     pub fn load_with_chain(

@@ -1,4 +1,5 @@
-//! RFC 7512 `pkcs11:` URIs naming a token and a key on it.
+//! RFC 7512 `pkcs11:` URIs naming a token and a key on it: text only (the site config parses
+//! them; `hsm/` resolves them on a token).
 
 /// What a `pkcs11:` URI selects. Only the attributes certfab uses are kept; a URI that carries
 /// a PIN value is refused, since it would put a secret in a config file or argv.
@@ -30,6 +31,13 @@ pub struct UriError {
     pub uri: String,
     /// What is wrong and how to fix it.
     pub why: String,
+}
+
+impl UriError {
+    /// A malformed key URI is a usage error (exit 2).
+    pub fn exit_code(&self) -> crate::exit::ExitCode {
+        crate::exit::ExitCode::Usage
+    }
 }
 
 impl Pkcs11Uri {
