@@ -85,6 +85,9 @@ pub enum Error {
     /// Audit input that cannot be read.
     #[error(transparent)]
     Audit(#[from] crate::audit::CorpusError),
+    /// One device's issuance through the ledger (refused, ledger, or signature).
+    #[error(transparent)]
+    Record(#[from] crate::issue::RecordError),
     /// Bad argument combination.
     #[error("{0}")]
     Usage(String),
@@ -113,7 +116,19 @@ impl Error {
             Self::Manifest(e) => e.exit_code(),
             Self::Jws(e) => e.exit_code(),
             Self::Audit(e) => e.exit_code(),
+            Self::Record(e) => e.exit_code(),
             Self::Usage(_) => ExitCode::Usage,
+        }
+    }
+}
+
+impl From<crate::issue::ClaimError> for Error {
+    fn from(e: crate::issue::ClaimError) -> Self {
+        use crate::issue::ClaimError as C;
+        match e {
+            C::Usage(m) => Error::Usage(m),
+            C::Issue(e) => Error::Issue(e),
+            C::Record(e) => Error::Record(e),
         }
     }
 }

@@ -203,6 +203,7 @@ pub fn san_template(data: &[u8]) {
         signature: *alg,
         serial_prefix: 1,
         now: ca.not_before + time::Duration::days(1),
+        serials: &crate::x509::RandomSerials,
     };
     let mut vars = std::collections::BTreeMap::new();
     vars.insert("csv.site".to_string(), site.to_string());

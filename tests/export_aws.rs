@@ -771,7 +771,7 @@ fn fleet_claim_certificate_policy_and_template() {
     let claim_id = export::claim::default_claim_id(&fx.input).unwrap();
     assert_eq!(claim_id, format!("fleet-claim-{}", fx.input.batch_ids[0]));
     let pass = secrecy::SecretString::from("claim passphrase 1".to_string());
-    let claim = export::claim::issue_claim(&site, &profile, &claim_id, Some(&pass), 2048).unwrap();
+    let claim = certfab::site::issue_claim(&site, &profile, &claim_id, Some(&pass), 2048).unwrap();
     assert!(claim.key_encrypted);
     let mut o = opts(&aws_settings());
     o.claim = Some(claim.clone());
@@ -904,7 +904,7 @@ fn fleet_claim_certificate_policy_and_template() {
     assert_eq!(things.len(), DEVICES);
 
     // The same claim id again, with a fresh key: refused by the ledger.
-    let e = export::claim::issue_claim(&site, &profile, &claim_id, Some(&pass), 2048).unwrap_err();
+    let e = certfab::site::issue_claim(&site, &profile, &claim_id, Some(&pass), 2048).unwrap_err();
     assert_eq!(e.exit_code(), certfab::ExitCode::Rejected, "{e}");
     // Without a claim the format refuses to render.
     assert!(export::render(Format::AwsFleetClaim, &fx.input, &opts(&aws_settings())).is_err());

@@ -1,8 +1,9 @@
-use super::{read_input, validity, Ctx};
+use super::{validity, Ctx};
 use crate::ca::CaParams;
 use crate::crypto::Signer;
 use crate::error::{Error, ExitCode};
 use crate::hsm::CaKeyAlgorithm;
+use crate::site::read_input;
 use crate::x509::CaCert;
 use clap::Subcommand;
 use std::path::PathBuf;
@@ -183,7 +184,7 @@ pub(super) fn run(ctx: &Ctx, cmd: CaCommand) -> Result<ExitCode, Error> {
             crate::output::check_free(&[&out])?;
             let uri = site.key_uri(&key)?;
             let signer = site.hsm.key(&uri, None)?;
-            let (nb, na) = validity(&v, not_before.as_deref())?;
+            let (nb, na) = validity(&v, not_before.as_deref(), site.clock.now())?;
             let der = crate::ca::self_sign(
                 &signer,
                 &CaParams {
@@ -235,7 +236,7 @@ pub(super) fn run(ctx: &Ctx, cmd: CaCommand) -> Result<ExitCode, Error> {
             let signer = site
                 .hsm
                 .key(&uri, Some((&issuer.public_key, &issuer.source)))?;
-            let (nb, na) = validity(&v, not_before.as_deref())?;
+            let (nb, na) = validity(&v, not_before.as_deref(), site.clock.now())?;
             let csr_bytes = read_input(&csr, "CSR")?;
             let params = CaParams {
                 subject: subject.as_deref().map(dn).transpose()?,
@@ -265,15 +266,20 @@ pub(super) fn run(ctx: &Ctx, cmd: CaCommand) -> Result<ExitCode, Error> {
                 .map_err(|e| Error::Usage(format!("--ca: {e}")))?;
             let lifetime = crate::profile::parse_duration(&v)
                 .map_err(|e| Error::Usage(format!("--validity: {e}")))?;
-            let now = time::OffsetDateTime::now_utc();
-            let now = now.replace_nanosecond(0).unwrap_or(now);
+            let now = site.now();
             let mut ledger =
                 crate::ledger::Ledger::open(&site.config.ledger, &site.config.station_id)?;
             let issuer = site.issuer(&ca_ref, now)?;
             // A few minutes back, for a cloud whose clock is a little behind ours.
-            let nb = (now - time::Duration::minutes(5)).max(issuer.cert.not_before);
-            let der =
-                crate::ca::verification_cert(&issuer.key, &issuer.cert, &cn, nb, lifetime, prefix)?;
+            let nb = (now - time::Duration::minutes(5)).max(issuer.ca.cert.not_before);
+            let der = crate::ca::verification_cert(
+                &issuer.key,
+                &issuer.ca.cert,
+                &cn,
+                nb,
+                lifetime,
+                prefix,
+            )?;
             let c = CaCert::from_der(der.clone(), out.display().to_string())?;
             let serial = {
                 use der::Decode;
@@ -376,7 +382,7 @@ fn status(ctx: &Ctx, warn_days: i64) -> Result<ExitCode, Error> {
         &profiles,
         errors,
         ledger.as_ref(),
-        time::OffsetDateTime::now_utc(),
+        ctx.site.clock().now(),
         warn_days,
     )?;
     let mut h = String::new();

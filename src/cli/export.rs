@@ -1,6 +1,7 @@
-use super::{read_input, Ctx};
+use super::Ctx;
 use crate::error::{Error, ExitCode};
 use crate::export::{self, ExportInput, ExportOptions, Format};
+use crate::site::read_input;
 use std::path::{Path, PathBuf};
 
 /// `certfab export`
@@ -84,7 +85,7 @@ pub(super) fn run(ctx: &Ctx, a: ExportArgs) -> Result<ExitCode, Error> {
         // until every entry is signed, and existing files are refused before writing.
         let site = ctx.site()?;
         site.login()?;
-        let signer = site.signer(time::OffsetDateTime::now_utc())?;
+        let signer = site.signer(site.clock.now())?;
         let summary = export::export_signed(a.format, &input, &opts, &signer, &a.out, a.force)?;
         ctx.print(
             &serde_json::to_value(&summary).unwrap_or_default(),
@@ -136,7 +137,7 @@ fn claim(ctx: &Ctx, a: &ExportArgs, input: &ExportInput) -> Result<export::Claim
         Some(id) => id.clone(),
         None => export::claim::default_claim_id(input)?,
     };
-    export::claim::issue_claim(
+    crate::site::issue_claim(
         &site,
         &profile,
         &claim_id,

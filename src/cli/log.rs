@@ -52,7 +52,7 @@ pub(super) fn run(ctx: &Ctx, cmd: LogCommand) -> Result<ExitCode, Error> {
             let site = ctx.site()?;
             let mut ledger = site.open_ledger(None)?;
             site.login_recorded(&mut ledger)?;
-            let now = time::OffsetDateTime::now_utc();
+            let now = site.clock.now();
             let signer = site.signer(now)?;
             let doc = auditlog::checkpoint(&mut ledger, &signer, now)?;
             if let Some(o) = &out {

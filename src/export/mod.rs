@@ -88,6 +88,7 @@ pub mod aws;
 pub mod claim;
 mod write;
 
+pub use crate::issue::ClaimMaterial;
 pub use write::{write_files, Written};
 
 use std::path::{Path, PathBuf};
@@ -160,22 +161,6 @@ impl Format {
     pub fn needs_claim(self) -> bool {
         matches!(self, Self::AwsFleetClaim)
     }
-}
-
-/// A claim certificate made for a batch (Fleet Provisioning by claim), issued through the
-/// ledger before the export renders it.
-#[derive(Debug, Clone)]
-pub struct ClaimMaterial {
-    /// The claim's device id in the ledger (e.g. `fleet-claim-<batch>`).
-    pub claim_id: String,
-    /// Claim certificate, PEM.
-    pub cert_pem: String,
-    /// Claim certificate followed by its CA chain (without a self-signed root), PEM.
-    pub chain_pem: String,
-    /// The claim private key as PKCS#8 PEM: encrypted unless plain keys were asked for.
-    pub key_pem: zeroize::Zeroizing<String>,
-    /// Whether `key_pem` is encrypted.
-    pub key_encrypted: bool,
 }
 
 /// Options shared by every format.

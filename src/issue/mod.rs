@@ -2,18 +2,24 @@
 //! parse → proof of possession → key policy → name policy → TBS → lint → HSM sign → verify.
 //!
 //! It is split in two halves, [`prepare`] (everything before the HSM) and [`sign`] (the HSM and
-//! the check of its work), so a ledger can commit the serial and TBS in between.
+//! the check of its work), so the ledger commits the serial and TBS in between: [`record`] is
+//! that ledger half, which every caller goes through ([`claim`] is one of them).
 
+pub mod claim;
 mod lint;
+pub mod record;
 
+pub use claim::{ClaimError, ClaimMaterial, ClaimRequest};
 pub use lint::lint;
+pub use record::{IssuingCa, RecordError, Recorded};
 
 use crate::crypto::{PublicKey, SignatureAlgorithm};
 use crate::crypto::{SignError, Signer};
 use crate::csr::{self, PolicyError};
+use crate::ledger::KeyOrigin;
 use crate::profile::{DeviceIdFrom, KeyUsageBit, Profile, SanEntry, Vars};
 use crate::x509::{
-    self as tbs, assemble, build_tbs, new_serial, pem, BuildError, CaCert, CertSpec,
+    self as tbs, assemble, build_tbs, pem, BuildError, CaCert, CertSpec, SerialSource,
 };
 use std::collections::BTreeMap;
 use time::OffsetDateTime;
@@ -50,8 +56,10 @@ pub struct IssueContext<'a> {
     pub signature: SignatureAlgorithm,
     /// Station serial prefix.
     pub serial_prefix: u8,
-    /// Issuance time.
+    /// Issuance time: the caller's clock, so a certificate can be built for a fixed instant.
     pub now: OffsetDateTime,
+    /// Where the serial comes from (random in production, fixed in golden tests).
+    pub serials: &'a dyn SerialSource,
 }
 
 /// A certificate ready to be signed: serial and TBS are final.
@@ -71,8 +79,9 @@ pub struct Prepared {
     pub not_before: OffsetDateTime,
     /// notAfter (None = no expiry).
     pub not_after: Option<OffsetDateTime>,
-    /// "csr" or "pubkey".
-    pub key_origin: &'static str,
+    /// Where the key was made: a CSR or a public key as given; the caller sets `Host` or
+    /// `Device` when it knows the key's maker.
+    pub key_origin: KeyOrigin,
 }
 
 /// A signed, verified certificate.
@@ -138,9 +147,9 @@ pub fn prepare(ctx: &IssueContext<'_>, req: &Request) -> Result<Prepared, IssueE
     let (public_key, csr, key_origin) = match &req.key {
         KeySource::Csr(b) => {
             let c = csr::parse_csr(b)?;
-            (c.public_key.clone(), Some(c), "csr")
+            (c.public_key.clone(), Some(c), KeyOrigin::Csr)
         }
-        KeySource::PublicKey(b) => (csr::parse_public_key(b)?, None, "pubkey"),
+        KeySource::PublicKey(b) => (csr::parse_public_key(b)?, None, KeyOrigin::Pubkey),
     };
     // 3. Key policy.
     csr::check_key(&public_key, &p.keys, &p.name)?;
@@ -270,7 +279,10 @@ pub fn prepare(ctx: &IssueContext<'_>, req: &Request) -> Result<Prepared, IssueE
     }
 
     // 6. Serial and TBS. Extensions come from the profile, plus allow-listed CSR requests.
-    let serial = new_serial(ctx.serial_prefix).map_err(|e| IssueError::Random(e.to_string()))?;
+    let serial = ctx
+        .serials
+        .next_serial(ctx.serial_prefix)
+        .map_err(|e| IssueError::Random(e.to_string()))?;
     let mut exts: Vec<Extension> = vec![
         tbs::basic_constraints(false, None)?,
         tbs::key_usage(usage_bits(&p.key_usage))?,

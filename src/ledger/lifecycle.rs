@@ -2,7 +2,7 @@
 //! retire), CRLs issued with their monotonic numbers, and the certificate lookups revoke and
 //! renew start from.
 
-use super::{exec, now, one, Ledger, LedgerError};
+use super::{exec, one, stamp, Ledger, LedgerError};
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 /// A signed certificate as the ledger has it, with its device's current state.
@@ -223,7 +223,7 @@ impl Ledger {
         if earlier.is_some() {
             return Ok(earlier);
         }
-        let at = now();
+        let at = stamp(&*self.clock);
         exec(
             &tx,
             "INSERT INTO cert_status (issuer_key_id, serial, status, reason, at) VALUES (?1, ?2, 'revoked', ?3, ?4)",

@@ -2,7 +2,7 @@
 //! chain, and the two-step write that keeps files and ledger in agreement after a crash
 //! (`pending` before the file is written, `complete` with the devices marked exported after).
 
-use super::{exec, now, Ledger, LedgerError};
+use super::{exec, stamp, Ledger, LedgerError};
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 /// A device the ledger can put in a manifest: it has a signed, live certificate.
@@ -230,7 +230,7 @@ impl Ledger {
             [id],
             row,
         )?;
-        let at = now();
+        let at = stamp(&*self.clock);
         let n = exec(
             &tx,
             "UPDATE devices SET state = 'exported', updated_at = ?2
@@ -276,7 +276,7 @@ impl Ledger {
         exec(
             &tx,
             "UPDATE manifests SET state = 'abandoned', completed_at = ?2 WHERE id = ?1",
-            params![id, now()],
+            params![id, stamp(&*self.clock)],
         )?;
         super::audit::append(
             &tx,

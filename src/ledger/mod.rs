@@ -11,6 +11,7 @@ mod audit;
 mod lifecycle;
 mod manifests;
 mod schema;
+mod states;
 mod station;
 
 pub use audit::{
@@ -19,11 +20,14 @@ pub use audit::{
 };
 pub use lifecycle::{CertRecord, CrlRecord};
 pub use manifests::{ExportRow, ManifestRow, PendingManifest};
+pub use states::KeyOrigin;
 pub use station::{Attempt, InstallState, Transition};
 
+use crate::clock::{Clock, SystemClock};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A ledger that cannot be used, or a write that failed.
 #[derive(Debug, thiserror::Error)]
@@ -185,8 +189,8 @@ pub struct Intent {
     pub device_id: String,
     /// SHA-256 of the device's SPKI, hex.
     pub spki_sha256: String,
-    /// csr, pubkey or host.
-    pub key_origin: String,
+    /// Where the key was made.
+    pub key_origin: KeyOrigin,
     /// Input line (CSV line, file index, or sequence number).
     pub line: u64,
     /// The issuing CA's key identifier, hex.
@@ -278,6 +282,8 @@ pub struct Ledger {
     path: PathBuf,
     station: String,
     head: AuditHead,
+    /// Where record times come from.
+    clock: Arc<dyn Clock>,
     /// A writer's lock (none for [`Ledger::open_read`]). Declared last: it is released after
     /// the connection has closed.
     _lock: Option<HeldLock>,
@@ -304,8 +310,9 @@ impl Drop for HeldLock {
     }
 }
 
-fn now() -> String {
-    crate::clock::rfc3339(time::OffsetDateTime::now_utc())
+/// A record's time: the ledger's clock, RFC 3339 whole seconds.
+fn stamp(clock: &dyn Clock) -> String {
+    crate::clock::rfc3339(clock.now())
 }
 
 impl Ledger {
@@ -317,6 +324,15 @@ impl Ledger {
     /// both, migrates, and burns intents a crashed run left behind. The database and its
     /// `-wal`/`-shm` files are 0600 whatever the umask.
     pub fn open(path: &Path, station: &str) -> Result<Self, LedgerError> {
+        Self::open_with_clock(path, station, Arc::new(SystemClock))
+    }
+
+    /// [`Ledger::open`], with every record's time (and each new batch's id) taken from `clock`.
+    pub fn open_with_clock(
+        path: &Path,
+        station: &str,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, LedgerError> {
         let shown = path.display().to_string();
         let open_err = |msg: String| LedgerError::Open {
             path: shown.clone(),
@@ -441,7 +457,7 @@ impl Ledger {
                 return Err(m.lost(&shown, "a blank database"));
             }
         }
-        migrate(&conn, &shown)?;
+        migrate(&conn, &shown, &stamp(&*clock))?;
         // SQLite gives new -wal/-shm files the database's mode; ones left by an older certfab
         // are tightened here (best effort, as above).
         for suffix in ["-wal", "-shm"] {
@@ -453,14 +469,15 @@ impl Ledger {
             );
         }
         if !marker.exists() {
-            Marker::write(&marker, &real, station).map_err(open_err)?;
+            Marker::write(&marker, &real, station, &stamp(&*clock)).map_err(open_err)?;
         }
-        let head = AuditHead::load(&conn, station)?;
+        let head = AuditHead::load(&conn, station, clock.clone())?;
         let mut ledger = Self {
             conn,
             path: path.to_path_buf(),
             station: station.to_string(),
             head,
+            clock,
             _lock: Some(lock),
         };
         ledger.burn_interrupted()?;
@@ -507,6 +524,7 @@ impl Ledger {
             path: path.to_path_buf(),
             station: station.into(),
             head: AuditHead::default(),
+            clock: Arc::new(SystemClock),
             _lock: None,
         })
     }
@@ -531,7 +549,7 @@ impl Ledger {
             exec(
                 &tx,
                 "UPDATE devices SET state = 'sign_failed', updated_at = ?1 WHERE state = 'signing'",
-                [now()],
+                [stamp(&*self.clock)],
             )?;
             audit::append(
                 &tx,
@@ -580,7 +598,7 @@ impl Ledger {
         }
         let id = format!(
             "b-{}-{}",
-            time::OffsetDateTime::now_utc().unix_timestamp(),
+            self.clock.now().unix_timestamp(),
             &spec.input_key[..8]
         );
         let tx = self
@@ -589,7 +607,7 @@ impl Ledger {
         tx.execute(
             "INSERT INTO batches (id, input_key, profile, profile_sha256, ca, source, out_dir, station, created_at, tenant)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![id, spec.input_key, spec.profile, spec.profile_sha256, spec.ca, spec.source, spec.out_dir, self.station, now(), spec.tenant],
+            params![id, spec.input_key, spec.profile, spec.profile_sha256, spec.ca, spec.source, spec.out_dir, self.station, stamp(&*self.clock), spec.tenant],
         )?;
         audit::append(
             &tx,
@@ -619,7 +637,7 @@ impl Ledger {
         exec(
             &tx,
             "UPDATE batches SET finished_at = ?2 WHERE id = ?1",
-            params![id, now()],
+            params![id, stamp(&*self.clock)],
         )?;
         audit::append(
             &tx,
@@ -649,7 +667,7 @@ impl Ledger {
         exec(
             &tx,
             "UPDATE batches SET finished_at = ?2 WHERE id = ?1",
-            params![id, now()],
+            params![id, stamp(&*self.clock)],
         )?;
         audit::append(
             &tx,
@@ -755,7 +773,7 @@ impl Ledger {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut out = Vec::with_capacity(intents.len());
-        let at = now();
+        let at = stamp(&*self.clock);
         for it in intents {
             type Existing = (String, String, String, Option<i64>, Option<String>);
             let existing: Option<Existing> = one(
@@ -865,7 +883,7 @@ impl Ledger {
                        batch_id = excluded.batch_id, state = 'signing', spki_sha256 = excluded.spki_sha256,
                        serial = excluded.serial, key_origin = excluded.key_origin,
                        input_line = excluded.input_line, updated_at = excluded.updated_at",
-                    params![it.profile, it.device_id, batch_id, it.spki_sha256, it.serial, it.key_origin, it.line as i64, at, id_key],
+                    params![it.profile, it.device_id, batch_id, it.spki_sha256, it.serial, it.key_origin.as_str(), it.line as i64, at, id_key],
                 )?;
                 exec(&tx,
                     "INSERT INTO certificates (issuer_key_id, serial, profile, device_id, batch_id, state, tbs, created_at, spki_sha256)
@@ -900,7 +918,7 @@ impl Ledger {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let at = now();
+        let at = stamp(&*self.clock);
         for s in items {
             let sha = hex::encode(crate::crypto::sha256(&s.der));
             let n = exec(&tx,
@@ -946,7 +964,7 @@ impl Ledger {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let at = now();
+        let at = stamp(&*self.clock);
         for (it, reason) in items {
             exec(&tx,
                 "UPDATE certificates SET state = 'burned', reason = ?3 WHERE issuer_key_id = ?1 AND serial = ?2",
@@ -977,7 +995,7 @@ impl Ledger {
         batch_id: &str,
         items: &[Rejection],
     ) -> Result<(), LedgerError> {
-        let at = now();
+        let at = stamp(&*head.clock);
         for r in items {
             exec(tx,
                 "INSERT INTO rejections (batch_id, line, device_id, kind, reason, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -1169,14 +1187,13 @@ impl Marker {
         })
     }
 
-    fn write(path: &Path, real: &Path, station: &str) -> Result<(), String> {
+    fn write(path: &Path, real: &Path, station: &str, at: &str) -> Result<(), String> {
         let text = format!(
             "# certfab ledger marker: this site has a ledger, {real}.\n\
              # While this file exists, certfab refuses to start over from a missing or empty\n\
              # ledger (docs/batch.md \"Ledger\"). Back it up and restore it with the ledger.\n\
              recorded_at: {at}\nstation: {station}\n",
             real = real.display(),
-            at = now(),
             station = station.escape_debug(),
         );
         // 0600 like the ledger it stands for.
@@ -1220,7 +1237,7 @@ fn one<T>(
     conn.prepare_cached(sql)?.query_row(params, f)
 }
 
-fn migrate(conn: &Connection, path: &str) -> Result<(), LedgerError> {
+fn migrate(conn: &Connection, path: &str, at: &str) -> Result<(), LedgerError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let supported = schema::MIGRATIONS.len() as i64;
     if version > supported {
@@ -1233,7 +1250,7 @@ fn migrate(conn: &Connection, path: &str) -> Result<(), LedgerError> {
     for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(version as usize) {
         let tx = conn.unchecked_transaction()?;
         tx.execute_batch(sql)?;
-        schema::after_sql(i + 1, &tx)?;
+        schema::after_sql(i + 1, &tx, at)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
     }
@@ -1249,7 +1266,7 @@ mod tests {
             profile: "p".into(),
             device_id: id.into(),
             spki_sha256: spki.into(),
-            key_origin: "csr".into(),
+            key_origin: KeyOrigin::Csr,
             line: 1,
             issuer_key_id: "aa".into(),
             serial: serial.into(),

@@ -1,7 +1,7 @@
 //! Ledger records of station mode: device state after signing (installing, installed,
 //! install_unconfirmed), identities superseded on purpose, and one row per device attempt.
 
-use super::{exec, now, one, Ledger, LedgerError};
+use super::{exec, one, stamp, Ledger, LedgerError};
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 /// The states a station moves a signed device through (DESIGN.md "Per-device states").
@@ -101,7 +101,7 @@ impl Ledger {
             let n = exec(
                 &tx,
                 "UPDATE devices SET state = ?3, updated_at = ?4 WHERE profile = ?1 AND device_id = ?2",
-                params![profile, device_id, to.as_str(), now()],
+                params![profile, device_id, to.as_str(), stamp(&*self.clock)],
             )?;
             if n != 1 {
                 return Err(rusqlite::Error::StatementChangedRows(n).into());
@@ -147,7 +147,7 @@ impl Ledger {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
-        let at = now();
+        let at = stamp(&*self.clock);
         if let Some((ikid, serial)) = &cert {
             exec(
                 &tx,

@@ -45,13 +45,13 @@ impl LifecycleError {
     }
 }
 
-impl From<crate::batch::BatchError> for LifecycleError {
-    fn from(e: crate::batch::BatchError) -> Self {
+impl From<crate::issue::RecordError> for LifecycleError {
+    fn from(e: crate::issue::RecordError) -> Self {
+        use crate::issue::RecordError as R;
         match e {
-            crate::batch::BatchError::Ledger(l) => Self::Ledger(l),
-            crate::batch::BatchError::Sign(i) => Self::Issue(i),
-            crate::batch::BatchError::Refused(r) => Self::Refused(r),
-            other => Self::Usage(other.to_string()),
+            R::Ledger(l) => Self::Ledger(l),
+            R::Sign(i) => Self::Issue(i),
+            R::Refused(r) => Self::Refused(r),
         }
     }
 }

@@ -16,8 +16,10 @@ pub mod format;
 pub mod jws;
 pub mod merge;
 pub mod merkle;
+mod run_end;
 pub mod verify;
 
+pub use run_end::RunManifest;
 pub use verify::{signature_path, verify_bytes, verify_file, Problem, Report, VerifiedManifest};
 
 use crate::x509::CaCert;

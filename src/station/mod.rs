@@ -12,10 +12,12 @@ pub mod protocol;
 pub use client::{Adapter, LogSource, StepError};
 pub use link::AdapterSpec;
 
+use crate::clock::Clock;
 use crate::crypto::Signer;
+use crate::issue::IssuingCa;
 use crate::ledger::{BatchSpec, Ledger, LedgerError};
 use crate::profile::{IdSource, Profile, Prove};
-use crate::x509::CaCert;
+use crate::x509::SerialSource;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -24,16 +26,16 @@ use std::time::{Duration, Instant};
 pub struct StationJob<'a, S: Signer> {
     /// The device class.
     pub profile: &'a Profile,
-    /// CA name (for the record).
-    pub ca_name: &'a str,
-    /// Issuing CA certificate.
-    pub ca: &'a CaCert,
-    /// Certificates above it (nearest first), for chain.pem and ca.pem.
-    pub chain_above: &'a [CaCert],
+    /// The issuing CA (its chain goes into chain.pem and ca.pem).
+    pub ca: &'a IssuingCa,
     /// The CA key in the HSM.
     pub signer: &'a S,
     /// Station serial prefix.
     pub serial_prefix: u8,
+    /// Issuance and attempt times.
+    pub clock: &'a dyn Clock,
+    /// Where serials come from.
+    pub serials: &'a dyn SerialSource,
     /// Who is at the station.
     pub operator: Option<String>,
     /// Replace the identity of a device that comes back with a different key.
@@ -143,6 +145,10 @@ pub enum Event<'e> {
         batch: &'e str,
         /// Adapter name/version from hello.
         adapter: &'e str,
+        /// This station's id (site config).
+        station: &'e str,
+        /// The profile's name.
+        profile: &'e str,
     },
     /// Waiting for the next device (or its label when `scan`).
     Waiting {
@@ -310,7 +316,7 @@ pub fn run<S: Signer>(
         }
     };
 
-    let started = time::OffsetDateTime::now_utc();
+    let started = job.clock.now();
     let mut random = [0u8; 8];
     getrandom::getrandom(&mut random).map_err(|e| StationError::Usage(e.to_string()))?;
     let source = serde_json::json!({
@@ -327,7 +333,7 @@ pub fn run<S: Signer>(
         input_key: hex::encode(crate::crypto::sha256(key.as_bytes())),
         profile: job.profile.name.clone(),
         profile_sha256: hex::encode(job.profile.sha256),
-        ca: job.ca_name.to_string(),
+        ca: job.ca.name.clone(),
         source: source.to_string(),
         out_dir: String::new(),
         tenant: job.profile.tenant.clone(),
@@ -340,6 +346,8 @@ pub fn run<S: Signer>(
     obs.event(Event::Started {
         batch: &batch.id,
         adapter: &hello_name,
+        station: station_id,
+        profile: &job.profile.name,
     });
 
     let mut shift = device::Shift {
