@@ -26,6 +26,8 @@ pub mod hsm;
 pub mod identity;
 pub mod input;
 pub mod issue;
+#[cfg(test)]
+mod layers;
 pub mod ledger;
 pub mod lifecycle;
 pub mod manifest;

@@ -56,9 +56,7 @@ fn fixture() -> &'static Fixture {
         let o = line.manifest_build(&[batch], Some(profile.to_str().unwrap()), &manifest);
         assert!(o.status.success(), "{}", text(&o));
         let trust = certfab::manifest::Trust::resolve(None, Some(&line.config())).unwrap();
-        let input = certfab::manifest::verify(&manifest, &trust)
-            .unwrap()
-            .to_export_input();
+        let input = ExportInput::from(&certfab::manifest::verify(&manifest, &trust).unwrap());
         assert_eq!(input.devices.len(), DEVICES);
         Fixture {
             line,

@@ -111,7 +111,7 @@ pub(super) fn run(ctx: &Ctx, a: ExportArgs) -> Result<ExitCode, Error> {
 fn verified_input(ctx: &Ctx, manifest: &Path, trust: Option<&Path>) -> Result<ExportInput, Error> {
     let trust = crate::manifest::Trust::resolve(trust, ctx.config.as_deref())?;
     let verified = crate::manifest::verify(manifest, &trust)?;
-    Ok(verified.to_export_input())
+    Ok(ExportInput::from(&verified))
 }
 
 fn claim(ctx: &Ctx, a: &ExportArgs, input: &ExportInput) -> Result<export::ClaimMaterial, Error> {

@@ -71,6 +71,42 @@ pub struct ExportInput {
     pub cloud: BTreeMap<String, serde_json::Value>,
 }
 
+impl From<&crate::manifest::VerifiedManifest> for ExportInput {
+    /// The only way to an export's input from a manifest: the verified header facts and
+    /// devices (an unverified manifest has no way in).
+    fn from(m: &crate::manifest::VerifiedManifest) -> Self {
+        let h = &m.header;
+        Self {
+            manifest_path: m.path.clone(),
+            manifest_sha256: m.sha256.clone(),
+            batch_ids: h.batches.clone(),
+            station_ids: h.stations.clone(),
+            profile: h.profile.clone(),
+            tenant: h.tenant.clone(),
+            ca_chain_pem: h.ca_chain.clone(),
+            devices: m
+                .devices
+                .iter()
+                .map(|d| ExportDevice {
+                    seq: d.line.seq,
+                    device_id: d.line.device_id.clone(),
+                    serial: d.line.serial.clone(),
+                    cert_der: d.cert_der.clone(),
+                    cert_pem: d.line.cert.clone(),
+                    cert_sha256: d.line.cert_sha256.clone(),
+                    spki_sha256: d.line.spki_sha256.clone(),
+                    not_before: d.line.not_before.clone(),
+                    not_after: d.line.not_after.clone(),
+                    key_origin: d.line.key_origin.clone(),
+                    state: d.line.state.clone(),
+                    cloud: d.line.cloud.clone(),
+                })
+                .collect(),
+            cloud: h.cloud.clone().into_iter().collect(),
+        }
+    }
+}
+
 /// One file an exporter produces, relative to the `--out` directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportFile {

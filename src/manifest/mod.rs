@@ -198,41 +198,6 @@ fn pem_blocks(text: &str) -> Result<Vec<Vec<u8>>, String> {
     Ok(out)
 }
 
-impl VerifiedManifest {
-    /// The exporters' input (src/export): the verified header facts and devices.
-    pub fn to_export_input(&self) -> crate::export::ExportInput {
-        let h = &self.header;
-        crate::export::ExportInput {
-            manifest_path: self.path.clone(),
-            manifest_sha256: self.sha256.clone(),
-            batch_ids: h.batches.clone(),
-            station_ids: h.stations.clone(),
-            profile: h.profile.clone(),
-            tenant: h.tenant.clone(),
-            ca_chain_pem: h.ca_chain.clone(),
-            devices: self
-                .devices
-                .iter()
-                .map(|d| crate::export::ExportDevice {
-                    seq: d.line.seq,
-                    device_id: d.line.device_id.clone(),
-                    serial: d.line.serial.clone(),
-                    cert_der: d.cert_der.clone(),
-                    cert_pem: d.line.cert.clone(),
-                    cert_sha256: d.line.cert_sha256.clone(),
-                    spki_sha256: d.line.spki_sha256.clone(),
-                    not_before: d.line.not_before.clone(),
-                    not_after: d.line.not_after.clone(),
-                    key_origin: d.line.key_origin.clone(),
-                    state: d.line.state.clone(),
-                    cloud: d.line.cloud.clone(),
-                })
-                .collect(),
-            cloud: h.cloud.clone().into_iter().collect(),
-        }
-    }
-}
-
 /// Verifies `path` (signature at `path.jws`) against `trust`: the library entry point
 /// exporters use.
 pub fn verify(path: &Path, trust: &Trust) -> Result<VerifiedManifest, ManifestError> {
