@@ -1,7 +1,7 @@
 //! Loading what an audit reads: ledgers (read-only, no lock), manifests, loose certificate
 //! files, CA certificates and profiles, into plain rows the checks can compare.
 
-use crate::ledger::{Ledger, LedgerError};
+use crate::ledger::{CertState, DeviceState, Ledger, LedgerError};
 use crate::profile::Profile;
 use crate::x509::CaCert;
 use rusqlite::Connection;
@@ -72,6 +72,50 @@ pub struct BatchRec {
     pub tenant: Option<String>,
 }
 
+/// A ledger column of a closed vocabulary as the audit read it: the value, or the text a
+/// damaged or hand-edited ledger holds instead (the audit reports on such a ledger rather than
+/// stopping at it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded<T> {
+    /// A value of the vocabulary.
+    Known(T),
+    /// Text that is none of it.
+    Unknown(String),
+}
+
+impl<T: std::str::FromStr> Recorded<T> {
+    fn read(text: String) -> Self {
+        match text.parse() {
+            Ok(v) => Self::Known(v),
+            Err(_) => Self::Unknown(text),
+        }
+    }
+}
+
+impl<T: PartialEq + Copy> Recorded<T> {
+    /// Whether the column holds `v`.
+    pub fn is(&self, v: T) -> bool {
+        matches!(self, Self::Known(k) if *k == v)
+    }
+
+    /// The value, when the column holds one of the vocabulary.
+    pub fn known(&self) -> Option<T> {
+        match self {
+            Self::Known(k) => Some(*k),
+            Self::Unknown(_) => None,
+        }
+    }
+}
+
+impl<T: std::fmt::Display> std::fmt::Display for Recorded<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Known(k) => k.fmt(f),
+            Self::Unknown(s) => f.write_str(s),
+        }
+    }
+}
+
 /// A `devices` row.
 #[derive(Debug, Clone)]
 pub struct DeviceRec {
@@ -84,7 +128,7 @@ pub struct DeviceRec {
     /// Batch.
     pub batch_id: String,
     /// State.
-    pub state: String,
+    pub state: Recorded<DeviceState>,
     /// SPKI hash, hex.
     pub spki_sha256: String,
     /// Current serial.
@@ -109,7 +153,7 @@ pub struct CertRow {
     /// Batch.
     pub batch_id: String,
     /// intent, signed or burned.
-    pub state: String,
+    pub state: Recorded<CertState>,
     /// SHA-256 of the certificate DER, hex, when the row holds one.
     pub der_sha256: Option<String>,
     /// The certificate examined while loading (signed rows with DER only).
@@ -128,7 +172,7 @@ struct RawCert {
     profile: String,
     device_id: String,
     batch_id: String,
-    state: String,
+    state: Recorded<CertState>,
     der: Option<Vec<u8>>,
     cert_sha256: Option<String>,
     signed_at: Option<String>,
@@ -563,7 +607,7 @@ fn load_ledger(
                 profile: r.get(1)?,
                 device_id: r.get(2)?,
                 batch_id: r.get(3)?,
-                state: r.get(4)?,
+                state: Recorded::read(r.get(4)?),
                 spki_sha256: r.get(5)?,
                 serial: r.get(6)?,
                 updated_at: r.get(7)?,
@@ -587,7 +631,7 @@ fn load_ledger(
                 profile: r.get(3)?,
                 device_id: r.get(4)?,
                 batch_id: r.get(5)?,
-                state: r.get(6)?,
+                state: Recorded::read(r.get(6)?),
                 der: r.get(7)?,
                 cert_sha256: r.get(8)?,
                 signed_at: r.get(9)?,
@@ -601,8 +645,8 @@ fn load_ledger(
                     .der
                     .as_ref()
                     .map(|d| hex::encode(crate::crypto::sha256(d)));
-                let leaf = match (&c.der, c.state.as_str()) {
-                    (Some(d), "signed") => Some(super::checks::examine(
+                let leaf = match (&c.der, c.state.is(CertState::Signed)) {
+                    (Some(d), true) => Some(super::checks::examine(
                         d,
                         cas,
                         profiles.get(&c.profile),
@@ -899,7 +943,11 @@ impl Corpus {
                         .into_iter()
                         .collect(),
                     devices: l.devices.len() as u64,
-                    certificates: l.certs.iter().filter(|c| c.state == "signed").count() as u64,
+                    certificates: l
+                        .certs
+                        .iter()
+                        .filter(|c| c.state.is(CertState::Signed))
+                        .count() as u64,
                     audit_events: l.audit_chain.as_ref().map_or(0, |n| *n),
                 })
                 .collect(),

@@ -131,9 +131,13 @@ pub fn count(corpus: &Corpus) -> Counts {
             }
         }
         for d in &l.devices {
-            *c.devices_by_state.entry(d.state.clone()).or_default() += 1;
+            *c.devices_by_state.entry(d.state.to_string()).or_default() += 1;
         }
-        for cert in l.certs.iter().filter(|x| x.state == "signed") {
+        for cert in l
+            .certs
+            .iter()
+            .filter(|x| x.state.is(crate::ledger::CertState::Signed))
+        {
             let station = l.station_of(&cert.batch_id).to_string();
             let op = op_of_serial
                 .get(&(cert.batch_id.as_str(), cert.device_id.as_str()))

@@ -14,7 +14,7 @@ pub mod report;
 
 pub use corpus::{
     CaEntry, CertFile, CertRow, Corpus, CorpusError, CrlRec, DeviceRec, LedgerData, ManifestData,
-    ManifestDevice, Sources,
+    ManifestDevice, Recorded, Sources,
 };
 pub use counts::Counts;
 

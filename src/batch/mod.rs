@@ -13,7 +13,7 @@ use crate::crypto::Signer;
 use crate::issue::record::{self, IssuingCa};
 use crate::issue::{self, IssueContext, IssueError, KeySource, Prepared, Request};
 use crate::ledger::{
-    BatchSpec, Intent, KeyOrigin, Ledger, LedgerError, Rejection, Reserve, Signed,
+    BatchSpec, DeviceState, Intent, KeyOrigin, Ledger, LedgerError, Rejection, Reserve, Signed,
 };
 use crate::profile::Profile;
 use crate::x509::{CaCert, SerialSource};
@@ -471,7 +471,10 @@ fn prepare_group<S: Signer + Sync>(
     for row in todo {
         if let Some(id) = &row.device_id {
             if let Some(d) = reader.device(&job.profile.name, id)? {
-                if let (true, Some(der)) = (d.state == "signed" && d.batch_id == batch_id, &d.der) {
+                if let (true, Some(der)) = (
+                    d.state == DeviceState::Signed && d.batch_id == batch_id,
+                    &d.der,
+                ) {
                     if d.line == row.line {
                         out.deliver(id, der).map_err(BatchError::Output)?;
                         already += 1;

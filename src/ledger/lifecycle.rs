@@ -30,7 +30,7 @@ pub struct CertRecord {
     /// Whether this is the device's current certificate.
     pub current: bool,
     /// The device's state.
-    pub device_state: String,
+    pub device_state: super::DeviceState,
     /// Revocation, if revoked: (reason, at).
     pub revoked: Option<(String, String)>,
     /// Superseded at, if so.

@@ -20,8 +20,8 @@ pub use audit::{
 };
 pub use lifecycle::{CertRecord, CrlRecord};
 pub use manifests::{ExportRow, ManifestRow, PendingManifest};
-pub use states::KeyOrigin;
-pub use station::{Attempt, InstallState, Transition};
+pub use states::{CertState, DeviceState, KeyOrigin};
+pub use station::{Attempt, Transition};
 
 use crate::clock::{Clock, SystemClock};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -252,7 +252,7 @@ pub struct Rejection {
 #[derive(Debug, Clone)]
 pub struct DeviceRow {
     /// State.
-    pub state: String,
+    pub state: DeviceState,
     /// SHA-256 of the certified public key, hex.
     pub spki_sha256: String,
     /// Current serial, hex.
@@ -775,7 +775,7 @@ impl Ledger {
         let mut out = Vec::with_capacity(intents.len());
         let at = stamp(&*self.clock);
         for it in intents {
-            type Existing = (String, String, String, Option<i64>, Option<String>);
+            type Existing = (DeviceState, String, String, Option<i64>, Option<String>);
             let existing: Option<Existing> = one(
                     &tx,
 
@@ -805,12 +805,10 @@ impl Ledger {
                 )),
                 // Re-issuable: a failed signature, or an identity explicitly superseded or
                 // revoked (a revoked key itself is refused below).
-                Some((state, spki, batch, line, serial))
-                    if !matches!(state.as_str(), "sign_failed" | "superseded" | "revoked") =>
-                {
+                Some((state, spki, batch, line, serial)) if !state.is_reissuable() => {
                     let first_line = line.unwrap_or(0) as u64;
                     let same_key = *spki == it.spki_sha256;
-                    if state == "signing" || (batch == batch_id && first_line != it.line) {
+                    if *state == DeviceState::Signing || (batch == batch_id && first_line != it.line) {
                         if same_key {
                             Reserve::Duplicate { first_line }
                         } else {
@@ -883,7 +881,7 @@ impl Ledger {
                        batch_id = excluded.batch_id, state = 'signing', spki_sha256 = excluded.spki_sha256,
                        serial = excluded.serial, key_origin = excluded.key_origin,
                        input_line = excluded.input_line, updated_at = excluded.updated_at",
-                    params![it.profile, it.device_id, batch_id, it.spki_sha256, it.serial, it.key_origin.as_str(), it.line as i64, at, id_key],
+                    params![it.profile, it.device_id, batch_id, it.spki_sha256, it.serial, it.key_origin, it.line as i64, at, id_key],
                 )?;
                 exec(&tx,
                     "INSERT INTO certificates (issuer_key_id, serial, profile, device_id, batch_id, state, tbs, created_at, spki_sha256)

@@ -11,7 +11,7 @@
 use super::LifecycleError;
 use crate::crypto::Signer;
 use crate::issue::{self, IssueContext, IssuingCa, KeySource, Request};
-use crate::ledger::{BatchSpec, Ledger};
+use crate::ledger::{BatchSpec, DeviceState, Ledger};
 use crate::profile::Profile;
 use crate::x509::SerialSource;
 use std::collections::BTreeMap;
@@ -77,7 +77,7 @@ pub fn renew<S: Signer>(
             r.device_id, p.name
         )));
     };
-    if old.device_state == "revoked" {
+    if old.device_state == DeviceState::Revoked {
         return Err(LifecycleError::Refused(format!(
             "device '{}' is revoked (serial {}); a revoked device is not renewed. Issue it a new identity explicitly if it is trusted again",
             r.device_id, old.serial

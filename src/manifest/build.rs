@@ -14,11 +14,12 @@
 //! the recorded hash (re-signing if the `.jws` is missing), else abandons it; its devices
 //! then go into the next manifest.
 
+use super::format::KeyOrigin as ManifestKeyOrigin;
 use super::format::{self, DeviceLine, Header, Range, Trailer, FORMAT};
 use super::jws::{self, DocumentSigner};
 use super::{merkle, ManifestError, Trust};
 use crate::crypto::Signer;
-use crate::ledger::{ExportRow, Ledger, ManifestRow, PendingManifest};
+use crate::ledger::{ExportRow, KeyOrigin, Ledger, ManifestRow, PendingManifest};
 use crate::profile::{Profile, Vars};
 use crate::x509::CaCert;
 use std::collections::BTreeMap;
@@ -273,7 +274,7 @@ pub fn build<K: Signer>(
                     d.profile.clone(),
                     d.device_id.clone(),
                     d.serial.clone(),
-                    d.state.clone(),
+                    d.state,
                 )
             })
             .collect(),
@@ -413,12 +414,13 @@ fn recover_pending<K: Signer>(
     Ok(done)
 }
 
-fn key_origin(ledger_value: &str) -> &'static str {
-    match ledger_value {
-        "device" => "device",
-        "host" => "host",
+/// A device line's `key_origin` for the ledger's.
+fn key_origin(ledger: KeyOrigin) -> ManifestKeyOrigin {
+    match ledger {
+        KeyOrigin::Device => ManifestKeyOrigin::Device,
+        KeyOrigin::Host => ManifestKeyOrigin::Host,
         // A CSR or a bare public key delivered in a file.
-        _ => "csr-file",
+        KeyOrigin::Csr | KeyOrigin::Pubkey => ManifestKeyOrigin::CsrFile,
     }
 }
 
@@ -479,8 +481,8 @@ fn device_line(
         spki_sha256: d.spki_sha256.clone(),
         not_before: facts.not_before,
         not_after: facts.not_after,
-        key_origin: key_origin(&d.key_origin).into(),
-        state: d.state.clone(),
+        key_origin: key_origin(d.key_origin).as_str().into(),
+        state: d.state.as_str().into(),
         batch: d.batch_id.clone(),
         station: d.station.clone(),
         cert: crate::x509::pem(&d.der),

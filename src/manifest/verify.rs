@@ -315,23 +315,29 @@ pub fn verify_bytes(
                 );
             }
         }
-        if !format::STATES.contains(&d.state.as_str()) {
+        if format::reported_state(&d.state).is_none() {
             c.at(
                 *n,
                 format!(
                     "state '{}' is not one a manifest reports ({})",
                     d.state,
-                    format::STATES.join(", ")
+                    crate::ledger::DeviceState::IN_MANIFEST
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             );
         }
-        if !format::KEY_ORIGINS.contains(&d.key_origin.as_str()) {
+        if format::KeyOrigin::parse(&d.key_origin).is_none() {
             c.at(
                 *n,
                 format!(
                     "key_origin '{}' is not one of {}",
                     d.key_origin,
-                    format::KEY_ORIGINS.join(", ")
+                    format::KeyOrigin::ALL
+                        .map(format::KeyOrigin::as_str)
+                        .join(", ")
                 ),
             );
         }

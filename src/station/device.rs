@@ -8,7 +8,7 @@ use super::{
 use crate::crypto::Signer;
 use crate::issue::record::{self, RecordError};
 use crate::issue::{self, IssueContext, IssueError, KeySource, Request};
-use crate::ledger::{Attempt, DeviceRow, InstallState, KeyOrigin, Ledger};
+use crate::ledger::{Attempt, DeviceRow, DeviceState, KeyOrigin, Ledger};
 use crate::profile::{IdSource, InstallItem, KeyGen, Vars};
 use base64::Engine;
 use serde_json::json;
@@ -291,13 +291,13 @@ impl<S: Signer> Shift<'_, '_, S> {
         }
         let row = self.ledger.device(&self.job.profile.name, &device_id)?;
         match row {
-            Some(row) if row.state == "revoked" => Err(refuse(
+            Some(row) if row.state == DeviceState::Revoked => Err(refuse(
                 Step::Check,
                 format!("device {device_id} is revoked; it gets no new identity at a station"),
             )),
             Some(row)
                 if row.der.is_some()
-                    && !matches!(row.state.as_str(), "sign_failed" | "superseded") =>
+                    && !matches!(row.state, DeviceState::SignFailed | DeviceState::Superseded) =>
             {
                 self.known_device(obs, p, &device_id, &identity, row)
             }
@@ -326,7 +326,7 @@ impl<S: Signer> Shift<'_, '_, S> {
             match self.prove_and_lock(obs, p, &der) {
                 Ok(()) => {
                     p.reused = true;
-                    if row.state == "installed" || row.state == "exported" {
+                    if row.state.is_proven() {
                         return Ok(
                             "already installed: nothing signed, the device holds its certificate"
                                 .into(),
@@ -336,7 +336,7 @@ impl<S: Signer> Shift<'_, '_, S> {
                         &self.batch,
                         &self.job.profile.name,
                         device_id,
-                        InstallState::Installed,
+                        DeviceState::Installed,
                         "installed",
                         &json!({"serial": p.serial, "operator": self.job.operator, "confirmed_later": true}),
                     )?;
@@ -603,7 +603,7 @@ impl<S: Signer> Shift<'_, '_, S> {
             &self.batch,
             &profile,
             device_id,
-            InstallState::Installing,
+            DeviceState::Installing,
             "install_started",
             &json!({"serial": p.serial, "operator": self.job.operator}),
         )?;
@@ -618,9 +618,9 @@ impl<S: Signer> Shift<'_, '_, S> {
         if let Err((step, e)) = sent {
             // A device that said no holds nothing new; a lost or missing reply may hold it.
             let (state, kind) = if e.outcome_unknown() {
-                (InstallState::InstallUnconfirmed, "install_unconfirmed")
+                (DeviceState::InstallUnconfirmed, "install_unconfirmed")
             } else {
-                (InstallState::Signed, "install_failed")
+                (DeviceState::Signed, "install_failed")
             };
             self.ledger.set_device_state(
                 &self.batch,
@@ -641,7 +641,7 @@ impl<S: Signer> Shift<'_, '_, S> {
                 &self.batch,
                 &profile,
                 device_id,
-                InstallState::InstallUnconfirmed,
+                DeviceState::InstallUnconfirmed,
                 "install_unconfirmed",
                 &json!({"serial": p.serial, "reason": reason, "operator": self.job.operator}),
             )?;
@@ -651,7 +651,7 @@ impl<S: Signer> Shift<'_, '_, S> {
             &self.batch,
             &profile,
             device_id,
-            InstallState::Installed,
+            DeviceState::Installed,
             "installed",
             &json!({"serial": p.serial, "operator": self.job.operator}),
         )?;
