@@ -6,6 +6,8 @@
 //! that ledger half, which every caller goes through ([`claim`] is one of them).
 
 pub mod claim;
+#[cfg(test)]
+mod golden;
 mod lint;
 pub mod record;
 
