@@ -8,7 +8,6 @@ pub trait Clock: std::fmt::Debug + Send + Sync {
     fn now(&self) -> OffsetDateTime;
 }
 
-/// The system clock.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
 

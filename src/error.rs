@@ -28,7 +28,6 @@ pub enum Error {
     /// PKCS#11 URI.
     #[error(transparent)]
     Uri(#[from] UriError),
-    /// HSM.
     #[error(transparent)]
     Hsm(#[from] HsmError),
     /// CA certificate.
@@ -43,7 +42,6 @@ pub enum Error {
     /// A file named on the command line (input) could not be used.
     #[error("{path}: {msg}")]
     Input {
-        /// The file.
         path: String,
         /// What is wrong and the fix.
         msg: String,
@@ -52,19 +50,11 @@ pub enum Error {
     },
     /// Writing output failed.
     #[error("cannot write {path}: {msg}")]
-    Output {
-        /// The file.
-        path: String,
-        /// Why.
-        msg: String,
-    },
-    /// Ledger.
+    Output { path: String, msg: String },
     #[error(transparent)]
     Ledger(#[from] crate::ledger::LedgerError),
-    /// Batch.
     #[error(transparent)]
     Batch(#[from] crate::batch::BatchError),
-    /// Station.
     #[error(transparent)]
     Station(#[from] crate::station::StationError),
     /// Cloud export.

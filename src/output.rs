@@ -77,7 +77,6 @@ pub enum Existing {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{}: {msg}", path.display())]
 pub struct WriteError {
-    /// The path.
     pub path: PathBuf,
     /// What went wrong.
     pub msg: String,
@@ -154,11 +153,6 @@ impl OutDir {
             path: path.to_path_buf(),
             fresh,
         })
-    }
-
-    /// The directory's path (for messages).
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Whether this call created the directory.

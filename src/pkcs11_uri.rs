@@ -9,11 +9,8 @@ pub struct Pkcs11Uri {
     pub token: Option<String>,
     /// `serial=` token serial
     pub serial: Option<String>,
-    /// `manufacturer=`
     pub manufacturer: Option<String>,
-    /// `model=`
     pub model: Option<String>,
-    /// `slot-id=`
     pub slot_id: Option<u64>,
     /// `object=` label
     pub object: Option<String>,

@@ -28,7 +28,6 @@ pub enum SecretError {
     /// The file cannot be read.
     #[error("cannot read secret file {path}: {err}")]
     FileRead {
-        /// The file.
         path: PathBuf,
         /// The I/O error.
         err: std::io::Error,
@@ -38,7 +37,6 @@ pub enum SecretError {
         "secret file {path} has mode {mode:o}: group or others can access it; run chmod 600 {path}"
     )]
     FileMode {
-        /// The file.
         path: PathBuf,
         /// Its permission bits.
         mode: u32,

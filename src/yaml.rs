@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 #[error("{}{}: {msg}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
 pub struct YamlError {
-    /// The file.
     pub path: PathBuf,
     /// 1-based line, when known.
     pub line: Option<usize>,

@@ -28,8 +28,6 @@ pub struct Leaf {
     pub spki_sha256: String,
     /// Serial, hex without leading zero octets.
     pub serial: String,
-    /// notBefore.
-    pub not_before: OffsetDateTime,
     /// notAfter; `None` = no expiry.
     pub not_after: Option<OffsetDateTime>,
     /// Issuer name, text.
@@ -85,7 +83,6 @@ pub fn examine(
     Ok(Leaf {
         spki_sha256,
         serial,
-        not_before,
         not_after,
         issuer_name,
         ca,

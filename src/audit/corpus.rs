@@ -42,7 +42,6 @@ pub enum CorpusError {
     /// A file named on the command line.
     #[error("{path}: {msg}")]
     File {
-        /// The file.
         path: String,
         /// What is wrong and the fix.
         msg: String,
@@ -121,13 +120,9 @@ impl<T: std::fmt::Display> std::fmt::Display for Recorded<T> {
 pub struct DeviceRec {
     /// SQLite rowid (for locations).
     pub rowid: i64,
-    /// Profile.
     pub profile: String,
-    /// Device id.
     pub device_id: String,
-    /// Batch.
     pub batch_id: String,
-    /// State.
     pub state: Recorded<DeviceState>,
     /// SPKI hash, hex.
     pub spki_sha256: String,
@@ -146,11 +141,8 @@ pub struct CertRow {
     pub issuer_key_id: String,
     /// Serial, hex.
     pub serial: String,
-    /// Profile.
     pub profile: String,
-    /// Device id.
     pub device_id: String,
-    /// Batch.
     pub batch_id: String,
     /// intent, signed or burned.
     pub state: Recorded<CertState>,
@@ -181,7 +173,6 @@ struct RawCert {
 /// A `rejections` row.
 #[derive(Debug, Clone)]
 pub struct RejectionRec {
-    /// Batch.
     pub batch_id: String,
     /// Input line.
     pub line: i64,
@@ -189,9 +180,7 @@ pub struct RejectionRec {
     pub device_id: Option<String>,
     /// rejected or duplicate.
     pub kind: String,
-    /// Why.
     pub reason: String,
-    /// When.
     pub at: String,
 }
 
@@ -202,13 +191,9 @@ pub struct AttemptRec {
     pub id: i64,
     /// Shift.
     pub batch_id: String,
-    /// Station.
     pub station: String,
-    /// Operator.
     pub operator: Option<String>,
-    /// Profile.
     pub profile: String,
-    /// Device id.
     pub device_id: Option<String>,
     /// Start, RFC 3339.
     pub started_at: String,
@@ -216,7 +201,6 @@ pub struct AttemptRec {
     pub outcome: String,
     /// Step it ended at.
     pub step: String,
-    /// Why.
     pub reason: String,
 }
 
@@ -323,25 +307,19 @@ impl LedgerData {
 pub struct ManifestDevice {
     /// Line number in the manifest file.
     pub line: u64,
-    /// Device id.
     pub device_id: String,
     /// Serial, hex.
     pub serial: String,
     /// Certificate DER.
     pub cert_der: Vec<u8>,
-    /// State when the manifest was built.
-    pub state: String,
 }
 
 /// A manifest: its devices when it verified, else why not.
 #[derive(Debug, Clone)]
 pub struct ManifestData {
-    /// The file.
     pub path: String,
     /// Devices (empty when it did not verify).
     pub devices: Vec<ManifestDevice>,
-    /// Batches (or shifts) it covers, per its header.
-    pub batches: Vec<String>,
     /// Its tenant, per its header.
     pub tenant: Option<String>,
     /// Why it does not verify (signature, chain, Merkle root, count, a certificate).
@@ -361,7 +339,6 @@ fn load_manifest(path: &Path, cas: &[CaEntry]) -> Result<ManifestData, CorpusErr
     let empty = |invalid: String| ManifestData {
         path: shown.clone(),
         devices: Vec::new(),
-        batches: Vec::new(),
         tenant: None,
         invalid: Some(invalid),
     };
@@ -386,10 +363,8 @@ fn load_manifest(path: &Path, cas: &[CaEntry]) -> Result<ManifestData, CorpusErr
                     device_id: d.line.device_id,
                     serial: d.line.serial,
                     cert_der: d.cert_der,
-                    state: d.line.state,
                 })
                 .collect(),
-            batches: v.header.batches,
             tenant: v.header.tenant,
             invalid: None,
         }),
@@ -405,11 +380,9 @@ fn load_manifest(path: &Path, cas: &[CaEntry]) -> Result<ManifestData, CorpusErr
 /// A device certificate found in a file.
 #[derive(Debug, Clone)]
 pub struct CertFile {
-    /// The file.
     pub path: String,
     /// Which certificate in the file (1-based).
     pub index: usize,
-    /// DER.
     pub der: Vec<u8>,
 }
 
@@ -426,9 +399,7 @@ pub struct CaEntry {
 
 /// Everything an audit looks at.
 pub struct Corpus {
-    /// Ledgers.
     pub ledgers: Vec<LedgerData>,
-    /// Manifests.
     pub manifests: Vec<ManifestData>,
     /// Device certificate files.
     pub cert_files: Vec<CertFile>,

@@ -21,7 +21,6 @@ pub struct Tally {
 /// One rejected request, for the report's list.
 #[derive(Debug, Clone, Serialize)]
 pub struct RejectedItem {
-    /// Ledger.
     pub ledger: String,
     /// Batch or shift.
     pub batch_id: String,
@@ -29,7 +28,6 @@ pub struct RejectedItem {
     pub line: i64,
     /// Device id, if known.
     pub device_id: Option<String>,
-    /// Category.
     pub category: &'static str,
     /// Reason as recorded.
     pub reason: String,

@@ -49,7 +49,6 @@ pub struct Statement {
 pub struct CheckpointDoc {
     /// Format version (1).
     pub certfab_checkpoint: u32,
-    /// The statement.
     pub statement: Statement,
     /// Detached compact JWS over the statement's canonical JSON.
     pub signature: String,
@@ -76,10 +75,8 @@ fn payload(s: &Statement) -> Result<String, AuditLogError> {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AuditLogError {
-    /// The ledger.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
-    /// Signing.
     #[error(transparent)]
     Jws(#[from] JwsError),
     /// The chain is broken: nothing is signed over it.

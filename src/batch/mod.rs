@@ -6,7 +6,7 @@ mod input;
 mod output;
 
 pub(crate) use input::csv_rows_from;
-pub use input::{render_id, rows, IdTemplate, InputError, Row, RowError, RowKey, Source};
+pub use input::{rows, IdTemplate, InputError, Row, RowError, RowKey, Source};
 
 use crate::clock::Clock;
 use crate::crypto::Signer;
@@ -29,7 +29,6 @@ pub const GROUP: usize = 512;
 
 /// What a batch run needs besides its input.
 pub struct BatchJob<'a, S: Signer + Sync> {
-    /// The profile.
     pub profile: &'a Profile,
     /// The issuing CA (its chain goes into chain.pem).
     pub ca: &'a IssuingCa,
@@ -41,7 +40,6 @@ pub struct BatchJob<'a, S: Signer + Sync> {
     pub clock: &'a dyn Clock,
     /// Where serials come from.
     pub serials: &'a dyn SerialSource,
-    /// The input.
     pub source: Source,
     /// Output directory.
     pub out: PathBuf,

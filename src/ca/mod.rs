@@ -36,7 +36,6 @@ pub enum CeremonyError {
     /// Encoding.
     #[error(transparent)]
     Build(#[from] BuildError),
-    /// Signing.
     #[error(transparent)]
     Sign(#[from] SignError),
     /// The CSR is unacceptable.

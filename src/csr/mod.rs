@@ -32,7 +32,6 @@ pub enum PolicyError {
     WrongPemLabel {
         /// CSR or public key.
         what: &'static str,
-        /// Expected.
         expected: String,
     },
     /// Not DER/PEM of the expected type.
@@ -54,7 +53,6 @@ pub enum PolicyError {
     KeyNotAllowed {
         /// Key kind.
         kind: String,
-        /// Profile.
         profile: String,
         /// Allowed kinds.
         allowed: String,
@@ -69,7 +67,6 @@ pub enum PolicyError {
         attr: String,
         /// The value, escaped ([`crate::text::escape`]).
         value: String,
-        /// Reason.
         why: String,
     },
     /// Requested extension refused.
@@ -86,16 +83,12 @@ pub enum PolicyError {
 /// A parsed, self-signature-verified CSR.
 #[derive(Debug, Clone)]
 pub struct Csr {
-    /// The CSR, DER.
-    pub der: Vec<u8>,
     /// Subject as requested.
     pub subject: Name,
     /// The device's public key.
     pub public_key: PublicKey,
     /// Extensions from the extensionRequest attribute.
     pub requested: Vec<Extension>,
-    /// The self-signature's algorithm.
-    pub signature_algorithm: SignatureAlgorithm,
 }
 
 /// Strips PEM armour (checking the label) or passes DER through; enforces the size limit.
@@ -205,11 +198,9 @@ pub fn parse_csr(bytes: &[u8]) -> Result<Csr, PolicyError> {
         }
     }
     Ok(Csr {
-        der,
         subject: req.info.subject,
         public_key,
         requested,
-        signature_algorithm,
     })
 }
 

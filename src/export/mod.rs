@@ -125,7 +125,7 @@ pub mod claim;
 mod write;
 
 pub use crate::issue::ClaimMaterial;
-pub use write::{write_files, Written};
+pub use write::write_files;
 
 use std::path::{Path, PathBuf};
 
@@ -233,7 +233,6 @@ pub enum ExportError {
     BadSetting {
         /// Setting key.
         key: String,
-        /// The value.
         value: String,
         /// The platform's rule.
         why: String,
@@ -241,11 +240,9 @@ pub enum ExportError {
     /// A device cannot be exported in this format (e.g. its name breaks the platform's rules).
     #[error("device {device_id} (manifest line {seq}): {why}")]
     Device {
-        /// Device id.
         device_id: String,
         /// Manifest position.
         seq: u64,
-        /// Why.
         why: String,
     },
     /// The manifest's content does not suit the format.
@@ -265,12 +262,7 @@ pub enum ExportError {
     },
     /// Output could not be written.
     #[error("cannot write {path}: {msg}")]
-    Write {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        msg: String,
-    },
+    Write { path: PathBuf, msg: String },
 }
 
 impl ExportError {
@@ -514,7 +506,6 @@ pub struct Summary {
     pub out: PathBuf,
     /// Devices in the manifest.
     pub devices: usize,
-    /// The files.
     pub files: Vec<SummaryFile>,
     /// What the platform accepts but does differently from what a user may expect (e.g. a
     /// subtype that grants gateway permissions); printed after the files.

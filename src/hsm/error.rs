@@ -51,7 +51,6 @@ pub enum HsmError {
     /// The named key is not on the token.
     #[error("no private key matches {uri} on token '{token}'; keys present: {present}")]
     KeyNotFound {
-        /// The URI.
         uri: String,
         /// Token label.
         token: String,
@@ -61,7 +60,6 @@ pub enum HsmError {
     /// The URI matches more than one key.
     #[error("{uri} matches {count} private keys; add id= or a unique object= to the URI")]
     AmbiguousKey {
-        /// The URI.
         uri: String,
         /// How many matched.
         count: usize,
@@ -69,7 +67,6 @@ pub enum HsmError {
     /// A CA key that could leave the token.
     #[error("private key {uri} is {why}; certfab signs only with keys that cannot leave the token. Generate a new CA key with `certfab ca keygen`")]
     KeyNotProtected {
-        /// The URI.
         uri: String,
         /// Which attribute is wrong.
         why: String,
@@ -77,19 +74,13 @@ pub enum HsmError {
     /// A key type certfab does not sign with.
     #[error("key {uri} is of a type certfab cannot sign with ({what}); use an EC P-256/P-384 or RSA key")]
     UnsupportedKey {
-        /// The URI.
         uri: String,
         /// What was found.
         what: String,
     },
     /// The token key does not belong to the CA certificate.
     #[error("the public key of {uri} does not match CA certificate {cert}; refusing to sign. Point the profile at the right certificate, or import it with `certfab ca import`")]
-    KeyMismatch {
-        /// The URI.
-        uri: String,
-        /// The certificate.
-        cert: String,
-    },
+    KeyMismatch { uri: String, cert: String },
     /// Recovery failed after bounded retries.
     #[error("token still failing after {attempts} recovery attempts; last error: {last}. Check the HSM connection and restart")]
     RecoveryExhausted {
@@ -102,10 +93,7 @@ pub enum HsmError {
     /// signature, which certfab does not do: refused before the first C_Sign instead of
     /// failing every signature with CKR_USER_NOT_LOGGED_IN.
     #[error("key {uri} has CKA_ALWAYS_AUTHENTICATE set (the token wants the PIN again before every signature); certfab does not log in per signature. Use a CA key without it, e.g. one made by `certfab ca keygen` (docs/hsm-compat.md)")]
-    AlwaysAuthenticate {
-        /// The URI.
-        uri: String,
-    },
+    AlwaysAuthenticate { uri: String },
     /// A key pair came out of C_GenerateKeyPair without the protection its template asked for
     /// (or could not be checked); certfab deleted it again.
     #[error("token '{token}' made key '{label}' {what}; the key pair was deleted again. This token cannot hold a certfab CA key as generated (docs/hsm-compat.md)")]

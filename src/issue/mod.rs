@@ -11,9 +11,9 @@ mod golden;
 mod lint;
 pub mod record;
 
-pub use claim::{ClaimError, ClaimMaterial, ClaimRequest};
+pub use claim::{ClaimError, ClaimMaterial};
 pub use lint::lint;
-pub use record::{IssuingCa, RecordError, Recorded};
+pub use record::{IssuingCa, RecordError};
 
 use crate::crypto::{PublicKey, SignatureAlgorithm};
 use crate::crypto::{SignError, Signer};
@@ -42,7 +42,6 @@ pub enum KeySource {
 pub struct Request {
     /// Device id, if the input gives one.
     pub device_id: Option<String>,
-    /// The key.
     pub key: KeySource,
     /// Template values (`csv.X`, `var.X`).
     pub vars: BTreeMap<String, String>,
@@ -50,7 +49,6 @@ pub struct Request {
 
 /// Everything about the issuing side that does not change per device.
 pub struct IssueContext<'a> {
-    /// The profile.
     pub profile: &'a Profile,
     /// The issuing CA certificate.
     pub ca: &'a CaCert,
@@ -67,7 +65,6 @@ pub struct IssueContext<'a> {
 /// A certificate ready to be signed: serial and TBS are final.
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    /// Device id.
     pub device_id: String,
     /// Serial bytes.
     pub serial: Vec<u8>,

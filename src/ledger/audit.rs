@@ -105,13 +105,11 @@ pub struct AuditEvent {
     pub station: String,
     /// Sequence number within the station.
     pub station_seq: Option<i64>,
-    /// Operator.
     pub operator: Option<String>,
     /// Event kind.
     pub kind: String,
     /// Batch or shift.
     pub batch_id: Option<String>,
-    /// Device.
     pub device_id: Option<String>,
     /// JSON text.
     pub detail: String,
@@ -355,6 +353,7 @@ impl ChainVerifier {
 }
 
 /// Checks a whole chain held in memory (see [`ChainVerifier`]); returns the first break.
+#[cfg(test)]
 pub fn verify_events(events: &[AuditEvent]) -> Result<ChainReport, ChainBreak> {
     let mut v = ChainVerifier::default();
     for e in events {
@@ -374,7 +373,6 @@ pub struct CheckpointRow {
     pub head_seq: i64,
     /// Hash of that event.
     pub head_hash: String,
-    /// When.
     pub at: String,
     /// The signed statement, JWS compact serialization.
     pub statement: String,

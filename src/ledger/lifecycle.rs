@@ -12,15 +12,12 @@ pub struct CertRecord {
     pub issuer_key_id: String,
     /// Serial, hex.
     pub serial: String,
-    /// Profile.
     pub profile: String,
-    /// Device id.
     pub device_id: String,
     /// Batch that issued it.
     pub batch_id: String,
     /// Tenant of that batch, if any.
     pub tenant: Option<String>,
-    /// DER.
     #[serde(skip)]
     pub der: Vec<u8>,
     /// SHA-256 of the DER, hex (AWS IoT's certificate id).

@@ -11,7 +11,6 @@ use rusqlite::{params, OptionalExtension, TransactionBehavior};
 pub struct ExportRow {
     /// Profile name.
     pub profile: String,
-    /// Device id.
     pub device_id: String,
     /// Ledger state now.
     pub state: DeviceState,
@@ -40,13 +39,11 @@ pub struct ManifestRow {
     pub sequence: u64,
     /// Batches covered.
     pub batches: Vec<String>,
-    /// The file.
     pub path: String,
     /// SHA-256 of the file, hex.
     pub sha256: String,
     /// Merkle root, hex.
     pub merkle_root: String,
-    /// Devices.
     pub count: u64,
     /// Ledger-wide device numbers covered.
     pub range_first: u64,

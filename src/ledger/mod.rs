@@ -14,14 +14,11 @@ mod schema;
 mod states;
 mod station;
 
-pub use audit::{
-    clean_operator, default_operator, verify_events, AuditEvent, AuditHead, ChainBreak,
-    ChainReport, ChainVerifier, CheckpointRow, GENESIS,
-};
+pub use audit::{AuditEvent, AuditHead, ChainBreak, ChainReport, ChainVerifier, GENESIS};
 pub use lifecycle::{CertRecord, CrlRecord};
 pub use manifests::{ExportRow, ManifestRow, PendingManifest};
 pub use states::{CertState, DeviceState, KeyOrigin};
-pub use station::{Attempt, Transition};
+pub use station::Attempt;
 
 use crate::clock::{Clock, SystemClock};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -36,7 +33,6 @@ pub enum LedgerError {
     /// Cannot open or set up.
     #[error("ledger {path}: {msg}")]
     Open {
-        /// The file.
         path: String,
         /// Why, and the fix.
         msg: String,
@@ -44,7 +40,6 @@ pub enum LedgerError {
     /// Written by a newer certfab.
     #[error("ledger {path} has schema version {found}, newer than this certfab knows ({supported}); use a newer certfab")]
     TooNew {
-        /// The file.
         path: String,
         /// Its version.
         found: i64,
@@ -57,7 +52,6 @@ pub enum LedgerError {
     /// The file is not a certfab ledger: garbage, another program's database, or damaged.
     #[error("ledger {path} is not a certfab ledger or is damaged ({detail}); check the ledger: path in the site config, and if it is the right file, restore it from a backup (certfab leaves it as it is)")]
     NotALedger {
-        /// The file.
         path: String,
         /// What SQLite or the schema check said.
         detail: String,
@@ -65,7 +59,6 @@ pub enum LedgerError {
     /// The ledger existed (its marker file says so) and is now missing or empty.
     #[error("ledger {path} is {how}, but this site's ledger was recorded on {recorded_at} ({marker}): its records of every serial and device issued are gone, and starting over would sign every device again. Restore the ledger from a backup (with its -wal file if there is one) and run again; only to start a new, empty ledger on purpose, move {marker} away first")]
     Lost {
-        /// The file.
         path: String,
         /// missing, empty, blank.
         how: String,
@@ -172,9 +165,7 @@ pub struct BatchRow {
     pub source: String,
     /// Output directory.
     pub out_dir: String,
-    /// Station.
     pub station: String,
-    /// Created.
     pub created_at: String,
     /// Finished (all input processed), if so.
     pub finished_at: Option<String>,
@@ -185,7 +176,6 @@ pub struct BatchRow {
 pub struct Intent {
     /// Profile name.
     pub profile: String,
-    /// Device id.
     pub device_id: String,
     /// SHA-256 of the device's SPKI, hex.
     pub spki_sha256: String,
@@ -212,10 +202,7 @@ pub enum Reserve {
         first_line: u64,
     },
     /// The device already has a live certificate for this key (a re-run): here it is.
-    AlreadyIssued {
-        /// The certificate.
-        der: Vec<u8>,
-    },
+    AlreadyIssued { der: Vec<u8> },
     /// Refused (exactly-one-identity rules).
     Refused(String),
 }
@@ -227,9 +214,7 @@ pub struct Signed {
     pub issuer_key_id: String,
     /// Serial, hex.
     pub serial: String,
-    /// Profile.
     pub profile: String,
-    /// Device id.
     pub device_id: String,
     /// Certificate DER.
     pub der: Vec<u8>,
@@ -244,14 +229,12 @@ pub struct Rejection {
     pub device_id: Option<String>,
     /// rejected or duplicate.
     pub kind: String,
-    /// Why.
     pub reason: String,
 }
 
 /// A device as the ledger has it.
 #[derive(Debug, Clone)]
 pub struct DeviceRow {
-    /// State.
     pub state: DeviceState,
     /// SHA-256 of the certified public key, hex.
     pub spki_sha256: String,
@@ -268,7 +251,6 @@ pub struct DeviceRow {
 /// Counts and problems of a batch.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BatchStatus {
-    /// The batch.
     pub batch: BatchRow,
     /// Devices by state, plus `rejected` and `duplicate` rows.
     pub counts: BTreeMap<String, u64>,

@@ -88,7 +88,6 @@ vocabulary! {
         Exported = "exported",
         /// Replaced on purpose (`--supersede`, `renew`).
         Superseded = "superseded",
-        /// Revoked.
         Revoked = "revoked",
     }
 }

@@ -32,7 +32,6 @@ pub struct Attempt {
     pub outcome: String,
     /// The step it ended at.
     pub step: String,
-    /// Plain words.
     pub reason: String,
     /// Certificate serial involved, hex.
     pub serial: Option<String>,

@@ -22,7 +22,6 @@ use time::OffsetDateTime;
 pub struct CaStatus {
     /// Site config name.
     pub name: String,
-    /// Tenant.
     pub tenant: Option<String>,
     /// Subject (RFC 4514).
     pub subject: String,

@@ -27,7 +27,6 @@ pub struct CrlEntry {
     pub serial: Vec<u8>,
     /// When it was revoked.
     pub revoked_at: OffsetDateTime,
-    /// Why.
     pub reason: Reason,
 }
 

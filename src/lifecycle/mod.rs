@@ -22,7 +22,6 @@ pub enum LifecycleError {
     /// Bad arguments or configuration.
     #[error("{0}")]
     Usage(String),
-    /// The ledger.
     #[error(transparent)]
     Ledger(#[from] crate::ledger::LedgerError),
     /// Building or signing.

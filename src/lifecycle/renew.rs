@@ -19,7 +19,6 @@ use time::OffsetDateTime;
 
 /// A renewal's inputs besides the ledger.
 pub struct Renewal<'a, S: Signer> {
-    /// The device class.
     pub profile: &'a Profile,
     /// The issuing CA.
     pub ca: &'a IssuingCa,
@@ -29,7 +28,6 @@ pub struct Renewal<'a, S: Signer> {
     pub serial_prefix: u8,
     /// Where the new serial comes from.
     pub serials: &'a dyn SerialSource,
-    /// Device id.
     pub device_id: &'a str,
     /// The device's new CSR (PEM or DER).
     pub csr: Vec<u8>,
@@ -42,9 +40,7 @@ pub struct Renewal<'a, S: Signer> {
 /// A renewal done.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Renewed {
-    /// Device id.
     pub device_id: String,
-    /// Profile.
     pub profile: String,
     /// The renewal batch.
     pub batch_id: String,

@@ -15,9 +15,7 @@ use crate::ledger::Ledger;
 /// One revoked certificate, as exports need it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RevokedEntry {
-    /// Device id.
     pub device_id: String,
-    /// Profile.
     pub profile: String,
     /// Tenant of the batch that issued it.
     pub tenant: Option<String>,

@@ -44,9 +44,7 @@ pub struct BuildRequest {
 /// What was built.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BuildOutcome {
-    /// The manifest.
     pub path: PathBuf,
-    /// Its signature.
     pub signature: PathBuf,
     /// SHA-256 of the manifest, hex.
     pub sha256: String,
@@ -54,7 +52,6 @@ pub struct BuildOutcome {
     pub sequence: u64,
     /// Previous manifest's SHA-256.
     pub prev_sha256: Option<String>,
-    /// Devices.
     pub count: u64,
     /// Merkle root, hex.
     pub merkle_root: String,

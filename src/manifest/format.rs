@@ -80,11 +80,9 @@ pub struct Source {
     pub ledger: String,
     /// Its sequence number in that ledger.
     pub sequence: Option<u64>,
-    /// Its batches.
     pub batches: Vec<String>,
     /// Its device count.
     pub count: u64,
-    /// Its Merkle root.
     pub merkle_root: String,
 }
 
@@ -97,7 +95,6 @@ pub struct DeviceLine {
     pub kind: String,
     /// Position among the device lines, from 1.
     pub seq: u64,
-    /// Device id.
     pub device_id: String,
     /// Certificate serial number, lower-case hex of the DER INTEGER's content octets.
     pub serial: String,

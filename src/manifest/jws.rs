@@ -234,14 +234,12 @@ pub struct JwsHeader {
     pub iat: i64,
     /// Signer key id (subjectKeyIdentifier hex).
     pub kid: String,
-    /// `x5t#S256`.
     pub x5t_s256: String,
 }
 
 /// A signature that verified, and who made it.
 #[derive(Debug, Clone)]
 pub struct VerifiedSignature {
-    /// The header.
     pub header: JwsHeader,
     /// The signer's certificate.
     pub signer: CaCert,

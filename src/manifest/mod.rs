@@ -31,12 +31,7 @@ use std::path::Path;
 pub enum ManifestError {
     /// A file could not be read.
     #[error("cannot read {path}: {msg}")]
-    Read {
-        /// The file.
-        path: String,
-        /// Why.
-        msg: String,
-    },
+    Read { path: String, msg: String },
     /// Verification found problems (each with its line).
     #[error("{0}")]
     Invalid(Box<Report>),
@@ -49,20 +44,13 @@ pub enum ManifestError {
     /// Inputs refused (e.g. a merge with duplicate devices across manifests).
     #[error("{0}")]
     Refused(String),
-    /// Signing.
     #[error(transparent)]
     Jws(#[from] jws::JwsError),
-    /// Ledger.
     #[error(transparent)]
     Ledger(#[from] crate::ledger::LedgerError),
     /// Writing the manifest or its signature.
     #[error("cannot write {path}: {msg}")]
-    Write {
-        /// The file.
-        path: String,
-        /// Why.
-        msg: String,
-    },
+    Write { path: String, msg: String },
 }
 
 impl ManifestError {

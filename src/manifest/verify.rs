@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 pub struct Problem {
     /// Line number, from 1.
     pub line: Option<usize>,
-    /// What is wrong.
     pub msg: String,
 }
 
@@ -67,15 +66,12 @@ pub struct VerifiedDevice {
 /// A manifest whose signature, chain, Merkle root, count and every certificate checked out.
 #[derive(Debug, Clone)]
 pub struct VerifiedManifest {
-    /// The file.
     pub path: PathBuf,
     /// SHA-256 of the file, hex.
     pub sha256: String,
-    /// The header.
     pub header: Header,
     /// The devices, in file order.
     pub devices: Vec<VerifiedDevice>,
-    /// The trailer.
     pub trailer: Trailer,
     /// Who signed it, under which root.
     pub signature: VerifiedSignature,

@@ -9,7 +9,7 @@ pub mod san;
 mod station;
 mod template;
 
-pub use cloud::{Cloud, CloudValue};
+pub use cloud::Cloud;
 pub use station::{IdSource, InstallItem, KeyGen, Prove, StationRules};
 pub use template::{Template, Vars};
 
@@ -236,7 +236,6 @@ impl KeyRules {
 /// An extension a profile adds verbatim.
 #[derive(Debug, Clone)]
 pub struct ExtraExtension {
-    /// OID.
     pub oid: ObjectIdentifier,
     /// Critical flag.
     pub critical: bool,
@@ -247,7 +246,6 @@ pub struct ExtraExtension {
 /// A loaded, validated profile.
 #[derive(Debug, Clone)]
 pub struct Profile {
-    /// The file.
     pub path: PathBuf,
     /// SHA-256 of the file bytes (recorded with everything it issues).
     pub sha256: [u8; 32],
@@ -267,9 +265,7 @@ pub struct Profile {
     pub subject: Vec<(AttrType, Template)>,
     /// SAN entries.
     pub san: Vec<SanEntry>,
-    /// Validity.
     pub validity: ValidityRule,
-    /// Key usage.
     pub key_usage: Vec<KeyUsageBit>,
     /// EKU OIDs.
     pub extended_key_usage: Vec<ObjectIdentifier>,

@@ -15,7 +15,6 @@ use std::sync::atomic::AtomicBool;
 pub struct BatchRequest {
     /// Profile: a path, or a name in the site's `profiles_dir`.
     pub profile: String,
-    /// The input.
     pub source: Source,
     /// Output directory (absolute).
     pub out: PathBuf,

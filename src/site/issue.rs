@@ -31,7 +31,6 @@ pub struct IssueRequest {
 /// What was issued (or found issued), as `certfab issue --json` prints it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct IssueOutcome {
-    /// Device id.
     pub device_id: String,
     /// Serial, hex.
     pub serial: String,

@@ -165,7 +165,6 @@ pub fn crl(site: &SiteRef, req: &CrlRequest) -> Result<CrlRecord, Error> {
 /// What `certfab renew` was asked.
 #[derive(Debug, Clone)]
 pub struct RenewRequest {
-    /// The device.
     pub device: String,
     /// Its profile (default: the one profile the device has a certificate in).
     pub profile: Option<String>,

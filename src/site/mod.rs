@@ -14,7 +14,7 @@ mod session;
 pub mod station;
 
 pub use claim::issue_claim;
-pub use files::{parse_vars, read_input, write_cert_files};
+pub use files::{parse_vars, read_input};
 pub use manifests::ManifestTarget;
 pub use session::IssuingSession;
 
@@ -32,9 +32,7 @@ use time::OffsetDateTime;
 
 /// A site with its token open.
 pub struct Site {
-    /// The config.
     pub config: SiteConfig,
-    /// The token.
     pub hsm: Hsm,
     /// Where time comes from (issuance, the ledger, signatures).
     pub clock: Arc<dyn Clock>,
@@ -44,7 +42,6 @@ pub struct Site {
 
 /// A CA ready to sign: the CA (certificate and chain) and the token key proven to match it.
 pub struct Issuer<'h> {
-    /// The CA.
     pub ca: IssuingCa,
     /// The key on the token.
     pub key: HsmKey<'h>,
@@ -367,13 +364,9 @@ fn pin_kind(src: &crate::secret::SecretSource) -> &'static str {
 }
 
 /// Opens the site's ledger for writing (no token needed) and records the hashes of the site
-/// config and `profile`: an audit event `config_changed` when either differs from last seen.
-pub fn open_ledger(config: &SiteConfig, profile: Option<&Profile>) -> Result<Ledger, Error> {
-    open_ledger_as(config, profile, None, Arc::new(SystemClock))
-}
-
-/// [`open_ledger`] with the events recorded as done by `operator` (default: the OS user), at
-/// the times `clock` gives.
+/// config and `profile` (an audit event `config_changed` when either differs from last seen),
+/// with the events recorded as done by `operator` (default: the OS user) at the times `clock`
+/// gives.
 pub fn open_ledger_as(
     config: &SiteConfig,
     profile: Option<&Profile>,

@@ -14,7 +14,6 @@ use std::sync::atomic::AtomicBool;
 pub struct StationRequest {
     /// Profile: a path, or a name in the site's `profiles_dir`.
     pub profile: String,
-    /// The adapter.
     pub adapter: AdapterSpec,
     /// The `--adapter` argument as given (for the record).
     pub adapter_arg: String,

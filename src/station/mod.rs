@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 
 /// What a station run needs.
 pub struct StationJob<'a, S: Signer> {
-    /// The device class.
     pub profile: &'a Profile,
     /// The issuing CA (its chain goes into chain.pem and ca.pem).
     pub ca: &'a IssuingCa,
@@ -54,9 +53,10 @@ pub struct StationJob<'a, S: Signer> {
 pub enum Step {
     /// Waiting for a device.
     Wait,
-    /// Reading the scanned label.
+    /// Reading the scanned label. The station reports waiting for a label as `waiting`
+    /// with `scan: true`; the step stays in the event schema's list of steps.
+    #[allow(dead_code)]
     Scan,
-    /// identify.
     Identify,
     /// Security state and ledger checks.
     Check,
@@ -66,15 +66,10 @@ pub enum Step {
     Keygen,
     /// Policy, lint, HSM signature, record.
     Issue,
-    /// install.
     Install,
-    /// read_back.
     ReadBack,
-    /// prove.
     Prove,
-    /// lock.
     Lock,
-    /// release.
     Release,
 }
 
@@ -118,7 +113,6 @@ pub struct Outcome {
     pub verdict: Verdict,
     /// The step it ended at.
     pub step: Step,
-    /// Plain words.
     pub reason: String,
     /// Certificate serial, hex.
     pub serial: Option<String>,
@@ -159,7 +153,6 @@ pub enum Event<'e> {
     Step {
         /// Device id, once known.
         device_id: Option<&'e str>,
-        /// The step.
         step: Step,
     },
     /// An adapter log line, or a line of an exec adapter's stderr.
@@ -196,7 +189,6 @@ pub enum StationError {
     Adapter {
         /// The --adapter argument.
         adapter: String,
-        /// What failed.
         err: StepError,
     },
     /// The ledger cannot be written: nothing more is signed.

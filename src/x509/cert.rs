@@ -15,13 +15,11 @@ use x509_cert::Certificate;
 pub struct CaCert {
     /// Where it came from (path), for messages.
     pub source: String,
-    /// DER.
     pub der: Vec<u8>,
     /// Subject name.
     pub subject: Name,
     /// Subject name, DER.
     pub subject_der: Vec<u8>,
-    /// Public key.
     pub public_key: PublicKey,
     /// Key identifier (its SKI extension, or computed by RFC 5280 method 1).
     pub key_id: Vec<u8>,

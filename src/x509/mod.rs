@@ -13,7 +13,7 @@ mod time;
 
 pub use cert::{CaCert, CaError};
 pub use name::{any_text, attr_text, name, AttrType, MATTER_PID, MATTER_VID};
-pub use oid::{parse_oid, MAX_OID_ARC};
+pub use oid::parse_oid;
 pub use serial::{new_serial, FixedSerials, RandomSerials, SerialSource, RANDOM_BYTES};
 pub use signed::{pem, split_signed};
 pub use tbs::{

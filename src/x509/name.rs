@@ -17,7 +17,6 @@ pub const MATTER_PID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4
 /// A subject attribute type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttrType {
-    /// The OID.
     pub oid: ObjectIdentifier,
     /// The name used in the profile.
     pub name: String,
