@@ -46,18 +46,7 @@ pub enum LogCommand {
 pub(super) fn run(ctx: &Ctx, cmd: LogCommand) -> Result<ExitCode, Error> {
     match cmd {
         LogCommand::Checkpoint { out } => {
-            if let Some(o) = &out {
-                crate::output::check_free(&[o])?;
-            }
-            let site = ctx.site()?;
-            let mut ledger = site.open_ledger(None)?;
-            site.login_recorded(&mut ledger)?;
-            let now = site.clock.now();
-            let signer = site.signer(now)?;
-            let doc = auditlog::checkpoint(&mut ledger, &signer, now)?;
-            if let Some(o) = &out {
-                crate::output::write_new(o, format!("{}\n", doc.to_text()).as_bytes())?;
-            }
+            let doc = crate::site::manifests::checkpoint(&ctx.site, out.as_deref())?;
             let s = &doc.statement;
             ctx.print(
                 &serde_json::json!({"checkpoint": doc, "out": out}),

@@ -1,7 +1,7 @@
 use super::Ctx;
 use crate::error::{Error, ExitCode};
-use crate::ledger::Ledger;
-use crate::manifest::{self, build, merge, ManifestError, Trust};
+
+use crate::manifest::{self, build, ManifestError, Trust};
 
 use clap::Subcommand;
 use std::collections::BTreeMap;
@@ -80,23 +80,15 @@ pub(super) fn run(ctx: &Ctx, cmd: ManifestCommand) -> Result<ExitCode, Error> {
             trust,
         } => {
             let var_map = crate::site::parse_vars(&vars, "")?;
-            let site = ctx.site()?;
-            let trust = site.trust(trust.as_deref())?;
-            site.login()?;
-            let mut ledger = Ledger::open_with_clock(
-                &site.config.ledger,
-                &site.config.station_id,
-                site.clock.clone(),
-            )?;
-            let o = site.build_manifest(
-                &mut ledger,
-                &trust,
+            let o = crate::site::manifests::build(
+                &ctx.site,
+                trust.as_deref(),
                 build::BuildRequest {
                     batches: batch,
                     out,
                     vars: var_map,
                     profile,
-                    now: site.now(),
+                    now: ctx.site.now(),
                 },
             )?;
             print_built(ctx, &o);
@@ -145,9 +137,7 @@ pub(super) fn run(ctx: &Ctx, cmd: ManifestCommand) -> Result<ExitCode, Error> {
             devices,
         } => show(ctx, &path, trust, devices),
         ManifestCommand::Merge { inputs, out, trust } => {
-            let site = ctx.site()?;
-            let (trust, signer, now) = signing_setup(&site, trust.as_deref())?;
-            let o = merge::merge(&inputs, &out, &signer, &trust, now)?;
+            let o = crate::site::manifests::merge(&ctx.site, &inputs, &out, trust.as_deref())?;
             ctx.print(
                 &serde_json::to_value(&o).unwrap_or_default(),
                 &format!(
@@ -162,26 +152,6 @@ pub(super) fn run(ctx: &Ctx, cmd: ManifestCommand) -> Result<ExitCode, Error> {
             Ok(ExitCode::Ok)
         }
     }
-}
-
-/// What writing a manifest needs: the roots it must chain to (`--trust FILE`, else the site
-/// config's), the site's document signer (after login) opened at `now`, and `now` in whole
-/// seconds.
-fn signing_setup<'s>(
-    site: &'s crate::site::Site,
-    trust: Option<&std::path::Path>,
-) -> Result<
-    (
-        Trust,
-        manifest::jws::DocumentSigner<crate::hsm::HsmKey<'s>>,
-        time::OffsetDateTime,
-    ),
-    Error,
-> {
-    let trust = site.trust(trust)?;
-    site.login()?;
-    let now = site.now();
-    Ok((trust, site.signer(now)?, now))
 }
 
 /// Prints a build outcome (and any pending builds it recovered first).

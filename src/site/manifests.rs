@@ -75,3 +75,61 @@ impl Site {
         Some(self.build_manifest(ledger, &t.trust, t.request(batch, profile, self.now())))
     }
 }
+
+/// `certfab manifest build`: the manifest of `batches` built on the site's own ledger and
+/// signed by its document signer after the login.
+pub fn build(
+    site: &super::SiteRef,
+    trust: Option<&Path>,
+    mut req: BuildRequest,
+) -> Result<BuildOutcome, Error> {
+    let site = site.open()?;
+    let trust = site.trust(trust)?;
+    site.login()?;
+    let mut ledger = Ledger::open_with_clock(
+        &site.config.ledger,
+        &site.config.station_id,
+        site.clock.clone(),
+    )?;
+    req.now = site.now();
+    site.build_manifest(&mut ledger, &trust, req)
+}
+
+/// `certfab manifest merge`: verified manifests merged into one, signed by the site's
+/// document signer after the login.
+pub fn merge(
+    site: &super::SiteRef,
+    inputs: &[std::path::PathBuf],
+    out: &Path,
+    trust: Option<&Path>,
+) -> Result<crate::manifest::merge::MergeOutcome, Error> {
+    let site = site.open()?;
+    let trust = site.trust(trust)?;
+    site.login()?;
+    let now = site.now();
+    let signer = site.signer(now)?;
+    Ok(crate::manifest::merge::merge(
+        inputs, out, &signer, &trust, now,
+    )?)
+}
+
+/// `certfab log checkpoint`: the audit chain's head signed by the document signer (after the
+/// recorded login) and recorded; also written to `out` (which must not exist) when given.
+pub fn checkpoint(
+    site: &super::SiteRef,
+    out: Option<&Path>,
+) -> Result<crate::auditlog::CheckpointDoc, Error> {
+    if let Some(o) = out {
+        crate::output::check_free(&[o])?;
+    }
+    let site = site.open()?;
+    let mut ledger = site.open_ledger(None)?;
+    site.login_recorded(&mut ledger)?;
+    let now = site.clock.now();
+    let signer = site.signer(now)?;
+    let doc = crate::auditlog::checkpoint(&mut ledger, &signer, now)?;
+    if let Some(o) = out {
+        crate::output::write_new(o, format!("{}\n", doc.to_text()).as_bytes())?;
+    }
+    Ok(doc)
+}

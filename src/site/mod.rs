@@ -6,10 +6,11 @@
 
 pub mod batch;
 mod claim;
+pub mod export;
 mod files;
 pub mod issue;
 pub mod lifecycle;
-mod manifests;
+pub mod manifests;
 mod session;
 pub mod station;
 
