@@ -104,10 +104,6 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    fn site(&self) -> Result<crate::site::Site, Error> {
-        self.site.open()
-    }
-
     /// Prints a result: JSON on stdout with --json, else the human text.
     fn print(&self, value: &serde_json::Value, human: &str) {
         if self.json {
@@ -121,35 +117,4 @@ impl Ctx {
             outln!("{}", crate::text::escape_keep_lines(human));
         }
     }
-}
-
-/// `--validity` and `--not-before` for CA commands.
-fn validity(
-    validity: &str,
-    not_before: Option<&str>,
-    now: time::OffsetDateTime,
-) -> Result<(time::OffsetDateTime, Option<time::OffsetDateTime>), Error> {
-    let nb = match not_before {
-        Some(s) => time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-            .map_err(|e| {
-            Error::Usage(format!(
-                "--not-before '{s}' is not RFC 3339 (e.g. 2026-01-01T00:00:00Z): {e}"
-            ))
-        })?,
-        None => now,
-    };
-    let nb = nb.replace_nanosecond(0).unwrap_or(nb);
-    let na = match validity {
-        "none" => None,
-        v => {
-            let d = crate::profile::parse_duration(v)
-                .map_err(|e| Error::Usage(format!("--validity: {e}")))?;
-            Some(nb.checked_add(d).ok_or_else(|| {
-                Error::Usage(format!(
-                    "--not-before plus --validity {v} is past the last time X.509 can express"
-                ))
-            })?)
-        }
-    };
-    Ok((nb, na))
 }

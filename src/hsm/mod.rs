@@ -12,9 +12,9 @@ mod key;
 mod keygen;
 
 pub use crate::pkcs11_uri::Pkcs11Uri;
-pub use bench::bench;
+pub use bench::{bench, BenchResult};
 pub use error::HsmError;
-pub use info::info;
+pub use info::{info, HsmInfo};
 pub use key::HsmKey;
 pub use keygen::{generate_ca_key, import_certificate, init_token, CaKeyAlgorithm, CertObject};
 

@@ -5,6 +5,7 @@
 //! parses arguments, calls one of those entries and prints what it returns.
 
 pub mod batch;
+pub mod ceremony;
 mod claim;
 pub mod export;
 mod files;
@@ -13,6 +14,7 @@ pub mod lifecycle;
 pub mod manifests;
 mod session;
 pub mod station;
+pub mod token;
 
 pub use claim::issue_claim;
 pub use files::{parse_vars, read_input};
