@@ -210,8 +210,14 @@ fn documented_command_lines() -> Vec<(String, Vec<String>)> {
                     // an operator, `sudo`, `$` or an environment assignment. Prose such as
                     // `another certfab process` is not a command line.
                     let is_bin = *t == "certfab" || t.ends_with("/certfab") || *t == "$(certfab";
+                    let env_assignment = |t: &str| {
+                        t.split_once('=').is_some_and(|(name, _)| {
+                            name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                        })
+                    };
                     let runs = at == 0
-                        || tokens[at - 1].contains('=')
+                        || env_assignment(tokens[at - 1])
                         || [
                             "$", "|", "&&", "||", ";", "sudo", "time", "exec", "then", "do",
                         ]
