@@ -850,3 +850,64 @@ fn batch_dry_run_predicts_the_run_row_by_row() {
     assert_eq!(o["counts"], serde_json::json!({"would-issue": 3}));
     assert!(!cnt_out.exists());
 }
+
+/// Item 4: every file the Debian package lists (`[package.metadata.deb]` assets) exists, so a
+/// renamed doc, profile or completion script fails here, before `.ci/deb-check` packages it.
+/// The binary is the one asset made by the build.
+#[test]
+fn debian_package_assets_exist() {
+    let manifest = std::fs::read_to_string(repo().join("Cargo.toml")).unwrap();
+    let section = manifest
+        .split("[package.metadata.deb]")
+        .nth(1)
+        .expect("Cargo.toml has [package.metadata.deb]");
+    let assets = section
+        .split("assets = [")
+        .nth(1)
+        .and_then(|a| a.split("\n]").next())
+        .expect("assets = [ … ]");
+    let mut dests = BTreeSet::new();
+    let mut n = 0;
+    for line in assets.lines().map(str::trim).filter(|l| l.starts_with('[')) {
+        let fields: Vec<&str> = line.split('"').skip(1).step_by(2).collect();
+        let [src, dest, mode] = fields[..] else {
+            panic!("asset line {line:?} is not [src, dest, mode]");
+        };
+        assert!(
+            mode == "644" || (mode == "755" && dest == "usr/bin/"),
+            "{line}"
+        );
+        dests.insert(dest.to_string());
+        n += 1;
+        if src == "target/release/certfab" {
+            continue;
+        }
+        let (dir, pattern) = src.rsplit_once('/').unwrap_or((".", src));
+        let matches = std::fs::read_dir(repo().join(dir))
+            .unwrap_or_else(|e| panic!("{src}: {e}"))
+            .filter_map(|e| e.ok())
+            .filter(|e| match pattern.split_once('*') {
+                Some((pre, suf)) => {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.starts_with(pre) && name.ends_with(suf)
+                }
+                None => e.file_name() == pattern,
+            })
+            .count();
+        assert!(
+            matches > 0,
+            "the package lists {src}, which matches no file"
+        );
+    }
+    assert!(n >= 8, "{n} assets");
+    for d in [
+        "usr/bin/",
+        "usr/share/man/man1/",
+        "usr/share/bash-completion/completions/certfab",
+        "usr/share/zsh/vendor-completions/_certfab",
+        "usr/share/fish/vendor_completions.d/certfab.fish",
+        "usr/share/certfab/profiles/",
+    ] {
+        assert!(dests.contains(d), "nothing installed to {d}");
+    }
+}
