@@ -146,31 +146,12 @@ impl Site {
 
     /// [`Site::ca_ref`] at time `now`.
     pub fn ca_ref_at(&self, profile: &Profile, now: OffsetDateTime) -> Result<CaRef, Error> {
-        if let Some(r) = &profile.rollover {
-            let next = self.named_ca(profile, &r.next_issuer, "rollover.next_issuer")?;
-            if r.switch_at.is_some_and(|t| now >= t) {
-                return Ok(next);
-            }
-        }
-        self.issuer_ca(profile)
+        ca_ref_at(&self.config, profile, now)
     }
 
     /// The profile's `issuer:` CA (before any rollover switch).
     pub fn issuer_ca(&self, profile: &Profile) -> Result<CaRef, Error> {
-        match &profile.issuer {
-            IssuerRef::Named(name) => self.named_ca(profile, name, "issuer"),
-            IssuerRef::Inline(raw) => {
-                let base = profile.path.parent().unwrap_or(Path::new("."));
-                Ok(CaRef {
-                    name: profile.path.display().to_string(),
-                    key: inherit_token(Pkcs11Uri::parse(&raw.key)?, &self.config.token),
-                    cert: base.join(&raw.cert),
-                    chain: raw.chain.iter().map(|p| base.join(p)).collect(),
-                    rsa_pss: raw.rsa_pss,
-                    tenant: profile.tenant.clone(),
-                })
-            }
-        }
+        issuer_ca(&self.config, profile)
     }
 
     /// The CA that issued a batch, by the name the ledger recorded for it: the profile's
@@ -178,7 +159,7 @@ impl Site {
     /// recorded under the profile's path). A batch keeps its CA across a later rollover.
     pub fn batch_ca(&self, profile: &Profile, recorded: &str) -> Result<CaRef, Error> {
         if self.config.cas.contains_key(recorded) {
-            return self.named_ca(profile, recorded, "the batch's recorded CA");
+            return named_ca(&self.config, profile, recorded, "the batch's recorded CA");
         }
         let ca = self.issuer_ca(profile)?;
         if ca.name != recorded {
@@ -186,23 +167,6 @@ impl Site {
                 "the batch was issued by CA '{recorded}', which {} no longer defines under cas: (defined: {})",
                 self.config.path.display(),
                 self.config.cas.keys().cloned().collect::<Vec<_>>().join(", ")
-            )));
-        }
-        Ok(ca)
-    }
-
-    /// A CA from the site config's `cas:`, checked against the profile's tenant.
-    fn named_ca(&self, profile: &Profile, name: &str, field: &str) -> Result<CaRef, Error> {
-        let ca = self.config.ca(name).map_err(|e| {
-            Error::Usage(format!("profile {} ({field}): {e}", profile.path.display()))
-        })?;
-        if ca.tenant != profile.tenant {
-            let show = |t: &Option<String>| t.clone().unwrap_or_else(|| "no tenant".into());
-            return Err(Error::Usage(format!(
-                "profile {} belongs to {} but its CA '{name}' ({field}) belongs to {}; a profile may only use CAs of its own tenant (set tenant: on both)",
-                profile.path.display(),
-                show(&profile.tenant),
-                show(&ca.tenant)
             )));
         }
         Ok(ca)
@@ -233,13 +197,7 @@ impl Site {
     /// Loads a CA's certificate and chain, checks them at `now`, and opens its token key,
     /// refusing a key whose public half is not the certificate's.
     pub fn issuer(&self, ca: &CaRef, now: OffsetDateTime) -> Result<Issuer<'_>, Error> {
-        let (cert, chain) = CaCert::load_with_chain(&ca.cert, &ca.chain)?;
-        cert.check_usable(now)?;
-        let mut below = &cert;
-        for c in &chain {
-            below.check_signed_by(c)?;
-            below = c;
-        }
+        let CaCerts { cert, chain, .. } = ca_certs(ca, now)?;
         let mut key = self
             .hsm
             .key(&ca.key, Some((&cert.public_key, &cert.source)))?;
@@ -288,4 +246,134 @@ pub fn open_ledger_as(
         )?;
     }
     Ok(ledger)
+}
+
+/// Resolves the CA that signs for `profile` at `now` from the site config alone (no token):
+/// its `issuer`, or during a rollover its `next_issuer` once `switch_at` has passed. Refuses
+/// a CA of another tenant.
+pub fn ca_ref_at(
+    config: &SiteConfig,
+    profile: &Profile,
+    now: OffsetDateTime,
+) -> Result<CaRef, Error> {
+    if let Some(r) = &profile.rollover {
+        let next = named_ca(config, profile, &r.next_issuer, "rollover.next_issuer")?;
+        if r.switch_at.is_some_and(|t| now >= t) {
+            return Ok(next);
+        }
+    }
+    issuer_ca(config, profile)
+}
+
+/// The profile's `issuer:` CA (before any rollover switch), from the site config alone.
+pub fn issuer_ca(config: &SiteConfig, profile: &Profile) -> Result<CaRef, Error> {
+    match &profile.issuer {
+        IssuerRef::Named(name) => named_ca(config, profile, name, "issuer"),
+        IssuerRef::Inline(raw) => {
+            let base = profile.path.parent().unwrap_or(Path::new("."));
+            Ok(CaRef {
+                name: profile.path.display().to_string(),
+                key: inherit_token(Pkcs11Uri::parse(&raw.key)?, &config.token),
+                cert: base.join(&raw.cert),
+                chain: raw.chain.iter().map(|p| base.join(p)).collect(),
+                rsa_pss: raw.rsa_pss,
+                tenant: profile.tenant.clone(),
+            })
+        }
+    }
+}
+
+/// A CA from the site config's `cas:`, checked against the profile's tenant.
+fn named_ca(
+    config: &SiteConfig,
+    profile: &Profile,
+    name: &str,
+    field: &str,
+) -> Result<CaRef, Error> {
+    let ca = config
+        .ca(name)
+        .map_err(|e| Error::Usage(format!("profile {} ({field}): {e}", profile.path.display())))?;
+    if ca.tenant != profile.tenant {
+        let show = |t: &Option<String>| t.clone().unwrap_or_else(|| "no tenant".into());
+        return Err(Error::Usage(format!(
+            "profile {} belongs to {} but its CA '{name}' ({field}) belongs to {}; a profile may only use CAs of its own tenant (set tenant: on both)",
+            profile.path.display(),
+            show(&profile.tenant),
+            show(&ca.tenant)
+        )));
+    }
+    Ok(ca)
+}
+
+/// A CA's certificates, checked, and the signature algorithm its key signs with: everything
+/// about the issuing side that needs no token. The token key is proven to match the
+/// certificate when it is opened ([`Site::issuer`]), so these are also what it will sign with.
+pub struct CaCerts {
+    /// The CA's certificate.
+    pub cert: CaCert,
+    /// Certificates above it, nearest first.
+    pub chain: Vec<CaCert>,
+    /// The algorithm of its signatures (the key type's default; RSASSA-PSS with `rsa_pss`).
+    pub signature: crate::crypto::SignatureAlgorithm,
+}
+
+/// Loads a CA's certificate and chain and checks them at `now` (usable, each signed by the
+/// next), without opening the token: what `--dry-run` and [`Site::issuer`] share.
+pub fn ca_certs(ca: &CaRef, now: OffsetDateTime) -> Result<CaCerts, Error> {
+    let (cert, chain) = CaCert::load_with_chain(&ca.cert, &ca.chain)?;
+    cert.check_usable(now)?;
+    let mut below = &cert;
+    for c in &chain {
+        below.check_signed_by(c)?;
+        below = c;
+    }
+    let mut signature = cert.public_key.default_signature();
+    if ca.rsa_pss {
+        if let crate::crypto::SignatureAlgorithm::RsaPkcs1(h) = signature {
+            signature = crate::crypto::SignatureAlgorithm::RsaPss(h);
+        }
+    }
+    Ok(CaCerts {
+        cert,
+        chain,
+        signature,
+    })
+}
+
+/// Everything a dry run needs, opened without the token (no module loaded, no PIN asked):
+/// the site config, the profile, the CA that would sign and its certificates, and the ledger
+/// read-only.
+pub struct Offline {
+    /// The site config.
+    pub config: SiteConfig,
+    /// The profile.
+    pub profile: Profile,
+    /// The CA that signs for the profile now.
+    pub ca_ref: CaRef,
+    /// Its certificates and signature algorithm.
+    pub ca: CaCerts,
+    /// The ledger as it stands (never created, migrated or written).
+    pub ledger: crate::ledger::LedgerPreview,
+    /// The time the dry run issues at (whole seconds, as a run does).
+    pub now: OffsetDateTime,
+}
+
+/// Opens a site for a dry run of `profile` (a path, or a name in the site's profiles_dir):
+/// the same config, profile, CA and ledger checks as a run, without the token.
+pub fn open_offline(config: &Path, profile: &str) -> Result<Offline, Error> {
+    let config = SiteConfig::load(config)?;
+    let profile = Profile::load(&config.profile_path(profile))?;
+    let now = OffsetDateTime::now_utc();
+    let now = now.replace_nanosecond(0).unwrap_or(now);
+    let ca_ref = ca_ref_at(&config, &profile, now)?;
+    let ca = ca_certs(&ca_ref, now)?;
+    let ledger = Ledger::open_preview(&config.ledger, &config.station_id)?;
+    Ok(Offline {
+        config,
+        profile,
+        ca_ref,
+        ca,
+        ledger,
+        now,
+    })
 }

@@ -2,9 +2,14 @@
 //! (one transaction per group), sign with one HSM session per worker, record the signatures,
 //! and only then write the files. Re-running the same command resumes the same batch.
 
+mod dryrun;
 mod input;
 mod output;
 
+pub use dryrun::{
+    dry_run_batch, dry_run_issue, BatchDryRun, BatchPreview, DryRunError, IssuePreview, Outcome,
+    RowPreview, CHECKS,
+};
 pub(crate) use input::csv_rows_from;
 pub use input::{render_id, rows, IdTemplate, InputError, Row, RowError, RowKey, Source};
 pub use output::encode_key_pem;
@@ -122,8 +127,14 @@ pub fn single<S: Signer>(
     prepared: Prepared,
     signer: &S,
 ) -> Result<(Vec<u8>, bool), BatchError> {
+    let (batch, _) = ledger.ensure_batch(&single_spec(profile, ca_name))?;
+    issue_one(ledger, &batch.id, 0, profile, ca, prepared, signer)
+}
+
+/// The standing batch single issues of `profile` by `ca_name` go into.
+fn single_spec(profile: &Profile, ca_name: &str) -> BatchSpec {
     let key = format!("single\n{}\n{ca_name}", hex::encode(profile.sha256));
-    let spec = BatchSpec {
+    BatchSpec {
         input_key: hex::encode(crate::crypto::sha256(key.as_bytes())),
         profile: profile.name.clone(),
         profile_sha256: hex::encode(profile.sha256),
@@ -132,9 +143,7 @@ pub fn single<S: Signer>(
             .to_string(),
         out_dir: String::new(),
         tenant: profile.tenant.clone(),
-    };
-    let (batch, _) = ledger.ensure_batch(&spec)?;
-    issue_one(ledger, &batch.id, 0, profile, ca, prepared, signer)
+    }
 }
 
 /// Issues one prepared device within batch `batch_id` (input line `line`): reserve, sign,

@@ -25,18 +25,29 @@ pub struct IssueArgs {
     #[arg(long = "var", value_name = "NAME=VALUE")]
     vars: Vec<String>,
     /// Output directory: cert.pem (leaf) and chain.pem (leaf, issuing CA[, …]).
-    #[arg(long)]
-    out: PathBuf,
+    #[arg(long, required_unless_present = "dry_run")]
+    out: Option<PathBuf>,
     /// Also put the root (last certificate of the configured chain) into chain.pem.
     #[arg(long)]
     with_root: bool,
+    /// Run every check and the lint and print the would-be certificate; reserve, sign and
+    /// write nothing (no token or PIN needed). With --out, also check that the files are free.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 pub(super) fn run(ctx: &Ctx, a: IssueArgs) -> Result<ExitCode, Error> {
+    if a.dry_run {
+        return dry_run(ctx, &a);
+    }
+    let out = a
+        .out
+        .clone()
+        .ok_or_else(|| Error::Usage("certfab issue needs --out DIR".into()))?;
     let site = ctx.site()?;
     let profile = Profile::load(&site.config.profile_path(&a.profile))?;
-    let cert_path = a.out.join("cert.pem");
-    let chain_path = a.out.join("chain.pem");
+    let cert_path = out.join("cert.pem");
+    let chain_path = out.join("chain.pem");
     crate::output::check_free(&[&cert_path, &chain_path])?;
     let key = match (&a.csr, &a.pubkey) {
         (Some(p), _) => KeySource::Csr(read_input(p, "CSR")?),
@@ -129,6 +140,24 @@ pub(super) fn run(ctx: &Ctx, a: IssueArgs) -> Result<ExitCode, Error> {
         ),
     );
     Ok(ExitCode::Ok)
+}
+
+fn dry_run(ctx: &Ctx, a: &IssueArgs) -> Result<ExitCode, Error> {
+    if let Some(out) = &a.out {
+        crate::output::check_free(&[&out.join("cert.pem"), &out.join("chain.pem")])?;
+    }
+    let (key, input_name) = match (&a.csr, &a.pubkey) {
+        (Some(p), _) => (KeySource::Csr(read_input(p, "CSR")?), p),
+        (None, Some(p)) => (KeySource::PublicKey(read_input(p, "public key")?), p),
+        (None, None) => return Err(Error::Usage("pass --csr or --pubkey".into())),
+    };
+    let req = Request {
+        device_id: a.device_id.clone(),
+        key,
+        vars: parse_vars(&a.vars, "var.")?,
+    };
+    let input_name = input_name.display().to_string();
+    super::dryrun::issue(ctx, &a.profile, &req, |e| with_input(e, &input_name))
 }
 
 fn with_input(e: crate::issue::IssueError, input: &str) -> Error {

@@ -7,6 +7,7 @@
 mod lint;
 mod serial;
 mod tbs;
+mod text;
 
 pub use lint::lint;
 pub use serial::new_serial;
@@ -14,6 +15,7 @@ pub use tbs::{
     assemble, authority_key_id, basic_constraints, build_tbs, key_usage, name, pem, subject_key_id,
     x509_time, BuildError, CertSpec,
 };
+pub use text::tbs_text;
 
 use crate::ca::CaCert;
 use crate::crypto::{PublicKey, SignatureAlgorithm};

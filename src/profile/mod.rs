@@ -6,10 +6,12 @@
 
 mod cloud;
 pub mod san;
+mod show;
 mod station;
 mod template;
 
 pub use cloud::{Cloud, CloudValue};
+pub use show::{duration_text, Derived, Resolved};
 pub use station::{IdSource, InstallItem, KeyGen, Prove, StationRules};
 pub use template::{Template, Vars};
 
