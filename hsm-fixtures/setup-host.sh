@@ -27,6 +27,11 @@ command -v dbus-daemon >/dev/null 2>&1 || missing+=(dbus-daemon)
 command -v p11-kit >/dev/null 2>&1 || missing+=(p11-kit)
 [ -f /usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so ] ||
   [ -f /usr/lib/aarch64-linux-gnu/pkcs11/p11-kit-client.so ] || missing+=(p11-kit-modules)
+# The shells whose completion scripts certfab ships (tests/cli_habits.rs parses each with its
+# own shell) and groff, which renders the man pages in the same test.
+command -v zsh >/dev/null 2>&1 || missing+=(zsh)
+command -v fish >/dev/null 2>&1 || missing+=(fish)
+command -v groff >/dev/null 2>&1 || missing+=(groff-base)
 dpkg -s libssl-dev libsqlite3-dev libclang-dev pkg-config >/dev/null 2>&1 ||
   missing+=(libssl-dev libsqlite3-dev libclang-dev pkg-config)
 if [ ${#missing[@]} -gt 0 ]; then

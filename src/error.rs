@@ -83,6 +83,19 @@ pub enum Error {
     Usage(String),
 }
 
+impl From<crate::batch::DryRunError> for Error {
+    /// A dry run fails as the run it stands for would, with the same exit code.
+    fn from(e: crate::batch::DryRunError) -> Self {
+        use crate::batch::{BatchError, DryRunError};
+        match e {
+            DryRunError::Issue(i) => Self::Issue(i),
+            DryRunError::Refused(r) => Self::Batch(BatchError::Refused(r)),
+            DryRunError::Ledger(l) => Self::Ledger(l),
+            DryRunError::Batch(b) => Self::Batch(b),
+        }
+    }
+}
+
 impl Error {
     /// The exit code for this error: the sub-error's own.
     pub fn exit_code(&self) -> ExitCode {

@@ -2,9 +2,14 @@
 //! (one transaction per group), sign with one HSM session per worker, record the signatures,
 //! and only then write the files. Re-running the same command resumes the same batch.
 
+mod dryrun;
 mod input;
 mod output;
 
+pub use dryrun::{
+    dry_run_batch, dry_run_issue, BatchDryRun, BatchPreview, DryRunError, IssuePreview, Offline,
+    Outcome,
+};
 pub(crate) use input::csv_rows_from;
 pub use input::{rows, IdTemplate, InputError, Row, RowError, RowKey, Source};
 

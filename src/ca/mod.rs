@@ -3,6 +3,7 @@
 //! are in [`crate::hsm`]. Every signature here is made by a [`Signer`] (the HSM in practice)
 //! and verified before it is returned.
 
+use crate::config::CaRef;
 use crate::csr::PolicyError;
 pub use crate::x509::{CaCert, CaError};
 
@@ -336,4 +337,39 @@ pub fn sign_end_entity<S: Signer>(
             ])
         },
     )
+}
+
+/// A CA's certificates, checked, and the signature algorithm its key signs with: everything
+/// about the issuing side that needs no token. The token key is proven to match the
+/// certificate when it is opened (`Site::issuer`), so these are also what it will sign with.
+pub struct CaCerts {
+    /// The CA's certificate.
+    pub cert: CaCert,
+    /// Certificates above it, nearest first.
+    pub chain: Vec<CaCert>,
+    /// The algorithm of its signatures (the key type's default; RSASSA-PSS with `rsa_pss`).
+    pub signature: crate::crypto::SignatureAlgorithm,
+}
+
+/// Loads a CA's certificate and chain and checks them at `now` (usable, each signed by the
+/// next), without opening the token: what `--dry-run` and `Site::issuer` share.
+pub fn ca_certs(ca: &CaRef, now: OffsetDateTime) -> Result<CaCerts, CaError> {
+    let (cert, chain) = CaCert::load_with_chain(&ca.cert, &ca.chain)?;
+    cert.check_usable(now)?;
+    let mut below = &cert;
+    for c in &chain {
+        below.check_signed_by(c)?;
+        below = c;
+    }
+    let mut signature = cert.public_key.default_signature();
+    if ca.rsa_pss {
+        if let crate::crypto::SignatureAlgorithm::RsaPkcs1(h) = signature {
+            signature = crate::crypto::SignatureAlgorithm::RsaPss(h);
+        }
+    }
+    Ok(CaCerts {
+        cert,
+        chain,
+        signature,
+    })
 }

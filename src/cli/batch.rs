@@ -91,6 +91,11 @@ struct RunArgs {
     /// Write generated keys unencrypted (explicit; otherwise --key-passphrase is required).
     #[arg(long)]
     plain_keys: bool,
+    /// Read the whole input and run every check, the lint and the ledger's identity rules per
+    /// row; report which rows a run would refuse and why. Nothing is reserved, signed or
+    /// written (no token or PIN needed).
+    #[arg(long)]
+    dry_run: bool,
     #[command(flatten)]
     workers: WorkerArgs,
 }
@@ -116,6 +121,18 @@ pub(super) fn run(ctx: &Ctx, a: BatchArgs) -> Result<ExitCode, Error> {
                 _ => return Err(Error::Usage("certfab batch needs one of --input CSV, --csr-dir DIR or --count N --keygen host".into())),
             };
             let out = std::path::absolute(&out).unwrap_or(out);
+            if r.dry_run {
+                let w = &r.workers;
+                return super::dryrun::batch(
+                    ctx,
+                    &profile,
+                    &source,
+                    &out,
+                    r.plain_keys,
+                    w.key_passphrase.is_some(),
+                    w.jobs,
+                );
+            }
             let w = r.workers;
             execute(
                 ctx,

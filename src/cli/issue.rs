@@ -23,26 +23,32 @@ pub struct IssueArgs {
     #[arg(long = "var", value_name = "NAME=VALUE")]
     vars: Vec<String>,
     /// Output directory: cert.pem (leaf) and chain.pem (leaf, issuing CA[, …]).
-    #[arg(long)]
-    out: PathBuf,
+    #[arg(long, required_unless_present = "dry_run")]
+    out: Option<PathBuf>,
     /// Also put the root (last certificate of the configured chain) into chain.pem.
     #[arg(long)]
     with_root: bool,
+    /// Run every check and the lint and print the would-be certificate; reserve, sign and
+    /// write nothing (no token or PIN needed). With --out, also check that the files are free.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 pub(super) fn run(ctx: &Ctx, a: IssueArgs) -> Result<ExitCode, Error> {
-    let o = crate::site::issue::issue(
-        &ctx.site,
-        &IssueRequest {
-            profile: a.profile,
-            csr: a.csr,
-            pubkey: a.pubkey,
-            device_id: a.device_id,
-            vars: a.vars,
-            out: a.out,
-            with_root: a.with_root,
-        },
-    )?;
+    let dry_run = a.dry_run;
+    let req = IssueRequest {
+        profile: a.profile,
+        csr: a.csr,
+        pubkey: a.pubkey,
+        device_id: a.device_id,
+        vars: a.vars,
+        out: a.out,
+        with_root: a.with_root,
+    };
+    if dry_run {
+        return super::dryrun::issue(ctx, &req);
+    }
+    let o = crate::site::issue::issue(&ctx.site, &req)?;
     ctx.print(
         &serde_json::to_value(&o).unwrap_or_default(),
         &format!(

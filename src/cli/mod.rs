@@ -13,12 +13,15 @@ macro_rules! outln {
 mod audit;
 mod batch;
 mod ca;
+mod completions;
+mod dryrun;
 mod export;
 mod hsm;
 mod issue;
 mod lifecycle;
 mod log;
 mod manifest;
+mod profile;
 mod station;
 
 use crate::error::{Error, ExitCode};
@@ -72,6 +75,14 @@ pub enum Command {
     /// Cross-check ledgers, manifests, certificate files and CA certificates; report findings
     /// (text, --json, --html) and exit 3 when one is at or above --fail-on.
     Audit(audit::AuditArgs),
+    /// Device-class profiles: `profile show P` prints one resolved, every default visible.
+    #[command(subcommand)]
+    Profile(profile::ProfileCommand),
+    /// Print a shell completion script (bash, zsh or fish) on stdout.
+    Completions(completions::CompletionsArgs),
+    /// Write the man pages (one per command) into a directory; for packaging and docs/man.
+    #[command(hide = true)]
+    Man(completions::ManArgs),
 }
 
 /// Runs a parsed command line.
@@ -94,6 +105,9 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Manifest(c) => manifest::run(&ctx, c),
         Command::Export(a) => export::run(&ctx, a),
         Command::Audit(a) => audit::run(&ctx, a),
+        Command::Profile(c) => profile::run(&ctx, c),
+        Command::Completions(a) => completions::completions(a),
+        Command::Man(a) => completions::man(&ctx, a),
     }
 }
 

@@ -149,8 +149,15 @@ pub fn single<S: Signer>(
     prepared: Prepared,
     signer: &S,
 ) -> Result<Recorded, RecordError> {
+    let (batch, _) = ledger.ensure_batch(&single_spec(profile, ca_name))?;
+    issue_one(ledger, &batch.id, 0, profile, ca, prepared, signer)
+}
+
+/// The standing batch that single issues of `profile` by `ca_name` go into (what a dry run
+/// looks up to answer as `certfab issue` would).
+pub fn single_spec(profile: &Profile, ca_name: &str) -> BatchSpec {
     let key = format!("single\n{}\n{ca_name}", hex::encode(profile.sha256));
-    let spec = BatchSpec {
+    BatchSpec {
         input_key: hex::encode(crate::crypto::sha256(key.as_bytes())),
         profile: profile.name.clone(),
         profile_sha256: hex::encode(profile.sha256),
@@ -159,7 +166,5 @@ pub fn single<S: Signer>(
             .to_string(),
         out_dir: String::new(),
         tenant: profile.tenant.clone(),
-    };
-    let (batch, _) = ledger.ensure_batch(&spec)?;
-    issue_one(ledger, &batch.id, 0, profile, ca, prepared, signer)
+    }
 }

@@ -10,6 +10,8 @@
 mod audit;
 mod lifecycle;
 mod manifests;
+mod preview;
+mod rules;
 mod schema;
 mod states;
 mod station;
@@ -17,6 +19,7 @@ mod station;
 pub use audit::{AuditEvent, AuditHead, ChainBreak, ChainReport, ChainVerifier, GENESIS};
 pub use lifecycle::{CertRecord, CrlRecord};
 pub use manifests::{ExportRow, ManifestRow, PendingManifest};
+pub use preview::{LedgerPreview, ReservePreview};
 pub use states::{CertState, DeviceState, KeyOrigin};
 pub use station::Attempt;
 
@@ -757,104 +760,8 @@ impl Ledger {
         let mut out = Vec::with_capacity(intents.len());
         let at = stamp(&*self.clock);
         for it in intents {
-            type Existing = (DeviceState, String, String, Option<i64>, Option<String>);
-            let existing: Option<Existing> = one(
-                    &tx,
-
-                    "SELECT state, spki_sha256, batch_id, input_line, serial FROM devices WHERE profile = ?1 AND device_id = ?2",
-                    params![it.profile, it.device_id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-                )
-                .optional()?;
-            // One identity per folded id: another spelling of a recorded device is refused.
             let id_key = crate::identity::key(&it.device_id);
-            let other_spelling: Option<String> = if existing.is_none() {
-                one(
-                    &tx,
-                    "SELECT device_id FROM devices WHERE profile = ?1 AND id_key = ?2",
-                    params![it.profile, id_key],
-                    |r| r.get(0),
-                )
-                .optional()?
-            } else {
-                None
-            };
-            let decision = match &existing {
-                _ if other_spelling.is_some() => Reserve::Refused(format!(
-                    "device id {} is the same identity as {}, already in the ledger (ids are compared after Unicode NFKC, case folding and the confusable skeleton); use the recorded spelling",
-                    it.device_id,
-                    other_spelling.as_deref().unwrap_or_default()
-                )),
-                // Re-issuable: a failed signature, or an identity explicitly superseded or
-                // revoked (a revoked key itself is refused below).
-                Some((state, spki, batch, line, serial)) if !state.is_reissuable() => {
-                    let first_line = line.unwrap_or(0) as u64;
-                    let same_key = *spki == it.spki_sha256;
-                    if *state == DeviceState::Signing || (batch == batch_id && first_line != it.line) {
-                        if same_key {
-                            Reserve::Duplicate { first_line }
-                        } else {
-                            Reserve::Refused(format!(
-                                "device id {} appears again with a different key (first on line {first_line})",
-                                it.device_id
-                            ))
-                        }
-                    } else if !same_key {
-                        Reserve::Refused(format!(
-                            "device {} already has a live certificate (serial {}) for another key; a new key for an existing device needs an explicit supersede",
-                            it.device_id,
-                            serial.as_deref().unwrap_or("?")
-                        ))
-                    } else {
-                        let der: Option<Vec<u8>> = one(
-                    &tx,
-
-                                "SELECT der FROM certificates WHERE profile = ?1 AND device_id = ?2 AND serial = ?3 AND state = 'signed'",
-                                params![it.profile, it.device_id, serial],
-                                |r| r.get(0),
-                            )
-                            .optional()?;
-                        match der {
-                            Some(der) => Reserve::AlreadyIssued { der },
-                            None => Reserve::Refused(format!(
-                                "device {} is in state {state} without a certificate",
-                                it.device_id
-                            )),
-                        }
-                    }
-                }
-                _ if one(
-                    &tx,
-                    "SELECT 1 FROM revoked_keys WHERE spki_sha256 = ?1",
-                    [&it.spki_sha256],
-                    |_| Ok(()),
-                )
-                .optional()?
-                .is_some() =>
-                {
-                    Reserve::Refused(format!(
-                        "this public key's certificate was revoked; a revoked key is never certified again (device {} needs a new key)",
-                        it.device_id
-                    ))
-                }
-                _ => {
-                    let other: Option<(String, String)> = one(
-                    &tx,
-
-                            "SELECT profile, device_id FROM devices WHERE spki_sha256 = ?1 AND device_id != ?2
-                               AND state NOT IN ('superseded', 'revoked') LIMIT 1",
-                            params![it.spki_sha256, it.device_id],
-                            |r| Ok((r.get(0)?, r.get(1)?)),
-                        )
-                        .optional()?;
-                    match other {
-                        Some((p, d)) => Reserve::Refused(format!(
-                            "this public key is already certified for device {d} (profile {p}); one device id per key"
-                        )),
-                        None => Reserve::Reserved,
-                    }
-                }
-            };
+            let decision = rules::decide(&rules::Db(&tx), batch_id, it)?;
             if decision == Reserve::Reserved {
                 exec(&tx,
                     "INSERT INTO devices (profile, device_id, batch_id, state, spki_sha256, serial, key_origin, input_line, updated_at, id_key)

@@ -6,6 +6,7 @@
 
 mod cloud;
 pub mod san;
+mod show;
 mod station;
 mod template;
 

@@ -174,3 +174,18 @@ pub fn resume_request(
         expect_key: Some(key),
     })
 }
+
+/// `certfab batch --dry-run`: the whole input read, every row prepared and put to the ledger's
+/// identity rules as a run would, from the site config, the CA certificates and the ledger
+/// read-only; no token is opened and nothing is reserved, signed or written.
+pub fn dry_run(
+    site: &SiteRef,
+    profile: &str,
+    o: &batch::BatchDryRun<'_>,
+) -> Result<batch::BatchPreview, Error> {
+    if o.jobs == 0 || o.jobs > 64 {
+        return Err(Error::Usage("--jobs must be 1..=64".into()));
+    }
+    let offline = super::open_offline(site, profile)?;
+    Ok(batch::dry_run_batch(&offline, o, &*site.serials)?)
+}

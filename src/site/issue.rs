@@ -22,8 +22,8 @@ pub struct IssueRequest {
     pub device_id: Option<String>,
     /// `NAME=VALUE` for `{var.NAME}`, as given.
     pub vars: Vec<String>,
-    /// Output directory for cert.pem and chain.pem.
-    pub out: PathBuf,
+    /// Output directory for cert.pem and chain.pem (a dry run only checks they are free).
+    pub out: Option<PathBuf>,
     /// Put the root into chain.pem too.
     pub with_root: bool,
 }
@@ -66,21 +66,14 @@ pub struct IssueOutcome {
 pub fn issue(site: &SiteRef, req: &IssueRequest) -> Result<IssueOutcome, Error> {
     let site = site.open()?;
     let profile = site.profile(&req.profile)?;
-    let cert_path = req.out.join("cert.pem");
-    let chain_path = req.out.join("chain.pem");
-    crate::output::check_free(&[&cert_path, &chain_path])?;
-    let key = match (&req.csr, &req.pubkey) {
-        (Some(p), _) => KeySource::Csr(read_input(p, "CSR")?),
-        (None, Some(p)) => KeySource::PublicKey(read_input(p, "public key")?),
-        (None, None) => return Err(Error::Usage("pass --csr or --pubkey".into())),
-    };
-    let input_name = req
-        .csr
+    let out = req
+        .out
         .as_ref()
-        .or(req.pubkey.as_ref())
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
-    let vars = parse_vars(&req.vars, "var.")?;
+        .ok_or_else(|| Error::Usage("certfab issue needs --out DIR".into()))?;
+    let cert_path = out.join("cert.pem");
+    let chain_path = out.join("chain.pem");
+    crate::output::check_free(&[&cert_path, &chain_path])?;
+    let (request, input_name) = request(req)?;
     let ca_ref = site.ca_ref(&profile)?;
     // Through the ledger: intent before signature, exactly one certificate per device and key.
     let mut session = site.issuing_session(Some(&profile), &ca_ref, None)?;
@@ -91,11 +84,6 @@ pub fn issue(site: &SiteRef, req: &IssueRequest) -> Result<IssueOutcome, Error> 
         serial_prefix: site.config.serial_prefix,
         now: session.now,
         serials: &*site.serials,
-    };
-    let request = Request {
-        device_id: req.device_id.clone(),
-        key,
-        vars,
     };
     let prepared = issue::prepare(&ctx, &request).map_err(|e| with_input(e, &input_name))?;
     let device_id = prepared.device_id.clone();
@@ -155,4 +143,34 @@ fn with_input(e: IssueError, input: &str) -> Error {
         },
         other => other.into(),
     }
+}
+
+/// `certfab issue --dry-run`: the checks, the lint and the ledger's decision of a run, from the
+/// site config, the CA certificates and the ledger read-only; no token is opened and nothing
+/// is reserved, signed or written.
+pub fn dry_run(site: &SiteRef, req: &IssueRequest) -> Result<crate::batch::IssuePreview, Error> {
+    if let Some(out) = &req.out {
+        crate::output::check_free(&[&out.join("cert.pem"), &out.join("chain.pem")])?;
+    }
+    let (request, input_name) = request(req)?;
+    let offline = super::open_offline(site, &req.profile)?;
+    crate::batch::dry_run_issue(&offline, &request, &*site.serials).map_err(|e| match e {
+        crate::batch::DryRunError::Issue(i) => with_input(i, &input_name),
+        other => other.into(),
+    })
+}
+
+/// The issue request the library takes, and the input's name for error messages.
+fn request(req: &IssueRequest) -> Result<(Request, String), Error> {
+    let (key, input) = match (&req.csr, &req.pubkey) {
+        (Some(p), _) => (KeySource::Csr(read_input(p, "CSR")?), p),
+        (None, Some(p)) => (KeySource::PublicKey(read_input(p, "public key")?), p),
+        (None, None) => return Err(Error::Usage("pass --csr or --pubkey".into())),
+    };
+    let request = Request {
+        device_id: req.device_id.clone(),
+        key,
+        vars: parse_vars(&req.vars, "var.")?,
+    };
+    Ok((request, input.display().to_string()))
 }

@@ -247,31 +247,12 @@ impl Site {
 
     /// [`Site::ca_ref`] at time `now`.
     pub fn ca_ref_at(&self, profile: &Profile, now: OffsetDateTime) -> Result<CaRef, Error> {
-        if let Some(r) = &profile.rollover {
-            let next = self.named_ca(profile, &r.next_issuer, "rollover.next_issuer")?;
-            if r.switch_at.is_some_and(|t| now >= t) {
-                return Ok(next);
-            }
-        }
-        self.issuer_ca(profile)
+        ca_ref_at(&self.config, profile, now)
     }
 
     /// The profile's `issuer:` CA (before any rollover switch).
     pub fn issuer_ca(&self, profile: &Profile) -> Result<CaRef, Error> {
-        match &profile.issuer {
-            IssuerRef::Named(name) => self.named_ca(profile, name, "issuer"),
-            IssuerRef::Inline(raw) => {
-                let base = profile.path.parent().unwrap_or(Path::new("."));
-                Ok(CaRef {
-                    name: profile.path.display().to_string(),
-                    key: inherit_token(Pkcs11Uri::parse(&raw.key)?, &self.config.token),
-                    cert: base.join(&raw.cert),
-                    chain: raw.chain.iter().map(|p| base.join(p)).collect(),
-                    rsa_pss: raw.rsa_pss,
-                    tenant: profile.tenant.clone(),
-                })
-            }
-        }
+        issuer_ca(&self.config, profile)
     }
 
     /// The CA that issued a batch, by the name the ledger recorded for it: the profile's
@@ -279,7 +260,7 @@ impl Site {
     /// recorded under the profile's path). A batch keeps its CA across a later rollover.
     pub fn batch_ca(&self, profile: &Profile, recorded: &str) -> Result<CaRef, Error> {
         if self.config.cas.contains_key(recorded) {
-            return self.named_ca(profile, recorded, "the batch's recorded CA");
+            return named_ca(&self.config, profile, recorded, "the batch's recorded CA");
         }
         let ca = self.issuer_ca(profile)?;
         if ca.name != recorded {
@@ -287,23 +268,6 @@ impl Site {
                 "the batch was issued by CA '{recorded}', which {} no longer defines under cas: (defined: {})",
                 self.config.path.display(),
                 self.config.cas.keys().cloned().collect::<Vec<_>>().join(", ")
-            )));
-        }
-        Ok(ca)
-    }
-
-    /// A CA from the site config's `cas:`, checked against the profile's tenant.
-    fn named_ca(&self, profile: &Profile, name: &str, field: &str) -> Result<CaRef, Error> {
-        let ca = self.config.ca(name).map_err(|e| {
-            Error::Usage(format!("profile {} ({field}): {e}", profile.path.display()))
-        })?;
-        if ca.tenant != profile.tenant {
-            let show = |t: &Option<String>| t.clone().unwrap_or_else(|| "no tenant".into());
-            return Err(Error::Usage(format!(
-                "profile {} belongs to {} but its CA '{name}' ({field}) belongs to {}; a profile may only use CAs of its own tenant (set tenant: on both)",
-                profile.path.display(),
-                show(&profile.tenant),
-                show(&ca.tenant)
             )));
         }
         Ok(ca)
@@ -334,13 +298,7 @@ impl Site {
     /// Loads a CA's certificate and chain, checks them at `now`, and opens its token key,
     /// refusing a key whose public half is not the certificate's.
     pub fn issuer(&self, ca: &CaRef, now: OffsetDateTime) -> Result<Issuer<'_>, Error> {
-        let (cert, chain) = CaCert::load_with_chain(&ca.cert, &ca.chain)?;
-        cert.check_usable(now)?;
-        let mut below = &cert;
-        for c in &chain {
-            below.check_signed_by(c)?;
-            below = c;
-        }
+        let crate::ca::CaCerts { cert, chain, .. } = crate::ca::ca_certs(ca, now)?;
         let mut key = self
             .hsm
             .key(&ca.key, Some((&cert.public_key, &cert.source)))?;
@@ -394,4 +352,81 @@ pub fn open_ledger_as(
         )?;
     }
     Ok(ledger)
+}
+
+/// Resolves the CA that signs for `profile` at `now` from the site config alone (no token):
+/// its `issuer`, or during a rollover its `next_issuer` once `switch_at` has passed. Refuses
+/// a CA of another tenant.
+pub fn ca_ref_at(
+    config: &SiteConfig,
+    profile: &Profile,
+    now: OffsetDateTime,
+) -> Result<CaRef, Error> {
+    if let Some(r) = &profile.rollover {
+        let next = named_ca(config, profile, &r.next_issuer, "rollover.next_issuer")?;
+        if r.switch_at.is_some_and(|t| now >= t) {
+            return Ok(next);
+        }
+    }
+    issuer_ca(config, profile)
+}
+
+/// The profile's `issuer:` CA (before any rollover switch), from the site config alone.
+pub fn issuer_ca(config: &SiteConfig, profile: &Profile) -> Result<CaRef, Error> {
+    match &profile.issuer {
+        IssuerRef::Named(name) => named_ca(config, profile, name, "issuer"),
+        IssuerRef::Inline(raw) => {
+            let base = profile.path.parent().unwrap_or(Path::new("."));
+            Ok(CaRef {
+                name: profile.path.display().to_string(),
+                key: inherit_token(Pkcs11Uri::parse(&raw.key)?, &config.token),
+                cert: base.join(&raw.cert),
+                chain: raw.chain.iter().map(|p| base.join(p)).collect(),
+                rsa_pss: raw.rsa_pss,
+                tenant: profile.tenant.clone(),
+            })
+        }
+    }
+}
+
+/// A CA from the site config's `cas:`, checked against the profile's tenant.
+fn named_ca(
+    config: &SiteConfig,
+    profile: &Profile,
+    name: &str,
+    field: &str,
+) -> Result<CaRef, Error> {
+    let ca = config
+        .ca(name)
+        .map_err(|e| Error::Usage(format!("profile {} ({field}): {e}", profile.path.display())))?;
+    if ca.tenant != profile.tenant {
+        let show = |t: &Option<String>| t.clone().unwrap_or_else(|| "no tenant".into());
+        return Err(Error::Usage(format!(
+            "profile {} belongs to {} but its CA '{name}' ({field}) belongs to {}; a profile may only use CAs of its own tenant (set tenant: on both)",
+            profile.path.display(),
+            show(&profile.tenant),
+            show(&ca.tenant)
+        )));
+    }
+    Ok(ca)
+}
+
+/// Opens a site for a dry run of `profile` (a path, or a name in the site's profiles_dir):
+/// the same config, profile, CA and ledger checks as a run, without the token.
+pub fn open_offline(site: &SiteRef, profile: &str) -> Result<crate::batch::Offline, Error> {
+    let config = site.config()?;
+    let profile = Profile::load(&config.profile_path(profile))?;
+    let now = site.clock.now();
+    let now = now.replace_nanosecond(0).unwrap_or(now);
+    let ca_ref = ca_ref_at(&config, &profile, now)?;
+    let ca = crate::ca::ca_certs(&ca_ref, now)?;
+    let ledger = Ledger::open_preview(&config.ledger, &config.station_id)?;
+    Ok(crate::batch::Offline {
+        config,
+        profile,
+        ca_ref,
+        ca,
+        ledger,
+        now,
+    })
 }

@@ -9,6 +9,7 @@ mod oid;
 mod serial;
 mod signed;
 mod tbs;
+mod text;
 mod time;
 
 pub use cert::{CaCert, CaError};
@@ -20,4 +21,5 @@ pub use tbs::{
     assemble, authority_key_id, basic_constraints, build_tbs, extended_key_usage,
     hardware_module_name, ia5, key_usage, subject_alt_name, subject_key_id, BuildError, CertSpec,
 };
+pub use text::tbs_text;
 pub use time::{no_expiry, time_of, x509_time};
