@@ -3,12 +3,11 @@
 use time::OffsetDateTime;
 
 /// A source of the current UTC time.
-pub trait Clock: Send + Sync {
+pub trait Clock: std::fmt::Debug + Send + Sync {
     /// Now, UTC.
     fn now(&self) -> OffsetDateTime;
 }
 
-/// The system clock.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
 
@@ -26,6 +25,12 @@ impl Clock for FixedClock {
     fn now(&self) -> OffsetDateTime {
         self.0
     }
+}
+
+/// `t` without its fraction of a second: certificates and records carry whole seconds, and a
+/// time read twice in one second must compare equal.
+pub fn whole_seconds(t: OffsetDateTime) -> OffsetDateTime {
+    t.replace_nanosecond(0).unwrap_or(t)
 }
 
 /// RFC 3339 text for a time (UTC, seconds precision).

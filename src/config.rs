@@ -1,7 +1,7 @@
 //! The site config (`certfab.yaml`): which PKCS#11 module and token, where the PIN comes from,
 //! the station identity, and the CAs profiles refer to by name.
 
-use crate::hsm::Pkcs11Uri;
+use crate::pkcs11_uri::Pkcs11Uri;
 use crate::secret::SecretSource;
 use crate::yaml::{line_of, YamlError};
 use serde::Deserialize;
@@ -139,6 +139,13 @@ pub enum ConfigError {
     /// Schema or value error with location.
     #[error(transparent)]
     Yaml(#[from] YamlError),
+}
+
+impl ConfigError {
+    /// A site config problem is a usage error (exit 2).
+    pub fn exit_code(&self) -> crate::exit::ExitCode {
+        crate::exit::ExitCode::Usage
+    }
 }
 
 impl SiteConfig {

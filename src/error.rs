@@ -1,34 +1,16 @@
-//! The top-level error and the one place exit codes are decided (DESIGN.md "Exit codes").
+//! The top-level error: every failure a command can report, each converted from the
+//! sub-error that knows its exit code (DESIGN.md "Exit codes"). Nothing is decided here.
 
-use crate::ca::{CaError, CeremonyError};
+pub use crate::exit::ExitCode;
+
+use crate::ca::CeremonyError;
 use crate::config::ConfigError;
-use crate::hsm::{HsmError, UriError};
+use crate::hsm::HsmError;
 use crate::issue::IssueError;
+use crate::pkcs11_uri::UriError;
 use crate::secret::SecretError;
-use crate::signer::SignError;
+use crate::x509::CaError;
 use crate::yaml::YamlError;
-
-/// Documented process exit codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum ExitCode {
-    /// Success.
-    Ok = 0,
-    /// Usage or configuration error.
-    Usage = 2,
-    /// Input rejected by policy.
-    Rejected = 3,
-    /// HSM unavailable or login refused.
-    Hsm = 4,
-    /// Ledger or output storage failure.
-    Storage = 5,
-    /// Device or station failure.
-    Station = 6,
-    /// Batch finished with some devices failed.
-    Partial = 10,
-    /// Stopped by Ctrl-C / SIGINT / SIGTERM after finishing the devices in flight.
-    Interrupted = 130,
-}
 
 /// Any failure a certfab command reports.
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +28,6 @@ pub enum Error {
     /// PKCS#11 URI.
     #[error(transparent)]
     Uri(#[from] UriError),
-    /// HSM.
     #[error(transparent)]
     Hsm(#[from] HsmError),
     /// CA certificate.
@@ -61,7 +42,6 @@ pub enum Error {
     /// A file named on the command line (input) could not be used.
     #[error("{path}: {msg}")]
     Input {
-        /// The file.
         path: String,
         /// What is wrong and the fix.
         msg: String,
@@ -70,19 +50,11 @@ pub enum Error {
     },
     /// Writing output failed.
     #[error("cannot write {path}: {msg}")]
-    Output {
-        /// The file.
-        path: String,
-        /// Why.
-        msg: String,
-    },
-    /// Ledger.
+    Output { path: String, msg: String },
     #[error(transparent)]
     Ledger(#[from] crate::ledger::LedgerError),
-    /// Batch.
     #[error(transparent)]
     Batch(#[from] crate::batch::BatchError),
-    /// Station.
     #[error(transparent)]
     Station(#[from] crate::station::StationError),
     /// Cloud export.
@@ -103,6 +75,9 @@ pub enum Error {
     /// Audit input that cannot be read.
     #[error(transparent)]
     Audit(#[from] crate::audit::CorpusError),
+    /// One device's issuance through the ledger (refused, ledger, or signature).
+    #[error(transparent)]
+    Record(#[from] crate::issue::RecordError),
     /// Bad argument combination.
     #[error("{0}")]
     Usage(String),
@@ -122,111 +97,137 @@ impl From<crate::batch::DryRunError> for Error {
 }
 
 impl Error {
-    /// The exit code for this error.
+    /// The exit code for this error: the sub-error's own.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Self::Config(_)
-            | Self::Yaml(_)
-            | Self::Secret(_)
-            | Self::Uri(_)
-            | Self::Ca(_)
-            | Self::Usage(_) => ExitCode::Usage,
-            Self::Hsm(h) => hsm_code(h),
-            Self::Ceremony(CeremonyError::Sign(SignError::Hsm(h))) => hsm_code(h),
-            Self::Ceremony(CeremonyError::Csr(_)) => ExitCode::Rejected,
-            Self::Ceremony(_) => ExitCode::Usage,
-            Self::Issue(IssueError::Policy(_) | IssueError::Lint(_)) => ExitCode::Rejected,
-            Self::Issue(IssueError::Sign(SignError::Hsm(h))) => hsm_code(h),
-            Self::Issue(IssueError::Build(_)) => ExitCode::Rejected,
-            Self::Issue(_) => ExitCode::Hsm,
+            Self::Config(e) => e.exit_code(),
+            Self::Yaml(e) => e.exit_code(),
+            Self::Secret(e) => e.exit_code(),
+            Self::Uri(e) => e.exit_code(),
+            Self::Hsm(e) => e.exit_code(),
+            Self::Ca(e) => e.exit_code(),
+            Self::Ceremony(e) => e.exit_code(),
+            Self::Issue(e) => e.exit_code(),
             Self::Input { code, .. } => *code,
-            Self::Output { .. } | Self::Ledger(_) => ExitCode::Storage,
-            Self::Batch(b) => match b {
-                crate::batch::BatchError::Input(_) | crate::batch::BatchError::Usage(_) => {
-                    ExitCode::Usage
-                }
-                crate::batch::BatchError::Ledger(_)
-                | crate::batch::BatchError::Output(_)
-                | crate::batch::BatchError::OutputUnsigned(_) => ExitCode::Storage,
-                crate::batch::BatchError::Sign(IssueError::Sign(SignError::Hsm(h))) => hsm_code(h),
-                crate::batch::BatchError::Sign(_) => ExitCode::Hsm,
-                crate::batch::BatchError::Refused(_) => ExitCode::Rejected,
-            },
-            Self::Export(e) => match e {
-                crate::export::ExportError::Device { .. }
-                | crate::export::ExportError::Input(_) => ExitCode::Rejected,
-                crate::export::ExportError::Write { .. } => ExitCode::Storage,
-                crate::export::ExportError::Sign {
-                    source: SignError::Hsm(h),
-                    ..
-                } => hsm_code(h),
-                crate::export::ExportError::Sign { .. } => ExitCode::Hsm,
-                _ => ExitCode::Usage,
-            },
-            Self::AuditLog(a) => {
-                use crate::auditlog::AuditLogError as A;
-                match a {
-                    A::Ledger(_) => ExitCode::Storage,
-                    A::Jws(j) => jws_code(j),
-                    A::Broken(_) => ExitCode::Rejected,
-                    A::Empty | A::Malformed(_) => ExitCode::Usage,
-                }
-            }
-            Self::Lifecycle(l) => {
-                use crate::lifecycle::LifecycleError as L;
-                match l {
-                    L::Refused(_) => ExitCode::Rejected,
-                    L::Usage(_) => ExitCode::Usage,
-                    L::Ledger(_) | L::Corrupt(_) => ExitCode::Storage,
-                    L::Issue(
-                        IssueError::Policy(_) | IssueError::Lint(_) | IssueError::Build(_),
-                    ) => ExitCode::Rejected,
-                    L::Issue(IssueError::Sign(SignError::Hsm(h))) => hsm_code(h),
-                    L::Issue(_) => ExitCode::Hsm,
-                }
-            }
-            Self::Jws(j) => jws_code(j),
-            Self::Manifest(m) => {
-                use crate::manifest::ManifestError as M;
-                match m {
-                    M::Read { .. } | M::Trust(_) | M::Usage(_) => ExitCode::Usage,
-                    M::Invalid(_) | M::Refused(_) => ExitCode::Rejected,
-                    M::Jws(j) => jws_code(j),
-                    M::Ledger(_) | M::Write { .. } => ExitCode::Storage,
-                }
-            }
-            Self::Audit(a) => match a {
-                crate::audit::CorpusError::File { .. } => ExitCode::Usage,
-                crate::audit::CorpusError::Ledger(_) => ExitCode::Storage,
-            },
-            Self::Station(s) => match s {
-                crate::station::StationError::Usage(_) => ExitCode::Usage,
-                crate::station::StationError::Adapter { .. } => ExitCode::Station,
-                crate::station::StationError::Ledger(_) => ExitCode::Storage,
-                crate::station::StationError::Hsm(IssueError::Sign(SignError::Hsm(h))) => {
-                    hsm_code(h)
-                }
-                crate::station::StationError::Hsm(_) => ExitCode::Hsm,
-            },
+            Self::Output { .. } => ExitCode::Storage,
+            Self::Ledger(e) => e.exit_code(),
+            Self::Batch(e) => e.exit_code(),
+            Self::Station(e) => e.exit_code(),
+            Self::Export(e) => e.exit_code(),
+            Self::AuditLog(e) => e.exit_code(),
+            Self::Lifecycle(e) => e.exit_code(),
+            Self::Manifest(e) => e.exit_code(),
+            Self::Jws(e) => e.exit_code(),
+            Self::Audit(e) => e.exit_code(),
+            Self::Record(e) => e.exit_code(),
+            Self::Usage(_) => ExitCode::Usage,
         }
     }
 }
 
-fn jws_code(j: &crate::manifest::jws::JwsError) -> ExitCode {
-    use crate::manifest::jws::JwsError;
-    match j {
-        JwsError::Signer(_) => ExitCode::Usage,
-        JwsError::Sign(SignError::Hsm(h)) => hsm_code(h),
-        JwsError::Sign(_) => ExitCode::Hsm,
-        // A signature or chain that does not verify: input rejected.
-        _ => ExitCode::Rejected,
+impl From<crate::issue::ClaimError> for Error {
+    fn from(e: crate::issue::ClaimError) -> Self {
+        use crate::issue::ClaimError as C;
+        match e {
+            C::Usage(m) => Error::Usage(m),
+            C::Issue(e) => Error::Issue(e),
+            C::Record(e) => Error::Record(e),
+        }
     }
 }
 
-fn hsm_code(h: &HsmError) -> ExitCode {
-    match h {
-        // The key exists but does not belong to the configured certificate: a config error.
-        HsmError::KeyMismatch { .. } => ExitCode::Usage,
-        _ => ExitCode::Hsm,
+impl From<crate::output::WriteError> for Error {
+    fn from(e: crate::output::WriteError) -> Self {
+        Error::Output {
+            path: e.path.display().to_string(),
+            msg: e.msg,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{CryptoError, SignError};
+    use crate::hsm::HsmError;
+    use crate::issue::IssueError;
+
+    fn mismatch() -> HsmError {
+        HsmError::KeyMismatch {
+            uri: "pkcs11:object=ca".into(),
+            cert: "ca.pem".into(),
+        }
+    }
+
+    #[test]
+    fn item3_sign_error_carries_the_token_error_boxed_with_its_message_and_exit_code() {
+        // The signing seam knows nothing of PKCS#11, yet the token's own message and exit
+        // code come through it unchanged.
+        let s: SignError = mismatch().into();
+        assert_eq!(s.to_string(), mismatch().to_string());
+        assert_eq!(s.exit_code(), ExitCode::Usage);
+        let s: SignError = HsmError::Other("token gone".into()).into();
+        assert_eq!(s.exit_code(), ExitCode::Hsm);
+        assert_eq!(
+            SignError::Crypto(CryptoError::BadSignature).exit_code(),
+            ExitCode::Hsm
+        );
+    }
+
+    #[test]
+    fn item4_each_error_knows_its_exit_code_and_the_top_level_only_delegates() {
+        let sign = |h: HsmError| IssueError::Sign(h.into());
+        let cases: Vec<(Error, ExitCode)> = vec![
+            (Error::Issue(sign(mismatch())), ExitCode::Usage),
+            (
+                Error::Issue(sign(HsmError::Other("x".into()))),
+                ExitCode::Hsm,
+            ),
+            (
+                Error::Issue(IssueError::Lint(vec!["x".into()])),
+                ExitCode::Rejected,
+            ),
+            (Error::Issue(IssueError::VerifyFailed), ExitCode::Hsm),
+            (
+                Error::Ceremony(crate::ca::CeremonyError::Sign(SignError::Crypto(
+                    CryptoError::BadSignature,
+                ))),
+                ExitCode::Usage,
+            ),
+            (
+                Error::Batch(crate::batch::BatchError::Sign(sign(mismatch()))),
+                ExitCode::Usage,
+            ),
+            (
+                Error::Batch(crate::batch::BatchError::Refused("x".into())),
+                ExitCode::Rejected,
+            ),
+            (
+                Error::Station(crate::station::StationError::Hsm(IssueError::Lint(vec![]))),
+                ExitCode::Hsm,
+            ),
+            (
+                Error::Lifecycle(crate::lifecycle::LifecycleError::Issue(IssueError::Lint(
+                    vec![],
+                ))),
+                ExitCode::Rejected,
+            ),
+            (
+                Error::Jws(crate::manifest::jws::JwsError::Sign(mismatch().into())),
+                ExitCode::Usage,
+            ),
+            (
+                Error::Export(crate::export::ExportError::Sign {
+                    format: "x",
+                    source: SignError::Crypto(CryptoError::BadSignature),
+                }),
+                ExitCode::Hsm,
+            ),
+            (Error::Hsm(mismatch()), ExitCode::Usage),
+            (Error::Usage("x".into()), ExitCode::Usage),
+        ];
+        for (e, want) in cases {
+            assert_eq!(e.exit_code(), want, "{e:?}");
+        }
     }
 }

@@ -37,8 +37,8 @@ pub fn csr(data: &[u8]) {
         let _ = crate::csr::requested_extensions(&c, &allowed);
         for rdn in c.subject.0.iter() {
             for atv in rdn.0.iter() {
-                let _ = crate::csr::any_text(&atv.value);
-                let _ = crate::profile::AttrType::name_of(atv.oid);
+                let _ = crate::x509::any_text(&atv.value);
+                let _ = crate::x509::AttrType::name_of(atv.oid);
             }
         }
     }
@@ -94,7 +94,7 @@ pub fn manifest_verify(data: &[u8]) {
     let mut parts = data.splitn(3, |b| *b == 0);
     let manifest = parts.next().unwrap_or_default();
     let jws = parts.next().map(String::from_utf8_lossy);
-    let trust: Vec<crate::ca::CaCert> = parts
+    let trust: Vec<crate::x509::CaCert> = parts
         .next()
         .map(|t| {
             String::from_utf8_lossy(t)
@@ -102,7 +102,7 @@ pub fn manifest_verify(data: &[u8]) {
                 .filter_map(|b| {
                     let pem = format!("{b}-----END CERTIFICATE-----");
                     let (_, der) = pem_rfc7468::decode_vec(pem.trim_start().as_bytes()).ok()?;
-                    crate::ca::CaCert::from_der(der, "fuzz".into()).ok()
+                    crate::x509::CaCert::from_der(der, "fuzz".into()).ok()
                 })
                 .collect()
         })
@@ -203,6 +203,7 @@ pub fn san_template(data: &[u8]) {
         signature: *alg,
         serial_prefix: 1,
         now: ca.not_before + time::Duration::days(1),
+        serials: &crate::x509::RandomSerials,
     };
     let mut vars = std::collections::BTreeMap::new();
     vars.insert("csv.site".to_string(), site.to_string());
@@ -217,7 +218,7 @@ pub fn san_template(data: &[u8]) {
 /// A software CA, a device public key (SPKI DER) and the CA's algorithm, made once per
 /// process.
 type Fixture = (
-    crate::ca::CaCert,
+    crate::x509::CaCert,
     Vec<u8>,
     crate::crypto::SignatureAlgorithm,
 );
@@ -225,7 +226,7 @@ type Fixture = (
 fn fixture() -> Option<&'static Fixture> {
     static F: OnceLock<Option<Fixture>> = OnceLock::new();
     F.get_or_init(|| {
-        use crate::signer::Signer;
+        use crate::crypto::Signer;
         let signer = crate::crypto::SoftSigner::generate_p256();
         let now = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).ok()?;
         let der = crate::ca::self_sign(
@@ -239,7 +240,7 @@ fn fixture() -> Option<&'static Fixture> {
             },
         )
         .ok()?;
-        let ca = crate::ca::CaCert::from_der(der, "fuzz".into()).ok()?;
+        let ca = crate::x509::CaCert::from_der(der, "fuzz".into()).ok()?;
         let key = crate::crypto::SoftSigner::generate_p256()
             .public_key()
             .spki_der()

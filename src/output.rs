@@ -24,7 +24,6 @@
 //!   its certificates can be rewritten from the ledger, its keys are synced per group before
 //!   any of their certificates is signed).
 
-use crate::error::Error;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 use std::io::{Read, Write};
@@ -78,18 +77,15 @@ pub enum Existing {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{}: {msg}", path.display())]
 pub struct WriteError {
-    /// The path.
     pub path: PathBuf,
     /// What went wrong.
     pub msg: String,
 }
 
-impl From<WriteError> for Error {
-    fn from(e: WriteError) -> Self {
-        Error::Output {
-            path: e.path.display().to_string(),
-            msg: e.msg,
-        }
+impl WriteError {
+    /// Output that cannot be written is a storage failure (exit 5).
+    pub fn exit_code(&self) -> crate::exit::ExitCode {
+        crate::exit::ExitCode::Storage
     }
 }
 
@@ -157,11 +153,6 @@ impl OutDir {
             path: path.to_path_buf(),
             fresh,
         })
-    }
-
-    /// The directory's path (for messages).
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Whether this call created the directory.
@@ -543,7 +534,7 @@ pub fn split(path: &Path) -> Result<(&Path, &str), WriteError> {
 }
 
 /// Writes `data` to `path`, which must not exist yet: mode 0640, durable when it returns.
-pub fn write_new(path: &Path, data: &[u8]) -> Result<(), Error> {
+pub fn write_new(path: &Path, data: &[u8]) -> Result<(), WriteError> {
     let (dir, name) = split(path)?;
     OutDir::create(dir)?.write(
         name,
@@ -557,19 +548,19 @@ pub fn write_new(path: &Path, data: &[u8]) -> Result<(), Error> {
 
 /// Refuses early when any of `paths` exists (a symlink, even a dangling one, included), so
 /// nothing is signed for output that cannot land.
-pub fn check_free(paths: &[&Path]) -> Result<(), Error> {
+pub fn check_free(paths: &[&Path]) -> Result<(), WriteError> {
     for p in paths {
         match std::fs::symlink_metadata(p) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Ok(m) if m.file_type().is_symlink() => {
-                return Err(Error::Output {
-                    path: p.display().to_string(),
+                return Err(WriteError {
+                    path: p.to_path_buf(),
                     msg: LINK.into(),
                 })
             }
             _ => {
-                return Err(Error::Output {
-                    path: p.display().to_string(),
+                return Err(WriteError {
+                    path: p.to_path_buf(),
                     msg: EXISTS.into(),
                 })
             }

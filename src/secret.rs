@@ -28,7 +28,6 @@ pub enum SecretError {
     /// The file cannot be read.
     #[error("cannot read secret file {path}: {err}")]
     FileRead {
-        /// The file.
         path: PathBuf,
         /// The I/O error.
         err: std::io::Error,
@@ -38,7 +37,6 @@ pub enum SecretError {
         "secret file {path} has mode {mode:o}: group or others can access it; run chmod 600 {path}"
     )]
     FileMode {
-        /// The file.
         path: PathBuf,
         /// Its permission bits.
         mode: u32,
@@ -49,6 +47,13 @@ pub enum SecretError {
     /// The secret is empty.
     #[error("the secret from {0} is empty")]
     Empty(String),
+}
+
+impl SecretError {
+    /// A secret source that cannot be read is a usage error (exit 2).
+    pub fn exit_code(&self) -> crate::exit::ExitCode {
+        crate::exit::ExitCode::Usage
+    }
 }
 
 impl SecretSource {

@@ -11,12 +11,18 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 #[error("{}{}: {msg}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
 pub struct YamlError {
-    /// The file.
     pub path: PathBuf,
     /// 1-based line, when known.
     pub line: Option<usize>,
     /// What is wrong and what to do.
     pub msg: String,
+}
+
+impl YamlError {
+    /// A YAML file certfab cannot use is a usage error (exit 2).
+    pub fn exit_code(&self) -> crate::exit::ExitCode {
+        crate::exit::ExitCode::Usage
+    }
 }
 
 /// The largest profile or site config certfab reads: real ones are a few KiB. Checked while

@@ -5,9 +5,9 @@
 
 mod common;
 
-use certfab::auditlog::{self, CheckpointDoc, CheckpointTrust};
-use certfab::ca::CaCert;
-use certfab::ledger::{AuditEvent, Ledger, GENESIS};
+use certfab::checkpoints::{self as auditlog, CheckpointDoc, CheckpointTrust};
+use certfab::CaCert;
+use certfab::{AuditEvent, Ledger, GENESIS};
 use common::*;
 use rusqlite::{params, Connection};
 use std::path::{Path, PathBuf};
@@ -453,13 +453,13 @@ fn audit_log_events_checkpoints_and_mutations() {
         p256::SecretKey::from_pkcs8_pem(&std::fs::read_to_string(line.file("op-1.key")).unwrap())
             .unwrap()
     };
-    let refused = certfab::manifest::jws::DocumentSigner::new(
+    let refused = certfab::manifests::jws::DocumentSigner::new(
         CaCert::load(&line.file("out/op-1/cert.pem")).unwrap(),
         vec![
             CaCert::load(&line.file("ca/issuing.pem")).unwrap(),
             CaCert::load(&line.file("ca/root.pem")).unwrap(),
         ],
-        certfab::crypto::SoftSigner::from_p256(p256::ecdsa::SigningKey::from(sk)),
+        certfab::SoftSigner::from_p256(p256::ecdsa::SigningKey::from(sk)),
         time::OffsetDateTime::now_utc(),
     );
     assert!(refused.is_err());

@@ -144,7 +144,7 @@ fn csv_batch_issues_once_per_device_and_reports_bad_rows() {
             .unwrap();
         let pem = std::fs::read(out.join(&id).join("cert.pem")).unwrap();
         let der = pem_rfc7468::decode_vec(&pem).unwrap().1;
-        assert_eq!(hex::encode(certfab::crypto::sha256(&der)), sha, "{id}");
+        assert_eq!(hex::encode(certfab::sha256(&der)), sha, "{id}");
     }
 
     // Re-running the identical command resumes the same batch and issues nothing new.

@@ -28,7 +28,7 @@ use x509_parser::prelude::*;
 
 const PROFILE: &str = "generic-iot";
 /// Devices per ledger transaction in the batch engine.
-const GROUP: u64 = certfab::batch::GROUP as u64;
+const GROUP: u64 = certfab::BATCH_GROUP as u64;
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers: a seeded PRNG, the binary, the ledger.
@@ -429,7 +429,7 @@ fn check_complete(
         .collect();
     assert_eq!(issued, signed_audit, "audit issued events vs signed rows");
     assert_eq!(burned_events, burned, "audit burn events vs burned rows");
-    let chain = certfab::ledger::Ledger::open_read(&ledger_path(line), "x")
+    let chain = certfab::Ledger::open_read(&ledger_path(line), "x")
         .unwrap()
         .verify_audit_chain();
     assert_eq!(chain, Ok(events.len() as u64), "audit chain");

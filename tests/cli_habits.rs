@@ -257,7 +257,7 @@ fn is_word(w: &str) -> bool {
 /// `certfab` exists in the CLI, so the docs cannot drift from it again.
 #[test]
 fn docs_name_only_commands_and_flags_that_exist() {
-    let mut root = certfab::cli::Cli::command();
+    let mut root = certfab::Cli::command();
     root.build();
     let lines = documented_command_lines();
     assert!(

@@ -4,7 +4,7 @@
 
 mod common;
 
-use certfab::export::{self, ExportFile, ExportInput, ExportOptions, Format};
+use certfab::exports::{self as export, ExportFile, ExportInput, ExportOptions, Format};
 use common::{openssl, text, Line};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -55,10 +55,8 @@ fn fixture() -> &'static Fixture {
         let manifest = line.file("batch.manifest.jsonl");
         let o = line.manifest_build(&[batch], Some(profile.to_str().unwrap()), &manifest);
         assert!(o.status.success(), "{}", text(&o));
-        let trust = certfab::manifest::Trust::resolve(None, Some(&line.config())).unwrap();
-        let input = certfab::manifest::verify(&manifest, &trust)
-            .unwrap()
-            .to_export_input();
+        let trust = certfab::manifests::Trust::resolve(None, Some(&line.config())).unwrap();
+        let input = ExportInput::from(&certfab::manifests::verify(&manifest, &trust).unwrap());
         assert_eq!(input.devices.len(), DEVICES);
         Fixture {
             line,
@@ -535,7 +533,7 @@ fn verification_cert_jitp_and_jitr_bundles() {
             .to_lowercase(),
         format!("serial={}", detail["serial"].as_str().unwrap())
     );
-    let chain = certfab::ledger::Ledger::open_read(&line.file("ledger.sqlite"), "dev-line")
+    let chain = certfab::Ledger::open_read(&line.file("ledger.sqlite"), "dev-line")
         .unwrap()
         .verify_audit_chain();
     assert!(chain.is_ok(), "{chain:?}");
@@ -644,7 +642,7 @@ fn verification_cert_jitp_and_jitr_bundles() {
     let ca_der = pem_rfc7468::decode_vec(fx.input.ca_chain_pem[0].as_bytes())
         .unwrap()
         .1;
-    let ca_id = hex::encode(certfab::crypto::sha256(&ca_der));
+    let ca_id = hex::encode(certfab::sha256(&ca_der));
     assert_eq!(
         rule["topicRulePayload"]["sql"],
         format!("SELECT * FROM '$aws/events/certificates/registered/{ca_id}'")
@@ -742,12 +740,7 @@ fn writing_refuses_existing_files_and_reports_every_file() {
     assert_eq!(rows as usize, DEVICES);
     for f in &s.files {
         let bytes = std::fs::read(out.join(&f.name)).unwrap();
-        assert_eq!(
-            hex::encode(certfab::crypto::sha256(&bytes)),
-            f.sha256,
-            "{}",
-            f.name
-        );
+        assert_eq!(hex::encode(certfab::sha256(&bytes)), f.sha256, "{}", f.name);
         assert!(!f.consumer.is_empty());
     }
     let e = export::preflight(Format::AwsBulk, &fx.input, &o, &out, false).unwrap_err();
@@ -764,14 +757,13 @@ fn fleet_claim_certificate_policy_and_template() {
     let fx = fixture();
     let _turn = ledger_turn();
     let line = &fx.line;
-    let site = certfab::site::Site::open(&line.config()).unwrap();
+    let site = certfab::Site::open(&line.config()).unwrap();
     let profile =
-        certfab::profile::Profile::load(&common::repo().join("profiles/aws-fleet-claim.yaml"))
-            .unwrap();
+        certfab::Profile::load(&common::repo().join("profiles/aws-fleet-claim.yaml")).unwrap();
     let claim_id = export::claim::default_claim_id(&fx.input).unwrap();
     assert_eq!(claim_id, format!("fleet-claim-{}", fx.input.batch_ids[0]));
     let pass = secrecy::SecretString::from("claim passphrase 1".to_string());
-    let claim = export::claim::issue_claim(&site, &profile, &claim_id, Some(&pass), 2048).unwrap();
+    let claim = certfab::issue_claim(&site, &profile, &claim_id, Some(&pass), 2048).unwrap();
     assert!(claim.key_encrypted);
     let mut o = opts(&aws_settings());
     o.claim = Some(claim.clone());
@@ -904,7 +896,7 @@ fn fleet_claim_certificate_policy_and_template() {
     assert_eq!(things.len(), DEVICES);
 
     // The same claim id again, with a fresh key: refused by the ledger.
-    let e = export::claim::issue_claim(&site, &profile, &claim_id, Some(&pass), 2048).unwrap_err();
+    let e = certfab::issue_claim(&site, &profile, &claim_id, Some(&pass), 2048).unwrap_err();
     assert_eq!(e.exit_code(), certfab::ExitCode::Rejected, "{e}");
     // Without a claim the format refuses to render.
     assert!(export::render(Format::AwsFleetClaim, &fx.input, &opts(&aws_settings())).is_err());
@@ -950,9 +942,7 @@ fn export_cli_writes_shards_and_summary() {
     let summary = common::stdout_json(&o);
     assert_eq!(summary["format"], "aws-bulk");
     assert_eq!(summary["devices"], DEVICES);
-    let manifest_sha = hex::encode(certfab::crypto::sha256(
-        &std::fs::read(&fx.manifest).unwrap(),
-    ));
+    let manifest_sha = hex::encode(certfab::sha256(&std::fs::read(&fx.manifest).unwrap()));
     assert_eq!(summary["manifest_sha256"], manifest_sha);
     let files = summary["files"].as_array().unwrap();
     let rows: Vec<(String, u64)> = files
@@ -976,11 +966,7 @@ fn export_cli_writes_shards_and_summary() {
     for f in files {
         let name = f["name"].as_str().unwrap();
         let bytes = std::fs::read(out.join(name)).unwrap();
-        assert_eq!(
-            f["sha256"],
-            hex::encode(certfab::crypto::sha256(&bytes)),
-            "{name}"
-        );
+        assert_eq!(f["sha256"], hex::encode(certfab::sha256(&bytes)), "{name}");
         assert!(!f["consumer"].as_str().unwrap().is_empty(), "{name}");
     }
     let on_disk: Value =
@@ -1080,7 +1066,7 @@ fn export_refuses_an_unverified_manifest() {
     let line = &fx.line;
     let dir = tempfile::tempdir().unwrap();
     let text_m = std::fs::read_to_string(&fx.manifest).unwrap();
-    let jws = std::fs::read(certfab::manifest::signature_path(&fx.manifest)).unwrap();
+    let jws = std::fs::read(certfab::manifests::signature_path(&fx.manifest)).unwrap();
     let run = |m: &Path, extra: &[&str]| {
         let out = dir
             .path()
@@ -1100,7 +1086,7 @@ fn export_refuses_an_unverified_manifest() {
     // The untouched copy exports.
     let good = dir.path().join("good.jsonl");
     std::fs::write(&good, &text_m).unwrap();
-    std::fs::write(certfab::manifest::signature_path(&good), &jws).unwrap();
+    std::fs::write(certfab::manifests::signature_path(&good), &jws).unwrap();
     let (o, out) = run(&good, &[]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(out.join("aws-multi-account-0001.jsonl").exists());
@@ -1109,7 +1095,7 @@ fn export_refuses_an_unverified_manifest() {
     let bad = dir.path().join("changed.jsonl");
     assert!(text_m.contains("thing-002"));
     std::fs::write(&bad, text_m.replacen("thing-002", "thing-00X", 1)).unwrap();
-    std::fs::write(certfab::manifest::signature_path(&bad), &jws).unwrap();
+    std::fs::write(certfab::manifests::signature_path(&bad), &jws).unwrap();
     let (o, out) = run(&bad, &[]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert!(!out.exists(), "an unverified manifest produced output");
@@ -1121,7 +1107,7 @@ fn export_refuses_an_unverified_manifest() {
         .filter(|l| !l.contains("thing-004"))
         .collect();
     std::fs::write(&short, kept.join("\n") + "\n").unwrap();
-    std::fs::write(certfab::manifest::signature_path(&short), &jws).unwrap();
+    std::fs::write(certfab::manifests::signature_path(&short), &jws).unwrap();
     let (o, out) = run(&short, &[]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert!(!out.exists());
@@ -1136,7 +1122,7 @@ fn export_refuses_an_unverified_manifest() {
     // Verified against a root that is not the manifest's: refused.
     let other = dir.path().join("other-root.jsonl");
     std::fs::write(&other, &text_m).unwrap();
-    std::fs::write(certfab::manifest::signature_path(&other), &jws).unwrap();
+    std::fs::write(certfab::manifests::signature_path(&other), &jws).unwrap();
     let (o, out) = run(
         &other,
         &["--trust", line.file("ca/matter-paa.pem").to_str().unwrap()],

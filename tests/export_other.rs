@@ -5,7 +5,7 @@
 
 mod common;
 
-use certfab::export::{ExportDevice, ExportError, ExportFile, ExportInput, ExportOptions};
+use certfab::exports::{ExportDevice, ExportError, ExportFile, ExportInput, ExportOptions};
 use common::{openssl, text, Line};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -62,7 +62,7 @@ fn input_from(line: &Line, out: &Path, ids: &[String]) -> ExportInput {
             let cert = x509_cert::Certificate::from_der(&der).unwrap();
             let tbs = &cert.tbs_certificate;
             let spki = tbs.subject_public_key_info.to_der().unwrap();
-            let t = |t: &x509_cert::time::Time| certfab::export::support::x509_time_rfc3339(t);
+            let t = |t: &x509_cert::time::Time| certfab::exports::support::x509_time_rfc3339(t);
             ExportDevice {
                 seq: i as u64 + 1,
                 device_id: id.clone(),
@@ -160,7 +160,7 @@ fn opts(max_rows: Option<usize>) -> ExportOptions {
 #[test]
 fn azure_individual_enrollments_load_into_the_dps_sdk_models_ten_per_bulk_call() {
     let f = fixture();
-    let files = certfab::export::azure::render(&f.input, &opts(None)).unwrap();
+    let files = certfab::exports::azure::render(&f.input, &opts(None)).unwrap();
     assert_eq!(
         names(&files),
         [
@@ -185,7 +185,7 @@ fn azure_individual_enrollments_load_into_the_dps_sdk_models_ten_per_bulk_call()
     assert_eq!(ids, want);
 
     // --max-rows below the platform limit wins.
-    let files = certfab::export::azure::render(&f.input, &opts(Some(5))).unwrap();
+    let files = certfab::exports::azure::render(&f.input, &opts(Some(5))).unwrap();
     assert_eq!(
         files.iter().map(|f| f.devices).collect::<Vec<_>>(),
         [5, 5, 2]
@@ -195,7 +195,7 @@ fn azure_individual_enrollments_load_into_the_dps_sdk_models_ten_per_bulk_call()
     // The checker is not a rubber stamp: 11 enrollments in one call, or an unknown field.
     let d = tempfile::tempdir().unwrap();
     let mut body: Value = serde_json::from_slice(
-        &certfab::export::azure::render(&f.input, &opts(Some(12))).unwrap()[0].bytes,
+        &certfab::exports::azure::render(&f.input, &opts(Some(12))).unwrap()[0].bytes,
     )
     .unwrap();
     let first = body["enrollments"][0].clone();
@@ -231,7 +231,7 @@ fn azure_profile_settings_and_twin_tags_reach_the_enrollment() {
         "azure".into(),
         json!({"twin_tags": {"line": "A", "rev": 3}}),
     );
-    let files = certfab::export::azure::render(&input, &opts(None)).unwrap();
+    let files = certfab::exports::azure::render(&input, &opts(None)).unwrap();
     check("azure", write(&files).path(), &[]);
     let body: Value = serde_json::from_slice(&files[0].bytes).unwrap();
     let e = &body["enrollments"][0];
@@ -250,7 +250,7 @@ fn azure_profile_settings_and_twin_tags_reach_the_enrollment() {
     input
         .cloud
         .insert("azure.allocation_policy".into(), json!("random"));
-    let err = certfab::export::azure::render(&input, &opts(None)).unwrap_err();
+    let err = certfab::exports::azure::render(&input, &opts(None)).unwrap_err();
     assert!(matches!(err, ExportError::BadSetting { .. }), "{err}");
     assert!(err
         .to_string()
@@ -272,7 +272,7 @@ fn azure_refuses_registration_ids_dps_would_reject() {
     );
     let upper = input_from(&f.line, &out, &["Dev-Upper-01".into()]);
     refused(
-        certfab::export::azure::render(&upper, &opts(None)),
+        certfab::exports::azure::render(&upper, &opts(None)),
         &["Dev-Upper-01", "lowercase"],
     );
 
@@ -282,7 +282,7 @@ fn azure_refuses_registration_ids_dps_would_reject() {
         .cloud
         .insert("azure.registration_id".into(), json!("other-id"));
     refused(
-        certfab::export::azure::render(&input, &opts(None)),
+        certfab::exports::azure::render(&input, &opts(None)),
         &["dev-0002", "differs from the certificate CN"],
     );
 }
@@ -291,7 +291,7 @@ fn azure_refuses_registration_ids_dps_would_reject() {
 fn azure_enrollment_group_trusts_the_issuing_ca_inline_or_by_reference() {
     let f = fixture();
     let _turn = hsm_turn();
-    let files = certfab::export::azure::render_group(&f.input, &opts(None)).unwrap();
+    let files = certfab::exports::azure::render_group(&f.input, &opts(None)).unwrap();
     assert_eq!(
         names(&files),
         [
@@ -327,7 +327,7 @@ fn azure_enrollment_group_trusts_the_issuing_ca_inline_or_by_reference() {
     input
         .cloud
         .insert("azure.enrollment_group_id".into(), json!("line-a"));
-    let files = certfab::export::azure::render_group(&input, &opts(None)).unwrap();
+    let files = certfab::exports::azure::render_group(&input, &opts(None)).unwrap();
     let r = check("azure", write(&files).path(), &[]);
     assert_eq!(r["group_ca_reference"], "certfab-issuing-1");
     assert_eq!(r["group_id"], "line-a");
@@ -336,7 +336,7 @@ fn azure_enrollment_group_trusts_the_issuing_ca_inline_or_by_reference() {
         .cloud
         .insert("azure.enrollment_group_id".into(), json!("Line A"));
     refused(
-        certfab::export::azure::render_group(&input, &opts(None)),
+        certfab::exports::azure::render_group(&input, &opts(None)),
         &["azure.enrollment_group_id"],
     );
 }
@@ -348,9 +348,9 @@ fn azure_enrollment_group_trusts_the_issuing_ca_inline_or_by_reference() {
 #[test]
 fn azure_dps_allocation_x509_registration_ids_and_group_ca_verification() {
     let f = fixture();
-    let render = |input: &ExportInput| certfab::export::azure::render(input, &opts(None));
+    let render = |input: &ExportInput| certfab::exports::azure::render(input, &opts(None));
     let render_group =
-        |input: &ExportInput| certfab::export::azure::render_group(input, &opts(None));
+        |input: &ExportInput| certfab::exports::azure::render_group(input, &opts(None));
     let mut input = f.input.clone();
     input
         .cloud
@@ -421,8 +421,8 @@ fn azure_dps_allocation_x509_registration_ids_and_group_ca_verification() {
 
     // The group's next steps: upload and verify the CA, with certfab's verification command.
     let out = tempfile::tempdir().unwrap();
-    let summary = certfab::export::export(
-        certfab::export::Format::AzureDpsGroup,
+    let summary = certfab::exports::export(
+        certfab::exports::Format::AzureDpsGroup,
         &f.input,
         &opts(None),
         &out.path().join("g"),
@@ -479,7 +479,7 @@ fn java_rfc2253(ders: &[PathBuf]) -> Vec<String> {
 fn hono_bodies_match_the_registry_api_and_auth_ids_are_what_hono_computes() {
     let f = fixture();
     refused(
-        certfab::export::hono::render(&f.input, &opts(None)),
+        certfab::exports::hono::render(&f.input, &opts(None)),
         &["hono.tenant_id"],
     );
 
@@ -495,7 +495,7 @@ fn hono_bodies_match_the_registry_api_and_auth_ids_are_what_hono_computes() {
     input.devices[0]
         .cloud
         .insert("hono".into(), json!({"ext": {"line": "A"}}));
-    let files = certfab::export::hono::render(&input, &opts(Some(5))).unwrap();
+    let files = certfab::exports::hono::render(&input, &opts(Some(5))).unwrap();
     assert_eq!(
         names(&files),
         [
@@ -563,7 +563,7 @@ fn hono_bodies_match_the_registry_api_and_auth_ids_are_what_hono_computes() {
     let mut twice = input.clone();
     twice.devices[1].cert_der = twice.devices[0].cert_der.clone();
     refused(
-        certfab::export::hono::render(&twice, &opts(None)),
+        certfab::exports::hono::render(&twice, &opts(None)),
         &["dev-0002", "also device dev-0001"],
     );
 
@@ -630,7 +630,7 @@ fn hono_auth_id_matches_java_for_subjects_that_need_escaping() {
         use der::Decode;
         let bytes = std::fs::read(&der).unwrap();
         let cert = x509_cert::Certificate::from_der(&bytes).unwrap();
-        ours.push(certfab::export::hono::rfc2253(&cert.tbs_certificate.subject).unwrap());
+        ours.push(certfab::exports::hono::rfc2253(&cert.tbs_certificate.subject).unwrap());
         ders.push(der);
     }
     let java = java_rfc2253(&ders);
@@ -687,7 +687,7 @@ fn device_of(seq: u64, id: &str, der: Vec<u8>) -> ExportDevice {
     use der::{Decode, Encode};
     let cert = x509_cert::Certificate::from_der(&der).unwrap();
     let tbs = &cert.tbs_certificate;
-    let t = |t: &x509_cert::time::Time| certfab::export::support::x509_time_rfc3339(t);
+    let t = |t: &x509_cert::time::Time| certfab::exports::support::x509_time_rfc3339(t);
     ExportDevice {
         seq,
         device_id: id.into(),
@@ -776,7 +776,7 @@ fn hono_auth_id_template_is_applied_as_honos_adapter_would() {
         let mut o = opts(Some(5));
         o.settings
             .insert("hono.auth_id_template".into(), template.into());
-        let files = certfab::export::hono::render(&input, &o).unwrap();
+        let files = certfab::exports::hono::render(&input, &o).unwrap();
         let written = hono_auth_ids(&files);
         let java = java_hono_auth_ids(template, &ders);
         assert_eq!(written.len(), java.len());
@@ -793,7 +793,7 @@ fn hono_auth_id_template_is_applied_as_honos_adapter_would() {
     o.settings
         .insert("hono.auth_id_template".into(), "{{subject-cn}}".into());
     assert_eq!(
-        hono_auth_ids(&certfab::export::hono::render(&input, &o).unwrap())[0],
+        hono_auth_ids(&certfab::exports::hono::render(&input, &o).unwrap())[0],
         "dev-0001"
     );
 
@@ -835,7 +835,7 @@ fn hono_auth_id_template_is_applied_as_honos_adapter_would() {
             let mut o = opts(None);
             o.settings
                 .insert("hono.auth_id_template".into(), template.into());
-            let ours = certfab::export::hono::render(&one, &o);
+            let ours = certfab::exports::hono::render(&one, &o);
             match (theirs, ours) {
                 (Err(why), Ok(_)) => {
                     panic!(
@@ -875,7 +875,7 @@ fn hono_ids_follow_honos_patterns_and_templates_only_known_placeholders() {
         for (k, v) in sets {
             o.settings.insert(k.to_string(), v.to_string());
         }
-        certfab::export::hono::render(input, &o)
+        certfab::exports::hono::render(input, &o)
     };
     for bad in ["acme factory", "acme:factory", "acme=1", "acme/f"] {
         let e = refused(
@@ -966,7 +966,7 @@ fn hono_ids_follow_honos_patterns_and_templates_only_known_placeholders() {
 fn peridio_jitp_settings_and_device_records_fit_the_sdk_shapes() {
     let f = fixture();
     refused(
-        certfab::export::peridio::render(&f.input, &opts(None)),
+        certfab::exports::peridio::render(&f.input, &opts(None)),
         &["peridio.product_prn", "peridio.product_name"],
     );
 
@@ -994,7 +994,7 @@ fn peridio_jitp_settings_and_device_records_fit_the_sdk_shapes() {
     input.devices[2]
         .cloud
         .insert("peridio.tags".into(), json!(["rework"]));
-    let files = certfab::export::peridio::render(&input, &opts(None)).unwrap();
+    let files = certfab::exports::peridio::render(&input, &opts(None)).unwrap();
     assert_eq!(
         names(&files),
         [
@@ -1029,7 +1029,7 @@ fn peridio_jitp_settings_and_device_records_fit_the_sdk_shapes() {
         .cloud
         .insert("peridio.tags".into(), json!(true));
     refused(
-        certfab::export::peridio::render(&input, &opts(None)),
+        certfab::exports::peridio::render(&input, &opts(None)),
         &["dev-0004", "list of strings"],
     );
 }
@@ -1059,7 +1059,7 @@ fn peridio_runs_only_existing_commands_marks_jitp_v1_and_matches_identifiers_to_
         "peridio.cohort_prn".into(),
         json!("prn:1:org:cohort:factory"),
     );
-    let files = certfab::export::peridio::render(&input, &opts(None)).unwrap();
+    let files = certfab::exports::peridio::render(&input, &opts(None)).unwrap();
     // Every consumer names only what runs: no --jitp-* flag (removed from peridio-cli in
     // "v2 ca_certificates"), and the JITP body is for the v1 API.
     for file in &files {
@@ -1108,7 +1108,7 @@ fn peridio_runs_only_existing_commands_marks_jitp_v1_and_matches_identifiers_to_
         "SN-77",
         self_signed(dir2.path(), "cn", "/O=Acme/CN=gw-77", "ec:prime256v1", &[]),
     )];
-    let files2 = certfab::export::peridio::render(&other, &opts(None)).unwrap();
+    let files2 = certfab::exports::peridio::render(&other, &opts(None)).unwrap();
     let r2 = check("peridio", write(&files2).path(), &[]);
     assert_eq!(r2["devices"][0]["identifier"], "gw-77");
     // … and an identifier that is not the CN is refused, naming the device.
@@ -1116,7 +1116,7 @@ fn peridio_runs_only_existing_commands_marks_jitp_v1_and_matches_identifiers_to_
         .cloud
         .insert("peridio.identifier".into(), json!("SN-77"));
     refused(
-        certfab::export::peridio::render(&other, &opts(None)),
+        certfab::exports::peridio::render(&other, &opts(None)),
         &["SN-77", "common name 'gw-77'"],
     );
     // Values the import CSV could not carry are refused too.
@@ -1125,7 +1125,7 @@ fn peridio_runs_only_existing_commands_marks_jitp_v1_and_matches_identifiers_to_
         .cloud
         .insert("peridio.tags".into(), json!(["a,b"]));
     refused(
-        certfab::export::peridio::render(&bad, &opts(None)),
+        certfab::exports::peridio::render(&bad, &opts(None)),
         &["dev-0003", "','"],
     );
 
@@ -1148,7 +1148,7 @@ fn nrfcloud_csv_is_what_nrfcloud_utils_writes_and_shards_at_1000_rows() {
     input
         .cloud
         .insert("nrfcloud.subtype".into(), json!("gateway"));
-    let files = certfab::export::nrfcloud::render(&input, &opts(None)).unwrap();
+    let files = certfab::exports::nrfcloud::render(&input, &opts(None)).unwrap();
     assert_eq!(
         names(&files),
         [("nrfcloud-onboard-0001.csv".into(), DEVICES)]
@@ -1174,14 +1174,14 @@ fn nrfcloud_csv_is_what_nrfcloud_utils_writes_and_shards_at_1000_rows() {
             d
         })
         .collect();
-    let files = certfab::export::nrfcloud::render(&big, &opts(None)).unwrap();
+    let files = certfab::exports::nrfcloud::render(&big, &opts(None)).unwrap();
     assert_eq!(
         files.iter().map(|f| f.devices).collect::<Vec<_>>(),
         [1000, 1]
     );
     let r = check("nrfcloud", write(&files).path(), &[]);
     assert_eq!(r["ids"], 1001);
-    let files = certfab::export::nrfcloud::render(&big, &opts(Some(400))).unwrap();
+    let files = certfab::exports::nrfcloud::render(&big, &opts(Some(400))).unwrap();
     assert_eq!(
         files.iter().map(|f| f.devices).collect::<Vec<_>>(),
         [400, 400, 201]
@@ -1189,7 +1189,7 @@ fn nrfcloud_csv_is_what_nrfcloud_utils_writes_and_shards_at_1000_rows() {
 
     // The checker refuses a 1001-row file.
     let d = tempfile::tempdir().unwrap();
-    let all: Vec<u8> = certfab::export::nrfcloud::render(&big, &opts(None))
+    let all: Vec<u8> = certfab::exports::nrfcloud::render(&big, &opts(None))
         .unwrap()
         .into_iter()
         .flat_map(|f| f.bytes)
@@ -1201,7 +1201,7 @@ fn nrfcloud_csv_is_what_nrfcloud_utils_writes_and_shards_at_1000_rows() {
         .cloud
         .insert("nrfcloud.fw_types".into(), json!(["APP", "WIFI"]));
     refused(
-        certfab::export::nrfcloud::render(&input, &opts(None)),
+        certfab::exports::nrfcloud::render(&input, &opts(None)),
         &["WIFI"],
     );
     input.cloud.remove("nrfcloud.fw_types");
@@ -1209,7 +1209,7 @@ fn nrfcloud_csv_is_what_nrfcloud_utils_writes_and_shards_at_1000_rows() {
         .cloud
         .insert("nrfcloud.tags".into(), json!(["a|b"]));
     refused(
-        certfab::export::nrfcloud::render(&input, &opts(None)),
+        certfab::exports::nrfcloud::render(&input, &opts(None)),
         &["dev-0001", "'|'"],
     );
 }
@@ -1220,7 +1220,7 @@ fn nrfcloud_csv_is_what_nrfcloud_utils_writes_and_shards_at_1000_rows() {
 #[test]
 fn nrfcloud_rows_follow_the_onboarding_field_patterns() {
     let f = fixture();
-    let render = |input: &ExportInput| certfab::export::nrfcloud::render(input, &opts(None));
+    let render = |input: &ExportInput| certfab::exports::nrfcloud::render(input, &opts(None));
     let mut input = f.input.clone();
     input.cloud.insert(
         "nrfcloud.fw_types".into(),
@@ -1302,8 +1302,8 @@ fn nrfcloud_rows_follow_the_onboarding_field_patterns() {
         .cloud
         .insert("nrfcloud.subtype".into(), json!("BLE-Gateway"));
     let out = tempfile::tempdir().unwrap();
-    let summary = certfab::export::export(
-        certfab::export::Format::Nrfcloud,
+    let summary = certfab::exports::export(
+        certfab::exports::Format::Nrfcloud,
         &gw,
         &opts(None),
         &out.path().join("x"),
@@ -1327,7 +1327,7 @@ fn nrfcloud_rows_follow_the_onboarding_field_patterns() {
             .unwrap();
     assert_eq!(written["warnings"], json!(summary.warnings));
     assert!(
-        certfab::export::warnings(certfab::export::Format::Nrfcloud, &input, &opts(None))
+        certfab::exports::warnings(certfab::exports::Format::Nrfcloud, &input, &opts(None))
             .unwrap()
             .is_empty()
     );
@@ -1346,7 +1346,7 @@ fn nrfcloud_rows_follow_the_onboarding_field_patterns() {
 #[test]
 fn nrfcloud_cells_a_spreadsheet_would_run_are_refused() {
     let f = fixture();
-    let render = |input: &ExportInput| certfab::export::nrfcloud::render(input, &opts(None));
+    let render = |input: &ExportInput| certfab::exports::nrfcloud::render(input, &opts(None));
     for (key, value, what) in [
         (
             "nrfcloud.device_id",
@@ -1391,11 +1391,11 @@ fn nrfcloud_cells_a_spreadsheet_would_run_are_refused() {
 fn microchip_manifest_entries_are_signed_in_the_hsm_and_verify_with_pytrustplatform() {
     let f = fixture();
     let _turn = hsm_turn();
-    let site = certfab::site::Site::open(&f.line.config()).unwrap();
+    let site = certfab::Site::open(&f.line.config()).unwrap();
     site.login().unwrap();
     let signer = site.signer(time::OffsetDateTime::now_utc()).unwrap();
     let files =
-        certfab::export::microchip::render_signed(&f.input, &opts(Some(8)), &signer).unwrap();
+        certfab::exports::microchip::render_signed(&f.input, &opts(Some(8)), &signer).unwrap();
     assert_eq!(
         names(&files),
         [
@@ -1436,10 +1436,10 @@ fn microchip_manifest_entries_are_signed_in_the_hsm_and_verify_with_pytrustplatf
 /// `microchip.strict_unique_id`.
 #[test]
 fn microchip_unique_id_is_a_lowercase_hex_serial() {
-    use certfab::export::Format;
+    use certfab::exports::Format;
     let f = fixture();
     let warn = |input: &ExportInput, o: &ExportOptions| {
-        certfab::export::warnings(Format::MicrochipJws, input, o).unwrap()
+        certfab::exports::warnings(Format::MicrochipJws, input, o).unwrap()
     };
     // Device ids such as dev-0001 are not serials: one warning naming them.
     let w = warn(&f.input, &opts(None));
@@ -1464,7 +1464,7 @@ fn microchip_unique_id_is_a_lowercase_hex_serial() {
 
     // Strict: refused with the device named, nothing signed; serials pass and verify.
     let _turn = hsm_turn();
-    let site = certfab::site::Site::open(&f.line.config()).unwrap();
+    let site = certfab::Site::open(&f.line.config()).unwrap();
     site.login().unwrap();
     let signer = site.signer(time::OffsetDateTime::now_utc()).unwrap();
     let mut strict = opts(None);
@@ -1475,7 +1475,7 @@ fn microchip_unique_id_is_a_lowercase_hex_serial() {
         .cloud
         .insert("microchip.unique_id".into(), json!("01AB23"));
     refused(
-        certfab::export::microchip::render_signed(&input, &strict, &signer),
+        certfab::exports::microchip::render_signed(&input, &strict, &signer),
         &[
             "dev-0005",
             "01AB23",
@@ -1488,7 +1488,7 @@ fn microchip_unique_id_is_a_lowercase_hex_serial() {
     input.devices[4]
         .cloud
         .insert("microchip.unique_id".into(), json!(serial));
-    let files = certfab::export::microchip::render_signed(&input, &strict, &signer).unwrap();
+    let files = certfab::exports::microchip::render_signed(&input, &strict, &signer).unwrap();
     let signer_pem = f.line.file("ca/manifest-signer.pem");
     let r = check(
         "microchip",
@@ -1514,7 +1514,7 @@ fn plain_csv_has_the_device_facts_and_neutralizes_formula_cells() {
     input.devices[2]
         .cloud
         .insert("tags".into(), json!(["a", "b"]));
-    let files = certfab::export::csv::render(&input, &opts(Some(5))).unwrap();
+    let files = certfab::exports::csv::render(&input, &opts(Some(5))).unwrap();
     assert_eq!(
         files.iter().map(|f| f.devices).collect::<Vec<_>>(),
         [5, 5, 2]

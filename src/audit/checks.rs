@@ -2,10 +2,11 @@
 //! once by [`parse_all`]) that returns findings; docs/audit.md lists every code with its
 //! severity, meaning and fix.
 
-use super::{CaEntry, CertRow, Corpus, Finding, LedgerData, Options, Severity};
-use crate::ca::CaCert;
+use super::{CaEntry, CertRow, Corpus, DeviceRec, Finding, LedgerData, Options, Severity};
 use crate::crypto::{PublicKey, SignatureAlgorithm};
+use crate::ledger::{CertState, DeviceState};
 use crate::profile::Profile;
+use crate::x509::CaCert;
 use der::referenced::OwnedToRef;
 use der::{Decode, Encode};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -14,14 +15,10 @@ use x509_cert::ext::pkix::{ExtendedKeyUsage, KeyUsage};
 
 use Severity::{Critical, High, Info, Low, Medium};
 
-/// States in which a device holds a live certificate.
-pub const LIVE: &[&str] = &[
-    "signed",
-    "installing",
-    "installed",
-    "install_unconfirmed",
-    "exported",
-];
+/// The device holds a live certificate ([`DeviceState::is_live`]).
+fn live(d: &DeviceRec) -> bool {
+    d.state.known().is_some_and(DeviceState::is_live)
+}
 
 /// What the audit keeps of a device certificate after examining it once while loading (the
 /// DER itself is not kept, so memory stays small on large ledgers).
@@ -31,8 +28,6 @@ pub struct Leaf {
     pub spki_sha256: String,
     /// Serial, hex without leading zero octets.
     pub serial: String,
-    /// notBefore.
-    pub not_before: OffsetDateTime,
     /// notAfter; `None` = no expiry.
     pub not_after: Option<OffsetDateTime>,
     /// Issuer name, text.
@@ -68,12 +63,12 @@ pub fn examine(
         .map_err(|e| e.to_string())?;
     let key = PublicKey::from_spki_der(&spki).map_err(|e| e.to_string())?;
     let issuer_der = tbs.issuer.to_der().map_err(|e| e.to_string())?;
-    let not_before = crate::ca::time_of(&tbs.validity.not_before)
+    let not_before = crate::x509::time_of(&tbs.validity.not_before)
         .ok_or_else(|| "notBefore is 9999-12-31".to_string())?;
     let ca = signed_by(der, &issuer_der, cas);
     let serial = normal_serial(&hex::encode(tbs.serial_number.as_bytes()));
     let issuer_name = tbs.issuer.to_string();
-    let not_after = crate::ca::time_of(&tbs.validity.not_after);
+    let not_after = crate::x509::time_of(&tbs.validity.not_after);
     let spki_sha256 = hex::encode(crate::crypto::sha256(key.spki_der()));
     let full = Full {
         cert,
@@ -88,7 +83,6 @@ pub fn examine(
     Ok(Leaf {
         spki_sha256,
         serial,
-        not_before,
         not_after,
         issuer_name,
         ca,
@@ -98,7 +92,7 @@ pub fn examine(
 
 /// The CA in `cas` that signed `der` (a certificate or CRL) and whose subject is `issuer_der`.
 pub(super) fn signed_by(der: &[u8], issuer_der: &[u8], cas: &[CaEntry]) -> Option<usize> {
-    let (tbs, alg, sig) = crate::csr::split_signed(der).ok()?;
+    let (tbs, alg, sig) = crate::x509::split_signed(der).ok()?;
     let alg = SignatureAlgorithm::from_identifier(&alg).ok()?;
     cas.iter().position(|c| {
         c.cert.subject_der == issuer_der && c.cert.public_key.verify(alg, tbs, sig).is_ok()
@@ -273,7 +267,7 @@ pub fn cert_records(corpus: &Corpus, parsed: &Parsed<'_>) -> Vec<Finding> {
     let mut f = Vec::new();
     for (li, l) in corpus.ledgers.iter().enumerate() {
         for (ri, c) in l.certs.iter().enumerate() {
-            if c.state != "signed" {
+            if !c.state.is(CertState::Signed) {
                 continue;
             }
             let Some(sha) = &c.der_sha256 else {
@@ -331,7 +325,7 @@ pub fn device_records(corpus: &Corpus, parsed: &Parsed<'_>) -> Vec<Finding> {
             .certs
             .iter()
             .enumerate()
-            .filter(|(_, c)| c.state == "signed")
+            .filter(|(_, c)| c.state.is(CertState::Signed))
             .map(|(i, c)| {
                 (
                     (c.profile.as_str(), c.device_id.as_str(), c.serial.as_str()),
@@ -340,7 +334,7 @@ pub fn device_records(corpus: &Corpus, parsed: &Parsed<'_>) -> Vec<Finding> {
             })
             .collect();
         for d in &l.devices {
-            if !LIVE.contains(&d.state.as_str()) && d.state != "revoked" {
+            if !live(d) && !d.state.is(DeviceState::Revoked) {
                 continue;
             }
             let serial = d.serial.as_deref().unwrap_or("");
@@ -518,12 +512,12 @@ fn profile_differences(leaf: &Full, ca: &CaCert, p: &Profile, device_id: &str) -
         .0
         .iter()
         .flat_map(|rdn| rdn.0.iter())
-        .map(|a| (a.oid, crate::csr::any_text(&a.value)))
+        .map(|a| (a.oid, crate::x509::any_text(&a.value)))
         .collect();
     let want: Vec<String> = p.subject.iter().map(|(a, _)| a.name.clone()).collect();
     let have: Vec<String> = have_attrs
         .iter()
-        .map(|(o, _)| crate::profile::AttrType::name_of(*o))
+        .map(|(o, _)| crate::x509::AttrType::name_of(*o))
         .collect();
     if want != have {
         d.push(format!(
@@ -670,11 +664,7 @@ pub fn duplicate_serials(corpus: &Corpus) -> Vec<Finding> {
 pub fn duplicate_devices(corpus: &Corpus) -> Vec<Finding> {
     let mut seen: BTreeMap<(&str, &str), Vec<(usize, &super::DeviceRec)>> = BTreeMap::new();
     for (li, l) in corpus.ledgers.iter().enumerate() {
-        for d in l
-            .devices
-            .iter()
-            .filter(|d| LIVE.contains(&d.state.as_str()))
-        {
+        for d in l.devices.iter().filter(|d| live(d)) {
             seen.entry((d.profile.as_str(), d.device_id.as_str()))
                 .or_default()
                 .push((li, d));
@@ -707,11 +697,7 @@ pub fn duplicate_devices(corpus: &Corpus) -> Vec<Finding> {
 pub fn duplicate_keys(corpus: &Corpus) -> Vec<Finding> {
     let mut seen: BTreeMap<&str, Vec<(usize, &super::DeviceRec)>> = BTreeMap::new();
     for (li, l) in corpus.ledgers.iter().enumerate() {
-        for d in l
-            .devices
-            .iter()
-            .filter(|d| LIVE.contains(&d.state.as_str()))
-        {
+        for d in l.devices.iter().filter(|d| live(d)) {
             seen.entry(d.spki_sha256.as_str())
                 .or_default()
                 .push((li, d));
@@ -750,11 +736,7 @@ pub fn tenant_mixing(corpus: &Corpus, parsed: &Parsed<'_>) -> Vec<Finding> {
     type Seen<'a> = BTreeMap<&'a str, Vec<(usize, &'a super::DeviceRec)>>;
     let mut by_key: Seen<'_> = BTreeMap::new();
     for (li, l) in corpus.ledgers.iter().enumerate() {
-        for d in l
-            .devices
-            .iter()
-            .filter(|d| LIVE.contains(&d.state.as_str()))
-        {
+        for d in l.devices.iter().filter(|d| live(d)) {
             by_key
                 .entry(d.spki_sha256.as_str())
                 .or_default()
@@ -996,10 +978,10 @@ pub fn install_states(corpus: &Corpus) -> Vec<Finding> {
     let mut f = Vec::new();
     for l in &corpus.ledgers {
         for d in &l.devices {
-            let (sev, code, what) = match d.state.as_str() {
-                "install_unconfirmed" => (Medium, "install-unconfirmed", "the install was sent but the device never confirmed it; present the device again (it gets the same certificate) or check what it holds"),
-                "installing" => (Medium, "install-interrupted", "the station stopped while installing; present the device again"),
-                "signed" => (Low, "signed-not-installed", "signed but never installed on a device; install it, or revoke it if the device is gone"),
+            let (sev, code, what) = match d.state.known() {
+                Some(DeviceState::InstallUnconfirmed) => (Medium, "install-unconfirmed", "the install was sent but the device never confirmed it; present the device again (it gets the same certificate) or check what it holds"),
+                Some(DeviceState::Installing) => (Medium, "install-interrupted", "the station stopped while installing; present the device again"),
+                Some(DeviceState::Signed) => (Low, "signed-not-installed", "signed but never installed on a device; install it, or revoke it if the device is gone"),
                 _ => continue,
             };
             f.push(
@@ -1030,7 +1012,7 @@ type LiveSet<'a> = std::collections::HashSet<(&'a str, &'a str, &'a str)>;
 fn live_set(l: &LedgerData) -> LiveSet<'_> {
     l.devices
         .iter()
-        .filter(|d| LIVE.contains(&d.state.as_str()))
+        .filter(|d| live(d))
         .filter_map(|d| {
             d.serial
                 .as_deref()
@@ -1232,8 +1214,16 @@ pub fn revocations(corpus: &Corpus, opts: &Options) -> Vec<Finding> {
 pub fn pending_and_burned(corpus: &Corpus) -> Vec<Finding> {
     let mut f = Vec::new();
     for l in &corpus.ledgers {
-        let intents = l.certs.iter().filter(|c| c.state == "intent").count();
-        let burned = l.certs.iter().filter(|c| c.state == "burned").count();
+        let intents = l
+            .certs
+            .iter()
+            .filter(|c| c.state.is(CertState::Intent))
+            .count();
+        let burned = l
+            .certs
+            .iter()
+            .filter(|c| c.state.is(CertState::Burned))
+            .count();
         if intents > 0 {
             f.push(Finding::new(Low, "intent-pending", format!(
                 "ledger {}: {intents} serials are reserved but not signed; a run is in progress or died (the next run burns them)",

@@ -1,9 +1,9 @@
 //! Loading what an audit reads: ledgers (read-only, no lock), manifests, loose certificate
 //! files, CA certificates and profiles, into plain rows the checks can compare.
 
-use crate::ca::CaCert;
-use crate::ledger::{Ledger, LedgerError};
+use crate::ledger::{CertState, DeviceState, Ledger, LedgerError};
 use crate::profile::Profile;
+use crate::x509::CaCert;
 use rusqlite::Connection;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -42,11 +42,20 @@ pub enum CorpusError {
     /// A file named on the command line.
     #[error("{path}: {msg}")]
     File {
-        /// The file.
         path: String,
         /// What is wrong and the fix.
         msg: String,
     },
+}
+
+impl CorpusError {
+    /// A file that cannot be read is exit 2, a ledger exit 5.
+    pub fn exit_code(&self) -> crate::exit::ExitCode {
+        match self {
+            Self::File { .. } => crate::exit::ExitCode::Usage,
+            Self::Ledger(_) => crate::exit::ExitCode::Storage,
+        }
+    }
 }
 
 /// A batch (or station shift) row.
@@ -62,19 +71,59 @@ pub struct BatchRec {
     pub tenant: Option<String>,
 }
 
+/// A ledger column of a closed vocabulary as the audit read it: the value, or the text a
+/// damaged or hand-edited ledger holds instead (the audit reports on such a ledger rather than
+/// stopping at it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded<T> {
+    /// A value of the vocabulary.
+    Known(T),
+    /// Text that is none of it.
+    Unknown(String),
+}
+
+impl<T: std::str::FromStr> Recorded<T> {
+    fn read(text: String) -> Self {
+        match text.parse() {
+            Ok(v) => Self::Known(v),
+            Err(_) => Self::Unknown(text),
+        }
+    }
+}
+
+impl<T: PartialEq + Copy> Recorded<T> {
+    /// Whether the column holds `v`.
+    pub fn is(&self, v: T) -> bool {
+        matches!(self, Self::Known(k) if *k == v)
+    }
+
+    /// The value, when the column holds one of the vocabulary.
+    pub fn known(&self) -> Option<T> {
+        match self {
+            Self::Known(k) => Some(*k),
+            Self::Unknown(_) => None,
+        }
+    }
+}
+
+impl<T: std::fmt::Display> std::fmt::Display for Recorded<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Known(k) => k.fmt(f),
+            Self::Unknown(s) => f.write_str(s),
+        }
+    }
+}
+
 /// A `devices` row.
 #[derive(Debug, Clone)]
 pub struct DeviceRec {
     /// SQLite rowid (for locations).
     pub rowid: i64,
-    /// Profile.
     pub profile: String,
-    /// Device id.
     pub device_id: String,
-    /// Batch.
     pub batch_id: String,
-    /// State.
-    pub state: String,
+    pub state: Recorded<DeviceState>,
     /// SPKI hash, hex.
     pub spki_sha256: String,
     /// Current serial.
@@ -92,14 +141,11 @@ pub struct CertRow {
     pub issuer_key_id: String,
     /// Serial, hex.
     pub serial: String,
-    /// Profile.
     pub profile: String,
-    /// Device id.
     pub device_id: String,
-    /// Batch.
     pub batch_id: String,
     /// intent, signed or burned.
-    pub state: String,
+    pub state: Recorded<CertState>,
     /// SHA-256 of the certificate DER, hex, when the row holds one.
     pub der_sha256: Option<String>,
     /// The certificate examined while loading (signed rows with DER only).
@@ -118,7 +164,7 @@ struct RawCert {
     profile: String,
     device_id: String,
     batch_id: String,
-    state: String,
+    state: Recorded<CertState>,
     der: Option<Vec<u8>>,
     cert_sha256: Option<String>,
     signed_at: Option<String>,
@@ -127,7 +173,6 @@ struct RawCert {
 /// A `rejections` row.
 #[derive(Debug, Clone)]
 pub struct RejectionRec {
-    /// Batch.
     pub batch_id: String,
     /// Input line.
     pub line: i64,
@@ -135,9 +180,7 @@ pub struct RejectionRec {
     pub device_id: Option<String>,
     /// rejected or duplicate.
     pub kind: String,
-    /// Why.
     pub reason: String,
-    /// When.
     pub at: String,
 }
 
@@ -148,13 +191,9 @@ pub struct AttemptRec {
     pub id: i64,
     /// Shift.
     pub batch_id: String,
-    /// Station.
     pub station: String,
-    /// Operator.
     pub operator: Option<String>,
-    /// Profile.
     pub profile: String,
-    /// Device id.
     pub device_id: Option<String>,
     /// Start, RFC 3339.
     pub started_at: String,
@@ -162,7 +201,6 @@ pub struct AttemptRec {
     pub outcome: String,
     /// Step it ended at.
     pub step: String,
-    /// Why.
     pub reason: String,
 }
 
@@ -269,25 +307,19 @@ impl LedgerData {
 pub struct ManifestDevice {
     /// Line number in the manifest file.
     pub line: u64,
-    /// Device id.
     pub device_id: String,
     /// Serial, hex.
     pub serial: String,
     /// Certificate DER.
     pub cert_der: Vec<u8>,
-    /// State when the manifest was built.
-    pub state: String,
 }
 
 /// A manifest: its devices when it verified, else why not.
 #[derive(Debug, Clone)]
 pub struct ManifestData {
-    /// The file.
     pub path: String,
     /// Devices (empty when it did not verify).
     pub devices: Vec<ManifestDevice>,
-    /// Batches (or shifts) it covers, per its header.
-    pub batches: Vec<String>,
     /// Its tenant, per its header.
     pub tenant: Option<String>,
     /// Why it does not verify (signature, chain, Merkle root, count, a certificate).
@@ -307,7 +339,6 @@ fn load_manifest(path: &Path, cas: &[CaEntry]) -> Result<ManifestData, CorpusErr
     let empty = |invalid: String| ManifestData {
         path: shown.clone(),
         devices: Vec::new(),
-        batches: Vec::new(),
         tenant: None,
         invalid: Some(invalid),
     };
@@ -332,10 +363,8 @@ fn load_manifest(path: &Path, cas: &[CaEntry]) -> Result<ManifestData, CorpusErr
                     device_id: d.line.device_id,
                     serial: d.line.serial,
                     cert_der: d.cert_der,
-                    state: d.line.state,
                 })
                 .collect(),
-            batches: v.header.batches,
             tenant: v.header.tenant,
             invalid: None,
         }),
@@ -351,11 +380,9 @@ fn load_manifest(path: &Path, cas: &[CaEntry]) -> Result<ManifestData, CorpusErr
 /// A device certificate found in a file.
 #[derive(Debug, Clone)]
 pub struct CertFile {
-    /// The file.
     pub path: String,
     /// Which certificate in the file (1-based).
     pub index: usize,
-    /// DER.
     pub der: Vec<u8>,
 }
 
@@ -372,9 +399,7 @@ pub struct CaEntry {
 
 /// Everything an audit looks at.
 pub struct Corpus {
-    /// Ledgers.
     pub ledgers: Vec<LedgerData>,
-    /// Manifests.
     pub manifests: Vec<ManifestData>,
     /// Device certificate files.
     pub cert_files: Vec<CertFile>,
@@ -553,7 +578,7 @@ fn load_ledger(
                 profile: r.get(1)?,
                 device_id: r.get(2)?,
                 batch_id: r.get(3)?,
-                state: r.get(4)?,
+                state: Recorded::read(r.get(4)?),
                 spki_sha256: r.get(5)?,
                 serial: r.get(6)?,
                 updated_at: r.get(7)?,
@@ -577,7 +602,7 @@ fn load_ledger(
                 profile: r.get(3)?,
                 device_id: r.get(4)?,
                 batch_id: r.get(5)?,
-                state: r.get(6)?,
+                state: Recorded::read(r.get(6)?),
                 der: r.get(7)?,
                 cert_sha256: r.get(8)?,
                 signed_at: r.get(9)?,
@@ -591,8 +616,8 @@ fn load_ledger(
                     .der
                     .as_ref()
                     .map(|d| hex::encode(crate::crypto::sha256(d)));
-                let leaf = match (&c.der, c.state.as_str()) {
-                    (Some(d), "signed") => Some(super::checks::examine(
+                let leaf = match (&c.der, c.state.is(CertState::Signed)) {
+                    (Some(d), true) => Some(super::checks::examine(
                         d,
                         cas,
                         profiles.get(&c.profile),
@@ -889,7 +914,11 @@ impl Corpus {
                         .into_iter()
                         .collect(),
                     devices: l.devices.len() as u64,
-                    certificates: l.certs.iter().filter(|c| c.state == "signed").count() as u64,
+                    certificates: l
+                        .certs
+                        .iter()
+                        .filter(|c| c.state.is(CertState::Signed))
+                        .count() as u64,
                     audit_events: l.audit_chain.as_ref().map_or(0, |n| *n),
                 })
                 .collect(),

@@ -21,7 +21,6 @@ pub struct Tally {
 /// One rejected request, for the report's list.
 #[derive(Debug, Clone, Serialize)]
 pub struct RejectedItem {
-    /// Ledger.
     pub ledger: String,
     /// Batch or shift.
     pub batch_id: String,
@@ -29,7 +28,6 @@ pub struct RejectedItem {
     pub line: i64,
     /// Device id, if known.
     pub device_id: Option<String>,
-    /// Category.
     pub category: &'static str,
     /// Reason as recorded.
     pub reason: String,
@@ -131,9 +129,13 @@ pub fn count(corpus: &Corpus) -> Counts {
             }
         }
         for d in &l.devices {
-            *c.devices_by_state.entry(d.state.clone()).or_default() += 1;
+            *c.devices_by_state.entry(d.state.to_string()).or_default() += 1;
         }
-        for cert in l.certs.iter().filter(|x| x.state == "signed") {
+        for cert in l
+            .certs
+            .iter()
+            .filter(|x| x.state.is(crate::ledger::CertState::Signed))
+        {
             let station = l.station_of(&cert.batch_id).to_string();
             let op = op_of_serial
                 .get(&(cert.batch_id.as_str(), cert.device_id.as_str()))

@@ -12,10 +12,7 @@ pub mod counts;
 pub mod html;
 pub mod report;
 
-pub use corpus::{
-    CaEntry, CertFile, CertRow, Corpus, CorpusError, CrlRec, DeviceRec, LedgerData, ManifestData,
-    ManifestDevice, Sources,
-};
+pub use corpus::{CaEntry, CertRow, Corpus, CorpusError, CrlRec, DeviceRec, LedgerData, Sources};
 pub use counts::Counts;
 
 use serde::Serialize;
@@ -74,7 +71,6 @@ impl std::str::FromStr for Severity {
 /// One thing the audit found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
-    /// Severity.
     pub severity: Severity,
     /// Stable code (`duplicate-serial`); docs/audit.md lists them all.
     pub code: &'static str,
@@ -137,7 +133,6 @@ pub struct Options {
 pub struct Report {
     /// When it was made, RFC 3339.
     pub generated_at: String,
-    /// `--expiring-days`.
     pub expiring_days: i64,
     /// What was read.
     pub inputs: Inputs,
@@ -152,9 +147,7 @@ pub struct Report {
 /// The inputs a report covers.
 #[derive(Debug, Clone, Serialize)]
 pub struct Inputs {
-    /// Ledgers.
     pub ledgers: Vec<LedgerSummary>,
-    /// Manifests.
     pub manifests: Vec<String>,
     /// Certificate files.
     pub cert_files: u64,
@@ -167,7 +160,6 @@ pub struct Inputs {
 /// One ledger as the report names it.
 #[derive(Debug, Clone, Serialize)]
 pub struct LedgerSummary {
-    /// The file.
     pub path: String,
     /// Stations that wrote to it.
     pub stations: Vec<String>,

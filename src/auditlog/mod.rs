@@ -15,10 +15,10 @@
 //! event up to it unchanged. Events after the last checkpoint are only as good as the file:
 //! they are reported as not yet checkpointed.
 
-use crate::ca::CaCert;
+use crate::crypto::Signer;
 use crate::ledger::{ChainBreak, ChainReport, ChainVerifier, Ledger, LedgerError};
 use crate::manifest::jws::{self, DocumentSigner, JwsError};
-use crate::signer::Signer;
+use crate::x509::CaCert;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -49,7 +49,6 @@ pub struct Statement {
 pub struct CheckpointDoc {
     /// Format version (1).
     pub certfab_checkpoint: u32,
-    /// The statement.
     pub statement: Statement,
     /// Detached compact JWS over the statement's canonical JSON.
     pub signature: String,
@@ -76,10 +75,8 @@ fn payload(s: &Statement) -> Result<String, AuditLogError> {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AuditLogError {
-    /// The ledger.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
-    /// Signing.
     #[error(transparent)]
     Jws(#[from] JwsError),
     /// The chain is broken: nothing is signed over it.
@@ -91,6 +88,19 @@ pub enum AuditLogError {
     /// A checkpoint document does not parse.
     #[error("checkpoint document: {0}")]
     Malformed(String),
+}
+
+impl AuditLogError {
+    /// The exit code: 5 ledger, a broken chain 3, no events or a malformed checkpoint 2, and
+    /// the JWS's own code.
+    pub fn exit_code(&self) -> crate::exit::ExitCode {
+        match self {
+            Self::Ledger(_) => crate::exit::ExitCode::Storage,
+            Self::Jws(j) => j.exit_code(),
+            Self::Broken(_) => crate::exit::ExitCode::Rejected,
+            Self::Empty | Self::Malformed(_) => crate::exit::ExitCode::Usage,
+        }
+    }
 }
 
 /// Signs and stores a checkpoint of the current head, after checking the whole chain (a broken

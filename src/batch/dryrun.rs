@@ -8,8 +8,8 @@
 
 use super::{prepare_row_guarded, rows, spec, Source, GROUP};
 use crate::issue::{self, IssueContext, IssueError, Prepared, Request};
-use crate::ledger::{Intent, LedgerError, Reserve, ReservePreview};
-use crate::site::Offline;
+use crate::ledger::{DeviceState, Intent, KeyOrigin, LedgerError, Reserve, ReservePreview};
+use crate::x509::SerialSource;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -57,7 +57,7 @@ pub struct IssuePreview {
     /// Signature algorithm.
     pub signature: String,
     /// `csr` or `pubkey`.
-    pub key_origin: &'static str,
+    pub key_origin: KeyOrigin,
     /// Device key type.
     pub key_type: String,
     /// SHA-256 of the device's SPKI.
@@ -104,12 +104,36 @@ pub enum DryRunError {
     Batch(#[from] super::BatchError),
 }
 
-fn intent(p: &Prepared, profile: &str, key_origin: &str, line: u64, issuer_key_id: &str) -> Intent {
+/// Everything a dry run needs, opened without the token (no module loaded, no PIN asked):
+/// the site config, the profile, the CA that would sign and its certificates, and the ledger
+/// read-only.
+pub struct Offline {
+    /// The site config.
+    pub config: crate::config::SiteConfig,
+    /// The profile.
+    pub profile: crate::profile::Profile,
+    /// The CA that signs for the profile now.
+    pub ca_ref: crate::config::CaRef,
+    /// Its certificates and signature algorithm.
+    pub ca: crate::ca::CaCerts,
+    /// The ledger as it stands (never created, migrated or written).
+    pub ledger: crate::ledger::LedgerPreview,
+    /// The time the dry run issues at (whole seconds, as a run does).
+    pub now: time::OffsetDateTime,
+}
+
+fn intent(
+    p: &Prepared,
+    profile: &str,
+    key_origin: KeyOrigin,
+    line: u64,
+    issuer_key_id: &str,
+) -> Intent {
     Intent {
         profile: profile.to_string(),
         device_id: p.device_id.clone(),
         spki_sha256: hex::encode(crate::crypto::sha256(p.public_key.spki_der())),
-        key_origin: key_origin.into(),
+        key_origin,
         line,
         issuer_key_id: issuer_key_id.to_string(),
         serial: hex::encode(&p.serial),
@@ -119,13 +143,18 @@ fn intent(p: &Prepared, profile: &str, key_origin: &str, line: u64, issuer_key_i
 
 /// `certfab issue --dry-run`: [`crate::issue::prepare`] and the ledger's decision for the
 /// single-issue batch, as `certfab issue` would make them.
-pub fn dry_run_issue(site: &Offline, req: &Request) -> Result<IssuePreview, DryRunError> {
+pub fn dry_run_issue(
+    site: &Offline,
+    req: &Request,
+    serials: &dyn SerialSource,
+) -> Result<IssuePreview, DryRunError> {
     let ctx = IssueContext {
         profile: &site.profile,
         ca: &site.ca.cert,
         signature: site.ca.signature,
         serial_prefix: site.config.serial_prefix,
         now: site.now,
+        serials,
     };
     let prepared = issue::prepare(&ctx, req)?;
     let it = intent(
@@ -135,7 +164,7 @@ pub fn dry_run_issue(site: &Offline, req: &Request) -> Result<IssuePreview, DryR
         0,
         &hex::encode(&site.ca.cert.key_id),
     );
-    let single = super::single_spec(&site.profile, &site.ca_ref.name);
+    let single = crate::issue::record::single_spec(&site.profile, &site.ca_ref.name);
     let decision = match &site.ledger.ledger {
         Some(l) => {
             let batch = l.batch_for_input(&single.input_key)?.map(|b| b.id);
@@ -148,11 +177,11 @@ pub fn dry_run_issue(site: &Offline, req: &Request) -> Result<IssuePreview, DryR
         Reserve::Reserved => (
             Outcome::WouldIssue,
             None,
-            issue::tbs_text(&prepared.tbs).map_err(IssueError::Build)?,
+            crate::x509::tbs_text(&prepared.tbs).map_err(IssueError::Build)?,
         ),
         Reserve::AlreadyIssued { der } => {
             let (tbs, _, _) =
-                crate::csr::split_signed(&der).map_err(|e| IssueError::Build(e.into()))?;
+                crate::x509::split_signed(&der).map_err(|e| IssueError::Build(e.into()))?;
             let serial = {
                 use der::Decode;
                 x509_cert::TbsCertificate::from_der(tbs)
@@ -162,7 +191,7 @@ pub fn dry_run_issue(site: &Offline, req: &Request) -> Result<IssuePreview, DryR
             (
                 Outcome::AlreadyIssued,
                 Some(serial),
-                issue::tbs_text(tbs).map_err(IssueError::Build)?,
+                crate::x509::tbs_text(tbs).map_err(IssueError::Build)?,
             )
         }
         Reserve::Duplicate { first_line } => {
@@ -259,7 +288,11 @@ pub struct BatchDryRun<'a> {
 /// `certfab batch --dry-run`: reads the whole input as a run would, prepares every row, and
 /// applies the ledger's identity rules in input order, each row as if the rows before it had
 /// been reserved.
-pub fn dry_run_batch(site: &Offline, o: &BatchDryRun<'_>) -> Result<BatchPreview, DryRunError> {
+pub fn dry_run_batch(
+    site: &Offline,
+    o: &BatchDryRun<'_>,
+    serials: &dyn SerialSource,
+) -> Result<BatchPreview, DryRunError> {
     if matches!(o.source, Source::Count { .. }) && !o.has_passphrase && !o.plain_keys {
         return Err(super::BatchError::Usage(
             "host key generation writes keys encrypted: give --key-passphrase env:NAME or file:PATH (or --plain-keys to write them unencrypted, explicitly)".into(),
@@ -289,6 +322,7 @@ pub fn dry_run_batch(site: &Offline, o: &BatchDryRun<'_>) -> Result<BatchPreview
         signature: site.ca.signature,
         serial_prefix: site.config.serial_prefix,
         now: site.now,
+        serials,
     };
     let issuer_key_id = hex::encode(&site.ca.cert.key_id);
     let mut out = BatchPreview {
@@ -348,7 +382,9 @@ pub fn dry_run_batch(site: &Offline, o: &BatchDryRun<'_>) -> Result<BatchPreview
                     let done = match (&site.ledger.ledger, &row.device_id) {
                         (Some(l), Some(id)) if !batch_id.is_empty() => {
                             l.device(&site.profile.name, id)?.filter(|d| {
-                                d.state == "signed" && d.batch_id == batch_id && d.der.is_some()
+                                d.state == DeviceState::Signed
+                                    && d.batch_id == batch_id
+                                    && d.der.is_some()
                             })
                         }
                         _ => None,
@@ -392,7 +428,7 @@ pub fn dry_run_batch(site: &Offline, o: &BatchDryRun<'_>) -> Result<BatchPreview
                 }
             };
             let origin = if w.key.is_some() {
-                "host"
+                KeyOrigin::Host
             } else {
                 w.prepared.key_origin
             };
@@ -407,8 +443,9 @@ pub fn dry_run_batch(site: &Offline, o: &BatchDryRun<'_>) -> Result<BatchPreview
             match preview.decide(&it)? {
                 Reserve::Reserved => {
                     if out.sample_certificate.is_none() {
-                        out.sample_certificate =
-                            Some(issue::tbs_text(&w.prepared.tbs).map_err(IssueError::Build)?);
+                        out.sample_certificate = Some(
+                            crate::x509::tbs_text(&w.prepared.tbs).map_err(IssueError::Build)?,
+                        );
                     }
                     push(&mut out, row.line, id, Outcome::WouldIssue, None)
                 }

@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 pub enum Source {
     /// CSV with `device_id` and `csr` or `pubkey` columns (paths relative to the CSV, or PEM).
     Csv {
-        /// The file.
         path: PathBuf,
         /// The directory key files must resolve inside (default: the CSV's directory).
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -54,7 +53,6 @@ pub struct Row {
     pub line: u64,
     /// Device id, when the input names it.
     pub device_id: Option<String>,
-    /// The key.
     pub key: RowKey,
     /// `csv.COLUMN` values.
     pub vars: BTreeMap<String, String>,
@@ -63,11 +61,9 @@ pub struct Row {
 /// A row that could not be read.
 #[derive(Debug, Clone)]
 pub struct RowError {
-    /// Line.
     pub line: u64,
     /// Device id, if it could be read.
     pub device_id: Option<String>,
-    /// What is wrong.
     pub reason: String,
     /// The input cannot be read past this row (a row over [`MAX_ROW`]): the batch stops here,
     /// resumable once the input is fixed, instead of silently skipping the rest.
@@ -106,7 +102,6 @@ impl<R: Read> Read for RowBudget<R> {
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {msg}")]
 pub struct InputError {
-    /// The input.
     pub path: String,
     /// What is wrong and the fix.
     pub msg: String,
@@ -177,11 +172,6 @@ impl IdTemplate {
     pub fn render(&self, n: u64) -> String {
         format!("{}{n:0w$}{}", self.prefix, self.suffix, w = self.width)
     }
-}
-
-/// Renders `SN{seq:06}` for sequence `n`.
-pub fn render_id(template: &str, n: u64) -> Result<String, String> {
-    Ok(IdTemplate::parse(template)?.render(n))
 }
 
 /// Opens a source as a stream of rows.
@@ -462,6 +452,11 @@ fn dir_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Renders a template for sequence `n` (`SN{seq:06}`), as `--count` does.
+    fn render_id(template: &str, n: u64) -> Result<String, String> {
+        Ok(IdTemplate::parse(template)?.render(n))
+    }
 
     #[test]
     fn id_templates() {

@@ -7,18 +7,21 @@ mod input;
 mod output;
 
 pub use dryrun::{
-    dry_run_batch, dry_run_issue, BatchDryRun, BatchPreview, DryRunError, IssuePreview, Outcome,
-    RowPreview, CHECKS,
+    dry_run_batch, dry_run_issue, BatchDryRun, BatchPreview, DryRunError, IssuePreview, Offline,
+    Outcome,
 };
 pub(crate) use input::csv_rows_from;
-pub use input::{render_id, rows, IdTemplate, InputError, Row, RowError, RowKey, Source};
-pub use output::encode_key_pem;
+pub use input::{rows, IdTemplate, InputError, Row, RowError, RowKey, Source};
 
-use crate::ca::CaCert;
+use crate::clock::Clock;
+use crate::crypto::Signer;
+use crate::issue::record::{self, IssuingCa};
 use crate::issue::{self, IssueContext, IssueError, KeySource, Prepared, Request};
-use crate::ledger::{BatchSpec, Intent, Ledger, LedgerError, Rejection, Reserve, Signed};
+use crate::ledger::{
+    BatchSpec, DeviceState, Intent, KeyOrigin, Ledger, LedgerError, Rejection, Reserve, Signed,
+};
 use crate::profile::Profile;
-use crate::signer::Signer;
+use crate::x509::{CaCert, SerialSource};
 use secrecy::SecretString;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -31,19 +34,17 @@ pub const GROUP: usize = 512;
 
 /// What a batch run needs besides its input.
 pub struct BatchJob<'a, S: Signer + Sync> {
-    /// The profile.
     pub profile: &'a Profile,
-    /// CA name (for the record).
-    pub ca_name: &'a str,
-    /// Issuing CA certificate.
-    pub ca: &'a CaCert,
-    /// Certificates above it to put in chain.pem (nearest first).
-    pub chain_above: &'a [CaCert],
+    /// The issuing CA (its chain goes into chain.pem).
+    pub ca: &'a IssuingCa,
     /// One signer per worker (each with its own HSM session).
     pub signers: &'a [S],
     /// Station serial prefix.
     pub serial_prefix: u8,
-    /// The input.
+    /// Issuance time for each group.
+    pub clock: &'a dyn Clock,
+    /// Where serials come from.
+    pub serials: &'a dyn SerialSource,
     pub source: Source,
     /// Output directory.
     pub out: PathBuf,
@@ -116,85 +117,18 @@ pub enum BatchError {
     Refused(String),
 }
 
-/// One device issued through the ledger (what `certfab issue` does): intent committed, signed,
-/// signature recorded, then returned. A re-run for the same device and key returns the
-/// certificate already issued (`true`), without a new serial.
-pub fn single<S: Signer>(
-    ledger: &mut Ledger,
-    profile: &Profile,
-    ca_name: &str,
-    ca: &CaCert,
-    prepared: Prepared,
-    signer: &S,
-) -> Result<(Vec<u8>, bool), BatchError> {
-    let (batch, _) = ledger.ensure_batch(&single_spec(profile, ca_name))?;
-    issue_one(ledger, &batch.id, 0, profile, ca, prepared, signer)
-}
-
-/// The standing batch single issues of `profile` by `ca_name` go into.
-fn single_spec(profile: &Profile, ca_name: &str) -> BatchSpec {
-    let key = format!("single\n{}\n{ca_name}", hex::encode(profile.sha256));
-    BatchSpec {
-        input_key: hex::encode(crate::crypto::sha256(key.as_bytes())),
-        profile: profile.name.clone(),
-        profile_sha256: hex::encode(profile.sha256),
-        ca: ca_name.to_string(),
-        source: serde_json::json!({"source": {"kind": "single"}, "profile_path": profile.path})
-            .to_string(),
-        out_dir: String::new(),
-        tenant: profile.tenant.clone(),
-    }
-}
-
-/// Issues one prepared device within batch `batch_id` (input line `line`): reserve, sign,
-/// record. Returns the certificate and whether it had been issued before.
-pub fn issue_one<S: Signer>(
-    ledger: &mut Ledger,
-    batch_id: &str,
-    line: u64,
-    profile: &Profile,
-    ca: &CaCert,
-    prepared: Prepared,
-    signer: &S,
-) -> Result<(Vec<u8>, bool), BatchError> {
-    let intent = Intent {
-        profile: profile.name.clone(),
-        device_id: prepared.device_id.clone(),
-        spki_sha256: hex::encode(crate::crypto::sha256(prepared.public_key.spki_der())),
-        key_origin: prepared.key_origin.into(),
-        line,
-        issuer_key_id: hex::encode(&ca.key_id),
-        serial: hex::encode(&prepared.serial),
-        tbs: prepared.tbs.clone(),
-    };
-    match ledger
-        .reserve(batch_id, std::slice::from_ref(&intent))?
-        .remove(0)
-    {
-        Reserve::Reserved => {}
-        Reserve::AlreadyIssued { der } => return Ok((der, true)),
-        Reserve::Duplicate { .. } => {
-            return Err(BatchError::Refused(
-                "the same request is already being signed".into(),
-            ))
-        }
-        Reserve::Refused(reason) => return Err(BatchError::Refused(reason)),
-    }
-    match issue::sign(prepared, ca, signer) {
-        Ok(issued) => {
-            let signed = Signed {
-                issuer_key_id: intent.issuer_key_id.clone(),
-                serial: intent.serial.clone(),
-                profile: intent.profile.clone(),
-                device_id: intent.device_id.clone(),
-                der: issued.der.clone(),
-            };
-            ledger.record_group(batch_id, &[signed], &[], &[])?;
-            Ok((issued.der, false))
-        }
-        Err(e) => {
-            ledger.record_failed(batch_id, &[(intent, e.to_string())])?;
-            Err(BatchError::Sign(e))
+impl BatchError {
+    /// The exit code: unreadable input and bad parameters 2, refusals 3, storage 5, and a
+    /// signing failure the token's own code (4 when it is not the token's).
+    pub fn exit_code(&self) -> crate::exit::ExitCode {
+        match self {
+            Self::Input(_) | Self::Usage(_) => crate::exit::ExitCode::Usage,
+            Self::Ledger(_) | Self::Output(_) | Self::OutputUnsigned(_) => {
+                crate::exit::ExitCode::Storage
+            }
+            Self::Sign(IssueError::Sign(s)) => s.exit_code(),
+            Self::Sign(_) => crate::exit::ExitCode::Hsm,
+            Self::Refused(_) => crate::exit::ExitCode::Rejected,
         }
     }
 }
@@ -253,7 +187,7 @@ pub fn run<S: Signer + Sync>(
     }
     let spec = spec(
         job.profile,
-        job.ca_name,
+        &job.ca.name,
         &job.source,
         &job.out,
         job.plain_keys,
@@ -264,7 +198,6 @@ pub fn run<S: Signer + Sync>(
     let mut rows = rows(&job.source)?;
     let out = output::Writer::new(job, &job.out)?;
     let (batch, resumed) = ledger.begin_batch(&spec)?;
-    let issuer_key_id = hex::encode(&job.ca.key_id);
     let start = Instant::now();
     let (mut issued, mut already, mut rejected, mut duplicates, mut handled) =
         (0u64, 0u64, 0u64, 0u64, 0u64);
@@ -364,22 +297,7 @@ pub fn run<S: Signer + Sync>(
                 // Intent before signature: serial and TBS are durable before the HSM sees them.
                 let intents: Vec<Intent> = works
                     .iter()
-                    .map(|w| Intent {
-                        profile: job.profile.name.clone(),
-                        device_id: w.prepared.device_id.clone(),
-                        spki_sha256: hex::encode(crate::crypto::sha256(
-                            w.prepared.public_key.spki_der(),
-                        )),
-                        key_origin: if w.key.is_some() {
-                            "host".into()
-                        } else {
-                            w.prepared.key_origin.into()
-                        },
-                        line: w.row_line,
-                        issuer_key_id: issuer_key_id.clone(),
-                        serial: hex::encode(&w.prepared.serial),
-                        tbs: w.prepared.tbs.clone(),
-                    })
+                    .map(|w| record::intent(job.profile, &job.ca.cert, &w.prepared, w.row_line))
                     .collect();
                 let decisions = ledger.reserve(&batch.id, &intents)?;
                 let mut to_sign = Vec::new();
@@ -423,7 +341,7 @@ pub fn run<S: Signer + Sync>(
                 }
 
                 // Sign: worker i uses signer i (its own HSM session).
-                let results = parallel_sign(&to_sign, job.signers, job.ca);
+                let results = parallel_sign(&to_sign, job.signers, &job.ca.cert);
                 let mut signed = Vec::new();
                 let mut failed = Vec::new();
                 let mut first_error = None;
@@ -438,13 +356,7 @@ pub fn run<S: Signer + Sync>(
                 }
                 let records: Vec<Signed> = signed
                     .iter()
-                    .map(|(it, der)| Signed {
-                        issuer_key_id: it.issuer_key_id.clone(),
-                        serial: it.serial.clone(),
-                        profile: it.profile.clone(),
-                        device_id: it.device_id.clone(),
-                        der: der.clone(),
-                    })
+                    .map(|(it, der)| record::signed(it, der.clone()))
                     .collect();
                 cleared.extend(signed.iter().map(|(it, _)| it.line));
                 // One transaction for the group's signatures and problem rows.
@@ -562,7 +474,10 @@ fn prepare_group<S: Signer + Sync>(
     for row in todo {
         if let Some(id) = &row.device_id {
             if let Some(d) = reader.device(&job.profile.name, id)? {
-                if let (true, Some(der)) = (d.state == "signed" && d.batch_id == batch_id, &d.der) {
+                if let (true, Some(der)) = (
+                    d.state == DeviceState::Signed && d.batch_id == batch_id,
+                    &d.der,
+                ) {
                     if d.line == row.line {
                         out.deliver(id, der).map_err(BatchError::Output)?;
                         already += 1;
@@ -577,16 +492,14 @@ fn prepare_group<S: Signer + Sync>(
     }
 
     // Prepare in parallel: parse, proof of possession, policy, TBS, lint (or keygen).
-    let now = {
-        let t = time::OffsetDateTime::now_utc();
-        t.replace_nanosecond(0).unwrap_or(t)
-    };
+    let now = crate::clock::whole_seconds(job.clock.now());
     let ctx = IssueContext {
         profile: job.profile,
-        ca: job.ca,
+        ca: &job.ca.cert,
         signature: job.signers[0].algorithm(),
         serial_prefix: job.serial_prefix,
         now,
+        serials: job.serials,
     };
     let prepared = parallel_map(&fresh, job.signers.len(), |row| {
         prepare_row_guarded(&ctx, row)
@@ -657,7 +570,10 @@ fn prepare_row(ctx: &IssueContext<'_>, row: &Row) -> Result<Work, String> {
         key,
         vars: row.vars.clone(),
     };
-    let prepared = issue::prepare(ctx, &req).map_err(|e| e.to_string())?;
+    let mut prepared = issue::prepare(ctx, &req).map_err(|e| e.to_string())?;
+    if generated.is_some() {
+        prepared.key_origin = KeyOrigin::Host;
+    }
     output::check_component(&prepared.device_id)?;
     Ok(Work {
         row_line: row.line,

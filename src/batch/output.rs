@@ -8,12 +8,11 @@
 //! made durable (one syncfs) before any of their certificates is signed.
 
 use super::{BatchError, BatchJob};
+use crate::crypto::Signer;
 use crate::output::{Access, Durability, Existing, OutDir};
-use crate::signer::Signer;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use std::path::Path;
 use x509_parser::prelude::*;
-use zeroize::Zeroizing;
 
 pub(super) struct Writer {
     out: OutDir,
@@ -45,7 +44,7 @@ impl Writer {
         out: &Path,
     ) -> Result<Self, BatchError> {
         let dir = OutDir::create(out).map_err(|e| BatchError::OutputUnsigned(e.to_string()))?;
-        let chain_tail = job.ca.device_chain_pem(job.chain_above, false);
+        let chain_tail = job.ca.cert.device_chain_pem(&job.ca.chain, false);
         Ok(Self {
             out: dir,
             chain_tail,
@@ -84,7 +83,7 @@ impl Writer {
     /// Writes (or checks) a device's certificate files from the ledger's DER.
     pub(super) fn deliver(&self, id: &str, der: &[u8]) -> Result<(), String> {
         let d = self.dir(id)?;
-        let leaf = crate::issue::pem(der);
+        let leaf = crate::x509::pem(der);
         ensure(&d, "cert.pem", leaf.as_bytes())?;
         ensure(
             &d,
@@ -120,7 +119,7 @@ impl Writer {
     /// an earlier attempt (whose serial was burned) is replaced; a symlink there is refused.
     pub(super) fn write_key(&self, id: &str, key: &p256::SecretKey) -> Result<(), String> {
         let d = self.dir(id)?;
-        let pem = encode_key_pem(key, self.passphrase.as_ref(), self.iterations)?;
+        let pem = crate::crypto::encode_key_pem(key, self.passphrase.as_ref(), self.iterations)?;
         if d.is_fresh() {
             if let Ok(mut c) = self.created.lock() {
                 c.insert(id.to_string());
@@ -140,43 +139,6 @@ impl Writer {
     pub(super) fn sync(&self) -> Result<(), String> {
         self.out.sync_fs().map_err(|e| e.to_string())
     }
-}
-
-/// A generated key as PKCS#8 PEM: encrypted (PBES2, PBKDF2-SHA256 with `iterations`,
-/// AES-256-CBC, fresh salt and IV) under `passphrase`, or plain when it is `None`.
-pub fn encode_key_pem(
-    key: &p256::SecretKey,
-    passphrase: Option<&SecretString>,
-    iterations: u32,
-) -> Result<Zeroizing<String>, String> {
-    use p256::pkcs8::EncodePrivateKey;
-    let doc = key.to_pkcs8_der().map_err(|e| e.to_string())?;
-    Ok(match passphrase {
-        Some(pass) => {
-            let mut salt = [0u8; 16];
-            let mut iv = [0u8; 16];
-            getrandom::getrandom(&mut salt).map_err(|e| e.to_string())?;
-            getrandom::getrandom(&mut iv).map_err(|e| e.to_string())?;
-            let params =
-                pkcs8::pkcs5::pbes2::Parameters::pbkdf2_sha256_aes256cbc(iterations, &salt, &iv)
-                    .map_err(|e| e.to_string())?;
-            let info =
-                pkcs8::PrivateKeyInfo::try_from(doc.as_bytes()).map_err(|e| e.to_string())?;
-            let enc = info
-                .encrypt_with_params(params, pass.expose_secret().as_bytes())
-                .map_err(|e| e.to_string())?;
-            Zeroizing::new(
-                enc.to_pem("ENCRYPTED PRIVATE KEY", pkcs8::LineEnding::LF)
-                    .map_err(|e| e.to_string())?
-                    .to_string(),
-            )
-        }
-        None => Zeroizing::new(
-            doc.to_pem("PRIVATE KEY", pkcs8::LineEnding::LF)
-                .map_err(|e| e.to_string())?
-                .to_string(),
-        ),
-    })
 }
 
 /// Writes `data` as `name` unless it already holds exactly that; refuses different content

@@ -3,13 +3,12 @@
 //! are in [`crate::hsm`]. Every signature here is made by a [`Signer`] (the HSM in practice)
 //! and verified before it is returned.
 
-mod cert;
-
-pub use cert::{time_of, CaCert, CaError};
-
+use crate::config::CaRef;
 use crate::csr::PolicyError;
-use crate::issue::{self, BuildError, CertSpec};
-use crate::signer::{SignError, Signer};
+pub use crate::x509::{CaCert, CaError};
+
+use crate::crypto::{SignError, Signer};
+use crate::x509::{self, BuildError, CertSpec};
 use der::{Decode, Encode};
 use time::OffsetDateTime;
 use x509_cert::ext::pkix::KeyUsages;
@@ -38,7 +37,6 @@ pub enum CeremonyError {
     /// Encoding.
     #[error(transparent)]
     Build(#[from] BuildError),
-    /// Signing.
     #[error(transparent)]
     Sign(#[from] SignError),
     /// The CSR is unacceptable.
@@ -52,21 +50,33 @@ pub enum CeremonyError {
     Param(String),
 }
 
+impl CeremonyError {
+    /// The token's failures keep their own code; a refused CSR is rejected input (exit 3);
+    /// everything else in a ceremony, a malformed signature included, is exit 2.
+    pub fn exit_code(&self) -> crate::exit::ExitCode {
+        match self {
+            Self::Sign(crate::crypto::SignError::Backend(b)) => b.exit_code(),
+            Self::Csr(_) => crate::exit::ExitCode::Rejected,
+            _ => crate::exit::ExitCode::Usage,
+        }
+    }
+}
+
 fn ca_extensions(
     key_id: &[u8],
     issuer_key_id: &[u8],
     path_len: Option<u8>,
 ) -> Result<Vec<x509_cert::ext::Extension>, BuildError> {
     Ok(vec![
-        issue::basic_constraints(true, path_len)?,
-        issue::key_usage(KeyUsages::KeyCertSign | KeyUsages::CRLSign)?,
-        issue::subject_key_id(key_id)?,
-        issue::authority_key_id(issuer_key_id)?,
+        x509::basic_constraints(true, path_len)?,
+        x509::key_usage(KeyUsages::KeyCertSign | KeyUsages::CRLSign)?,
+        x509::subject_key_id(key_id)?,
+        x509::authority_key_id(issuer_key_id)?,
     ])
 }
 
 fn sign_and_verify<S: Signer>(spec: &CertSpec, signer: &S) -> Result<Vec<u8>, CeremonyError> {
-    let tbs = issue::build_tbs(spec)?;
+    let tbs = x509::build_tbs(spec)?;
     let sig = signer.sign(&tbs)?;
     signer
         .public_key()
@@ -76,7 +86,7 @@ fn sign_and_verify<S: Signer>(spec: &CertSpec, signer: &S) -> Result<Vec<u8>, Ce
                 "the token's signature does not verify with its own public key".into(),
             )
         })?;
-    Ok(issue::assemble(&tbs, spec.signature, &sig)?)
+    Ok(x509::assemble(&tbs, spec.signature, &sig)?)
 }
 
 /// Self-signs a root CA certificate with `signer`.
@@ -87,7 +97,7 @@ pub fn self_sign<S: Signer>(signer: &S, params: &CaParams) -> Result<Vec<u8>, Ce
         .ok_or_else(|| CeremonyError::Param("a root needs --subject".into()))?;
     let key_id = crate::crypto::key_identifier(&signer.public_key().subject_public_key());
     let spec = CertSpec {
-        serial: issue::new_serial(params.serial_prefix)
+        serial: x509::new_serial(params.serial_prefix)
             .map_err(|e| CeremonyError::Param(e.to_string()))?,
         signature: signer.algorithm(),
         issuer: subject.clone(),
@@ -175,7 +185,7 @@ fn sign_csr_under<S: Signer>(
     }
     let key_id = crate::crypto::key_identifier(&req.public_key.subject_public_key());
     let spec = CertSpec {
-        serial: issue::new_serial(params.serial_prefix)
+        serial: x509::new_serial(params.serial_prefix)
             .map_err(|e| CeremonyError::Param(e.to_string()))?,
         signature: issuer_signer.algorithm(),
         issuer: issuer.subject.clone(),
@@ -232,8 +242,8 @@ pub fn verification_cert<S: Signer>(
             .to_vec()
     };
     drop(key);
-    let subject = issue::name(&[(
-        crate::profile::AttrType {
+    let subject = x509::name(&[(
+        crate::x509::AttrType {
             name: "CN".into(),
             oid: const_oid::db::rfc4519::CN,
             printable: false,
@@ -243,8 +253,7 @@ pub fn verification_cert<S: Signer>(
     let pk = crate::crypto::PublicKey::from_spki_der(&spki)
         .map_err(|e| CeremonyError::Param(e.to_string()))?;
     let spec = CertSpec {
-        serial: issue::new_serial(serial_prefix)
-            .map_err(|e| CeremonyError::Param(e.to_string()))?,
+        serial: x509::new_serial(serial_prefix).map_err(|e| CeremonyError::Param(e.to_string()))?,
         signature: signer.algorithm(),
         issuer: issuer.subject.clone(),
         subject,
@@ -252,10 +261,10 @@ pub fn verification_cert<S: Signer>(
         not_after: Some(not_after),
         spki,
         extensions: vec![
-            issue::basic_constraints(false, None)?,
-            issue::key_usage(KeyUsages::DigitalSignature.into())?,
-            issue::subject_key_id(&crate::crypto::key_identifier(&pk.subject_public_key()))?,
-            issue::authority_key_id(&issuer.key_id)?,
+            x509::basic_constraints(false, None)?,
+            x509::key_usage(KeyUsages::DigitalSignature.into())?,
+            x509::subject_key_id(&crate::crypto::key_identifier(&pk.subject_public_key()))?,
+            x509::authority_key_id(&issuer.key_id)?,
         ],
     };
     sign_and_verify(&spec, signer)
@@ -320,12 +329,47 @@ pub fn sign_end_entity<S: Signer>(
         "the certificate",
         |key_id| {
             Ok(vec![
-                issue::basic_constraints(false, None)?,
-                issue::key_usage(KeyUsages::DigitalSignature.into())?,
+                x509::basic_constraints(false, None)?,
+                x509::key_usage(KeyUsages::DigitalSignature.into())?,
                 signer_eku_extension()?,
-                issue::subject_key_id(key_id)?,
-                issue::authority_key_id(&issuer.key_id)?,
+                x509::subject_key_id(key_id)?,
+                x509::authority_key_id(&issuer.key_id)?,
             ])
         },
     )
+}
+
+/// A CA's certificates, checked, and the signature algorithm its key signs with: everything
+/// about the issuing side that needs no token. The token key is proven to match the
+/// certificate when it is opened (`Site::issuer`), so these are also what it will sign with.
+pub struct CaCerts {
+    /// The CA's certificate.
+    pub cert: CaCert,
+    /// Certificates above it, nearest first.
+    pub chain: Vec<CaCert>,
+    /// The algorithm of its signatures (the key type's default; RSASSA-PSS with `rsa_pss`).
+    pub signature: crate::crypto::SignatureAlgorithm,
+}
+
+/// Loads a CA's certificate and chain and checks them at `now` (usable, each signed by the
+/// next), without opening the token: what `--dry-run` and `Site::issuer` share.
+pub fn ca_certs(ca: &CaRef, now: OffsetDateTime) -> Result<CaCerts, CaError> {
+    let (cert, chain) = CaCert::load_with_chain(&ca.cert, &ca.chain)?;
+    cert.check_usable(now)?;
+    let mut below = &cert;
+    for c in &chain {
+        below.check_signed_by(c)?;
+        below = c;
+    }
+    let mut signature = cert.public_key.default_signature();
+    if ca.rsa_pss {
+        if let crate::crypto::SignatureAlgorithm::RsaPkcs1(h) = signature {
+            signature = crate::crypto::SignatureAlgorithm::RsaPss(h);
+        }
+    }
+    Ok(CaCerts {
+        cert,
+        chain,
+        signature,
+    })
 }

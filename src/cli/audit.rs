@@ -104,7 +104,7 @@ pub(super) fn run(ctx: &Ctx, a: AuditArgs) -> Result<ExitCode, Error> {
         &corpus,
         &audit::Options {
             expiring_days: a.expiring_days,
-            now: time::OffsetDateTime::now_utc(),
+            now: ctx.site.clock().now(),
         },
     );
     if let Some(h) = &a.html {

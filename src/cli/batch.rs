@@ -1,8 +1,8 @@
 use super::Ctx;
-use crate::batch::{self, BatchJob, Source, Summary};
+use crate::batch::{self, Source, Summary};
 use crate::error::{Error, ExitCode};
 use crate::ledger::Ledger;
-use crate::profile::Profile;
+use crate::site::batch::BatchRequest;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -133,129 +133,76 @@ pub(super) fn run(ctx: &Ctx, a: BatchArgs) -> Result<ExitCode, Error> {
                     w.jobs,
                 );
             }
-            execute(ctx, &profile, source, out, r.plain_keys, r.workers, None)
+            let w = r.workers;
+            execute(
+                ctx,
+                BatchRequest {
+                    profile,
+                    source,
+                    out,
+                    plain_keys: r.plain_keys,
+                    jobs: w.jobs,
+                    key_passphrase: w.key_passphrase,
+                    kdf_iterations: w.kdf_iterations,
+                    manifest: w.manifest,
+                    expect_key: None,
+                },
+            )
         }
     }
 }
 
 fn resume(ctx: &Ctx, id: &str, opts: WorkerArgs) -> Result<ExitCode, Error> {
-    let site_cfg = crate::config::SiteConfig::load(
-        ctx.config
-            .as_ref()
-            .ok_or(Error::Config(crate::config::ConfigError::Missing))?,
+    let req = crate::site::batch::resume_request(
+        &ctx.site,
+        id,
+        opts.jobs,
+        opts.key_passphrase,
+        opts.kdf_iterations,
+        opts.manifest,
     )?;
-    let ledger = Ledger::open_read(&site_cfg.ledger, &site_cfg.station_id)?;
-    let batch = ledger.batch(id)?.ok_or_else(|| {
-        Error::Usage(format!(
-            "no batch {id} in {}; `certfab batch status` shows the latest",
-            site_cfg.ledger.display()
-        ))
-    })?;
-    let key = ledger.batch_input_key(id)?.unwrap_or_default();
-    drop(ledger);
-    let spec: serde_json::Value = serde_json::from_str(&batch.source)
-        .map_err(|e| Error::Usage(format!("batch {id}: unreadable source record: {e}")))?;
-    let source: Source = serde_json::from_value(spec["source"].clone())
-        .map_err(|e| Error::Usage(format!("batch {id}: {e}")))?;
-    let profile = spec["profile_path"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let out = PathBuf::from(spec["out"].as_str().unwrap_or_default());
-    let plain = spec["plain_keys"].as_bool().unwrap_or(false);
-    execute(ctx, &profile, source, out, plain, opts, Some(key))
+    execute(ctx, req)
 }
 
-fn execute(
-    ctx: &Ctx,
-    profile_arg: &str,
-    source: Source,
-    out: PathBuf,
-    plain_keys: bool,
-    w: WorkerArgs,
-    expect_key: Option<String>,
-) -> Result<ExitCode, Error> {
-    if w.jobs == 0 || w.jobs > 64 {
-        return Err(Error::Usage("--jobs must be 1..=64".into()));
+/// The terminal side of a batch: the progress bar, and Ctrl-C once signing starts.
+struct Ui {
+    bar: indicatif::ProgressBar,
+}
+
+impl crate::site::batch::BatchUi for Ui {
+    fn signing_starts(&self) {
+        let _ = ctrlc::set_handler(|| {
+            STOP.store(true, Ordering::SeqCst);
+            eprintln!("\ncertfab: stopping after the devices in flight…");
+        });
     }
-    let site = ctx.site()?;
-    let profile = Profile::load(&site.config.profile_path(profile_arg))?;
-    let ca_ref = site.ca_ref(&profile)?;
-    let manifest_target = super::manifest::preflight(&site, w.manifest.as_deref())?;
-    if let Some(k) = expect_key {
-        if batch::spec(&profile, &ca_ref.name, &source, &out, plain_keys).input_key != k {
-            return Err(Error::Usage(format!(
-                "the profile {} changed since this batch started; resuming would issue under different rules. Restore it, or start a new batch",
-                profile.path.display()
-            )));
-        }
+
+    fn progress(&self, handled: u64, issued: u64) {
+        self.bar.set_position(handled);
+        self.bar.set_message(format!("{issued} issued"));
     }
-    let passphrase = match (&source, &w.key_passphrase) {
-        (Source::Count { .. }, Some(src)) if !plain_keys => Some(
-            crate::secret::SecretSource::parse(src, std::path::Path::new("."))?
-                .read("Key passphrase")?,
-        ),
-        _ => None,
-    };
-    let mut ledger = site.open_ledger(Some(&profile))?;
-    site.login_recorded(&mut ledger)?;
-    let now = time::OffsetDateTime::now_utc();
-    let issuer = site.issuer_recorded(&ca_ref, now, &mut ledger)?;
-    let mut signers = vec![issuer.key];
-    for _ in 1..w.jobs {
-        signers.push(site.hsm.key(
-            &ca_ref.key,
-            Some((&issuer.cert.public_key, &issuer.cert.source)),
-        )?);
-    }
-    if ca_ref.rsa_pss {
-        signers.iter_mut().for_each(|s| s.use_pss());
-    }
-    let _ = ctrlc::set_handler(|| {
-        STOP.store(true, Ordering::SeqCst);
-        eprintln!("\ncertfab: stopping after the devices in flight…");
-    });
-    let total = match &source {
+}
+
+fn execute(ctx: &Ctx, req: BatchRequest) -> Result<ExitCode, Error> {
+    let total = match &req.source {
         Source::Count { count, .. } => Some(*count),
         _ => None,
     };
-    let bar = progress_bar(ctx.json, total);
-    let job = BatchJob {
-        profile: &profile,
-        ca_name: &ca_ref.name,
-        ca: &issuer.cert,
-        chain_above: &issuer.chain,
-        signers: &signers,
-        serial_prefix: site.config.serial_prefix,
-        source,
-        out,
-        key_passphrase: passphrase,
-        plain_keys,
-        kdf_iterations: w.kdf_iterations,
-        stop: &STOP,
+    let ui = Ui {
+        bar: progress_bar(ctx.json, total),
     };
-    let summary = batch::run(&job, &mut ledger, &|handled, issued| {
-        bar.set_position(handled);
-        bar.set_message(format!("{issued} issued"));
-    })?;
-    bar.finish_and_clear();
-    let manifest = if summary.interrupted && manifest_target.is_some() {
-        eprintln!(
-            "certfab: no manifest: the batch was interrupted; resume it, then certfab manifest build --batch {}",
-            summary.batch
-        );
-        None
-    } else {
-        let target = manifest_target.as_ref();
-        super::manifest::build_after_run(&site, &mut ledger, target, &summary.batch, &profile.path)
-    };
-    site.auto_checkpoint(&mut ledger);
+    let run = crate::site::batch::run(&ctx.site, req, &STOP, &ui)?;
+    ui.bar.finish_and_clear();
+    for n in &run.notices {
+        eprintln!("certfab: {n}");
+    }
+    let summary = &run.summary;
     report(
         ctx,
-        &summary,
-        manifest.as_ref().and_then(|m| m.as_ref().ok()),
+        summary,
+        run.manifest.as_ref().and_then(|m| m.as_ref().ok()),
     );
-    if let Some(Err(e)) = manifest {
+    if let Some(Err(e)) = run.manifest {
         return Err(e);
     }
     Ok(if summary.interrupted {

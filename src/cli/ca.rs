@@ -1,12 +1,9 @@
-use super::{read_input, validity, Ctx};
-use crate::ca::{CaCert, CaParams};
+use super::Ctx;
 use crate::error::{Error, ExitCode};
 use crate::hsm::CaKeyAlgorithm;
-use crate::signer::Signer;
+use crate::x509::CaCert;
 use clap::Subcommand;
 use std::path::PathBuf;
-use std::str::FromStr;
-use x509_cert::name::Name;
 
 /// `certfab ca …`
 #[derive(Debug, Subcommand)]
@@ -129,83 +126,48 @@ pub enum CaCommand {
     },
 }
 
-fn dn(s: &str) -> Result<Name, Error> {
-    // Dotted attribute types go through the exact OID parser first: the X.509 library's own
-    // wraps arcs over 2^32 into another OID.
-    for t in s.split([',', '+']).filter_map(|p| p.split_once('=')) {
-        let ty = t.0.trim();
-        if ty.starts_with(|c: char| c.is_ascii_digit()) {
-            crate::profile::parse_oid(ty)
-                .map_err(|e| Error::Usage(format!("--subject: attribute type {e}")))?;
-        }
-    }
-    Name::from_str(s).map_err(|e| {
-        Error::Usage(format!(
-            "--subject '{s}' is not an RFC 4514 DN (e.g. \"CN=Acme Root,O=Acme\"): {e}"
-        ))
-    })
-}
-
 pub(super) fn run(ctx: &Ctx, cmd: CaCommand) -> Result<ExitCode, Error> {
+    use crate::site::ceremony::{self, CaCertArgs, SignRequest};
+    let site = &ctx.site;
     match cmd {
         CaCommand::Status { warn_days } => return status(ctx, warn_days),
         CaCommand::Bundle { profile, out } => return bundle(ctx, &profile, &out),
-        _ => {}
-    }
-    let site = ctx.site()?;
-    site.login()?;
-    let prefix = site.config.serial_prefix;
-    match cmd {
         CaCommand::Keygen { key, algorithm } => {
-            let uri = site.key_uri(&key)?;
-            let id = crate::hsm::generate_ca_key(&site.hsm, &uri, algorithm)?;
-            let k = site.hsm.key(&uri, None)?;
-            let spki = crate::crypto::sha256(k.public_key().spki_der());
+            let k = ceremony::keygen(site, &key, algorithm)?;
             ctx.print(
-                &serde_json::json!({"key": uri.to_string(), "id": hex::encode(&id), "algorithm": algorithm, "spki_sha256": hex::encode(spki)}),
+                &serde_json::json!({"key": k.uri, "id": hex::encode(&k.id), "algorithm": algorithm, "spki_sha256": k.spki_sha256}),
                 &format!(
-                    "generated {algorithm:?} key {uri} (id {}) in token '{}': sensitive, non-extractable, sign-only\nSPKI SHA-256 {}",
-                    hex::encode(&id),
-                    site.hsm.token_label(),
-                    hex::encode(spki)
+                    "generated {algorithm:?} key {} (id {}) in token '{}': sensitive, non-extractable, sign-only\nSPKI SHA-256 {}",
+                    k.uri,
+                    hex::encode(&k.id),
+                    k.token,
+                    k.spki_sha256
                 ),
             );
         }
         CaCommand::Selfsign {
             key,
             subject,
-            validity: v,
+            validity,
             not_before,
             path_len,
             out,
         } => {
-            crate::output::check_free(&[&out])?;
-            let uri = site.key_uri(&key)?;
-            let signer = site.hsm.key(&uri, None)?;
-            let (nb, na) = validity(&v, not_before.as_deref())?;
-            let der = crate::ca::self_sign(
-                &signer,
-                &CaParams {
-                    subject: Some(dn(&subject)?),
-                    not_before: nb,
-                    not_after: na,
+            let c = ceremony::selfsign(
+                site,
+                &key,
+                &CaCertArgs {
+                    subject: Some(subject),
+                    validity,
+                    not_before,
                     path_len,
-                    serial_prefix: prefix,
+                    out: out.clone(),
                 },
             )?;
-            done(ctx, &out, &der, "root CA certificate")?;
+            done(ctx, &out, &c, "root CA certificate");
         }
         CaCommand::Csr { key, subject, out } => {
-            crate::output::check_free(&[&out])?;
-            let signer = site.hsm.key(&site.key_uri(&key)?, None)?;
-            let der = crate::ca::make_csr(&signer, dn(&subject)?)?;
-            let pem = pem_rfc7468::encode_string(
-                "CERTIFICATE REQUEST",
-                pem_rfc7468::LineEnding::LF,
-                &der,
-            )
-            .unwrap_or_default();
-            crate::output::write_new(&out, pem.as_bytes())?;
+            ceremony::csr(site, &key, &subject, &out)?;
             ctx.print(
                 &serde_json::json!({"csr": out}),
                 &format!("wrote CA CSR {}", out.display()),
@@ -216,83 +178,47 @@ pub(super) fn run(ctx: &Ctx, cmd: CaCommand) -> Result<ExitCode, Error> {
             issuer_cert,
             csr,
             subject,
-            validity: v,
+            validity,
             not_before,
             path_len,
             end_entity,
             out,
         } => {
-            crate::output::check_free(&[&out])?;
-            let (uri, cert_path) = match site.config.cas.get(&issuer_key) {
-                Some(ca) => (ca.key.clone(), issuer_cert.unwrap_or(ca.cert.clone())),
-                None => (
-                    site.key_uri(&issuer_key)?,
-                    issuer_cert.ok_or_else(|| Error::Usage("--issuer-cert is required when --issuer-key is not a CA name from the site config".into()))?,
-                ),
-            };
-            let issuer = CaCert::load(&cert_path)?;
-            let signer = site
-                .hsm
-                .key(&uri, Some((&issuer.public_key, &issuer.source)))?;
-            let (nb, na) = validity(&v, not_before.as_deref())?;
-            let csr_bytes = read_input(&csr, "CSR")?;
-            let params = CaParams {
-                subject: subject.as_deref().map(dn).transpose()?,
-                not_before: nb,
-                not_after: na,
-                path_len,
-                serial_prefix: prefix,
-            };
-            if end_entity {
-                let der = crate::ca::sign_end_entity(&signer, &issuer, &csr_bytes, &params)?;
-                done(ctx, &out, &der, "end-entity signer certificate")?;
+            let c = ceremony::sign(
+                site,
+                &SignRequest {
+                    issuer_key,
+                    issuer_cert,
+                    csr,
+                    end_entity,
+                    cert: CaCertArgs {
+                        subject,
+                        validity,
+                        not_before,
+                        path_len,
+                        out: out.clone(),
+                    },
+                },
+            )?;
+            let what = if end_entity {
+                "end-entity signer certificate"
             } else {
-                let der = crate::ca::sign_ca(&signer, &issuer, &csr_bytes, &params)?;
-                done(ctx, &out, &der, "CA certificate")?;
-            }
+                "CA certificate"
+            };
+            done(ctx, &out, &c, what);
         }
         CaCommand::VerificationCert {
             ca,
             cn,
-            validity: v,
+            validity,
             out,
         } => {
-            crate::output::check_free(&[&out])?;
-            let ca_ref = site
-                .config
-                .ca(&ca)
-                .map_err(|e| Error::Usage(format!("--ca: {e}")))?;
-            let lifetime = crate::profile::parse_duration(&v)
-                .map_err(|e| Error::Usage(format!("--validity: {e}")))?;
-            let now = time::OffsetDateTime::now_utc();
-            let now = now.replace_nanosecond(0).unwrap_or(now);
-            let mut ledger =
-                crate::ledger::Ledger::open(&site.config.ledger, &site.config.station_id)?;
-            let issuer = site.issuer(&ca_ref, now)?;
-            // A few minutes back, for a cloud whose clock is a little behind ours.
-            let nb = (now - time::Duration::minutes(5)).max(issuer.cert.not_before);
-            let der =
-                crate::ca::verification_cert(&issuer.key, &issuer.cert, &cn, nb, lifetime, prefix)?;
-            let c = CaCert::from_der(der.clone(), out.display().to_string())?;
-            let serial = {
-                use der::Decode;
-                x509_cert::Certificate::from_der(&der)
-                    .map(|x| hex::encode(x.tbs_certificate.serial_number.as_bytes()))
-                    .unwrap_or_default()
-            };
-            let sha256 = hex::encode(crate::crypto::sha256(&der));
-            // Everything the CA key signs is accounted for: recorded before the file exists.
-            ledger.record_event(
-                "verification_cert_signed",
-                None,
-                None,
-                &serde_json::json!({"ca": ca, "cn": cn, "serial": serial, "sha256": sha256}),
-            )?;
-            crate::output::write_new(&out, c.pem().as_bytes())?;
+            let v = ceremony::verification_cert(site, &ca, &cn, &validity, &out)?;
+            let c = &v.cert;
             let na = c.not_after.map(crate::clock::rfc3339).unwrap_or_default();
             ctx.print(
                 &serde_json::json!({
-                    "cert": out, "ca": ca, "cn": cn, "serial": serial, "sha256": sha256,
+                    "cert": out, "ca": ca, "cn": cn, "serial": v.serial, "sha256": v.sha256,
                     "not_before": crate::clock::rfc3339(c.not_before), "not_after": na,
                 }),
                 &format!(
@@ -301,15 +227,10 @@ pub(super) fn run(ctx: &Ctx, cmd: CaCommand) -> Result<ExitCode, Error> {
                 ),
             );
         }
-        // Answered above without the token; kept here so the match stays complete.
-        CaCommand::Status { warn_days } => return status(ctx, warn_days),
-        CaCommand::Bundle { profile, out } => return bundle(ctx, &profile, &out),
         CaCommand::Import { key, cert } => {
-            let uri = site.key_uri(&key)?;
-            let c = CaCert::load(&cert)?;
-            crate::hsm::import_certificate(&site.hsm, &uri, &c)?;
+            let uri = ceremony::import(site, &key, &cert)?;
             ctx.print(
-                &serde_json::json!({"key": uri.to_string(), "cert": cert}),
+                &serde_json::json!({"key": uri, "cert": cert}),
                 &format!(
                     "imported {} beside {uri}: the key matches the certificate",
                     cert.display()
@@ -320,16 +241,14 @@ pub(super) fn run(ctx: &Ctx, cmd: CaCommand) -> Result<ExitCode, Error> {
     Ok(ExitCode::Ok)
 }
 
-fn done(ctx: &Ctx, out: &std::path::Path, der: &[u8], what: &str) -> Result<(), Error> {
-    let c = CaCert::from_der(der.to_vec(), out.display().to_string())?;
-    crate::output::write_new(out, c.pem().as_bytes())?;
+fn done(ctx: &Ctx, out: &std::path::Path, c: &CaCert, what: &str) {
     let na = c
         .not_after
         .map(crate::clock::rfc3339)
         .unwrap_or_else(|| "99991231235959Z (no expiry)".into());
     ctx.print(
         &serde_json::json!({
-            "cert": out, "sha256": hex::encode(crate::crypto::sha256(der)),
+            "cert": out, "sha256": hex::encode(crate::crypto::sha256(&c.der)),
             "not_before": crate::clock::rfc3339(c.not_before), "not_after": na,
         }),
         &format!(
@@ -338,37 +257,10 @@ fn done(ctx: &Ctx, out: &std::path::Path, der: &[u8], what: &str) -> Result<(), 
             crate::clock::rfc3339(c.not_before)
         ),
     );
-    Ok(())
-}
-
-fn site_config(ctx: &Ctx) -> Result<crate::config::SiteConfig, Error> {
-    let path = ctx
-        .config
-        .as_ref()
-        .ok_or(Error::Config(crate::config::ConfigError::Missing))?;
-    Ok(crate::config::SiteConfig::load(path)?)
 }
 
 fn status(ctx: &Ctx, warn_days: i64) -> Result<ExitCode, Error> {
-    use crate::lifecycle::ca_status;
-    let cfg = site_config(ctx)?;
-    let (profiles, errors) = ca_status::site_profiles(&cfg);
-    let ledger = if cfg.ledger.exists() {
-        Some(crate::ledger::Ledger::open_read(
-            &cfg.ledger,
-            &cfg.station_id,
-        )?)
-    } else {
-        None
-    };
-    let r = ca_status::status(
-        &cfg,
-        &profiles,
-        errors,
-        ledger.as_ref(),
-        time::OffsetDateTime::now_utc(),
-        warn_days,
-    )?;
+    let r = crate::site::ceremony::status(&ctx.site, warn_days)?;
     let mut h = String::new();
     for c in &r.cas {
         h.push_str(&format!(
@@ -400,18 +292,12 @@ fn status(ctx: &Ctx, warn_days: i64) -> Result<ExitCode, Error> {
 }
 
 fn bundle(ctx: &Ctx, profile: &str, out: &std::path::Path) -> Result<ExitCode, Error> {
-    let cfg = site_config(ctx)?;
-    crate::output::check_free(&[out])?;
-    let p = crate::profile::Profile::load(&cfg.profile_path(profile))?;
-    let cas = crate::lifecycle::ca_status::transition_cas(&cfg, &p)?;
-    let pem = crate::lifecycle::ca_status::trust_bundle(&cfg, &p)?;
-    crate::output::write_new(out, pem.as_bytes())?;
-    let names: Vec<&str> = cas.iter().map(|c| c.name.as_str()).collect();
+    let (name, names) = crate::site::ceremony::bundle(&ctx.site, profile, out)?;
     ctx.print(
-        &serde_json::json!({"profile": p.name, "cas": names, "out": out}),
+        &serde_json::json!({"profile": name, "cas": names, "out": out}),
         &format!(
             "trust bundle for {} (CAs {}) written to {}",
-            p.name,
+            name,
             names.join(", "),
             out.display()
         ),

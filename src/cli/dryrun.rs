@@ -1,31 +1,16 @@
 //! Printing `certfab issue --dry-run` and `certfab batch --dry-run` (docs/issuance.md "Dry
-//! run"); the work is `batch::dry_run_issue` and `batch::dry_run_batch`.
+//! run"); the work is `site::issue::dry_run` and `site::batch::dry_run`.
 
 use super::Ctx;
-use crate::batch::{self, BatchDryRun, Outcome, Source};
+use crate::batch::{BatchDryRun, Outcome, Source};
 use crate::error::{Error, ExitCode};
-use crate::issue::Request;
+use crate::site::issue::IssueRequest;
 use std::path::Path;
-
-fn config(ctx: &Ctx) -> Result<&Path, Error> {
-    ctx.config
-        .as_deref()
-        .ok_or(Error::Config(crate::config::ConfigError::Missing))
-}
 
 /// `certfab issue --dry-run`; a refusal is the error a run would give (`refusal` adds the
 /// input's name to policy errors, as a run does).
-pub(super) fn issue(
-    ctx: &Ctx,
-    profile: &str,
-    req: &Request,
-    refusal: impl Fn(crate::issue::IssueError) -> Error,
-) -> Result<ExitCode, Error> {
-    let site = crate::site::open_offline(config(ctx)?, profile)?;
-    let p = batch::dry_run_issue(&site, req).map_err(|e| match e {
-        batch::DryRunError::Issue(i) => refusal(i),
-        other => other.into(),
-    })?;
+pub(super) fn issue(ctx: &Ctx, req: &IssueRequest) -> Result<ExitCode, Error> {
+    let p = crate::site::issue::dry_run(&ctx.site, req)?;
     let esc = crate::text::escape;
     let mut h = match p.outcome {
         Outcome::AlreadyIssued => format!(
@@ -68,12 +53,9 @@ pub(super) fn batch(
     has_passphrase: bool,
     jobs: usize,
 ) -> Result<ExitCode, Error> {
-    if jobs == 0 || jobs > 64 {
-        return Err(Error::Usage("--jobs must be 1..=64".into()));
-    }
-    let site = crate::site::open_offline(config(ctx)?, profile)?;
-    let p = batch::dry_run_batch(
-        &site,
+    let p = crate::site::batch::dry_run(
+        &ctx.site,
+        profile,
         &BatchDryRun {
             source,
             out,

@@ -1,7 +1,8 @@
-use super::{read_input, Ctx};
+use super::Ctx;
 use crate::error::{Error, ExitCode};
-use crate::export::{self, ExportInput, ExportOptions, Format};
-use std::path::{Path, PathBuf};
+use crate::export::Format;
+use crate::site::export::{ClaimArgs, ExportRequest};
+use std::path::PathBuf;
 
 /// `certfab export`
 #[derive(Debug, clap::Args)]
@@ -48,99 +49,29 @@ pub struct ExportArgs {
 }
 
 pub(super) fn run(ctx: &Ctx, a: ExportArgs) -> Result<ExitCode, Error> {
-    let input = verified_input(ctx, &a.manifest, a.trust.as_deref())?;
-    let mut settings = std::collections::BTreeMap::new();
-    for s in &a.set {
-        let (k, v) = s
-            .split_once('=')
-            .filter(|(k, _)| !k.is_empty())
-            .ok_or_else(|| {
-                Error::Usage(format!(
-                    "--set '{s}' must be KEY=VALUE (e.g. aws.region=eu-west-1)"
-                ))
-            })?;
-        settings.insert(k.to_string(), v.to_string());
-    }
-    let verification_cert_pem = match &a.verification_cert {
-        Some(p) => Some(
-            String::from_utf8(read_input(p, "verification certificate")?).map_err(|_| {
-                Error::Input {
-                    path: p.display().to_string(),
-                    msg: "not a PEM text file".into(),
-                    code: ExitCode::Usage,
-                }
-            })?,
-        ),
-        None => None,
-    };
-    let mut opts = ExportOptions {
-        max_rows: a.max_rows,
-        settings,
-        verification_cert_pem,
-        claim: None,
-    };
-    if a.format.needs_signer() {
-        // Each entry is signed by the manifest signer while rendering; nothing is written
-        // until every entry is signed, and existing files are refused before writing.
-        let site = ctx.site()?;
-        site.login()?;
-        let signer = site.signer(time::OffsetDateTime::now_utc())?;
-        let summary = export::export_signed(a.format, &input, &opts, &signer, &a.out, a.force)?;
-        ctx.print(
-            &serde_json::to_value(&summary).unwrap_or_default(),
-            &summary.text(),
-        );
-        return Ok(ExitCode::Ok);
-    }
-    // Everything that can be refused is refused before the HSM signs a claim.
-    export::preflight(a.format, &input, &opts, &a.out, a.force)?;
-    if a.format.needs_claim() {
-        opts.claim = Some(claim(ctx, &a, &input)?);
-    }
-    let summary = export::export(a.format, &input, &opts, &a.out, a.force)?;
+    let summary = crate::site::export::export(
+        &ctx.site,
+        ExportRequest {
+            format: a.format,
+            manifest: a.manifest,
+            trust: a.trust,
+            out: a.out,
+            force: a.force,
+            max_rows: a.max_rows,
+            set: a.set,
+            verification_cert: a.verification_cert,
+            claim: ClaimArgs {
+                profile: a.claim_profile,
+                claim_id: a.claim_id,
+                key_passphrase: a.key_passphrase,
+                plain_keys: a.plain_keys,
+                kdf_iterations: a.kdf_iterations,
+            },
+        },
+    )?;
     ctx.print(
         &serde_json::to_value(&summary).unwrap_or_default(),
         &summary.text(),
     );
     Ok(ExitCode::Ok)
-}
-
-/// The export's input, only from a manifest whose signature, chain, Merkle root and counts
-/// verify against the trusted roots: an unverified manifest is refused here.
-fn verified_input(ctx: &Ctx, manifest: &Path, trust: Option<&Path>) -> Result<ExportInput, Error> {
-    let trust = crate::manifest::Trust::resolve(trust, ctx.config.as_deref())?;
-    let verified = crate::manifest::verify(manifest, &trust)?;
-    Ok(verified.to_export_input())
-}
-
-fn claim(ctx: &Ctx, a: &ExportArgs, input: &ExportInput) -> Result<export::ClaimMaterial, Error> {
-    let passphrase = match (&a.key_passphrase, a.plain_keys) {
-        (Some(_), true) => {
-            return Err(Error::Usage(
-                "--key-passphrase and --plain-keys exclude each other".into(),
-            ))
-        }
-        (Some(src), false) => Some(
-            crate::secret::SecretSource::parse(src, Path::new("."))?.read("Claim key passphrase")?,
-        ),
-        (None, true) => None,
-        (None, false) => {
-            return Err(Error::Usage(
-                "aws-fleet-claim writes the claim's private key encrypted: give --key-passphrase env:NAME or file:PATH (or --plain-keys to write it unencrypted, explicitly)".into(),
-            ))
-        }
-    };
-    let site = ctx.site()?;
-    let profile = crate::profile::Profile::load(&site.config.profile_path(&a.claim_profile))?;
-    let claim_id = match &a.claim_id {
-        Some(id) => id.clone(),
-        None => export::claim::default_claim_id(input)?,
-    };
-    export::claim::issue_claim(
-        &site,
-        &profile,
-        &claim_id,
-        passphrase.as_ref(),
-        a.kdf_iterations,
-    )
 }

@@ -41,63 +41,35 @@ pub enum HsmCommand {
 
 pub(super) fn run(ctx: &Ctx, cmd: HsmCommand) -> Result<ExitCode, Error> {
     match cmd {
-        HsmCommand::InitToken { label, so_pin, pin } => init_token(ctx, &label, &so_pin, &pin),
-        other => with_site(ctx, other),
-    }
-}
-
-/// The site's token does not exist yet: the config is used for the module only.
-fn init_token(ctx: &Ctx, label: &str, so_pin: &str, pin: &str) -> Result<ExitCode, Error> {
-    let path = ctx
-        .config
-        .as_ref()
-        .ok_or(Error::Config(crate::config::ConfigError::Missing))?;
-    let config = crate::config::SiteConfig::load(path)?;
-    config.apply_module_env();
-    let cwd = std::path::Path::new(".");
-    let so = crate::secret::SecretSource::parse(so_pin, cwd)?.read("Security officer PIN")?;
-    let user = crate::secret::SecretSource::parse(pin, cwd)?.read("User PIN")?;
-    let slot = crate::hsm::init_token(&config.module, label, &so, &user)?;
-    ctx.print(
-        &serde_json::json!({"label": label, "slot": slot}),
-        &format!("initialised token '{label}' in slot {slot}"),
-    );
-    Ok(ExitCode::Ok)
-}
-
-fn with_site(ctx: &Ctx, cmd: HsmCommand) -> Result<ExitCode, Error> {
-    let site = ctx.site()?;
-    match cmd {
-        HsmCommand::InitToken { .. } => Err(Error::Usage("init-token does not open a site".into())),
-        HsmCommand::Info { no_login } => {
-            if !no_login && site.config.pin.is_some() {
-                site.login()?;
-            }
-            let info = crate::hsm::info(&site.hsm)?;
-            let mut h = String::new();
-            let _ = writeln!(
-                h,
-                "module: {} ({})",
-                site.config.module.display(),
-                info.library
+        HsmCommand::InitToken { label, so_pin, pin } => {
+            let slot = crate::site::token::init_token(&ctx.site, &label, &so_pin, &pin)?;
+            ctx.print(
+                &serde_json::json!({"label": label, "slot": slot}),
+                &format!("initialised token '{label}' in slot {slot}"),
             );
-            for t in &info.tokens {
+        }
+        HsmCommand::Info { no_login } => {
+            let t = crate::site::token::info(&ctx.site, no_login)?;
+            let info = &t.info;
+            let mut h = String::new();
+            let _ = writeln!(h, "module: {} ({})", t.module.display(), info.library);
+            for t2 in &info.tokens {
                 let _ = writeln!(
                     h,
                     "slot {}{}: token '{}' ({} {}, serial {})  [{}]",
-                    t.slot,
-                    if t.selected { " (selected)" } else { "" },
-                    t.label,
-                    t.manufacturer,
-                    t.model,
-                    t.serial,
-                    t.pin_state.join(", ")
+                    t2.slot,
+                    if t2.selected { " (selected)" } else { "" },
+                    t2.label,
+                    t2.manufacturer,
+                    t2.model,
+                    t2.serial,
+                    t2.pin_state.join(", ")
                 );
-                let _ = writeln!(h, "  mechanisms: {}", t.mechanisms.join(" "));
-                if t.selected && !site.hsm.logged_in() {
+                let _ = writeln!(h, "  mechanisms: {}", t2.mechanisms.join(" "));
+                if t2.selected && !t.logged_in {
                     let _ = writeln!(h, "  (not logged in: private objects hidden)");
                 }
-                for o in &t.objects {
+                for o in &t2.objects {
                     let flags = [
                         o.sensitive
                             .map(|b| if b { "sensitive" } else { "NOT-sensitive" }),
@@ -121,50 +93,29 @@ fn with_site(ctx: &Ctx, cmd: HsmCommand) -> Result<ExitCode, Error> {
                 }
             }
             ctx.print(
-                &serde_json::to_value(&info).unwrap_or_default(),
+                &serde_json::to_value(info).unwrap_or_default(),
                 h.trim_end(),
             );
-            Ok(ExitCode::Ok)
         }
         HsmCommand::Bench {
             key,
             sessions,
             seconds,
         } => {
-            site.login()?;
-            let uri = match site.config.cas.get(&key) {
-                Some(ca) => ca.key.clone(),
-                None => site.key_uri(&key)?,
-            };
-            let mut results = Vec::new();
-            let mut h = format!(
-                "raw signing rate of {uri} on '{}':\n",
-                site.hsm.token_label()
-            );
-            for n in sessions {
-                if n == 0 {
-                    return Err(Error::Usage("--sessions values must be at least 1".into()));
-                }
-                let r = crate::hsm::bench(
-                    &site.hsm,
-                    &uri,
-                    n,
-                    std::time::Duration::from_secs_f64(seconds),
-                )?;
+            let b = crate::site::token::bench(&ctx.site, &key, &sessions, seconds)?;
+            let mut h = format!("raw signing rate of {} on '{}':\n", b.uri, b.token);
+            for r in &b.results {
                 let _ = writeln!(
                     h,
                     "  {} session(s): {:>9.1} signatures/s  ({} in {:.2}s, mean latency {:.3} ms)",
                     r.sessions, r.per_second, r.signatures, r.seconds, r.mean_latency_ms
                 );
-                results.push(r);
             }
-            let key_alg = site.hsm.key(&uri, None)?;
-            let alg = crate::signer::Signer::algorithm(&key_alg).to_string();
             ctx.print(
-                &serde_json::json!({"key": uri.to_string(), "algorithm": alg, "results": results}),
+                &serde_json::json!({"key": b.uri, "algorithm": b.algorithm, "results": b.results}),
                 h.trim_end(),
             );
-            Ok(ExitCode::Ok)
         }
     }
+    Ok(ExitCode::Ok)
 }

@@ -1,12 +1,10 @@
 //! `certfab revoke`, `certfab crl`, `certfab renew`: parsing and printing only; the work is in
 //! [`crate::lifecycle`].
 
-use super::{parse_vars, read_input, write_cert_files, Ctx};
-use crate::config::SiteConfig;
+use super::Ctx;
 use crate::error::{Error, ExitCode};
 use crate::lifecycle::revoke::Target;
-use crate::lifecycle::{self, LifecycleError, Reason};
-use crate::profile::Profile;
+use crate::lifecycle::Reason;
 use std::path::PathBuf;
 
 /// `certfab revoke`
@@ -66,14 +64,6 @@ pub enum ListFormat {
     Azure,
 }
 
-fn config(ctx: &Ctx) -> Result<SiteConfig, Error> {
-    let path = ctx
-        .config
-        .as_ref()
-        .ok_or(Error::Config(crate::config::ConfigError::Missing))?;
-    Ok(SiteConfig::load(path)?)
-}
-
 pub(super) fn revoke(ctx: &Ctx, a: RevokeArgs) -> Result<ExitCode, Error> {
     if let Some(RevokeSub::List {
         profile,
@@ -108,9 +98,7 @@ pub(super) fn revoke(ctx: &Ctx, a: RevokeArgs) -> Result<ExitCode, Error> {
         })?
         .parse()
         .map_err(Error::Usage)?;
-    let cfg = config(ctx)?;
-    let mut ledger = crate::site::open_ledger(&cfg, None)?;
-    let r = lifecycle::revoke::revoke(&mut ledger, &target, reason, a.comment.as_deref())?;
+    let r = crate::site::lifecycle::revoke(&ctx.site, &target, reason, a.comment.as_deref())?;
     let human = if r.already {
         format!(
             "already revoked: device {} serial {} ({}, {}); nothing changed",
@@ -136,38 +124,25 @@ fn list(
     format: ListFormat,
     out: Option<PathBuf>,
 ) -> Result<ExitCode, Error> {
-    let cfg = config(ctx)?;
-    let mut ledger = crate::site::open_ledger(&cfg, None)?;
-    let mut entries = lifecycle::revocations(&ledger, profile.as_deref())?;
-    if let Some(t) = &tenant {
-        entries.retain(|e| e.tenant.as_deref() == Some(t.as_str()));
-    }
-    let tenant = lifecycle::tenant::single_tenant(
-        "the revocation list",
-        entries.iter().map(|e| e.tenant.as_deref()),
-    )
-    .map_err(|e| LifecycleError::Usage(e.to_string()))?;
-    let text = match format {
-        ListFormat::Json => serde_json::to_string_pretty(&entries).unwrap_or_default() + "\n",
-        ListFormat::Aws => lifecycle::revocations::aws_script(&entries),
-        ListFormat::Azure => {
-            serde_json::to_string_pretty(&lifecycle::revocations::azure_bulk(&entries))
-                .unwrap_or_default()
-                + "\n"
-        }
+    use crate::site::lifecycle::ListFormat as F;
+    let fmt = match format {
+        ListFormat::Json => F::Json,
+        ListFormat::Aws => F::Aws,
+        ListFormat::Azure => F::Azure,
     };
-    let fmt = format!("{format:?}").to_lowercase();
-    ledger.record_event(
-        "revocations_exported",
-        None,
-        None,
-        &serde_json::json!({"format": fmt, "profile": profile, "tenant": tenant,
-            "entries": entries.len(), "sha256": hex::encode(crate::crypto::sha256(text.as_bytes())),
-            "out": out}),
+    let l = crate::site::lifecycle::revoke_list(
+        &ctx.site,
+        profile.as_deref(),
+        tenant.as_deref(),
+        fmt,
+        out.as_deref(),
     )?;
+    let fmt = fmt.name();
+    let tenant = l.tenant;
+    let entries = l.entries;
+    let text = l.text;
     match &out {
         Some(path) => {
-            crate::output::write_new(path, text.as_bytes())?;
             ctx.print(
                 &serde_json::json!({"out": path, "format": fmt, "entries": entries.len(), "tenant": tenant}),
                 &format!(
@@ -208,45 +183,16 @@ pub struct CrlArgs {
 }
 
 pub(super) fn crl(ctx: &Ctx, a: CrlArgs) -> Result<ExitCode, Error> {
-    let validity = crate::profile::parse_duration(&a.next_update)
-        .map_err(|e| Error::Usage(format!("--next-update: {e}")))?;
-    if validity <= time::Duration::ZERO {
-        return Err(Error::Usage("--next-update must be positive".into()));
-    }
-    crate::output::check_free(&[&a.out])?;
-    let site = ctx.site()?;
-    let (ca_ref, profile) = match (&a.profile, &a.ca) {
-        (Some(p), _) => {
-            let profile = Profile::load(&site.config.profile_path(p))?;
-            (site.ca_ref(&profile)?, Some(profile))
-        }
-        (None, Some(name)) => (
-            site.config
-                .ca(name)
-                .map_err(|e| Error::Usage(format!("--ca: {e}")))?,
-            None,
-        ),
-        (None, None) => return Err(Error::Usage("pass --profile or --ca".into())),
-    };
-    let now = time::OffsetDateTime::now_utc();
-    let now = now.replace_nanosecond(0).unwrap_or(now);
-    let mut ledger = site.open_ledger(profile.as_ref())?;
-    site.login_recorded(&mut ledger)?;
-    let issuer = site.issuer_recorded(&ca_ref, now, &mut ledger)?;
-    let (der, rec) = lifecycle::crl::issue_crl(
-        &mut ledger,
-        &ca_ref.name,
-        &issuer.cert,
-        &issuer.key,
-        now,
-        validity,
+    let rec = crate::site::lifecycle::crl(
+        &ctx.site,
+        &crate::site::lifecycle::CrlRequest {
+            profile: a.profile,
+            ca: a.ca,
+            next_update: a.next_update,
+            out: a.out.clone(),
+            der: a.der,
+        },
     )?;
-    let bytes = if a.der {
-        der
-    } else {
-        lifecycle::crl::pem(&der).into_bytes()
-    };
-    crate::output::write_new(&a.out, &bytes)?;
     ctx.print(
         &serde_json::json!({"crl": rec, "out": a.out}),
         &format!(
@@ -285,74 +231,20 @@ pub struct RenewArgs {
 }
 
 pub(super) fn renew(ctx: &Ctx, a: RenewArgs) -> Result<ExitCode, Error> {
-    let cert_path = a.out.join("cert.pem");
-    let chain_path = a.out.join("chain.pem");
-    crate::output::check_free(&[&cert_path, &chain_path])?;
-    let csr = read_input(&a.csr, "CSR")?;
-    let vars = parse_vars(&a.vars, "var.")?;
-    let site = ctx.site()?;
-    let profile_name = match a.profile.clone() {
-        Some(p) => p,
-        None => {
-            let l = crate::ledger::Ledger::open_read(&site.config.ledger, &site.config.station_id)?;
-            let mut names: Vec<String> = l
-                .device_certificates(&a.device, None)?
-                .into_iter()
-                .map(|c| c.profile)
-                .collect();
-            names.sort();
-            names.dedup();
-            match names.len() {
-                1 => names.remove(0),
-                0 => {
-                    return Err(LifecycleError::Refused(format!(
-                    "device '{}' has no certificate in the ledger; only known devices are renewed",
-                    a.device
-                ))
-                    .into())
-                }
-                _ => {
-                    return Err(Error::Usage(format!(
-                        "device '{}' has certificates in profiles {}; pass --profile",
-                        a.device,
-                        names.join(", ")
-                    )))
-                }
-            }
-        }
-    };
-    let profile = Profile::load(&site.config.profile_path(&profile_name))?;
-    let now = time::OffsetDateTime::now_utc();
-    let now = now.replace_nanosecond(0).unwrap_or(now);
-    let ca_ref = site.ca_ref_at(&profile, now)?;
-    let mut ledger = site.open_ledger(Some(&profile))?;
-    site.login_recorded(&mut ledger)?;
-    let issuer = site.issuer_recorded(&ca_ref, now, &mut ledger)?;
-    let r = lifecycle::renew::renew(
-        &mut ledger,
-        &lifecycle::renew::Renewal {
-            profile: &profile,
-            ca_name: &ca_ref.name,
-            ca: &issuer.cert,
-            signer: &issuer.key,
-            serial_prefix: site.config.serial_prefix,
-            device_id: &a.device,
-            csr,
-            vars,
-            now,
+    let o = crate::site::lifecycle::renew(
+        &ctx.site,
+        &crate::site::lifecycle::RenewRequest {
+            device: a.device,
+            profile: a.profile,
+            csr: a.csr,
+            vars: a.vars,
+            out: a.out,
+            with_root: a.with_root,
         },
-    )
-    .map_err(|e| match e {
-        LifecycleError::Issue(crate::issue::IssueError::Policy(p)) => Error::Input {
-            path: a.csr.display().to_string(),
-            msg: format!("refused: {p}"),
-            code: ExitCode::Rejected,
-        },
-        other => other.into(),
-    })?;
-    write_cert_files(&issuer, &r.der, a.with_root, &cert_path, &chain_path)?;
+    )?;
+    let r = &o.renewal;
     ctx.print(
-        &serde_json::json!({"renewal": r, "ca": ca_ref.name, "cert": cert_path, "chain": chain_path,
+        &serde_json::json!({"renewal": r, "ca": o.ca, "cert": o.cert, "chain": o.chain,
             "cert_sha256": hex::encode(crate::crypto::sha256(&r.der))}),
         &format!(
             "{} device {} (profile {}): serial {} supersedes {}; batch {}\n  {}\n  {}\nRevoke the old certificate once the device uses the new one: certfab revoke --serial {} --reason superseded",
@@ -362,8 +254,8 @@ pub(super) fn renew(ctx: &Ctx, a: RenewArgs) -> Result<ExitCode, Error> {
             r.new_serial,
             r.old_serial,
             r.batch_id,
-            cert_path.display(),
-            chain_path.display(),
+            o.cert.display(),
+            o.chain.display(),
             r.old_serial
         ),
     );

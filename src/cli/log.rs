@@ -3,9 +3,9 @@
 
 use super::Ctx;
 use crate::auditlog::{self, CheckpointTrust};
-use crate::ca::CaCert;
 use crate::error::{Error, ExitCode};
 use crate::ledger::Ledger;
+use crate::x509::CaCert;
 use clap::Subcommand;
 use std::path::PathBuf;
 
@@ -46,18 +46,7 @@ pub enum LogCommand {
 pub(super) fn run(ctx: &Ctx, cmd: LogCommand) -> Result<ExitCode, Error> {
     match cmd {
         LogCommand::Checkpoint { out } => {
-            if let Some(o) = &out {
-                crate::output::check_free(&[o])?;
-            }
-            let site = ctx.site()?;
-            let mut ledger = site.open_ledger(None)?;
-            site.login_recorded(&mut ledger)?;
-            let now = time::OffsetDateTime::now_utc();
-            let signer = site.signer(now)?;
-            let doc = auditlog::checkpoint(&mut ledger, &signer, now)?;
-            if let Some(o) = &out {
-                crate::output::write_new(o, format!("{}\n", doc.to_text()).as_bytes())?;
-            }
+            let doc = crate::site::manifests::checkpoint(&ctx.site, out.as_deref())?;
             let s = &doc.statement;
             ctx.print(
                 &serde_json::json!({"checkpoint": doc, "out": out}),

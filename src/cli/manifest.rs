@@ -1,11 +1,11 @@
 use super::Ctx;
-use crate::ca::CaCert;
 use crate::error::{Error, ExitCode};
-use crate::ledger::Ledger;
-use crate::manifest::{self, build, merge, ManifestError, Trust};
+
+use crate::manifest::{self, build, ManifestError, Trust};
+
 use clap::Subcommand;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// `certfab manifest …`
 #[derive(Debug, Subcommand)]
@@ -79,12 +79,18 @@ pub(super) fn run(ctx: &Ctx, cmd: ManifestCommand) -> Result<ExitCode, Error> {
             profile,
             trust,
         } => {
-            let var_map = super::parse_vars(&vars, "")?;
-            let site = ctx.site()?;
-            let trust = resolve_trust(&site, trust.as_deref())?;
-            site.login()?;
-            let mut ledger = Ledger::open(&site.config.ledger, &site.config.station_id)?;
-            let o = build_on(&site, &mut ledger, &trust, batch, out, var_map, profile)?;
+            let var_map = crate::site::parse_vars(&vars, "")?;
+            let o = crate::site::manifests::build(
+                &ctx.site,
+                trust.as_deref(),
+                build::BuildRequest {
+                    batches: batch,
+                    out,
+                    vars: var_map,
+                    profile,
+                    now: ctx.site.now(),
+                },
+            )?;
             print_built(ctx, &o);
             Ok(ExitCode::Ok)
         }
@@ -131,9 +137,7 @@ pub(super) fn run(ctx: &Ctx, cmd: ManifestCommand) -> Result<ExitCode, Error> {
             devices,
         } => show(ctx, &path, trust, devices),
         ManifestCommand::Merge { inputs, out, trust } => {
-            let site = ctx.site()?;
-            let (trust, signer, now) = signing_setup(&site, trust.as_deref())?;
-            let o = merge::merge(&inputs, &out, &signer, &trust, now)?;
+            let o = crate::site::manifests::merge(&ctx.site, &inputs, &out, trust.as_deref())?;
             ctx.print(
                 &serde_json::to_value(&o).unwrap_or_default(),
                 &format!(
@@ -148,141 +152,6 @@ pub(super) fn run(ctx: &Ctx, cmd: ManifestCommand) -> Result<ExitCode, Error> {
             Ok(ExitCode::Ok)
         }
     }
-}
-
-/// What writing a manifest needs: the roots it must chain to (`--trust FILE`, else the site
-/// config's), the site's document signer (after login) opened at `now`, and `now` in whole
-/// seconds.
-fn signing_setup<'s>(
-    site: &'s crate::site::Site,
-    trust: Option<&std::path::Path>,
-) -> Result<
-    (
-        Trust,
-        manifest::jws::DocumentSigner<crate::hsm::HsmKey<'s>>,
-        time::OffsetDateTime,
-    ),
-    Error,
-> {
-    let trust = resolve_trust(site, trust)?;
-    site.login()?;
-    let (signer, now) = signer_now(site)?;
-    Ok((trust, signer, now))
-}
-
-fn resolve_trust(site: &crate::site::Site, trust: Option<&Path>) -> Result<Trust, Error> {
-    Ok(match trust {
-        Some(t) => Trust::from_file(t)?,
-        None => Trust::from_site(&site.config)?,
-    })
-}
-
-/// The signer, opened on a logged-in token, and the time it signs at.
-fn signer_now(
-    site: &crate::site::Site,
-) -> Result<
-    (
-        manifest::jws::DocumentSigner<crate::hsm::HsmKey<'_>>,
-        time::OffsetDateTime,
-    ),
-    Error,
-> {
-    let now = time::OffsetDateTime::now_utc();
-    let now = now.replace_nanosecond(0).unwrap_or(now);
-    Ok((site.signer(now)?, now))
-}
-
-/// Builds the manifest of `batches` on an open ledger and a logged-in token: `manifest build`,
-/// and `batch`/`station` with `--manifest` on the run's own ledger (one process per ledger).
-pub(super) fn build_on(
-    site: &crate::site::Site,
-    ledger: &mut Ledger,
-    trust: &Trust,
-    batches: Vec<String>,
-    out: PathBuf,
-    vars: BTreeMap<String, String>,
-    profile: Option<PathBuf>,
-) -> Result<build::BuildOutcome, Error> {
-    let (signer, now) = signer_now(site)?;
-    let ca = |p: &crate::profile::Profile, recorded: &str| -> Result<_, ManifestError> {
-        let r = site
-            .batch_ca(p, recorded)
-            .map_err(|e| ManifestError::Usage(e.to_string()))?;
-        let (cert, chain) = CaCert::load_with_chain(&r.cert, &r.chain)
-            .map_err(|e| ManifestError::Usage(e.to_string()))?;
-        Ok((r.name, cert, chain))
-    };
-    Ok(build::build(
-        build::BuildSite {
-            config: &site.config,
-            ledger,
-            signer: &signer,
-            trust,
-            ca: &ca,
-        },
-        &build::BuildRequest {
-            batches,
-            out,
-            vars,
-            profile,
-            now,
-        },
-    )?)
-}
-
-/// Where a batch or shift writes its manifest when it ends (`--manifest FILE`), checked first.
-pub(super) struct ManifestTarget {
-    out: PathBuf,
-    trust: Trust,
-}
-
-/// Checks, before a batch or shift signs anything, that its `--manifest FILE` can be built at
-/// the end: a signer is configured, a trust anchor resolves, and neither file exists.
-pub(super) fn preflight(
-    site: &crate::site::Site,
-    out: Option<&Path>,
-) -> Result<Option<ManifestTarget>, Error> {
-    let Some(out) = out else { return Ok(None) };
-    if site.config.signer.is_none() {
-        return Err(Error::Usage(format!(
-            "--manifest needs a manifest signer: {} has no signer: section (docs/manifest.md; hsm-fixtures/dev-line.sh makes one)",
-            site.config.path.display()
-        )));
-    }
-    crate::output::check_free(&[out, &manifest::signature_path(out)])?;
-    Ok(Some(ManifestTarget {
-        out: out.to_path_buf(),
-        trust: resolve_trust(site, None)?,
-    }))
-}
-
-/// The manifest of a finished batch or shift, or None (with a notice when it has no new
-/// certificate to declare, e.g. a shift of devices that already had theirs).
-pub(super) fn build_after_run(
-    site: &crate::site::Site,
-    ledger: &mut Ledger,
-    target: Option<&ManifestTarget>,
-    batch: &str,
-    profile: &Path,
-) -> Option<Result<build::BuildOutcome, Error>> {
-    let t = target?;
-    match ledger.exportable_devices(&[batch.to_string()]) {
-        Ok(d) if d.is_empty() => {
-            eprintln!("certfab: no manifest written: {batch} issued no certificate that is not already in a manifest");
-            return None;
-        }
-        Err(e) => return Some(Err(e.into())),
-        Ok(_) => {}
-    }
-    Some(build_on(
-        site,
-        ledger,
-        &t.trust,
-        vec![batch.to_string()],
-        t.out.clone(),
-        BTreeMap::new(),
-        Some(profile.to_path_buf()),
-    ))
 }
 
 /// Prints a build outcome (and any pending builds it recovered first).

@@ -88,6 +88,7 @@ pub enum Command {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     let ctx = Ctx {
+        site: crate::site::SiteRef::new(cli.config.clone()),
         config: cli.config,
         json: cli.json,
     };
@@ -111,19 +112,12 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
 }
 
 pub(crate) struct Ctx {
+    site: crate::site::SiteRef,
     config: Option<PathBuf>,
     json: bool,
 }
 
 impl Ctx {
-    fn site(&self) -> Result<crate::site::Site, Error> {
-        let path = self
-            .config
-            .as_ref()
-            .ok_or(Error::Config(crate::config::ConfigError::Missing))?;
-        crate::site::Site::open(path)
-    }
-
     /// Prints a result: JSON on stdout with --json, else the human text.
     fn print(&self, value: &serde_json::Value, human: &str) {
         if self.json {
@@ -137,109 +131,4 @@ impl Ctx {
             outln!("{}", crate::text::escape_keep_lines(human));
         }
     }
-}
-
-/// Reads a file named on the command line: a regular file or a pipe (`--csr /dev/stdin`),
-/// never a device or directory; at most one byte past the 64 KiB limit, so an endless pipe
-/// cannot exhaust memory. The messages never quote the content.
-fn read_input(path: &std::path::Path, what: &str) -> Result<Vec<u8>, Error> {
-    use crate::input::{read_user_file, Pipes, ReadError};
-    read_user_file(path, crate::csr::MAX_INPUT, Pipes::Allowed).map_err(|e| Error::Input {
-        path: path.display().to_string(),
-        code: match e {
-            ReadError::TooLarge(_) => ExitCode::Rejected,
-            _ => ExitCode::Usage,
-        },
-        msg: match e {
-            ReadError::TooLarge(_) => {
-                format!("{what} is over the 64 KiB limit; refused before parsing")
-            }
-            e => format!("cannot read {what}: {e}"),
-        },
-    })
-}
-
-/// `--var NAME=VALUE` flags as a map from `{prefix}NAME` to VALUE.
-fn parse_vars(
-    vars: &[String],
-    prefix: &str,
-) -> Result<std::collections::BTreeMap<String, String>, Error> {
-    let mut map = std::collections::BTreeMap::new();
-    for v in vars {
-        let (k, val) = v
-            .split_once('=')
-            .ok_or_else(|| Error::Usage(format!("--var '{v}' must be NAME=VALUE")))?;
-        map.insert(format!("{prefix}{k}"), val.to_string());
-    }
-    Ok(map)
-}
-
-/// Writes a new device certificate as `cert_path` (the leaf) and `chain_path` (the leaf, then
-/// the issuer's chain, with the root if `with_root`); both must not exist yet.
-fn write_cert_files(
-    issuer: &crate::site::Issuer,
-    der: &[u8],
-    with_root: bool,
-    cert_path: &std::path::Path,
-    chain_path: &std::path::Path,
-) -> Result<(), Error> {
-    let leaf = crate::issue::pem(der);
-    let chain = format!(
-        "{leaf}{}",
-        issuer.cert.device_chain_pem(&issuer.chain, with_root)
-    );
-    use crate::output::{Access, Durability, Existing, OutDir};
-    let (dir, cert_name) = crate::output::split(cert_path)?;
-    let (chain_dir, chain_name) = crate::output::split(chain_path)?;
-    if dir != chain_dir {
-        return Err(Error::Usage(
-            "cert.pem and chain.pem must be in one directory".into(),
-        ));
-    }
-    let out = OutDir::create(dir)?;
-    let cert = out.stage(cert_name, leaf.as_bytes(), Access::Shared, Durability::Now)?;
-    let chain = out.stage(
-        chain_name,
-        chain.as_bytes(),
-        Access::Shared,
-        Durability::Now,
-    )?;
-    cert.commit(Existing::Refuse)?;
-    if let Err(e) = chain.commit(Existing::Refuse) {
-        // Leave no half result: a cert.pem without its chain.pem looks finished to scripts.
-        let _ = out.remove(cert_name);
-        return Err(e.into());
-    }
-    out.sync_dir()?;
-    Ok(())
-}
-
-/// `--validity` and `--not-before` for CA commands.
-fn validity(
-    validity: &str,
-    not_before: Option<&str>,
-) -> Result<(time::OffsetDateTime, Option<time::OffsetDateTime>), Error> {
-    let nb = match not_before {
-        Some(s) => time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-            .map_err(|e| {
-            Error::Usage(format!(
-                "--not-before '{s}' is not RFC 3339 (e.g. 2026-01-01T00:00:00Z): {e}"
-            ))
-        })?,
-        None => time::OffsetDateTime::now_utc(),
-    };
-    let nb = nb.replace_nanosecond(0).unwrap_or(nb);
-    let na = match validity {
-        "none" => None,
-        v => {
-            let d = crate::profile::parse_duration(v)
-                .map_err(|e| Error::Usage(format!("--validity: {e}")))?;
-            Some(nb.checked_add(d).ok_or_else(|| {
-                Error::Usage(format!(
-                    "--not-before plus --validity {v} is past the last time X.509 can express"
-                ))
-            })?)
-        }
-    };
-    Ok((nb, na))
 }

@@ -4,11 +4,9 @@
 
 use super::Ctx;
 use crate::error::{Error, ExitCode};
-use crate::profile::Profile;
+use crate::site::station::StationRequest;
 use crate::station::protocol::LogLevel;
-use crate::station::{
-    self, AdapterSpec, Event, LogSource, Observer, Outcome, ShiftSummary, StationJob, Verdict,
-};
+use crate::station::{AdapterSpec, Event, LogSource, Observer, Outcome, ShiftSummary, Verdict};
 use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -49,33 +47,6 @@ pub struct StationArgs {
 
 pub(super) fn run(ctx: &Ctx, a: StationArgs) -> Result<ExitCode, Error> {
     let spec: AdapterSpec = a.adapter.parse().map_err(Error::Usage)?;
-    let site = ctx.site()?;
-    let profile = Profile::load(&site.config.profile_path(&a.profile))?;
-    let ca_ref = site.ca_ref(&profile)?;
-    let manifest_target = super::manifest::preflight(&site, a.manifest.as_deref())?;
-    let mut ledger = site.open_ledger_as(Some(&profile), a.operator.as_deref())?;
-    site.login_recorded(&mut ledger)?;
-    let issuer = site.issuer_recorded(&ca_ref, time::OffsetDateTime::now_utc(), &mut ledger)?;
-    let _ = ctrlc::set_handler(|| {
-        if STOP.swap(true, Ordering::SeqCst) {
-            eprintln!("\ncertfab: still finishing the current device; it is bounded by the profile's timeouts");
-        } else {
-            eprintln!("\ncertfab: stopping after the current device…");
-        }
-    });
-    let job = StationJob {
-        profile: &profile,
-        ca_name: &ca_ref.name,
-        ca: &issuer.cert,
-        chain_above: &issuer.chain,
-        signer: &issuer.key,
-        serial_prefix: site.config.serial_prefix,
-        operator: a.operator.clone(),
-        supersede: a.supersede,
-        once: a.once,
-        stop: &STOP,
-        adapter: a.adapter.clone(),
-    };
     let mode = if ctx.json {
         Mode::Json
     } else if std::io::stdout().is_terminal() {
@@ -85,8 +56,8 @@ pub(super) fn run(ctx: &Ctx, a: StationArgs) -> Result<ExitCode, Error> {
     };
     let mut ui = Ui {
         mode,
-        station: site.config.station_id.clone(),
-        profile: profile.name.clone(),
+        station: String::new(),
+        profile: String::new(),
         operator: a.operator.clone().unwrap_or_else(|| "-".into()),
         adapter: String::new(),
         batch: String::new(),
@@ -101,19 +72,38 @@ pub(super) fn run(ctx: &Ctx, a: StationArgs) -> Result<ExitCode, Error> {
         notice: String::new(),
         verbose: a.verbose,
         stderr_tty: std::io::stderr().is_terminal(),
+        clock: ctx.site.clock(),
     };
-    let summary = station::run(&job, spec, &site.config.station_id, &mut ledger, &mut ui)?;
-    // Stopping is how a shift ends, so an interrupted shift gets its manifest too.
-    let manifest = super::manifest::build_after_run(
-        &site,
-        &mut ledger,
-        manifest_target.as_ref(),
-        &summary.batch,
-        &profile.path,
-    );
-    site.auto_checkpoint(&mut ledger);
-    ui.summary(&summary);
-    match manifest {
+    let ready = || {
+        let _ = ctrlc::set_handler(|| {
+            if STOP.swap(true, Ordering::SeqCst) {
+                eprintln!("\ncertfab: still finishing the current device; it is bounded by the profile's timeouts");
+            } else {
+                eprintln!("\ncertfab: stopping after the current device…");
+            }
+        });
+    };
+    let run = crate::site::station::run(
+        &ctx.site,
+        StationRequest {
+            profile: a.profile,
+            adapter: spec,
+            adapter_arg: a.adapter,
+            operator: a.operator,
+            once: a.once,
+            supersede: a.supersede,
+            manifest: a.manifest,
+        },
+        &STOP,
+        &ready,
+        &mut ui,
+    )?;
+    for n in &run.notices {
+        eprintln!("certfab: {n}");
+    }
+    let summary = &run.summary;
+    ui.summary(summary);
+    match run.manifest {
         Some(Ok(m)) => ui.manifest(&m),
         Some(Err(e)) => return Err(e),
         None => {}
@@ -157,6 +147,7 @@ struct Ui {
     notice: String,
     verbose: bool,
     stderr_tty: bool,
+    clock: std::sync::Arc<dyn crate::clock::Clock>,
 }
 
 /// Device ids and adapter texts come from devices: never let them drive the terminal (the one
@@ -165,8 +156,8 @@ fn clean(s: &str) -> String {
     crate::text::escape(&s.chars().take(400).collect::<String>())
 }
 
-fn now_hms() -> String {
-    let t = time::OffsetDateTime::now_utc();
+fn now_hms(clock: &dyn crate::clock::Clock) -> String {
+    let t = clock.now();
     format!("{:02}:{:02}:{:02}Z", t.hour(), t.minute(), t.second())
 }
 
@@ -318,8 +309,13 @@ impl Observer for Ui {
         }
         if self.mode == Mode::Json {
             let v = match &e {
-                Event::Started { batch, adapter } => {
-                    serde_json::json!({"event": "started", "batch": batch, "adapter": adapter, "station": self.station, "profile": self.profile})
+                Event::Started {
+                    batch,
+                    adapter,
+                    station,
+                    profile,
+                } => {
+                    serde_json::json!({"event": "started", "batch": batch, "adapter": adapter, "station": station, "profile": profile})
                 }
                 Event::Waiting { scan } => serde_json::json!({"event": "waiting", "scan": scan}),
                 Event::Step { device_id, step } => {
@@ -332,9 +328,16 @@ impl Observer for Ui {
             self.json(v);
         }
         match e {
-            Event::Started { batch, adapter } => {
+            Event::Started {
+                batch,
+                adapter,
+                station,
+                profile,
+            } => {
                 self.batch = batch.to_string();
                 self.adapter = adapter.to_string();
+                self.station = station.to_string();
+                self.profile = profile.to_string();
                 if self.mode == Mode::Lines {
                     outln!(
                         "station {} started: shift {batch}, adapter {}, profile {}",
@@ -367,7 +370,7 @@ impl Observer for Ui {
                     self.passed += 1;
                 } else {
                     self.failed += 1;
-                    self.failures.push_front((now_hms(), o.clone()));
+                    self.failures.push_front((now_hms(&*self.clock), o.clone()));
                     self.failures.truncate(5);
                 }
                 if self.mode == Mode::Lines {

@@ -2,13 +2,17 @@
 //! every other module leans on. Nothing here touches a token, a file or the clock.
 
 mod ecdsa_der;
+mod keyfile;
 mod pubkey;
 mod sigalg;
+mod signer;
 mod soft;
 
 pub use ecdsa_der::{der_ecdsa_to_raw, raw_ecdsa_to_der};
+pub use keyfile::encode_key_pem;
 pub use pubkey::{KeyKind, PublicKey};
 pub use sigalg::{HashAlg, SignatureAlgorithm};
+pub use signer::{BackendError, SignError, Signer};
 pub use soft::SoftSigner;
 
 use sha2::Digest;

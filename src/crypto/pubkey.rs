@@ -19,7 +19,6 @@ pub enum KeyKind {
     P384,
     /// RSA with a modulus of this many bits
     Rsa(usize),
-    /// Ed25519
     Ed25519,
 }
 

@@ -1,8 +1,7 @@
 //! A software signing key. Used for the pre-issuance lint's throwaway signature and by tests
 //! for logic that has nothing to do with the HSM; never for a CA certfab operates.
 
-use super::{CryptoError, HashAlg, PublicKey, SignatureAlgorithm};
-use crate::signer::{SignError, Signer};
+use super::{CryptoError, HashAlg, PublicKey, SignError, SignatureAlgorithm, Signer};
 use p256::pkcs8::EncodePublicKey;
 use signature::hazmat::PrehashSigner;
 

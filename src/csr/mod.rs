@@ -9,7 +9,7 @@ pub use names::check_name;
 
 use crate::crypto::{CryptoError, PublicKey, SignatureAlgorithm};
 use der::asn1::ObjectIdentifier;
-use der::{Decode, Encode, Reader, SliceReader, Tagged};
+use der::{Decode, Encode};
 use x509_cert::ext::Extension;
 use x509_cert::name::Name;
 use x509_cert::request::CertReq;
@@ -32,7 +32,6 @@ pub enum PolicyError {
     WrongPemLabel {
         /// CSR or public key.
         what: &'static str,
-        /// Expected.
         expected: String,
     },
     /// Not DER/PEM of the expected type.
@@ -54,7 +53,6 @@ pub enum PolicyError {
     KeyNotAllowed {
         /// Key kind.
         kind: String,
-        /// Profile.
         profile: String,
         /// Allowed kinds.
         allowed: String,
@@ -69,7 +67,6 @@ pub enum PolicyError {
         attr: String,
         /// The value, escaped ([`crate::text::escape`]).
         value: String,
-        /// Reason.
         why: String,
     },
     /// Requested extension refused.
@@ -86,16 +83,12 @@ pub enum PolicyError {
 /// A parsed, self-signature-verified CSR.
 #[derive(Debug, Clone)]
 pub struct Csr {
-    /// The CSR, DER.
-    pub der: Vec<u8>,
     /// Subject as requested.
     pub subject: Name,
     /// The device's public key.
     pub public_key: PublicKey,
     /// Extensions from the extensionRequest attribute.
     pub requested: Vec<Extension>,
-    /// The self-signature's algorithm.
-    pub signature_algorithm: SignatureAlgorithm,
 }
 
 /// Strips PEM armour (checking the label) or passes DER through; enforces the size limit.
@@ -138,23 +131,6 @@ pub fn decode_input(
     }
 }
 
-/// Splits a signed structure (CSR or certificate) into the exact signed bytes, the algorithm
-/// and the signature. The signed bytes are taken as sent, never re-encoded.
-pub fn split_signed(der: &[u8]) -> der::Result<(&[u8], spki::AlgorithmIdentifierRef<'_>, &[u8])> {
-    let mut r = SliceReader::new(der)?;
-    let outer = der::Header::decode(&mut r)?;
-    outer.tag.assert_eq(der::Tag::Sequence)?;
-    let start: usize = r.position().try_into()?;
-    let inner = der::Header::decode(&mut r)?;
-    r.read_slice(inner.length)?;
-    let end: usize = r.position().try_into()?;
-    let alg = spki::AlgorithmIdentifierRef::decode(&mut r)?;
-    let sig = der::asn1::BitStringRef::decode(&mut r)?;
-    r.finish(())?;
-    let sig = sig.as_bytes().ok_or(der::Tag::BitString.value_error())?;
-    Ok((&der[start..end], alg, sig))
-}
-
 /// Parses a CSR (PEM or DER), checks its signature algorithm and key structure, and verifies
 /// its self-signature (proof of possession).
 pub fn parse_csr(bytes: &[u8]) -> Result<Csr, PolicyError> {
@@ -167,7 +143,7 @@ pub fn parse_csr(bytes: &[u8]) -> Result<Csr, PolicyError> {
         what: "CSR",
         detail: crate::crypto::der_detail(e),
     };
-    let (tbs, alg, sig) = split_signed(&der).map_err(malformed)?;
+    let (tbs, alg, sig) = crate::x509::split_signed(&der).map_err(malformed)?;
     let req = CertReq::from_der(&der).map_err(malformed)?;
     if req.info.version != x509_cert::request::Version::V1 {
         return Err(PolicyError::Malformed {
@@ -222,11 +198,9 @@ pub fn parse_csr(bytes: &[u8]) -> Result<Csr, PolicyError> {
         }
     }
     Ok(Csr {
-        der,
         subject: req.info.subject,
         public_key,
         requested,
-        signature_algorithm,
     })
 }
 
@@ -274,39 +248,6 @@ pub fn requested_extensions(
         }
     }
     Ok(copy)
-}
-
-/// Value of a subject attribute as text, if it is a string type.
-pub fn attr_text(name: &Name, oid: ObjectIdentifier) -> Option<String> {
-    name.0
-        .iter()
-        .flat_map(|rdn| rdn.0.iter())
-        .filter(|atv| atv.oid == oid)
-        .find_map(|atv| any_text(&atv.value))
-}
-
-/// Decodes a string-typed ASN.1 value.
-pub fn any_text(v: &der::Any) -> Option<String> {
-    use der::asn1::{Ia5StringRef, PrintableStringRef, TeletexStringRef, Utf8StringRef};
-    match v.tag() {
-        der::Tag::Utf8String => v
-            .decode_as::<Utf8StringRef<'_>>()
-            .ok()
-            .map(|s| s.to_string()),
-        der::Tag::PrintableString => v
-            .decode_as::<PrintableStringRef<'_>>()
-            .ok()
-            .map(|s| s.to_string()),
-        der::Tag::Ia5String => v
-            .decode_as::<Ia5StringRef<'_>>()
-            .ok()
-            .map(|s| s.to_string()),
-        der::Tag::TeletexString => v
-            .decode_as::<TeletexStringRef<'_>>()
-            .ok()
-            .map(|s| s.to_string()),
-        _ => None,
-    }
 }
 
 fn oid_name(oid: ObjectIdentifier) -> String {

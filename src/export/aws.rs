@@ -550,9 +550,9 @@ fn register_ca(
 fn check_verification(ca_pem: &str, verification: &str) -> Result<(), ExportError> {
     let bad = |why: String| ExportError::Usage(format!("--verification-cert: {why}"));
     let ca =
-        crate::ca::CaCert::from_der(pem_der(ca_pem).map_err(&bad)?, "the manifest's CA".into())
+        crate::x509::CaCert::from_der(pem_der(ca_pem).map_err(&bad)?, "the manifest's CA".into())
             .map_err(|e| bad(e.to_string()))?;
-    let v = crate::ca::CaCert::from_der(
+    let v = crate::x509::CaCert::from_der(
         pem_der(verification).map_err(&bad)?,
         "the verification certificate".into(),
     )

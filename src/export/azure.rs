@@ -284,7 +284,7 @@ pub fn render_group(
 ) -> Result<Vec<ExportFile>, ExportError> {
     let s = Settings::new(GROUP_FORMAT, input, opts);
     let ca_der = issuing_ca_der(GROUP_FORMAT, input)?;
-    let ca_pem = crate::issue::pem(&ca_der);
+    let ca_pem = crate::x509::pem(&ca_der);
     let group_id = match s.str("azure.enrollment_group_id")? {
         Some(id) => id,
         None => input.profile.to_ascii_lowercase(),

@@ -36,9 +36,9 @@ use super::support::{
     b64, b64url, device_error, device_str, issuing_ca_der, pretty, CertFacts, Settings,
 };
 use super::{shard, shard_name, ExportError, ExportFile, ExportInput, ExportOptions, Format};
+use crate::crypto::Signer;
 use crate::crypto::{HashAlg, KeyKind, SignatureAlgorithm};
 use crate::manifest::jws::DocumentSigner;
-use crate::signer::Signer;
 use serde_json::{json, Value};
 
 const FORMAT: Format = Format::MicrochipJws;
@@ -133,11 +133,11 @@ pub fn render_signed<K: Signer>(
     super::require_devices(FORMAT, input)?;
     let s = Settings::new(FORMAT, input, opts);
     let ca_der = issuing_ca_der(FORMAT, input)?;
-    let ca = crate::ca::CaCert::from_der(ca_der.clone(), "issuing CA".into())
+    let ca = crate::x509::CaCert::from_der(ca_der.clone(), "issuing CA".into())
         .map_err(|e| ExportError::Input(format!("{}: issuing CA: {e}", FORMAT.name())))?;
     let org = (
-        crate::csr::attr_text(&ca.subject, const_oid::db::rfc4519::O).unwrap_or_default(),
-        crate::csr::attr_text(&ca.subject, const_oid::db::rfc4519::OU).unwrap_or_default(),
+        crate::x509::attr_text(&ca.subject, const_oid::db::rfc4519::O).unwrap_or_default(),
+        crate::x509::attr_text(&ca.subject, const_oid::db::rfc4519::OU).unwrap_or_default(),
     );
     let model = s.str("microchip.model")?.unwrap_or(input.profile.clone());
     let part = s

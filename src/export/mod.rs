@@ -71,6 +71,42 @@ pub struct ExportInput {
     pub cloud: BTreeMap<String, serde_json::Value>,
 }
 
+impl From<&crate::manifest::VerifiedManifest> for ExportInput {
+    /// The only way to an export's input from a manifest: the verified header facts and
+    /// devices (an unverified manifest has no way in).
+    fn from(m: &crate::manifest::VerifiedManifest) -> Self {
+        let h = &m.header;
+        Self {
+            manifest_path: m.path.clone(),
+            manifest_sha256: m.sha256.clone(),
+            batch_ids: h.batches.clone(),
+            station_ids: h.stations.clone(),
+            profile: h.profile.clone(),
+            tenant: h.tenant.clone(),
+            ca_chain_pem: h.ca_chain.clone(),
+            devices: m
+                .devices
+                .iter()
+                .map(|d| ExportDevice {
+                    seq: d.line.seq,
+                    device_id: d.line.device_id.clone(),
+                    serial: d.line.serial.clone(),
+                    cert_der: d.cert_der.clone(),
+                    cert_pem: d.line.cert.clone(),
+                    cert_sha256: d.line.cert_sha256.clone(),
+                    spki_sha256: d.line.spki_sha256.clone(),
+                    not_before: d.line.not_before.clone(),
+                    not_after: d.line.not_after.clone(),
+                    key_origin: d.line.key_origin.clone(),
+                    state: d.line.state.clone(),
+                    cloud: d.line.cloud.clone(),
+                })
+                .collect(),
+            cloud: h.cloud.clone().into_iter().collect(),
+        }
+    }
+}
+
 /// One file an exporter produces, relative to the `--out` directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportFile {
@@ -88,7 +124,8 @@ pub mod aws;
 pub mod claim;
 mod write;
 
-pub use write::{write_files, Written};
+pub use crate::issue::ClaimMaterial;
+pub use write::write_files;
 
 use std::path::{Path, PathBuf};
 
@@ -162,22 +199,6 @@ impl Format {
     }
 }
 
-/// A claim certificate made for a batch (Fleet Provisioning by claim), issued through the
-/// ledger before the export renders it.
-#[derive(Debug, Clone)]
-pub struct ClaimMaterial {
-    /// The claim's device id in the ledger (e.g. `fleet-claim-<batch>`).
-    pub claim_id: String,
-    /// Claim certificate, PEM.
-    pub cert_pem: String,
-    /// Claim certificate followed by its CA chain (without a self-signed root), PEM.
-    pub chain_pem: String,
-    /// The claim private key as PKCS#8 PEM: encrypted unless plain keys were asked for.
-    pub key_pem: zeroize::Zeroizing<String>,
-    /// Whether `key_pem` is encrypted.
-    pub key_encrypted: bool,
-}
-
 /// Options shared by every format.
 #[derive(Debug, Clone, Default)]
 pub struct ExportOptions {
@@ -212,7 +233,6 @@ pub enum ExportError {
     BadSetting {
         /// Setting key.
         key: String,
-        /// The value.
         value: String,
         /// The platform's rule.
         why: String,
@@ -220,11 +240,9 @@ pub enum ExportError {
     /// A device cannot be exported in this format (e.g. its name breaks the platform's rules).
     #[error("device {device_id} (manifest line {seq}): {why}")]
     Device {
-        /// Device id.
         device_id: String,
         /// Manifest position.
         seq: u64,
-        /// Why.
         why: String,
     },
     /// The manifest's content does not suit the format.
@@ -240,16 +258,26 @@ pub enum ExportError {
         format: &'static str,
         /// The signer's error.
         #[source]
-        source: crate::signer::SignError,
+        source: crate::crypto::SignError,
     },
     /// Output could not be written.
     #[error("cannot write {path}: {msg}")]
-    Write {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        msg: String,
-    },
+    Write { path: PathBuf, msg: String },
+}
+
+impl ExportError {
+    /// The exit code: a device or input the format cannot take 3, a write 5, a signature the
+    /// signer's own code, settings and usage 2.
+    pub fn exit_code(&self) -> crate::exit::ExitCode {
+        match self {
+            Self::Device { .. } | Self::Input(_) => crate::exit::ExitCode::Rejected,
+            Self::Write { .. } => crate::exit::ExitCode::Storage,
+            Self::Sign { source, .. } => source.exit_code(),
+            Self::MissingSetting { .. } | Self::BadSetting { .. } | Self::Usage(_) => {
+                crate::exit::ExitCode::Usage
+            }
+        }
+    }
 }
 
 /// Renders `input` in `format`. Nothing is written; see [`write_files`].
@@ -282,7 +310,7 @@ pub fn render(
 
 /// Renders a format whose entries are signed by the manifest signer (see
 /// [`Format::needs_signer`]); other formats render as [`render`] does.
-pub fn render_signed<K: crate::signer::Signer>(
+pub fn render_signed<K: crate::crypto::Signer>(
     format: Format,
     input: &ExportInput,
     opts: &ExportOptions,
@@ -478,7 +506,6 @@ pub struct Summary {
     pub out: PathBuf,
     /// Devices in the manifest.
     pub devices: usize,
-    /// The files.
     pub files: Vec<SummaryFile>,
     /// What the platform accepts but does differently from what a user may expect (e.g. a
     /// subtype that grants gateway permissions); printed after the files.
@@ -612,7 +639,7 @@ pub fn export(
 }
 
 /// [`export`] for a format signed by the manifest signer ([`Format::needs_signer`]).
-pub fn export_signed<K: crate::signer::Signer>(
+pub fn export_signed<K: crate::crypto::Signer>(
     format: Format,
     input: &ExportInput,
     opts: &ExportOptions,

@@ -175,13 +175,7 @@ fn row(
             "the device certificate holds a {kind} key; nRF Cloud onboards ES256 certificates only (an EC P-256 device key): issue this device with a p256 key"
         )));
     }
-    Ok([
-        id,
-        sub,
-        tags,
-        fw.to_string(),
-        crate::issue::pem(&d.cert_der),
-    ])
+    Ok([id, sub, tags, fw.to_string(), crate::x509::pem(&d.cert_der)])
 }
 
 /// Onboarding CSVs of at most `min(1000, --max-rows)` devices: `nrfcloud-onboard-NNNN.csv`.

@@ -120,7 +120,7 @@ fn record(
         tags,
         target,
         cohort_prn,
-        cert_pem: crate::issue::pem(&d.cert_der),
+        cert_pem: crate::x509::pem(&d.cert_der),
     })
 }
 
@@ -233,7 +233,7 @@ pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFil
         body.insert("jitp".into(), Value::Object(jitp));
         files.push(ExportFile {
             name: "peridio-ca.pem".into(),
-            bytes: crate::issue::pem(&ca_der).into_bytes(),
+            bytes: crate::x509::pem(&ca_der).into_bytes(),
             devices: 0,
             consumer: "the issuing CA: peridio ca-certificates create-verification-code, certfab ca verification-cert --ca <issuing CA> --cn <verification_code> --out verif.pem, then peridio ca-certificates create --certificate-path peridio-ca.pem --verification-certificate-path verif.pem".into(),
         });

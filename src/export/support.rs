@@ -51,7 +51,7 @@ impl CertFacts {
             .iter()
             .flat_map(|rdn| rdn.0.iter())
             .filter(|atv| atv.oid == const_oid::db::rfc4519::CN)
-            .filter_map(|atv| crate::csr::any_text(&atv.value))
+            .filter_map(|atv| crate::x509::any_text(&atv.value))
             .collect();
         let common_name = if cns.len() == 1 {
             cns.into_iter().next()

@@ -9,13 +9,6 @@ use crate::output::{Access, Durability, Existing, OutDir, WriteError};
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
-/// Paths written.
-#[derive(Debug, Clone)]
-pub struct Written {
-    /// Absolute or as-given paths of the files, in order.
-    pub paths: Vec<PathBuf>,
-}
-
 fn werr(e: WriteError) -> ExportError {
     ExportError::Write {
         path: e.path,
@@ -25,7 +18,7 @@ fn werr(e: WriteError) -> ExportError {
 
 /// Writes `files` into `out` (created if missing). Refuses names that leave `out`, duplicate
 /// names, and existing files unless `force`. Files holding a private key get mode 0600.
-pub fn write_files(out: &Path, files: &[ExportFile], force: bool) -> Result<Written, ExportError> {
+pub fn write_files(out: &Path, files: &[ExportFile], force: bool) -> Result<(), ExportError> {
     // (directory relative to out, file name) of each file, checked before anything is made.
     let mut places = Vec::with_capacity(files.len());
     let mut seen = std::collections::BTreeSet::new();
@@ -73,7 +66,6 @@ pub fn write_files(out: &Path, files: &[ExportFile], force: bool) -> Result<Writ
     } else {
         Existing::Refuse
     };
-    let mut targets = Vec::with_capacity(files.len());
     for (parent, name) in &places {
         let dir = dir_of(parent);
         let path = out.join(parent).join(name);
@@ -93,7 +85,6 @@ pub fn write_files(out: &Path, files: &[ExportFile], force: bool) -> Result<Writ
                 })
             }
         }
-        targets.push(path);
     }
     let mut staged = Vec::with_capacity(files.len());
     for (f, (parent, name)) in files.iter().zip(&places) {
@@ -115,7 +106,7 @@ pub fn write_files(out: &Path, files: &[ExportFile], force: bool) -> Result<Writ
     for d in dirs.values() {
         d.sync_dir().map_err(werr)?;
     }
-    Ok(Written { paths: targets })
+    Ok(())
 }
 
 /// Whether `bytes` hold a PEM private key (plain or encrypted), whichever exporter made them.

@@ -2,7 +2,7 @@
 //! figure is divided by.
 
 use super::{Hsm, HsmError, Pkcs11Uri};
-use crate::signer::Signer;
+use crate::crypto::Signer;
 use std::time::{Duration, Instant};
 
 /// Signing rate with a number of parallel sessions.

@@ -1,3 +1,6 @@
+use crate::exit::ExitCode;
+use cryptoki::context::Function;
+use cryptoki::error::RvError;
 use std::path::PathBuf;
 
 /// A PKCS#11 failure, keeping the CKR code and the failing call so operators can look it up.
@@ -12,15 +15,14 @@ pub enum HsmError {
         /// Loader message.
         detail: String,
     },
-    /// A PKCS#11 call returned an error.
-    #[error("{call} failed with {ckr}{hint}")]
+    /// A PKCS#11 call returned an error. Shown as `C_Sign failed with CKR_DEVICE_ERROR`, with
+    /// what to do about it when certfab knows.
+    #[error("C_{function:?} failed with {}{}", ckr_name(rv), hint(*rv))]
     Call {
-        /// The C_ function.
-        call: String,
-        /// The CKR_ name.
-        ckr: String,
-        /// What to do about it, if known.
-        hint: String,
+        /// The call that failed.
+        function: Function,
+        /// What the token returned.
+        rv: RvError,
     },
     /// No token matched.
     #[error("no token matches {wanted}; tokens present: {present}. Check pkcs11.token in the site config, or SOFTHSM2_CONF")]
@@ -37,19 +39,18 @@ pub enum HsmError {
     #[error("token '{0}' reports the next wrong PIN locks it (final try); certfab will not risk it. Verify the PIN source, then log in once by hand (pkcs11-tool --login --test) to reset the counter")]
     PinFinalTry(String),
     /// The PIN was refused.
-    #[error("login to token '{token}' refused: {ckr}. certfab makes one attempt per run; check the PIN source ({source_name})")]
+    #[error("login to token '{token}' refused: {}. certfab makes one attempt per run; check the PIN source ({source_name})", ckr_name(rv))]
     LoginRefused {
         /// Token label.
         token: String,
-        /// CKR name.
-        ckr: String,
+        /// What C_Login returned.
+        rv: RvError,
         /// Where the PIN came from (never the PIN).
         source_name: String,
     },
     /// The named key is not on the token.
     #[error("no private key matches {uri} on token '{token}'; keys present: {present}")]
     KeyNotFound {
-        /// The URI.
         uri: String,
         /// Token label.
         token: String,
@@ -59,7 +60,6 @@ pub enum HsmError {
     /// The URI matches more than one key.
     #[error("{uri} matches {count} private keys; add id= or a unique object= to the URI")]
     AmbiguousKey {
-        /// The URI.
         uri: String,
         /// How many matched.
         count: usize,
@@ -67,7 +67,6 @@ pub enum HsmError {
     /// A CA key that could leave the token.
     #[error("private key {uri} is {why}; certfab signs only with keys that cannot leave the token. Generate a new CA key with `certfab ca keygen`")]
     KeyNotProtected {
-        /// The URI.
         uri: String,
         /// Which attribute is wrong.
         why: String,
@@ -75,19 +74,13 @@ pub enum HsmError {
     /// A key type certfab does not sign with.
     #[error("key {uri} is of a type certfab cannot sign with ({what}); use an EC P-256/P-384 or RSA key")]
     UnsupportedKey {
-        /// The URI.
         uri: String,
         /// What was found.
         what: String,
     },
     /// The token key does not belong to the CA certificate.
     #[error("the public key of {uri} does not match CA certificate {cert}; refusing to sign. Point the profile at the right certificate, or import it with `certfab ca import`")]
-    KeyMismatch {
-        /// The URI.
-        uri: String,
-        /// The certificate.
-        cert: String,
-    },
+    KeyMismatch { uri: String, cert: String },
     /// Recovery failed after bounded retries.
     #[error("token still failing after {attempts} recovery attempts; last error: {last}. Check the HSM connection and restart")]
     RecoveryExhausted {
@@ -100,10 +93,7 @@ pub enum HsmError {
     /// signature, which certfab does not do: refused before the first C_Sign instead of
     /// failing every signature with CKR_USER_NOT_LOGGED_IN.
     #[error("key {uri} has CKA_ALWAYS_AUTHENTICATE set (the token wants the PIN again before every signature); certfab does not log in per signature. Use a CA key without it, e.g. one made by `certfab ca keygen` (docs/hsm-compat.md)")]
-    AlwaysAuthenticate {
-        /// The URI.
-        uri: String,
-    },
+    AlwaysAuthenticate { uri: String },
     /// A key pair came out of C_GenerateKeyPair without the protection its template asked for
     /// (or could not be checked); certfab deleted it again.
     #[error("token '{token}' made key '{label}' {what}; the key pair was deleted again. This token cannot hold a certfab CA key as generated (docs/hsm-compat.md)")]
@@ -127,29 +117,15 @@ impl HsmError {
     /// Wraps a cryptoki error with the call that failed.
     pub(crate) fn call(err: cryptoki::error::Error) -> Self {
         match err {
-            cryptoki::error::Error::Pkcs11(rv, func) => {
-                let ckr = ckr_name(&rv);
-                let hint = match ckr.as_str() {
-                    "CKR_PIN_INCORRECT" => "; the PIN is wrong",
-                    "CKR_PIN_LOCKED" => "; the PIN is locked, ask the security officer",
-                    "CKR_TOKEN_NOT_PRESENT" | "CKR_DEVICE_REMOVED" => "; is the HSM connected?",
-                    "CKR_USER_NOT_LOGGED_IN" => "; no PIN configured or login failed",
-                    _ => "",
-                };
-                Self::Call {
-                    call: format!("C_{func:?}"),
-                    ckr,
-                    hint: hint.into(),
-                }
-            }
+            cryptoki::error::Error::Pkcs11(rv, function) => Self::Call { function, rv },
             other => Self::Other(other.to_string()),
         }
     }
 
-    /// The CKR name, when this is a PKCS#11 error.
-    pub fn ckr(&self) -> Option<&str> {
+    /// What the token returned, when this is a PKCS#11 error.
+    pub fn rv(&self) -> Option<RvError> {
         match self {
-            Self::Call { ckr, .. } => Some(ckr),
+            Self::Call { rv, .. } | Self::LoginRefused { rv, .. } => Some(*rv),
             _ => None,
         }
     }
@@ -157,23 +133,55 @@ impl HsmError {
     /// Errors after which finalize → initialize → login → re-find key may help.
     pub fn is_recoverable(&self) -> bool {
         matches!(
-            self.ckr(),
+            self.rv(),
             Some(
-                "CKR_DEVICE_ERROR"
-                    | "CKR_DEVICE_REMOVED"
-                    | "CKR_SESSION_HANDLE_INVALID"
-                    | "CKR_SESSION_CLOSED"
-                    | "CKR_OBJECT_HANDLE_INVALID"
-                    | "CKR_KEY_HANDLE_INVALID"
-                    | "CKR_CRYPTOKI_NOT_INITIALIZED"
-                    | "CKR_USER_NOT_LOGGED_IN"
+                RvError::DeviceError
+                    | RvError::DeviceRemoved
+                    | RvError::SessionHandleInvalid
+                    | RvError::SessionClosed
+                    | RvError::ObjectHandleInvalid
+                    | RvError::KeyHandleInvalid
+                    | RvError::CryptokiNotInitialized
+                    | RvError::UserNotLoggedIn
             )
         )
+    }
+
+    /// A key that exists but does not belong to the configured certificate is a configuration
+    /// error (exit 2); everything else about the token is exit 4.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Self::KeyMismatch { .. } => ExitCode::Usage,
+            _ => ExitCode::Hsm,
+        }
+    }
+}
+
+impl crate::crypto::BackendError for HsmError {
+    fn exit_code(&self) -> ExitCode {
+        HsmError::exit_code(self)
+    }
+}
+
+impl From<HsmError> for crate::crypto::SignError {
+    fn from(e: HsmError) -> Self {
+        Self::Backend(Box::new(e))
+    }
+}
+
+/// What to do about a return value, when certfab knows.
+fn hint(rv: RvError) -> &'static str {
+    match rv {
+        RvError::PinIncorrect => "; the PIN is wrong",
+        RvError::PinLocked => "; the PIN is locked, ask the security officer",
+        RvError::TokenNotPresent | RvError::DeviceRemoved => "; is the HSM connected?",
+        RvError::UserNotLoggedIn => "; no PIN configured or login failed",
+        _ => "",
     }
 }
 
 /// `PinIncorrect` → `CKR_PIN_INCORRECT`.
-pub(crate) fn ckr_name(rv: &cryptoki::error::RvError) -> String {
+pub(crate) fn ckr_name(rv: &RvError) -> String {
     let dbg = format!("{rv:?}");
     let mut out = String::from("CKR");
     for (i, c) in dbg.chars().enumerate() {
@@ -189,6 +197,33 @@ pub(crate) fn ckr_name(rv: &cryptoki::error::RvError) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn item4_hsm_errors_keep_the_return_value_typed_and_print_the_ckr_name() {
+        use super::HsmError;
+        use cryptoki::context::Function;
+        use cryptoki::error::RvError;
+        let e = HsmError::call(cryptoki::error::Error::Pkcs11(
+            RvError::DeviceRemoved,
+            Function::Sign,
+        ));
+        assert_eq!(e.rv(), Some(RvError::DeviceRemoved));
+        assert!(e.is_recoverable());
+        assert_eq!(
+            e.to_string(),
+            "C_Sign failed with CKR_DEVICE_REMOVED; is the HSM connected?"
+        );
+        let pin = HsmError::call(cryptoki::error::Error::Pkcs11(
+            RvError::PinIncorrect,
+            Function::Login,
+        ));
+        assert!(!pin.is_recoverable());
+        assert_eq!(
+            pin.to_string(),
+            "C_Login failed with CKR_PIN_INCORRECT; the PIN is wrong"
+        );
+        assert_eq!(pin.exit_code(), crate::exit::ExitCode::Hsm);
+    }
+
     #[test]
     fn ckr_names() {
         use cryptoki::error::RvError;

@@ -20,9 +20,7 @@ pub struct TokenSummary {
     pub slot: u64,
     /// Token label.
     pub label: String,
-    /// Manufacturer.
     pub manufacturer: String,
-    /// Model.
     pub model: String,
     /// Serial number.
     pub serial: String,

@@ -2,7 +2,7 @@
 
 use super::{find, labels, Hsm, HsmError, Pkcs11Uri};
 use crate::crypto::{raw_ecdsa_to_der, HashAlg, PublicKey, SignatureAlgorithm};
-use crate::signer::{SignError, Signer};
+use crate::crypto::{CryptoError, SignError, Signer};
 use const_oid::db::rfc5912 as oids;
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
@@ -72,9 +72,9 @@ impl<'h> HsmKey<'h> {
     fn self_test(&self) -> Result<(), HsmError> {
         let mut nonce = [0u8; 32];
         getrandom::getrandom(&mut nonce).map_err(|e| HsmError::Other(e.to_string()))?;
-        let sig = self.sign(&nonce).map_err(|e| match e {
-            SignError::Hsm(h) => h,
-            other => HsmError::Other(other.to_string()),
+        let sig = self.sign_recovering(&nonce).map_err(|e| match e {
+            KeyError::Hsm(h) => h,
+            KeyError::Crypto(c) => HsmError::Other(c.to_string()),
         })?;
         self.public
             .verify(self.alg, &nonce, &sig)
@@ -96,7 +96,7 @@ impl<'h> HsmKey<'h> {
         &self.uri
     }
 
-    fn sign_once(&self, live: &Live, msg: &[u8]) -> Result<Vec<u8>, SignError> {
+    fn sign_once(&self, live: &Live, msg: &[u8]) -> Result<Vec<u8>, KeyError> {
         let s = &live.session;
         let call =
             |m: &Mechanism, data: &[u8]| s.sign(m, live.handle, data).map_err(HsmError::call);
@@ -124,12 +124,41 @@ impl<'h> HsmKey<'h> {
                 call(&Mechanism::RsaPkcsPss(params), &h.digest(msg))?
             }
             SignatureAlgorithm::Ed25519 => {
-                return Err(SignError::Hsm(HsmError::UnsupportedKey {
+                return Err(HsmError::UnsupportedKey {
                     uri: self.uri.to_string(),
                     what: "Ed25519".into(),
-                }))
+                }
+                .into())
             }
         })
+    }
+}
+
+/// A signature attempt's failure before it is handed out as a [`SignError`]: the retry loop
+/// and the self-test need the token's own error, not a boxed one.
+enum KeyError {
+    Hsm(HsmError),
+    Crypto(CryptoError),
+}
+
+impl From<HsmError> for KeyError {
+    fn from(e: HsmError) -> Self {
+        Self::Hsm(e)
+    }
+}
+
+impl From<CryptoError> for KeyError {
+    fn from(e: CryptoError) -> Self {
+        Self::Crypto(e)
+    }
+}
+
+impl From<KeyError> for SignError {
+    fn from(e: KeyError) -> Self {
+        match e {
+            KeyError::Hsm(h) => h.into(),
+            KeyError::Crypto(c) => c.into(),
+        }
     }
 }
 
@@ -143,12 +172,20 @@ impl Signer for HsmKey<'_> {
     }
 
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, SignError> {
+        Ok(self.sign_recovering(msg)?)
+    }
+}
+
+impl HsmKey<'_> {
+    /// Signs, recovering the module and this worker's session after a recoverable token error
+    /// (bounded, with backoff) and insisting that the key found again is the same key.
+    fn sign_recovering(&self, msg: &[u8]) -> Result<Vec<u8>, KeyError> {
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         let mut attempt = 0;
         loop {
             let err = match self.sign_once(&live, msg) {
                 Ok(sig) => return Ok(sig),
-                Err(SignError::Hsm(e)) if e.is_recoverable() => e,
+                Err(KeyError::Hsm(e)) if e.is_recoverable() => e,
                 Err(e) => return Err(e),
             };
             if attempt == RECOVERY_ATTEMPTS {

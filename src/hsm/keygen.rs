@@ -91,7 +91,7 @@ pub fn generate_ca_key(
         };
         let key = hsm.key(&tmp_uri, None)?;
         Ok(crate::crypto::key_identifier(
-            &crate::signer::Signer::public_key(&key).subject_public_key(),
+            &crate::crypto::Signer::public_key(&key).subject_public_key(),
         ))
     });
     let ski = match checked {
@@ -254,14 +254,28 @@ fn check_new_key(
     }
 }
 
+/// A certificate as the token stores it: PKCS#11 needs its DER and subject, and certfab
+/// checks its public key against the key before storing it. The hsm layer knows no X.509
+/// beyond these bytes (the caller parses the certificate).
+pub struct CertObject<'a> {
+    /// Certificate DER (`CKA_VALUE`).
+    pub der: &'a [u8],
+    /// Subject name DER (`CKA_SUBJECT`).
+    pub subject_der: &'a [u8],
+    /// Its public key, which must be the token key's.
+    pub public_key: &'a crate::crypto::PublicKey,
+    /// Where it came from, for the mismatch message.
+    pub source: &'a str,
+}
+
 /// Stores a CA certificate on the token beside its key (same label and CKA_ID), after
 /// checking that the key is the certificate's.
 pub fn import_certificate(
     hsm: &Hsm,
     key_uri: &Pkcs11Uri,
-    cert: &crate::ca::CaCert,
+    cert: &CertObject<'_>,
 ) -> Result<(), HsmError> {
-    let key = hsm.key(key_uri, Some((&cert.public_key, &cert.source)))?;
+    let key = hsm.key(key_uri, Some((cert.public_key, cert.source)))?;
     drop(key);
     let (session, _) = hsm.open_session()?;
     let keys = find(&session, ObjectClass::PRIVATE_KEY, key_uri)?;
@@ -297,8 +311,8 @@ pub fn import_certificate(
             Attribute::Private(false),
             Attribute::Label(label.into_bytes()),
             Attribute::Id(id),
-            Attribute::Subject(cert.subject_der.clone()),
-            Attribute::Value(cert.der.clone()),
+            Attribute::Subject(cert.subject_der.to_vec()),
+            Attribute::Value(cert.der.to_vec()),
         ])
         .map_err(HsmError::call)?;
     Ok(())

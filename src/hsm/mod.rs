@@ -10,16 +10,16 @@ mod error;
 mod info;
 mod key;
 mod keygen;
-mod uri;
 
+pub use crate::pkcs11_uri::Pkcs11Uri;
 pub use bench::{bench, BenchResult};
 pub use error::HsmError;
 pub use info::{info, HsmInfo};
 pub use key::HsmKey;
-pub use keygen::{generate_ca_key, import_certificate, init_token, CaKeyAlgorithm};
-pub use uri::{Pkcs11Uri, UriError};
+pub use keygen::{generate_ca_key, import_certificate, init_token, CaKeyAlgorithm, CertObject};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::RvError;
 use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
@@ -101,14 +101,16 @@ impl Hsm {
             Ok(()) => {}
             Err(e) => {
                 let e = HsmError::call(e);
-                if e.ckr() != Some("CKR_USER_ALREADY_LOGGED_IN") {
-                    return Err(match e.ckr() {
+                if e.rv() != Some(RvError::UserAlreadyLoggedIn) {
+                    return Err(match e.rv() {
                         Some(
-                            ckr @ ("CKR_PIN_INCORRECT" | "CKR_PIN_LOCKED" | "CKR_PIN_INVALID"
-                            | "CKR_PIN_LEN_RANGE"),
+                            rv @ (RvError::PinIncorrect
+                            | RvError::PinLocked
+                            | RvError::PinInvalid
+                            | RvError::PinLenRange),
                         ) => HsmError::LoginRefused {
                             token: label,
-                            ckr: ckr.into(),
+                            rv,
                             source_name: source_name.into(),
                         },
                         _ => e,
@@ -158,7 +160,7 @@ impl Hsm {
                 Ok(()) => {}
                 Err(e) => {
                     let e = HsmError::call(e);
-                    if e.ckr() != Some("CKR_USER_ALREADY_LOGGED_IN") {
+                    if e.rv() != Some(RvError::UserAlreadyLoggedIn) {
                         return Err(e);
                     }
                 }
@@ -202,7 +204,7 @@ fn init(module: &Path, token: &Pkcs11Uri) -> Result<(Pkcs11, Slot, String), HsmE
         Ok(()) => {}
         Err(e) => {
             let e = HsmError::call(e);
-            if e.ckr() != Some("CKR_CRYPTOKI_ALREADY_INITIALIZED") {
+            if e.rv() != Some(RvError::CryptokiAlreadyInitialized) {
                 return Err(e);
             }
         }

@@ -2,10 +2,10 @@
 //! an independent parser (x509-parser), and checked against RFC 5280 and the profile. Nothing
 //! that fails here reaches the HSM.
 
-use crate::ca::CaCert;
+use crate::crypto::Signer;
 use crate::crypto::{KeyKind, PublicKey, SignatureAlgorithm, SoftSigner};
 use crate::profile::{Preset, Profile};
-use crate::signer::Signer;
+use crate::x509::CaCert;
 use std::collections::HashSet;
 use x509_parser::extensions::ParsedExtension;
 use x509_parser::prelude::*;
@@ -282,7 +282,7 @@ fn preset_rules(
                     && s.chars()
                         .all(|c| c.is_ascii_digit() || ('A'..='F').contains(&c))
             };
-            match attr(&crate::profile::MATTER_VID) {
+            match attr(&crate::x509::MATTER_VID) {
                 Some(v) if hex4(&v) => {
                     if ca.matter_vid.as_deref().is_some_and(|pai| pai != v) {
                         f.push(format!("Matter: DAC VID {v} differs from the PAI's VID"));
@@ -290,7 +290,7 @@ fn preset_rules(
                 }
                 _ => f.push("Matter: subject VID must be 4 upper-case hex digits".into()),
             }
-            if !attr(&crate::profile::MATTER_PID).is_some_and(|v| hex4(&v)) {
+            if !attr(&crate::x509::MATTER_PID).is_some_and(|v| hex4(&v)) {
                 f.push("Matter: subject PID must be 4 upper-case hex digits".into());
             }
         }
@@ -302,10 +302,10 @@ mod tests {
     //! Pure logic: a software CA stands in for the HSM here (the lint never touches the token).
     use super::*;
     use crate::ca::{self_sign, CaParams};
-    use crate::issue::{
+    use crate::x509::AttrType;
+    use crate::x509::{
         authority_key_id, basic_constraints, build_tbs, key_usage, name, subject_key_id, CertSpec,
     };
-    use crate::profile::AttrType;
     use ::time::{Duration, OffsetDateTime};
     use std::str::FromStr;
     use x509_cert::ext::pkix::KeyUsages;
@@ -486,7 +486,7 @@ mod tests {
                 Box::new(|s| {
                     use x509_cert::ext::pkix::name::GeneralName as G;
                     s.extensions.push(
-                        crate::issue::tbs::subject_alt_name(
+                        crate::x509::subject_alt_name(
                             vec![G::DnsName(
                                 der::asn1::Ia5String::new("a/../b.example").unwrap(),
                             )],
@@ -501,7 +501,7 @@ mod tests {
                 Box::new(|s| {
                     use x509_cert::ext::pkix::name::GeneralName as G;
                     s.extensions.push(
-                        crate::issue::tbs::subject_alt_name(
+                        crate::x509::subject_alt_name(
                             vec![G::IpAddress(
                                 der::asn1::OctetString::new(vec![1; 5]).unwrap(),
                             )],

@@ -2,26 +2,27 @@
 //! parse → proof of possession → key policy → name policy → TBS → lint → HSM sign → verify.
 //!
 //! It is split in two halves, [`prepare`] (everything before the HSM) and [`sign`] (the HSM and
-//! the check of its work), so a ledger can commit the serial and TBS in between.
+//! the check of its work), so the ledger commits the serial and TBS in between: [`record`] is
+//! that ledger half, which every caller goes through ([`claim`] is one of them).
 
+pub mod claim;
+#[cfg(test)]
+mod golden;
 mod lint;
-mod serial;
-mod tbs;
-mod text;
+pub mod record;
 
+pub use claim::{ClaimError, ClaimMaterial};
 pub use lint::lint;
-pub use serial::new_serial;
-pub use tbs::{
-    assemble, authority_key_id, basic_constraints, build_tbs, key_usage, name, pem, subject_key_id,
-    x509_time, BuildError, CertSpec,
-};
-pub use text::tbs_text;
+pub use record::{IssuingCa, RecordError};
 
-use crate::ca::CaCert;
 use crate::crypto::{PublicKey, SignatureAlgorithm};
+use crate::crypto::{SignError, Signer};
 use crate::csr::{self, PolicyError};
+use crate::ledger::KeyOrigin;
 use crate::profile::{DeviceIdFrom, KeyUsageBit, Profile, SanEntry, Vars};
-use crate::signer::{SignError, Signer};
+use crate::x509::{
+    self as tbs, assemble, build_tbs, pem, BuildError, CaCert, CertSpec, SerialSource,
+};
 use std::collections::BTreeMap;
 use time::OffsetDateTime;
 use x509_cert::ext::pkix::KeyUsages;
@@ -41,7 +42,6 @@ pub enum KeySource {
 pub struct Request {
     /// Device id, if the input gives one.
     pub device_id: Option<String>,
-    /// The key.
     pub key: KeySource,
     /// Template values (`csv.X`, `var.X`).
     pub vars: BTreeMap<String, String>,
@@ -49,7 +49,6 @@ pub struct Request {
 
 /// Everything about the issuing side that does not change per device.
 pub struct IssueContext<'a> {
-    /// The profile.
     pub profile: &'a Profile,
     /// The issuing CA certificate.
     pub ca: &'a CaCert,
@@ -57,14 +56,15 @@ pub struct IssueContext<'a> {
     pub signature: SignatureAlgorithm,
     /// Station serial prefix.
     pub serial_prefix: u8,
-    /// Issuance time.
+    /// Issuance time: the caller's clock, so a certificate can be built for a fixed instant.
     pub now: OffsetDateTime,
+    /// Where the serial comes from (random in production, fixed in golden tests).
+    pub serials: &'a dyn SerialSource,
 }
 
 /// A certificate ready to be signed: serial and TBS are final.
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    /// Device id.
     pub device_id: String,
     /// Serial bytes.
     pub serial: Vec<u8>,
@@ -78,8 +78,9 @@ pub struct Prepared {
     pub not_before: OffsetDateTime,
     /// notAfter (None = no expiry).
     pub not_after: Option<OffsetDateTime>,
-    /// "csr" or "pubkey".
-    pub key_origin: &'static str,
+    /// Where the key was made: a CSR or a public key as given; the caller sets `Host` or
+    /// `Device` when it knows the key's maker.
+    pub key_origin: KeyOrigin,
 }
 
 /// A signed, verified certificate.
@@ -126,6 +127,18 @@ pub enum IssueError {
     Random(String),
 }
 
+impl IssueError {
+    /// Policy, lint and encoding refusals are rejected input (exit 3); the token's failures
+    /// keep their own code; anything else on the signing side is exit 4.
+    pub fn exit_code(&self) -> crate::exit::ExitCode {
+        match self {
+            Self::Policy(_) | Self::Lint(_) | Self::Build(_) => crate::exit::ExitCode::Rejected,
+            Self::Sign(s) => s.exit_code(),
+            Self::VerifyFailed | Self::Random(_) => crate::exit::ExitCode::Hsm,
+        }
+    }
+}
+
 /// Everything before the HSM: checks the request, builds the TBS and lints it.
 pub fn prepare(ctx: &IssueContext<'_>, req: &Request) -> Result<Prepared, IssueError> {
     let p = ctx.profile;
@@ -133,9 +146,9 @@ pub fn prepare(ctx: &IssueContext<'_>, req: &Request) -> Result<Prepared, IssueE
     let (public_key, csr, key_origin) = match &req.key {
         KeySource::Csr(b) => {
             let c = csr::parse_csr(b)?;
-            (c.public_key.clone(), Some(c), "csr")
+            (c.public_key.clone(), Some(c), KeyOrigin::Csr)
         }
-        KeySource::PublicKey(b) => (csr::parse_public_key(b)?, None, "pubkey"),
+        KeySource::PublicKey(b) => (csr::parse_public_key(b)?, None, KeyOrigin::Pubkey),
     };
     // 3. Key policy.
     csr::check_key(&public_key, &p.keys, &p.name)?;
@@ -152,8 +165,8 @@ pub fn prepare(ctx: &IssueContext<'_>, req: &Request) -> Result<Prepared, IssueE
     if let Some(c) = &csr {
         for rdn in c.subject.0.iter() {
             for atv in rdn.0.iter() {
-                if let Some(v) = csr::any_text(&atv.value) {
-                    let key = crate::profile::AttrType::name_of(atv.oid);
+                if let Some(v) = crate::x509::any_text(&atv.value) {
+                    let key = crate::x509::AttrType::name_of(atv.oid);
                     vars.values.entry(format!("csr.{key}")).or_insert(v);
                 }
             }
@@ -163,7 +176,7 @@ pub fn prepare(ctx: &IssueContext<'_>, req: &Request) -> Result<Prepared, IssueE
         (Some(id), _) => id.clone(),
         (None, DeviceIdFrom::CsrAttr(a)) => csr
             .as_ref()
-            .and_then(|c| csr::attr_text(&c.subject, a.oid))
+            .and_then(|c| crate::x509::attr_text(&c.subject, a.oid))
             .ok_or_else(|| PolicyError::DeviceId(format!("the CSR subject has no {} to take the device id from (profile device_id.from); pass --device-id", a.name)))?,
         (None, DeviceIdFrom::Input) => {
             return Err(PolicyError::DeviceId("no device id: pass --device-id (or set device_id.from: csr.CN in the profile)".into()).into())
@@ -265,7 +278,10 @@ pub fn prepare(ctx: &IssueContext<'_>, req: &Request) -> Result<Prepared, IssueE
     }
 
     // 6. Serial and TBS. Extensions come from the profile, plus allow-listed CSR requests.
-    let serial = new_serial(ctx.serial_prefix).map_err(|e| IssueError::Random(e.to_string()))?;
+    let serial = ctx
+        .serials
+        .next_serial(ctx.serial_prefix)
+        .map_err(|e| IssueError::Random(e.to_string()))?;
     let mut exts: Vec<Extension> = vec![
         tbs::basic_constraints(false, None)?,
         tbs::key_usage(usage_bits(&p.key_usage))?,

@@ -15,8 +15,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::BTreeMap;
 
 /// The chain head this connection appends to: kept in memory because the ledger is opened
-/// exclusively, so nothing else appends meanwhile.
-#[derive(Debug, Clone, Default)]
+/// exclusively, so nothing else appends meanwhile. It also carries who acts and the clock
+/// that times each event.
+#[derive(Debug, Clone)]
 pub struct AuditHead {
     /// Hash of the last event (64 zeros before the first).
     pub hash: String,
@@ -24,13 +25,30 @@ pub struct AuditHead {
     pub station_seq: i64,
     /// Who is recorded as acting (station operator, or the OS user).
     pub operator: Option<String>,
+    /// When: the ledger's clock.
+    pub(super) clock: std::sync::Arc<dyn crate::clock::Clock>,
+}
+
+impl Default for AuditHead {
+    fn default() -> Self {
+        Self {
+            hash: String::new(),
+            station_seq: 0,
+            operator: None,
+            clock: std::sync::Arc::new(crate::clock::SystemClock),
+        }
+    }
 }
 
 /// The first `prev_hash`.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 impl AuditHead {
-    pub(super) fn load(conn: &Connection, station: &str) -> Result<Self, LedgerError> {
+    pub(super) fn load(
+        conn: &Connection,
+        station: &str,
+        clock: std::sync::Arc<dyn crate::clock::Clock>,
+    ) -> Result<Self, LedgerError> {
         let hash: Option<String> = conn
             .query_row(
                 "SELECT hash FROM audit ORDER BY seq DESC LIMIT 1",
@@ -47,6 +65,7 @@ impl AuditHead {
             hash: hash.unwrap_or_else(|| GENESIS.into()),
             station_seq,
             operator: default_operator(),
+            clock,
         })
     }
 }
@@ -86,13 +105,11 @@ pub struct AuditEvent {
     pub station: String,
     /// Sequence number within the station.
     pub station_seq: Option<i64>,
-    /// Operator.
     pub operator: Option<String>,
     /// Event kind.
     pub kind: String,
     /// Batch or shift.
     pub batch_id: Option<String>,
-    /// Device.
     pub device_id: Option<String>,
     /// JSON text.
     pub detail: String,
@@ -175,7 +192,7 @@ pub(super) fn append(
     device: Option<&str>,
     detail: &serde_json::Value,
 ) -> Result<(), LedgerError> {
-    let at = super::now();
+    let at = super::stamp(&*head.clock);
     let detail = detail.to_string();
     let seq: i64 = one(tx, "SELECT COALESCE(MAX(seq), 0) + 1 FROM audit", [], |r| {
         r.get(0)
@@ -336,6 +353,7 @@ impl ChainVerifier {
 }
 
 /// Checks a whole chain held in memory (see [`ChainVerifier`]); returns the first break.
+#[cfg(test)]
 pub fn verify_events(events: &[AuditEvent]) -> Result<ChainReport, ChainBreak> {
     let mut v = ChainVerifier::default();
     for e in events {
@@ -355,7 +373,6 @@ pub struct CheckpointRow {
     pub head_seq: i64,
     /// Hash of that event.
     pub head_hash: String,
-    /// When.
     pub at: String,
     /// The signed statement, JWS compact serialization.
     pub statement: String,
@@ -428,7 +445,7 @@ impl super::Ledger {
             &tx,
             "INSERT INTO config_seen (kind, name, sha256, at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (kind, name) DO UPDATE SET sha256 = excluded.sha256, at = excluded.at",
-            params![kind, name, sha256, super::now()],
+            params![kind, name, sha256, super::stamp(&*self.clock)],
         )?;
         append(
             &tx,

@@ -2,7 +2,7 @@
 //! retire), CRLs issued with their monotonic numbers, and the certificate lookups revoke and
 //! renew start from.
 
-use super::{exec, now, one, Ledger, LedgerError};
+use super::{exec, one, stamp, Ledger, LedgerError};
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 /// A signed certificate as the ledger has it, with its device's current state.
@@ -12,15 +12,12 @@ pub struct CertRecord {
     pub issuer_key_id: String,
     /// Serial, hex.
     pub serial: String,
-    /// Profile.
     pub profile: String,
-    /// Device id.
     pub device_id: String,
     /// Batch that issued it.
     pub batch_id: String,
     /// Tenant of that batch, if any.
     pub tenant: Option<String>,
-    /// DER.
     #[serde(skip)]
     pub der: Vec<u8>,
     /// SHA-256 of the DER, hex (AWS IoT's certificate id).
@@ -30,7 +27,7 @@ pub struct CertRecord {
     /// Whether this is the device's current certificate.
     pub current: bool,
     /// The device's state.
-    pub device_state: String,
+    pub device_state: super::DeviceState,
     /// Revocation, if revoked: (reason, at).
     pub revoked: Option<(String, String)>,
     /// Superseded at, if so.
@@ -223,7 +220,7 @@ impl Ledger {
         if earlier.is_some() {
             return Ok(earlier);
         }
-        let at = now();
+        let at = stamp(&*self.clock);
         exec(
             &tx,
             "INSERT INTO cert_status (issuer_key_id, serial, status, reason, at) VALUES (?1, ?2, 'revoked', ?3, ?4)",

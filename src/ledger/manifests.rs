@@ -2,7 +2,8 @@
 //! chain, and the two-step write that keeps files and ledger in agreement after a crash
 //! (`pending` before the file is written, `complete` with the devices marked exported after).
 
-use super::{exec, now, Ledger, LedgerError};
+use super::states::sql_list;
+use super::{exec, stamp, DeviceState, KeyOrigin, Ledger, LedgerError};
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 /// A device the ledger can put in a manifest: it has a signed, live certificate.
@@ -10,12 +11,11 @@ use rusqlite::{params, OptionalExtension, TransactionBehavior};
 pub struct ExportRow {
     /// Profile name.
     pub profile: String,
-    /// Device id.
     pub device_id: String,
     /// Ledger state now.
-    pub state: String,
-    /// csr, pubkey, host or device.
-    pub key_origin: String,
+    pub state: DeviceState,
+    /// Where the key was made.
+    pub key_origin: KeyOrigin,
     /// Serial, hex.
     pub serial: String,
     /// SHA-256 of the SPKI, hex.
@@ -39,13 +39,11 @@ pub struct ManifestRow {
     pub sequence: u64,
     /// Batches covered.
     pub batches: Vec<String>,
-    /// The file.
     pub path: String,
     /// SHA-256 of the file, hex.
     pub sha256: String,
     /// Merkle root, hex.
     pub merkle_root: String,
-    /// Devices.
     pub count: u64,
     /// Ledger-wide device numbers covered.
     pub range_first: u64,
@@ -67,7 +65,7 @@ pub struct PendingManifest {
     /// Row fields (id and state are ignored).
     pub row: ManifestRow,
     /// (profile, device id, serial, state before export).
-    pub devices: Vec<(String, String, String, String)>,
+    pub devices: Vec<(String, String, String, DeviceState)>,
 }
 
 const COLS: &str = "id, sequence, batches, path, sha256, merkle_root, count, range_first, range_last, prev_sha256, signer_kid, state, created_at";
@@ -117,7 +115,7 @@ impl Ledger {
     /// yet (a certificate goes into one manifest per ledger, even if the device's state later
     /// moves back from `exported`, e.g. a re-install at a station), in issuance order.
     pub fn exportable_devices(&self, batch_ids: &[String]) -> Result<Vec<ExportRow>, LedgerError> {
-        let mut st = self.conn.prepare(
+        let mut st = self.conn.prepare(&format!(
             "SELECT d.profile, d.device_id, d.state, d.key_origin, d.serial, d.spki_sha256,
                     d.batch_id, b.station, c.der, c.issuer_key_id
              FROM devices d
@@ -125,13 +123,14 @@ impl Ledger {
                   AND c.serial = d.serial AND c.state = 'signed'
              JOIN batches b ON b.id = d.batch_id
              WHERE d.batch_id IN (SELECT value FROM json_each(?1))
-               AND d.state IN ('signed', 'installing', 'installed', 'install_unconfirmed')
+               AND d.state IN ({})
                AND NOT EXISTS (SELECT 1 FROM manifest_devices md
                                JOIN manifests m ON m.id = md.manifest_id AND m.state = 'complete'
                                WHERE md.profile = d.profile AND md.device_id = d.device_id
                                  AND md.serial = d.serial)
              ORDER BY c.rowid",
-        )?;
+            sql_list(DeviceState::IN_MANIFEST)
+        ))?;
         let rows = st
             .query_map(
                 [serde_json::to_string(batch_ids).unwrap_or_default()],
@@ -230,13 +229,16 @@ impl Ledger {
             [id],
             row,
         )?;
-        let at = now();
+        let at = stamp(&*self.clock);
         let n = exec(
             &tx,
-            "UPDATE devices SET state = 'exported', updated_at = ?2
-             WHERE (profile, device_id, serial) IN
-                   (SELECT profile, device_id, serial FROM manifest_devices WHERE manifest_id = ?1)
-               AND state IN ('signed', 'installing', 'installed', 'install_unconfirmed')",
+            &format!(
+                "UPDATE devices SET state = 'exported', updated_at = ?2
+                 WHERE (profile, device_id, serial) IN
+                       (SELECT profile, device_id, serial FROM manifest_devices WHERE manifest_id = ?1)
+                   AND state IN ({})",
+                sql_list(DeviceState::IN_MANIFEST)
+            ),
             params![id, at],
         )? as u64;
         exec(
@@ -276,7 +278,7 @@ impl Ledger {
         exec(
             &tx,
             "UPDATE manifests SET state = 'abandoned', completed_at = ?2 WHERE id = ?1",
-            params![id, now()],
+            params![id, stamp(&*self.clock)],
         )?;
         super::audit::append(
             &tx,

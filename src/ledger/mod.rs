@@ -13,20 +13,21 @@ mod manifests;
 mod preview;
 mod rules;
 mod schema;
+mod states;
 mod station;
 
-pub use audit::{
-    clean_operator, default_operator, verify_events, AuditEvent, AuditHead, ChainBreak,
-    ChainReport, ChainVerifier, CheckpointRow, GENESIS,
-};
+pub use audit::{AuditEvent, AuditHead, ChainBreak, ChainReport, ChainVerifier, GENESIS};
 pub use lifecycle::{CertRecord, CrlRecord};
 pub use manifests::{ExportRow, ManifestRow, PendingManifest};
 pub use preview::{LedgerPreview, ReservePreview};
-pub use station::{Attempt, InstallState, Transition};
+pub use states::{CertState, DeviceState, KeyOrigin};
+pub use station::Attempt;
 
+use crate::clock::{Clock, SystemClock};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A ledger that cannot be used, or a write that failed.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +36,6 @@ pub enum LedgerError {
     /// Cannot open or set up.
     #[error("ledger {path}: {msg}")]
     Open {
-        /// The file.
         path: String,
         /// Why, and the fix.
         msg: String,
@@ -43,7 +43,6 @@ pub enum LedgerError {
     /// Written by a newer certfab.
     #[error("ledger {path} has schema version {found}, newer than this certfab knows ({supported}); use a newer certfab")]
     TooNew {
-        /// The file.
         path: String,
         /// Its version.
         found: i64,
@@ -56,7 +55,6 @@ pub enum LedgerError {
     /// The file is not a certfab ledger: garbage, another program's database, or damaged.
     #[error("ledger {path} is not a certfab ledger or is damaged ({detail}); check the ledger: path in the site config, and if it is the right file, restore it from a backup (certfab leaves it as it is)")]
     NotALedger {
-        /// The file.
         path: String,
         /// What SQLite or the schema check said.
         detail: String,
@@ -64,7 +62,6 @@ pub enum LedgerError {
     /// The ledger existed (its marker file says so) and is now missing or empty.
     #[error("ledger {path} is {how}, but this site's ledger was recorded on {recorded_at} ({marker}): its records of every serial and device issued are gone, and starting over would sign every device again. Restore the ledger from a backup (with its -wal file if there is one) and run again; only to start a new, empty ledger on purpose, move {marker} away first")]
     Lost {
-        /// The file.
         path: String,
         /// missing, empty, blank.
         how: String,
@@ -76,6 +73,13 @@ pub enum LedgerError {
     /// A statement or commit failed: nothing more is signed.
     #[error("{}", write_message(.0))]
     Write(#[from] rusqlite::Error),
+}
+
+impl LedgerError {
+    /// Every ledger failure is a storage failure (exit 5).
+    pub fn exit_code(&self) -> crate::exit::ExitCode {
+        crate::exit::ExitCode::Storage
+    }
 }
 
 /// What happened to a failed ledger write and what to do, by SQLite's error code (a full disk,
@@ -164,9 +168,7 @@ pub struct BatchRow {
     pub source: String,
     /// Output directory.
     pub out_dir: String,
-    /// Station.
     pub station: String,
-    /// Created.
     pub created_at: String,
     /// Finished (all input processed), if so.
     pub finished_at: Option<String>,
@@ -177,12 +179,11 @@ pub struct BatchRow {
 pub struct Intent {
     /// Profile name.
     pub profile: String,
-    /// Device id.
     pub device_id: String,
     /// SHA-256 of the device's SPKI, hex.
     pub spki_sha256: String,
-    /// csr, pubkey or host.
-    pub key_origin: String,
+    /// Where the key was made.
+    pub key_origin: KeyOrigin,
     /// Input line (CSV line, file index, or sequence number).
     pub line: u64,
     /// The issuing CA's key identifier, hex.
@@ -204,10 +205,7 @@ pub enum Reserve {
         first_line: u64,
     },
     /// The device already has a live certificate for this key (a re-run): here it is.
-    AlreadyIssued {
-        /// The certificate.
-        der: Vec<u8>,
-    },
+    AlreadyIssued { der: Vec<u8> },
     /// Refused (exactly-one-identity rules).
     Refused(String),
 }
@@ -219,9 +217,7 @@ pub struct Signed {
     pub issuer_key_id: String,
     /// Serial, hex.
     pub serial: String,
-    /// Profile.
     pub profile: String,
-    /// Device id.
     pub device_id: String,
     /// Certificate DER.
     pub der: Vec<u8>,
@@ -236,15 +232,13 @@ pub struct Rejection {
     pub device_id: Option<String>,
     /// rejected or duplicate.
     pub kind: String,
-    /// Why.
     pub reason: String,
 }
 
 /// A device as the ledger has it.
 #[derive(Debug, Clone)]
 pub struct DeviceRow {
-    /// State.
-    pub state: String,
+    pub state: DeviceState,
     /// SHA-256 of the certified public key, hex.
     pub spki_sha256: String,
     /// Current serial, hex.
@@ -260,7 +254,6 @@ pub struct DeviceRow {
 /// Counts and problems of a batch.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BatchStatus {
-    /// The batch.
     pub batch: BatchRow,
     /// Devices by state, plus `rejected` and `duplicate` rows.
     pub counts: BTreeMap<String, u64>,
@@ -274,6 +267,8 @@ pub struct Ledger {
     path: PathBuf,
     station: String,
     head: AuditHead,
+    /// Where record times come from.
+    clock: Arc<dyn Clock>,
     /// A writer's lock (none for [`Ledger::open_read`]). Declared last: it is released after
     /// the connection has closed.
     _lock: Option<HeldLock>,
@@ -300,8 +295,9 @@ impl Drop for HeldLock {
     }
 }
 
-fn now() -> String {
-    crate::clock::rfc3339(time::OffsetDateTime::now_utc())
+/// A record's time: the ledger's clock, RFC 3339 whole seconds.
+fn stamp(clock: &dyn Clock) -> String {
+    crate::clock::rfc3339(clock.now())
 }
 
 impl Ledger {
@@ -313,6 +309,15 @@ impl Ledger {
     /// both, migrates, and burns intents a crashed run left behind. The database and its
     /// `-wal`/`-shm` files are 0600 whatever the umask.
     pub fn open(path: &Path, station: &str) -> Result<Self, LedgerError> {
+        Self::open_with_clock(path, station, Arc::new(SystemClock))
+    }
+
+    /// [`Ledger::open`], with every record's time (and each new batch's id) taken from `clock`.
+    pub fn open_with_clock(
+        path: &Path,
+        station: &str,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, LedgerError> {
         let shown = path.display().to_string();
         let open_err = |msg: String| LedgerError::Open {
             path: shown.clone(),
@@ -437,7 +442,7 @@ impl Ledger {
                 return Err(m.lost(&shown, "a blank database"));
             }
         }
-        migrate(&conn, &shown)?;
+        migrate(&conn, &shown, &stamp(&*clock))?;
         // SQLite gives new -wal/-shm files the database's mode; ones left by an older certfab
         // are tightened here (best effort, as above).
         for suffix in ["-wal", "-shm"] {
@@ -449,14 +454,15 @@ impl Ledger {
             );
         }
         if !marker.exists() {
-            Marker::write(&marker, &real, station).map_err(open_err)?;
+            Marker::write(&marker, &real, station, &stamp(&*clock)).map_err(open_err)?;
         }
-        let head = AuditHead::load(&conn, station)?;
+        let head = AuditHead::load(&conn, station, clock.clone())?;
         let mut ledger = Self {
             conn,
             path: path.to_path_buf(),
             station: station.to_string(),
             head,
+            clock,
             _lock: Some(lock),
         };
         ledger.burn_interrupted()?;
@@ -503,6 +509,7 @@ impl Ledger {
             path: path.to_path_buf(),
             station: station.into(),
             head: AuditHead::default(),
+            clock: Arc::new(SystemClock),
             _lock: None,
         })
     }
@@ -527,7 +534,7 @@ impl Ledger {
             exec(
                 &tx,
                 "UPDATE devices SET state = 'sign_failed', updated_at = ?1 WHERE state = 'signing'",
-                [now()],
+                [stamp(&*self.clock)],
             )?;
             audit::append(
                 &tx,
@@ -576,7 +583,7 @@ impl Ledger {
         }
         let id = format!(
             "b-{}-{}",
-            time::OffsetDateTime::now_utc().unix_timestamp(),
+            self.clock.now().unix_timestamp(),
             &spec.input_key[..8]
         );
         let tx = self
@@ -585,7 +592,7 @@ impl Ledger {
         tx.execute(
             "INSERT INTO batches (id, input_key, profile, profile_sha256, ca, source, out_dir, station, created_at, tenant)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![id, spec.input_key, spec.profile, spec.profile_sha256, spec.ca, spec.source, spec.out_dir, self.station, now(), spec.tenant],
+            params![id, spec.input_key, spec.profile, spec.profile_sha256, spec.ca, spec.source, spec.out_dir, self.station, stamp(&*self.clock), spec.tenant],
         )?;
         audit::append(
             &tx,
@@ -615,7 +622,7 @@ impl Ledger {
         exec(
             &tx,
             "UPDATE batches SET finished_at = ?2 WHERE id = ?1",
-            params![id, now()],
+            params![id, stamp(&*self.clock)],
         )?;
         audit::append(
             &tx,
@@ -645,7 +652,7 @@ impl Ledger {
         exec(
             &tx,
             "UPDATE batches SET finished_at = ?2 WHERE id = ?1",
-            params![id, now()],
+            params![id, stamp(&*self.clock)],
         )?;
         audit::append(
             &tx,
@@ -751,7 +758,7 @@ impl Ledger {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut out = Vec::with_capacity(intents.len());
-        let at = now();
+        let at = stamp(&*self.clock);
         for it in intents {
             let id_key = crate::identity::key(&it.device_id);
             let decision = rules::decide(&rules::Db(&tx), batch_id, it)?;
@@ -798,7 +805,7 @@ impl Ledger {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let at = now();
+        let at = stamp(&*self.clock);
         for s in items {
             let sha = hex::encode(crate::crypto::sha256(&s.der));
             let n = exec(&tx,
@@ -844,7 +851,7 @@ impl Ledger {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let at = now();
+        let at = stamp(&*self.clock);
         for (it, reason) in items {
             exec(&tx,
                 "UPDATE certificates SET state = 'burned', reason = ?3 WHERE issuer_key_id = ?1 AND serial = ?2",
@@ -875,7 +882,7 @@ impl Ledger {
         batch_id: &str,
         items: &[Rejection],
     ) -> Result<(), LedgerError> {
-        let at = now();
+        let at = stamp(&*head.clock);
         for r in items {
             exec(tx,
                 "INSERT INTO rejections (batch_id, line, device_id, kind, reason, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -1067,14 +1074,13 @@ impl Marker {
         })
     }
 
-    fn write(path: &Path, real: &Path, station: &str) -> Result<(), String> {
+    fn write(path: &Path, real: &Path, station: &str, at: &str) -> Result<(), String> {
         let text = format!(
             "# certfab ledger marker: this site has a ledger, {real}.\n\
              # While this file exists, certfab refuses to start over from a missing or empty\n\
              # ledger (docs/batch.md \"Ledger\"). Back it up and restore it with the ledger.\n\
              recorded_at: {at}\nstation: {station}\n",
             real = real.display(),
-            at = now(),
             station = station.escape_debug(),
         );
         // 0600 like the ledger it stands for.
@@ -1118,7 +1124,7 @@ fn one<T>(
     conn.prepare_cached(sql)?.query_row(params, f)
 }
 
-fn migrate(conn: &Connection, path: &str) -> Result<(), LedgerError> {
+fn migrate(conn: &Connection, path: &str, at: &str) -> Result<(), LedgerError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let supported = schema::MIGRATIONS.len() as i64;
     if version > supported {
@@ -1131,7 +1137,7 @@ fn migrate(conn: &Connection, path: &str) -> Result<(), LedgerError> {
     for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(version as usize) {
         let tx = conn.unchecked_transaction()?;
         tx.execute_batch(sql)?;
-        schema::after_sql(i + 1, &tx)?;
+        schema::after_sql(i + 1, &tx, at)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
     }
@@ -1147,7 +1153,7 @@ mod tests {
             profile: "p".into(),
             device_id: id.into(),
             spki_sha256: spki.into(),
-            key_origin: "csr".into(),
+            key_origin: KeyOrigin::Csr,
             line: 1,
             issuer_key_id: "aa".into(),
             serial: serial.into(),

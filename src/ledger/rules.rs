@@ -5,13 +5,13 @@
 //! overlaid with the rows its earlier input lines would have reserved. A dry run therefore
 //! refuses what a run would refuse, for the same reason, without writing anything.
 
-use super::{one, Intent, LedgerError, Reserve};
+use super::{one, DeviceState, Intent, LedgerError, Reserve};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
 
 /// A device row as the rules need it.
 pub(super) struct Existing {
-    pub state: String,
+    pub state: DeviceState,
     pub spki_sha256: String,
     pub batch_id: String,
     pub line: Option<i64>,
@@ -138,10 +138,11 @@ pub(super) fn decide(
     match &existing {
         // Re-issuable: a failed signature, or an identity explicitly superseded or revoked (a
         // revoked key itself is refused below).
-        Some(e) if !matches!(e.state.as_str(), "sign_failed" | "superseded" | "revoked") => {
+        Some(e) if !e.state.is_reissuable() => {
             let first_line = e.line.unwrap_or(0) as u64;
             let same_key = e.spki_sha256 == it.spki_sha256;
-            if e.state == "signing" || (e.batch_id == batch_id && first_line != it.line) {
+            if e.state == DeviceState::Signing || (e.batch_id == batch_id && first_line != it.line)
+            {
                 return Ok(if same_key {
                     Reserve::Duplicate { first_line }
                 } else {
@@ -233,7 +234,7 @@ impl Lookup for Overlay<'_> {
     fn device(&self, profile: &str, device_id: &str) -> Result<Option<Existing>, LedgerError> {
         match (self.mine(profile, device_id), &self.db) {
             (Some((spki, line, serial)), _) => Ok(Some(Existing {
-                state: "signing".into(),
+                state: DeviceState::Signing,
                 spki_sha256: spki.clone(),
                 batch_id: self.batch_id.clone(),
                 line: Some(*line as i64),

@@ -215,7 +215,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
 
 /// Work a migration needs beyond SQL, run in the same transaction right after migration
 /// `version` (1-based) is applied.
-pub(super) fn after_sql(version: usize, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+pub(super) fn after_sql(
+    version: usize,
+    tx: &rusqlite::Transaction<'_>,
+    at: &str,
+) -> rusqlite::Result<()> {
     if version != 5 {
         return Ok(());
     }
@@ -223,7 +227,6 @@ pub(super) fn after_sql(version: usize, tx: &rusqlite::Transaction<'_>) -> rusql
         .prepare("SELECT rowid, profile, device_id FROM devices ORDER BY rowid")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<_, _>>()?;
-    let at = crate::clock::rfc3339(time::OffsetDateTime::now_utc());
     let mut owner: std::collections::HashMap<(String, String), String> =
         std::collections::HashMap::new();
     for (rowid, profile, id) in rows {

@@ -1,39 +1,8 @@
 //! Ledger records of station mode: device state after signing (installing, installed,
 //! install_unconfirmed), identities superseded on purpose, and one row per device attempt.
 
-use super::{exec, now, one, Ledger, LedgerError};
+use super::{exec, one, stamp, DeviceState, Ledger, LedgerError};
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
-
-/// The states a station moves a signed device through (DESIGN.md "Per-device states").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InstallState {
-    /// Signed, and the device has not taken it (it said no to the install).
-    Signed,
-    /// The install request is about to be sent.
-    Installing,
-    /// The install was sent but not confirmed (reply lost, read-back, proof or lock failed).
-    InstallUnconfirmed,
-    /// Installed, read back, proven and locked.
-    Installed,
-}
-
-impl InstallState {
-    /// The ledger's name for it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Signed => "signed",
-            Self::Installing => "installing",
-            Self::InstallUnconfirmed => "install_unconfirmed",
-            Self::Installed => "installed",
-        }
-    }
-}
-
-/// States that record a proven install. A station never moves a device out of them: a later
-/// failure (a lock refused, a lost file, a device claiming this identity without its key)
-/// does not undo a proof that already happened. Only `--supersede` and revocation, which
-/// have their own records, end such an identity.
-const PROVEN: &[&str] = &["installed", "exported"];
 
 /// What [`Ledger::set_device_state`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +10,7 @@ pub enum Transition {
     /// The device is now in the requested state.
     Applied,
     /// The device's install was already proven; it keeps this state.
-    Kept(String),
+    Kept(DeviceState),
 }
 
 /// One device attempt at a station, as recorded.
@@ -63,7 +32,6 @@ pub struct Attempt {
     pub outcome: String,
     /// The step it ended at.
     pub step: String,
-    /// Plain words.
     pub reason: String,
     /// Certificate serial involved, hex.
     pub serial: Option<String>,
@@ -74,34 +42,42 @@ pub struct Attempt {
 }
 
 impl Ledger {
-    /// Moves a device to `to` with an audit event `kind`, unless its install is already
-    /// proven (`installed`, `exported`): then the row is left exactly as it is, and the event
-    /// is recorded with `state_kept`.
+    /// Moves a device to `to` (one of the states a station moves a signed device through:
+    /// signed, installing, install_unconfirmed, installed) with an audit event `kind`, unless
+    /// its install is already proven ([`DeviceState::is_proven`]): then the row is left
+    /// exactly as it is, and the event is recorded with `state_kept`.
     pub fn set_device_state(
         &mut self,
         batch_id: &str,
         profile: &str,
         device_id: &str,
-        to: InstallState,
+        to: DeviceState,
         kind: &str,
         detail: &serde_json::Value,
     ) -> Result<Transition, LedgerError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let current: String = one(
+        debug_assert!(matches!(
+            to,
+            DeviceState::Signed
+                | DeviceState::Installing
+                | DeviceState::InstallUnconfirmed
+                | DeviceState::Installed
+        ));
+        let current: DeviceState = one(
             &tx,
             "SELECT state FROM devices WHERE profile = ?1 AND device_id = ?2",
             params![profile, device_id],
             |r| r.get(0),
         )?;
-        let transition = if PROVEN.contains(&current.as_str()) {
+        let transition = if current.is_proven() {
             Transition::Kept(current)
         } else {
             let n = exec(
                 &tx,
                 "UPDATE devices SET state = ?3, updated_at = ?4 WHERE profile = ?1 AND device_id = ?2",
-                params![profile, device_id, to.as_str(), now()],
+                params![profile, device_id, to, stamp(&*self.clock)],
             )?;
             if n != 1 {
                 return Err(rusqlite::Error::StatementChangedRows(n).into());
@@ -147,7 +123,7 @@ impl Ledger {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
-        let at = now();
+        let at = stamp(&*self.clock);
         if let Some((ikid, serial)) = &cert {
             exec(
                 &tx,

@@ -11,10 +11,10 @@
 //! use; chain.pem of each device stays the one valid path to its own issuer.
 
 use super::LifecycleError;
-use crate::ca::CaCert;
 use crate::config::{CaRef, SiteConfig};
 use crate::ledger::Ledger;
 use crate::profile::{IssuerRef, Profile};
+use crate::x509::CaCert;
 use time::OffsetDateTime;
 
 /// One CA's state.
@@ -22,7 +22,6 @@ use time::OffsetDateTime;
 pub struct CaStatus {
     /// Site config name.
     pub name: String,
-    /// Tenant.
     pub tenant: Option<String>,
     /// Subject (RFC 4514).
     pub subject: String,
@@ -176,7 +175,7 @@ pub fn status(
                 let Ok(c) = x509_cert::Certificate::from_der(&der) else {
                     continue;
                 };
-                let na = crate::ca::time_of(&c.tbs_certificate.validity.not_after).unwrap_or(
+                let na = crate::x509::time_of(&c.tbs_certificate.validity.not_after).unwrap_or(
                     OffsetDateTime::new_utc(
                         time::Date::from_calendar_date(9999, time::Month::December, 31)
                             .unwrap_or(time::Date::MAX),

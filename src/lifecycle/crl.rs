@@ -6,11 +6,12 @@
 //! dropping expired entries; keeping them costs little and keeps old audits simple).
 
 use super::{LifecycleError, Reason};
-use crate::ca::CaCert;
 use crate::crypto::SignatureAlgorithm;
-use crate::issue::{BuildError, IssueError};
+use crate::crypto::Signer;
+use crate::issue::IssueError;
 use crate::ledger::{CrlRecord, Ledger};
-use crate::signer::Signer;
+use crate::x509::BuildError;
+use crate::x509::CaCert;
 use der::asn1::{BitString, OctetString, Uint};
 use der::{Decode, Encode};
 use time::OffsetDateTime;
@@ -26,7 +27,6 @@ pub struct CrlEntry {
     pub serial: Vec<u8>,
     /// When it was revoked.
     pub revoked_at: OffsetDateTime,
-    /// Why.
     pub reason: Reason,
 }
 
@@ -65,7 +65,7 @@ pub fn build_tbs(
         };
         revoked.push(RevokedCert {
             serial_number: SerialNumber::new(&e.serial)?,
-            revocation_date: crate::issue::x509_time(e.revoked_at)?,
+            revocation_date: crate::x509::x509_time(e.revoked_at)?,
             crl_entry_extensions: exts,
         });
     }
@@ -74,15 +74,15 @@ pub fn build_tbs(
         version: x509_cert::Version::V2,
         signature: alg.identifier(),
         issuer: ca.subject.clone(),
-        this_update: crate::issue::x509_time(t.this_update)?,
-        next_update: Some(crate::issue::x509_time(t.next_update)?),
+        this_update: crate::x509::x509_time(t.this_update)?,
+        next_update: Some(crate::x509::x509_time(t.next_update)?),
         revoked_certificates: if revoked.is_empty() {
             None
         } else {
             Some(revoked)
         },
         crl_extensions: Some(vec![
-            crate::issue::authority_key_id(&ca.key_id)?,
+            crate::x509::authority_key_id(&ca.key_id)?,
             ext(oid::ID_CE_CRL_NUMBER, &number)?,
         ]),
     };

@@ -22,7 +22,6 @@ pub enum LifecycleError {
     /// Bad arguments or configuration.
     #[error("{0}")]
     Usage(String),
-    /// The ledger.
     #[error(transparent)]
     Ledger(#[from] crate::ledger::LedgerError),
     /// Building or signing.
@@ -33,13 +32,25 @@ pub enum LifecycleError {
     Corrupt(String),
 }
 
-impl From<crate::batch::BatchError> for LifecycleError {
-    fn from(e: crate::batch::BatchError) -> Self {
+impl LifecycleError {
+    /// The exit code: refusals 3, usage 2, ledger and damaged records 5, issuance its own.
+    pub fn exit_code(&self) -> crate::exit::ExitCode {
+        match self {
+            Self::Refused(_) => crate::exit::ExitCode::Rejected,
+            Self::Usage(_) => crate::exit::ExitCode::Usage,
+            Self::Ledger(_) | Self::Corrupt(_) => crate::exit::ExitCode::Storage,
+            Self::Issue(i) => i.exit_code(),
+        }
+    }
+}
+
+impl From<crate::issue::RecordError> for LifecycleError {
+    fn from(e: crate::issue::RecordError) -> Self {
+        use crate::issue::RecordError as R;
         match e {
-            crate::batch::BatchError::Ledger(l) => Self::Ledger(l),
-            crate::batch::BatchError::Sign(i) => Self::Issue(i),
-            crate::batch::BatchError::Refused(r) => Self::Refused(r),
-            other => Self::Usage(other.to_string()),
+            R::Ledger(l) => Self::Ledger(l),
+            R::Sign(i) => Self::Issue(i),
+            R::Refused(r) => Self::Refused(r),
         }
     }
 }

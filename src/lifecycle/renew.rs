@@ -9,27 +9,25 @@
 //! `certfab revoke --serial OLD --reason superseded`.
 
 use super::LifecycleError;
-use crate::ca::CaCert;
-use crate::issue::{self, IssueContext, KeySource, Request};
-use crate::ledger::{BatchSpec, Ledger};
+use crate::crypto::Signer;
+use crate::issue::{self, IssueContext, IssuingCa, KeySource, Request};
+use crate::ledger::{BatchSpec, DeviceState, Ledger};
 use crate::profile::Profile;
-use crate::signer::Signer;
+use crate::x509::SerialSource;
 use std::collections::BTreeMap;
 use time::OffsetDateTime;
 
 /// A renewal's inputs besides the ledger.
 pub struct Renewal<'a, S: Signer> {
-    /// The device class.
     pub profile: &'a Profile,
-    /// CA name (for the record).
-    pub ca_name: &'a str,
-    /// Issuing CA certificate.
-    pub ca: &'a CaCert,
+    /// The issuing CA.
+    pub ca: &'a IssuingCa,
     /// The CA key in the HSM.
     pub signer: &'a S,
     /// Station serial prefix.
     pub serial_prefix: u8,
-    /// Device id.
+    /// Where the new serial comes from.
+    pub serials: &'a dyn SerialSource,
     pub device_id: &'a str,
     /// The device's new CSR (PEM or DER).
     pub csr: Vec<u8>,
@@ -42,9 +40,7 @@ pub struct Renewal<'a, S: Signer> {
 /// A renewal done.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Renewed {
-    /// Device id.
     pub device_id: String,
-    /// Profile.
     pub profile: String,
     /// The renewal batch.
     pub batch_id: String,
@@ -77,7 +73,7 @@ pub fn renew<S: Signer>(
             r.device_id, p.name
         )));
     };
-    if old.device_state == "revoked" {
+    if old.device_state == DeviceState::Revoked {
         return Err(LifecycleError::Refused(format!(
             "device '{}' is revoked (serial {}); a revoked device is not renewed. Issue it a new identity explicitly if it is trusted again",
             r.device_id, old.serial
@@ -86,10 +82,11 @@ pub fn renew<S: Signer>(
 
     let ctx = IssueContext {
         profile: p,
-        ca: r.ca,
+        ca: &r.ca.cert,
         signature: r.signer.algorithm(),
         serial_prefix: r.serial_prefix,
         now: r.now,
+        serials: r.serials,
     };
     let req = Request {
         device_id: Some(r.device_id.to_string()),
@@ -102,14 +99,14 @@ pub fn renew<S: Signer>(
     let key = format!(
         "renew\n{}\n{}\n{}\n{new_spki}",
         hex::encode(p.sha256),
-        r.ca_name,
+        &r.ca.name,
         r.device_id
     );
     let spec = BatchSpec {
         input_key: hex::encode(crate::crypto::sha256(key.as_bytes())),
         profile: p.name.clone(),
         profile_sha256: hex::encode(p.sha256),
-        ca: r.ca_name.to_string(),
+        ca: r.ca.name.clone(),
         source: serde_json::json!({"source": {"kind": "renew", "device_id": r.device_id,
             "old_serial": old.serial, "spki_sha256": new_spki}, "profile_path": p.path})
         .to_string(),
@@ -169,7 +166,8 @@ pub fn renew<S: Signer>(
         &format!("renewed with a new key (spki {new_spki})"),
         None,
     )?;
-    let (der, _) = crate::batch::issue_one(ledger, &batch.id, 1, p, r.ca, prepared, r.signer)?;
+    let der =
+        issue::record::issue_one(ledger, &batch.id, 1, p, &r.ca.cert, prepared, r.signer)?.der;
     let new_serial = {
         use der::Decode;
         let c = x509_cert::Certificate::from_der(&der)

@@ -15,9 +15,7 @@ use crate::ledger::Ledger;
 /// One revoked certificate, as exports need it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RevokedEntry {
-    /// Device id.
     pub device_id: String,
-    /// Profile.
     pub profile: String,
     /// Tenant of the batch that issued it.
     pub tenant: Option<String>,
@@ -47,7 +45,7 @@ pub fn revocations(
         .map(|c| {
             let (reason, at) = c.revoked.clone().unwrap_or_default();
             RevokedEntry {
-                cert_pem: crate::issue::pem(&c.der),
+                cert_pem: crate::x509::pem(&c.der),
                 device_id: c.device_id,
                 profile: c.profile,
                 tenant: c.tenant,

@@ -22,7 +22,6 @@ pub enum Target {
 /// A revocation done (or found done before).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Revoked {
-    /// The certificate.
     pub cert: CertRecord,
     /// The reason recorded.
     pub reason: String,

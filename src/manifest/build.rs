@@ -14,13 +14,14 @@
 //! the recorded hash (re-signing if the `.jws` is missing), else abandons it; its devices
 //! then go into the next manifest.
 
+use super::format::KeyOrigin as ManifestKeyOrigin;
 use super::format::{self, DeviceLine, Header, Range, Trailer, FORMAT};
 use super::jws::{self, DocumentSigner};
 use super::{merkle, ManifestError, Trust};
-use crate::ca::CaCert;
-use crate::ledger::{ExportRow, Ledger, ManifestRow, PendingManifest};
+use crate::crypto::Signer;
+use crate::ledger::{ExportRow, KeyOrigin, Ledger, ManifestRow, PendingManifest};
 use crate::profile::{Profile, Vars};
-use crate::signer::Signer;
+use crate::x509::CaCert;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
@@ -43,9 +44,7 @@ pub struct BuildRequest {
 /// What was built.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BuildOutcome {
-    /// The manifest.
     pub path: PathBuf,
-    /// Its signature.
     pub signature: PathBuf,
     /// SHA-256 of the manifest, hex.
     pub sha256: String,
@@ -53,7 +52,6 @@ pub struct BuildOutcome {
     pub sequence: u64,
     /// Previous manifest's SHA-256.
     pub prev_sha256: Option<String>,
-    /// Devices.
     pub count: u64,
     /// Merkle root, hex.
     pub merkle_root: String,
@@ -273,7 +271,7 @@ pub fn build<K: Signer>(
                     d.profile.clone(),
                     d.device_id.clone(),
                     d.serial.clone(),
-                    d.state.clone(),
+                    d.state,
                 )
             })
             .collect(),
@@ -374,10 +372,7 @@ fn file_sha256(p: &Path) -> Option<String> {
 fn write(path: &Path, data: &[u8]) -> Result<(), ManifestError> {
     crate::output::write_new(path, data).map_err(|e| ManifestError::Write {
         path: path.display().to_string(),
-        msg: match e {
-            crate::Error::Output { msg, .. } => msg,
-            other => other.to_string(),
-        },
+        msg: e.msg,
     })
 }
 
@@ -416,12 +411,13 @@ fn recover_pending<K: Signer>(
     Ok(done)
 }
 
-fn key_origin(ledger_value: &str) -> &'static str {
-    match ledger_value {
-        "device" => "device",
-        "host" => "host",
+/// A device line's `key_origin` for the ledger's.
+fn key_origin(ledger: KeyOrigin) -> ManifestKeyOrigin {
+    match ledger {
+        KeyOrigin::Device => ManifestKeyOrigin::Device,
+        KeyOrigin::Host => ManifestKeyOrigin::Host,
         // A CSR or a bare public key delivered in a file.
-        _ => "csr-file",
+        KeyOrigin::Csr | KeyOrigin::Pubkey => ManifestKeyOrigin::CsrFile,
     }
 }
 
@@ -460,8 +456,8 @@ fn device_line(
     if let Ok(c) = <x509_cert::Certificate as der::Decode>::from_der(&d.der) {
         for rdn in c.tbs_certificate.subject.0.iter() {
             for atv in rdn.0.iter() {
-                if let Some(text) = crate::csr::any_text(&atv.value) {
-                    let key = crate::profile::AttrType::name_of(atv.oid);
+                if let Some(text) = crate::x509::any_text(&atv.value) {
+                    let key = crate::x509::AttrType::name_of(atv.oid);
                     v.values.entry(format!("cert.{key}")).or_insert(text);
                 }
             }
@@ -482,11 +478,11 @@ fn device_line(
         spki_sha256: d.spki_sha256.clone(),
         not_before: facts.not_before,
         not_after: facts.not_after,
-        key_origin: key_origin(&d.key_origin).into(),
-        state: d.state.clone(),
+        key_origin: key_origin(d.key_origin).as_str().into(),
+        state: d.state.as_str().into(),
         batch: d.batch_id.clone(),
         station: d.station.clone(),
-        cert: crate::issue::pem(&d.der),
+        cert: crate::x509::pem(&d.der),
         cloud,
         line_sha256: String::new(),
     })

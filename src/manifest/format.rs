@@ -7,6 +7,7 @@
 //! signature are.)
 
 use super::canon;
+use crate::ledger::DeviceState;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -79,11 +80,9 @@ pub struct Source {
     pub ledger: String,
     /// Its sequence number in that ledger.
     pub sequence: Option<u64>,
-    /// Its batches.
     pub batches: Vec<String>,
     /// Its device count.
     pub count: u64,
-    /// Its Merkle root.
     pub merkle_root: String,
 }
 
@@ -96,7 +95,6 @@ pub struct DeviceLine {
     pub kind: String,
     /// Position among the device lines, from 1.
     pub seq: u64,
-    /// Device id.
     pub device_id: String,
     /// Certificate serial number, lower-case hex of the DER INTEGER's content octets.
     pub serial: String,
@@ -139,11 +137,44 @@ pub struct Trailer {
     pub line_sha256: String,
 }
 
-/// States a device line may report.
-pub const STATES: &[&str] = &["signed", "installing", "installed", "install_unconfirmed"];
+/// Where a device line says the key was made: the manifest's own vocabulary (a CSR and a bare
+/// public key are both a file the factory was handed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOrigin {
+    /// Made on the device at a station.
+    Device,
+    /// Made by certfab on the host.
+    Host,
+    /// Delivered in a file (CSR or public key).
+    CsrFile,
+}
 
-/// Key origins a device line may report.
-pub const KEY_ORIGINS: &[&str] = &["device", "host", "csr-file"];
+impl KeyOrigin {
+    /// Every value.
+    pub const ALL: [KeyOrigin; 3] = [Self::Device, Self::Host, Self::CsrFile];
+
+    /// The name a device line carries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Device => "device",
+            Self::Host => "host",
+            Self::CsrFile => "csr-file",
+        }
+    }
+
+    /// The value a device line's text names, if any.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// The state a device line's text names, if it is one a manifest may report
+/// ([`DeviceState::IN_MANIFEST`]).
+pub fn reported_state(s: &str) -> Option<DeviceState> {
+    s.parse::<DeviceState>()
+        .ok()
+        .filter(|st| DeviceState::IN_MANIFEST.contains(st))
+}
 
 /// Serializes a line: sets `line_sha256`, returns the canonical bytes without LF.
 pub fn encode<T: Serialize>(line: &T) -> Result<String, canon::CanonError> {

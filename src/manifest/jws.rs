@@ -11,9 +11,9 @@
 //! `x5c` (signer certificate then its chain, standard base64 DER, RFC 7515 §4.1.6) and
 //! `x5t#S256` (BASE64URL SHA-256 of the signer certificate DER).
 
-use crate::ca::CaCert;
 use crate::crypto::{der_ecdsa_to_raw, raw_ecdsa_to_der, HashAlg, SignatureAlgorithm};
-use crate::signer::{SignError, Signer};
+use crate::crypto::{SignError, Signer};
+use crate::x509::CaCert;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use der::{Decode, Tagged};
@@ -43,6 +43,20 @@ pub enum JwsError {
     /// The signature does not verify over these bytes with the signer's key.
     #[error("signature does not verify over the file's bytes with the signer certificate's key ({0}): the file or its signature was changed, or it was signed by another key")]
     BadSignature(String),
+}
+
+impl JwsError {
+    /// The exit code: an unusable signer 2, a failed signature the signer's own code, and a
+    /// signature or chain that does not verify 3 (input rejected).
+    pub fn exit_code(&self) -> crate::exit::ExitCode {
+        match self {
+            Self::Signer(_) => crate::exit::ExitCode::Usage,
+            Self::Sign(s) => s.exit_code(),
+            Self::Malformed(_) | Self::Header(_) | Self::Chain(_) | Self::BadSignature(_) => {
+                crate::exit::ExitCode::Rejected
+            }
+        }
+    }
 }
 
 /// A document-signing identity: end-entity certificate, chain above it, and the key.
@@ -220,14 +234,12 @@ pub struct JwsHeader {
     pub iat: i64,
     /// Signer key id (subjectKeyIdentifier hex).
     pub kid: String,
-    /// `x5t#S256`.
     pub x5t_s256: String,
 }
 
 /// A signature that verified, and who made it.
 #[derive(Debug, Clone)]
 pub struct VerifiedSignature {
-    /// The header.
     pub header: JwsHeader,
     /// The signer's certificate.
     pub signer: CaCert,

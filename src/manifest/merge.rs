@@ -6,7 +6,7 @@
 use super::format::{self, DeviceLine, Header, Source, Trailer, FORMAT};
 use super::jws::{self, DocumentSigner};
 use super::{merkle, verify_file, ManifestError, Trust, VerifiedManifest};
-use crate::signer::Signer;
+use crate::crypto::Signer;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
@@ -16,13 +16,10 @@ use time::OffsetDateTime;
 pub struct MergeOutcome {
     /// The merged manifest.
     pub path: PathBuf,
-    /// Its signature.
     pub signature: PathBuf,
     /// SHA-256 of the merged file.
     pub sha256: String,
-    /// Devices.
     pub count: u64,
-    /// Merkle root.
     pub merkle_root: String,
     /// Inputs: path and SHA-256.
     pub inputs: Vec<(PathBuf, String)>,

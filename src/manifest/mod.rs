@@ -16,11 +16,13 @@ pub mod format;
 pub mod jws;
 pub mod merge;
 pub mod merkle;
+mod run_end;
 pub mod verify;
 
+pub use run_end::RunManifest;
 pub use verify::{signature_path, verify_bytes, verify_file, Problem, Report, VerifiedManifest};
 
-use crate::ca::CaCert;
+use crate::x509::CaCert;
 use std::path::Path;
 
 /// A manifest operation that failed.
@@ -29,12 +31,7 @@ use std::path::Path;
 pub enum ManifestError {
     /// A file could not be read.
     #[error("cannot read {path}: {msg}")]
-    Read {
-        /// The file.
-        path: String,
-        /// Why.
-        msg: String,
-    },
+    Read { path: String, msg: String },
     /// Verification found problems (each with its line).
     #[error("{0}")]
     Invalid(Box<Report>),
@@ -47,20 +44,26 @@ pub enum ManifestError {
     /// Inputs refused (e.g. a merge with duplicate devices across manifests).
     #[error("{0}")]
     Refused(String),
-    /// Signing.
     #[error(transparent)]
     Jws(#[from] jws::JwsError),
-    /// Ledger.
     #[error(transparent)]
     Ledger(#[from] crate::ledger::LedgerError),
     /// Writing the manifest or its signature.
     #[error("cannot write {path}: {msg}")]
-    Write {
-        /// The file.
-        path: String,
-        /// Why.
-        msg: String,
-    },
+    Write { path: String, msg: String },
+}
+
+impl ManifestError {
+    /// The exit code: unreadable files, trust and usage 2, a manifest that does not verify or
+    /// is refused 3, ledger and writes 5, the JWS its own.
+    pub fn exit_code(&self) -> crate::exit::ExitCode {
+        match self {
+            Self::Read { .. } | Self::Trust(_) | Self::Usage(_) => crate::exit::ExitCode::Usage,
+            Self::Invalid(_) | Self::Refused(_) => crate::exit::ExitCode::Rejected,
+            Self::Jws(j) => j.exit_code(),
+            Self::Ledger(_) | Self::Write { .. } => crate::exit::ExitCode::Storage,
+        }
+    }
 }
 
 /// The roots a verification accepts, and where they came from (for the result).
@@ -181,41 +184,6 @@ fn pem_blocks(text: &str) -> Result<Vec<Vec<u8>>, String> {
         rest = &rest[close..];
     }
     Ok(out)
-}
-
-impl VerifiedManifest {
-    /// The exporters' input (src/export): the verified header facts and devices.
-    pub fn to_export_input(&self) -> crate::export::ExportInput {
-        let h = &self.header;
-        crate::export::ExportInput {
-            manifest_path: self.path.clone(),
-            manifest_sha256: self.sha256.clone(),
-            batch_ids: h.batches.clone(),
-            station_ids: h.stations.clone(),
-            profile: h.profile.clone(),
-            tenant: h.tenant.clone(),
-            ca_chain_pem: h.ca_chain.clone(),
-            devices: self
-                .devices
-                .iter()
-                .map(|d| crate::export::ExportDevice {
-                    seq: d.line.seq,
-                    device_id: d.line.device_id.clone(),
-                    serial: d.line.serial.clone(),
-                    cert_der: d.cert_der.clone(),
-                    cert_pem: d.line.cert.clone(),
-                    cert_sha256: d.line.cert_sha256.clone(),
-                    spki_sha256: d.line.spki_sha256.clone(),
-                    not_before: d.line.not_before.clone(),
-                    not_after: d.line.not_after.clone(),
-                    key_origin: d.line.key_origin.clone(),
-                    state: d.line.state.clone(),
-                    cloud: d.line.cloud.clone(),
-                })
-                .collect(),
-            cloud: h.cloud.clone().into_iter().collect(),
-        }
-    }
 }
 
 /// Verifies `path` (signature at `path.jws`) against `trust`: the library entry point

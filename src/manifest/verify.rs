@@ -5,7 +5,7 @@ use super::format::{self, DeviceLine, Header, Trailer, FORMAT};
 use super::jws::{self, VerifiedSignature};
 use super::merkle;
 use super::Trust;
-use crate::ca::CaCert;
+use crate::x509::CaCert;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 pub struct Problem {
     /// Line number, from 1.
     pub line: Option<usize>,
-    /// What is wrong.
     pub msg: String,
 }
 
@@ -67,15 +66,12 @@ pub struct VerifiedDevice {
 /// A manifest whose signature, chain, Merkle root, count and every certificate checked out.
 #[derive(Debug, Clone)]
 pub struct VerifiedManifest {
-    /// The file.
     pub path: PathBuf,
     /// SHA-256 of the file, hex.
     pub sha256: String,
-    /// The header.
     pub header: Header,
     /// The devices, in file order.
     pub devices: Vec<VerifiedDevice>,
-    /// The trailer.
     pub trailer: Trailer,
     /// Who signed it, under which root.
     pub signature: VerifiedSignature,
@@ -315,23 +311,29 @@ pub fn verify_bytes(
                 );
             }
         }
-        if !format::STATES.contains(&d.state.as_str()) {
+        if format::reported_state(&d.state).is_none() {
             c.at(
                 *n,
                 format!(
                     "state '{}' is not one a manifest reports ({})",
                     d.state,
-                    format::STATES.join(", ")
+                    crate::ledger::DeviceState::IN_MANIFEST
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             );
         }
-        if !format::KEY_ORIGINS.contains(&d.key_origin.as_str()) {
+        if format::KeyOrigin::parse(&d.key_origin).is_none() {
             c.at(
                 *n,
                 format!(
                     "key_origin '{}' is not one of {}",
                     d.key_origin,
-                    format::KEY_ORIGINS.join(", ")
+                    format::KeyOrigin::ALL
+                        .map(format::KeyOrigin::as_str)
+                        .join(", ")
                 ),
             );
         }
@@ -550,7 +552,7 @@ fn check_cert(c: &mut Checker, n: usize, d: &DeviceLine, ca: Option<&CaCert>) ->
         c.at(n, msg);
         ok = false;
     };
-    if crate::issue::pem(&der) != d.cert {
+    if crate::x509::pem(&der) != d.cert {
         bad(
             c,
             "cert is not in canonical PEM form (64-column base64, LF)".into(),
@@ -597,7 +599,7 @@ fn check_cert(c: &mut Checker, n: usize, d: &DeviceLine, ca: Option<&CaCert>) ->
                 "certificate's issuer is not the declared CA (ca_chain[0])".into(),
             );
         } else {
-            let signed = crate::csr::split_signed(&der)
+            let signed = crate::x509::split_signed(&der)
                 .ok()
                 .and_then(|(tbs, alg, sig)| {
                     let alg = crate::crypto::SignatureAlgorithm::from_identifier(&alg).ok()?;

@@ -22,7 +22,6 @@ pub enum CloudValue {
     Bool(bool),
     /// An integer.
     Int(i64),
-    /// A list.
     List(Vec<CloudValue>),
     /// A nested map.
     Map(BTreeMap<String, CloudValue>),

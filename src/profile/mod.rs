@@ -10,12 +10,12 @@ mod show;
 mod station;
 mod template;
 
-pub use cloud::{Cloud, CloudValue};
-pub use show::{duration_text, Derived, Resolved};
+pub use cloud::Cloud;
 pub use station::{IdSource, InstallItem, KeyGen, Prove, StationRules};
 pub use template::{Template, Vars};
 
 use crate::crypto::KeyKind;
+use crate::x509::{parse_oid, AttrType, MATTER_PID, MATTER_VID};
 use crate::yaml::{line_of, YamlError};
 use const_oid::ObjectIdentifier;
 use der::Decode;
@@ -24,11 +24,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use time::Duration;
-
-/// Matter Vendor ID subject attribute (Matter Core spec §6.5.6.1).
-pub const MATTER_VID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.37244.2.1");
-/// Matter Product ID subject attribute.
-pub const MATTER_PID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.37244.2.2");
 
 /// Extensions certfab builds itself; a profile sets them through their own fields.
 const MANAGED: &[(ObjectIdentifier, &str)] = &[
@@ -98,71 +93,6 @@ pub enum IssuerRef {
     Named(String),
     /// Given in the profile itself (paths relative to the profile file).
     Inline(crate::config::RawCa),
-}
-
-/// A subject attribute type.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AttrType {
-    /// The OID.
-    pub oid: ObjectIdentifier,
-    /// The name used in the profile.
-    pub name: String,
-    /// Encoded as PrintableString (C, serialNumber); others as UTF8String.
-    pub printable: bool,
-}
-
-impl AttrType {
-    /// The profile name of an attribute OID (`CN`, `serialNumber`, `matter-vid`, …), or the
-    /// dotted OID: what `{csr.NAME}` placeholders use.
-    pub fn name_of(oid: ObjectIdentifier) -> String {
-        for n in [
-            "CN",
-            "O",
-            "OU",
-            "C",
-            "ST",
-            "L",
-            "serialNumber",
-            "DC",
-            "UID",
-            "matter-vid",
-            "matter-pid",
-        ] {
-            if Self::from_str(n).is_ok_and(|a| a.oid == oid) {
-                return n.into();
-            }
-        }
-        oid.to_string()
-    }
-}
-
-impl FromStr for AttrType {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        use const_oid::db::rfc4519 as n;
-        let (oid, printable) = match s {
-            "CN" => (n::CN, false),
-            "O" => (n::O, false),
-            "OU" => (n::OU, false),
-            "C" => (n::C, true),
-            "ST" => (n::ST, false),
-            "L" => (n::L, false),
-            "serialNumber" => (n::SERIAL_NUMBER, true),
-            "DC" => (n::DC, false),
-            "UID" => (n::UID, false),
-            "matter-vid" => (MATTER_VID, false),
-            "matter-pid" => (MATTER_PID, false),
-            other if other.starts_with(|c: char| c.is_ascii_digit()) => (parse_oid(other)?, false),
-            other => {
-                return Err(format!("unknown subject attribute '{other}'; use CN, O, OU, C, ST, L, serialNumber, DC, UID, matter-vid, matter-pid or a dotted OID"))
-            }
-        };
-        Ok(Self {
-            oid,
-            name: s.into(),
-            printable,
-        })
-    }
 }
 
 /// A SubjectAltName entry template.
@@ -307,7 +237,6 @@ impl KeyRules {
 /// An extension a profile adds verbatim.
 #[derive(Debug, Clone)]
 pub struct ExtraExtension {
-    /// OID.
     pub oid: ObjectIdentifier,
     /// Critical flag.
     pub critical: bool,
@@ -318,7 +247,6 @@ pub struct ExtraExtension {
 /// A loaded, validated profile.
 #[derive(Debug, Clone)]
 pub struct Profile {
-    /// The file.
     pub path: PathBuf,
     /// SHA-256 of the file bytes (recorded with everything it issues).
     pub sha256: [u8; 32],
@@ -338,9 +266,7 @@ pub struct Profile {
     pub subject: Vec<(AttrType, Template)>,
     /// SAN entries.
     pub san: Vec<SanEntry>,
-    /// Validity.
     pub validity: ValidityRule,
-    /// Key usage.
     pub key_usage: Vec<KeyUsageBit>,
     /// EKU OIDs.
     pub extended_key_usage: Vec<ObjectIdentifier>,
@@ -547,80 +473,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     match n.checked_mul(secs) {
         Some(total) if total <= MAX_DURATION_YEARS * 365 * 86_400 => Ok(Duration::seconds(total)),
         _ => Err(too_long()),
-    }
-}
-
-/// The largest OID arc certfab accepts: const-oid 0.9 (the OID type of the `der` and
-/// `x509-cert` crates) decodes at most four base-128 bytes per arc reliably.
-pub const MAX_OID_ARC: u32 = (1 << 28) - 1;
-
-/// Parses a dotted OID exactly, or says why not. const-oid's own parser wraps arcs over u32
-/// silently (a different OID in release builds, a panic in debug builds), recurses once per
-/// character, mis-encodes some arcs (128, 16384, …) and cannot print arcs of five bytes; so
-/// the text is checked first, and the encoding it produced is compared with an independent
-/// one. Anything it cannot hold exactly is refused with the limit named.
-pub fn parse_oid(s: &str) -> Result<ObjectIdentifier, String> {
-    /// Longer than any OID const-oid can hold (39 bytes of at most 9 digits per arc).
-    const MAX_TEXT: usize = 400;
-    let shown: String = s.chars().take(60).collect();
-    let shown = crate::text::escape(&shown);
-    let bad =
-        |why: String| format!("'{shown}' is not a dotted OID (e.g. 1.3.6.1.5.5.7.3.2): {why}");
-    if s.len() > MAX_TEXT {
-        return Err(bad(format!("over {MAX_TEXT} characters")));
-    }
-    let mut arcs = Vec::new();
-    for (i, arc) in s.split('.').enumerate() {
-        if arc.is_empty() {
-            return Err(bad(format!("arc {} is empty", i + 1)));
-        }
-        if let Some(c) = arc.chars().find(|c| !c.is_ascii_digit()) {
-            return Err(bad(format!("{c:?} is not a digit")));
-        }
-        if arc.len() > 1 && arc.starts_with('0') {
-            return Err(bad(format!("arc {arc} has a leading zero")));
-        }
-        match arc.parse::<u32>() {
-            Ok(v) if v <= MAX_OID_ARC => arcs.push(v),
-            _ => {
-                return Err(bad(format!(
-                    "arc {arc} is over {MAX_OID_ARC}, the largest arc certfab's X.509 library encodes exactly"
-                )))
-            }
-        }
-    }
-    match arcs.as_slice() {
-        [] | [_] => return Err(bad("an OID has at least two arcs".into())),
-        [first, ..] if *first > 2 => return Err(bad("the first arc is 0, 1 or 2".into())),
-        [_, second, ..] if *second > 39 => {
-            return Err(bad(
-                "the second arc is at most 39 (a larger one, allowed under 2, cannot be encoded by certfab's X.509 library)".into(),
-            ))
-        }
-        _ => {}
-    }
-    let mut want = vec![(arcs[0] * 40 + arcs[1]) as u8];
-    for &a in &arcs[2..] {
-        let mut groups = vec![(a & 0x7f) as u8];
-        let mut rest = a >> 7;
-        while rest > 0 {
-            groups.push((rest & 0x7f) as u8 | 0x80);
-            rest >>= 7;
-        }
-        want.extend(groups.iter().rev());
-    }
-    if want.len() > ObjectIdentifier::MAX_SIZE {
-        return Err(bad(format!(
-            "{} encoded bytes, over the {} certfab's X.509 library holds",
-            want.len(),
-            ObjectIdentifier::MAX_SIZE
-        )));
-    }
-    match ObjectIdentifier::new(s) {
-        Ok(o) if o.as_bytes() == want.as_slice() => Ok(o),
-        _ => Err(bad(
-            "certfab's X.509 library (const-oid 0.9) cannot encode this OID exactly; use another arc".into(),
-        )),
     }
 }
 

@@ -21,7 +21,6 @@ enum Part {
 /// The values a template may use.
 #[derive(Debug, Clone, Default)]
 pub struct Vars {
-    /// The device id.
     pub device_id: Option<String>,
     /// Everything else, keyed `csv.X`, `csr.X`, `var.X`.
     pub values: BTreeMap<String, String>,

@@ -15,7 +15,6 @@ pub enum StepError {
     /// No reply in time, after every retry.
     #[error("{op}: no reply within {}s ({attempts} attempts)", timeout.as_secs_f32())]
     Timeout {
-        /// Operation.
         op: String,
         /// Per-attempt timeout.
         timeout: Duration,
@@ -25,7 +24,6 @@ pub enum StepError {
     /// The link dropped, after every retry.
     #[error("{op}: {detail}")]
     Lost {
-        /// Operation.
         op: String,
         /// What happened.
         detail: String,
@@ -33,7 +31,6 @@ pub enum StepError {
     /// The adapter broke the protocol.
     #[error("{op}: {detail}")]
     Protocol {
-        /// Operation.
         op: String,
         /// What it sent.
         detail: String,
@@ -41,7 +38,6 @@ pub enum StepError {
     /// The device answered with an error.
     #[error("{op}: device says {} ({})", err.code, if err.message.is_empty() { "no details" } else { &err.message })]
     Device {
-        /// Operation.
         op: String,
         /// The error reply.
         err: AdapterError,
@@ -129,11 +125,6 @@ impl Adapter {
     /// Time spent waiting for the adapter since the last call.
     pub fn take_device_time(&mut self) -> Duration {
         std::mem::take(&mut self.device_time)
-    }
-
-    /// Drops the link (killing an exec adapter); the next call opens a new one.
-    pub fn reset(&mut self) {
-        self.link = None;
     }
 
     fn ensure_link(&mut self, rules: &StationRules) -> Result<(), StepError> {

@@ -5,11 +5,11 @@ use super::{
     device_id_of, wants_proof, Adapter, Event, LogSource, Observer, Outcome, StationError,
     StationJob, Step, StepError, Verdict, WAIT_FAILURES, WAIT_POLL,
 };
-use crate::batch::BatchError;
+use crate::crypto::Signer;
+use crate::issue::record::{self, RecordError};
 use crate::issue::{self, IssueContext, IssueError, KeySource, Request};
-use crate::ledger::{Attempt, DeviceRow, InstallState, Ledger};
+use crate::ledger::{Attempt, DeviceRow, DeviceState, KeyOrigin, Ledger};
 use crate::profile::{IdSource, InstallItem, KeyGen, Vars};
-use crate::signer::Signer;
 use base64::Engine;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -168,7 +168,7 @@ impl<S: Signer> Shift<'_, '_, S> {
         // Device time counts from here: waiting for an operator is not the device's time.
         self.adapter.take_device_time();
         let t0 = Instant::now();
-        let started_at = crate::clock::rfc3339(time::OffsetDateTime::now_utc());
+        let started_at = crate::clock::rfc3339(self.job.clock.now());
         let mut p = Progress::default();
         let result = self.attempt(obs, &mut p, label.as_deref());
         let (verdict, step, reason) = match result {
@@ -241,7 +241,7 @@ impl<S: Signer> Shift<'_, '_, S> {
             profile: self.job.profile.name.clone(),
             device_id: outcome.device_id.clone(),
             started_at: started_at.to_string(),
-            finished_at: crate::clock::rfc3339(time::OffsetDateTime::now_utc()),
+            finished_at: crate::clock::rfc3339(self.job.clock.now()),
             outcome: match verdict {
                 Verdict::Pass => "pass",
                 Verdict::Fail => "fail",
@@ -291,13 +291,13 @@ impl<S: Signer> Shift<'_, '_, S> {
         }
         let row = self.ledger.device(&self.job.profile.name, &device_id)?;
         match row {
-            Some(row) if row.state == "revoked" => Err(refuse(
+            Some(row) if row.state == DeviceState::Revoked => Err(refuse(
                 Step::Check,
                 format!("device {device_id} is revoked; it gets no new identity at a station"),
             )),
             Some(row)
                 if row.der.is_some()
-                    && !matches!(row.state.as_str(), "sign_failed" | "superseded") =>
+                    && !matches!(row.state, DeviceState::SignFailed | DeviceState::Superseded) =>
             {
                 self.known_device(obs, p, &device_id, &identity, row)
             }
@@ -326,7 +326,7 @@ impl<S: Signer> Shift<'_, '_, S> {
             match self.prove_and_lock(obs, p, &der) {
                 Ok(()) => {
                     p.reused = true;
-                    if row.state == "installed" || row.state == "exported" {
+                    if row.state.is_proven() {
                         return Ok(
                             "already installed: nothing signed, the device holds its certificate"
                                 .into(),
@@ -336,7 +336,7 @@ impl<S: Signer> Shift<'_, '_, S> {
                         &self.batch,
                         &self.job.profile.name,
                         device_id,
-                        InstallState::Installed,
+                        DeviceState::Installed,
                         "installed",
                         &json!({"serial": p.serial, "operator": self.job.operator, "confirmed_later": true}),
                     )?;
@@ -477,14 +477,13 @@ impl<S: Signer> Shift<'_, '_, S> {
             }
         };
         self.step(obs, p, Step::Issue);
-        let now = time::OffsetDateTime::now_utc();
-        let now = now.replace_nanosecond(0).unwrap_or(now);
         let ictx = IssueContext {
             profile: self.job.profile,
-            ca: self.job.ca,
+            ca: &self.job.ca.cert,
             signature: self.job.signer.algorithm(),
             serial_prefix: self.job.serial_prefix,
-            now,
+            now: crate::clock::whole_seconds(self.job.clock.now()),
+            serials: self.job.serials,
         };
         let req = Request {
             device_id: Some(device_id.to_string()),
@@ -497,26 +496,26 @@ impl<S: Signer> Shift<'_, '_, S> {
             }
             other => Stop::Fatal(StationError::Hsm(other)),
         })?;
-        if host_key.is_some() {
-            prepared.key_origin = "host";
+        prepared.key_origin = if host_key.is_some() {
+            KeyOrigin::Host
         } else {
-            prepared.key_origin = "device";
-        }
-        let (der, already) = crate::batch::issue_one(
+            KeyOrigin::Device
+        };
+        let recorded = record::issue_one(
             self.ledger,
             &self.batch,
             0,
             self.job.profile,
-            self.job.ca,
+            &self.job.ca.cert,
             prepared,
             self.job.signer,
         )
         .map_err(|e| match e {
-            BatchError::Refused(r) => refuse(Step::Issue, r),
-            BatchError::Ledger(l) => Stop::Fatal(l.into()),
-            BatchError::Sign(s) => Stop::Fatal(StationError::Hsm(s)),
-            other => fail(Step::Issue, other),
+            RecordError::Refused(r) => refuse(Step::Issue, r),
+            RecordError::Ledger(l) => Stop::Fatal(l.into()),
+            RecordError::Sign(s) => Stop::Fatal(StationError::Hsm(s)),
         })?;
+        let (der, already) = (recorded.der, recorded.already);
         p.serial = serial_of(&der);
         p.reused = already;
         if let Some(k) = &host_key {
@@ -538,26 +537,20 @@ impl<S: Signer> Shift<'_, '_, S> {
         identity: &Identity,
         key: Option<&Zeroizing<String>>,
     ) -> Result<Vec<FileOut>, String> {
-        let leaf = crate::issue::pem(der);
+        let leaf = crate::x509::pem(der);
         let mut out = Vec::new();
         for item in &self.rules().install {
             let (name, kind, content) = match item {
                 InstallItem::Cert => ("cert.pem", "certificate", leaf.clone()),
-                InstallItem::Chain => (
-                    "chain.pem",
-                    "chain",
-                    format!(
-                        "{leaf}{}",
-                        self.job.ca.device_chain_pem(self.job.chain_above, false)
-                    ),
-                ),
+                InstallItem::Chain => ("chain.pem", "chain", self.job.ca.chain_pem(der, false)),
                 InstallItem::Ca => {
                     let root = self
                         .job
-                        .chain_above
+                        .ca
+                        .chain
                         .last()
                         .filter(|c| c.is_self_signed())
-                        .unwrap_or(self.job.ca);
+                        .unwrap_or(&self.job.ca.cert);
                     ("ca.pem", "ca", root.pem())
                 }
                 InstallItem::Config => {
@@ -610,7 +603,7 @@ impl<S: Signer> Shift<'_, '_, S> {
             &self.batch,
             &profile,
             device_id,
-            InstallState::Installing,
+            DeviceState::Installing,
             "install_started",
             &json!({"serial": p.serial, "operator": self.job.operator}),
         )?;
@@ -625,9 +618,9 @@ impl<S: Signer> Shift<'_, '_, S> {
         if let Err((step, e)) = sent {
             // A device that said no holds nothing new; a lost or missing reply may hold it.
             let (state, kind) = if e.outcome_unknown() {
-                (InstallState::InstallUnconfirmed, "install_unconfirmed")
+                (DeviceState::InstallUnconfirmed, "install_unconfirmed")
             } else {
-                (InstallState::Signed, "install_failed")
+                (DeviceState::Signed, "install_failed")
             };
             self.ledger.set_device_state(
                 &self.batch,
@@ -648,7 +641,7 @@ impl<S: Signer> Shift<'_, '_, S> {
                 &self.batch,
                 &profile,
                 device_id,
-                InstallState::InstallUnconfirmed,
+                DeviceState::InstallUnconfirmed,
                 "install_unconfirmed",
                 &json!({"serial": p.serial, "reason": reason, "operator": self.job.operator}),
             )?;
@@ -658,7 +651,7 @@ impl<S: Signer> Shift<'_, '_, S> {
             &self.batch,
             &profile,
             device_id,
-            InstallState::Installed,
+            DeviceState::Installed,
             "installed",
             &json!({"serial": p.serial, "operator": self.job.operator}),
         )?;

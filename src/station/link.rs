@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 pub enum AdapterSpec {
     /// Spawn a program and talk over its stdin/stdout.
     Exec {
-        /// Program.
         program: String,
         /// Arguments (split on whitespace).
         args: Vec<String>,

@@ -12,28 +12,29 @@ pub mod protocol;
 pub use client::{Adapter, LogSource, StepError};
 pub use link::AdapterSpec;
 
-use crate::ca::CaCert;
+use crate::clock::Clock;
+use crate::crypto::Signer;
+use crate::issue::IssuingCa;
 use crate::ledger::{BatchSpec, Ledger, LedgerError};
 use crate::profile::{IdSource, Profile, Prove};
-use crate::signer::Signer;
+use crate::x509::SerialSource;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// What a station run needs.
 pub struct StationJob<'a, S: Signer> {
-    /// The device class.
     pub profile: &'a Profile,
-    /// CA name (for the record).
-    pub ca_name: &'a str,
-    /// Issuing CA certificate.
-    pub ca: &'a CaCert,
-    /// Certificates above it (nearest first), for chain.pem and ca.pem.
-    pub chain_above: &'a [CaCert],
+    /// The issuing CA (its chain goes into chain.pem and ca.pem).
+    pub ca: &'a IssuingCa,
     /// The CA key in the HSM.
     pub signer: &'a S,
     /// Station serial prefix.
     pub serial_prefix: u8,
+    /// Issuance and attempt times.
+    pub clock: &'a dyn Clock,
+    /// Where serials come from.
+    pub serials: &'a dyn SerialSource,
     /// Who is at the station.
     pub operator: Option<String>,
     /// Replace the identity of a device that comes back with a different key.
@@ -52,9 +53,10 @@ pub struct StationJob<'a, S: Signer> {
 pub enum Step {
     /// Waiting for a device.
     Wait,
-    /// Reading the scanned label.
+    /// Reading the scanned label. The station reports waiting for a label as `waiting`
+    /// with `scan: true`; the step stays in the event schema's list of steps.
+    #[allow(dead_code)]
     Scan,
-    /// identify.
     Identify,
     /// Security state and ledger checks.
     Check,
@@ -64,15 +66,10 @@ pub enum Step {
     Keygen,
     /// Policy, lint, HSM signature, record.
     Issue,
-    /// install.
     Install,
-    /// read_back.
     ReadBack,
-    /// prove.
     Prove,
-    /// lock.
     Lock,
-    /// release.
     Release,
 }
 
@@ -116,7 +113,6 @@ pub struct Outcome {
     pub verdict: Verdict,
     /// The step it ended at.
     pub step: Step,
-    /// Plain words.
     pub reason: String,
     /// Certificate serial, hex.
     pub serial: Option<String>,
@@ -143,6 +139,10 @@ pub enum Event<'e> {
         batch: &'e str,
         /// Adapter name/version from hello.
         adapter: &'e str,
+        /// This station's id (site config).
+        station: &'e str,
+        /// The profile's name.
+        profile: &'e str,
     },
     /// Waiting for the next device (or its label when `scan`).
     Waiting {
@@ -153,7 +153,6 @@ pub enum Event<'e> {
     Step {
         /// Device id, once known.
         device_id: Option<&'e str>,
-        /// The step.
         step: Step,
     },
     /// An adapter log line, or a line of an exec adapter's stderr.
@@ -190,7 +189,6 @@ pub enum StationError {
     Adapter {
         /// The --adapter argument.
         adapter: String,
-        /// What failed.
         err: StepError,
     },
     /// The ledger cannot be written: nothing more is signed.
@@ -199,6 +197,20 @@ pub enum StationError {
     /// The HSM failed after recovery: the station stops.
     #[error("{0}")]
     Hsm(crate::issue::IssueError),
+}
+
+impl StationError {
+    /// The exit code: 2 usage, 6 adapter, 5 ledger, and the token's own code when signing
+    /// failed (4 otherwise).
+    pub fn exit_code(&self) -> crate::exit::ExitCode {
+        match self {
+            Self::Usage(_) => crate::exit::ExitCode::Usage,
+            Self::Adapter { .. } => crate::exit::ExitCode::Station,
+            Self::Ledger(_) => crate::exit::ExitCode::Storage,
+            Self::Hsm(crate::issue::IssueError::Sign(s)) => s.exit_code(),
+            Self::Hsm(_) => crate::exit::ExitCode::Hsm,
+        }
+    }
 }
 
 /// The end of a shift.
@@ -296,7 +308,7 @@ pub fn run<S: Signer>(
         }
     };
 
-    let started = time::OffsetDateTime::now_utc();
+    let started = job.clock.now();
     let mut random = [0u8; 8];
     getrandom::getrandom(&mut random).map_err(|e| StationError::Usage(e.to_string()))?;
     let source = serde_json::json!({
@@ -313,7 +325,7 @@ pub fn run<S: Signer>(
         input_key: hex::encode(crate::crypto::sha256(key.as_bytes())),
         profile: job.profile.name.clone(),
         profile_sha256: hex::encode(job.profile.sha256),
-        ca: job.ca_name.to_string(),
+        ca: job.ca.name.clone(),
         source: source.to_string(),
         out_dir: String::new(),
         tenant: job.profile.tenant.clone(),
@@ -326,6 +338,8 @@ pub fn run<S: Signer>(
     obs.event(Event::Started {
         batch: &batch.id,
         adapter: &hello_name,
+        station: station_id,
+        profile: &job.profile.name,
     });
 
     let mut shift = device::Shift {

@@ -158,12 +158,7 @@ pub enum Frame {
         result: Result<Map<String, Value>, AdapterError>,
     },
     /// A log line.
-    Log {
-        /// Severity.
-        level: LogLevel,
-        /// Text.
-        text: String,
-    },
+    Log { level: LogLevel, text: String },
     /// Not JSON, before the adapter greeted: a boot banner, skipped.
     Noise,
 }

@@ -1,23 +1,20 @@
 //! Building the to-be-signed certificate and assembling the signed one. Used for device
 //! certificates and for the CA ceremony alike: one builder, different extension sets.
 
+use super::{no_expiry, x509_time};
 use crate::crypto::SignatureAlgorithm;
-use crate::profile::AttrType;
-use der::asn1::{
-    BitString, GeneralizedTime, Ia5String, OctetString, PrintableString, UtcTime, Utf8StringRef,
-};
+use der::asn1::{BitString, Ia5String, OctetString};
 use der::{Decode, Encode};
 use time::OffsetDateTime;
-use x509_cert::attr::AttributeTypeAndValue;
 use x509_cert::ext::pkix::name::{GeneralName, OtherName};
 use x509_cert::ext::pkix::{
     AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages,
     SubjectAltName, SubjectKeyIdentifier,
 };
 use x509_cert::ext::Extension;
-use x509_cert::name::{Name, RdnSequence, RelativeDistinguishedName};
+use x509_cert::name::Name;
 use x509_cert::serial_number::SerialNumber;
-use x509_cert::time::{Time, Validity};
+use x509_cert::time::Validity;
 use x509_cert::{Certificate, TbsCertificate, Version};
 
 /// Everything that goes into a TBSCertificate.
@@ -50,25 +47,6 @@ impl From<der::Error> for BuildError {
     fn from(e: der::Error) -> Self {
         Self(e.to_string())
     }
-}
-
-/// RFC 5280 §4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050.
-pub fn x509_time(t: OffsetDateTime) -> Result<Time, BuildError> {
-    let secs =
-        u64::try_from(t.unix_timestamp()).map_err(|_| BuildError("time before 1970".into()))?;
-    let d = std::time::Duration::from_secs(secs);
-    Ok(if t.year() < 2050 {
-        Time::UtcTime(UtcTime::from_unix_duration(d)?)
-    } else {
-        Time::GeneralTime(GeneralizedTime::from_unix_duration(d)?)
-    })
-}
-
-/// The IEEE 802.1AR / RFC 5280 "no well-defined expiration" value.
-pub fn no_expiry() -> Result<Time, BuildError> {
-    Ok(Time::GeneralTime(GeneralizedTime::from_date_time(
-        der::DateTime::new(9999, 12, 31, 23, 59, 59)?,
-    )))
 }
 
 /// Encodes the TBSCertificate.
@@ -106,26 +84,6 @@ pub fn assemble(tbs: &[u8], alg: SignatureAlgorithm, sig: &[u8]) -> Result<Vec<u
         signature: BitString::from_bytes(sig)?,
     };
     Ok(cert.to_der()?)
-}
-
-/// A Name with one attribute per RDN, in the given order.
-pub fn name(attrs: &[(AttrType, String)]) -> Result<Name, BuildError> {
-    let mut rdns = Vec::new();
-    for (a, v) in attrs {
-        // RFC 4519: domainComponent is an IA5String.
-        let value = if a.oid == const_oid::db::rfc4519::DC {
-            der::Any::encode_from(&ia5(v)?)?
-        } else if a.printable {
-            der::Any::encode_from(&PrintableString::new(v)?)?
-        } else {
-            der::Any::encode_from(&Utf8StringRef::new(v)?)?
-        };
-        let atv = AttributeTypeAndValue { oid: a.oid, value };
-        rdns.push(RelativeDistinguishedName(der::asn1::SetOfVec::try_from(
-            vec![atv],
-        )?));
-    }
-    Ok(RdnSequence(rdns))
 }
 
 fn ext<T: Encode>(
@@ -225,9 +183,4 @@ pub fn hardware_module_name(
         type_id: der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.8.4"),
         value: der::Any::encode_from(&hmn)?,
     }))
-}
-
-/// PEM text for a certificate.
-pub fn pem(der: &[u8]) -> String {
-    pem_rfc7468::encode_string("CERTIFICATE", pem_rfc7468::LineEnding::LF, der).unwrap_or_default()
 }

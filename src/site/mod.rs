@@ -1,40 +1,142 @@
-//! Opening a site: config → module environment → PKCS#11 module → login → CA keys checked
-//! against their certificates. Every signing command starts here.
+//! The session layer: a site opened (config → module environment → PKCS#11 module), its
+//! CAs resolved and checked against their token keys, its ledger opened with the login and the
+//! issuer recorded ([`IssuingSession`]), and one library entry per signing command (`issue`,
+//! `batch`, `station`, `lifecycle`, the fleet claim, manifests at the end of a run). The CLI
+//! parses arguments, calls one of those entries and prints what it returns.
 
-use crate::ca::CaCert;
+pub mod batch;
+pub mod ceremony;
+mod claim;
+pub mod export;
+mod files;
+pub mod issue;
+pub mod lifecycle;
+pub mod manifests;
+mod session;
+pub mod station;
+pub mod token;
+
+pub use claim::issue_claim;
+pub use files::{parse_vars, read_input};
+pub use manifests::ManifestTarget;
+pub use session::IssuingSession;
+
+use crate::clock::{Clock, SystemClock};
 use crate::config::{inherit_token, CaRef, SiteConfig};
 use crate::error::Error;
 use crate::hsm::{Hsm, HsmKey, Pkcs11Uri};
+use crate::issue::IssuingCa;
 use crate::ledger::Ledger;
 use crate::profile::{IssuerRef, Profile};
-use std::path::Path;
+use crate::x509::{CaCert, RandomSerials, SerialSource};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use time::OffsetDateTime;
 
 /// A site with its token open.
 pub struct Site {
-    /// The config.
     pub config: SiteConfig,
-    /// The token.
     pub hsm: Hsm,
+    /// Where time comes from (issuance, the ledger, signatures).
+    pub clock: Arc<dyn Clock>,
+    /// Where serial numbers come from.
+    pub serials: Arc<dyn SerialSource>,
 }
 
-/// A CA ready to sign: certificate, chain above it, and the token key proven to match.
+/// A CA ready to sign: the CA (certificate and chain) and the token key proven to match it.
 pub struct Issuer<'h> {
-    /// The CA's certificate.
-    pub cert: CaCert,
-    /// Certificates above it, nearest first.
-    pub chain: Vec<CaCert>,
+    pub ca: IssuingCa,
     /// The key on the token.
     pub key: HsmKey<'h>,
 }
 
+/// The site config a command names (`--config`, or `CERTFAB_CONFIG`), opened only when the
+/// command gets to the step that needs it: checks that need no site (an output that exists,
+/// an unreadable input) come first, as they always have.
+#[derive(Clone)]
+pub struct SiteRef {
+    config: Option<PathBuf>,
+    clock: Arc<dyn Clock>,
+    serials: Arc<dyn SerialSource>,
+}
+
+impl SiteRef {
+    /// The site at `config` (none given: the commands that need one say so), on the system
+    /// clock with random serials.
+    pub fn new(config: Option<PathBuf>) -> Self {
+        Self {
+            config,
+            clock: Arc::new(SystemClock),
+            serials: Arc::new(RandomSerials),
+        }
+    }
+
+    /// The same site on another clock and serial source (tests that fix time and serials).
+    pub fn with_sources(mut self, clock: Arc<dyn Clock>, serials: Arc<dyn SerialSource>) -> Self {
+        self.clock = clock;
+        self.serials = serials;
+        self
+    }
+
+    /// The config path, or the error that says none was given.
+    pub fn path(&self) -> Result<&Path, Error> {
+        self.config
+            .as_deref()
+            .ok_or(Error::Config(crate::config::ConfigError::Missing))
+    }
+
+    /// The config path, if one was given.
+    pub fn path_opt(&self) -> Option<&Path> {
+        self.config.as_deref()
+    }
+
+    /// Loads the site config only (no module): for commands that only read the ledger.
+    pub fn config(&self) -> Result<SiteConfig, Error> {
+        Ok(SiteConfig::load(self.path()?)?)
+    }
+
+    /// Opens the site: config, module environment, module (no login yet).
+    pub fn open(&self) -> Result<Site, Error> {
+        let mut site = Site::open(self.path()?)?;
+        site.clock = self.clock.clone();
+        site.serials = self.serials.clone();
+        Ok(site)
+    }
+
+    /// Now on this site's clock, whole seconds.
+    pub fn now(&self) -> OffsetDateTime {
+        crate::clock::whole_seconds(self.clock.now())
+    }
+
+    /// This site's clock.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
+    }
+}
+
 impl Site {
-    /// Loads the config and the module (no login yet).
+    /// Loads the config and the module (no login yet), on the system clock with random
+    /// serials.
     pub fn open(config: &Path) -> Result<Self, Error> {
         let config = SiteConfig::load(config)?;
         config.apply_module_env();
         let hsm = Hsm::open(&config.module, &config.token)?;
-        Ok(Self { config, hsm })
+        Ok(Self {
+            config,
+            hsm,
+            clock: Arc::new(SystemClock),
+            serials: Arc::new(RandomSerials),
+        })
+    }
+
+    /// Now on the site's clock, whole seconds (what certificates and records carry).
+    pub fn now(&self) -> OffsetDateTime {
+        crate::clock::whole_seconds(self.clock.now())
+    }
+
+    /// Loads a profile given as a path or a name in the site's `profiles_dir`.
+    pub fn profile(&self, arg: &str) -> Result<Profile, Error> {
+        Ok(Profile::load(&self.config.profile_path(arg))?)
     }
 
     /// Logs in with the configured PIN source (one attempt).
@@ -58,7 +160,7 @@ impl Site {
     /// Opens the ledger for writing and records the hashes of the site config and `profile`
     /// (an audit event when either changed since last seen).
     pub fn open_ledger(&self, profile: Option<&Profile>) -> Result<Ledger, Error> {
-        open_ledger_as(&self.config, profile, None)
+        open_ledger_as(&self.config, profile, None, self.clock.clone())
     }
 
     /// [`Site::open_ledger`] with the events recorded as done by `operator`.
@@ -67,7 +169,7 @@ impl Site {
         profile: Option<&Profile>,
         operator: Option<&str>,
     ) -> Result<Ledger, Error> {
-        open_ledger_as(&self.config, profile, operator)
+        open_ledger_as(&self.config, profile, operator, self.clock.clone())
     }
 
     /// [`Site::login`], with the outcome recorded in the audit log (`login` or
@@ -104,25 +206,24 @@ impl Site {
     }
 
     /// Signs an audit checkpoint at the end of a batch or shift when the site has a `signer:`
-    /// (else does nothing). The work is already recorded, so a failure is reported on stderr
-    /// rather than failing the command; `certfab log checkpoint` can be run later.
-    pub fn auto_checkpoint(&self, ledger: &mut Ledger) {
-        if self.config.signer.is_none() {
-            return;
-        }
-        let now = OffsetDateTime::now_utc();
+    /// (else does nothing) and says what happened. The work is already recorded, so a failure
+    /// is a notice for the operator rather than a failed command; `certfab log checkpoint` can
+    /// be run later.
+    pub fn auto_checkpoint(&self, ledger: &mut Ledger) -> Option<String> {
+        self.config.signer.as_ref()?;
+        let now = self.clock.now();
         let r = self
             .signer(now)
             .and_then(|s| Ok(crate::auditlog::checkpoint(ledger, &s, now)?));
-        match r {
-            Ok(doc) => eprintln!(
-                "certfab: audit checkpoint {} signed (head event {})",
+        Some(match r {
+            Ok(doc) => format!(
+                "audit checkpoint {} signed (head event {})",
                 doc.statement.checkpoint, doc.statement.head_seq
             ),
-            Err(e) => eprintln!(
-                "certfab: warning: the audit checkpoint was not signed: {e}; run certfab log checkpoint"
+            Err(e) => format!(
+                "warning: the audit checkpoint was not signed: {e}; run certfab log checkpoint"
             ),
-        }
+        })
     }
 
     /// A key URI from the command line: a `pkcs11:` URI, or a bare label on the site token.
@@ -141,7 +242,7 @@ impl Site {
     /// Resolves the CA that signs for a profile now: its `issuer`, or during a rollover its
     /// `next_issuer` once `switch_at` has passed. Refuses a CA of another tenant.
     pub fn ca_ref(&self, profile: &Profile) -> Result<CaRef, Error> {
-        self.ca_ref_at(profile, OffsetDateTime::now_utc())
+        self.ca_ref_at(profile, self.clock.now())
     }
 
     /// [`Site::ca_ref`] at time `now`.
@@ -197,14 +298,21 @@ impl Site {
     /// Loads a CA's certificate and chain, checks them at `now`, and opens its token key,
     /// refusing a key whose public half is not the certificate's.
     pub fn issuer(&self, ca: &CaRef, now: OffsetDateTime) -> Result<Issuer<'_>, Error> {
-        let CaCerts { cert, chain, .. } = ca_certs(ca, now)?;
+        let crate::ca::CaCerts { cert, chain, .. } = crate::ca::ca_certs(ca, now)?;
         let mut key = self
             .hsm
             .key(&ca.key, Some((&cert.public_key, &cert.source)))?;
         if ca.rsa_pss {
             key.use_pss();
         }
-        Ok(Issuer { cert, chain, key })
+        Ok(Issuer {
+            ca: IssuingCa {
+                name: ca.name.clone(),
+                cert,
+                chain,
+            },
+            key,
+        })
     }
 }
 
@@ -217,18 +325,16 @@ fn pin_kind(src: &crate::secret::SecretSource) -> &'static str {
 }
 
 /// Opens the site's ledger for writing (no token needed) and records the hashes of the site
-/// config and `profile`: an audit event `config_changed` when either differs from last seen.
-pub fn open_ledger(config: &SiteConfig, profile: Option<&Profile>) -> Result<Ledger, Error> {
-    open_ledger_as(config, profile, None)
-}
-
-/// [`open_ledger`] with the events recorded as done by `operator` (default: the OS user).
+/// config and `profile` (an audit event `config_changed` when either differs from last seen),
+/// with the events recorded as done by `operator` (default: the OS user) at the times `clock`
+/// gives.
 pub fn open_ledger_as(
     config: &SiteConfig,
     profile: Option<&Profile>,
     operator: Option<&str>,
+    clock: Arc<dyn Clock>,
 ) -> Result<Ledger, Error> {
-    let mut ledger = Ledger::open(&config.ledger, &config.station_id)?;
+    let mut ledger = Ledger::open_with_clock(&config.ledger, &config.station_id, clock)?;
     ledger.set_operator(operator);
     let bytes = crate::yaml::read_bounded(&config.path)?;
     ledger.note_config(
@@ -305,70 +411,17 @@ fn named_ca(
     Ok(ca)
 }
 
-/// A CA's certificates, checked, and the signature algorithm its key signs with: everything
-/// about the issuing side that needs no token. The token key is proven to match the
-/// certificate when it is opened ([`Site::issuer`]), so these are also what it will sign with.
-pub struct CaCerts {
-    /// The CA's certificate.
-    pub cert: CaCert,
-    /// Certificates above it, nearest first.
-    pub chain: Vec<CaCert>,
-    /// The algorithm of its signatures (the key type's default; RSASSA-PSS with `rsa_pss`).
-    pub signature: crate::crypto::SignatureAlgorithm,
-}
-
-/// Loads a CA's certificate and chain and checks them at `now` (usable, each signed by the
-/// next), without opening the token: what `--dry-run` and [`Site::issuer`] share.
-pub fn ca_certs(ca: &CaRef, now: OffsetDateTime) -> Result<CaCerts, Error> {
-    let (cert, chain) = CaCert::load_with_chain(&ca.cert, &ca.chain)?;
-    cert.check_usable(now)?;
-    let mut below = &cert;
-    for c in &chain {
-        below.check_signed_by(c)?;
-        below = c;
-    }
-    let mut signature = cert.public_key.default_signature();
-    if ca.rsa_pss {
-        if let crate::crypto::SignatureAlgorithm::RsaPkcs1(h) = signature {
-            signature = crate::crypto::SignatureAlgorithm::RsaPss(h);
-        }
-    }
-    Ok(CaCerts {
-        cert,
-        chain,
-        signature,
-    })
-}
-
-/// Everything a dry run needs, opened without the token (no module loaded, no PIN asked):
-/// the site config, the profile, the CA that would sign and its certificates, and the ledger
-/// read-only.
-pub struct Offline {
-    /// The site config.
-    pub config: SiteConfig,
-    /// The profile.
-    pub profile: Profile,
-    /// The CA that signs for the profile now.
-    pub ca_ref: CaRef,
-    /// Its certificates and signature algorithm.
-    pub ca: CaCerts,
-    /// The ledger as it stands (never created, migrated or written).
-    pub ledger: crate::ledger::LedgerPreview,
-    /// The time the dry run issues at (whole seconds, as a run does).
-    pub now: OffsetDateTime,
-}
-
 /// Opens a site for a dry run of `profile` (a path, or a name in the site's profiles_dir):
 /// the same config, profile, CA and ledger checks as a run, without the token.
-pub fn open_offline(config: &Path, profile: &str) -> Result<Offline, Error> {
-    let config = SiteConfig::load(config)?;
+pub fn open_offline(site: &SiteRef, profile: &str) -> Result<crate::batch::Offline, Error> {
+    let config = site.config()?;
     let profile = Profile::load(&config.profile_path(profile))?;
-    let now = OffsetDateTime::now_utc();
+    let now = site.clock.now();
     let now = now.replace_nanosecond(0).unwrap_or(now);
     let ca_ref = ca_ref_at(&config, &profile, now)?;
-    let ca = ca_certs(&ca_ref, now)?;
+    let ca = crate::ca::ca_certs(&ca_ref, now)?;
     let ledger = Ledger::open_preview(&config.ledger, &config.station_id)?;
-    Ok(Offline {
+    Ok(crate::batch::Offline {
         config,
         profile,
         ca_ref,

@@ -163,7 +163,7 @@ fn name_text(n: &Name) -> String {
             rdn.0
                 .iter()
                 .map(|atv| {
-                    let v = crate::csr::any_text(&atv.value).unwrap_or_else(|| {
+                    let v = super::any_text(&atv.value).unwrap_or_else(|| {
                         format!("#{}", hex::encode(atv.value.to_der().unwrap_or_default()))
                     });
                     format!("{} = {}", attr_name(atv.oid), crate::text::escape(&v))

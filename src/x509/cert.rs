@@ -1,6 +1,7 @@
-//! A CA certificate as the issuance pipeline needs it: parsed once, checked for being a usable
+//! A CA certificate as issuance and the ceremony need it: parsed once, checked for being a usable
 //! CA at start-up.
 
+use super::{attr_text, pem, split_signed, time_of, MATTER_VID};
 use crate::crypto::PublicKey;
 use der::{Decode, Encode};
 use std::path::Path;
@@ -14,13 +15,11 @@ use x509_cert::Certificate;
 pub struct CaCert {
     /// Where it came from (path), for messages.
     pub source: String,
-    /// DER.
     pub der: Vec<u8>,
     /// Subject name.
     pub subject: Name,
     /// Subject name, DER.
     pub subject_der: Vec<u8>,
-    /// Public key.
     pub public_key: PublicKey,
     /// Key identifier (its SKI extension, or computed by RFC 5280 method 1).
     pub key_id: Vec<u8>,
@@ -61,13 +60,11 @@ pub enum CaError {
     Chain(String),
 }
 
-/// Converts an X.509 time to OffsetDateTime; `None` for the no-expiry value.
-pub fn time_of(t: &x509_cert::time::Time) -> Option<OffsetDateTime> {
-    let dt = t.to_date_time();
-    if dt.year() == 9999 && dt.month() == 12 && dt.day() == 31 {
-        return None;
+impl CaError {
+    /// A CA certificate that cannot be used is a configuration error (exit 2).
+    pub fn exit_code(&self) -> crate::exit::ExitCode {
+        crate::exit::ExitCode::Usage
     }
-    OffsetDateTime::from_unix_timestamp(dt.unix_duration().as_secs() as i64).ok()
 }
 
 impl CaCert {
@@ -129,7 +126,7 @@ impl CaCert {
             is_ca: bc.as_ref().is_some_and(|b| b.ca),
             path_len: bc.and_then(|b| b.path_len_constraint),
             can_sign_certs: ku.is_none_or(|k| k.0.contains(KeyUsages::KeyCertSign)),
-            matter_vid: crate::csr::attr_text(&tbs.subject, crate::profile::MATTER_VID),
+            matter_vid: attr_text(&tbs.subject, MATTER_VID),
             der,
             source,
         })
@@ -171,8 +168,8 @@ impl CaCert {
 
     /// Verifies that `self` was signed by `issuer`.
     pub fn check_signed_by(&self, issuer: &CaCert) -> Result<(), CaError> {
-        let (tbs, alg, sig) = crate::csr::split_signed(&self.der)
-            .map_err(|e| CaError::Chain(format!("{}: {e}", self.source)))?;
+        let (tbs, alg, sig) =
+            split_signed(&self.der).map_err(|e| CaError::Chain(format!("{}: {e}", self.source)))?;
         let alg = crate::crypto::SignatureAlgorithm::from_identifier(&alg)
             .map_err(|e| CaError::Chain(format!("{}: {e}", self.source)))?;
         issuer.public_key.verify(alg, tbs, sig).map_err(|_| {
@@ -205,6 +202,6 @@ impl CaCert {
 
     /// PEM text.
     pub fn pem(&self) -> String {
-        crate::issue::pem(&self.der)
+        pem(&self.der)
     }
 }

@@ -1,4 +1,5 @@
-//! RFC 7512 `pkcs11:` URIs naming a token and a key on it.
+//! RFC 7512 `pkcs11:` URIs naming a token and a key on it: text only (the site config parses
+//! them; `hsm/` resolves them on a token).
 
 /// What a `pkcs11:` URI selects. Only the attributes certfab uses are kept; a URI that carries
 /// a PIN value is refused, since it would put a secret in a config file or argv.
@@ -8,11 +9,8 @@ pub struct Pkcs11Uri {
     pub token: Option<String>,
     /// `serial=` token serial
     pub serial: Option<String>,
-    /// `manufacturer=`
     pub manufacturer: Option<String>,
-    /// `model=`
     pub model: Option<String>,
-    /// `slot-id=`
     pub slot_id: Option<u64>,
     /// `object=` label
     pub object: Option<String>,
@@ -30,6 +28,13 @@ pub struct UriError {
     pub uri: String,
     /// What is wrong and how to fix it.
     pub why: String,
+}
+
+impl UriError {
+    /// A malformed key URI is a usage error (exit 2).
+    pub fn exit_code(&self) -> crate::exit::ExitCode {
+        crate::exit::ExitCode::Usage
+    }
 }
 
 impl Pkcs11Uri {

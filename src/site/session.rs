@@ -1,0 +1,71 @@
+//! The steps every signing command takes in the same order: open the ledger (recording the
+//! config and profile hashes and who acts), log in once with the outcome recorded, then open
+//! the CA's token key, checked against its certificate, with a failure recorded.
+
+use super::Site;
+use crate::config::CaRef;
+use crate::error::Error;
+use crate::hsm::HsmKey;
+use crate::issue::IssuingCa;
+use crate::ledger::Ledger;
+use crate::profile::Profile;
+use time::OffsetDateTime;
+
+/// A ledger open for writing, a logged-in token and the CA ready to sign: what `issue`,
+/// `batch`, `station`, `renew` and `crl` work with.
+pub struct IssuingSession<'s> {
+    /// The site it belongs to.
+    pub site: &'s Site,
+    /// The ledger, open for writing.
+    pub ledger: Ledger,
+    /// The CA (name, certificate, chain) the key was checked against.
+    pub ca: IssuingCa,
+    /// The CA's key on the token.
+    pub key: HsmKey<'s>,
+    /// When the session opened (the CA was checked usable at this time), whole seconds.
+    pub now: OffsetDateTime,
+    key_ref: CaRef,
+}
+
+impl Site {
+    /// Opens an issuing session for `ca` (usually [`Site::ca_ref`] of `profile`): the ledger
+    /// with the config and profile hashes noted and events recorded as done by `operator`,
+    /// the recorded login, and the recorded issuer at the site clock's now.
+    pub fn issuing_session(
+        &self,
+        profile: Option<&Profile>,
+        ca: &CaRef,
+        operator: Option<&str>,
+    ) -> Result<IssuingSession<'_>, Error> {
+        let mut ledger = self.open_ledger_as(profile, operator)?;
+        self.login_recorded(&mut ledger)?;
+        let now = self.now();
+        let issuer = self.issuer_recorded(ca, now, &mut ledger)?;
+        Ok(IssuingSession {
+            site: self,
+            ledger,
+            ca: issuer.ca,
+            key: issuer.key,
+            now,
+            key_ref: ca.clone(),
+        })
+    }
+}
+
+impl<'s> IssuingSession<'s> {
+    /// The CA key once per batch worker, each in a session of its own: the session's key
+    /// first, then `jobs - 1` more, all checked against the CA certificate.
+    pub fn worker_keys(self, jobs: usize) -> Result<(Ledger, IssuingCa, Vec<HsmKey<'s>>), Error> {
+        let mut keys = vec![self.key];
+        for _ in 1..jobs {
+            keys.push(self.site.hsm.key(
+                &self.key_ref.key,
+                Some((&self.ca.cert.public_key, &self.ca.cert.source)),
+            )?);
+        }
+        if self.key_ref.rsa_pss {
+            keys.iter_mut().for_each(|k| k.use_pss());
+        }
+        Ok((self.ledger, self.ca, keys))
+    }
+}
