@@ -60,7 +60,7 @@ pub(super) fn run(ctx: &Ctx, a: AuditArgs) -> Result<ExitCode, Error> {
         checkpoints: a.checkpoints,
     };
     // A site config fills in what the command line leaves out; the token is never opened.
-    if let Some(path) = &ctx.config {
+    if let Some(path) = ctx.site.path_opt() {
         let site = crate::config::SiteConfig::load(path)?;
         if src.ledgers.is_empty() {
             src.ledgers.push(site.ledger.clone());

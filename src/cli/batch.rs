@@ -1,7 +1,6 @@
 use super::Ctx;
 use crate::batch::{self, Source, Summary};
 use crate::error::{Error, ExitCode};
-use crate::ledger::Ledger;
 use crate::site::batch::BatchRequest;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -278,22 +277,7 @@ fn report(ctx: &Ctx, s: &Summary, manifest: Option<&crate::manifest::build::Buil
 }
 
 fn status(ctx: &Ctx, id: Option<String>) -> Result<ExitCode, Error> {
-    let cfg = crate::config::SiteConfig::load(
-        ctx.config
-            .as_ref()
-            .ok_or(Error::Config(crate::config::ConfigError::Missing))?,
-    )?;
-    let ledger = Ledger::open_read(&cfg.ledger, &cfg.station_id)?;
-    let id = match id {
-        Some(id) => id,
-        None => ledger
-            .latest_batch()?
-            .map(|b| b.id)
-            .ok_or_else(|| Error::Usage("no batch in the ledger yet".into()))?,
-    };
-    let st = ledger
-        .status(&id)?
-        .ok_or_else(|| Error::Usage(format!("no batch {id} in {}", cfg.ledger.display())))?;
+    let st = crate::site::batch::status(&ctx.site, id.as_deref())?;
     let mut h = format!(
         "batch {} ({}, profile {}, CA {})\n  started {}{}\n  {}",
         crate::text::escape(&st.batch.id),
@@ -316,30 +300,7 @@ fn status(ctx: &Ctx, id: Option<String>) -> Result<ExitCode, Error> {
 }
 
 fn close(ctx: &Ctx, id: &str, reason: &str) -> Result<ExitCode, Error> {
-    if reason.trim().is_empty() {
-        return Err(Error::Usage(
-            "--reason must say why the batch is closed; it goes into the audit log".into(),
-        ));
-    }
-    let cfg = crate::config::SiteConfig::load(
-        ctx.config
-            .as_ref()
-            .ok_or(Error::Config(crate::config::ConfigError::Missing))?,
-    )?;
-    let mut ledger = Ledger::open(&cfg.ledger, &cfg.station_id)?;
-    let st = ledger.status(id)?.ok_or_else(|| {
-        Error::Usage(format!(
-            "no batch {} in {}",
-            crate::text::escape(id),
-            cfg.ledger.display()
-        ))
-    })?;
-    if let Some(f) = &st.batch.finished_at {
-        return Err(Error::Usage(format!(
-            "batch {id} already finished ({f}); there is nothing to close"
-        )));
-    }
-    ledger.close_batch(id, reason, &st.counts)?;
+    let st = crate::site::batch::close(&ctx.site, id, reason)?;
     let h = format!(
         "batch {id} closed: {}
   {}",

@@ -4,7 +4,6 @@
 use super::Ctx;
 use crate::auditlog::{self, CheckpointTrust};
 use crate::error::{Error, ExitCode};
-use crate::ledger::Ledger;
 use crate::x509::CaCert;
 use clap::Subcommand;
 use std::path::PathBuf;
@@ -68,10 +67,9 @@ pub(super) fn run(ctx: &Ctx, cmd: LogCommand) -> Result<ExitCode, Error> {
             trust,
             signer_cert,
         } => {
-            let cfg_path = ctx.config.as_deref();
-            let cfg = cfg_path.map(crate::config::SiteConfig::load).transpose()?;
-            let cfg = cfg.ok_or(Error::Config(crate::config::ConfigError::Missing))?;
-            let roots = crate::manifest::Trust::resolve(trust.as_deref(), cfg_path)?.roots;
+            let (cfg, ledger) = ctx.site.read_ledger()?;
+            let roots =
+                crate::manifest::Trust::resolve(trust.as_deref(), ctx.site.path_opt())?.roots;
             let pinned = match (&signer_cert, &cfg.signer) {
                 (Some(p), _) => Some(CaCert::load(p)?),
                 (None, Some(s)) => Some(CaCert::load(&s.cert)?),
@@ -81,7 +79,6 @@ pub(super) fn run(ctx: &Ctx, cmd: LogCommand) -> Result<ExitCode, Error> {
                 .iter()
                 .map(|p| Ok((p.display().to_string(), auditlog::read_doc(p)?)))
                 .collect::<Result<Vec<_>, Error>>()?;
-            let ledger = Ledger::open_read(&cfg.ledger, &cfg.station_id)?;
             let r = auditlog::verify(
                 &ledger,
                 &CheckpointTrust {
@@ -108,12 +105,7 @@ pub(super) fn run(ctx: &Ctx, cmd: LogCommand) -> Result<ExitCode, Error> {
             })
         }
         LogCommand::Show { after, kind } => {
-            let path = ctx
-                .config
-                .as_ref()
-                .ok_or(Error::Config(crate::config::ConfigError::Missing))?;
-            let cfg = crate::config::SiteConfig::load(path)?;
-            let ledger = Ledger::open_read(&cfg.ledger, &cfg.station_id)?;
+            let (_, ledger) = ctx.site.read_ledger()?;
             use std::io::Write;
             let events = ledger.audit_events()?;
             if ctx.json {

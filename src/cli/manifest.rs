@@ -105,7 +105,7 @@ pub(super) fn run(ctx: &Ctx, cmd: ManifestCommand) -> Result<ExitCode, Error> {
                         .into(),
                 ));
             }
-            let trust = Trust::resolve(trust.as_deref(), ctx.config.as_deref())?;
+            let trust = Trust::resolve(trust.as_deref(), ctx.site.path_opt())?;
             if manifests.len() > 1 {
                 return verify_many(ctx, &manifests, &trust);
             }
@@ -318,7 +318,7 @@ fn show(
         msg: e.to_string(),
     })?;
     let u = manifest::read_unverified(&bytes);
-    let verdict = match Trust::resolve(trust.as_deref(), ctx.config.as_deref()) {
+    let verdict = match Trust::resolve(trust.as_deref(), ctx.site.path_opt()) {
         Ok(t) => match manifest::verify_file(path, None, &t) {
             Ok(_) => "verified".to_string(),
             Err(ManifestError::Invalid(r)) => format!(

@@ -89,7 +89,6 @@ pub enum Command {
 pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     let ctx = Ctx {
         site: crate::site::SiteRef::new(cli.config.clone()),
-        config: cli.config,
         json: cli.json,
     };
     match cli.command {
@@ -113,7 +112,6 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
 
 pub(crate) struct Ctx {
     site: crate::site::SiteRef,
-    config: Option<PathBuf>,
     json: bool,
 }
 

@@ -1,6 +1,5 @@
 use super::Ctx;
 use crate::error::{Error, ExitCode};
-use crate::profile::Profile;
 use clap::Subcommand;
 
 /// `certfab profile …`
@@ -22,20 +21,7 @@ pub(super) fn run(ctx: &Ctx, c: ProfileCommand) -> Result<ExitCode, Error> {
 }
 
 fn show(ctx: &Ctx, arg: &str) -> Result<ExitCode, Error> {
-    let config = match &ctx.config {
-        Some(p) => Some(crate::config::SiteConfig::load(p)?),
-        None => None,
-    };
-    let path = match &config {
-        Some(c) => c.profile_path(arg),
-        None => std::path::PathBuf::from(arg),
-    };
-    let profile = Profile::load(&path)?;
-    let now = time::OffsetDateTime::now_utc();
-    let ca = match &config {
-        Some(c) => Some(crate::site::ca_ref_at(c, &profile, now)?),
-        None => None,
-    };
+    let (profile, ca) = ctx.site.profile_view(arg)?;
     let mut json = serde_json::json!({
         "file": profile.path,
         "sha256": hex::encode(profile.sha256),
@@ -55,7 +41,7 @@ fn show(ctx: &Ctx, arg: &str) -> Result<ExitCode, Error> {
         let esc = |p: &std::path::Path| crate::text::escape(&p.display().to_string());
         text.push_str(&format!(
             "#   signs now (site config {}): CA {}, key {}, certificate {}\n",
-            ctx.config.as_deref().map(esc).unwrap_or_default(),
+            ctx.site.path_opt().map(esc).unwrap_or_default(),
             crate::text::escape(&ca.name),
             crate::text::escape(&ca.key.to_string()),
             esc(&ca.cert)

@@ -5,7 +5,6 @@
 use super::{ManifestTarget, SiteRef};
 use crate::batch::{self, BatchJob, Source, Summary};
 use crate::error::Error;
-use crate::ledger::Ledger;
 use crate::manifest::build::BuildOutcome;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -145,8 +144,7 @@ pub fn resume_request(
     kdf_iterations: u32,
     manifest: Option<PathBuf>,
 ) -> Result<BatchRequest, Error> {
-    let site_cfg = site.config()?;
-    let ledger = Ledger::open_read(&site_cfg.ledger, &site_cfg.station_id)?;
+    let (site_cfg, ledger) = site.read_ledger()?;
     let batch = ledger.batch(id)?.ok_or_else(|| {
         Error::Usage(format!(
             "no batch {id} in {}; `certfab batch status` shows the latest",
@@ -188,4 +186,50 @@ pub fn dry_run(
     }
     let offline = super::open_offline(site, profile)?;
     Ok(batch::dry_run_batch(&offline, o, &*site.serials)?)
+}
+
+/// `certfab batch status [ID]`: a batch's counts and problems, the latest when no id is given.
+/// Reads the ledger only.
+pub fn status(site: &SiteRef, id: Option<&str>) -> Result<crate::ledger::BatchStatus, Error> {
+    let (cfg, ledger) = site.read_ledger()?;
+    let id = match id {
+        Some(id) => id.to_string(),
+        None => ledger
+            .latest_batch()?
+            .map(|b| b.id)
+            .ok_or_else(|| Error::Usage("no batch in the ledger yet".into()))?,
+    };
+    ledger.status(&id)?.ok_or_else(|| {
+        Error::Usage(format!(
+            "no batch {} in {}",
+            crate::text::escape(&id),
+            cfg.ledger.display()
+        ))
+    })
+}
+
+/// `certfab batch close ID --reason`: ends an unfinished batch on purpose (its in-flight
+/// intents burned, the reason in the audit log); returns its counts at closing.
+pub fn close(site: &SiteRef, id: &str, reason: &str) -> Result<crate::ledger::BatchStatus, Error> {
+    if reason.trim().is_empty() {
+        return Err(Error::Usage(
+            "--reason must say why the batch is closed; it goes into the audit log".into(),
+        ));
+    }
+    let (cfg, mut ledger) = site.write_ledger()?;
+    let st = ledger.status(id)?.ok_or_else(|| {
+        Error::Usage(format!(
+            "no batch {} in {}",
+            crate::text::escape(id),
+            cfg.ledger.display()
+        ))
+    })?;
+    if let Some(f) = &st.batch.finished_at {
+        return Err(Error::Usage(format!(
+            "batch {} already finished ({f}); there is nothing to close",
+            crate::text::escape(id)
+        )));
+    }
+    ledger.close_batch(id, reason, &st.counts)?;
+    Ok(st)
 }

@@ -95,6 +95,22 @@ impl SiteRef {
         Ok(SiteConfig::load(self.path()?)?)
     }
 
+    /// The site config and its ledger opened read-only (no module, no token): for commands
+    /// that only look.
+    pub fn read_ledger(&self) -> Result<(SiteConfig, Ledger), Error> {
+        let config = self.config()?;
+        let ledger = Ledger::open_read(&config.ledger, &config.station_id)?;
+        Ok((config, ledger))
+    }
+
+    /// The site config and its ledger opened for writing on this site's clock (no module):
+    /// for ledger-only changes such as closing a batch.
+    pub fn write_ledger(&self) -> Result<(SiteConfig, Ledger), Error> {
+        let config = self.config()?;
+        let ledger = Ledger::open_with_clock(&config.ledger, &config.station_id, self.clock())?;
+        Ok((config, ledger))
+    }
+
     /// Opens the site: config, module environment, module (no login yet).
     pub fn open(&self) -> Result<Site, Error> {
         let mut site = Site::open(self.path()?)?;
@@ -111,6 +127,18 @@ impl SiteRef {
     /// This site's clock.
     pub fn clock(&self) -> Arc<dyn Clock> {
         self.clock.clone()
+    }
+
+    /// `certfab profile show`: a profile (a file, or with a site config a name in its
+    /// profiles_dir) and, with a site config, the CA that signs for it now. No token.
+    pub fn profile_view(&self, arg: &str) -> Result<(Profile, Option<CaRef>), Error> {
+        let Some(path) = self.path_opt() else {
+            return Ok((Profile::load(Path::new(arg))?, None));
+        };
+        let config = SiteConfig::load(path)?;
+        let profile = Profile::load(&config.profile_path(arg))?;
+        let ca = ca_ref_at(&config, &profile, self.now())?;
+        Ok((profile, Some(ca)))
     }
 }
 
