@@ -1,5 +1,5 @@
 use super::Ctx;
-use crate::audit::{self, Corpus, Severity, Sources};
+use crate::audit::{self, Severity, Sources};
 use crate::error::{Error, ExitCode};
 use clap::Args;
 use std::path::PathBuf;
@@ -49,7 +49,7 @@ pub(super) fn run(ctx: &Ctx, a: AuditArgs) -> Result<ExitCode, Error> {
     if !(0..=36_500).contains(&a.expiring_days) {
         return Err(Error::Usage("--expiring-days must be 0..=36500".into()));
     }
-    let mut src = Sources {
+    let src = Sources {
         ledgers: a.ledgers,
         manifests: a.manifests,
         cas: a.cas,
@@ -59,59 +59,15 @@ pub(super) fn run(ctx: &Ctx, a: AuditArgs) -> Result<ExitCode, Error> {
         signer_cert: a.signer_cert,
         checkpoints: a.checkpoints,
     };
-    // A site config fills in what the command line leaves out; the token is never opened.
-    if let Some(path) = ctx.site.path_opt() {
-        let site = crate::config::SiteConfig::load(path)?;
-        if src.ledgers.is_empty() {
-            src.ledgers.push(site.ledger.clone());
-        }
-        if src.cas.is_empty() {
-            for ca in site.cas.values() {
-                for p in std::iter::once(&ca.cert).chain(ca.chain.iter()) {
-                    if !src.cas.contains(p) {
-                        src.cas.push(p.clone());
-                    }
-                }
-            }
-        }
-        for ca in site.cas.values() {
-            if let Some(t) = &ca.tenant {
-                src.ca_tenants.insert(ca.cert.clone(), t.clone());
-            }
-        }
-        if src.signer_cert.is_none() {
-            src.signer_cert = site.signer.as_ref().map(|s| s.cert.clone());
-        }
-        if src.profiles_dir.is_none() {
-            src.profiles_dir = site.profiles_dir.clone();
-        }
-    }
-    if src.ledgers.is_empty() {
-        return Err(Error::Usage(
-            "certfab audit needs at least one --ledger LEDGER.sqlite (or --config for the site's ledger)".into(),
-        ));
-    }
-    if src.cas.is_empty() {
-        return Err(Error::Usage(
-            "certfab audit needs the CA certificates to check chains against: pass --ca CA.pem (repeatable) or --config".into(),
-        ));
-    }
-    if let Some(h) = &a.html {
-        crate::output::check_free(&[h.as_path()])?;
-    }
-    let corpus = Corpus::load(&src)?;
-    let report = audit::run(
-        &corpus,
-        &audit::Options {
-            expiring_days: a.expiring_days,
-            now: ctx.site.clock().now(),
-        },
-    );
-    if let Some(h) = &a.html {
-        crate::output::write_new(h, audit::html::render(&report, fail_on).as_bytes())?;
-        if !ctx.json {
-            eprintln!("HTML report written to {}", h.display());
-        }
+    let report = crate::site::audit::audit(
+        &ctx.site,
+        src,
+        a.expiring_days,
+        fail_on,
+        a.html.as_deref(),
+    )?;
+    if let (Some(h), false) = (&a.html, ctx.json) {
+        eprintln!("HTML report written to {}", h.display());
     }
     // Serialized straight from the report: a tree of JSON values for a large ledger would
     // cost more memory than the audit itself.

@@ -4,6 +4,7 @@
 //! `batch`, `station`, `lifecycle`, the fleet claim, manifests at the end of a run). The CLI
 //! parses arguments, calls one of those entries and prints what it returns.
 
+pub mod audit;
 pub mod batch;
 pub mod ceremony;
 mod claim;
