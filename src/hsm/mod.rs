@@ -10,6 +10,7 @@ mod error;
 mod info;
 mod key;
 mod keygen;
+mod recovery;
 
 pub use crate::pkcs11_uri::Pkcs11Uri;
 pub use bench::{bench, BenchResult};
@@ -17,6 +18,8 @@ pub use error::HsmError;
 pub use info::{info, HsmInfo};
 pub use key::HsmKey;
 pub use keygen::{generate_ca_key, import_certificate, init_token, CaKeyAlgorithm, CertObject};
+use recovery::Fault;
+pub use recovery::DEFAULT_RECOVERY_WINDOW;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::RvError;
@@ -26,6 +29,7 @@ use cryptoki::slot::Slot;
 use secrecy::SecretString;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::Duration;
 
 /// A loaded PKCS#11 module with one selected token.
 ///
@@ -36,6 +40,7 @@ pub struct Hsm {
     token: Pkcs11Uri,
     state: Mutex<State>,
     login: Mutex<Option<Login>>,
+    recovery: recovery::Recovery,
 }
 
 struct State {
@@ -44,6 +49,9 @@ struct State {
     label: String,
     /// Bumped on every re-initialisation, so sessions know they are stale.
     generation: u64,
+    /// Whether `ctx` is initialised: a re-open that failed half-way left it finalized, and
+    /// finalizing it again upsets some modules (p11-kit's client asserts).
+    live: bool,
 }
 
 struct Login {
@@ -64,9 +72,23 @@ impl Hsm {
                 slot,
                 label,
                 generation: 0,
+                live: true,
             }),
             login: Mutex::new(None),
+            recovery: recovery::Recovery::new(DEFAULT_RECOVERY_WINDOW),
         })
+    }
+
+    /// How long a lost token is re-opened before the command gives up (the site config's
+    /// `pkcs11.recovery_window`; [`DEFAULT_RECOVERY_WINDOW`] otherwise).
+    pub fn with_recovery_window(mut self, window: Duration) -> Self {
+        self.recovery = recovery::Recovery::new(window);
+        self
+    }
+
+    /// The recovery window in force.
+    pub fn recovery_window(&self) -> Duration {
+        self.recovery.window()
     }
 
     /// The selected token's label.
@@ -137,20 +159,85 @@ impl Hsm {
         Ok((s, generation))
     }
 
+    /// Runs `op` until it succeeds, re-opening a lost token in between: the one recovery
+    /// loop behind every use of the token (see `recovery` for what counts as lost and how
+    /// long certfab tries). `op` gets `true` when it must open its session and find its key
+    /// again; it must be safe to repeat (it reads, or signs bytes already committed).
+    pub(crate) fn recovering<T>(
+        &self,
+        mut op: impl FnMut(bool) -> Result<T, HsmError>,
+    ) -> Result<T, HsmError> {
+        let mut reopen = false;
+        let mut reinit = false;
+        let mut busy_retried = false;
+        let mut seen = self.generation();
+        loop {
+            if let Some(e) = self.recovery.gave_up() {
+                return Err(e);
+            }
+            if reinit {
+                match self.recover(seen) {
+                    Ok(()) => {
+                        reinit = false;
+                        reopen = true;
+                    }
+                    Err(e) => {
+                        if recovery::classify(&e, true) == Fault::Refused {
+                            return Err(self.recovery.give_up_with(e));
+                        }
+                        std::thread::sleep(self.recovery.failed(e)?);
+                        continue;
+                    }
+                }
+            }
+            seen = self.generation();
+            let err = match op(reopen) {
+                Ok(v) => {
+                    self.recovery.healed();
+                    return Ok(v);
+                }
+                Err(e) => e,
+            };
+            match recovery::classify(&err, reopen) {
+                // A re-open that found something else than before (another key, a refused
+                // login): stop every worker, not only this one.
+                Fault::Refused if reopen => return Err(self.recovery.give_up_with(err)),
+                Fault::Refused => return Err(err),
+                Fault::Busy if !busy_retried => {
+                    busy_retried = true;
+                    std::thread::sleep(self.recovery.failed(err)?);
+                }
+                Fault::Busy | Fault::Lost => {
+                    std::thread::sleep(self.recovery.failed(err)?);
+                    reinit = true;
+                }
+            }
+        }
+    }
+
+    /// The module's generation: bumped by every re-initialisation.
+    pub(crate) fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
     /// Finalizes and re-initializes the module, then logs in again with the PIN that already
     /// succeeded this run. Does nothing if another worker already recovered past `seen`.
     pub(crate) fn recover(&self, seen: u64) -> Result<(), HsmError> {
         let mut st = self.lock();
-        if st.generation != seen {
+        if st.generation != seen && st.live {
             return Ok(());
         }
-        // Finalize errors are expected when the module already lost its state.
-        let _ = st.ctx.clone().finalize();
+        if st.live {
+            // Finalize errors are expected when the module already lost its state.
+            let _ = st.ctx.clone().finalize();
+            st.live = false;
+        }
         let (ctx, slot, label) = init(&self.module, &self.token)?;
         st.ctx = ctx;
         st.slot = slot;
         st.label = label;
         st.generation += 1;
+        st.live = true;
         drop(st);
         let mut login = self.login.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(l) = login.as_mut() {
@@ -161,6 +248,7 @@ impl Hsm {
                 Err(e) => {
                     let e = HsmError::call(e);
                     if e.rv() != Some(RvError::UserAlreadyLoggedIn) {
+                        // The session belongs to the new context: closing it is right.
                         return Err(e);
                     }
                 }
@@ -200,15 +288,26 @@ fn init(module: &Path, token: &Pkcs11Uri) -> Result<(Pkcs11, Slot, String), HsmE
         path: module.to_path_buf(),
         detail: e.to_string(),
     })?;
-    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-        Ok(()) => {}
+    let ours = match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) => true,
         Err(e) => {
             let e = HsmError::call(e);
             if e.rv() != Some(RvError::CryptokiAlreadyInitialized) {
                 return Err(e);
             }
+            false
         }
+    };
+    let found = select(&ctx, token);
+    if found.is_err() && ours {
+        // Leave the module as found, so the next attempt starts clean.
+        let _ = ctx.clone().finalize();
     }
+    found.map(|(slot, label)| (ctx, slot, label))
+}
+
+/// The slot of the token `token` names.
+fn select(ctx: &Pkcs11, token: &Pkcs11Uri) -> Result<(Slot, String), HsmError> {
     let slots = ctx.get_slots_with_token().map_err(HsmError::call)?;
     let mut present = Vec::new();
     for slot in slots {
@@ -230,7 +329,7 @@ fn init(module: &Path, token: &Pkcs11Uri) -> Result<(Pkcs11, Slot, String), HsmE
                 .as_deref()
                 .is_none_or(|m| m == info.model().trim());
         if ok && info.token_initialized() {
-            return Ok((ctx, slot, label));
+            return Ok((slot, label));
         }
     }
     Err(HsmError::TokenNotFound {

@@ -120,7 +120,8 @@ impl Site {
     pub fn open(config: &Path) -> Result<Self, Error> {
         let config = SiteConfig::load(config)?;
         config.apply_module_env();
-        let hsm = Hsm::open(&config.module, &config.token)?;
+        let hsm =
+            Hsm::open(&config.module, &config.token)?.with_recovery_window(config.recovery_window);
         Ok(Self {
             config,
             hsm,
