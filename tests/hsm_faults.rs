@@ -330,3 +330,113 @@ fn checkpoint_and_signing_after_a_kill_recover() {
     let v = ok(&line.certfab(&["log", "verify"]));
     assert!(v.contains("checkpoint"), "{v}");
 }
+
+/// The TPM's dictionary-attack lockout counter, read with tpm2-tools through the line's
+/// resource manager (an independent client of the same TPM).
+fn tpm_lockout_counter(line: &Line) -> u64 {
+    let o = Command::new("tpm2_getcap")
+        .arg("properties-variable")
+        .env("TPM2TOOLS_TCTI", "tabrmd:bus_type=session")
+        .env(
+            "DBUS_SESSION_BUS_ADDRESS",
+            format!("unix:path={}", line.file("dbus.sock").display()),
+        )
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let value = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("TPM2_PT_LOCKOUT_COUNTER:"))
+        .unwrap_or_else(|| panic!("no lockout counter in {out}"));
+    u64::from_str_radix(value.trim().trim_start_matches("0x"), 16).unwrap()
+}
+
+fn bench_once(line: &Line) -> std::process::Output {
+    line.certfab(&[
+        "hsm",
+        "bench",
+        "--key",
+        "issuing",
+        "--sessions",
+        "1",
+        "--seconds",
+        "0.1",
+    ])
+}
+
+/// Item 5: on a TPM, one command with a wrong PIN advances the TPM's lockout counter by at
+/// most one (certfab makes one login attempt, and recovery never logs in with an unproven
+/// PIN), and the message reports the lockout state: what a wrong PIN does on a TPM and how to
+/// read the counter, and once the TPM is in lockout, that even the right PIN is refused and
+/// why.
+#[test]
+fn tpm_wrong_pin_advances_lockout_by_at_most_one_and_says_so() {
+    let line = Line::on(Token::Tpm2);
+    let right = std::fs::read_to_string(line.config()).unwrap();
+    let wrong_pin = line.file("wrong-pin");
+    std::fs::write(&wrong_pin, "000000").unwrap();
+    std::fs::set_permissions(
+        &wrong_pin,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let wrong = right.replacen("pin: file:pin", "pin: file:wrong-pin", 1);
+    assert_ne!(wrong, right);
+
+    // swtpm's TPM2_PT_MAX_AUTH_FAIL is 3: two wrong commands, then the right PIN works.
+    let start = tpm_lockout_counter(&line);
+    std::fs::write(line.config(), &wrong).unwrap();
+    for i in 1..=2 {
+        let o = bench_once(&line);
+        assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("CKR_PIN_INCORRECT"), "{}", text(&o));
+        assert!(
+            err.contains("PIN lockout: tpm2-pkcs11 reports no PIN counter")
+                && err.contains("TPM2_PT_LOCKOUT_COUNTER"),
+            "{}",
+            text(&o)
+        );
+        assert!(!err.contains("000000"), "the PIN is never shown");
+        assert_eq!(
+            tpm_lockout_counter(&line),
+            start + i,
+            "one count per command"
+        );
+    }
+    // A third wrong PIN puts the TPM in lockout; the right PIN is then refused too, with
+    // the TPM's lockout named, and the counter does not move.
+    let o = bench_once(&line);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert_eq!(tpm_lockout_counter(&line), start + 3);
+    std::fs::write(line.config(), &right).unwrap();
+    let o = bench_once(&line);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("CKR_PIN_LOCKED") && err.contains("the TPM is in dictionary-attack lockout"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(tpm_lockout_counter(&line), start + 3);
+}
+
+/// Item 6 (quirk): tpm2-pkcs11 pads the token model with NUL bytes, not spaces: `hsm info`
+/// shows it trimmed, and a site token URI with `model=` selects the token.
+#[test]
+fn quirk_tpm_nul_padded_model_is_trimmed() {
+    let line = Line::on(Token::Tpm2);
+    let info = ok_json(&line.certfab(&["--json", "hsm", "info", "--no-login"]));
+    let tokens = info["tokens"].as_array().unwrap();
+    let t = tokens.iter().find(|t| t["selected"] == true).unwrap();
+    assert_eq!(t["model"], "SW   TPM", "{t}");
+    let yaml = std::fs::read_to_string(line.config()).unwrap();
+    let yaml = yaml.replacen(
+        "token: certfab-dev",
+        "token: \"pkcs11:token=certfab-dev;model=SW%20%20%20TPM\"",
+        1,
+    );
+    std::fs::write(line.config(), yaml).unwrap();
+    ok(&bench_once(&line));
+}

@@ -40,7 +40,7 @@ pub enum HsmError {
     #[error("token '{0}' reports the next wrong PIN locks it (final try); certfab will not risk it. Verify the PIN source, then log in once by hand (pkcs11-tool --login --test) to reset the counter")]
     PinFinalTry(String),
     /// The PIN was refused.
-    #[error("login to token '{token}' refused: {}. certfab makes one attempt per run; check the PIN source ({source_name})", ckr_name(rv))]
+    #[error("login to token '{token}' refused: {}. certfab makes one attempt per run; check the PIN source ({source_name}). PIN lockout: {lockout}", ckr_name(rv))]
     LoginRefused {
         /// Token label.
         token: String,
@@ -48,6 +48,8 @@ pub enum HsmError {
         rv: RvError,
         /// Where the PIN came from (never the PIN).
         source_name: String,
+        /// The lockout state the token reports after the refusal (docs/hsm-compat.md).
+        lockout: String,
     },
     /// The named key is not on the token.
     #[error("no private key matches {uri} on token '{token}'; keys present: {present}")]

@@ -10,6 +10,7 @@ mod error;
 mod info;
 mod key;
 mod keygen;
+mod quirks;
 mod recovery;
 
 pub use crate::pkcs11_uri::Pkcs11Uri;
@@ -134,6 +135,11 @@ impl Hsm {
                             token: label,
                             rv,
                             source_name: source_name.into(),
+                            // Read again: the refusal may have changed the token's flags.
+                            lockout: quirks::Quirks::detect(&ctx).lockout_state(
+                                ctx.get_token_info(slot).ok().as_ref(),
+                                rv == RvError::PinLocked,
+                            ),
                         },
                         _ => e,
                     });
@@ -312,22 +318,22 @@ fn select(ctx: &Pkcs11, token: &Pkcs11Uri) -> Result<(Slot, String), HsmError> {
     let mut present = Vec::new();
     for slot in slots {
         let info = ctx.get_token_info(slot).map_err(HsmError::call)?;
-        let label = info.label().trim().to_string();
+        let label = quirks::token_text(info.label()).to_string();
         present.push(label.clone());
         let ok = token.token.as_deref().is_none_or(|t| t == label)
             && token
                 .serial
                 .as_deref()
-                .is_none_or(|s| s == info.serial_number().trim())
+                .is_none_or(|s| s == quirks::token_text(info.serial_number()))
             && token.slot_id.is_none_or(|id| id == slot.id())
             && token
                 .manufacturer
                 .as_deref()
-                .is_none_or(|m| m == info.manufacturer_id().trim())
+                .is_none_or(|m| m == quirks::token_text(info.manufacturer_id()))
             && token
                 .model
                 .as_deref()
-                .is_none_or(|m| m == info.model().trim());
+                .is_none_or(|m| m == quirks::token_text(info.model()));
         if ok && info.token_initialized() {
             return Ok((slot, label));
         }
