@@ -57,6 +57,8 @@ struct RawPkcs11 {
     env: BTreeMap<String, String>,
     #[serde(default)]
     recovery_window: Option<String>,
+    #[serde(default)]
+    max_sessions: Option<usize>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -132,6 +134,9 @@ pub struct SiteConfig {
     /// How long a lost token is re-opened before a command gives up with exit 4
     /// (`pkcs11.recovery_window`, e.g. `30s` or `2m`).
     pub recovery_window: std::time::Duration,
+    /// The most sessions certfab may hold on the token at once (`pkcs11.max_sessions`): for
+    /// tokens whose limit is shared with other applications (a YubiHSM 2 has 16).
+    pub max_sessions: Option<usize>,
 }
 
 /// A site config that cannot be used.
@@ -183,6 +188,18 @@ impl SiteConfig {
             Some(w) => parse_window(w).map_err(|m| err("recovery_window", m))?,
             None => crate::hsm::DEFAULT_RECOVERY_WINDOW,
         };
+        if let Some(max) = raw.pkcs11.max_sessions {
+            // The login session, one signing session, and the document signer's at the end of
+            // a batch or shift.
+            let least = 2 + usize::from(raw.signer.is_some());
+            if max < least {
+                return Err(err(
+                    "max_sessions",
+                    format!("pkcs11.max_sessions is {max}; certfab needs at least {least} (the login session, one signing session{}). Raise it, or free sessions on the token", if raw.signer.is_some() { ", and the document signer's" } else { "" }),
+                )
+                .into());
+            }
+        }
         let serial_prefix = raw.station.serial_prefix.unwrap_or(1);
         if !(1..=0x7f).contains(&serial_prefix) {
             return Err(err(
@@ -237,6 +254,7 @@ impl SiteConfig {
             pin,
             module_env: raw.pkcs11.env,
             recovery_window,
+            max_sessions: raw.pkcs11.max_sessions,
             station_id: raw.station.id.unwrap_or_else(|| "station".into()),
             serial_prefix,
             cas,

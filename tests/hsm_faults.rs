@@ -440,3 +440,56 @@ fn quirk_tpm_nul_padded_model_is_trimmed() {
     std::fs::write(line.config(), yaml).unwrap();
     ok(&bench_once(&line));
 }
+
+/// Item 4: a token with fewer sessions than `--jobs` asks for (here the site's own
+/// `pkcs11.max_sessions`, as for a YubiHSM 2 whose 16 sessions other applications share):
+/// certfab signs with the sessions it may have and says so, keeps one for the document
+/// signer (the checkpoint is signed), and refuses a limit it cannot work within, clearly.
+#[test]
+fn session_limit_fewer_sessions_than_jobs_uses_what_it_gets() {
+    let line = Line::new();
+    let yaml = std::fs::read_to_string(line.config()).unwrap();
+    let limited =
+        |max: &str| yaml.replacen("pkcs11:\n", &format!("pkcs11:\n  max_sessions: {max}\n"), 1);
+    std::fs::write(line.config(), limited("3")).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("out");
+    let o = line.certfab(&[
+        "--json",
+        "batch",
+        "--profile",
+        PROFILE,
+        "--count",
+        "40",
+        "--keygen",
+        "host",
+        "--plain-keys",
+        "--id-template",
+        "limit-{seq:03}",
+        "--jobs",
+        "4",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(stdout_json(&o)["issued"], 40);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("signing with 1 session(s) instead of --jobs 4: pkcs11.max_sessions is 3"),
+        "{}",
+        text(&o)
+    );
+    assert!(err.contains("audit checkpoint 1 signed"), "{}", text(&o));
+    let v = line.verify_device(&out.join("limit-001/cert.pem"));
+    assert!(v.status.success(), "{}", text(&v));
+
+    std::fs::write(line.config(), limited("2")).unwrap();
+    let o = line.certfab(&["hsm", "info"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("pkcs11.max_sessions is 2; certfab needs at least 3"),
+        "{}",
+        text(&o)
+    );
+}

@@ -141,6 +141,12 @@ impl HsmError {
         }
     }
 
+    /// The token refused another session (`CKR_SESSION_COUNT`): its session limit, not a
+    /// fault.
+    pub fn is_session_limit(&self) -> bool {
+        self.rv() == Some(RvError::SessionCount)
+    }
+
     /// A key that exists but does not belong to the configured certificate is a configuration
     /// error (exit 2); everything else about the token is exit 4.
     pub fn exit_code(&self) -> ExitCode {

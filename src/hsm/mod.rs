@@ -153,6 +153,23 @@ impl Hsm {
         Ok(())
     }
 
+    /// How many more sessions the token says this application may open (the smaller of its
+    /// session and read-write session room), when it states a limit.
+    pub fn session_room(&self) -> Option<u64> {
+        let (ctx, slot, _) = self.context();
+        let info = ctx.get_token_info(slot).ok()?;
+        let room = |max: cryptoki::slot::Limit, open: Option<u64>| match max {
+            cryptoki::slot::Limit::Max(m) => Some(m.saturating_sub(open.unwrap_or(0))),
+            _ => None,
+        };
+        let all = room(info.max_session_count(), info.session_count());
+        let rw = room(info.max_rw_session_count(), info.rw_session_count());
+        match (all, rw) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Whether a login succeeded in this run.
     pub fn logged_in(&self) -> bool {
         self.login.lock().map(|l| l.is_some()).unwrap_or(false)
