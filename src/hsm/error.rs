@@ -81,6 +81,13 @@ pub enum HsmError {
         /// What was found.
         what: String,
     },
+    /// The token lists no mechanism certfab can make the key's signatures with.
+    #[error("key {uri}: {why}; certfab cannot sign with it on this token (docs/hsm-compat.md)")]
+    NoMechanism {
+        uri: String,
+        /// What was looked for and found.
+        why: String,
+    },
     /// The token key does not belong to the CA certificate.
     #[error("the public key of {uri} does not match CA certificate {cert}; refusing to sign. Point the profile at the right certificate, or import it with `certfab ca import`")]
     KeyMismatch { uri: String, cert: String },

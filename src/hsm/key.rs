@@ -1,5 +1,6 @@
 //! A signing key on the token, held by one worker with its own session.
 
+use super::quirks::RsaVia;
 use super::{find, labels, Hsm, HsmError, Pkcs11Uri};
 use crate::crypto::{raw_ecdsa_to_der, HashAlg, PublicKey, SignatureAlgorithm};
 use crate::crypto::{CryptoError, SignError, Signer};
@@ -22,6 +23,8 @@ pub struct HsmKey<'h> {
     uri: Pkcs11Uri,
     public: PublicKey,
     alg: SignatureAlgorithm,
+    /// Where RSA signatures are hashed on this token (`quirks::Quirks::rsa_via`).
+    via: RsaVia,
     live: Mutex<Live>,
 }
 
@@ -53,11 +56,13 @@ impl<'h> HsmKey<'h> {
             }
         }
         let alg = public.default_signature();
+        let via = rsa_via(hsm, uri, alg)?;
         let key = Self {
             hsm,
             uri: uri.clone(),
             public,
             alg,
+            via,
             live: Mutex::new(Live {
                 session,
                 handle,
@@ -85,11 +90,15 @@ impl<'h> HsmKey<'h> {
             })
     }
 
-    /// Uses RSASSA-PSS instead of PKCS#1 v1.5 (RSA keys only).
-    pub fn use_pss(&mut self) {
+    /// Uses RSASSA-PSS instead of PKCS#1 v1.5 (RSA keys only). Refused when the token lists
+    /// no RSA-PSS mechanism for signing (tpm2-pkcs11 lists none).
+    pub fn use_pss(&mut self) -> Result<(), HsmError> {
         if let SignatureAlgorithm::RsaPkcs1(h) = self.alg {
-            self.alg = SignatureAlgorithm::RsaPss(h);
+            let alg = SignatureAlgorithm::RsaPss(h);
+            self.via = rsa_via(self.hsm, &self.uri, alg)?;
+            self.alg = alg;
         }
+        Ok(())
     }
 
     /// The URI this key was found by.
@@ -100,27 +109,45 @@ impl<'h> HsmKey<'h> {
     /// Signs `msg` with the key's algorithm: the host hashes (and for PKCS#1 v1.5 builds the
     /// DigestInfo), the token signs once, recovering a lost token in between.
     fn sign_recovering(&self, msg: &[u8]) -> Result<Vec<u8>, KeyError> {
-        let (mechanism, data) = match self.alg {
-            SignatureAlgorithm::Ecdsa(h) => (Mechanism::Ecdsa, h.digest(msg)),
-            SignatureAlgorithm::RsaPkcs1(h) => {
+        let pss = |h: HashAlg| {
+            let (hash_alg, mgf) = match h {
+                HashAlg::Sha256 => (MechanismType::SHA256, PkcsMgfType::MGF1_SHA256),
+                HashAlg::Sha384 => (MechanismType::SHA384, PkcsMgfType::MGF1_SHA384),
+                HashAlg::Sha512 => (MechanismType::SHA512, PkcsMgfType::MGF1_SHA512),
+            };
+            PkcsPssParams {
+                hash_alg,
+                mgf,
+                s_len: (h.output_len() as u64).into(),
+            }
+        };
+        let (mechanism, data) = match (self.alg, self.via) {
+            (SignatureAlgorithm::Ecdsa(h), _) => (Mechanism::Ecdsa, h.digest(msg)),
+            (SignatureAlgorithm::RsaPkcs1(h), RsaVia::HostHash) => {
                 let mut di = h.digest_info_prefix().to_vec();
                 di.extend_from_slice(&h.digest(msg));
                 (Mechanism::RsaPkcs, di)
             }
-            SignatureAlgorithm::RsaPss(h) => {
-                let (hash_alg, mgf) = match h {
-                    HashAlg::Sha256 => (MechanismType::SHA256, PkcsMgfType::MGF1_SHA256),
-                    HashAlg::Sha384 => (MechanismType::SHA384, PkcsMgfType::MGF1_SHA384),
-                    HashAlg::Sha512 => (MechanismType::SHA512, PkcsMgfType::MGF1_SHA512),
-                };
-                let params = PkcsPssParams {
-                    hash_alg,
-                    mgf,
-                    s_len: (h.output_len() as u64).into(),
-                };
-                (Mechanism::RsaPkcsPss(params), h.digest(msg))
+            (SignatureAlgorithm::RsaPkcs1(h), RsaVia::TokenHash) => (
+                match h {
+                    HashAlg::Sha256 => Mechanism::Sha256RsaPkcs,
+                    HashAlg::Sha384 => Mechanism::Sha384RsaPkcs,
+                    HashAlg::Sha512 => Mechanism::Sha512RsaPkcs,
+                },
+                msg.to_vec(),
+            ),
+            (SignatureAlgorithm::RsaPss(h), RsaVia::HostHash) => {
+                (Mechanism::RsaPkcsPss(pss(h)), h.digest(msg))
             }
-            SignatureAlgorithm::Ed25519 => {
+            (SignatureAlgorithm::RsaPss(h), RsaVia::TokenHash) => (
+                match h {
+                    HashAlg::Sha256 => Mechanism::Sha256RsaPkcsPss(pss(h)),
+                    HashAlg::Sha384 => Mechanism::Sha384RsaPkcsPss(pss(h)),
+                    HashAlg::Sha512 => Mechanism::Sha512RsaPkcsPss(pss(h)),
+                },
+                msg.to_vec(),
+            ),
+            (SignatureAlgorithm::Ed25519, _) => {
                 return Err(HsmError::UnsupportedKey {
                     uri: self.uri.to_string(),
                     what: "Ed25519".into(),
@@ -217,6 +244,16 @@ impl Signer for HsmKey<'_> {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, SignError> {
         Ok(self.sign_recovering(msg)?)
     }
+}
+
+/// How this token makes `alg` signatures with the key at `uri` (docs/hsm-compat.md).
+fn rsa_via(hsm: &Hsm, uri: &Pkcs11Uri, alg: SignatureAlgorithm) -> Result<RsaVia, HsmError> {
+    hsm.quirks()
+        .rsa_via(alg, |m| hsm.signs_with(m))
+        .map_err(|why| HsmError::NoMechanism {
+            uri: uri.to_string(),
+            why,
+        })
 }
 
 /// Finds the single private key the URI names, checks it cannot leave the token, and reads

@@ -53,6 +53,8 @@ struct State {
     /// Whether `ctx` is initialised: a re-open that failed half-way left it finalized, and
     /// finalizing it again upsets some modules (p11-kit's client asserts).
     live: bool,
+    /// What certfab adapts to in this module.
+    quirks: quirks::Quirks,
 }
 
 struct Login {
@@ -65,6 +67,7 @@ impl Hsm {
     /// Loads `module` and selects the token that `token` names (label, serial, or slot).
     pub fn open(module: &Path, token: &Pkcs11Uri) -> Result<Self, HsmError> {
         let (ctx, slot, label) = init(module, token)?;
+        let quirks = quirks::Quirks::detect(&ctx);
         Ok(Self {
             module: module.to_path_buf(),
             token: token.clone(),
@@ -74,6 +77,7 @@ impl Hsm {
                 label,
                 generation: 0,
                 live: true,
+                quirks,
             }),
             login: Mutex::new(None),
             recovery: recovery::Recovery::new(DEFAULT_RECOVERY_WINDOW),
@@ -238,6 +242,18 @@ impl Hsm {
         }
     }
 
+    /// What certfab adapts to in the loaded module.
+    pub(crate) fn quirks(&self) -> quirks::Quirks {
+        self.lock().quirks
+    }
+
+    /// Whether the token lists `mechanism` for signing.
+    pub(crate) fn signs_with(&self, mechanism: cryptoki::mechanism::MechanismType) -> bool {
+        let (ctx, slot, _) = self.context();
+        ctx.get_mechanism_info(slot, mechanism)
+            .is_ok_and(|i| i.sign())
+    }
+
     /// The module's generation: bumped by every re-initialisation.
     pub(crate) fn generation(&self) -> u64 {
         self.lock().generation
@@ -261,6 +277,7 @@ impl Hsm {
         st.label = label;
         st.generation += 1;
         st.live = true;
+        st.quirks = quirks::Quirks::detect(&st.ctx);
         drop(st);
         let mut login = self.login.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(l) = login.as_mut() {

@@ -1,7 +1,9 @@
 //! What certfab adapts to in a token, in one place (docs/hsm-compat.md, "Quirks"): each
 //! adaptation names the token it was seen on and has a test.
 
+use crate::crypto::{HashAlg, SignatureAlgorithm};
 use cryptoki::context::Pkcs11;
+use cryptoki::mechanism::MechanismType;
 use cryptoki::slot::TokenInfo;
 
 /// What certfab knows about the module it loaded, read once per initialisation.
@@ -48,6 +50,66 @@ impl Quirks {
     }
 }
 
+/// Where the hash of an RSA signature is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RsaVia {
+    /// certfab hashes; the token signs the DigestInfo (`CKM_RSA_PKCS`) or the hash
+    /// (`CKM_RSA_PKCS_PSS`): the least data sent to the token.
+    HostHash,
+    /// The token hashes and signs the message (`CKM_SHA256_RSA_PKCS`, …`_PSS`).
+    TokenHash,
+}
+
+impl Quirks {
+    /// How to make `alg` signatures (RSA only; anything else is hashed on the host), given
+    /// which mechanisms the token lists for signing. The raw mechanism is preferred, except
+    /// on tpm2-pkcs11: it implements `CKM_RSA_PKCS` signing as `TPM2_RSA_Decrypt`, which a
+    /// sign-only key (as `ca keygen` makes it) may not do, so there the hash-and-sign
+    /// mechanism is used. `Err` names what was looked for.
+    pub(crate) fn rsa_via(
+        self,
+        alg: SignatureAlgorithm,
+        signs: impl Fn(MechanismType) -> bool,
+    ) -> Result<RsaVia, String> {
+        let (raw, hashing, name) = match alg {
+            SignatureAlgorithm::RsaPkcs1(h) => (
+                MechanismType::RSA_PKCS,
+                match h {
+                    HashAlg::Sha256 => MechanismType::SHA256_RSA_PKCS,
+                    HashAlg::Sha384 => MechanismType::SHA384_RSA_PKCS,
+                    HashAlg::Sha512 => MechanismType::SHA512_RSA_PKCS,
+                },
+                "PKCS#1 v1.5",
+            ),
+            SignatureAlgorithm::RsaPss(h) => (
+                MechanismType::RSA_PKCS_PSS,
+                match h {
+                    HashAlg::Sha256 => MechanismType::SHA256_RSA_PKCS_PSS,
+                    HashAlg::Sha384 => MechanismType::SHA384_RSA_PKCS_PSS,
+                    HashAlg::Sha512 => MechanismType::SHA512_RSA_PKCS_PSS,
+                },
+                "RSA-PSS",
+            ),
+            _ => return Ok(RsaVia::HostHash),
+        };
+        let raw_ok = signs(raw) && !(self.tpm2_pkcs11 && raw == MechanismType::RSA_PKCS);
+        if raw_ok {
+            Ok(RsaVia::HostHash)
+        } else if signs(hashing) {
+            Ok(RsaVia::TokenHash)
+        } else {
+            Err(format!(
+                "{name} signatures need {raw} or {hashing} with CKF_SIGN, and the token lists {}",
+                if signs(raw) {
+                    format!("only {raw}, which tpm2-pkcs11 cannot use with a sign-only key")
+                } else {
+                    "neither".into()
+                }
+            ))
+        }
+    }
+}
+
 /// A `CK_TOKEN_INFO`/`CK_INFO` text field without its padding: PKCS#11 pads with spaces,
 /// tpm2-pkcs11 pads the model with NUL bytes ("SW   TPM" then NULs).
 pub(crate) fn token_text(s: &str) -> &str {
@@ -56,6 +118,39 @@ pub(crate) fn token_text(s: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
+    use super::{Quirks, RsaVia};
+    use crate::crypto::{HashAlg, SignatureAlgorithm};
+    use cryptoki::mechanism::MechanismType as M;
+
+    #[test]
+    fn quirk_rsa_mechanism_choice() {
+        let pkcs1 = SignatureAlgorithm::RsaPkcs1(HashAlg::Sha256);
+        let pss = SignatureAlgorithm::RsaPss(HashAlg::Sha256);
+        let soft = Quirks::default();
+        let tpm = Quirks { tpm2_pkcs11: true };
+        // SoftHSM-like: everything listed, host hash.
+        let all = |_: M| true;
+        assert_eq!(soft.rsa_via(pkcs1, all), Ok(RsaVia::HostHash));
+        assert_eq!(soft.rsa_via(pss, all), Ok(RsaVia::HostHash));
+        // tpm2-pkcs11: CKM_RSA_PKCS and CKM_SHA*_RSA_PKCS listed, no PSS.
+        let tpm_list = |m: M| m == M::RSA_PKCS || m == M::SHA256_RSA_PKCS;
+        assert_eq!(tpm.rsa_via(pkcs1, tpm_list), Ok(RsaVia::TokenHash));
+        let e = tpm.rsa_via(pss, tpm_list).unwrap_err();
+        assert!(e.contains("RSA-PSS") && e.contains("neither"), "{e}");
+        // No raw mechanism: hash-and-sign on any token.
+        assert_eq!(
+            soft.rsa_via(pkcs1, |m: M| m == M::SHA256_RSA_PKCS),
+            Ok(RsaVia::TokenHash)
+        );
+        let e = tpm.rsa_via(pkcs1, |m: M| m == M::RSA_PKCS).unwrap_err();
+        assert!(e.contains("sign-only"), "{e}");
+        // EC keys are always hashed on the host.
+        assert_eq!(
+            tpm.rsa_via(SignatureAlgorithm::Ecdsa(HashAlg::Sha256), |_: M| false),
+            Ok(RsaVia::HostHash)
+        );
+    }
+
     #[test]
     fn quirk_nul_padded_token_text_is_trimmed() {
         assert_eq!(super::token_text("SW   TPM\0\0\0\0\0\0\0\0"), "SW   TPM");

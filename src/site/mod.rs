@@ -304,7 +304,7 @@ impl Site {
             .hsm
             .key(&ca.key, Some((&cert.public_key, &cert.source)))?;
         if ca.rsa_pss {
-            key.use_pss();
+            key.use_pss()?;
         }
         Ok(Issuer {
             ca: IssuingCa {

@@ -106,7 +106,9 @@ impl<'s> IssuingSession<'s> {
             }
         }
         if self.key_ref.rsa_pss {
-            keys.iter_mut().for_each(|k| k.use_pss());
+            for k in &mut keys {
+                k.use_pss()?;
+            }
         }
         let note = (keys.len() < jobs).then(|| {
             format!(
