@@ -493,3 +493,41 @@ fn session_limit_fewer_sessions_than_jobs_uses_what_it_gets() {
         text(&o)
     );
 }
+
+/// The fault harness's own hygiene: DIR/stop ends the p11-kit server and the processes it
+/// forked. `p11-kit server` re-executes itself as `p11-kit-server`, so the stop script's
+/// process-name check never matched and every p11-kit line left its server running.
+#[test]
+fn dev_line_stop_ends_the_p11_kit_server() {
+    let line = Line::on(Token::P11Kit);
+    // A client connection, so the server has forked a child too.
+    let pid: u32 = std::fs::read_to_string(line.file("p11-kit.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let site = certfab::Site::open(&line.config()).unwrap();
+    let children = Command::new("ps")
+        .args(["-o", "pid=", "--ppid", &pid.to_string()])
+        .output()
+        .unwrap();
+    let children: Vec<String> = String::from_utf8_lossy(&children.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert!(!children.is_empty(), "no per-connection process");
+    let o = Command::new(line.file("stop")).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    drop(site);
+    for p in std::iter::once(pid.to_string()).chain(children) {
+        let proc_dir = format!("/proc/{p}");
+        let start = Instant::now();
+        while Path::new(&proc_dir).exists() && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            !Path::new(&proc_dir).exists(),
+            "process {p} still runs 5 s after DIR/stop"
+        );
+    }
+}
