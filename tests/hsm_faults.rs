@@ -40,6 +40,19 @@ fn kill_remote_token(line: &Line) {
         .output()
         .unwrap();
     assert!(k.status.success(), "{}", text(&k));
+    // Dead and reaped before anything restarts it: dev-line.sh takes a server whose pid
+    // is still there for a live one.
+    let start = Instant::now();
+    while pids
+        .iter()
+        .any(|p| Path::new(&format!("/proc/{p}")).exists())
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{pids:?} outlived SIGKILL"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Starts the line's server again, as a user would: dev-line.sh on the same directory
