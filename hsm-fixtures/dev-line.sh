@@ -137,7 +137,9 @@ alive() {
   [ -f "$1" ] || return 1
   local pid
   pid=$(tr -dc 0-9 < "$1")
-  [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ]
+  # $2 is a glob: `p11-kit server` re-executes itself as p11-kit-server.
+  # shellcheck disable=SC2053
+  [ -n "$pid" ] && [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == $2 ]]
 }
 
 wait_for_socket() {
@@ -167,7 +169,7 @@ start_swtpm() {
 # p11-kit server: exports the SoftHSM token over a Unix socket. It forks one process per
 # client connection; DIR/stop ends those too.
 start_p11kit() {
-  alive "$dir/p11-kit.pid" p11-kit && return 0
+  alive "$dir/p11-kit.pid" 'p11-kit*' && return 0
   rm -f "$dir/p11-kit.sock" "$dir/p11-kit.pid"
   SOFTHSM2_CONF="$dir/softhsm2.conf" setsid p11-kit server --foreground \
     --provider "$softhsm_module" --name "$dir/p11-kit.sock" "pkcs11:token=certfab-dev" \
@@ -231,7 +233,9 @@ stop_pid() {
   local file=$1 name=$2 pid
   [ -f "$file" ] || return 0
   pid=$(tr -dc 0-9 < "$file")
-  if [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$name" ]; then
+  # $name is a glob: `p11-kit server` re-executes itself as p11-kit-server.
+  # shellcheck disable=SC2053
+  if [ -n "$pid" ] && [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == $name ]]; then
     for child in $(ps -o pid= --ppid "$pid" 2>/dev/null); do kill "$child" 2>/dev/null || true; done
     kill "$pid" 2>/dev/null || true
     for _ in $(seq 50); do
@@ -244,7 +248,7 @@ stop_pid() {
 stop_pid "$dir/abrmd.pid" tpm2-abrmd
 stop_pid "$dir/dbus.pid" dbus-daemon
 stop_pid "$dir/swtpm.pid" swtpm
-stop_pid "$dir/p11-kit.pid" p11-kit
+stop_pid "$dir/p11-kit.pid" 'p11-kit*'
 STOP
   chmod 755 "$dir/stop"
 }

@@ -55,6 +55,10 @@ struct RawPkcs11 {
     pin: Option<String>,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    #[serde(default)]
+    recovery_window: Option<String>,
+    #[serde(default)]
+    max_sessions: Option<usize>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -127,6 +131,12 @@ pub struct SiteConfig {
     pub ledger: PathBuf,
     /// The manifest/audit signer, if configured.
     pub signer: Option<SignerRef>,
+    /// How long a lost token is re-opened before a command gives up with exit 4
+    /// (`pkcs11.recovery_window`, e.g. `30s` or `2m`).
+    pub recovery_window: std::time::Duration,
+    /// The most sessions certfab may hold on the token at once (`pkcs11.max_sessions`): for
+    /// tokens whose limit is shared with other applications (a YubiHSM 2 has 16).
+    pub max_sessions: Option<usize>,
 }
 
 /// A site config that cannot be used.
@@ -174,6 +184,22 @@ impl SiteConfig {
             .map(|p| SecretSource::parse(p, &base))
             .transpose()
             .map_err(|e| err("pin", e.to_string()))?;
+        let recovery_window = match raw.pkcs11.recovery_window.as_deref() {
+            Some(w) => parse_window(w).map_err(|m| err("recovery_window", m))?,
+            None => crate::hsm::DEFAULT_RECOVERY_WINDOW,
+        };
+        if let Some(max) = raw.pkcs11.max_sessions {
+            // The login session, one signing session, and the document signer's at the end of
+            // a batch or shift.
+            let least = 2 + usize::from(raw.signer.is_some());
+            if max < least {
+                return Err(err(
+                    "max_sessions",
+                    format!("pkcs11.max_sessions is {max}; certfab needs at least {least} (the login session, one signing session{}). Raise it, or free sessions on the token", if raw.signer.is_some() { ", and the document signer's" } else { "" }),
+                )
+                .into());
+            }
+        }
         let serial_prefix = raw.station.serial_prefix.unwrap_or(1);
         if !(1..=0x7f).contains(&serial_prefix) {
             return Err(err(
@@ -227,6 +253,8 @@ impl SiteConfig {
             token,
             pin,
             module_env: raw.pkcs11.env,
+            recovery_window,
+            max_sessions: raw.pkcs11.max_sessions,
             station_id: raw.station.id.unwrap_or_else(|| "station".into()),
             serial_prefix,
             cas,
@@ -294,5 +322,56 @@ pub fn check_tenant_name(t: &str) -> Result<(), String> {
         Err(format!(
             "tenant '{t}' is not a valid name; use 1-64 characters of A-Z a-z 0-9 - _ ."
         ))
+    }
+}
+
+/// The longest recovery window: a line that waits longer for its HSM is better stopped and
+/// re-run (nothing done is lost).
+const MAX_RECOVERY_WINDOW_SECS: u64 = 3600;
+
+/// `pkcs11.recovery_window`: whole seconds or minutes (`30s`, `2m`), at most an hour; `0s`
+/// gives up at the first lost-token error.
+fn parse_window(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        _ => {
+            return Err(format!(
+                "pkcs11.recovery_window '{s}' is not a duration; write seconds or minutes, e.g. 30s or 2m"
+            ))
+        }
+    };
+    if num.is_empty() {
+        return Err(format!(
+            "pkcs11.recovery_window '{s}' is not a duration; write seconds or minutes, e.g. 30s or 2m"
+        ));
+    }
+    // Digits only: a parse failure is an overflow, over the limit too.
+    match num.parse::<u64>().ok().and_then(|n| n.checked_mul(scale)) {
+        Some(secs) if secs <= MAX_RECOVERY_WINDOW_SECS => Ok(std::time::Duration::from_secs(secs)),
+        _ => Err(format!(
+            "pkcs11.recovery_window '{s}' is over the limit of 1 hour; stop and re-run the command instead (what was done is kept)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn recovery_window_config_is_bounded_seconds_or_minutes() {
+        use std::time::Duration;
+        assert_eq!(super::parse_window("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(super::parse_window("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(super::parse_window("0s"), Ok(Duration::ZERO));
+        for bad in ["30", "s", "1h", "-1s", "1.5s"] {
+            let e = super::parse_window(bad).unwrap_err();
+            assert!(e.contains("e.g. 30s or 2m"), "{bad}: {e}");
+        }
+        let e = super::parse_window("61m").unwrap_err();
+        assert!(e.contains("limit of 1 hour"), "{e}");
+        assert!(super::parse_window("99999999999999999999s").is_err());
     }
 }

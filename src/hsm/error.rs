@@ -2,9 +2,10 @@ use crate::exit::ExitCode;
 use cryptoki::context::Function;
 use cryptoki::error::RvError;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// A PKCS#11 failure, keeping the CKR code and the failing call so operators can look it up.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum HsmError {
     /// The module could not be loaded.
@@ -39,7 +40,7 @@ pub enum HsmError {
     #[error("token '{0}' reports the next wrong PIN locks it (final try); certfab will not risk it. Verify the PIN source, then log in once by hand (pkcs11-tool --login --test) to reset the counter")]
     PinFinalTry(String),
     /// The PIN was refused.
-    #[error("login to token '{token}' refused: {}. certfab makes one attempt per run; check the PIN source ({source_name})", ckr_name(rv))]
+    #[error("login to token '{token}' refused: {}. certfab makes one attempt per run; check the PIN source ({source_name}). PIN lockout: {lockout}", ckr_name(rv))]
     LoginRefused {
         /// Token label.
         token: String,
@@ -47,6 +48,8 @@ pub enum HsmError {
         rv: RvError,
         /// Where the PIN came from (never the PIN).
         source_name: String,
+        /// The lockout state the token reports after the refusal (docs/hsm-compat.md).
+        lockout: String,
     },
     /// The named key is not on the token.
     #[error("no private key matches {uri} on token '{token}'; keys present: {present}")]
@@ -78,16 +81,29 @@ pub enum HsmError {
         /// What was found.
         what: String,
     },
+    /// The token lists no mechanism certfab can make the key's signatures with.
+    #[error("key {uri}: {why}; certfab cannot sign with it on this token (docs/hsm-compat.md)")]
+    NoMechanism {
+        uri: String,
+        /// What was looked for and found.
+        why: String,
+    },
     /// The token key does not belong to the CA certificate.
     #[error("the public key of {uri} does not match CA certificate {cert}; refusing to sign. Point the profile at the right certificate, or import it with `certfab ca import`")]
     KeyMismatch { uri: String, cert: String },
-    /// Recovery failed after bounded retries.
-    #[error("token still failing after {attempts} recovery attempts; last error: {last}. Check the HSM connection and restart")]
-    RecoveryExhausted {
-        /// Attempts made.
-        attempts: u32,
-        /// The last error.
+    /// The token was lost and did not answer again within the recovery window
+    /// (`pkcs11.recovery_window`). Names the failure that began the outage, which is the real
+    /// cause; the last attempt's error only says how far the re-open got.
+    #[error("the token stopped answering ({cause}) and did not come back within the recovery window of {} ({attempts} re-open attempts; the last: {}). Check the HSM and the connection to it (a network HSM's client, a remote token's server), then run the same command again: what was done is kept", secs(*window), reopen_detail(last))]
+    Unavailable {
+        /// The failure that began the outage.
+        cause: Box<HsmError>,
+        /// The last re-open attempt's failure.
         last: Box<HsmError>,
+        /// The recovery window that passed.
+        window: Duration,
+        /// Re-open attempts made.
+        attempts: u32,
     },
     /// The key demands a context-specific login (CKA_ALWAYS_AUTHENTICATE) before every
     /// signature, which certfab does not do: refused before the first C_Sign instead of
@@ -122,29 +138,20 @@ impl HsmError {
         }
     }
 
-    /// What the token returned, when this is a PKCS#11 error.
+    /// What the token returned, when this is a PKCS#11 error (for a token that stayed lost:
+    /// what began the outage).
     pub fn rv(&self) -> Option<RvError> {
         match self {
             Self::Call { rv, .. } | Self::LoginRefused { rv, .. } => Some(*rv),
+            Self::Unavailable { cause, .. } => cause.rv(),
             _ => None,
         }
     }
 
-    /// Errors after which finalize → initialize → login → re-find key may help.
-    pub fn is_recoverable(&self) -> bool {
-        matches!(
-            self.rv(),
-            Some(
-                RvError::DeviceError
-                    | RvError::DeviceRemoved
-                    | RvError::SessionHandleInvalid
-                    | RvError::SessionClosed
-                    | RvError::ObjectHandleInvalid
-                    | RvError::KeyHandleInvalid
-                    | RvError::CryptokiNotInitialized
-                    | RvError::UserNotLoggedIn
-            )
-        )
+    /// The token refused another session (`CKR_SESSION_COUNT`): its session limit, not a
+    /// fault.
+    pub fn is_session_limit(&self) -> bool {
+        self.rv() == Some(RvError::SessionCount)
     }
 
     /// A key that exists but does not belong to the configured certificate is a configuration
@@ -167,6 +174,25 @@ impl From<HsmError> for crate::crypto::SignError {
     fn from(e: HsmError) -> Self {
         Self::Backend(Box::new(e))
     }
+}
+
+/// How far a re-open got, without the configuration advice that the same error carries when
+/// a command starts (during an outage, "no such token" means it is not back yet).
+fn reopen_detail(e: &HsmError) -> String {
+    match e {
+        HsmError::TokenNotFound { wanted, present } => {
+            format!("the module lists no token {wanted} (tokens present: {present})")
+        }
+        HsmError::KeyNotFound { uri, token, .. } => {
+            format!("key {uri} not found on token '{token}' again")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// `30 s`, `0.2 s`: a window as the site config would state it.
+fn secs(d: Duration) -> String {
+    format!("{} s", d.as_secs_f64())
 }
 
 /// What to do about a return value, when certfab knows.
@@ -207,7 +233,6 @@ mod tests {
             Function::Sign,
         ));
         assert_eq!(e.rv(), Some(RvError::DeviceRemoved));
-        assert!(e.is_recoverable());
         assert_eq!(
             e.to_string(),
             "C_Sign failed with CKR_DEVICE_REMOVED; is the HSM connected?"
@@ -216,7 +241,6 @@ mod tests {
             RvError::PinIncorrect,
             Function::Login,
         ));
-        assert!(!pin.is_recoverable());
         assert_eq!(
             pin.to_string(),
             "C_Login failed with CKR_PIN_INCORRECT; the PIN is wrong"

@@ -63,9 +63,9 @@ pub fn info(hsm: &Hsm) -> Result<HsmInfo, HsmError> {
     let lib = ctx.get_library_info().map_err(HsmError::call)?;
     let library = format!(
         "{} {} ({})",
-        lib.library_description().trim(),
+        super::quirks::token_text(lib.library_description()),
         lib.library_version(),
-        lib.manufacturer_id().trim()
+        super::quirks::token_text(lib.manufacturer_id())
     );
     let mut tokens = Vec::new();
     for slot in ctx.get_slots_with_token().map_err(HsmError::call)? {
@@ -102,10 +102,10 @@ pub fn info(hsm: &Hsm) -> Result<HsmInfo, HsmError> {
         };
         tokens.push(TokenSummary {
             slot: slot.id(),
-            label: t.label().trim().into(),
-            manufacturer: t.manufacturer_id().trim().into(),
-            model: t.model().trim().into(),
-            serial: t.serial_number().trim().into(),
+            label: super::quirks::token_text(t.label()).into(),
+            manufacturer: super::quirks::token_text(t.manufacturer_id()).into(),
+            model: super::quirks::token_text(t.model()).into(),
+            serial: super::quirks::token_text(t.serial_number()).into(),
             selected: is_selected,
             pin_state,
             mechanisms,

@@ -1,5 +1,6 @@
 //! A signing key on the token, held by one worker with its own session.
 
+use super::quirks::RsaVia;
 use super::{find, labels, Hsm, HsmError, Pkcs11Uri};
 use crate::crypto::{raw_ecdsa_to_der, HashAlg, PublicKey, SignatureAlgorithm};
 use crate::crypto::{CryptoError, SignError, Signer};
@@ -11,10 +12,6 @@ use cryptoki::session::Session;
 use der::asn1::{BitString, ObjectIdentifier, OctetString};
 use der::{Decode, Encode};
 use std::sync::Mutex;
-use std::time::Duration;
-
-/// How many times a signature is retried after recovering the module.
-const RECOVERY_ATTEMPTS: u32 = 3;
 
 /// A private key on the token, resolved once, with the session that uses it.
 ///
@@ -26,6 +23,8 @@ pub struct HsmKey<'h> {
     uri: Pkcs11Uri,
     public: PublicKey,
     alg: SignatureAlgorithm,
+    /// Where RSA signatures are hashed on this token (`quirks::Quirks::rsa_via`).
+    via: RsaVia,
     live: Mutex<Live>,
 }
 
@@ -41,8 +40,13 @@ impl<'h> HsmKey<'h> {
         uri: &Pkcs11Uri,
         expected: Option<(&PublicKey, &str)>,
     ) -> Result<Self, HsmError> {
-        let (session, generation) = hsm.open_session()?;
-        let (handle, public) = resolve(hsm, &session, uri)?;
+        // A token lost before or while the key is opened (the audit checkpoint after a kill)
+        // is recovered like one lost while signing.
+        let (session, handle, public, generation) = hsm.recovering(|_| {
+            let (session, generation) = hsm.open_session()?;
+            let (handle, public) = resolve(hsm, &session, uri)?;
+            Ok((session, handle, public, generation))
+        })?;
         if let Some((want, cert)) = expected {
             if *want != public {
                 return Err(HsmError::KeyMismatch {
@@ -52,11 +56,13 @@ impl<'h> HsmKey<'h> {
             }
         }
         let alg = public.default_signature();
+        let via = rsa_via(hsm, uri, alg)?;
         let key = Self {
             hsm,
             uri: uri.clone(),
             public,
             alg,
+            via,
             live: Mutex::new(Live {
                 session,
                 handle,
@@ -84,11 +90,15 @@ impl<'h> HsmKey<'h> {
             })
     }
 
-    /// Uses RSASSA-PSS instead of PKCS#1 v1.5 (RSA keys only).
-    pub fn use_pss(&mut self) {
+    /// Uses RSASSA-PSS instead of PKCS#1 v1.5 (RSA keys only). Refused when the token lists
+    /// no RSA-PSS mechanism for signing (tpm2-pkcs11 lists none).
+    pub fn use_pss(&mut self) -> Result<(), HsmError> {
         if let SignatureAlgorithm::RsaPkcs1(h) = self.alg {
-            self.alg = SignatureAlgorithm::RsaPss(h);
+            let alg = SignatureAlgorithm::RsaPss(h);
+            self.via = rsa_via(self.hsm, &self.uri, alg)?;
+            self.alg = alg;
         }
+        Ok(())
     }
 
     /// The URI this key was found by.
@@ -96,41 +106,101 @@ impl<'h> HsmKey<'h> {
         &self.uri
     }
 
-    fn sign_once(&self, live: &Live, msg: &[u8]) -> Result<Vec<u8>, KeyError> {
-        let s = &live.session;
-        let call =
-            |m: &Mechanism, data: &[u8]| s.sign(m, live.handle, data).map_err(HsmError::call);
-        Ok(match self.alg {
-            SignatureAlgorithm::Ecdsa(h) => {
-                let raw = call(&Mechanism::Ecdsa, &h.digest(msg))?;
-                raw_ecdsa_to_der(&raw, raw.len() / 2)?
+    /// Signs `msg` with the key's algorithm: the host hashes (and for PKCS#1 v1.5 builds the
+    /// DigestInfo), the token signs once, recovering a lost token in between.
+    fn sign_recovering(&self, msg: &[u8]) -> Result<Vec<u8>, KeyError> {
+        let pss = |h: HashAlg| {
+            let (hash_alg, mgf) = match h {
+                HashAlg::Sha256 => (MechanismType::SHA256, PkcsMgfType::MGF1_SHA256),
+                HashAlg::Sha384 => (MechanismType::SHA384, PkcsMgfType::MGF1_SHA384),
+                HashAlg::Sha512 => (MechanismType::SHA512, PkcsMgfType::MGF1_SHA512),
+            };
+            PkcsPssParams {
+                hash_alg,
+                mgf,
+                s_len: (h.output_len() as u64).into(),
             }
-            SignatureAlgorithm::RsaPkcs1(h) => {
+        };
+        let (mechanism, data) = match (self.alg, self.via) {
+            (SignatureAlgorithm::Ecdsa(h), _) => (Mechanism::Ecdsa, h.digest(msg)),
+            (SignatureAlgorithm::RsaPkcs1(h), RsaVia::HostHash) => {
                 let mut di = h.digest_info_prefix().to_vec();
                 di.extend_from_slice(&h.digest(msg));
-                call(&Mechanism::RsaPkcs, &di)?
+                (Mechanism::RsaPkcs, di)
             }
-            SignatureAlgorithm::RsaPss(h) => {
-                let (hash_alg, mgf) = match h {
-                    HashAlg::Sha256 => (MechanismType::SHA256, PkcsMgfType::MGF1_SHA256),
-                    HashAlg::Sha384 => (MechanismType::SHA384, PkcsMgfType::MGF1_SHA384),
-                    HashAlg::Sha512 => (MechanismType::SHA512, PkcsMgfType::MGF1_SHA512),
-                };
-                let params = PkcsPssParams {
-                    hash_alg,
-                    mgf,
-                    s_len: (h.output_len() as u64).into(),
-                };
-                call(&Mechanism::RsaPkcsPss(params), &h.digest(msg))?
+            (SignatureAlgorithm::RsaPkcs1(h), RsaVia::TokenHash) => (
+                match h {
+                    HashAlg::Sha256 => Mechanism::Sha256RsaPkcs,
+                    HashAlg::Sha384 => Mechanism::Sha384RsaPkcs,
+                    HashAlg::Sha512 => Mechanism::Sha512RsaPkcs,
+                },
+                msg.to_vec(),
+            ),
+            (SignatureAlgorithm::RsaPss(h), RsaVia::HostHash) => {
+                (Mechanism::RsaPkcsPss(pss(h)), h.digest(msg))
             }
-            SignatureAlgorithm::Ed25519 => {
+            (SignatureAlgorithm::RsaPss(h), RsaVia::TokenHash) => (
+                match h {
+                    HashAlg::Sha256 => Mechanism::Sha256RsaPkcsPss(pss(h)),
+                    HashAlg::Sha384 => Mechanism::Sha384RsaPkcsPss(pss(h)),
+                    HashAlg::Sha512 => Mechanism::Sha512RsaPkcsPss(pss(h)),
+                },
+                msg.to_vec(),
+            ),
+            (SignatureAlgorithm::Ed25519, _) => {
                 return Err(HsmError::UnsupportedKey {
                     uri: self.uri.to_string(),
                     what: "Ed25519".into(),
                 }
                 .into())
             }
+        };
+        let raw = self.sign_raw(&mechanism, &data)?;
+        Ok(match self.alg {
+            SignatureAlgorithm::Ecdsa(_) => raw_ecdsa_to_der(&raw, raw.len() / 2)?,
+            _ => raw,
         })
+    }
+
+    /// One `C_Sign` of `data`, through the recovery loop: a session of a module generation
+    /// that no longer exists (another worker re-opened the token) is replaced before use, and
+    /// after a re-open the key found again must be the same key.
+    fn sign_raw(&self, mechanism: &Mechanism, data: &[u8]) -> Result<Vec<u8>, HsmError> {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        self.hsm.recovering(|reopen| {
+            if reopen || live.generation != self.hsm.generation() {
+                self.reopen(&mut live)?;
+            }
+            live.session
+                .sign(mechanism, live.handle, data)
+                .map_err(HsmError::call)
+        })
+    }
+
+    /// A new session on the current module generation, with the key found again.
+    fn reopen(&self, live: &mut Live) -> Result<(), HsmError> {
+        let (session, generation) = self.hsm.open_session()?;
+        let (handle, public) = resolve(self.hsm, &session, &self.uri)?;
+        if public != self.public {
+            return Err(HsmError::KeyMismatch {
+                uri: self.uri.to_string(),
+                cert: "the key found before recovery".into(),
+            });
+        }
+        let old = std::mem::replace(
+            live,
+            Live {
+                session,
+                handle,
+                generation,
+            },
+        );
+        if old.generation != generation {
+            // Its context is gone; closing it now could close another worker's session
+            // that got the same handle.
+            std::mem::forget(old.session);
+        }
+        Ok(())
     }
 }
 
@@ -176,63 +246,14 @@ impl Signer for HsmKey<'_> {
     }
 }
 
-impl HsmKey<'_> {
-    /// Signs, recovering the module and this worker's session after a recoverable token error
-    /// (bounded, with backoff) and insisting that the key found again is the same key.
-    fn sign_recovering(&self, msg: &[u8]) -> Result<Vec<u8>, KeyError> {
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        let mut attempt = 0;
-        loop {
-            let err = match self.sign_once(&live, msg) {
-                Ok(sig) => return Ok(sig),
-                Err(KeyError::Hsm(e)) if e.is_recoverable() => e,
-                Err(e) => return Err(e),
-            };
-            if attempt == RECOVERY_ATTEMPTS {
-                return Err(HsmError::RecoveryExhausted {
-                    attempts: attempt,
-                    last: Box::new(err),
-                }
-                .into());
-            }
-            std::thread::sleep(Duration::from_millis(50 << (2 * attempt)));
-            attempt += 1;
-            // Recover the module (once across workers), then this worker's session and key,
-            // and insist the key found again is the same key.
-            if let Err(e) = self.hsm.recover(live.generation) {
-                if attempt == RECOVERY_ATTEMPTS {
-                    return Err(e.into());
-                }
-                continue;
-            }
-            match self.hsm.open_session().and_then(|(session, generation)| {
-                let (handle, public) = resolve(self.hsm, &session, &self.uri)?;
-                Ok((session, handle, generation, public))
-            }) {
-                Ok((session, handle, generation, public)) => {
-                    if public != self.public {
-                        return Err(HsmError::KeyMismatch {
-                            uri: self.uri.to_string(),
-                            cert: "the key found before recovery".into(),
-                        }
-                        .into());
-                    }
-                    let old = std::mem::replace(
-                        &mut *live,
-                        Live {
-                            session,
-                            handle,
-                            generation,
-                        },
-                    );
-                    // Its context is gone; closing it again would only error.
-                    std::mem::forget(old.session);
-                }
-                Err(e) if e.is_recoverable() && attempt < RECOVERY_ATTEMPTS => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
+/// How this token makes `alg` signatures with the key at `uri` (docs/hsm-compat.md).
+fn rsa_via(hsm: &Hsm, uri: &Pkcs11Uri, alg: SignatureAlgorithm) -> Result<RsaVia, HsmError> {
+    hsm.quirks()
+        .rsa_via(alg, |m| hsm.signs_with(m))
+        .map_err(|why| HsmError::NoMechanism {
+            uri: uri.to_string(),
+            why,
+        })
 }
 
 /// Finds the single private key the URI names, checks it cannot leave the token, and reads

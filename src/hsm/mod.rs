@@ -10,6 +10,8 @@ mod error;
 mod info;
 mod key;
 mod keygen;
+mod quirks;
+mod recovery;
 
 pub use crate::pkcs11_uri::Pkcs11Uri;
 pub use bench::{bench, BenchResult};
@@ -17,6 +19,8 @@ pub use error::HsmError;
 pub use info::{info, HsmInfo};
 pub use key::HsmKey;
 pub use keygen::{generate_ca_key, import_certificate, init_token, CaKeyAlgorithm, CertObject};
+use recovery::Fault;
+pub use recovery::DEFAULT_RECOVERY_WINDOW;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::RvError;
@@ -26,6 +30,7 @@ use cryptoki::slot::Slot;
 use secrecy::SecretString;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::Duration;
 
 /// A loaded PKCS#11 module with one selected token.
 ///
@@ -36,6 +41,7 @@ pub struct Hsm {
     token: Pkcs11Uri,
     state: Mutex<State>,
     login: Mutex<Option<Login>>,
+    recovery: recovery::Recovery,
 }
 
 struct State {
@@ -44,6 +50,11 @@ struct State {
     label: String,
     /// Bumped on every re-initialisation, so sessions know they are stale.
     generation: u64,
+    /// Whether `ctx` is initialised: a re-open that failed half-way left it finalized, and
+    /// finalizing it again upsets some modules (p11-kit's client asserts).
+    live: bool,
+    /// What certfab adapts to in this module.
+    quirks: quirks::Quirks,
 }
 
 struct Login {
@@ -56,6 +67,7 @@ impl Hsm {
     /// Loads `module` and selects the token that `token` names (label, serial, or slot).
     pub fn open(module: &Path, token: &Pkcs11Uri) -> Result<Self, HsmError> {
         let (ctx, slot, label) = init(module, token)?;
+        let quirks = quirks::Quirks::detect(&ctx);
         Ok(Self {
             module: module.to_path_buf(),
             token: token.clone(),
@@ -64,9 +76,24 @@ impl Hsm {
                 slot,
                 label,
                 generation: 0,
+                live: true,
+                quirks,
             }),
             login: Mutex::new(None),
+            recovery: recovery::Recovery::new(DEFAULT_RECOVERY_WINDOW),
         })
+    }
+
+    /// How long a lost token is re-opened before the command gives up (the site config's
+    /// `pkcs11.recovery_window`; [`DEFAULT_RECOVERY_WINDOW`] otherwise).
+    pub fn with_recovery_window(mut self, window: Duration) -> Self {
+        self.recovery = recovery::Recovery::new(window);
+        self
+    }
+
+    /// The recovery window in force.
+    pub fn recovery_window(&self) -> Duration {
+        self.recovery.window()
     }
 
     /// The selected token's label.
@@ -112,6 +139,11 @@ impl Hsm {
                             token: label,
                             rv,
                             source_name: source_name.into(),
+                            // Read again: the refusal may have changed the token's flags.
+                            lockout: quirks::Quirks::detect(&ctx).lockout_state(
+                                ctx.get_token_info(slot).ok().as_ref(),
+                                rv == RvError::PinLocked,
+                            ),
                         },
                         _ => e,
                     });
@@ -123,6 +155,23 @@ impl Hsm {
             _session: session,
         });
         Ok(())
+    }
+
+    /// How many more sessions the token says this application may open (the smaller of its
+    /// session and read-write session room), when it states a limit.
+    pub fn session_room(&self) -> Option<u64> {
+        let (ctx, slot, _) = self.context();
+        let info = ctx.get_token_info(slot).ok()?;
+        let room = |max: cryptoki::slot::Limit, open: Option<u64>| match max {
+            cryptoki::slot::Limit::Max(m) => Some(m.saturating_sub(open.unwrap_or(0))),
+            _ => None,
+        };
+        let all = room(info.max_session_count(), info.session_count());
+        let rw = room(info.max_rw_session_count(), info.rw_session_count());
+        match (all, rw) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Whether a login succeeded in this run.
@@ -137,20 +186,98 @@ impl Hsm {
         Ok((s, generation))
     }
 
+    /// Runs `op` until it succeeds, re-opening a lost token in between: the one recovery
+    /// loop behind every use of the token (see `recovery` for what counts as lost and how
+    /// long certfab tries). `op` gets `true` when it must open its session and find its key
+    /// again; it must be safe to repeat (it reads, or signs bytes already committed).
+    pub(crate) fn recovering<T>(
+        &self,
+        mut op: impl FnMut(bool) -> Result<T, HsmError>,
+    ) -> Result<T, HsmError> {
+        let mut reopen = false;
+        let mut reinit = false;
+        let mut busy_retried = false;
+        let mut seen = self.generation();
+        loop {
+            if let Some(e) = self.recovery.gave_up() {
+                return Err(e);
+            }
+            if reinit {
+                match self.recover(seen) {
+                    Ok(()) => {
+                        reinit = false;
+                        reopen = true;
+                    }
+                    Err(e) => {
+                        if recovery::classify(&e, true) == Fault::Refused {
+                            return Err(self.recovery.give_up_with(e));
+                        }
+                        std::thread::sleep(self.recovery.failed(e)?);
+                        continue;
+                    }
+                }
+            }
+            seen = self.generation();
+            let err = match op(reopen) {
+                Ok(v) => {
+                    self.recovery.healed();
+                    return Ok(v);
+                }
+                Err(e) => e,
+            };
+            match recovery::classify(&err, reopen) {
+                // A re-open that found something else than before (another key, a refused
+                // login): stop every worker, not only this one.
+                Fault::Refused if reopen => return Err(self.recovery.give_up_with(err)),
+                Fault::Refused => return Err(err),
+                Fault::Busy if !busy_retried => {
+                    busy_retried = true;
+                    std::thread::sleep(self.recovery.failed(err)?);
+                }
+                Fault::Busy | Fault::Lost => {
+                    std::thread::sleep(self.recovery.failed(err)?);
+                    reinit = true;
+                }
+            }
+        }
+    }
+
+    /// What certfab adapts to in the loaded module.
+    pub(crate) fn quirks(&self) -> quirks::Quirks {
+        self.lock().quirks
+    }
+
+    /// Whether the token lists `mechanism` for signing.
+    pub(crate) fn signs_with(&self, mechanism: cryptoki::mechanism::MechanismType) -> bool {
+        let (ctx, slot, _) = self.context();
+        ctx.get_mechanism_info(slot, mechanism)
+            .is_ok_and(|i| i.sign())
+    }
+
+    /// The module's generation: bumped by every re-initialisation.
+    pub(crate) fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
     /// Finalizes and re-initializes the module, then logs in again with the PIN that already
     /// succeeded this run. Does nothing if another worker already recovered past `seen`.
     pub(crate) fn recover(&self, seen: u64) -> Result<(), HsmError> {
         let mut st = self.lock();
-        if st.generation != seen {
+        if st.generation != seen && st.live {
             return Ok(());
         }
-        // Finalize errors are expected when the module already lost its state.
-        let _ = st.ctx.clone().finalize();
+        if st.live {
+            // Finalize errors are expected when the module already lost its state.
+            let _ = st.ctx.clone().finalize();
+            st.live = false;
+        }
         let (ctx, slot, label) = init(&self.module, &self.token)?;
         st.ctx = ctx;
         st.slot = slot;
         st.label = label;
         st.generation += 1;
+        st.live = true;
+        st.quirks = quirks::Quirks::detect(&st.ctx);
         drop(st);
         let mut login = self.login.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(l) = login.as_mut() {
@@ -161,6 +288,7 @@ impl Hsm {
                 Err(e) => {
                     let e = HsmError::call(e);
                     if e.rv() != Some(RvError::UserAlreadyLoggedIn) {
+                        // The session belongs to the new context: closing it is right.
                         return Err(e);
                     }
                 }
@@ -200,37 +328,48 @@ fn init(module: &Path, token: &Pkcs11Uri) -> Result<(Pkcs11, Slot, String), HsmE
         path: module.to_path_buf(),
         detail: e.to_string(),
     })?;
-    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-        Ok(()) => {}
+    let ours = match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) => true,
         Err(e) => {
             let e = HsmError::call(e);
             if e.rv() != Some(RvError::CryptokiAlreadyInitialized) {
                 return Err(e);
             }
+            false
         }
+    };
+    let found = select(&ctx, token);
+    if found.is_err() && ours {
+        // Leave the module as found, so the next attempt starts clean.
+        let _ = ctx.clone().finalize();
     }
+    found.map(|(slot, label)| (ctx, slot, label))
+}
+
+/// The slot of the token `token` names.
+fn select(ctx: &Pkcs11, token: &Pkcs11Uri) -> Result<(Slot, String), HsmError> {
     let slots = ctx.get_slots_with_token().map_err(HsmError::call)?;
     let mut present = Vec::new();
     for slot in slots {
         let info = ctx.get_token_info(slot).map_err(HsmError::call)?;
-        let label = info.label().trim().to_string();
+        let label = quirks::token_text(info.label()).to_string();
         present.push(label.clone());
         let ok = token.token.as_deref().is_none_or(|t| t == label)
             && token
                 .serial
                 .as_deref()
-                .is_none_or(|s| s == info.serial_number().trim())
+                .is_none_or(|s| s == quirks::token_text(info.serial_number()))
             && token.slot_id.is_none_or(|id| id == slot.id())
             && token
                 .manufacturer
                 .as_deref()
-                .is_none_or(|m| m == info.manufacturer_id().trim())
+                .is_none_or(|m| m == quirks::token_text(info.manufacturer_id()))
             && token
                 .model
                 .as_deref()
-                .is_none_or(|m| m == info.model().trim());
+                .is_none_or(|m| m == quirks::token_text(info.model()));
         if ok && info.token_initialized() {
-            return Ok((ctx, slot, label));
+            return Ok((slot, label));
         }
     }
     Err(HsmError::TokenNotFound {

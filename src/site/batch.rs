@@ -91,7 +91,9 @@ pub fn run(
         _ => None,
     };
     let session = site.issuing_session(Some(&profile), &ca_ref, None)?;
-    let (mut ledger, ca, signers) = session.worker_keys(req.jobs)?;
+    let workers = session.worker_keys(req.jobs)?;
+    let (mut ledger, ca, signers) = (workers.ledger, workers.ca, workers.keys);
+    let mut notices: Vec<String> = workers.note.into_iter().collect();
     ui.signing_starts();
     let job = BatchJob {
         profile: &profile,
@@ -110,7 +112,6 @@ pub fn run(
     let summary = batch::run(&job, &mut ledger, &|handled, issued| {
         ui.progress(handled, issued)
     })?;
-    let mut notices = Vec::new();
     let manifest = if summary.interrupted && manifest_target.is_some() {
         notices.push(format!(
             "no manifest: the batch was interrupted; resume it, then certfab manifest build --batch {}",

@@ -149,7 +149,8 @@ impl Site {
     pub fn open(config: &Path) -> Result<Self, Error> {
         let config = SiteConfig::load(config)?;
         config.apply_module_env();
-        let hsm = Hsm::open(&config.module, &config.token)?;
+        let hsm =
+            Hsm::open(&config.module, &config.token)?.with_recovery_window(config.recovery_window);
         Ok(Self {
             config,
             hsm,
@@ -332,7 +333,7 @@ impl Site {
             .hsm
             .key(&ca.key, Some((&cert.public_key, &cert.source)))?;
         if ca.rsa_pss {
-            key.use_pss();
+            key.use_pss()?;
         }
         Ok(Issuer {
             ca: IssuingCa {
