@@ -293,7 +293,7 @@ fn status(ctx: &Ctx, id: Option<String>) -> Result<ExitCode, Error> {
     };
     let st = ledger
         .status(&id)?
-        .ok_or_else(|| Error::Usage(format!("no batch {id} in {}", cfg.ledger.display())))?;
+        .ok_or_else(|| Error::Usage(format!("no batch {id} in {}", cfg.ledger)))?;
     let mut h = format!(
         "batch {} ({}, profile {}, CA {})\n  started {}{}\n  {}",
         crate::text::escape(&st.batch.id),
@@ -331,7 +331,7 @@ fn close(ctx: &Ctx, id: &str, reason: &str) -> Result<ExitCode, Error> {
         Error::Usage(format!(
             "no batch {} in {}",
             crate::text::escape(id),
-            cfg.ledger.display()
+            cfg.ledger
         ))
     })?;
     if let Some(f) = &st.batch.finished_at {

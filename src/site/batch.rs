@@ -150,7 +150,7 @@ pub fn resume_request(
     let batch = ledger.batch(id)?.ok_or_else(|| {
         Error::Usage(format!(
             "no batch {id} in {}; `certfab batch status` shows the latest",
-            site_cfg.ledger.display()
+            site_cfg.ledger
         ))
     })?;
     let key = ledger.batch_input_key(id)?.unwrap_or_default();
