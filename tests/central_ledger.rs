@@ -774,3 +774,57 @@ fn item7_three_stations_and_a_batch_over_one_pool() {
     let v = line.certfab(&["log", "verify"]);
     assert!(v.status.success(), "{}", text(&v));
 }
+
+/// Item 7 (the SoftHSM concurrent-open flake): forty certfab processes started at the same
+/// instant on one token (a central ledger, so they share no ledger file lock) all open the
+/// token, log in and issue; before the bounded retry at open some exited 4 with
+/// `CKR_GENERAL_ERROR` or "no token matches".
+#[test]
+fn item7_forty_processes_open_one_token_at_once() {
+    let line = Line::on_postgres();
+    let dir = line.file("work");
+    std::fs::create_dir_all(&dir).unwrap();
+    // The schema exists before the crowd arrives (one migration is not what is tested here).
+    let c = csr(&dir, "crowd-0");
+    ok(&line.certfab(&issue_args(
+        "generic-iot",
+        &c,
+        "crowd-0",
+        &line.file("crowd/0"),
+    )));
+    let n = 40;
+    let csrs: Vec<PathBuf> = (1..=n).map(|i| csr(&dir, &format!("crowd-{i}"))).collect();
+    let start = std::sync::Arc::new(std::sync::Barrier::new(n));
+    let config = line.config();
+    let hs: Vec<_> = (1..=n)
+        .map(|i| {
+            let (start, config, c) = (start.clone(), config.clone(), csrs[i - 1].clone());
+            let out = line.file(&format!("crowd/{i}"));
+            std::thread::spawn(move || {
+                let id = format!("crowd-{i}");
+                let mut cmd = Command::new(bin());
+                cmd.arg("--config")
+                    .arg(&config)
+                    .args(issue_args("generic-iot", &c, &id, &out))
+                    .env_remove("CERTFAB_CONFIG");
+                start.wait();
+                (id, cmd.output().unwrap())
+            })
+        })
+        .collect();
+    let mut failed = Vec::new();
+    for h in hs {
+        let (id, o) = h.join().unwrap();
+        if !o.status.success() {
+            failed.push(format!("{id}: exit {:?}: {}", code(&o), text(&o)));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {n} failed:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+    let v = line.certfab(&["log", "verify"]);
+    assert!(v.status.success(), "{}", text(&v));
+}
