@@ -699,11 +699,7 @@ fn item7_three_stations_and_a_batch_over_one_pool() {
     // One thread per station, each issuing its devices one after another.
     let mut stations = Vec::new();
     for cfg in &cfgs {
-        let mine: Vec<_> = jobs
-            .iter()
-            .filter(|(c, _, _)| c == cfg)
-            .cloned()
-            .collect();
+        let mine: Vec<_> = jobs.iter().filter(|(c, _, _)| c == cfg).cloned().collect();
         stations.push(std::thread::spawn(move || {
             mine.into_iter()
                 .map(|(cfg, a, out)| {
@@ -827,4 +823,40 @@ fn item7_forty_processes_open_one_token_at_once() {
     );
     let v = line.certfab(&["log", "verify"]);
     assert!(v.status.success(), "{}", text(&v));
+}
+
+/// The figures in docs/performance.md "Central ledger": the same batch (host keys, no key
+/// files kept encrypted) on a SQLite ledger and on a central PostgreSQL ledger, one after the
+/// other on one token. Not part of the suite (`--ignored`); N from CERTFAB_BENCH_N (2000).
+#[test]
+#[ignore]
+fn bench_batch_rate_sqlite_vs_postgres() {
+    let n: usize = std::env::var("CERTFAB_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let mut line = Line::new();
+    let rate = |line: &Line, tag: &str| {
+        let t = std::time::Instant::now();
+        let s = line.host_batch(
+            "generic-iot",
+            n,
+            &format!("{tag}-{{seq}}"),
+            &line.file(&format!("bench-{tag}")),
+            &["--plain-keys"],
+        );
+        assert_eq!(s["issued"], n as u64, "{s}");
+        n as f64 / t.elapsed().as_secs_f64()
+    };
+    let sqlite = rate(&line, "lite");
+    let cluster = PgCluster::start();
+    let ledger = cluster.ledger("bench");
+    let text = std::fs::read_to_string(line.config()).unwrap();
+    std::fs::write(line.config(), common::pg::with_ledger(&text, &ledger)).unwrap();
+    let postgres = rate(&line, "pg");
+    line.pg = Some((cluster, ledger));
+    println!(
+        "batch of {n}: SQLite {sqlite:.0}/s, PostgreSQL {postgres:.0}/s ({:.0} %)",
+        100.0 * postgres / sqlite
+    );
 }

@@ -10,7 +10,7 @@
 //! of `prev\nseq\nat\nstation\nkind\nbatch\ndevice\ndetail`. Once a v2 row exists, a v1 row
 //! after it is refused (no downgrade).
 
-use super::db::{p, Conn, Row};
+use super::db::{p, Conn, Row, Tx};
 use super::LedgerError;
 use std::collections::BTreeMap;
 
@@ -22,10 +22,16 @@ pub struct AuditHead {
     pub hash: String,
     /// Sequence number of the last event of this station.
     pub station_seq: i64,
+    /// Sequence number of the last event.
+    pub seq: i64,
     /// Who is recorded as acting (station operator, or the OS user).
     pub operator: Option<String>,
     /// When: the ledger's clock.
     pub(super) clock: std::sync::Arc<dyn crate::clock::Clock>,
+    /// The write transaction in which `hash` and `station_seq` were read from the database:
+    /// inside it they stay true (the writers' lock is held), so a group of events costs one
+    /// read of the head, not one per event.
+    pub(super) read_in: Option<u64>,
 }
 
 impl Default for AuditHead {
@@ -33,8 +39,10 @@ impl Default for AuditHead {
         Self {
             hash: String::new(),
             station_seq: 0,
+            seq: 0,
             operator: None,
             clock: std::sync::Arc::new(crate::clock::SystemClock),
+            read_in: None,
         }
     }
 }
@@ -61,8 +69,10 @@ impl AuditHead {
         Ok(Self {
             hash: hash.unwrap_or_else(|| GENESIS.into()),
             station_seq,
+            seq: 0,
             operator: default_operator(),
             clock,
+            read_in: None,
         })
     }
 }
@@ -184,7 +194,7 @@ fn material_v2(
 /// lock): with many stations on one ledger there is still one chain, in commit order
 /// (docs/central-ledger.md "One audit chain").
 pub(super) fn append(
-    tx: &Conn,
+    tx: &Tx<'_>,
     head: &mut AuditHead,
     station: &str,
     kind: &str,
@@ -194,20 +204,24 @@ pub(super) fn append(
 ) -> Result<(), LedgerError> {
     let at = super::stamp(&*head.clock);
     let detail = detail.to_string();
-    let (last, prev): (i64, String) = tx
-        .opt(
-            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
-            &[],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?
-        .unwrap_or((0, GENESIS.into()));
-    let seq = last + 1;
-    head.hash = prev;
-    head.station_seq = tx.one(
-        "SELECT COALESCE(MAX(station_seq), 0) FROM audit WHERE station = ?1",
-        p![station],
-        |r| r.get(0),
-    )?;
+    if head.read_in != Some(tx.id()) {
+        let (last, prev): (i64, String) = tx
+            .opt(
+                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                &[],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?
+            .unwrap_or((0, GENESIS.into()));
+        head.seq = last;
+        head.hash = prev;
+        head.station_seq = tx.one(
+            "SELECT COALESCE(MAX(station_seq), 0) FROM audit WHERE station = ?1",
+            p![station],
+            |r| r.get(0),
+        )?;
+        head.read_in = Some(tx.id());
+    }
+    let seq = head.seq + 1;
     let station_seq = head.station_seq + 1;
     let material = material_v2(
         &head.hash,
@@ -227,6 +241,7 @@ pub(super) fn append(
         p![seq, at, station, station_seq, head.operator, kind, batch, device, detail, head.hash, hash],
     )?;
     head.hash = hash;
+    head.seq = seq;
     head.station_seq = station_seq;
     Ok(())
 }

@@ -434,6 +434,7 @@ impl Conn {
                 let tx = Tx {
                     conn: self,
                     open: true,
+                    id: next_tx_id(),
                 };
                 tx.exec("SELECT pg_advisory_xact_lock(?1)", p![WRITER_LOCK])?;
                 return Ok(tx);
@@ -442,6 +443,7 @@ impl Conn {
         Ok(Tx {
             conn: self,
             open: true,
+            id: next_tx_id(),
         })
     }
 
@@ -481,6 +483,15 @@ impl Conn {
 pub(crate) struct Tx<'c> {
     conn: &'c Conn,
     open: bool,
+    /// Unique in this process: what was read inside one transaction stays true until it ends.
+    id: u64,
+}
+
+/// The next transaction's id.
+static TX_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_tx_id() -> u64 {
+    TX_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl std::ops::Deref for Tx<'_> {
@@ -491,6 +502,11 @@ impl std::ops::Deref for Tx<'_> {
 }
 
 impl Tx<'_> {
+    /// This transaction's id (see [`Tx::id`]'s field).
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
     /// Commits (SQLite: fsync'd under `synchronous=FULL`; PostgreSQL: durable once the
     /// server answers, with its default `synchronous_commit=on`).
     pub(crate) fn commit(mut self) -> Result<(), LedgerError> {

@@ -974,7 +974,7 @@ impl Ledger {
     }
 
     fn insert_rejections(
-        tx: &Conn,
+        tx: &db::Tx<'_>,
         head: &mut AuditHead,
         station: &str,
         batch_id: &str,
