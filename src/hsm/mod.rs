@@ -97,10 +97,9 @@ impl Hsm {
             return Err(HsmError::PinFinalTry(label));
         }
         let session = ctx.open_ro_session(slot).map_err(HsmError::call)?;
-        match session.login(UserType::User, Some(&pin)) {
+        match login_once_more_if_unread(&ctx, slot, &session, &pin) {
             Ok(()) => {}
             Err(e) => {
-                let e = HsmError::call(e);
                 if e.rv() != Some(RvError::UserAlreadyLoggedIn) {
                     return Err(match e.rv() {
                         Some(
@@ -233,6 +232,43 @@ fn token_info(ctx: &Pkcs11, slot: Slot) -> Result<cryptoki::slot::TokenInfo, Hsm
     loop {
         match ctx.get_token_info(slot).map_err(HsmError::call) {
             Err(e) if attempt < OPEN_ATTEMPTS && e.rv() == Some(RvError::GeneralError) => {
+                let mut jitter = [0u8; 1];
+                let _ = getrandom::getrandom(&mut jitter);
+                std::thread::sleep(std::time::Duration::from_millis(
+                    pause_ms + u64::from(jitter[0]) % pause_ms.max(1),
+                ));
+                pause_ms = (pause_ms * 2).min(300);
+                attempt += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// `C_Login`; when it fails with `CKR_GENERAL_ERROR` (SoftHSM could not read its token files
+/// while another process rewrote them, see [`init`]) and the token's flags show that attempt
+/// did not count against the PIN (no "count low", "final try" or "locked"), it is made again,
+/// a bounded number of times. A wrong PIN is never retried: only the one login attempt the
+/// token did not read is repeated.
+fn login_once_more_if_unread(
+    ctx: &Pkcs11,
+    slot: Slot,
+    session: &Session,
+    pin: &SecretString,
+) -> Result<(), HsmError> {
+    let mut pause_ms = 20u64;
+    let mut attempt = 1;
+    loop {
+        match session
+            .login(UserType::User, Some(pin))
+            .map_err(HsmError::call)
+        {
+            Err(e) if attempt < OPEN_ATTEMPTS && e.rv() == Some(RvError::GeneralError) => {
+                let info = token_info(ctx, slot)?;
+                if info.user_pin_count_low() || info.user_pin_final_try() || info.user_pin_locked()
+                {
+                    return Err(e);
+                }
                 let mut jitter = [0u8; 1];
                 let _ = getrandom::getrandom(&mut jitter);
                 std::thread::sleep(std::time::Duration::from_millis(
