@@ -72,8 +72,8 @@ pub use x509::{CaCert, FixedSerials, RandomSerials, SerialSource, RANDOM_BYTES};
 
 // The ledger.
 pub use ledger::{
-    AuditEvent, CertState, DeviceState, KeyOrigin, Ledger, LedgerError, ManifestRow,
-    PendingManifest, GENESIS,
+    AuditEvent, CertState, DeviceState, KeyOrigin, Ledger, LedgerError, LedgerLocation,
+    ManifestRow, PendingManifest, PgTarget, PgTls, GENESIS,
 };
 
 /// Signed checkpoints of the ledger's audit chain and their verification

@@ -429,7 +429,7 @@ fn check_complete(
         .collect();
     assert_eq!(issued, signed_audit, "audit issued events vs signed rows");
     assert_eq!(burned_events, burned, "audit burn events vs burned rows");
-    let chain = certfab::Ledger::open_read(&ledger_path(line), "x")
+    let chain = certfab::Ledger::open_read(ledger_path(line), "x")
         .unwrap()
         .verify_audit_chain();
     assert_eq!(chain, Ok(events.len() as u64), "audit chain");

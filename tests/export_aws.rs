@@ -533,7 +533,7 @@ fn verification_cert_jitp_and_jitr_bundles() {
             .to_lowercase(),
         format!("serial={}", detail["serial"].as_str().unwrap())
     );
-    let chain = certfab::Ledger::open_read(&line.file("ledger.sqlite"), "dev-line")
+    let chain = certfab::Ledger::open_read(line.file("ledger.sqlite"), "dev-line")
         .unwrap()
         .verify_audit_chain();
     assert!(chain.is_ok(), "{chain:?}");

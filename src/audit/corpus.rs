@@ -4,15 +4,14 @@
 use crate::ledger::{CertState, DeviceState, Ledger, LedgerError};
 use crate::profile::Profile;
 use crate::x509::CaCert;
-use rusqlite::Connection;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// What to read.
 #[derive(Debug, Clone, Default)]
 pub struct Sources {
-    /// Ledger files.
-    pub ledgers: Vec<PathBuf>,
+    /// Ledgers: files, or central ledgers.
+    pub ledgers: Vec<crate::ledger::LedgerLocation>,
     /// Manifests (`M.jsonl`, signature beside it as `M.jsonl.jws`), verified against the
     /// self-signed roots among `cas`.
     pub manifests: Vec<PathBuf>,
@@ -473,54 +472,28 @@ fn read_certs(path: &Path) -> Result<Vec<Vec<u8>>, CorpusError> {
     Ok(out)
 }
 
-fn has_table(conn: &Connection, name: &str) -> Result<bool, rusqlite::Error> {
-    conn.query_row(
-        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
-        [name],
-        |r| r.get::<_, i64>(0),
-    )
-    .map(|n| n > 0)
-}
-
-/// Every row `sql` returns, each mapped by `map`.
-fn query_all<T>(
-    conn: &Connection,
-    sql: &str,
-    map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-) -> Result<Vec<T>, rusqlite::Error> {
-    conn.prepare(sql)?.query_map([], map)?.collect()
-}
-
-fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool, rusqlite::Error> {
-    conn.query_row(
-        "SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = ?2",
-        [table, column],
-        |r| r.get::<_, i64>(0),
-    )
-    .map(|n| n > 0)
-}
-
 fn load_ledger(
-    path: &Path,
+    path: &crate::ledger::LedgerLocation,
     cas: &[CaEntry],
     profiles: &BTreeMap<String, Profile>,
     cp: &CheckpointInputs,
 ) -> Result<LedgerData, CorpusError> {
     let ledger = Ledger::open_read(path, "audit")?;
-    let shown = path.display().to_string();
-    let q = |e: rusqlite::Error| {
+    let shown = path.to_string();
+    let q = |e: LedgerError| {
         CorpusError::Ledger(LedgerError::Open {
             path: shown.clone(),
             msg: format!("cannot read it: {e}; is this a certfab ledger?"),
         })
     };
-    let conn = ledger.connection();
+    let conn = ledger.db();
     // One read transaction: every query below sees the same snapshot, even while a station
-    // writes (WAL readers do not block the writer, nor see its later commits).
-    conn.execute_batch("BEGIN").map_err(q)?;
+    // writes (WAL readers do not block the writer, nor see its later commits; a PostgreSQL
+    // reader uses a repeatable-read snapshot).
+    conn.snapshot().map_err(q)?;
     let audit_chain = ledger.verify_audit_chain();
     let checkpoints = match &cp.trust {
-        Some(trust) if has_table(conn, "checkpoints").map_err(q)? => {
+        Some(trust) if conn.has_table("checkpoints").map_err(q)? => {
             let id = ledger.ledger_id()?;
             let docs: Vec<_> = cp
                 .docs
@@ -540,62 +513,60 @@ fn load_ledger(
 
     let mut batches = BTreeMap::new();
     // Tenants arrived with schema 3.
-    let tenant_col = if has_column(conn, "batches", "tenant").map_err(q)? {
+    let tenant_col = if conn.has_column("batches", "tenant").map_err(q)? {
         "tenant"
     } else {
         "NULL"
     };
-    let mut st = conn
-        .prepare(&format!(
-            "SELECT id, station, profile, profile_sha256, {tenant_col} FROM batches"
-        ))
+    let rows = conn
+        .map(
+            &format!("SELECT id, station, profile, profile_sha256, {tenant_col} FROM batches"),
+            &[],
+            |r| {
+                Ok((
+                    r.get::<String>(0)?,
+                    BatchRec {
+                        station: r.get(1)?,
+                        profile: r.get(2)?,
+                        profile_sha256: r.get(3)?,
+                        tenant: r.get(4)?,
+                    },
+                ))
+            },
+        )
         .map_err(q)?;
-    let rows = st
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                BatchRec {
-                    station: r.get(1)?,
-                    profile: r.get(2)?,
-                    profile_sha256: r.get(3)?,
-                    tenant: r.get(4)?,
-                },
-            ))
-        })
-        .map_err(q)?;
-    for row in rows {
-        let (id, b) = row.map_err(q)?;
+    for (id, b) in rows {
         batches.insert(id, b);
     }
 
-    let devices = query_all(
-        conn,
-        "SELECT rowid, profile, device_id, batch_id, state, spki_sha256, serial, updated_at
+    let devices = conn
+        .map(
+            "SELECT rowid, profile, device_id, batch_id, state, spki_sha256, serial, updated_at
          FROM devices ORDER BY rowid",
-        |r| {
-            Ok(DeviceRec {
-                rowid: r.get(0)?,
-                profile: r.get(1)?,
-                device_id: r.get(2)?,
-                batch_id: r.get(3)?,
-                state: Recorded::read(r.get(4)?),
-                spki_sha256: r.get(5)?,
-                serial: r.get(6)?,
-                updated_at: r.get(7)?,
-            })
-        },
-    )
-    .map_err(q)?;
-
-    let certs = conn
-        .prepare(
-            "SELECT rowid, issuer_key_id, serial, profile, device_id, batch_id, state, der,
-                    cert_sha256, signed_at
-             FROM certificates ORDER BY rowid",
+            &[],
+            |r| {
+                Ok(DeviceRec {
+                    rowid: r.get(0)?,
+                    profile: r.get(1)?,
+                    device_id: r.get(2)?,
+                    batch_id: r.get(3)?,
+                    state: Recorded::read(r.get(4)?),
+                    spki_sha256: r.get(5)?,
+                    serial: r.get(6)?,
+                    updated_at: r.get(7)?,
+                })
+            },
         )
-        .map_err(q)?
-        .query_map([], |r| {
-            Ok(RawCert {
+        .map_err(q)?;
+
+    let mut certs = Vec::new();
+    conn.each(
+        "SELECT rowid, issuer_key_id, serial, profile, device_id, batch_id, state, der,
+                cert_sha256, signed_at
+         FROM certificates ORDER BY rowid",
+        &[],
+        |r| {
+            let c = RawCert {
                 rowid: r.get(0)?,
                 issuer_key_id: r.get(1)?,
                 serial: r.get(2)?,
@@ -606,12 +577,9 @@ fn load_ledger(
                 der: r.get(7)?,
                 cert_sha256: r.get(8)?,
                 signed_at: r.get(9)?,
-            })
-        })
-        .map_err(q)?
-        .map(|row| {
+            };
             // Examined here, one row at a time, so the DER is never all in memory at once.
-            row.map(|c| {
+            {
                 let der_sha256 = c
                     .der
                     .as_ref()
@@ -625,7 +593,7 @@ fn load_ledger(
                     )),
                     _ => None,
                 };
-                CertRow {
+                certs.push(CertRow {
                     rowid: c.rowid,
                     issuer_key_id: c.issuer_key_id,
                     serial: c.serial,
@@ -637,34 +605,36 @@ fn load_ledger(
                     cert_sha256: c.cert_sha256,
                     signed_at: c.signed_at,
                     leaf,
-                }
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(q)?;
-
-    let rejections = query_all(
-        conn,
-        "SELECT batch_id, line, device_id, kind, reason, at FROM rejections ORDER BY at, line",
-        |r| {
-            Ok(RejectionRec {
-                batch_id: r.get(0)?,
-                line: r.get(1)?,
-                device_id: r.get(2)?,
-                kind: r.get(3)?,
-                reason: r.get(4)?,
-                at: r.get(5)?,
-            })
+                });
+            }
+            Ok(true)
         },
     )
     .map_err(q)?;
 
+    let rejections = conn
+        .map(
+            "SELECT batch_id, line, device_id, kind, reason, at FROM rejections ORDER BY at, line",
+            &[],
+            |r| {
+                Ok(RejectionRec {
+                    batch_id: r.get(0)?,
+                    line: r.get(1)?,
+                    device_id: r.get(2)?,
+                    kind: r.get(3)?,
+                    reason: r.get(4)?,
+                    at: r.get(5)?,
+                })
+            },
+        )
+        .map_err(q)?;
+
     // Station tables arrived with schema 2; older ledgers have none.
-    let attempts = if has_table(conn, "attempts").map_err(q)? {
-        query_all(
-            conn,
+    let attempts = if conn.has_table("attempts").map_err(q)? {
+        conn.map(
             "SELECT id, batch_id, station, operator, profile, device_id, started_at, outcome, step, reason
              FROM attempts ORDER BY id",
+            &[],
             |r| {
                 Ok(AttemptRec {
                     id: r.get(0)?,
@@ -685,53 +655,54 @@ fn load_ledger(
         Vec::new()
     };
     let mut cert_status: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
-    if has_table(conn, "cert_status").map_err(q)? {
-        let mut st = conn
-            .prepare("SELECT issuer_key_id, serial, status FROM cert_status")
+    if conn.has_table("cert_status").map_err(q)? {
+        let rows = conn
+            .map(
+                "SELECT issuer_key_id, serial, status FROM cert_status",
+                &[],
+                |r| {
+                    Ok((
+                        r.get::<String>(0)?,
+                        r.get::<String>(1)?,
+                        r.get::<String>(2)?,
+                    ))
+                },
+            )
             .map_err(q)?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })
-            .map_err(q)?;
-        for row in rows {
-            let (k, s, status) = row.map_err(q)?;
+        for (k, s, status) in rows {
             cert_status.entry((k, s)).or_default().insert(status);
         }
     }
     let mut issued_events = BTreeSet::new();
-    let mut st = conn
-        .prepare("SELECT detail FROM audit WHERE kind = 'issued'")
+    let rows = conn
+        .map("SELECT detail FROM audit WHERE kind = 'issued'", &[], |r| {
+            r.get::<String>(0)
+        })
         .map_err(q)?;
-    let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(q)?;
     for row in rows {
-        let detail: serde_json::Value = serde_json::from_str(&row.map_err(q)?).unwrap_or_default();
+        let detail: serde_json::Value = serde_json::from_str(&row).unwrap_or_default();
         if let (Some(s), Some(h)) = (detail["serial"].as_str(), detail["cert_sha256"].as_str()) {
             issued_events.insert((s.to_string(), h.to_string()));
         }
     }
     let mut crls = Vec::new();
-    if has_table(conn, "crls").map_err(q)? {
-        let mut st = conn
-            .prepare("SELECT issuer_key_id, number, this_update, next_update, der FROM crls ORDER BY issuer_key_id, number")
+    if conn.has_table("crls").map_err(q)? {
+        let rows = conn
+            .map(
+                "SELECT issuer_key_id, number, this_update, next_update, der FROM crls ORDER BY issuer_key_id, number",
+                &[],
+                |r| {
+                    Ok((
+                        r.get::<String>(0)?,
+                        r.get::<i64>(1)?,
+                        r.get::<String>(2)?,
+                        r.get::<String>(3)?,
+                        r.get::<Vec<u8>>(4)?,
+                    ))
+                },
+            )
             .map_err(q)?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, Vec<u8>>(4)?,
-                ))
-            })
-            .map_err(q)?;
-        for row in rows {
-            let (issuer_key_id, number, this_update, next_update, der) = row.map_err(q)?;
+        for (issuer_key_id, number, this_update, next_update, der) in rows {
             let (serials, ca) = parse_crl(&der, cas);
             crls.push(CrlRec {
                 issuer_key_id,

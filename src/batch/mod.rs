@@ -219,7 +219,7 @@ pub fn run<S: Signer + Sync>(
         // group ahead of the one being reserved, signed and recorded here.
         let (prepared_tx, prepared_groups) =
             std::sync::mpsc::sync_channel::<Result<PreparedGroup, BatchError>>(1);
-        let ledger_path = ledger.path().to_path_buf();
+        let ledger_path = ledger.location().clone();
         let batch_id = batch.id.clone();
         let producer = scope.spawn(move || -> bool {
             let reader = match Ledger::open_read(&ledger_path, "") {
@@ -431,7 +431,7 @@ pub fn run<S: Signer + Sync>(
         counts: status.counts,
         problems: status.problems,
         out: job.out.display().to_string(),
-        ledger: ledger.path().display().to_string(),
+        ledger: ledger.location().to_string(),
     })
 }
 

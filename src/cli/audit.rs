@@ -50,7 +50,7 @@ pub(super) fn run(ctx: &Ctx, a: AuditArgs) -> Result<ExitCode, Error> {
         return Err(Error::Usage("--expiring-days must be 0..=36500".into()));
     }
     let src = Sources {
-        ledgers: a.ledgers,
+        ledgers: a.ledgers.into_iter().map(Into::into).collect(),
         manifests: a.manifests,
         cas: a.cas,
         cert_dirs: a.cert_dirs,

@@ -116,7 +116,7 @@ impl Hsm {
     pub fn login(&self, pin: SecretString, source_name: &str) -> Result<(), HsmError> {
         let (ctx, slot, _) = self.context();
         let label = self.token_label();
-        let info = ctx.get_token_info(slot).map_err(HsmError::call)?;
+        let info = token_info(&ctx, slot)?;
         if info.user_pin_locked() {
             return Err(HsmError::PinLocked(label));
         }
@@ -124,10 +124,9 @@ impl Hsm {
             return Err(HsmError::PinFinalTry(label));
         }
         let session = ctx.open_ro_session(slot).map_err(HsmError::call)?;
-        match session.login(UserType::User, Some(&pin)) {
+        match login_once_more_if_unread(&ctx, slot, &session, &pin) {
             Ok(()) => {}
             Err(e) => {
-                let e = HsmError::call(e);
                 if e.rv() != Some(RvError::UserAlreadyLoggedIn) {
                     return Err(match e.rv() {
                         Some(
@@ -323,7 +322,100 @@ impl Hsm {
     }
 }
 
+/// How often opening the token is tried when it fails the way a shared on-disk token store
+/// fails while another process writes it.
+const OPEN_ATTEMPTS: u32 = 8;
+
+/// Opens the module and finds the token, retrying a bounded number of times (about 1.5 s in
+/// all) when the failure is one SoftHSM gives while another process is rewriting its token
+/// files: SoftHSM keeps each token as files that every process reads at `C_Initialize` and
+/// `C_GetTokenInfo`, so a process starting while another logs in or writes an object can read a
+/// half-written file and report `CKR_GENERAL_ERROR`, or not see the token at all. Each retry
+/// finalizes and initializes afresh, after a growing, jittered pause so processes that started
+/// together spread out. Any other failure is returned at once.
 fn init(module: &Path, token: &Pkcs11Uri) -> Result<(Pkcs11, Slot, String), HsmError> {
+    let mut pause_ms = 20u64;
+    let mut attempt = 1;
+    loop {
+        match init_once(module, token) {
+            Err(e) if attempt < OPEN_ATTEMPTS && open_is_transient(&e) => {
+                let mut jitter = [0u8; 1];
+                let _ = getrandom::getrandom(&mut jitter);
+                std::thread::sleep(std::time::Duration::from_millis(
+                    pause_ms + u64::from(jitter[0]) % pause_ms.max(1),
+                ));
+                pause_ms = (pause_ms * 2).min(300);
+                attempt += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// `C_GetTokenInfo`, retried like opening the token (see [`init`]) when it fails with
+/// `CKR_GENERAL_ERROR`: the login reads the token's PIN flags from the same shared files.
+fn token_info(ctx: &Pkcs11, slot: Slot) -> Result<cryptoki::slot::TokenInfo, HsmError> {
+    let mut pause_ms = 20u64;
+    let mut attempt = 1;
+    loop {
+        match ctx.get_token_info(slot).map_err(HsmError::call) {
+            Err(e) if attempt < OPEN_ATTEMPTS && e.rv() == Some(RvError::GeneralError) => {
+                let mut jitter = [0u8; 1];
+                let _ = getrandom::getrandom(&mut jitter);
+                std::thread::sleep(std::time::Duration::from_millis(
+                    pause_ms + u64::from(jitter[0]) % pause_ms.max(1),
+                ));
+                pause_ms = (pause_ms * 2).min(300);
+                attempt += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// `C_Login`; when it fails with `CKR_GENERAL_ERROR` (SoftHSM could not read its token files
+/// while another process rewrote them, see [`init`]) and the token's flags show that attempt
+/// did not count against the PIN (no "count low", "final try" or "locked"), it is made again,
+/// a bounded number of times. A wrong PIN is never retried: only the one login attempt the
+/// token did not read is repeated.
+fn login_once_more_if_unread(
+    ctx: &Pkcs11,
+    slot: Slot,
+    session: &Session,
+    pin: &SecretString,
+) -> Result<(), HsmError> {
+    let mut pause_ms = 20u64;
+    let mut attempt = 1;
+    loop {
+        match session
+            .login(UserType::User, Some(pin))
+            .map_err(HsmError::call)
+        {
+            Err(e) if attempt < OPEN_ATTEMPTS && e.rv() == Some(RvError::GeneralError) => {
+                let info = token_info(ctx, slot)?;
+                if info.user_pin_count_low() || info.user_pin_final_try() || info.user_pin_locked()
+                {
+                    return Err(e);
+                }
+                let mut jitter = [0u8; 1];
+                let _ = getrandom::getrandom(&mut jitter);
+                std::thread::sleep(std::time::Duration::from_millis(
+                    pause_ms + u64::from(jitter[0]) % pause_ms.max(1),
+                ));
+                pause_ms = (pause_ms * 2).min(300);
+                attempt += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// The failures a token store being rewritten by another process produces at open.
+fn open_is_transient(e: &HsmError) -> bool {
+    matches!(e.rv(), Some(RvError::GeneralError)) || matches!(e, HsmError::TokenNotFound { .. })
+}
+
+fn init_once(module: &Path, token: &Pkcs11Uri) -> Result<(Pkcs11, Slot, String), HsmError> {
     let ctx = Pkcs11::new(module).map_err(|e| HsmError::Module {
         path: module.to_path_buf(),
         detail: e.to_string(),

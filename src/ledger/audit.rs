@@ -10,23 +10,28 @@
 //! of `prev\nseq\nat\nstation\nkind\nbatch\ndevice\ndetail`. Once a v2 row exists, a v1 row
 //! after it is refused (no downgrade).
 
-use super::{exec, one, LedgerError};
-use rusqlite::{params, Connection, OptionalExtension};
+use super::db::{p, Conn, Row, Tx};
+use super::LedgerError;
 use std::collections::BTreeMap;
 
-/// The chain head this connection appends to: kept in memory because the ledger is opened
-/// exclusively, so nothing else appends meanwhile. It also carries who acts and the clock
-/// that times each event.
+/// Who appends and when. The chain head itself is read inside each write transaction (see
+/// [`append`]): on a central ledger other stations append between two of ours.
 #[derive(Debug, Clone)]
 pub struct AuditHead {
     /// Hash of the last event (64 zeros before the first).
     pub hash: String,
     /// Sequence number of the last event of this station.
     pub station_seq: i64,
+    /// Sequence number of the last event.
+    pub seq: i64,
     /// Who is recorded as acting (station operator, or the OS user).
     pub operator: Option<String>,
     /// When: the ledger's clock.
     pub(super) clock: std::sync::Arc<dyn crate::clock::Clock>,
+    /// The write transaction in which `hash` and `station_seq` were read from the database:
+    /// inside it they stay true (the writers' lock is held), so a group of events costs one
+    /// read of the head, not one per event.
+    pub(super) read_in: Option<u64>,
 }
 
 impl Default for AuditHead {
@@ -34,8 +39,10 @@ impl Default for AuditHead {
         Self {
             hash: String::new(),
             station_seq: 0,
+            seq: 0,
             operator: None,
             clock: std::sync::Arc::new(crate::clock::SystemClock),
+            read_in: None,
         }
     }
 }
@@ -45,27 +52,27 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 
 impl AuditHead {
     pub(super) fn load(
-        conn: &Connection,
+        conn: &Conn,
         station: &str,
         clock: std::sync::Arc<dyn crate::clock::Clock>,
     ) -> Result<Self, LedgerError> {
-        let hash: Option<String> = conn
-            .query_row(
-                "SELECT hash FROM audit ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let station_seq: i64 = conn.query_row(
+        let hash: Option<String> = conn.opt(
+            "SELECT hash FROM audit ORDER BY seq DESC LIMIT 1",
+            &[],
+            |r| r.get(0),
+        )?;
+        let station_seq: i64 = conn.one(
             "SELECT COALESCE(MAX(station_seq), 0) FROM audit WHERE station = ?1",
-            [station],
+            p![station],
             |r| r.get(0),
         )?;
         Ok(Self {
             hash: hash.unwrap_or_else(|| GENESIS.into()),
             station_seq,
+            seq: 0,
             operator: default_operator(),
             clock,
+            read_in: None,
         })
     }
 }
@@ -181,10 +188,13 @@ fn material_v2(
     .to_string()
 }
 
-/// Appends one v2 event inside the caller's transaction and advances `head` (the caller
-/// commits; if it does not, the next open reloads the head from the file).
+/// Appends one v2 event inside the caller's write transaction and advances `head`. The
+/// previous hash and this station's last number are read from the database in that
+/// transaction, which holds the writers' lock (SQLite's file lock, PostgreSQL's advisory
+/// lock): with many stations on one ledger there is still one chain, in commit order
+/// (docs/central-ledger.md "One audit chain").
 pub(super) fn append(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Tx<'_>,
     head: &mut AuditHead,
     station: &str,
     kind: &str,
@@ -194,9 +204,24 @@ pub(super) fn append(
 ) -> Result<(), LedgerError> {
     let at = super::stamp(&*head.clock);
     let detail = detail.to_string();
-    let seq: i64 = one(tx, "SELECT COALESCE(MAX(seq), 0) + 1 FROM audit", [], |r| {
-        r.get(0)
-    })?;
+    if head.read_in != Some(tx.id()) {
+        let (last, prev): (i64, String) = tx
+            .opt(
+                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                &[],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?
+            .unwrap_or((0, GENESIS.into()));
+        head.seq = last;
+        head.hash = prev;
+        head.station_seq = tx.one(
+            "SELECT COALESCE(MAX(station_seq), 0) FROM audit WHERE station = ?1",
+            p![station],
+            |r| r.get(0),
+        )?;
+        head.read_in = Some(tx.id());
+    }
+    let seq = head.seq + 1;
     let station_seq = head.station_seq + 1;
     let material = material_v2(
         &head.hash,
@@ -211,12 +236,12 @@ pub(super) fn append(
         &detail,
     );
     let hash = hex::encode(crate::crypto::sha256(material.as_bytes()));
-    exec(tx,
-        "INSERT INTO audit (seq, v, at, station, station_seq, operator, kind, batch_id, device_id, detail, prev_hash, hash)
+    tx.exec("INSERT INTO audit (seq, v, at, station, station_seq, operator, kind, batch_id, device_id, detail, prev_hash, hash)
          VALUES (?1, 2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        params![seq, at, station, station_seq, head.operator, kind, batch, device, detail, head.hash, hash],
+        p![seq, at, station, station_seq, head.operator, kind, batch, device, detail, head.hash, hash],
     )?;
     head.hash = hash;
+    head.seq = seq;
     head.station_seq = station_seq;
     Ok(())
 }
@@ -250,7 +275,7 @@ const EVENT_SELECT: &str =
     "SELECT seq, v, at, station, station_seq, operator, kind, batch_id, device_id, detail, prev_hash, hash
      FROM audit ORDER BY seq";
 
-fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEvent> {
+fn event_row(r: &Row) -> Result<AuditEvent, LedgerError> {
     Ok(AuditEvent {
         seq: r.get(0)?,
         v: r.get(1)?,
@@ -268,10 +293,8 @@ fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEvent> {
 }
 
 /// Reads every event in `seq` order (for small logs and tests; checks stream instead).
-pub fn events(conn: &Connection) -> Result<Vec<AuditEvent>, rusqlite::Error> {
-    let mut st = conn.prepare(EVENT_SELECT)?;
-    let rows = st.query_map([], event_row)?;
-    rows.collect()
+pub(crate) fn events(conn: &Conn) -> Result<Vec<AuditEvent>, LedgerError> {
+    conn.map(EVENT_SELECT, &[], event_row)
 }
 
 /// The chain check, one event at a time (a million-device ledger has millions of events; they
@@ -402,9 +425,7 @@ impl super::Ledger {
         device: Option<&str>,
         detail: &serde_json::Value,
     ) -> Result<(), LedgerError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = self.conn.begin()?;
         append(
             &tx,
             &mut self.head,
@@ -428,24 +449,19 @@ impl super::Ledger {
         path: &str,
         sha256: &str,
     ) -> Result<bool, LedgerError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let old: Option<String> = one(
-            &tx,
+        let tx = self.conn.begin()?;
+        let old: Option<String> = tx.opt(
             "SELECT sha256 FROM config_seen WHERE kind = ?1 AND name = ?2",
-            params![kind, name],
+            p![kind, name],
             |r| r.get(0),
-        )
-        .optional()?;
+        )?;
         if old.as_deref() == Some(sha256) {
             return Ok(false);
         }
-        exec(
-            &tx,
+        tx.exec(
             "INSERT INTO config_seen (kind, name, sha256, at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (kind, name) DO UPDATE SET sha256 = excluded.sha256, at = excluded.at",
-            params![kind, name, sha256, super::stamp(&*self.clock)],
+            p![kind, name, sha256, super::stamp(&*self.clock)],
         )?;
         append(
             &tx,
@@ -462,7 +478,7 @@ impl super::Ledger {
 
     /// The chain's events, in order (all in memory: for tests and small logs).
     pub fn audit_events(&self) -> Result<Vec<AuditEvent>, LedgerError> {
-        Ok(events(&self.conn)?)
+        events(&self.conn)
     }
 
     /// Calls `f` with each event in order, one at a time, until it returns false.
@@ -470,14 +486,7 @@ impl super::Ledger {
         &self,
         mut f: impl FnMut(AuditEvent) -> bool,
     ) -> Result<(), LedgerError> {
-        let mut st = self.conn.prepare(EVENT_SELECT)?;
-        let mut rows = st.query([])?;
-        while let Some(r) = rows.next()? {
-            if !f(event_row(r)?) {
-                break;
-            }
-        }
-        Ok(())
+        self.conn.each(EVENT_SELECT, &[], |r| Ok(f(event_row(&r)?)))
     }
 
     /// Checks the whole chain, streaming (see [`ChainVerifier`]).
@@ -501,12 +510,11 @@ impl super::Ledger {
     pub fn audit_head(&self) -> Result<(i64, String), LedgerError> {
         Ok(self
             .conn
-            .query_row(
+            .opt(
                 "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
-                [],
+                &[],
                 |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?
+            )?
             .unwrap_or((0, GENESIS.into())))
     }
 
@@ -520,14 +528,11 @@ impl super::Ledger {
         statement: &str,
         signer_sha256: &str,
     ) -> Result<i64, LedgerError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        exec(
-            &tx,
+        let tx = self.conn.begin()?;
+        let id: i64 = tx.one(
             "INSERT INTO checkpoints (station, head_seq, head_hash, at, statement, signer_sha256)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+            p![
                 self.station,
                 head_seq,
                 head_hash,
@@ -535,8 +540,8 @@ impl super::Ledger {
                 statement,
                 signer_sha256
             ],
+            |r| r.get(0),
         )?;
-        let id = tx.last_insert_rowid();
         append(
             &tx,
             &mut self.head,
@@ -553,10 +558,10 @@ impl super::Ledger {
 
     /// Every stored checkpoint, oldest first.
     pub fn checkpoints(&self) -> Result<Vec<CheckpointRow>, LedgerError> {
-        let mut st = self.conn.prepare(
+        self.conn.map(
             "SELECT id, station, head_seq, head_hash, at, statement, signer_sha256 FROM checkpoints ORDER BY id",
-        )?;
-        let rows = st.query_map([], |r| {
+            &[],
+            |r| {
             Ok(CheckpointRow {
                 id: r.get(0)?,
                 station: r.get(1)?,
@@ -566,8 +571,7 @@ impl super::Ledger {
                 statement: r.get(5)?,
                 signer_sha256: r.get(6)?,
             })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        })
     }
 }
 

@@ -2,8 +2,8 @@
 //! retire), CRLs issued with their monotonic numbers, and the certificate lookups revoke and
 //! renew start from.
 
-use super::{exec, one, stamp, Ledger, LedgerError};
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use super::db::{p, Row, Value};
+use super::{stamp, Ledger, LedgerError};
 
 /// A signed certificate as the ledger has it, with its device's current state.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -44,7 +44,7 @@ const CERT_SELECT: &str = "SELECT c.issuer_key_id, c.serial, c.profile, c.device
     LEFT JOIN cert_status s ON s.issuer_key_id = c.issuer_key_id AND s.serial = c.serial AND s.status = 'superseded'
     WHERE c.state = 'signed'";
 
-fn cert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CertRecord> {
+fn cert_row(r: &Row) -> Result<CertRecord, LedgerError> {
     let reason: Option<String> = r.get(11)?;
     let at: Option<String> = r.get(12)?;
     Ok(CertRecord {
@@ -55,9 +55,9 @@ fn cert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CertRecord> {
         batch_id: r.get(4)?,
         tenant: r.get(5)?,
         der: r.get(6)?,
-        cert_sha256: r.get::<_, Option<String>>(7)?.unwrap_or_default(),
+        cert_sha256: r.get::<Option<String>>(7)?.unwrap_or_default(),
         spki_sha256: r.get(8)?,
-        current: r.get::<_, Option<bool>>(9)?.unwrap_or(false),
+        current: r.get::<Option<bool>>(9)?.unwrap_or(false),
         device_state: r.get(10)?,
         revoked: reason.zip(at),
         superseded: r.get(13)?,
@@ -86,15 +86,9 @@ pub struct CrlRecord {
 impl Ledger {
     /// Signed certificates matching `cond` (an SQL condition on `c.`/`d.` columns with
     /// parameters `args`), oldest first.
-    fn certs_where(
-        &self,
-        cond: &str,
-        args: impl rusqlite::Params,
-    ) -> Result<Vec<CertRecord>, LedgerError> {
+    fn certs_where(&self, cond: &str, args: &[Value]) -> Result<Vec<CertRecord>, LedgerError> {
         let sql = format!("{CERT_SELECT} AND {cond} ORDER BY c.created_at, c.rowid");
-        let mut st = self.conn.prepare(&sql)?;
-        let rows = st.query_map(args, cert_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.conn.map(&sql, args, cert_row)
     }
 
     /// Every signed certificate of a device id (in `profile`, or in any profile).
@@ -104,16 +98,14 @@ impl Ledger {
         profile: Option<&str>,
     ) -> Result<Vec<CertRecord>, LedgerError> {
         match profile {
-            Some(p) => {
-                self.certs_where("c.device_id = ?1 AND c.profile = ?2", params![device_id, p])
-            }
-            None => self.certs_where("c.device_id = ?1", params![device_id]),
+            Some(p) => self.certs_where("c.device_id = ?1 AND c.profile = ?2", p![device_id, p]),
+            None => self.certs_where("c.device_id = ?1", p![device_id]),
         }
     }
 
     /// Signed certificates with this serial (hex, any case; one per issuing CA at most).
     pub fn certificates_by_serial(&self, serial: &str) -> Result<Vec<CertRecord>, LedgerError> {
-        self.certs_where("c.serial = ?1", [serial.to_ascii_lowercase()])
+        self.certs_where("c.serial = ?1", p![serial.to_ascii_lowercase()])
     }
 
     /// Revoked certificates, optionally of one profile and/or one CA key, oldest revocation
@@ -124,42 +116,39 @@ impl Ledger {
         issuer_key_id: Option<&str>,
     ) -> Result<Vec<CertRecord>, LedgerError> {
         let sql = format!(
-            "{CERT_SELECT} AND r.reason IS NOT NULL AND (?1 IS NULL OR c.profile = ?1)
-               AND (?2 IS NULL OR c.issuer_key_id = ?2) ORDER BY r.at, c.serial"
+            "{CERT_SELECT} AND r.reason IS NOT NULL AND (CAST(?1 AS TEXT) IS NULL OR c.profile = ?1)
+               AND (CAST(?2 AS TEXT) IS NULL OR c.issuer_key_id = ?2) ORDER BY r.at, c.serial"
         );
-        let mut st = self.conn.prepare(&sql)?;
-        let rows = st.query_map(params![profile, issuer_key_id], cert_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.conn.map(&sql, p![profile, issuer_key_id], cert_row)
     }
 
     /// Live (signed, neither superseded nor revoked) certificates per issuing CA key id.
     pub fn live_counts_by_issuer(
         &self,
     ) -> Result<std::collections::BTreeMap<String, (u64, Option<String>)>, LedgerError> {
-        let mut st = self.conn.prepare(
-            "SELECT c.issuer_key_id, COUNT(*), MAX(c.signed_at) FROM certificates c
-             WHERE c.state = 'signed' AND NOT EXISTS (SELECT 1 FROM cert_status s
-                 WHERE s.issuer_key_id = c.issuer_key_id AND s.serial = c.serial)
-             GROUP BY c.issuer_key_id",
-        )?;
-        let rows = st.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                (r.get::<_, i64>(1)? as u64, r.get(2)?),
-            ))
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        Ok(self
+            .conn
+            .map(
+                "SELECT c.issuer_key_id, COUNT(*), MAX(c.signed_at) FROM certificates c
+                 WHERE c.state = 'signed' AND NOT EXISTS (SELECT 1 FROM cert_status s
+                     WHERE s.issuer_key_id = c.issuer_key_id AND s.serial = c.serial)
+                 GROUP BY c.issuer_key_id",
+                &[],
+                |r| Ok((r.get::<String>(0)?, (r.get::<i64>(1)? as u64, r.get(2)?))),
+            )?
+            .into_iter()
+            .collect())
     }
 
     /// DER of the live certificates signed by `issuer_key_id` (for expiry checks).
     pub fn live_certificates_of(&self, issuer_key_id: &str) -> Result<Vec<Vec<u8>>, LedgerError> {
-        let mut st = self.conn.prepare(
+        self.conn.map(
             "SELECT c.der FROM certificates c WHERE c.state = 'signed' AND c.issuer_key_id = ?1
                AND NOT EXISTS (SELECT 1 FROM cert_status s
                  WHERE s.issuer_key_id = c.issuer_key_id AND s.serial = c.serial)",
-        )?;
-        let rows = st.query_map([issuer_key_id], |r| r.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            p![issuer_key_id],
+            |r| r.get(0),
+        )
     }
 
     /// Whether `spki_sha256` was ever certified for a device other than (`profile`,
@@ -170,30 +159,23 @@ impl Ledger {
         profile: &str,
         device_id: &str,
     ) -> Result<Option<String>, LedgerError> {
-        if let Some(serial) = self
-            .conn
-            .query_row(
-                "SELECT serial FROM revoked_keys WHERE spki_sha256 = ?1",
-                [spki_sha256],
-                |r| r.get::<_, String>(0),
-            )
-            .optional()?
-        {
+        if let Some(serial) = self.conn.opt(
+            "SELECT serial FROM revoked_keys WHERE spki_sha256 = ?1",
+            p![spki_sha256],
+            |r| r.get::<String>(0),
+        )? {
             return Ok(Some(format!("the revoked certificate serial {serial}")));
         }
-        let other: Option<(String, String)> = self
-            .conn
-            .query_row(
-                "SELECT profile, device_id FROM certificates WHERE spki_sha256 = ?1
+        let other: Option<(String, String)> = self.conn.opt(
+            "SELECT profile, device_id FROM certificates WHERE spki_sha256 = ?1
                    AND state = 'signed' AND NOT (profile = ?2 AND device_id = ?3)
                  UNION ALL
                  SELECT profile, device_id FROM devices WHERE spki_sha256 = ?1
                    AND NOT (profile = ?2 AND device_id = ?3)
                  LIMIT 1",
-                params![spki_sha256, profile, device_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
+            p![spki_sha256, profile, device_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
         Ok(other.map(|(p, d)| format!("device {d} (profile {p})")))
     }
 
@@ -207,35 +189,27 @@ impl Ledger {
         reason: &str,
         comment: Option<&str>,
     ) -> Result<Option<(String, String)>, LedgerError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let earlier: Option<(String, String)> = one(
-            &tx,
+        let tx = self.conn.begin()?;
+        let earlier: Option<(String, String)> = tx.opt(
             "SELECT reason, at FROM cert_status WHERE issuer_key_id = ?1 AND serial = ?2 AND status = 'revoked'",
-            params![cert.issuer_key_id, cert.serial],
+            p![cert.issuer_key_id, cert.serial],
             |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
+        )?;
         if earlier.is_some() {
             return Ok(earlier);
         }
         let at = stamp(&*self.clock);
-        exec(
-            &tx,
-            "INSERT INTO cert_status (issuer_key_id, serial, status, reason, at) VALUES (?1, ?2, 'revoked', ?3, ?4)",
-            params![cert.issuer_key_id, cert.serial, reason, at],
+        tx.exec("INSERT INTO cert_status (issuer_key_id, serial, status, reason, at) VALUES (?1, ?2, 'revoked', ?3, ?4)",
+            p![cert.issuer_key_id, cert.serial, reason, at],
         )?;
-        exec(
-            &tx,
-            "INSERT OR IGNORE INTO revoked_keys (spki_sha256, issuer_key_id, serial, at) VALUES (?1, ?2, ?3, ?4)",
-            params![spki_sha256, cert.issuer_key_id, cert.serial, at],
+        tx.exec("INSERT INTO revoked_keys (spki_sha256, issuer_key_id, serial, at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT DO NOTHING",
+            p![spki_sha256, cert.issuer_key_id, cert.serial, at],
         )?;
-        let moved = exec(
-            &tx,
+        let moved = tx.exec(
             "UPDATE devices SET state = 'revoked', updated_at = ?4
              WHERE profile = ?1 AND device_id = ?2 AND serial = ?3",
-            params![cert.profile, cert.device_id, cert.serial, at],
+            p![cert.profile, cert.device_id, cert.serial, at],
         )?;
         super::audit::append(
             &tx,
@@ -254,24 +228,20 @@ impl Ledger {
 
     /// The number the next CRL of `issuer_key_id` gets (1 for the first).
     pub fn next_crl_number(&self, issuer_key_id: &str) -> Result<i64, LedgerError> {
-        Ok(self.conn.query_row(
+        self.conn.one(
             "SELECT COALESCE(MAX(number), 0) + 1 FROM crls WHERE issuer_key_id = ?1",
-            [issuer_key_id],
+            p![issuer_key_id],
             |r| r.get(0),
-        )?)
+        )
     }
 
     /// Records a signed CRL (before it is written anywhere) and its audit event. Fails if the
     /// number was taken meanwhile, so a number is never issued twice.
     pub fn record_crl(&mut self, crl: &CrlRecord, der: &[u8]) -> Result<(), LedgerError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        exec(
-            &tx,
-            "INSERT INTO crls (issuer_key_id, number, ca, this_update, next_update, entries, der, sha256)
+        let tx = self.conn.begin()?;
+        tx.exec("INSERT INTO crls (issuer_key_id, number, ca, this_update, next_update, entries, der, sha256)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![crl.issuer_key_id, crl.number, crl.ca, crl.this_update, crl.next_update, crl.entries, der, crl.sha256],
+            p![crl.issuer_key_id, crl.number, crl.ca, crl.this_update, crl.next_update, crl.entries, der, crl.sha256],
         )?;
         super::audit::append(
             &tx,
@@ -288,34 +258,33 @@ impl Ledger {
 
     /// CRLs issued, newest first.
     pub fn crls(&self) -> Result<Vec<CrlRecord>, LedgerError> {
-        let mut st = self.conn.prepare(
+        self.conn.map(
             "SELECT issuer_key_id, number, ca, this_update, next_update, entries, sha256 FROM crls
              ORDER BY this_update DESC, number DESC",
-        )?;
-        let rows = st.query_map([], |r| {
-            Ok(CrlRecord {
-                issuer_key_id: r.get(0)?,
-                number: r.get(1)?,
-                ca: r.get(2)?,
-                this_update: r.get(3)?,
-                next_update: r.get(4)?,
-                entries: r.get(5)?,
-                sha256: r.get(6)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            &[],
+            |r| {
+                Ok(CrlRecord {
+                    issuer_key_id: r.get(0)?,
+                    number: r.get(1)?,
+                    ca: r.get(2)?,
+                    this_update: r.get(3)?,
+                    next_update: r.get(4)?,
+                    entries: r.get(5)?,
+                    sha256: r.get(6)?,
+                })
+            },
+        )
     }
 
     /// The tenant recorded for a batch.
     pub fn batch_tenant(&self, batch_id: &str) -> Result<Option<String>, LedgerError> {
         Ok(self
             .conn
-            .query_row(
+            .opt(
                 "SELECT tenant FROM batches WHERE id = ?1",
-                [batch_id],
-                |r| r.get(0),
-            )
-            .optional()?
+                p![batch_id],
+                |r| r.get::<Option<String>>(0),
+            )?
             .flatten())
     }
 }

@@ -2,9 +2,9 @@
 //! chain, and the two-step write that keeps files and ledger in agreement after a crash
 //! (`pending` before the file is written, `complete` with the devices marked exported after).
 
+use super::db::{p, Row, ToValue, Value};
 use super::states::sql_list;
-use super::{exec, stamp, DeviceState, KeyOrigin, Ledger, LedgerError};
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use super::{stamp, DeviceState, KeyOrigin, Ledger, LedgerError};
 
 /// A device the ledger can put in a manifest: it has a signed, live certificate.
 #[derive(Debug, Clone)]
@@ -70,18 +70,18 @@ pub struct PendingManifest {
 
 const COLS: &str = "id, sequence, batches, path, sha256, merkle_root, count, range_first, range_last, prev_sha256, signer_kid, state, created_at";
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ManifestRow> {
+fn row(r: &Row) -> Result<ManifestRow, LedgerError> {
     let batches: String = r.get(2)?;
     Ok(ManifestRow {
         id: r.get(0)?,
-        sequence: r.get::<_, i64>(1)? as u64,
+        sequence: r.get::<i64>(1)? as u64,
         batches: serde_json::from_str(&batches).unwrap_or_default(),
         path: r.get(3)?,
         sha256: r.get(4)?,
         merkle_root: r.get(5)?,
-        count: r.get::<_, i64>(6)? as u64,
-        range_first: r.get::<_, i64>(7)? as u64,
-        range_last: r.get::<_, i64>(8)? as u64,
+        count: r.get::<i64>(6)? as u64,
+        range_first: r.get::<i64>(7)? as u64,
+        range_last: r.get::<i64>(8)? as u64,
         prev_sha256: r.get(9)?,
         signer_kid: r.get(10)?,
         state: r.get(11)?,
@@ -93,71 +93,71 @@ impl Ledger {
     /// This ledger's id: the hash of its first audit event (unique per ledger file, since it
     /// covers the time, station and batch of the first write).
     pub fn ledger_id(&self) -> Result<Option<String>, LedgerError> {
-        Ok(self
-            .conn
-            .query_row("SELECT hash FROM audit WHERE seq = 1", [], |r| r.get(0))
-            .optional()?)
+        self.conn
+            .opt("SELECT hash FROM audit WHERE seq = 1", &[], |r| r.get(0))
     }
 
     /// The profile file hash a batch was issued under.
     pub fn batch_profile_sha256(&self, batch_id: &str) -> Result<Option<String>, LedgerError> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT profile_sha256 FROM batches WHERE id = ?1",
-                [batch_id],
-                |r| r.get(0),
-            )
-            .optional()?)
+        self.conn.opt(
+            "SELECT profile_sha256 FROM batches WHERE id = ?1",
+            p![batch_id],
+            |r| r.get(0),
+        )
     }
 
     /// Devices of the batches `batch_ids` with a live signed certificate that no complete manifest holds
     /// yet (a certificate goes into one manifest per ledger, even if the device's state later
     /// moves back from `exported`, e.g. a re-install at a station), in issuance order.
     pub fn exportable_devices(&self, batch_ids: &[String]) -> Result<Vec<ExportRow>, LedgerError> {
-        let mut st = self.conn.prepare(&format!(
-            "SELECT d.profile, d.device_id, d.state, d.key_origin, d.serial, d.spki_sha256,
+        if batch_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let marks = (1..=batch_ids.len())
+            .map(|i| format!("?{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let ids: Vec<Value> = batch_ids.iter().map(|b| b.to_value()).collect();
+        self.conn.map(
+            &format!(
+                "SELECT d.profile, d.device_id, d.state, d.key_origin, d.serial, d.spki_sha256,
                     d.batch_id, b.station, c.der, c.issuer_key_id
              FROM devices d
              JOIN certificates c ON c.profile = d.profile AND c.device_id = d.device_id
                   AND c.serial = d.serial AND c.state = 'signed'
              JOIN batches b ON b.id = d.batch_id
-             WHERE d.batch_id IN (SELECT value FROM json_each(?1))
+             WHERE d.batch_id IN ({marks})
                AND d.state IN ({})
                AND NOT EXISTS (SELECT 1 FROM manifest_devices md
                                JOIN manifests m ON m.id = md.manifest_id AND m.state = 'complete'
                                WHERE md.profile = d.profile AND md.device_id = d.device_id
                                  AND md.serial = d.serial)
              ORDER BY c.rowid",
-            sql_list(DeviceState::IN_MANIFEST)
-        ))?;
-        let rows = st
-            .query_map(
-                [serde_json::to_string(batch_ids).unwrap_or_default()],
-                |r| {
-                    Ok(ExportRow {
-                        profile: r.get(0)?,
-                        device_id: r.get(1)?,
-                        state: r.get(2)?,
-                        key_origin: r.get(3)?,
-                        serial: r.get(4)?,
-                        spki_sha256: r.get(5)?,
-                        batch_id: r.get(6)?,
-                        station: r.get(7)?,
-                        der: r.get(8)?,
-                        issuer_key_id: r.get(9)?,
-                    })
-                },
-            )?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+                sql_list(DeviceState::IN_MANIFEST)
+            ),
+            &ids,
+            |r| {
+                Ok(ExportRow {
+                    profile: r.get(0)?,
+                    device_id: r.get(1)?,
+                    state: r.get(2)?,
+                    key_origin: r.get(3)?,
+                    serial: r.get(4)?,
+                    spki_sha256: r.get(5)?,
+                    batch_id: r.get(6)?,
+                    station: r.get(7)?,
+                    der: r.get(8)?,
+                    issuer_key_id: r.get(9)?,
+                })
+            },
+        )
     }
 
     /// How many devices of `batch_id` are already exported.
     pub fn exported_count(&self, batch_id: &str) -> Result<u64, LedgerError> {
-        let n: i64 = self.conn.query_row(
+        let n: i64 = self.conn.one(
             "SELECT COUNT(*) FROM devices WHERE batch_id = ?1 AND state = 'exported'",
-            [batch_id],
+            p![batch_id],
             |r| r.get(0),
         )?;
         Ok(n as u64)
@@ -168,29 +168,23 @@ impl Ledger {
         let sql = format!(
             "SELECT {COLS} FROM manifests WHERE state = 'complete' ORDER BY sequence DESC LIMIT 1"
         );
-        Ok(self.conn.query_row(&sql, [], row).optional()?)
+        self.conn.opt(&sql, &[], row)
     }
 
     /// Manifests in a state, oldest first.
     pub fn manifests(&self, state: &str) -> Result<Vec<ManifestRow>, LedgerError> {
         let sql = format!("SELECT {COLS} FROM manifests WHERE state = ?1 ORDER BY id");
-        let mut st = self.conn.prepare(&sql)?;
-        let rows = st.query_map([state], row)?.collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        self.conn.map(&sql, p![state], row)
     }
 
     /// Records a manifest as pending, with the devices it claims, before its file is written.
     pub fn begin_manifest(&mut self, p: &PendingManifest) -> Result<i64, LedgerError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.conn.begin()?;
         let r = &p.row;
-        exec(
-            &tx,
-            "INSERT INTO manifests (sequence, batches, path, sha256, merkle_root, count, range_first,
+        let id: i64 = tx.one("INSERT INTO manifests (sequence, batches, path, sha256, merkle_root, count, range_first,
                                     range_last, prev_sha256, signer_kid, state, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'pending', ?11)",
-            params![
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'pending', ?11) RETURNING id",
+            p![
                 r.sequence as i64,
                 serde_json::to_string(&r.batches).unwrap_or_default(),
                 r.path,
@@ -203,14 +197,12 @@ impl Ledger {
                 r.signer_kid,
                 r.created_at
             ],
+            |r| r.get(0),
         )?;
-        let id = tx.last_insert_rowid();
         for (profile, device, serial, before) in &p.devices {
-            exec(
-                &tx,
-                "INSERT INTO manifest_devices (manifest_id, profile, device_id, serial, state_before)
+            tx.exec("INSERT INTO manifest_devices (manifest_id, profile, device_id, serial, state_before)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![id, profile, device, serial, before],
+                p![id, profile, device, serial, before],
             )?;
         }
         tx.commit()?;
@@ -221,30 +213,25 @@ impl Ledger {
     /// a `manifest_built` audit event is chained, in one transaction. Returns how many devices
     /// changed state (a device superseded or revoked meanwhile keeps that state).
     pub fn complete_manifest(&mut self, id: i64) -> Result<u64, LedgerError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let r = tx.query_row(
+        let tx = self.conn.begin()?;
+        let r = tx.one(
             &format!("SELECT {COLS} FROM manifests WHERE id = ?1 AND state = 'pending'"),
-            [id],
+            p![id],
             row,
         )?;
         let at = stamp(&*self.clock);
-        let n = exec(
-            &tx,
-            &format!(
+        let n = tx.exec(&format!(
                 "UPDATE devices SET state = 'exported', updated_at = ?2
                  WHERE (profile, device_id, serial) IN
                        (SELECT profile, device_id, serial FROM manifest_devices WHERE manifest_id = ?1)
                    AND state IN ({})",
                 sql_list(DeviceState::IN_MANIFEST)
             ),
-            params![id, at],
+            p![id, at],
         )? as u64;
-        exec(
-            &tx,
+        tx.exec(
             "UPDATE manifests SET state = 'complete', completed_at = ?2 WHERE id = ?1",
-            params![id, at],
+            p![id, at],
         )?;
         let batch = r.batches.first().cloned();
         super::audit::append(
@@ -267,18 +254,15 @@ impl Ledger {
     /// Marks a pending manifest whose file never landed as abandoned (its devices stay
     /// exportable), with an audit event.
     pub fn abandon_manifest(&mut self, id: i64, reason: &str) -> Result<(), LedgerError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let (path, sha): (String, String) = tx.query_row(
+        let tx = self.conn.begin()?;
+        let (path, sha): (String, String) = tx.one(
             "SELECT path, sha256 FROM manifests WHERE id = ?1 AND state = 'pending'",
-            [id],
+            p![id],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
-        exec(
-            &tx,
+        tx.exec(
             "UPDATE manifests SET state = 'abandoned', completed_at = ?2 WHERE id = ?1",
-            params![id, stamp(&*self.clock)],
+            p![id, stamp(&*self.clock)],
         )?;
         super::audit::append(
             &tx,

@@ -1,5 +1,7 @@
-//! The ledger: a SQLite file (WAL, `synchronous=FULL`) that records every serial reserved, every
-//! certificate signed, every rejection and a hash-chained audit trail.
+//! The ledger: a SQLite file (WAL, `synchronous=FULL`) or a central PostgreSQL database
+//! (docs/central-ledger.md) that records every serial reserved, every certificate signed, every
+//! rejection and a hash-chained audit trail. Both back ends run the same statements through
+//! one seam ([`db`]); nothing above this module knows which one it has.
 //!
 //! Write order is the safety argument (DESIGN.md invariants 2, 5, 6, 7): the serial and TBS are
 //! committed as an *intent* before the HSM is asked; the signed certificate is committed before
@@ -8,7 +10,10 @@
 //! next signature.
 
 mod audit;
+pub(crate) mod db;
+mod lease;
 mod lifecycle;
+mod location;
 mod manifests;
 mod preview;
 mod rules;
@@ -16,6 +21,7 @@ mod schema;
 mod states;
 mod station;
 
+pub use crate::config::{LedgerLocation, PgTarget, PgTls};
 pub use audit::{AuditEvent, AuditHead, ChainBreak, ChainReport, ChainVerifier, GENESIS};
 pub use lifecycle::{CertRecord, CrlRecord};
 pub use manifests::{ExportRow, ManifestRow, PendingManifest};
@@ -24,7 +30,8 @@ pub use states::{CertState, DeviceState, KeyOrigin};
 pub use station::Attempt;
 
 use crate::clock::{Clock, SystemClock};
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use db::{p, Conn};
+use rusqlite::Connection;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -73,12 +80,26 @@ pub enum LedgerError {
     /// A statement or commit failed: nothing more is signed.
     #[error("{}", write_message(.0))]
     Write(#[from] rusqlite::Error),
+    /// A PostgreSQL statement or commit failed, or the server went away: nothing more is
+    /// signed, and the same command resumes once the server is back.
+    #[error("ledger {}", location::server_message(.0))]
+    Server(#[from] postgres::Error),
+    /// A value in the ledger is not what this certfab wrote there.
+    #[error("ledger data is not what certfab wrote ({0}); check the ledger with certfab log verify and audit")]
+    Data(String),
+    /// The ledger password could not be read from its source.
+    #[error("ledger_password: {0}")]
+    Secret(String),
 }
 
 impl LedgerError {
-    /// Every ledger failure is a storage failure (exit 5).
+    /// A ledger failure is a storage failure (exit 5); an unreadable password source is a
+    /// configuration error (exit 2).
     pub fn exit_code(&self) -> crate::exit::ExitCode {
-        crate::exit::ExitCode::Storage
+        match self {
+            Self::Secret(_) => crate::exit::ExitCode::Usage,
+            _ => crate::exit::ExitCode::Storage,
+        }
     }
 }
 
@@ -263,12 +284,15 @@ pub struct BatchStatus {
 
 /// An open, migrated, locked ledger.
 pub struct Ledger {
-    conn: Connection,
-    path: PathBuf,
+    conn: Conn,
+    location: LedgerLocation,
     station: String,
     head: AuditHead,
     /// Where record times come from.
     clock: Arc<dyn Clock>,
+    /// This process's lease on a PostgreSQL ledger (its intents carry it; none on SQLite,
+    /// whose file lock already says the holder is alive, and none for readers).
+    lease: Option<i64>,
     /// A writer's lock (none for [`Ledger::open_read`]). Declared last: it is released after
     /// the connection has closed.
     _lock: Option<HeldLock>,
@@ -308,16 +332,27 @@ impl Ledger {
     /// certfab ledger ([`LedgerError::NotALedger`]), sets WAL + `synchronous=FULL` and checks
     /// both, migrates, and burns intents a crashed run left behind. The database and its
     /// `-wal`/`-shm` files are 0600 whatever the umask.
-    pub fn open(path: &Path, station: &str) -> Result<Self, LedgerError> {
-        Self::open_with_clock(path, station, Arc::new(SystemClock))
+    ///
+    /// A PostgreSQL ledger ([`LedgerLocation::Postgres`]) is connected to instead, migrated
+    /// under the writers' lock, and this process takes a lease; only intents of leases whose
+    /// process is gone are burned (docs/central-ledger.md).
+    pub fn open(at: impl Into<LedgerLocation>, station: &str) -> Result<Self, LedgerError> {
+        Self::open_with_clock(at, station, Arc::new(SystemClock))
     }
 
     /// [`Ledger::open`], with every record's time (and each new batch's id) taken from `clock`.
     pub fn open_with_clock(
-        path: &Path,
+        at: impl Into<LedgerLocation>,
         station: &str,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, LedgerError> {
+        match at.into() {
+            LedgerLocation::Sqlite(path) => Self::open_sqlite(&path, station, clock),
+            LedgerLocation::Postgres(t) => Self::open_pg(t, station, clock),
+        }
+    }
+
+    fn open_sqlite(path: &Path, station: &str, clock: Arc<dyn Clock>) -> Result<Self, LedgerError> {
         let shown = path.display().to_string();
         let open_err = |msg: String| LedgerError::Open {
             path: shown.clone(),
@@ -442,6 +477,7 @@ impl Ledger {
                 return Err(m.lost(&shown, "a blank database"));
             }
         }
+        let conn = Conn::Lite(conn);
         migrate(&conn, &shown, &stamp(&*clock))?;
         // SQLite gives new -wal/-shm files the database's mode; ones left by an older certfab
         // are tightened here (best effort, as above).
@@ -459,19 +495,71 @@ impl Ledger {
         let head = AuditHead::load(&conn, station, clock.clone())?;
         let mut ledger = Self {
             conn,
-            path: path.to_path_buf(),
+            location: LedgerLocation::Sqlite(path.to_path_buf()),
             station: station.to_string(),
             head,
             clock,
+            lease: None,
             _lock: Some(lock),
         };
-        ledger.burn_interrupted()?;
+        // The file lock is held: no other process has an intent in flight.
+        ledger.burn_interrupted(None)?;
+        Ok(ledger)
+    }
+
+    /// Connects to a central ledger, migrates it (under the writers' lock, so two stations
+    /// starting at once migrate once), takes this process's lease and burns the intents of
+    /// leases whose process is gone.
+    fn open_pg(t: PgTarget, station: &str, clock: Arc<dyn Clock>) -> Result<Self, LedgerError> {
+        let shown = t.to_string();
+        let conn = Conn::pg(t.connect(station)?);
+        migrate(&conn, &shown, &stamp(&*clock))?;
+        let head = AuditHead::load(&conn, station, clock.clone())?;
+        let lease = lease::take(&conn, station, &stamp(&*clock))?;
+        let mut ledger = Self {
+            conn,
+            location: LedgerLocation::Postgres(t),
+            station: station.to_string(),
+            head,
+            clock,
+            lease: Some(lease),
+            _lock: None,
+        };
+        for dead in lease::dead(&ledger.conn, lease)? {
+            ledger.burn_interrupted(Some(dead))?;
+        }
         Ok(ledger)
     }
 
     /// Opens an existing ledger read-only, without the lock, for `batch status` while a batch
     /// runs. Nothing is migrated or burned.
-    pub fn open_read(path: &Path, station: &str) -> Result<Self, LedgerError> {
+    pub fn open_read(at: impl Into<LedgerLocation>, station: &str) -> Result<Self, LedgerError> {
+        let path = match at.into() {
+            LedgerLocation::Sqlite(path) => path,
+            LedgerLocation::Postgres(t) => {
+                let shown = t.to_string();
+                let conn = Conn::pg(t.connect(station)?);
+                let version = schema_version(&conn)?;
+                let supported = schema::MIGRATIONS.len() as i64;
+                if version > supported {
+                    return Err(LedgerError::TooNew {
+                        path: shown,
+                        found: version,
+                        supported,
+                    });
+                }
+                return Ok(Self {
+                    conn,
+                    location: LedgerLocation::Postgres(t),
+                    station: station.into(),
+                    head: AuditHead::default(),
+                    clock: Arc::new(SystemClock),
+                    lease: None,
+                    _lock: None,
+                });
+            }
+        };
+        let path = path.as_path();
         let shown = path.display().to_string();
         if !path.exists() {
             return Err(LedgerError::Open {
@@ -505,37 +593,55 @@ impl Ledger {
             });
         }
         Ok(Self {
-            conn,
-            path: path.to_path_buf(),
+            conn: Conn::Lite(conn),
+            location: LedgerLocation::Sqlite(path.to_path_buf()),
             station: station.into(),
             head: AuditHead::default(),
             clock: Arc::new(SystemClock),
+            lease: None,
             _lock: None,
         })
     }
 
-    /// The ledger file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where the ledger is: its file, or its server and database (shown without secrets).
+    pub fn location(&self) -> &LedgerLocation {
+        &self.location
     }
 
     /// Intents without a recorded signature belong to a run that died between commit and
-    /// record: their serials are burned and the devices retried with new ones.
-    fn burn_interrupted(&mut self) -> Result<u64, LedgerError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let n = exec(&tx,
-            "UPDATE certificates SET state = 'burned', reason = 'interrupted before the signature was recorded'
-             WHERE state = 'intent'",
-            [],
-        )? as u64;
+    /// record: their serials are burned and the devices retried with new ones. `lease`: only
+    /// the intents of that dead lease (a central ledger, where other processes are alive);
+    /// none: every intent (SQLite, whose file lock this process holds).
+    fn burn_interrupted(&mut self, lease: Option<lease::Dead>) -> Result<u64, LedgerError> {
+        let tx = self.conn.begin()?;
+        let at = stamp(&*self.clock);
+        let n = match &lease {
+            None => {
+                tx.exec(
+                    "UPDATE devices SET state = 'sign_failed', updated_at = ?1 WHERE state = 'signing'",
+                    p![at],
+                )?;
+                tx.exec(
+                    "UPDATE certificates SET state = 'burned', reason = 'interrupted before the signature was recorded'
+                     WHERE state = 'intent'",
+                    &[],
+                )?
+            }
+            Some(d) => {
+                tx.exec(
+                    "UPDATE devices SET state = 'sign_failed', updated_at = ?1 WHERE state = 'signing'
+                       AND (profile, device_id, serial) IN (SELECT profile, device_id, serial FROM certificates
+                            WHERE state = 'intent' AND lease IS NOT DISTINCT FROM ?2)",
+                    p![at, d.id],
+                )?;
+                tx.exec(
+                    "UPDATE certificates SET state = 'burned', reason = 'interrupted before the signature was recorded'
+                     WHERE state = 'intent' AND lease IS NOT DISTINCT FROM ?1",
+                    p![d.id],
+                )?
+            }
+        } as u64;
         if n > 0 {
-            exec(
-                &tx,
-                "UPDATE devices SET state = 'sign_failed', updated_at = ?1 WHERE state = 'signing'",
-                [stamp(&*self.clock)],
-            )?;
             audit::append(
                 &tx,
                 &mut self.head,
@@ -543,8 +649,15 @@ impl Ledger {
                 "serials_burned",
                 None,
                 None,
-                &serde_json::json!({"count": n, "reason": "interrupted run"}),
+                &match &lease {
+                    None => serde_json::json!({"count": n, "reason": "interrupted run"}),
+                    Some(d) => serde_json::json!({"count": n, "reason": "interrupted run",
+                        "lease": d.id, "lease_station": d.station, "lease_host": d.host, "lease_pid": d.pid}),
+                },
             )?;
+        }
+        if let Some(d) = &lease {
+            lease::close(&tx, d, &at)?;
         }
         tx.commit()?;
         Ok(n)
@@ -554,9 +667,7 @@ impl Ledger {
     pub fn begin_batch(&mut self, spec: &BatchSpec) -> Result<(BatchRow, bool), LedgerError> {
         let (b, existed) = self.ensure_batch(spec)?;
         if existed {
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = self.conn.begin()?;
             audit::append(
                 &tx,
                 &mut self.head,
@@ -566,9 +677,9 @@ impl Ledger {
                 None,
                 &serde_json::json!({}),
             )?;
-            tx.execute(
+            tx.exec(
                 "UPDATE batches SET finished_at = NULL WHERE id = ?1",
-                [&b.id],
+                p![b.id],
             )?;
             tx.commit()?;
         }
@@ -586,13 +697,23 @@ impl Ledger {
             self.clock.now().unix_timestamp(),
             &spec.input_key[..8]
         );
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(
+        let tx = self.conn.begin()?;
+        // Asked again under the writers' lock: another station may have just created it.
+        if let Some(id) = tx.opt(
+            "SELECT id FROM batches WHERE input_key = ?1",
+            p![spec.input_key],
+            |r| r.get::<String>(0),
+        )? {
+            drop(tx);
+            let b = self
+                .batch(&id)?
+                .ok_or_else(|| LedgerError::Data(format!("batch {id} vanished")))?;
+            return Ok((b, true));
+        }
+        tx.exec(
             "INSERT INTO batches (id, input_key, profile, profile_sha256, ca, source, out_dir, station, created_at, tenant)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![id, spec.input_key, spec.profile, spec.profile_sha256, spec.ca, spec.source, spec.out_dir, self.station, stamp(&*self.clock), spec.tenant],
+            p![id, spec.input_key, spec.profile, spec.profile_sha256, spec.ca, spec.source, spec.out_dir, self.station, stamp(&*self.clock), spec.tenant],
         )?;
         audit::append(
             &tx,
@@ -606,7 +727,7 @@ impl Ledger {
         tx.commit()?;
         let b = self
             .batch(&id)?
-            .ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+            .ok_or_else(|| LedgerError::Data(format!("batch {id} vanished")))?;
         Ok((b, false))
     }
 
@@ -616,13 +737,10 @@ impl Ledger {
         id: &str,
         counts: &BTreeMap<String, u64>,
     ) -> Result<(), LedgerError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        exec(
-            &tx,
+        let tx = self.conn.begin()?;
+        tx.exec(
             "UPDATE batches SET finished_at = ?2 WHERE id = ?1",
-            params![id, stamp(&*self.clock)],
+            p![id, stamp(&*self.clock)],
         )?;
         audit::append(
             &tx,
@@ -646,13 +764,10 @@ impl Ledger {
         reason: &str,
         counts: &BTreeMap<String, u64>,
     ) -> Result<(), LedgerError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        exec(
-            &tx,
+        let tx = self.conn.begin()?;
+        tx.exec(
             "UPDATE batches SET finished_at = ?2 WHERE id = ?1",
-            params![id, stamp(&*self.clock)],
+            p![id, stamp(&*self.clock)],
         )?;
         audit::append(
             &tx,
@@ -678,14 +793,11 @@ impl Ledger {
 
     /// The most recently created batch.
     pub fn latest_batch(&self) -> Result<Option<BatchRow>, LedgerError> {
-        let id: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT id FROM batches ORDER BY rowid DESC LIMIT 1",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let id: Option<String> = self.conn.opt(
+            "SELECT id FROM batches ORDER BY rowid DESC LIMIT 1",
+            &[],
+            |r| r.get(0),
+        )?;
         match id {
             Some(id) => self.batch(&id),
             None => Ok(None),
@@ -694,57 +806,50 @@ impl Ledger {
 
     /// The spec a batch was created with (to resume it by id).
     pub fn batch_input_key(&self, id: &str) -> Result<Option<String>, LedgerError> {
-        Ok(self
-            .conn
-            .query_row("SELECT input_key FROM batches WHERE id = ?1", [id], |r| {
+        self.conn
+            .opt("SELECT input_key FROM batches WHERE id = ?1", p![id], |r| {
                 r.get(0)
             })
-            .optional()?)
     }
 
     fn batch_where(&self, cond: &str, arg: &str) -> Result<Option<BatchRow>, LedgerError> {
         let sql = format!(
             "SELECT id, profile, ca, source, out_dir, station, created_at, finished_at FROM batches WHERE {cond}"
         );
-        Ok(self
-            .conn
-            .query_row(&sql, [arg], |r| {
-                Ok(BatchRow {
-                    id: r.get(0)?,
-                    profile: r.get(1)?,
-                    ca: r.get(2)?,
-                    source: r.get(3)?,
-                    out_dir: r.get(4)?,
-                    station: r.get(5)?,
-                    created_at: r.get(6)?,
-                    finished_at: r.get(7)?,
-                })
+        self.conn.opt(&sql, p![arg], |r| {
+            Ok(BatchRow {
+                id: r.get(0)?,
+                profile: r.get(1)?,
+                ca: r.get(2)?,
+                source: r.get(3)?,
+                out_dir: r.get(4)?,
+                station: r.get(5)?,
+                created_at: r.get(6)?,
+                finished_at: r.get(7)?,
             })
-            .optional()?)
+        })
     }
 
     /// The device's state, batch, input line and certificate, if it has a row.
     pub fn device(&self, profile: &str, device_id: &str) -> Result<Option<DeviceRow>, LedgerError> {
-        Ok(self
-            .conn
-            .query_row(
+        self.conn
+            .opt(
                 "SELECT d.state, d.batch_id, d.input_line, c.der, d.spki_sha256, d.serial FROM devices d
                  LEFT JOIN certificates c ON c.profile = d.profile AND c.device_id = d.device_id
                       AND c.serial = d.serial AND c.state = 'signed'
                  WHERE d.profile = ?1 AND d.device_id = ?2",
-                params![profile, device_id],
+                p![profile, device_id],
                 |r| {
                     Ok(DeviceRow {
                         state: r.get(0)?,
                         batch_id: r.get(1)?,
-                        line: r.get::<_, Option<i64>>(2)?.unwrap_or(0) as u64,
+                        line: r.get::<Option<i64>>(2)?.unwrap_or(0) as u64,
                         der: r.get(3)?,
                         spki_sha256: r.get(4)?,
                         serial: r.get(5)?,
                     })
                 },
             )
-            .optional()?)
     }
 
     /// Reserves serials for a group of devices in one transaction, applying the
@@ -754,28 +859,24 @@ impl Ledger {
         batch_id: &str,
         intents: &[Intent],
     ) -> Result<Vec<Reserve>, LedgerError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.conn.begin()?;
         let mut out = Vec::with_capacity(intents.len());
         let at = stamp(&*self.clock);
         for it in intents {
             let id_key = crate::identity::key(&it.device_id);
             let decision = rules::decide(&rules::Db(&tx), batch_id, it)?;
             if decision == Reserve::Reserved {
-                exec(&tx,
-                    "INSERT INTO devices (profile, device_id, batch_id, state, spki_sha256, serial, key_origin, input_line, updated_at, id_key)
+                tx.exec("INSERT INTO devices (profile, device_id, batch_id, state, spki_sha256, serial, key_origin, input_line, updated_at, id_key)
                      VALUES (?1, ?2, ?3, 'signing', ?4, ?5, ?6, ?7, ?8, ?9)
                      ON CONFLICT (profile, device_id) DO UPDATE SET
                        batch_id = excluded.batch_id, state = 'signing', spki_sha256 = excluded.spki_sha256,
                        serial = excluded.serial, key_origin = excluded.key_origin,
                        input_line = excluded.input_line, updated_at = excluded.updated_at",
-                    params![it.profile, it.device_id, batch_id, it.spki_sha256, it.serial, it.key_origin, it.line as i64, at, id_key],
+                    p![it.profile, it.device_id, batch_id, it.spki_sha256, it.serial, it.key_origin, it.line as i64, at, id_key],
                 )?;
-                exec(&tx,
-                    "INSERT INTO certificates (issuer_key_id, serial, profile, device_id, batch_id, state, tbs, created_at, spki_sha256)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 'intent', ?6, ?7, ?8)",
-                    params![it.issuer_key_id, it.serial, it.profile, it.device_id, batch_id, it.tbs, at, it.spki_sha256],
+                tx.exec("INSERT INTO certificates (issuer_key_id, serial, profile, device_id, batch_id, state, tbs, created_at, spki_sha256, lease)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'intent', ?6, ?7, ?8, ?9)",
+                    p![it.issuer_key_id, it.serial, it.profile, it.device_id, batch_id, it.tbs, at, it.spki_sha256, self.lease],
                 )?;
                 audit::append(
                     &tx,
@@ -802,23 +903,25 @@ impl Ledger {
         cleared_lines: &[u64],
         problems: &[Rejection],
     ) -> Result<(), LedgerError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.conn.begin()?;
         let at = stamp(&*self.clock);
         for s in items {
             let sha = hex::encode(crate::crypto::sha256(&s.der));
-            let n = exec(&tx,
-                "UPDATE certificates SET state = 'signed', der = ?3, cert_sha256 = ?4, signed_at = ?5
+            let n = tx.exec("UPDATE certificates SET state = 'signed', der = ?3, cert_sha256 = ?4, signed_at = ?5
                  WHERE issuer_key_id = ?1 AND serial = ?2 AND state = 'intent'",
-                params![s.issuer_key_id, s.serial, s.der, sha, at],
+                p![s.issuer_key_id, s.serial, s.der, sha, at],
             )?;
             if n != 1 {
-                return Err(rusqlite::Error::StatementChangedRows(n).into());
+                // Burned meanwhile: this process's lease was taken for dead (its connection
+                // dropped) and another process or `ledger recover` burned the intent. The
+                // signature is discarded; nothing leaves the process.
+                return Err(LedgerError::Data(format!(
+                    "the intent of serial {} is no longer open (burned after this process lost its lease); the certificate was discarded, run the command again",
+                    s.serial
+                )));
             }
-            exec(&tx,
-                "UPDATE devices SET state = 'signed', updated_at = ?3 WHERE profile = ?1 AND device_id = ?2",
-                params![s.profile, s.device_id, at],
+            tx.exec("UPDATE devices SET state = 'signed', updated_at = ?3 WHERE profile = ?1 AND device_id = ?2",
+                p![s.profile, s.device_id, at],
             )?;
             audit::append(
                 &tx,
@@ -831,10 +934,9 @@ impl Ledger {
             )?;
         }
         for l in cleared_lines {
-            exec(
-                &tx,
+            tx.exec(
                 "DELETE FROM rejections WHERE batch_id = ?1 AND line = ?2",
-                params![batch_id, *l as i64],
+                p![batch_id, *l as i64],
             )?;
         }
         Self::insert_rejections(&tx, &mut self.head, &self.station, batch_id, problems)?;
@@ -848,18 +950,14 @@ impl Ledger {
         batch_id: &str,
         items: &[(Intent, String)],
     ) -> Result<(), LedgerError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.conn.begin()?;
         let at = stamp(&*self.clock);
         for (it, reason) in items {
-            exec(&tx,
-                "UPDATE certificates SET state = 'burned', reason = ?3 WHERE issuer_key_id = ?1 AND serial = ?2",
-                params![it.issuer_key_id, it.serial, reason],
+            tx.exec("UPDATE certificates SET state = 'burned', reason = ?3 WHERE issuer_key_id = ?1 AND serial = ?2",
+                p![it.issuer_key_id, it.serial, reason],
             )?;
-            exec(&tx,
-                "UPDATE devices SET state = 'sign_failed', updated_at = ?3 WHERE profile = ?1 AND device_id = ?2",
-                params![it.profile, it.device_id, at],
+            tx.exec("UPDATE devices SET state = 'sign_failed', updated_at = ?3 WHERE profile = ?1 AND device_id = ?2",
+                p![it.profile, it.device_id, at],
             )?;
             audit::append(
                 &tx,
@@ -876,7 +974,7 @@ impl Ledger {
     }
 
     fn insert_rejections(
-        tx: &rusqlite::Transaction<'_>,
+        tx: &db::Tx<'_>,
         head: &mut AuditHead,
         station: &str,
         batch_id: &str,
@@ -884,11 +982,10 @@ impl Ledger {
     ) -> Result<(), LedgerError> {
         let at = stamp(&*head.clock);
         for r in items {
-            exec(tx,
-                "INSERT INTO rejections (batch_id, line, device_id, kind, reason, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+            tx.exec("INSERT INTO rejections (batch_id, line, device_id, kind, reason, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (batch_id, line) DO UPDATE SET device_id = excluded.device_id, kind = excluded.kind,
                    reason = excluded.reason, at = excluded.at",
-                params![batch_id, r.line as i64, r.device_id, r.kind, r.reason, at],
+                p![batch_id, r.line as i64, r.device_id, r.kind, r.reason, at],
             )?;
             audit::append(
                 tx,
@@ -909,32 +1006,31 @@ impl Ledger {
             return Ok(None);
         };
         let mut counts = BTreeMap::new();
-        let mut st = self
-            .conn
-            .prepare("SELECT state, COUNT(*) FROM devices WHERE batch_id = ?1 GROUP BY state")?;
-        for row in st.query_map([batch_id], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-        })? {
-            let (s, n) = row?;
+        for (s, n) in self.conn.map(
+            "SELECT state, COUNT(*) FROM devices WHERE batch_id = ?1 GROUP BY state",
+            p![batch_id],
+            |r| Ok((r.get::<String>(0)?, r.get::<i64>(1)?)),
+        )? {
             counts.insert(s, n as u64);
         }
-        let mut st = self.conn.prepare("SELECT line, device_id, kind, reason FROM rejections WHERE batch_id = ?1 ORDER BY line")?;
-        let problems = st
-            .query_map([batch_id], |r| {
+        let problems = self.conn.map(
+            "SELECT line, device_id, kind, reason FROM rejections WHERE batch_id = ?1 ORDER BY line",
+            p![batch_id],
+            |r| {
                 Ok(Rejection {
-                    line: r.get::<_, i64>(0)? as u64,
+                    line: r.get::<i64>(0)? as u64,
                     device_id: r.get(1)?,
                     kind: r.get(2)?,
                     reason: r.get(3)?,
                 })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
+            },
+        )?;
         for p in &problems {
             *counts.entry(p.kind.clone()).or_insert(0) += 1;
         }
-        let burned: i64 = self.conn.query_row(
+        let burned: i64 = self.conn.one(
             "SELECT COUNT(*) FROM certificates WHERE batch_id = ?1 AND state = 'burned'",
-            [batch_id],
+            p![batch_id],
             |r| r.get(0),
         )?;
         if burned > 0 {
@@ -957,9 +1053,14 @@ impl Ledger {
         }
     }
 
-    /// Raw connection, for tests and audits that query the ledger directly.
-    pub fn connection(&self) -> &Connection {
+    /// The database, for the audit report and tests that query the ledger directly.
+    pub(crate) fn db(&self) -> &Conn {
         &self.conn
+    }
+
+    /// This process's lease on a central ledger.
+    pub fn lease(&self) -> Option<i64> {
+        self.lease
     }
 }
 
@@ -1108,24 +1209,17 @@ impl Marker {
     }
 }
 
-/// Runs a statement through the connection's statement cache: batch issuance runs the same
-/// few statements for every device, and re-parsing them cost more than executing them.
-fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
-    conn.prepare_cached(sql)?.execute(params)
+/// The schema version (see [`schema::version`]).
+fn schema_version(conn: &Conn) -> Result<i64, LedgerError> {
+    schema::version(conn)
 }
 
-/// One row through the statement cache.
-fn one<T>(
-    conn: &Connection,
-    sql: &str,
-    params: impl rusqlite::Params,
-    f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-) -> rusqlite::Result<T> {
-    conn.prepare_cached(sql)?.query_row(params, f)
-}
-
-fn migrate(conn: &Connection, path: &str, at: &str) -> Result<(), LedgerError> {
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+/// Brings the schema up to date in one write transaction (on PostgreSQL under the writers'
+/// lock, so stations starting together migrate once); refuses a newer schema, and on a
+/// PostgreSQL database one that holds tables but no certfab schema.
+fn migrate(conn: &Conn, path: &str, at: &str) -> Result<(), LedgerError> {
+    let tx = conn.begin()?;
+    let version = schema_version(&tx)?;
     let supported = schema::MIGRATIONS.len() as i64;
     if version > supported {
         return Err(LedgerError::TooNew {
@@ -1134,14 +1228,24 @@ fn migrate(conn: &Connection, path: &str, at: &str) -> Result<(), LedgerError> {
             supported,
         });
     }
-    for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(version as usize) {
-        let tx = conn.unchecked_transaction()?;
-        tx.execute_batch(sql)?;
-        schema::after_sql(i + 1, &tx, at)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-        tx.commit()?;
+    if version == supported {
+        return Ok(());
     }
-    Ok(())
+    if version == 0 && tx.is_pg() {
+        let tables = schema::foreign_tables(&tx)?;
+        if tables > 0 {
+            return Err(LedgerError::NotALedger {
+                path: path.into(),
+                detail: format!("a database with {tables} tables but no certfab schema"),
+            });
+        }
+    }
+    for (i, step) in schema::MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.batch(step.sql(&tx))?;
+        schema::after_sql(i + 1, &tx, at)?;
+        schema::set_version(&tx, (i + 1) as i64)?;
+    }
+    tx.commit()
 }
 
 #[cfg(test)]
@@ -1170,8 +1274,8 @@ mod tests {
         let path = dir.path().join("l.sqlite");
         {
             let conn = Connection::open(&path).unwrap();
-            for sql in &schema::MIGRATIONS[..4] {
-                conn.execute_batch(sql).unwrap();
+            for step in &schema::MIGRATIONS[..4] {
+                conn.execute_batch(step.sqlite).unwrap();
             }
             conn.pragma_update(None, "user_version", 4).unwrap();
             conn.execute_batch(
@@ -1188,27 +1292,27 @@ mod tests {
                 conn.execute(
                     "INSERT INTO devices (profile, device_id, batch_id, state, spki_sha256, serial, key_origin, input_line, updated_at)
                      VALUES ('p', ?1, 'b', 'signed', ?2, ?1, 'csr', 1, 't')",
-                    params![id, spki],
+                    rusqlite::params![id, spki],
                 )
                 .unwrap();
             }
         }
         let mut l = Ledger::open(&path, "st").unwrap();
-        let c = l.connection();
+        let c = l.db();
         let n: i64 = c
-            .query_row(
+            .one(
                 "SELECT COUNT(*) FROM devices WHERE id_key IS NOT NULL",
-                [],
+                &[],
                 |r| r.get(0),
             )
             .unwrap();
         assert_eq!(n, 4, "every row kept, every row keyed");
         let collisions: Vec<(String, String)> = c
-            .prepare("SELECT device_id, same_as FROM identity_fold_collisions ORDER BY device_id")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
+            .map(
+                "SELECT device_id, same_as FROM identity_fold_collisions ORDER BY device_id",
+                &[],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .unwrap();
         assert_eq!(
             collisions,
@@ -1234,10 +1338,10 @@ mod tests {
         // A new identity is reserved, and the database itself refuses a second spelling.
         let d = l.reserve("b", &[intent("SN3", "k5", "03")]).unwrap();
         assert_eq!(d[0], Reserve::Reserved);
-        let e = l.connection().execute(
+        let e = l.db().exec(
             "INSERT INTO devices (profile, device_id, batch_id, state, spki_sha256, key_origin, updated_at, id_key)
              VALUES ('p', 'sn3', 'b', 'signing', 'k6', 'csr', 't', ?1)",
-            [crate::identity::key("sn3")],
+            p![crate::identity::key("sn3")],
         );
         assert!(e.is_err(), "the unique index must refuse another spelling");
     }

@@ -22,7 +22,19 @@ impl Ledger {
     /// not exist yet (a first run creates it) or has an older schema (a run migrates it first)
     /// gives no ledger and a note; one a run would refuse (lost, not a ledger, a newer schema)
     /// is the same error here.
-    pub fn open_preview(path: &Path, station: &str) -> Result<LedgerPreview, LedgerError> {
+    pub fn open_preview(
+        at: impl Into<super::LedgerLocation>,
+        station: &str,
+    ) -> Result<LedgerPreview, LedgerError> {
+        let path = match at.into() {
+            super::LedgerLocation::Sqlite(path) => path,
+            pg @ super::LedgerLocation::Postgres(_) => {
+                let shown = pg.to_string();
+                let ledger = Ledger::open_read(pg, station)?;
+                return Self::preview_of(ledger, &shown);
+            }
+        };
+        let path = path.as_path();
         let shown = path.display().to_string();
         let dir = path
             .parent()
@@ -43,9 +55,12 @@ impl Ledger {
             });
         }
         let ledger = Ledger::open_read(path, station)?;
-        let version: i64 = ledger
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        Self::preview_of(ledger, &shown)
+    }
+
+    /// A preview over an open reader, unless its schema is behind (a run migrates first).
+    fn preview_of(ledger: Ledger, shown: &str) -> Result<LedgerPreview, LedgerError> {
+        let version = super::schema_version(&ledger.conn)?;
         let supported = schema::MIGRATIONS.len() as i64;
         if version < supported {
             return Ok(LedgerPreview {

@@ -5,8 +5,8 @@
 //! overlaid with the rows its earlier input lines would have reserved. A dry run therefore
 //! refuses what a run would refuse, for the same reason, without writing anything.
 
-use super::{one, DeviceState, Intent, LedgerError, Reserve};
-use rusqlite::{params, Connection, OptionalExtension};
+use super::db::{p, Conn};
+use super::{DeviceState, Intent, LedgerError, Reserve};
 use std::collections::HashMap;
 
 /// A device row as the rules need it.
@@ -42,14 +42,13 @@ pub(super) trait Lookup {
 }
 
 /// The database itself (inside the reservation's transaction, or read-only).
-pub(super) struct Db<'c>(pub &'c Connection);
+pub(super) struct Db<'c>(pub &'c Conn);
 
 impl Lookup for Db<'_> {
     fn device(&self, profile: &str, device_id: &str) -> Result<Option<Existing>, LedgerError> {
-        Ok(one(
-            self.0,
+        self.0.opt(
             "SELECT state, spki_sha256, batch_id, input_line, serial FROM devices WHERE profile = ?1 AND device_id = ?2",
-            params![profile, device_id],
+            p![profile, device_id],
             |r| {
                 Ok(Existing {
                     state: r.get(0)?,
@@ -60,17 +59,14 @@ impl Lookup for Db<'_> {
                 })
             },
         )
-        .optional()?)
     }
 
     fn spelling(&self, profile: &str, id_key: &str) -> Result<Option<String>, LedgerError> {
-        Ok(one(
-            self.0,
+        self.0.opt(
             "SELECT device_id FROM devices WHERE profile = ?1 AND id_key = ?2",
-            params![profile, id_key],
+            p![profile, id_key],
             |r| r.get(0),
         )
-        .optional()?)
     }
 
     fn signed_der(
@@ -79,24 +75,22 @@ impl Lookup for Db<'_> {
         device_id: &str,
         serial: Option<&str>,
     ) -> Result<Option<Vec<u8>>, LedgerError> {
-        Ok(one(
-            self.0,
+        self.0.opt(
             "SELECT der FROM certificates WHERE profile = ?1 AND device_id = ?2 AND serial = ?3 AND state = 'signed'",
-            params![profile, device_id, serial],
+            p![profile, device_id, serial],
             |r| r.get(0),
         )
-        .optional()?)
     }
 
     fn key_revoked(&self, spki_sha256: &str) -> Result<bool, LedgerError> {
-        Ok(one(
-            self.0,
-            "SELECT 1 FROM revoked_keys WHERE spki_sha256 = ?1",
-            [spki_sha256],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some())
+        Ok(self
+            .0
+            .opt(
+                "SELECT 1 FROM revoked_keys WHERE spki_sha256 = ?1",
+                p![spki_sha256],
+                |_| Ok(()),
+            )?
+            .is_some())
     }
 
     fn key_elsewhere(
@@ -104,14 +98,12 @@ impl Lookup for Db<'_> {
         spki_sha256: &str,
         device_id: &str,
     ) -> Result<Option<(String, String)>, LedgerError> {
-        Ok(one(
-            self.0,
+        self.0.opt(
             "SELECT profile, device_id FROM devices WHERE spki_sha256 = ?1 AND device_id != ?2
                AND state NOT IN ('superseded', 'revoked') LIMIT 1",
-            params![spki_sha256, device_id],
+            p![spki_sha256, device_id],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
-        .optional()?)
     }
 }
 
@@ -294,17 +286,15 @@ impl Lookup for Overlay<'_> {
         };
         // A row the dry run would have overwritten (a re-issued device) no longer holds its
         // old key.
-        let mut stmt = db.0.prepare_cached(
+        let rows = db.0.map(
             "SELECT profile, device_id FROM devices WHERE spki_sha256 = ?1 AND device_id != ?2
                AND state NOT IN ('superseded', 'revoked')",
+            p![spki_sha256, device_id],
+            |r| Ok((r.get::<String>(0)?, r.get::<String>(1)?)),
         )?;
-        let rows = stmt.query_map(params![spki_sha256, device_id], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-        })?;
-        for r in rows {
-            let (p, d) = r?;
-            if self.mine(&p, &d).is_none() {
-                return Ok(Some((p, d)));
+        for (profile, d) in rows {
+            if self.mine(&profile, &d).is_none() {
+                return Ok(Some((profile, d)));
             }
         }
         Ok(None)

@@ -1,8 +1,6 @@
 //! The ledger's vocabularies as types (DESIGN.md "Per-device states"). Text appears only where
-//! rows are read and written (`ToSql`/`FromSql` here, the SQL of this module's siblings) and
+//! rows are read and written (`ToValue`/`FromValue` here, the SQL of this module's siblings) and
 //! where the manifest and JSON outputs print them; everything else matches on the enums.
-
-use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 
 /// Names ↔ variants for a closed vocabulary, with the ledger's column conversions.
 macro_rules! vocabulary {
@@ -52,17 +50,18 @@ macro_rules! vocabulary {
             }
         }
 
-        impl ToSql for $name {
-            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-                Ok(ToSqlOutput::from(self.as_str()))
+        impl super::db::ToValue for $name {
+            fn to_value(&self) -> super::db::Value {
+                super::db::Value::Text(self.as_str().to_string())
             }
         }
 
-        impl FromSql for $name {
-            fn column_result(v: ValueRef<'_>) -> FromSqlResult<Self> {
-                v.as_str()?
-                    .parse()
-                    .map_err(|e: String| FromSqlError::Other(e.into()))
+        impl super::db::FromValue for $name {
+            fn from_value(v: &super::db::Value) -> Result<Self, String> {
+                match v {
+                    super::db::Value::Text(s) => s.parse(),
+                    _ => Err(format!("expected a {} name", stringify!($name))),
+                }
             }
         }
     };
@@ -165,19 +164,23 @@ mod tests {
     /// state added to one and not the other fails here, not in a ledger.
     #[test]
     fn item4_states_are_the_schema_check_lists() {
-        let schema = super::super::schema::MIGRATIONS[0];
+        let step = &super::super::schema::MIGRATIONS[0];
         let names = |all: &[&str]| all.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>();
         let device: Vec<&str> = DeviceState::ALL.iter().map(|s| s.as_str()).collect();
-        let squashed: String = schema.split_whitespace().collect();
-        assert!(
-            squashed.contains(&format!("state IN({})", names(&device).join(",")).replace(' ', "")),
-            "devices.state CHECK differs from DeviceState::ALL"
-        );
-        let cert: Vec<&str> = CertState::ALL.iter().map(|s| s.as_str()).collect();
-        assert!(
-            squashed.contains(&format!("CHECK(stateIN({}))", names(&cert).join(","))),
-            "certificates.state CHECK differs from CertState::ALL"
-        );
+        // Both dialects.
+        for schema in [step.sqlite, step.pg] {
+            let squashed: String = schema.split_whitespace().collect();
+            assert!(
+                squashed
+                    .contains(&format!("state IN({})", names(&device).join(",")).replace(' ', "")),
+                "devices.state CHECK differs from DeviceState::ALL"
+            );
+            let cert: Vec<&str> = CertState::ALL.iter().map(|s| s.as_str()).collect();
+            assert!(
+                squashed.contains(&format!("CHECK(stateIN({}))", names(&cert).join(","))),
+                "certificates.state CHECK differs from CertState::ALL"
+            );
+        }
         for s in DeviceState::ALL {
             assert_eq!(s.as_str().parse::<DeviceState>(), Ok(*s));
         }

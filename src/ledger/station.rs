@@ -1,8 +1,8 @@
 //! Ledger records of station mode: device state after signing (installing, installed,
 //! install_unconfirmed), identities superseded on purpose, and one row per device attempt.
 
-use super::{exec, one, stamp, DeviceState, Ledger, LedgerError};
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use super::db::p;
+use super::{stamp, DeviceState, Ledger, LedgerError};
 
 /// What [`Ledger::set_device_state`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,9 +55,7 @@ impl Ledger {
         kind: &str,
         detail: &serde_json::Value,
     ) -> Result<Transition, LedgerError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.conn.begin()?;
         debug_assert!(matches!(
             to,
             DeviceState::Signed
@@ -65,22 +63,21 @@ impl Ledger {
                 | DeviceState::InstallUnconfirmed
                 | DeviceState::Installed
         ));
-        let current: DeviceState = one(
-            &tx,
+        let current: DeviceState = tx.one(
             "SELECT state FROM devices WHERE profile = ?1 AND device_id = ?2",
-            params![profile, device_id],
+            p![profile, device_id],
             |r| r.get(0),
         )?;
         let transition = if current.is_proven() {
             Transition::Kept(current)
         } else {
-            let n = exec(
-                &tx,
-                "UPDATE devices SET state = ?3, updated_at = ?4 WHERE profile = ?1 AND device_id = ?2",
-                params![profile, device_id, to, stamp(&*self.clock)],
+            let n = tx.exec("UPDATE devices SET state = ?3, updated_at = ?4 WHERE profile = ?1 AND device_id = ?2",
+                p![profile, device_id, to, stamp(&*self.clock)],
             )?;
             if n != 1 {
-                return Err(rusqlite::Error::StatementChangedRows(n).into());
+                return Err(LedgerError::Data(format!(
+                    "device {device_id} changed {n} rows, not one"
+                )));
             }
             Transition::Applied
         };
@@ -111,31 +108,24 @@ impl Ledger {
         reason: &str,
         operator: Option<&str>,
     ) -> Result<Option<String>, LedgerError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let cert: Option<(String, String)> = one(
-            &tx,
+        let tx = self.conn.begin()?;
+        let cert: Option<(String, String)> = tx.opt(
             "SELECT c.issuer_key_id, c.serial FROM devices d JOIN certificates c
                ON c.profile = d.profile AND c.device_id = d.device_id AND c.serial = d.serial
              WHERE d.profile = ?1 AND d.device_id = ?2 AND c.state = 'signed'",
-            params![profile, device_id],
+            p![profile, device_id],
             |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
+        )?;
         let at = stamp(&*self.clock);
         if let Some((ikid, serial)) = &cert {
-            exec(
-                &tx,
-                "INSERT OR IGNORE INTO cert_status (issuer_key_id, serial, status, reason, at)
-                 VALUES (?1, ?2, 'superseded', ?3, ?4)",
-                params![ikid, serial, reason, at],
+            tx.exec(
+                "INSERT INTO cert_status (issuer_key_id, serial, status, reason, at)
+                 VALUES (?1, ?2, 'superseded', ?3, ?4) ON CONFLICT DO NOTHING",
+                p![ikid, serial, reason, at],
             )?;
         }
-        exec(
-            &tx,
-            "UPDATE devices SET state = 'superseded', updated_at = ?3 WHERE profile = ?1 AND device_id = ?2",
-            params![profile, device_id, at],
+        tx.exec("UPDATE devices SET state = 'superseded', updated_at = ?3 WHERE profile = ?1 AND device_id = ?2",
+            p![profile, device_id, at],
         )?;
         super::audit::append(
             &tx,
@@ -152,15 +142,11 @@ impl Ledger {
 
     /// Records a finished attempt (and its audit event) in one transaction.
     pub fn record_attempt(&mut self, a: &Attempt) -> Result<(), LedgerError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        exec(
-            &tx,
-            "INSERT INTO attempts (batch_id, station, operator, profile, device_id, started_at, finished_at,
+        let tx = self.conn.begin()?;
+        tx.exec("INSERT INTO attempts (batch_id, station, operator, profile, device_id, started_at, finished_at,
                                    outcome, step, reason, serial, device_ms, certfab_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            params![
+            p![
                 a.batch_id, self.station, a.operator, a.profile, a.device_id, a.started_at,
                 a.finished_at, a.outcome, a.step, a.reason, a.serial, a.device_ms as i64,
                 a.certfab_ms as i64
@@ -187,9 +173,7 @@ impl Ledger {
         kind: &str,
         detail: &serde_json::Value,
     ) -> Result<(), LedgerError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.conn.begin()?;
         super::audit::append(
             &tx,
             &mut self.head,

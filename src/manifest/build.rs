@@ -107,7 +107,7 @@ pub fn build<K: Signer>(
         rows.push(site.ledger.batch(b)?.ok_or_else(|| {
             ManifestError::Usage(format!(
                 "batch {b} is not in ledger {}; certfab batch status --json lists batch ids",
-                site.ledger.path().display()
+                site.ledger.location()
             ))
         })?);
     }

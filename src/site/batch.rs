@@ -149,7 +149,7 @@ pub fn resume_request(
     let batch = ledger.batch(id)?.ok_or_else(|| {
         Error::Usage(format!(
             "no batch {id} in {}; `certfab batch status` shows the latest",
-            site_cfg.ledger.display()
+            site_cfg.ledger
         ))
     })?;
     let key = ledger.batch_input_key(id)?.unwrap_or_default();
@@ -204,7 +204,7 @@ pub fn status(site: &SiteRef, id: Option<&str>) -> Result<crate::ledger::BatchSt
         Error::Usage(format!(
             "no batch {} in {}",
             crate::text::escape(&id),
-            cfg.ledger.display()
+            cfg.ledger
         ))
     })
 }
@@ -222,7 +222,7 @@ pub fn close(site: &SiteRef, id: &str, reason: &str) -> Result<crate::ledger::Ba
         Error::Usage(format!(
             "no batch {} in {}",
             crate::text::escape(id),
-            cfg.ledger.display()
+            cfg.ledger
         ))
     })?;
     if let Some(f) = &st.batch.finished_at {

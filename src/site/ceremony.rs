@@ -248,13 +248,9 @@ pub fn status(
     use crate::lifecycle::ca_status;
     let cfg = site.config()?;
     let (profiles, errors) = ca_status::site_profiles(&cfg);
-    let ledger = if cfg.ledger.exists() {
-        Some(crate::ledger::Ledger::open_read(
-            &cfg.ledger,
-            &cfg.station_id,
-        )?)
-    } else {
-        None
+    let ledger = match &cfg.ledger {
+        crate::ledger::LedgerLocation::Sqlite(p) if !p.exists() => None,
+        at => Some(crate::ledger::Ledger::open_read(at, &cfg.station_id)?),
     };
     Ok(ca_status::status(
         &cfg,

@@ -403,7 +403,7 @@ pub fn run<S: Signer>(
         device_ms_mean: mean(device_total, timed) / 1000.0,
         end_of_line,
         interrupted: job.stop.load(Ordering::SeqCst),
-        ledger: shift.ledger.path().display().to_string(),
+        ledger: shift.ledger.location().to_string(),
     };
     let counts: BTreeMap<String, u64> = [
         ("passed".to_string(), passed),

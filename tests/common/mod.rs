@@ -2,12 +2,17 @@
 //! same hsm-fixtures/dev-line.sh users run), the certfab binary, and OpenSSL helpers.
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// A development line in its own temp dir.
 pub struct Line {
     pub dir: tempfile::TempDir,
+    /// The central ledger's cluster when the line runs on one (`CERTFAB_TEST_LEDGER=postgres`,
+    /// or [`Line::on_postgres`]); stopped after the line.
+    pub pg: Option<(pg::PgCluster, pg::PgLedger)>,
 }
 
 /// The tokens of the matrix (`hsm-fixtures/dev-line.sh --token`, docs/hsm-compat.md).
@@ -84,7 +89,31 @@ impl Line {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        Self { dir }
+        let mut line = Self { dir, pg: None };
+        if std::env::var("CERTFAB_TEST_LEDGER").as_deref() == Ok("postgres") {
+            line.move_to_postgres();
+        }
+        line
+    }
+
+    /// A fresh SoftHSM line whose ledger is a central PostgreSQL ledger in a cluster of its
+    /// own.
+    pub fn on_postgres() -> Self {
+        let mut line = Self::new();
+        if line.pg.is_none() {
+            line.move_to_postgres();
+        }
+        line
+    }
+
+    /// Points the line's config at a new database in a new cluster (the SQLite ledger the
+    /// line has not used yet is left alone).
+    fn move_to_postgres(&mut self) {
+        let cluster = pg::PgCluster::start();
+        let ledger = cluster.ledger("certfab");
+        let text = std::fs::read_to_string(self.config()).expect("read line config");
+        std::fs::write(self.config(), pg::with_ledger(&text, &ledger)).expect("write config");
+        self.pg = Some((cluster, ledger));
     }
 
     pub fn path(&self) -> &Path {
