@@ -10,6 +10,8 @@
 mod audit;
 mod lifecycle;
 mod manifests;
+#[cfg(test)]
+mod migration_tests;
 mod preview;
 mod rules;
 mod schema;
