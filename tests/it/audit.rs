@@ -5,9 +5,9 @@
 //! ledger the audit was not given, a profile changed after issuance, a short-lived profile, a
 //! CA re-signed shorter than its devices, a lost install reply.
 
-mod common;
+use crate::common;
 
-use common::{derived_profile, openssl, repo, rust_pubkey_pem, text, Line};
+use crate::common::{derived_profile, openssl, repo, rust_pubkey_pem, text, Line};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -342,7 +342,7 @@ class P(HTMLParser):
 p = P(); p.feed(open(sys.argv[1], encoding="utf-8").read()); p.close()
 print(json.dumps({"tags": p.tags, "bars": p.bars, "external": p.external, "text": "".join(p.texts)}))
 "#;
-    let o = Command::new("python3")
+    let o = Command::new(common::python())
         .args(["-c", script, html.to_str().unwrap()])
         .output()
         .unwrap();

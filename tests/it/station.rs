@@ -5,9 +5,9 @@
 //! protocol document and certfab cannot drift apart. Every `--json` event is validated against
 //! docs/station-events.schema.json.
 
-mod common;
+use crate::common;
 
-use common::{derived_profile, ledger, openssl, repo, text, Line};
+use crate::common::{derived_profile, ledger, openssl, repo, text, Line};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -312,14 +312,14 @@ fn station(l: &Line, profile: &str, adapter: &str, extra: &[&str]) -> Output {
 /// jsonschema), in the documented order.
 fn assert_events_fit_schema(out: &Output) {
     use std::io::Write;
-    let mut child = Command::new("python3")
+    let mut child = Command::new(common::python())
         .arg(repo().join("tests/py/station_events.py"))
         .arg(repo().join("docs/station-events.schema.json"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("python3");
+        .expect("run the test Python (common::python)");
     child.stdin.take().unwrap().write_all(&out.stdout).unwrap();
     let check = child.wait_with_output().unwrap();
     assert!(
