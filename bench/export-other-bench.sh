@@ -2,7 +2,8 @@
 # Export timing for the non-AWS formats (docs/performance.md style): on a fresh SoftHSM dev
 # line, issue N devices with `certfab batch`, build the signed manifest, then time
 # `certfab export` (manifest verification included) per format and check each output with
-# tests/py/export_check.py. Prints one line per format: seconds and peak RSS.
+# tests/py/export_check.py (with the checkers' Python, target/pyenv, made by
+# hsm-fixtures/setup-host.sh). Prints one line per format: seconds and peak RSS.
 #
 # Usage: bench/export-other-bench.sh [N]   (default 2000; uses target/release/certfab if
 #        built, else target/debug/certfab)
@@ -28,7 +29,9 @@ for f in azure-dps azure-dps-group hono peridio nrfcloud microchip-jws csv; do
   /usr/bin/time -f "$f: %e s, peak RSS %M KiB" "$certfab" --config certfab.yaml export \
     --format "$f" --manifest m.jsonl --out "x-$f" >/dev/null
 done
-check() { python3 "$repo/tests/py/export_check.py" "$@" >/dev/null && echo "checked: $1"; }
+py=$repo/target/pyenv/bin/python3
+[ -x "$py" ] || { echo "no $py: run hsm-fixtures/setup-host.sh" >&2; exit 2; }
+check() { "$py" "$repo/tests/py/export_check.py" "$@" >/dev/null && echo "checked: $1"; }
 check azure x-azure-dps
 check hono x-hono
 check peridio x-peridio

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Kill-and-resume soak test of `certfab batch` on a fresh SoftHSM dev line (a longer version of
-# tests/batch_faults.rs sigkill_and_resume, for people):
+# tests/it/batch_faults.rs sigkill_and_resume, for people):
 #   1. builds the release binary and a dev line in a temp dir (hsm-fixtures/dev-line.sh);
 #   2. starts `certfab batch --count N --keygen host --plain-keys` ROUNDS times and SIGKILLs it
 #      after a random delay, checking after every kill that no certificate file exists without

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what certfab's dev line and tests need on a Debian/Ubuntu host, when missing:
 # SoftHSM2 (the development token), OpenSC (pkcs11-tool), OpenSSL (independent checks), and for
-# the simulated line Python 3 with `cryptography` (station-scripts/) and socat (PTY pairs).
+# the simulated line Python 3 with `cryptography` (station-scripts/) and socat (PTY pairs); the
+# test-only Python checkers go into a virtual environment under target/ (below).
 set -euo pipefail
 missing=()
 command -v softhsm2-util >/dev/null 2>&1 || missing+=(softhsm2)
@@ -27,7 +28,7 @@ command -v dbus-daemon >/dev/null 2>&1 || missing+=(dbus-daemon)
 command -v p11-kit >/dev/null 2>&1 || missing+=(p11-kit)
 [ -f /usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so ] ||
   [ -f /usr/lib/aarch64-linux-gnu/pkcs11/p11-kit-client.so ] || missing+=(p11-kit-modules)
-# The shells whose completion scripts certfab ships (tests/cli_habits.rs parses each with its
+# The shells whose completion scripts certfab ships (tests/it/cli_habits.rs parses each with its
 # own shell) and groff, which renders the man pages in the same test.
 command -v zsh >/dev/null 2>&1 || missing+=(zsh)
 command -v fish >/dev/null 2>&1 || missing+=(fish)
@@ -45,40 +46,68 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-# The Python that runs the tests and station-scripts (python3 on PATH, which may be a pyenv
-# interpreter that Debian's python3-cryptography does not reach) needs cryptography, and
-# jwcrypto for tests/manifest.rs's independent JWS check.
-if ! python3 -c 'import cryptography, jwcrypto' >/dev/null 2>&1; then
-  python3 -m pip install --quiet cryptography jwcrypto
+# The Python that runs station-scripts/ (python3 on PATH, which may be a pyenv interpreter that
+# Debian's python3-cryptography does not reach) needs cryptography: the adapters are part of
+# the product and run with the operator's python3.
+if ! python3 -c 'import cryptography' >/dev/null 2>&1; then
+  python3 -m pip install --quiet cryptography
 fi
-# botocore (AWS's SDK service models) for tests/export_aws.rs, which validates the AWS IoT
+# The test-only checkers live in a virtual environment under target/ (target/pyenv, or under
+# $CARGO_TARGET_DIR), never in the system interpreter; the tests run them with that
+# environment's python3 (common::python() in tests/it/common/mod.rs). `cargo clean` removes it;
+# running this script again makes it again.
+repo=$(cd "$(dirname "$0")/.." && pwd)
+target=${CARGO_TARGET_DIR:-target}
+case "$target" in /*) ;; *) target="$repo/$target" ;; esac
+venv="$target/pyenv"
+py="$venv/bin/python3"
+if ! "$py" -c 'import sys' >/dev/null 2>&1; then
+  # Missing, or made by an interpreter that is gone.
+  rm -rf "$venv"
+  mkdir -p "$target"
+  if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+    # Debian's python3 makes virtual environments only with python3-venv.
+    rm -rf "$venv"
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv "$venv"
+  fi
+fi
+# cryptography for the checkers' independent parses (CRLs, exports), jwcrypto for
+# tests/it/manifest.rs's independent JWS check, jsonschema for the station events
+# (tests/py/station_events.py) and the Hono and Peridio shapes.
+if ! "$py" -c 'import cryptography, jwcrypto, jsonschema' >/dev/null 2>&1; then
+  "$py" -m pip install --quiet cryptography jwcrypto jsonschema
+fi
+# botocore (AWS's SDK service models) for tests/it/export_aws.rs, which validates the AWS IoT
 # request bodies certfab exports against AWS's own API model.
-if ! python3 -c 'import botocore' >/dev/null 2>&1; then
-  python3 -m pip install --quiet botocore
+if ! "$py" -c 'import botocore' >/dev/null 2>&1; then
+  "$py" -m pip install --quiet botocore
 fi
 # parliament (AWS IAM policy auditor with AWS's action/resource database) lints the IoT
 # policies certfab exports.
-if ! python3 -c 'import parliament' >/dev/null 2>&1; then
-  python3 -m pip install --quiet parliament
+if ! "$py" -c 'import parliament' >/dev/null 2>&1; then
+  "$py" -m pip install --quiet parliament
 fi
-# For tests/export_other.rs, each platform's own tooling: the Azure DPS service SDK's models
-# (msrest), a JSON Schema validator (Hono and Peridio shapes), and
-# Microchip's manifest verifier pytrustplatform with python-jose, Nordic's nrfcloud-utils (installed without its
-# dev-kit USB dependencies, which its manifest module does not import); a JDK for Java's
-# X500Principal (Hono's auth-id): java runs tests/java/Rfc2253.java from source, which needs
-# the JDK's compiler (javac is the sign of it), not only a JRE.
-if ! python3 -c 'import msrest, provisioningserviceclient, jsonschema, jose' >/dev/null 2>&1; then
-  python3 -m pip install --quiet msrest azure-iothub-provisioningserviceclient jsonschema \
-    python-jose
+# For tests/it/export_other.rs, each platform's own tooling: the Azure DPS service SDK's models
+# (msrest), and Microchip's manifest verifier pytrustplatform with python-jose, Nordic's
+# nrfcloud-utils (installed without its dev-kit USB dependencies, which its manifest module
+# does not import); a JDK for Java's X500Principal (Hono's auth-id): java runs
+# tests/java/Rfc2253.java from source, which needs the JDK's compiler (javac is the sign of
+# it), not only a JRE.
+if ! "$py" -c 'import msrest, provisioningserviceclient, jose' >/dev/null 2>&1; then
+  "$py" -m pip install --quiet msrest azure-iothub-provisioningserviceclient python-jose
 fi
-if ! python3 -c 'import pytrustplatform.manifest.manifest' >/dev/null 2>&1; then
-  python3 -m pip install --quiet --no-deps pytrustplatform
+if ! "$py" -c 'import pytrustplatform.manifest.manifest' >/dev/null 2>&1; then
+  "$py" -m pip install --quiet --no-deps pytrustplatform
 fi
 # Nordic's nrfcloud-utils: its onboarding CSV reader and writer (its modules used here need
 # only requests and coloredlogs; --no-deps keeps it from replacing the cryptography in use).
-if ! python3 -c 'import nrfcloud_utils.nrf_cloud_onboard' >/dev/null 2>&1; then
-  python3 -m pip install --quiet requests coloredlogs
-  python3 -m pip install --quiet --no-deps nrfcloud-utils
+if ! "$py" -c 'import nrfcloud_utils.nrf_cloud_onboard' >/dev/null 2>&1; then
+  "$py" -m pip install --quiet requests coloredlogs
+  "$py" -m pip install --quiet --no-deps nrfcloud-utils
 fi
 if ! command -v javac >/dev/null 2>&1; then
   sudo=""

@@ -1,6 +1,6 @@
 //! Entry points for coverage-guided fuzzing (`fuzz/`, docs/fuzzing.md): one function per
 //! target, each taking arbitrary bytes and driving the same library code certfab runs on that
-//! input. None of them may panic, whatever the bytes; `tests/fuzz_corpus.rs` replays every
+//! input. None of them may panic, whatever the bytes; `tests/it/fuzz_corpus.rs` replays every
 //! committed corpus input and past crash through them on stable Rust, so CI guards them
 //! without nightly.
 

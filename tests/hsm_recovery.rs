@@ -2,8 +2,10 @@
 //! (what an HSM reboot or a dropped network HSM looks like: CKR_CRYPTOKI_NOT_INITIALIZED,
 //! CKR_SESSION_HANDLE_INVALID), the next signature re-initialises, logs in again with the PIN
 //! that already worked, finds the key again, checks it is the same key, and succeeds.
-//! One test per binary: the module's state is per process.
+//! A binary of its own, outside tests/it: the module's state is per process, and this test
+//! sets SOFTHSM2_CONF in the process environment and finalizes the module under open sessions.
 
+#[path = "it/common/mod.rs"]
 mod common;
 
 use certfab::PublicKey;

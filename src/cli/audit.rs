@@ -59,13 +59,8 @@ pub(super) fn run(ctx: &Ctx, a: AuditArgs) -> Result<ExitCode, Error> {
         signer_cert: a.signer_cert,
         checkpoints: a.checkpoints,
     };
-    let report = crate::site::audit::audit(
-        &ctx.site,
-        src,
-        a.expiring_days,
-        fail_on,
-        a.html.as_deref(),
-    )?;
+    let report =
+        crate::site::audit::audit(&ctx.site, src, a.expiring_days, fail_on, a.html.as_deref())?;
     if let (Some(h), false) = (&a.html, ctx.json) {
         eprintln!("HTML report written to {}", h.display());
     }

@@ -1,7 +1,7 @@
 //! Shell completions and man pages, generated from the clap definitions so they cannot say
 //! anything the binary does not accept. The copies committed under docs/completions/ and
 //! docs/man/ (what the Debian package installs) are compared with these in the tests; a change
-//! to the command line regenerates them with `UPDATE_GENERATED=1 cargo test --test cli_habits`
+//! to the command line regenerates them with `UPDATE_GENERATED=1 cargo test --test it cli_habits::`
 //! or `certfab man --out docs/man` (docs/install.md).
 
 use super::{Cli, Ctx};

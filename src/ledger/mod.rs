@@ -15,6 +15,8 @@ mod lease;
 mod lifecycle;
 mod location;
 mod manifests;
+#[cfg(test)]
+mod migration_tests;
 mod preview;
 mod rules;
 mod schema;
@@ -1061,6 +1063,12 @@ impl Ledger {
     /// This process's lease on a central ledger.
     pub fn lease(&self) -> Option<i64> {
         self.lease
+    }
+
+    /// The SQLite connection, for tests that read a ledger's tables directly.
+    #[cfg(test)]
+    pub(crate) fn connection(&self) -> &Connection {
+        self.conn.lite().expect("a SQLite ledger")
     }
 }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Independent checks of certfab's cloud export files, with each platform's own tools where
-they install (run by tests/export_other.rs; the pip packages come from
+they install (run by tests/it/export_other.rs; the pip packages come from
 hsm-fixtures/setup-host.sh).
 
     export_check.py azure DIR            DPS bodies through the DPS service SDK's msrest models

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Validates `certfab --json station` output against docs/station-events.schema.json with the
 jsonschema package (hsm-fixtures/setup-host.sh installs it), so the documented event format and
-the events certfab prints cannot drift apart (run by tests/station.rs).
+the events certfab prints cannot drift apart (run by tests/it/station.rs).
 
     station_events.py SCHEMA < EVENTS.jsonl
 

@@ -2,9 +2,7 @@
 //! that refuses the revoked device, cloud revocation lists, renew, CA rollover and status,
 //! tenants.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -301,7 +299,7 @@ fn revoke_crl_tls_and_cloud_lists() {
     assert!(t.contains(&s1.to_ascii_uppercase()), "{t}");
     assert!(t.contains("X509v3 Authority Key Identifier"), "{t}");
     // Independent parse: python cryptography (reasons per serial, number, AKI = CA's SKI).
-    let py = Command::new("python3")
+    let py = Command::new(python())
         .arg("-c")
         .arg(
             r#"

@@ -5,9 +5,9 @@
 //! protocol document and certfab cannot drift apart. Every `--json` event is validated against
 //! docs/station-events.schema.json.
 
-mod common;
+use crate::common;
 
-use common::{derived_profile, ledger, openssl, repo, text, Line};
+use crate::common::{derived_profile, ledger, openssl, repo, text, Line};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -312,14 +312,14 @@ fn station(l: &Line, profile: &str, adapter: &str, extra: &[&str]) -> Output {
 /// jsonschema), in the documented order.
 fn assert_events_fit_schema(out: &Output) {
     use std::io::Write;
-    let mut child = Command::new("python3")
+    let mut child = Command::new(common::python())
         .arg(repo().join("tests/py/station_events.py"))
         .arg(repo().join("docs/station-events.schema.json"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("python3");
+        .expect("run the test Python (common::python)");
     child.stdin.take().unwrap().write_all(&out.stdout).unwrap();
     let check = child.wait_with_output().unwrap();
     assert!(
@@ -562,11 +562,13 @@ fn a_line_of_devices_all_pass_and_hold_verified_identities(kind: Kind) {
     }
 }
 
-/// A shipped profile with 2 s step timeouts, so timeout faults cost seconds, not minutes.
+/// A shipped profile with 2 s step timeouts, so timeout faults cost seconds, not minutes;
+/// except `hello`, which no fault delays and which waits for the adapter's start-up (a Python
+/// importing cryptography), slower than 2 s on a busy machine.
 fn fast_profile(l: &Line, base: &str, more: &[(&str, &str)]) -> PathBuf {
     let mut r = vec![(
         "timeouts: {default: 10s, generate_csr: 30s, install: 30s}",
-        "timeouts: {default: 2s}",
+        "timeouts: {default: 2s, hello: 20s}",
     )];
     r.extend_from_slice(more);
     derived_profile(l.path(), &format!("fast-{base}"), base, &r)

@@ -3,10 +3,10 @@
 //! checked with each platform's own model, schema or verifier (tests/py/export_check.py),
 //! Java's X500Principal (Hono's auth-id) and OpenSSL.
 
-mod common;
+use crate::common;
 
+use crate::common::{openssl, text, Line};
 use certfab::exports::{ExportDevice, ExportError, ExportFile, ExportInput, ExportOptions};
-use common::{openssl, text, Line};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -109,13 +109,13 @@ fn names(files: &[ExportFile]) -> Vec<(String, usize)> {
 
 /// Runs tests/py/export_check.py KIND DIR EXTRA….
 fn run_check(kind: &str, dir: &Path, extra: &[&str]) -> std::process::Output {
-    Command::new("python3")
+    Command::new(common::python())
         .arg(common::repo().join("tests/py/export_check.py"))
         .arg(kind)
         .arg(dir)
         .args(extra)
         .output()
-        .expect("run python3")
+        .expect("run the test Python (common::python)")
 }
 
 /// Runs the platform checker (see [`run_check`]) and returns its JSON summary.

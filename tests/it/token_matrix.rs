@@ -7,8 +7,7 @@
 //! sensitive, never extractable and sign-only, `certfab hsm info`, one `certfab issue` of a
 //! P-256 device key verified by OpenSSL, and `certfab hsm bench`.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 /// The CA keys every dev line holds.
 const CA_KEYS: [&str; 6] = [

@@ -12,10 +12,10 @@
 //! committed before the HSM was asked, the audit chain verifies and accounts for every serial,
 //! and OpenSSL verifies a sample of the chains.
 //!
-//! The kill timings come from a seed printed on stderr (`cargo test --test batch_faults --
+//! The kill timings come from a seed printed on stderr (`cargo test --test it batch_faults:: --
 //! --nocapture` shows it); `CERTFAB_FAULT_SEED=N` replays one.
 
-mod common;
+use crate::common;
 
 use rusqlite::{Connection, OpenFlags};
 use sha2::{Digest, Sha256};

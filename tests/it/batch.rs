@@ -1,9 +1,9 @@
 //! Batch issuance on a real SoftHSM token with a real SQLite ledger: what a line operator and
 //! an auditor check after a batch.
 
-mod common;
+use crate::common;
 
-use common::{openssl, rust_csr_pem, rust_pubkey_pem, text, Line};
+use crate::common::{openssl, rust_csr_pem, rust_pubkey_pem, text, Line};
 use std::fmt::Write as _;
 use std::path::Path;
 

@@ -7,8 +7,7 @@
 //! output files, OpenSSL), or stops with exit 4 naming the real cause within the window and
 //! the same command then completes; the audit checkpoint after a kill is signed.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -3,13 +3,13 @@
 //! devices are marked exported; manifests chain; merge and its refusals; and a mutation
 //! harness over real manifests where every mutation is detected with the line named.
 
-mod common;
+use crate::common;
 
-use certfab::manifests::format::{self, DeviceLine, Trailer};
-use certfab::manifests::{merkle, verify_bytes, Trust};
-use common::{
+use crate::common::{
     derived_profile, ledger, openssl_sha256_fingerprint, openssl_verify, repo, text, Line,
 };
+use certfab::manifests::format::{self, DeviceLine, Trailer};
+use certfab::manifests::{merkle, verify_bytes, Trust};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -109,7 +109,7 @@ j.deserialize(tok)
 j.verify(jwk.JWK.from_pem(pem), alg='ES256', detached_payload=payload)
 print('ok', h['kid'])
 "#;
-    Command::new("python3")
+    Command::new(common::python())
         .args(["-c", script])
         .arg(m)
         .output()

@@ -3,10 +3,9 @@
 //! a password from a file, the same commands as on SQLite, stations racing for one device,
 //! leases, the audit chain under concurrent writers, and the database going away.
 
-mod common;
-
-use common::pg::{station_config, PgCluster};
-use common::*;
+use crate::common;
+use crate::common::pg::{station_config, PgCluster};
+use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -1,11 +1,13 @@
-//! Shared test support: a fresh development line (SoftHSM token in a temp dir, built by the
-//! same hsm-fixtures/dev-line.sh users run), the certfab binary, and OpenSSL helpers.
+//! Shared test support: a development line (SoftHSM token in a temp dir, built by the same
+//! hsm-fixtures/dev-line.sh users run, once per test process, and copied for each test), the
+//! certfab binary, the Python that runs the test checkers, and OpenSSL helpers.
 #![allow(dead_code)]
 
 pub mod pg;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 /// A development line in its own temp dir.
 pub struct Line {
@@ -54,41 +56,141 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-impl Line {
-    /// Builds a fresh line with hsm-fixtures/dev-line.sh (on SoftHSM, its default).
-    pub fn new() -> Self {
-        Self::build(None)
+/// Runs hsm-fixtures/dev-line.sh into `dir` (on `token`, SoftHSM by default); panics with its
+/// output if it fails, after ending any server a half-built line started.
+fn build_line(token: Option<Token>, dir: &Path) {
+    if let Err(e) = try_build_line(token, dir) {
+        panic!("{e}");
     }
+}
 
-    /// Builds a fresh line on `token` with hsm-fixtures/dev-line.sh --token.
-    pub fn on(token: Token) -> Self {
-        Self::build(Some(token))
+fn try_build_line(token: Option<Token>, dir: &Path) -> Result<(), String> {
+    let mut cmd = Command::new(repo().join("hsm-fixtures/dev-line.sh"));
+    if let Some(t) = token {
+        cmd.args(["--token", t.name()]);
     }
+    let out = cmd
+        .arg(dir)
+        .env("CERTFAB", bin())
+        .output()
+        .map_err(|e| format!("cannot run hsm-fixtures/dev-line.sh: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    // A line that failed half-way may have started its servers: end them.
+    let stop = dir.join("stop");
+    if stop.exists() {
+        let _ = Command::new(stop).output();
+    }
+    Err(format!(
+        "dev-line.sh failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
+}
 
-    fn build(token: Option<Token>) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut cmd = Command::new(repo().join("hsm-fixtures/dev-line.sh"));
-        if let Some(t) = token {
-            cmd.args(["--token", t.name()]);
-        }
-        let out = cmd
-            .arg(dir.path())
-            .env("CERTFAB", bin())
-            .output()
-            .expect("run dev-line.sh");
-        if !out.status.success() {
-            // A line that failed half-way may have started its servers: end them.
-            let stop = dir.path().join("stop");
-            if stop.exists() {
-                let _ = Command::new(stop).output();
+/// The SoftHSM dev line this test process copies for every [`Line::new`]: built by
+/// hsm-fixtures/dev-line.sh on first use, under target/tmp/dev-lines/PID (cargo's scratch
+/// space for integration tests), and never handed to a test itself. Templates of test
+/// processes that have ended are removed here. A build that failed fails every test that
+/// wanted a copy, with the script's output, without building again.
+pub fn template() -> &'static Path {
+    static TEMPLATE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let built = TEMPLATE.get_or_init(|| {
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dev-lines");
+        std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+        if let Ok(entries) = std::fs::read_dir(&root) {
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let pid = name.to_str().and_then(|n| n.parse::<u32>().ok());
+                if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
             }
         }
-        assert!(
-            out.status.success(),
-            "dev-line.sh failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let dir = root.join(std::process::id().to_string());
+        let _ = std::fs::remove_dir_all(&dir);
+        try_build_line(None, &dir)?;
+        Ok(dir)
+    });
+    match built {
+        Ok(dir) => dir,
+        Err(e) => panic!("the shared dev line could not be built: {e}"),
+    }
+}
+
+/// Copies a built line from `from` into the existing empty dir `to` as `cp -a` would (modes
+/// kept: the PIN files stay 0600, the token store 0700), then points the copy's own files at
+/// itself: dev-line.sh writes absolute paths (certfab.yaml's SOFTHSM2_CONF, softhsm2.conf's
+/// token dir), which would otherwise still name the template's token.
+pub fn copy_line(from: &Path, to: &Path) {
+    copy_tree(from, to)
+        .unwrap_or_else(|e| panic!("copy dev line {} to {}: {e}", from.display(), to.display()));
+    let (old, new) = (from.to_str().unwrap(), to.to_str().unwrap());
+    for e in std::fs::read_dir(to).unwrap().flatten() {
+        if !e.file_type().unwrap().is_file() {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(e.path()) else {
+            continue;
+        };
+        if text.contains(old) {
+            std::fs::write(e.path(), text.replace(old, new)).unwrap();
+        }
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        let kind = e.file_type()?;
+        if kind.is_dir() {
+            std::fs::create_dir(&dst)?;
+            copy_tree(&src, &dst)?;
+            std::fs::set_permissions(&dst, std::fs::metadata(&src)?.permissions())?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&src)?, &dst)?;
+        } else {
+            // std::fs::copy keeps the permission bits.
+            std::fs::copy(&src, &dst)?;
+        }
+    }
+    Ok(())
+}
+
+/// The Python that runs the test-only checkers (botocore, jwcrypto, parliament, …): the
+/// virtual environment hsm-fixtures/setup-host.sh makes under target/pyenv, so the tests
+/// never depend on, or change, the packages of the system's interpreter.
+pub fn python() -> PathBuf {
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("CARGO_TARGET_TMPDIR is target/tmp")
+        .to_path_buf();
+    let py = target.join("pyenv/bin/python3");
+    assert!(
+        py.exists(),
+        "{} does not exist: run hsm-fixtures/setup-host.sh, which makes the test checkers' virtual environment",
+        py.display()
+    );
+    py
+}
+
+impl Line {
+    /// A SoftHSM line of its own: a copy of the line this test process built once with
+    /// hsm-fixtures/dev-line.sh ([`template`]), in a temp dir. Every copy has the same CA keys,
+    /// certificates and PINs, and its own token store, ledger and files, so what one test does
+    /// to its line (a locked PIN, a deleted key, a ledger) no other test sees. Building a line
+    /// runs a dozen certfab commands against the token; copying one is a few file copies.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        copy_line(template(), dir.path());
+        Self::with_ledger_from_env(dir)
+    }
+
+    /// The line as the tests run it: on its SQLite ledger, or with
+    /// `CERTFAB_TEST_LEDGER=postgres` on a central ledger in a cluster of its own.
+    fn with_ledger_from_env(dir: tempfile::TempDir) -> Self {
         let mut line = Self { dir, pg: None };
         if std::env::var("CERTFAB_TEST_LEDGER").as_deref() == Ok("postgres") {
             line.move_to_postgres();
@@ -96,8 +198,7 @@ impl Line {
         line
     }
 
-    /// A fresh SoftHSM line whose ledger is a central PostgreSQL ledger in a cluster of its
-    /// own.
+    /// A SoftHSM line whose ledger is a central PostgreSQL ledger in a cluster of its own.
     pub fn on_postgres() -> Self {
         let mut line = Self::new();
         if line.pg.is_none() {
@@ -114,6 +215,21 @@ impl Line {
         let text = std::fs::read_to_string(self.config()).expect("read line config");
         std::fs::write(self.config(), pg::with_ledger(&text, &ledger)).expect("write config");
         self.pg = Some((cluster, ledger));
+    }
+
+    /// A line built for this test alone by hsm-fixtures/dev-line.sh (SoftHSM), for a test that
+    /// checks the ceremony itself or needs CA keys no other line has.
+    pub fn fresh() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        build_line(None, dir.path());
+        Self::with_ledger_from_env(dir)
+    }
+
+    /// A line built for this test alone on `token` with hsm-fixtures/dev-line.sh --token.
+    pub fn on(token: Token) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        build_line(Some(token), dir.path());
+        Self::with_ledger_from_env(dir)
     }
 
     pub fn path(&self) -> &Path {

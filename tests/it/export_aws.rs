@@ -2,10 +2,10 @@
 //! against AWS's own API model (botocore's iot service model, through its ParamValidator),
 //! with OpenSSL for every certificate the HSM signed for them.
 
-mod common;
+use crate::common;
 
+use crate::common::{openssl, text, Line};
 use certfab::exports::{self as export, ExportFile, ExportInput, ExportOptions, Format};
-use common::{openssl, text, Line};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -121,13 +121,13 @@ fn lines_of(f: &ExportFile) -> Vec<Value> {
 /// the JSON list it prints; `cannot_run` says what a failure to run means.
 fn python_json(script: &str, body: &[Value], cannot_run: &str) -> Vec<Value> {
     use std::io::Write;
-    let mut child = std::process::Command::new("python3")
+    let mut child = std::process::Command::new(common::python())
         .arg(common::repo().join(script))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("python3");
+        .expect("run the test Python (common::python)");
     child
         .stdin
         .take()

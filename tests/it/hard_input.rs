@@ -3,9 +3,9 @@
 //! reads, look-alike device ids, unbounded inputs and an id template that broke a batch. Every
 //! check runs the real binary on a dev line (SoftHSM, SQLite) and looks at what a user would.
 
-mod common;
+use crate::common;
 
-use common::{derived_profile, openssl, openssl_csr, rust_csr_pem, text, Line};
+use crate::common::{derived_profile, openssl, openssl_csr, rust_csr_pem, text, Line};
 use std::path::Path;
 
 fn stderr(o: &std::process::Output) -> String {
@@ -367,7 +367,7 @@ fn item11_san_syntax_checked_per_device_and_ca_only_extensions_refused() {
 /// Runs certfab under python's resource module; returns the output and the child's peak RSS
 /// in KiB (ru_maxrss of RUSAGE_CHILDREN, an independent measurement).
 fn certfab_rss(line: &Line, args: &[&str]) -> (std::process::Output, u64) {
-    let o = std::process::Command::new("python3")
+    let o = std::process::Command::new(common::python())
         .arg("-c")
         .arg(
             "import resource,subprocess,sys\n\

@@ -2,10 +2,8 @@
 //! CLI, `profile show`, `issue --dry-run` and `batch --dry-run`, and docs that name only
 //! commands and flags that exist.
 
-mod common;
-
+use crate::common::*;
 use clap::CommandFactory;
-use common::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -77,7 +75,7 @@ fn completions_and_man_pages_match_the_cli() {
     let mut have = committed("docs/man");
     have.extend(committed("docs/completions"));
     let fix = format!(
-        "run `{UPDATE}=1 cargo test --test cli_habits completions_and_man_pages` (or `certfab man --out docs/man` and `certfab completions SHELL > docs/completions/FILE`) and commit the result"
+        "run `{UPDATE}=1 cargo test --test it cli_habits::completions_and_man_pages` (or `certfab man --out docs/man` and `certfab completions SHELL > docs/completions/FILE`) and commit the result"
     );
     let stale: Vec<_> = have.keys().filter(|p| !want.contains_key(*p)).collect();
     let missing: Vec<_> = want.keys().filter(|p| !have.contains_key(*p)).collect();

@@ -5,9 +5,9 @@
 //! (SoftHSM token, real SQLite file) and the simulated devices of station-scripts/sim-device.py
 //! over real pipes.
 
-mod common;
+use crate::common;
 
-use common::{derived_profile, repo, text, Line};
+use crate::common::{derived_profile, repo, text, Line};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -694,7 +694,7 @@ fn item5_a_second_open_in_the_same_process_keeps_the_writers_locks() {
     }
     drop(Ledger::open_read(&path, "s1").unwrap());
     // Another process opens and closes the ledger, as `batch status` does.
-    let o = Command::new("python3")
+    let o = Command::new(common::python())
         .arg("-c")
         .arg("import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('SELECT COUNT(*) FROM sqlite_master').fetchone(); c.close()")
         .arg(&path)

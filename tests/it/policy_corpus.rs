@@ -10,9 +10,9 @@
 //! One dev line (SoftHSM token) is shared by all cases; each case has its own out dir. Failures
 //! are collected and reported together.
 
-mod common;
+use crate::common;
 
-use common::{openssl, openssl_csr, text, Line};
+use crate::common::{openssl, openssl_csr, text, Line};
 use der::asn1::SetOfVec;
 use der::EncodePem;
 use num_bigint_dig::prime::{next_prime, probably_prime};

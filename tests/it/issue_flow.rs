@@ -1,9 +1,9 @@
 //! End-to-end issuance on a real SoftHSM token through the real binary, checked with OpenSSL
 //! and an independent Rust parser (x509-parser).
 
-mod common;
+use crate::common;
 
-use common::{issue_args, openssl, openssl_csr, text, Line};
+use crate::common::{issue_args, openssl, openssl_csr, text, Line};
 use std::path::Path;
 use x509_parser::prelude::*;
 

@@ -3,12 +3,10 @@
 //! random edits, deletions, reorders and insertions of audit rows in the SQLite file (naive,
 //! and re-hashed into a self-consistent chain) before the last checkpoint, every one detected.
 
-mod common;
-
+use crate::common::*;
 use certfab::checkpoints::{self as auditlog, CheckpointDoc, CheckpointTrust};
 use certfab::CaCert;
 use certfab::{AuditEvent, Ledger, GENESIS};
-use common::*;
 use rusqlite::{params, Connection};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
