@@ -155,6 +155,11 @@ impl OutDir {
         })
     }
 
+    /// The directory's path (for messages).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Whether this call created the directory.
     pub fn is_fresh(&self) -> bool {
         self.fresh
@@ -218,10 +223,9 @@ impl OutDir {
         }
     }
 
-    /// The content of regular file `name`, or `None` if there is none. A symlink or anything
-    /// but a regular file is refused; a file over `max` bytes is returned cut at `max + 1`
-    /// bytes (so it compares unequal to anything certfab writes).
-    pub fn read_existing(&self, name: &str, max: usize) -> Result<Option<Vec<u8>>, WriteError> {
+    /// Regular file `name` opened for reading, or `None` if there is none. A symlink or
+    /// anything but a regular file is refused (a FIFO is never blocked on).
+    pub fn open_existing(&self, name: &str) -> Result<Option<std::fs::File>, WriteError> {
         check_name(&self.path, name)?;
         let path = self.path.join(name);
         let err = |msg: String| WriteError {
@@ -246,9 +250,63 @@ impl OutDir {
                     .into(),
             ));
         }
+        Ok(Some(std::fs::File::from(fd)))
+    }
+
+    /// The names in this directory (not `.` and `..`), in no particular order.
+    pub fn names(&self) -> Result<Vec<String>, WriteError> {
+        let err = |e: Errno| WriteError {
+            path: self.path.clone(),
+            msg: format!("cannot list the directory: {}", errno_text(e)),
+        };
+        let mut dir = rfs::Dir::read_from(&self.fd).map_err(err)?;
+        let mut names = Vec::new();
+        while let Some(entry) = dir.read() {
+            let entry = entry.map_err(err)?;
+            let name = entry.file_name().to_string_lossy();
+            if name != "." && name != ".." {
+                names.push(name.into_owned());
+            }
+        }
+        Ok(names)
+    }
+
+    /// Starts a file too large to hold in memory (a bundle of thousands of devices): written
+    /// in pieces to a new temporary, then [`StagedFile::commit`]ted under `name`. Dropped
+    /// uncommitted, the temporary is removed.
+    pub fn stage_file(&self, name: &str, access: Access) -> Result<StagedFile, WriteError> {
+        check_name(&self.path, name)?;
+        let dir = OutDir {
+            fd: self.fd.try_clone().map_err(|e| WriteError {
+                path: self.path.clone(),
+                msg: format!("cannot open the directory: {e}"),
+            })?,
+            path: self.path.clone(),
+            fresh: false,
+        };
+        let (tmp, fd) = dir.create_temp(access)?;
+        Ok(StagedFile {
+            file: std::io::BufWriter::with_capacity(256 * 1024, std::fs::File::from(fd)),
+            dir,
+            tmp,
+            name: name.to_string(),
+            done: false,
+        })
+    }
+
+    /// The content of regular file `name`, or `None` if there is none. A symlink or anything
+    /// but a regular file is refused; a file over `max` bytes is returned cut at `max + 1`
+    /// bytes (so it compares unequal to anything certfab writes).
+    pub fn read_existing(&self, name: &str, max: usize) -> Result<Option<Vec<u8>>, WriteError> {
+        let Some(file) = self.open_existing(name)? else {
+            return Ok(None);
+        };
+        let err = |msg: String| WriteError {
+            path: self.path.join(name),
+            msg,
+        };
         let mut data = Vec::new();
-        std::fs::File::from(fd)
-            .take(max as u64 + 1)
+        file.take(max as u64 + 1)
             .read_to_end(&mut data)
             .map_err(|e| err(format!("cannot read it: {e}")))?;
         Ok(Some(data))
@@ -504,6 +562,61 @@ impl Drop for Staged<'_> {
     }
 }
 
+/// A file being written in pieces to its temporary ([`OutDir::stage_file`]).
+#[derive(Debug)]
+pub struct StagedFile {
+    dir: OutDir,
+    tmp: String,
+    name: String,
+    file: std::io::BufWriter<std::fs::File>,
+    done: bool,
+}
+
+impl StagedFile {
+    /// Appends `data` to the temporary.
+    pub fn write_all(&mut self, data: &[u8]) -> Result<(), WriteError> {
+        self.file.write_all(data).map_err(|e| WriteError {
+            path: self.dir.path.join(&self.name),
+            msg: format!("cannot write it: {e}"),
+        })
+    }
+
+    /// Flushes the temporary, fsyncs it with [`Durability::Now`], renames it onto its name
+    /// (never over an existing one with [`Existing::Refuse`]) and then fsyncs the directory
+    /// with [`Durability::Now`].
+    pub fn commit(mut self, existing: Existing, durability: Durability) -> Result<(), WriteError> {
+        let err = |e: std::io::Error| WriteError {
+            path: self.dir.path.join(&self.name),
+            msg: format!("cannot write it: {e}"),
+        };
+        self.file.flush().map_err(err)?;
+        if durability == Durability::Now {
+            self.file.get_ref().sync_all().map_err(err)?;
+        }
+        let staged = Staged {
+            dir: &self.dir,
+            tmp: std::mem::take(&mut self.tmp),
+            name: self.name.clone(),
+            done: false,
+        };
+        // The temporary is the Staged's now: it is removed if the rename fails.
+        self.done = true;
+        staged.commit_with(existing, None)?;
+        if durability == Durability::Now {
+            self.dir.sync_dir()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for StagedFile {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = rfs::unlinkat(&self.dir.fd, self.tmp.as_str(), AtFlags::empty());
+        }
+    }
+}
+
 /// Renames without ever replacing an existing name. `linkat` is the fallback for
 /// filesystems without `RENAME_NOREPLACE` (it fails on an existing name, a link included).
 fn rename_noreplace(dir: &OwnedFd, tmp: &str, name: &str) -> Result<(), Errno> {
@@ -677,6 +790,35 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("symbolic link"));
+    }
+
+    #[test]
+    fn staged_files_appear_whole_or_not_at_all() {
+        let d = tempfile::tempdir().unwrap();
+        let out = OutDir::create(d.path()).unwrap();
+        let mut f = out.stage_file("b.jsonl", Access::Secret).unwrap();
+        f.write_all(b"one\n").unwrap();
+        f.write_all(b"two\n").unwrap();
+        // Nothing under the final name until the commit.
+        assert!(!d.path().join("b.jsonl").exists());
+        f.commit(Existing::Refuse, Durability::Now).unwrap();
+        assert_eq!(
+            std::fs::read(d.path().join("b.jsonl")).unwrap(),
+            b"one\ntwo\n"
+        );
+        assert_eq!(mode(&d.path().join("b.jsonl")) & 0o077, 0);
+        // Never over an existing file; the temporary goes either way, as does a dropped one.
+        let mut again = out.stage_file("b.jsonl", Access::Shared).unwrap();
+        again.write_all(b"other\n").unwrap();
+        assert!(again.commit(Existing::Refuse, Durability::Now).is_err());
+        drop(out.stage_file("c.jsonl", Access::Shared).unwrap());
+        let mut names = out.names().unwrap();
+        names.sort();
+        assert_eq!(names, ["b.jsonl"]);
+        assert_eq!(
+            std::fs::read(d.path().join("b.jsonl")).unwrap(),
+            b"one\ntwo\n"
+        );
     }
 
     #[test]
