@@ -380,6 +380,35 @@ impl OutDir {
     /// A new temporary: exclusive, no symlink followed, a name nobody could have guessed
     /// (a random key drawn once per process, then a counter; fresh randomness after a clash).
     fn create_temp(&self, access: Access) -> Result<(String, OwnedFd), WriteError> {
+        self.unique_temp("a temporary file", |tmp| {
+            rfs::openat(
+                &self.fd,
+                tmp,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(access.mode()),
+            )
+        })
+    }
+
+    /// A new temporary directory (mode 0750), opened: the same unguessable names as files.
+    fn create_temp_dir(&self) -> Result<(String, OwnedFd), WriteError> {
+        self.unique_temp("a temporary directory", |tmp| {
+            rfs::mkdirat(&self.fd, tmp, Mode::from_raw_mode(DIR_MODE))?;
+            rfs::openat(
+                &self.fd,
+                tmp,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+        })
+    }
+
+    /// Makes a temporary with `make` under a fresh unique name (`EEXIST` draws another).
+    fn unique_temp(
+        &self,
+        what: &str,
+        make: impl Fn(&str) -> Result<OwnedFd, Errno>,
+    ) -> Result<(String, OwnedFd), WriteError> {
         use std::sync::atomic::{AtomicU64, Ordering};
         static KEY: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
         static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -403,12 +432,7 @@ impl OutDir {
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
             let salt = if attempt == 0 { key } else { random()? };
             let tmp = format!("{TEMP_PREFIX}{salt:016x}{n:x}{TEMP_SUFFIX}");
-            match rfs::openat(
-                &self.fd,
-                tmp.as_str(),
-                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::from_raw_mode(access.mode()),
-            ) {
+            match make(&tmp) {
                 Ok(fd) => return Ok((tmp, fd)),
                 Err(Errno::EXIST) => last = Errno::EXIST,
                 Err(e) => {
@@ -419,8 +443,94 @@ impl OutDir {
         }
         Err(WriteError {
             path: self.path.clone(),
-            msg: format!("cannot create a temporary file: {}", errno_text(last)),
+            msg: format!("cannot create {what}: {}", errno_text(last)),
         })
+    }
+
+    /// Creates subdirectory `name` holding `files`, whole or not at all: the files are written
+    /// (exclusively, no symlink followed, their modes) into a new temporary directory, which is
+    /// then renamed onto `name` without replacing anything — one rename for the directory
+    /// instead of a temporary and a rename per file. Returns `false`, leaving nothing behind,
+    /// when `name` exists already (the caller then writes into it file by file). Not synced:
+    /// the caller syncs the filesystem ([`OutDir::sync_fs`]).
+    pub fn create_dir_with(
+        &self,
+        name: &str,
+        files: &[(&str, &[u8], Access)],
+    ) -> Result<bool, WriteError> {
+        check_name(&self.path, name)?;
+        let (tmp, fd) = self.create_temp_dir()?;
+        let staged = OutDir {
+            fd,
+            path: self.path.join(&tmp),
+            fresh: true,
+        };
+        let filled = (|| {
+            for (file, data, access) in files {
+                check_name(&staged.path, file)?;
+                let err = |msg: String| WriteError {
+                    path: self.path.join(name).join(file),
+                    msg,
+                };
+                let fd = rfs::openat(
+                    &staged.fd,
+                    *file,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(access.mode()),
+                )
+                .map_err(|e| err(format!("cannot create it: {}", errno_text(e))))?;
+                std::fs::File::from(fd)
+                    .write_all(data)
+                    .map_err(|e| err(format!("cannot write it: {e}")))?;
+            }
+            // No link() fallback for a directory: where the filesystem has no RENAME_NOREPLACE
+            // the caller takes the file-by-file path.
+            rfs::renameat_with(
+                &self.fd,
+                tmp.as_str(),
+                &self.fd,
+                name,
+                RenameFlags::NOREPLACE,
+            )
+            .map(|()| true)
+            .or_else(|e| match e {
+                Errno::EXIST | Errno::NOTEMPTY | Errno::INVAL | Errno::NOSYS | Errno::NOTSUP => {
+                    Ok(false)
+                }
+                e => Err(WriteError {
+                    path: self.path.join(name),
+                    msg: format!("cannot rename into place: {}", errno_text(e)),
+                }),
+            })
+        })();
+        if !matches!(filled, Ok(true)) {
+            let _ = self.remove_temp_dir(&tmp, &staged.fd);
+        }
+        filled
+    }
+
+    /// Removes temporary directory `tmp` (open as `fd`) and the files in it.
+    fn remove_temp_dir(&self, tmp: &str, fd: &OwnedFd) -> Result<(), Errno> {
+        let mut dir = rfs::Dir::read_from(fd)?;
+        let mut names = Vec::new();
+        while let Some(entry) = dir.read() {
+            let entry = entry?;
+            let n = entry.file_name().to_owned();
+            if n.as_bytes() != b"." && n.as_bytes() != b".." {
+                names.push(n);
+            }
+        }
+        for n in &names {
+            match rfs::unlinkat(fd, n.as_c_str(), AtFlags::empty()) {
+                Ok(()) | Err(Errno::NOENT) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        rfs::unlinkat(&self.fd, tmp, AtFlags::REMOVEDIR)
     }
 
     /// Removes temporaries a killed certfab left here (`.certfab-*.tmp`; the links themselves
@@ -432,15 +542,39 @@ impl OutDir {
         };
         let mut dir = rfs::Dir::read_from(&self.fd).map_err(err)?;
         let mut stale = Vec::new();
+        let mut stale_dirs = Vec::new();
         while let Some(entry) = dir.read() {
             let entry = entry.map_err(err)?;
             let name = entry.file_name().to_bytes();
-            if name.starts_with(TEMP_PREFIX.as_bytes())
-                && name.ends_with(TEMP_SUFFIX.as_bytes())
-                && entry.file_type() != FileType::Directory
-            {
-                stale.push(entry.file_name().to_owned());
+            if name.starts_with(TEMP_PREFIX.as_bytes()) && name.ends_with(TEMP_SUFFIX.as_bytes()) {
+                if entry.file_type() == FileType::Directory {
+                    stale_dirs.push(entry.file_name().to_owned());
+                } else {
+                    stale.push(entry.file_name().to_owned());
+                }
             }
+        }
+        // A temporary directory of [`OutDir::create_dir_with`] a killed run left (opened without
+        // following a link: only a real directory here is emptied).
+        for name in &stale_dirs {
+            let fd = match rfs::openat(
+                &self.fd,
+                name.as_c_str(),
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            ) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) => continue,
+                Err(e) => return Err(err(e)),
+            };
+            self.remove_temp_dir(&name.to_string_lossy(), &fd)
+                .map_err(|e| WriteError {
+                    path: self.path.join(name.to_string_lossy().as_ref()),
+                    msg: format!(
+                        "cannot remove a stale temporary directory: {}",
+                        errno_text(e)
+                    ),
+                })?;
         }
         for name in &stale {
             match rfs::unlinkat(&self.fd, name.as_c_str(), AtFlags::empty()) {
@@ -453,7 +587,7 @@ impl OutDir {
                 }
             }
         }
-        Ok(stale.len())
+        Ok(stale.len() + stale_dirs.len())
     }
 
     /// Removes `name` (the entry itself: a link is removed, never what it points at).
@@ -819,6 +953,39 @@ mod tests {
             std::fs::read(d.path().join("b.jsonl")).unwrap(),
             b"one\ntwo\n"
         );
+    }
+
+    /// Issue 14, fewer syscalls in the dirs layout: a new device directory arrives whole
+    /// (one rename), an existing one is left alone for the file-by-file path, a symlink there
+    /// is never followed, and a temporary directory a killed run left is cleaned up.
+    #[test]
+    fn item14_device_dir_created_whole_or_left_to_the_caller() {
+        let d = tempfile::tempdir().unwrap();
+        let out = OutDir::create(d.path()).unwrap();
+        let files: [(&str, &[u8], Access); 2] = [
+            ("cert.pem", b"c", Access::Shared),
+            ("key.pem", b"k", Access::Secret),
+        ];
+        assert!(out.create_dir_with("SN1", &files).unwrap());
+        assert_eq!(std::fs::read(d.path().join("SN1/cert.pem")).unwrap(), b"c");
+        assert_eq!(mode(&d.path().join("SN1/key.pem")), 0o600);
+        assert_eq!(mode(&d.path().join("SN1")) & 0o027, 0);
+        // It exists: nothing is touched, no temporary left.
+        let other: [(&str, &[u8], Access); 1] = [("cert.pem", b"x", Access::Shared)];
+        assert!(!out.create_dir_with("SN1", &other).unwrap());
+        assert_eq!(std::fs::read(d.path().join("SN1/cert.pem")).unwrap(), b"c");
+        let outside = d.path().join("elsewhere");
+        std::fs::create_dir(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, d.path().join("SN2")).unwrap();
+        assert!(!out.create_dir_with("SN2", &other).unwrap());
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+        // A killed run's half-made directory goes with the other temporaries.
+        std::fs::create_dir(d.path().join(".certfab-00ab.tmp")).unwrap();
+        std::fs::write(d.path().join(".certfab-00ab.tmp/cert.pem"), "half").unwrap();
+        assert_eq!(out.remove_stale_temps().unwrap(), 1);
+        let mut names = out.names().unwrap();
+        names.sort();
+        assert_eq!(names, ["SN1", "SN2", "elsewhere"]);
     }
 
     #[test]

@@ -33,7 +33,12 @@ impl Writer {
     ) -> Result<Self, BatchError> {
         let dir = OutDir::create(out).map_err(|e| BatchError::OutputUnsigned(e.to_string()))?;
         Ok(match job.layout {
-            super::Layout::Dirs => Self::Dirs(Dirs::new(job, dir)),
+            super::Layout::Dirs => {
+                // Device directories a killed run was assembling (see `Dirs::deliver`).
+                dir.remove_stale_temps()
+                    .map_err(|e| BatchError::OutputUnsigned(e.to_string()))?;
+                Self::Dirs(Dirs::new(job, dir))
+            }
             super::Layout::Bundle { devices_per_file } => Self::Bundle(
                 super::bundle::Bundles::new(job, dir, devices_per_file, resuming)?,
             ),
@@ -153,8 +158,27 @@ impl Dirs {
 
     /// Writes (or checks) a device's certificate files from the ledger's DER.
     fn deliver(&self, id: &str, der: &[u8]) -> Result<(), String> {
-        let d = self.dir(id)?;
         let leaf = crate::x509::pem(der);
+        if !self.bundle {
+            // The common case, a device seen for the first time: its directory is assembled
+            // under a temporary name and renamed into place whole (one rename instead of a
+            // temporary and a rename per file). One that exists (a resume) is checked file by
+            // file below.
+            check_component(id)?;
+            let chain = format!("{leaf}{}", self.chain_tail);
+            let files: [(&str, &[u8], Access); 2] = [
+                ("cert.pem", leaf.as_bytes(), Access::Shared),
+                ("chain.pem", chain.as_bytes(), Access::Shared),
+            ];
+            if self
+                .out
+                .create_dir_with(id, &files)
+                .map_err(|e| e.to_string())?
+            {
+                return Ok(());
+            }
+        }
+        let d = self.dir(id)?;
         ensure(&d, "cert.pem", leaf.as_bytes())?;
         ensure(
             &d,
