@@ -7,8 +7,15 @@ measure the raw 2-session signing rate of the same token (`certfab hsm bench`), 
 RSS of the certfab process. For CSRs it also runs `openssl ca -batch` with the pkcs11 engine
 on the same token and key. Writes bench/results/batch-<time>.json.
 
+For each kind the output layouts in LAYOUTS (default `dirs,bundle`) run one after the other,
+each on its own fresh dev line with its own raw-rate measurement just before it, so every
+ratio compares a batch with the token rate of the same minute. Each run also records the
+1-minute load average before and after (the machine is shared) and certfab's CPU time
+(user + system, token included: SoftHSM is in-process) per certificate.
+
 Usage: bench/batch-bench.py [SIZES...]   (default: 10000 100000)
        KINDS=pubkey bench/batch-bench.py 1000000   (only some input kinds)
+       LAYOUTS=bundle KINDS=pubkey,csr bench/batch-bench.py 100000
 """
 import csv, json, os, resource, shutil, subprocess, sys, tempfile, time
 
@@ -26,8 +33,9 @@ def measured(args, env=None):
     code = (
         "import json,resource,subprocess,sys,time;t=time.time();"
         "p=subprocess.run(sys.argv[1:],capture_output=True,text=True);"
+        "u=resource.getrusage(resource.RUSAGE_CHILDREN);"
         "print(json.dumps({'rc':p.returncode,'out':p.stdout,'err':p.stderr[-2000:],'wall':time.time()-t,"
-        "'maxrss_kib':resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))"
+        "'maxrss_kib':u.ru_maxrss,'cpu_s':u.ru_utime+u.ru_stime,'sys_s':u.ru_stime}))"
     )
     r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env)
     return json.loads(r.stdout)
@@ -92,11 +100,13 @@ def main():
     work = tempfile.mkdtemp(prefix="certfab-bench-")
     try:
         for n in sizes:
-            for kind in os.environ.get("KINDS", "pubkey,csr,host").split(","):
+          for kind in os.environ.get("KINDS", "pubkey,csr,host").split(","):
+            for layout in os.environ.get("LAYOUTS", "dirs,bundle").split(","):
                 d = line(work)
+                load_before = os.getloadavg()[0]
                 rate = raw_rate(d)
-                out = os.path.join(work, f"out-{kind}-{n}")
-                args = [CERTFAB, "--config", f"{d}/certfab.yaml", "--json", "batch", "--profile", "generic-iot", "--out", out, "--jobs", "2"]
+                out = os.path.join(work, f"out-{kind}-{n}-{layout}")
+                args = [CERTFAB, "--config", f"{d}/certfab.yaml", "--json", "batch", "--profile", "generic-iot", "--out", out, "--jobs", "2", "--layout", layout]
                 if kind == "host":
                     open(f"{work}/pass", "w").write("bench passphrase\n")
                     os.chmod(f"{work}/pass", 0o600)
@@ -109,11 +119,13 @@ def main():
                 m = measured(args)
                 s = json.loads(m["out"]) if m["rc"] == 0 else {"error": m["err"]}
                 run = {
-                    "kind": kind, "devices": n, "rc": m["rc"], "raw_2_session_per_s": round(rate),
+                    "kind": kind, "layout": layout, "devices": n, "rc": m["rc"], "raw_2_session_per_s": round(rate),
                     "certfab_per_s": round(s.get("rate_per_s", 0)), "ratio": round(s.get("rate_per_s", 0) / rate, 3),
                     "wall_s": round(m["wall"], 2), "peak_rss_mib": round(m["maxrss_kib"] / 1024, 1),
+                    "cpu_us_per_cert": round(m["cpu_s"] / n * 1e6), "sys_us_per_cert": round(m["sys_s"] / n * 1e6),
+                    "load1_before": round(load_before, 2), "load1_after": round(os.getloadavg()[0], 2),
                 }
-                if kind == "csr":
+                if kind == "csr" and layout == os.environ.get("LAYOUTS", "dirs,bundle").split(",")[0] and not os.environ.get("NO_OPENSSL"):
                     o = openssl_ca(d, os.path.join(work, f"csr-{n}.csv"), work)
                     run["openssl_ca_per_s"] = round(o["per_second"])
                     run["certfab_vs_openssl_ca"] = round(s.get("rate_per_s", 0) / o["per_second"], 2) if o["per_second"] else None

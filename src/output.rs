@@ -155,6 +155,11 @@ impl OutDir {
         })
     }
 
+    /// The directory's path (for messages).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Whether this call created the directory.
     pub fn is_fresh(&self) -> bool {
         self.fresh
@@ -218,10 +223,9 @@ impl OutDir {
         }
     }
 
-    /// The content of regular file `name`, or `None` if there is none. A symlink or anything
-    /// but a regular file is refused; a file over `max` bytes is returned cut at `max + 1`
-    /// bytes (so it compares unequal to anything certfab writes).
-    pub fn read_existing(&self, name: &str, max: usize) -> Result<Option<Vec<u8>>, WriteError> {
+    /// Regular file `name` opened for reading, or `None` if there is none. A symlink or
+    /// anything but a regular file is refused (a FIFO is never blocked on).
+    pub fn open_existing(&self, name: &str) -> Result<Option<std::fs::File>, WriteError> {
         check_name(&self.path, name)?;
         let path = self.path.join(name);
         let err = |msg: String| WriteError {
@@ -246,9 +250,63 @@ impl OutDir {
                     .into(),
             ));
         }
+        Ok(Some(std::fs::File::from(fd)))
+    }
+
+    /// The names in this directory (not `.` and `..`), in no particular order.
+    pub fn names(&self) -> Result<Vec<String>, WriteError> {
+        let err = |e: Errno| WriteError {
+            path: self.path.clone(),
+            msg: format!("cannot list the directory: {}", errno_text(e)),
+        };
+        let mut dir = rfs::Dir::read_from(&self.fd).map_err(err)?;
+        let mut names = Vec::new();
+        while let Some(entry) = dir.read() {
+            let entry = entry.map_err(err)?;
+            let name = entry.file_name().to_string_lossy();
+            if name != "." && name != ".." {
+                names.push(name.into_owned());
+            }
+        }
+        Ok(names)
+    }
+
+    /// Starts a file too large to hold in memory (a bundle of thousands of devices): written
+    /// in pieces to a new temporary, then [`StagedFile::commit`]ted under `name`. Dropped
+    /// uncommitted, the temporary is removed.
+    pub fn stage_file(&self, name: &str, access: Access) -> Result<StagedFile, WriteError> {
+        check_name(&self.path, name)?;
+        let dir = OutDir {
+            fd: self.fd.try_clone().map_err(|e| WriteError {
+                path: self.path.clone(),
+                msg: format!("cannot open the directory: {e}"),
+            })?,
+            path: self.path.clone(),
+            fresh: false,
+        };
+        let (tmp, fd) = dir.create_temp(access)?;
+        Ok(StagedFile {
+            file: std::io::BufWriter::with_capacity(256 * 1024, std::fs::File::from(fd)),
+            dir,
+            tmp,
+            name: name.to_string(),
+            done: false,
+        })
+    }
+
+    /// The content of regular file `name`, or `None` if there is none. A symlink or anything
+    /// but a regular file is refused; a file over `max` bytes is returned cut at `max + 1`
+    /// bytes (so it compares unequal to anything certfab writes).
+    pub fn read_existing(&self, name: &str, max: usize) -> Result<Option<Vec<u8>>, WriteError> {
+        let Some(file) = self.open_existing(name)? else {
+            return Ok(None);
+        };
+        let err = |msg: String| WriteError {
+            path: self.path.join(name),
+            msg,
+        };
         let mut data = Vec::new();
-        std::fs::File::from(fd)
-            .take(max as u64 + 1)
+        file.take(max as u64 + 1)
             .read_to_end(&mut data)
             .map_err(|e| err(format!("cannot read it: {e}")))?;
         Ok(Some(data))
@@ -322,6 +380,35 @@ impl OutDir {
     /// A new temporary: exclusive, no symlink followed, a name nobody could have guessed
     /// (a random key drawn once per process, then a counter; fresh randomness after a clash).
     fn create_temp(&self, access: Access) -> Result<(String, OwnedFd), WriteError> {
+        self.unique_temp("a temporary file", |tmp| {
+            rfs::openat(
+                &self.fd,
+                tmp,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(access.mode()),
+            )
+        })
+    }
+
+    /// A new temporary directory (mode 0750), opened: the same unguessable names as files.
+    fn create_temp_dir(&self) -> Result<(String, OwnedFd), WriteError> {
+        self.unique_temp("a temporary directory", |tmp| {
+            rfs::mkdirat(&self.fd, tmp, Mode::from_raw_mode(DIR_MODE))?;
+            rfs::openat(
+                &self.fd,
+                tmp,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+        })
+    }
+
+    /// Makes a temporary with `make` under a fresh unique name (`EEXIST` draws another).
+    fn unique_temp(
+        &self,
+        what: &str,
+        make: impl Fn(&str) -> Result<OwnedFd, Errno>,
+    ) -> Result<(String, OwnedFd), WriteError> {
         use std::sync::atomic::{AtomicU64, Ordering};
         static KEY: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
         static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -345,12 +432,7 @@ impl OutDir {
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
             let salt = if attempt == 0 { key } else { random()? };
             let tmp = format!("{TEMP_PREFIX}{salt:016x}{n:x}{TEMP_SUFFIX}");
-            match rfs::openat(
-                &self.fd,
-                tmp.as_str(),
-                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::from_raw_mode(access.mode()),
-            ) {
+            match make(&tmp) {
                 Ok(fd) => return Ok((tmp, fd)),
                 Err(Errno::EXIST) => last = Errno::EXIST,
                 Err(e) => {
@@ -361,8 +443,94 @@ impl OutDir {
         }
         Err(WriteError {
             path: self.path.clone(),
-            msg: format!("cannot create a temporary file: {}", errno_text(last)),
+            msg: format!("cannot create {what}: {}", errno_text(last)),
         })
+    }
+
+    /// Creates subdirectory `name` holding `files`, whole or not at all: the files are written
+    /// (exclusively, no symlink followed, their modes) into a new temporary directory, which is
+    /// then renamed onto `name` without replacing anything — one rename for the directory
+    /// instead of a temporary and a rename per file. Returns `false`, leaving nothing behind,
+    /// when `name` exists already (the caller then writes into it file by file). Not synced:
+    /// the caller syncs the filesystem ([`OutDir::sync_fs`]).
+    pub fn create_dir_with(
+        &self,
+        name: &str,
+        files: &[(&str, &[u8], Access)],
+    ) -> Result<bool, WriteError> {
+        check_name(&self.path, name)?;
+        let (tmp, fd) = self.create_temp_dir()?;
+        let staged = OutDir {
+            fd,
+            path: self.path.join(&tmp),
+            fresh: true,
+        };
+        let filled = (|| {
+            for (file, data, access) in files {
+                check_name(&staged.path, file)?;
+                let err = |msg: String| WriteError {
+                    path: self.path.join(name).join(file),
+                    msg,
+                };
+                let fd = rfs::openat(
+                    &staged.fd,
+                    *file,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(access.mode()),
+                )
+                .map_err(|e| err(format!("cannot create it: {}", errno_text(e))))?;
+                std::fs::File::from(fd)
+                    .write_all(data)
+                    .map_err(|e| err(format!("cannot write it: {e}")))?;
+            }
+            // No link() fallback for a directory: where the filesystem has no RENAME_NOREPLACE
+            // the caller takes the file-by-file path.
+            rfs::renameat_with(
+                &self.fd,
+                tmp.as_str(),
+                &self.fd,
+                name,
+                RenameFlags::NOREPLACE,
+            )
+            .map(|()| true)
+            .or_else(|e| match e {
+                Errno::EXIST | Errno::NOTEMPTY | Errno::INVAL | Errno::NOSYS | Errno::NOTSUP => {
+                    Ok(false)
+                }
+                e => Err(WriteError {
+                    path: self.path.join(name),
+                    msg: format!("cannot rename into place: {}", errno_text(e)),
+                }),
+            })
+        })();
+        if !matches!(filled, Ok(true)) {
+            let _ = self.remove_temp_dir(&tmp, &staged.fd);
+        }
+        filled
+    }
+
+    /// Removes temporary directory `tmp` (open as `fd`) and the files in it.
+    fn remove_temp_dir(&self, tmp: &str, fd: &OwnedFd) -> Result<(), Errno> {
+        let mut dir = rfs::Dir::read_from(fd)?;
+        let mut names = Vec::new();
+        while let Some(entry) = dir.read() {
+            let entry = entry?;
+            let n = entry.file_name().to_owned();
+            if n.as_bytes() != b"." && n.as_bytes() != b".." {
+                names.push(n);
+            }
+        }
+        for n in &names {
+            match rfs::unlinkat(fd, n.as_c_str(), AtFlags::empty()) {
+                Ok(()) | Err(Errno::NOENT) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        rfs::unlinkat(&self.fd, tmp, AtFlags::REMOVEDIR)
     }
 
     /// Removes temporaries a killed certfab left here (`.certfab-*.tmp`; the links themselves
@@ -374,15 +542,39 @@ impl OutDir {
         };
         let mut dir = rfs::Dir::read_from(&self.fd).map_err(err)?;
         let mut stale = Vec::new();
+        let mut stale_dirs = Vec::new();
         while let Some(entry) = dir.read() {
             let entry = entry.map_err(err)?;
             let name = entry.file_name().to_bytes();
-            if name.starts_with(TEMP_PREFIX.as_bytes())
-                && name.ends_with(TEMP_SUFFIX.as_bytes())
-                && entry.file_type() != FileType::Directory
-            {
-                stale.push(entry.file_name().to_owned());
+            if name.starts_with(TEMP_PREFIX.as_bytes()) && name.ends_with(TEMP_SUFFIX.as_bytes()) {
+                if entry.file_type() == FileType::Directory {
+                    stale_dirs.push(entry.file_name().to_owned());
+                } else {
+                    stale.push(entry.file_name().to_owned());
+                }
             }
+        }
+        // A temporary directory of [`OutDir::create_dir_with`] a killed run left (opened without
+        // following a link: only a real directory here is emptied).
+        for name in &stale_dirs {
+            let fd = match rfs::openat(
+                &self.fd,
+                name.as_c_str(),
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            ) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) => continue,
+                Err(e) => return Err(err(e)),
+            };
+            self.remove_temp_dir(&name.to_string_lossy(), &fd)
+                .map_err(|e| WriteError {
+                    path: self.path.join(name.to_string_lossy().as_ref()),
+                    msg: format!(
+                        "cannot remove a stale temporary directory: {}",
+                        errno_text(e)
+                    ),
+                })?;
         }
         for name in &stale {
             match rfs::unlinkat(&self.fd, name.as_c_str(), AtFlags::empty()) {
@@ -395,7 +587,7 @@ impl OutDir {
                 }
             }
         }
-        Ok(stale.len())
+        Ok(stale.len() + stale_dirs.len())
     }
 
     /// Removes `name` (the entry itself: a link is removed, never what it points at).
@@ -497,6 +689,61 @@ impl Staged<'_> {
 }
 
 impl Drop for Staged<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = rfs::unlinkat(&self.dir.fd, self.tmp.as_str(), AtFlags::empty());
+        }
+    }
+}
+
+/// A file being written in pieces to its temporary ([`OutDir::stage_file`]).
+#[derive(Debug)]
+pub struct StagedFile {
+    dir: OutDir,
+    tmp: String,
+    name: String,
+    file: std::io::BufWriter<std::fs::File>,
+    done: bool,
+}
+
+impl StagedFile {
+    /// Appends `data` to the temporary.
+    pub fn write_all(&mut self, data: &[u8]) -> Result<(), WriteError> {
+        self.file.write_all(data).map_err(|e| WriteError {
+            path: self.dir.path.join(&self.name),
+            msg: format!("cannot write it: {e}"),
+        })
+    }
+
+    /// Flushes the temporary, fsyncs it with [`Durability::Now`], renames it onto its name
+    /// (never over an existing one with [`Existing::Refuse`]) and then fsyncs the directory
+    /// with [`Durability::Now`].
+    pub fn commit(mut self, existing: Existing, durability: Durability) -> Result<(), WriteError> {
+        let err = |e: std::io::Error| WriteError {
+            path: self.dir.path.join(&self.name),
+            msg: format!("cannot write it: {e}"),
+        };
+        self.file.flush().map_err(err)?;
+        if durability == Durability::Now {
+            self.file.get_ref().sync_all().map_err(err)?;
+        }
+        let staged = Staged {
+            dir: &self.dir,
+            tmp: std::mem::take(&mut self.tmp),
+            name: self.name.clone(),
+            done: false,
+        };
+        // The temporary is the Staged's now: it is removed if the rename fails.
+        self.done = true;
+        staged.commit_with(existing, None)?;
+        if durability == Durability::Now {
+            self.dir.sync_dir()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for StagedFile {
     fn drop(&mut self) {
         if !self.done {
             let _ = rfs::unlinkat(&self.dir.fd, self.tmp.as_str(), AtFlags::empty());
@@ -677,6 +924,68 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("symbolic link"));
+    }
+
+    #[test]
+    fn staged_files_appear_whole_or_not_at_all() {
+        let d = tempfile::tempdir().unwrap();
+        let out = OutDir::create(d.path()).unwrap();
+        let mut f = out.stage_file("b.jsonl", Access::Secret).unwrap();
+        f.write_all(b"one\n").unwrap();
+        f.write_all(b"two\n").unwrap();
+        // Nothing under the final name until the commit.
+        assert!(!d.path().join("b.jsonl").exists());
+        f.commit(Existing::Refuse, Durability::Now).unwrap();
+        assert_eq!(
+            std::fs::read(d.path().join("b.jsonl")).unwrap(),
+            b"one\ntwo\n"
+        );
+        assert_eq!(mode(&d.path().join("b.jsonl")) & 0o077, 0);
+        // Never over an existing file; the temporary goes either way, as does a dropped one.
+        let mut again = out.stage_file("b.jsonl", Access::Shared).unwrap();
+        again.write_all(b"other\n").unwrap();
+        assert!(again.commit(Existing::Refuse, Durability::Now).is_err());
+        drop(out.stage_file("c.jsonl", Access::Shared).unwrap());
+        let mut names = out.names().unwrap();
+        names.sort();
+        assert_eq!(names, ["b.jsonl"]);
+        assert_eq!(
+            std::fs::read(d.path().join("b.jsonl")).unwrap(),
+            b"one\ntwo\n"
+        );
+    }
+
+    /// Issue 14, fewer syscalls in the dirs layout: a new device directory arrives whole
+    /// (one rename), an existing one is left alone for the file-by-file path, a symlink there
+    /// is never followed, and a temporary directory a killed run left is cleaned up.
+    #[test]
+    fn item14_device_dir_created_whole_or_left_to_the_caller() {
+        let d = tempfile::tempdir().unwrap();
+        let out = OutDir::create(d.path()).unwrap();
+        let files: [(&str, &[u8], Access); 2] = [
+            ("cert.pem", b"c", Access::Shared),
+            ("key.pem", b"k", Access::Secret),
+        ];
+        assert!(out.create_dir_with("SN1", &files).unwrap());
+        assert_eq!(std::fs::read(d.path().join("SN1/cert.pem")).unwrap(), b"c");
+        assert_eq!(mode(&d.path().join("SN1/key.pem")), 0o600);
+        assert_eq!(mode(&d.path().join("SN1")) & 0o027, 0);
+        // It exists: nothing is touched, no temporary left.
+        let other: [(&str, &[u8], Access); 1] = [("cert.pem", b"x", Access::Shared)];
+        assert!(!out.create_dir_with("SN1", &other).unwrap());
+        assert_eq!(std::fs::read(d.path().join("SN1/cert.pem")).unwrap(), b"c");
+        let outside = d.path().join("elsewhere");
+        std::fs::create_dir(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, d.path().join("SN2")).unwrap();
+        assert!(!out.create_dir_with("SN2", &other).unwrap());
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+        // A killed run's half-made directory goes with the other temporaries.
+        std::fs::create_dir(d.path().join(".certfab-00ab.tmp")).unwrap();
+        std::fs::write(d.path().join(".certfab-00ab.tmp/cert.pem"), "half").unwrap();
+        assert_eq!(out.remove_stale_temps().unwrap(), 1);
+        let mut names = out.names().unwrap();
+        names.sort();
+        assert_eq!(names, ["SN1", "SN2", "elsewhere"]);
     }
 
     #[test]

@@ -444,7 +444,7 @@ _certfab() {
             return 0
             ;;
         certfab__subcmd__batch)
-            opts="-h --profile --input --csr-dir --input-root --count --id-template --keygen --out --plain-keys --dry-run --jobs --key-passphrase --kdf-iterations --manifest --config --json --help status close resume help"
+            opts="-h --profile --input --csr-dir --input-root --count --id-template --keygen --out --layout --bundle-size --plain-keys --dry-run --jobs --key-passphrase --kdf-iterations --manifest --config --json --help status close resume help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -479,6 +479,14 @@ _certfab() {
                     return 0
                     ;;
                 --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --layout)
+                    COMPREPLY=($(compgen -W "dirs bundle" -- "${cur}"))
+                    return 0
+                    ;;
+                --bundle-size)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

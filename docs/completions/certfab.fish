@@ -167,7 +167,10 @@ complete -c certfab -n "__fish_certfab_using_subcommand batch; and not __fish_se
 complete -c certfab -n "__fish_certfab_using_subcommand batch; and not __fish_seen_subcommand_from status close resume help" -l count -d 'Issue for N devices whose keys certfab generates (needs --keygen host)' -r
 complete -c certfab -n "__fish_certfab_using_subcommand batch; and not __fish_seen_subcommand_from status close resume help" -l id-template -d 'Device ids for --count: {seq} or {seq:0N} is the sequence number from 1' -r
 complete -c certfab -n "__fish_certfab_using_subcommand batch; and not __fish_seen_subcommand_from status close resume help" -l keygen -d 'Where device keys are generated: only `host` (this machine\'s CSPRNG)' -r -f -a "host\t''"
-complete -c certfab -n "__fish_certfab_using_subcommand batch; and not __fish_seen_subcommand_from status close resume help" -l out -d 'Output directory: OUT/<device_id>/{cert.pem,chain.pem,device.json[,key.pem]}' -r -F
+complete -c certfab -n "__fish_certfab_using_subcommand batch; and not __fish_seen_subcommand_from status close resume help" -l out -d 'Output directory: OUT/<device_id>/{cert.pem,chain.pem,device.json[,key.pem]}, or OUT/bundle-NNNNN.jsonl with --layout bundle' -r -F
+complete -c certfab -n "__fish_certfab_using_subcommand batch; and not __fish_seen_subcommand_from status close resume help" -l layout -d 'Output layout: `dirs` (a directory per device) or `bundle` (JSON lines files, one line per device, a new file every --bundle-size input rows)' -r -f -a "dirs\t''
+bundle\t''"
+complete -c certfab -n "__fish_certfab_using_subcommand batch; and not __fish_seen_subcommand_from status close resume help" -l bundle-size -d 'Input rows per bundle file with --layout bundle' -r
 complete -c certfab -n "__fish_certfab_using_subcommand batch; and not __fish_seen_subcommand_from status close resume help" -l jobs -d 'Signing workers, one HSM session each' -r
 complete -c certfab -n "__fish_certfab_using_subcommand batch; and not __fish_seen_subcommand_from status close resume help" -l key-passphrase -d 'Passphrase source for generated keys: env:NAME or file:PATH' -r
 complete -c certfab -n "__fish_certfab_using_subcommand batch; and not __fish_seen_subcommand_from status close resume help" -l kdf-iterations -d 'PBKDF2-SHA256 iterations for encrypted keys' -r

@@ -279,6 +279,8 @@ pub struct BatchDryRun<'a> {
     pub out: &'a std::path::Path,
     /// `--plain-keys`.
     pub plain_keys: bool,
+    /// `--layout` (part of the batch's identity).
+    pub layout: super::Layout,
     /// Whether `--key-passphrase` was given (it is not read: nothing is written).
     pub has_passphrase: bool,
     /// Threads preparing rows.
@@ -305,6 +307,7 @@ pub fn dry_run_batch(
         o.source,
         o.out,
         o.plain_keys,
+        o.layout,
     );
     let mut input = rows(o.source).map_err(super::BatchError::from)?;
     let resumes = match &site.ledger.ledger {
@@ -411,8 +414,9 @@ pub fn dry_run_batch(
                 }
             }
         }
-        let prepared =
-            super::parallel_map(&fresh, o.jobs.max(1), |row| prepare_row_guarded(&ctx, row));
+        let prepared = super::parallel_map(&fresh, o.jobs.max(1), |row| {
+            prepare_row_guarded(&ctx, 0, row)
+        });
         for (row, res) in fresh.into_iter().zip(prepared) {
             let w = match res {
                 Ok(w) => w,

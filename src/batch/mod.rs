@@ -2,9 +2,12 @@
 //! (one transaction per group), sign with one HSM session per worker, record the signatures,
 //! and only then write the files. Re-running the same command resumes the same batch.
 
+mod bundle;
 mod dryrun;
 mod input;
 mod output;
+
+pub use bundle::DEVICES_PER_FILE as BUNDLE_DEVICES;
 
 pub use dryrun::{
     dry_run_batch, dry_run_issue, BatchDryRun, BatchPreview, DryRunError, IssuePreview, Offline,
@@ -32,6 +35,21 @@ use std::time::Instant;
 /// that little is in flight when the process is stopped.
 pub const GROUP: usize = 512;
 
+/// How the batch's output is laid out under `--out`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Layout {
+    /// `OUT/<device_id>/cert.pem` and `chain.pem` (plus `key.pem`, `device.json` for host
+    /// keygen): what tools that look for one device's files expect.
+    #[default]
+    Dirs,
+    /// `OUT/bundle-NNNNN.jsonl`, one JSON line per device: a few files for a whole batch
+    /// instead of three inodes per device, for bulk imports.
+    Bundle {
+        /// Input rows per bundle file.
+        devices_per_file: u64,
+    },
+}
+
 /// What a batch run needs besides its input.
 pub struct BatchJob<'a, S: Signer + Sync> {
     pub profile: &'a Profile,
@@ -48,6 +66,8 @@ pub struct BatchJob<'a, S: Signer + Sync> {
     pub source: Source,
     /// Output directory.
     pub out: PathBuf,
+    /// How the output is laid out.
+    pub layout: Layout,
     /// Passphrase for generated keys; None with `plain_keys`.
     pub key_passphrase: Option<SecretString>,
     /// Write generated keys unencrypted (explicit opt-in).
@@ -143,8 +163,14 @@ pub fn spec(
     source: &Source,
     out: &std::path::Path,
     plain_keys: bool,
+    layout: Layout,
 ) -> BatchSpec {
-    let source_json = serde_json::json!({"source": source, "profile_path": profile.path, "out": out, "plain_keys": plain_keys});
+    let mut source_json = serde_json::json!({"source": source, "profile_path": profile.path, "out": out, "plain_keys": plain_keys});
+    // Only a bundle batch records its layout, so a directory batch keeps the identity (input
+    // key) it had before layouts existed and resumes as it always did.
+    if let Layout::Bundle { devices_per_file } = layout {
+        source_json["layout"] = serde_json::json!({ "bundle": devices_per_file });
+    }
     let key_material = format!(
         "{}\n{}\n{}",
         hex::encode(profile.sha256),
@@ -163,6 +189,8 @@ pub fn spec(
 }
 
 struct Work {
+    /// The row's place in the input, from 0 (the same on every run of the batch).
+    ordinal: u64,
     row_line: u64,
     prepared: Prepared,
     key: Option<p256::SecretKey>,
@@ -191,12 +219,14 @@ pub fn run<S: Signer + Sync>(
         &job.source,
         &job.out,
         job.plain_keys,
+        job.layout,
     );
     // Everything that can refuse the job (an unreadable input such as a FIFO or a missing
     // file, an unusable --out) is checked before the batch is recorded: a batch that exists in
     // the ledger must always be resumable once its cause is fixed.
     let mut rows = rows(&job.source)?;
-    let out = output::Writer::new(job, &job.out)?;
+    let known = ledger.batch_for_input(&spec.input_key)?.is_some();
+    let out = output::Writer::new(job, &job.out, known)?;
     let (batch, resumed) = ledger.begin_batch(&spec)?;
     let start = Instant::now();
     let (mut issued, mut already, mut rejected, mut duplicates, mut handled) =
@@ -206,11 +236,17 @@ pub fn run<S: Signer + Sync>(
 
     let out_ref = &out;
     std::thread::scope(|scope| -> Result<(), BatchError> {
-        let (files_tx, files_rx) = std::sync::mpsc::sync_channel::<Vec<(String, Vec<u8>)>>(2);
+        // Each group's recorded certificates (input row, device, DER), and the input row up to
+        // which everything is settled in the ledger when the group went through whole.
+        let (files_tx, files_rx) =
+            std::sync::mpsc::sync_channel::<(Vec<(u64, String, Vec<u8>)>, Option<u64>)>(2);
         let writer = scope.spawn(move || -> Result<(), String> {
-            for group in files_rx {
-                for (id, der) in &group {
-                    out_ref.deliver(id, der)?;
+            for (group, settled) in files_rx {
+                for (row, id, der) in &group {
+                    out_ref.deliver(*row, id, der)?;
+                }
+                if let Some(row) = settled {
+                    out_ref.settled(row)?;
                 }
             }
             Ok(())
@@ -229,11 +265,12 @@ pub fn run<S: Signer + Sync>(
                     return false;
                 }
             };
+            let mut ordinal = 0u64;
             loop {
                 // The stop flag is checked between rows, not only between groups, so a signal
                 // takes effect while a slow input is being read (the partial group was not
                 // reserved: a resume reads it again).
-                let mut group: Vec<Result<Row, RowError>> = Vec::with_capacity(GROUP);
+                let mut group: Vec<(u64, Result<Row, RowError>)> = Vec::with_capacity(GROUP);
                 let mut fatal = None;
                 while group.len() < GROUP && !job.stop.load(Ordering::SeqCst) {
                     match rows.next() {
@@ -241,7 +278,10 @@ pub fn run<S: Signer + Sync>(
                             fatal = Some(e);
                             break;
                         }
-                        Some(r) => group.push(r),
+                        Some(r) => {
+                            group.push((ordinal, r));
+                            ordinal += 1;
+                        }
                         None => break,
                     }
                 }
@@ -290,6 +330,7 @@ pub fn run<S: Signer + Sync>(
                     already: done,
                     mut problems,
                     works,
+                    end,
                 } = pg?;
                 handled += n;
                 already += done;
@@ -306,7 +347,7 @@ pub fn run<S: Signer + Sync>(
                     match d {
                         Reserve::Reserved => to_sign.push((w, it)),
                         Reserve::AlreadyIssued { der } => {
-                            out.deliver(&it.device_id, &der)
+                            out.deliver(w.ordinal, &it.device_id, &der)
                                 .map_err(BatchError::Output)?;
                             cleared.push(it.line);
                             already += 1;
@@ -329,15 +370,17 @@ pub fn run<S: Signer + Sync>(
                 }
                 // A generated key is stored (encrypted) and made durable before its certificate
                 // can exist: written in parallel, then one filesystem sync for the group.
-                let keyed: Vec<_> = to_sign.iter().filter(|(w, _)| w.key.is_some()).collect();
-                for r in parallel_map(&keyed, jobs, |(w, it)| match &w.key {
-                    Some(key) => out.write_key(&it.device_id, key),
-                    None => Ok(()),
-                }) {
-                    r.map_err(BatchError::OutputUnsigned)?;
-                }
+                let keyed: Vec<(u64, &str, &p256::SecretKey)> = to_sign
+                    .iter()
+                    .filter_map(|(w, it)| {
+                        w.key
+                            .as_ref()
+                            .map(|k| (w.ordinal, it.device_id.as_str(), k))
+                    })
+                    .collect();
                 if !keyed.is_empty() {
-                    out.sync().map_err(BatchError::OutputUnsigned)?;
+                    out.write_keys(&keyed, jobs)
+                        .map_err(BatchError::OutputUnsigned)?;
                 }
 
                 // Sign: worker i uses signer i (its own HSM session).
@@ -345,9 +388,9 @@ pub fn run<S: Signer + Sync>(
                 let mut signed = Vec::new();
                 let mut failed = Vec::new();
                 let mut first_error = None;
-                for ((_, it), res) in to_sign.iter().zip(results) {
+                for ((w, it), res) in to_sign.iter().zip(results) {
                     match res {
-                        Ok(der) => signed.push((it, der)),
+                        Ok(der) => signed.push((w.ordinal, it, der)),
                         Err(e) => {
                             failed.push((it.clone(), e.to_string()));
                             first_error.get_or_insert(e);
@@ -356,9 +399,9 @@ pub fn run<S: Signer + Sync>(
                 }
                 let records: Vec<Signed> = signed
                     .iter()
-                    .map(|(it, der)| record::signed(it, der.clone()))
+                    .map(|(_, it, der)| record::signed(it, der.clone()))
                     .collect();
-                cleared.extend(signed.iter().map(|(it, _)| it.line));
+                cleared.extend(signed.iter().map(|(_, it, _)| it.line));
                 // One transaction for the group's signatures and problem rows.
                 ledger.record_group(&batch.id, &records, &cleared, &problems)?;
                 if !failed.is_empty() {
@@ -368,10 +411,13 @@ pub fn run<S: Signer + Sync>(
                 // while this thread goes on with the next group (file creation is half the cost).
                 let files = signed
                     .iter()
-                    .map(|(it, der)| (it.device_id.clone(), der.clone()))
+                    .map(|(row, it, der)| (*row, it.device_id.clone(), der.clone()))
                     .collect();
+                // A group with a failed signature leaves devices to issue on resume: the rows
+                // up to it are not settled, so their bundle stays open (and is rebuilt then).
+                let settled = first_error.is_none().then_some(end);
                 files_tx
-                    .send(files)
+                    .send((files, settled))
                     .map_err(|_| BatchError::Output("the output writer stopped".into()))?;
                 issued += signed.len() as u64;
                 rejected += problems.iter().filter(|p| p.kind == "rejected").count() as u64;
@@ -394,8 +440,10 @@ pub fn run<S: Signer + Sync>(
         let written = writer
             .join()
             .unwrap_or_else(|p| std::panic::resume_unwind(p));
-        // Whatever stopped the loop, what was signed is written (or the writer's error shown).
-        let synced = out.sync();
+        // Whatever stopped the loop, what was signed is written (or the writer's error shown);
+        // bundles go into place only when every row of theirs is settled.
+        let complete = input_done && body.is_ok() && written.is_ok() && !interrupted;
+        let synced = if complete { out.finish() } else { out.sync() };
         body?;
         written.map_err(BatchError::Output)?;
         synced.map_err(BatchError::Output)
@@ -441,6 +489,8 @@ struct PreparedGroup {
     already: u64,
     problems: Vec<Rejection>,
     works: Vec<Work>,
+    /// The input row after the group's last.
+    end: u64,
 }
 
 /// Reads nothing itself: sorts a group's rows into problems, devices this batch already
@@ -452,15 +502,16 @@ fn prepare_group<S: Signer + Sync>(
     reader: &Ledger,
     batch_id: &str,
     out: &output::Writer,
-    group: Vec<Result<Row, RowError>>,
+    group: Vec<(u64, Result<Row, RowError>)>,
 ) -> Result<PreparedGroup, BatchError> {
     let handled = group.len() as u64;
+    let end = group.last().map(|(o, _)| o + 1).unwrap_or(0);
     let mut already = 0;
     let mut problems = Vec::new();
     let mut todo = Vec::new();
-    for r in group {
+    for (ordinal, r) in group {
         match r {
-            Ok(row) => todo.push(row),
+            Ok(row) => todo.push((ordinal, row)),
             Err(e) => problems.push(Rejection {
                 line: e.line,
                 device_id: e.device_id,
@@ -471,7 +522,7 @@ fn prepare_group<S: Signer + Sync>(
     }
     // A device this batch already finished needs no work: check its files and move on.
     let mut fresh = Vec::new();
-    for row in todo {
+    for (ordinal, row) in todo {
         if let Some(id) = &row.device_id {
             if let Some(d) = reader.device(&job.profile.name, id)? {
                 if let (true, Some(der)) = (
@@ -479,7 +530,7 @@ fn prepare_group<S: Signer + Sync>(
                     &d.der,
                 ) {
                     if d.line == row.line {
-                        out.deliver(id, der).map_err(BatchError::Output)?;
+                        out.deliver(ordinal, id, der).map_err(BatchError::Output)?;
                         already += 1;
                     }
                     // Another line naming the same device was recorded as a duplicate or
@@ -488,7 +539,7 @@ fn prepare_group<S: Signer + Sync>(
                 }
             }
         }
-        fresh.push(row);
+        fresh.push((ordinal, row));
     }
 
     // Prepare in parallel: parse, proof of possession, policy, TBS, lint (or keygen).
@@ -501,11 +552,11 @@ fn prepare_group<S: Signer + Sync>(
         now,
         serials: job.serials,
     };
-    let prepared = parallel_map(&fresh, job.signers.len(), |row| {
-        prepare_row_guarded(&ctx, row)
+    let prepared = parallel_map(&fresh, job.signers.len(), |(ordinal, row)| {
+        prepare_row_guarded(&ctx, *ordinal, row)
     });
     let mut works = Vec::new();
-    for (row, res) in fresh.iter().zip(prepared) {
+    for ((_, row), res) in fresh.iter().zip(prepared) {
         match res {
             Ok(w) => works.push(w),
             Err(reason) => problems.push(Rejection {
@@ -522,6 +573,7 @@ fn prepare_group<S: Signer + Sync>(
         already,
         problems,
         works,
+        end,
     })
 }
 
@@ -529,8 +581,8 @@ fn prepare_group<S: Signer + Sync>(
 /// row's rejection. The batch is already in the ledger; a panic here would stop every resume
 /// at the same row, leaving a batch that can neither finish nor be resumed. Preparation only
 /// reads shared state, so nothing is left half-changed by the unwind.
-fn prepare_row_guarded(ctx: &IssueContext<'_>, row: &Row) -> Result<Work, String> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| prepare_row(ctx, row))).unwrap_or_else(
+fn prepare_row_guarded(ctx: &IssueContext<'_>, ordinal: u64, row: &Row) -> Result<Work, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| prepare_row(ctx, ordinal, row))).unwrap_or_else(
         |p| {
             let what = p
                 .downcast_ref::<&str>()
@@ -545,7 +597,7 @@ fn prepare_row_guarded(ctx: &IssueContext<'_>, row: &Row) -> Result<Work, String
     )
 }
 
-fn prepare_row(ctx: &IssueContext<'_>, row: &Row) -> Result<Work, String> {
+fn prepare_row(ctx: &IssueContext<'_>, ordinal: u64, row: &Row) -> Result<Work, String> {
     let (key, generated) = match &row.key {
         RowKey::Csr(b) => (KeySource::Csr(b.clone()), None),
         RowKey::PublicKey(b) => (KeySource::PublicKey(b.clone()), None),
@@ -576,6 +628,7 @@ fn prepare_row(ctx: &IssueContext<'_>, row: &Row) -> Result<Work, String> {
     }
     output::check_component(&prepared.device_id)?;
     Ok(Work {
+        ordinal,
         row_line: row.line,
         prepared,
         key: generated,

@@ -1,3 +1,6 @@
+//! The batch's output in the layout it asked for: per-device directories (below) or bundle
+//! files ([`super::bundle`]).
+//!
 //! Per-device output under the output directory: `cert.pem` and `chain.pem`; host-generated
 //! keys make a bundle that adds `key.pem` and `device.json`. Every file goes through
 //! [`crate::output`] (unique exclusive temporaries, no symlink followed, explicit modes): a
@@ -14,7 +17,85 @@ use secrecy::SecretString;
 use std::path::Path;
 use x509_parser::prelude::*;
 
-pub(super) struct Writer {
+/// Where a batch's certificates and generated keys go.
+pub(super) enum Writer {
+    Dirs(Dirs),
+    Bundle(super::bundle::Bundles),
+}
+
+impl Writer {
+    /// Opens (creating, mode 0750) the output directory. Nothing has been signed yet.
+    /// `resuming`: the ledger knows this batch already (its files may be in `out`).
+    pub(super) fn new<S: Signer + Sync>(
+        job: &BatchJob<'_, S>,
+        out: &Path,
+        resuming: bool,
+    ) -> Result<Self, BatchError> {
+        let dir = OutDir::create(out).map_err(|e| BatchError::OutputUnsigned(e.to_string()))?;
+        Ok(match job.layout {
+            super::Layout::Dirs => {
+                // Device directories a killed run was assembling (see `Dirs::deliver`).
+                dir.remove_stale_temps()
+                    .map_err(|e| BatchError::OutputUnsigned(e.to_string()))?;
+                Self::Dirs(Dirs::new(job, dir))
+            }
+            super::Layout::Bundle { devices_per_file } => Self::Bundle(
+                super::bundle::Bundles::new(job, dir, devices_per_file, resuming)?,
+            ),
+        })
+    }
+
+    /// Writes (or checks) the files of input row `row`'s device from the ledger's DER.
+    pub(super) fn deliver(&self, row: u64, id: &str, der: &[u8]) -> Result<(), String> {
+        match self {
+            Self::Dirs(d) => d.deliver(id, der),
+            Self::Bundle(b) => b.deliver(row, id, der),
+        }
+    }
+
+    /// Stores a group's generated keys durably before any of their certificates is signed.
+    pub(super) fn write_keys(
+        &self,
+        keys: &[(u64, &str, &p256::SecretKey)],
+        jobs: usize,
+    ) -> Result<(), String> {
+        match self {
+            Self::Dirs(d) => {
+                for r in super::parallel_map(keys, jobs, |(_, id, key)| d.write_key(id, key)) {
+                    r?;
+                }
+                d.sync()
+            }
+            Self::Bundle(b) => b.write_keys(keys, jobs),
+        }
+    }
+
+    /// Every input row before `row` is settled in the ledger and delivered.
+    pub(super) fn settled(&self, row: u64) -> Result<(), String> {
+        match self {
+            Self::Dirs(_) => Ok(()),
+            Self::Bundle(b) => b.settled(row),
+        }
+    }
+
+    /// The whole input is settled: everything goes into place and is made durable.
+    pub(super) fn finish(&self) -> Result<(), String> {
+        match self {
+            Self::Dirs(d) => d.sync(),
+            Self::Bundle(b) => b.finish(),
+        }
+    }
+
+    /// The run stops early: what was written is made durable (bundles are rebuilt on resume).
+    pub(super) fn sync(&self) -> Result<(), String> {
+        match self {
+            Self::Dirs(d) => d.sync(),
+            Self::Bundle(_) => Ok(()),
+        }
+    }
+}
+
+pub(super) struct Dirs {
     out: OutDir,
     chain_tail: String,
     passphrase: Option<SecretString>,
@@ -37,15 +118,10 @@ pub(super) fn check_component(id: &str) -> Result<(), String> {
     Ok(())
 }
 
-impl Writer {
-    /// Opens (creating, mode 0750) the output directory. Nothing has been signed yet.
-    pub(super) fn new<S: Signer + Sync>(
-        job: &BatchJob<'_, S>,
-        out: &Path,
-    ) -> Result<Self, BatchError> {
-        let dir = OutDir::create(out).map_err(|e| BatchError::OutputUnsigned(e.to_string()))?;
+impl Dirs {
+    fn new<S: Signer + Sync>(job: &BatchJob<'_, S>, dir: OutDir) -> Self {
         let chain_tail = job.ca.cert.device_chain_pem(&job.ca.chain, false);
-        Ok(Self {
+        Self {
             out: dir,
             chain_tail,
             passphrase: if job.plain_keys {
@@ -56,7 +132,7 @@ impl Writer {
             iterations: job.kdf_iterations,
             bundle: matches!(job.source, super::Source::Count { .. }),
             created: Default::default(),
-        })
+        }
     }
 
     /// The device's directory, created 0750 if missing (a symlink is refused). One that
@@ -81,9 +157,28 @@ impl Writer {
     }
 
     /// Writes (or checks) a device's certificate files from the ledger's DER.
-    pub(super) fn deliver(&self, id: &str, der: &[u8]) -> Result<(), String> {
-        let d = self.dir(id)?;
+    fn deliver(&self, id: &str, der: &[u8]) -> Result<(), String> {
         let leaf = crate::x509::pem(der);
+        if !self.bundle {
+            // The common case, a device seen for the first time: its directory is assembled
+            // under a temporary name and renamed into place whole (one rename instead of a
+            // temporary and a rename per file). One that exists (a resume) is checked file by
+            // file below.
+            check_component(id)?;
+            let chain = format!("{leaf}{}", self.chain_tail);
+            let files: [(&str, &[u8], Access); 2] = [
+                ("cert.pem", leaf.as_bytes(), Access::Shared),
+                ("chain.pem", chain.as_bytes(), Access::Shared),
+            ];
+            if self
+                .out
+                .create_dir_with(id, &files)
+                .map_err(|e| e.to_string())?
+            {
+                return Ok(());
+            }
+        }
+        let d = self.dir(id)?;
         ensure(&d, "cert.pem", leaf.as_bytes())?;
         ensure(
             &d,
@@ -117,7 +212,7 @@ impl Writer {
     /// unless plain keys were explicitly asked for; mode 0600. The caller syncs the filesystem
     /// once for the group before any of these keys' certificates is signed. A key.pem left by
     /// an earlier attempt (whose serial was burned) is replaced; a symlink there is refused.
-    pub(super) fn write_key(&self, id: &str, key: &p256::SecretKey) -> Result<(), String> {
+    fn write_key(&self, id: &str, key: &p256::SecretKey) -> Result<(), String> {
         let d = self.dir(id)?;
         let pem = crate::crypto::encode_key_pem(key, self.passphrase.as_ref(), self.iterations)?;
         if d.is_fresh() {
@@ -136,7 +231,7 @@ impl Writer {
     }
 
     /// Makes every file written so far durable (one syncfs instead of an fsync per file).
-    pub(super) fn sync(&self) -> Result<(), String> {
+    fn sync(&self) -> Result<(), String> {
         self.out.sync_fs().map_err(|e| e.to_string())
     }
 }

@@ -84,9 +84,17 @@ struct RunArgs {
     /// Where device keys are generated: only `host` (this machine's CSPRNG).
     #[arg(long, value_parser = ["host"])]
     keygen: Option<String>,
-    /// Output directory: OUT/<device_id>/{cert.pem,chain.pem,device.json[,key.pem]}.
+    /// Output directory: OUT/<device_id>/{cert.pem,chain.pem,device.json[,key.pem]}, or
+    /// OUT/bundle-NNNNN.jsonl with --layout bundle.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Output layout: `dirs` (a directory per device) or `bundle` (JSON lines files, one line
+    /// per device, a new file every --bundle-size input rows).
+    #[arg(long, value_enum, default_value_t = LayoutArg::Dirs)]
+    layout: LayoutArg,
+    /// Input rows per bundle file with --layout bundle.
+    #[arg(long, value_name = "N", requires = "layout")]
+    bundle_size: Option<u64>,
     /// Write generated keys unencrypted (explicit; otherwise --key-passphrase is required).
     #[arg(long)]
     plain_keys: bool,
@@ -97,6 +105,12 @@ struct RunArgs {
     dry_run: bool,
     #[command(flatten)]
     workers: WorkerArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LayoutArg {
+    Dirs,
+    Bundle,
 }
 
 pub(super) fn run(ctx: &Ctx, a: BatchArgs) -> Result<ExitCode, Error> {
@@ -120,16 +134,33 @@ pub(super) fn run(ctx: &Ctx, a: BatchArgs) -> Result<ExitCode, Error> {
                 _ => return Err(Error::Usage("certfab batch needs one of --input CSV, --csr-dir DIR or --count N --keygen host".into())),
             };
             let out = std::path::absolute(&out).unwrap_or(out);
+            let layout = match (r.layout, r.bundle_size) {
+                (LayoutArg::Dirs, None) => batch::Layout::Dirs,
+                (LayoutArg::Dirs, Some(_)) => {
+                    return Err(Error::Usage(
+                        "--bundle-size applies to --layout bundle only".into(),
+                    ))
+                }
+                (LayoutArg::Bundle, Some(0)) => {
+                    return Err(Error::Usage("--bundle-size must be at least 1".into()))
+                }
+                (LayoutArg::Bundle, n) => batch::Layout::Bundle {
+                    devices_per_file: n.unwrap_or(batch::BUNDLE_DEVICES),
+                },
+            };
             if r.dry_run {
                 let w = &r.workers;
                 return super::dryrun::batch(
                     ctx,
                     &profile,
-                    &source,
-                    &out,
-                    r.plain_keys,
-                    w.key_passphrase.is_some(),
-                    w.jobs,
+                    &batch::BatchDryRun {
+                        source: &source,
+                        out: &out,
+                        plain_keys: r.plain_keys,
+                        layout,
+                        has_passphrase: w.key_passphrase.is_some(),
+                        jobs: w.jobs,
+                    },
                 );
             }
             let w = r.workers;
@@ -140,6 +171,7 @@ pub(super) fn run(ctx: &Ctx, a: BatchArgs) -> Result<ExitCode, Error> {
                     source,
                     out,
                     plain_keys: r.plain_keys,
+                    layout,
                     jobs: w.jobs,
                     key_passphrase: w.key_passphrase,
                     kdf_iterations: w.kdf_iterations,

@@ -2,10 +2,9 @@
 //! run"); the work is `site::issue::dry_run` and `site::batch::dry_run`.
 
 use super::Ctx;
-use crate::batch::{BatchDryRun, Outcome, Source};
+use crate::batch::{BatchDryRun, Outcome};
 use crate::error::{Error, ExitCode};
 use crate::site::issue::IssueRequest;
-use std::path::Path;
 
 /// `certfab issue --dry-run`; a refusal is the error a run would give (`refusal` adds the
 /// input's name to policy errors, as a run does).
@@ -44,26 +43,8 @@ pub(super) fn issue(ctx: &Ctx, req: &IssueRequest) -> Result<ExitCode, Error> {
 
 /// `certfab batch --dry-run`: exits as the run would (10 when a row would be refused, 2 when
 /// the input cannot be read to its end).
-pub(super) fn batch(
-    ctx: &Ctx,
-    profile: &str,
-    source: &Source,
-    out: &Path,
-    plain_keys: bool,
-    has_passphrase: bool,
-    jobs: usize,
-) -> Result<ExitCode, Error> {
-    let p = crate::site::batch::dry_run(
-        &ctx.site,
-        profile,
-        &BatchDryRun {
-            source,
-            out,
-            plain_keys,
-            has_passphrase,
-            jobs,
-        },
-    )?;
+pub(super) fn batch(ctx: &Ctx, profile: &str, o: &BatchDryRun<'_>) -> Result<ExitCode, Error> {
+    let p = crate::site::batch::dry_run(&ctx.site, profile, o)?;
     let esc = crate::text::escape;
     let count = |o: Outcome| p.counts.get(o.as_str()).copied().unwrap_or(0);
     let mut h = format!(

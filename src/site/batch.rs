@@ -19,6 +19,8 @@ pub struct BatchRequest {
     pub out: PathBuf,
     /// Write generated keys unencrypted (explicit).
     pub plain_keys: bool,
+    /// How the output is laid out (recorded with a bundle batch, so a resume keeps it).
+    pub layout: batch::Layout,
     /// Signing workers, one HSM session each (1..=64).
     pub jobs: usize,
     /// Passphrase source for generated keys (`env:NAME`, `file:PATH`).
@@ -73,6 +75,7 @@ pub fn run(
             &req.source,
             &req.out,
             req.plain_keys,
+            req.layout,
         )
         .input_key
             != *k
@@ -104,6 +107,7 @@ pub fn run(
         serials: &*site.serials,
         source: req.source,
         out: req.out,
+        layout: req.layout,
         key_passphrase: passphrase,
         plain_keys: req.plain_keys,
         kdf_iterations: req.kdf_iterations,
@@ -166,6 +170,10 @@ pub fn resume_request(
         source,
         out: PathBuf::from(spec["out"].as_str().unwrap_or_default()),
         plain_keys: spec["plain_keys"].as_bool().unwrap_or(false),
+        layout: match spec["layout"]["bundle"].as_u64() {
+            Some(devices_per_file) => batch::Layout::Bundle { devices_per_file },
+            None => batch::Layout::Dirs,
+        },
         jobs,
         key_passphrase,
         kdf_iterations,

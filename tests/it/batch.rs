@@ -448,3 +448,225 @@ fn unwritable_ledger_stops_before_signing() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(out.path().join("RO020/cert.pem").exists());
 }
+
+/// The JSON lines of a bundle file.
+fn bundle(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Issue 14, the bundle layout: host keygen with encrypted keys into JSON lines files, a new
+/// file every --bundle-size rows; what a bulk importer checks (each line's key opens with the
+/// passphrase and belongs to its certificate, the chain verifies), batch status and the batch
+/// manifest as for the directory layout, and a second batch refused in the same directory.
+#[test]
+fn bundle_layout_writes_jsonl_bundles_with_encrypted_keys() {
+    let line = Line::new();
+    let dir = line.path();
+    let pass = dir.join("pass");
+    std::fs::write(&pass, "factory passphrase\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let passarg = format!("file:{}", pass.display());
+    let out = dir.join("bundles");
+    let manifest = dir.join("m.json");
+    let args = [
+        "--json",
+        "batch",
+        "--profile",
+        "generic-iot",
+        "--count",
+        "25",
+        "--keygen",
+        "host",
+        "--key-passphrase",
+        &passarg,
+        "--layout",
+        "bundle",
+        "--bundle-size",
+        "10",
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let o = line.certfab(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    let s = json(&o);
+    assert_eq!(s["issued"], 25);
+
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "bundle-00000.jsonl",
+            "bundle-00001.jsonl",
+            "bundle-00002.jsonl"
+        ]
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for (k, n) in [(0, 10), (1, 10), (2, 5)] {
+        let f = out.join(format!("bundle-{k:05}.jsonl"));
+        assert_eq!(
+            std::fs::metadata(&f).unwrap().permissions().mode() & 0o077,
+            0,
+            "a bundle with keys is owner-only"
+        );
+        let lines = bundle(&f);
+        assert_eq!(lines.len(), n, "{}", f.display());
+        for (i, l) in lines.iter().enumerate() {
+            let id = l["device_id"].as_str().unwrap();
+            assert_eq!(id, format!("SN{:06}", k * 10 + i + 1), "input order");
+            assert!(seen.insert(id.to_string()));
+            let key = l["key"].as_str().unwrap();
+            assert!(key.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+            let cert = l["cert"].as_str().unwrap();
+            let chain = l["chain"].as_str().unwrap();
+            assert!(chain.starts_with(cert), "chain starts with the leaf");
+            // The first of each file, checked the way an importer would with OpenSSL.
+            if i == 0 {
+                std::fs::write(dir.join("k.pem"), key).unwrap();
+                std::fs::write(dir.join("c.pem"), cert).unwrap();
+                std::fs::write(dir.join("chain.pem"), chain).unwrap();
+                let k = dir.join("k.pem");
+                let from_key = openssl(&[
+                    "pkey",
+                    "-in",
+                    k.to_str().unwrap(),
+                    "-passin",
+                    &passarg,
+                    "-pubout",
+                ]);
+                assert!(from_key.status.success(), "{}", text(&from_key));
+                let c = dir.join("c.pem");
+                let from_cert = openssl(&["x509", "-in", c.to_str().unwrap(), "-pubkey", "-noout"]);
+                assert_eq!(
+                    from_key.stdout, from_cert.stdout,
+                    "{id}: key belongs to cert"
+                );
+                let serial = common::openssl_x509(&c, &["-serial"]);
+                assert_eq!(
+                    serial.trim().trim_start_matches("serial=").to_lowercase(),
+                    l["serial"].as_str().unwrap()
+                );
+                verify_all(&line, &[c]);
+                let o = openssl(&[
+                    "verify",
+                    "-CAfile",
+                    line.file("ca/root.pem").to_str().unwrap(),
+                    "-untrusted",
+                    dir.join("chain.pem").to_str().unwrap(),
+                    dir.join("c.pem").to_str().unwrap(),
+                ]);
+                assert!(o.status.success(), "{}", text(&o));
+            }
+        }
+    }
+    // The passphrase never reaches the output.
+    for n in &names {
+        let data = std::fs::read_to_string(out.join(n)).unwrap();
+        assert!(!data.contains("factory passphrase"));
+    }
+
+    // The manifest was built when the batch completed: its devices count as exported.
+    let st = json(&line.certfab(&["--json", "batch", "status"]));
+    assert_eq!(st["counts"]["exported"], 25, "{st:#}");
+    let o = line.certfab(&["--json", "manifest", "verify", manifest.to_str().unwrap()]);
+    assert!(o.status.success(), "manifest verify\n{}", text(&o));
+
+    // Another batch into the same directory is refused before anything is signed.
+    let o = line.certfab(&[
+        "batch",
+        "--profile",
+        "generic-iot",
+        "--count",
+        "3",
+        "--id-template",
+        "OTHER{seq}",
+        "--keygen",
+        "host",
+        "--plain-keys",
+        "--layout",
+        "bundle",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+    assert!(
+        text(&o).contains("output directory of its own"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 3);
+}
+
+/// Issue 14, the bundle layout: a row refused on one run (its key file was missing) and fixed
+/// before the next run is issued into a supplement of its range; the file already in place is
+/// never rewritten, and no device appears twice.
+#[test]
+fn bundle_layout_row_fixed_later_lands_in_a_supplement() {
+    let line = Line::new();
+    let dir = line.path();
+    std::fs::create_dir_all(dir.join("in")).unwrap();
+    let mut csv = String::from("device_id,pubkey\n");
+    for i in 1..=5 {
+        if i != 3 {
+            std::fs::write(dir.join(format!("in/{i}.pem")), rust_pubkey_pem()).unwrap();
+        }
+        writeln!(csv, "D{i},{i}.pem").unwrap();
+    }
+    std::fs::write(dir.join("in/devices.csv"), csv).unwrap();
+    let out = dir.join("out");
+    let input = dir.join("in/devices.csv");
+    let args = [
+        "--json",
+        "batch",
+        "--profile",
+        "generic-iot",
+        "--input",
+        input.to_str().unwrap(),
+        "--layout",
+        "bundle",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let o = line.certfab(&args);
+    assert_eq!(o.status.code(), Some(10), "{}", text(&o));
+    let first = bundle(&out.join("bundle-00000.jsonl"));
+    let ids: Vec<&str> = first
+        .iter()
+        .map(|l| l["device_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["D1", "D2", "D4", "D5"]);
+    assert!(
+        first.iter().all(|l| l.get("key").is_none()),
+        "no key for a given key"
+    );
+    let before = std::fs::read(out.join("bundle-00000.jsonl")).unwrap();
+
+    std::fs::write(dir.join("in/3.pem"), rust_pubkey_pem()).unwrap();
+    let o = line.certfab(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(json(&o)["issued"], 1);
+    assert_eq!(
+        std::fs::read(out.join("bundle-00000.jsonl")).unwrap(),
+        before
+    );
+    let sup = bundle(&out.join("bundle-00000.1.jsonl"));
+    assert_eq!(sup.len(), 1);
+    assert_eq!(sup[0]["device_id"], "D3");
+    let st = json(&line.certfab(&["--json", "batch", "status"]));
+    assert_eq!(st["counts"]["signed"], 5, "{st:#}");
+
+    // Once more: everything is in place, nothing is added.
+    let o = line.certfab(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 2);
+}
