@@ -33,7 +33,7 @@ command -v p11-kit >/dev/null 2>&1 || missing+=(p11-kit)
 command -v zsh >/dev/null 2>&1 || missing+=(zsh)
 command -v fish >/dev/null 2>&1 || missing+=(fish)
 command -v groff >/dev/null 2>&1 || missing+=(groff-base)
-# The central ledger's tests (tests/central_ledger.rs, docs/central-ledger.md) start their own
+# The central ledger's tests (tests/it/central_ledger.rs, docs/central-ledger.md) start their own
 # PostgreSQL cluster from the distribution's server (initdb, pg_ctl, psql); runuser (util-linux)
 # runs it as the postgres user the package creates, since CI runs as root.
 command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 ||

@@ -1,5 +1,5 @@
 //! The central PostgreSQL ledger (issue 12, docs/central-ledger.md) through the real binary,
-//! against a real server the tests start themselves (tests/common/pg.rs): TLS verify-full with
+//! against a real server the tests start themselves (tests/it/common/pg.rs): TLS verify-full with
 //! a password from a file, the same commands as on SQLite, stations racing for one device,
 //! leases, the audit chain under concurrent writers, and the database going away.
 
