@@ -14,57 +14,6 @@ use std::time::{Duration, Instant};
 
 const PROFILE: &str = "generic-iot";
 
-/// SIGKILLs the line's p11-kit server and every process it forked (one per client
-/// connection: killing the listener alone interrupts no running client).
-fn kill_remote_token(line: &Line) {
-    let pid = std::fs::read_to_string(line.file("p11-kit.pid")).unwrap();
-    let pid = pid.trim();
-    let children = Command::new("ps")
-        .args(["-o", "pid=", "--ppid", pid])
-        .output()
-        .unwrap();
-    let mut pids = vec![pid.to_string()];
-    pids.extend(
-        String::from_utf8_lossy(&children.stdout)
-            .split_whitespace()
-            .map(str::to_string),
-    );
-    assert!(
-        pids.len() >= 2,
-        "no per-connection process to kill: {pids:?}"
-    );
-    let k = Command::new("kill")
-        .arg("-KILL")
-        .args(&pids)
-        .output()
-        .unwrap();
-    assert!(k.status.success(), "{}", text(&k));
-    // Dead and reaped before anything restarts it: dev-line.sh takes a server whose pid
-    // is still there for a live one.
-    let start = Instant::now();
-    while pids
-        .iter()
-        .any(|p| Path::new(&format!("/proc/{p}")).exists())
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{pids:?} outlived SIGKILL"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Starts the line's server again, as a user would: dev-line.sh on the same directory
-/// restarts what is not running.
-fn restart_remote_token(line: &Line) {
-    let o = Command::new(repo().join("hsm-fixtures/dev-line.sh"))
-        .arg(line.path())
-        .env("CERTFAB", bin())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-}
-
 /// Sets `pkcs11.recovery_window` in the line's site config.
 fn set_recovery_window(line: &Line, window: &str) {
     let path = line.config();
@@ -233,9 +182,9 @@ fn remote_token_killed_mid_batch_recovers_within_window() {
     let n = 3 * certfab::BATCH_GROUP;
     let mut child = spawn_batch(&line, n, &out);
     wait_mid_batch(&line, &mut child, "'signed'");
-    kill_remote_token(&line);
+    line.kill_remote_token();
     std::thread::sleep(Duration::from_millis(500));
-    restart_remote_token(&line);
+    line.restart_remote_token();
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
     let summary = stdout_json(&o);
@@ -266,7 +215,7 @@ fn remote_token_not_back_within_window_exits_4_and_resumes() {
     let n = 2 * certfab::BATCH_GROUP;
     let mut child = spawn_batch(&line, n, &out);
     wait_mid_batch(&line, &mut child, "'intent', 'signed'");
-    kill_remote_token(&line);
+    line.kill_remote_token();
     let killed = Instant::now();
     let o = child.wait_with_output().unwrap();
     let took = killed.elapsed();
@@ -296,7 +245,7 @@ fn remote_token_not_back_within_window_exits_4_and_resumes() {
     assert_eq!(states.get("intent"), None, "intents burned: {states:?}");
     assert!(states.get("burned").is_some_and(|b| *b > 0), "{states:?}");
 
-    restart_remote_token(&line);
+    line.restart_remote_token();
     let o = line.certfab(
         &batch_args(n, &out)
             .iter()
@@ -308,39 +257,6 @@ fn remote_token_not_back_within_window_exits_4_and_resumes() {
     assert_eq!(summary["resumed"], true, "{summary}");
     check_exactly_once(&line, &out, n);
     ok(&line.certfab(&["log", "verify"]));
-}
-
-/// Item 1: recovery covers every use of the token, not only certificate signing: a process
-/// whose token connection was killed (and came back) signs the audit checkpoint, which
-/// opens the document signer's key after the kill; before, C_OpenSession failed with
-/// CKR_DEVICE_ERROR and the checkpoint was not signed. Also a CA key opened before the kill
-/// signs again after it. In process, as a batch or a shift ends.
-#[test]
-fn checkpoint_and_signing_after_a_kill_recover() {
-    let line = Line::on(Token::P11Kit);
-    let site = certfab::Site::open(&line.config()).unwrap();
-    site.login().unwrap();
-    let mut ledger = site.open_ledger(None).unwrap();
-    let uri = certfab::Pkcs11Uri::parse("pkcs11:token=certfab-dev;object=issuing-ca").unwrap();
-    let key = site.hsm.key(&uri, None).unwrap();
-    use certfab::Signer;
-    key.sign(b"before the kill").unwrap();
-
-    kill_remote_token(&line);
-    restart_remote_token(&line);
-    let note = site
-        .auto_checkpoint(&mut ledger)
-        .expect("the site has a signer");
-    assert!(note.starts_with("audit checkpoint 1 signed"), "{note}");
-    let sig = key.sign(b"after the kill").unwrap();
-    key.public_key()
-        .verify(key.algorithm(), b"after the kill", &sig)
-        .unwrap();
-    assert!(site.hsm.recoveries() >= 1);
-    drop(key);
-    drop(ledger);
-    let v = ok(&line.certfab(&["log", "verify"]));
-    assert!(v.contains("checkpoint"), "{v}");
 }
 
 /// The TPM's dictionary-attack lockout counter, read with tpm2-tools through the line's

@@ -4,9 +4,10 @@
 //! line that most tests start from is built once per run and copied per test
 //! (`common::Line::new`).
 //!
-//! `tests/hsm_recovery.rs` stays a binary of its own: it loads the PKCS#11 module into the test
-//! process itself, points it at its token through the process environment and finalizes it
-//! under open sessions, which would pull the module out from under any other in-process test.
+//! `tests/hsm_recovery.rs` stays a binary of its own: its tests load PKCS#11 modules into the
+//! test process itself, point them at their token through the process environment, finalize
+//! one under open sessions and kill a remote token under another, which would pull the module
+//! (or the environment) out from under any other in-process test.
 //!
 //! Run one area with `cargo test --test it AREA::` (e.g. `cargo test --test it station::`).
 

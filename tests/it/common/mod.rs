@@ -8,6 +8,7 @@ pub mod pg;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 /// A development line in its own temp dir.
 pub struct Line {
@@ -312,6 +313,57 @@ impl Line {
             .args(args)
             .output()
             .expect("run pkcs11-tool")
+    }
+
+    /// SIGKILLs the line's p11-kit server and every process it forked (one per client
+    /// connection: killing the listener alone interrupts no running client).
+    pub fn kill_remote_token(&self) {
+        let pid = std::fs::read_to_string(self.file("p11-kit.pid")).unwrap();
+        let pid = pid.trim();
+        let children = Command::new("ps")
+            .args(["-o", "pid=", "--ppid", pid])
+            .output()
+            .unwrap();
+        let mut pids = vec![pid.to_string()];
+        pids.extend(
+            String::from_utf8_lossy(&children.stdout)
+                .split_whitespace()
+                .map(str::to_string),
+        );
+        assert!(
+            pids.len() >= 2,
+            "no per-connection process to kill: {pids:?}"
+        );
+        let k = Command::new("kill")
+            .arg("-KILL")
+            .args(&pids)
+            .output()
+            .unwrap();
+        assert!(k.status.success(), "{}", text(&k));
+        // Dead and reaped before anything restarts it: dev-line.sh takes a server whose pid
+        // is still there for a live one.
+        let start = Instant::now();
+        while pids
+            .iter()
+            .any(|p| Path::new(&format!("/proc/{p}")).exists())
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{pids:?} outlived SIGKILL"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Starts the line's server again, as a user would: dev-line.sh on the same directory
+    /// restarts what is not running.
+    pub fn restart_remote_token(&self) {
+        let o = Command::new(repo().join("hsm-fixtures/dev-line.sh"))
+            .arg(self.path())
+            .env("CERTFAB", bin())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
     }
 
     /// A file path inside the line dir.
