@@ -334,11 +334,22 @@ const OPEN_ATTEMPTS: u32 = 8;
 /// finalizes and initializes afresh, after a growing, jittered pause so processes that started
 /// together spread out. Any other failure is returned at once.
 fn init(module: &Path, token: &Pkcs11Uri) -> Result<(Pkcs11, Slot, String), HsmError> {
+    retry_unread(|| init_once(module, token), |e| Ok(open_is_transient(e)))
+}
+
+/// Runs `op` again (up to `OPEN_ATTEMPTS` in all) while `unread` says its failure is one a
+/// token store being rewritten by another process causes, after a growing, jittered pause so
+/// processes that started together spread out. `unread` may itself fail (it can ask the
+/// token); that error is returned.
+fn retry_unread<T>(
+    mut op: impl FnMut() -> Result<T, HsmError>,
+    mut unread: impl FnMut(&HsmError) -> Result<bool, HsmError>,
+) -> Result<T, HsmError> {
     let mut pause_ms = 20u64;
     let mut attempt = 1;
     loop {
-        match init_once(module, token) {
-            Err(e) if attempt < OPEN_ATTEMPTS && open_is_transient(&e) => {
+        match op() {
+            Err(e) if attempt < OPEN_ATTEMPTS && unread(&e)? => {
                 let mut jitter = [0u8; 1];
                 let _ = getrandom::getrandom(&mut jitter);
                 std::thread::sleep(std::time::Duration::from_millis(
@@ -355,22 +366,10 @@ fn init(module: &Path, token: &Pkcs11Uri) -> Result<(Pkcs11, Slot, String), HsmE
 /// `C_GetTokenInfo`, retried like opening the token (see [`init`]) when it fails with
 /// `CKR_GENERAL_ERROR`: the login reads the token's PIN flags from the same shared files.
 fn token_info(ctx: &Pkcs11, slot: Slot) -> Result<cryptoki::slot::TokenInfo, HsmError> {
-    let mut pause_ms = 20u64;
-    let mut attempt = 1;
-    loop {
-        match ctx.get_token_info(slot).map_err(HsmError::call) {
-            Err(e) if attempt < OPEN_ATTEMPTS && e.rv() == Some(RvError::GeneralError) => {
-                let mut jitter = [0u8; 1];
-                let _ = getrandom::getrandom(&mut jitter);
-                std::thread::sleep(std::time::Duration::from_millis(
-                    pause_ms + u64::from(jitter[0]) % pause_ms.max(1),
-                ));
-                pause_ms = (pause_ms * 2).min(300);
-                attempt += 1;
-            }
-            r => return r,
-        }
-    }
+    retry_unread(
+        || ctx.get_token_info(slot).map_err(HsmError::call),
+        |e| Ok(e.rv() == Some(RvError::GeneralError)),
+    )
 }
 
 /// `C_Login`; when it fails with `CKR_GENERAL_ERROR` (SoftHSM could not read its token files
@@ -384,30 +383,20 @@ fn login_once_more_if_unread(
     session: &Session,
     pin: &SecretString,
 ) -> Result<(), HsmError> {
-    let mut pause_ms = 20u64;
-    let mut attempt = 1;
-    loop {
-        match session
-            .login(UserType::User, Some(pin))
-            .map_err(HsmError::call)
-        {
-            Err(e) if attempt < OPEN_ATTEMPTS && e.rv() == Some(RvError::GeneralError) => {
-                let info = token_info(ctx, slot)?;
-                if info.user_pin_count_low() || info.user_pin_final_try() || info.user_pin_locked()
-                {
-                    return Err(e);
-                }
-                let mut jitter = [0u8; 1];
-                let _ = getrandom::getrandom(&mut jitter);
-                std::thread::sleep(std::time::Duration::from_millis(
-                    pause_ms + u64::from(jitter[0]) % pause_ms.max(1),
-                ));
-                pause_ms = (pause_ms * 2).min(300);
-                attempt += 1;
+    retry_unread(
+        || {
+            session
+                .login(UserType::User, Some(pin))
+                .map_err(HsmError::call)
+        },
+        |e| {
+            if e.rv() != Some(RvError::GeneralError) {
+                return Ok(false);
             }
-            r => return r,
-        }
-    }
+            let info = token_info(ctx, slot)?;
+            Ok(!(info.user_pin_count_low() || info.user_pin_final_try() || info.user_pin_locked()))
+        },
+    )
 }
 
 /// The failures a token store being rewritten by another process produces at open.
