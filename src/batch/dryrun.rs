@@ -8,7 +8,7 @@
 
 use super::{prepare_row_guarded, rows, spec, Source, GROUP};
 use crate::issue::{self, IssueContext, IssueError, Prepared, Request};
-use crate::ledger::{DeviceState, Intent, KeyOrigin, LedgerError, Reserve, ReservePreview};
+use crate::ledger::{Intent, KeyOrigin, LedgerError, Reserve, ReservePreview};
 use crate::x509::SerialSource;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -385,9 +385,7 @@ pub fn dry_run_batch(
                     let done = match (&site.ledger.ledger, &row.device_id) {
                         (Some(l), Some(id)) if !batch_id.is_empty() => {
                             l.device(&site.profile.name, id)?.filter(|d| {
-                                d.state == DeviceState::Signed
-                                    && d.batch_id == batch_id
-                                    && d.der.is_some()
+                                d.state.is_live() && d.batch_id == batch_id && d.der.is_some()
                             })
                         }
                         _ => None,

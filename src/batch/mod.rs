@@ -21,7 +21,7 @@ use crate::crypto::Signer;
 use crate::issue::record::{self, IssuingCa};
 use crate::issue::{self, IssueContext, IssueError, KeySource, Prepared, Request};
 use crate::ledger::{
-    BatchSpec, DeviceState, Intent, KeyOrigin, Ledger, LedgerError, Rejection, Reserve, Signed,
+    BatchSpec, Intent, KeyOrigin, Ledger, LedgerError, Rejection, Reserve, Signed,
 };
 use crate::profile::Profile;
 use crate::x509::{CaCert, SerialSource};
@@ -525,10 +525,7 @@ fn prepare_group<S: Signer + Sync>(
     for (ordinal, row) in todo {
         if let Some(id) = &row.device_id {
             if let Some(d) = reader.device(&job.profile.name, id)? {
-                if let (true, Some(der)) = (
-                    d.state == DeviceState::Signed && d.batch_id == batch_id,
-                    &d.der,
-                ) {
+                if let (true, Some(der)) = (d.state.is_live() && d.batch_id == batch_id, &d.der) {
                     if d.line == row.line {
                         out.deliver(ordinal, id, der).map_err(BatchError::Output)?;
                         already += 1;

@@ -670,3 +670,28 @@ fn bundle_layout_row_fixed_later_lands_in_a_supplement() {
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 2);
 }
+
+/// A finished batch whose devices went on into a manifest (state `exported`) is done: the
+/// same command run again signs nothing and refuses nothing. Before, only `signed` counted as
+/// done, so a host-keygen batch re-run after its manifest made new keys and every row was
+/// refused ("already has a live certificate … for another key").
+#[test]
+fn rerun_after_manifest_build_is_done_not_refused() {
+    let line = Line::new();
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("out");
+    let first = line.host_batch("generic-iot", 5, "SN{seq:06}", &out, &["--plain-keys"]);
+    assert_eq!(first["issued"], 5, "{first}");
+    let batch = first["batch"].as_str().unwrap().to_string();
+    let m = work.path().join("m.jsonl");
+    let b = line.manifest_build(&[&batch], None, &m);
+    assert!(b.status.success(), "{}", text(&b));
+    let again = line.host_batch("generic-iot", 5, "SN{seq:06}", &out, &["--plain-keys"]);
+    assert_eq!(again["batch"], first["batch"], "the same batch: {again}");
+    assert_eq!(again["issued"], 0, "nothing signed again: {again}");
+    assert_eq!(
+        again["rejected"].as_u64().unwrap_or(0),
+        0,
+        "nothing refused: {again}"
+    );
+}
