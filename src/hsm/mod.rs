@@ -42,6 +42,10 @@ pub struct Hsm {
     state: Mutex<State>,
     login: Mutex<Option<Login>>,
     recovery: recovery::Recovery,
+    /// Token calls made through the recovery loop hold it shared; a re-initialisation holds it
+    /// alone, so the module is never finalized under a call still in flight on another worker
+    /// (p11-kit's client aborts the process when that happens).
+    calls: std::sync::RwLock<()>,
 }
 
 struct State {
@@ -81,6 +85,7 @@ impl Hsm {
             }),
             login: Mutex::new(None),
             recovery: recovery::Recovery::new(DEFAULT_RECOVERY_WINDOW),
+            calls: std::sync::RwLock::new(()),
         })
     }
 
@@ -217,7 +222,11 @@ impl Hsm {
                 }
             }
             seen = self.generation();
-            let err = match op(reopen) {
+            let result = {
+                let _in_call = self.calls.read().unwrap_or_else(|p| p.into_inner());
+                op(reopen)
+            };
+            let err = match result {
                 Ok(v) => {
                     self.recovery.healed();
                     return Ok(v);
@@ -261,6 +270,7 @@ impl Hsm {
     /// Finalizes and re-initializes the module, then logs in again with the PIN that already
     /// succeeded this run. Does nothing if another worker already recovered past `seen`.
     pub(crate) fn recover(&self, seen: u64) -> Result<(), HsmError> {
+        let _alone = self.calls.write().unwrap_or_else(|p| p.into_inner());
         let mut st = self.lock();
         if st.generation != seen && st.live {
             return Ok(());

@@ -194,10 +194,10 @@ fn remote_token_killed_mid_batch_recovers_within_window() {
     line.restart_remote_token();
     let o = child.wait_with_output().unwrap();
     if module_aborted(&o) {
-        // p11-kit-client can abort the whole process when the module is re-initialised while
-        // another worker's call is still on the dead connection (docs/hsm-compat.md). Nothing
-        // may be lost or doubled by that either: the same command resumes and completes
-        // exactly once.
+        // p11-kit-client aborts the whole process when the module is re-initialised under a
+        // call still on the dead connection; certfab's gate should prevent that
+        // (docs/hsm-compat.md), and should it happen anyway nothing may be lost or doubled:
+        // the same command resumes and completes exactly once.
         let again = spawn_batch(&line, n, &out).wait_with_output().unwrap();
         assert!(again.status.success(), "{}", text(&again));
         check_exactly_once(&line, &out, n);
