@@ -623,30 +623,7 @@ fn sigkill_and_resume() {
         // signatures (certificates being delivered, the next group reserved and signed).
         let mode = KillFrom::ALL[(round as usize - 1) % KillFrom::ALL.len()];
         let delay = Duration::from_millis(rng.range(30, 400));
-        let before = ledger_progress(&line);
-        let mut child = certfab(&line)
-            .args(&args)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(line.file("round.stderr")).unwrap())
-            .spawn()
-            .unwrap();
-        let spawned = Instant::now();
-        let reached = |p: (i64, u64)| match mode {
-            KillFrom::Spawn => true,
-            KillFrom::BatchStart => p.0 > before.0,
-            KillFrom::Signatures => p.0 > before.0 && p.1 > before.1,
-        };
-        while !reached(ledger_progress(&line))
-            && spawned.elapsed() < Duration::from_secs(30)
-            && child.try_wait().unwrap().is_none()
-        {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        std::thread::sleep(delay);
-        let early = child.try_wait().unwrap();
-        let _ = child.kill();
-        let status = child.wait().unwrap();
-        let at = spawned.elapsed();
+        let (early, status, at) = kill_round(&line, &args, mode, delay);
         match early {
             // It finished by itself before the kill: only acceptable as a success.
             Some(s) => assert!(
@@ -1610,29 +1587,7 @@ fn bundle_layout_sigkill_and_resume_every_device_in_exactly_one_line() {
         // reproduced with the dirs layout too). Start-up kills are sigkill_and_resume's.
         let mode = [KillFrom::BatchStart, KillFrom::Signatures][(round as usize - 1) % 2];
         let delay = Duration::from_millis(rng.range(30, 600));
-        let before = ledger_progress(&line);
-        let mut child = certfab(&line)
-            .args(&args)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(line.file("round.stderr")).unwrap())
-            .spawn()
-            .unwrap();
-        let spawned = Instant::now();
-        let reached = |p: (i64, u64)| match mode {
-            KillFrom::Spawn => true,
-            KillFrom::BatchStart => p.0 > before.0,
-            KillFrom::Signatures => p.0 > before.0 && p.1 > before.1,
-        };
-        while !reached(ledger_progress(&line))
-            && spawned.elapsed() < Duration::from_secs(30)
-            && child.try_wait().unwrap().is_none()
-        {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        std::thread::sleep(delay);
-        let early = child.try_wait().unwrap();
-        let _ = child.kill();
-        let status = child.wait().unwrap();
+        let (early, status, _) = kill_round(&line, &args, mode, delay);
         match early {
             Some(s) => assert!(
                 s.success(),
@@ -1728,4 +1683,43 @@ fn bundle_layout_sigkill_and_resume_every_device_in_exactly_one_line() {
             common::text(&o)
         );
     }
+}
+
+/// One kill round of a batch: starts `certfab args`, waits until the ledger shows `mode`'s
+/// point was reached (or 30 s, or the process ended), then `delay` more, and SIGKILLs it.
+/// Returns how it had ended by itself (if it had), its final status, and when it was killed.
+fn kill_round(
+    line: &common::Line,
+    args: &[String],
+    mode: KillFrom,
+    delay: Duration,
+) -> (
+    Option<std::process::ExitStatus>,
+    std::process::ExitStatus,
+    Duration,
+) {
+    let before = ledger_progress(line);
+    let mut child = certfab(line)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(line.file("round.stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let spawned = Instant::now();
+    let reached = |p: (i64, u64)| match mode {
+        KillFrom::Spawn => true,
+        KillFrom::BatchStart => p.0 > before.0,
+        KillFrom::Signatures => p.0 > before.0 && p.1 > before.1,
+    };
+    while !reached(ledger_progress(line))
+        && spawned.elapsed() < Duration::from_secs(30)
+        && child.try_wait().unwrap().is_none()
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(delay);
+    let early = child.try_wait().unwrap();
+    let _ = child.kill();
+    let status = child.wait().unwrap();
+    (early, status, spawned.elapsed())
 }
