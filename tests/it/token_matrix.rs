@@ -563,3 +563,32 @@ fn verify_all(line: &Line, certs: &[PathBuf]) {
         certs.len()
     );
 }
+
+/// `ca keygen` deletes a key pair that fails its post-generation check. The trigger is a
+/// token whose mechanism policy lets it generate EC keys but not sign with `CKM_ECDSA`
+/// (SoftHSM's `slots.mechanisms`; HSM partition policies do the same): the new key's signing
+/// self-test is refused, and the key must not stay behind as a CA key nobody can use. (The
+/// TPM RSA key this test used before signs since the hash-and-sign quirk.)
+#[test]
+fn ca_keygen_refused_key_is_deleted() {
+    let line = Line::new();
+    let conf = line.file("softhsm2.conf");
+    let mut softhsm = std::fs::read_to_string(&conf).unwrap();
+    softhsm.push_str("slots.mechanisms = CKM_EC_KEY_PAIR_GEN,CKM_RSA_PKCS_KEY_PAIR_GEN\n");
+    std::fs::write(&conf, softhsm).unwrap();
+    let o = line.certfab(&["ca", "keygen", "--key", "no-ecdsa", "--algorithm", "p256"]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("made key 'no-ecdsa' that failed the read-back and signing self-test")
+            && err.contains("deleted again"),
+        "{}",
+        text(&o)
+    );
+    // What an independent client sees: no trace of the refused key, the CA keys untouched.
+    for class in ["privkey", "pubkey"] {
+        let listing = ok(&line.pkcs11_tool_any(&["--list-objects", "--type", class]));
+        assert!(!listing.contains("no-ecdsa"), "{class} left:\n{listing}");
+        assert!(listing.contains("issuing-ca"), "{listing}");
+    }
+}
