@@ -42,6 +42,7 @@ pub fn generate_ca_key(
         .object
         .clone()
         .ok_or_else(|| HsmError::Other(format!("{uri} has no object=LABEL for the new key")))?;
+    let in_call = hsm.in_call();
     let (session, generation) = hsm.open_session()?;
     let by_label = Pkcs11Uri {
         object: Some(label.clone()),
@@ -97,6 +98,8 @@ pub fn generate_ca_key(
     let ski = match checked {
         Ok(ski) => ski,
         Err(e) => {
+            // Discarding may re-initialise the module, which waits for every call to end.
+            drop(in_call);
             if let Err(left) = discard(hsm, session, generation, (pub_h, priv_h), &tmp_id) {
                 return Err(HsmError::Other(format!(
                     "{e}; the new key pair '{label}' (CKA_ID {}) could not be deleted again ({left}): delete it by hand (pkcs11-tool --delete-object --type privkey --id {0})",
@@ -277,6 +280,7 @@ pub fn import_certificate(
 ) -> Result<(), HsmError> {
     let key = hsm.key(key_uri, Some((cert.public_key, cert.source)))?;
     drop(key);
+    let _in_call = hsm.in_call();
     let (session, _) = hsm.open_session()?;
     let keys = find(&session, ObjectClass::PRIVATE_KEY, key_uri)?;
     let id = keys
