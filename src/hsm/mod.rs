@@ -128,7 +128,9 @@ impl Hsm {
         if info.user_pin_final_try() {
             return Err(HsmError::PinFinalTry(label));
         }
-        let session = ctx.open_ro_session(slot).map_err(HsmError::call)?;
+        // A read-write session: AWS CloudHSM's SDK 5 supports no read-only sessions
+        // (docs/hsm-compat.md), and every token allows logging in on either.
+        let session = ctx.open_rw_session(slot).map_err(HsmError::call)?;
         match login_once_more_if_unread(&ctx, slot, &session, &pin) {
             Ok(()) => {}
             Err(e) => {
@@ -315,7 +317,7 @@ impl Hsm {
         let mut login = self.login.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(l) = login.as_mut() {
             let (ctx, slot, _) = self.context();
-            let session = ctx.open_ro_session(slot).map_err(HsmError::call)?;
+            let session = ctx.open_rw_session(slot).map_err(HsmError::call)?;
             match session.login(UserType::User, Some(&l.pin)) {
                 Ok(()) => {}
                 Err(e) => {

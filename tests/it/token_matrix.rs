@@ -592,3 +592,75 @@ fn ca_keygen_refused_key_is_deleted() {
         assert!(listing.contains("issuing-ca"), "{listing}");
     }
 }
+
+/// OpenSC's pkcs11-spy, which logs every PKCS#11 call to the module behind it.
+fn pkcs11_spy() -> &'static str {
+    [
+        "/usr/lib/x86_64-linux-gnu/pkcs11-spy.so",
+        "/usr/lib/aarch64-linux-gnu/pkcs11-spy.so",
+        "/usr/lib/pkcs11/pkcs11-spy.so",
+    ]
+    .into_iter()
+    .find(|m| Path::new(m).exists())
+    .expect("pkcs11-spy.so (opensc) is not installed")
+}
+
+/// Points a SoftHSM line's site config at pkcs11-spy in front of SoftHSM, logging to `log`.
+fn spy_on(line: &Line, log: &Path) {
+    let text = std::fs::read_to_string(line.config()).unwrap();
+    let module = softhsm_module();
+    let conf = format!(
+        "    SOFTHSM2_CONF: {}",
+        line.file("softhsm2.conf").display()
+    );
+    assert!(text.contains(&module) && text.contains(&conf), "{text}");
+    let text = text.replace(
+        &format!("module: {module}"),
+        &format!("module: {}", pkcs11_spy()),
+    );
+    let text = text.replace(
+        &conf,
+        &format!(
+            "{conf}\n    PKCS11SPY: {module}\n    PKCS11SPY_OUTPUT: {}",
+            log.display()
+        ),
+    );
+    std::fs::write(line.config(), text).unwrap();
+}
+
+/// AWS CloudHSM's SDK 5 supports no read-only session (docs/hsm-compat.md): certfab opens
+/// none, the login's included. Before, the login was made on a read-only session, which
+/// CloudHSM refuses. Checked in the call log of pkcs11-spy in front of SoftHSM: every
+/// `C_OpenSession` of an issue has `CKF_RW_SESSION` set, and the login happened.
+#[test]
+fn cloudhsm_no_read_only_session() {
+    let line = Line::new();
+    let log = line.file("spy.log");
+    spy_on(&line, &log);
+    let work = tempfile::tempdir().unwrap();
+    let csr = openssl_csr(work.path(), "dev", "ec:prime256v1", "/CN=rw-0001", &[]);
+    let out = work.path().join("out");
+    ok(&line.certfab(&issue_args("generic-iot", &csr, "rw-0001", &out)));
+    assert!(line.verify_device(&out.join("cert.pem")).status.success());
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert!(calls.contains(": C_Login\n"), "no login in the spy log");
+    let mut opened = 0;
+    for block in calls.split(": C_OpenSession\n").skip(1) {
+        let flags = block
+            .lines()
+            .find_map(|l| l.strip_prefix("[in] flags = 0x"))
+            .expect("C_OpenSession without flags");
+        let flags = u64::from_str_radix(flags.trim(), 16).unwrap();
+        const CKF_RW_SESSION: u64 = 0x2;
+        assert_ne!(
+            flags & CKF_RW_SESSION,
+            0,
+            "read-only session opened: {block}"
+        );
+        opened += 1;
+    }
+    assert!(
+        opened >= 2,
+        "{opened} sessions: the login's and the signer's at least"
+    );
+}
