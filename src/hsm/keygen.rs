@@ -81,7 +81,11 @@ pub fn generate_ca_key(
     let (pub_h, priv_h) = session
         .generate_key_pair(&mech, &public_t, &private_t)
         .map_err(HsmError::call)?;
-    let checked = check_new_key(&session, priv_h).and_then(|()| {
+    let read_back = check_new_key(&session, priv_h);
+    // The self-test below goes through the recovery loop, which may re-initialise the module
+    // (a token lost under it): that waits for every call to end, this one's included.
+    drop(in_call);
+    let checked = read_back.and_then(|()| {
         // Read the key back through the normal path: finds it, checks it again, and proves
         // the private half signs for the public half with a challenge.
         let tmp_uri = Pkcs11Uri {
@@ -98,8 +102,6 @@ pub fn generate_ca_key(
     let ski = match checked {
         Ok(ski) => ski,
         Err(e) => {
-            // Discarding may re-initialise the module, which waits for every call to end.
-            drop(in_call);
             if let Err(left) = discard(hsm, session, generation, (pub_h, priv_h), &tmp_id) {
                 return Err(HsmError::Other(format!(
                     "{e}; the new key pair '{label}' (CKA_ID {}) could not be deleted again ({left}): delete it by hand (pkcs11-tool --delete-object --type privkey --id {0})",
@@ -116,6 +118,7 @@ pub fn generate_ca_key(
             });
         }
     };
+    let _in_call = hsm.in_call();
     let set = [Attribute::Id(ski.clone())];
     if session.update_attributes(pub_h, &set).is_ok()
         && session.update_attributes(priv_h, &set).is_ok()

@@ -256,8 +256,9 @@ impl Hsm {
     /// (`hsm info`, `ca keygen`), so a re-initialisation by another worker never finalizes the
     /// module under it. Re-entrant on one thread (a `ca keygen` holding it opens its new key
     /// through the recovery loop, which takes it again): a nested read of a `RwLock` can
-    /// deadlock behind a waiting writer, so only the outermost call locks. The caller must
-    /// drop it before anything that re-initialises the module on this thread ([`Hsm::recover`]).
+    /// deadlock behind a waiting writer, so only the outermost call locks. The caller drops it
+    /// before anything that may re-initialise the module on this thread ([`Hsm::recover`],
+    /// the recovery loop), which refuses to wait for this thread's own call.
     pub(crate) fn in_call(&self) -> InCall<'_> {
         let nested = IN_CALL.with(|depth| {
             let d = depth.get();
@@ -291,11 +292,12 @@ impl Hsm {
     /// Finalizes and re-initializes the module, then logs in again with the PIN that already
     /// succeeded this run. Does nothing if another worker already recovered past `seen`.
     pub(crate) fn recover(&self, seen: u64) -> Result<(), HsmError> {
-        debug_assert_eq!(
-            IN_CALL.with(std::cell::Cell::get),
-            0,
-            "re-initialising the module inside a token call of this thread deadlocks"
-        );
+        if IN_CALL.with(std::cell::Cell::get) > 0 {
+            // Waiting for the calls in flight would wait for this thread's own.
+            return Err(HsmError::Other(
+                "the token was lost inside another token call of this command, where it cannot be re-opened; run the command again".into(),
+            ));
+        }
         let _alone = self.calls.write().unwrap_or_else(|p| p.into_inner());
         let mut st = self.lock();
         if st.generation != seen && st.live {
