@@ -59,6 +59,7 @@ pub struct ObjectSummary {
 
 /// Lists what the module exposes.
 pub fn info(hsm: &Hsm) -> Result<HsmInfo, HsmError> {
+    let _in_call = hsm.in_call();
     let (ctx, selected, _) = hsm.context();
     let lib = ctx.get_library_info().map_err(HsmError::call)?;
     let library = format!(

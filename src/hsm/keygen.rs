@@ -42,6 +42,7 @@ pub fn generate_ca_key(
         .object
         .clone()
         .ok_or_else(|| HsmError::Other(format!("{uri} has no object=LABEL for the new key")))?;
+    let in_call = hsm.in_call();
     let (session, generation) = hsm.open_session()?;
     let by_label = Pkcs11Uri {
         object: Some(label.clone()),
@@ -80,7 +81,11 @@ pub fn generate_ca_key(
     let (pub_h, priv_h) = session
         .generate_key_pair(&mech, &public_t, &private_t)
         .map_err(HsmError::call)?;
-    let checked = check_new_key(&session, priv_h).and_then(|()| {
+    let read_back = check_new_key(&session, priv_h);
+    // The self-test below goes through the recovery loop, which may re-initialise the module
+    // (a token lost under it): that waits for every call to end, this one's included.
+    drop(in_call);
+    let checked = read_back.and_then(|()| {
         // Read the key back through the normal path: finds it, checks it again, and proves
         // the private half signs for the public half with a challenge.
         let tmp_uri = Pkcs11Uri {
@@ -113,6 +118,7 @@ pub fn generate_ca_key(
             });
         }
     };
+    let _in_call = hsm.in_call();
     let set = [Attribute::Id(ski.clone())];
     if session.update_attributes(pub_h, &set).is_ok()
         && session.update_attributes(priv_h, &set).is_ok()
@@ -277,6 +283,7 @@ pub fn import_certificate(
 ) -> Result<(), HsmError> {
     let key = hsm.key(key_uri, Some((cert.public_key, cert.source)))?;
     drop(key);
+    let _in_call = hsm.in_call();
     let (session, _) = hsm.open_session()?;
     let keys = find(&session, ObjectClass::PRIVATE_KEY, key_uri)?;
     let id = keys

@@ -128,7 +128,9 @@ impl Hsm {
         if info.user_pin_final_try() {
             return Err(HsmError::PinFinalTry(label));
         }
-        let session = ctx.open_ro_session(slot).map_err(HsmError::call)?;
+        // A read-write session: AWS CloudHSM's SDK 5 supports no read-only sessions
+        // (docs/hsm-compat.md), and every token allows logging in on either.
+        let session = ctx.open_rw_session(slot).map_err(HsmError::call)?;
         match login_once_more_if_unread(&ctx, slot, &session, &pin) {
             Ok(()) => {}
             Err(e) => {
@@ -223,7 +225,7 @@ impl Hsm {
             }
             seen = self.generation();
             let result = {
-                let _in_call = self.calls.read().unwrap_or_else(|p| p.into_inner());
+                let _in_call = self.in_call();
                 op(reopen)
             };
             let err = match result {
@@ -250,6 +252,24 @@ impl Hsm {
         }
     }
 
+    /// Holds the read/write gate shared for a token call made outside the recovery loop
+    /// (`hsm info`, `ca keygen`), so a re-initialisation by another worker never finalizes the
+    /// module under it. Re-entrant on one thread (a `ca keygen` holding it opens its new key
+    /// through the recovery loop, which takes it again): a nested read of a `RwLock` can
+    /// deadlock behind a waiting writer, so only the outermost call locks. The caller drops it
+    /// before anything that may re-initialise the module on this thread ([`Hsm::recover`],
+    /// the recovery loop), which refuses to wait for this thread's own call.
+    pub(crate) fn in_call(&self) -> InCall<'_> {
+        let nested = IN_CALL.with(|depth| {
+            let d = depth.get();
+            depth.set(d + 1);
+            d > 0
+        });
+        InCall {
+            _shared: (!nested).then(|| self.calls.read().unwrap_or_else(|p| p.into_inner())),
+        }
+    }
+
     /// What certfab adapts to in the loaded module.
     pub(crate) fn quirks(&self) -> quirks::Quirks {
         self.lock().quirks
@@ -257,6 +277,8 @@ impl Hsm {
 
     /// Whether the token lists `mechanism` for signing.
     pub(crate) fn signs_with(&self, mechanism: cryptoki::mechanism::MechanismType) -> bool {
+        // Workers open their keys (and ask this) while another may be recovering.
+        let _in_call = self.in_call();
         let (ctx, slot, _) = self.context();
         ctx.get_mechanism_info(slot, mechanism)
             .is_ok_and(|i| i.sign())
@@ -270,6 +292,12 @@ impl Hsm {
     /// Finalizes and re-initializes the module, then logs in again with the PIN that already
     /// succeeded this run. Does nothing if another worker already recovered past `seen`.
     pub(crate) fn recover(&self, seen: u64) -> Result<(), HsmError> {
+        if IN_CALL.with(std::cell::Cell::get) > 0 {
+            // Waiting for the calls in flight would wait for this thread's own.
+            return Err(HsmError::Other(
+                "the token was lost inside another token call of this command, where it cannot be re-opened; run the command again".into(),
+            ));
+        }
         let _alone = self.calls.write().unwrap_or_else(|p| p.into_inner());
         let mut st = self.lock();
         if st.generation != seen && st.live {
@@ -291,7 +319,7 @@ impl Hsm {
         let mut login = self.login.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(l) = login.as_mut() {
             let (ctx, slot, _) = self.context();
-            let session = ctx.open_ro_session(slot).map_err(HsmError::call)?;
+            let session = ctx.open_rw_session(slot).map_err(HsmError::call)?;
             match session.login(UserType::User, Some(&l.pin)) {
                 Ok(()) => {}
                 Err(e) => {
@@ -329,6 +357,22 @@ impl Hsm {
         expected: Option<(&crate::crypto::PublicKey, &str)>,
     ) -> Result<HsmKey<'_>, HsmError> {
         HsmKey::open(self, uri, expected)
+    }
+}
+
+thread_local! {
+    /// How many [`Hsm::in_call`] guards this thread holds.
+    static IN_CALL: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// A token call in flight on this thread (see [`Hsm::in_call`]).
+pub(crate) struct InCall<'a> {
+    _shared: Option<std::sync::RwLockReadGuard<'a, ()>>,
+}
+
+impl Drop for InCall<'_> {
+    fn drop(&mut self) {
+        IN_CALL.with(|depth| depth.set(depth.get().saturating_sub(1)));
     }
 }
 
