@@ -1253,6 +1253,21 @@ fn item2_ledger_recover_burns_dead_intents_and_leaves_live_ones() {
         q("SELECT state FROM certificates WHERE serial = 's912'"),
         "burned"
     );
+    // A real certfab batch signing while recover runs again and again: its intents are never
+    // burned, and it completes every device exactly once.
+    let out = line.file("rec-batch");
+    let child = spawn_batch(&line.config(), 120, "rec-b-{seq}", &out);
+    wait_signed(cluster, &ledger.db, "rec-b-%", 5);
+    let mut saw_live = false;
+    for _ in 0..5 {
+        let r = ok_json(&line.certfab(&["--json", "ledger", "recover"]));
+        assert_eq!(r["burned"].as_array().unwrap().len(), 0, "{r}");
+        saw_live |= !r["live"].as_array().unwrap().is_empty();
+    }
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    exactly_once(cluster, &ledger.db, "rec-b-%", 120, &out);
+    eprintln!("recover saw the running batch's intents in flight: {saw_live}");
     let v = line.certfab(&["log", "verify"]);
     assert!(v.status.success(), "{}", text(&v));
 }
