@@ -53,6 +53,9 @@ pub enum Error {
     Output { path: String, msg: String },
     #[error(transparent)]
     Ledger(#[from] crate::ledger::LedgerError),
+    /// `ledger import`: refused (conflicts named) or not possible.
+    #[error(transparent)]
+    Import(#[from] crate::ledger::ImportError),
     #[error(transparent)]
     Batch(#[from] crate::batch::BatchError),
     #[error(transparent)]
@@ -111,6 +114,7 @@ impl Error {
             Self::Input { code, .. } => *code,
             Self::Output { .. } => ExitCode::Storage,
             Self::Ledger(e) => e.exit_code(),
+            Self::Import(e) => e.exit_code(),
             Self::Batch(e) => e.exit_code(),
             Self::Station(e) => e.exit_code(),
             Self::Export(e) => e.exit_code(),

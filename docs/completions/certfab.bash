@@ -43,6 +43,9 @@ _certfab() {
             certfab,issue)
                 cmd="certfab__subcmd__issue"
                 ;;
+            certfab,ledger)
+                cmd="certfab__subcmd__ledger"
+                ;;
             certfab,log)
                 cmd="certfab__subcmd__log"
                 ;;
@@ -169,6 +172,9 @@ _certfab() {
             certfab__subcmd__help,issue)
                 cmd="certfab__subcmd__help__subcmd__issue"
                 ;;
+            certfab__subcmd__help,ledger)
+                cmd="certfab__subcmd__help__subcmd__ledger"
+                ;;
             certfab__subcmd__help,log)
                 cmd="certfab__subcmd__help__subcmd__log"
                 ;;
@@ -232,6 +238,12 @@ _certfab() {
             certfab__subcmd__help__subcmd__hsm,init-token)
                 cmd="certfab__subcmd__help__subcmd__hsm__subcmd__init__subcmd__token"
                 ;;
+            certfab__subcmd__help__subcmd__ledger,import)
+                cmd="certfab__subcmd__help__subcmd__ledger__subcmd__import"
+                ;;
+            certfab__subcmd__help__subcmd__ledger,recover)
+                cmd="certfab__subcmd__help__subcmd__ledger__subcmd__recover"
+                ;;
             certfab__subcmd__help__subcmd__log,checkpoint)
                 cmd="certfab__subcmd__help__subcmd__log__subcmd__checkpoint"
                 ;;
@@ -282,6 +294,24 @@ _certfab() {
                 ;;
             certfab__subcmd__hsm__subcmd__help,init-token)
                 cmd="certfab__subcmd__hsm__subcmd__help__subcmd__init__subcmd__token"
+                ;;
+            certfab__subcmd__ledger,help)
+                cmd="certfab__subcmd__ledger__subcmd__help"
+                ;;
+            certfab__subcmd__ledger,import)
+                cmd="certfab__subcmd__ledger__subcmd__import"
+                ;;
+            certfab__subcmd__ledger,recover)
+                cmd="certfab__subcmd__ledger__subcmd__recover"
+                ;;
+            certfab__subcmd__ledger__subcmd__help,help)
+                cmd="certfab__subcmd__ledger__subcmd__help__subcmd__help"
+                ;;
+            certfab__subcmd__ledger__subcmd__help,import)
+                cmd="certfab__subcmd__ledger__subcmd__help__subcmd__import"
+                ;;
+            certfab__subcmd__ledger__subcmd__help,recover)
+                cmd="certfab__subcmd__ledger__subcmd__help__subcmd__recover"
                 ;;
             certfab__subcmd__log,checkpoint)
                 cmd="certfab__subcmd__log__subcmd__checkpoint"
@@ -368,7 +398,7 @@ _certfab() {
 
     case "${cmd}" in
         certfab)
-            opts="-h -V --config --json --help --version hsm ca issue batch station revoke crl renew log manifest export audit profile completions man help"
+            opts="-h -V --config --json --help --version hsm ca issue batch station revoke crl renew log ledger manifest export audit profile completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1190,7 +1220,7 @@ _certfab() {
             return 0
             ;;
         certfab__subcmd__help)
-            opts="hsm ca issue batch station revoke crl renew log manifest export audit profile completions man help"
+            opts="hsm ca issue batch station revoke crl renew log ledger manifest export audit profile completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1514,6 +1544,48 @@ _certfab() {
         certfab__subcmd__help__subcmd__issue)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfab__subcmd__help__subcmd__ledger)
+            opts="import recover"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfab__subcmd__help__subcmd__ledger__subcmd__import)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfab__subcmd__help__subcmd__ledger__subcmd__recover)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1946,6 +2018,116 @@ _certfab() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfab__subcmd__ledger)
+            opts="-h --config --json --help import recover help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfab__subcmd__ledger__subcmd__help)
+            opts="import recover help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfab__subcmd__ledger__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfab__subcmd__ledger__subcmd__help__subcmd__import)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfab__subcmd__ledger__subcmd__help__subcmd__recover)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfab__subcmd__ledger__subcmd__import)
+            opts="-h --config --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfab__subcmd__ledger__subcmd__recover)
+            opts="-h --config --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

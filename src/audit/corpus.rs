@@ -679,6 +679,18 @@ fn load_ledger(
             r.get::<String>(0)
         })
         .map_err(q)?;
+    let mut rows = rows;
+    // Certificates imported from a station ledger were issued in its chain, kept verbatim.
+    if conn.has_table("imported_audit").map_err(q)? {
+        rows.extend(
+            conn.map(
+                "SELECT detail FROM imported_audit WHERE kind = 'issued'",
+                &[],
+                |r| r.get::<String>(0),
+            )
+            .map_err(q)?,
+        );
+    }
     for row in rows {
         let detail: serde_json::Value = serde_json::from_str(&row).unwrap_or_default();
         if let (Some(s), Some(h)) = (detail["serial"].as_str(), detail["cert_sha256"].as_str()) {

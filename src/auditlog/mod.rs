@@ -322,6 +322,8 @@ pub fn verify(
             )),
         }
     }
+    // Station ledgers imported into this one: their own chains, pinned by this one.
+    problems.extend(ledger.verify_imports()?);
     let mut not_checkpointed = head - best;
     // The checkpoint's own record directly after its head is not news.
     if let Some((kind, detail)) = after_head.get(&best) {

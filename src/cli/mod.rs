@@ -18,6 +18,7 @@ mod dryrun;
 mod export;
 mod hsm;
 mod issue;
+mod ledger;
 mod lifecycle;
 mod log;
 mod manifest;
@@ -67,6 +68,10 @@ pub enum Command {
     /// The tamper-evident audit log: signed checkpoints, verification, events.
     #[command(subcommand)]
     Log(log::LogCommand),
+    /// The ledger itself: import a station's SQLite ledger into the central one; burn a dead
+    /// process's intents.
+    #[command(subcommand)]
+    Ledger(ledger::LedgerCommand),
     /// Signed manifests of batches and shifts: build, verify, show, merge.
     #[command(subcommand)]
     Manifest(manifest::ManifestCommand),
@@ -101,6 +106,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Crl(a) => lifecycle::crl(&ctx, a),
         Command::Renew(a) => lifecycle::renew(&ctx, a),
         Command::Log(c) => log::run(&ctx, c),
+        Command::Ledger(c) => ledger::run(&ctx, c),
         Command::Manifest(c) => manifest::run(&ctx, c),
         Command::Export(a) => export::run(&ctx, a),
         Command::Audit(a) => audit::run(&ctx, a),

@@ -89,7 +89,65 @@ fn row(r: &Row) -> Result<ManifestRow, LedgerError> {
     })
 }
 
+/// The advisory lock a manifest build holds on a central ledger ("cfmb", key 1): one build at
+/// a time reads the chain's last manifest and appends the next.
+const BUILD_LOCK: (i64, i64) = (0x6366_6d62, 1);
+
+/// How long a manifest build waits for another one on the same ledger to finish.
+const BUILD_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 impl Ledger {
+    /// Waits (at most [`BUILD_WAIT`]) until no other process builds a manifest on this ledger,
+    /// and holds that until [`Ledger::unlock_manifest_builds`]: two builds would otherwise
+    /// both chain to the same last manifest, and one would take the other's pending manifest
+    /// for a crashed run's. A SQLite ledger's file lock already admits one process.
+    pub fn lock_manifest_builds(&self) -> Result<(), LedgerError> {
+        if !self.conn.is_pg() {
+            return Ok(());
+        }
+        let start = std::time::Instant::now();
+        loop {
+            let got: bool = self.conn.one(
+                "SELECT pg_try_advisory_lock(CAST(?1 AS INTEGER), CAST(?2 AS INTEGER))",
+                p![BUILD_LOCK.0, BUILD_LOCK.1],
+                |r| r.get(0),
+            )?;
+            if got {
+                return Ok(());
+            }
+            if start.elapsed() >= BUILD_WAIT {
+                let holder: Option<String> = self
+                    .conn
+                    .opt(
+                        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                         WHERE l.locktype = 'advisory' AND l.granted AND CAST(l.classid AS BIGINT) = ?1
+                           AND CAST(l.objid AS BIGINT) = ?2 AND l.objsubid = 2",
+                        p![BUILD_LOCK.0, BUILD_LOCK.1],
+                        |r| r.get(0),
+                    )
+                    .ok()
+                    .flatten();
+                return Err(LedgerError::ManifestBusy {
+                    path: self.location.to_string(),
+                    holder: holder.unwrap_or_else(|| "another certfab process".into()),
+                    waited_s: BUILD_WAIT.as_secs(),
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
+    /// Lets the next manifest build go (see [`Ledger::lock_manifest_builds`]).
+    pub fn unlock_manifest_builds(&self) -> Result<(), LedgerError> {
+        if self.conn.is_pg() {
+            self.conn.exec(
+                "SELECT pg_advisory_unlock(CAST(?1 AS INTEGER), CAST(?2 AS INTEGER))",
+                p![BUILD_LOCK.0, BUILD_LOCK.1],
+            )?;
+        }
+        Ok(())
+    }
+
     /// This ledger's id: the hash of its first audit event (unique per ledger file, since it
     /// covers the time, station and batch of the first write).
     pub fn ledger_id(&self) -> Result<Option<String>, LedgerError> {
@@ -163,17 +221,20 @@ impl Ledger {
         Ok(n as u64)
     }
 
-    /// The last complete manifest (the one the next chains to).
+    /// The last complete manifest of this ledger's own chain (the one the next chains to;
+    /// manifests imported with a station ledger keep the station's chain).
     pub fn last_manifest(&self) -> Result<Option<ManifestRow>, LedgerError> {
         let sql = format!(
-            "SELECT {COLS} FROM manifests WHERE state = 'complete' ORDER BY sequence DESC LIMIT 1"
+            "SELECT {COLS} FROM manifests WHERE state = 'complete' AND import_id IS NULL ORDER BY sequence DESC LIMIT 1"
         );
         self.conn.opt(&sql, &[], row)
     }
 
-    /// Manifests in a state, oldest first.
+    /// This ledger's own manifests in a state, oldest first.
     pub fn manifests(&self, state: &str) -> Result<Vec<ManifestRow>, LedgerError> {
-        let sql = format!("SELECT {COLS} FROM manifests WHERE state = ?1 ORDER BY id");
+        let sql = format!(
+            "SELECT {COLS} FROM manifests WHERE state = ?1 AND import_id IS NULL ORDER BY id"
+        );
         self.conn.map(&sql, p![state], row)
     }
 

@@ -11,6 +11,7 @@
 
 mod audit;
 pub(crate) mod db;
+mod import;
 mod lease;
 mod lifecycle;
 mod location;
@@ -18,6 +19,7 @@ mod manifests;
 #[cfg(test)]
 mod migration_tests;
 mod preview;
+mod recover;
 mod rules;
 mod schema;
 mod states;
@@ -25,9 +27,11 @@ mod station;
 
 pub use crate::config::{LedgerLocation, PgTarget, PgTls};
 pub use audit::{AuditEvent, AuditHead, ChainBreak, ChainReport, ChainVerifier, GENESIS};
+pub use import::{ImportError, ImportReport};
 pub use lifecycle::{CertRecord, CrlRecord};
 pub use manifests::{ExportRow, ManifestRow, PendingManifest};
 pub use preview::{LedgerPreview, ReservePreview};
+pub use recover::RecoverReport;
 pub use states::{CertState, DeviceState, KeyOrigin};
 pub use station::Attempt;
 
@@ -89,6 +93,16 @@ pub enum LedgerError {
     /// A value in the ledger is not what this certfab wrote there.
     #[error("ledger data is not what certfab wrote ({0}); check the ledger with certfab log verify and audit")]
     Data(String),
+    /// Another process has been building a manifest on this central ledger for longer than
+    /// a build waits.
+    #[error("ledger {path}: {holder} has been building a manifest on this ledger for over {waited_s} s, and manifests are built one at a time (each chains to the last); run the build again when it has finished")]
+    ManifestBusy {
+        path: String,
+        /// Who holds it (its `application_name`), as far as the server says.
+        holder: String,
+        /// How long this build waited.
+        waited_s: u64,
+    },
     /// The ledger password could not be read from its source.
     #[error("ledger_password: {0}")]
     Secret(String),
@@ -295,6 +309,9 @@ pub struct Ledger {
     /// This process's lease on a PostgreSQL ledger (its intents carry it; none on SQLite,
     /// whose file lock already says the holder is alive, and none for readers).
     lease: Option<i64>,
+    /// The intents this process burned (at open, or by `ledger recover`), for
+    /// [`Ledger::recover`] to report.
+    burned: Vec<recover::BurnedIntent>,
     /// A writer's lock (none for [`Ledger::open_read`]). Declared last: it is released after
     /// the connection has closed.
     _lock: Option<HeldLock>,
@@ -502,6 +519,7 @@ impl Ledger {
             head,
             clock,
             lease: None,
+            burned: Vec::new(),
             _lock: Some(lock),
         };
         // The file lock is held: no other process has an intent in flight.
@@ -525,6 +543,7 @@ impl Ledger {
             head,
             clock,
             lease: Some(lease),
+            burned: Vec::new(),
             _lock: None,
         };
         for dead in lease::dead(&ledger.conn, lease)? {
@@ -557,6 +576,7 @@ impl Ledger {
                     head: AuditHead::default(),
                     clock: Arc::new(SystemClock),
                     lease: None,
+                    burned: Vec::new(),
                     _lock: None,
                 });
             }
@@ -601,6 +621,7 @@ impl Ledger {
             head: AuditHead::default(),
             clock: Arc::new(SystemClock),
             lease: None,
+            burned: Vec::new(),
             _lock: None,
         })
     }
@@ -617,6 +638,8 @@ impl Ledger {
     fn burn_interrupted(&mut self, lease: Option<lease::Dead>) -> Result<u64, LedgerError> {
         let tx = self.conn.begin()?;
         let at = stamp(&*self.clock);
+        self.burned
+            .extend(recover::intents_to_burn(&tx, lease.as_ref())?);
         let n = match &lease {
             None => {
                 tx.exec(

@@ -513,6 +513,102 @@ pub(super) const MIGRATIONS: &[Step] = &[
         CREATE INDEX certificates_open_intents ON certificates(lease) WHERE state = 'intent';
         "#,
     },
+    // 7: station ledgers imported into a central one (docs/central-ledger.md "Importing a
+    // station ledger"). Each import is a row; the station's audit events and checkpoints are
+    // kept verbatim beside the central chain (their hashes only verify in their own chain),
+    // tied to it by a `ledger_imported` event carrying the station chain's head. Its
+    // manifests keep their own sequence and chain, so the ledger's own manifest chain is the
+    // rows without an import.
+    Step {
+        sqlite: r#"
+        CREATE TABLE imports (
+            id           INTEGER PRIMARY KEY,
+            source       TEXT NOT NULL,
+            ledger_id    TEXT NOT NULL UNIQUE,
+            stations     TEXT NOT NULL,
+            head_seq     INTEGER NOT NULL,
+            head_hash    TEXT NOT NULL,
+            events       INTEGER NOT NULL,
+            imported_at  TEXT NOT NULL,
+            imported_by  TEXT NOT NULL
+        );
+        CREATE TABLE imported_audit (
+            import_id    INTEGER NOT NULL REFERENCES imports(id),
+            seq          INTEGER NOT NULL,
+            v            INTEGER NOT NULL,
+            at           TEXT NOT NULL,
+            station      TEXT NOT NULL,
+            station_seq  INTEGER,
+            operator     TEXT,
+            kind         TEXT NOT NULL,
+            batch_id     TEXT,
+            device_id    TEXT,
+            detail       TEXT NOT NULL,
+            prev_hash    TEXT NOT NULL,
+            hash         TEXT NOT NULL,
+            PRIMARY KEY (import_id, seq)
+        );
+        CREATE TABLE imported_checkpoints (
+            import_id     INTEGER NOT NULL REFERENCES imports(id),
+            id            INTEGER NOT NULL,
+            station       TEXT NOT NULL,
+            head_seq      INTEGER NOT NULL,
+            head_hash     TEXT NOT NULL,
+            at            TEXT NOT NULL,
+            statement     TEXT NOT NULL,
+            signer_sha256 TEXT NOT NULL,
+            PRIMARY KEY (import_id, id)
+        );
+        ALTER TABLE manifests ADD COLUMN import_id INTEGER REFERENCES imports(id);
+        DROP INDEX manifests_sequence;
+        CREATE UNIQUE INDEX manifests_sequence ON manifests(sequence)
+            WHERE state = 'complete' AND import_id IS NULL;
+        "#,
+        pg: r#"
+        CREATE TABLE imports (
+            id           BIGSERIAL PRIMARY KEY,
+            source       TEXT NOT NULL,
+            ledger_id    TEXT NOT NULL UNIQUE,
+            stations     TEXT NOT NULL,
+            head_seq     BIGINT NOT NULL,
+            head_hash    TEXT NOT NULL,
+            events       BIGINT NOT NULL,
+            imported_at  TEXT NOT NULL,
+            imported_by  TEXT NOT NULL
+        );
+        CREATE TABLE imported_audit (
+            import_id    BIGINT NOT NULL REFERENCES imports(id),
+            seq          BIGINT NOT NULL,
+            v            BIGINT NOT NULL,
+            at           TEXT NOT NULL,
+            station      TEXT NOT NULL,
+            station_seq  BIGINT,
+            operator     TEXT,
+            kind         TEXT NOT NULL,
+            batch_id     TEXT,
+            device_id    TEXT,
+            detail       TEXT NOT NULL,
+            prev_hash    TEXT NOT NULL,
+            hash         TEXT NOT NULL,
+            PRIMARY KEY (import_id, seq)
+        );
+        CREATE TABLE imported_checkpoints (
+            import_id     BIGINT NOT NULL REFERENCES imports(id),
+            id            BIGINT NOT NULL,
+            station       TEXT NOT NULL,
+            head_seq      BIGINT NOT NULL,
+            head_hash     TEXT NOT NULL,
+            at            TEXT NOT NULL,
+            statement     TEXT NOT NULL,
+            signer_sha256 TEXT NOT NULL,
+            PRIMARY KEY (import_id, id)
+        );
+        ALTER TABLE manifests ADD COLUMN import_id BIGINT REFERENCES imports(id);
+        DROP INDEX manifests_sequence;
+        CREATE UNIQUE INDEX manifests_sequence ON manifests(sequence)
+            WHERE state = 'complete' AND import_id IS NULL;
+        "#,
+    },
 ];
 
 /// Work a migration needs beyond SQL, run in the same transaction right after migration

@@ -87,8 +87,23 @@ pub struct BuildSite<'a, K: Signer> {
 }
 
 /// Builds, signs, writes and records a manifest (see the module docs for the order).
+///
+/// On a central ledger, builds run one at a time (see [`Ledger::lock_manifest_builds`]): a
+/// second build waits for the first and then chains after it.
 pub fn build<K: Signer>(
-    site: BuildSite<'_, K>,
+    mut site: BuildSite<'_, K>,
+    req: &BuildRequest,
+) -> Result<BuildOutcome, ManifestError> {
+    site.ledger.lock_manifest_builds()?;
+    let out = build_locked(&mut site, req);
+    let unlocked = site.ledger.unlock_manifest_builds();
+    let out = out?;
+    unlocked?;
+    Ok(out)
+}
+
+fn build_locked<K: Signer>(
+    site: &mut BuildSite<'_, K>,
     req: &BuildRequest,
 ) -> Result<BuildOutcome, ManifestError> {
     let recovered = recover_pending(site.ledger, site.signer, req.now)?;

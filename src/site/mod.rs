@@ -11,6 +11,7 @@ mod claim;
 pub mod export;
 mod files;
 pub mod issue;
+pub mod ledger;
 pub mod lifecycle;
 pub mod manifests;
 mod session;

@@ -499,7 +499,10 @@ fn item5_one_chain_under_concurrency_and_tamper_found() {
 }
 
 /// Item 6 (fail closed): with the server stopped the command stops with exit 5 and the reason,
-/// writes no certificate; after the server is back the same command completes, once.
+/// writes no certificate; after the server is back the same command completes, once. And
+/// mid-shift (pgops item 4): the server stopped with `pg_ctl stop -m immediate` while a batch
+/// signs stops it with exit 5; after the restart the same batch resumes, every device once,
+/// no file without its ledger row.
 #[test]
 fn item6_database_down_fails_closed_then_resumes() {
     let line = Line::on_postgres();
@@ -524,6 +527,21 @@ fn item6_database_down_fails_closed_then_resumes() {
         ),
         "1"
     );
+    // Mid-shift: the server stopped (`pg_ctl stop -m immediate`) while a batch signs.
+    let n = 120;
+    let batch_out = line.file("down-batch");
+    let child = spawn_batch(&line.config(), n, "down-b-{seq}", &batch_out);
+    wait_signed(cluster, &ledger.db, "down-b-%", 10);
+    let o = cluster.stop_server("immediate");
+    assert!(o.status.success(), "{}", text(&o));
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(code(&o), Some(5), "{}", text(&o));
+    cluster.start_server();
+    let o = spawn_batch(&line.config(), n, "down-b-{seq}", &batch_out)
+        .wait_with_output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    exactly_once(cluster, &ledger.db, "down-b-%", n, &batch_out);
     let v = line.certfab(&["log", "verify"]);
     assert!(v.status.success(), "{}", text(&v));
 }
@@ -858,4 +876,717 @@ fn bench_batch_rate_sqlite_vs_postgres() {
         "batch of {n}: SQLite {sqlite:.0}/s, PostgreSQL {postgres:.0}/s ({:.0} %)",
         100.0 * postgres / sqlite
     );
+}
+
+/// A site config for a station of `line` on a SQLite ledger of its own (`NAME.sqlite` beside
+/// the config): the line's config with its own station id and serial prefix.
+fn sqlite_station_config(line: &Line, name: &str, prefix: u8) -> PathBuf {
+    let text = std::fs::read_to_string(line.config()).unwrap();
+    let mut out = String::new();
+    for l in text.lines() {
+        if l.starts_with("ledger:") {
+            out.push_str(&format!("ledger: {name}.sqlite\n"));
+        } else if !l.starts_with("ledger_password:") {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    let out = out
+        .replace("  id: dev-line\n", &format!("  id: {name}\n"))
+        .replace(
+            "  serial_prefix: 1\n",
+            &format!("  serial_prefix: {prefix}\n"),
+        );
+    let path = line.file(&format!("{name}.yaml"));
+    std::fs::write(&path, out).unwrap();
+    path
+}
+
+/// `certfab --json batch` of `count` host keys named `template` with `config`; its summary.
+fn batch_with(config: &Path, count: usize, template: &str, out: &Path) -> serde_json::Value {
+    ok_json(&certfab_with(
+        config,
+        &[
+            "--json",
+            "batch",
+            "--profile",
+            "generic-iot",
+            "--count",
+            &count.to_string(),
+            "--keygen",
+            "host",
+            "--plain-keys",
+            "--id-template",
+            template,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    ))
+}
+
+/// Issue 12 (pgops item 1): `certfab ledger import`. Two stations that ran on SQLite ledgers
+/// of their own (a batch, single issues, a manifest) are imported into one central ledger:
+/// every device, certificate and manifest is there, each station's audit chain is kept and
+/// pinned in the central one, `log verify` and `audit` pass, and a manifest built on the
+/// central ledger across the imported devices verifies offline. The same file again is a
+/// no-op; a third station that certified a device id and a key the central ledger already
+/// holds is refused with both conflicts named and nothing written; an imported event edited
+/// on the server is found by `log verify`.
+#[test]
+fn item1_ledger_import_two_stations_then_a_conflicting_third_refused() {
+    let line = Line::on_postgres();
+    let (cluster, ledger) = pg(&line);
+    let dir = line.file("work");
+    std::fs::create_dir_all(&dir).unwrap();
+    let q = |sql: &str| cluster.value(&ledger.db, sql);
+    // The central ledger already has a single issue of the same profile and CA as the
+    // stations' (their standing batches merge into its one).
+    let c0 = csr(&dir, "central-1");
+    ok(&line.certfab(&issue_args(
+        "generic-iot",
+        &c0,
+        "central-1",
+        &line.file("out/central-1"),
+    )));
+    let a = sqlite_station_config(&line, "station-a", 2);
+    let b = sqlite_station_config(&line, "station-b", 3);
+    let ba = batch_with(&a, 3, "imp-a-{seq}", &line.file("a-batch"));
+    let bb = batch_with(&b, 3, "imp-b-{seq}", &line.file("b-batch"));
+    let key_b = csr(&dir, "imp-b-single");
+    for (cfg, id, c) in [
+        (&a, "imp-a-single", csr(&dir, "imp-a-single")),
+        (&b, "imp-b-single", key_b.clone()),
+    ] {
+        let o = certfab_with(
+            cfg,
+            &issue_args("generic-iot", &c, id, &line.file(&format!("out/{id}"))),
+        );
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    // Station A built a manifest of its batch (imported with its own chain).
+    let batch_a = ba["batch"].as_str().unwrap().to_string();
+    let batch_b = bb["batch"].as_str().unwrap().to_string();
+    let o = certfab_with(
+        &a,
+        &[
+            "--json",
+            "manifest",
+            "build",
+            "--batch",
+            &batch_a,
+            "--out",
+            line.file("a-manifest.jsonl").to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let devices_before = q("SELECT count(*) FROM devices");
+
+    // Import A and B.
+    for (name, stations) in [("station-a", "station-a"), ("station-b", "station-b")] {
+        let path = line.file(&format!("{name}.sqlite"));
+        let r = ok_json(&line.certfab(&["--json", "ledger", "import", path.to_str().unwrap()]));
+        assert_eq!(r["already_imported"], false, "{r}");
+        assert_eq!(r["counts"]["devices"], 4, "{r}");
+        assert_eq!(r["counts"]["certificates"], 4, "{r}");
+        assert!(r["stations"].to_string().contains(stations), "{r}");
+    }
+    assert_eq!(
+        q("SELECT count(*) FROM devices"),
+        (devices_before.parse::<u64>().unwrap() + 8).to_string()
+    );
+    assert_eq!(
+        q("SELECT count(*) FROM certificates WHERE state = 'signed' AND device_id LIKE 'imp-%'"),
+        "8"
+    );
+    // The standing batches of single issues merged into the central one.
+    assert_eq!(
+        q("SELECT count(DISTINCT batch_id) FROM devices WHERE device_id IN ('central-1', 'imp-a-single', 'imp-b-single')"),
+        "1"
+    );
+    assert_eq!(
+        q("SELECT count(*) FROM manifests WHERE import_id IS NOT NULL AND state = 'complete'"),
+        "1"
+    );
+    assert_eq!(
+        q("SELECT count(*) FROM audit WHERE kind = 'ledger_imported'"),
+        "2"
+    );
+    // Each station chain is pinned by its head hash.
+    let head_a = q("SELECT hash FROM imported_audit WHERE import_id = 1 ORDER BY seq DESC LIMIT 1");
+    assert!(
+        q("SELECT detail FROM audit WHERE kind = 'ledger_imported' ORDER BY seq LIMIT 1")
+            .contains(&head_a),
+        "the central event pins the station head"
+    );
+
+    // The same file again: nothing written.
+    let audit_before = q("SELECT count(*) FROM audit");
+    let again = ok_json(&line.certfab(&[
+        "--json",
+        "ledger",
+        "import",
+        line.file("station-a.sqlite").to_str().unwrap(),
+    ]));
+    assert_eq!(again["already_imported"], true, "{again}");
+    assert_eq!(q("SELECT count(*) FROM audit"), audit_before);
+    assert_eq!(q("SELECT count(*) FROM imports"), "2");
+
+    // Station C certified a device id station A has, and station B's key for another device.
+    let c = sqlite_station_config(&line, "station-c", 4);
+    for (id, key) in [
+        ("imp-a-1", csr(&dir, "imp-c-a1")),
+        ("imp-c-key", key_b.clone()),
+        ("imp-c-ok", csr(&dir, "imp-c-ok")),
+    ] {
+        let o = certfab_with(
+            &c,
+            &issue_args("generic-iot", &key, id, &line.file(&format!("out/c-{id}"))),
+        );
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let o = line.certfab(&[
+        "ledger",
+        "import",
+        line.file("station-c.sqlite").to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), Some(3), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("2 conflicts"), "{t}");
+    assert!(
+        t.contains("device imp-a-1 (profile generic-iot): already on the central ledger"),
+        "{t}"
+    );
+    assert!(t.contains("of device imp-c-key (profile generic-iot): the central ledger certifies it for device imp-b-single"), "{t}");
+    assert!(t.contains("nothing was written"), "{t}");
+    assert_eq!(
+        q("SELECT count(*) FROM devices WHERE device_id = 'imp-c-ok'"),
+        "0"
+    );
+    assert_eq!(q("SELECT count(*) FROM imports"), "2");
+    assert_eq!(q("SELECT count(*) FROM audit"), audit_before);
+
+    // The central ledger checks out: chain with the imported chains, and the audit report.
+    let v = ok_json(&line.certfab(&["--json", "log", "verify"]));
+    assert_eq!(v["ok"], true, "{v}");
+    let au = line.certfab(&["--json", "audit"]);
+    assert!(au.status.success(), "{}", text(&au));
+    // A manifest of station B's batch, built on the central ledger, verifies offline.
+    let m = line.file("central-b.jsonl");
+    let o = line.manifest_build(&[&batch_b], None, &m);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(ok_json(&o)["count"], 3, "{}", text(&o));
+    let o = Command::new(bin())
+        .args([
+            "--json",
+            "manifest",
+            "verify",
+            m.to_str().unwrap(),
+            "--trust",
+            line.file("ca/root.pem").to_str().unwrap(),
+        ])
+        .env_remove("CERTFAB_CONFIG")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(stdout_json(&o)["ok"], true, "{}", text(&o));
+
+    // An imported event edited on the server: found, named.
+    cluster.sql(
+        &ledger.db,
+        "UPDATE imported_audit SET operator = 'mallory' WHERE import_id = 2 AND seq = 2",
+    );
+    let o = line.certfab(&["log", "verify"]);
+    assert_eq!(code(&o), Some(3), "{}", text(&o));
+    assert!(
+        text(&o).contains("imported ledger 2") && text(&o).contains("audit event 2"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// Issue 12 (pgops item 1): `ledger import` needs a central ledger; on a SQLite site it is
+/// refused (exit 2) with the fix, and the file named is left alone.
+#[test]
+fn item1_ledger_import_refused_on_a_sqlite_site() {
+    let line = Line::new();
+    if line.pg.is_some() {
+        return;
+    }
+    let other = line.file("other.sqlite");
+    std::fs::write(&other, b"").unwrap();
+    let o = line.certfab(&["ledger", "import", other.to_str().unwrap()]);
+    assert_eq!(code(&o), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("postgresql://"), "{}", text(&o));
+    assert_eq!(std::fs::read(&other).unwrap().len(), 0);
+}
+
+/// Issue 12 (pgops item 2): `certfab ledger recover` burns the intent of a process that is
+/// gone and says so (text and `--json`, one `ledger_recovered` audit event); the intent of a
+/// process that still holds its lease is listed as left alone and stays an intent.
+#[test]
+fn item2_ledger_recover_burns_dead_intents_and_leaves_live_ones() {
+    let line = Line::on_postgres();
+    let (cluster, ledger) = pg(&line);
+    let dir = line.file("work");
+    std::fs::create_dir_all(&dir).unwrap();
+    let c = csr(&dir, "rec-0");
+    ok(&line.certfab(&issue_args(
+        "generic-iot",
+        &c,
+        "rec-0",
+        &line.file("out/rec-0"),
+    )));
+    let batch = cluster.value(
+        &ledger.db,
+        "SELECT batch_id FROM devices WHERE device_id = 'rec-0'",
+    );
+    let put = |lease: i64, dev: &str| {
+        cluster.sql(
+            &ledger.db,
+            &format!(
+                "INSERT INTO leases (id, station, host, pid, started_at) VALUES ({lease}, 'st-{lease}', 'h{lease}', {lease}, 't');
+                 INSERT INTO devices (profile, device_id, batch_id, state, spki_sha256, serial, key_origin, input_line, updated_at, id_key)
+                   VALUES ('generic-iot', '{dev}', '{batch}', 'signing', 'k{lease}', 's{lease}', 'csr', 1, 't', '{dev}');
+                 INSERT INTO certificates (issuer_key_id, serial, profile, device_id, batch_id, state, tbs, created_at, spki_sha256, lease)
+                   VALUES ('ik', 's{lease}', 'generic-iot', '{dev}', '{batch}', 'intent', '\\x01', 't', 'k{lease}', {lease});"
+            ),
+        );
+    };
+    // The live process: a session holding lease 912's lock, idle between two statements.
+    put(912, "rec-live");
+    let mut holder = Command::new("psql")
+        .args(["-X", "-q", "-h"])
+        .arg(cluster.dir.path().join("data"))
+        .args([
+            "-p",
+            &cluster.port.to_string(),
+            "-U",
+            "certfab_test_super",
+            "-d",
+            &ledger.db,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let stdin = holder.stdin.as_mut().unwrap();
+        stdin
+            .write_all(b"SELECT pg_advisory_lock(1667656819, 912);\n")
+            .unwrap();
+        stdin.flush().unwrap();
+    }
+    let held = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        cluster.value(
+            "postgres",
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 912 AND granted",
+        ) == "1"
+    });
+    assert!(held, "the holder took its lock");
+    // A process that died with an intent in flight (its lease unlocked).
+    put(911, "rec-dead");
+    let r = ok_json(&line.certfab(&["--json", "ledger", "recover"]));
+    let burned = r["burned"].as_array().unwrap();
+    assert_eq!(burned.len(), 1, "{r}");
+    assert_eq!(burned[0]["serial"], "s911", "{r}");
+    assert_eq!(burned[0]["device_id"], "rec-dead", "{r}");
+    assert_eq!(burned[0]["lease"], 911, "{r}");
+    assert_eq!(burned[0]["station"], "st-911", "{r}");
+    let live = r["live"].as_array().unwrap();
+    assert_eq!(live.len(), 1, "{r}");
+    assert_eq!(live[0]["lease"], 912, "{r}");
+    assert_eq!(live[0]["intents"], 1, "{r}");
+    let q = |sql: &str| cluster.value(&ledger.db, sql);
+    assert_eq!(
+        q("SELECT state FROM certificates WHERE serial = 's911'"),
+        "burned"
+    );
+    assert_eq!(
+        q("SELECT state FROM certificates WHERE serial = 's912'"),
+        "intent"
+    );
+    assert_eq!(
+        q("SELECT state FROM devices WHERE device_id = 'rec-dead'"),
+        "sign_failed"
+    );
+    assert_eq!(
+        q("SELECT state FROM devices WHERE device_id = 'rec-live'"),
+        "signing"
+    );
+    let ev =
+        q("SELECT detail FROM audit WHERE kind = 'ledger_recovered' ORDER BY seq DESC LIMIT 1");
+    assert!(
+        ev.contains("\"s911\"") && ev.contains("\"lease\":912"),
+        "{ev}"
+    );
+    // Nothing more to burn while the live one lives; the text says what was left alone.
+    let o = line.certfab(&["ledger", "recover"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("0 intents of dead processes burned"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        text(&o).contains("left alone: lease 912 (station st-912, host h912, pid 912"),
+        "{}",
+        text(&o)
+    );
+    // Its process ends: the next recover burns it and names it.
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let gone = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        q("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 912") == "0"
+    });
+    assert!(gone, "the server ended the killed session");
+    let o = line.certfab(&["ledger", "recover"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("burned serial s912 of CA key ik: device rec-live (profile generic-iot) (lease 912: station st-912, host h912, pid 912)"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        q("SELECT state FROM certificates WHERE serial = 's912'"),
+        "burned"
+    );
+    // A real certfab batch signing while recover runs again and again: its intents are never
+    // burned, and it completes every device exactly once.
+    let out = line.file("rec-batch");
+    let child = spawn_batch(&line.config(), 120, "rec-b-{seq}", &out);
+    wait_signed(cluster, &ledger.db, "rec-b-%", 5);
+    let mut saw_live = false;
+    for _ in 0..5 {
+        let r = ok_json(&line.certfab(&["--json", "ledger", "recover"]));
+        assert_eq!(r["burned"].as_array().unwrap().len(), 0, "{r}");
+        saw_live |= !r["live"].as_array().unwrap().is_empty();
+    }
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    exactly_once(cluster, &ledger.db, "rec-b-%", 120, &out);
+    eprintln!("recover saw the running batch's intents in flight: {saw_live}");
+    let v = line.certfab(&["log", "verify"]);
+    assert!(v.status.success(), "{}", text(&v));
+}
+
+/// Issue 12 (pgops item 3): concurrent `manifest build`s on one central ledger run one at a
+/// time: four started at once over four batches all succeed, with sequences 1–4 chained
+/// (each names the one before), every file verifies; and a build started while another holds
+/// the manifest lock waits for it instead of failing.
+#[test]
+fn item3_concurrent_manifest_builds_chain_one_after_another() {
+    let line = Line::on_postgres();
+    let (cluster, ledger) = pg(&line);
+    let batches: Vec<String> = (0..4)
+        .map(|i| {
+            let b = line.host_batch(
+                "generic-iot",
+                2,
+                &format!("mb{i}-{{seq}}"),
+                &line.file(&format!("mb-out-{i}")),
+                &["--plain-keys"],
+            );
+            b["batch"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let config = line.config();
+    let hs: Vec<_> = batches
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let (cfg, b, out) = (config.clone(), b.clone(), line.file(&format!("m{i}.jsonl")));
+            std::thread::spawn(move || {
+                let o = certfab_with(
+                    &cfg,
+                    &[
+                        "--json",
+                        "manifest",
+                        "build",
+                        "--batch",
+                        &b,
+                        "--out",
+                        out.to_str().unwrap(),
+                    ],
+                );
+                (out, o)
+            })
+        })
+        .collect();
+    let mut files = Vec::new();
+    for h in hs {
+        let (out, o) = h.join().unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        files.push(out);
+    }
+    let chain = cluster.value(
+        &ledger.db,
+        "SELECT string_agg(sequence || ':' || COALESCE(prev_sha256, '-') || ':' || sha256, ' ' ORDER BY sequence)
+         FROM manifests WHERE state = 'complete'",
+    );
+    let links: Vec<Vec<&str>> = chain.split(' ').map(|l| l.split(':').collect()).collect();
+    assert_eq!(links.len(), 4, "{chain}");
+    for (i, l) in links.iter().enumerate() {
+        assert_eq!(l[0], (i + 1).to_string(), "{chain}");
+        let prev = if i == 0 { "-" } else { links[i - 1][2] };
+        assert_eq!(l[1], prev, "{chain}");
+    }
+    for f in &files {
+        let o = line.certfab(&["--json", "manifest", "verify", f.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    // Another build holds the lock (a session of its own): a new build waits, then runs.
+    let more = line.host_batch(
+        "generic-iot",
+        2,
+        "mb-late-{seq}",
+        &line.file("mb-out-late"),
+        &["--plain-keys"],
+    );
+    let more = more["batch"].as_str().unwrap().to_string();
+    let mut holder = Command::new("psql")
+        .args(["-X", "-q", "-h"])
+        .arg(cluster.dir.path().join("data"))
+        .args([
+            "-p",
+            &cluster.port.to_string(),
+            "-U",
+            "certfab_test_super",
+            "-d",
+            &ledger.db,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let stdin = holder.stdin.as_mut().unwrap();
+        stdin
+            .write_all(b"SELECT pg_advisory_lock(1667657058, 1);\n")
+            .unwrap();
+        stdin.flush().unwrap();
+    }
+    let held = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        cluster.value(
+            "postgres",
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 1 AND classid = 1667657058 AND granted",
+        ) == "1"
+    });
+    assert!(held, "the holder took the manifest lock");
+    let late = line.file("m-late.jsonl");
+    let mut build = Command::new(bin())
+        .arg("--config")
+        .arg(line.config())
+        .args(["--json", "manifest", "build", "--batch", &more, "--out"])
+        .arg(&late)
+        .env_remove("CERTFAB_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(build.try_wait().unwrap().is_none(), "the build waits");
+    assert!(!late.exists());
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let o = build.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(stdout_json(&o)["sequence"], 5, "{}", text(&o));
+    let v = line.certfab(&["log", "verify"]);
+    assert!(v.status.success(), "{}", text(&v));
+}
+
+/// A `certfab --json batch` of `count` host keys named `template` into `out` with `config`,
+/// started in the background.
+fn spawn_batch(config: &Path, count: usize, template: &str, out: &Path) -> std::process::Child {
+    Command::new(bin())
+        .arg("--config")
+        .arg(config)
+        .args([
+            "--json",
+            "batch",
+            "--profile",
+            "generic-iot",
+            "--count",
+            &count.to_string(),
+            "--keygen",
+            "host",
+            "--plain-keys",
+            "--id-template",
+            template,
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .env_remove("CERTFAB_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until the ledger has at least `n` signed certificates of devices `like`.
+fn wait_signed(cluster: &PgCluster, db: &str, like: &str, n: u64) {
+    let ok = (0..600).any(|_| {
+        // The first process to open the ledger creates the schema.
+        if cluster.value(db, "SELECT to_regclass('certificates') IS NOT NULL") != "t" {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            return false;
+        }
+        let got: u64 = cluster
+            .value(
+                db,
+                &format!("SELECT count(*) FROM certificates WHERE state = 'signed' AND device_id LIKE '{like}'"),
+            )
+            .parse()
+            .unwrap();
+        if got >= n {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        false
+    });
+    assert!(ok, "{n} devices {like} signed within 30 s");
+}
+
+/// Exactly once for devices `like` (of which there are `count`): each has one signed
+/// certificate, no serial twice, no intent left; every cert.pem under `out` is the signed
+/// certificate the ledger holds for its device (no file without its ledger row), and there is
+/// one for each. Returns the number of files.
+fn exactly_once(cluster: &PgCluster, db: &str, like: &str, count: usize, out: &Path) -> usize {
+    let q = |sql: &str| cluster.value(db, sql);
+    assert_eq!(
+        q(&format!("SELECT count(DISTINCT device_id) FROM certificates WHERE state = 'signed' AND device_id LIKE '{like}'")),
+        count.to_string()
+    );
+    assert_eq!(
+        q(&format!(
+            "SELECT count(*) FROM certificates WHERE state = 'signed' AND device_id LIKE '{like}'"
+        )),
+        count.to_string()
+    );
+    assert_eq!(
+        q(&format!(
+            "SELECT count(*) FROM certificates WHERE state = 'intent' AND device_id LIKE '{like}'"
+        )),
+        "0"
+    );
+    assert_eq!(
+        q("SELECT count(*) FROM (SELECT issuer_key_id, serial FROM certificates GROUP BY 1, 2 HAVING count(*) > 1) d"),
+        "0"
+    );
+    let ledger: std::collections::BTreeSet<String> = q(&format!(
+        "SELECT cert_sha256 FROM certificates WHERE state = 'signed' AND device_id LIKE '{like}'"
+    ))
+    .lines()
+    .map(str::to_string)
+    .collect();
+    let mut files = 0;
+    let mut stack = vec![out.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().is_some_and(|n| n == "cert.pem") {
+                let fp = openssl_sha256_fingerprint(&p);
+                assert!(
+                    ledger.contains(&fp),
+                    "{}: no signed ledger row",
+                    p.display()
+                );
+                files += 1;
+            }
+        }
+    }
+    assert_eq!(
+        files,
+        count,
+        "one certificate file per device in {}",
+        out.display()
+    );
+    files
+}
+
+/// Issue 12 (pgops item 4): one of three stations on a central ledger is SIGKILLed
+/// mid-shift while the other two keep issuing; they finish, its resume (the same command)
+/// completes; every device once, no file without its ledger row, `log verify` clean.
+#[test]
+fn item4_sigkill_one_station_mid_shift_others_run_then_resume() {
+    let line = Line::on_postgres();
+    let (cluster, ledger) = pg(&line);
+    // The station killed has more to do than the two that keep running.
+    let sizes = [240, 120, 120];
+    let cfgs: Vec<PathBuf> = (0..3)
+        .map(|i| {
+            station_config(
+                &line,
+                &format!("k{i}"),
+                &format!("k{i}"),
+                30 + i as u8,
+                ledger,
+            )
+        })
+        .collect();
+    let outs: Vec<PathBuf> = (0..3).map(|i| line.file(&format!("kout{i}"))).collect();
+    let mut children: Vec<_> = (0..3)
+        .map(|i| spawn_batch(&cfgs[i], sizes[i], &format!("k{i}-{{seq}}"), &outs[i]))
+        .collect();
+    wait_signed(cluster, &ledger.db, "k0-%", 10);
+    children[0].kill().unwrap();
+    let killed = children[0].wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(killed.signal(), Some(9), "killed mid-shift, not finished");
+    let others = children.split_off(1);
+    for c in others {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    assert_eq!(
+        cluster.value(
+            &ledger.db,
+            "SELECT count(*) FROM batches WHERE station = 'k0' AND finished_at IS NULL"
+        ),
+        "1",
+        "the killed station's shift had not finished"
+    );
+    let o = spawn_batch(&cfgs[0], sizes[0], "k0-{seq}", &outs[0])
+        .wait_with_output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    for i in 0..3 {
+        exactly_once(cluster, &ledger.db, &format!("k{i}-%"), sizes[i], &outs[i]);
+    }
+    let v = line.certfab(&["log", "verify"]);
+    assert!(v.status.success(), "{}", text(&v));
+}
+
+/// Issue 12 (pgops item 4): the batch's database connection is cut mid-batch
+/// (`pg_terminate_backend` from a superuser session): it fails closed with exit 5 and the
+/// reason; the same command then completes with nothing lost or doubled.
+#[test]
+fn item4_connection_cut_mid_batch_fails_closed_then_resumes() {
+    let line = Line::on_postgres();
+    let (cluster, ledger) = pg(&line);
+    let n = 120;
+    let out = line.file("cut-out");
+    let child = spawn_batch(&line.config(), n, "cut-{seq}", &out);
+    wait_signed(cluster, &ledger.db, "cut-%", 10);
+    cluster.sql(
+        "postgres",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'certfab%'",
+    );
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(code(&o), Some(5), "{}", text(&o));
+    assert!(text(&o).contains("ledger"), "{}", text(&o));
+    let o = spawn_batch(&line.config(), n, "cut-{seq}", &out)
+        .wait_with_output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    exactly_once(cluster, &ledger.db, "cut-%", n, &out);
+    let v = line.certfab(&["log", "verify"]);
+    assert!(v.status.success(), "{}", text(&v));
 }
