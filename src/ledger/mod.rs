@@ -29,7 +29,7 @@ pub use lifecycle::{CertRecord, CrlRecord};
 pub use manifests::{ExportRow, ManifestRow, PendingManifest};
 pub use preview::{LedgerPreview, ReservePreview};
 pub use states::{CertState, DeviceState, KeyOrigin};
-pub use station::Attempt;
+pub use station::{Attempt, StateChange};
 
 use crate::clock::{Clock, SystemClock};
 use db::{p, Conn};
