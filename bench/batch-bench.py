@@ -53,6 +53,18 @@ def raw_rate(d):
     return json.loads(r.stdout)["results"][0]["per_second"]
 
 
+def pkcs11_engine_missing():
+    """The `openssl ca` comparison needs OpenSSL's pkcs11 engine (libp11), which Debian ships
+    as libengine-pkcs11-openssl; without it `-engine pkcs11` fails with "could not load the
+    shared library" (what the 2026-12-03 run reported as "the pkcs11 engine failed")."""
+    r = subprocess.run(["openssl", "engine", "-t", "pkcs11"], capture_output=True, text=True)
+    if r.returncode == 0:
+        return None
+    return ("OpenSSL's pkcs11 engine is not installed (`openssl engine -t pkcs11`: "
+            + (r.stderr.strip().splitlines() or ["failed"])[-1]
+            + "); install it with `apt-get install libengine-pkcs11-openssl` or set NO_OPENSSL=1")
+
+
 def openssl_ca(d, csv_path, work):
     ca = os.path.join(work, "osslca")
     shutil.rmtree(ca, ignore_errors=True)
@@ -89,11 +101,17 @@ def openssl_ca(d, csv_path, work):
     wall = time.time() - t
     n = len(os.listdir(f"{ca}/certs"))
     shutil.rmtree(ca, ignore_errors=True)
-    return {"rc": r.returncode, "certs": n, "wall_s": wall, "per_second": n / wall}
+    # The exact failure, with the PIN (it is in the key URI) taken out.
+    err = r.stderr.decode(errors="replace").replace(pin, "***")[-2000:] if r.returncode else None
+    return {"rc": r.returncode, "certs": n, "wall_s": wall, "per_second": n / wall, "error": err}
 
 
 def main():
     sizes = [int(s) for s in sys.argv[1:]] or [10_000, 100_000]
+    if "csr" in os.environ.get("KINDS", "pubkey,csr,host") and not os.environ.get("NO_OPENSSL"):
+        missing = pkcs11_engine_missing()
+        if missing:
+            sys.exit(missing)
     sh("cargo", "build", "--release", "--quiet", "--example", "gen-inputs", cwd=REPO)
     sh("cargo", "build", "--release", "--quiet", cwd=REPO)
     results = {"machine": f"{os.uname().machine}, {os.cpu_count()} cores", "softhsm": sh("softhsm2-util", "--version").stdout.strip(), "runs": []}
@@ -127,6 +145,8 @@ def main():
                 }
                 if kind == "csr" and layout == os.environ.get("LAYOUTS", "dirs,bundle").split(",")[0] and not os.environ.get("NO_OPENSSL"):
                     o = openssl_ca(d, os.path.join(work, f"csr-{n}.csv"), work)
+                    if o["error"]:
+                        run["openssl_ca_error"] = o["error"]
                     run["openssl_ca_per_s"] = round(o["per_second"])
                     run["certfab_vs_openssl_ca"] = round(s.get("rate_per_s", 0) / o["per_second"], 2) if o["per_second"] else None
                 print(json.dumps(run), flush=True)

@@ -8,7 +8,7 @@
 
 use super::{sign, IssueError, Prepared};
 use crate::crypto::Signer;
-use crate::ledger::{BatchSpec, Intent, Ledger, LedgerError, Reserve, Signed};
+use crate::ledger::{BatchSpec, Intent, Ledger, LedgerError, Reserve, Signed, StateChange};
 use crate::profile::Profile;
 use crate::x509::CaCert;
 
@@ -109,6 +109,24 @@ pub fn issue_one<S: Signer>(
     prepared: Prepared,
     signer: &S,
 ) -> Result<Recorded, RecordError> {
+    issue_one_then(ledger, batch_id, line, profile, ca, prepared, signer, None)
+}
+
+/// [`issue_one`], and when `then` is given, the device's next state committed in the same
+/// transaction as the new certificate (a station's `installing`: one durable commit before the
+/// certificate leaves the process instead of two). Not applied to a certificate returned from
+/// an earlier run (`already`): the caller commits that state itself.
+#[allow(clippy::too_many_arguments)]
+pub fn issue_one_then<S: Signer>(
+    ledger: &mut Ledger,
+    batch_id: &str,
+    line: u64,
+    profile: &Profile,
+    ca: &CaCert,
+    prepared: Prepared,
+    signer: &S,
+    then: Option<&StateChange>,
+) -> Result<Recorded, RecordError> {
     let intent = intent(profile, ca, &prepared, line);
     match ledger
         .reserve(batch_id, std::slice::from_ref(&intent))?
@@ -125,7 +143,13 @@ pub fn issue_one<S: Signer>(
     }
     match sign(prepared, ca, signer) {
         Ok(issued) => {
-            ledger.record_group(batch_id, &[signed(&intent, issued.der.clone())], &[], &[])?;
+            let record = signed(&intent, issued.der.clone());
+            match then {
+                Some(change) => {
+                    ledger.record_signed_with(batch_id, &record, change)?;
+                }
+                None => ledger.record_group(batch_id, &[record], &[], &[])?,
+            }
             Ok(Recorded {
                 der: issued.der,
                 already: false,

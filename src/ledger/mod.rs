@@ -33,7 +33,7 @@ pub use manifests::{ExportRow, ManifestRow, PendingManifest};
 pub use preview::{LedgerPreview, ReservePreview};
 pub use recover::RecoverReport;
 pub use states::{CertState, DeviceState, KeyOrigin};
-pub use station::Attempt;
+pub use station::{Attempt, StateChange};
 
 use crate::clock::{Clock, SystemClock};
 use db::{p, Conn};

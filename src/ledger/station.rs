@@ -1,8 +1,8 @@
 //! Ledger records of station mode: device state after signing (installing, installed,
 //! install_unconfirmed), identities superseded on purpose, and one row per device attempt.
 
-use super::db::p;
-use super::{stamp, DeviceState, Ledger, LedgerError};
+use super::db::{p, Tx};
+use super::{audit, stamp, AuditHead, DeviceState, Ledger, LedgerError, Signed};
 
 /// What [`Ledger::set_device_state`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,58 +41,146 @@ pub struct Attempt {
     pub certfab_ms: u64,
 }
 
+/// A device state transition a station commits together with another record (a signature,
+/// an attempt), so that one durable commit carries both (docs/station.md "Durable commits").
+#[derive(Debug, Clone)]
+pub struct StateChange {
+    /// signed, installing, install_unconfirmed or installed.
+    pub to: DeviceState,
+    /// The audit event kind (`install_started`, `installed`, `install_failed`, ...).
+    pub kind: &'static str,
+    /// The audit event's detail.
+    pub detail: serde_json::Value,
+}
+
+/// The body of [`Ledger::set_device_state`] inside an open transaction.
+#[allow(clippy::too_many_arguments)]
+fn set_state_in(
+    tx: &Tx<'_>,
+    head: &mut AuditHead,
+    station: &str,
+    at: &str,
+    batch_id: &str,
+    profile: &str,
+    device_id: &str,
+    change: &StateChange,
+) -> Result<Transition, LedgerError> {
+    debug_assert!(matches!(
+        change.to,
+        DeviceState::Signed
+            | DeviceState::Installing
+            | DeviceState::InstallUnconfirmed
+            | DeviceState::Installed
+    ));
+    let current: DeviceState = tx.one(
+        "SELECT state FROM devices WHERE profile = ?1 AND device_id = ?2",
+        p![profile, device_id],
+        |r| r.get(0),
+    )?;
+    let transition = if current.is_proven() {
+        Transition::Kept(current)
+    } else {
+        let n = tx.exec(
+            "UPDATE devices SET state = ?3, updated_at = ?4 WHERE profile = ?1 AND device_id = ?2",
+            p![profile, device_id, change.to, at],
+        )?;
+        if n != 1 {
+            return Err(LedgerError::Data(format!(
+                "device {device_id} changed {n} rows, not one"
+            )));
+        }
+        Transition::Applied
+    };
+    let mut detail = change.detail.clone();
+    if let (Transition::Kept(state), Some(obj)) = (&transition, detail.as_object_mut()) {
+        obj.insert("state_kept".into(), state.as_str().into());
+    }
+    audit::append(
+        tx,
+        head,
+        station,
+        change.kind,
+        Some(batch_id),
+        Some(device_id),
+        &detail,
+    )?;
+    Ok(transition)
+}
+
 impl Ledger {
-    /// Moves a device to `to` (one of the states a station moves a signed device through:
-    /// signed, installing, install_unconfirmed, installed) with an audit event `kind`, unless
-    /// its install is already proven ([`DeviceState::is_proven`]): then the row is left
-    /// exactly as it is, and the event is recorded with `state_kept`.
+    /// Moves a device to `change.to` (one of the states a station moves a signed device
+    /// through: signed, installing, install_unconfirmed, installed) with the audit event
+    /// `change.kind`, unless its install is already proven ([`DeviceState::is_proven`]): then
+    /// the row is left exactly as it is, and the event is recorded with `state_kept`.
     pub fn set_device_state(
         &mut self,
         batch_id: &str,
         profile: &str,
         device_id: &str,
-        to: DeviceState,
-        kind: &str,
-        detail: &serde_json::Value,
+        change: &StateChange,
     ) -> Result<Transition, LedgerError> {
         let tx = self.conn.begin()?;
-        debug_assert!(matches!(
-            to,
-            DeviceState::Signed
-                | DeviceState::Installing
-                | DeviceState::InstallUnconfirmed
-                | DeviceState::Installed
-        ));
-        let current: DeviceState = tx.one(
-            "SELECT state FROM devices WHERE profile = ?1 AND device_id = ?2",
-            p![profile, device_id],
-            |r| r.get(0),
-        )?;
-        let transition = if current.is_proven() {
-            Transition::Kept(current)
-        } else {
-            let n = tx.exec("UPDATE devices SET state = ?3, updated_at = ?4 WHERE profile = ?1 AND device_id = ?2",
-                p![profile, device_id, to, stamp(&*self.clock)],
-            )?;
-            if n != 1 {
-                return Err(LedgerError::Data(format!(
-                    "device {device_id} changed {n} rows, not one"
-                )));
-            }
-            Transition::Applied
-        };
-        let mut detail = detail.clone();
-        if let (Transition::Kept(state), Some(obj)) = (&transition, detail.as_object_mut()) {
-            obj.insert("state_kept".into(), state.as_str().into());
-        }
-        super::audit::append(
+        let at = stamp(&*self.clock);
+        let transition = set_state_in(
             &tx,
             &mut self.head,
             &self.station,
-            kind,
+            &at,
+            batch_id,
+            profile,
+            device_id,
+            change,
+        )?;
+        tx.commit()?;
+        Ok(transition)
+    }
+
+    /// Records one verified signature (as [`Ledger::record_group`] does for a group) and, in
+    /// the same transaction, the device's next state: a station commits the certificate and
+    /// `installing` once, just before the certificate leaves the process for the device.
+    pub fn record_signed_with(
+        &mut self,
+        batch_id: &str,
+        s: &Signed,
+        then: &StateChange,
+    ) -> Result<Transition, LedgerError> {
+        let tx = self.conn.begin()?;
+        let at = stamp(&*self.clock);
+        let sha = hex::encode(crate::crypto::sha256(&s.der));
+        let n = tx.exec(
+            "UPDATE certificates SET state = 'signed', der = ?3, cert_sha256 = ?4, signed_at = ?5
+             WHERE issuer_key_id = ?1 AND serial = ?2 AND state = 'intent'",
+            p![s.issuer_key_id, s.serial, s.der, sha, at],
+        )?;
+        if n != 1 {
+            // As in record_group: the intent was burned meanwhile, nothing leaves the process.
+            return Err(LedgerError::Data(format!(
+                "the intent of serial {} is no longer open (burned after this process lost its lease); the certificate was discarded, run the command again",
+                s.serial
+            )));
+        }
+        tx.exec(
+            "UPDATE devices SET state = 'signed', updated_at = ?3 WHERE profile = ?1 AND device_id = ?2",
+            p![s.profile, s.device_id, at],
+        )?;
+        audit::append(
+            &tx,
+            &mut self.head,
+            &self.station,
+            "issued",
             Some(batch_id),
-            Some(device_id),
-            &detail,
+            Some(&s.device_id),
+            &serde_json::json!({"serial": s.serial, "cert_sha256": sha}),
+        )?;
+        let transition = set_state_in(
+            &tx,
+            &mut self.head,
+            &self.station,
+            &at,
+            batch_id,
+            &s.profile,
+            &s.device_id,
+            then,
         )?;
         tx.commit()?;
         Ok(transition)
@@ -127,7 +215,7 @@ impl Ledger {
         tx.exec("UPDATE devices SET state = 'superseded', updated_at = ?3 WHERE profile = ?1 AND device_id = ?2",
             p![profile, device_id, at],
         )?;
-        super::audit::append(
+        audit::append(
             &tx,
             &mut self.head,
             &self.station,
@@ -142,7 +230,39 @@ impl Ledger {
 
     /// Records a finished attempt (and its audit event) in one transaction.
     pub fn record_attempt(&mut self, a: &Attempt) -> Result<(), LedgerError> {
+        self.record_attempt_with(a, None).map(|_| ())
+    }
+
+    /// Records a finished attempt (and its audit event) and, in the same transaction, the
+    /// device's state at its end (`installed` after a proof, `install_unconfirmed` or `signed`
+    /// after a failure): one durable commit before the verdict is shown or sent to the fixture.
+    pub fn record_attempt_with(
+        &mut self,
+        a: &Attempt,
+        change: Option<&StateChange>,
+    ) -> Result<Option<Transition>, LedgerError> {
         let tx = self.conn.begin()?;
+        let transition = match (change, a.device_id.as_deref()) {
+            (Some(change), Some(device_id)) => {
+                let at = stamp(&*self.clock);
+                Some(set_state_in(
+                    &tx,
+                    &mut self.head,
+                    &self.station,
+                    &at,
+                    &a.batch_id,
+                    &a.profile,
+                    device_id,
+                    change,
+                )?)
+            }
+            (Some(_), None) => {
+                return Err(LedgerError::Data(
+                    "a device state change without a device id".into(),
+                ))
+            }
+            (None, _) => None,
+        };
         tx.exec("INSERT INTO attempts (batch_id, station, operator, profile, device_id, started_at, finished_at,
                                    outcome, step, reason, serial, device_ms, certfab_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
@@ -152,7 +272,7 @@ impl Ledger {
                 a.certfab_ms as i64
             ],
         )?;
-        super::audit::append(
+        audit::append(
             &tx,
             &mut self.head,
             &self.station,
@@ -162,7 +282,7 @@ impl Ledger {
             &serde_json::json!({"operator": a.operator, "step": a.step, "reason": a.reason, "serial": a.serial}),
         )?;
         tx.commit()?;
-        Ok(())
+        Ok(transition)
     }
 
     /// Records a station event that is not about one device (shift start/stop, adapter
@@ -174,7 +294,7 @@ impl Ledger {
         detail: &serde_json::Value,
     ) -> Result<(), LedgerError> {
         let tx = self.conn.begin()?;
-        super::audit::append(
+        audit::append(
             &tx,
             &mut self.head,
             &self.station,

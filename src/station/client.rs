@@ -122,6 +122,12 @@ impl Adapter {
             .is_some_and(|h| h.capabilities.iter().any(|c| c == cap))
     }
 
+    /// The time spent waiting for the adapter since the last [`Self::take_device_time`],
+    /// without resetting it.
+    pub fn device_time(&self) -> Duration {
+        self.device_time
+    }
+
     /// Time spent waiting for the adapter since the last call.
     pub fn take_device_time(&mut self) -> Duration {
         std::mem::take(&mut self.device_time)

@@ -8,7 +8,7 @@ use super::{
 use crate::crypto::Signer;
 use crate::issue::record::{self, RecordError};
 use crate::issue::{self, IssueContext, IssueError, KeySource, Request};
-use crate::ledger::{Attempt, DeviceRow, DeviceState, KeyOrigin, Ledger};
+use crate::ledger::{Attempt, DeviceRow, DeviceState, KeyOrigin, Ledger, StateChange};
 use crate::profile::{IdSource, InstallItem, KeyGen, Vars};
 use base64::Engine;
 use serde_json::json;
@@ -85,6 +85,9 @@ struct Progress {
     serial: Option<String>,
     reused: bool,
     superseded: Option<String>,
+    /// The device's state at the end of the attempt, committed in the same transaction as
+    /// the attempt row, before the verdict is shown or released to the fixture.
+    pending: Option<StateChange>,
 }
 
 impl<S: Signer> Shift<'_, '_, S> {
@@ -204,17 +207,45 @@ impl<S: Signer> Shift<'_, '_, S> {
         started_at: &str,
         t0: Instant,
     ) -> Result<Outcome, StationError> {
+        let step_name = serde_json::to_value(step)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let outcome_name = match verdict {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::Refused => "refused",
+        };
+        // The attempt row and the device's final state are one durable commit, made before
+        // the verdict reaches the fixture (`release`) or the screen: a PASS is never shown for
+        // a device whose `installed` state could still be lost. Its times therefore end here;
+        // the `device` event's times also count this commit and `release`.
+        self.drain_logs(obs);
+        let device_so_far = self.adapter.device_time();
+        let so_far = t0.elapsed();
+        self.ledger.record_attempt_with(
+            &Attempt {
+                batch_id: self.batch.clone(),
+                operator: self.job.operator.clone(),
+                profile: self.job.profile.name.clone(),
+                device_id: p.device_id.clone(),
+                started_at: started_at.to_string(),
+                finished_at: crate::clock::rfc3339(self.job.clock.now()),
+                outcome: outcome_name.into(),
+                step: step_name,
+                reason: reason.to_string(),
+                serial: p.serial.clone(),
+                device_ms: device_so_far.as_millis() as u64,
+                certfab_ms: so_far.saturating_sub(device_so_far).as_millis() as u64,
+            },
+            p.pending.as_ref(),
+        )?;
         if self.adapter.has("release") {
             self.step(obs, p, Step::Release);
-            let result = if verdict == Verdict::Pass {
-                "pass"
-            } else {
-                "fail"
-            };
             if let Err((_, e)) = self.call::<serde_json::Value>(
                 Step::Release,
                 "release",
-                json!({"result": result, "message": reason}),
+                json!({"result": if verdict == Verdict::Pass { "pass" } else { "fail" }, "message": reason}),
             ) {
                 obs.event(Event::Notice(&format!("release: {e}")));
             }
@@ -222,7 +253,7 @@ impl<S: Signer> Shift<'_, '_, S> {
         self.drain_logs(obs);
         let device = self.adapter.take_device_time();
         let total = t0.elapsed();
-        let outcome = Outcome {
+        Ok(Outcome {
             device_id: p.device_id.clone(),
             verdict,
             step,
@@ -234,30 +265,7 @@ impl<S: Signer> Shift<'_, '_, S> {
             certfab_ms: total.saturating_sub(device).as_millis() as u64,
             device_us: device.as_micros() as u64,
             certfab_us: total.saturating_sub(device).as_micros() as u64,
-        };
-        self.ledger.record_attempt(&Attempt {
-            batch_id: self.batch.clone(),
-            operator: self.job.operator.clone(),
-            profile: self.job.profile.name.clone(),
-            device_id: outcome.device_id.clone(),
-            started_at: started_at.to_string(),
-            finished_at: crate::clock::rfc3339(self.job.clock.now()),
-            outcome: match verdict {
-                Verdict::Pass => "pass",
-                Verdict::Fail => "fail",
-                Verdict::Refused => "refused",
-            }
-            .into(),
-            step: serde_json::to_value(step)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
-            reason: outcome.reason.clone(),
-            serial: outcome.serial.clone(),
-            device_ms: outcome.device_ms,
-            certfab_ms: outcome.certfab_ms,
-        })?;
-        Ok(outcome)
+        })
     }
 
     /// One device, from identify to a verdict. `Ok` carries the PASS reason.
@@ -332,14 +340,11 @@ impl<S: Signer> Shift<'_, '_, S> {
                                 .into(),
                         );
                     }
-                    self.ledger.set_device_state(
-                        &self.batch,
-                        &self.job.profile.name,
-                        device_id,
-                        DeviceState::Installed,
-                        "installed",
-                        &json!({"serial": p.serial, "operator": self.job.operator, "confirmed_later": true}),
-                    )?;
+                    p.pending = Some(StateChange {
+                        to: DeviceState::Installed,
+                        kind: "installed",
+                        detail: json!({"serial": p.serial, "operator": self.job.operator, "confirmed_later": true}),
+                    });
                     return Ok(
                         "install confirmed: the device holds the certificate issued earlier".into(),
                     );
@@ -376,7 +381,7 @@ impl<S: Signer> Shift<'_, '_, S> {
             let files = self
                 .files(&der, device_id, identity, host_key.as_ref())
                 .map_err(|e| refuse(Step::Check, e))?;
-            self.install(obs, p, device_id, &der, &files)?;
+            self.install(obs, p, device_id, &der, &files, false)?;
             self.host_keys.remove(device_id);
             return Ok(
                 "installed the certificate issued earlier (same key, nothing signed)".into(),
@@ -501,7 +506,10 @@ impl<S: Signer> Shift<'_, '_, S> {
         } else {
             KeyOrigin::Device
         };
-        let recorded = record::issue_one(
+        // The new certificate and `installing` are one commit: nothing happens between them
+        // but building the files, and the certificate leaves the process only in `install`.
+        let installing = self.installing(&hex::encode(&prepared.serial));
+        let recorded = record::issue_one_then(
             self.ledger,
             &self.batch,
             0,
@@ -509,6 +517,7 @@ impl<S: Signer> Shift<'_, '_, S> {
             &self.job.ca.cert,
             prepared,
             self.job.signer,
+            Some(&installing),
         )
         .map_err(|e| match e {
             RecordError::Refused(r) => refuse(Step::Issue, r),
@@ -521,10 +530,21 @@ impl<S: Signer> Shift<'_, '_, S> {
         if let Some(k) = &host_key {
             self.host_keys.insert(device_id.to_string(), k.clone());
         }
-        let files = self
-            .files(&der, device_id, identity, host_key.as_ref())
-            .map_err(|e| refuse(Step::Check, e))?;
-        self.install(obs, p, device_id, &der, &files)?;
+        let files = match self.files(&der, device_id, identity, host_key.as_ref()) {
+            Ok(f) => f,
+            Err(e) => {
+                if !already {
+                    // Committed as `installing` with the certificate, but nothing was sent.
+                    p.pending = Some(StateChange {
+                        to: DeviceState::Signed,
+                        kind: "install_failed",
+                        detail: json!({"serial": p.serial, "reason": e, "operator": self.job.operator}),
+                    });
+                }
+                return Err(refuse(Step::Check, e));
+            }
+        };
+        self.install(obs, p, device_id, &der, &files, !already)?;
         self.host_keys.remove(device_id);
         Ok("installed and proven".into())
     }
@@ -588,8 +608,19 @@ impl<S: Signer> Shift<'_, '_, S> {
         Ok(out)
     }
 
-    /// install → read_back → prove → lock → installed, with the ledger state committed before
-    /// the device is touched and after it is proven.
+    /// The `installing` transition, committed before `install` is sent.
+    fn installing(&self, serial: &str) -> StateChange {
+        StateChange {
+            to: DeviceState::Installing,
+            kind: "install_started",
+            detail: json!({"serial": serial, "operator": self.job.operator}),
+        }
+    }
+
+    /// install → read_back → prove → lock → installed. `installing` is durable before the
+    /// device is touched (`committed`: already, with the new certificate); the end state
+    /// (`installed`, or `install_unconfirmed`/`signed` after a failure) is committed with the
+    /// attempt row in [`Shift::finish`], before the verdict is shown.
     fn install(
         &mut self,
         obs: &mut dyn Observer,
@@ -597,16 +628,15 @@ impl<S: Signer> Shift<'_, '_, S> {
         device_id: &str,
         der: &[u8],
         files: &[FileOut],
+        committed: bool,
     ) -> Result<(), Stop> {
-        let profile = self.job.profile.name.clone();
-        self.ledger.set_device_state(
-            &self.batch,
-            &profile,
-            device_id,
-            DeviceState::Installing,
-            "install_started",
-            &json!({"serial": p.serial, "operator": self.job.operator}),
-        )?;
+        if !committed {
+            let serial = p.serial.clone().unwrap_or_default();
+            let change = self.installing(&serial);
+            let profile = self.job.profile.name.clone();
+            self.ledger
+                .set_device_state(&self.batch, &profile, device_id, &change)?;
+        }
         self.step(obs, p, Step::Install);
         let payload: Vec<serde_json::Value> = files
             .iter()
@@ -622,14 +652,11 @@ impl<S: Signer> Shift<'_, '_, S> {
             } else {
                 (DeviceState::Signed, "install_failed")
             };
-            self.ledger.set_device_state(
-                &self.batch,
-                &profile,
-                device_id,
-                state,
+            p.pending = Some(StateChange {
+                to: state,
                 kind,
-                &json!({"serial": p.serial, "reason": e.to_string(), "operator": self.job.operator}),
-            )?;
+                detail: json!({"serial": p.serial, "reason": e.to_string(), "operator": self.job.operator}),
+            });
             return Err(fail(step, e));
         }
         if let Err(stop) = self.verify_installed(obs, p, der, files) {
@@ -637,24 +664,18 @@ impl<S: Signer> Shift<'_, '_, S> {
                 Stop::End(_, _, r) => r.clone(),
                 Stop::Fatal(e) => e.to_string(),
             };
-            self.ledger.set_device_state(
-                &self.batch,
-                &profile,
-                device_id,
-                DeviceState::InstallUnconfirmed,
-                "install_unconfirmed",
-                &json!({"serial": p.serial, "reason": reason, "operator": self.job.operator}),
-            )?;
+            p.pending = Some(StateChange {
+                to: DeviceState::InstallUnconfirmed,
+                kind: "install_unconfirmed",
+                detail: json!({"serial": p.serial, "reason": reason, "operator": self.job.operator}),
+            });
             return Err(stop);
         }
-        self.ledger.set_device_state(
-            &self.batch,
-            &profile,
-            device_id,
-            DeviceState::Installed,
-            "installed",
-            &json!({"serial": p.serial, "operator": self.job.operator}),
-        )?;
+        p.pending = Some(StateChange {
+            to: DeviceState::Installed,
+            kind: "installed",
+            detail: json!({"serial": p.serial, "operator": self.job.operator}),
+        });
         Ok(())
     }
 

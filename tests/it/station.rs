@@ -1354,3 +1354,215 @@ fn a_retried_prove_carries_the_same_nonce(kind: Kind) {
     assert!(out.status.success(), "{}", text(&out));
     assert_device_holds_valid_identity(&l, &bench, "SIM-0001");
 }
+
+/// The `--adapter` that serves `line` through tests/py/station_kill_proxy.py, halting at the
+/// first `op` request (`when`: before or after the device sees it; `go`: carry on once that
+/// file exists).
+fn kill_proxy_adapter(
+    line: &Path,
+    marker: &Path,
+    op: &str,
+    when: &str,
+    go: Option<&Path>,
+) -> String {
+    format!(
+        "exec:{} {} {op} {when} {}-- {} serve {}",
+        repo().join("tests/py/station_kill_proxy.py").display(),
+        marker.display(),
+        go.map(|g| format!("{} ", g.display())).unwrap_or_default(),
+        sim(),
+        line.display()
+    )
+}
+
+/// The per-connection processes of the line's p11-kit server (the token certfab signs with).
+fn remote_token_processes(l: &Line) -> Vec<String> {
+    let pid = std::fs::read_to_string(l.file("p11-kit.pid")).unwrap();
+    let children = Command::new("ps")
+        .args(["-o", "pid=", "--ppid", pid.trim()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&children.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+fn signal(sig: &str, pids: &[String]) {
+    if pids.is_empty() {
+        return;
+    }
+    let k = Command::new("kill").arg(sig).args(pids).output().unwrap();
+    assert!(k.status.success(), "kill {sig}: {}", text(&k));
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let t0 = std::time::Instant::now();
+    while !f() {
+        assert!(t0.elapsed().as_secs() < 60, "never reached: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn count(l: &Line, sql: &str, device: &str) -> i64 {
+    ledger(l).query_row(sql, [device], |r| r.get(0)).unwrap()
+}
+
+fn signed_serial(l: &Line, device: &str) -> Option<String> {
+    ledger(l)
+        .query_row(
+            "SELECT serial FROM certificates WHERE device_id = ?1 AND state = 'signed'",
+            [device],
+            |r| r.get(0),
+        )
+        .ok()
+}
+
+/// Issue 14, station durable commits: a device now costs three durable commits (the intent;
+/// the certificate with `installing`; `installed` with the attempt row). certfab is SIGKILLed
+/// at each of them and at the external effects between them — the device's new key, the HSM
+/// signing (the remote token stopped), the install sent or not, the proof given, the fixture
+/// told PASS — and the guarantees of docs/station.md hold at the kill and after a restart: no
+/// certificate in a device that the ledger does not hold as signed, no PASS (to the fixture
+/// or on stdout) without `installed` and its attempt row, and one identity per device: a device
+/// that may hold its certificate gets the same one again, nothing is signed twice.
+#[test]
+fn durable_commits_killed_at_each_commit_point_keep_the_guarantees() {
+    let l = Line::on(common::Token::P11Kit);
+    // (device prefix, request, where the kill lands)
+    let points = [
+        ("KA-", "generate_csr", "after"), // the device made its key; nothing committed
+        ("KB-", "generate_csr", "sign"),  // intent committed; the HSM is signing
+        ("KC-", "install", "before"),     // certificate + installing committed; not sent
+        ("KD-", "install", "after"),      // the device stores it; certfab never hears
+        ("KE-", "prove", "after"),        // read back and proven; installed not committed
+        ("KF-", "release", "after"),      // installed + attempt committed; fixture told PASS
+    ];
+    for (prefix, op, when) in points {
+        let dev = format!("{prefix}0001");
+        let line = l.path().join(format!("line-{prefix}"));
+        let out = Command::new(sim())
+            .arg("make-line")
+            .arg(&line)
+            .args(["--count", "2", "--prefix", prefix])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "make-line: {}", text(&out));
+        let bench = Bench::from(line.clone());
+        let marker = l.path().join(format!("{prefix}reached"));
+        let go = l.path().join(format!("{prefix}go"));
+        let (proxy_when, go_arg) = match when {
+            "sign" => ("before", Some(go.as_path())),
+            w => (w, None),
+        };
+        let adapter = kill_proxy_adapter(&line, &marker, op, proxy_when, go_arg);
+        let mut child = station_cmd(&l, "generic-iot", &adapter, &[])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for(&format!("{dev} at {op} {when}"), || marker.exists());
+        let mut stopped = Vec::new();
+        if when == "sign" {
+            // The token stops answering, then the device's CSR goes through: certfab commits
+            // the intent and waits in C_Sign.
+            stopped = remote_token_processes(&l);
+            signal("-STOP", &stopped);
+            std::fs::write(&go, "").unwrap();
+            wait_for(&format!("{dev}'s intent"), || {
+                ledger_state_is(&l, &dev, "signing").is_some()
+            });
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        child.kill().unwrap();
+        let killed = child.wait_with_output().unwrap();
+        signal("-CONT", &stopped);
+
+        // At the kill.
+        assert_ledger_consistent(&l, &bench);
+        for (d, verdict, ..) in outcomes(&killed) {
+            if verdict == "pass" {
+                assert_eq!(device_state(&l, &d).as_deref(), Some("installed"), "{d}");
+            }
+        }
+        let state = device_state(&l, &dev);
+        let stored = bench.stored(&dev, "cert.pem").is_some();
+        match (op, when) {
+            ("generate_csr", "after") => assert_eq!(state, None, "{prefix}"),
+            ("generate_csr", _) => {
+                assert_eq!(state.as_deref(), Some("signing"), "{prefix}");
+                assert_eq!(
+                    count(&l, "SELECT COUNT(*) FROM certificates WHERE device_id = ?1 AND state = 'intent'", &dev),
+                    1
+                );
+            }
+            ("install", "before") => {
+                assert_eq!(state.as_deref(), Some("installing"), "{prefix}");
+                assert!(!stored, "{prefix}: the install was never sent");
+            }
+            ("install", _) | ("prove", _) => {
+                assert_eq!(state.as_deref(), Some("installing"), "{prefix}");
+                assert!(stored, "{prefix}: the device stores its certificate");
+            }
+            _ => {
+                // The fixture was told PASS: installed and the attempt are on disk.
+                assert_eq!(state.as_deref(), Some("installed"), "{prefix}");
+                assert_eq!(
+                    count(
+                        &l,
+                        "SELECT COUNT(*) FROM attempts WHERE device_id = ?1 AND outcome = 'pass'",
+                        &dev
+                    ),
+                    1,
+                    "{prefix}: PASS released to the fixture without its attempt row"
+                );
+            }
+        }
+        let before = signed_serial(&l, &dev);
+
+        // The restart finishes the line.
+        let out = station(&l, "generic-iot", &exec_adapter(&line), &[]);
+        assert!(out.status.success(), "{prefix}: {}", text(&out));
+        let o = outcomes(&out);
+        assert!(o.iter().all(|x| x.1 == "pass"), "{prefix}: {o:?}");
+        let expect = if when == "after" && op == "release" {
+            1
+        } else {
+            2
+        };
+        assert_eq!(o.len(), expect, "{prefix}: {o:?}");
+        for d in [dev.clone(), format!("{prefix}0002")] {
+            assert_eq!(device_state(&l, &d).as_deref(), Some("installed"), "{d}");
+            assert_eq!(signed_count(&l, &d), 1, "{d}: one identity");
+            assert_eq!(
+                count(
+                    &l,
+                    "SELECT COUNT(*) FROM attempts WHERE device_id = ?1 AND outcome = 'pass'",
+                    &d
+                ),
+                1,
+                "{d}: one PASS attempt"
+            );
+            assert_device_holds_valid_identity(&l, &bench, &d);
+        }
+        if before.is_some() {
+            assert_eq!(
+                signed_serial(&l, &dev),
+                before,
+                "{prefix}: the same certificate"
+            );
+        }
+        if when == "sign" {
+            assert_eq!(
+                count(
+                    &l,
+                    "SELECT COUNT(*) FROM certificates WHERE device_id = ?1 AND state = 'burned'",
+                    &dev
+                ),
+                1,
+                "{prefix}: the intent left by the kill is burned"
+            );
+        }
+        assert_ledger_consistent(&l, &bench);
+    }
+}
