@@ -715,6 +715,28 @@ impl StagedFile {
         })
     }
 
+    /// The temporary as written so far, opened anew for reading from its start (a second pass
+    /// over a file too large to hold, e.g. the self-check of a manifest before it is renamed
+    /// into place).
+    pub fn read_back(&mut self) -> Result<std::fs::File, WriteError> {
+        let path = self.dir.path.join(&self.name);
+        self.file.flush().map_err(|e| WriteError {
+            path: path.clone(),
+            msg: format!("cannot write it: {e}"),
+        })?;
+        rfs::openat(
+            &self.dir.fd,
+            self.tmp.as_str(),
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map(std::fs::File::from)
+        .map_err(|e| WriteError {
+            path,
+            msg: format!("cannot read its temporary back: {}", errno_text(e)),
+        })
+    }
+
     /// Flushes the temporary, fsyncs it with [`Durability::Now`], renames it onto its name
     /// (never over an existing one with [`Existing::Refuse`]) and then fsyncs the directory
     /// with [`Durability::Now`].

@@ -192,6 +192,39 @@ impl PublicKey {
         )
     }
 
+    /// Verifies a DER ECDSA signature over a message given as its hash (`digest`, made with
+    /// `alg`'s hash): the streamed counterpart of [`PublicKey::verify`] for documents too large
+    /// to hold. Only ECDSA signs a host-side hash.
+    pub fn verify_digest(
+        &self,
+        alg: SignatureAlgorithm,
+        digest: &[u8],
+        sig: &[u8],
+    ) -> Result<(), CryptoError> {
+        if !self.fits(alg) {
+            return Err(CryptoError::AlgorithmMismatch {
+                alg: alg.to_string(),
+                key: self.kind().to_string(),
+            });
+        }
+        let bad = |_| CryptoError::BadSignature;
+        match (&self.key, alg) {
+            (Inner::P256(k), SignatureAlgorithm::Ecdsa(h)) if digest.len() == h.output_len() => {
+                let sig = p256::ecdsa::Signature::from_der(sig).map_err(bad)?;
+                p256::ecdsa::VerifyingKey::from(k)
+                    .verify_prehash(digest, &sig)
+                    .map_err(bad)
+            }
+            (Inner::P384(k), SignatureAlgorithm::Ecdsa(h)) if digest.len() == h.output_len() => {
+                let sig = p384::ecdsa::Signature::from_der(sig).map_err(bad)?;
+                p384::ecdsa::VerifyingKey::from(k)
+                    .verify_prehash(digest, &sig)
+                    .map_err(bad)
+            }
+            _ => Err(CryptoError::BadSignature),
+        }
+    }
+
     /// Verifies an X.509-encoded signature (DER ECDSA, PKCS#1/PSS, Ed25519) over `msg`.
     pub fn verify(
         &self,

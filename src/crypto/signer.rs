@@ -18,6 +18,17 @@ pub trait Signer {
     fn public_key(&self) -> &PublicKey;
     /// Signs `msg`.
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, SignError>;
+    /// Signs a message already hashed with the key's ECDSA hash (`digest` is that hash), so a
+    /// document too large to hold (a million-device manifest) is signed from a streamed hash.
+    /// The signature is the one [`Signer::sign`] makes over the message itself. Keys that
+    /// cannot sign a host-side hash refuse.
+    fn sign_digest(&self, digest: &[u8]) -> Result<Vec<u8>, SignError> {
+        let _ = digest;
+        Err(SignError::Crypto(CryptoError::UnsupportedSignature(
+            format!("{:?}", self.algorithm()),
+            " over a streamed hash (only ECDSA keys sign one)",
+        )))
+    }
 }
 
 impl<S: Signer + ?Sized> Signer for &S {
@@ -29,6 +40,9 @@ impl<S: Signer + ?Sized> Signer for &S {
     }
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, SignError> {
         (**self).sign(msg)
+    }
+    fn sign_digest(&self, digest: &[u8]) -> Result<Vec<u8>, SignError> {
+        (**self).sign_digest(digest)
     }
 }
 

@@ -72,4 +72,18 @@ impl Signer for SoftSigner {
             }
         }
     }
+
+    fn sign_digest(&self, digest: &[u8]) -> Result<Vec<u8>, SignError> {
+        let err = |_| SignError::Crypto(CryptoError::BadSignature);
+        match self {
+            Self::P256(sk, _) => {
+                let sig: p256::ecdsa::Signature = sk.sign_prehash(digest).map_err(err)?;
+                Ok(sig.to_der().as_bytes().to_vec())
+            }
+            Self::P384(sk, _) => {
+                let sig: p384::ecdsa::Signature = sk.sign_prehash(digest).map_err(err)?;
+                Ok(sig.to_der().as_bytes().to_vec())
+            }
+        }
+    }
 }

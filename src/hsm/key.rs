@@ -244,6 +244,23 @@ impl Signer for HsmKey<'_> {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, SignError> {
         Ok(self.sign_recovering(msg)?)
     }
+
+    fn sign_digest(&self, digest: &[u8]) -> Result<Vec<u8>, SignError> {
+        // ECDSA is hashed on the host anyway (`CKM_ECDSA`): the token signs the same bytes.
+        let SignatureAlgorithm::Ecdsa(h) = self.alg else {
+            return Err(SignError::Crypto(CryptoError::UnsupportedSignature(
+                format!("{:?}", self.alg),
+                " over a streamed hash (only ECDSA keys sign one)",
+            )));
+        };
+        if digest.len() != h.output_len() {
+            return Err(SignError::Crypto(CryptoError::BadSignature));
+        }
+        let raw = self
+            .sign_raw(&Mechanism::Ecdsa, digest)
+            .map_err(KeyError::from)?;
+        Ok(raw_ecdsa_to_der(&raw, raw.len() / 2).map_err(KeyError::from)?)
+    }
 }
 
 /// How this token makes `alg` signatures with the key at `uri` (docs/hsm-compat.md).

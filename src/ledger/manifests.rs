@@ -168,15 +168,30 @@ impl Ledger {
     /// yet (a certificate goes into one manifest per ledger, even if the device's state later
     /// moves back from `exported`, e.g. a re-install at a station), in issuance order.
     pub fn exportable_devices(&self, batch_ids: &[String]) -> Result<Vec<ExportRow>, LedgerError> {
+        let mut out = Vec::new();
+        self.each_exportable_device(batch_ids, |d| {
+            out.push(d);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// [`Ledger::exportable_devices`] one row at a time, none held (a manifest of a million
+    /// devices is built in flat memory); `f` fails to stop.
+    pub fn each_exportable_device(
+        &self,
+        batch_ids: &[String],
+        mut f: impl FnMut(ExportRow) -> Result<(), LedgerError>,
+    ) -> Result<(), LedgerError> {
         if batch_ids.is_empty() {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let marks = (1..=batch_ids.len())
             .map(|i| format!("?{i}"))
             .collect::<Vec<_>>()
             .join(", ");
         let ids: Vec<Value> = batch_ids.iter().map(|b| b.to_value()).collect();
-        self.conn.map(
+        self.conn.each(
             &format!(
                 "SELECT d.profile, d.device_id, d.state, d.key_origin, d.serial, d.spki_sha256,
                     d.batch_id, b.station, c.der, c.issuer_key_id
@@ -195,7 +210,7 @@ impl Ledger {
             ),
             &ids,
             |r| {
-                Ok(ExportRow {
+                f(ExportRow {
                     profile: r.get(0)?,
                     device_id: r.get(1)?,
                     state: r.get(2)?,
@@ -206,7 +221,8 @@ impl Ledger {
                     station: r.get(7)?,
                     der: r.get(8)?,
                     issuer_key_id: r.get(9)?,
-                })
+                })?;
+                Ok(true)
             },
         )
     }
@@ -240,8 +256,18 @@ impl Ledger {
 
     /// Records a manifest as pending, with the devices it claims, before its file is written.
     pub fn begin_manifest(&mut self, p: &PendingManifest) -> Result<i64, LedgerError> {
+        self.begin_manifest_with(&p.row, p.devices.iter().cloned().map(Ok))
+    }
+
+    /// [`Ledger::begin_manifest`] with the devices (profile, device id, serial, state before
+    /// export) read one at a time, e.g. from a spill file, so none are held; an `Err` item
+    /// rolls everything back.
+    pub fn begin_manifest_with(
+        &mut self,
+        r: &ManifestRow,
+        devices: impl IntoIterator<Item = Result<(String, String, String, DeviceState), LedgerError>>,
+    ) -> Result<i64, LedgerError> {
         let tx = self.conn.begin()?;
-        let r = &p.row;
         let id: i64 = tx.one("INSERT INTO manifests (sequence, batches, path, sha256, merkle_root, count, range_first,
                                     range_last, prev_sha256, signer_kid, state, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'pending', ?11) RETURNING id",
@@ -260,7 +286,8 @@ impl Ledger {
             ],
             |r| r.get(0),
         )?;
-        for (profile, device, serial, before) in &p.devices {
+        for d in devices {
+            let (profile, device, serial, before) = d?;
             tx.exec("INSERT INTO manifest_devices (manifest_id, profile, device_id, serial, state_before)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
                 p![id, profile, device, serial, before],

@@ -19,10 +19,10 @@ use super::format::{self, DeviceLine, Header, Range, Trailer, FORMAT};
 use super::jws::{self, DocumentSigner};
 use super::{merkle, ManifestError, Trust};
 use crate::crypto::Signer;
-use crate::ledger::{ExportRow, KeyOrigin, Ledger, ManifestRow, PendingManifest};
+use crate::ledger::{ExportRow, KeyOrigin, Ledger, ManifestRow};
 use crate::profile::{Profile, Vars};
 use crate::x509::CaCert;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 
@@ -145,9 +145,26 @@ fn build_locked<K: Signer>(
     // the batch to the next CA.
     let (ca_name, ca, chain) = (site.ca)(&profile, &first.ca)?;
 
-    // Devices not yet exported, in issuance order across the batches.
-    let devices: Vec<ExportRow> = site.ledger.exportable_devices(&batches)?;
-    if devices.is_empty() {
+    // Devices not yet exported, in issuance order across the batches. A first pass over the
+    // ledger learns what the header needs (count, stations) and refuses foreign devices; the
+    // second writes the lines. Nothing per device is held (docs/performance.md "Memory").
+    let ca_kid = hex::encode(&ca.key_id);
+    let mut count = 0u64;
+    let mut stations: BTreeSet<String> = BTreeSet::new();
+    let mut foreign = 0u64;
+    let mut first_foreign: Option<(String, String)> = None;
+    site.ledger.each_exportable_device(&batches, |d| {
+        count += 1;
+        if !stations.contains(&d.station) {
+            stations.insert(d.station);
+        }
+        if d.issuer_key_id != ca_kid {
+            foreign += 1;
+            first_foreign.get_or_insert((d.device_id, d.issuer_key_id));
+        }
+        Ok(())
+    })?;
+    if count == 0 {
         if let Some(done) = already_built(site.ledger, &batches, &req.out)? {
             return Ok(outcome_of(&done, true, recovered));
         }
@@ -160,18 +177,10 @@ fn build_locked<K: Signer>(
             batches.join(", ")
         )));
     }
-    let ca_kid = hex::encode(&ca.key_id);
-    let foreign: Vec<&ExportRow> = devices
-        .iter()
-        .filter(|d| d.issuer_key_id != ca_kid)
-        .collect();
-    if let Some(first_foreign) = foreign.first() {
+    if let Some((device_id, issuer_key_id)) = first_foreign {
         return Err(ManifestError::Refused(format!(
-            "{} device(s) of {} (first: {}) were issued by another CA (key id {}) than the batch's CA '{ca_name}' (key id {ca_kid}) has now, e.g. a CA whose key was replaced in the site config; a manifest declares one device CA",
-            foreign.len(),
+            "{foreign} device(s) of {} (first: {device_id}) were issued by another CA (key id {issuer_key_id}) than the batch's CA '{ca_name}' (key id {ca_kid}) has now, e.g. a CA whose key was replaced in the site config; a manifest declares one device CA",
             batches.join(", "),
-            first_foreign.device_id,
-            first_foreign.issuer_key_id
         )));
     }
     let sig_path = super::signature_path(&req.out);
@@ -190,11 +199,9 @@ fn build_locked<K: Signer>(
     let range_first = last.as_ref().map_or(1, |m| m.range_last + 1);
     let range = Range {
         first: range_first,
-        last: range_first + devices.len() as u64 - 1,
+        last: range_first + count - 1,
     };
-    let mut stations: Vec<String> = devices.iter().map(|d| d.station.clone()).collect();
-    stations.sort();
-    stations.dedup();
+    let stations: Vec<String> = stations.into_iter().collect();
     let mut ca_chain = vec![ca.pem()];
     ca_chain.extend(chain.iter().map(CaCert::pem));
     let mut ca_sha256 = vec![hex::encode(crate::crypto::sha256(&ca.der))];
@@ -209,7 +216,7 @@ fn build_locked<K: Signer>(
         tool: format!("certfab {}", env!("CARGO_PKG_VERSION")),
         ledger: site.ledger.ledger_id()?.unwrap_or_default(),
         batches: batches.clone(),
-        stations,
+        stations: stations.clone(),
         profile: profile.name.clone(),
         profile_sha256: profile_sha.clone(),
         tenant: profile.cloud.tenant(),
@@ -223,45 +230,127 @@ fn build_locked<K: Signer>(
         cloud: profile.cloud.as_written(),
         line_sha256: String::new(),
     };
+
+    // The file is written to its temporary as the lines are made, hashed for the Merkle root,
+    // the file's SHA-256 and the signature on the way; the devices the ledger records as
+    // claimed go to a scratch temporary beside it (removed when dropped, never renamed).
+    let werr = |e: crate::output::WriteError| ManifestError::Write {
+        path: e.path.display().to_string(),
+        msg: e.msg,
+    };
+    let (dir, name) = crate::output::split(&req.out).map_err(werr)?;
+    let out_dir = crate::output::OutDir::create(dir).map_err(werr)?;
+    let mut file = out_dir
+        .stage_file(name, crate::output::Access::Shared)
+        .map_err(werr)?;
+    let mut claimed = out_dir
+        .stage_file(name, crate::output::Access::Shared)
+        .map_err(werr)?;
+    let mut signing = jws::start_signing(site.signer, FORMAT, req.now)?;
+    let mut file_hash = sha2::Sha256::default();
+    let mut tree = merkle::Stream::default();
+    let mut put = |line: &[u8], file: &mut crate::output::StagedFile| {
+        use sha2::Digest;
+        for piece in [line, b"\n"] {
+            file_hash.update(piece);
+            signing.update(piece);
+            file.write_all(piece)?;
+        }
+        Ok::<(), crate::output::WriteError>(())
+    };
     let canon_err = |e: super::canon::CanonError| ManifestError::Usage(e.0);
-    let mut text = format::encode(&header).map_err(canon_err)?;
-    text.push('\n');
-    let mut leaves = Vec::with_capacity(devices.len());
-    for (i, d) in devices.iter().enumerate() {
-        let line = device_line(i as u64 + 1, d, &profile, &req.vars)?;
-        let enc = format::encode(&line).map_err(canon_err)?;
-        leaves.push(merkle::leaf_hash(enc.as_bytes()));
-        text.push_str(&enc);
-        text.push('\n');
+    put(
+        format::encode(&header).map_err(canon_err)?.as_bytes(),
+        &mut file,
+    )
+    .map_err(werr)?;
+    let mut seq = 0u64;
+    let mut failed: Option<ManifestError> = None;
+    site.ledger
+        .each_exportable_device(&batches, |d| {
+            let step = (|| {
+                seq += 1;
+                if seq > count || !stations.contains(&d.station) || d.issuer_key_id != ca_kid {
+                    return Err(changed());
+                }
+                let line = device_line(seq, &d, &profile, &req.vars)?;
+                let enc = format::encode(&line).map_err(canon_err)?;
+                tree.push(enc.as_bytes());
+                put(enc.as_bytes(), &mut file).map_err(werr)?;
+                let row = serde_json::json!([d.profile, d.device_id, d.serial, d.state.as_str()]);
+                claimed
+                    .write_all(format!("{row}\n").as_bytes())
+                    .map_err(werr)
+            })();
+            step.map_err(|e| {
+                failed = Some(e);
+                crate::ledger::LedgerError::Data("manifest build stopped".into())
+            })
+        })
+        .map_err(|e| failed.take().unwrap_or_else(|| e.into()))?;
+    if seq != count {
+        return Err(changed());
     }
-    let merkle_root = hex::encode(merkle::root_of_hashes(&leaves));
+    let merkle_root = hex::encode(tree.root());
     let trailer = Trailer {
         kind: "trailer".into(),
-        count: devices.len() as u64,
+        count,
         merkle_root: merkle_root.clone(),
         line_sha256: String::new(),
     };
-    text.push_str(&format::encode(&trailer).map_err(canon_err)?);
-    text.push('\n');
-    let bytes = text.into_bytes();
+    put(
+        format::encode(&trailer).map_err(canon_err)?.as_bytes(),
+        &mut file,
+    )
+    .map_err(werr)?;
+    let sha256 = {
+        use sha2::Digest;
+        hex::encode(file_hash.finalize())
+    };
 
-    // Sign, then check it the way an auditor will, before anything is recorded or written.
-    let jws = jws::sign_detached(site.signer, &bytes, FORMAT, req.now)?;
-    if let Err(report) = super::verify_bytes(
-        &req.out,
-        &sig_path.display().to_string(),
-        &bytes,
-        Some(&jws),
-        &site.trust.roots,
-    ) {
-        return Err(ManifestError::Refused(format!(
-            "the manifest just built does not verify against the site's roots ({}), so it was not written: {report}",
-            site.trust.source
-        )));
+    // Sign, then check it the way an auditor will (reading the temporary back), before
+    // anything is recorded or renamed into place.
+    let jws = signing.finish()?;
+    let sig_name = sig_path.display().to_string();
+    let mut verifier =
+        super::verify::Verifier::new(&req.out, &sig_name, Some(&jws), &site.trust.roots);
+    let mut back = std::io::BufReader::with_capacity(256 * 1024, file.read_back().map_err(werr)?);
+    let mut raw = Vec::new();
+    loop {
+        raw.clear();
+        let n = std::io::BufRead::read_until(&mut back, b'\n', &mut raw).map_err(|e| {
+            ManifestError::Write {
+                path: req.out.display().to_string(),
+                msg: format!("cannot read its temporary back: {e}"),
+            }
+        })?;
+        if n == 0 {
+            break;
+        }
+        verifier.push(&raw, &mut |_| {});
+    }
+    drop(back);
+    let rescan = file.read_back().map_err(werr)?;
+    let verified = verifier.finish(&mut |_| {}, move || {
+        Ok(Box::new(std::io::BufReader::new(rescan)) as Box<dyn std::io::BufRead>)
+    });
+    match verified {
+        Err(report) => {
+            return Err(ManifestError::Refused(format!(
+                "the manifest just built does not verify against the site's roots ({}), so it was not written: {report}",
+                site.trust.source
+            )))
+        }
+        Ok(v) if v.sha256 != sha256 => {
+            return Err(ManifestError::Write {
+                path: req.out.display().to_string(),
+                msg: "its temporary reads back different from what was written; nothing was recorded".into(),
+            })
+        }
+        Ok(_) => {}
     }
 
     let out_abs = std::path::absolute(&req.out).unwrap_or_else(|_| req.out.clone());
-    let sha256 = hex::encode(crate::crypto::sha256(&bytes));
     let row = ManifestRow {
         id: 0,
         sequence,
@@ -269,7 +358,7 @@ fn build_locked<K: Signer>(
         path: out_abs.display().to_string(),
         sha256: sha256.clone(),
         merkle_root,
-        count: devices.len() as u64,
+        count,
         range_first: range.first,
         range_last: range.last,
         prev_sha256: last.map(|m| m.sha256),
@@ -277,21 +366,26 @@ fn build_locked<K: Signer>(
         state: "pending".into(),
         created_at: crate::clock::rfc3339(req.now),
     };
-    let id = site.ledger.begin_manifest(&PendingManifest {
-        row: row.clone(),
-        devices: devices
-            .iter()
-            .map(|d| {
-                (
-                    d.profile.clone(),
-                    d.device_id.clone(),
-                    d.serial.clone(),
-                    d.state,
-                )
-            })
-            .collect(),
-    })?;
-    write(&req.out, &bytes)?;
+    let spill = std::io::BufReader::new(claimed.read_back().map_err(werr)?);
+    let devices = std::io::BufRead::lines(spill).map(|l| {
+        let bad = |m: String| {
+            crate::ledger::LedgerError::Data(format!("manifest build scratch file: {m}"))
+        };
+        let l = l.map_err(|e| bad(e.to_string()))?;
+        let (profile, device_id, serial, state): (String, String, String, String) =
+            serde_json::from_str(&l).map_err(|e| bad(e.to_string()))?;
+        let state = state
+            .parse::<crate::ledger::DeviceState>()
+            .map_err(|_| bad(format!("state {state}")))?;
+        Ok((profile, device_id, serial, state))
+    });
+    let id = site.ledger.begin_manifest_with(&row, devices)?;
+    drop(claimed);
+    file.commit(
+        crate::output::Existing::Refuse,
+        crate::output::Durability::Now,
+    )
+    .map_err(werr)?;
     write(&sig_path, jws.as_bytes())?;
     let exported = site.ledger.complete_manifest(id)?;
     let mut out = outcome_of(&row, false, recovered);
@@ -299,6 +393,13 @@ fn build_locked<K: Signer>(
     out.signature = sig_path;
     out.exported = exported;
     Ok(out)
+}
+
+/// The ledger's devices changed between the two passes of a build.
+fn changed() -> ManifestError {
+    ManifestError::Refused(
+        "the batch's devices changed in the ledger while the manifest was being built (a batch or station still issuing, or another manifest build); nothing was written or recorded: run manifest build again".into(),
+    )
 }
 
 /// The profile file a batch was issued under: `--profile` if given, else the path the batch
@@ -378,10 +479,27 @@ fn already_built(
     }))
 }
 
+/// The SHA-256 of a file, read in pieces.
 fn file_sha256(p: &Path) -> Option<String> {
-    std::fs::read(p)
-        .ok()
-        .map(|b| hex::encode(crate::crypto::sha256(&b)))
+    use sha2::Digest;
+    let mut h = sha2::Sha256::default();
+    each_piece(p, |piece| h.update(piece)).ok()?;
+    Some(hex::encode(h.finalize()))
+}
+
+/// Calls `f` with the file's bytes in pieces, none held beyond its piece.
+fn each_piece(p: &Path, mut f: impl FnMut(&[u8])) -> std::io::Result<()> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(p)?;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => f(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn write(path: &Path, data: &[u8]) -> Result<(), ManifestError> {
@@ -403,11 +521,14 @@ fn recover_pending<K: Signer>(
         if file_sha256(&path).as_deref() == Some(m.sha256.as_str()) {
             let sig = super::signature_path(&path);
             if !sig.exists() {
-                let bytes = std::fs::read(&path).map_err(|e| ManifestError::Read {
-                    path: m.path.clone(),
-                    msg: e.to_string(),
+                let mut signing = jws::start_signing(signer, FORMAT, now)?;
+                each_piece(&path, |piece| signing.update(piece)).map_err(|e| {
+                    ManifestError::Read {
+                        path: m.path.clone(),
+                        msg: e.to_string(),
+                    }
                 })?;
-                let jws = jws::sign_detached(signer, &bytes, FORMAT, now)?;
+                let jws = signing.finish()?;
                 write(&sig, jws.as_bytes())?;
             }
             ledger.complete_manifest(m.id)?;

@@ -180,6 +180,19 @@ pub fn sign_detached<K: Signer>(
     cty: &str,
     iat: OffsetDateTime,
 ) -> Result<String, JwsError> {
+    let mut s = start_signing(signer, cty, iat)?;
+    s.update(payload);
+    s.finish()
+}
+
+/// Starts a detached JWS over a payload fed in pieces ([`Signing::update`]): the signing input
+/// is hashed as it streams by and the token signs that hash, so a manifest of a million
+/// devices is signed without holding it. The result is the JWS [`sign_detached`] makes.
+pub fn start_signing<'s, K: Signer>(
+    signer: &'s DocumentSigner<K>,
+    cty: &str,
+    iat: OffsetDateTime,
+) -> Result<Signing<'s, K>, JwsError> {
     let (alg, field) = jws_alg(signer.key.algorithm()).map_err(JwsError::Signer)?;
     let mut x5c = vec![Value::String(STANDARD.encode(&signer.cert.der))];
     x5c.extend(
@@ -199,28 +212,134 @@ pub fn sign_detached<K: Signer>(
     });
     let header = super::canon::to_string(&header).map_err(|e| JwsError::Header(e.0))?;
     let h64 = URL_SAFE_NO_PAD.encode(header.as_bytes());
-    let input = signing_input(&h64, payload);
-    let der = signer.key.sign(input.as_bytes())?;
-    // Prove the token's signature before it leaves the process (DESIGN.md invariant 4).
-    signer
-        .key
-        .public_key()
-        .verify(signer.key.algorithm(), input.as_bytes(), &der)
-        .map_err(|_| {
-            JwsError::Signer(
-                "the token's signature does not verify with the signer certificate".into(),
-            )
-        })?;
-    let raw = der_ecdsa_to_raw(&der, field).map_err(|e| JwsError::Signer(e.to_string()))?;
-    Ok(format!("{h64}..{}", URL_SAFE_NO_PAD.encode(raw)))
+    let hash = match signer.key.algorithm() {
+        SignatureAlgorithm::Ecdsa(h) => h,
+        other => {
+            return Err(JwsError::Signer(format!(
+                "{other:?} is not an ECDSA algorithm"
+            )))
+        }
+    };
+    let input = InputHash::new(hash, &h64);
+    Ok(Signing {
+        signer,
+        h64,
+        field,
+        input,
+    })
 }
 
-fn signing_input(h64: &str, payload: &[u8]) -> String {
-    let mut s = String::with_capacity(h64.len() + 1 + payload.len() * 4 / 3 + 4);
-    s.push_str(h64);
-    s.push('.');
-    URL_SAFE_NO_PAD.encode_string(payload, &mut s);
-    s
+/// A detached signature in the making ([`start_signing`]).
+pub struct Signing<'s, K> {
+    signer: &'s DocumentSigner<K>,
+    h64: String,
+    field: usize,
+    input: InputHash,
+}
+
+impl<K: Signer> Signing<'_, K> {
+    /// Feeds the next bytes of the payload.
+    pub fn update(&mut self, payload: &[u8]) {
+        self.input.update(payload);
+    }
+
+    /// Signs the hash of the signing input and returns the compact JWS.
+    pub fn finish(self) -> Result<String, JwsError> {
+        let digest = self.input.finish();
+        let der = self.signer.key.sign_digest(&digest)?;
+        // Prove the token's signature before it leaves the process (DESIGN.md invariant 4).
+        self.signer
+            .key
+            .public_key()
+            .verify_digest(self.signer.key.algorithm(), &digest, &der)
+            .map_err(|_| {
+                JwsError::Signer(
+                    "the token's signature does not verify with the signer certificate".into(),
+                )
+            })?;
+        let raw =
+            der_ecdsa_to_raw(&der, self.field).map_err(|e| JwsError::Signer(e.to_string()))?;
+        Ok(format!("{}..{}", self.h64, URL_SAFE_NO_PAD.encode(raw)))
+    }
+}
+
+/// The hash of a JWS signing input, `BASE64URL(header) "." BASE64URL(payload)`, with the
+/// payload fed in pieces: base64url is encoded three bytes at a time, so pieces of any length
+/// hash exactly as the whole payload encoded at once.
+struct InputHash {
+    hash: Hashing,
+    carry: Vec<u8>,
+    text: String,
+}
+
+enum Hashing {
+    Sha256(sha2::Sha256),
+    Sha384(sha2::Sha384),
+    Sha512(sha2::Sha512),
+}
+
+impl InputHash {
+    fn new(alg: HashAlg, h64: &str) -> Self {
+        use sha2::Digest;
+        let mut hash = match alg {
+            HashAlg::Sha256 => Hashing::Sha256(sha2::Sha256::new()),
+            HashAlg::Sha384 => Hashing::Sha384(sha2::Sha384::new()),
+            HashAlg::Sha512 => Hashing::Sha512(sha2::Sha512::new()),
+        };
+        hash.update(h64.as_bytes());
+        hash.update(b".");
+        Self {
+            hash,
+            carry: Vec::with_capacity(3),
+            text: String::new(),
+        }
+    }
+
+    fn update(&mut self, mut data: &[u8]) {
+        if !self.carry.is_empty() {
+            let take = (3 - self.carry.len()).min(data.len());
+            self.carry.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.carry.len() < 3 {
+                return;
+            }
+            let carry = std::mem::take(&mut self.carry);
+            self.encode(&carry);
+        }
+        let whole = data.len() / 3 * 3;
+        for piece in data[..whole].chunks(48 * 1024) {
+            self.encode(piece);
+        }
+        self.carry.extend_from_slice(&data[whole..]);
+    }
+
+    fn encode(&mut self, piece: &[u8]) {
+        self.text.clear();
+        URL_SAFE_NO_PAD.encode_string(piece, &mut self.text);
+        self.hash.update(self.text.as_bytes());
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        use sha2::Digest;
+        let carry = std::mem::take(&mut self.carry);
+        self.encode(&carry);
+        match self.hash {
+            Hashing::Sha256(h) => h.finalize().to_vec(),
+            Hashing::Sha384(h) => h.finalize().to_vec(),
+            Hashing::Sha512(h) => h.finalize().to_vec(),
+        }
+    }
+}
+
+impl Hashing {
+    fn update(&mut self, data: &[u8]) {
+        use sha2::Digest;
+        match self {
+            Self::Sha256(h) => h.update(data),
+            Self::Sha384(h) => h.update(data),
+            Self::Sha512(h) => h.update(data),
+        }
+    }
 }
 
 /// The protected header of a verified signature.
@@ -259,6 +378,16 @@ pub fn verify_detached(
     trust: &[CaCert],
     cty: &str,
 ) -> Result<VerifiedSignature, JwsError> {
+    let mut check = start_verifying(jws, trust, cty)?;
+    check.update(payload);
+    check.finish()
+}
+
+/// Checks everything [`verify_detached`] checks that does not depend on the payload (header,
+/// `x5c` chain to `trust`, signer certificate, `alg`), then takes the payload in pieces
+/// ([`Verifying::update`]) and checks the signature over its streamed hash
+/// ([`Verifying::finish`]): the same verdicts and messages without holding the payload.
+pub fn start_verifying(jws: &str, trust: &[CaCert], cty: &str) -> Result<Verifying, JwsError> {
     let jws = jws.strip_suffix('\n').unwrap_or(jws);
     let parts: Vec<&str> = jws.split('.').collect();
     let [h64, body, s64] = parts[..] else {
@@ -354,23 +483,56 @@ pub fn verify_detached(
     }
     let der = raw_ecdsa_to_der(&sig, field)
         .map_err(|_| JwsError::BadSignature(format!("{} is not a {} signature", s64.len(), alg)))?;
-    let input = signing_input(h64, payload);
-    signer
-        .public_key
-        .verify(key_alg, input.as_bytes(), &der)
-        .map_err(|_| JwsError::BadSignature(format!("kid {kid}")))?;
-    Ok(VerifiedSignature {
-        header: JwsHeader {
-            alg,
-            cty: got_cty,
-            iat,
-            kid,
-            x5t_s256: x5t,
+    let SignatureAlgorithm::Ecdsa(hash) = key_alg else {
+        return Err(JwsError::Header(format!(
+            "alg {alg} does not fit the signer key"
+        )));
+    };
+    let input = InputHash::new(hash, h64);
+    Ok(Verifying {
+        input,
+        key_alg,
+        der,
+        signature: VerifiedSignature {
+            header: JwsHeader {
+                alg,
+                cty: got_cty,
+                iat,
+                kid,
+                x5t_s256: x5t,
+            },
+            signer,
+            chain,
+            root,
         },
-        signer,
-        chain,
-        root,
     })
+}
+
+/// A detached signature whose header and chain checked out, waiting for its payload
+/// ([`start_verifying`]).
+pub struct Verifying {
+    input: InputHash,
+    key_alg: SignatureAlgorithm,
+    der: Vec<u8>,
+    signature: VerifiedSignature,
+}
+
+impl Verifying {
+    /// Feeds the next bytes of the payload.
+    pub fn update(&mut self, payload: &[u8]) {
+        self.input.update(payload);
+    }
+
+    /// Checks the signature over the payload fed so far.
+    pub fn finish(self) -> Result<VerifiedSignature, JwsError> {
+        let digest = self.input.finish();
+        self.signature
+            .signer
+            .public_key
+            .verify_digest(self.key_alg, &digest, &self.der)
+            .map_err(|_| JwsError::BadSignature(format!("kid {}", self.signature.header.kid)))?;
+        Ok(self.signature)
+    }
 }
 
 /// Links `leaf` through `chain` (each signed by the next, each issuer a CA) to a certificate
@@ -472,6 +634,30 @@ mod tests {
             verify_detached(&jws, b"hello\n", &[other_root], "t/1"),
             Err(JwsError::Chain(_))
         ));
+    }
+
+    #[test]
+    fn payload_fed_in_pieces_signs_and_verifies_as_a_whole() {
+        let (_, root, signer) = pki();
+        let payload: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for piece in [1, 2, 3, 4, 5, 64, 1000, 9_999] {
+            let mut s = start_signing(&signer, "t/1", OffsetDateTime::now_utc()).unwrap();
+            for p in payload.chunks(piece) {
+                s.update(p);
+            }
+            let jws = s.finish().unwrap();
+            // The whole payload at once verifies what was signed in pieces, and the other way.
+            verify_detached(&jws, &payload, std::slice::from_ref(&root), "t/1").unwrap();
+            let whole = sign_detached(&signer, &payload, "t/1", OffsetDateTime::now_utc()).unwrap();
+            let mut v = start_verifying(&whole, std::slice::from_ref(&root), "t/1").unwrap();
+            for p in payload.chunks(piece) {
+                v.update(p);
+            }
+            v.finish().unwrap();
+            let mut v = start_verifying(&whole, std::slice::from_ref(&root), "t/1").unwrap();
+            v.update(&payload[1..]);
+            assert!(matches!(v.finish(), Err(JwsError::BadSignature(_))));
+        }
     }
 
     #[test]

@@ -41,6 +41,47 @@ pub fn root<T: AsRef<[u8]>>(data: &[T]) -> [u8; 32] {
     root_of_hashes(&leaves)
 }
 
+/// The Merkle Tree Hash of leaves pushed one at a time, holding one hash per level: the
+/// complete subtrees of the leaves so far, largest first. RFC 6962's split at the largest power
+/// of two below n makes the root those subtrees folded from the right.
+#[derive(Debug, Default)]
+pub struct Stream {
+    /// (leaf count, hash) of each complete subtree, sizes strictly decreasing powers of two.
+    stack: Vec<(u64, [u8; 32])>,
+}
+
+impl Stream {
+    /// Adds the next leaf (its data, hashed as a leaf here).
+    pub fn push(&mut self, data: &[u8]) {
+        self.push_hash(leaf_hash(data));
+    }
+
+    /// Adds the next leaf given as its leaf hash.
+    pub fn push_hash(&mut self, leaf: [u8; 32]) {
+        let mut node = (1u64, leaf);
+        while let Some(&(size, left)) = self.stack.last() {
+            if size != node.0 {
+                break;
+            }
+            self.stack.pop();
+            node = (size * 2, node_hash(&left, &node.1));
+        }
+        self.stack.push(node);
+    }
+
+    /// The root of the leaves pushed (SHA-256 of nothing for none).
+    pub fn root(&self) -> [u8; 32] {
+        let mut it = self.stack.iter().rev();
+        let Some(&(_, mut acc)) = it.next() else {
+            return Sha256::digest([]).into();
+        };
+        for (_, left) in it {
+            acc = node_hash(left, &acc);
+        }
+        acc
+    }
+}
+
 fn largest_power_of_two_below(n: usize) -> usize {
     debug_assert!(n > 1);
     let mut k = 1;
@@ -83,6 +124,18 @@ mod tests {
         let data: Vec<Vec<u8>> = LEAVES.iter().map(|h| hex::decode(h).unwrap()).collect();
         for n in 0..=8 {
             assert_eq!(hex::encode(root(&data[..n])), ROOTS[n], "tree size {n}");
+        }
+    }
+
+    #[test]
+    fn stream_matches_recursive_root() {
+        for n in 0..70usize {
+            let data: Vec<Vec<u8>> = (0..n).map(|i| i.to_le_bytes().to_vec()).collect();
+            let mut s = Stream::default();
+            for d in &data {
+                s.push(d);
+            }
+            assert_eq!(s.root(), root(&data), "tree size {n}");
         }
     }
 

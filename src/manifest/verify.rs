@@ -6,7 +6,7 @@ use super::jws::{self, VerifiedSignature};
 use super::merkle;
 use super::Trust;
 use crate::x509::CaCert;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 /// One thing wrong with a manifest: where (1-based line, or none for the file/signature) and
@@ -79,6 +79,8 @@ pub struct VerifiedManifest {
     pub ca_chain: Vec<CaCert>,
     /// The trusted root the device CA chains to.
     pub ca_root: CaCert,
+    /// How many verified devices are in each ledger state.
+    pub states: BTreeMap<String, u64>,
 }
 
 /// The detached signature's path for a manifest: `M.jsonl` → `M.jsonl.jws`.
@@ -89,19 +91,37 @@ pub fn signature_path(manifest: &Path) -> PathBuf {
 }
 
 /// Reads `path` and its signature (`sig`, default `path.jws`) and verifies them against
-/// `trust`. A file that cannot be read is a [`super::ManifestError::Read`].
+/// `trust`, keeping every verified device in [`VerifiedManifest::devices`]. A file that cannot
+/// be read is a [`super::ManifestError::Read`].
 pub fn verify_file(
     path: &Path,
     sig: Option<&Path>,
     trust: &Trust,
 ) -> Result<VerifiedManifest, super::ManifestError> {
+    let mut devices = Vec::new();
+    let mut v = verify_file_with(path, sig, trust, |d| devices.push(d))?;
+    v.devices = devices;
+    Ok(v)
+}
+
+/// [`verify_file`] without holding the devices: the file is read once in pieces and every
+/// device that checks out is handed to `sink` as its line is reached (before the verdict:
+/// only what `sink` gathered for an `Ok` is verified). [`VerifiedManifest::devices`] stays
+/// empty. Memory does not grow with the number of devices (docs/performance.md "Memory").
+pub fn verify_file_with(
+    path: &Path,
+    sig: Option<&Path>,
+    trust: &Trust,
+    sink: impl FnMut(VerifiedDevice),
+) -> Result<VerifiedManifest, super::ManifestError> {
     let sig_path = sig
         .map(Path::to_path_buf)
         .unwrap_or_else(|| signature_path(path));
-    let bytes = std::fs::read(path).map_err(|e| super::ManifestError::Read {
+    let read_err = |e: std::io::Error| super::ManifestError::Read {
         path: path.display().to_string(),
         msg: e.to_string(),
-    })?;
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
     let jws = match std::fs::read(&sig_path) {
         Ok(b) => Some(String::from_utf8_lossy(&b).into_owned()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -112,14 +132,23 @@ pub fn verify_file(
             })
         }
     };
-    verify_bytes(
-        path,
-        &sig_path.display().to_string(),
-        &bytes,
-        jws.as_deref(),
-        &trust.roots,
+    let sig_name = sig_path.display().to_string();
+    let mut v = Verifier::new(path, &sig_name, jws.as_deref(), &trust.roots);
+    let mut sink = sink;
+    feed(
+        &mut v,
+        std::io::BufReader::with_capacity(256 * 1024, file),
+        &mut sink,
     )
-    .map_err(|r| super::ManifestError::Invalid(Box::new(r)))
+    .map_err(read_err)?;
+    let rescan = || -> std::io::Result<Box<dyn std::io::BufRead>> {
+        Ok(Box::new(std::io::BufReader::with_capacity(
+            256 * 1024,
+            std::fs::File::open(path)?,
+        )))
+    };
+    v.finish(&mut sink, rescan)
+        .map_err(|r| super::ManifestError::Invalid(Box::new(r)))
 }
 
 struct Checker {
@@ -133,11 +162,21 @@ impl Checker {
             msg: msg.into(),
         });
     }
-    fn file(&mut self, msg: impl Into<String>) {
-        self.problems.push(Problem {
-            line: None,
-            msg: msg.into(),
-        });
+}
+
+/// Feeds `reader` to `v` line by line (a line is never held beyond its chunk).
+fn feed(
+    v: &mut Verifier<'_>,
+    mut reader: impl std::io::BufRead,
+    sink: &mut impl FnMut(VerifiedDevice),
+) -> std::io::Result<()> {
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            return Ok(());
+        }
+        v.push(&line, sink);
     }
 }
 
@@ -150,171 +189,282 @@ pub fn verify_bytes(
     jws: Option<&str>,
     trust: &[CaCert],
 ) -> Result<VerifiedManifest, Report> {
-    let mut c = Checker {
-        problems: Vec::new(),
-    };
-    let report = |mut c: Checker| {
-        // File-level problems first, then by line; stable, so a line's problems keep their order.
-        c.problems.sort_by_key(|p| p.line);
-        Report {
-            path: path.display().to_string(),
-            signature: sig_name.to_string(),
-            problems: c.problems,
-        }
-    };
+    let mut v = Verifier::new(path, sig_name, jws, trust);
+    let mut devices = Vec::new();
+    let mut sink = |d| devices.push(d);
+    // Reading a slice cannot fail.
+    let _ = feed(&mut v, bytes, &mut sink);
+    let mut m = v.finish(&mut sink, || {
+        Ok(Box::new(bytes) as Box<dyn std::io::BufRead>)
+    })?;
+    m.devices = devices;
+    Ok(m)
+}
 
-    // 1. The signature over the exact bytes.
-    let signature = match jws {
-        None => {
-            c.file(format!(
-                "signature file {sig_name} is missing; a manifest is only valid with its detached signature"
-            ));
-            None
-        }
-        Some(j) => match jws::verify_detached(j, bytes, trust, FORMAT) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                c.file(format!("{sig_name}: {e}"));
-                None
-            }
-        },
-    };
+/// Device lines decoded and checked together (on every core); the lines of one chunk are all
+/// that is held of the file.
+const CHUNK: usize = 1024;
 
-    // 2. Framing: LF-terminated lines, header first, trailer last.
-    if bytes.is_empty() {
-        c.file("the file is empty");
-        return Err(report(c));
-    }
-    let body = match bytes.strip_suffix(b"\n") {
-        Some(b) => b,
-        None => {
-            let n = bytes.iter().filter(|b| **b == b'\n').count() + 1;
-            c.at(
-                n,
-                "the file does not end with a newline: it was truncated (or edited) in its last line",
-            );
-            bytes
-        }
-    };
-    let lines: Vec<&[u8]> = body.split(|b| *b == b'\n').collect();
-    let mut header: Option<Header> = None;
-    let mut trailer: Option<(usize, Trailer)> = None;
-    let mut devices: Vec<(usize, DeviceLine)> = Vec::new();
-    let mut device_bytes: Vec<&[u8]> = Vec::new();
-    // Decoding (canonical check, digest, schema) is per line and independent: all cores.
-    let decoded = parallel_map(&lines, |raw| decode_line(raw));
-    let mut last_line_reported = false;
-    for (i, (raw, d)) in lines.iter().zip(decoded).enumerate() {
-        let n = i + 1;
-        let first = i == 0;
-        let last = i + 1 == lines.len();
-        let before = c.problems.len();
-        match d {
-            Decoded::Bad(e) => {
-                c.at(n, e);
-                // Still a device line for the Merkle root and count if it sits between.
-                if !first && !last {
-                    device_bytes.push(raw);
-                }
-            }
-            Decoded::Header(h) if first => match h {
-                Ok(h) => header = Some(h),
-                Err(e) => c.at(n, format!("header: {e}")),
-            },
-            Decoded::Trailer(t) if last && !first => match t {
-                Ok(t) => trailer = Some((n, t)),
-                Err(e) => c.at(n, format!("trailer: {e}")),
-            },
-            Decoded::Device(d) if !first => {
-                device_bytes.push(raw);
-                match d {
-                    Ok(d) => devices.push((n, d)),
-                    Err(e) => c.at(n, format!("device line: {e}")),
-                }
-                if last {
-                    c.at(
-                        n,
-                        "the file ends without a trailer line: it was truncated (or the trailer removed)",
-                    );
-                }
-            }
-            Decoded::Header(_) => c.at(
-                n,
-                "a header line where only line 1 may be one (lines added, duplicated or reordered)",
-            ),
-            Decoded::Trailer(_) => c.at(
-                n,
-                "a trailer line before the end of the file (lines added after it, or reordered)",
-            ),
-            Decoded::Device(_) => c.at(n, "a device line where the header must be (line 1)"),
-            Decoded::Other(kind) => c.at(n, format!("unknown line type '{kind}'")),
-        }
-        if last && c.problems.len() > before {
-            last_line_reported = true;
-        }
-    }
-    if header.is_none() && !c.problems.iter().any(|p| p.line == Some(1)) {
-        c.at(1, "line 1 is not the header");
-    }
+/// Where a problem sorts within its line: the order the checks run in when the whole file is
+/// at hand (framing, header, sequence, repeats, values, certificate, trailer), whatever order
+/// the streamed checks find them in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Stage {
+    Signature,
+    Framing,
+    Decode,
+    NotHeader,
+    Header,
+    Seq,
+    Repeat,
+    Values,
+    Cert,
+    Trailer,
+    Rescan,
+    Incomplete,
+}
 
-    // 3. Header and its CA chain.
-    let mut ca_chain = Vec::new();
-    let mut ca_root = None;
-    if let Some(h) = &header {
-        check_header(&mut c, h, &mut ca_chain, &mut ca_root, trust);
-    }
+/// Checks a manifest fed line by line ([`Verifier::push`]) and then finished
+/// ([`Verifier::finish`]): the signature over a streamed hash, the Merkle root over a stack of
+/// subtree hashes, repeats of device id, serial and key through a fixed-size filter whose
+/// hits a second pass confirms. What is held does not grow with the device count.
+pub struct Verifier<'t> {
+    path: PathBuf,
+    sig_name: String,
+    trust: &'t [CaCert],
+    problems: Vec<(Option<usize>, Stage, String)>,
+    signature: Option<jws::Verifying>,
+    file_hash: sha2::Sha256,
+    /// Lines seen (the last one may still be held back).
+    lines: usize,
+    /// The line seen last, held until the next one shows it was not the last.
+    held: Option<Vec<u8>>,
+    /// Whether the held line ended with LF.
+    held_terminated: bool,
+    chunk: Vec<(usize, Vec<u8>)>,
+    header: Option<Header>,
+    header_checked: bool,
+    ca_chain: Vec<CaCert>,
+    ca_root: Option<CaCert>,
+    trailer: Option<(usize, Trailer)>,
+    merkle: merkle::Stream,
+    device_lines: u64,
+    last_line_reported: bool,
+    repeats: Repeats,
+    states: BTreeMap<String, u64>,
+}
 
-    // 4. Device lines: sequence, uniqueness, and each certificate.
-    let mut seen_id: HashMap<String, usize> = HashMap::new();
-    let mut seen_serial: HashMap<String, usize> = HashMap::new();
-    let mut seen_spki: HashMap<String, usize> = HashMap::new();
-    // Certificate checks (parse, hashes, CA signature) dominate; they run on every core.
-    let ca0 = ca_chain.first();
-    let cert_checks = parallel_map(&devices, |(n, d)| {
-        let mut own = Checker {
+impl<'t> Verifier<'t> {
+    /// A verifier of the manifest `path` whose signature file `sig_name` holds `jws` (None:
+    /// missing).
+    pub fn new(path: &Path, sig_name: &str, jws: Option<&str>, trust: &'t [CaCert]) -> Self {
+        let mut v = Self {
+            path: path.to_path_buf(),
+            sig_name: sig_name.to_string(),
+            trust,
             problems: Vec::new(),
+            signature: None,
+            file_hash: sha2::Sha256::default(),
+            lines: 0,
+            held: None,
+            held_terminated: true,
+            chunk: Vec::with_capacity(CHUNK),
+            header: None,
+            header_checked: false,
+            ca_chain: Vec::new(),
+            ca_root: None,
+            trailer: None,
+            merkle: merkle::Stream::default(),
+            device_lines: 0,
+            last_line_reported: false,
+            repeats: Repeats::new(),
+            states: BTreeMap::new(),
         };
-        let der = check_cert(&mut own, *n, d, ca0);
-        (own.problems, der)
-    });
-    let mut verified = Vec::with_capacity(devices.len());
-    for ((n, d), (cert_problems, der)) in devices.into_iter().zip(cert_checks) {
-        let n = &n;
-        let want_seq = (*n - 1) as u64;
-        if d.seq != want_seq {
-            c.at(
-                *n,
+        // 1. The signature over the exact bytes (its payload streams in with the lines).
+        match jws {
+            None => v.file(
+                Stage::Signature,
                 format!(
-                    "seq is {} where {want_seq} belongs: device lines were removed, added, duplicated or reordered before this one",
-                    d.seq
+                    "signature file {sig_name} is missing; a manifest is only valid with its detached signature"
                 ),
+            ),
+            Some(j) => match jws::start_verifying(j, trust, FORMAT) {
+                Ok(s) => v.signature = Some(s),
+                Err(e) => v.file(Stage::Signature, format!("{sig_name}: {e}")),
+            },
+        }
+        v
+    }
+
+    fn at(&mut self, line: usize, stage: Stage, msg: impl Into<String>) {
+        self.problems.push((Some(line), stage, msg.into()));
+    }
+
+    fn file(&mut self, stage: Stage, msg: impl Into<String>) {
+        self.problems.push((None, stage, msg.into()));
+    }
+
+    /// The next piece of the file: one line with its LF (the last may lack it). Verified
+    /// devices go to `sink` as their chunk is checked.
+    pub fn push(&mut self, raw: &[u8], sink: &mut impl FnMut(VerifiedDevice)) {
+        use sha2::Digest;
+        self.file_hash.update(raw);
+        if let Some(s) = &mut self.signature {
+            s.update(raw);
+        }
+        let (body, terminated) = match raw.strip_suffix(b"\n") {
+            Some(b) => (b, true),
+            None => (raw, false),
+        };
+        if let Some(prev) = self.held.take() {
+            self.chunk.push((self.lines, prev));
+            if self.chunk.len() >= CHUNK {
+                self.run_chunk(false, sink);
+            }
+        }
+        self.lines += 1;
+        self.held = Some(body.to_vec());
+        self.held_terminated = terminated;
+    }
+
+    /// Checks the lines of the chunk; `last_in_file` when its final line is the file's last.
+    fn run_chunk(&mut self, last_in_file: bool, sink: &mut impl FnMut(VerifiedDevice)) {
+        let chunk = std::mem::take(&mut self.chunk);
+        let decoded = parallel_map(&chunk, |(_, raw)| decode_line(raw));
+        let total = self.lines;
+        let mut devices: Vec<(usize, DeviceLine)> = Vec::new();
+        for ((n, raw), d) in chunk.iter().zip(decoded) {
+            let n = *n;
+            let first = n == 1;
+            let last = last_in_file && n == total;
+            let before = self.problems.len();
+            match d {
+                Decoded::Bad(e) => {
+                    self.at(n, Stage::Decode, e);
+                    // Still a device line for the Merkle root and count if it sits between.
+                    if !first && !last {
+                        self.merkle.push(raw);
+                        self.device_lines += 1;
+                    }
+                }
+                Decoded::Header(h) if first => match h {
+                    Ok(h) => self.header = Some(h),
+                    Err(e) => self.at(n, Stage::Decode, format!("header: {e}")),
+                },
+                Decoded::Trailer(t) if last && !first => match t {
+                    Ok(t) => self.trailer = Some((n, t)),
+                    Err(e) => self.at(n, Stage::Decode, format!("trailer: {e}")),
+                },
+                Decoded::Device(d) if !first => {
+                    self.merkle.push(raw);
+                    self.device_lines += 1;
+                    match d {
+                        Ok(d) => devices.push((n, d)),
+                        Err(e) => self.at(n, Stage::Decode, format!("device line: {e}")),
+                    }
+                    if last {
+                        self.at(
+                            n,
+                            Stage::Decode,
+                            "the file ends without a trailer line: it was truncated (or the trailer removed)",
+                        );
+                    }
+                }
+                Decoded::Header(_) => self.at(
+                    n,
+                    Stage::Decode,
+                    "a header line where only line 1 may be one (lines added, duplicated or reordered)",
+                ),
+                Decoded::Trailer(_) => self.at(
+                    n,
+                    Stage::Decode,
+                    "a trailer line before the end of the file (lines added after it, or reordered)",
+                ),
+                Decoded::Device(_) => self.at(
+                    n,
+                    Stage::Decode,
+                    "a device line where the header must be (line 1)",
+                ),
+                Decoded::Other(kind) => {
+                    self.at(n, Stage::Decode, format!("unknown line type '{kind}'"))
+                }
+            }
+            if last && self.problems.len() > before {
+                self.last_line_reported = true;
+            }
+            if first {
+                self.check_header_line();
+            }
+        }
+        self.check_devices(devices, sink);
+    }
+
+    /// 3. The header and its CA chain, once line 1 has been decoded.
+    fn check_header_line(&mut self) {
+        if self.header_checked {
+            return;
+        }
+        self.header_checked = true;
+        if self.header.is_none() && !self.problems.iter().any(|p| p.0 == Some(1)) {
+            self.at(1, Stage::NotHeader, "line 1 is not the header");
+        }
+        if let Some(h) = self.header.take() {
+            let mut c = Checker {
+                problems: Vec::new(),
+            };
+            check_header(
+                &mut c,
+                &h,
+                &mut self.ca_chain,
+                &mut self.ca_root,
+                self.trust,
             );
-        }
-        for (map, key, what) in [
-            (&mut seen_id, &d.device_id, "device id"),
-            (&mut seen_serial, &d.serial, "serial"),
-            (&mut seen_spki, &d.spki_sha256, "public key (spki_sha256)"),
-        ] {
-            if let Some(first) = map.insert(key.clone(), *n) {
-                c.at(*n, format!("{what} {key} is already on line {first}"));
-                map.insert(key.clone(), first);
+            for p in c.problems {
+                self.problems.push((p.line, Stage::Header, p.msg));
             }
+            self.header = Some(h);
         }
-        if let Some(h) = &header {
-            if !h.batches.contains(&d.batch) {
-                c.at(*n, format!("batch {} is not one the header lists", d.batch));
-            }
-            if !h.stations.contains(&d.station) {
-                c.at(
-                    *n,
-                    format!("station {} is not one the header lists", d.station),
+    }
+
+    /// 4. Device lines: sequence, repeats, values, and each certificate.
+    fn check_devices(
+        &mut self,
+        devices: Vec<(usize, DeviceLine)>,
+        sink: &mut impl FnMut(VerifiedDevice),
+    ) {
+        // Certificate checks (parse, hashes, CA signature) dominate; they run on every core.
+        let ca0 = self.ca_chain.first();
+        let cert_checks = parallel_map(&devices, |(n, d)| {
+            let mut own = Checker {
+                problems: Vec::new(),
+            };
+            let der = check_cert(&mut own, *n, d, ca0);
+            (own.problems, der)
+        });
+        for ((n, d), (cert_problems, der)) in devices.into_iter().zip(cert_checks) {
+            let want_seq = (n - 1) as u64;
+            if d.seq != want_seq {
+                self.at(
+                    n,
+                    Stage::Seq,
+                    format!(
+                        "seq is {} where {want_seq} belongs: device lines were removed, added, duplicated or reordered before this one",
+                        d.seq
+                    ),
                 );
             }
-        }
-        if format::reported_state(&d.state).is_none() {
-            c.at(
-                *n,
-                format!(
+            self.repeats.see(&d);
+            let mut values = Vec::new();
+            if let Some(h) = &self.header {
+                if !h.batches.contains(&d.batch) {
+                    values.push(format!("batch {} is not one the header lists", d.batch));
+                }
+                if !h.stations.contains(&d.station) {
+                    values.push(format!("station {} is not one the header lists", d.station));
+                }
+            }
+            if format::reported_state(&d.state).is_none() {
+                values.push(format!(
                     "state '{}' is not one a manifest reports ({})",
                     d.state,
                     crate::ledger::DeviceState::IN_MANIFEST
@@ -322,93 +472,286 @@ pub fn verify_bytes(
                         .map(|s| s.as_str())
                         .collect::<Vec<_>>()
                         .join(", ")
-                ),
-            );
-        }
-        if format::KeyOrigin::parse(&d.key_origin).is_none() {
-            c.at(
-                *n,
-                format!(
+                ));
+            }
+            if format::KeyOrigin::parse(&d.key_origin).is_none() {
+                values.push(format!(
                     "key_origin '{}' is not one of {}",
                     d.key_origin,
                     format::KeyOrigin::ALL
                         .map(format::KeyOrigin::as_str)
                         .join(", ")
-                ),
-            );
-        }
-        if d.device_id.is_empty() {
-            c.at(*n, "device_id is empty");
-        }
-        c.problems.extend(cert_problems);
-        if let Some(der) = der {
-            verified.push(VerifiedDevice {
-                line: d,
-                cert_der: der,
-            });
+                ));
+            }
+            if d.device_id.is_empty() {
+                values.push("device_id is empty".into());
+            }
+            for m in values {
+                self.at(n, Stage::Values, m);
+            }
+            for p in cert_problems {
+                self.problems.push((p.line, Stage::Cert, p.msg));
+            }
+            if let Some(der) = der {
+                *self.states.entry(d.state.clone()).or_insert(0) += 1;
+                sink(VerifiedDevice {
+                    line: d,
+                    cert_der: der,
+                });
+            }
         }
     }
 
-    // 5. Trailer: count and Merkle root over the device lines as they are.
-    match &trailer {
-        Some((n, t)) => {
-            if t.count != device_bytes.len() as u64 {
-                c.at(
-                    *n,
-                    format!(
-                        "count is {} but the file has {} device line(s): lines were removed or added",
-                        t.count,
-                        device_bytes.len()
-                    ),
-                );
+    /// Ends the file: checks its last line, the trailer, the signature and the repeats (a
+    /// second pass through `rescan`, which must yield the same bytes, names the lines of any
+    /// repeat). `Ok` only when nothing was found.
+    pub fn finish<'r>(
+        mut self,
+        sink: &mut impl FnMut(VerifiedDevice),
+        rescan: impl FnOnce() -> std::io::Result<Box<dyn std::io::BufRead + 'r>>,
+    ) -> Result<VerifiedManifest, Report> {
+        use sha2::Digest;
+        // 2. Framing: LF-terminated lines, header first, trailer last.
+        if self.lines == 0 {
+            self.file(Stage::Framing, "the file is empty");
+            return Err(self.report());
+        }
+        if !self.held_terminated {
+            self.at(
+                self.lines,
+                Stage::Framing,
+                "the file does not end with a newline: it was truncated (or edited) in its last line",
+            );
+        }
+        if let Some(last) = self.held.take() {
+            self.chunk.push((self.lines, last));
+        }
+        self.run_chunk(true, sink);
+        let signature = match self.signature.take().map(jws::Verifying::finish) {
+            Some(Ok(s)) => Some(s),
+            Some(Err(e)) => {
+                let msg = format!("{}: {e}", self.sig_name);
+                self.file(Stage::Signature, msg);
+                None
             }
-            let root = hex::encode(merkle::root(&device_bytes));
-            if t.merkle_root != root {
-                c.at(
-                    *n,
-                    format!(
-                        "merkle_root {} does not match the device lines (their RFC 6962 root is {root}): a device line was changed, removed, added or reordered",
-                        t.merkle_root
-                    ),
-                );
-            }
-            if let Some(Some(r)) = header.as_ref().map(|h| h.range) {
-                if r.last + 1 < r.first || r.last + 1 - r.first != t.count {
-                    c.at(
-                        1,
+            None => None,
+        };
+
+        // 5. Trailer: count and Merkle root over the device lines as they are.
+        let root = hex::encode(std::mem::take(&mut self.merkle).root());
+        match self.trailer.clone() {
+            Some((n, t)) => {
+                if t.count != self.device_lines {
+                    self.at(
+                        n,
+                        Stage::Trailer,
                         format!(
-                            "range {}..{} does not hold count {} devices",
-                            r.first, r.last, t.count
+                            "count is {} but the file has {} device line(s): lines were removed or added",
+                            t.count, self.device_lines
                         ),
+                    );
+                }
+                if t.merkle_root != root {
+                    self.at(
+                        n,
+                        Stage::Trailer,
+                        format!(
+                            "merkle_root {} does not match the device lines (their RFC 6962 root is {root}): a device line was changed, removed, added or reordered",
+                            t.merkle_root
+                        ),
+                    );
+                }
+                if let Some(Some(r)) = self.header.as_ref().map(|h| h.range) {
+                    if r.last + 1 < r.first || r.last + 1 - r.first != t.count {
+                        self.at(
+                            1,
+                            Stage::Trailer,
+                            format!(
+                                "range {}..{} does not hold count {} devices",
+                                r.first, r.last, t.count
+                            ),
+                        );
+                    }
+                }
+            }
+            None => {
+                if !self.last_line_reported {
+                    self.at(
+                        self.lines,
+                        Stage::Trailer,
+                        "the last line is not the trailer",
                     );
                 }
             }
         }
-        None => {
-            if !last_line_reported {
-                c.at(lines.len(), "the last line is not the trailer");
+
+        let sha256 = hex::encode(std::mem::take(&mut self.file_hash).finalize());
+        if self.repeats.suspected() {
+            self.rescan_repeats(rescan, &sha256);
+        }
+
+        let ok = self.problems.is_empty();
+        let (Some(header), Some((_, trailer)), Some(signature), Some(ca_root), true) = (
+            self.header.take(),
+            self.trailer.take(),
+            signature,
+            self.ca_root.take(),
+            ok,
+        ) else {
+            if self.problems.is_empty() {
+                self.file(Stage::Incomplete, "the manifest is incomplete");
+            }
+            return Err(self.report());
+        };
+        Ok(VerifiedManifest {
+            path: self.path,
+            sha256,
+            header,
+            devices: Vec::new(),
+            trailer,
+            signature,
+            ca_chain: self.ca_chain,
+            ca_root,
+            states: self.states,
+        })
+    }
+
+    /// The second pass: the lines of the device ids, serials and keys the filter flagged,
+    /// each repeat reported on its line with the line it repeats.
+    fn rescan_repeats<'r>(
+        &mut self,
+        rescan: impl FnOnce() -> std::io::Result<Box<dyn std::io::BufRead + 'r>>,
+        sha256: &str,
+    ) {
+        use sha2::Digest;
+        let mut found = Vec::new();
+        let mut first: [HashMap<String, usize>; 3] = Default::default();
+        let mut hash = sha2::Sha256::default();
+        let scan = || -> std::io::Result<()> {
+            let mut reader = rescan()?;
+            let mut raw = Vec::new();
+            let mut n = 0;
+            loop {
+                raw.clear();
+                if reader.read_until(b'\n', &mut raw)? == 0 {
+                    return Ok(());
+                }
+                hash.update(&raw);
+                n += 1;
+                if n == 1 {
+                    continue;
+                }
+                let body = raw.strip_suffix(b"\n").unwrap_or(&raw);
+                let Decoded::Device(Ok(d)) = decode_line(body) else {
+                    continue;
+                };
+                for (i, (key, what)) in [
+                    (&d.device_id, "device id"),
+                    (&d.serial, "serial"),
+                    (&d.spki_sha256, "public key (spki_sha256)"),
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    if !self.repeats.flagged(i, key) {
+                        continue;
+                    }
+                    match first[i].get(key.as_str()) {
+                        Some(f) => found.push((n, format!("{what} {key} is already on line {f}"))),
+                        None => {
+                            first[i].insert(key.clone(), n);
+                        }
+                    }
+                }
+            }
+        };
+        let scanned = scan();
+        for (n, msg) in found {
+            self.at(n, Stage::Repeat, msg);
+        }
+        match scanned {
+            Err(e) => self.file(
+                Stage::Rescan,
+                format!("cannot read the file again to name its repeated devices: {e}"),
+            ),
+            Ok(()) if hex::encode(hash.finalize()) != sha256 => self.file(
+                Stage::Rescan,
+                "the file changed while it was being verified; verify it again when nothing writes it",
+            ),
+            Ok(()) => {}
+        }
+    }
+
+    fn report(mut self) -> Report {
+        // File-level problems first, then by line, each line's in the order its checks run.
+        self.problems.sort_by_key(|p| (p.0, p.1));
+        Report {
+            path: self.path.display().to_string(),
+            signature: self.sig_name,
+            problems: self
+                .problems
+                .into_iter()
+                .map(|(line, _, msg)| Problem { line, msg })
+                .collect(),
+        }
+    }
+}
+
+/// Repeats of device id, serial and public key across device lines, found without holding
+/// the keys: a fixed-size Bloom filter per kind ([`FILTER_BITS`]); a key it has (perhaps) seen
+/// before is flagged, and the second pass compares the flagged keys exactly. At a million
+/// devices the filter flags a few hundred keys that are not repeats; the second pass clears
+/// them.
+struct Repeats {
+    bits: [Vec<u64>; 3],
+    flagged: [std::collections::HashSet<String>; 3],
+}
+
+/// Bits of each Bloom filter (4 MiB each).
+const FILTER_BITS: usize = 1 << 25;
+/// Probes per key.
+const PROBES: u64 = 4;
+
+impl Repeats {
+    fn new() -> Self {
+        Self {
+            bits: std::array::from_fn(|_| vec![0u64; FILTER_BITS / 64]),
+            flagged: Default::default(),
+        }
+    }
+
+    fn probes(key: &str) -> impl Iterator<Item = usize> {
+        let d = crate::crypto::sha256(key.as_bytes());
+        let h1 = u64::from_le_bytes(d[0..8].try_into().unwrap_or_default());
+        let h2 = u64::from_le_bytes(d[8..16].try_into().unwrap_or_default()) | 1;
+        (0..PROBES).map(move |i| (h1.wrapping_add(i.wrapping_mul(h2)) as usize) % FILTER_BITS)
+    }
+
+    fn see(&mut self, d: &DeviceLine) {
+        for (kind, key) in [&d.device_id, &d.serial, &d.spki_sha256]
+            .into_iter()
+            .enumerate()
+        {
+            let bits = &mut self.bits[kind];
+            let mut all = true;
+            for p in Self::probes(key) {
+                let (w, b) = (p / 64, 1u64 << (p % 64));
+                all &= bits[w] & b != 0;
+                bits[w] |= b;
+            }
+            if all {
+                self.flagged[kind].insert(key.clone());
             }
         }
     }
 
-    let (Some(header), Some((_, trailer)), Some(signature), Some(ca_root), true) =
-        (header, trailer, signature, ca_root, c.problems.is_empty())
-    else {
-        if c.problems.is_empty() {
-            c.file("the manifest is incomplete");
-        }
-        return Err(report(c));
-    };
-    Ok(VerifiedManifest {
-        path: path.to_path_buf(),
-        sha256: hex::encode(crate::crypto::sha256(bytes)),
-        header,
-        devices: verified,
-        trailer,
-        signature,
-        ca_chain,
-        ca_root,
-    })
+    fn suspected(&self) -> bool {
+        self.flagged.iter().any(|f| !f.is_empty())
+    }
+
+    fn flagged(&self, kind: usize, key: &str) -> bool {
+        self.flagged[kind].contains(key)
+    }
 }
 
 /// One line, decoded as far as it goes.

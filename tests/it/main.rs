@@ -28,6 +28,7 @@ mod hsm_faults;
 mod issue_flow;
 mod lifecycle;
 mod manifest;
+mod manifest_stream;
 mod policy_corpus;
 mod process_guard;
 mod station;
