@@ -36,6 +36,7 @@ mod hsm_faults;
 mod issue_flow;
 mod lifecycle;
 mod manifest;
+mod pg_bench;
 mod policy_corpus;
 mod process_guard;
 mod station;
