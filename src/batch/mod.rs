@@ -521,10 +521,15 @@ fn prepare_group<S: Signer + Sync>(
         }
     }
     // A device this batch already finished needs no work: check its files and move on.
+    let ids: Vec<&str> = todo
+        .iter()
+        .filter_map(|(_, row)| row.device_id.as_deref())
+        .collect();
+    let known = reader.devices(&job.profile.name, &ids)?;
     let mut fresh = Vec::new();
     for (ordinal, row) in todo {
         if let Some(id) = &row.device_id {
-            if let Some(d) = reader.device(&job.profile.name, id)? {
+            if let Some(d) = known.get(id) {
                 if let (true, Some(der)) = (d.state.is_live() && d.batch_id == batch_id, &d.der) {
                     if d.line == row.line {
                         out.deliver(ordinal, id, der).map_err(BatchError::Output)?;

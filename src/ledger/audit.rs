@@ -221,6 +221,25 @@ pub(super) fn append(
         )?;
         head.read_in = Some(tx.id());
     }
+    let row = next_row(head, station, &at, kind, batch, device, &detail);
+    tx.exec("INSERT INTO audit (seq, v, at, station, station_seq, operator, kind, batch_id, device_id, detail, prev_hash, hash)
+         VALUES (?1, 2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        &row,
+    )?;
+    Ok(())
+}
+
+/// The next event's row (seq, at, station, station_seq, operator, kind, batch, device,
+/// detail, prev_hash, hash), the head moved past it.
+fn next_row(
+    head: &mut AuditHead,
+    station: &str,
+    at: &str,
+    kind: &str,
+    batch: Option<&str>,
+    device: Option<&str>,
+    detail: &str,
+) -> Vec<super::db::Value> {
     let seq = head.seq + 1;
     let station_seq = head.station_seq + 1;
     let material = material_v2(
@@ -228,21 +247,90 @@ pub(super) fn append(
         seq,
         station,
         station_seq,
-        &at,
+        at,
         head.operator.as_deref(),
         kind,
         batch,
         device,
-        &detail,
+        detail,
     );
     let hash = hex::encode(crate::crypto::sha256(material.as_bytes()));
-    tx.exec("INSERT INTO audit (seq, v, at, station, station_seq, operator, kind, batch_id, device_id, detail, prev_hash, hash)
-         VALUES (?1, 2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        p![seq, at, station, station_seq, head.operator, kind, batch, device, detail, head.hash, hash],
-    )?;
+    let row = p![
+        seq,
+        at,
+        station,
+        station_seq,
+        head.operator,
+        kind,
+        batch,
+        device,
+        detail,
+        head.hash,
+        hash
+    ]
+    .to_vec();
     head.hash = hash;
     head.seq = seq;
     head.station_seq = station_seq;
+    row
+}
+
+/// One event of [`append_many`].
+pub(super) struct Event<'a> {
+    pub kind: &'a str,
+    pub batch: Option<&'a str>,
+    pub device: Option<&'a str>,
+    pub detail: serde_json::Value,
+}
+
+/// [`append`] of several events in order, as one statement (a group's events in one round
+/// trip). The chain is the one `append` would make, event by event.
+pub(super) fn append_many(
+    tx: &Tx<'_>,
+    head: &mut AuditHead,
+    station: &str,
+    events: &[Event<'_>],
+) -> Result<(), LedgerError> {
+    let Some(first) = events.first() else {
+        return Ok(());
+    };
+    // The first through append, which reads the head (once per transaction).
+    append(
+        tx,
+        head,
+        station,
+        first.kind,
+        first.batch,
+        first.device,
+        &first.detail,
+    )?;
+    if events.len() == 1 {
+        return Ok(());
+    }
+    let at = super::stamp(&*head.clock);
+    let mut params = Vec::with_capacity((events.len() - 1) * 11);
+    for e in &events[1..] {
+        params.extend(next_row(
+            head,
+            station,
+            &at,
+            e.kind,
+            e.batch,
+            e.device,
+            &e.detail.to_string(),
+        ));
+    }
+    tx.exec(
+        &format!(
+            "INSERT INTO audit (seq, v, at, station, station_seq, operator, kind, batch_id, device_id, detail, prev_hash, hash)
+             VALUES {}",
+            tx.values(
+                events.len() - 1,
+                &["BIGINT", "=2", "", "", "BIGINT", "", "", "", "", "", "", ""]
+            )
+        ),
+        &params,
+    )?;
     Ok(())
 }
 

@@ -479,6 +479,46 @@ impl Conn {
     }
 }
 
+/// Rows per multi-row statement (a group's inserts and updates): a few thousand parameters,
+/// well inside both engines' limits (SQLite 32766, PostgreSQL 65535).
+pub(crate) const ROWS_PER_STATEMENT: usize = 256;
+
+impl Conn {
+    /// `(…), (…)`: `rows` rows of a multi-row `VALUES` list, parameters numbered from 1 (see
+    /// [`Conn::values_from`]).
+    pub(crate) fn values(&self, rows: usize, cols: &[&str]) -> String {
+        self.values_from(1, rows, cols)
+    }
+
+    /// `rows` rows of a `VALUES` list, parameters numbered from `first`. Each column is `""`
+    /// (a parameter), `"=SQL"` (that literal, no parameter), or a type name: a parameter cast
+    /// to it on PostgreSQL, where a value in a `VALUES` list has no column to take its type
+    /// from and would otherwise be text (bytes and integers need BYTEA and BIGINT).
+    pub(crate) fn values_from(&self, first: usize, rows: usize, cols: &[&str]) -> String {
+        let mut n = first;
+        let mut out = String::new();
+        for r in 0..rows {
+            out.push_str(if r == 0 { "(" } else { ", (" });
+            for (i, c) in cols.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                if let Some(lit) = c.strip_prefix('=') {
+                    out.push_str(lit);
+                    continue;
+                }
+                match (c.is_empty(), self.is_pg()) {
+                    (false, true) => out.push_str(&format!("CAST(?{n} AS {c})")),
+                    _ => out.push_str(&format!("?{n}")),
+                }
+                n += 1;
+            }
+            out.push(')');
+        }
+        out
+    }
+}
+
 /// A write transaction: rolled back when dropped without [`Tx::commit`].
 pub(crate) struct Tx<'c> {
     conn: &'c Conn,
@@ -527,6 +567,15 @@ impl Drop for Tx<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_lists_number_cast_and_inline() {
+        let lite = Conn::Lite(rusqlite::Connection::open_in_memory().unwrap());
+        assert_eq!(
+            lite.values_from(2, 2, &["", "='x'", "BYTEA"]),
+            "(?2, 'x', ?3), (?4, 'x', ?5)"
+        );
+    }
 
     #[test]
     fn placeholders_translate_outside_literals() {

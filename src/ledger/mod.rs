@@ -36,7 +36,7 @@ pub use states::{CertState, DeviceState, KeyOrigin};
 pub use station::{Attempt, StateChange};
 
 use crate::clock::{Clock, SystemClock};
-use db::{p, Conn};
+use db::{p, Conn, ToValue};
 use rusqlite::Connection;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -877,6 +877,44 @@ impl Ledger {
             )
     }
 
+    /// [`Ledger::device`] of several ids of one profile, in a statement per
+    /// [`db::ROWS_PER_STATEMENT`] ids (a batch group's check in a few round trips): the rows
+    /// found, by device id.
+    pub fn devices(
+        &self,
+        profile: &str,
+        device_ids: &[&str],
+    ) -> Result<std::collections::HashMap<String, DeviceRow>, LedgerError> {
+        let mut out = std::collections::HashMap::new();
+        for chunk in device_ids.chunks(db::ROWS_PER_STATEMENT) {
+            let mut params = vec![profile.to_value()];
+            params.extend(chunk.iter().map(|d| d.to_value()));
+            let rows = self.conn.map(
+                &format!("SELECT d.state, d.batch_id, d.input_line, c.der, d.spki_sha256, d.serial, d.device_id FROM devices d
+                 LEFT JOIN certificates c ON c.profile = d.profile AND c.device_id = d.device_id
+                      AND c.serial = d.serial AND c.state = 'signed'
+                 WHERE d.profile = ?1 AND d.device_id IN ({})",
+                    (2..chunk.len() + 2).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")),
+                &params,
+                |r| {
+                    Ok((
+                        r.get::<String>(6)?,
+                        DeviceRow {
+                            state: r.get(0)?,
+                            batch_id: r.get(1)?,
+                            line: r.get::<Option<i64>>(2)?.unwrap_or(0) as u64,
+                            der: r.get(3)?,
+                            spki_sha256: r.get(4)?,
+                            serial: r.get(5)?,
+                        },
+                    ))
+                },
+            )?;
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
     /// Reserves serials for a group of devices in one transaction, applying the
     /// exactly-one-identity rules. Only `Reserved` items may be signed.
     pub fn reserve(
@@ -887,33 +925,68 @@ impl Ledger {
         let tx = self.conn.begin()?;
         let mut out = Vec::with_capacity(intents.len());
         let at = stamp(&*self.clock);
+        // Decided one by one against the group's rows (read once), then written together:
+        // a few statements per group, not a handful per device (docs/performance.md).
+        let mut group = rules::Group::read(&tx, intents)?;
+        let mut reserved = Vec::new();
         for it in intents {
-            let id_key = crate::identity::key(&it.device_id);
-            let decision = rules::decide(&rules::Db(&tx), batch_id, it)?;
+            let decision = rules::decide(&group, batch_id, it)?;
             if decision == Reserve::Reserved {
-                tx.exec("INSERT INTO devices (profile, device_id, batch_id, state, spki_sha256, serial, key_origin, input_line, updated_at, id_key)
-                     VALUES (?1, ?2, ?3, 'signing', ?4, ?5, ?6, ?7, ?8, ?9)
-                     ON CONFLICT (profile, device_id) DO UPDATE SET
-                       batch_id = excluded.batch_id, state = 'signing', spki_sha256 = excluded.spki_sha256,
-                       serial = excluded.serial, key_origin = excluded.key_origin,
-                       input_line = excluded.input_line, updated_at = excluded.updated_at",
-                    p![it.profile, it.device_id, batch_id, it.spki_sha256, it.serial, it.key_origin, it.line as i64, at, id_key],
-                )?;
-                tx.exec("INSERT INTO certificates (issuer_key_id, serial, profile, device_id, batch_id, state, tbs, created_at, spki_sha256, lease)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 'intent', ?6, ?7, ?8, ?9)",
-                    p![it.issuer_key_id, it.serial, it.profile, it.device_id, batch_id, it.tbs, at, it.spki_sha256, self.lease],
-                )?;
-                audit::append(
-                    &tx,
-                    &mut self.head,
-                    &self.station,
-                    "serial_reserved",
-                    Some(batch_id),
-                    Some(&it.device_id),
-                    &serde_json::json!({"serial": it.serial, "issuer_key_id": it.issuer_key_id, "spki_sha256": it.spki_sha256, "tbs_sha256": hex::encode(crate::crypto::sha256(&it.tbs))}),
-                )?;
+                group.reserve(batch_id, it);
+                reserved.push(it);
             }
             out.push(decision);
+        }
+        for chunk in reserved.chunks(db::ROWS_PER_STATEMENT) {
+            let mut devices = Vec::with_capacity(chunk.len() * 9);
+            let mut certs = Vec::with_capacity(chunk.len() * 9);
+            let mut events = Vec::with_capacity(chunk.len());
+            for it in chunk {
+                let id_key = crate::identity::key(&it.device_id);
+                devices.extend_from_slice(p![
+                    it.profile,
+                    it.device_id,
+                    batch_id,
+                    it.spki_sha256,
+                    it.serial,
+                    it.key_origin,
+                    it.line as i64,
+                    at,
+                    id_key
+                ]);
+                certs.extend_from_slice(p![
+                    it.issuer_key_id,
+                    it.serial,
+                    it.profile,
+                    it.device_id,
+                    batch_id,
+                    it.tbs,
+                    at,
+                    it.spki_sha256,
+                    self.lease
+                ]);
+                events.push(audit::Event {
+                    kind: "serial_reserved",
+                    batch: Some(batch_id),
+                    device: Some(&it.device_id),
+                    detail: serde_json::json!({"serial": it.serial, "issuer_key_id": it.issuer_key_id, "spki_sha256": it.spki_sha256, "tbs_sha256": hex::encode(crate::crypto::sha256(&it.tbs))}),
+                });
+            }
+            tx.exec(&format!("INSERT INTO devices (profile, device_id, batch_id, state, spki_sha256, serial, key_origin, input_line, updated_at, id_key)
+                 VALUES {}
+                 ON CONFLICT (profile, device_id) DO UPDATE SET
+                   batch_id = excluded.batch_id, state = 'signing', spki_sha256 = excluded.spki_sha256,
+                   serial = excluded.serial, key_origin = excluded.key_origin,
+                   input_line = excluded.input_line, updated_at = excluded.updated_at",
+                    tx.values(chunk.len(), &["", "", "", "='signing'", "", "", "", "BIGINT", "", ""])),
+                &devices,
+            )?;
+            tx.exec(&format!("INSERT INTO certificates (issuer_key_id, serial, profile, device_id, batch_id, state, tbs, created_at, spki_sha256, lease)
+                 VALUES {}",
+                    tx.values(chunk.len(), &["", "", "", "", "", "='intent'", "BYTEA", "", "", "BIGINT"])),
+                &certs,
+            )?;
+            audit::append_many(&tx, &mut self.head, &self.station, &events)?;
         }
         tx.commit()?;
         Ok(out)
@@ -930,33 +1003,51 @@ impl Ledger {
     ) -> Result<(), LedgerError> {
         let tx = self.conn.begin()?;
         let at = stamp(&*self.clock);
-        for s in items {
-            let sha = hex::encode(crate::crypto::sha256(&s.der));
-            let n = tx.exec("UPDATE certificates SET state = 'signed', der = ?3, cert_sha256 = ?4, signed_at = ?5
-                 WHERE issuer_key_id = ?1 AND serial = ?2 AND state = 'intent'",
-                p![s.issuer_key_id, s.serial, s.der, sha, at],
+        for chunk in items.chunks(db::ROWS_PER_STATEMENT) {
+            let mut certs = vec![at.to_value()];
+            let mut devices = vec![at.to_value()];
+            let mut events = Vec::with_capacity(chunk.len());
+            for s in chunk {
+                let sha = hex::encode(crate::crypto::sha256(&s.der));
+                certs.extend_from_slice(p![s.issuer_key_id, s.serial, s.der, sha]);
+                devices.extend_from_slice(p![s.profile, s.device_id]);
+                events.push(audit::Event {
+                    kind: "issued",
+                    batch: Some(batch_id),
+                    device: Some(&s.device_id),
+                    detail: serde_json::json!({"serial": s.serial, "cert_sha256": sha}),
+                });
+            }
+            let n = tx.exec(&format!("UPDATE certificates SET state = 'signed', der = v.column3, cert_sha256 = v.column4, signed_at = ?1
+                 FROM (VALUES {}) AS v
+                 WHERE certificates.issuer_key_id = v.column1 AND certificates.serial = v.column2 AND certificates.state = 'intent'",
+                    tx.values_from(2, chunk.len(), &["", "", "BYTEA", ""])),
+                &certs,
             )?;
-            if n != 1 {
+            if n != chunk.len() {
                 // Burned meanwhile: this process's lease was taken for dead (its connection
                 // dropped) and another process or `ledger recover` burned the intent. The
-                // signature is discarded; nothing leaves the process.
+                // signatures are discarded (the transaction rolls back); nothing leaves the
+                // process.
+                let open = tx.map(
+                    &format!("SELECT serial FROM certificates WHERE state = 'signed' AND issuer_key_id || ' ' || serial IN ({})",
+                        (0..chunk.len()).map(|i| format!("?{}", i + 1)).collect::<Vec<_>>().join(", ")),
+                    &chunk.iter().map(|s| format!("{} {}", s.issuer_key_id, s.serial).to_value()).collect::<Vec<_>>(),
+                    |r| r.get::<String>(0),
+                )?;
+                let lost = chunk
+                    .iter()
+                    .find(|s| !open.contains(&s.serial))
+                    .map_or("?", |s| s.serial.as_str());
                 return Err(LedgerError::Data(format!(
-                    "the intent of serial {} is no longer open (burned after this process lost its lease); the certificate was discarded, run the command again",
-                    s.serial
+                    "the intent of serial {lost} is no longer open (burned after this process lost its lease); the certificate was discarded, run the command again"
                 )));
             }
-            tx.exec("UPDATE devices SET state = 'signed', updated_at = ?3 WHERE profile = ?1 AND device_id = ?2",
-                p![s.profile, s.device_id, at],
+            tx.exec(&format!("UPDATE devices SET state = 'signed', updated_at = ?1 WHERE (profile, device_id) IN (VALUES {})",
+                    tx.values_from(2, chunk.len(), &["", ""])),
+                &devices,
             )?;
-            audit::append(
-                &tx,
-                &mut self.head,
-                &self.station,
-                "issued",
-                Some(batch_id),
-                Some(&s.device_id),
-                &serde_json::json!({"serial": s.serial, "cert_sha256": sha}),
-            )?;
+            audit::append_many(&tx, &mut self.head, &self.station, &events)?;
         }
         for l in cleared_lines {
             tx.exec(

@@ -1,14 +1,14 @@
 //! The tamper-evident audit log on a real dev line: events from every code path, operator and
 //! per-station numbers, checkpoints signed in SoftHSM, and a mutation harness: hundreds of
-//! random edits, deletions, reorders and insertions of audit rows in the SQLite file (naive,
-//! and re-hashed into a self-consistent chain) before the last checkpoint, every one detected.
+//! random edits, deletions, reorders and insertions of audit rows in a copy of the ledger (naive,
+//! and re-hashed into a self-consistent chain) before the last checkpoint, every one detected;
+//! on a SQLite file and, as `postgres::…`, on a PostgreSQL database.
 
 use crate::common::*;
 use certfab::checkpoints::{self as auditlog, CheckpointDoc, CheckpointTrust};
 use certfab::CaCert;
-use certfab::{AuditEvent, Ledger, GENESIS};
-use rusqlite::{params, Connection};
-use std::path::{Path, PathBuf};
+use certfab::{AuditEvent, Ledger, LedgerLocation, GENESIS};
+use std::path::Path;
 use std::process::{Command, Output};
 
 /// Runs `certfab --config CONFIG issue` for `id` (a fresh OpenSSL P-256 key, into out/ID),
@@ -33,11 +33,106 @@ fn issue(line: &Line, id: &str, operator: &str) {
     ok(&run_issue(line, &line.config(), id, Some(operator)));
 }
 
-/// Makes `copy` a copy of `pristine` and lets `edit` change it (as anyone with the file
-/// could).
-fn edited_copy(pristine: &Path, copy: &Path, edit: impl FnOnce(&Connection)) {
-    std::fs::copy(pristine, copy).unwrap();
-    edit(&Connection::open(copy).unwrap());
+/// A ledger as anyone with the database could read and edit it: the line's own, or a copy
+/// of one (a SQLite file beside it, or a database cloned in the line's cluster).
+struct Store<'l> {
+    line: &'l Line,
+    /// SQLite: the file name in the line dir; PostgreSQL: the database.
+    name: String,
+    location: LedgerLocation,
+}
+
+impl<'l> Store<'l> {
+    /// The line's ledger.
+    fn of_line(line: &'l Line) -> Self {
+        let location = certfab::SiteConfig::load(&line.config()).unwrap().ledger;
+        let name = match line.pg_ledger() {
+            Some((_, l)) => l.db.clone(),
+            None => "ledger.sqlite".into(),
+        };
+        Store {
+            line,
+            name,
+            location,
+        }
+    }
+
+    /// A copy of this ledger named `name`, replacing any copy of that name.
+    fn copy(&self, name: &str) -> Store<'l> {
+        let (name, location) = match (&self.location, self.line.pg_ledger()) {
+            (LedgerLocation::Postgres(t), Some((c, l))) => {
+                let db = format!("{}_{name}", l.db);
+                c.sql(
+                    "postgres",
+                    &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+                );
+                c.sql(
+                    "postgres",
+                    &format!(
+                        "CREATE DATABASE {db} TEMPLATE {} OWNER {}",
+                        self.name, l.role
+                    ),
+                );
+                let mut t = t.clone();
+                t.dbname = db.clone();
+                (db, LedgerLocation::Postgres(t))
+            }
+            _ => {
+                let file = format!("{name}.sqlite");
+                let p = self.line.file(&file);
+                let _ = std::fs::remove_file(&p);
+                let c = rusqlite::Connection::open(self.line.file(&self.name)).unwrap();
+                c.execute("VACUUM INTO ?1", [p.to_str().unwrap()]).unwrap();
+                (file, LedgerLocation::Sqlite(p))
+            }
+        };
+        Store {
+            line: self.line,
+            name,
+            location,
+        }
+    }
+
+    /// Runs statements on this ledger.
+    fn exec(&self, sql: &str) {
+        match self.line.pg_ledger() {
+            Some((c, _)) => c.exec(&self.name, sql),
+            None => rusqlite::Connection::open(self.line.file(&self.name))
+                .unwrap()
+                .execute_batch(sql)
+                .unwrap_or_else(|e| panic!("{sql}: {e}")),
+        }
+    }
+
+    /// The one value `sql` returns.
+    fn value(&self, sql: &str) -> String {
+        let rows = match self.line.pg_ledger() {
+            Some((c, _)) => c.query(&self.name, sql),
+            None => sqlite_query(&self.line.file(&self.name), sql),
+        };
+        rows[0][0].clone()
+    }
+
+    /// The line's config with `ledger:` pointing at this ledger.
+    fn config_text(&self, text: &str) -> String {
+        match self.line.pg_ledger() {
+            Some((c, l)) => pg::with_ledger(
+                text,
+                &pg::PgLedger {
+                    url: c.url(&l.role, &self.name),
+                    password_file: l.password_file.clone(),
+                    db: self.name.clone(),
+                    role: l.role.clone(),
+                },
+            ),
+            None => text.replace("ledger: ledger.sqlite", &format!("ledger: {}", self.name)),
+        }
+    }
+}
+
+/// A SQL string literal.
+fn lit(s: Option<&str>) -> String {
+    s.map_or("NULL".into(), |s| format!("'{}'", s.replace('\'', "''")))
 }
 
 /// Asserts some problem of `r` mentions `needle`.
@@ -57,36 +152,45 @@ fn trust(line: &Line) -> CheckpointTrust {
 }
 
 fn verify(
-    path: &Path,
+    store: &Store,
     trust: &CheckpointTrust,
     external: &[(String, CheckpointDoc)],
 ) -> auditlog::VerifyReport {
-    let l = Ledger::open_read(path, "dev-line").unwrap();
+    let l = Ledger::open_read(store.location.clone(), "dev-line").unwrap();
     auditlog::verify(&l, trust, external).unwrap()
 }
 
-fn rows(path: &Path) -> Vec<AuditEvent> {
-    Ledger::open_read(path, "dev-line")
+fn rows(store: &Store) -> Vec<AuditEvent> {
+    Ledger::open_read(store.location.clone(), "dev-line")
         .unwrap()
         .audit_events()
         .unwrap()
 }
 
-/// Replaces the whole audit table with `events` (as an attacker with the file could).
-fn write_rows(conn: &Connection, events: &[AuditEvent]) {
-    // Scratch copies: one transaction, no fsync (hundreds of them run).
-    conn.execute_batch("PRAGMA synchronous = OFF; BEGIN")
-        .unwrap();
-    conn.execute("DELETE FROM audit", []).unwrap();
+/// Replaces the whole audit table with `events` (as an attacker with the database could), in
+/// one transaction.
+fn write_rows(store: &Store, events: &[AuditEvent]) {
+    let mut sql = String::from("BEGIN; DELETE FROM audit;");
     for e in events {
-        conn.execute(
+        sql.push_str(&format!(
             "INSERT INTO audit (seq, v, at, station, station_seq, operator, kind, batch_id, device_id, detail, prev_hash, hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            params![e.seq, e.v, e.at, e.station, e.station_seq, e.operator, e.kind, e.batch_id, e.device_id, e.detail, e.prev_hash, e.hash],
-        )
-        .unwrap();
+             VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {});",
+            e.seq,
+            e.v,
+            lit(Some(&e.at)),
+            lit(Some(&e.station)),
+            e.station_seq.map_or("NULL".into(), |n| n.to_string()),
+            lit(e.operator.as_deref()),
+            lit(Some(&e.kind)),
+            lit(e.batch_id.as_deref()),
+            lit(e.device_id.as_deref()),
+            lit(Some(&e.detail)),
+            lit(Some(&e.prev_hash)),
+            lit(Some(&e.hash)),
+        ));
     }
-    conn.execute_batch("COMMIT").unwrap();
+    sql.push_str("COMMIT;");
+    store.exec(&sql);
 }
 
 /// Makes `events` a self-consistent chain again: contiguous numbers, per-station numbers,
@@ -117,14 +221,6 @@ impl Rng {
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
-}
-
-fn snapshot(line: &Line, name: &str) -> PathBuf {
-    let p = line.file(name);
-    let _ = std::fs::remove_file(&p);
-    let c = Connection::open(line.file("ledger.sqlite")).unwrap();
-    c.execute("VACUUM INTO ?1", [p.to_str().unwrap()]).unwrap();
-    p
 }
 
 #[test]
@@ -223,7 +319,8 @@ fn audit_log_events_checkpoints_and_mutations() {
     issue(&line, "late-1", "bob");
 
     // The events an auditor expects, with operator and per-station numbers.
-    let events = rows(&line.file("ledger.sqlite"));
+    let live = Store::of_line(&line);
+    let events = rows(&live);
     let kinds: std::collections::BTreeSet<&str> = events.iter().map(|e| e.kind.as_str()).collect();
     for (kind, op) in [("station_started", "carol"), ("station_stopped", "carol")] {
         assert!(
@@ -286,7 +383,7 @@ fn audit_log_events_checkpoints_and_mutations() {
     assert_eq!(v["not_checkpointed"], late, "{v}");
 
     // The harness. Mutations are confined to events up to the last checkpointed head.
-    let pristine = snapshot(&line, "pristine.sqlite");
+    let pristine = live.copy("pristine");
     let t = trust(&line);
     assert!(verify(&pristine, &t, &[]).ok);
     let base = rows(&pristine);
@@ -303,13 +400,11 @@ fn audit_log_events_checkpoints_and_mutations() {
             })
             .collect()
     };
+    // One copy for every run: each replaces the whole audit table, the only one it edits.
+    let copy = pristine.copy("mutated");
+    copy.exec("DROP INDEX IF EXISTS audit_station_seq");
     let mut i = 0;
     while i < runs {
-        let copy = line.file("mutated.sqlite");
-        std::fs::copy(&pristine, &copy).unwrap();
-        let conn = Connection::open(&copy).unwrap();
-        conn.execute_batch("DROP INDEX IF EXISTS audit_station_seq")
-            .unwrap();
         let mut ev = base.clone();
         let k = rng.below(head as u64) as usize; // index of an event at or before the head
         let rehash = rng.below(2) == 1;
@@ -372,8 +467,7 @@ fn audit_log_events_checkpoints_and_mutations() {
         if rehash {
             rechain(&mut ev);
         }
-        write_rows(&conn, &ev);
-        drop(conn);
+        write_rows(&copy, &ev);
         let r = verify(&copy, &t, &[]);
         assert!(
             !r.ok,
@@ -390,34 +484,27 @@ fn audit_log_events_checkpoints_and_mutations() {
     );
 
     // Truncating the tail back past the last checkpoint is detected...
-    let copy = line.file("truncated.sqlite");
-    edited_copy(&pristine, &copy, |c| {
-        c.execute("DELETE FROM audit WHERE seq > ?1", [head - 3])
-            .unwrap();
-    });
+    let copy = pristine.copy("truncated");
+    copy.exec(&format!("DELETE FROM audit WHERE seq > {}", head - 3));
     let r = verify(&copy, &t, &[]);
     assert!(!r.ok);
     assert_problem(&r, "truncated");
     // ...and so is removing a checkpoint that a later checkpoint event names.
-    edited_copy(&pristine, &copy, |c| {
-        c.execute("DELETE FROM checkpoints WHERE id = 1", [])
-            .unwrap();
-    });
+    let copy = pristine.copy("truncated");
+    copy.exec("DELETE FROM checkpoints WHERE id = 1");
     let r = verify(&copy, &t, &[]);
     assert_problem(&r, "checkpoint 1, recorded by event");
     // Removing the last checkpoint together with everything after the one before it leaves a
     // consistent older ledger: only an exported checkpoint file catches that.
-    edited_copy(&pristine, &copy, |c| {
-        let first_head: i64 = c
-            .query_row("SELECT head_seq FROM checkpoints WHERE id = 2", [], |r| {
-                r.get(0)
-            })
-            .unwrap();
-        c.execute("DELETE FROM audit WHERE seq > ?1", [first_head + 1])
-            .unwrap();
-        c.execute("DELETE FROM checkpoints WHERE id = 3", [])
-            .unwrap();
-    });
+    let copy = pristine.copy("truncated");
+    let first_head: i64 = copy
+        .value("SELECT head_seq FROM checkpoints WHERE id = 2")
+        .parse()
+        .unwrap();
+    copy.exec(&format!(
+        "DELETE FROM audit WHERE seq > {}; DELETE FROM checkpoints WHERE id = 3",
+        first_head + 1
+    ));
     assert!(
         verify(&copy, &t, &[]).ok,
         "documented limit: needs the exported checkpoint"
@@ -427,21 +514,15 @@ fn audit_log_events_checkpoints_and_mutations() {
     assert!(!r.ok);
     assert_problem(&r, "truncated");
     // A statement edited in the table no longer matches its signature.
-    edited_copy(&pristine, &copy, |c| {
-        let s: String = c
-            .query_row("SELECT statement FROM checkpoints WHERE id = 3", [], |r| {
-                r.get(0)
-            })
-            .unwrap();
-        let mut d: CheckpointDoc = serde_json::from_str(&s).unwrap();
-        d.statement.head_seq -= 1;
-        d.statement.head_hash = base[(d.statement.head_seq - 1) as usize].hash.clone();
-        c.execute(
-            "UPDATE checkpoints SET statement = ?1 WHERE id = 3",
-            [serde_json::to_string(&d).unwrap()],
-        )
-        .unwrap();
-    });
+    let copy = pristine.copy("truncated");
+    let s = copy.value("SELECT statement FROM checkpoints WHERE id = 3");
+    let mut d: CheckpointDoc = serde_json::from_str(&s).unwrap();
+    d.statement.head_seq -= 1;
+    d.statement.head_hash = base[(d.statement.head_seq - 1) as usize].hash.clone();
+    copy.exec(&format!(
+        "UPDATE checkpoints SET statement = {} WHERE id = 3",
+        lit(Some(&serde_json::to_string(&d).unwrap()))
+    ));
     let r = verify(&copy, &t, &[]);
     assert_problem(&r, "signature");
 
@@ -514,11 +595,9 @@ fn audit_log_events_checkpoints_and_mutations() {
             .unwrap();
         ok(&o);
     }
-    let rogue_ledger = line.file("rogue-ledger.sqlite");
-    std::fs::copy(&pristine, &rogue_ledger).unwrap();
-    let cfg = std::fs::read_to_string(line.config())
-        .unwrap()
-        .replace("ledger: ledger.sqlite", "ledger: rogue-ledger.sqlite")
+    let rogue_ledger = pristine.copy("rogue");
+    let cfg = rogue_ledger
+        .config_text(&std::fs::read_to_string(line.config()).unwrap())
         .replace("object=manifest-signer;", "object=rogue-signer;")
         .replace("cert: ca/manifest-signer.pem", "cert: ca/rogue.pem");
     let rogue_cfg = line.file("rogue.yaml");
@@ -550,21 +629,17 @@ fn audit_log_events_checkpoints_and_mutations() {
 
     // Events after the last checkpoint can be rewritten consistently: reported as not yet
     // checkpointed, which is exactly what the log can and cannot promise.
-    edited_copy(&pristine, &copy, |c| {
-        let mut ev = base.clone();
-        ev.last_mut().unwrap().operator = Some("mallory".into());
-        rechain(&mut ev);
-        write_rows(c, &ev);
-    });
+    let copy = pristine.copy("truncated");
+    let mut ev = base.clone();
+    ev.last_mut().unwrap().operator = Some("mallory".into());
+    rechain(&mut ev);
+    write_rows(&copy, &ev);
     let r = verify(&copy, &t, &[]);
     assert!(r.ok, "{:?}", r.problems);
     assert_eq!(r.not_checkpointed, late);
 
     // The CLI fails with exit 3 on a tampered ledger.
-    let db = Connection::open(line.file("ledger.sqlite")).unwrap();
-    db.execute("UPDATE audit SET operator = 'mallory' WHERE seq = 2", [])
-        .unwrap();
-    drop(db);
+    live.exec("UPDATE audit SET operator = 'mallory' WHERE seq = 2");
     let o = line.certfab(&["log", "verify"]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert!(
@@ -573,3 +648,6 @@ fn audit_log_events_checkpoints_and_mutations() {
         text(&o)
     );
 }
+
+// The whole harness on a PostgreSQL ledger: the tamper tests hold for the central ledger too.
+crate::postgres_twins!(audit_log_events_checkpoints_and_mutations);

@@ -711,3 +711,13 @@ fn chain_keeps_intermediates_and_drops_only_a_root() {
         assert!(o.status.success(), "{}", text(&o));
     }
 }
+
+// The issuing flows again on a PostgreSQL ledger. Not twinned: ca_keys_never_leave_the_token
+// and rsa_ca_signs_pkcs1_and_pss check the token and the signature scheme, which the ledger
+// engine does not touch.
+crate::postgres_twins!(
+    issues_p256_p384_rsa_from_csr_and_pubkey,
+    shipped_profiles_issue_what_their_standards_require,
+    refuses_bad_site_state_with_clear_errors,
+    chain_keeps_intermediates_and_drops_only_a_root,
+);

@@ -224,30 +224,11 @@ fn revoke_crl_tls_and_cloud_lists() {
     ]));
     assert_eq!(again["already"], true);
     assert_eq!(again["reason"], "keyCompromise");
-    let db = ledger(&line);
-    let n: i64 = db
-        .query_row(
-            "SELECT COUNT(*) FROM cert_status WHERE status = 'revoked'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let n = line.ledger_count("SELECT COUNT(*) FROM cert_status WHERE status = 'revoked'");
     assert_eq!(n, 3);
-    let state: String = db
-        .query_row(
-            "SELECT state FROM devices WHERE device_id = 'dev-1'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let state = line.ledger_value("SELECT state FROM devices WHERE device_id = 'dev-1'");
     assert_eq!(state, "revoked");
-    let events: i64 = db
-        .query_row(
-            "SELECT COUNT(*) FROM audit WHERE kind = 'revoked'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let events = line.ledger_count("SELECT COUNT(*) FROM audit WHERE kind = 'revoked'");
     assert_eq!(
         events, 3,
         "one audit event per revocation, none for the repeat"
@@ -441,35 +422,20 @@ fn renew_rotates_a_device_key() {
     assert_eq!(pk_cert, pk_key);
 
     // Ledger: old superseded, device on the new serial in a renewal batch.
-    let db = ledger(&line);
-    let st: String = db
-        .query_row(
-            "SELECT status FROM cert_status WHERE serial = ?1",
-            [&old],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let st = line.ledger_value(&format!(
+        "SELECT status FROM cert_status WHERE serial = '{old}'"
+    ));
     assert_eq!(st, "superseded");
-    let (serial, batch): (String, String) = db
-        .query_row(
-            "SELECT serial, batch_id FROM devices WHERE device_id = 'rot-1'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
-    assert_eq!(serial, new);
+    let row = line.ledger_query("SELECT serial, batch_id FROM devices WHERE device_id = 'rot-1'");
+    let (serial, batch) = (&row[0][0], &row[0][1]);
+    assert_eq!(serial, &new);
     assert_eq!(batch, ren["batch_id"].as_str().unwrap());
-    let source: String = db
-        .query_row("SELECT source FROM batches WHERE id = ?1", [&batch], |r| {
-            r.get(0)
-        })
-        .unwrap();
+    let source = line.ledger_value(&format!("SELECT source FROM batches WHERE id = '{batch}'"));
     assert!(source.contains("\"kind\":\"renew\""), "{source}");
-    drop(db);
 
     // The renewal batch's manifest carries the new certificate.
     let m = line.file("renew-manifest.json");
-    let o = line.manifest_build(&[&batch], None, &m);
+    let o = line.manifest_build(&[batch.as_str()], None, &m);
     assert!(o.status.success(), "{}", text(&o));
     let mtext = std::fs::read_to_string(&m).unwrap();
     assert!(mtext.contains(&new), "manifest lacks the new serial");
@@ -556,31 +522,21 @@ fn renew_rotates_a_device_key() {
     // certificate superseded) is finished by running it again.
     issue(&line, "generic-iot", "rot-2");
     let csr2 = openssl_csr(line.path(), "rot-2-new", "ec:prime256v1", "/CN=rot-2", &[]);
-    {
-        let db = rusqlite::Connection::open(line.file("ledger.sqlite")).unwrap();
-        db.execute_batch(
-            "INSERT INTO cert_status (issuer_key_id, serial, status, reason, at)
-               SELECT c.issuer_key_id, c.serial, 'superseded', 'test', '2026-01-01T00:00:00Z'
-               FROM certificates c WHERE c.device_id = 'rot-2';
-             INSERT INTO certificates (issuer_key_id, serial, profile, device_id, batch_id, state, tbs, created_at)
-               SELECT issuer_key_id, '01ff', profile, device_id, batch_id, 'burned', x'00', created_at
-               FROM certificates WHERE device_id = 'rot-2';
-             UPDATE devices SET state = 'sign_failed', serial = '01ff' WHERE device_id = 'rot-2';",
-        )
-        .unwrap();
-    }
+    line.ledger_exec(&format!(
+        "INSERT INTO cert_status (issuer_key_id, serial, status, reason, at)
+           SELECT c.issuer_key_id, c.serial, 'superseded', 'test', '2026-01-01T00:00:00Z'
+           FROM certificates c WHERE c.device_id = 'rot-2';
+         INSERT INTO certificates (issuer_key_id, serial, profile, device_id, batch_id, state, tbs, created_at)
+           SELECT issuer_key_id, '01ff', profile, device_id, batch_id, 'burned', {}, created_at
+           FROM certificates WHERE device_id = 'rot-2';
+         UPDATE devices SET state = 'sign_failed', serial = '01ff' WHERE device_id = 'rot-2';",
+        line.sql_bytes(&[0])
+    ));
     let r = renew(&line, "rot-2", &csr2, &line.file("renewed-2"));
     assert_eq!(r["renewal"]["already"], false);
-    let db = ledger(&line);
-    let (state, serial): (String, String) = db
-        .query_row(
-            "SELECT state, serial FROM devices WHERE device_id = 'rot-2'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
-    assert_eq!(state, "signed");
-    assert_eq!(serial, r["renewal"]["new_serial"].as_str().unwrap());
+    let row = line.ledger_query("SELECT state, serial FROM devices WHERE device_id = 'rot-2'");
+    assert_eq!(row[0][0], "signed");
+    assert_eq!(row[0][1], r["renewal"]["new_serial"].as_str().unwrap());
 }
 
 #[test]
@@ -744,16 +700,10 @@ fn rollover_status_and_tenants() {
         "acme-1",
         &line.file("out/acme-1"),
     )));
-    let db = ledger(&line);
-    let t: Option<String> = db
-        .query_row(
-            "SELECT b.tenant FROM devices d JOIN batches b ON b.id = d.batch_id WHERE d.device_id = 'acme-1'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(t.as_deref(), Some("acme"));
-    drop(db);
+    let t = line.ledger_value(
+        "SELECT b.tenant FROM devices d JOIN batches b ON b.id = d.batch_id WHERE d.device_id = 'acme-1'",
+    );
+    assert_eq!(t, "acme");
     // A revocation list never mixes tenants.
     ok(&run(&[
         "revoke",
@@ -777,3 +727,10 @@ fn rollover_status_and_tenants() {
     assert_eq!(only.as_array().unwrap().len(), 1);
     assert_eq!(only[0]["device_id"], "acme-1");
 }
+
+// Revocation, renewal and rollover again on a PostgreSQL ledger.
+crate::postgres_twins!(
+    revoke_crl_tls_and_cloud_lists,
+    renew_rotates_a_device_key,
+    rollover_status_and_tenants,
+);

@@ -10,6 +10,14 @@
 //! (or the environment) out from under any other in-process test.
 //!
 //! Run one area with `cargo test --test it AREA::` (e.g. `cargo test --test it station::`).
+//!
+//! The ledger areas (issue_flow, batch, station, lifecycle, manifest, audit, audit_log) run
+//! their ledger tests on both engines: each test is the SQLite run, and the module's
+//! `postgres_twins!` list runs the same function again as `AREA::postgres::NAME`, every line
+//! it makes on a database of its own in one PostgreSQL cluster per test process
+//! (`common::pg::shared`). Tests read and edit the ledger through `Line::ledger_query` /
+//! `ledger_exec`, never a driver of their own. `CERTFAB_TEST_LEDGER=postgres` puts every
+//! line of a whole run on PostgreSQL.
 
 mod common;
 
@@ -29,6 +37,7 @@ mod issue_flow;
 mod lifecycle;
 mod manifest;
 mod manifest_stream;
+mod pg_bench;
 mod policy_corpus;
 mod process_guard;
 mod station;

@@ -16,6 +16,56 @@ pub struct Line {
     /// The central ledger's cluster when the line runs on one (`CERTFAB_TEST_LEDGER=postgres`,
     /// or [`Line::on_postgres`]); stopped after the line.
     pub pg: Option<(pg::PgCluster, pg::PgLedger)>,
+    /// The line's own database in the test process's shared cluster ([`pg::shared`]), when it
+    /// runs on [`Backend::Postgres`] through [`on_backend`] or `CERTFAB_TEST_LEDGER`.
+    pub shared_pg: Option<pg::PgLedger>,
+}
+
+/// The ledger engines a test can run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The line's `ledger.sqlite` (the default).
+    Sqlite,
+    /// A database of its own in the test process's one PostgreSQL cluster.
+    Postgres,
+}
+
+thread_local! {
+    /// The back end [`Line::new`] (and [`Line::fresh`], [`Line::on`]) give a line made on this
+    /// thread; set by [`on_backend`]. Each test runs on a thread of its own, so one test's
+    /// choice is never another's.
+    static BACKEND: std::cell::Cell<Option<Backend>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs the test `f` with every line it makes on `backend`: how [`both_ledgers!`] runs an
+/// existing test, unchanged, on PostgreSQL as well.
+pub fn on_backend(backend: Backend, f: fn()) {
+    BACKEND.with(|b| b.set(Some(backend)));
+    f();
+    BACKEND.with(|b| b.set(None));
+}
+
+/// Gives each named test of the calling module a twin in its `postgres` module that runs it,
+/// unchanged, with every line on a PostgreSQL ledger of its own (`MODULE::postgres::NAME`);
+/// the test itself stays the SQLite run. `NAME::VARIANT` twins one variant of a test that a
+/// module's own macro runs several ways (station.rs: `NAME::sim`). Tests read and edit the ledger through
+/// [`Line::ledger_query`] and [`Line::ledger_exec`], which reach either engine.
+#[macro_export]
+macro_rules! postgres_twins {
+    ($($name:ident $(:: $variant:ident)?),* $(,)?) => {
+        /// The PostgreSQL runs of this module's ledger tests ([`crate::common::on_backend`]).
+        mod postgres {
+            $(
+                #[test]
+                fn $name() {
+                    $crate::common::on_backend(
+                        $crate::common::Backend::Postgres,
+                        super::$name $(:: $variant)?,
+                    )
+                }
+            )*
+        }
+    };
 }
 
 /// The tokens of the matrix (`hsm-fixtures/dev-line.sh --token`, docs/hsm-compat.md).
@@ -189,23 +239,123 @@ impl Line {
         Self::with_ledger_from_env(dir)
     }
 
-    /// The line as the tests run it: on its SQLite ledger, or with
-    /// `CERTFAB_TEST_LEDGER=postgres` on a central ledger in a cluster of its own.
-    fn with_ledger_from_env(dir: tempfile::TempDir) -> Self {
-        let mut line = Self { dir, pg: None };
+    /// The back end a line made now gets: the test's choice ([`on_backend`]), else
+    /// `CERTFAB_TEST_LEDGER=postgres` for every line, else SQLite.
+    pub fn backend_wanted() -> Backend {
+        if let Some(b) = BACKEND.with(|b| b.get()) {
+            return b;
+        }
         if std::env::var("CERTFAB_TEST_LEDGER").as_deref() == Ok("postgres") {
-            line.move_to_postgres();
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        }
+    }
+
+    /// The line as the tests run it: on its SQLite ledger, or on a database of its own in the
+    /// process's shared cluster (see [`Line::backend_wanted`]).
+    fn with_ledger_from_env(dir: tempfile::TempDir) -> Self {
+        let mut line = Self {
+            dir,
+            pg: None,
+            shared_pg: None,
+        };
+        if Self::backend_wanted() == Backend::Postgres {
+            let ledger = pg::shared().fresh_ledger();
+            let text = std::fs::read_to_string(line.config()).expect("read line config");
+            std::fs::write(line.config(), pg::with_ledger(&text, &ledger)).expect("write config");
+            line.shared_pg = Some(ledger);
         }
         line
     }
 
-    /// A SoftHSM line whose ledger is a central PostgreSQL ledger in a cluster of its own.
+    /// A SoftHSM line whose ledger is a central PostgreSQL ledger in a cluster of its own
+    /// (which the test may stop and start: fault tests).
     pub fn on_postgres() -> Self {
-        let mut line = Self::new();
-        if line.pg.is_none() {
-            line.move_to_postgres();
-        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        copy_line(template(), dir.path());
+        let mut line = Self {
+            dir,
+            pg: None,
+            shared_pg: None,
+        };
+        line.move_to_postgres();
         line
+    }
+
+    /// The engine this line's ledger is on.
+    pub fn backend(&self) -> Backend {
+        if self.pg.is_some() || self.shared_pg.is_some() {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        }
+    }
+
+    /// The cluster and database of a line on PostgreSQL.
+    pub fn pg_ledger(&self) -> Option<(&pg::PgCluster, &pg::PgLedger)> {
+        match (&self.pg, &self.shared_pg) {
+            (Some((c, l)), _) => Some((c, l)),
+            (None, Some(l)) => Some((pg::shared(), l)),
+            (None, None) => None,
+        }
+    }
+
+    /// The rows of one query on the line's ledger, whichever engine it is on, each column as
+    /// text: integers in decimal, bytes in lower-case hex, NULL as `NULL`. The SQL must mean
+    /// the same in both dialects (values written into it; no placeholders).
+    pub fn ledger_query(&self, sql: &str) -> Vec<Vec<String>> {
+        match self.pg_ledger() {
+            Some((c, l)) => c.query(&l.db, sql),
+            None => sqlite_query(&self.file("ledger.sqlite"), sql),
+        }
+    }
+
+    /// The one value of a query that returns one row of one column.
+    pub fn ledger_value(&self, sql: &str) -> String {
+        let rows = self.ledger_query(sql);
+        assert!(
+            rows.len() == 1 && rows[0].len() == 1,
+            "{sql} returned {rows:?}, not one value"
+        );
+        rows[0][0].clone()
+    }
+
+    /// A count (or any integer) from the ledger.
+    pub fn ledger_count(&self, sql: &str) -> i64 {
+        let v = self.ledger_value(sql);
+        v.parse()
+            .unwrap_or_else(|_| panic!("{sql} returned {v:?}, not an integer"))
+    }
+
+    /// A bytes literal in the line's ledger's SQL dialect (tamper statements).
+    pub fn sql_bytes(&self, b: &[u8]) -> String {
+        match self.backend() {
+            Backend::Sqlite => format!("x'{}'", hex::encode(b)),
+            Backend::Postgres => format!("'\\x{}'::bytea", hex::encode(b)),
+        }
+    }
+
+    /// Everything the ledger stores, as bytes to search (a secret must not be in it): the
+    /// SQLite file, or a `pg_dump` of the line's database.
+    pub fn ledger_bytes(&self) -> Vec<u8> {
+        match self.pg_ledger() {
+            Some((c, l)) => c.dump(&l.db),
+            None => std::fs::read(self.file("ledger.sqlite")).expect("read ledger.sqlite"),
+        }
+    }
+
+    /// Runs statements on the line's ledger as its owner would (tamper tests: rows edited
+    /// behind certfab's back), on either engine.
+    pub fn ledger_exec(&self, sql: &str) {
+        match self.pg_ledger() {
+            Some((c, l)) => c.exec(&l.db, sql),
+            None => {
+                let db = rusqlite::Connection::open(self.file("ledger.sqlite")).unwrap();
+                db.execute_batch(sql)
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            }
+        }
     }
 
     /// Points the line's config at a new database in a new cluster (the SQLite ledger the
@@ -646,6 +796,33 @@ pub fn rust_pubkey_pem() -> String {
         .public_key()
         .to_public_key_pem(p256::pkcs8::LineEnding::LF)
         .unwrap()
+}
+
+/// The rows of `sql` on a SQLite file, each column as text (see [`Line::ledger_query`]).
+pub fn sqlite_query(path: &Path, sql: &str) -> Vec<Vec<String>> {
+    use rusqlite::types::ValueRef;
+    let db =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let mut st = db.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let n = st.column_count();
+    let rows = st
+        .query_map([], |r| {
+            (0..n)
+                .map(|i| {
+                    Ok(match r.get_ref(i)? {
+                        ValueRef::Null => "NULL".to_string(),
+                        ValueRef::Integer(v) => v.to_string(),
+                        ValueRef::Real(v) => v.to_string(),
+                        ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                        ValueRef::Blob(b) => hex::encode(b),
+                    })
+                })
+                .collect::<rusqlite::Result<Vec<String>>>()
+        })
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    rows.map(|r| r.unwrap_or_else(|e| panic!("{sql}: {e}")))
+        .collect()
 }
 
 /// Opens the line's ledger read-only for assertions.

@@ -433,6 +433,107 @@ pub fn with_ledger(text: &str, ledger: &PgLedger) -> String {
     out
 }
 
+/// The test process's one cluster for lines on PostgreSQL ([`super::Backend::Postgres`]):
+/// started on first use, a database of its own per line ([`PgCluster::fresh_ledger`]). A
+/// static is never dropped, so a watcher started with it (in a session of its own, so a
+/// Ctrl-C of the tests does not take it first) stops the server and removes its directory
+/// once this process is gone, however it ended.
+pub fn shared() -> &'static PgCluster {
+    static SHARED: std::sync::OnceLock<PgCluster> = std::sync::OnceLock::new();
+    SHARED.get_or_init(|| {
+        let c = PgCluster::start();
+        let pidfile = c.data().join("postmaster.pid");
+        let script = format!(
+            "while kill -0 {me} 2>/dev/null; do sleep 1; done; \
+             pm=$(head -n 1 '{pidfile}'); kill -QUIT \"$pm\" 2>/dev/null; \
+             while kill -0 \"$pm\" 2>/dev/null; do sleep 0.2; done; rm -rf '{dir}'",
+            me = std::process::id(),
+            pidfile = pidfile.display(),
+            dir = c.dir.path().display(),
+        );
+        // `setsid --fork` returns once the watcher runs in its own session.
+        let started = Command::new("setsid")
+            .args(["--fork", "sh", "-c", &script])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("start the shared cluster's watcher");
+        assert!(started.success(), "setsid: {started}");
+        c
+    })
+}
+
+impl PgCluster {
+    /// A new ledger database with a name no other in this cluster has.
+    pub fn fresh_ledger(&self) -> PgLedger {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.ledger(&format!("line{n}"))
+    }
+
+    /// `pg_dump` of database `db` (plain SQL, data included).
+    pub fn dump(&self, db: &str) -> Vec<u8> {
+        let o = Command::new(self.bin.join("pg_dump"))
+            .arg("-h")
+            .arg(self.data())
+            .args(["-p", &self.port.to_string(), "-U", "certfab_test_super", db])
+            .output()
+            .expect("pg_dump");
+        assert!(
+            o.status.success(),
+            "pg_dump {db}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o.stdout
+    }
+
+    /// Runs statements on database `db` as the superuser, in one round trip.
+    pub fn exec(&self, db: &str, sql: &str) {
+        self.client(db)
+            .batch_execute(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// A connection to database `db` as the superuser, through the socket.
+    fn client(&self, db: &str) -> postgres::Client {
+        postgres::Config::new()
+            .host_path(self.data())
+            .port(self.port)
+            .user("certfab_test_super")
+            .dbname(db)
+            .connect(postgres::NoTls)
+            .unwrap_or_else(|e| panic!("connect to {db}: {e}"))
+    }
+
+    /// The rows of `sql` on database `db` as the superuser, each column as text (integers in
+    /// decimal, bytes in lower-case hex, NULL as `NULL`: what [`super::sqlite_query`] gives).
+    pub fn query(&self, db: &str, sql: &str) -> Vec<Vec<String>> {
+        self.try_query(db, sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// [`PgCluster::query`], its error returned (a poll that may run before the schema exists).
+    pub fn try_query(&self, db: &str, sql: &str) -> Result<Vec<Vec<String>>, postgres::Error> {
+        use postgres::SimpleQueryMessage;
+        let msgs = self.client(db).simple_query(sql)?;
+        Ok(msgs
+            .iter()
+            .filter_map(|m| match m {
+                SimpleQueryMessage::Row(r) => Some(
+                    (0..r.len())
+                        .map(|i| match r.get(i) {
+                            None => "NULL".to_string(),
+                            Some(v) => v.strip_prefix("\\x").unwrap_or(v).to_string(),
+                        })
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
 impl Drop for PgCluster {
     fn drop(&mut self) {
         let _ = self.stop_server("immediate");
