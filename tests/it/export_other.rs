@@ -462,8 +462,7 @@ fn azure_dps_allocation_x509_registration_ids_and_group_ca_verification() {
 
 /// Java's X500Principal.getName(RFC2253) for each DER certificate file: Hono's auth-id.
 fn java_rfc2253(ders: &[PathBuf]) -> Vec<String> {
-    let o = Command::new("java")
-        .arg(common::repo().join("tests/java/Rfc2253.java"))
+    let o = common::java("Rfc2253")
         .args(ders)
         .output()
         .expect("run java (JDK 11+)");
@@ -708,8 +707,7 @@ fn device_of(seq: u64, id: &str, der: Vec<u8>) -> ExportDevice {
 /// What Hono does with each certificate under `template` (tests/java/HonoAuthId.java):
 /// `Ok((adapter auth-id, what the registry stores for it))` or `Err(why)`.
 fn java_hono_auth_ids(template: &str, ders: &[PathBuf]) -> Vec<Result<(String, String), String>> {
-    let o = Command::new("java")
-        .arg(common::repo().join("tests/java/HonoAuthId.java"))
+    let o = common::java("HonoAuthId")
         .arg(template)
         .args(ders)
         .output()

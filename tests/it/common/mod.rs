@@ -148,19 +148,7 @@ fn try_build_line(token: Option<Token>, dir: &Path) -> Result<(), String> {
 pub fn template() -> &'static Path {
     static TEMPLATE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let built = TEMPLATE.get_or_init(|| {
-        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dev-lines");
-        std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
-        if let Ok(entries) = std::fs::read_dir(&root) {
-            for e in entries.flatten() {
-                let name = e.file_name();
-                let pid = name.to_str().and_then(|n| n.parse::<u32>().ok());
-                if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
-                    let _ = std::fs::remove_dir_all(e.path());
-                }
-            }
-        }
-        let dir = root.join(std::process::id().to_string());
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = process_scratch("dev-lines")?;
         try_build_line(None, &dir)?;
         Ok(dir)
     });
@@ -168,6 +156,25 @@ pub fn template() -> &'static Path {
         Ok(dir) => dir,
         Err(e) => panic!("the shared dev line could not be built: {e}"),
     }
+}
+
+/// target/tmp/KIND/PID for this test process (not created), after removing what test
+/// processes that have ended left under target/tmp/KIND.
+fn process_scratch(kind: &str) -> Result<PathBuf, String> {
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join(kind);
+    std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+    if let Ok(entries) = std::fs::read_dir(&root) {
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let pid = name.to_str().and_then(|n| n.parse::<u32>().ok());
+            if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    let dir = root.join(std::process::id().to_string());
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(dir)
 }
 
 /// Copies a built line from `from` into the existing empty dir `to` as `cp -a` would (modes
@@ -208,6 +215,44 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `java` running one of the test harnesses in tests/java (Hono's and the JDK's own code
+/// paths), compiled once per test process by javac into target/tmp/java/PID. Launching a
+/// `.java` source file compiles it on every run (~3 CPU-seconds each); a compiled class with
+/// the client compiler only and a serial collector starts in a tenth of that, and the
+/// harnesses run the same code either way.
+pub fn java(class: &str) -> Command {
+    static CLASSES: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let built = CLASSES.get_or_init(|| {
+        let dir = process_scratch("java")?;
+        std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let sources: Vec<PathBuf> = std::fs::read_dir(repo().join("tests/java"))
+            .map_err(|e| e.to_string())?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "java"))
+            .collect();
+        let o = Command::new("javac")
+            .arg("-d")
+            .arg(&dir)
+            .args(&sources)
+            .output()
+            .map_err(|e| format!("run javac (JDK 11+): {e}"))?;
+        if !o.status.success() {
+            return Err(format!("javac failed: {}", text(&o)));
+        }
+        Ok(dir)
+    });
+    let dir = match built {
+        Ok(dir) => dir,
+        Err(e) => panic!("the Java test harnesses could not be compiled: {e}"),
+    };
+    let mut cmd = Command::new("java");
+    cmd.args(["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-cp"])
+        .arg(dir)
+        .arg(class);
+    cmd
 }
 
 /// The Python that runs the test-only checkers (botocore, jwcrypto, parliament, …): the
