@@ -30,6 +30,7 @@ mod lifecycle;
 mod manifest;
 mod policy_corpus;
 mod process_guard;
+mod spy;
 mod station;
 mod token_matrix;
 mod wycheproof_p1363;
