@@ -18,7 +18,7 @@ use std::path::Path;
 use time::{OffsetDateTime, PrimitiveDateTime};
 
 /// The audit event kind a signing command records when it ends.
-pub const EVENT: &str = "token_signatures";
+pub const EVENT: &str = crate::hsm::TOKEN_SIGNATURES_EVENT;
 
 /// How long after a process's last `C_Sign` its `token_signatures` event may be recorded (the
 /// command's end: closing the ledger, writing its outputs).
@@ -147,7 +147,8 @@ impl SpyLog {
 /// a function's outputs only when it returned `CKR_OK`, and C_Sign, C_SignFinal and
 /// C_SignRecover name their output so; a NULL address is the length query. Lines, not call
 /// blocks, are counted because the workers of one process sign in parallel and the spy
-/// interleaves their blocks in the log (a call's lines can be cut by another's header).
+/// interleaves their blocks in the log (a call's lines can be cut by another's header, and
+/// two threads' `[out]` lines can share one line).
 fn parse(mut r: impl std::io::BufRead) -> std::io::Result<Vec<Proc>> {
     let ts = time::macros::format_description!(
         "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond]"
@@ -175,10 +176,14 @@ fn parse(mut r: impl std::io::BufRead) -> std::io::Result<Vec<Proc>> {
         let Some(p) = procs.last_mut() else {
             continue;
         };
-        if let Some(rest) = line.strip_prefix("[out] pSignature[*pulSignatureLen] ") {
-            if !rest.starts_with("NULL") {
-                p.signatures += 1;
-            }
+        // Every occurrence: a thread's output can land inside another's line.
+        const OUT: &str = "[out] pSignature[*pulSignatureLen] ";
+        let outs = line
+            .match_indices(OUT)
+            .filter(|(i, _)| !line[i + OUT.len()..].starts_with("NULL"))
+            .count();
+        if line.contains(OUT) {
+            p.signatures += outs as u64;
         } else if line.as_bytes().first().is_some_and(u8::is_ascii_digit) {
             if let Ok(t) = PrimitiveDateTime::parse(line, &ts) {
                 let t = t.assume_utc();

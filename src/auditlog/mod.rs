@@ -335,7 +335,9 @@ pub fn verify(
             // Nor is the count of signatures of the command that signed it (that signature
             // included), recorded as it ends: the next checkpoint covers it, and no checkpoint
             // could ever cover its own count.
-            if second_after_head.get(&best).map(String::as_str) == Some(crate::audit::spy::EVENT) {
+            if second_after_head.get(&best).map(String::as_str)
+                == Some(crate::hsm::TOKEN_SIGNATURES_EVENT)
+            {
                 not_checkpointed -= 1;
             }
         }

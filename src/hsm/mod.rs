@@ -22,7 +22,7 @@ pub use key::HsmKey;
 pub use keygen::{generate_ca_key, import_certificate, init_token, CaKeyAlgorithm, CertObject};
 use recovery::Fault;
 pub use recovery::DEFAULT_RECOVERY_WINDOW;
-pub use tally::{KeySignatures, SignPurpose};
+pub use tally::{KeySignatures, SignPurpose, TOKEN_SIGNATURES_EVENT};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::RvError;

@@ -7,6 +7,10 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+/// The audit event kind a signing command records its counts under when it ends (defined
+/// here, below both the audit log and the audit that read it).
+pub const TOKEN_SIGNATURES_EVENT: &str = "token_signatures";
+
 /// Why the token was asked to sign.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -384,7 +384,7 @@ impl Site {
         )?;
         let total: u64 = keys.iter().map(|k| k.total()).sum();
         ledger.record_event(
-            crate::audit::spy::EVENT,
+            crate::hsm::TOKEN_SIGNATURES_EVENT,
             None,
             None,
             &serde_json::json!({

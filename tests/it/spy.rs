@@ -10,12 +10,12 @@ use std::path::Path;
 /// query that precedes each signature.
 fn spy_signatures(log: &Path) -> u64 {
     let text = std::fs::read_to_string(log).unwrap();
-    text.lines()
-        .filter(|l| {
-            l.starts_with("[out] pSignature[*pulSignatureLen] ")
-                && !l.contains("pSignature[*pulSignatureLen] NULL")
-        })
-        .count() as u64
+    // Substrings, not lines: parallel workers' output lands inside each other's lines.
+    let outs = text.matches("[out] pSignature[*pulSignatureLen] ").count();
+    let queries = text
+        .matches("[out] pSignature[*pulSignatureLen] NULL")
+        .count();
+    (outs - queries) as u64
 }
 
 fn spy_audit(line: &Line, log: &Path) -> (std::process::Output, serde_json::Value) {
