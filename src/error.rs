@@ -78,6 +78,9 @@ pub enum Error {
     /// Audit input that cannot be read.
     #[error(transparent)]
     Audit(#[from] crate::audit::CorpusError),
+    /// A spy log `certfab audit --spy-log` cannot use.
+    #[error(transparent)]
+    SpyLog(#[from] crate::audit::spy::SpyError),
     /// One device's issuance through the ledger (refused, ledger, or signature).
     #[error(transparent)]
     Record(#[from] crate::issue::RecordError),
@@ -123,6 +126,7 @@ impl Error {
             Self::Manifest(e) => e.exit_code(),
             Self::Jws(e) => e.exit_code(),
             Self::Audit(e) => e.exit_code(),
+            Self::SpyLog(e) => e.exit_code(),
             Self::Record(e) => e.exit_code(),
             Self::Usage(_) => ExitCode::Usage,
         }

@@ -416,7 +416,7 @@ _certfab() {
             return 0
             ;;
         certfab__subcmd__audit)
-            opts="-h --ledger --manifest --ca --certs --profiles --expiring-days --fail-on --checkpoint --signer-cert --html --config --json --help"
+            opts="-h --ledger --manifest --ca --certs --profiles --expiring-days --fail-on --checkpoint --signer-cert --html --spy-log --config --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -459,6 +459,10 @@ _certfab() {
                     return 0
                     ;;
                 --html)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --spy-log)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

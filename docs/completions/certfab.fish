@@ -370,6 +370,7 @@ critical\t''"
 complete -c certfab -n "__fish_certfab_using_subcommand audit" -l checkpoint -d 'A checkpoint exported earlier (`certfab log checkpoint --out`; repeatable): checked against the ledger it names, which also catches checkpoints removed from it' -r -F
 complete -c certfab -n "__fish_certfab_using_subcommand audit" -l signer-cert -d 'The audit signer certificate checkpoints must be signed by. Default with --config: the site\'s signer.cert; otherwise any signer under a given root' -r -F
 complete -c certfab -n "__fish_certfab_using_subcommand audit" -l html -d 'Also write the report as one self-contained HTML file (must not exist)' -r -F
+complete -c certfab -n "__fish_certfab_using_subcommand audit" -l spy-log -d 'A call log of OpenSC\'s pkcs11-spy captured in front of the token: every signature in it must be accounted for by the ledger\'s token_signatures events (docs/audit.md)' -r -F
 complete -c certfab -n "__fish_certfab_using_subcommand audit" -l config -d 'Site config (certfab.yaml). Also CERTFAB_CONFIG' -r -F
 complete -c certfab -n "__fish_certfab_using_subcommand audit" -l json -d 'Print a machine-readable JSON result on stdout; messages go to stderr'
 complete -c certfab -n "__fish_certfab_using_subcommand audit" -s h -l help -d 'Print help'

@@ -11,6 +11,7 @@ mod corpus;
 pub mod counts;
 pub mod html;
 pub mod report;
+pub mod spy;
 
 pub use corpus::{CaEntry, CertRow, Corpus, CorpusError, CrlRec, DeviceRec, LedgerData, Sources};
 pub use counts::Counts;
@@ -142,6 +143,9 @@ pub struct Report {
     pub by_severity: std::collections::BTreeMap<&'static str, u64>,
     /// Issuance and rejection figures.
     pub counts: Counts,
+    /// The token's signatures reconciled with a pkcs11-spy log (`--spy-log`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_signatures: Option<spy::Reconciliation>,
 }
 
 /// The inputs a report covers.
@@ -231,5 +235,24 @@ pub fn run(corpus: &Corpus, opts: &Options) -> Report {
         findings,
         by_severity,
         counts: counts::count(corpus),
+        token_signatures: None,
+    }
+}
+
+impl Report {
+    /// Adds the reconciliation with a spy log and its findings (kept in report order).
+    pub fn add_spy(&mut self, rec: spy::Reconciliation, findings: Vec<Finding>) {
+        for f in &findings {
+            *self.by_severity.entry(f.severity.name()).or_insert(0) += 1;
+        }
+        self.findings.extend(findings);
+        self.findings.sort_by_cached_key(|f| {
+            (
+                std::cmp::Reverse(f.severity),
+                f.code,
+                natural_key(&f.locations),
+            )
+        });
+        self.token_signatures = Some(rec);
     }
 }

@@ -154,6 +154,30 @@ pub fn text(report: &Report, fail_on: Severity) -> String {
             .collect();
         let _ = writeln!(out, "  rejections by reason: {}", s.join(", "));
     }
+    if let Some(r) = &report.token_signatures {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "Token signatures (spy log {}):", esc(&r.spy_log));
+        let _ = writeln!(
+            out,
+            "  made per the spy log {}, accounted for by the ledger {} ({} documents, {} self-tests) in {} .. {}",
+            r.token_signatures, r.accounted, r.documents, r.self_tests, r.from, r.until
+        );
+        for p in &r.processes {
+            let _ = writeln!(
+                out,
+                "  process {} (line {}): {} signatures, {} .. {}, {}",
+                p.index,
+                p.line,
+                p.signatures,
+                esc(&p.first_call),
+                esc(&p.last_call),
+                match &p.event {
+                    Some(e) => format!("{} recorded by {}", p.recorded, esc(e)),
+                    None => "NO token_signatures event".into(),
+                }
+            );
+        }
+    }
     let _ = writeln!(out);
     if report.fails(fail_on) {
         let _ = writeln!(

@@ -42,6 +42,10 @@ pub struct AuditArgs {
     /// Also write the report as one self-contained HTML file (must not exist).
     #[arg(long, value_name = "REPORT.html")]
     html: Option<PathBuf>,
+    /// A call log of OpenSC's pkcs11-spy captured in front of the token: every signature in
+    /// it must be accounted for by the ledger's token_signatures events (docs/audit.md).
+    #[arg(long, value_name = "FILE")]
+    spy_log: Option<PathBuf>,
 }
 
 pub(super) fn run(ctx: &Ctx, a: AuditArgs) -> Result<ExitCode, Error> {
@@ -59,8 +63,14 @@ pub(super) fn run(ctx: &Ctx, a: AuditArgs) -> Result<ExitCode, Error> {
         signer_cert: a.signer_cert,
         checkpoints: a.checkpoints,
     };
-    let report =
-        crate::site::audit::audit(&ctx.site, src, a.expiring_days, fail_on, a.html.as_deref())?;
+    let report = crate::site::audit::audit(
+        &ctx.site,
+        src,
+        a.expiring_days,
+        fail_on,
+        a.html.as_deref(),
+        a.spy_log.as_deref(),
+    )?;
     if let (Some(h), false) = (&a.html, ctx.json) {
         eprintln!("HTML report written to {}", h.display());
     }

@@ -1,7 +1,7 @@
 //! A signing key on the token, held by one worker with its own session.
 
 use super::quirks::RsaVia;
-use super::{find, labels, Hsm, HsmError, Pkcs11Uri};
+use super::{find, labels, Hsm, HsmError, Pkcs11Uri, SignPurpose};
 use crate::crypto::{raw_ecdsa_to_der, HashAlg, PublicKey, SignatureAlgorithm};
 use crate::crypto::{CryptoError, SignError, Signer};
 use const_oid::db::rfc5912 as oids;
@@ -78,10 +78,12 @@ impl<'h> HsmKey<'h> {
     fn self_test(&self) -> Result<(), HsmError> {
         let mut nonce = [0u8; 32];
         getrandom::getrandom(&mut nonce).map_err(|e| HsmError::Other(e.to_string()))?;
-        let sig = self.sign_recovering(&nonce).map_err(|e| match e {
-            KeyError::Hsm(h) => h,
-            KeyError::Crypto(c) => HsmError::Other(c.to_string()),
-        })?;
+        let sig = self
+            .sign_recovering(&nonce, SignPurpose::SelfTest)
+            .map_err(|e| match e {
+                KeyError::Hsm(h) => h,
+                KeyError::Crypto(c) => HsmError::Other(c.to_string()),
+            })?;
         self.public
             .verify(self.alg, &nonce, &sig)
             .map_err(|_| HsmError::KeyMismatch {
@@ -108,7 +110,7 @@ impl<'h> HsmKey<'h> {
 
     /// Signs `msg` with the key's algorithm: the host hashes (and for PKCS#1 v1.5 builds the
     /// DigestInfo), the token signs once, recovering a lost token in between.
-    fn sign_recovering(&self, msg: &[u8]) -> Result<Vec<u8>, KeyError> {
+    fn sign_recovering(&self, msg: &[u8], purpose: SignPurpose) -> Result<Vec<u8>, KeyError> {
         let pss = |h: HashAlg| {
             let (hash_alg, mgf) = match h {
                 HashAlg::Sha256 => (MechanismType::SHA256, PkcsMgfType::MGF1_SHA256),
@@ -155,7 +157,7 @@ impl<'h> HsmKey<'h> {
                 .into())
             }
         };
-        let raw = self.sign_raw(&mechanism, &data)?;
+        let raw = self.sign_raw(&mechanism, &data, purpose)?;
         Ok(match self.alg {
             SignatureAlgorithm::Ecdsa(_) => raw_ecdsa_to_der(&raw, raw.len() / 2)?,
             _ => raw,
@@ -165,15 +167,24 @@ impl<'h> HsmKey<'h> {
     /// One `C_Sign` of `data`, through the recovery loop: a session of a module generation
     /// that no longer exists (another worker re-opened the token) is replaced before use, and
     /// after a re-open the key found again must be the same key.
-    fn sign_raw(&self, mechanism: &Mechanism, data: &[u8]) -> Result<Vec<u8>, HsmError> {
+    /// Each signature returned is counted for the `token_signatures` audit event.
+    fn sign_raw(
+        &self,
+        mechanism: &Mechanism,
+        data: &[u8],
+        purpose: SignPurpose,
+    ) -> Result<Vec<u8>, HsmError> {
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         self.hsm.recovering(|reopen| {
             if reopen || live.generation != self.hsm.generation() {
                 self.reopen(&mut live)?;
             }
-            live.session
+            let sig = live
+                .session
                 .sign(mechanism, live.handle, data)
-                .map_err(HsmError::call)
+                .map_err(HsmError::call)?;
+            self.hsm.count_signature(&self.uri, purpose);
+            Ok(sig)
         })
     }
 
@@ -242,7 +253,7 @@ impl Signer for HsmKey<'_> {
     }
 
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, SignError> {
-        Ok(self.sign_recovering(msg)?)
+        Ok(self.sign_recovering(msg, SignPurpose::Document)?)
     }
 
     fn sign_digest(&self, digest: &[u8]) -> Result<Vec<u8>, SignError> {

@@ -12,6 +12,7 @@ mod key;
 mod keygen;
 mod quirks;
 mod recovery;
+mod tally;
 
 pub use crate::pkcs11_uri::Pkcs11Uri;
 pub use bench::{bench, BenchResult};
@@ -21,6 +22,7 @@ pub use key::HsmKey;
 pub use keygen::{generate_ca_key, import_certificate, init_token, CaKeyAlgorithm, CertObject};
 use recovery::Fault;
 pub use recovery::DEFAULT_RECOVERY_WINDOW;
+pub use tally::{KeySignatures, SignPurpose, TOKEN_SIGNATURES_EVENT};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::RvError;
@@ -46,6 +48,8 @@ pub struct Hsm {
     /// alone, so the module is never finalized under a call still in flight on another worker
     /// (p11-kit's client aborts the process when that happens).
     calls: std::sync::RwLock<()>,
+    /// Signatures made so far (the `token_signatures` audit event).
+    tally: tally::Tally,
 }
 
 struct State {
@@ -86,6 +90,7 @@ impl Hsm {
             login: Mutex::new(None),
             recovery: recovery::Recovery::new(DEFAULT_RECOVERY_WINDOW),
             calls: std::sync::RwLock::new(()),
+            tally: tally::Tally::default(),
         })
     }
 
@@ -342,6 +347,16 @@ impl Hsm {
     pub fn inject_reset(&self) {
         let (ctx, _, _) = self.context();
         let _ = ctx.finalize();
+    }
+
+    /// The signatures the token made for this process since the last call, by key and
+    /// purpose (only those that returned a signature), and resets the count.
+    pub fn take_signatures(&self) -> Vec<KeySignatures> {
+        self.tally.take()
+    }
+
+    pub(crate) fn count_signature(&self, key: &Pkcs11Uri, purpose: SignPurpose) {
+        self.tally.add(&key.to_string(), purpose);
     }
 
     /// How many times the module was re-initialised after a failure.

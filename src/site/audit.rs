@@ -15,6 +15,7 @@ pub fn audit(
     expiring_days: i64,
     fail_on: Severity,
     html: Option<&Path>,
+    spy_log: Option<&Path>,
 ) -> Result<Report, Error> {
     if let Some(path) = site.path_opt() {
         let site = crate::config::SiteConfig::load(path)?;
@@ -55,14 +56,20 @@ pub fn audit(
     if let Some(h) = html {
         crate::output::check_free(&[h])?;
     }
+    // The log is bad input the user can fix: refused before anything else is read.
+    let spy = spy_log.map(audit::spy::SpyLog::read).transpose()?;
     let corpus = Corpus::load(&src)?;
-    let report = audit::run(
+    let mut report = audit::run(
         &corpus,
         &audit::Options {
             expiring_days,
             now: site.clock().now(),
         },
     );
+    if let Some(log) = &spy {
+        let (rec, findings) = audit::spy::reconcile(log, &src.ledgers)?;
+        report.add_spy(rec, findings);
+    }
     if let Some(h) = html {
         crate::output::write_new(h, audit::html::render(&report, fail_on).as_bytes())?;
     }

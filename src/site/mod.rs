@@ -347,6 +347,58 @@ impl Site {
     }
 }
 
+/// Every signature the token made for a command is accounted for in the ledger: when the site
+/// closes (the command's end, an error exit included), one `token_signatures` audit event
+/// records the counts by key and purpose with this process's id, which is what
+/// `certfab audit --spy-log` reconciles a pkcs11-spy call log with. The command's own ledger
+/// connection is closed by then (it is opened after the site, so dropped first). A process
+/// that is killed writes no event: the audit reports its signatures as unaccounted for, by
+/// process id. A SQLite ledger that does not exist yet (`hsm bench` on a new line) is not
+/// created for this: there is nothing to audit.
+impl Drop for Site {
+    fn drop(&mut self) {
+        let keys = self.hsm.take_signatures();
+        if keys.is_empty() {
+            return;
+        }
+        if let Err(e) = self.record_signatures(&keys) {
+            let total: u64 = keys.iter().map(|k| k.total()).sum();
+            eprintln!(
+                "warning: the token made {total} signatures for this command (process {}) that could not be recorded in the audit log: {e}; certfab audit --spy-log will report them as unaccounted for",
+                std::process::id()
+            );
+        }
+    }
+}
+
+impl Site {
+    fn record_signatures(&self, keys: &[crate::hsm::KeySignatures]) -> Result<(), Error> {
+        if let crate::config::LedgerLocation::Sqlite(p) = &self.config.ledger {
+            if !p.exists() {
+                return Ok(());
+            }
+        }
+        let mut ledger = Ledger::open_with_clock(
+            &self.config.ledger,
+            &self.config.station_id,
+            self.clock.clone(),
+        )?;
+        let total: u64 = keys.iter().map(|k| k.total()).sum();
+        ledger.record_event(
+            crate::hsm::TOKEN_SIGNATURES_EVENT,
+            None,
+            None,
+            &serde_json::json!({
+                "pid": std::process::id(),
+                "token": self.hsm.token_label(),
+                "signatures": total,
+                "keys": keys,
+            }),
+        )?;
+        Ok(())
+    }
+}
+
 fn pin_kind(src: &crate::secret::SecretSource) -> &'static str {
     match src {
         crate::secret::SecretSource::Env(_) => "env",

@@ -40,6 +40,7 @@ mod manifest_stream;
 mod pg_bench;
 mod policy_corpus;
 mod process_guard;
+mod spy;
 mod station;
 mod token_matrix;
 mod wycheproof_p1363;

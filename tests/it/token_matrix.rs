@@ -593,41 +593,6 @@ fn ca_keygen_refused_key_is_deleted() {
     }
 }
 
-/// OpenSC's pkcs11-spy, which logs every PKCS#11 call to the module behind it.
-fn pkcs11_spy() -> &'static str {
-    [
-        "/usr/lib/x86_64-linux-gnu/pkcs11-spy.so",
-        "/usr/lib/aarch64-linux-gnu/pkcs11-spy.so",
-        "/usr/lib/pkcs11/pkcs11-spy.so",
-    ]
-    .into_iter()
-    .find(|m| Path::new(m).exists())
-    .expect("pkcs11-spy.so (opensc) is not installed")
-}
-
-/// Points a SoftHSM line's site config at pkcs11-spy in front of SoftHSM, logging to `log`.
-fn spy_on(line: &Line, log: &Path) {
-    let text = std::fs::read_to_string(line.config()).unwrap();
-    let module = softhsm_module();
-    let conf = format!(
-        "    SOFTHSM2_CONF: {}",
-        line.file("softhsm2.conf").display()
-    );
-    assert!(text.contains(&module) && text.contains(&conf), "{text}");
-    let text = text.replace(
-        &format!("module: {module}"),
-        &format!("module: {}", pkcs11_spy()),
-    );
-    let text = text.replace(
-        &conf,
-        &format!(
-            "{conf}\n    PKCS11SPY: {module}\n    PKCS11SPY_OUTPUT: {}",
-            log.display()
-        ),
-    );
-    std::fs::write(line.config(), text).unwrap();
-}
-
 /// AWS CloudHSM's SDK 5 supports no read-only session (docs/hsm-compat.md): certfab opens
 /// none, the login's included. Before, the login was made on a read-only session, which
 /// CloudHSM refuses. Checked in the call log of pkcs11-spy in front of SoftHSM: every
