@@ -268,7 +268,7 @@ impl Signer for HsmKey<'_> {
             return Err(SignError::Crypto(CryptoError::BadSignature));
         }
         let raw = self
-            .sign_raw(&Mechanism::Ecdsa, digest)
+            .sign_raw(&Mechanism::Ecdsa, digest, SignPurpose::Document)
             .map_err(KeyError::from)?;
         Ok(raw_ecdsa_to_der(&raw, raw.len() / 2).map_err(KeyError::from)?)
     }
