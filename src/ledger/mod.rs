@@ -298,6 +298,13 @@ pub struct BatchStatus {
     pub problems: Vec<Rejection>,
 }
 
+/// What opening a ledger does with the intents of runs that ended without recording them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Intents {
+    BurnInterrupted,
+    Leave,
+}
+
 /// An open, migrated, locked ledger.
 pub struct Ledger {
     conn: Conn,
@@ -365,13 +372,39 @@ impl Ledger {
         station: &str,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, LedgerError> {
-        match at.into() {
-            LedgerLocation::Sqlite(path) => Self::open_sqlite(&path, station, clock),
-            LedgerLocation::Postgres(t) => Self::open_pg(t, station, clock),
+        Self::open_as(at.into(), station, clock, Intents::BurnInterrupted)
+    }
+
+    /// [`Ledger::open_with_clock`] for a process that only appends an audit event after its
+    /// command's own ledger has closed (the `token_signatures` count at exit): the intents a
+    /// failed run left stay as they are, for the next command to burn and report as its
+    /// recovery, rather than being burned by the failing process on its way out.
+    pub fn open_to_record(
+        at: impl Into<LedgerLocation>,
+        station: &str,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, LedgerError> {
+        Self::open_as(at.into(), station, clock, Intents::Leave)
+    }
+
+    fn open_as(
+        at: LedgerLocation,
+        station: &str,
+        clock: Arc<dyn Clock>,
+        intents: Intents,
+    ) -> Result<Self, LedgerError> {
+        match at {
+            LedgerLocation::Sqlite(path) => Self::open_sqlite(&path, station, clock, intents),
+            LedgerLocation::Postgres(t) => Self::open_pg(t, station, clock, intents),
         }
     }
 
-    fn open_sqlite(path: &Path, station: &str, clock: Arc<dyn Clock>) -> Result<Self, LedgerError> {
+    fn open_sqlite(
+        path: &Path,
+        station: &str,
+        clock: Arc<dyn Clock>,
+        intents: Intents,
+    ) -> Result<Self, LedgerError> {
         let shown = path.display().to_string();
         let open_err = |msg: String| LedgerError::Open {
             path: shown.clone(),
@@ -523,14 +556,21 @@ impl Ledger {
             _lock: Some(lock),
         };
         // The file lock is held: no other process has an intent in flight.
-        ledger.burn_interrupted(None)?;
+        if intents == Intents::BurnInterrupted {
+            ledger.burn_interrupted(None)?;
+        }
         Ok(ledger)
     }
 
     /// Connects to a central ledger, migrates it (under the writers' lock, so two stations
     /// starting at once migrate once), takes this process's lease and burns the intents of
     /// leases whose process is gone.
-    fn open_pg(t: PgTarget, station: &str, clock: Arc<dyn Clock>) -> Result<Self, LedgerError> {
+    fn open_pg(
+        t: PgTarget,
+        station: &str,
+        clock: Arc<dyn Clock>,
+        intents: Intents,
+    ) -> Result<Self, LedgerError> {
         let shown = t.to_string();
         let conn = Conn::pg(t.connect(station)?);
         migrate(&conn, &shown, &stamp(&*clock))?;
@@ -546,8 +586,10 @@ impl Ledger {
             burned: Vec::new(),
             _lock: None,
         };
-        for dead in lease::dead(&ledger.conn, lease)? {
-            ledger.burn_interrupted(Some(dead))?;
+        if intents == Intents::BurnInterrupted {
+            for dead in lease::dead(&ledger.conn, lease)? {
+                ledger.burn_interrupted(Some(dead))?;
+            }
         }
         Ok(ledger)
     }

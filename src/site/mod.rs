@@ -378,7 +378,7 @@ impl Site {
                 return Ok(());
             }
         }
-        let mut ledger = Ledger::open_with_clock(
+        let mut ledger = Ledger::open_to_record(
             &self.config.ledger,
             &self.config.station_id,
             self.clock.clone(),
