@@ -4,7 +4,7 @@
 //! leases, the audit chain under concurrent writers, and the database going away.
 
 use crate::common;
-use crate::common::pg::{station_config, PgCluster};
+use crate::common::pg::{station_config, PgCluster, PgLedger};
 use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -349,39 +349,8 @@ fn item4_leases_burn_only_dead_processes_intents() {
             ),
         );
     }
-    // The live one's process: a session holding its lease lock and then idle, as a certfab
-    // between two statements is (an idle session's end is seen at once by the server).
-    let mut holder = Command::new("psql")
-        .args(["-X", "-q", "-h"])
-        .arg(cluster.dir.path().join("data"))
-        .args([
-            "-p",
-            &cluster.port.to_string(),
-            "-U",
-            "certfab_test_super",
-            "-d",
-            &ledger.db,
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let stdin = holder.stdin.as_mut().unwrap();
-        stdin
-            .write_all(b"SELECT pg_advisory_lock(1667656819, 902);\n")
-            .unwrap();
-        stdin.flush().unwrap();
-    }
-    let held = (0..100).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        cluster.value(
-            "postgres",
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 902 AND granted",
-        ) == "1"
-    });
-    assert!(held, "the holder took its lock");
+    // The live one's process.
+    let mut holder = hold_lease_lock(cluster, ledger, 902);
     let v = line.certfab(&["log", "verify"]);
     assert!(v.status.success(), "{}", text(&v));
     // A writer opens the ledger: the dead lease's intent is burned, the live one's kept.
@@ -1152,39 +1121,9 @@ fn item2_ledger_recover_burns_dead_intents_and_leaves_live_ones() {
             ),
         );
     };
-    // The live process: a session holding lease 912's lock, idle between two statements.
+    // The live process.
     put(912, "rec-live");
-    let mut holder = Command::new("psql")
-        .args(["-X", "-q", "-h"])
-        .arg(cluster.dir.path().join("data"))
-        .args([
-            "-p",
-            &cluster.port.to_string(),
-            "-U",
-            "certfab_test_super",
-            "-d",
-            &ledger.db,
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let stdin = holder.stdin.as_mut().unwrap();
-        stdin
-            .write_all(b"SELECT pg_advisory_lock(1667656819, 912);\n")
-            .unwrap();
-        stdin.flush().unwrap();
-    }
-    let held = (0..100).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        cluster.value(
-            "postgres",
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 912 AND granted",
-        ) == "1"
-    });
-    assert!(held, "the holder took its lock");
+    let mut holder = hold_lease_lock(cluster, ledger, 912);
     // A process that died with an intent in flight (its lease unlocked).
     put(911, "rec-dead");
     let r = ok_json(&line.certfab(&["--json", "ledger", "recover"]));
@@ -1589,4 +1528,42 @@ fn item4_connection_cut_mid_batch_fails_closed_then_resumes() {
     exactly_once(cluster, &ledger.db, "cut-%", n, &out);
     let v = line.certfab(&["log", "verify"]);
     assert!(v.status.success(), "{}", text(&v));
+}
+
+/// A psql session holding lease `lease`'s lock and then idle, as a live certfab between two
+/// statements is (an idle session's end is seen at once by the server). Returns once the
+/// server shows the lock granted.
+fn hold_lease_lock(cluster: &PgCluster, ledger: &PgLedger, lease: i64) -> std::process::Child {
+    let mut holder = Command::new("psql")
+        .args(["-X", "-q", "-h"])
+        .arg(cluster.dir.path().join("data"))
+        .args([
+            "-p",
+            &cluster.port.to_string(),
+            "-U",
+            "certfab_test_super",
+            "-d",
+            &ledger.db,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let stdin = holder.stdin.as_mut().unwrap();
+        writeln!(stdin, "SELECT pg_advisory_lock(1667656819, {lease});").unwrap();
+        stdin.flush().unwrap();
+    }
+    let held = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        cluster.value(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = {lease} AND granted"
+            ),
+        ) == "1"
+    });
+    assert!(held, "the holder took lease {lease}'s lock");
+    holder
 }
