@@ -363,7 +363,9 @@ const EVENT_SELECT: &str =
     "SELECT seq, v, at, station, station_seq, operator, kind, batch_id, device_id, detail, prev_hash, hash
      FROM audit ORDER BY seq";
 
-fn event_row(r: &Row) -> Result<AuditEvent, LedgerError> {
+/// One event from a row of `seq … hash` in [`EVENT_SELECT`]'s column order (the ledger's
+/// own chain, or a station chain kept verbatim by `ledger import`).
+pub(super) fn event_row(r: &Row) -> Result<AuditEvent, LedgerError> {
     Ok(AuditEvent {
         seq: r.get(0)?,
         v: r.get(1)?,

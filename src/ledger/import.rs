@@ -14,7 +14,7 @@
 //! first hash (its ledger id) and head, so an edit of an imported event breaks either the
 //! imported chain or that pin, and `log verify` reports it.
 
-use super::audit::{self, AuditEvent, ChainVerifier, GENESIS};
+use super::audit::{self, ChainVerifier, GENESIS};
 use super::db::{p, Conn, FromValue, Value};
 use super::{stamp, Ledger, LedgerError, LedgerLocation};
 use std::collections::BTreeMap;
@@ -723,20 +723,7 @@ impl Ledger {
                  FROM imported_audit WHERE import_id = ?1 ORDER BY seq",
                 p![id],
                 |r| {
-                    let e = AuditEvent {
-                        seq: r.get(0)?,
-                        v: r.get(1)?,
-                        at: r.get(2)?,
-                        station: r.get(3)?,
-                        station_seq: r.get(4)?,
-                        operator: r.get(5)?,
-                        kind: r.get(6)?,
-                        batch_id: r.get(7)?,
-                        device_id: r.get(8)?,
-                        detail: r.get(9)?,
-                        prev_hash: r.get(10)?,
-                        hash: r.get(11)?,
-                    };
+                    let e = audit::event_row(&r)?;
                     if first.is_none() {
                         first = Some(e.hash.clone());
                     }
