@@ -94,9 +94,8 @@ fi
 # For tests/it/export_other.rs, each platform's own tooling: the Azure DPS service SDK's models
 # (msrest), and Microchip's manifest verifier pytrustplatform with python-jose, Nordic's
 # nrfcloud-utils (installed without its dev-kit USB dependencies, which its manifest module
-# does not import); a JDK for Java's X500Principal (Hono's auth-id): java runs
-# tests/java/Rfc2253.java from source, which needs the JDK's compiler (javac is the sign of
-# it), not only a JRE.
+# does not import); a JDK for Java's X500Principal (Hono's auth-id): the tests compile
+# tests/java/*.java once per run with javac, so the JDK's compiler is needed, not only a JRE.
 if ! "$py" -c 'import msrest, provisioningserviceclient, jose' >/dev/null 2>&1; then
   "$py" -m pip install --quiet msrest azure-iothub-provisioningserviceclient python-jose
 fi
