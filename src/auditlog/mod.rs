@@ -16,7 +16,9 @@
 //! they are reported as not yet checkpointed.
 
 use crate::crypto::Signer;
-use crate::ledger::{ChainBreak, ChainReport, ChainVerifier, Ledger, LedgerError};
+use crate::ledger::{
+    ChainBreak, ChainReport, ChainVerifier, Ledger, LedgerError, SignedCheckpoint,
+};
 use crate::manifest::jws::{self, DocumentSigner, JwsError};
 use crate::x509::CaCert;
 use serde::{Deserialize, Serialize};
@@ -112,28 +114,34 @@ pub fn checkpoint<K: Signer>(
 ) -> Result<CheckpointDoc, AuditLogError> {
     let chain = ledger.verify_chain()?.map_err(AuditLogError::Broken)?;
     let ledger_id = ledger.ledger_id()?.ok_or(AuditLogError::Empty)?;
-    let statement = Statement {
-        checkpoint: ledger.checkpoints()?.len() as i64 + 1,
-        ledger_id,
-        station: ledger.station().to_string(),
-        head_seq: chain.head_seq,
-        head_hash: chain.head_hash,
-        at: crate::clock::rfc3339(now),
-    };
-    let signature = jws::sign_detached(signer, payload(&statement)?.as_bytes(), CTY, now)?;
-    let doc = CheckpointDoc {
-        certfab_checkpoint: 1,
-        statement,
-        signature,
-    };
-    ledger.store_checkpoint(
-        doc.statement.head_seq,
-        &doc.statement.head_hash,
-        &doc.statement.at,
-        &doc.to_text(),
-        &hex::encode(crate::crypto::sha256(&signer.cert.der)),
-    )?;
-    Ok(doc)
+    let station = ledger.station().to_string();
+    let mut signed = None;
+    ledger.store_checkpoint(|number| -> Result<_, AuditLogError> {
+        let statement = Statement {
+            checkpoint: number,
+            ledger_id,
+            station,
+            head_seq: chain.head_seq,
+            head_hash: chain.head_hash,
+            at: crate::clock::rfc3339(now),
+        };
+        let signature = jws::sign_detached(signer, payload(&statement)?.as_bytes(), CTY, now)?;
+        let doc = CheckpointDoc {
+            certfab_checkpoint: 1,
+            statement,
+            signature,
+        };
+        let row = SignedCheckpoint {
+            head_seq: doc.statement.head_seq,
+            head_hash: doc.statement.head_hash.clone(),
+            at: doc.statement.at.clone(),
+            statement: doc.to_text(),
+            signer_sha256: hex::encode(crate::crypto::sha256(&signer.cert.der)),
+        };
+        signed = Some(doc);
+        Ok(row)
+    })?;
+    signed.ok_or(AuditLogError::Empty)
 }
 
 /// Whom checkpoint signatures must come from.

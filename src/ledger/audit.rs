@@ -359,6 +359,16 @@ pub struct ChainReport {
     pub stations: BTreeMap<String, u64>,
 }
 
+/// A checkpoint statement signed for the number [`Ledger::store_checkpoint`] gave it.
+pub struct SignedCheckpoint {
+    pub head_seq: i64,
+    pub head_hash: String,
+    pub at: String,
+    /// The checkpoint document's text.
+    pub statement: String,
+    pub signer_sha256: String,
+}
+
 const EVENT_SELECT: &str =
     "SELECT seq, v, at, station, station_seq, operator, kind, batch_id, device_id, detail, prev_hash, hash
      FROM audit ORDER BY seq";
@@ -608,29 +618,34 @@ impl super::Ledger {
             .unwrap_or((0, GENESIS.into())))
     }
 
-    /// Stores a signed checkpoint of (`head_seq`, `head_hash`) and records it as an audit
-    /// event, so removing a checkpoint row is itself detected by the next checkpoint.
-    pub fn store_checkpoint(
+    /// Stores a signed checkpoint and records it as an audit event, so removing a checkpoint
+    /// row is itself detected by the next checkpoint. The checkpoint's number is the row's id,
+    /// chosen inside the transaction that inserts it (on PostgreSQL under the writers' lock), and
+    /// `sign` makes the statement for that number there: two stations checkpointing at once get
+    /// consecutive numbers, each row with its own statement's columns.
+    pub fn store_checkpoint<E: From<LedgerError>>(
         &mut self,
-        head_seq: i64,
-        head_hash: &str,
-        at: &str,
-        statement: &str,
-        signer_sha256: &str,
-    ) -> Result<i64, LedgerError> {
+        sign: impl FnOnce(i64) -> Result<SignedCheckpoint, E>,
+    ) -> Result<i64, E> {
         let tx = self.conn.begin()?;
         let id: i64 = tx.one(
-            "INSERT INTO checkpoints (station, head_seq, head_hash, at, statement, signer_sha256)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
-            p![
-                self.station,
-                head_seq,
-                head_hash,
-                at,
-                statement,
-                signer_sha256
-            ],
+            "SELECT COALESCE(MAX(id), 0) + 1 FROM checkpoints",
+            &[],
             |r| r.get(0),
+        )?;
+        let c = sign(id)?;
+        tx.exec(
+            "INSERT INTO checkpoints (id, station, head_seq, head_hash, at, statement, signer_sha256)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            p![
+                id,
+                self.station,
+                c.head_seq,
+                c.head_hash,
+                c.at,
+                c.statement,
+                c.signer_sha256
+            ],
         )?;
         append(
             &tx,
@@ -639,8 +654,8 @@ impl super::Ledger {
             "checkpoint",
             None,
             None,
-            &serde_json::json!({"checkpoint": id, "head_seq": head_seq, "head_hash": head_hash,
-                "statement_sha256": hex::encode(crate::crypto::sha256(statement.as_bytes()))}),
+            &serde_json::json!({"checkpoint": id, "head_seq": c.head_seq, "head_hash": c.head_hash,
+                "statement_sha256": hex::encode(crate::crypto::sha256(c.statement.as_bytes()))}),
         )?;
         tx.commit()?;
         Ok(id)

@@ -26,7 +26,9 @@ mod states;
 mod station;
 
 pub use crate::config::{LedgerLocation, PgTarget, PgTls};
-pub use audit::{AuditEvent, AuditHead, ChainBreak, ChainReport, ChainVerifier, GENESIS};
+pub use audit::{
+    AuditEvent, AuditHead, ChainBreak, ChainReport, ChainVerifier, SignedCheckpoint, GENESIS,
+};
 pub use import::{ImportError, ImportReport};
 pub use lifecycle::{CertRecord, CrlRecord};
 pub use manifests::{ExportRow, ManifestRow, PendingManifest};
