@@ -350,7 +350,7 @@ fn item4_leases_burn_only_dead_processes_intents() {
         );
     }
     // The live one's process.
-    let mut holder = hold_lease_lock(cluster, ledger, 902);
+    let mut holder = hold_advisory_lock(cluster, ledger, LEASE_LOCK, 902);
     let v = line.certfab(&["log", "verify"]);
     assert!(v.status.success(), "{}", text(&v));
     // A writer opens the ledger: the dead lease's intent is burned, the live one's kept.
@@ -1123,7 +1123,7 @@ fn item2_ledger_recover_burns_dead_intents_and_leaves_live_ones() {
     };
     // The live process.
     put(912, "rec-live");
-    let mut holder = hold_lease_lock(cluster, ledger, 912);
+    let mut holder = hold_advisory_lock(cluster, ledger, LEASE_LOCK, 912);
     // A process that died with an intent in flight (its lease unlocked).
     put(911, "rec-dead");
     let r = ok_json(&line.certfab(&["--json", "ledger", "recover"]));
@@ -1285,37 +1285,8 @@ fn item3_concurrent_manifest_builds_chain_one_after_another() {
         &["--plain-keys"],
     );
     let more = more["batch"].as_str().unwrap().to_string();
-    let mut holder = Command::new("psql")
-        .args(["-X", "-q", "-h"])
-        .arg(cluster.dir.path().join("data"))
-        .args([
-            "-p",
-            &cluster.port.to_string(),
-            "-U",
-            "certfab_test_super",
-            "-d",
-            &ledger.db,
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let stdin = holder.stdin.as_mut().unwrap();
-        stdin
-            .write_all(b"SELECT pg_advisory_lock(1667657058, 1);\n")
-            .unwrap();
-        stdin.flush().unwrap();
-    }
-    let held = (0..100).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        cluster.value(
-            "postgres",
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 1 AND classid = 1667657058 AND granted",
-        ) == "1"
-    });
-    assert!(held, "the holder took the manifest lock");
+    // A session holding the manifest build lock.
+    let mut holder = hold_advisory_lock(cluster, ledger, 1667657058, 1);
     let late = line.file("m-late.jsonl");
     let mut build = Command::new(bin())
         .arg("--config")
@@ -1530,10 +1501,18 @@ fn item4_connection_cut_mid_batch_fails_closed_then_resumes() {
     assert!(v.status.success(), "{}", text(&v));
 }
 
-/// A psql session holding lease `lease`'s lock and then idle, as a live certfab between two
-/// statements is (an idle session's end is seen at once by the server). Returns once the
-/// server shows the lock granted.
-fn hold_lease_lock(cluster: &PgCluster, ledger: &PgLedger, lease: i64) -> std::process::Child {
+/// The advisory-lock class of certfab's leases (docs/central-ledger.md).
+const LEASE_LOCK: u32 = 1667656819;
+
+/// A psql session holding advisory lock (`class`, `obj`) — a lease's or the manifest build's —
+/// and then idle, as a live certfab between two statements is (an idle session's end is seen at
+/// once by the server). Returns once the server shows the lock granted.
+fn hold_advisory_lock(
+    cluster: &PgCluster,
+    ledger: &PgLedger,
+    class: u32,
+    obj: i64,
+) -> std::process::Child {
     let mut holder = Command::new("psql")
         .args(["-X", "-q", "-h"])
         .arg(cluster.dir.path().join("data"))
@@ -1552,7 +1531,7 @@ fn hold_lease_lock(cluster: &PgCluster, ledger: &PgLedger, lease: i64) -> std::p
     {
         use std::io::Write;
         let stdin = holder.stdin.as_mut().unwrap();
-        writeln!(stdin, "SELECT pg_advisory_lock(1667656819, {lease});").unwrap();
+        writeln!(stdin, "SELECT pg_advisory_lock({class}, {obj});").unwrap();
         stdin.flush().unwrap();
     }
     let held = (0..100).any(|_| {
@@ -1560,10 +1539,10 @@ fn hold_lease_lock(cluster: &PgCluster, ledger: &PgLedger, lease: i64) -> std::p
         cluster.value(
             "postgres",
             &format!(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = {lease} AND granted"
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = {obj} AND classid = {class} AND granted"
             ),
         ) == "1"
     });
-    assert!(held, "the holder took lease {lease}'s lock");
+    assert!(held, "the holder took advisory lock ({class}, {obj})");
     holder
 }
