@@ -14,7 +14,9 @@
 //! (`log_min_duration_statement = 0`) and the bench prints, per statement, how often it ran
 //! and the server's time, per device, and the server's WAL flushes (`pg_stat_wal.wal_sync`)
 //! per device: figures the load of the machine does not change (the overhead figures are
-//! then inflated by the logging).
+//! then inflated by the logging). `CERTFAB_BENCH_PG_SET="name=value,…"`: server settings for
+//! the station runs (`ALTER SYSTEM`), e.g. `wal_sync_method=open_datasync` when
+//! `pg_test_fsync` finds it faster on the disk.
 
 use crate::common::{self, pg, text, Line};
 use serde_json::Value;
@@ -302,6 +304,16 @@ fn bench_central_ledger() {
         100.0 * p / l
     );
 
+    if let Ok(set) = std::env::var("CERTFAB_BENCH_PG_SET") {
+        for kv in set.split(',').filter(|kv| !kv.is_empty()) {
+            let (k, v) = kv
+                .split_once('=')
+                .expect("CERTFAB_BENCH_PG_SET: name=value,…");
+            cluster.sql("postgres", &format!("ALTER SYSTEM SET {k} = '{v}'"));
+            println!("server setting: {k} = {v}");
+        }
+        cluster.sql("postgres", "SELECT pg_reload_conf()");
+    }
     for stations in [1usize, 4] {
         let ledger = cluster.ledger(&format!("stations{stations}"));
         let configs: Vec<PathBuf> = (0..stations)
