@@ -45,3 +45,84 @@ fn item12_station_overhead_round_trips_lock_and_flushes() {
         per(s.wal_syncs)
     );
 }
+
+/// Issue 12, item "the manifest-build lock wait has no test": a second `manifest build` waits
+/// for the one holding the lock at most the site's `ledger_manifest_wait:`, then stops with
+/// exit 5 naming the holder and writes nothing.
+#[test]
+fn item12_manifest_build_waits_the_configured_time_then_exits_5_naming_the_holder() {
+    use crate::central_ledger::hold_advisory_lock;
+    use std::time::{Duration, Instant};
+    let line = Line::on_postgres();
+    let (cluster, ledger) = line.pg.as_ref().unwrap();
+    let b = line.host_batch(
+        "generic-iot",
+        2,
+        "mw-{seq}",
+        &line.file("mw-out"),
+        &["--plain-keys"],
+    );
+    let batch = b["batch"].as_str().unwrap().to_string();
+    let text = std::fs::read_to_string(line.config()).unwrap();
+    std::fs::write(line.config(), format!("{text}\nledger_manifest_wait: 2s\n")).unwrap();
+    // Another process builds: a session holding the manifest build lock ("cfmb", 1).
+    let mut holder = hold_advisory_lock(cluster, ledger, 1667657058, 1);
+    let out = line.file("mw.jsonl");
+    let t = Instant::now();
+    let o = line.certfab(&[
+        "manifest",
+        "build",
+        "--batch",
+        &batch,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let waited = t.elapsed();
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(5), "{err}");
+    assert!(err.contains("psql"), "names the holder: {err}");
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(20),
+        "waited {waited:?} for a 2 s wait"
+    );
+    assert!(!out.exists(), "nothing written");
+    assert_eq!(
+        cluster.value(&ledger.db, "SELECT count(*) FROM manifests"),
+        "0"
+    );
+    // Lock free: the same build goes through.
+    let o = line.certfab(&[
+        "manifest",
+        "build",
+        "--batch",
+        &batch,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // The key applies to a central ledger only; a bad value names the key.
+    let bad = line.file("bad-wait.yaml");
+    std::fs::write(
+        &bad,
+        text.replace("\nledger:", "\nledger_manifest_wait: 2h\nledger:"),
+    )
+    .unwrap();
+    let o = std::process::Command::new(crate::common::bin())
+        .arg("--config")
+        .arg(&bad)
+        .args(["manifest", "build", "--batch", &batch, "--out"])
+        .arg(line.file("mw-bad.jsonl"))
+        .env_remove("CERTFAB_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("ledger_manifest_wait '2h'"));
+}
