@@ -26,6 +26,9 @@ struct RawConfig {
     /// Secret source of a PostgreSQL ledger's password (`env:NAME` or `file:PATH`).
     #[serde(default)]
     ledger_password: Option<String>,
+    /// How long a manifest build waits for another on a central ledger (`30s`, `5m`).
+    #[serde(default)]
+    ledger_manifest_wait: Option<String>,
     #[serde(default)]
     signer: Option<RawSigner>,
 }
@@ -220,12 +223,26 @@ impl SiteConfig {
             ),
             None => None,
         };
-        let ledger = LedgerLocation::parse(
+        let mut ledger = LedgerLocation::parse(
             raw.ledger.as_deref().unwrap_or("ledger.sqlite"),
             &base,
             ledger_password,
         )
         .map_err(|m| err("ledger", format!("ledger: {m}")))?;
+        if let Some(w) = raw.ledger_manifest_wait.as_deref() {
+            let wait = parse_duration("ledger_manifest_wait", w)
+                .map_err(|m| err("ledger_manifest_wait", m))?;
+            match &mut ledger {
+                LedgerLocation::Postgres(t) => t.manifest_wait = wait,
+                LedgerLocation::Sqlite(_) => {
+                    return Err(err(
+                        "ledger_manifest_wait",
+                        "ledger_manifest_wait is set, but the ledger is a SQLite file, whose lock admits one process (no build ever waits for another); remove ledger_manifest_wait or set ledger: to a postgresql:// URL".into(),
+                    )
+                    .into())
+                }
+            }
+        }
         let serial_prefix = raw.station.serial_prefix.unwrap_or(1);
         if !(1..=0x7f).contains(&serial_prefix) {
             return Err(err(
@@ -358,6 +375,11 @@ const MAX_RECOVERY_WINDOW_SECS: u64 = 3600;
 /// `pkcs11.recovery_window`: whole seconds or minutes (`30s`, `2m`), at most an hour; `0s`
 /// gives up at the first lost-token error.
 fn parse_window(s: &str) -> Result<std::time::Duration, String> {
+    parse_duration("pkcs11.recovery_window", s)
+}
+
+/// A wait in the site config (`key`): whole seconds or minutes (`30s`, `2m`), at most an hour.
+fn parse_duration(key: &str, s: &str) -> Result<std::time::Duration, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
@@ -366,20 +388,20 @@ fn parse_window(s: &str) -> Result<std::time::Duration, String> {
         "m" => 60,
         _ => {
             return Err(format!(
-                "pkcs11.recovery_window '{s}' is not a duration; write seconds or minutes, e.g. 30s or 2m"
+                "{key} '{s}' is not a duration; write seconds or minutes, e.g. 30s or 2m"
             ))
         }
     };
     if num.is_empty() {
         return Err(format!(
-            "pkcs11.recovery_window '{s}' is not a duration; write seconds or minutes, e.g. 30s or 2m"
+            "{key} '{s}' is not a duration; write seconds or minutes, e.g. 30s or 2m"
         ));
     }
     // Digits only: a parse failure is an overflow, over the limit too.
     match num.parse::<u64>().ok().and_then(|n| n.checked_mul(scale)) {
         Some(secs) if secs <= MAX_RECOVERY_WINDOW_SECS => Ok(std::time::Duration::from_secs(secs)),
         _ => Err(format!(
-            "pkcs11.recovery_window '{s}' is over the limit of 1 hour; stop and re-run the command instead (what was done is kept)"
+            "{key} '{s}' is over the limit of 1 hour; stop and re-run the command instead (what was done is kept)"
         )),
     }
 }
@@ -399,5 +421,18 @@ mod tests {
         let e = super::parse_window("61m").unwrap_err();
         assert!(e.contains("limit of 1 hour"), "{e}");
         assert!(super::parse_window("99999999999999999999s").is_err());
+    }
+
+    #[test]
+    fn ledger_manifest_wait_is_named_in_its_errors() {
+        let e = super::parse_duration("ledger_manifest_wait", "2h").unwrap_err();
+        assert!(
+            e.starts_with("ledger_manifest_wait '2h' is not a duration"),
+            "{e}"
+        );
+        assert_eq!(
+            super::parse_duration("ledger_manifest_wait", "5m"),
+            Ok(std::time::Duration::from_secs(300))
+        );
     }
 }

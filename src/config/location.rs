@@ -96,7 +96,14 @@ pub struct PgTarget {
     pub tls: PgTls,
     /// `ledger_password:` (none: the server must not ask, e.g. client-certificate login).
     pub password: Option<SecretSource>,
+    /// `ledger_manifest_wait:`: how long a `manifest build` waits for another one on this
+    /// ledger before it stops with exit 5 ([`DEFAULT_MANIFEST_WAIT`] unless set).
+    pub manifest_wait: std::time::Duration,
 }
+
+/// A manifest build's wait for another build on the same central ledger, when the site config
+/// does not set `ledger_manifest_wait:`: long enough for a run-end manifest of a busy shift.
+pub const DEFAULT_MANIFEST_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// The URL without secrets, as messages show it.
 impl std::fmt::Display for PgTarget {
@@ -235,6 +242,7 @@ impl PgTarget {
             dbname,
             tls,
             password,
+            manifest_wait: DEFAULT_MANIFEST_WAIT,
         })
     }
 }

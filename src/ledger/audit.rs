@@ -204,28 +204,34 @@ pub(super) fn append(
 ) -> Result<(), LedgerError> {
     let at = super::stamp(&*head.clock);
     let detail = detail.to_string();
-    if head.read_in != Some(tx.id()) {
-        let (last, prev): (i64, String) = tx
-            .opt(
-                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
-                &[],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?
-            .unwrap_or((0, GENESIS.into()));
-        head.seq = last;
-        head.hash = prev;
-        head.station_seq = tx.one(
-            "SELECT COALESCE(MAX(station_seq), 0) FROM audit WHERE station = ?1",
-            p![station],
-            |r| r.get(0),
-        )?;
-        head.read_in = Some(tx.id());
-    }
+    read_head(tx, head, station)?;
     let row = next_row(head, station, &at, kind, batch, device, &detail);
     tx.exec("INSERT INTO audit (seq, v, at, station, station_seq, operator, kind, batch_id, device_id, detail, prev_hash, hash)
          VALUES (?1, 2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         &row,
     )?;
+    Ok(())
+}
+
+/// Reads the chain's head and this station's last number into `head`, once per transaction
+/// (inside it they stay true: the writers' lock is held).
+fn read_head(tx: &Tx<'_>, head: &mut AuditHead, station: &str) -> Result<(), LedgerError> {
+    if head.read_in == Some(tx.id()) {
+        return Ok(());
+    }
+    // The chain's head and this station's last number in one round trip.
+    let (last, prev, station_seq): (Option<i64>, Option<String>, i64) = tx.one(
+        "SELECT h.seq, h.hash,
+                (SELECT COALESCE(MAX(station_seq), 0) FROM audit WHERE station = ?1)
+         FROM (SELECT 1 AS one) AS o
+         LEFT JOIN (SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1) AS h ON TRUE",
+        p![station],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    head.seq = last.unwrap_or(0);
+    head.hash = prev.unwrap_or_else(|| GENESIS.into());
+    head.station_seq = station_seq;
+    head.read_in = Some(tx.id());
     Ok(())
 }
 
@@ -283,33 +289,23 @@ pub(super) struct Event<'a> {
     pub detail: serde_json::Value,
 }
 
-/// [`append`] of several events in order, as one statement (a group's events in one round
-/// trip). The chain is the one `append` would make, event by event.
+/// [`append`] of several events in order, as one statement (a group's or a transition's
+/// events in one round trip). The chain is the one `append` would make, event by event.
 pub(super) fn append_many(
     tx: &Tx<'_>,
     head: &mut AuditHead,
     station: &str,
     events: &[Event<'_>],
 ) -> Result<(), LedgerError> {
-    let Some(first) = events.first() else {
-        return Ok(());
-    };
-    // The first through append, which reads the head (once per transaction).
-    append(
-        tx,
-        head,
-        station,
-        first.kind,
-        first.batch,
-        first.device,
-        &first.detail,
-    )?;
-    if events.len() == 1 {
-        return Ok(());
+    match events {
+        [] => return Ok(()),
+        [e] => return append(tx, head, station, e.kind, e.batch, e.device, &e.detail),
+        _ => {}
     }
+    read_head(tx, head, station)?;
     let at = super::stamp(&*head.clock);
-    let mut params = Vec::with_capacity((events.len() - 1) * 11);
-    for e in &events[1..] {
+    let mut params = Vec::with_capacity(events.len() * 11);
+    for e in events {
         params.extend(next_row(
             head,
             station,
@@ -325,7 +321,7 @@ pub(super) fn append_many(
             "INSERT INTO audit (seq, v, at, station, station_seq, operator, kind, batch_id, device_id, detail, prev_hash, hash)
              VALUES {}",
             tx.values(
-                events.len() - 1,
+                events.len(),
                 &["BIGINT", "=2", "", "", "BIGINT", "", "", "", "", "", "", ""]
             )
         ),

@@ -9,6 +9,14 @@
 //! advisory lock ([`WRITER_LOCK`]). The exactly-one-identity decision, the serial it reserves
 //! and the audit event it appends are therefore made against the committed state of every
 //! station, one writer at a time, and the audit chain stays one chain (docs/central-ledger.md).
+//!
+//! On PostgreSQL that lock is released when the transaction ends, and a synchronous commit
+//! ends only after the server's WAL flush: every station would queue behind every other
+//! station's disk flush, and no two commits could share one. So a process with a lease commits
+//! asynchronously (the lock goes as soon as the commit is in the WAL) and, in the same round
+//! trip, a synchronous write to its own lease row after it; the server flushes WAL in order,
+//! so when that returns the transaction is on disk, and flushes of several stations are shared
+//! (docs/central-ledger.md "Durable, without the lock held over the flush").
 
 use super::LedgerError;
 use std::cell::RefCell;
@@ -171,6 +179,9 @@ impl Row {
 pub(crate) struct Pg {
     client: postgres::Client,
     stmts: HashMap<String, postgres::Statement>,
+    /// The synchronous write sent with each `COMMIT` (see the module doc); none before the
+    /// process has a lease (migrations, read-only opens): then commits are synchronous.
+    barrier: Option<String>,
 }
 
 /// An open database.
@@ -310,7 +321,29 @@ impl Conn {
         Conn::Pg(Box::new(RefCell::new(Pg {
             client,
             stmts: HashMap::new(),
+            barrier: None,
         })))
+    }
+
+    /// From now on, write transactions commit asynchronously, each followed in the same
+    /// round trip by a synchronous no-op update of lease `lease`'s row, which flushes the WAL
+    /// through the commit before [`Tx::commit`] returns (module doc). SQLite: nothing changes.
+    pub(crate) fn flush_through_lease(&self, lease: i64) {
+        if let Conn::Pg(pg) = self {
+            pg.borrow_mut().barrier =
+                Some(format!("UPDATE leases SET pid = pid WHERE id = {lease}"));
+        }
+    }
+
+    /// The PostgreSQL write transaction's `COMMIT`, with the flush barrier when there is one.
+    fn pg_commit(&self) -> Option<String> {
+        match self {
+            Conn::Pg(pg) => Some(match &pg.borrow().barrier {
+                Some(b) => format!("COMMIT; {b}"),
+                None => "COMMIT".into(),
+            }),
+            Conn::Lite(_) => None,
+        }
     }
 
     /// Whether this is the PostgreSQL back end.
@@ -429,14 +462,21 @@ impl Conn {
     pub(crate) fn begin(&self) -> Result<Tx<'_>, LedgerError> {
         match self {
             Conn::Lite(_) => self.batch("BEGIN IMMEDIATE")?,
-            Conn::Pg(_) => {
-                self.batch("BEGIN")?;
+            Conn::Pg(pg) => {
+                // One round trip: the transaction, its commit mode and the writers' lock.
+                let lazy = if pg.borrow().barrier.is_some() {
+                    " SET LOCAL synchronous_commit = off;"
+                } else {
+                    ""
+                };
                 let tx = Tx {
                     conn: self,
                     open: true,
                     id: next_tx_id(),
                 };
-                tx.exec("SELECT pg_advisory_xact_lock(?1)", p![WRITER_LOCK])?;
+                self.batch(&format!(
+                    "BEGIN;{lazy} SELECT pg_advisory_xact_lock({WRITER_LOCK})"
+                ))?;
                 return Ok(tx);
             }
         }
@@ -547,11 +587,15 @@ impl Tx<'_> {
         self.id
     }
 
-    /// Commits (SQLite: fsync'd under `synchronous=FULL`; PostgreSQL: durable once the
-    /// server answers, with its default `synchronous_commit=on`).
+    /// Commits, durably when it returns (SQLite: fsync'd under `synchronous=FULL`;
+    /// PostgreSQL: the commit and the lease row's synchronous update after it, whose WAL flush
+    /// covers the commit, or a plain synchronous commit before the process has a lease).
     pub(crate) fn commit(mut self) -> Result<(), LedgerError> {
         self.open = false;
-        self.conn.batch("COMMIT")
+        match self.conn.pg_commit() {
+            Some(sql) => self.conn.batch(&sql),
+            None => self.conn.batch("COMMIT"),
+        }
     }
 }
 

@@ -93,11 +93,8 @@ fn row(r: &Row) -> Result<ManifestRow, LedgerError> {
 /// a time reads the chain's last manifest and appends the next.
 const BUILD_LOCK: (i64, i64) = (0x6366_6d62, 1);
 
-/// How long a manifest build waits for another one on the same ledger to finish.
-const BUILD_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
-
 impl Ledger {
-    /// Waits (at most [`BUILD_WAIT`]) until no other process builds a manifest on this ledger,
+    /// Waits (at most the site's `ledger_manifest_wait:`, 120 s unless set) until no other process builds a manifest on this ledger,
     /// and holds that until [`Ledger::unlock_manifest_builds`]: two builds would otherwise
     /// both chain to the same last manifest, and one would take the other's pending manifest
     /// for a crashed run's. A SQLite ledger's file lock already admits one process.
@@ -105,6 +102,10 @@ impl Ledger {
         if !self.conn.is_pg() {
             return Ok(());
         }
+        let wait = match &self.location {
+            super::LedgerLocation::Postgres(t) => t.manifest_wait,
+            super::LedgerLocation::Sqlite(_) => return Ok(()),
+        };
         let start = std::time::Instant::now();
         loop {
             let got: bool = self.conn.one(
@@ -115,7 +116,7 @@ impl Ledger {
             if got {
                 return Ok(());
             }
-            if start.elapsed() >= BUILD_WAIT {
+            if start.elapsed() >= wait {
                 let holder: Option<String> = self
                     .conn
                     .opt(
@@ -130,10 +131,11 @@ impl Ledger {
                 return Err(LedgerError::ManifestBusy {
                     path: self.location.to_string(),
                     holder: holder.unwrap_or_else(|| "another certfab process".into()),
-                    waited_s: BUILD_WAIT.as_secs(),
+                    waited_s: wait.as_secs(),
                 });
             }
-            std::thread::sleep(std::time::Duration::from_millis(200));
+            let left = wait.saturating_sub(start.elapsed());
+            std::thread::sleep(left.min(std::time::Duration::from_millis(200)));
         }
     }
 

@@ -578,6 +578,7 @@ impl Ledger {
         migrate(&conn, &shown, &stamp(&*clock))?;
         let head = AuditHead::load(&conn, station, clock.clone())?;
         let lease = lease::take(&conn, station, &stamp(&*clock))?;
+        conn.flush_through_lease(lease);
         let mut ledger = Self {
             conn,
             location: LedgerLocation::Postgres(t),

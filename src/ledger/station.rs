@@ -2,7 +2,7 @@
 //! install_unconfirmed), identities superseded on purpose, and one row per device attempt.
 
 use super::db::{p, Tx};
-use super::{audit, stamp, AuditHead, DeviceState, Ledger, LedgerError, Signed};
+use super::{audit, stamp, DeviceState, Ledger, LedgerError, Signed};
 
 /// What [`Ledger::set_device_state`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,18 +53,20 @@ pub struct StateChange {
     pub detail: serde_json::Value,
 }
 
-/// The body of [`Ledger::set_device_state`] inside an open transaction.
-#[allow(clippy::too_many_arguments)]
+/// The body of [`Ledger::set_device_state`] inside an open transaction: the state change and
+/// its audit event, returned for the caller to append with the transaction's other events
+/// (one statement for all of them).
+///
+/// The usual case is one statement: the update applies unless the install is already proven;
+/// only when it changed no row is the current state read (to record it as kept, or to find
+/// the device missing). Every writer holds the writers' lock, so nothing changes in between.
 fn set_state_in(
     tx: &Tx<'_>,
-    head: &mut AuditHead,
-    station: &str,
     at: &str,
-    batch_id: &str,
     profile: &str,
     device_id: &str,
     change: &StateChange,
-) -> Result<Transition, LedgerError> {
+) -> Result<(Transition, serde_json::Value), LedgerError> {
     debug_assert!(matches!(
         change.to,
         DeviceState::Signed
@@ -72,39 +74,45 @@ fn set_state_in(
             | DeviceState::InstallUnconfirmed
             | DeviceState::Installed
     ));
-    let current: DeviceState = tx.one(
-        "SELECT state FROM devices WHERE profile = ?1 AND device_id = ?2",
-        p![profile, device_id],
-        |r| r.get(0),
+    let n = tx.exec(
+        "UPDATE devices SET state = ?3, updated_at = ?4 WHERE profile = ?1 AND device_id = ?2
+           AND state NOT IN (?5, ?6)",
+        p![
+            profile,
+            device_id,
+            change.to,
+            at,
+            DeviceState::Installed,
+            DeviceState::Exported
+        ],
     )?;
-    let transition = if current.is_proven() {
-        Transition::Kept(current)
-    } else {
-        let n = tx.exec(
-            "UPDATE devices SET state = ?3, updated_at = ?4 WHERE profile = ?1 AND device_id = ?2",
-            p![profile, device_id, change.to, at],
-        )?;
-        if n != 1 {
+    let transition = match n {
+        1 => Transition::Applied,
+        0 => {
+            let current: DeviceState = tx.one(
+                "SELECT state FROM devices WHERE profile = ?1 AND device_id = ?2",
+                p![profile, device_id],
+                |r| r.get(0),
+            )?;
+            if !current.is_proven() {
+                return Err(LedgerError::Data(format!(
+                    "device {device_id} in state {} was not updated",
+                    current.as_str()
+                )));
+            }
+            Transition::Kept(current)
+        }
+        n => {
             return Err(LedgerError::Data(format!(
                 "device {device_id} changed {n} rows, not one"
-            )));
+            )))
         }
-        Transition::Applied
     };
     let mut detail = change.detail.clone();
     if let (Transition::Kept(state), Some(obj)) = (&transition, detail.as_object_mut()) {
         obj.insert("state_kept".into(), state.as_str().into());
     }
-    audit::append(
-        tx,
-        head,
-        station,
-        change.kind,
-        Some(batch_id),
-        Some(device_id),
-        &detail,
-    )?;
-    Ok(transition)
+    Ok((transition, detail))
 }
 
 impl Ledger {
@@ -121,15 +129,15 @@ impl Ledger {
     ) -> Result<Transition, LedgerError> {
         let tx = self.conn.begin()?;
         let at = stamp(&*self.clock);
-        let transition = set_state_in(
+        let (transition, detail) = set_state_in(&tx, &at, profile, device_id, change)?;
+        audit::append(
             &tx,
             &mut self.head,
             &self.station,
-            &at,
-            batch_id,
-            profile,
-            device_id,
-            change,
+            change.kind,
+            Some(batch_id),
+            Some(device_id),
+            &detail,
         )?;
         tx.commit()?;
         Ok(transition)
@@ -159,31 +167,40 @@ impl Ledger {
                 s.serial
             )));
         }
-        tx.exec(
-            "UPDATE devices SET state = 'signed', updated_at = ?3 WHERE profile = ?1 AND device_id = ?2",
-            p![s.profile, s.device_id, at],
+        // The device goes from `signing` (its intent, this process's) straight to `then`:
+        // `signed` would be overwritten in the same transaction, and a device being signed
+        // has no proven install to keep.
+        let n = tx.exec(
+            "UPDATE devices SET state = ?3, updated_at = ?4 WHERE profile = ?1 AND device_id = ?2",
+            p![s.profile, s.device_id, then.to, at],
         )?;
-        audit::append(
+        if n != 1 {
+            return Err(LedgerError::Data(format!(
+                "device {} changed {n} rows, not one",
+                s.device_id
+            )));
+        }
+        audit::append_many(
             &tx,
             &mut self.head,
             &self.station,
-            "issued",
-            Some(batch_id),
-            Some(&s.device_id),
-            &serde_json::json!({"serial": s.serial, "cert_sha256": sha}),
-        )?;
-        let transition = set_state_in(
-            &tx,
-            &mut self.head,
-            &self.station,
-            &at,
-            batch_id,
-            &s.profile,
-            &s.device_id,
-            then,
+            &[
+                audit::Event {
+                    kind: "issued",
+                    batch: Some(batch_id),
+                    device: Some(&s.device_id),
+                    detail: serde_json::json!({"serial": s.serial, "cert_sha256": sha}),
+                },
+                audit::Event {
+                    kind: then.kind,
+                    batch: Some(batch_id),
+                    device: Some(&s.device_id),
+                    detail: then.detail.clone(),
+                },
+            ],
         )?;
         tx.commit()?;
-        Ok(transition)
+        Ok(Transition::Applied)
     }
 
     /// Marks the device's current certificate superseded so a new identity can be issued;
@@ -242,19 +259,18 @@ impl Ledger {
         change: Option<&StateChange>,
     ) -> Result<Option<Transition>, LedgerError> {
         let tx = self.conn.begin()?;
+        let mut events = Vec::with_capacity(2);
         let transition = match (change, a.device_id.as_deref()) {
             (Some(change), Some(device_id)) => {
                 let at = stamp(&*self.clock);
-                Some(set_state_in(
-                    &tx,
-                    &mut self.head,
-                    &self.station,
-                    &at,
-                    &a.batch_id,
-                    &a.profile,
-                    device_id,
-                    change,
-                )?)
+                let (transition, detail) = set_state_in(&tx, &at, &a.profile, device_id, change)?;
+                events.push(audit::Event {
+                    kind: change.kind,
+                    batch: Some(&a.batch_id),
+                    device: Some(device_id),
+                    detail,
+                });
+                Some(transition)
             }
             (Some(_), None) => {
                 return Err(LedgerError::Data(
@@ -272,15 +288,14 @@ impl Ledger {
                 a.certfab_ms as i64
             ],
         )?;
-        audit::append(
-            &tx,
-            &mut self.head,
-            &self.station,
-            &format!("device_{}", a.outcome),
-            Some(&a.batch_id),
-            a.device_id.as_deref(),
-            &serde_json::json!({"operator": a.operator, "step": a.step, "reason": a.reason, "serial": a.serial}),
-        )?;
+        let kind = format!("device_{}", a.outcome);
+        events.push(audit::Event {
+            kind: &kind,
+            batch: Some(&a.batch_id),
+            device: a.device_id.as_deref(),
+            detail: serde_json::json!({"operator": a.operator, "step": a.step, "reason": a.reason, "serial": a.serial}),
+        });
+        audit::append_many(&tx, &mut self.head, &self.station, &events)?;
         tx.commit()?;
         Ok(transition)
     }

@@ -1507,7 +1507,7 @@ const LEASE_LOCK: u32 = 1667656819;
 /// A psql session holding advisory lock (`class`, `obj`) — a lease's or the manifest build's —
 /// and then idle, as a live certfab between two statements is (an idle session's end is seen at
 /// once by the server). Returns once the server shows the lock granted.
-fn hold_advisory_lock(
+pub(crate) fn hold_advisory_lock(
     cluster: &PgCluster,
     ledger: &PgLedger,
     class: u32,

@@ -38,6 +38,7 @@ mod lifecycle;
 mod manifest;
 mod manifest_stream;
 mod pg_bench;
+mod pg_station;
 mod policy_corpus;
 mod process_guard;
 mod spy;

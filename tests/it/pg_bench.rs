@@ -10,7 +10,13 @@
 //! ```
 //!
 //! `CERTFAB_BENCH_N` devices per batch (2000), `CERTFAB_BENCH_STATION_N` devices per station
-//! (200).
+//! (200). `CERTFAB_BENCH_PG_PROFILE=1`: the server logs every statement of the station runs
+//! (`log_min_duration_statement = 0`) and the bench prints, per statement, how often it ran
+//! and the server's time, per device, and the server's WAL flushes (`pg_stat_wal.wal_sync`)
+//! per device: figures the load of the machine does not change (the overhead figures are
+//! then inflated by the logging). `CERTFAB_BENCH_PG_SET="name=value,…"`: server settings for
+//! the station runs (`ALTER SYSTEM`), e.g. `wal_sync_method=open_datasync` when
+//! `pg_test_fsync` finds it faster on the disk.
 
 use crate::common::{self, pg, text, Line};
 use serde_json::Value;
@@ -79,7 +85,12 @@ fn sim() -> PathBuf {
 }
 
 /// Starts a station of `n` simulated devices on `config`; returns the running child.
-fn start_station(line: &Line, config: &Path, name: &str, n: usize) -> std::process::Child {
+pub(crate) fn start_station(
+    line: &Line,
+    config: &Path,
+    name: &str,
+    n: usize,
+) -> std::process::Child {
     let dir = line.file(&format!("sim-{name}"));
     let mk = Command::new(sim())
         .arg("make-line")
@@ -111,7 +122,7 @@ fn start_station(line: &Line, config: &Path, name: &str, n: usize) -> std::proce
 }
 
 /// certfab's own time per passed device (ms), from a station's device events.
-fn overhead_ms(o: &Output) -> Vec<f64> {
+pub(crate) fn overhead_ms(o: &Output) -> Vec<f64> {
     assert!(o.status.success(), "{}", text(o));
     String::from_utf8_lossy(&o.stdout)
         .lines()
@@ -119,6 +130,123 @@ fn overhead_ms(o: &Output) -> Vec<f64> {
         .filter(|e| e["event"] == "device" && e["outcome"]["verdict"] == "pass")
         .map(|e| e["outcome"]["certfab_us"].as_f64().unwrap() / 1000.0)
         .collect()
+}
+
+/// The server's statement log over one run: every statement logged
+/// (`log_min_duration_statement = 0`) and the WAL flush counter reset from
+/// [`StatementLog::start`] on.
+pub(crate) struct StatementLog {
+    log: PathBuf,
+    from: u64,
+}
+
+/// What the server did during a [`StatementLog`].
+pub(crate) struct Statements {
+    /// Round trips: simple queries, parses and executes (a bind goes with its execute).
+    pub trips: usize,
+    /// Of those, the ones a session made while it held the writers' lock (from the statement
+    /// that took `pg_advisory_xact_lock` to its `COMMIT`/`ROLLBACK`, both counted).
+    pub trips_in_lock: usize,
+    /// The server's time in them (ms).
+    pub server_ms: f64,
+    /// WAL flushes (`pg_stat_wal.wal_sync`).
+    pub wal_syncs: f64,
+    /// Count and time per phase and statement (its first 110 characters).
+    pub by: std::collections::BTreeMap<String, (usize, f64)>,
+}
+
+impl StatementLog {
+    /// Logging every statement from now on.
+    pub(crate) fn start(cluster: &pg::PgCluster) -> Self {
+        cluster.sql(
+            "postgres",
+            "ALTER SYSTEM SET log_min_duration_statement = 0",
+        );
+        cluster.sql("postgres", "SELECT pg_reload_conf()");
+        cluster.sql("postgres", "SELECT pg_stat_reset_shared('wal')");
+        let log = cluster.dir.path().join("data/server.log");
+        let from = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+        Self { log, from }
+    }
+
+    /// Logging off; what was logged since [`StatementLog::start`].
+    pub(crate) fn stop(self, cluster: &pg::PgCluster) -> Statements {
+        // Statistics reach the shared view within a second of a backend's last transaction.
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let wal_syncs: f64 = cluster
+            .value("postgres", "SELECT wal_sync FROM pg_stat_wal")
+            .parse()
+            .unwrap_or(f64::NAN);
+        cluster.sql("postgres", "ALTER SYSTEM RESET log_min_duration_statement");
+        cluster.sql("postgres", "SELECT pg_reload_conf()");
+        let all = std::fs::read(&self.log).unwrap();
+        let text = String::from_utf8_lossy(&all[self.from as usize..]).into_owned();
+        let mut out = Statements {
+            trips: 0,
+            trips_in_lock: 0,
+            server_ms: 0.0,
+            wal_syncs,
+            by: Default::default(),
+        };
+        let mut in_lock = std::collections::HashSet::new();
+        // "2026-… UTC [PID] LOG:  duration: 0.123 ms  execute s4: SELECT …" (a statement may
+        // span lines; its first is enough).
+        for l in text.lines() {
+            let Some((prefix, rest)) = l.split_once("LOG:  duration: ") else {
+                continue;
+            };
+            let Some((ms, what)) = rest.split_once(" ms  ") else {
+                continue;
+            };
+            let pid = prefix.split('[').nth(1).and_then(|p| p.split(']').next());
+            let ms: f64 = ms.parse().unwrap_or(0.0);
+            let (phase, sql) = what.split_once(": ").unwrap_or((what, ""));
+            let phase = phase.split_whitespace().next().unwrap_or("");
+            // bind is part of execute's round trip (Bind, Execute, Sync go together).
+            if phase != "bind" {
+                out.trips += 1;
+                if sql.contains("pg_advisory_xact_lock") {
+                    in_lock.insert(pid);
+                }
+                if in_lock.contains(&pid) {
+                    out.trips_in_lock += 1;
+                }
+                if sql.starts_with("COMMIT") || sql.starts_with("ROLLBACK") {
+                    in_lock.remove(&pid);
+                }
+            }
+            out.server_ms += ms;
+            let sql: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+            let key = format!("{phase:9} {}", sql.chars().take(110).collect::<String>());
+            let e = out.by.entry(key).or_default();
+            e.0 += 1;
+            e.1 += ms;
+        }
+        out
+    }
+}
+
+impl Statements {
+    /// Per device, and the statements that cost the server most.
+    pub(crate) fn print(&self, what: &str, devices: usize) {
+        let d = devices as f64;
+        println!(
+            "profile, {what}: {:.1} round trips ({:.1} holding the writers' lock), {:.2} ms of server time and {:.2} WAL flushes per device",
+            self.trips as f64 / d,
+            self.trips_in_lock as f64 / d,
+            self.server_ms / d,
+            self.wal_syncs / d
+        );
+        let mut rows: Vec<_> = self.by.iter().collect();
+        rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+        for (k, (n, ms)) in rows.into_iter().filter(|r| r.1 .0 >= devices / 2) {
+            println!(
+                "  {:6.2}/device {:7.3} ms/device  {k}",
+                *n as f64 / d,
+                ms / d
+            );
+        }
+    }
 }
 
 fn describe(mut v: Vec<f64>) -> String {
@@ -176,6 +304,16 @@ fn bench_central_ledger() {
         100.0 * p / l
     );
 
+    if let Ok(set) = std::env::var("CERTFAB_BENCH_PG_SET") {
+        for kv in set.split(',').filter(|kv| !kv.is_empty()) {
+            let (k, v) = kv
+                .split_once('=')
+                .expect("CERTFAB_BENCH_PG_SET: name=value,…");
+            cluster.sql("postgres", &format!("ALTER SYSTEM SET {k} = '{v}'"));
+            println!("server setting: {k} = {v}");
+        }
+        cluster.sql("postgres", "SELECT pg_reload_conf()");
+    }
     for stations in [1usize, 4] {
         let ledger = cluster.ledger(&format!("stations{stations}"));
         let configs: Vec<PathBuf> = (0..stations)
@@ -189,6 +327,8 @@ fn bench_central_ledger() {
                 )
             })
             .collect();
+        let profile =
+            std::env::var_os("CERTFAB_BENCH_PG_PROFILE").map(|_| StatementLog::start(cluster));
         let t = Instant::now();
         let children: Vec<_> = configs
             .iter()
@@ -204,6 +344,10 @@ fn bench_central_ledger() {
             t.elapsed().as_secs_f64(),
             describe(all)
         );
+        if let Some(p) = profile {
+            p.stop(cluster)
+                .print(&format!("{stations} station(s)"), stations * per_station);
+        }
     }
     println!("load after: {}", load().trim());
 }
