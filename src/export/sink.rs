@@ -447,3 +447,48 @@ impl Rows {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A streamed export that fails before it commits leaves nothing: no temporaries, no
+    /// files, and not the output directory it created.
+    #[test]
+    fn an_uncommitted_export_leaves_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("new-out");
+        {
+            let mut o = Out::disk(&out, false).unwrap();
+            let id = o.open("rows-0001.jsonl", "c".into()).unwrap();
+            o.write(id, b"{}\n").unwrap();
+            o.close(id, 1).unwrap();
+            let id = o.open("rows-0002.jsonl", "c".into()).unwrap();
+            o.write(id, b"{}\n").unwrap();
+            // Dropped here with one file finished and one still open.
+        }
+        assert!(
+            !out.exists(),
+            "{:?}",
+            std::fs::read_dir(&out).map(|r| r.count())
+        );
+
+        // Committed, the files are in place with their content, and the summary lines
+        // describe them.
+        let mut o = Out::disk(&out, false).unwrap();
+        let id = o.open("rows-0001.jsonl", "c".into()).unwrap();
+        o.write(id, b"{\"a\":1}\n").unwrap();
+        o.close(id, 1).unwrap();
+        let lines = o.summary_files();
+        o.commit().unwrap();
+        assert_eq!(
+            std::fs::read(out.join("rows-0001.jsonl")).unwrap(),
+            b"{\"a\":1}\n"
+        );
+        assert_eq!(lines[0].bytes, 8);
+        assert_eq!(
+            lines[0].sha256,
+            hex::encode(crate::crypto::sha256(b"{\"a\":1}\n"))
+        );
+    }
+}

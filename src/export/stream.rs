@@ -195,6 +195,58 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn line(seq: u64, id: &str) -> String {
+        let pem = crate::x509::pem(&[0x30, 0x03, 0x02, 0x01, seq as u8]);
+        let mut v = json!({
+            "type": "device", "seq": seq, "device_id": id, "serial": "01",
+            "cert_sha256": "", "spki_sha256": "", "not_before": "", "not_after": "",
+            "key_origin": "host", "state": "signed", "batch": "b", "station": "s",
+            "cert": pem, "cloud": {"k": id}, "line_sha256": "",
+        });
+        v["seq"] = json!(seq);
+        format!("{v}\n")
+    }
+
+    /// The second pass hands over every device line in order, and refuses a file that is not
+    /// the verified one any more (its hash differs) after the pass, so nothing rendered from
+    /// it is renamed into place.
+    #[test]
+    fn the_second_pass_reads_every_device_and_refuses_a_changed_file() {
+        use sha2::Digest;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.jsonl");
+        let text = format!(
+            "{{\"type\":\"header\"}}\n{}{}{{\"count\":2,\"type\":\"trailer\"}}\n",
+            line(1, "a"),
+            line(2, "b")
+        );
+        std::fs::write(&path, &text).unwrap();
+        let sha = hex::encode(sha2::Sha256::digest(text.as_bytes()));
+        let mut s = DeviceStream::new(path.clone(), sha);
+        s.count = 2;
+        let mut seen = Vec::new();
+        s.each(|d| {
+            seen.push((d.seq, d.device_id.clone(), d.cert_der.clone()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            seen,
+            [
+                (1, "a".to_string(), vec![0x30, 0x03, 0x02, 0x01, 1]),
+                (2, "b".to_string(), vec![0x30, 0x03, 0x02, 0x01, 2])
+            ]
+        );
+        // The file changed after it was verified: same number of devices, other bytes.
+        std::fs::write(&path, text.replace("\"k\":\"b\"", "\"k\":\"c\"")).unwrap();
+        let e = s.each(|_| Ok(())).unwrap_err();
+        assert!(
+            e.to_string().contains("changed while it was exported"),
+            "{e}"
+        );
+        assert_eq!(e.exit_code(), crate::exit::ExitCode::Rejected);
+    }
+
     #[test]
     fn agreement_names_the_paths_that_differ() {
         let mut a = Agreement::default();
