@@ -50,6 +50,8 @@ struct Entry {
 
 struct Open {
     entry: usize,
+    /// Made owner-only ([`Access::Secret`]).
+    secret: bool,
     hash: sha2::Sha256,
     len: usize,
     data: Vec<u8>,
@@ -160,6 +162,7 @@ impl Out {
         });
         self.open.push(Some(Open {
             entry: self.entries.len() - 1,
+            secret: access == Access::Secret,
             hash: sha2::Sha256::new(),
             len: 0,
             data: Vec::new(),
@@ -177,6 +180,14 @@ impl Out {
             .get_mut(id.0)
             .and_then(Option::as_mut)
             .ok_or_else(|| ExportError::Usage("export file written after it was closed".into()))?;
+        if !o.secret && holds_private_key(bytes) {
+            // Streamed files are made 0640 before their content is known: a key in one would
+            // be readable by the group. No exporter does this; refuse rather than write it.
+            return Err(ExportError::Usage(format!(
+                "export file {} would hold a private key but was not opened owner-only; nothing was written",
+                self.entries[o.entry].name
+            )));
+        }
         if names {
             return Ok(());
         }
@@ -486,6 +497,12 @@ mod tests {
             b"{\"a\":1}\n"
         );
         assert_eq!(lines[0].bytes, 8);
+
+        // A key is never streamed into a file made group-readable.
+        let mut o = Out::memory();
+        let id = o.open("x.jsonl", "c".into()).unwrap();
+        let e = o.write(id, b"-----BEGIN PRIVATE KEY-----\n").unwrap_err();
+        assert!(e.to_string().contains("private key"), "{e}");
         assert_eq!(
             lines[0].sha256,
             hex::encode(crate::crypto::sha256(b"{\"a\":1}\n"))
