@@ -98,7 +98,8 @@ pub mod manifests {
 pub mod exports {
     pub use crate::export::{
         aws, azure, claim, csv, export, export_signed, hono, microchip, nrfcloud, peridio,
-        preflight, render, render_signed, support, warnings, ClaimMaterial, ExportDevice,
-        ExportError, ExportFile, ExportInput, ExportOptions, Format, Summary,
+        preflight, render, render_into, render_signed, sink, stream, support, warnings,
+        ClaimMaterial, ExportDevice, ExportError, ExportFile, ExportInput, ExportOptions, Format,
+        Out, Summary,
     };
 }

@@ -765,6 +765,64 @@ impl StagedFile {
     }
 }
 
+impl StagedFile {
+    /// Flushes and fsyncs the temporary and closes it, without renaming it yet: one of many
+    /// files that are renamed into place together only when all of them are written (an
+    /// export streamed to disk), so a failure leaves nothing partial. The result holds no file
+    /// descriptor; [`OutDir::commit_finished`] renames it, [`OutDir::discard_finished`]
+    /// removes it.
+    pub fn finish(mut self) -> Result<Finished, WriteError> {
+        let err = |e: std::io::Error| WriteError {
+            path: self.dir.path.join(&self.name),
+            msg: format!("cannot write it: {e}"),
+        };
+        self.file.flush().map_err(err)?;
+        self.file.get_ref().sync_all().map_err(err)?;
+        self.done = true;
+        Ok(Finished {
+            tmp: std::mem::take(&mut self.tmp),
+            name: std::mem::take(&mut self.name),
+        })
+    }
+}
+
+/// A temporary written in full and fsynced ([`StagedFile::finish`]), waiting for its rename
+/// in the directory it was staged in. Dropped, it stays on disk: whoever holds it must commit
+/// or discard it through that directory.
+#[derive(Debug)]
+#[must_use]
+pub struct Finished {
+    tmp: String,
+    name: String,
+}
+
+impl OutDir {
+    /// Renames a [`Finished`] temporary of this directory onto its name (never over an
+    /// existing name with [`Existing::Refuse`]). The directory is not synced.
+    pub fn commit_finished(&self, f: Finished, existing: Existing) -> Result<(), WriteError> {
+        Staged {
+            dir: self,
+            tmp: f.tmp,
+            name: f.name,
+            done: false,
+        }
+        .commit(existing)
+    }
+
+    /// Removes a [`Finished`] temporary that will not be committed.
+    pub fn discard_finished(&self, f: Finished) {
+        let _ = rfs::unlinkat(&self.fd, f.tmp.as_str(), AtFlags::empty());
+    }
+
+    /// Removes this directory if it is empty and was created by this run ([`OutDir::create`]
+    /// made it): what a failed export leaves is what was there before.
+    pub fn remove_if_fresh_and_empty(&self) {
+        if self.fresh {
+            let _ = std::fs::remove_dir(&self.path);
+        }
+    }
+}
+
 impl Drop for StagedFile {
     fn drop(&mut self) {
         if !self.done {

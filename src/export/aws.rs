@@ -12,9 +12,10 @@
 //! Per device (the manifest's rendered `cloud:` values): `aws.thing_name` (or `thing_name`;
 //! default: the device id) and `aws.attributes` (or `attributes`; a map of thing attributes).
 
+use super::sink::Rows;
 use super::{
-    require_devices, require_str, setting_bool, setting_list, setting_str, shard, shard_name,
-    ExportDevice, ExportError, ExportFile, ExportInput, ExportOptions, Format,
+    require_devices, require_str, setting_bool, setting_list, setting_str, shard_name,
+    ExportDevice, ExportError, ExportFile, ExportInput, ExportOptions, Format, Out,
 };
 use serde_json::{json, Map, Value};
 
@@ -29,7 +30,7 @@ const BULK_BUCKET: &str = "the S3 bucket the input files are uploaded to";
 /// Bulk registration (StartThingRegistrationTask): one newline-delimited JSON input file per
 /// shard, the provisioning template, and, when `aws.role_arn` and `aws.bucket` are set, one
 /// StartThingRegistrationTask request per shard.
-pub fn bulk(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFile>, ExportError> {
+pub fn bulk(input: &ExportInput, opts: &ExportOptions, out: &mut Out) -> Result<(), ExportError> {
     const F: Format = Format::AwsBulk;
     require_devices(F, input)?;
     // The input files and the template need nothing of the account; the start-task request
@@ -50,35 +51,12 @@ pub fn bulk(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFile>
     let prefix = setting_str(input, opts, "aws.key_prefix")?.unwrap_or_default();
     let ca_pem = issuing_ca(F, input)?;
 
-    // Thing attributes become template parameters: every device must give the same set.
-    let mut attr_keys: Option<Vec<String>> = None;
-    let mut rows = Vec::with_capacity(input.devices.len());
-    for d in &input.devices {
-        let thing = thing_name(d)?;
-        let attrs = attributes(d)?;
-        let keys: Vec<String> = attrs.keys().cloned().collect();
-        match &attr_keys {
-            None => attr_keys = Some(keys),
-            Some(k) if *k != keys => {
-                return Err(device_err(
-                    d,
-                    format!(
-                        "its thing attributes {keys:?} differ from the first device's {k:?}; a bulk template takes one set of parameters for every line"
-                    ),
-                ))
-            }
-            Some(_) => {}
-        }
-        let mut row = Map::new();
-        row.insert("ThingName".into(), Value::String(thing));
-        row.insert("CertificatePem".into(), Value::String(d.cert_pem.clone()));
-        row.insert("CACertificatePem".into(), Value::String(ca_pem.clone()));
-        for (k, v) in attrs {
-            row.insert(attr_param(&k), Value::String(v));
-        }
-        rows.push(Value::Object(row));
-    }
-    let attr_keys = attr_keys.unwrap_or_default();
+    // Thing attributes become template parameters: every device must give the same set, the
+    // first device's (checked row by row below).
+    let attr_keys: Vec<String> = match input.first_device() {
+        Some(d) => attributes(d)?.keys().cloned().collect(),
+        None => Vec::new(),
+    };
 
     let mut params = Map::new();
     for p in ["ThingName", "CertificatePem", "CACertificatePem"] {
@@ -108,78 +86,97 @@ pub fn bulk(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFile>
     )?;
     let body = template_body(&template)?;
 
-    let mut files = vec![json_file(
+    out.file(json_file(
         "aws-bulk-template.json",
         &template,
         0,
         "the provisioning template (its text is the templateBody of each start-task request); keep it with the input files",
-    )];
-    for (i, part) in shard(&rows, opts.max_rows).into_iter().enumerate() {
+    ))?;
+    // Each shard is written row by row as the devices are read; its start-task request
+    // (which names only the shard) follows it in the listing.
+    let open_shard = |out: &mut Out, i: usize| -> Result<super::sink::FileId, ExportError> {
         let name = shard_name("aws-bulk", i, "jsonl");
         let key = format!("{prefix}{name}");
         check_pattern("S3 key (aws.key_prefix + file name)", &key, 1, 1024, |c| {
             c.is_ascii_alphanumeric() || "!_.*'()-/".contains(c)
         })?;
-        let mut text = String::new();
-        for r in part {
-            text.push_str(&serde_json::to_string(r).unwrap_or_default());
-            text.push('\n');
-        }
         let consumer = match &task {
             Some((_, bucket)) => format!("upload to s3://{bucket}/{key} (aws s3 cp {name} s3://{bucket}/{key}); read by StartThingRegistrationTask"),
             None => format!("upload to your S3 bucket as {key}, then aws iot start-thing-registration-task --template-body file://aws-bulk-template.json --input-file-bucket BUCKET --input-file-key {key} --role-arn ROLE_ARN (or export again with --set aws.bucket=… --set aws.role_arn=… and certfab writes that request)"),
         };
-        files.push(ExportFile {
-            name: name.clone(),
-            bytes: text.into_bytes(),
-            devices: part.len(),
-            consumer,
-        });
-        let Some((role_arn, bucket)) = &task else {
-            continue;
-        };
-        let req = json!({
-            "templateBody": body,
-            "inputFileBucket": bucket,
-            "inputFileKey": key,
-            "roleArn": role_arn,
-        });
-        let req_name = shard_name("aws-bulk", i, "start-task.json");
-        files.push(json_file(
-            &req_name,
-            &req,
-            0,
-            &format!("after the upload: aws iot start-thing-registration-task --cli-input-json file://{req_name} (one task runs at a time per account; then aws iot list-thing-registration-task-reports --task-id ID --report-type ERRORS)"),
-        ));
-    }
-    Ok(files)
+        let id = out.open(&name, consumer)?;
+        if let Some((role_arn, bucket)) = &task {
+            let req = json!({
+                "templateBody": body,
+                "inputFileBucket": bucket,
+                "inputFileKey": key,
+                "roleArn": role_arn,
+            });
+            let req_name = shard_name("aws-bulk", i, "start-task.json");
+            out.file(json_file(
+                &req_name,
+                &req,
+                0,
+                &format!("after the upload: aws iot start-thing-registration-task --cli-input-json file://{req_name} (one task runs at a time per account; then aws iot list-thing-registration-task-reports --task-id ID --report-type ERRORS)"),
+            ))?;
+        }
+        Ok(id)
+    };
+    let mut shards = Rows::new(opts.max_rows);
+    let mut line = String::new();
+    input.each_device(|d| {
+        let thing = thing_name(d)?;
+        let attrs = attributes(d)?;
+        if !attrs.keys().eq(attr_keys.iter()) {
+            let keys: Vec<String> = attrs.keys().cloned().collect();
+            return Err(device_err(
+                d,
+                format!(
+                    "its thing attributes {keys:?} differ from the first device's {attr_keys:?}; a bulk template takes one set of parameters for every line"
+                ),
+            ));
+        }
+        let mut row = Map::new();
+        row.insert("ThingName".into(), Value::String(thing));
+        row.insert("CertificatePem".into(), Value::String(d.cert_pem.clone()));
+        row.insert("CACertificatePem".into(), Value::String(ca_pem.clone()));
+        for (k, v) in attrs {
+            row.insert(attr_param(&k), Value::String(v));
+        }
+        line.clear();
+        line.push_str(&serde_json::to_string(&Value::Object(row)).unwrap_or_default());
+        line.push('\n');
+        let id = shards.next(out, open_shard)?;
+        out.write(id, line.as_bytes())
+    })?;
+    shards.finish(out)
 }
 
 /// Just-in-Time Provisioning: the provisioning template and the CA registration bundle
 /// (CA certificate, verification certificate, RegisterCACertificate request carrying the
 /// template and role).
-pub fn jitp(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFile>, ExportError> {
+pub fn jitp(input: &ExportInput, opts: &ExportOptions, out: &mut Out) -> Result<(), ExportError> {
     const F: Format = Format::AwsJitp;
     let role_arn = role_arn(F, input, opts, "the IAM role AWS IoT assumes to run the JITP template (managed policy AWSIoTThingsRegistration)")?;
     // JITP sees only the certificate subject: the thing name must be the subject CN.
-    for d in &input.devices {
+    input.each_device(|d| {
         let thing = thing_name(d)?;
         match subject_cn(d)? {
-            Some(cn) if cn == thing => {}
+            Some(cn) if cn == thing => Ok(()),
             Some(cn) => {
-                return Err(device_err(
+                Err(device_err(
                     d,
                     format!("its thing name {thing:?} is not its certificate's CN {cn:?}; JITP names the thing from the subject only. Use aws-bulk, or make the profile's CN the thing name"),
                 ))
             }
             None => {
-                return Err(device_err(
+                Err(device_err(
                     d,
                     "its certificate subject has no CN, which the JITP template names the thing from".into(),
                 ))
             }
         }
-    }
+    })?;
     let mut thing_props = Map::new();
     thing_props.insert(
         "ThingName".into(),
@@ -229,37 +226,40 @@ pub fn jitp(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFile>
         }
     };
     files.extend(register_ca(F, input, opts, Some(registration))?);
-    Ok(files)
+    files.into_iter().try_for_each(|f| out.file(f))
 }
 
 /// Just-in-Time Registration: CA registration with auto-registration (no template), the
 /// devices' certificate ids for the registration Lambda to check, and the topic rule when a
 /// Lambda ARN is set.
-pub fn jitr(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFile>, ExportError> {
+pub fn jitr(input: &ExportInput, opts: &ExportOptions, out: &mut Out) -> Result<(), ExportError> {
     const F: Format = Format::AwsJitr;
     require_devices(F, input)?;
     let ca_der = pem_der(&issuing_ca(F, input)?)
         .map_err(|e| ExportError::Input(format!("the manifest's CA certificate: {e}")))?;
     let ca_id = hex::encode(crate::crypto::sha256(&ca_der));
     let topic = format!("$aws/events/certificates/registered/{ca_id}");
-    let mut files = register_ca(F, input, opts, None)?;
-    let mut rows = Vec::with_capacity(input.devices.len());
-    for d in &input.devices {
-        rows.push(json!({
-            "certificateId": d.cert_sha256,
-            "thingName": thing_name(d)?,
-            "deviceId": d.device_id,
-            "serial": d.serial,
-            "notAfter": d.not_after,
-        }));
+    for f in register_ca(F, input, opts, None)? {
+        out.file(f)?;
     }
-    for (i, part) in shard(&rows, opts.max_rows).into_iter().enumerate() {
-        files.push(ndjson_file(
-            &shard_name("aws-jitr-devices", i, "jsonl"),
-            part,
-            &format!("allow-list for the JITR Lambda behind {topic}: activate (UpdateCertificate newStatus=ACTIVE) only certificateIds listed here, create the thing and attach the policy"),
-        ));
-    }
+    ndjson_rows(
+        input,
+        opts,
+        out,
+        "aws-jitr-devices",
+        |_| {
+            format!("allow-list for the JITR Lambda behind {topic}: activate (UpdateCertificate newStatus=ACTIVE) only certificateIds listed here, create the thing and attach the policy")
+        },
+        |d| {
+            Ok(json!({
+                "certificateId": d.cert_sha256,
+                "thingName": thing_name(d)?,
+                "deviceId": d.device_id,
+                "serial": d.serial,
+                "notAfter": d.not_after,
+            }))
+        },
+    )?;
     if let Some(lambda) = setting_str(input, opts, "aws.jitr_lambda_arn")? {
         let rule_name = setting_str(input, opts, "aws.jitr_rule_name")?
             .unwrap_or_else(|| format!("certfab_jitr_{}", &ca_id[..16]));
@@ -276,41 +276,35 @@ pub fn jitr(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFile>
                 "actions": [{"lambda": {"functionArn": lambda}}]
             }
         });
-        files.push(json_file(
+        out.file(json_file(
             "aws-jitr-rule.json",
             &req,
             0,
             "aws iot create-topic-rule --cli-input-json file://aws-jitr-rule.json (then let AWS IoT invoke the Lambda: aws lambda add-permission --principal iot.amazonaws.com)",
-        ));
+        ))?;
     }
-    Ok(files)
+    Ok(())
 }
 
 /// Multi-account registration: one RegisterCertificateWithoutCA request per line.
 pub fn multi_account(
     input: &ExportInput,
     opts: &ExportOptions,
-) -> Result<Vec<ExportFile>, ExportError> {
+    out: &mut Out,
+) -> Result<(), ExportError> {
     const F: Format = Format::AwsMultiAccount;
     require_devices(F, input)?;
     let status = cert_status(input, opts)?;
-    let rows: Vec<Value> = input
-        .devices
-        .iter()
-        .map(|d| json!({"certificatePem": d.cert_pem, "status": status}))
-        .collect();
-    Ok(shard(&rows, opts.max_rows)
-        .into_iter()
-        .enumerate()
-        .map(|(i, part)| {
-            let name = shard_name("aws-multi-account", i, "jsonl");
-            ndjson_file(
-                &name,
-                part,
-                &format!("in each target account, one call per line: while IFS= read -r req; do aws iot register-certificate-without-ca --cli-input-json \"$req\"; done < {name}"),
-            )
-        })
-        .collect())
+    ndjson_rows(
+        input,
+        opts,
+        out,
+        "aws-multi-account",
+        |name| {
+            format!("in each target account, one call per line: while IFS= read -r req; do aws iot register-certificate-without-ca --cli-input-json \"$req\"; done < {name}")
+        },
+        |d| Ok(json!({"certificatePem": d.cert_pem, "status": status})),
+    )
 }
 
 /// A least-privilege IoT policy for the device class: connect only as its own thing, and
@@ -369,7 +363,8 @@ pub fn policy(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFil
 pub fn fleet_claim(
     input: &ExportInput,
     opts: &ExportOptions,
-) -> Result<Vec<ExportFile>, ExportError> {
+    out: &mut Out,
+) -> Result<(), ExportError> {
     const F: Format = Format::AwsFleetClaim;
     require_devices(F, input)?;
     let claim = opts.claim.as_ref().ok_or_else(|| {
@@ -476,18 +471,19 @@ pub fn fleet_claim(
         0,
         &format!("aws iot create-provisioning-template --cli-input-json file://aws-fleet-template.json; devices then publish to $aws/provisioning-templates/{template_name}/provision/json with parameters.ThingName"),
     ));
-    let mut rows = Vec::with_capacity(input.devices.len());
-    for d in &input.devices {
-        rows.push(json!({"ThingName": thing_name(d)?, "deviceId": d.device_id}));
+    for f in files {
+        out.file(f)?;
     }
-    for (i, part) in shard(&rows, opts.max_rows).into_iter().enumerate() {
-        files.push(ndjson_file(
-            &shard_name("aws-fleet-things", i, "jsonl"),
-            part,
-            "the batch's thing names, for the pre-provisioning hook Lambda to allow (parameters.ThingName) and refuse all others",
-        ));
-    }
-    Ok(files)
+    ndjson_rows(
+        input,
+        opts,
+        out,
+        "aws-fleet-things",
+        |_| {
+            "the batch's thing names, for the pre-provisioning hook Lambda to allow (parameters.ThingName) and refuse all others".into()
+        },
+        |d| Ok(json!({"ThingName": thing_name(d)?, "deviceId": d.device_id})),
+    )
 }
 
 // ---- shared pieces ----
@@ -836,18 +832,30 @@ fn json_file(name: &str, v: &Value, devices: usize, consumer: &str) -> ExportFil
     }
 }
 
-fn ndjson_file(name: &str, rows: &[Value], consumer: &str) -> ExportFile {
-    let mut text = String::new();
-    for r in rows {
-        text.push_str(&serde_json::to_string(r).unwrap_or_default());
-        text.push('\n');
-    }
-    ExportFile {
-        name: name.into(),
-        bytes: text.into_bytes(),
-        devices: rows.len(),
-        consumer: consumer.into(),
-    }
+/// One JSON line per device (`row`), written as the devices are read into
+/// `PREFIX-NNNN.jsonl` shards of `--max-rows` lines; `consumer` describes a shard by name.
+fn ndjson_rows(
+    input: &ExportInput,
+    opts: &ExportOptions,
+    out: &mut Out,
+    prefix: &str,
+    consumer: impl Fn(&str) -> String,
+    mut row: impl FnMut(&ExportDevice) -> Result<Value, ExportError>,
+) -> Result<(), ExportError> {
+    let mut shards = Rows::new(opts.max_rows);
+    let mut line = String::new();
+    input.each_device(|d| {
+        line.clear();
+        line.push_str(&serde_json::to_string(&row(d)?).unwrap_or_default());
+        line.push('\n');
+        let id = shards.next(out, |out, i| {
+            let name = shard_name(prefix, i, "jsonl");
+            let c = consumer(&name);
+            out.open(&name, c)
+        })?;
+        out.write(id, line.as_bytes())
+    })?;
+    shards.finish(out)
 }
 
 fn pem_file(name: &str, pem: &str, consumer: &str) -> ExportFile {

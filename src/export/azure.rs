@@ -20,7 +20,9 @@
 //! and `azure.twin_tags` (a mapping: initial twin tags).
 
 use super::support::{device_error, issuing_ca_der, pretty, row_limit, CertFacts, Settings};
-use super::{shard, shard_name, ExportError, ExportFile, ExportInput, ExportOptions, Format};
+use super::{
+    shard_name, ExportDevice, ExportError, ExportFile, ExportInput, ExportOptions, Format, Out,
+};
 use serde_json::{json, Map, Value};
 
 const FORMAT: Format = Format::AzureDps;
@@ -209,11 +211,56 @@ fn common_fields(
 /// Individual X.509 enrollments, sharded into bulk-operation bodies of at most
 /// `min(10, --max-rows)` enrollments: `azure-dps-enrollments-NNNN.json`.
 pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFile>, ExportError> {
+    let mut out = Out::memory();
+    render_into(input, opts, &mut out)?;
+    Ok(out.into_files())
+}
+
+/// The registration id of a device: `azure.registration_id`, else its certificate's CN.
+fn registration_id(
+    input: &ExportInput,
+    opts: &ExportOptions,
+    d: &ExportDevice,
+) -> Result<String, ExportError> {
+    let cn = CertFacts::of(FORMAT, d)?.common_name.unwrap_or_default();
+    Ok(super::support::device_str(FORMAT, input, opts, d, "azure.registration_id")?.unwrap_or(cn))
+}
+
+/// [`render`] into `out`: each bulk-operation body (at most 10 enrollments) is written when
+/// it is full.
+pub fn render_into(
+    input: &ExportInput,
+    opts: &ExportOptions,
+    out: &mut Out,
+) -> Result<(), ExportError> {
     super::require_devices(FORMAT, input)?;
     let common = common_fields(FORMAT, input, opts)?;
-    let mut enrollments = Vec::with_capacity(input.devices.len());
-    let mut seen = std::collections::HashSet::new();
-    for d in &input.devices {
+    let limit = row_limit(Some(BULK_LIMIT), opts).unwrap_or(BULK_LIMIT);
+    let mut enrollments = Vec::with_capacity(limit);
+    let mut shard = 0usize;
+    let flush = |out: &mut Out, enrollments: &mut Vec<Value>, shard: &mut usize| {
+        if enrollments.is_empty() {
+            return Ok(());
+        }
+        out.file(ExportFile {
+            name: shard_name("azure-dps-enrollments", *shard, "json"),
+            bytes: pretty(&json!({ "mode": "create", "enrollments": enrollments })),
+            devices: enrollments.len(),
+            consumer: "Azure DPS service API: POST https://<dps>.azure-devices-provisioning.net/enrollments?api-version=2021-10-01 (Individual Enrollment - Run Bulk Operation)".into(),
+        })?;
+        enrollments.clear();
+        *shard += 1;
+        Ok::<_, ExportError>(())
+    };
+    let twice = |d: &ExportDevice, reg_id: &str| {
+        device_error(
+            FORMAT.name(),
+            d,
+            format!("registration id '{reg_id}' appears twice in the manifest"),
+        )
+    };
+    let mut seen = super::support::Unique::default();
+    input.each_device(|d| {
         let bad = |msg: String| device_error(FORMAT.name(), d, msg);
         let facts = CertFacts::of(FORMAT, d)?;
         let cn = facts.common_name.clone().ok_or_else(|| {
@@ -231,11 +278,7 @@ pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFil
                 "registration id '{reg_id}' differs from the certificate CN '{cn}'; DPS X.509 attestation requires them to be equal"
             )));
         }
-        if !seen.insert(reg_id.clone()) {
-            return Err(bad(format!(
-                "registration id '{reg_id}' appears twice in the manifest"
-            )));
-        }
+        seen.check_with(d, &reg_id, |_| twice(d, &reg_id))?;
         let mut e = Map::new();
         e.insert("registrationId".into(), json!(reg_id));
         let hub_id = super::support::device_str(FORMAT, input, opts, d, "azure.device_id")?
@@ -258,17 +301,17 @@ pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFil
             e.insert(k.clone(), v.clone());
         }
         enrollments.push(Value::Object(e));
-    }
-    Ok(shard(&enrollments, row_limit(Some(BULK_LIMIT), opts))
-        .into_iter()
-        .enumerate()
-        .map(|(i, chunk)| ExportFile {
-            name: shard_name("azure-dps-enrollments", i, "json"),
-            bytes: pretty(&json!({ "mode": "create", "enrollments": chunk })),
-            devices: chunk.len(),
-            consumer: "Azure DPS service API: POST https://<dps>.azure-devices-provisioning.net/enrollments?api-version=2021-10-01 (Individual Enrollment - Run Bulk Operation)".into(),
-        })
-        .collect())
+        if enrollments.len() >= limit {
+            flush(out, &mut enrollments, &mut shard)?;
+        }
+        Ok(())
+    })?;
+    flush(out, &mut enrollments, &mut shard)?;
+    seen.confirm_with(
+        input,
+        |d| registration_id(input, opts, d),
+        |d, reg_id, _| twice(d, reg_id),
+    )
 }
 
 /// One X.509 enrollment group for every device the issuing CA signed:
@@ -320,7 +363,7 @@ pub fn render_group(
         ExportFile {
             name: "azure-dps-enrollment-group.json".into(),
             bytes: pretty(&Value::Object(g)),
-            devices: input.devices.len(),
+            devices: input.device_count(),
             consumer: format!(
                 "Azure DPS service API: PUT https://<dps>.azure-devices-provisioning.net/enrollmentGroups/{group_id}?api-version=2021-10-01 (Enrollment Group - Create Or Update). Devices authenticate only if {which} is uploaded to the DPS instance and verified by proof of possession (certfab ca verification-cert --ca <issuing CA> --cn <verification code>), or chains to a verified CA, and they present the chain up to it",
                 which = if reference { "the referenced CA" } else { "the group's signing CA (azure-dps-ca.pem)" },

@@ -7,7 +7,8 @@
 //! be run as a formula by Excel, LibreOffice or Google Sheets (CSV injection, OWASP), so it is
 //! written with a leading `'`, which those programs show as text and do not evaluate.
 
-use super::{shard, shard_name, ExportError, ExportFile, ExportInput, ExportOptions, Format};
+use super::sink::Rows;
+use super::{shard_name, ExportError, ExportInput, ExportOptions, Format, Out};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -53,73 +54,84 @@ fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, String>) {
     }
 }
 
-/// `devices-NNNN.csv`, `--max-rows` devices a file (no platform limit).
-pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFile>, ExportError> {
+/// `devices-NNNN.csv`, `--max-rows` devices a file (no platform limit). Two passes over the
+/// devices: the cloud columns every device contributes to, then the rows, written as they are
+/// made.
+pub fn render(
+    input: &ExportInput,
+    opts: &ExportOptions,
+) -> Result<Vec<super::ExportFile>, ExportError> {
+    let mut out = Out::memory();
+    render_into(input, opts, &mut out)?;
+    Ok(out.into_files())
+}
+
+/// [`render`] into `out`, a row at a time.
+pub fn render_into(
+    input: &ExportInput,
+    opts: &ExportOptions,
+    out: &mut Out,
+) -> Result<(), ExportError> {
     super::require_devices(FORMAT, input)?;
-    let flat: Vec<BTreeMap<String, String>> = input
-        .devices
-        .iter()
-        .map(|d| {
-            let mut m = BTreeMap::new();
-            for (k, v) in &d.cloud {
-                flatten(&format!("cloud.{k}"), v, &mut m);
-            }
-            m
-        })
-        .collect();
+    let flat = |d: &super::ExportDevice| {
+        let mut m = BTreeMap::new();
+        for (k, v) in &d.cloud {
+            flatten(&format!("cloud.{k}"), v, &mut m);
+        }
+        m
+    };
     // One set of columns for every file, so shards concatenate.
-    let extra: Vec<String> = flat
-        .iter()
-        .flat_map(|m| m.keys().cloned())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let rows: Vec<Vec<String>> = input
-        .devices
-        .iter()
-        .zip(&flat)
-        .map(|(d, m)| {
-            let mut r = vec![
-                d.device_id.clone(),
-                d.serial.clone(),
-                d.cert_sha256.clone(),
-                d.spki_sha256.clone(),
-                d.not_before.clone(),
-                d.not_after.clone(),
-                d.key_origin.clone(),
-                d.state.clone(),
-            ];
-            r.extend(extra.iter().map(|k| m.get(k).cloned().unwrap_or_default()));
-            r.into_iter().map(|c| guard(&c)).collect()
-        })
-        .collect();
+    let mut columns = std::collections::BTreeSet::new();
+    input.each_device(|d| {
+        for k in flat(d).into_keys() {
+            if !columns.contains(&k) {
+                columns.insert(k);
+            }
+        }
+        Ok(())
+    })?;
+    let extra: Vec<String> = columns.into_iter().collect();
     let header: Vec<String> = COLUMNS
         .iter()
         .map(|c| c.to_string())
         .chain(extra.iter().map(|c| guard(c)))
         .collect();
-    shard(&rows, opts.max_rows)
-        .into_iter()
-        .enumerate()
-        .map(|(i, chunk)| {
-            let err =
-                |e: &dyn std::fmt::Display| ExportError::Input(format!("{}: {e}", FORMAT.name()));
-            let mut w = ::csv::WriterBuilder::new()
-                .quote_style(::csv::QuoteStyle::Necessary)
-                .from_writer(Vec::new());
-            w.write_record(&header).map_err(|e| err(&e))?;
-            for r in chunk {
-                w.write_record(r).map_err(|e| err(&e))?;
-            }
-            let bytes = w.into_inner().map_err(|e| err(&e))?;
-            Ok(ExportFile {
-                name: shard_name("devices", i, "csv"),
-                bytes,
-                devices: chunk.len(),
-                consumer: "spreadsheets and scripts (plain CSV, RFC 4180, formula cells neutralized with a leading ')".into(),
-            })
-        })
-        .collect()
+    let err = |e: &dyn std::fmt::Display| ExportError::Input(format!("{}: {e}", FORMAT.name()));
+    let record = |r: &[String]| -> Result<Vec<u8>, ExportError> {
+        let mut w = ::csv::WriterBuilder::new()
+            .quote_style(::csv::QuoteStyle::Necessary)
+            .from_writer(Vec::new());
+        w.write_record(r).map_err(|e| err(&e))?;
+        w.into_inner().map_err(|e| err(&e))
+    };
+    let head = record(&header)?;
+    let mut shards = Rows::new(opts.max_rows);
+    input.each_device(|d| {
+        let m = flat(d);
+        let mut r = vec![
+            d.device_id.clone(),
+            d.serial.clone(),
+            d.cert_sha256.clone(),
+            d.spki_sha256.clone(),
+            d.not_before.clone(),
+            d.not_after.clone(),
+            d.key_origin.clone(),
+            d.state.clone(),
+        ];
+        r.extend(extra.iter().map(|k| m.get(k).cloned().unwrap_or_default()));
+        let r: Vec<String> = r.into_iter().map(|c| guard(&c)).collect();
+        let bytes = record(&r)?;
+        let id = shards.next(out, |out, i| {
+            let id = out.open(
+                &shard_name("devices", i, "csv"),
+                "spreadsheets and scripts (plain CSV, RFC 4180, formula cells neutralized with a leading ')".into(),
+            )?;
+            out.write(id, &head)?;
+            Ok(id)
+        })?;
+        out.write(id, &bytes)
+    })?;
+    shards.finish(out)
 }
 
 #[cfg(test)]

@@ -24,8 +24,11 @@
 //! Hono's). Per device: `hono.device_id` (defaults to the ledger's) and `hono.ext` (a
 //! mapping, stored as the device's `ext`).
 
+use super::sink::Rows;
 use super::support::{b64, device_error, issuing_ca_der, json_lines, pretty, CertFacts, Settings};
-use super::{shard, shard_name, ExportError, ExportFile, ExportInput, ExportOptions, Format};
+use super::{
+    shard_name, ExportDevice, ExportError, ExportFile, ExportInput, ExportOptions, Format, Out,
+};
 use der::{Decode, Encode, Tagged};
 use serde_json::{json, Map, Value};
 use x509_cert::name::Name;
@@ -419,23 +422,33 @@ fn tenant(input: &ExportInput, opts: &ExportOptions) -> Result<Value, ExportErro
 
 /// The tenant file and the device registrations with their X.509 credentials.
 pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFile>, ExportError> {
+    let mut out = Out::memory();
+    render_into(input, opts, &mut out)?;
+    Ok(out.into_files())
+}
+
+/// [`render`] into `out`, a device line at a time.
+pub fn render_into(
+    input: &ExportInput,
+    opts: &ExportOptions,
+    out: &mut Out,
+) -> Result<(), ExportError> {
     super::require_devices(FORMAT, input)?;
     let tenant_id = tenant_id(input, opts)?;
-    let mut files = vec![ExportFile {
+    out.file(ExportFile {
         name: "hono-tenant.json".into(),
         bytes: pretty(&tenant(input, opts)?),
         devices: 0,
         consumer: format!(
             "Hono Device Registry Management API: POST /v1/tenants/{tenant_id} (createTenantWithId), or PUT to update"
         ),
-    }];
+    })?;
     let s = Settings::new(FORMAT, input, opts);
     let device_pattern = id_pattern(&s, "hono.device_id_pattern", DEFAULT_DEVICE_ID_PATTERN)?;
     let template = s.str("hono.auth_id_template")?;
-    let mut lines = Vec::with_capacity(input.devices.len());
-    let mut ids = super::support::Unique::default();
-    let mut auth_ids = super::support::Unique::default();
-    for d in &input.devices {
+    // A device's registry id, auth-id and credential validity (also asked again when the
+    // repeat check needs a second pass).
+    let ids_of = |d: &ExportDevice| -> Result<(String, String, String, String), ExportError> {
         let bad = |msg: String| device_error(FORMAT.name(), d, msg);
         let facts = CertFacts::of(FORMAT, d)?;
         let device_id = super::support::device_str(FORMAT, input, opts, d, "hono.device_id")?
@@ -476,6 +489,18 @@ pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFil
                 id
             }
         };
+        Ok((
+            device_id,
+            auth_id,
+            super::support::x509_time_rfc3339(&tbs.validity.not_before),
+            super::support::x509_time_rfc3339(&tbs.validity.not_after),
+        ))
+    };
+    let mut ids = super::support::Unique::default();
+    let mut auth_ids = super::support::Unique::default();
+    let mut shards = Rows::new(opts.max_rows);
+    input.each_device(|d| {
+        let (device_id, auth_id, not_before, not_after) = ids_of(d)?;
         ids.check(FORMAT, d, "device id", &device_id)?;
         auth_ids.check(FORMAT, d, "auth-id", &auth_id)?;
         let mut device = Map::new();
@@ -488,26 +513,27 @@ pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFil
             "auth-id": auth_id,
             "enabled": true,
             "secrets": [{
-                "not-before": super::support::x509_time_rfc3339(&tbs.validity.not_before),
-                "not-after": super::support::x509_time_rfc3339(&tbs.validity.not_after),
+                "not-before": not_before,
+                "not-after": not_after,
             }],
         }]);
-        lines.push(json!({
+        let line = json_lines(&[json!({
             "tenant-id": tenant_id,
             "device-id": device_id,
             "device": Value::Object(device),
             "credentials": credentials,
-        }));
-    }
-    for (i, chunk) in shard(&lines, opts.max_rows).into_iter().enumerate() {
-        files.push(ExportFile {
-            name: shard_name("hono-devices", i, "jsonl"),
-            bytes: json_lines(chunk),
-            devices: chunk.len(),
-            consumer: "Hono Device Registry Management API, per line: POST /v1/devices/{tenant-id}/{device-id} with .device, then PUT /v1/credentials/{tenant-id}/{device-id} with .credentials".into(),
-        });
-    }
-    Ok(files)
+        })]);
+        let id = shards.next(out, |out, i| {
+            out.open(
+                &shard_name("hono-devices", i, "jsonl"),
+                "Hono Device Registry Management API, per line: POST /v1/devices/{tenant-id}/{device-id} with .device, then PUT /v1/credentials/{tenant-id}/{device-id} with .credentials".into(),
+            )
+        })?;
+        out.write(id, &line)
+    })?;
+    shards.finish(out)?;
+    ids.confirm(FORMAT, input, |d| Ok(ids_of(d)?.0))?;
+    auth_ids.confirm(FORMAT, input, |d| Ok(ids_of(d)?.1))
 }
 
 #[cfg(test)]

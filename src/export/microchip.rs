@@ -32,10 +32,11 @@
 //! not lower-case hex bytes is exported with a warning, or refused when
 //! `microchip.strict_unique_id` is true.
 
+use super::sink::Rows;
 use super::support::{
     b64, b64url, device_error, device_str, issuing_ca_der, pretty, CertFacts, Settings,
 };
-use super::{shard, shard_name, ExportError, ExportFile, ExportInput, ExportOptions, Format};
+use super::{shard_name, ExportError, ExportFile, ExportInput, ExportOptions, Format, Out};
 use crate::crypto::Signer;
 use crate::crypto::{HashAlg, KeyKind, SignatureAlgorithm};
 use crate::manifest::jws::DocumentSigner;
@@ -130,6 +131,18 @@ pub fn render_signed<K: Signer>(
     opts: &ExportOptions,
     signer: &DocumentSigner<K>,
 ) -> Result<Vec<ExportFile>, ExportError> {
+    let mut out = Out::memory();
+    render_signed_into(input, opts, signer, &mut out)?;
+    Ok(out.into_files())
+}
+
+/// [`render_signed`] into `out`, an entry at a time.
+pub fn render_signed_into<K: Signer>(
+    input: &ExportInput,
+    opts: &ExportOptions,
+    signer: &DocumentSigner<K>,
+    out: &mut Out,
+) -> Result<(), ExportError> {
     super::require_devices(FORMAT, input)?;
     let s = Settings::new(FORMAT, input, opts);
     let ca_der = issuing_ca_der(FORMAT, input)?;
@@ -152,9 +165,12 @@ pub fn render_signed<K: Signer>(
     let protected = b64url(protected(signer)?.to_string().as_bytes());
     let strict = s.bool("microchip.strict_unique_id")?.unwrap_or(false);
 
-    let mut entries = Vec::with_capacity(input.devices.len());
     let mut ids = super::support::Unique::default();
-    for d in &input.devices {
+    // One JSON array per shard, pretty-printed as serde_json prints it: "[", each entry
+    // indented by two spaces and separated by ",", then "]".
+    let mut shards = Rows::new(opts.max_rows);
+    let mut first_in: Option<super::sink::FileId> = None;
+    input.each_device(|d| {
         let facts = CertFacts::of(FORMAT, d)?;
         let unique_id = device_str(FORMAT, input, opts, d, "microchip.unique_id")?
             .unwrap_or(d.device_id.clone());
@@ -182,23 +198,47 @@ pub fn render_signed<K: Signer>(
         });
         let payload = b64url(payload.to_string().as_bytes());
         let signature = sign(signer, format!("{protected}.{payload}").as_bytes())?;
-        entries.push(json!({
+        let entry = json!({
             "payload": payload,
             "protected": protected,
             "header": { "uniqueId": unique_id },
             "signature": b64url(&signature),
-        }));
+        });
+        let mut text = String::new();
+        for (n, l) in String::from_utf8_lossy(&pretty(&entry)).trim_end().lines().enumerate() {
+            if n > 0 {
+                text.push('\n');
+            }
+            text.push_str("  ");
+            text.push_str(l);
+        }
+        let before = first_in;
+        if let Some(full) = shards.full() {
+            out.write(full, b"\n]\n")?;
+        }
+        let id = shards.next(out, |out, i| {
+            let id = out.open(
+                &shard_name("microchip-manifest", i, "json"),
+                "tools that import Microchip secure element manifests (pytrustplatform Manifest, TPDS manifest handlers, Thingpress) with the certfab manifest signer certificate as the verification certificate".into(),
+            )?;
+            out.write(id, b"[\n")?;
+            Ok(id)
+        })?;
+        if before == Some(id) {
+            out.write(id, b",\n")?;
+        }
+        first_in = Some(id);
+        out.write(id, text.as_bytes())
+    })?;
+    // The last shard's closing bracket (the others were closed as the next one opened).
+    if let Some(id) = first_in {
+        out.write(id, b"\n]\n")?;
     }
-    Ok(shard(&entries, opts.max_rows)
-        .into_iter()
-        .enumerate()
-        .map(|(i, chunk)| ExportFile {
-            name: shard_name("microchip-manifest", i, "json"),
-            bytes: pretty(&Value::Array(chunk.to_vec())),
-            devices: chunk.len(),
-            consumer: "tools that import Microchip secure element manifests (pytrustplatform Manifest, TPDS manifest handlers, Thingpress) with the certfab manifest signer certificate as the verification certificate".into(),
-        })
-        .collect())
+    shards.finish(out)?;
+    ids.confirm(FORMAT, input, |d| {
+        Ok(device_str(FORMAT, input, opts, d, "microchip.unique_id")?
+            .unwrap_or(d.device_id.clone()))
+    })
 }
 
 /// Whether `id` is bytes in lower-case hex, as Microchip writes a chip serial (`bytes.hex()`).
@@ -217,22 +257,28 @@ pub fn warnings(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<String>
     if s.bool("microchip.strict_unique_id")?.unwrap_or(false) {
         return Ok(Vec::new());
     }
+    // A count and the first few: bounded whatever the batch.
+    let mut count = 0usize;
     let mut odd = Vec::new();
-    for d in &input.devices {
+    input.each_device(|d| {
         let id = device_str(FORMAT, input, opts, d, "microchip.unique_id")?
             .unwrap_or(d.device_id.clone());
         if !is_hex_serial(&id) {
-            odd.push(id);
+            count += 1;
+            if odd.len() < 5 {
+                odd.push(id);
+            }
         }
-    }
-    if odd.is_empty() {
+        Ok(())
+    })?;
+    if count == 0 {
         return Ok(Vec::new());
     }
-    let shown: Vec<&str> = odd.iter().take(5).map(String::as_str).collect();
-    let more = if odd.len() > 5 { ", …" } else { "" };
+    let shown: Vec<&str> = odd.iter().map(String::as_str).collect();
+    let more = if count > 5 { ", …" } else { "" };
     Ok(vec![format!(
         "microchip-jws: {} uniqueId(s) ({}{more}) are not a serial number in lower-case hex, which Microchip's manifests carry and Thingpress names things after; set microchip.unique_id (e.g. \"{{cert.serial}}\"), or microchip.strict_unique_id: true to refuse them",
-        odd.len(),
+        count,
         shown.join(", ")
     )])
 }

@@ -64,8 +64,12 @@ pub struct ExportInput {
     /// The issuing CA certificate (PEM) the devices chain to, then the chain above it,
     /// nearest first (root last, if the site lists it).
     pub ca_chain_pem: Vec<String>,
-    /// The devices, in manifest order.
+    /// The devices, in manifest order, when they are held in memory (the library's
+    /// [`From<&VerifiedManifest>`]); empty when they are streamed from the file ([`Self::stream`]).
     pub devices: Vec<ExportDevice>,
+    /// The devices read again from the verified manifest file, one at a time, instead of
+    /// [`Self::devices`] (`certfab export`: memory does not grow with the batch).
+    pub stream: Option<stream::DeviceStream>,
     /// Profile-level cloud settings (the profile's `cloud:` section, unrendered keys that are
     /// not per-device, e.g. `aws.thing_type`, `azure.iot_hub_host_name`).
     pub cloud: BTreeMap<String, serde_json::Value>,
@@ -103,6 +107,45 @@ impl From<&crate::manifest::VerifiedManifest> for ExportInput {
                 })
                 .collect(),
             cloud: h.cloud.clone().into_iter().collect(),
+            stream: None,
+        }
+    }
+}
+
+impl ExportInput {
+    /// The input of a manifest verified by a streamed pass that fed `stream` (see
+    /// [`stream::DeviceStream::observe`]): devices are read again from the file when rendered.
+    pub fn streamed(m: &crate::manifest::VerifiedManifest, stream: stream::DeviceStream) -> Self {
+        let mut i = Self::from(m);
+        i.devices = Vec::new();
+        i.stream = Some(stream);
+        i
+    }
+
+    /// How many devices the manifest lists.
+    pub fn device_count(&self) -> usize {
+        match &self.stream {
+            Some(s) => s.count,
+            None => self.devices.len(),
+        }
+    }
+
+    /// Hands every device to `f` in manifest order (from the file when streamed).
+    pub fn each_device(
+        &self,
+        f: impl FnMut(&ExportDevice) -> Result<(), ExportError>,
+    ) -> Result<(), ExportError> {
+        match &self.stream {
+            Some(s) => s.each(f),
+            None => self.devices.iter().try_for_each(f),
+        }
+    }
+
+    /// The first device in the manifest.
+    pub fn first_device(&self) -> Option<&ExportDevice> {
+        match &self.stream {
+            Some(s) => s.first.as_ref(),
+            None => self.devices.first(),
         }
     }
 }
@@ -122,10 +165,14 @@ pub struct ExportFile {
 
 pub mod aws;
 pub mod claim;
+pub mod sink;
+pub mod stream;
+#[cfg(test)]
 mod write;
 
+pub use sink::Out;
+
 pub use crate::issue::ClaimMaterial;
-pub use write::write_files;
 
 use std::path::{Path, PathBuf};
 
@@ -280,28 +327,46 @@ impl ExportError {
     }
 }
 
-/// Renders `input` in `format`. Nothing is written; see [`write_files`].
+/// Renders `input` in `format` in memory. Nothing is written; see [`export`].
 pub fn render(
     format: Format,
     input: &ExportInput,
     opts: &ExportOptions,
 ) -> Result<Vec<ExportFile>, ExportError> {
+    let mut out = Out::memory();
+    render_into(format, input, opts, &mut out)?;
+    Ok(out.into_files())
+}
+
+/// Renders `input` in `format` into `out`, a row at a time for the streamed formats.
+pub fn render_into(
+    format: Format,
+    input: &ExportInput,
+    opts: &ExportOptions,
+    out: &mut Out,
+) -> Result<(), ExportError> {
     if opts.max_rows == Some(0) {
         return Err(ExportError::Usage("--max-rows must be at least 1".into()));
     }
     match format {
-        Format::AwsBulk => aws::bulk(input, opts),
-        Format::AwsJitp => aws::jitp(input, opts),
-        Format::AwsJitr => aws::jitr(input, opts),
-        Format::AwsMultiAccount => aws::multi_account(input, opts),
-        Format::AwsPolicy => aws::policy(input, opts),
-        Format::AwsFleetClaim => aws::fleet_claim(input, opts),
-        Format::AzureDps => azure::render(input, opts),
-        Format::AzureDpsGroup => azure::render_group(input, opts),
-        Format::Hono => hono::render(input, opts),
-        Format::Peridio => peridio::render(input, opts),
-        Format::Nrfcloud => nrfcloud::render(input, opts),
-        Format::Csv => csv::render(input, opts),
+        Format::AwsBulk => aws::bulk(input, opts, out),
+        Format::AwsJitp => aws::jitp(input, opts, out),
+        Format::AwsJitr => aws::jitr(input, opts, out),
+        Format::AwsMultiAccount => aws::multi_account(input, opts, out),
+        // Class-level settings only: nothing per device is read.
+        Format::AwsPolicy => aws::policy(input, opts)?
+            .into_iter()
+            .try_for_each(|f| out.file(f)),
+        Format::AwsFleetClaim => aws::fleet_claim(input, opts, out),
+        Format::AzureDps => azure::render_into(input, opts, out),
+        // Class-level settings and the device count only.
+        Format::AzureDpsGroup => azure::render_group(input, opts)?
+            .into_iter()
+            .try_for_each(|f| out.file(f)),
+        Format::Hono => hono::render_into(input, opts, out),
+        Format::Peridio => peridio::render_into(input, opts, out),
+        Format::Nrfcloud => nrfcloud::render_into(input, opts, out),
+        Format::Csv => csv::render_into(input, opts, out),
         Format::MicrochipJws => Err(ExportError::Usage(
             "microchip-jws entries are signed by the manifest signer in the HSM: render them with export::render_signed (certfab export opens signer: from the site config)".into(),
         )),
@@ -319,19 +384,25 @@ pub fn render_signed<K: crate::crypto::Signer>(
     if opts.max_rows == Some(0) {
         return Err(ExportError::Usage("--max-rows must be at least 1".into()));
     }
-    match format {
-        Format::MicrochipJws => microchip::render_signed(input, opts, signer),
-        other => render(other, input, opts),
-    }
+    let mut out = Out::memory();
+    render_signed_into(format, input, opts, signer, &mut out)?;
+    Ok(out.into_files())
 }
 
-/// Splits `items` into runs of at most `max_rows` (all of them in one run when `None`).
-/// An empty input gives no runs.
-pub fn shard<T>(items: &[T], max_rows: Option<usize>) -> Vec<&[T]> {
-    match max_rows {
-        Some(n) if n > 0 => items.chunks(n).collect(),
-        _ if items.is_empty() => Vec::new(),
-        _ => vec![items],
+/// [`render_signed`] into `out`.
+pub fn render_signed_into<K: crate::crypto::Signer>(
+    format: Format,
+    input: &ExportInput,
+    opts: &ExportOptions,
+    signer: &crate::manifest::jws::DocumentSigner<K>,
+    out: &mut Out,
+) -> Result<(), ExportError> {
+    if opts.max_rows == Some(0) {
+        return Err(ExportError::Usage("--max-rows must be at least 1".into()));
+    }
+    match format {
+        Format::MicrochipJws => microchip::render_signed_into(input, opts, signer, out),
+        other => render_into(other, input, opts, out),
     }
 }
 
@@ -343,7 +414,7 @@ pub fn shard_name(prefix: &str, index: usize, ext: &str) -> String {
 
 /// Refuses an input without devices for formats made of device rows.
 pub fn require_devices(format: Format, input: &ExportInput) -> Result<(), ExportError> {
-    if input.devices.is_empty() {
+    if input.device_count() == 0 {
         return Err(ExportError::Input(format!(
             "{}: the manifest {} lists no devices; there is nothing to register",
             format.name(),
@@ -381,26 +452,47 @@ pub fn setting(
     if let Some(v) = opts.settings.get(key) {
         return Ok(Some(serde_json::Value::String(v.clone())));
     }
-    let mut devices = input.devices.iter();
-    if let Some(first) = devices.next() {
-        let v = lookup(|k| first.cloud.get(k), key);
-        for d in devices {
-            let w = lookup(|k| d.cloud.get(k), key);
-            if w != v {
-                return Err(ExportError::BadSetting {
-                    key: key.into(),
-                    value: w.map(|w| w.to_string()).unwrap_or_else(|| "(absent)".into()),
-                    why: format!(
-                        "it renders differently for device {} than for device {} ({}); a class-level setting must be the same for every device, so set it without per-device placeholders or with --set",
-                        d.device_id,
-                        first.device_id,
-                        v.map(|v| v.to_string()).unwrap_or_else(|| "absent".into())
-                    ),
-                });
+    if let Some(s) = &input.stream {
+        // Streamed: the first device's value, if every device has the same at both places
+        // the key may be (flat and nested); otherwise a pass over the file says which device
+        // differs, as below.
+        let nested: Vec<&str> = key.split('.').collect();
+        if let (Some(first), true) = (
+            &s.first,
+            s.agreement.agrees(&[key]) && s.agreement.agrees(&nested),
+        ) {
+            if let Some(v) = lookup(|k| first.cloud.get(k), key) {
+                return Ok(Some(v.clone()));
             }
+            return Ok(lookup(|k| input.cloud.get(k), key).cloned());
+        }
+    }
+    let mut first: Option<(String, Option<serde_json::Value>)> = None;
+    let mut differs = None;
+    input.each_device(|d| {
+        let w = lookup(|k| d.cloud.get(k), key);
+        match &first {
+            None => first = Some((d.device_id.clone(), w.cloned())),
+            Some((_, v)) if differs.is_none() && w != v.as_ref() => {
+                differs = Some((d.device_id.clone(), w.cloned()))
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    })?;
+    if let Some((first, v)) = first {
+        if let Some((d, w)) = differs {
+            return Err(ExportError::BadSetting {
+                key: key.into(),
+                value: w.map(|w| w.to_string()).unwrap_or_else(|| "(absent)".into()),
+                why: format!(
+                    "it renders differently for device {d} than for device {first} ({}); a class-level setting must be the same for every device, so set it without per-device placeholders or with --set",
+                    v.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "absent".into())
+                ),
+            });
         }
         if let Some(v) = v {
-            return Ok(Some(v.clone()));
+            return Ok(Some(v));
         }
     }
     Ok(lookup(|k| input.cloud.get(k), key).cloned())
@@ -535,7 +627,7 @@ impl Summary {
             manifest: input.manifest_path.clone(),
             manifest_sha256: input.manifest_sha256.clone(),
             out: out.to_path_buf(),
-            devices: input.devices.len(),
+            devices: input.device_count(),
             files: files
                 .iter()
                 .map(|f| SummaryFile {
@@ -546,6 +638,19 @@ impl Summary {
                     consumer: f.consumer.clone(),
                 })
                 .collect(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// The summary of the files in `out`, rendered in `format` from `input` into `dir`.
+    pub fn of(format: Format, input: &ExportInput, dir: &Path, out: &Out) -> Self {
+        Self {
+            format: format.name(),
+            manifest: input.manifest_path.clone(),
+            manifest_sha256: input.manifest_sha256.clone(),
+            out: dir.to_path_buf(),
+            devices: input.device_count(),
+            files: out.summary_files(),
             warnings: Vec::new(),
         }
     }
@@ -601,13 +706,11 @@ pub fn preflight(
             key_encrypted: true,
         });
     }
-    let files = render(format, input, &o)?;
+    // Only the names are kept: the content is dropped as it is rendered.
+    let mut names = Out::names();
+    render_into(format, input, &o, &mut names)?;
     if !force {
-        for f in files
-            .iter()
-            .map(|f| f.name.clone())
-            .chain([summary_name(format)])
-        {
+        for f in names.file_names().into_iter().chain([summary_name(format)]) {
             let p = out.join(&f);
             if p.exists() {
                 return Err(ExportError::Write {
@@ -625,7 +728,9 @@ pub fn summary_name(format: Format) -> String {
     format!("{}.summary.json", format.name())
 }
 
-/// Renders, then writes the files and the summary into `out`; returns the summary.
+/// Renders, then writes the files and the summary into `out`; returns the summary. Files are
+/// streamed into temporaries as they are rendered and renamed into place only when all of
+/// them and the summary are written.
 pub fn export(
     format: Format,
     input: &ExportInput,
@@ -633,9 +738,13 @@ pub fn export(
     out: &Path,
     force: bool,
 ) -> Result<Summary, ExportError> {
-    let files = render(format, input, opts)?;
+    if opts.max_rows == Some(0) {
+        return Err(ExportError::Usage("--max-rows must be at least 1".into()));
+    }
+    let mut sink = Out::disk(out, force)?;
+    render_into(format, input, opts, &mut sink)?;
     let warnings = warnings(format, input, opts)?;
-    finish(format, input, out, files, force, warnings)
+    finish(format, input, out, sink, warnings)
 }
 
 /// [`export`] for a format signed by the manifest signer ([`Format::needs_signer`]).
@@ -647,9 +756,13 @@ pub fn export_signed<K: crate::crypto::Signer>(
     out: &Path,
     force: bool,
 ) -> Result<Summary, ExportError> {
-    let files = render_signed(format, input, opts, signer)?;
+    if opts.max_rows == Some(0) {
+        return Err(ExportError::Usage("--max-rows must be at least 1".into()));
+    }
+    let mut sink = Out::disk(out, force)?;
+    render_signed_into(format, input, opts, signer, &mut sink)?;
     let warnings = warnings(format, input, opts)?;
-    finish(format, input, out, files, force, warnings)
+    finish(format, input, out, sink, warnings)
 }
 
 /// What `format` would accept from `input` but a user should know before importing (listed
@@ -667,25 +780,24 @@ pub fn warnings(
     }
 }
 
-/// Adds the summary to rendered files and writes them all.
+/// Adds the summary to the rendered files and renames them all into place.
 fn finish(
     format: Format,
     input: &ExportInput,
-    out: &Path,
-    mut files: Vec<ExportFile>,
-    force: bool,
+    dir: &Path,
+    mut sink: Out,
     warnings: Vec<String>,
 ) -> Result<Summary, ExportError> {
-    let summary = Summary::new(format, input, out, &files).with_warnings(warnings);
+    let summary = Summary::of(format, input, dir, &sink).with_warnings(warnings);
     let mut text = serde_json::to_vec_pretty(&summary).unwrap_or_default();
     text.push(b'\n');
-    files.push(ExportFile {
+    sink.file(ExportFile {
         name: summary_name(format),
         bytes: text,
         devices: 0,
         consumer: "what this export wrote and where each file goes".into(),
-    });
-    write_files(out, &files, force)?;
+    })?;
+    sink.commit()?;
     Ok(summary)
 }
 
@@ -710,6 +822,7 @@ mod tests {
             tenant: None,
             ca_chain_pem: vec![],
             devices: vec![],
+            stream: None,
             cloud: cloud
                 .as_object()
                 .unwrap()
@@ -721,12 +834,28 @@ mod tests {
 
     #[test]
     fn shards_cover_every_item_once_in_order() {
-        let items: Vec<u32> = (1..=7).collect();
-        let s = shard(&items, Some(3));
-        assert_eq!(s, vec![&[1, 2, 3][..], &[4, 5, 6][..], &[7][..]]);
-        assert_eq!(shard(&items, None), vec![&items[..]]);
-        assert_eq!(shard(&items, Some(7)), vec![&items[..]]);
-        assert!(shard::<u32>(&[], None).is_empty());
+        let runs = |limit: Option<usize>, n: u32| {
+            let mut out = Out::memory();
+            let mut rows = sink::Rows::new(limit);
+            for i in 1..=n {
+                let id = rows
+                    .next(&mut out, |out, k| {
+                        out.open(&shard_name("x", k, "txt"), String::new())
+                    })
+                    .unwrap();
+                out.write(id, i.to_string().as_bytes()).unwrap();
+            }
+            rows.finish(&mut out).unwrap();
+            out.into_files()
+                .into_iter()
+                .map(|f| (String::from_utf8(f.bytes).unwrap(), f.devices))
+                .collect::<Vec<_>>()
+        };
+        let got = runs(Some(3), 7);
+        assert_eq!(got, [("123".into(), 3), ("456".into(), 3), ("7".into(), 1)]);
+        assert_eq!(runs(None, 7), [("1234567".into(), 7)]);
+        assert_eq!(runs(Some(7), 7), [("1234567".into(), 7)]);
+        assert!(runs(None, 0).is_empty());
         assert_eq!(shard_name("aws-bulk", 0, "jsonl"), "aws-bulk-0001.jsonl");
         assert_eq!(shard_name("x", 10_000, "csv"), "x-10001.csv");
     }

@@ -25,8 +25,9 @@
 //! (list); for all devices `nrfcloud.fw_types` (list, default `APP|MODEM` as the installer
 //! uses).
 
+use super::sink::Rows;
 use super::support::{device_error, device_list, device_str, row_limit, CertFacts, Settings};
-use super::{shard, shard_name, ExportError, ExportFile, ExportInput, ExportOptions, Format};
+use super::{shard_name, ExportError, ExportFile, ExportInput, ExportOptions, Format, Out};
 use crate::crypto::KeyKind;
 
 const FORMAT: Format = Format::Nrfcloud;
@@ -180,41 +181,46 @@ fn row(
 
 /// Onboarding CSVs of at most `min(1000, --max-rows)` devices: `nrfcloud-onboard-NNNN.csv`.
 pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFile>, ExportError> {
+    let mut out = Out::memory();
+    render_into(input, opts, &mut out)?;
+    Ok(out.into_files())
+}
+
+/// [`render`] into `out`, a row at a time.
+pub fn render_into(
+    input: &ExportInput,
+    opts: &ExportOptions,
+    out: &mut Out,
+) -> Result<(), ExportError> {
     super::require_devices(FORMAT, input)?;
     let s = Settings::new(FORMAT, input, opts);
     let fw = fw_types(&s)?;
-    let mut rows = Vec::with_capacity(input.devices.len());
     let mut ids = super::support::Unique::default();
-    for d in &input.devices {
+    let mut shards = Rows::new(row_limit(Some(ROW_LIMIT), opts));
+    let err = |e: &dyn std::fmt::Display| ExportError::Input(format!("nrfcloud: CSV: {e}"));
+    input.each_device(|d| {
         let r = row(input, opts, d, &fw)?;
         // The pattern is case-insensitive; two ids differing only in case are one risk too many.
         ids.check(FORMAT, d, "nRF Cloud deviceId", &r[0].to_ascii_lowercase())?;
-        rows.push(r);
-    }
-    shard(&rows, row_limit(Some(ROW_LIMIT), opts))
-        .into_iter()
-        .enumerate()
-        .map(|(i, chunk)| {
-            let mut w = ::csv::WriterBuilder::new()
-                .has_headers(false)
-                .terminator(::csv::Terminator::Any(b'\n'))
-                .quote_style(::csv::QuoteStyle::Necessary)
-                .from_writer(Vec::new());
-            for r in chunk {
-                w.write_record(r)
-                    .map_err(|e| ExportError::Input(format!("nrfcloud: CSV: {e}")))?;
-            }
-            let bytes = w
-                .into_inner()
-                .map_err(|e| ExportError::Input(format!("nrfcloud: CSV: {e}")))?;
-            Ok(ExportFile {
-                name: shard_name("nrfcloud-onboard", i, "csv"),
-                bytes,
-                devices: chunk.len(),
-                consumer: "nRF Cloud REST API OnboardDevices: POST https://api.nrfcloud.com/v1/devices with the file as the body (curl --data-binary, Content-Type: application/octet-stream or text/csv), or nrf_cloud_onboard --csv FILE from nrfcloud-utils".into(),
-            })
-        })
-        .collect()
+        let mut w = ::csv::WriterBuilder::new()
+            .has_headers(false)
+            .terminator(::csv::Terminator::Any(b'\n'))
+            .quote_style(::csv::QuoteStyle::Necessary)
+            .from_writer(Vec::new());
+        w.write_record(&r).map_err(|e| err(&e))?;
+        let bytes = w.into_inner().map_err(|e| err(&e))?;
+        let id = shards.next(out, |out, i| {
+            out.open(
+                &shard_name("nrfcloud-onboard", i, "csv"),
+                "nRF Cloud REST API OnboardDevices: POST https://api.nrfcloud.com/v1/devices with the file as the body (curl --data-binary, Content-Type: application/octet-stream or text/csv), or nrf_cloud_onboard --csv FILE from nrfcloud-utils".into(),
+            )
+        })?;
+        out.write(id, &bytes)
+    })?;
+    shards.finish(out)?;
+    ids.confirm(FORMAT, input, |d| {
+        Ok(row(input, opts, d, &fw)?[0].to_ascii_lowercase())
+    })
 }
 
 /// Devices whose subType contains "gateway": nRF Cloud onboards them as Gateway devices with
@@ -222,21 +228,27 @@ pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFil
 /// you want to provision it as a Gateway"), which a subtype chosen for another reason grants
 /// by accident.
 pub fn warnings(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<String>, ExportError> {
+    // A count and the first few: bounded whatever the batch.
+    let mut count = 0usize;
     let mut gateways = Vec::new();
-    for d in &input.devices {
+    input.each_device(|d| {
         let sub = device_str(FORMAT, input, opts, d, "nrfcloud.subtype")?.unwrap_or_default();
         if sub.to_ascii_lowercase().contains("gateway") {
-            gateways.push(d.device_id.clone());
+            count += 1;
+            if gateways.len() < 5 {
+                gateways.push(d.device_id.clone());
+            }
         }
-    }
-    if gateways.is_empty() {
+        Ok(())
+    })?;
+    if count == 0 {
         return Ok(Vec::new());
     }
-    let shown: Vec<&str> = gateways.iter().take(5).map(String::as_str).collect();
-    let more = if gateways.len() > 5 { ", …" } else { "" };
+    let shown: Vec<&str> = gateways.iter().map(String::as_str).collect();
+    let more = if count > 5 { ", …" } else { "" };
     Ok(vec![format!(
         "nrfcloud: {} device(s) ({}{more}) have a subType containing \"gateway\": nRF Cloud onboards them as Gateway devices with additional MQTT permissions for gateway topics; choose another subType unless they are gateways",
-        gateways.len(),
+        count,
         shown.join(", ")
     )])
 }

@@ -32,11 +32,12 @@
 //! `peridio.ca_description`; per device (rendered cloud values) also `peridio.identifier`
 //! (default, and required to be, the certificate's CN) and `peridio.device_description`.
 
+use super::sink::Rows;
 use super::support::{
     b64, device_error, device_list, device_str, issuing_ca_der, json_lines, pretty, CertFacts,
     Settings,
 };
-use super::{shard, shard_name, ExportError, ExportFile, ExportInput, ExportOptions, Format};
+use super::{shard_name, ExportError, ExportFile, ExportInput, ExportOptions, Format, Out};
 use serde_json::{json, Map, Value};
 
 const FORMAT: Format = Format::Peridio;
@@ -126,10 +127,21 @@ fn record(
 
 /// The device records, the import CSV and the CA with its v1 JITP settings.
 pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFile>, ExportError> {
+    let mut out = Out::memory();
+    render_into(input, opts, &mut out)?;
+    Ok(out.into_files())
+}
+
+/// [`render`] into `out`: the API lines and the import CSV rows of each device are written as
+/// it is read (listed kind by kind), then the CA files.
+pub fn render_into(
+    input: &ExportInput,
+    opts: &ExportOptions,
+    out: &mut Out,
+) -> Result<(), ExportError> {
     super::require_devices(FORMAT, input)?;
     let s = Settings::new(FORMAT, input, opts);
     let ca_der = issuing_ca_der(FORMAT, input)?;
-    let mut files = Vec::new();
 
     let product_name = s.str("peridio.product_name")?;
     let product_prn = s.str("peridio.product_prn")?;
@@ -141,10 +153,25 @@ pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFil
     }
 
     if let Some(product_prn) = &product_prn {
-        let mut lines = Vec::with_capacity(input.devices.len());
-        let mut rows = Vec::with_capacity(input.devices.len());
         let mut idents = super::support::Unique::default();
-        for d in &input.devices {
+        let mut line_files = Rows::new(opts.max_rows);
+        let mut row_files = Rows::new(opts.max_rows);
+        let err = |e: &dyn std::fmt::Display| ExportError::Input(format!("peridio: CSV: {e}"));
+        let csv_record = |r: &[String]| -> Result<Vec<u8>, ExportError> {
+            let mut w = ::csv::WriterBuilder::new()
+                .quote_style(::csv::QuoteStyle::Always)
+                .terminator(::csv::Terminator::Any(b'\n'))
+                .from_writer(Vec::new());
+            w.write_record(r).map_err(|e| err(&e))?;
+            w.into_inner().map_err(|e| err(&e))
+        };
+        let head = csv_record(
+            &IMPORT_COLUMNS
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>(),
+        )?;
+        input.each_device(|d| {
             let r = record(input, opts, d)?;
             idents.check(FORMAT, d, "identifier", &r.identifier)?;
             let mut dev = Map::new();
@@ -160,11 +187,11 @@ pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFil
             if let Some(c) = &r.cohort_prn {
                 dev.insert("cohort_prn".into(), json!(c));
             }
-            lines.push(json!({
+            let line = json_lines(&[json!({
                 "device": Value::Object(dev),
                 "device_certificate": { "certificate": b64(r.cert_pem.as_bytes()) },
-            }));
-            rows.push([
+            })]);
+            let row = csv_record(&[
                 r.identifier,
                 r.description.unwrap_or_default(),
                 r.tags.join(","),
@@ -172,34 +199,31 @@ pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFil
                 r.cohort_prn.unwrap_or_default(),
                 r.cert_pem.trim_end().to_string(),
                 r.target.unwrap_or_default(),
-            ]);
-        }
-        for (i, chunk) in shard(&lines, opts.max_rows).into_iter().enumerate() {
-            files.push(ExportFile {
-                name: shard_name("peridio-devices", i, "jsonl"),
-                bytes: json_lines(chunk),
-                devices: chunk.len(),
-                consumer: "Peridio admin API v2, per line: POST /devices with .device (peridio devices create), then POST /device_certificates with .device_certificate plus the returned device_prn (peridio device-certificates create --device-prn PRN --certificate-path FILE)".into(),
-            });
-        }
-        for (i, chunk) in shard(&rows, opts.max_rows).into_iter().enumerate() {
-            let err = |e: &dyn std::fmt::Display| ExportError::Input(format!("peridio: CSV: {e}"));
-            let mut w = ::csv::WriterBuilder::new()
-                .quote_style(::csv::QuoteStyle::Always)
-                .terminator(::csv::Terminator::Any(b'\n'))
-                .from_writer(Vec::new());
-            w.write_record(IMPORT_COLUMNS).map_err(|e| err(&e))?;
-            for r in chunk {
-                w.write_record(r).map_err(|e| err(&e))?;
-            }
-            files.push(ExportFile {
-                name: shard_name("peridio-device-import", i, "csv"),
-                bytes: w.into_inner().map_err(|e| err(&e))?,
-                devices: chunk.len(),
-                consumer: "Peridio web console: create devices in bulk from this Peridio device import manifest (instead of the API lines, not as well)".into(),
-            });
-        }
+            ])?;
+            let id = line_files.next(out, |out, i| {
+                out.group(0);
+                out.open(
+                    &shard_name("peridio-devices", i, "jsonl"),
+                    "Peridio admin API v2, per line: POST /devices with .device (peridio devices create), then POST /device_certificates with .device_certificate plus the returned device_prn (peridio device-certificates create --device-prn PRN --certificate-path FILE)".into(),
+                )
+            })?;
+            out.write(id, &line)?;
+            let id = row_files.next(out, |out, i| {
+                out.group(1);
+                let id = out.open(
+                    &shard_name("peridio-device-import", i, "csv"),
+                    "Peridio web console: create devices in bulk from this Peridio device import manifest (instead of the API lines, not as well)".into(),
+                )?;
+                out.write(id, &head)?;
+                Ok(id)
+            })?;
+            out.write(id, &row)
+        })?;
+        line_files.finish(out)?;
+        row_files.finish(out)?;
+        idents.confirm(FORMAT, input, |d| Ok(record(input, opts, d)?.identifier))?;
     }
+    out.group(2);
 
     if let Some(product) = &product_name {
         // Class-level: JITP gives every device the same values.
@@ -231,18 +255,18 @@ pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFil
             body.insert("description".into(), json!(d));
         }
         body.insert("jitp".into(), Value::Object(jitp));
-        files.push(ExportFile {
+        out.file(ExportFile {
             name: "peridio-ca.pem".into(),
             bytes: crate::x509::pem(&ca_der).into_bytes(),
             devices: 0,
             consumer: "the issuing CA: peridio ca-certificates create-verification-code, certfab ca verification-cert --ca <issuing CA> --cn <verification_code> --out verif.pem, then peridio ca-certificates create --certificate-path peridio-ca.pem --verification-certificate-path verif.pem".into(),
-        });
-        files.push(ExportFile {
+        })?;
+        out.file(ExportFile {
             name: "peridio-ca-jitp-v1.json".into(),
             bytes: pretty(&Value::Object(body)),
             devices: 0,
             consumer: "Peridio admin API v1 only (legacy, organization-scoped): PUT /orgs/{organization_name}/ca_certificates/{ca_certificate_serial} with this body, after the CA is created. The v2 API and the current peridio CLI have no JITP settings (the create command lost its JITP flags); ask Peridio whether your organization can still use them, else register devices with the device files".into(),
-        });
+        })?;
     }
-    Ok(files)
+    Ok(())
 }

@@ -160,28 +160,161 @@ pub fn string_list(v: &serde_json::Value) -> Option<Vec<String>> {
 }
 
 /// Refuses a second device with the same platform identifier (each platform keys its
-/// records by one).
-#[derive(Default)]
-pub struct Unique(std::collections::HashMap<String, String>);
+/// records by one), in memory that does not grow with the batch: the identifiers are held
+/// exactly up to [`Unique::EXACT`]; beyond that a fixed-size Bloom filter takes over, and an
+/// identifier it may have seen is kept as a suspect for [`Unique::confirm`], a second pass that
+/// names the devices of a real repeat (the same error, found when the pass ends).
+pub struct Unique {
+    exact: Option<std::collections::HashMap<String, String>>,
+    bloom: Vec<u64>,
+    /// (identifier, manifest position of the device that may repeat it).
+    suspects: Vec<(String, u64)>,
+    what: &'static str,
+}
+
+impl Default for Unique {
+    fn default() -> Self {
+        Self {
+            exact: Some(std::collections::HashMap::new()),
+            bloom: Vec::new(),
+            suspects: Vec::new(),
+            what: "",
+        }
+    }
+}
 
 impl Unique {
+    /// Identifiers held exactly before the filter takes over.
+    pub const EXACT: usize = 50_000;
+    /// The filter's size in bits (4 MiB): about one false suspect in a thousand devices at a
+    /// million devices.
+    const BITS: usize = 32 * 1024 * 1024;
+
+    fn probes(value: &str) -> [usize; 3] {
+        let h = crate::crypto::sha256(value.as_bytes());
+        let at = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&h[i * 8..i * 8 + 8]);
+            (u64::from_le_bytes(b) as usize) % Self::BITS
+        };
+        [at(0), at(1), at(2)]
+    }
+
+    fn bloom_insert(&mut self, value: &str) -> bool {
+        let mut all = true;
+        for p in Self::probes(value) {
+            let (w, b) = (p / 64, 1u64 << (p % 64));
+            all &= self.bloom[w] & b != 0;
+            self.bloom[w] |= b;
+        }
+        all
+    }
+
     /// Records `value` (`what` names it) for device `d`, or says which device already has it.
     pub fn check(
         &mut self,
         format: Format,
         d: &ExportDevice,
-        what: &str,
+        what: &'static str,
         value: &str,
     ) -> Result<(), ExportError> {
-        match self.0.insert(value.to_string(), d.device_id.clone()) {
-            Some(other) => Err(device_error(
-                format.name(),
-                d,
-                format!("{what} '{value}' is also device {other}'s; the platform keys its records by it"),
-            )),
-            None => Ok(()),
-        }
+        self.what = what;
+        self.check_with(d, value, |other| {
+            repeat_error(format, d, what, value, other)
+        })
     }
+
+    /// [`Unique::check`] with the format's own refusal (`err` gets the other device's id).
+    pub fn check_with(
+        &mut self,
+        d: &ExportDevice,
+        value: &str,
+        err: impl FnOnce(&str) -> ExportError,
+    ) -> Result<(), ExportError> {
+        if let Some(exact) = &mut self.exact {
+            match exact.insert(value.to_string(), d.device_id.clone()) {
+                Some(other) => return Err(err(&other)),
+                None if exact.len() < Self::EXACT => return Ok(()),
+                None => {
+                    let held = self.exact.take().unwrap_or_default();
+                    self.bloom = vec![0; Self::BITS / 64];
+                    for k in held.keys() {
+                        self.bloom_insert(k);
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        if self.bloom_insert(value) {
+            self.suspects.push((value.to_string(), d.seq));
+        }
+        Ok(())
+    }
+
+    /// After a pass that [`Unique::check`]ed every device: when the filter flagged any
+    /// identifier, a second pass over the devices (`value` gives each one's identifier again)
+    /// finds whether it really repeats, and refuses the first device that repeats one.
+    pub fn confirm(
+        self,
+        format: Format,
+        input: &ExportInput,
+        value: impl FnMut(&ExportDevice) -> Result<String, ExportError>,
+    ) -> Result<(), ExportError> {
+        let what = self.what;
+        self.confirm_with(input, value, |d, v, other| {
+            repeat_error(format, d, what, v, other)
+        })
+    }
+
+    /// [`Unique::confirm`] with the format's own refusal (`err` gets the repeating device,
+    /// the identifier and the other device's id).
+    pub fn confirm_with(
+        self,
+        input: &ExportInput,
+        mut value: impl FnMut(&ExportDevice) -> Result<String, ExportError>,
+        err: impl Fn(&ExportDevice, &str, &str) -> ExportError,
+    ) -> Result<(), ExportError> {
+        if self.suspects.is_empty() {
+            return Ok(());
+        }
+        let suspect_at: std::collections::HashSet<u64> =
+            self.suspects.iter().map(|(_, seq)| *seq).collect();
+        let mut first: std::collections::HashMap<String, Option<String>> =
+            self.suspects.into_iter().map(|(v, _)| (v, None)).collect();
+        let mut found: Option<ExportError> = None;
+        input.each_device(|d| {
+            if found.is_some() {
+                return Ok(());
+            }
+            let v = value(d)?;
+            let Some(slot) = first.get_mut(&v) else {
+                return Ok(());
+            };
+            match slot {
+                None => *slot = Some(d.device_id.clone()),
+                Some(other) if suspect_at.contains(&d.seq) => {
+                    found = Some(err(d, &v, other));
+                }
+                Some(_) => {}
+            }
+            Ok(())
+        })?;
+        found.map_or(Ok(()), Err)
+    }
+}
+
+fn repeat_error(
+    format: Format,
+    d: &ExportDevice,
+    what: &str,
+    value: &str,
+    other: &str,
+) -> ExportError {
+    device_error(
+        format.name(),
+        d,
+        format!("{what} '{value}' is also device {other}'s; the platform keys its records by it"),
+    )
 }
 
 /// A per-device setting by dotted key (`azure.registration_id`): `--set` first, then the

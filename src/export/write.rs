@@ -1,119 +1,26 @@
-//! Writing an export into its output directory through [`crate::output`]: every file is
-//! staged as a unique temporary in its directory and fsynced, and only when all are staged are
-//! they renamed into place, so a failure leaves no partial set behind. Existing files are
+//! Writing rendered export files into their output directory through [`crate::output`] (via
+//! [`super::sink::Out`]): every file is staged as a unique temporary in its directory and
+//! fsynced, and only when all are staged are they renamed into place, so a failure leaves no
+//! partial set behind. Existing files are
 //! refused unless `force`; a symlink is refused even then (nothing is written through a link).
 //! Subdirectories are created 0750, key files 0600, the rest 0640.
 
-use super::{ExportError, ExportFile};
-use crate::output::{Access, Durability, Existing, OutDir, WriteError};
-use std::collections::BTreeMap;
-use std::path::{Component, Path, PathBuf};
+use super::{ExportError, ExportFile, Out};
+use std::path::Path;
 
-fn werr(e: WriteError) -> ExportError {
-    ExportError::Write {
-        path: e.path,
-        msg: e.msg,
-    }
-}
-
-/// Writes `files` into `out` (created if missing). Refuses names that leave `out`, duplicate
-/// names, and existing files unless `force`. Files holding a private key get mode 0600.
-pub fn write_files(out: &Path, files: &[ExportFile], force: bool) -> Result<(), ExportError> {
-    // (directory relative to out, file name) of each file, checked before anything is made.
-    let mut places = Vec::with_capacity(files.len());
-    let mut seen = std::collections::BTreeSet::new();
+/// Writes `files` into `out` (created if missing) through the same sink a streamed export
+/// uses ([`Out::disk`]). Refuses names that leave `out`, duplicate names, and existing files
+/// unless `force`. Files holding a private key get mode 0600.
+pub(super) fn write_files(
+    out: &Path,
+    files: &[ExportFile],
+    force: bool,
+) -> Result<(), ExportError> {
+    let mut sink = Out::disk(out, force)?;
     for f in files {
-        let rel = Path::new(&f.name);
-        let plain = !f.name.is_empty()
-            && rel.components().all(|c| matches!(c, Component::Normal(_)))
-            && rel.file_name().and_then(|n| n.to_str()).is_some();
-        if !plain {
-            return Err(ExportError::Usage(format!(
-                "export file name {:?} is not a plain relative path",
-                f.name
-            )));
-        }
-        if !seen.insert(f.name.clone()) {
-            return Err(ExportError::Usage(format!(
-                "export file name {} is produced twice",
-                f.name
-            )));
-        }
-        let parent = rel.parent().map(Path::to_path_buf).unwrap_or_default();
-        let name = rel.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        places.push((parent, name.to_string()));
+        sink.file(f.clone())?;
     }
-    // Directories, opened once each (subdirectories never through a symlink).
-    let root = OutDir::create(out).map_err(werr)?;
-    let mut dirs: BTreeMap<PathBuf, OutDir> = BTreeMap::new();
-    for (parent, _) in &places {
-        if parent.as_os_str().is_empty() || dirs.contains_key(parent) {
-            continue;
-        }
-        let mut at: Option<OutDir> = None;
-        for c in parent.components() {
-            let name = c.as_os_str().to_str().unwrap_or_default();
-            let next = at.as_ref().unwrap_or(&root).subdir(name).map_err(werr)?;
-            at = Some(next);
-        }
-        if let Some(d) = at {
-            dirs.insert(parent.clone(), d);
-        }
-    }
-    let dir_of = |parent: &Path| dirs.get(parent).unwrap_or(&root);
-    let existing = if force {
-        Existing::Replace
-    } else {
-        Existing::Refuse
-    };
-    for (parent, name) in &places {
-        let dir = dir_of(parent);
-        let path = out.join(parent).join(name);
-        match dir.probe(name).map_err(werr)? {
-            None => {}
-            Some(rustix::fs::FileType::RegularFile) if force => {}
-            Some(rustix::fs::FileType::Symlink) => {
-                return Err(ExportError::Write {
-                    path,
-                    msg: "it is a symbolic link; certfab never writes through or over a link in its output. Remove it, then export again".into(),
-                })
-            }
-            Some(_) => {
-                return Err(ExportError::Write {
-                    path,
-                    msg: "it already exists; choose a new --out directory, move it away, or pass --force to replace it".into(),
-                })
-            }
-        }
-    }
-    let mut staged = Vec::with_capacity(files.len());
-    for (f, (parent, name)) in files.iter().zip(&places) {
-        let access = if holds_private_key(&f.bytes) {
-            Access::Secret
-        } else {
-            Access::Shared
-        };
-        staged.push(
-            dir_of(parent)
-                .stage(name, &f.bytes, access, Durability::Now)
-                .map_err(werr)?,
-        );
-    }
-    for s in staged {
-        s.commit(existing).map_err(werr)?;
-    }
-    root.sync_dir().map_err(werr)?;
-    for d in dirs.values() {
-        d.sync_dir().map_err(werr)?;
-    }
-    Ok(())
-}
-
-/// Whether `bytes` hold a PEM private key (plain or encrypted), whichever exporter made them.
-fn holds_private_key(bytes: &[u8]) -> bool {
-    bytes
-        .windows(b"PRIVATE KEY-----".len())
-        .any(|w| w == b"PRIVATE KEY-----")
+    sink.commit()
 }
 
 #[cfg(test)]

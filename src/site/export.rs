@@ -107,8 +107,13 @@ fn verified_input(
     trust: Option<&Path>,
 ) -> Result<ExportInput, Error> {
     let trust = crate::manifest::Trust::resolve(trust, site.path_opt())?;
-    let verified = crate::manifest::verify(manifest, &trust)?;
-    Ok(ExportInput::from(&verified))
+    // One streamed verifying pass keeps only what is bounded (count, first device, which
+    // cloud values differ); the exporters read the devices again from the file.
+    let mut stream = export::stream::DeviceStream::new(manifest.to_path_buf(), String::new());
+    let verified =
+        crate::manifest::verify::verify_file_with(manifest, None, &trust, |d| stream.observe(&d))?;
+    stream.sha256 = verified.sha256.clone();
+    Ok(ExportInput::streamed(&verified, stream))
 }
 
 fn claim(

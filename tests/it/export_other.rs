@@ -91,6 +91,7 @@ fn input_from(line: &Line, out: &Path, ids: &[String]) -> ExportInput {
             std::fs::read_to_string(line.file("ca/root.pem")).unwrap(),
         ],
         devices,
+        stream: None,
         cloud: Default::default(),
     }
 }

@@ -28,6 +28,7 @@ mod batch_faults;
 mod central_ledger;
 mod cli_habits;
 mod export_aws;
+mod export_memory;
 mod export_other;
 mod fuzz_corpus;
 mod hard_input;
