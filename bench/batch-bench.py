@@ -11,7 +11,9 @@ For each kind the output layouts in LAYOUTS (default `dirs,bundle`) run one afte
 each on its own fresh dev line with its own raw-rate measurement just before it, so every
 ratio compares a batch with the token rate of the same minute. Each run also records the
 1-minute load average before and after (the machine is shared) and certfab's CPU time
-(user + system, token included: SoftHSM is in-process) per certificate.
+(user + system, token included: SoftHSM is in-process) per certificate, and certfab's own CPU
+per certificate: that minus the token's CPU per signature (getrusage of a 1-session
+`certfab hsm bench` on the same line over the signatures it made).
 
 With TOKEN=p11-kit each dev line's SoftHSM token is exported by `p11-kit server` and certfab
 loads p11-kit's client module: signing runs in the server's process, so certfab's CPU time per
@@ -67,6 +69,16 @@ def stop_line(d):
 def raw_rate(d):
     r = sh(CERTFAB, "--config", f"{d}/certfab.yaml", "--json", "hsm", "bench", "--key", "issuing-ca", "--sessions", "2", "--seconds", "3")
     return json.loads(r.stdout)["results"][0]["per_second"]
+
+
+def token_cpu_us(d):
+    """The token's CPU per signature: `certfab hsm bench` with one session is (after its
+    start-up) nothing but signatures, so its getrusage CPU time over the signatures it made is
+    what one signature costs the in-process SoftHSM. Subtracted from a batch's CPU per
+    certificate it leaves certfab's own ("getrusage minus the token's share")."""
+    m = measured([CERTFAB, "--config", f"{d}/certfab.yaml", "--json", "hsm", "bench", "--key", "issuing-ca", "--sessions", "1", "--seconds", "3"])
+    n = json.loads(m["out"])["results"][0]["signatures"]
+    return m["cpu_s"] / n * 1e6
 
 
 def pkcs11_engine_missing():
@@ -151,6 +163,7 @@ def main():
                     if not os.path.exists(inp):
                         sh(GEN, kind, str(n), inp)
                     args += ["--input", inp]
+                token_us = token_cpu_us(d) if TOKEN == "softhsm" else None
                 m = measured(args)
                 s = json.loads(m["out"]) if m["rc"] == 0 else {"error": m["err"]}
                 run = {
@@ -158,6 +171,11 @@ def main():
                     "certfab_per_s": round(s.get("rate_per_s", 0)), "ratio": round(s.get("rate_per_s", 0) / rate, 3),
                     "wall_s": round(m["wall"], 2), "peak_rss_mib": round(m["maxrss_kib"] / 1024, 1),
                     "cpu_us_per_cert": round(m["cpu_s"] / n * 1e6), "sys_us_per_cert": round(m["sys_s"] / n * 1e6),
+                    # certfab's own CPU per certificate: with TOKEN=p11-kit the process's
+                    # whole CPU (the token is in p11-kit's server); in-process, minus the
+                    # token's CPU per signature measured on the same line just before.
+                    "own_cpu_us_per_cert": round(m["cpu_s"] / n * 1e6 - (token_us or 0)),
+                    "token_cpu_us_per_sig": round(token_us, 1) if token_us is not None else None,
                     "load1_before": round(load_before, 2), "load1_after": round(os.getloadavg()[0], 2),
                 }
                 # `openssl ca` signs through its own in-process module: compared on SoftHSM lines.
