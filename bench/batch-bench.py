@@ -11,7 +11,17 @@ For each kind the output layouts in LAYOUTS (default `dirs,bundle`) run one afte
 each on its own fresh dev line with its own raw-rate measurement just before it, so every
 ratio compares a batch with the token rate of the same minute. Each run also records the
 1-minute load average before and after (the machine is shared) and certfab's CPU time
-(user + system, token included: SoftHSM is in-process) per certificate.
+(user + system, token included: SoftHSM is in-process) per certificate, and certfab's own CPU
+per certificate: that minus the token's CPU per signature (getrusage of a 1-session
+`certfab hsm bench` on the same line over the signatures it made).
+
+With TOKEN=p11-kit each dev line's SoftHSM token is exported by `p11-kit server` and certfab
+loads p11-kit's client module: signing runs in the server's process, so certfab's CPU time per
+certificate is its own (the issue's "certfab's own CPU per certificate, token out of process";
+the PKCS#11 RPC marshalling on certfab's side is counted, as with any network HSM). The ratio
+columns of such a run compare with p11-kit's rate, not the in-process token's.
+
+CERTFAB=path measures another build (the script then builds only gen-inputs).
 
 Usage: bench/batch-bench.py [SIZES...]   (default: 10000 100000)
        KINDS=pubkey bench/batch-bench.py 1000000   (only some input kinds)
@@ -20,7 +30,8 @@ Usage: bench/batch-bench.py [SIZES...]   (default: 10000 100000)
 import csv, json, os, resource, shutil, subprocess, sys, tempfile, time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CERTFAB = os.path.join(REPO, "target/release/certfab")
+CERTFAB = os.environ.get("CERTFAB") or os.path.join(REPO, "target/release/certfab")
+TOKEN = os.environ.get("TOKEN", "softhsm")
 GEN = os.path.join(REPO, "target/release/examples/gen-inputs")
 
 
@@ -43,14 +54,31 @@ def measured(args, env=None):
 
 def line(work):
     d = os.path.join(work, "line")
+    stop_line(d)
     shutil.rmtree(d, ignore_errors=True)
-    sh(os.path.join(REPO, "hsm-fixtures/dev-line.sh"), d, env={**os.environ, "CERTFAB": CERTFAB})
+    sh(os.path.join(REPO, "hsm-fixtures/dev-line.sh"), "--token", TOKEN, d, env={**os.environ, "CERTFAB": CERTFAB})
     return d
+
+
+def stop_line(d):
+    """Ends the processes a line started (p11-kit's server), if any."""
+    if os.path.exists(os.path.join(d, "stop")):
+        subprocess.run([os.path.join(d, "stop")], capture_output=True)
 
 
 def raw_rate(d):
     r = sh(CERTFAB, "--config", f"{d}/certfab.yaml", "--json", "hsm", "bench", "--key", "issuing-ca", "--sessions", "2", "--seconds", "3")
     return json.loads(r.stdout)["results"][0]["per_second"]
+
+
+def token_cpu_us(d):
+    """The token's CPU per signature: `certfab hsm bench` with one session is (after its
+    start-up) nothing but signatures, so its getrusage CPU time over the signatures it made is
+    what one signature costs the in-process SoftHSM. Subtracted from a batch's CPU per
+    certificate it leaves certfab's own ("getrusage minus the token's share")."""
+    m = measured([CERTFAB, "--config", f"{d}/certfab.yaml", "--json", "hsm", "bench", "--key", "issuing-ca", "--sessions", "1", "--seconds", "3"])
+    n = json.loads(m["out"])["results"][0]["signatures"]
+    return m["cpu_s"] / n * 1e6
 
 
 def pkcs11_engine_missing():
@@ -108,13 +136,14 @@ def openssl_ca(d, csv_path, work):
 
 def main():
     sizes = [int(s) for s in sys.argv[1:]] or [10_000, 100_000]
-    if "csr" in os.environ.get("KINDS", "pubkey,csr,host") and not os.environ.get("NO_OPENSSL"):
+    if "csr" in os.environ.get("KINDS", "pubkey,csr,host") and not os.environ.get("NO_OPENSSL") and TOKEN == "softhsm":
         missing = pkcs11_engine_missing()
         if missing:
             sys.exit(missing)
     sh("cargo", "build", "--release", "--quiet", "--example", "gen-inputs", cwd=REPO)
-    sh("cargo", "build", "--release", "--quiet", cwd=REPO)
-    results = {"machine": f"{os.uname().machine}, {os.cpu_count()} cores", "softhsm": sh("softhsm2-util", "--version").stdout.strip(), "runs": []}
+    if not os.environ.get("CERTFAB"):
+        sh("cargo", "build", "--release", "--quiet", cwd=REPO)
+    results = {"certfab": CERTFAB, "token": TOKEN, "machine": f"{os.uname().machine}, {os.cpu_count()} cores", "softhsm": sh("softhsm2-util", "--version").stdout.strip(), "runs": []}
     work = tempfile.mkdtemp(prefix="certfab-bench-")
     try:
         for n in sizes:
@@ -134,16 +163,23 @@ def main():
                     if not os.path.exists(inp):
                         sh(GEN, kind, str(n), inp)
                     args += ["--input", inp]
+                token_us = token_cpu_us(d) if TOKEN == "softhsm" else None
                 m = measured(args)
                 s = json.loads(m["out"]) if m["rc"] == 0 else {"error": m["err"]}
                 run = {
-                    "kind": kind, "layout": layout, "devices": n, "rc": m["rc"], "raw_2_session_per_s": round(rate),
+                    "token": TOKEN, "kind": kind, "layout": layout, "devices": n, "rc": m["rc"], "raw_2_session_per_s": round(rate),
                     "certfab_per_s": round(s.get("rate_per_s", 0)), "ratio": round(s.get("rate_per_s", 0) / rate, 3),
                     "wall_s": round(m["wall"], 2), "peak_rss_mib": round(m["maxrss_kib"] / 1024, 1),
                     "cpu_us_per_cert": round(m["cpu_s"] / n * 1e6), "sys_us_per_cert": round(m["sys_s"] / n * 1e6),
+                    # certfab's own CPU per certificate: with TOKEN=p11-kit the process's
+                    # whole CPU (the token is in p11-kit's server); in-process, minus the
+                    # token's CPU per signature measured on the same line just before.
+                    "own_cpu_us_per_cert": round(m["cpu_s"] / n * 1e6 - (token_us or 0)),
+                    "token_cpu_us_per_sig": round(token_us, 1) if token_us is not None else None,
                     "load1_before": round(load_before, 2), "load1_after": round(os.getloadavg()[0], 2),
                 }
-                if kind == "csr" and layout == os.environ.get("LAYOUTS", "dirs,bundle").split(",")[0] and not os.environ.get("NO_OPENSSL"):
+                # `openssl ca` signs through its own in-process module: compared on SoftHSM lines.
+                if kind == "csr" and layout == os.environ.get("LAYOUTS", "dirs,bundle").split(",")[0] and not os.environ.get("NO_OPENSSL") and TOKEN == "softhsm":
                     o = openssl_ca(d, os.path.join(work, f"csr-{n}.csv"), work)
                     if o["error"]:
                         run["openssl_ca_error"] = o["error"]
@@ -154,6 +190,7 @@ def main():
                 # Outputs stay until the end: deleting 300,000 inodes right before the next run
                 # makes ext4's inode allocation scan them and halves that run's rate.
     finally:
+        stop_line(os.path.join(work, "line"))
         shutil.rmtree(work, ignore_errors=True)
     os.makedirs(os.path.join(REPO, "bench/results"), exist_ok=True)
     path = os.path.join(REPO, "bench/results", time.strftime("batch-%Y%m%dT%H%M%SZ.json", time.gmtime()))

@@ -28,6 +28,12 @@ command -v dbus-daemon >/dev/null 2>&1 || missing+=(dbus-daemon)
 command -v p11-kit >/dev/null 2>&1 || missing+=(p11-kit)
 [ -f /usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so ] ||
   [ -f /usr/lib/aarch64-linux-gnu/pkcs11/p11-kit-client.so ] || missing+=(p11-kit-modules)
+# The benchmarks (bench/, docs/performance.md): OpenSSL's pkcs11 engine for the `openssl ca`
+# comparison in bench/batch-bench.py, and valgrind for bench/callgrind-batch.sh's instruction
+# counts.
+[ -f /usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so ] ||
+  [ -f /usr/lib/aarch64-linux-gnu/engines-3/pkcs11.so ] || missing+=(libengine-pkcs11-openssl)
+command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
 # The shells whose completion scripts certfab ships (tests/it/cli_habits.rs parses each with its
 # own shell) and groff, which renders the man pages in the same test.
 command -v zsh >/dev/null 2>&1 || missing+=(zsh)

@@ -285,9 +285,10 @@ impl Bundles {
     /// Adds a recorded device's line to its range's file (or checks the file in place holds it).
     pub(super) fn deliver(&self, row: u64, id: &str, der: &[u8]) -> Result<(), String> {
         let k = row / self.per_file;
-        let (_, cert) = X509Certificate::from_der(der)
-            .map_err(|e| format!("{id}: ledger certificate does not parse: {e}"))?;
-        let serial = hex::encode(cert.tbs_certificate.raw_serial());
+        let serial = hex::encode(
+            crate::x509::cert_serial(der)
+                .map_err(|e| format!("{id}: ledger certificate does not parse: {e}"))?,
+        );
         let mut st = self.lock()?;
         let st = &mut *st;
         if !st.open.contains_key(&k) {
@@ -315,6 +316,8 @@ impl Bundles {
         }
         let key = if self.keygen {
             self.load_spools(st, k)?;
+            let (_, cert) = X509Certificate::from_der(der)
+                .map_err(|e| format!("{id}: ledger certificate does not parse: {e}"))?;
             let spki = hex::encode(crate::crypto::sha256(cert.tbs_certificate.subject_pki.raw));
             let found = st
                 .keys

@@ -172,7 +172,10 @@ fn material_v2(
     device: Option<&str>,
     detail: &str,
 ) -> String {
-    serde_json::json!([
+    // Serialised from borrowed values: the same text as a `json!` array (compact, the same
+    // escaping), without copying every field into a `Value` first. Once per event written and
+    // once per event checked, so it is on every certificate's path twice.
+    serde_json::to_string(&(
         "certfab-audit-v2",
         prev,
         seq,
@@ -183,9 +186,9 @@ fn material_v2(
         kind,
         batch,
         device,
-        detail
-    ])
-    .to_string()
+        detail,
+    ))
+    .unwrap_or_default()
 }
 
 /// Appends one v2 event inside the caller's write transaction and advances `head`. The
@@ -202,10 +205,22 @@ pub(super) fn append(
     device: Option<&str>,
     detail: &serde_json::Value,
 ) -> Result<(), LedgerError> {
+    append_text(tx, head, station, kind, batch, device, &detail.to_string())
+}
+
+/// [`append`] with the detail already serialised.
+fn append_text(
+    tx: &Tx<'_>,
+    head: &mut AuditHead,
+    station: &str,
+    kind: &str,
+    batch: Option<&str>,
+    device: Option<&str>,
+    detail: &str,
+) -> Result<(), LedgerError> {
     let at = super::stamp(&*head.clock);
-    let detail = detail.to_string();
     read_head(tx, head, station)?;
-    let row = next_row(head, station, &at, kind, batch, device, &detail);
+    let row = next_row(head, station, &at, kind, batch, device, detail);
     tx.exec("INSERT INTO audit (seq, v, at, station, station_seq, operator, kind, batch_id, device_id, detail, prev_hash, hash)
          VALUES (?1, 2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         &row,
@@ -286,7 +301,9 @@ pub(super) struct Event<'a> {
     pub kind: &'a str,
     pub batch: Option<&'a str>,
     pub device: Option<&'a str>,
-    pub detail: serde_json::Value,
+    /// The detail object, serialised (a group's callers write it from a struct: no `Value`
+    /// map per event).
+    pub detail: String,
 }
 
 /// [`append`] of several events in order, as one statement (a group's or a transition's
@@ -299,7 +316,9 @@ pub(super) fn append_many(
 ) -> Result<(), LedgerError> {
     match events {
         [] => return Ok(()),
-        [e] => return append(tx, head, station, e.kind, e.batch, e.device, &e.detail),
+        [e] => {
+            return append_text(tx, head, station, e.kind, e.batch, e.device, &e.detail);
+        }
         _ => {}
     }
     read_head(tx, head, station)?;
@@ -307,13 +326,7 @@ pub(super) fn append_many(
     let mut params = Vec::with_capacity(events.len() * 11);
     for e in events {
         params.extend(next_row(
-            head,
-            station,
-            &at,
-            e.kind,
-            e.batch,
-            e.device,
-            &e.detail.to_string(),
+            head, station, &at, e.kind, e.batch, e.device, &e.detail,
         ));
     }
     tx.exec(
@@ -679,6 +692,51 @@ impl super::Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The hash material is the text the `json!` array made before (events written by earlier
+    /// versions must still verify): escapes, non-ASCII, nulls and large numbers alike.
+    #[test]
+    fn material_v2_is_the_json_array_text() {
+        for (op, batch, device, detail) in [
+            (None, None, None, "{}"),
+            (
+                Some("op \"1\"\n"),
+                Some("b/\\x"),
+                Some("Gerät\u{7}\u{2028}"),
+                "{\"serial\":\"0a\"}",
+            ),
+        ] {
+            let reference = serde_json::json!([
+                "certfab-audit-v2",
+                "ab\u{0}",
+                i64::MAX,
+                "st\tation",
+                -3i64,
+                "2026-01-01T00:00:00Z",
+                op,
+                "issued",
+                batch,
+                device,
+                detail
+            ])
+            .to_string();
+            assert_eq!(
+                material_v2(
+                    "ab\u{0}",
+                    i64::MAX,
+                    "st\tation",
+                    -3,
+                    "2026-01-01T00:00:00Z",
+                    op,
+                    "issued",
+                    batch,
+                    device,
+                    detail
+                ),
+                reference
+            );
+        }
+    }
 
     fn v1(prev: &str, seq: i64, kind: &str) -> AuditEvent {
         let mut e = AuditEvent {

@@ -536,7 +536,7 @@ impl Conn {
     /// from and would otherwise be text (bytes and integers need BYTEA and BIGINT).
     pub(crate) fn values_from(&self, first: usize, rows: usize, cols: &[&str]) -> String {
         let mut n = first;
-        let mut out = String::new();
+        let mut out = String::with_capacity(rows * cols.len() * 8);
         for r in 0..rows {
             out.push_str(if r == 0 { "(" } else { ", (" });
             for (i, c) in cols.iter().enumerate() {
@@ -547,10 +547,12 @@ impl Conn {
                     out.push_str(lit);
                     continue;
                 }
-                match (c.is_empty(), self.is_pg()) {
-                    (false, true) => out.push_str(&format!("CAST(?{n} AS {c})")),
-                    _ => out.push_str(&format!("?{n}")),
-                }
+                // Written in place: a group's statements have thousands of placeholders.
+                use std::fmt::Write;
+                let _ = match (c.is_empty(), self.is_pg()) {
+                    (false, true) => write!(out, "CAST(?{n} AS {c})"),
+                    _ => write!(out, "?{n}"),
+                };
                 n += 1;
             }
             out.push(')');

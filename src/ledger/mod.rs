@@ -347,6 +347,28 @@ impl Drop for HeldLock {
     }
 }
 
+/// The `serial_reserved` event's detail. Fields in the order a `json!` object gives them
+/// (sorted): the text is the same as before the group path wrote it from a struct.
+#[derive(serde::Serialize)]
+struct ReservedDetail<'a> {
+    issuer_key_id: &'a str,
+    serial: &'a str,
+    spki_sha256: &'a str,
+    tbs_sha256: &'a str,
+}
+
+/// The `issued` event's detail (fields sorted, as [`ReservedDetail`]).
+#[derive(serde::Serialize)]
+struct IssuedDetail<'a> {
+    cert_sha256: &'a str,
+    serial: &'a str,
+}
+
+/// An event detail's JSON text (of plain string fields: it cannot fail).
+fn detail_text(detail: &impl serde::Serialize) -> String {
+    serde_json::to_string(detail).unwrap_or_default()
+}
+
 /// A record's time: the ledger's clock, RFC 3339 whole seconds.
 fn stamp(clock: &dyn Clock) -> String {
     crate::clock::rfc3339(clock.now())
@@ -1014,7 +1036,12 @@ impl Ledger {
                     kind: "serial_reserved",
                     batch: Some(batch_id),
                     device: Some(&it.device_id),
-                    detail: serde_json::json!({"serial": it.serial, "issuer_key_id": it.issuer_key_id, "spki_sha256": it.spki_sha256, "tbs_sha256": hex::encode(crate::crypto::sha256(&it.tbs))}),
+                    detail: detail_text(&ReservedDetail {
+                        issuer_key_id: &it.issuer_key_id,
+                        serial: &it.serial,
+                        spki_sha256: &it.spki_sha256,
+                        tbs_sha256: &hex::encode(crate::crypto::sha256(&it.tbs)),
+                    }),
                 });
             }
             tx.exec(&format!("INSERT INTO devices (profile, device_id, batch_id, state, spki_sha256, serial, key_origin, input_line, updated_at, id_key)
@@ -1060,7 +1087,10 @@ impl Ledger {
                     kind: "issued",
                     batch: Some(batch_id),
                     device: Some(&s.device_id),
-                    detail: serde_json::json!({"serial": s.serial, "cert_sha256": sha}),
+                    detail: detail_text(&IssuedDetail {
+                        cert_sha256: &sha,
+                        serial: &s.serial,
+                    }),
                 });
             }
             let n = tx.exec(&format!("UPDATE certificates SET state = 'signed', der = v.column3, cert_sha256 = v.column4, signed_at = ?1
@@ -1094,11 +1124,21 @@ impl Ledger {
             )?;
             audit::append_many(&tx, &mut self.head, &self.station, &events)?;
         }
-        for l in cleared_lines {
-            tx.exec(
-                "DELETE FROM rejections WHERE batch_id = ?1 AND line = ?2",
-                p![batch_id, *l as i64],
-            )?;
+        // A batch without problem rows (the usual case) has nothing to clear: one look instead
+        // of a DELETE per signed line.
+        let has_problems = !cleared_lines.is_empty()
+            && tx.one(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM rejections WHERE batch_id = ?1 LIMIT 1) AS r",
+                p![batch_id],
+                |r| r.get::<i64>(0),
+            )? > 0;
+        if has_problems {
+            for l in cleared_lines {
+                tx.exec(
+                    "DELETE FROM rejections WHERE batch_id = ?1 AND line = ?2",
+                    p![batch_id, *l as i64],
+                )?;
+            }
         }
         Self::insert_rejections(&tx, &mut self.head, &self.station, batch_id, problems)?;
         tx.commit()?;

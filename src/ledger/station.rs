@@ -189,13 +189,13 @@ impl Ledger {
                     kind: "issued",
                     batch: Some(batch_id),
                     device: Some(&s.device_id),
-                    detail: serde_json::json!({"serial": s.serial, "cert_sha256": sha}),
+                    detail: serde_json::json!({"serial": s.serial, "cert_sha256": sha}).to_string(),
                 },
                 audit::Event {
                     kind: then.kind,
                     batch: Some(batch_id),
                     device: Some(&s.device_id),
-                    detail: then.detail.clone(),
+                    detail: then.detail.to_string(),
                 },
             ],
         )?;
@@ -268,7 +268,7 @@ impl Ledger {
                     kind: change.kind,
                     batch: Some(&a.batch_id),
                     device: Some(device_id),
-                    detail,
+                    detail: detail.to_string(),
                 });
                 Some(transition)
             }
@@ -293,7 +293,7 @@ impl Ledger {
             kind: &kind,
             batch: Some(&a.batch_id),
             device: a.device_id.as_deref(),
-            detail: serde_json::json!({"operator": a.operator, "step": a.step, "reason": a.reason, "serial": a.serial}),
+            detail: serde_json::json!({"operator": a.operator, "step": a.step, "reason": a.reason, "serial": a.serial}).to_string(),
         });
         audit::append_many(&tx, &mut self.head, &self.station, &events)?;
         tx.commit()?;

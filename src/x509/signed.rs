@@ -19,7 +19,71 @@ pub fn split_signed(der: &[u8]) -> der::Result<(&[u8], spki::AlgorithmIdentifier
     Ok((&der[start..end], alg, sig))
 }
 
+/// A certificate's serial number as its INTEGER's content octets (what x509-parser's
+/// `raw_serial` gives), read without decoding the rest of the certificate: writing a batch's
+/// bundle line needs only the serial, and a full parse per device cost as much as the line.
+pub fn cert_serial(der: &[u8]) -> der::Result<&[u8]> {
+    let (tbs, _, _) = split_signed(der)?;
+    let mut r = SliceReader::new(tbs)?;
+    der::Header::decode(&mut r)?
+        .tag
+        .assert_eq(der::Tag::Sequence)?;
+    let mut h = der::Header::decode(&mut r)?;
+    if h.tag
+        == (der::Tag::ContextSpecific {
+            constructed: true,
+            number: der::TagNumber::N0,
+        })
+    {
+        // [0] EXPLICIT version
+        r.read_slice(h.length)?;
+        h = der::Header::decode(&mut r)?;
+    }
+    h.tag.assert_eq(der::Tag::Integer)?;
+    r.read_slice(h.length)
+}
+
 /// PEM text for a certificate.
 pub fn pem(der: &[u8]) -> String {
     pem_rfc7468::encode_string("CERTIFICATE", pem_rfc7468::LineEnding::LF, der).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{Signer, SoftSigner};
+    use crate::x509::{assemble, basic_constraints, build_tbs, CertSpec};
+    use std::str::FromStr;
+    use x509_parser::prelude::*;
+
+    /// The serial read from the DER is x509-parser's `raw_serial`, with and without a leading
+    /// zero octet (a serial whose top bit is set).
+    #[test]
+    fn cert_serial_is_the_parsers_raw_serial() {
+        let key = SoftSigner::generate_p256();
+        for serial in [
+            vec![0x42, 0x01],
+            vec![0x00, 0x80, 0x01, 0x02],
+            vec![0x01; 20],
+        ] {
+            let tbs = build_tbs(&CertSpec {
+                serial: serial.clone(),
+                signature: key.algorithm(),
+                issuer: x509_cert::name::Name::from_str("CN=Issuer").unwrap(),
+                subject: x509_cert::name::Name::from_str("CN=SN-1").unwrap(),
+                not_before: ::time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap(),
+                not_after: None,
+                spki: key.public_key().spki_der().to_vec(),
+                extensions: vec![basic_constraints(false, None).unwrap()],
+            })
+            .unwrap();
+            let der = assemble(&tbs, key.algorithm(), &key.sign(&tbs).unwrap()).unwrap();
+            let (_, parsed) = X509Certificate::from_der(&der).unwrap();
+            assert_eq!(
+                cert_serial(&der).unwrap(),
+                parsed.tbs_certificate.raw_serial()
+            );
+        }
+        assert!(cert_serial(b"\x30\x03\x02\x01\x01").is_err());
+    }
 }

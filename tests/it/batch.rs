@@ -698,3 +698,46 @@ crate::postgres_twins!(
     bundle_layout_row_fixed_later_lands_in_a_supplement,
     rerun_after_manifest_build_is_done_not_refused,
 );
+
+/// Issue 14 (cpu): a group's record skips the per-line DELETE of problem rows when the batch
+/// has none; a batch that has one (a row refused on the first run, its key file missing) still
+/// clears it when the row is issued on the next run, so `batch status` lists no problem.
+#[test]
+fn issue14_cpu_a_row_fixed_later_leaves_no_problem_row() {
+    let line = Line::new();
+    let dir = line.path();
+    std::fs::create_dir_all(dir.join("in")).unwrap();
+    let mut csv = String::from("device_id,pubkey\n");
+    for i in 1..=3 {
+        if i != 2 {
+            std::fs::write(dir.join(format!("in/{i}.pem")), rust_pubkey_pem()).unwrap();
+        }
+        writeln!(csv, "D{i},{i}.pem").unwrap();
+    }
+    std::fs::write(dir.join("in/devices.csv"), csv).unwrap();
+    let out = dir.join("out");
+    let input = dir.join("in/devices.csv");
+    let args = [
+        "--json",
+        "batch",
+        "--profile",
+        "generic-iot",
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let o = line.certfab(&args);
+    assert_eq!(o.status.code(), Some(10), "{}", text(&o));
+    let st = json(&line.certfab(&["--json", "batch", "status"]));
+    assert_eq!(st["counts"]["rejected"], 1, "{st:#}");
+
+    std::fs::write(dir.join("in/2.pem"), rust_pubkey_pem()).unwrap();
+    let o = line.certfab(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(json(&o)["issued"], 1);
+    let st = json(&line.certfab(&["--json", "batch", "status"]));
+    assert_eq!(st["counts"]["signed"], 3, "{st:#}");
+    assert!(st["counts"].get("rejected").is_none(), "{st:#}");
+    assert_eq!(st["problems"], serde_json::json!([]), "{st:#}");
+}
