@@ -35,6 +35,9 @@ pub struct CaCert {
     pub can_sign_certs: bool,
     /// Matter vendor id in the subject, if any.
     pub matter_vid: Option<String>,
+    /// [`CaCert::is_self_signed`], worked out once: a station asks it for every device's
+    /// chain, and a P-384 root's signature check costs about a millisecond in ring.
+    self_signed: std::sync::OnceLock<bool>,
 }
 
 /// Why a CA certificate cannot be used.
@@ -129,6 +132,7 @@ impl CaCert {
             matter_vid: attr_text(&tbs.subject, MATTER_VID),
             der,
             source,
+            self_signed: std::sync::OnceLock::new(),
         })
     }
 
@@ -182,10 +186,12 @@ impl CaCert {
 
     /// Whether this is a self-signed root (subject = issuer, signature by its own key).
     pub fn is_self_signed(&self) -> bool {
-        use der::Decode;
-        let issuer_is_subject = x509_cert::Certificate::from_der(&self.der)
-            .is_ok_and(|c| c.tbs_certificate.issuer == c.tbs_certificate.subject);
-        issuer_is_subject && self.check_signed_by(self).is_ok()
+        *self.self_signed.get_or_init(|| {
+            use der::Decode;
+            let issuer_is_subject = x509_cert::Certificate::from_der(&self.der)
+                .is_ok_and(|c| c.tbs_certificate.issuer == c.tbs_certificate.subject);
+            issuer_is_subject && self.check_signed_by(self).is_ok()
+        })
     }
 
     /// The chain a device gets after its leaf: this CA and the certificates above it, without
