@@ -14,15 +14,24 @@
 #
 # FORMATS="csv …" limits the formats exported (default: all 13).
 #
-# Usage: [BEFORE=bin] [BEFORE_FORMATS="f …"] [FORMATS="f …"] bench/rss-bench.sh [SIZES...]
+# RSS_WORK=DIR works in DIR and keeps it (the line, the batch's ledger, the manifest), so a
+# later build's exports and audit can be measured on the same million-device manifest without
+# issuing it again (the batch is most of the time at 1,000,000).
+#
+# Usage: [BEFORE=bin] [BEFORE_FORMATS="f …"] [FORMATS="f …"] [RSS_WORK=dir] bench/rss-bench.sh [SIZES...]
 #        (default sizes: 10000 100000)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 certfab="$repo/target/release/certfab"
 gen="$repo/target/release/examples/gen-inputs"
 (cd "$repo" && cargo build --release --quiet --bin certfab --example gen-inputs)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+if [ -n "${RSS_WORK:-}" ]; then
+  work=$RSS_WORK
+  mkdir -p "$work"
+else
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+fi
 sizes=("$@")
 [ ${#sizes[@]} -gt 0 ] || sizes=(10000 100000)
 all_formats="aws-bulk aws-jitp aws-jitr aws-multi-account aws-policy aws-fleet-claim azure-dps
@@ -77,5 +86,5 @@ for n in "${sizes[@]}"; do
     done
   fi
   run audit-json "${cf[@]}" --json audit
-  rm -rf "$line" "$m" "$work/out-$n" "$work/in-$n.csv"
+  [ -n "${RSS_WORK:-}" ] || rm -rf "$line" "$m" "$work/out-$n" "$work/in-$n.csv"
 done
