@@ -483,3 +483,56 @@ impl Scratch {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The stored key sorts as the report has always sorted: `row 9` before `row 10`, a
+    /// shorter location before a longer one it begins, NUL and digits where they fall.
+    #[test]
+    fn sort_key_orders_like_natural_key() {
+        let cases: Vec<Vec<String>> = [
+            vec!["l.sqlite devices row 10"],
+            vec!["l.sqlite devices row 9"],
+            vec!["l.sqlite devices row 9", "m.jsonl line 2"],
+            vec!["l.sqlite devices row 9", "m.jsonl line 10"],
+            vec!["l.sqlite devices row"],
+            vec!["l.sqlite devices"],
+            vec!["l.sqlite certificates row 100"],
+            vec!["a\u{0}b"],
+            vec!["a"],
+            vec!["a0"],
+            vec!["a00"],
+            vec!["a 18446744073709551615"],
+            vec!["a 99999999999999999999999"],
+            vec![],
+            vec![""],
+        ]
+        .iter()
+        .map(|v| v.iter().map(|s| s.to_string()).collect())
+        .collect();
+        for a in &cases {
+            for b in &cases {
+                assert_eq!(
+                    sort_key(a).cmp(&sort_key(b)),
+                    super::super::natural_key(a).cmp(&super::super::natural_key(b)),
+                    "{a:?} vs {b:?}"
+                );
+            }
+        }
+    }
+
+    /// The working database lives in a private directory that is gone when the audit ends.
+    #[test]
+    fn scratch_directory_is_private_and_removed() {
+        let s = Scratch::create().unwrap();
+        let dir = s._dir.path().to_path_buf();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        assert!(dir.join("audit.sqlite").exists());
+        drop(s);
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
+}
