@@ -707,21 +707,59 @@ fn load_ledger(
     })
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CorpusError> {
+/// Hands every certificate file under `dir` (`*.pem`, `*.crt`, `*.cer`, `*.der`) to `f`, in
+/// sorted order, directories depth first. Each directory's listing is spilled to the scratch
+/// database and read back sorted in pages, so a batch directory of a million device
+/// directories is never listed in memory.
+fn walk(
+    dir: &Path,
+    scratch: &Scratch,
+    next_listing: &mut i64,
+    f: &mut dyn FnMut(&Path) -> Result<(), CorpusError>,
+) -> Result<(), CorpusError> {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let listing = *next_listing;
+    *next_listing += 1;
     let entries = std::fs::read_dir(dir).map_err(|e| file_err(dir, format!("cannot list: {e}")))?;
-    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    paths.sort();
-    for p in paths {
-        if p.is_dir() {
-            walk(&p, out)?;
-        } else if p
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| matches!(e, "pem" | "crt" | "cer" | "der"))
-        {
-            out.push(p);
+    {
+        let mut ins = scratch
+            .conn()
+            .prepare_cached("INSERT INTO ls(listing, name) VALUES (?1, ?2)")?;
+        for e in entries.flatten() {
+            ins.execute(rusqlite::params![listing, e.file_name().as_bytes()])?;
         }
     }
+    // A page of names at a time (no statement stays open across the recursion).
+    let mut after: Vec<u8> = Vec::new();
+    loop {
+        let mut page: Vec<Vec<u8>> = Vec::new();
+        scratch.each(
+            "SELECT name FROM ls WHERE listing = ?1 AND name > ?2 ORDER BY name LIMIT 256",
+            rusqlite::params![listing, after],
+            |r| r.get::<_, Vec<u8>>(0),
+            |n| {
+                page.push(n);
+                Ok(())
+            },
+        )?;
+        let Some(last) = page.last() else { break };
+        after = last.clone();
+        for name in page {
+            let p = dir.join(std::ffi::OsString::from_vec(name));
+            if p.is_dir() {
+                walk(&p, scratch, next_listing, f)?;
+            } else if p
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| matches!(e, "pem" | "crt" | "cer" | "der"))
+            {
+                f(&p)?;
+            }
+        }
+    }
+    scratch
+        .conn()
+        .execute("DELETE FROM ls WHERE listing = ?1", [listing])?;
     Ok(())
 }
 
@@ -760,19 +798,18 @@ impl Corpus {
 
         let scratch = Scratch::create()?;
         let mut cert_files = 0u64;
+        let mut listings = 0i64;
         for dir in &src.cert_dirs {
             if !dir.is_dir() {
                 return Err(file_err(dir, "is not a directory; --certs takes a directory of certificate files (e.g. a batch --out)"));
             }
-            let mut files = Vec::new();
-            walk(dir, &mut files)?;
             let mut ins = scratch.conn().prepare_cached(
                 "INSERT OR IGNORE INTO cfile(path, idx, sha, serial, subject)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
-            for f in files {
+            walk(dir, &scratch, &mut listings, &mut |f| {
                 // Chain files and CA copies sit beside device certificates: keep leaves only.
-                for (i, der) in read_certs(&f)?.into_iter().enumerate() {
+                for (i, der) in read_certs(f)?.into_iter().enumerate() {
                     let is_ca = CaCert::from_der(der.clone(), String::new())
                         .map(|c| c.is_ca)
                         .unwrap_or(false);
@@ -798,7 +835,8 @@ impl Corpus {
                         subject,
                     ])? as u64;
                 }
-            }
+                Ok(())
+            })?;
         }
 
         let mut profiles = BTreeMap::new();

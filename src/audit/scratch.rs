@@ -39,6 +39,8 @@ CREATE TABLE finding(sev INTEGER, code TEXT, key BLOB, message TEXT, locations T
   device_id TEXT, serial TEXT);
 CREATE TABLE rejected(ledger TEXT, batch_id TEXT, line INTEGER, device_id TEXT,
   category TEXT, reason TEXT);
+CREATE TABLE ls(listing INTEGER, name BLOB);
+CREATE INDEX ls_name ON ls(listing, name);
 ";
 
 /// The indexes the checks' lookups and groupings use, made once everything is loaded.
