@@ -1,5 +1,8 @@
 //! Loading what an audit reads: ledgers (read-only, no lock), manifests, loose certificate
-//! files, CA certificates and profiles, into plain rows the checks can compare.
+//! files, CA certificates and profiles. What grows with the number of devices (ledger rows,
+//! manifest device lines, certificate files) is streamed, one row at a time, into the
+//! corpus's scratch database ([`super::scratch`]) as plain rows the checks can compare; what
+//! does not (CAs, profiles, batches, CRLs, checkpoints) is kept here.
 
 use super::Scratch;
 use crate::ledger::{CertState, DeviceState, Ledger, LedgerError};

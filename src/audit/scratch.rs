@@ -256,6 +256,8 @@ impl Scratch {
             .map_err(werr)?;
         let path = dir.path().join("audit.sqlite");
         let conn = Connection::open(&path)?;
+        // Every query the loading, checks and counts use stays prepared (rusqlite keeps 16).
+        conn.set_prepared_statement_cache_capacity(64);
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA temp_store = FILE;
              PRAGMA cache_size = -{CACHE_KIB}; PRAGMA mmap_size = 0;
