@@ -44,7 +44,7 @@ pub enum CorpusError {
     #[error(transparent)]
     Ledger(#[from] LedgerError),
     /// The audit's working database (a private scratch directory in TMPDIR).
-    #[error("the audit's working database (in the temporary directory, TMPDIR): {0}; make room there or point TMPDIR at a filesystem with space")]
+    #[error("the audit's working database (in the temporary directory, TMPDIR): {0}; make room there, or point TMPDIR at a writable directory with room (about 2 KiB per device)")]
     Scratch(String),
     /// A file named on the command line.
     #[error("{path}: {msg}")]

@@ -59,3 +59,24 @@ fn issue14_flat_memory_audit() {
         4 * N
     );
 }
+
+/// The working database needs a temporary directory: without a usable one the audit stops
+/// with exit 5, naming TMPDIR and the fix, and writes no report.
+#[test]
+fn audit_without_a_usable_tmpdir_says_so() {
+    let line = Line::new();
+    let not_a_dir = line.file("not-a-dir");
+    std::fs::write(&not_a_dir, b"x").unwrap();
+    let o = std::process::Command::new(crate::common::bin())
+        .arg("--config")
+        .arg(line.config())
+        .args(["--json", "audit"])
+        .env("TMPDIR", &not_a_dir)
+        .env_remove("CERTFAB_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("TMPDIR") && err.contains("not-a-dir"), "{err}");
+    assert!(o.stdout.is_empty(), "{}", text(&o));
+}
