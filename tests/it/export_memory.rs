@@ -230,3 +230,78 @@ fn issue14_flat_memory_in_the_number_of_export_files() {
         many.saturating_sub(few)
     );
 }
+
+/// Issue 14, flat memory: `manifest show` (and with `--devices`, as text and as `--json`)
+/// reads the manifest a line at a time, so three times the devices take no more memory; it
+/// still counts and lists every device. Before, it read the file whole and kept every device
+/// line (about 8 KiB a device: 426 MiB for 50,000 devices, 650 MiB with `--devices`).
+#[test]
+fn issue14_flat_memory_manifest_show() {
+    let line = Line::new();
+    let mut manifests = Vec::new();
+    let mut batches = Vec::new();
+    for (tag, n) in [("a", N), ("b", 3 * N)] {
+        let s = line.host_batch(
+            "generic-iot",
+            n,
+            &format!("dev-{tag}{{seq:05}}"),
+            &line.file(&format!("out-{tag}")),
+            &["--plain-keys"],
+        );
+        batches.push(s["batch"].as_str().unwrap().to_string());
+        let m = line.file(&format!("m-{tag}.jsonl"));
+        let o = line.manifest_build(&[batches.last().unwrap()], None, &m);
+        assert!(o.status.success(), "{}", text(&o));
+        // The second manifest chains to the first: it holds only the second batch.
+        manifests.push((m, n));
+    }
+    let mut grew = Vec::new();
+    for (json, list) in [(false, false), (true, false), (false, true), (true, true)] {
+        let mut rss = Vec::new();
+        for (m, n) in &manifests {
+            let mut args = vec![];
+            if json {
+                args.push("--json");
+            }
+            args.extend(["manifest", "show", m.to_str().unwrap()]);
+            if list {
+                args.push("--devices");
+            }
+            let (o, kib) = certfab_rss(&line, &args);
+            assert!(o.status.success(), "{args:?}: {}", text(&o));
+            let out = String::from_utf8_lossy(&o.stdout);
+            assert!(out.contains("verified"), "{out:.300}");
+            if json {
+                let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+                assert_eq!(v["device_lines"], *n);
+                let listed = v["devices"].as_array().map_or(0, Vec::len);
+                assert_eq!(listed, if list { *n } else { 0 });
+            } else {
+                assert!(out.contains(&format!(" {n} devices (")), "{out:.300}");
+                let listed = out.lines().filter(|l| l.contains(" serial ")).count();
+                assert_eq!(listed, if list { *n } else { 0 });
+            }
+            rss.push(kib);
+        }
+        eprintln!(
+            "manifest show json={json} devices={list}: peak RSS {} KiB at {N} devices, {} KiB at {}",
+            rss[0],
+            rss[1],
+            3 * N
+        );
+        if rss[1] > rss[0] + SHOW_BOUND_KIB {
+            grew.push(format!(
+                "json={json} devices={list}: {} -> {} KiB",
+                rss[0], rss[1]
+            ));
+        }
+    }
+    assert!(
+        grew.is_empty(),
+        "peak RSS grew by more than {SHOW_BOUND_KIB} KiB from {N} to {} devices: {grew:?}",
+        3 * N
+    );
+}
+
+/// Allowed growth of `manifest show`'s peak RSS from N to 3N devices: 2N devices × 2 KiB.
+const SHOW_BOUND_KIB: u64 = (2 * N as u64) * 2;
