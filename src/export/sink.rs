@@ -764,6 +764,27 @@ mod tests {
         );
         assert_eq!(lines[0].bytes, 8);
 
+        // A commit that fails part-way (a name taken after its file was staged) leaves the
+        // files renamed so far and no temporary, scratch records included.
+        let out2 = d.path().join("out-2");
+        let mut o = Out::disk(&out2, false).unwrap();
+        for n in ["a.txt", "b.txt", "c.txt"] {
+            let id = o.open(n, "c".into()).unwrap();
+            o.write(id, n.as_bytes()).unwrap();
+            o.close(id, 1).unwrap();
+        }
+        std::fs::write(out2.join("b.txt"), b"taken").unwrap();
+        let e = o.commit().unwrap_err();
+        assert!(e.to_string().contains("b.txt"), "{e}");
+        let mut left: Vec<String> = std::fs::read_dir(&out2)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        // Renamed last first: c.txt went in before b.txt was refused; a.txt was discarded.
+        assert_eq!(left, ["b.txt", "c.txt"]);
+        assert_eq!(std::fs::read(out2.join("b.txt")).unwrap(), b"taken");
+
         // A key is never streamed into a file made group-readable.
         let mut o = Out::memory();
         let id = o.open("x.jsonl", "c".into()).unwrap();
