@@ -842,6 +842,28 @@ pub struct Finished {
     name: String,
 }
 
+impl Finished {
+    /// The temporary's name and the final name: an export of many files keeps them on disk
+    /// (a scratch spool) instead of in memory, and rebuilds them with [`Finished::from_parts`].
+    pub fn into_parts(self) -> (String, String) {
+        (self.tmp, self.name)
+    }
+
+    /// A [`Finished`] again from [`Finished::into_parts`]; both must be single file names, the
+    /// temporary one of certfab's own.
+    pub fn from_parts(dir: &Path, tmp: String, name: String) -> Result<Self, WriteError> {
+        check_name(dir, &name)?;
+        check_name(dir, &tmp)?;
+        if !(tmp.starts_with(TEMP_PREFIX) && tmp.ends_with(TEMP_SUFFIX)) {
+            return Err(WriteError {
+                path: dir.join(&tmp),
+                msg: "not a certfab temporary".into(),
+            });
+        }
+        Ok(Self { tmp, name })
+    }
+}
+
 impl OutDir {
     /// Renames a [`Finished`] temporary of this directory onto its name (never over an
     /// existing name with [`Existing::Refuse`]). The directory is not synced.

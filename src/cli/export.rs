@@ -2,6 +2,7 @@ use super::Ctx;
 use crate::error::{Error, ExitCode};
 use crate::export::Format;
 use crate::site::export::{ClaimArgs, ExportRequest};
+use std::io::Write as _;
 use std::path::PathBuf;
 
 /// `certfab export`
@@ -69,9 +70,22 @@ pub(super) fn run(ctx: &Ctx, a: ExportArgs) -> Result<ExitCode, Error> {
             },
         },
     )?;
-    ctx.print(
-        &serde_json::to_value(&summary).unwrap_or_default(),
-        &summary.text(),
-    );
+    // Streamed: an export of 100,000 files lists each one, read back as it is printed.
+    let mut out = std::io::stdout().lock();
+    if ctx.json {
+        let _ = summary.write_json(&mut out, true);
+        let _ = writeln!(out);
+    } else {
+        let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+        summary
+            .each_line(|l| {
+                // As `Ctx::print` does: line feeds are the layout, anything else unsafe is
+                // escaped.
+                let _ = writeln!(out, "{}", crate::text::escape_keep_lines(l));
+                Ok(())
+            })
+            .map_err(Error::from)?;
+        let _ = out.flush();
+    }
     Ok(ExitCode::Ok)
 }

@@ -284,14 +284,6 @@ fn verified_json(v: &manifest::VerifiedManifest) -> serde_json::Value {
     })
 }
 
-fn states<'a>(it: impl Iterator<Item = &'a str>) -> BTreeMap<String, u64> {
-    let mut m = BTreeMap::new();
-    for s in it {
-        *m.entry(s.to_string()).or_insert(0) += 1;
-    }
-    m
-}
-
 fn verified_text(v: &manifest::VerifiedManifest) -> String {
     let h = &v.header;
     format!(
@@ -315,13 +307,17 @@ fn show(
     trust: Option<PathBuf>,
     list: bool,
 ) -> Result<ExitCode, Error> {
-    let bytes = std::fs::read(path).map_err(|e| ManifestError::Read {
-        path: path.display().to_string(),
-        msg: e.to_string(),
+    // Read a line at a time: only the header, the trailer and the count of each state are
+    // kept; the devices are listed (--devices) from a second pass as they are printed.
+    let mut st: BTreeMap<String, u64> = BTreeMap::new();
+    let mut device_lines = 0usize;
+    let u = manifest::read_unverified_file(path, |d| {
+        device_lines += 1;
+        *st.entry(d.state).or_insert(0) += 1;
+        Ok(())
     })?;
-    let u = manifest::read_unverified(&bytes);
     let verdict = match Trust::resolve(trust.as_deref(), ctx.site.path_opt()) {
-        Ok(t) => match manifest::verify_file(path, None, &t) {
+        Ok(t) => match manifest::verify::verify_file_with(path, None, &t, |_| {}) {
             Ok(_) => "verified".to_string(),
             Err(ManifestError::Invalid(r)) => format!(
                 "DOES NOT VERIFY ({} problems; run certfab manifest verify)",
@@ -342,7 +338,6 @@ fn show(
         }))
         .into());
     };
-    let st = states(u.devices.iter().map(|d| d.state.as_str()));
     let json = serde_json::json!({
         "path": path,
         "verification": verdict,
@@ -355,19 +350,13 @@ fn show(
         },
         "count": u.trailer.as_ref().map(|t| t.count),
         "merkle_root": u.trailer.as_ref().map(|t| t.merkle_root.clone()),
-        "device_lines": u.devices.len(),
+        "device_lines": device_lines,
         "undecodable_lines": u.undecodable,
         "states": st,
-        "devices": if list {
-            serde_json::Value::Array(u.devices.iter().map(|d| serde_json::json!({
-                "seq": d.seq, "device_id": d.device_id, "serial": d.serial, "state": d.state,
-                "key_origin": d.key_origin, "batch": d.batch, "not_after": d.not_after, "cloud": d.cloud,
-            })).collect())
-        } else {
-            serde_json::Value::Null
-        },
+        // With --devices, streamed in its place ([`ShowJson`]).
+        "devices": serde_json::Value::Null,
     });
-    let mut text = format!(
+    let text = format!(
         "{}: {verdict}\n  {} · profile {} · batches {} · stations {}\n  created {} · manifest #{} · previous {}\n  {} devices ({}) · merkle root {}",
         path.display(),
         h.format,
@@ -377,7 +366,7 @@ fn show(
         h.created,
         h.sequence.map_or("- (merged)".into(), |s| s.to_string()),
         h.prev_sha256.as_deref().unwrap_or("none"),
-        u.devices.len(),
+        device_lines,
         st.iter()
             .map(|(k, v)| format!("{k} {v}"))
             .collect::<Vec<_>>()
@@ -386,17 +375,94 @@ fn show(
             .as_ref()
             .map_or("(no trailer)".to_string(), |t| t.merkle_root.clone()),
     );
-    if list {
-        for d in &u.devices {
-            text.push_str(&format!(
-                "\n  {:>5} {} serial {} {}",
+    if !list {
+        ctx.print(&json, &text);
+        return Ok(ExitCode::Ok);
+    }
+    use std::io::Write as _;
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+    if ctx.json {
+        let serde_json::Value::Object(map) = &json else {
+            return Ok(ExitCode::Ok);
+        };
+        let r = serde_json::to_writer_pretty(
+            &mut out,
+            &ShowJson {
+                map,
+                path,
+                count: device_lines,
+            },
+        );
+        let _ = writeln!(out);
+        let _ = out.flush();
+        r.map_err(|e| ManifestError::Read {
+            path: path.display().to_string(),
+            msg: e.to_string(),
+        })?;
+    } else {
+        // As `Ctx::print` does: line feeds are the layout, anything else unsafe is escaped.
+        let _ = writeln!(out, "{}", crate::text::escape_keep_lines(&text));
+        manifest::read_unverified_file(path, |d| {
+            let _ = writeln!(
+                out,
+                "  {:>5} {} serial {} {}",
                 d.seq,
                 crate::text::escape(&d.device_id),
                 crate::text::escape(&d.serial),
                 crate::text::escape(&d.state)
-            ));
-        }
+            );
+            Ok(())
+        })?;
+        let _ = out.flush();
     }
-    ctx.print(&json, &text);
     Ok(ExitCode::Ok)
+}
+
+/// `manifest show --devices --json`: the object `show` builds (keys in alphabetical order, as
+/// a `serde_json::Value` prints them), with its `devices` array read from the file again and
+/// written one device at a time.
+struct ShowJson<'a> {
+    map: &'a serde_json::Map<String, serde_json::Value>,
+    path: &'a std::path::Path,
+    count: usize,
+}
+
+impl serde::Serialize for ShowJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.map.len()))?;
+        for (k, v) in self.map {
+            if k == "devices" {
+                m.serialize_entry(k, &ShowDevices(self))?;
+            } else {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        m.end()
+    }
+}
+
+struct ShowDevices<'a, 'b>(&'a ShowJson<'b>);
+
+impl serde::Serialize for ShowDevices<'_, '_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error as _, SerializeSeq};
+        let mut seq = s.serialize_seq(Some(self.0.count))?;
+        let mut failed = None;
+        let r = manifest::read_unverified_file(self.0.path, |d| {
+            let v = serde_json::json!({
+                "seq": d.seq, "device_id": d.device_id, "serial": d.serial, "state": d.state,
+                "key_origin": d.key_origin, "batch": d.batch, "not_after": d.not_after, "cloud": d.cloud,
+            });
+            seq.serialize_element(&v).map_err(|e| {
+                failed = Some(e);
+                ManifestError::Usage(String::new())
+            })
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        r.map_err(S::Error::custom)?;
+        seq.end()
+    }
 }

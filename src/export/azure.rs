@@ -213,7 +213,7 @@ fn common_fields(
 pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFile>, ExportError> {
     let mut out = Out::memory();
     render_into(input, opts, &mut out)?;
-    Ok(out.into_files())
+    out.into_files()
 }
 
 /// The registration id of a device: `azure.registration_id`, else its certificate's CN.

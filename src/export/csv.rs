@@ -63,7 +63,7 @@ pub fn render(
 ) -> Result<Vec<super::ExportFile>, ExportError> {
     let mut out = Out::memory();
     render_into(input, opts, &mut out)?;
-    Ok(out.into_files())
+    out.into_files()
 }
 
 /// [`render`] into `out`, a row at a time.

@@ -424,7 +424,7 @@ fn tenant(input: &ExportInput, opts: &ExportOptions) -> Result<Value, ExportErro
 pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFile>, ExportError> {
     let mut out = Out::memory();
     render_into(input, opts, &mut out)?;
-    Ok(out.into_files())
+    out.into_files()
 }
 
 /// [`render`] into `out`, a device line at a time.

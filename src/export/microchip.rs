@@ -133,7 +133,7 @@ pub fn render_signed<K: Signer>(
 ) -> Result<Vec<ExportFile>, ExportError> {
     let mut out = Out::memory();
     render_signed_into(input, opts, signer, &mut out)?;
-    Ok(out.into_files())
+    out.into_files()
 }
 
 /// [`render_signed`] into `out`, an entry at a time.

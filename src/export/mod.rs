@@ -166,6 +166,7 @@ pub struct ExportFile {
 pub mod aws;
 pub mod claim;
 pub mod sink;
+mod spool;
 pub mod stream;
 #[cfg(test)]
 mod write;
@@ -335,7 +336,7 @@ pub fn render(
 ) -> Result<Vec<ExportFile>, ExportError> {
     let mut out = Out::memory();
     render_into(format, input, opts, &mut out)?;
-    Ok(out.into_files())
+    out.into_files()
 }
 
 /// Renders `input` in `format` into `out`, a row at a time for the streamed formats.
@@ -386,7 +387,7 @@ pub fn render_signed<K: crate::crypto::Signer>(
     }
     let mut out = Out::memory();
     render_signed_into(format, input, opts, signer, &mut out)?;
-    Ok(out.into_files())
+    out.into_files()
 }
 
 /// [`render_signed`] into `out`.
@@ -585,8 +586,10 @@ pub fn setting_list(
     }
 }
 
-/// What an export wrote: one entry per file, with its devices and its consumer.
-#[derive(Debug, Clone, serde::Serialize)]
+/// What an export wrote: one entry per file, with its devices and its consumer. The files'
+/// lines are read back from the export's scratch records as they are written out
+/// ([`Summary::files`], [`Summary::write_json`], [`Summary::each_line`]), never all held.
+#[derive(Debug, Clone)]
 pub struct Summary {
     /// Format name.
     pub format: &'static str,
@@ -598,7 +601,7 @@ pub struct Summary {
     pub out: PathBuf,
     /// Devices in the manifest.
     pub devices: usize,
-    pub files: Vec<SummaryFile>,
+    files: sink::Listing,
     /// What the platform accepts but does differently from what a user may expect (e.g. a
     /// subtype that grants gateway permissions); printed after the files.
     pub warnings: Vec<String>,
@@ -619,6 +622,101 @@ pub struct SummaryFile {
     pub consumer: String,
 }
 
+/// Serializes a listing as a JSON array, element by element from the scratch records.
+struct FilesSer<'a> {
+    files: &'a sink::Listing,
+    /// Keys in alphabetical order (what a `serde_json::Value` prints).
+    sorted: bool,
+}
+
+impl serde::Serialize for FilesSer<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeSeq};
+        let mut seq = s.serialize_seq(Some(self.files.len()))?;
+        let mut failed: Option<S::Error> = None;
+        let r = self.files.each(|f| {
+            let r = if self.sorted {
+                seq.serialize_element(&SortedFile(&f))
+            } else {
+                seq.serialize_element(&f)
+            };
+            r.map_err(|e| {
+                failed = Some(e);
+                ExportError::Usage(String::new())
+            })
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        r.map_err(S::Error::custom)?;
+        seq.end()
+    }
+}
+
+/// A [`SummaryFile`] with its keys in alphabetical order.
+struct SortedFile<'a>(&'a SummaryFile);
+
+impl serde::Serialize for SortedFile<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let f = self.0;
+        let mut st = s.serialize_struct("SummaryFile", 5)?;
+        st.serialize_field("bytes", &f.bytes)?;
+        st.serialize_field("consumer", &f.consumer)?;
+        st.serialize_field("devices", &f.devices)?;
+        st.serialize_field("name", &f.name)?;
+        st.serialize_field("sha256", &f.sha256)?;
+        st.end()
+    }
+}
+
+/// A [`Summary`] with its keys in struct order (the summary file) or alphabetical order (the
+/// printed `--json`, which was a `serde_json::Value`).
+struct SummarySer<'a> {
+    s: &'a Summary,
+    sorted: bool,
+}
+
+impl serde::Serialize for SummarySer<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let s = self.s;
+        let files = FilesSer {
+            files: &s.files,
+            sorted: self.sorted,
+        };
+        let mut st = ser.serialize_struct("Summary", 7)?;
+        if self.sorted {
+            st.serialize_field("devices", &s.devices)?;
+            st.serialize_field("files", &files)?;
+            st.serialize_field("format", &s.format)?;
+            st.serialize_field("manifest", &s.manifest)?;
+            st.serialize_field("manifest_sha256", &s.manifest_sha256)?;
+            st.serialize_field("out", &s.out)?;
+            st.serialize_field("warnings", &s.warnings)?;
+        } else {
+            st.serialize_field("format", &s.format)?;
+            st.serialize_field("manifest", &s.manifest)?;
+            st.serialize_field("manifest_sha256", &s.manifest_sha256)?;
+            st.serialize_field("out", &s.out)?;
+            st.serialize_field("devices", &s.devices)?;
+            st.serialize_field("files", &files)?;
+            st.serialize_field("warnings", &s.warnings)?;
+        }
+        st.end()
+    }
+}
+
+impl serde::Serialize for Summary {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        SummarySer {
+            s: self,
+            sorted: false,
+        }
+        .serialize(ser)
+    }
+}
+
 impl Summary {
     /// The summary of `files` rendered in `format` from `input` into `out`.
     pub fn new(format: Format, input: &ExportInput, out: &Path, files: &[ExportFile]) -> Self {
@@ -628,31 +726,38 @@ impl Summary {
             manifest_sha256: input.manifest_sha256.clone(),
             out: out.to_path_buf(),
             devices: input.device_count(),
-            files: files
-                .iter()
-                .map(|f| SummaryFile {
-                    name: f.name.clone(),
-                    devices: f.devices,
-                    bytes: f.bytes.len(),
-                    sha256: hex::encode(crate::crypto::sha256(&f.bytes)),
-                    consumer: f.consumer.clone(),
-                })
-                .collect(),
+            files: sink::Listing::of(
+                files
+                    .iter()
+                    .map(|f| SummaryFile {
+                        name: f.name.clone(),
+                        devices: f.devices,
+                        bytes: f.bytes.len(),
+                        sha256: hex::encode(crate::crypto::sha256(&f.bytes)),
+                        consumer: f.consumer.clone(),
+                    })
+                    .collect(),
+            ),
             warnings: Vec::new(),
         }
     }
 
     /// The summary of the files in `out`, rendered in `format` from `input` into `dir`.
-    pub fn of(format: Format, input: &ExportInput, dir: &Path, out: &Out) -> Self {
-        Self {
+    pub fn of(
+        format: Format,
+        input: &ExportInput,
+        dir: &Path,
+        out: &mut Out,
+    ) -> Result<Self, ExportError> {
+        Ok(Self {
             format: format.name(),
             manifest: input.manifest_path.clone(),
             manifest_sha256: input.manifest_sha256.clone(),
             out: dir.to_path_buf(),
             devices: input.device_count(),
-            files: out.summary_files(),
+            files: out.listing()?,
             warnings: Vec::new(),
-        }
+        })
     }
 
     /// The same summary with `warnings`.
@@ -661,25 +766,91 @@ impl Summary {
         self
     }
 
-    /// Human-readable text: one line per file, then the total.
-    pub fn text(&self) -> String {
-        let mut s = format!(
-            "exported {} device(s) from {} as {} into {}\n",
+    /// The files, in listing order, read into memory.
+    pub fn files(&self) -> Result<Vec<SummaryFile>, ExportError> {
+        self.files.to_vec()
+    }
+
+    /// Calls `f` with each file, in listing order (read back one at a time).
+    pub fn each_file(
+        &self,
+        f: impl FnMut(SummaryFile) -> Result<(), ExportError>,
+    ) -> Result<(), ExportError> {
+        self.files.each(f)
+    }
+
+    /// How many files it lists.
+    pub fn file_count(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Writes the summary as pretty JSON, streamed: with its keys in struct order as the
+    /// summary file has them, or (`sorted`) in alphabetical order as `--json` prints it. A
+    /// summary whose paths are not UTF-8 cannot be JSON: `null` (sorted) or nothing, as before.
+    pub fn write_json(&self, w: impl std::io::Write, sorted: bool) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut w = std::io::BufWriter::with_capacity(64 * 1024, w);
+        if self.manifest.to_str().is_none() || self.out.to_str().is_none() {
+            if sorted {
+                w.write_all(b"null")?;
+            }
+            return w.flush();
+        }
+        serde_json::to_writer_pretty(&mut w, &SummarySer { s: self, sorted })
+            .map_err(std::io::Error::other)?;
+        w.flush()
+    }
+
+    /// Whether the summary's text would hold a private-key marker (then it is written
+    /// owner-only, as every file that holds one).
+    fn holds_private_key(&self, out: &Out) -> bool {
+        out.marked()
+            || [&self.manifest, &self.out]
+                .iter()
+                .any(|p| sink::holds_private_key(p.to_string_lossy().as_bytes()))
+            || self
+                .warnings
+                .iter()
+                .any(|w| sink::holds_private_key(w.as_bytes()))
+    }
+
+    /// Human-readable text, line by line: the header, two lines per file, the warnings.
+    pub fn each_line(
+        &self,
+        mut line: impl FnMut(&str) -> Result<(), ExportError>,
+    ) -> Result<(), ExportError> {
+        line(&format!(
+            "exported {} device(s) from {} as {} into {}",
             self.devices,
             self.manifest.display(),
             self.format,
             self.out.display()
-        );
-        for f in &self.files {
+        ))?;
+        self.files.each(|f| {
             let rows = if f.devices > 0 {
                 format!(" ({} devices)", f.devices)
             } else {
                 String::new()
             };
-            s.push_str(&format!("  {}{rows}\n    -> {}\n", f.name, f.consumer));
-        }
+            line(&format!("  {}{rows}", f.name))?;
+            line(&format!("    -> {}", f.consumer))
+        })?;
         for w in &self.warnings {
-            s.push_str(&format!("warning: {w}\n"));
+            line(&format!("warning: {w}"))?;
+        }
+        Ok(())
+    }
+
+    /// Human-readable text: one line per file, then the total.
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        let r = self.each_line(|l| {
+            s.push_str(l);
+            s.push('\n');
+            Ok(())
+        });
+        if let Err(e) = r {
+            s.push_str(&format!("error: {e}\n"));
         }
         s.pop();
         s
@@ -706,18 +877,25 @@ pub fn preflight(
             key_encrypted: true,
         });
     }
-    // Only the names are kept: the content is dropped as it is rendered.
-    let mut names = Out::names();
+    // Only the names are looked at: the content is dropped as it is rendered, and each name
+    // is checked against `out` as its file is opened.
+    let mut names = if force {
+        Out::names()
+    } else {
+        Out::names_in(out)
+    };
     render_into(format, input, &o, &mut names)?;
     if !force {
-        for f in names.file_names().into_iter().chain([summary_name(format)]) {
-            let p = out.join(&f);
-            if p.exists() {
-                return Err(ExportError::Write {
-                    path: p,
-                    msg: "it already exists; choose a new --out directory, move it away, or pass --force to replace it".into(),
-                });
-            }
+        let summary = out.join(summary_name(format));
+        let first = names
+            .first_existing()
+            .map(Path::to_path_buf)
+            .or_else(|| summary.exists().then_some(summary));
+        if let Some(p) = first {
+            return Err(ExportError::Write {
+                path: p,
+                msg: "it already exists; choose a new --out directory, move it away, or pass --force to replace it".into(),
+            });
         }
     }
     Ok(())
@@ -788,17 +966,61 @@ fn finish(
     mut sink: Out,
     warnings: Vec<String>,
 ) -> Result<Summary, ExportError> {
-    let summary = Summary::of(format, input, dir, &sink).with_warnings(warnings);
-    let mut text = serde_json::to_vec_pretty(&summary).unwrap_or_default();
-    text.push(b'\n');
-    sink.file(ExportFile {
-        name: summary_name(format),
-        bytes: text,
-        devices: 0,
-        consumer: "what this export wrote and where each file goes".into(),
+    let summary = Summary::of(format, input, dir, &mut sink)?.with_warnings(warnings);
+    // Streamed from the scratch records into the summary's temporary.
+    let access = if summary.holds_private_key(&sink) {
+        crate::output::Access::Secret
+    } else {
+        crate::output::Access::Shared
+    };
+    let id = sink.open_with(
+        &summary_name(format),
+        "what this export wrote and where each file goes".into(),
+        access,
+    )?;
+    let name = dir.join(summary_name(format));
+    let mut w = SinkWriter {
+        sink: &mut sink,
+        id,
+        failed: None,
+    };
+    let r = summary
+        .write_json(&mut w, false)
+        .and_then(|()| std::io::Write::write_all(&mut w, b"\n"));
+    if let Some(e) = w.failed.take() {
+        return Err(e);
+    }
+    r.map_err(|e| ExportError::Write {
+        path: name,
+        msg: format!("cannot write it: {e}"),
     })?;
+    sink.close(id, 0)?;
     sink.commit()?;
     Ok(summary)
+}
+
+/// `io::Write` into an open file of an [`Out`] (the summary, streamed).
+struct SinkWriter<'a> {
+    sink: &'a mut Out,
+    id: sink::FileId,
+    failed: Option<ExportError>,
+}
+
+impl std::io::Write for SinkWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.sink.write(self.id, buf) {
+            Ok(()) => Ok(buf.len()),
+            Err(e) => {
+                let msg = e.to_string();
+                self.failed = Some(e);
+                Err(std::io::Error::other(msg))
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A device's rendered cloud value by dotted key (`aws.thing_name`), nested or flat; then the
@@ -847,6 +1069,7 @@ mod tests {
             }
             rows.finish(&mut out).unwrap();
             out.into_files()
+                .unwrap()
                 .into_iter()
                 .map(|f| (String::from_utf8(f.bytes).unwrap(), f.devices))
                 .collect::<Vec<_>>()

@@ -183,7 +183,7 @@ fn row(
 pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFile>, ExportError> {
     let mut out = Out::memory();
     render_into(input, opts, &mut out)?;
-    Ok(out.into_files())
+    out.into_files()
 }
 
 /// [`render`] into `out`, a row at a time.

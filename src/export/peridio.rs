@@ -129,7 +129,7 @@ fn record(
 pub fn render(input: &ExportInput, opts: &ExportOptions) -> Result<Vec<ExportFile>, ExportError> {
     let mut out = Out::memory();
     render_into(input, opts, &mut out)?;
-    Ok(out.into_files())
+    out.into_files()
 }
 
 /// [`render`] into `out`: the API lines and the import CSV rows of each device are written as

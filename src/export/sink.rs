@@ -3,14 +3,19 @@
 //! streamed into the output directory ([`Out::disk`]): each file written in pieces to a
 //! unique temporary through [`crate::output`] as its rows are rendered, fsynced when it is
 //! complete, and every one renamed into place only after all of them (and the summary) are
-//! written, so a failure leaves no partial set. Only the files' names, sizes, hashes and row
-//! counts are held, never their content.
+//! written, so a failure leaves no partial set. Never the files' content is held, and not
+//! what is kept of each file either (its name, size, hash, row count and temporary): that
+//! goes to scratch records ([`super::spool`]) as the file is closed, so memory does not grow
+//! with the number of files (`azure-dps` writes one per ten devices). What stays in memory
+//! per file is a 128-bit hash of its name, to refuse a name produced twice.
 
+use super::spool::{Dec, Enc, Reader, Spool};
 use super::{ExportError, ExportFile, SummaryFile};
 use crate::output::{Access, Existing, Finished, OutDir, WriteError};
 use sha2::Digest;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 fn werr(e: WriteError) -> ExportError {
     ExportError::Write {
@@ -25,8 +30,11 @@ pub struct FileId(usize);
 
 enum Mode {
     Memory,
-    Names,
+    /// Names only; with a directory, the first file (in listing order) already in it is noted.
+    Names(Option<PathBuf>),
     Disk(Box<Disk>),
+    /// Committed: nothing left to remove.
+    Done,
 }
 
 struct Disk {
@@ -34,22 +42,17 @@ struct Disk {
     root: OutDir,
     dirs: BTreeMap<PathBuf, OutDir>,
     force: bool,
-    /// Temporaries written in full: (directory, temporary), renamed at the end.
-    finished: Vec<(PathBuf, Finished)>,
-}
-
-struct Entry {
-    name: String,
-    consumer: usize,
-    devices: usize,
-    bytes: usize,
-    sha256: [u8; 32],
-    group: u32,
-    data: Vec<u8>,
+    /// Temporaries written in full, in the order they finished: (directory, temporary,
+    /// name), renamed at the end, last first.
+    finished: Option<Spool>,
+    /// How many of them (from the last) are renamed already.
+    committed: usize,
 }
 
 struct Open {
-    entry: usize,
+    name: String,
+    consumer: Consumer,
+    group: u32,
     /// Made owner-only ([`Access::Secret`]).
     secret: bool,
     hash: sha2::Sha256,
@@ -58,49 +61,98 @@ struct Open {
     file: Option<(PathBuf, crate::output::StagedFile)>,
 }
 
+/// A file's consumer text: one of the first few distinct ones (held once), or the text
+/// itself (formats whose every file has its own, like aws-bulk's S3 keys).
+enum Consumer {
+    Held(u64),
+    Own(String),
+}
+
+/// Distinct consumer texts held in memory; more are written out with each file's record.
+const CONSUMERS_HELD: usize = 64;
+/// Marks a record whose consumer text follows it.
+const OWN_CONSUMER: u64 = u64::MAX;
+
 /// The files of one export, in the making.
 pub struct Out {
     mode: Mode,
-    entries: Vec<Entry>,
-    open: Vec<Option<Open>>,
-    names: BTreeSet<String>,
+    /// Files opened and not closed yet, by their place in the opening order.
+    open: BTreeMap<usize, Open>,
+    opened: usize,
+    /// A 128-bit hash (SHA-256, cut) of each name: two different names of an export that
+    /// share one do not occur in practice (about 2^-64 even at 2^32 files).
+    names: HashSet<u128>,
     consumers: Vec<String>,
     group: u32,
+    groups: BTreeSet<u32>,
+    /// Each closed file's summary record, in opening order ([`Out::listing`]).
+    listing: Option<Spool>,
+    /// Records of files closed before a file opened earlier, until that one closes too.
+    pending: BTreeMap<usize, Vec<u8>>,
+    /// Content by opening order ([`Out::memory`]).
+    data: BTreeMap<usize, Vec<u8>>,
+    /// A name or consumer text holds a private-key marker (the summary is made owner-only).
+    marked: bool,
+    /// ([`Mode::Names`] with a directory) the first file already there: (group, order, path).
+    existing: Option<(u32, usize, PathBuf)>,
 }
 
 impl Out {
-    fn with(mode: Mode) -> Self {
+    fn with(mode: Mode, listing: Option<Spool>) -> Self {
         Self {
             mode,
-            entries: Vec::new(),
-            open: Vec::new(),
-            names: BTreeSet::new(),
+            open: BTreeMap::new(),
+            opened: 0,
+            names: HashSet::new(),
             consumers: Vec::new(),
             group: 0,
+            groups: BTreeSet::new(),
+            listing,
+            pending: BTreeMap::new(),
+            data: BTreeMap::new(),
+            marked: false,
+            existing: None,
         }
     }
 
     /// Collects every file's content in memory.
     pub fn memory() -> Self {
-        Self::with(Mode::Memory)
+        Self::with(Mode::Memory, Some(Spool::memory()))
     }
 
-    /// Records only the files' names (content is dropped as it is rendered).
+    /// Checks only the files' names (content is dropped as it is rendered).
     pub fn names() -> Self {
-        Self::with(Mode::Names)
+        Self::with(Mode::Names(None), None)
+    }
+
+    /// [`Out::names`], noting the first file that already exists in `out`
+    /// ([`Out::first_existing`]).
+    pub fn names_in(out: &Path) -> Self {
+        Self::with(Mode::Names(Some(out.to_path_buf())), None)
+    }
+
+    /// ([`Out::names_in`]) The first file, in listing order, that already exists.
+    pub fn first_existing(&self) -> Option<&Path> {
+        self.existing.as_ref().map(|(_, _, p)| p.as_path())
     }
 
     /// Streams the files into `out` (created if missing): existing files are refused unless
     /// `force`, symlinks always.
     pub fn disk(out: &Path, force: bool) -> Result<Self, ExportError> {
         let root = OutDir::create(out).map_err(werr)?;
-        Ok(Self::with(Mode::Disk(Box::new(Disk {
-            out: out.to_path_buf(),
-            root,
-            dirs: BTreeMap::new(),
-            force,
-            finished: Vec::new(),
-        }))))
+        let listing = Spool::scratch(&root, "export-files.list").map_err(werr)?;
+        let finished = Spool::scratch(&root, "export-renames.list").map_err(werr)?;
+        Ok(Self::with(
+            Mode::Disk(Box::new(Disk {
+                out: out.to_path_buf(),
+                root,
+                dirs: BTreeMap::new(),
+                force,
+                finished: Some(finished),
+                committed: 0,
+            })),
+            Some(listing),
+        ))
     }
 
     /// Files opened from now on are listed after every file of a lower group, whatever the
@@ -128,64 +180,80 @@ impl Out {
         self.open_with(name, consumer, Access::Shared)
     }
 
-    fn open_with(
+    /// [`Out::open`] with the file's access (the summary is made owner-only if it names a
+    /// private key marker, as any file holding one is).
+    pub(super) fn open_with(
         &mut self,
         name: &str,
         consumer: String,
         access: Access,
     ) -> Result<FileId, ExportError> {
         let (parent, file_name) = plain(name)?;
-        if !self.names.insert(name.to_string()) {
+        let h = crate::crypto::sha256(name.as_bytes());
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&h[..16]);
+        if !self.names.insert(u128::from_le_bytes(key)) {
             return Err(ExportError::Usage(format!(
                 "export file name {name} is produced twice"
             )));
         }
+        let seq = self.opened;
         let file = match &mut self.mode {
             Mode::Disk(d) => Some((parent.clone(), d.stage(&parent, &file_name, access)?)),
+            Mode::Names(Some(out)) => {
+                let p = out.join(name);
+                let first = match &self.existing {
+                    Some((g, _, _)) => self.group < *g,
+                    None => true,
+                };
+                if first && p.exists() {
+                    self.existing = Some((self.group, seq, p));
+                }
+                None
+            }
             _ => None,
         };
+        self.marked |= holds_private_key(name.as_bytes()) || holds_private_key(consumer.as_bytes());
         let consumer = match self.consumers.iter().position(|c| *c == consumer) {
-            Some(i) => i,
-            None => {
+            Some(i) => Consumer::Held(i as u64),
+            None if self.consumers.len() < CONSUMERS_HELD => {
                 self.consumers.push(consumer);
-                self.consumers.len() - 1
+                Consumer::Held(self.consumers.len() as u64 - 1)
             }
+            None => Consumer::Own(consumer),
         };
-        self.entries.push(Entry {
-            name: name.to_string(),
-            consumer,
-            devices: 0,
-            bytes: 0,
-            sha256: [0; 32],
-            group: self.group,
-            data: Vec::new(),
-        });
-        self.open.push(Some(Open {
-            entry: self.entries.len() - 1,
-            secret: access == Access::Secret,
-            hash: sha2::Sha256::new(),
-            len: 0,
-            data: Vec::new(),
-            file,
-        }));
-        Ok(FileId(self.open.len() - 1))
+        self.opened += 1;
+        self.groups.insert(self.group);
+        self.open.insert(
+            seq,
+            Open {
+                name: name.to_string(),
+                consumer,
+                group: self.group,
+                secret: access == Access::Secret,
+                hash: sha2::Sha256::new(),
+                len: 0,
+                data: Vec::new(),
+                file,
+            },
+        );
+        Ok(FileId(seq))
     }
 
     /// Appends to an open file.
     pub fn write(&mut self, id: FileId, bytes: &[u8]) -> Result<(), ExportError> {
         let memory = matches!(self.mode, Mode::Memory);
-        let names = matches!(self.mode, Mode::Names);
+        let names = matches!(self.mode, Mode::Names(_));
         let o = self
             .open
-            .get_mut(id.0)
-            .and_then(Option::as_mut)
+            .get_mut(&id.0)
             .ok_or_else(|| ExportError::Usage("export file written after it was closed".into()))?;
         if !o.secret && holds_private_key(bytes) {
             // Streamed files are made 0640 before their content is known: a key in one would
             // be readable by the group. No exporter does this; refuse rather than write it.
             return Err(ExportError::Usage(format!(
                 "export file {} would hold a private key but was not opened owner-only; nothing was written",
-                self.entries[o.entry].name
+                o.name
             )));
         }
         if names {
@@ -206,72 +274,103 @@ impl Out {
     pub fn close(&mut self, id: FileId, devices: usize) -> Result<(), ExportError> {
         let o = self
             .open
-            .get_mut(id.0)
-            .and_then(Option::take)
+            .remove(&id.0)
             .ok_or_else(|| ExportError::Usage("export file closed twice".into()))?;
-        let e = &mut self.entries[o.entry];
-        e.devices = devices;
-        e.bytes = o.len;
-        e.sha256 = o.hash.finalize().into();
-        e.data = o.data;
+        let sha256: [u8; 32] = o.hash.finalize().into();
+        let mut rec = Enc::default()
+            .u64(id.0 as u64)
+            .u64(u64::from(o.group))
+            .u64(devices as u64)
+            .u64(o.len as u64)
+            .bytes(&sha256)
+            .bytes(o.name.as_bytes());
+        rec = match &o.consumer {
+            Consumer::Held(i) => rec.u64(*i),
+            Consumer::Own(text) => rec.u64(OWN_CONSUMER).bytes(text.as_bytes()),
+        };
+        if matches!(self.mode, Mode::Memory) {
+            self.data.insert(id.0, o.data);
+        }
         if let (Some((dir, f)), Mode::Disk(d)) = (o.file, &mut self.mode) {
-            let done = f.finish().map_err(werr)?;
-            d.finished.push((dir, done));
+            let (tmp, name) = f.finish().map_err(werr)?.into_parts();
+            let r = Enc::default()
+                .bytes(dir.to_string_lossy().as_bytes())
+                .bytes(tmp.as_bytes())
+                .bytes(name.as_bytes());
+            if let Some(s) = &mut d.finished {
+                s.push(&r.0).map_err(werr)?;
+            }
+        }
+        self.pending.insert(id.0, rec.0);
+        self.flush_pending()
+    }
+
+    /// Moves the records of closed files to the listing as soon as no file opened before
+    /// them is still open, so the listing stays in opening order.
+    fn flush_pending(&mut self) -> Result<(), ExportError> {
+        let Some(listing) = &mut self.listing else {
+            self.pending.clear();
+            return Ok(());
+        };
+        let open_first = self.open.keys().next().copied().unwrap_or(usize::MAX);
+        while let Some(entry) = self.pending.first_entry() {
+            if *entry.key() > open_first {
+                break;
+            }
+            listing.push(&entry.remove()).map_err(werr)?;
         }
         Ok(())
     }
 
-    fn order(&self) -> Vec<usize> {
-        let mut idx: Vec<usize> = (0..self.entries.len()).collect();
-        idx.sort_by_key(|&i| self.entries[i].group);
-        idx
+    /// The summary lines of the files closed so far, read back in listing order (by group,
+    /// then in the order they were opened). Every file must be closed.
+    pub fn listing(&mut self) -> Result<Listing, ExportError> {
+        if !self.open.is_empty() {
+            return Err(ExportError::Usage(
+                "an export file was left open; nothing was written".into(),
+            ));
+        }
+        let path = match &self.mode {
+            Mode::Disk(d) => d.out.clone(),
+            _ => PathBuf::new(),
+        };
+        let reader = match &mut self.listing {
+            Some(s) => Some(s.reader().map_err(werr)?),
+            None => None,
+        };
+        Ok(Listing(Source::Spool {
+            reader,
+            groups: self.groups.iter().copied().collect(),
+            consumers: Arc::new(self.consumers.clone()),
+            path,
+        }))
     }
 
-    /// The files' names, in listing order.
-    pub fn file_names(&self) -> Vec<String> {
-        self.order()
-            .into_iter()
-            .map(|i| self.entries[i].name.clone())
-            .collect()
+    /// Whether any file name or consumer text holds a private-key marker.
+    pub(super) fn marked(&self) -> bool {
+        self.marked
     }
 
     /// The files in listing order, with their content ([`Out::memory`]).
-    pub fn into_files(mut self) -> Vec<ExportFile> {
-        let order = self.order();
-        let mut files = Vec::with_capacity(order.len());
-        for i in order {
-            let e = &mut self.entries[i];
+    pub fn into_files(mut self) -> Result<Vec<ExportFile>, ExportError> {
+        let listing = self.listing()?;
+        let mut files = Vec::new();
+        listing.each_record(|seq, f| {
             files.push(ExportFile {
-                name: e.name.clone(),
-                bytes: std::mem::take(&mut e.data),
-                devices: e.devices,
-                consumer: self.consumers[e.consumer].clone(),
+                name: f.name,
+                bytes: self.data.remove(&seq).unwrap_or_default(),
+                devices: f.devices,
+                consumer: f.consumer,
             });
-        }
-        files
-    }
-
-    /// The summary lines of the files, in listing order.
-    pub fn summary_files(&self) -> Vec<SummaryFile> {
-        self.order()
-            .into_iter()
-            .map(|i| {
-                let e = &self.entries[i];
-                SummaryFile {
-                    name: e.name.clone(),
-                    devices: e.devices,
-                    bytes: e.bytes,
-                    sha256: hex::encode(e.sha256),
-                    consumer: self.consumers[e.consumer].clone(),
-                }
-            })
-            .collect()
+            Ok(())
+        })?;
+        Ok(files)
     }
 
     /// Renames every staged file into place ([`Out::disk`]), then syncs the directories.
     /// Every file must be closed.
     pub fn commit(mut self) -> Result<(), ExportError> {
-        if self.open.iter().any(Option::is_some) {
+        if !self.open.is_empty() {
             return Err(ExportError::Usage(
                 "an export file was left open; nothing was written".into(),
             ));
@@ -284,22 +383,53 @@ impl Out {
         } else {
             Existing::Refuse
         };
-        while let Some((dir, f)) = d.finished.pop() {
+        let renames = match &mut d.finished {
+            Some(s) => s.reader().map_err(werr)?,
+            None => return Ok(()),
+        };
+        let (root, dirs, committed) = (&d.root, &d.dirs, &mut d.committed);
+        let out = d.out.clone();
+        let io = |e: std::io::Error| ExportError::Write {
+            path: out.clone(),
+            msg: format!("cannot read the export's list of temporaries back: {e}"),
+        };
+        renames.backward(io, |rec| {
+            let (dir, f) = decode_finished(rec, &d.out)?;
             let at = if dir.as_os_str().is_empty() {
-                &d.root
+                root
             } else {
-                d.dirs.get(&dir).unwrap_or(&d.root)
+                dirs.get(&dir).unwrap_or(root)
             };
             at.commit_finished(f, existing).map_err(werr)?;
-        }
+            *committed += 1;
+            Ok::<_, ExportError>(())
+        })?;
+        // The scratch records go before the directories are synced (the reader returned by
+        // `listing` keeps its file open).
+        d.finished = None;
+        self.listing = None;
         d.root.sync_dir().map_err(werr)?;
         for dir in d.dirs.values() {
             dir.sync_dir().map_err(werr)?;
         }
         // Committed: nothing for Drop to remove.
-        self.mode = Mode::Memory;
+        self.mode = Mode::Done;
         Ok(())
     }
+}
+
+/// One record of [`Disk::finished`].
+fn decode_finished(rec: &[u8], out: &Path) -> Result<(PathBuf, Finished), ExportError> {
+    let bad = |e: std::io::Error| ExportError::Write {
+        path: out.to_path_buf(),
+        msg: format!("cannot read the export's list of temporaries back: {e}"),
+    };
+    let mut r = Dec(rec);
+    let dir = PathBuf::from(r.string().map_err(bad)?);
+    let tmp = r.string().map_err(bad)?;
+    let name = r.string().map_err(bad)?;
+    let f = Finished::from_parts(&out.join(&dir), tmp, name).map_err(werr)?;
+    Ok((dir, f))
 }
 
 impl Drop for Out {
@@ -307,14 +437,150 @@ impl Drop for Out {
     /// the output directory too if this run made it and it is still empty.
     fn drop(&mut self) {
         self.open.clear();
+        self.listing = None;
         if let Mode::Disk(d) = &mut self.mode {
-            while let Some((dir, f)) = d.finished.pop() {
-                let at = d.dirs.get(&dir).unwrap_or(&d.root);
-                at.discard_finished(f);
+            if let Some(s) = &mut d.finished {
+                // Those not renamed yet: the first ones (renames go last first).
+                let left = s.count() - d.committed;
+                let mut seen = 0;
+                if let Ok(r) = s.reader() {
+                    let _ = r.forward(
+                        |e| e,
+                        |rec| {
+                            if seen < left {
+                                if let Ok((dir, f)) = decode_finished(rec, &d.out) {
+                                    let at = d.dirs.get(&dir).unwrap_or(&d.root);
+                                    at.discard_finished(f);
+                                }
+                            }
+                            seen += 1;
+                            Ok::<_, std::io::Error>(())
+                        },
+                    );
+                }
             }
+            d.finished = None;
             d.dirs.clear();
             d.root.remove_if_fresh_and_empty();
         }
+    }
+}
+
+/// The summary lines of an export's files, in listing order, read back when they are
+/// written out (the summary file, the printed list) rather than held.
+#[derive(Clone)]
+pub struct Listing(Source);
+
+#[derive(Clone)]
+enum Source {
+    Files(Arc<Vec<SummaryFile>>),
+    Spool {
+        reader: Option<Reader>,
+        groups: Vec<u32>,
+        consumers: Arc<Vec<String>>,
+        /// The output directory, for errors.
+        path: PathBuf,
+    },
+}
+
+impl std::fmt::Debug for Listing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Listing({} files)", self.len())
+    }
+}
+
+impl Listing {
+    /// A listing of files already in memory.
+    pub fn of(files: Vec<SummaryFile>) -> Self {
+        Self(Source::Files(Arc::new(files)))
+    }
+
+    /// How many files it lists.
+    pub fn len(&self) -> usize {
+        match &self.0 {
+            Source::Files(f) => f.len(),
+            Source::Spool { reader, .. } => reader.as_ref().map_or(0, Reader::count),
+        }
+    }
+
+    /// Whether it lists no file.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Calls `f` with each file, in listing order.
+    pub fn each(
+        &self,
+        mut f: impl FnMut(SummaryFile) -> Result<(), ExportError>,
+    ) -> Result<(), ExportError> {
+        self.each_record(|_, file| f(file))
+    }
+
+    /// Every file, read into memory (for tests and small exports).
+    pub fn to_vec(&self) -> Result<Vec<SummaryFile>, ExportError> {
+        let mut v = Vec::new();
+        self.each(|f| {
+            v.push(f);
+            Ok(())
+        })?;
+        Ok(v)
+    }
+
+    fn each_record(
+        &self,
+        mut f: impl FnMut(usize, SummaryFile) -> Result<(), ExportError>,
+    ) -> Result<(), ExportError> {
+        let (reader, groups, consumers, path) = match &self.0 {
+            Source::Files(files) => {
+                for (i, file) in files.iter().enumerate() {
+                    f(i, file.clone())?;
+                }
+                return Ok(());
+            }
+            Source::Spool { reader: None, .. } => return Ok(()),
+            Source::Spool {
+                reader: Some(r),
+                groups,
+                consumers,
+                path,
+            } => (r, groups, consumers, path),
+        };
+        let bad = |e: std::io::Error| ExportError::Write {
+            path: path.clone(),
+            msg: format!("cannot read the export's list of files back: {e}"),
+        };
+        // One pass per group (a format uses one to three).
+        for &group in groups {
+            reader.forward(bad, |rec| {
+                let mut r = Dec(rec);
+                let seq = r.u64().map_err(bad)?;
+                if r.u64().map_err(bad)? != u64::from(group) {
+                    return Ok(());
+                }
+                let devices = r.u64().map_err(bad)? as usize;
+                let bytes = r.u64().map_err(bad)? as usize;
+                let sha256 = hex::encode(r.bytes().map_err(bad)?);
+                let name = r.string().map_err(bad)?;
+                let consumer = match r.u64().map_err(bad)? {
+                    OWN_CONSUMER => r.string().map_err(bad)?,
+                    i => consumers
+                        .get(i as usize)
+                        .cloned()
+                        .ok_or_else(|| bad(std::io::ErrorKind::InvalidData.into()))?,
+                };
+                f(
+                    seq as usize,
+                    SummaryFile {
+                        name,
+                        devices,
+                        bytes,
+                        sha256,
+                        consumer,
+                    },
+                )
+            })?;
+        }
+        Ok(())
     }
 }
 
@@ -490,13 +756,34 @@ mod tests {
         let id = o.open("rows-0001.jsonl", "c".into()).unwrap();
         o.write(id, b"{\"a\":1}\n").unwrap();
         o.close(id, 1).unwrap();
-        let lines = o.summary_files();
+        let lines = o.listing().unwrap().to_vec().unwrap();
         o.commit().unwrap();
         assert_eq!(
             std::fs::read(out.join("rows-0001.jsonl")).unwrap(),
             b"{\"a\":1}\n"
         );
         assert_eq!(lines[0].bytes, 8);
+
+        // A commit that fails part-way (a name taken after its file was staged) leaves the
+        // files renamed so far and no temporary, scratch records included.
+        let out2 = d.path().join("out-2");
+        let mut o = Out::disk(&out2, false).unwrap();
+        for n in ["a.txt", "b.txt", "c.txt"] {
+            let id = o.open(n, "c".into()).unwrap();
+            o.write(id, n.as_bytes()).unwrap();
+            o.close(id, 1).unwrap();
+        }
+        std::fs::write(out2.join("b.txt"), b"taken").unwrap();
+        let e = o.commit().unwrap_err();
+        assert!(e.to_string().contains("b.txt"), "{e}");
+        let mut left: Vec<String> = std::fs::read_dir(&out2)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        // Renamed last first: c.txt went in before b.txt was refused; a.txt was discarded.
+        assert_eq!(left, ["b.txt", "c.txt"]);
+        assert_eq!(std::fs::read(out2.join("b.txt")).unwrap(), b"taken");
 
         // A key is never streamed into a file made group-readable.
         let mut o = Out::memory();

@@ -209,21 +209,67 @@ pub struct Unverified {
 /// Reads the lines of a manifest without checking anything beyond their own form.
 pub fn read_unverified(bytes: &[u8]) -> Unverified {
     let mut u = Unverified::default();
+    let mut devices = Vec::new();
     let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
     for raw in body.split(|b| *b == b'\n') {
-        let Ok(v) = format::decode_value(raw) else {
-            u.undecodable += 1;
-            continue;
-        };
-        match format::kind_of(&v) {
-            Some("header") => u.header = format::typed(&v).ok(),
-            Some("device") => match format::typed(&v) {
-                Ok(d) => u.devices.push(d),
-                Err(_) => u.undecodable += 1,
-            },
-            Some("trailer") => u.trailer = format::typed(&v).ok(),
-            _ => u.undecodable += 1,
+        unverified_line(&mut u, raw, &mut |d| devices.push(d));
+    }
+    u.devices = devices;
+    u
+}
+
+/// One line of [`read_unverified`]: a device that decodes goes to `device`.
+fn unverified_line(u: &mut Unverified, raw: &[u8], device: &mut dyn FnMut(format::DeviceLine)) {
+    let Ok(v) = format::decode_value(raw) else {
+        u.undecodable += 1;
+        return;
+    };
+    match format::kind_of(&v) {
+        Some("header") => u.header = format::typed(&v).ok(),
+        Some("device") => match format::typed(&v) {
+            Ok(d) => device(d),
+            Err(_) => u.undecodable += 1,
+        },
+        Some("trailer") => u.trailer = format::typed(&v).ok(),
+        _ => u.undecodable += 1,
+    }
+}
+
+/// [`read_unverified`] of the file at `path`, read a line at a time: each device line that
+/// decodes is handed to `device` and not kept ([`Unverified::devices`] stays empty), so
+/// `manifest show` of a million devices holds one line (docs/performance.md "Memory").
+/// An empty file has no line (where [`read_unverified`] counts one undecodable empty line;
+/// either way it has no header).
+pub fn read_unverified_file(
+    path: &Path,
+    mut device: impl FnMut(format::DeviceLine) -> Result<(), ManifestError>,
+) -> Result<Unverified, ManifestError> {
+    use std::io::BufRead;
+    let err = |e: std::io::Error| ManifestError::Read {
+        path: path.display().to_string(),
+        msg: e.to_string(),
+    };
+    let mut r =
+        std::io::BufReader::with_capacity(256 * 1024, std::fs::File::open(path).map_err(err)?);
+    let mut u = Unverified::default();
+    let mut line = Vec::new();
+    let mut failed = None;
+    loop {
+        line.clear();
+        if r.read_until(b'\n', &mut line).map_err(err)? == 0 {
+            break;
+        }
+        let raw = line.strip_suffix(b"\n").unwrap_or(&line);
+        unverified_line(&mut u, raw, &mut |d| {
+            if failed.is_none() {
+                if let Err(e) = device(d) {
+                    failed = Some(e);
+                }
+            }
+        });
+        if let Some(e) = failed.take() {
+            return Err(e);
         }
     }
-    u
+    Ok(u)
 }

@@ -41,6 +41,30 @@ pub(super) struct Shift<'j, 'l, S: Signer> {
     /// The key type `generate_csr` asks for: the profile's first that the adapter makes
     /// (None with host keygen).
     pub algorithm: Option<&'static str>,
+    /// The CA part of every device's chain.pem and the ca.pem, encoded once per shift.
+    pub ca_files: CaFiles,
+}
+
+/// The install files that are the same for every device of a shift.
+pub(super) struct CaFiles {
+    /// The issuing CA and the intermediates above it (chain.pem after the leaf).
+    chain_tail: String,
+    /// The root when the chain ends in one, else the issuing CA.
+    ca_pem: String,
+}
+
+impl CaFiles {
+    pub(super) fn new(ca: &crate::issue::IssuingCa) -> Self {
+        let root = ca
+            .chain
+            .last()
+            .filter(|c| c.is_self_signed())
+            .unwrap_or(&ca.cert);
+        Self {
+            chain_tail: ca.cert.device_chain_pem(&ca.chain, false),
+            ca_pem: root.pem(),
+        }
+    }
 }
 
 /// How a device attempt stops early.
@@ -65,16 +89,24 @@ fn refuse(step: Step, e: impl std::fmt::Display) -> Stop {
     Stop::End(Verdict::Refused, step, e.to_string())
 }
 
-/// A file for `install`.
+/// A file for `install`, with its hash worked out once: `install` sends it and `read_back`
+/// compares the device's against it.
 struct FileOut {
     name: &'static str,
     kind: &'static str,
     content: Zeroizing<String>,
+    sha256: String,
 }
 
 impl FileOut {
-    fn sha256(&self) -> String {
-        hex::encode(crate::crypto::sha256(self.content.as_bytes()))
+    fn new(name: &'static str, kind: &'static str, content: Zeroizing<String>) -> Self {
+        let sha256 = hex::encode(crate::crypto::sha256(content.as_bytes()));
+        Self {
+            name,
+            kind,
+            content,
+            sha256,
+        }
     }
 }
 
@@ -562,17 +594,12 @@ impl<S: Signer> Shift<'_, '_, S> {
         for item in &self.rules().install {
             let (name, kind, content) = match item {
                 InstallItem::Cert => ("cert.pem", "certificate", leaf.clone()),
-                InstallItem::Chain => ("chain.pem", "chain", self.job.ca.chain_pem(der, false)),
-                InstallItem::Ca => {
-                    let root = self
-                        .job
-                        .ca
-                        .chain
-                        .last()
-                        .filter(|c| c.is_self_signed())
-                        .unwrap_or(&self.job.ca.cert);
-                    ("ca.pem", "ca", root.pem())
-                }
+                InstallItem::Chain => (
+                    "chain.pem",
+                    "chain",
+                    format!("{leaf}{}", self.ca_files.chain_tail),
+                ),
+                InstallItem::Ca => ("ca.pem", "ca", self.ca_files.ca_pem.clone()),
                 InstallItem::Config => {
                     let vars = Vars {
                         device_id: Some(device_id.to_string()),
@@ -592,18 +619,10 @@ impl<S: Signer> Shift<'_, '_, S> {
                     ("config.json", "config", text)
                 }
             };
-            out.push(FileOut {
-                name,
-                kind,
-                content: Zeroizing::new(content),
-            });
+            out.push(FileOut::new(name, kind, Zeroizing::new(content)));
         }
         if let Some(k) = key {
-            out.push(FileOut {
-                name: "key.pem",
-                kind: "private_key",
-                content: k.clone(),
-            });
+            out.push(FileOut::new("key.pem", "private_key", k.clone()));
         }
         Ok(out)
     }
@@ -640,7 +659,7 @@ impl<S: Signer> Shift<'_, '_, S> {
         self.step(obs, p, Step::Install);
         let payload: Vec<serde_json::Value> = files
             .iter()
-            .map(|f| json!({"name": f.name, "kind": f.kind, "content": f.content.as_str(), "sha256": f.sha256()}))
+            .map(|f| json!({"name": f.name, "kind": f.kind, "content": f.content.as_str(), "sha256": f.sha256}))
             .collect();
         let sent =
             self.call::<serde_json::Value>(Step::Install, "install", json!({ "files": payload }));
@@ -712,9 +731,9 @@ impl<S: Signer> Shift<'_, '_, S> {
                 .call(Step::ReadBack, "read_back", json!({ "names": names }))
                 .map_err(|(s, e)| fail(s, e))?;
             for f in check {
-                let want = f.sha256();
+                let want = &f.sha256;
                 match rb.files.get(f.name) {
-                    Some(got) if got.eq_ignore_ascii_case(&want) => {}
+                    Some(got) if got.eq_ignore_ascii_case(want) => {}
                     Some(got) => {
                         return Err(fail(
                             Step::ReadBack,

@@ -350,6 +350,7 @@ pub fn run<S: Signer>(
         host_keys: BTreeMap::new(),
         logs: log_rx,
         algorithm,
+        ca_files: device::CaFiles::new(job.ca),
     };
     let t0 = Instant::now();
     let (mut passed, mut reused, mut failed, mut refused) = (0u64, 0u64, 0u64, 0u64);

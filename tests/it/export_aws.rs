@@ -738,7 +738,7 @@ fn writing_refuses_existing_files_and_reports_every_file() {
         .map(|f| f["devices"].as_u64().unwrap())
         .sum();
     assert_eq!(rows as usize, DEVICES);
-    for f in &s.files {
+    for f in &s.files().unwrap() {
         let bytes = std::fs::read(out.join(&f.name)).unwrap();
         assert_eq!(hex::encode(certfab::sha256(&bytes)), f.sha256, "{}", f.name);
         assert!(!f.consumer.is_empty());

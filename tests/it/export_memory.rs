@@ -137,3 +137,171 @@ fn issue14_flat_memory_every_export_format() {
         4 * N
     );
 }
+
+/// Devices of the many-files test: exported ten to a file (azure-dps's bulk limit) and then
+/// one to a file, 1,000 and 10,000 files from the same manifest.
+const FILES_N: usize = 10_000;
+/// Allowed growth of peak RSS per added file. What an export kept of each file (name, size,
+/// hash, consumer, temporary, and the summary and printed list built whole) cost about
+/// 0.6 KiB per file (this test before the scratch records: 34,216 KiB with 1,000 files,
+/// 39,320 KiB with 10,000); now a 16-byte hash of each name is what stays in memory.
+const PER_FILE_BOUND: u64 = 100;
+
+/// Issue 14, flat memory in the number of files: `azure-dps` writes one file per 10 devices,
+/// so at 1,000,000 devices it writes 100,000, and everything kept per file (for the summary
+/// and the printed list) must not be held in memory. The same manifest is exported with 10
+/// devices per file and with 1 (`--max-rows 1`), printing the list as `--json` and as text;
+/// peak RSS may grow by at most [`PER_FILE_BOUND`] bytes per added file, and the summary
+/// file and the printed list still name every file.
+#[test]
+fn issue14_flat_memory_in_the_number_of_export_files() {
+    let line = Line::new();
+    let s = line.host_batch(
+        "generic-iot",
+        FILES_N,
+        "dev-f{seq:05}",
+        &line.file("out-f"),
+        &["--plain-keys", "--layout", "bundle"],
+    );
+    let m = line.file("m-files.jsonl");
+    let o = line.manifest_build(&[s["batch"].as_str().unwrap()], None, &m);
+    assert!(o.status.success(), "{}", text(&o));
+    // Ten thousand files are ten thousand fsyncs: on tmpfs where there is one, so that they
+    // do not dominate the run (the memory is the same on any file system).
+    let shm = Path::new("/dev/shm");
+    let scratch = if shm.is_dir() {
+        tempfile::tempdir_in(shm).unwrap()
+    } else {
+        tempfile::tempdir_in(line.path()).unwrap()
+    };
+    let export = |tag: &str, max_rows: &str, json: bool| {
+        let out = scratch.path().join(tag);
+        let mut args = vec![];
+        if json {
+            args.push("--json");
+        }
+        args.extend([
+            "export",
+            "--format",
+            "azure-dps",
+            "--manifest",
+            m.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--max-rows",
+            max_rows,
+        ]);
+        let (o, rss) = certfab_rss(&line, &args);
+        assert!(o.status.success(), "{tag}: {}", text(&o));
+        let summary: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("azure-dps.summary.json")).unwrap())
+                .unwrap();
+        std::fs::remove_dir_all(&out).unwrap();
+        (o, summary, rss)
+    };
+    let (_, few_summary, few) = export("few", "10", true);
+    let (printed, many_summary, many_json) = export("many", "1", true);
+    let (printed_text, _, many_text) = export("many-text", "1", false);
+    let files = |v: &serde_json::Value| v["files"].as_array().unwrap().len();
+    assert_eq!(files(&few_summary), FILES_N / 10);
+    assert_eq!(files(&many_summary), FILES_N);
+    let listed: serde_json::Value = serde_json::from_slice(&printed.stdout).unwrap();
+    assert_eq!(files(&listed), FILES_N);
+    assert_eq!(
+        listed["files"][FILES_N - 1],
+        many_summary["files"][FILES_N - 1]
+    );
+    let out = String::from_utf8_lossy(&printed_text.stdout);
+    assert_eq!(
+        out.matches("azure-dps-enrollments-").count(),
+        FILES_N,
+        "{out:.500}"
+    );
+
+    let added = (FILES_N - FILES_N / 10) as u64;
+    let many = many_json.max(many_text);
+    eprintln!(
+        "azure-dps, {FILES_N} devices: peak RSS {few} KiB with {} files, {many_json} KiB (--json) and {many_text} KiB (text) with {FILES_N}",
+        FILES_N / 10
+    );
+    assert!(
+        many * 1024 <= few * 1024 + added * PER_FILE_BOUND,
+        "peak RSS grew by {} KiB for {added} more files (bound {PER_FILE_BOUND} bytes a file): {few} KiB -> {many} KiB",
+        many.saturating_sub(few)
+    );
+}
+
+/// Issue 14, flat memory: `manifest show` (and with `--devices`, as text and as `--json`)
+/// reads the manifest a line at a time, so three times the devices take no more memory; it
+/// still counts and lists every device. Before, it read the file whole and kept every device
+/// line (about 8 KiB a device: 426 MiB for 50,000 devices, 650 MiB with `--devices`).
+#[test]
+fn issue14_flat_memory_manifest_show() {
+    let line = Line::new();
+    let mut manifests = Vec::new();
+    let mut batches = Vec::new();
+    for (tag, n) in [("a", N), ("b", 3 * N)] {
+        let s = line.host_batch(
+            "generic-iot",
+            n,
+            &format!("dev-{tag}{{seq:05}}"),
+            &line.file(&format!("out-{tag}")),
+            &["--plain-keys"],
+        );
+        batches.push(s["batch"].as_str().unwrap().to_string());
+        let m = line.file(&format!("m-{tag}.jsonl"));
+        let o = line.manifest_build(&[batches.last().unwrap()], None, &m);
+        assert!(o.status.success(), "{}", text(&o));
+        // The second manifest chains to the first: it holds only the second batch.
+        manifests.push((m, n));
+    }
+    let mut grew = Vec::new();
+    for (json, list) in [(false, false), (true, false), (false, true), (true, true)] {
+        let mut rss = Vec::new();
+        for (m, n) in &manifests {
+            let mut args = vec![];
+            if json {
+                args.push("--json");
+            }
+            args.extend(["manifest", "show", m.to_str().unwrap()]);
+            if list {
+                args.push("--devices");
+            }
+            let (o, kib) = certfab_rss(&line, &args);
+            assert!(o.status.success(), "{args:?}: {}", text(&o));
+            let out = String::from_utf8_lossy(&o.stdout);
+            assert!(out.contains("verified"), "{out:.300}");
+            if json {
+                let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+                assert_eq!(v["device_lines"], *n);
+                let listed = v["devices"].as_array().map_or(0, Vec::len);
+                assert_eq!(listed, if list { *n } else { 0 });
+            } else {
+                assert!(out.contains(&format!(" {n} devices (")), "{out:.300}");
+                let listed = out.lines().filter(|l| l.contains(" serial ")).count();
+                assert_eq!(listed, if list { *n } else { 0 });
+            }
+            rss.push(kib);
+        }
+        eprintln!(
+            "manifest show json={json} devices={list}: peak RSS {} KiB at {N} devices, {} KiB at {}",
+            rss[0],
+            rss[1],
+            3 * N
+        );
+        if rss[1] > rss[0] + SHOW_BOUND_KIB {
+            grew.push(format!(
+                "json={json} devices={list}: {} -> {} KiB",
+                rss[0], rss[1]
+            ));
+        }
+    }
+    assert!(
+        grew.is_empty(),
+        "peak RSS grew by more than {SHOW_BOUND_KIB} KiB from {N} to {} devices: {grew:?}",
+        3 * N
+    );
+}
+
+/// Allowed growth of `manifest show`'s peak RSS from N to 3N devices: 2N devices × 2 KiB.
+const SHOW_BOUND_KIB: u64 = (2 * N as u64) * 2;

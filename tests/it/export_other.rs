@@ -439,7 +439,7 @@ fn azure_dps_allocation_x509_registration_ids_and_group_ca_verification() {
     ] {
         assert!(text.contains(want), "{want}: {text}");
     }
-    for file in &summary.files[..2] {
+    for file in &summary.files().unwrap()[..2] {
         assert!(
             file.consumer.contains("certfab ca verification-cert"),
             "{}",

@@ -16,7 +16,11 @@
 //! per device: figures the load of the machine does not change (the overhead figures are
 //! then inflated by the logging). `CERTFAB_BENCH_PG_SET="name=value,…"`: server settings for
 //! the station runs (`ALTER SYSTEM`), e.g. `wal_sync_method=open_datasync` when
-//! `pg_test_fsync` finds it faster on the disk.
+//! `pg_test_fsync` finds it faster on the disk. `CERTFAB_BENCH_PG_WALDIR=DIR`: the station runs
+//! are repeated on a second cluster whose write-ahead log lives in a new directory under DIR (e.g.
+//! `/dev/shm`: a log device that flushes in microseconds, as an NVMe or battery-backed log
+//! does), to tell this disk's flushes apart from what certfab and the server spend; the
+//! durability settings are unchanged.
 
 use crate::common::{self, pg, text, Line};
 use serde_json::Value;
@@ -261,6 +265,60 @@ fn describe(mut v: Vec<f64>) -> String {
     )
 }
 
+/// `stations` stations at once on a new ledger in `cluster`, `per_station` devices each:
+/// prints certfab's overhead per device (and, with CERTFAB_BENCH_PG_PROFILE, the server's
+/// statements and WAL flushes per device).
+fn station_overhead(
+    line: &Line,
+    cluster: &pg::PgCluster,
+    what: &str,
+    stations: usize,
+    per_station: usize,
+) {
+    let ledger = cluster.ledger(&format!("stations{stations}"));
+    let configs: Vec<PathBuf> = (0..stations)
+        .map(|i| {
+            pg::station_config(
+                line,
+                &format!("st{stations}-{i}-{}", cluster.port),
+                &format!("station-{i}"),
+                10 + i as u8,
+                &ledger,
+            )
+        })
+        .collect();
+    let profile =
+        std::env::var_os("CERTFAB_BENCH_PG_PROFILE").map(|_| StatementLog::start(cluster));
+    let t = Instant::now();
+    let children: Vec<_> = configs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            start_station(
+                line,
+                c,
+                &format!("S{stations}X{i}P{}", cluster.port),
+                per_station,
+            )
+        })
+        .collect();
+    let mut all = Vec::new();
+    for c in children {
+        all.extend(overhead_ms(&c.wait_with_output().unwrap()));
+    }
+    println!(
+        "{stations} station(s) on PostgreSQL ({what}), {per_station} devices each, {:.1} s: certfab overhead per device: {}",
+        t.elapsed().as_secs_f64(),
+        describe(all)
+    );
+    if let Some(p) = profile {
+        p.stop(cluster).print(
+            &format!("{stations} station(s), {what}"),
+            stations * per_station,
+        );
+    }
+}
+
 #[test]
 #[ignore]
 fn bench_central_ledger() {
@@ -304,49 +362,27 @@ fn bench_central_ledger() {
         100.0 * p / l
     );
 
-    if let Ok(set) = std::env::var("CERTFAB_BENCH_PG_SET") {
-        for kv in set.split(',').filter(|kv| !kv.is_empty()) {
-            let (k, v) = kv
-                .split_once('=')
-                .expect("CERTFAB_BENCH_PG_SET: name=value,…");
-            cluster.sql("postgres", &format!("ALTER SYSTEM SET {k} = '{v}'"));
-            println!("server setting: {k} = {v}");
-        }
-        cluster.sql("postgres", "SELECT pg_reload_conf()");
+    // With CERTFAB_BENCH_PG_WALDIR, the same station runs on a second cluster whose WAL is
+    // there, right after the runs on this one: the difference is the disk's flushes.
+    let wal_cluster = std::env::var_os("CERTFAB_BENCH_PG_WALDIR")
+        .map(|dir| pg::PgCluster::start_with_waldir(Some(Path::new(&dir))));
+    let mut clusters = vec![("WAL on the data disk".to_string(), cluster)];
+    if let (Some(c), Some(dir)) = (&wal_cluster, std::env::var_os("CERTFAB_BENCH_PG_WALDIR")) {
+        clusters.push((format!("WAL under {}", Path::new(&dir).display()), c));
     }
-    for stations in [1usize, 4] {
-        let ledger = cluster.ledger(&format!("stations{stations}"));
-        let configs: Vec<PathBuf> = (0..stations)
-            .map(|i| {
-                pg::station_config(
-                    &line,
-                    &format!("st{stations}-{i}"),
-                    &format!("station-{i}"),
-                    10 + i as u8,
-                    &ledger,
-                )
-            })
-            .collect();
-        let profile =
-            std::env::var_os("CERTFAB_BENCH_PG_PROFILE").map(|_| StatementLog::start(cluster));
-        let t = Instant::now();
-        let children: Vec<_> = configs
-            .iter()
-            .enumerate()
-            .map(|(i, c)| start_station(&line, c, &format!("S{stations}X{i}"), per_station))
-            .collect();
-        let mut all = Vec::new();
-        for c in children {
-            all.extend(overhead_ms(&c.wait_with_output().unwrap()));
+    for (what, cluster) in clusters {
+        if let Ok(set) = std::env::var("CERTFAB_BENCH_PG_SET") {
+            for kv in set.split(',').filter(|kv| !kv.is_empty()) {
+                let (k, v) = kv
+                    .split_once('=')
+                    .expect("CERTFAB_BENCH_PG_SET: name=value,…");
+                cluster.sql("postgres", &format!("ALTER SYSTEM SET {k} = '{v}'"));
+                println!("server setting: {k} = {v}");
+            }
+            cluster.sql("postgres", "SELECT pg_reload_conf()");
         }
-        println!(
-            "{stations} station(s) on PostgreSQL, {per_station} devices each, {:.1} s: certfab overhead per device: {}",
-            t.elapsed().as_secs_f64(),
-            describe(all)
-        );
-        if let Some(p) = profile {
-            p.stop(cluster)
-                .print(&format!("{stations} station(s)"), stations * per_station);
+        for stations in [1usize, 4] {
+            station_overhead(&line, cluster, &what, stations, per_station);
         }
     }
     println!("load after: {}", load().trim());

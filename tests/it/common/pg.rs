@@ -14,6 +14,9 @@ pub struct PgCluster {
     bin: PathBuf,
     /// The CA that issued the server's certificate (the ledger's `sslrootcert`).
     pub ca: PathBuf,
+    /// The WAL's own directory when it is not in the data directory
+    /// ([`PgCluster::start_with_waldir`]); removed after the server stops.
+    _waldir: Option<tempfile::TempDir>,
 }
 
 /// A ledger database in a cluster: its URL for the site config and a password file.
@@ -110,6 +113,14 @@ fn password() -> String {
 impl PgCluster {
     /// initdb, TLS, start on a free port.
     pub fn start() -> Self {
+        Self::start_with_waldir(None)
+    }
+
+    /// As [`PgCluster::start`], with the write-ahead log in a new directory under `wal_parent`
+    /// (initdb `--waldir`): the benchmark puts it on tmpfs to stand for a log device whose
+    /// flush takes microseconds (NVMe, battery-backed cache), so what a station costs apart
+    /// from this disk's 0.3–3.6 ms flushes can be measured. Never for a real ledger.
+    pub fn start_with_waldir(wal_parent: Option<&Path>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         // The server runs as postgres: it must reach its directory under root's temp dir.
         std::fs::set_permissions(
@@ -189,27 +200,48 @@ impl PgCluster {
         chown_postgres(&pwfile);
         std::fs::create_dir(&data).expect("data dir");
         chown_postgres(&data);
+        let waldir = wal_parent.map(|parent| {
+            let w = tempfile::tempdir_in(parent).expect("WAL tempdir");
+            std::fs::set_permissions(
+                w.path(),
+                std::os::unix::fs::PermissionsExt::from_mode(0o711),
+            )
+            .expect("chmod WAL dir");
+            // initdb fills an empty directory the server's user owns.
+            std::fs::create_dir(w.path().join("wal")).expect("WAL dir");
+            chown_postgres(&w.path().join("wal"));
+            w
+        });
+        let wal_arg = waldir
+            .as_ref()
+            .map(|w| format!("--waldir={}", d(&w.path().join("wal"))));
         let me = Self {
             dir,
             port: free_port(),
             bin,
             ca,
+            _waldir: waldir,
         };
+        let mut initdb_args = vec!["-D".to_string(), d(&data)];
+        initdb_args.extend(wal_arg);
+        let initdb_args: Vec<&str> = initdb_args.iter().map(String::as_str).collect();
         let o = me.as_server(
             &me.bin.join("initdb"),
             &[
-                "-D",
-                &d(&data),
-                "-U",
-                "certfab_test_super",
-                &format!("--pwfile={}", d(&pwfile)),
-                "--auth-local=trust",
-                "--auth-host=scram-sha-256",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--no-sync",
-            ],
+                &initdb_args[..],
+                &[
+                    "-U",
+                    "certfab_test_super",
+                    &format!("--pwfile={}", d(&pwfile)),
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "--no-sync",
+                ],
+            ]
+            .concat(),
         );
         assert!(
             o.status.success(),
