@@ -602,6 +602,28 @@ impl OutDir {
         }
     }
 
+    /// A private scratch directory (mode 0700, an unguessable `.certfab-*.tmp` name) for data
+    /// a command spills instead of holding it in memory (the audit's working database). It
+    /// and the files in it are removed when the [`ScratchDir`] is dropped; one a killed run
+    /// left is removed by [`OutDir::remove_stale_temps`].
+    pub fn scratch_dir(self) -> Result<ScratchDir, WriteError> {
+        let (name, fd) = self.unique_temp("a scratch directory", |tmp| {
+            rfs::mkdirat(&self.fd, tmp, Mode::from_raw_mode(0o700))?;
+            rfs::openat(
+                &self.fd,
+                tmp,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+        })?;
+        Ok(ScratchDir {
+            path: self.path.join(&name),
+            parent: self,
+            name,
+            fd,
+        })
+    }
+
     /// fsyncs the directory (its entries: the renames).
     pub fn sync_dir(&self) -> Result<(), WriteError> {
         rfs::fsync(&self.fd).map_err(|e| WriteError {
@@ -617,6 +639,30 @@ impl OutDir {
             path: self.path.clone(),
             msg: format!("cannot sync the filesystem: {}", errno_text(e)),
         })
+    }
+}
+
+/// A private scratch directory, removed with its files when dropped ([`OutDir::scratch_dir`]).
+#[derive(Debug)]
+pub struct ScratchDir {
+    parent: OutDir,
+    name: String,
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl ScratchDir {
+    /// Where it is (for the files a library such as SQLite creates in it itself).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        // Best effort: a scratch directory left behind holds only a copy of what was read,
+        // and the next run in this directory removes it (remove_stale_temps).
+        let _ = self.parent.remove_temp_dir(&self.name, &self.fd);
     }
 }
 

@@ -1,24 +1,21 @@
-//! The audit checks. Each is a small function over the [`Corpus`] (and the certificates parsed
-//! once by [`parse_all`]) that returns findings; docs/audit.md lists every code with its
+//! The audit checks. Each is a small function over the [`Corpus`]: the ones over ledger rows,
+//! manifest lines and certificate files are queries over its scratch database that store their
+//! findings there as they go (so a million findings need no memory); the ones over the few
+//! CAs, checkpoints and manifests return theirs. docs/audit.md lists every code with its
 //! severity, meaning and fix.
 
-use super::{CaEntry, CertRow, Corpus, DeviceRec, Finding, LedgerData, Options, Severity};
+use super::scratch::{CertRow, DeviceRec, R};
+use super::{CaEntry, Corpus, Finding, LedgerData, Options, Severity};
 use crate::crypto::{PublicKey, SignatureAlgorithm};
-use crate::ledger::{CertState, DeviceState};
 use crate::profile::Profile;
 use crate::x509::CaCert;
 use der::referenced::OwnedToRef;
 use der::{Decode, Encode};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use time::OffsetDateTime;
 use x509_cert::ext::pkix::{ExtendedKeyUsage, KeyUsage};
 
 use Severity::{Critical, High, Info, Low, Medium};
-
-/// The device holds a live certificate ([`DeviceState::is_live`]).
-fn live(d: &DeviceRec) -> bool {
-    d.state.known().is_some_and(DeviceState::is_live)
-}
 
 /// What the audit keeps of a device certificate after examining it once while loading (the
 /// DER itself is not kept, so memory stays small on large ledgers).
@@ -109,30 +106,6 @@ pub fn normal_serial(s: &str) -> String {
     t.to_string()
 }
 
-/// The examined certificates of a corpus, by (ledger index, row index).
-pub struct Parsed<'a>(&'a Corpus);
-
-impl<'a> Parsed<'a> {
-    /// The examined certificate of a row (signed, with DER).
-    pub fn get(&self, key: &(usize, usize)) -> Option<&'a Result<Leaf, String>> {
-        self.0
-            .ledgers
-            .get(key.0)
-            .and_then(|l| l.certs.get(key.1))
-            .and_then(|c| c.leaf.as_ref())
-    }
-
-    /// Every examined certificate.
-    pub fn iter(&self) -> impl Iterator<Item = ((usize, usize), &'a Result<Leaf, String>)> + 'a {
-        self.0.ledgers.iter().enumerate().flat_map(|(li, l)| {
-            l.certs
-                .iter()
-                .enumerate()
-                .filter_map(move |(ri, c)| c.leaf.as_ref().map(|x| ((li, ri), x)))
-        })
-    }
-}
-
 fn row_loc(l: &LedgerData, table: &str, rowid: i64) -> String {
     format!("{} {table} row {rowid}", l.path)
 }
@@ -150,32 +123,38 @@ fn cert_finding(
         .serial(&c.serial)
 }
 
-/// Runs every check.
-pub fn all(corpus: &Corpus, opts: &Options) -> Vec<Finding> {
-    let parsed = Parsed(corpus);
-    let mut f = Vec::new();
-    f.extend(audit_chain(corpus));
-    f.extend(checkpoints(corpus));
-    f.extend(cert_records(corpus, &parsed));
-    f.extend(device_records(corpus, &parsed));
-    f.extend(chains(corpus, &parsed));
-    f.extend(ca_chains(corpus));
-    f.extend(profiles(corpus, &parsed));
-    f.extend(duplicate_serials(corpus));
-    f.extend(duplicate_devices(corpus));
-    f.extend(duplicate_keys(corpus));
-    f.extend(tenant_mixing(corpus, &parsed));
-    f.extend(serial_prefixes(corpus));
-    f.extend(unrecorded_certs(corpus));
-    f.extend(manifests_invalid(corpus));
-    f.extend(manifest_vs_ledger(corpus));
-    f.extend(install_states(corpus));
-    f.extend(expiry(corpus, &parsed, opts));
-    f.extend(ca_expiry(corpus, &parsed, opts));
-    f.extend(revocations(corpus, opts));
-    f.extend(pending_and_burned(corpus));
-    f.extend(rejections(corpus));
-    f
+/// SQL over the `cert` table (as `c`) that the row is its device's live certificate: not
+/// recorded as superseded or revoked, and the serial of a device whose state is live.
+const IS_LIVE: &str = "NOT EXISTS (SELECT 1 FROM status s WHERE s.li = c.li AND s.ikid = c.ikid
+        AND s.serial = c.serial)
+    AND EXISTS (SELECT 1 FROM dev d WHERE d.li = c.li AND d.profile = c.profile
+        AND d.device_id = c.device_id AND d.serial = c.serial AND d.live = 1)";
+
+/// Runs every check; the findings are in the corpus's scratch database.
+pub fn all(corpus: &Corpus, opts: &Options) -> R<()> {
+    let put = |v: Vec<Finding>| v.iter().try_for_each(|f| corpus.scratch.push(f));
+    put(audit_chain(corpus))?;
+    put(checkpoints(corpus))?;
+    cert_records(corpus)?;
+    device_records(corpus)?;
+    chains(corpus)?;
+    put(ca_chains(corpus))?;
+    profiles(corpus)?;
+    duplicate_serials(corpus)?;
+    duplicate_devices(corpus)?;
+    duplicate_keys(corpus)?;
+    tenant_mixing(corpus)?;
+    put(serial_prefixes(corpus)?)?;
+    unrecorded_certs(corpus)?;
+    put(manifests_invalid(corpus))?;
+    manifest_vs_ledger(corpus)?;
+    install_states(corpus)?;
+    expiry(corpus, opts)?;
+    put(ca_expiry(corpus, opts)?)?;
+    revocations(corpus, opts)?;
+    put(pending_and_burned(corpus)?)?;
+    put(rejections(corpus)?)?;
+    Ok(())
 }
 
 /// `audit-chain-broken` (critical): the hash chain of a ledger's audit table does not verify.
@@ -263,111 +242,98 @@ pub fn checkpoints(corpus: &Corpus) -> Vec<Finding> {
 /// Signed rows that do not hold what they claim: `ledger-cert-missing` (high, DER gone),
 /// `cert-unparseable` and `cert-record-mismatch` (critical: hash, serial or key differ), and
 /// `cert-not-in-audit-log` (critical: no hash-chained `issued` event for this certificate).
-pub fn cert_records(corpus: &Corpus, parsed: &Parsed<'_>) -> Vec<Finding> {
-    let mut f = Vec::new();
-    for (li, l) in corpus.ledgers.iter().enumerate() {
-        for (ri, c) in l.certs.iter().enumerate() {
-            if !c.state.is(CertState::Signed) {
-                continue;
-            }
-            let Some(sha) = &c.der_sha256 else {
-                f.push(cert_finding(High, "ledger-cert-missing", l, c, format!(
-                    "ledger {} records serial {} for device {} as signed, but the certificate itself is missing (der is NULL)",
-                    l.path, c.serial, c.device_id
-                )));
-                continue;
-            };
-            match parsed.get(&(li, ri)) {
-                Some(Err(e)) => f.push(cert_finding(
-                    Critical,
-                    "cert-unparseable",
-                    l,
-                    c,
-                    format!(
-                        "ledger {}: the certificate of device {} (serial {}) does not parse: {e}",
+pub fn cert_records(corpus: &Corpus) -> R<()> {
+    let s = &corpus.scratch;
+    s.certs("state = 'signed'", [], |c| {
+        let l = &corpus.ledgers[c.li];
+        let Some(sha) = &c.der_sha256 else {
+            return s.push(&cert_finding(High, "ledger-cert-missing", l, &c, format!(
+                "ledger {} records serial {} for device {} as signed, but the certificate itself is missing (der is NULL)",
+                l.path, c.serial, c.device_id
+            )));
+        };
+        match &c.leaf {
+            Some(Err(e)) => s.push(&cert_finding(
+                Critical,
+                "cert-unparseable",
+                l,
+                &c,
+                format!(
+                    "ledger {}: the certificate of device {} (serial {}) does not parse: {e}",
+                    l.path, c.device_id, c.serial
+                ),
+            ))?,
+            Some(Ok(leaf)) => {
+                let logged = s
+                    .first(
+                        "SELECT 1 FROM issued WHERE li = ?1 AND serial = ?2 AND sha = ?3",
+                        rusqlite::params![c.li as i64, c.serial, sha],
+                        |_| Ok(()),
+                    )?
+                    .is_some();
+                if !logged {
+                    s.push(&cert_finding(Critical, "cert-not-in-audit-log", l, &c, format!(
+                        "ledger {}: the certificate of device {} (serial {}) has no 'issued' event in the audit log; the row was written outside certfab",
                         l.path, c.device_id, c.serial
-                    ),
-                )),
-                Some(Ok(leaf)) => {
-                    if !l.issued_events.contains(&(c.serial.clone(), sha.clone())) {
-                        f.push(cert_finding(Critical, "cert-not-in-audit-log", l, c, format!(
-                            "ledger {}: the certificate of device {} (serial {}) has no 'issued' event in the audit log; the row was written outside certfab",
-                            l.path, c.device_id, c.serial
-                        )));
-                    }
-                    if c.cert_sha256.as_deref().is_some_and(|s| s != sha.as_str()) {
-                        f.push(cert_finding(Critical, "cert-record-mismatch", l, c, format!(
-                            "ledger {}: the certificate of device {} does not match its recorded SHA-256 (recorded {}, actual {sha})",
-                            l.path, c.device_id, c.cert_sha256.as_deref().unwrap_or("")
-                        )));
-                    }
-                    if leaf.serial != normal_serial(&c.serial) {
-                        f.push(cert_finding(Critical, "cert-record-mismatch", l, c, format!(
-                            "ledger {}: row says serial {} but the certificate of device {} has serial {}",
-                            l.path, c.serial, c.device_id, leaf.serial
-                        )));
-                    }
+                    )))?;
                 }
-                None => {}
+                if c.cert_sha256.as_deref().is_some_and(|h| h != sha.as_str()) {
+                    s.push(&cert_finding(Critical, "cert-record-mismatch", l, &c, format!(
+                        "ledger {}: the certificate of device {} does not match its recorded SHA-256 (recorded {}, actual {sha})",
+                        l.path, c.device_id, c.cert_sha256.as_deref().unwrap_or("")
+                    )))?;
+                }
+                if leaf.serial != normal_serial(&c.serial) {
+                    s.push(&cert_finding(Critical, "cert-record-mismatch", l, &c, format!(
+                        "ledger {}: row says serial {} but the certificate of device {} has serial {}",
+                        l.path, c.serial, c.device_id, leaf.serial
+                    )))?;
+                }
             }
+            None => {}
         }
-    }
-    f
+        Ok(())
+    })
 }
 
 /// Devices whose state says they hold a certificate the ledger does not have
 /// (`ledger-cert-missing`, high), or whose recorded key is not the certificate's
 /// (`cert-record-mismatch`, critical).
-pub fn device_records(corpus: &Corpus, parsed: &Parsed<'_>) -> Vec<Finding> {
-    let mut f = Vec::new();
-    for (li, l) in corpus.ledgers.iter().enumerate() {
-        let by_serial: HashMap<(&str, &str, &str), usize> = l
-            .certs
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.state.is(CertState::Signed))
-            .map(|(i, c)| {
-                (
-                    (c.profile.as_str(), c.device_id.as_str(), c.serial.as_str()),
-                    i,
-                )
-            })
-            .collect();
-        for d in &l.devices {
-            if !live(d) && !d.state.is(DeviceState::Revoked) {
-                continue;
-            }
-            let serial = d.serial.as_deref().unwrap_or("");
-            let loc = row_loc(l, "devices", d.rowid);
-            match by_serial.get(&(d.profile.as_str(), d.device_id.as_str(), serial)) {
-                None => f.push(
-                    Finding::new(High, "ledger-cert-missing", format!(
-                        "ledger {}: device {} is {} with serial {}, but no signed certificate row holds that serial",
-                        l.path, d.device_id, d.state, if serial.is_empty() { "(none)" } else { serial }
-                    ))
-                    .at(loc)
-                    .device(&d.device_id)
-                    .serial(serial),
-                ),
-                Some(ri) => {
-                    if let Some(Ok(leaf)) = parsed.get(&(li, *ri)) {
-                        if leaf.spki_sha256 != d.spki_sha256 {
-                            f.push(
-                                Finding::new(Critical, "cert-record-mismatch", format!(
-                                    "ledger {}: device {} is recorded with key {} but its certificate certifies key {}",
-                                    l.path, d.device_id, short(&d.spki_sha256), short(&leaf.spki_sha256)
-                                ))
-                                .at(loc)
-                                .device(&d.device_id)
-                                .serial(serial),
-                            );
-                        }
-                    }
-                }
-            }
+pub fn device_records(corpus: &Corpus) -> R<()> {
+    let s = &corpus.scratch;
+    s.devices("live = 1 OR state = 'revoked'", [], |d| {
+        let l = &corpus.ledgers[d.li];
+        let serial = d.serial.as_deref().unwrap_or("");
+        let loc = row_loc(l, "devices", d.rowid);
+        // The signed row with the device's serial (the last, if the ledger holds several).
+        let row = s.first(
+            "SELECT leaf, l_spki FROM cert WHERE li = ?1 AND profile = ?2 AND device_id = ?3
+               AND serial = ?4 AND state = 'signed' ORDER BY rowid DESC LIMIT 1",
+            rusqlite::params![d.li as i64, d.profile, d.device_id, serial],
+            |r| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<String>>(1)?)),
+        )?;
+        match row {
+            None => s.push(
+                &Finding::new(High, "ledger-cert-missing", format!(
+                    "ledger {}: device {} is {} with serial {}, but no signed certificate row holds that serial",
+                    l.path, d.device_id, d.state, if serial.is_empty() { "(none)" } else { serial }
+                ))
+                .at(loc)
+                .device(&d.device_id)
+                .serial(serial),
+            ),
+            Some((Some(1), Some(spki))) if spki != d.spki_sha256 => s.push(
+                &Finding::new(Critical, "cert-record-mismatch", format!(
+                    "ledger {}: device {} is recorded with key {} but its certificate certifies key {}",
+                    l.path, d.device_id, short(&d.spki_sha256), short(&spki)
+                ))
+                .at(loc)
+                .device(&d.device_id)
+                .serial(serial),
+            ),
+            Some(_) => Ok(()),
         }
-    }
-    f
+    })
 }
 
 fn short(h: &str) -> &str {
@@ -375,21 +341,18 @@ fn short(h: &str) -> &str {
 }
 
 /// `cert-not-chaining` (critical): a signed certificate that no given CA signed.
-pub fn chains(corpus: &Corpus, parsed: &Parsed<'_>) -> Vec<Finding> {
-    let mut f = Vec::new();
-    for (li, l) in corpus.ledgers.iter().enumerate() {
-        for (ri, c) in l.certs.iter().enumerate() {
-            if let Some(Ok(leaf)) = parsed.get(&(li, ri)) {
-                if leaf.ca.is_none() {
-                    f.push(cert_finding(Critical, "cert-not-chaining", l, c, format!(
-                        "ledger {}: the certificate of device {} (serial {}) names issuer '{}', and none of the {} given CA certificates signed it",
-                        l.path, c.device_id, c.serial, leaf.issuer_name, corpus.cas.len()
-                    )));
-                }
-            }
-        }
-    }
-    f
+pub fn chains(corpus: &Corpus) -> R<()> {
+    let s = &corpus.scratch;
+    s.certs("leaf = 1 AND l_ca IS NULL", [], |c| {
+        let l = &corpus.ledgers[c.li];
+        let Some(Ok(leaf)) = &c.leaf else {
+            return Ok(());
+        };
+        s.push(&cert_finding(Critical, "cert-not-chaining", l, &c, format!(
+            "ledger {}: the certificate of device {} (serial {}) names issuer '{}', and none of the {} given CA certificates signed it",
+            l.path, c.device_id, c.serial, leaf.issuer_name, corpus.cas.len()
+        )))
+    })
 }
 
 /// `ca-chain-incomplete` (medium): a given CA that is not a self-signed root and whose issuer
@@ -565,24 +528,26 @@ fn eku_names(s: &BTreeSet<String>) -> String {
 /// Certificates against their profiles: `profile-mismatch` (high), `profile-unknown` and
 /// `profile-changed` (low), `profile-unloadable` (low); `profiles-not-checked` (info) when no
 /// profiles were given.
-pub fn profiles(corpus: &Corpus, parsed: &Parsed<'_>) -> Vec<Finding> {
-    let mut f = Vec::new();
+pub fn profiles(corpus: &Corpus) -> R<()> {
+    let s = &corpus.scratch;
     for e in &corpus.profile_errors {
-        f.push(Finding::new(
+        s.push(&Finding::new(
             Low,
             "profile-unloadable",
             format!("profile does not load, its certificates are not checked: {e}"),
-        ));
+        ))?;
     }
     if corpus.profiles.is_empty() {
-        if corpus.ledgers.iter().any(|l| !l.certs.is_empty()) {
-            f.push(Finding::new(
+        if s.first("SELECT 1 FROM cert LIMIT 1", [], |_| Ok(()))?
+            .is_some()
+        {
+            s.push(&Finding::new(
                 Info,
                 "profiles-not-checked",
                 "no profiles given (--profiles DIR or a site config's profiles_dir): certificates were not compared with their profiles".into(),
-            ));
+            ))?;
         }
-        return f;
+        return Ok(());
     }
     for (li, l) in corpus.ledgers.iter().enumerate() {
         let mut unknown = BTreeSet::new();
@@ -591,58 +556,57 @@ pub fn profiles(corpus: &Corpus, parsed: &Parsed<'_>) -> Vec<Finding> {
                 None => {
                     unknown.insert(b.profile.clone());
                 }
-                Some(p) if hex::encode(p.sha256) != b.profile_sha256 => f.push(
-                    Finding::new(Low, "profile-changed", format!(
+                Some(p) if hex::encode(p.sha256) != b.profile_sha256 => s.push(
+                    &Finding::new(Low, "profile-changed", format!(
                         "ledger {}: batch {id} was issued with a profile '{}' whose file hash was {}, the given profile file ({}) is {}; certificates are checked against the given one",
                         l.path, b.profile, short(&b.profile_sha256), p.path.display(), short(&hex::encode(p.sha256))
                     ))
                     .at(format!("{} batches {id}", l.path)),
-                ),
+                )?,
                 Some(_) => {}
             }
         }
         for name in unknown {
-            f.push(Finding::new(Low, "profile-unknown", format!(
+            s.push(&Finding::new(Low, "profile-unknown", format!(
                 "ledger {}: profile '{name}' is not among the given profiles, so its certificates are not compared with it",
                 l.path
-            )).at(l.path.clone()));
+            )).at(l.path.clone()))?;
         }
-        for (ri, c) in l.certs.iter().enumerate() {
+        s.certs("li = ?1 AND leaf = 1 AND ndiffs > 0", [li as i64], |c| {
             let Some(Ok(Leaf {
                 profile_diffs: Some(diffs),
                 ..
-            })) = parsed.get(&(li, ri))
+            })) = &c.leaf
             else {
-                continue;
+                return Ok(());
             };
-            if !diffs.is_empty() {
-                f.push(cert_finding(High, "profile-mismatch", l, c, format!(
-                    "ledger {}: the certificate of device {} (serial {}) does not match profile '{}': {}",
-                    l.path, c.device_id, c.serial, c.profile, diffs.join("; ")
-                )));
-            }
-        }
+            s.push(&cert_finding(High, "profile-mismatch", l, &c, format!(
+                "ledger {}: the certificate of device {} (serial {}) does not match profile '{}': {}",
+                l.path, c.device_id, c.serial, c.profile, diffs.join("; ")
+            )))
+        })?;
     }
-    f
+    Ok(())
 }
 
 /// `duplicate-serial` (critical): one (issuer, serial) recorded by more than one ledger.
-pub fn duplicate_serials(corpus: &Corpus) -> Vec<Finding> {
-    let mut seen: BTreeMap<(String, String), Vec<(usize, &CertRow)>> = BTreeMap::new();
-    for (li, l) in corpus.ledgers.iter().enumerate() {
-        for c in &l.certs {
-            seen.entry((c.issuer_key_id.clone(), normal_serial(&c.serial)))
-                .or_default()
-                .push((li, c));
-        }
-    }
-    seen.into_iter()
-        .filter(|(_, v)| v.len() > 1)
-        .map(|((ikid, serial), v)| {
+pub fn duplicate_serials(corpus: &Corpus) -> R<()> {
+    let s = &corpus.scratch;
+    s.each(
+        "SELECT ikid, nserial FROM cert GROUP BY ikid, nserial HAVING COUNT(*) > 1
+         ORDER BY ikid, nserial",
+        [],
+        |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+        |(ikid, serial)| {
+            let mut v = Vec::new();
+            s.certs("ikid = ?1 AND nserial = ?2", [&ikid, &serial], |c| {
+                v.push(c);
+                Ok(())
+            })?;
             let who: Vec<String> = v
                 .iter()
-                .map(|(li, c)| {
-                    let l = &corpus.ledgers[*li];
+                .map(|c| {
+                    let l = &corpus.ledgers[c.li];
                     format!("{} ({}, device {}, station {})", l.path, c.state, c.device_id, l.station_of(&c.batch_id))
                 })
                 .collect();
@@ -650,33 +614,30 @@ pub fn duplicate_serials(corpus: &Corpus) -> Vec<Finding> {
                 "serial {serial} of CA key {} is recorded {} times: {}; two stations share a serial prefix or a ledger was copied",
                 short(&ikid), v.len(), who.join("; ")
             ))
-            .serial(serial)
-            .device(v[0].1.device_id.clone());
-            for (li, c) in &v {
-                fi = fi.at(row_loc(&corpus.ledgers[*li], "certificates", c.rowid));
+            .serial(serial.clone())
+            .device(v[0].device_id.clone());
+            for c in &v {
+                fi = fi.at(row_loc(&corpus.ledgers[c.li], "certificates", c.rowid));
             }
-            fi
-        })
-        .collect()
+            s.push(&fi)
+        },
+    )
 }
 
 /// `duplicate-device-id` (critical): one (profile, device id) live in more than one ledger.
-pub fn duplicate_devices(corpus: &Corpus) -> Vec<Finding> {
-    let mut seen: BTreeMap<(&str, &str), Vec<(usize, &super::DeviceRec)>> = BTreeMap::new();
-    for (li, l) in corpus.ledgers.iter().enumerate() {
-        for d in l.devices.iter().filter(|d| live(d)) {
-            seen.entry((d.profile.as_str(), d.device_id.as_str()))
-                .or_default()
-                .push((li, d));
-        }
-    }
-    seen.into_iter()
-        .filter(|(_, v)| v.len() > 1)
-        .map(|((profile, id), v)| {
+pub fn duplicate_devices(corpus: &Corpus) -> R<()> {
+    let s = &corpus.scratch;
+    s.each(
+        "SELECT profile, device_id FROM dev WHERE live = 1 GROUP BY profile, device_id
+         HAVING COUNT(*) > 1 ORDER BY profile, device_id",
+        [],
+        |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+        |(profile, id)| {
+            let v = members(s, "live = 1 AND profile = ?1 AND device_id = ?2", [&profile, &id])?;
             let who: Vec<String> = v
                 .iter()
-                .map(|(li, d)| {
-                    let l = &corpus.ledgers[*li];
+                .map(|d| {
+                    let l = &corpus.ledgers[d.li];
                     format!("{} (serial {}, station {})", l.path, d.serial.as_deref().unwrap_or("?"), l.station_of(&d.batch_id))
                 })
                 .collect();
@@ -684,45 +645,50 @@ pub fn duplicate_devices(corpus: &Corpus) -> Vec<Finding> {
                 "device {id} (profile {profile}) has a live certificate in {} ledgers: {}; revoke all but one",
                 v.len(), who.join("; ")
             ))
-            .device(id);
-            for (li, d) in &v {
-                fi = fi.at(row_loc(&corpus.ledgers[*li], "devices", d.rowid));
+            .device(id.clone());
+            for d in &v {
+                fi = fi.at(row_loc(&corpus.ledgers[d.li], "devices", d.rowid));
             }
-            fi
-        })
-        .collect()
+            s.push(&fi)
+        },
+    )
+}
+
+/// The device rows of one group (a duplicate is a handful of rows).
+fn members(s: &super::Scratch, filter: &str, params: impl rusqlite::Params) -> R<Vec<DeviceRec>> {
+    let mut v = Vec::new();
+    s.devices(filter, params, |d| {
+        v.push(d);
+        Ok(())
+    })?;
+    Ok(v)
 }
 
 /// `duplicate-public-key` (critical): one public key live for more than one device id.
-pub fn duplicate_keys(corpus: &Corpus) -> Vec<Finding> {
-    let mut seen: BTreeMap<&str, Vec<(usize, &super::DeviceRec)>> = BTreeMap::new();
-    for (li, l) in corpus.ledgers.iter().enumerate() {
-        for d in l.devices.iter().filter(|d| live(d)) {
-            seen.entry(d.spki_sha256.as_str())
-                .or_default()
-                .push((li, d));
-        }
-    }
-    seen.into_iter()
-        .filter(|(_, v)| {
-            v.iter().map(|(_, d)| d.device_id.as_str()).collect::<BTreeSet<_>>().len() > 1
-        })
-        .map(|(spki, v)| {
+pub fn duplicate_keys(corpus: &Corpus) -> R<()> {
+    let s = &corpus.scratch;
+    s.each(
+        "SELECT spki FROM dev WHERE live = 1 GROUP BY spki HAVING COUNT(DISTINCT device_id) > 1
+         ORDER BY spki",
+        [],
+        |r| r.get::<_, String>(0),
+        |spki| {
+            let v = members(s, "live = 1 AND spki = ?1", [&spki])?;
             let who: Vec<String> = v
                 .iter()
-                .map(|(li, d)| format!("device {} in {}", d.device_id, corpus.ledgers[*li].path))
+                .map(|d| format!("device {} in {}", d.device_id, corpus.ledgers[d.li].path))
                 .collect();
             let mut fi = Finding::new(Critical, "duplicate-public-key", format!(
                 "public key {} is certified for {} device ids: {}; one key must belong to one device",
-                short(spki), v.len(), who.join("; ")
+                short(&spki), v.len(), who.join("; ")
             ))
-            .device(v[0].1.device_id.clone());
-            for (li, d) in &v {
-                fi = fi.at(row_loc(&corpus.ledgers[*li], "devices", d.rowid));
+            .device(v[0].device_id.clone());
+            for d in &v {
+                fi = fi.at(row_loc(&corpus.ledgers[d.li], "devices", d.rowid));
             }
-            fi
-        })
-        .collect()
+            s.push(&fi)
+        },
+    )
 }
 
 fn tenant_name(t: Option<&str>) -> &str {
@@ -731,87 +697,104 @@ fn tenant_name(t: Option<&str>) -> &str {
 
 /// `tenant-mixing` (critical): one public key live under more than one tenant, or a
 /// certificate signed by a CA the site config gives to another tenant than the batch's.
-pub fn tenant_mixing(corpus: &Corpus, parsed: &Parsed<'_>) -> Vec<Finding> {
-    let mut f = Vec::new();
-    type Seen<'a> = BTreeMap<&'a str, Vec<(usize, &'a super::DeviceRec)>>;
-    let mut by_key: Seen<'_> = BTreeMap::new();
-    for (li, l) in corpus.ledgers.iter().enumerate() {
-        for d in l.devices.iter().filter(|d| live(d)) {
-            by_key
-                .entry(d.spki_sha256.as_str())
-                .or_default()
-                .push((li, d));
-        }
-    }
-    for (spki, v) in by_key {
-        let tenants: BTreeSet<&str> = v
-            .iter()
-            .map(|(li, d)| tenant_name(corpus.ledgers[*li].tenant_of(&d.batch_id)))
-            .collect();
-        if tenants.len() < 2 {
-            continue;
-        }
-        let who: Vec<String> = v
-            .iter()
-            .map(|(li, d)| {
-                let l = &corpus.ledgers[*li];
-                format!(
-                    "device {} profile {} tenant {} in {}",
-                    d.device_id,
-                    d.profile,
-                    tenant_name(l.tenant_of(&d.batch_id)),
-                    l.path
-                )
-            })
-            .collect();
-        let mut fi = Finding::new(Critical, "tenant-mixing", format!(
-            "public key {} is certified for {} tenants ({}): {}; a device key belongs to one tenant",
-            short(spki),
-            tenants.len(),
-            tenants.into_iter().collect::<Vec<_>>().join(", "),
-            who.join("; ")
-        ))
-        .device(v[0].1.device_id.clone());
-        for (li, d) in &v {
-            fi = fi.at(row_loc(&corpus.ledgers[*li], "devices", d.rowid));
-        }
-        f.push(fi);
-    }
-    for (li, l) in corpus.ledgers.iter().enumerate() {
-        for (ri, c) in l.certs.iter().enumerate() {
-            let Some(Ok(leaf)) = parsed.get(&(li, ri)) else {
-                continue;
-            };
-            let Some(ca) = leaf.ca.map(|i| &corpus.cas[i]) else {
-                continue;
-            };
-            let batch_tenant = l.tenant_of(&c.batch_id);
-            if ca.tenant.is_some() && ca.tenant.as_deref() != batch_tenant {
-                f.push(cert_finding(Critical, "tenant-mixing", l, c, format!(
-                    "ledger {}: device {} (serial {}) was issued for tenant {} by CA {}, which the site config gives to tenant {}",
-                    l.path, c.device_id, c.serial, tenant_name(batch_tenant), ca.cert.source,
-                    tenant_name(ca.tenant.as_deref())
-                )));
+pub fn tenant_mixing(corpus: &Corpus) -> R<()> {
+    let s = &corpus.scratch;
+    // Only a key live more than once can be live under two tenants.
+    s.each(
+        "SELECT spki FROM dev WHERE live = 1 GROUP BY spki HAVING COUNT(*) > 1 ORDER BY spki",
+        [],
+        |r| r.get::<_, String>(0),
+        |spki| {
+            let v = members(s, "live = 1 AND spki = ?1", [&spki])?;
+            let tenants: BTreeSet<&str> = v
+                .iter()
+                .map(|d| tenant_name(corpus.ledgers[d.li].tenant_of(&d.batch_id)))
+                .collect();
+            if tenants.len() < 2 {
+                return Ok(());
             }
-        }
+            let who: Vec<String> = v
+                .iter()
+                .map(|d| {
+                    let l = &corpus.ledgers[d.li];
+                    format!(
+                        "device {} profile {} tenant {} in {}",
+                        d.device_id,
+                        d.profile,
+                        tenant_name(l.tenant_of(&d.batch_id)),
+                        l.path
+                    )
+                })
+                .collect();
+            let mut fi = Finding::new(Critical, "tenant-mixing", format!(
+                "public key {} is certified for {} tenants ({}): {}; a device key belongs to one tenant",
+                short(&spki),
+                tenants.len(),
+                tenants.into_iter().collect::<Vec<_>>().join(", "),
+                who.join("; ")
+            ))
+            .device(v[0].device_id.clone());
+            for d in &v {
+                fi = fi.at(row_loc(&corpus.ledgers[d.li], "devices", d.rowid));
+            }
+            s.push(&fi)
+        },
+    )?;
+    // Only a CA the site config gives a tenant can be given to another one.
+    if corpus.cas.iter().all(|c| c.tenant.is_none()) {
+        return Ok(());
     }
-    f
+    s.certs("leaf = 1 AND l_ca IS NOT NULL", [], |c| {
+        let l = &corpus.ledgers[c.li];
+        let Some(ca) = c
+            .leaf
+            .as_ref()
+            .and_then(|x| x.as_ref().ok())
+            .and_then(|x| x.ca)
+            .and_then(|i| corpus.cas.get(i))
+        else {
+            return Ok(());
+        };
+        let batch_tenant = l.tenant_of(&c.batch_id);
+        if ca.tenant.is_some() && ca.tenant.as_deref() != batch_tenant {
+            s.push(&cert_finding(Critical, "tenant-mixing", l, &c, format!(
+                "ledger {}: device {} (serial {}) was issued for tenant {} by CA {}, which the site config gives to tenant {}",
+                l.path, c.device_id, c.serial, tenant_name(batch_tenant), ca.cert.source,
+                tenant_name(ca.tenant.as_deref())
+            )))?;
+        }
+        Ok(())
+    })
 }
 
 /// `serial-prefix-shared` (medium): stations issuing under one CA key with the same first
 /// serial byte; random bytes make a collision unlikely, but the prefix is what keeps stations
 /// apart by construction.
-pub fn serial_prefixes(corpus: &Corpus) -> Vec<Finding> {
+pub fn serial_prefixes(corpus: &Corpus) -> R<Vec<Finding>> {
     let mut seen: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
-    for l in &corpus.ledgers {
-        for c in &l.certs {
-            let prefix = normal_serial(&c.serial).get(..2).unwrap_or("").to_string();
-            seen.entry((c.issuer_key_id.clone(), prefix))
-                .or_default()
-                .insert(format!("{} ({})", l.station_of(&c.batch_id), l.path));
-        }
-    }
-    seen.into_iter()
+    // One row per (CA key, prefix, ledger, batch): as many as batches, not devices.
+    corpus.scratch.each(
+        "SELECT ikid, prefix, li, batch_id FROM cert GROUP BY ikid, prefix, li, batch_id",
+        [],
+        |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)? as usize,
+                r.get::<_, String>(3)?,
+            ))
+        },
+        |(ikid, prefix, li, batch_id)| {
+            let l = &corpus.ledgers[li];
+            seen.entry((ikid, prefix)).or_default().insert(format!(
+                "{} ({})",
+                l.station_of(&batch_id),
+                l.path
+            ));
+            Ok(())
+        },
+    )?;
+    Ok(seen.into_iter()
         .filter(|(_, s)| s.len() > 1)
         .map(|((ikid, prefix), s)| {
             Finding::new(Medium, "serial-prefix-shared", format!(
@@ -819,57 +802,41 @@ pub fn serial_prefixes(corpus: &Corpus) -> Vec<Finding> {
                 short(&ikid), s.len(), s.into_iter().collect::<Vec<_>>().join(", ")
             ))
         })
-        .collect()
+        .collect())
 }
 
 /// `cert-without-record` (critical): a certificate in a manifest or a file that no given
 /// ledger recorded.
-pub fn unrecorded_certs(corpus: &Corpus) -> Vec<Finding> {
-    let known: BTreeSet<&str> = corpus
-        .ledgers
-        .iter()
-        .flat_map(|l| l.certs.iter())
-        .filter_map(|c| c.der_sha256.as_deref())
-        .collect();
-    let mut f = Vec::new();
-    let describe = |der: &[u8]| -> (String, String) {
-        match x509_cert::Certificate::from_der(der) {
-            Ok(c) => (
-                normal_serial(&hex::encode(c.tbs_certificate.serial_number.as_bytes())),
-                c.tbs_certificate.subject.to_string(),
-            ),
-            Err(_) => (String::new(), "(unparseable)".into()),
-        }
-    };
-    for cf in &corpus.cert_files {
-        if !known.contains(hex::encode(crate::crypto::sha256(&cf.der)).as_str()) {
-            let (serial, subject) = describe(&cf.der);
-            f.push(
-                Finding::new(Critical, "cert-without-record", format!(
-                    "{} (certificate {}) holds a certificate for '{subject}' (serial {serial}) that none of the given ledgers recorded",
-                    cf.path, cf.index
+pub fn unrecorded_certs(corpus: &Corpus) -> R<()> {
+    let s = &corpus.scratch;
+    s.cert_files(
+        "NOT EXISTS (SELECT 1 FROM cert WHERE der_sha = c.sha)",
+        |cf| {
+            s.push(
+                &Finding::new(Critical, "cert-without-record", format!(
+                    "{} (certificate {}) holds a certificate for '{}' (serial {}) that none of the given ledgers recorded",
+                    cf.path, cf.index, cf.subject, cf.serial
                 ))
                 .at(format!("{} #{}", cf.path, cf.index))
-                .serial(serial),
-            );
-        }
-    }
-    for m in &corpus.manifests {
-        for d in &m.devices {
-            if !known.contains(hex::encode(crate::crypto::sha256(&d.cert_der)).as_str()) {
-                f.push(
-                    Finding::new(Critical, "cert-without-record", format!(
-                        "manifest {} line {}: the certificate of device {} (serial {}) is in none of the given ledgers",
-                        m.path, d.line, d.device_id, d.serial
-                    ))
-                    .at(format!("{} line {}", m.path, d.line))
-                    .device(&d.device_id)
-                    .serial(&d.serial),
-                );
-            }
-        }
-    }
-    f
+                .serial(cf.serial),
+            )
+        },
+    )?;
+    s.manifest_devices(
+        "NOT EXISTS (SELECT 1 FROM cert WHERE der_sha = m.sha)",
+        |d| {
+            let m = &corpus.manifests[d.mi];
+            s.push(
+                &Finding::new(Critical, "cert-without-record", format!(
+                    "manifest {} line {}: the certificate of device {} (serial {}) is in none of the given ledgers",
+                    m.path, d.line, d.device_id, d.serial
+                ))
+                .at(format!("{} line {}", m.path, d.line))
+                .device(&d.device_id)
+                .serial(&d.serial),
+            )
+        },
+    )
 }
 
 /// `manifest-invalid` (critical): a manifest whose signature, signer chain, Merkle root,
@@ -897,95 +864,100 @@ pub fn manifests_invalid(corpus: &Corpus) -> Vec<Finding> {
 /// `manifest-ledger-mismatch` (high): a manifest device whose certificate the ledgers know,
 /// but under another device id, or whose device the ledgers hold with a different current
 /// serial without recording the manifest's as superseded or revoked.
-pub fn manifest_vs_ledger(corpus: &Corpus) -> Vec<Finding> {
-    let mut by_sha: HashMap<String, (usize, &CertRow)> = HashMap::new();
-    for (li, l) in corpus.ledgers.iter().enumerate() {
-        for c in &l.certs {
-            if let Some(h) = &c.der_sha256 {
-                by_sha.insert(h.clone(), (li, c));
+pub fn manifest_vs_ledger(corpus: &Corpus) -> R<()> {
+    let s = &corpus.scratch;
+    s.manifest_devices("1", |d| {
+        let m = &corpus.manifests[d.mi];
+        // The row holding this certificate (the last read, if several do).
+        let mut found = None;
+        s.certs("der_sha = ?1", [&d.cert_sha256], |c| {
+            found = Some(c);
+            Ok(())
+        })?;
+        let Some(c) = found else { return Ok(()) };
+        let l = &corpus.ledgers[c.li];
+        let mut why = Vec::new();
+        if c.device_id != d.device_id {
+            why.push(format!(
+                "the ledger records this certificate for device {}",
+                c.device_id
+            ));
+        }
+        if normal_serial(&c.serial) != normal_serial(&d.serial) {
+            why.push(format!(
+                "the manifest says serial {}, the ledger {}",
+                d.serial, c.serial
+            ));
+        }
+        let batch_tenant = l.tenant_of(&c.batch_id);
+        if batch_tenant != m.tenant.as_deref() {
+            why.push(format!(
+                "the manifest is for tenant {}, the ledger issued it for tenant {}",
+                tenant_name(m.tenant.as_deref()),
+                tenant_name(batch_tenant)
+            ));
+        }
+        let li = c.li as i64;
+        let has_status = s
+            .first(
+                "SELECT 1 FROM status WHERE li = ?1 AND ikid = ?2 AND serial = ?3",
+                rusqlite::params![li, c.issuer_key_id, c.serial],
+                |_| Ok(()),
+            )?
+            .is_some();
+        // The device's first row in the ledger, and its current serial.
+        let current = s.first(
+            "SELECT serial FROM dev WHERE li = ?1 AND profile = ?2 AND device_id = ?3
+             ORDER BY rowid LIMIT 1",
+            rusqlite::params![li, c.profile, c.device_id],
+            |r| r.get::<_, Option<String>>(0),
+        )?;
+        if let Some(cur) = current {
+            if cur.as_deref() != Some(c.serial.as_str()) && !has_status {
+                why.push(format!(
+                    "the ledger's current certificate for the device is serial {} and this one is not recorded as superseded or revoked",
+                    cur.as_deref().unwrap_or("(none)")
+                ));
             }
         }
-    }
-    let mut f = Vec::new();
-    for m in &corpus.manifests {
-        for d in &m.devices {
-            let Some((li, c)) = by_sha.get(&hex::encode(crate::crypto::sha256(&d.cert_der))) else {
-                continue;
-            };
-            let l = &corpus.ledgers[*li];
-            let mut why = Vec::new();
-            if c.device_id != d.device_id {
-                why.push(format!(
-                    "the ledger records this certificate for device {}",
-                    c.device_id
-                ));
-            }
-            if normal_serial(&c.serial) != normal_serial(&d.serial) {
-                why.push(format!(
-                    "the manifest says serial {}, the ledger {}",
-                    d.serial, c.serial
-                ));
-            }
-            let batch_tenant = l.tenant_of(&c.batch_id);
-            if batch_tenant != m.tenant.as_deref() {
-                why.push(format!(
-                    "the manifest is for tenant {}, the ledger issued it for tenant {}",
-                    tenant_name(m.tenant.as_deref()),
-                    tenant_name(batch_tenant)
-                ));
-            }
-            let status = l
-                .cert_status
-                .get(&(c.issuer_key_id.clone(), c.serial.clone()));
-            let current = l
-                .devices
-                .iter()
-                .find(|x| x.profile == c.profile && x.device_id == c.device_id);
-            if let Some(cur) = current {
-                if cur.serial.as_deref() != Some(c.serial.as_str()) && status.is_none() {
-                    why.push(format!(
-                        "the ledger's current certificate for the device is serial {} and this one is not recorded as superseded or revoked",
-                        cur.serial.as_deref().unwrap_or("(none)")
-                    ));
-                }
-            }
-            if !why.is_empty() {
-                f.push(
-                    Finding::new(
-                        High,
-                        "manifest-ledger-mismatch",
-                        format!(
-                            "manifest {} line {} (device {}): {}",
-                            m.path,
-                            d.line,
-                            d.device_id,
-                            why.join("; ")
-                        ),
-                    )
-                    .at(format!("{} line {}", m.path, d.line))
-                    .at(row_loc(l, "certificates", c.rowid))
-                    .device(&d.device_id)
-                    .serial(&d.serial),
-                );
-            }
+        if why.is_empty() {
+            return Ok(());
         }
-    }
-    f
+        s.push(
+            &Finding::new(
+                High,
+                "manifest-ledger-mismatch",
+                format!(
+                    "manifest {} line {} (device {}): {}",
+                    m.path,
+                    d.line,
+                    d.device_id,
+                    why.join("; ")
+                ),
+            )
+            .at(format!("{} line {}", m.path, d.line))
+            .at(row_loc(l, "certificates", c.rowid))
+            .device(&d.device_id)
+            .serial(&d.serial),
+        )
+    })
 }
 
 /// `install-unconfirmed` and `install-interrupted` (medium), `signed-not-installed` (low).
-pub fn install_states(corpus: &Corpus) -> Vec<Finding> {
-    let mut f = Vec::new();
-    for l in &corpus.ledgers {
-        for d in &l.devices {
-            let (sev, code, what) = match d.state.known() {
-                Some(DeviceState::InstallUnconfirmed) => (Medium, "install-unconfirmed", "the install was sent but the device never confirmed it; present the device again (it gets the same certificate) or check what it holds"),
-                Some(DeviceState::Installing) => (Medium, "install-interrupted", "the station stopped while installing; present the device again"),
-                Some(DeviceState::Signed) => (Low, "signed-not-installed", "signed but never installed on a device; install it, or revoke it if the device is gone"),
-                _ => continue,
+pub fn install_states(corpus: &Corpus) -> R<()> {
+    let s = &corpus.scratch;
+    s.devices(
+        "state IN ('install_unconfirmed', 'installing', 'signed')",
+        [],
+        |d| {
+            let l = &corpus.ledgers[d.li];
+            let (sev, code, what) = match d.state.as_str() {
+                "install_unconfirmed" => (Medium, "install-unconfirmed", "the install was sent but the device never confirmed it; present the device again (it gets the same certificate) or check what it holds"),
+                "installing" => (Medium, "install-interrupted", "the station stopped while installing; present the device again"),
+                _ => (Low, "signed-not-installed", "signed but never installed on a device; install it, or revoke it if the device is gone"),
             };
-            f.push(
-                Finding::new(
+            s.push(
+                &Finding::new(
                     sev,
                     code,
                     format!(
@@ -1000,59 +972,42 @@ pub fn install_states(corpus: &Corpus) -> Vec<Finding> {
                 .at(row_loc(l, "devices", d.rowid))
                 .device(&d.device_id)
                 .serial(d.serial.clone().unwrap_or_default()),
-            );
-        }
-    }
-    f
-}
-
-/// The (profile, device id, serial) of every device's live certificate in a ledger.
-type LiveSet<'a> = std::collections::HashSet<(&'a str, &'a str, &'a str)>;
-
-fn live_set(l: &LedgerData) -> LiveSet<'_> {
-    l.devices
-        .iter()
-        .filter(|d| live(d))
-        .filter_map(|d| {
-            d.serial
-                .as_deref()
-                .map(|s| (d.profile.as_str(), d.device_id.as_str(), s))
-        })
-        .collect()
-}
-
-/// Whether a certificate row is a device's live certificate (not superseded or revoked).
-fn is_live(l: &LedgerData, live: &LiveSet<'_>, c: &CertRow) -> bool {
-    !l.cert_status
-        .contains_key(&(c.issuer_key_id.clone(), c.serial.clone()))
-        && live.contains(&(c.profile.as_str(), c.device_id.as_str(), c.serial.as_str()))
+            )
+        },
+    )
 }
 
 /// `cert-expired` (medium) and `cert-expiring` (low, within `--expiring-days`) for live
 /// certificates.
-pub fn expiry(corpus: &Corpus, parsed: &Parsed<'_>, opts: &Options) -> Vec<Finding> {
+pub fn expiry(corpus: &Corpus, opts: &Options) -> R<()> {
+    let s = &corpus.scratch;
     let horizon = opts.now + time::Duration::days(opts.expiring_days);
-    let mut f = Vec::new();
-    for (li, l) in corpus.ledgers.iter().enumerate() {
-        let live = live_set(l);
-        for (ri, c) in l.certs.iter().enumerate() {
-            let Some(Ok(leaf)) = parsed.get(&(li, ri)) else {
-                continue;
+    // notAfter is whole seconds: `na <= floor(horizon)` is `na <= horizon`.
+    s.certs(
+        &format!("leaf = 1 AND l_na IS NOT NULL AND l_na <= ?1 AND {IS_LIVE}"),
+        [horizon.unix_timestamp()],
+        |c| {
+            let l = &corpus.ledgers[c.li];
+            let Some(Ok(Leaf {
+                not_after: Some(na),
+                ..
+            })) = c.leaf
+            else {
+                return Ok(());
             };
-            let Some(na) = leaf.not_after else { continue };
-            if na > horizon || !is_live(l, &live, c) {
-                continue;
+            if na > horizon {
+                return Ok(());
             }
             let (sev, code, verb) = if na <= opts.now {
                 (Medium, "cert-expired", "expired")
             } else {
                 (Low, "cert-expiring", "expires")
             };
-            f.push(cert_finding(
+            s.push(&cert_finding(
                 sev,
                 code,
                 l,
-                c,
+                &c,
                 format!(
                     "ledger {}: the certificate of device {} (serial {}) {verb} at {}; renew it",
                     l.path,
@@ -1060,17 +1015,18 @@ pub fn expiry(corpus: &Corpus, parsed: &Parsed<'_>, opts: &Options) -> Vec<Findi
                     c.serial,
                     crate::clock::rfc3339(na)
                 ),
-            ));
-        }
-    }
-    f
+            ))
+        },
+    )
 }
 
 /// `ca-expires-before-devices` (medium): a CA whose certificate ends before certificates it
 /// signed; `ca-expired` (high) and `ca-expiring` (low) for the CA itself.
-pub fn ca_expiry(corpus: &Corpus, parsed: &Parsed<'_>, opts: &Options) -> Vec<Finding> {
+pub fn ca_expiry(corpus: &Corpus, opts: &Options) -> R<Vec<Finding>> {
+    let s = &corpus.scratch;
     let horizon = opts.now + time::Duration::days(opts.expiring_days);
-    let live: Vec<LiveSet<'_>> = corpus.ledgers.iter().map(live_set).collect();
+    // No expiry (99991231235959Z) outlives any dated CA.
+    const NO_EXPIRY: i64 = 253_402_300_799;
     let mut f = Vec::new();
     for (ci, ca) in corpus.cas.iter().enumerate() {
         let Some(ca_na) = ca.cert.not_after else {
@@ -1106,47 +1062,48 @@ pub fn ca_expiry(corpus: &Corpus, parsed: &Parsed<'_>, opts: &Options) -> Vec<Fi
                 .at(ca.cert.source.clone()),
             );
         }
-        let mut outliving = 0u64;
-        let mut latest: Option<(OffsetDateTime, String)> = None;
-        for ((li, ri), leaf) in parsed.iter() {
-            let Ok(leaf) = leaf else { continue };
-            if leaf.ca != Some(ci)
-                || !is_live(
-                    &corpus.ledgers[li],
-                    &live[li],
-                    &corpus.ledgers[li].certs[ri],
-                )
-            {
-                continue;
-            }
-            // No expiry outlives any dated CA.
-            let end = leaf
-                .not_after
-                .unwrap_or(OffsetDateTime::from_unix_timestamp(253_402_300_799).unwrap_or(ca_na));
-            if end > ca_na {
-                outliving += 1;
-                if latest.as_ref().is_none_or(|(t, _)| end > *t) {
-                    latest = Some((end, corpus.ledgers[li].certs[ri].device_id.clone()));
-                }
-            }
-        }
-        if let Some((t, dev)) = latest {
-            f.push(Finding::new(Medium, "ca-expires-before-devices", format!(
-                "CA {} ({}) expires at {}, before {outliving} live device certificates it signed (the last, device {dev}, runs to {}); those devices stop validating when the CA does. Re-sign the CA for longer or plan a rollover",
-                ca.cert.source, ca.subject, crate::clock::rfc3339(ca_na), crate::clock::rfc3339(t)
-            )).at(ca.cert.source.clone()).device(dev));
-        }
+        // The live certificates it signed that end after it: how many, and the first (in
+        // ledger order) of those that end last.
+        let outliving_sql = format!(
+            "FROM cert c WHERE leaf = 1 AND l_ca = ?1 AND COALESCE(l_na, {NO_EXPIRY}) > ?2
+               AND {IS_LIVE}"
+        );
+        let (outliving, last) = s
+            .first(
+                &format!("SELECT COUNT(*), MAX(COALESCE(l_na, {NO_EXPIRY})) {outliving_sql}"),
+                [ci as i64, ca_na.unix_timestamp()],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?)),
+            )?
+            .unwrap_or((0, None));
+        let Some(last) = last.filter(|_| outliving > 0) else {
+            continue;
+        };
+        let dev = s
+            .first(
+                &format!(
+                    "SELECT device_id {outliving_sql} AND COALESCE(l_na, {NO_EXPIRY}) = ?3
+                     ORDER BY rowid LIMIT 1"
+                ),
+                [ci as i64, ca_na.unix_timestamp(), last],
+                |r| r.get::<_, String>(0),
+            )?
+            .unwrap_or_default();
+        let t = OffsetDateTime::from_unix_timestamp(last).unwrap_or(ca_na);
+        f.push(Finding::new(Medium, "ca-expires-before-devices", format!(
+            "CA {} ({}) expires at {}, before {outliving} live device certificates it signed (the last, device {dev}, runs to {}); those devices stop validating when the CA does. Re-sign the CA for longer or plan a rollover",
+            ca.cert.source, ca.subject, crate::clock::rfc3339(ca_na), crate::clock::rfc3339(t)
+        )).at(ca.cert.source.clone()).device(dev));
     }
-    f
+    Ok(f)
 }
 
 /// Revocations and CRLs (`certfab revoke`, `certfab crl`): `revocation-not-published`
 /// (medium: a revoked certificate its CA's latest recorded CRL does not list), `crl-stale`
 /// (medium: the latest CRL of a CA key is past its nextUpdate), `crl-not-chaining` (high: the
 /// latest CRL is signed by none of the given CAs, or does not parse).
-pub fn revocations(corpus: &Corpus, opts: &Options) -> Vec<Finding> {
-    let mut f = Vec::new();
-    for l in &corpus.ledgers {
+pub fn revocations(corpus: &Corpus, opts: &Options) -> R<()> {
+    let s = &corpus.scratch;
+    for (li, l) in corpus.ledgers.iter().enumerate() {
         let mut latest: BTreeMap<&str, &super::CrlRec> = BTreeMap::new();
         for c in &l.crls {
             latest
@@ -1161,69 +1118,65 @@ pub fn revocations(corpus: &Corpus, opts: &Options) -> Vec<Finding> {
         for (ikid, crl) in &latest {
             let loc = format!("{} crls {} #{}", l.path, short(ikid), crl.number);
             match &crl.serials {
-                Err(e) => f.push(Finding::new(High, "crl-not-chaining", format!(
+                Err(e) => s.push(&Finding::new(High, "crl-not-chaining", format!(
                     "ledger {}: CRL #{} of CA key {} does not parse: {e}", l.path, crl.number, short(ikid)
-                )).at(loc.clone())),
-                Ok(_) if crl.ca.is_none() => f.push(Finding::new(High, "crl-not-chaining", format!(
+                )).at(loc.clone()))?,
+                Ok(_) if crl.ca.is_none() => s.push(&Finding::new(High, "crl-not-chaining", format!(
                     "ledger {}: CRL #{} of CA key {} is signed by none of the given CA certificates",
                     l.path, crl.number, short(ikid)
-                )).at(loc.clone())),
+                )).at(loc.clone()))?,
                 Ok(_) => {}
             }
             if let Some(nu) = crl.next_update {
                 if nu <= opts.now {
-                    f.push(Finding::new(Medium, "crl-stale", format!(
+                    s.push(&Finding::new(Medium, "crl-stale", format!(
                         "ledger {}: the latest CRL of CA key {} (#{}, issued {}) was due for renewal at {}; relying parties that require a current CRL refuse every device of this CA. Run certfab crl",
                         l.path, short(ikid), crl.number, crl.this_update, crate::clock::rfc3339(nu)
-                    )).at(loc));
+                    )).at(loc))?;
                 }
             }
         }
-        for c in &l.certs {
-            let revoked = l
-                .cert_status
-                .get(&(c.issuer_key_id.clone(), c.serial.clone()))
-                .is_some_and(|s| s.contains("revoked"));
-            if !revoked {
-                continue;
-            }
-            let listed = latest.get(c.issuer_key_id.as_str()).map(|crl| {
-                (
-                    crl.number,
-                    crl.serials
-                        .as_ref()
-                        .is_ok_and(|s| s.contains(&normal_serial(&c.serial))),
-                )
-            });
-            let why = match listed {
-                Some((_, true)) => continue,
-                Some((n, false)) => format!("the latest CRL (#{n}) of its CA does not list it"),
-                None => "no CRL of its CA is recorded".to_string(),
-            };
-            f.push(cert_finding(Medium, "revocation-not-published", l, c, format!(
-                "ledger {}: the certificate of device {} (serial {}) is revoked but {why}; relying parties still accept it. Run certfab crl and publish it",
-                l.path, c.device_id, c.serial
-            )));
-        }
+        s.certs(
+            "c.li = ?1 AND EXISTS (SELECT 1 FROM status s WHERE s.li = c.li
+               AND s.ikid = c.ikid AND s.serial = c.serial AND s.status = 'revoked')",
+            [li as i64],
+            |c| {
+                let listed = latest.get(c.issuer_key_id.as_str()).map(|crl| {
+                    (
+                        crl.number,
+                        crl.serials
+                            .as_ref()
+                            .is_ok_and(|s| s.contains(&normal_serial(&c.serial))),
+                    )
+                });
+                let why = match listed {
+                    Some((_, true)) => return Ok(()),
+                    Some((n, false)) => format!("the latest CRL (#{n}) of its CA does not list it"),
+                    None => "no CRL of its CA is recorded".to_string(),
+                };
+                s.push(&cert_finding(Medium, "revocation-not-published", l, &c, format!(
+                    "ledger {}: the certificate of device {} (serial {}) is revoked but {why}; relying parties still accept it. Run certfab crl and publish it",
+                    l.path, c.device_id, c.serial
+                )))
+            },
+        )?;
     }
-    f
+    Ok(())
 }
 
 /// `intent-pending` (low): serials reserved but neither signed nor burned (a run that is in
 /// progress or died; the next open of the ledger burns them). `serials-burned` (info).
-pub fn pending_and_burned(corpus: &Corpus) -> Vec<Finding> {
+pub fn pending_and_burned(corpus: &Corpus) -> R<Vec<Finding>> {
     let mut f = Vec::new();
-    for l in &corpus.ledgers {
-        let intents = l
-            .certs
-            .iter()
-            .filter(|c| c.state.is(CertState::Intent))
-            .count();
-        let burned = l
-            .certs
-            .iter()
-            .filter(|c| c.state.is(CertState::Burned))
-            .count();
+    for (li, l) in corpus.ledgers.iter().enumerate() {
+        let count = |state: &str| {
+            corpus.scratch.count(
+                "SELECT COUNT(*) FROM cert WHERE li = ?1 AND state = ?2",
+                rusqlite::params![li as i64, state],
+            )
+        };
+        let intents = count("intent")?;
+        let burned = count("burned")?;
         if intents > 0 {
             f.push(Finding::new(Low, "intent-pending", format!(
                 "ledger {}: {intents} serials are reserved but not signed; a run is in progress or died (the next run burns them)",
@@ -1237,22 +1190,35 @@ pub fn pending_and_burned(corpus: &Corpus) -> Vec<Finding> {
             )).at(l.path.clone()));
         }
     }
-    f
+    Ok(f)
 }
 
 /// `rejections` (info): rejected requests per ledger, by reason category.
-pub fn rejections(corpus: &Corpus) -> Vec<Finding> {
+pub fn rejections(corpus: &Corpus) -> R<Vec<Finding>> {
+    let s = &corpus.scratch;
     let mut f = Vec::new();
-    for l in &corpus.ledgers {
+    for (li, l) in corpus.ledgers.iter().enumerate() {
         let mut by: BTreeMap<&'static str, u64> = BTreeMap::new();
-        for r in &l.rejections {
-            *by.entry(super::counts::reason_category(&r.kind, &r.reason))
-                .or_default() += 1;
-        }
-        for a in l.attempts.iter().filter(|a| a.outcome == "refused") {
-            *by.entry(super::counts::reason_category("refused", &a.reason))
-                .or_default() += 1;
-        }
+        s.each(
+            "SELECT kind, reason FROM rej WHERE li = ?1",
+            [li as i64],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+            |(kind, reason)| {
+                *by.entry(super::counts::reason_category(&kind, &reason))
+                    .or_default() += 1;
+                Ok(())
+            },
+        )?;
+        s.each(
+            "SELECT reason FROM att WHERE li = ?1 AND outcome = 'refused'",
+            [li as i64],
+            |r| r.get::<_, String>(0),
+            |reason| {
+                *by.entry(super::counts::reason_category("refused", &reason))
+                    .or_default() += 1;
+                Ok(())
+            },
+        )?;
         if !by.is_empty() {
             let total: u64 = by.values().sum();
             let parts: Vec<String> = by.iter().map(|(k, v)| format!("{k} {v}")).collect();
@@ -1270,5 +1236,5 @@ pub fn rejections(corpus: &Corpus) -> Vec<Finding> {
             );
         }
     }
-    f
+    Ok(f)
 }

@@ -1,9 +1,14 @@
 //! Loading what an audit reads: ledgers (read-only, no lock), manifests, loose certificate
-//! files, CA certificates and profiles, into plain rows the checks can compare.
+//! files, CA certificates and profiles. What grows with the number of devices (ledger rows,
+//! manifest device lines, certificate files) is streamed, one row at a time, into the
+//! corpus's scratch database ([`super::scratch`]) as plain rows the checks can compare; what
+//! does not (CAs, profiles, batches, CRLs, checkpoints) is kept here.
 
+use super::Scratch;
 use crate::ledger::{CertState, DeviceState, Ledger, LedgerError};
 use crate::profile::Profile;
 use crate::x509::CaCert;
+use der::Decode;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -38,6 +43,9 @@ pub enum CorpusError {
     /// A ledger could not be opened or queried.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// The audit's working database (a private scratch directory in TMPDIR).
+    #[error("the audit's working database (in the temporary directory, TMPDIR): {0}; make room there, or point TMPDIR at a writable directory with room (about 2 KiB per device)")]
+    Scratch(String),
     /// A file named on the command line.
     #[error("{path}: {msg}")]
     File {
@@ -52,7 +60,7 @@ impl CorpusError {
     pub fn exit_code(&self) -> crate::exit::ExitCode {
         match self {
             Self::File { .. } => crate::exit::ExitCode::Usage,
-            Self::Ledger(_) => crate::exit::ExitCode::Storage,
+            Self::Ledger(_) | Self::Scratch(_) => crate::exit::ExitCode::Storage,
         }
     }
 }
@@ -114,96 +122,9 @@ impl<T: std::fmt::Display> std::fmt::Display for Recorded<T> {
     }
 }
 
-/// A `devices` row.
-#[derive(Debug, Clone)]
-pub struct DeviceRec {
-    /// SQLite rowid (for locations).
-    pub rowid: i64,
-    pub profile: String,
-    pub device_id: String,
-    pub batch_id: String,
-    pub state: Recorded<DeviceState>,
-    /// SPKI hash, hex.
-    pub spki_sha256: String,
-    /// Current serial.
-    pub serial: Option<String>,
-    /// Last change.
-    pub updated_at: String,
-}
-
-/// A `certificates` row.
-#[derive(Debug, Clone)]
-pub struct CertRow {
-    /// SQLite rowid.
-    pub rowid: i64,
-    /// Issuer key id, hex.
-    pub issuer_key_id: String,
-    /// Serial, hex.
-    pub serial: String,
-    pub profile: String,
-    pub device_id: String,
-    pub batch_id: String,
-    /// intent, signed or burned.
-    pub state: Recorded<CertState>,
-    /// SHA-256 of the certificate DER, hex, when the row holds one.
-    pub der_sha256: Option<String>,
-    /// The certificate examined while loading (signed rows with DER only).
-    pub leaf: Option<Result<super::checks::Leaf, String>>,
-    /// Recorded SHA-256 of `der`.
-    pub cert_sha256: Option<String>,
-    /// When signed.
-    pub signed_at: Option<String>,
-}
-
-/// A `certificates` row as read, before its certificate is examined.
-struct RawCert {
-    rowid: i64,
-    issuer_key_id: String,
-    serial: String,
-    profile: String,
-    device_id: String,
-    batch_id: String,
-    state: Recorded<CertState>,
-    der: Option<Vec<u8>>,
-    cert_sha256: Option<String>,
-    signed_at: Option<String>,
-}
-
-/// A `rejections` row.
-#[derive(Debug, Clone)]
-pub struct RejectionRec {
-    pub batch_id: String,
-    /// Input line.
-    pub line: i64,
-    /// Device id, if known.
-    pub device_id: Option<String>,
-    /// rejected or duplicate.
-    pub kind: String,
-    pub reason: String,
-    pub at: String,
-}
-
-/// An `attempts` row (station mode).
-#[derive(Debug, Clone)]
-pub struct AttemptRec {
-    /// Row id.
-    pub id: i64,
-    /// Shift.
-    pub batch_id: String,
-    pub station: String,
-    pub operator: Option<String>,
-    pub profile: String,
-    pub device_id: Option<String>,
-    /// Start, RFC 3339.
-    pub started_at: String,
-    /// pass, fail, refused.
-    pub outcome: String,
-    /// Step it ended at.
-    pub step: String,
-    pub reason: String,
-}
-
-/// One ledger, loaded.
+/// One ledger, loaded: what is small (per batch, per CRL) is kept here, the rows (devices,
+/// certificates, rejections, attempts, statuses, `issued` events) are in the corpus's
+/// [`super::Scratch`] under this ledger's index.
 pub struct LedgerData {
     /// The file, as given.
     pub path: String,
@@ -211,18 +132,6 @@ pub struct LedgerData {
     pub audit_chain: Result<u64, String>,
     /// Batches by id.
     pub batches: BTreeMap<String, BatchRec>,
-    /// Device rows.
-    pub devices: Vec<DeviceRec>,
-    /// Certificate rows.
-    pub certs: Vec<CertRow>,
-    /// Rejected and duplicate input rows.
-    pub rejections: Vec<RejectionRec>,
-    /// Station attempts.
-    pub attempts: Vec<AttemptRec>,
-    /// (issuer key id, serial) → statuses (superseded, revoked).
-    pub cert_status: BTreeMap<(String, String), BTreeSet<String>>,
-    /// (serial, certificate SHA-256) of every `issued` audit event.
-    pub issued_events: BTreeSet<(String, String)>,
     /// Signed checkpoints of the audit chain, checked; `None` when they could not be (no
     /// root given, or a ledger from before checkpoints).
     pub checkpoints: Option<CheckpointSummary>,
@@ -301,24 +210,11 @@ impl LedgerData {
     }
 }
 
-/// One device line of a verified manifest.
-#[derive(Debug, Clone)]
-pub struct ManifestDevice {
-    /// Line number in the manifest file.
-    pub line: u64,
-    pub device_id: String,
-    /// Serial, hex.
-    pub serial: String,
-    /// Certificate DER.
-    pub cert_der: Vec<u8>,
-}
-
-/// A manifest: its devices when it verified, else why not.
+/// A manifest: whether it verified (its device lines are in the corpus's scratch database
+/// when it did).
 #[derive(Debug, Clone)]
 pub struct ManifestData {
     pub path: String,
-    /// Devices (empty when it did not verify).
-    pub devices: Vec<ManifestDevice>,
     /// Its tenant, per its header.
     pub tenant: Option<String>,
     /// Why it does not verify (signature, chain, Merkle root, count, a certificate).
@@ -327,7 +223,12 @@ pub struct ManifestData {
 
 /// Verifies one manifest against the self-signed roots among the given CAs. Only a file that
 /// cannot be read is an error; a manifest that does not verify is a finding.
-fn load_manifest(path: &Path, cas: &[CaEntry]) -> Result<ManifestData, CorpusError> {
+fn load_manifest(
+    path: &Path,
+    mi: usize,
+    cas: &[CaEntry],
+    scratch: &Scratch,
+) -> Result<ManifestData, CorpusError> {
     use crate::manifest::{ManifestError, Trust};
     let shown = path.display().to_string();
     let roots: Vec<CaCert> = cas
@@ -337,7 +238,6 @@ fn load_manifest(path: &Path, cas: &[CaEntry]) -> Result<ManifestData, CorpusErr
         .collect();
     let empty = |invalid: String| ManifestData {
         path: shown.clone(),
-        devices: Vec::new(),
         tenant: None,
         invalid: Some(invalid),
     };
@@ -350,39 +250,52 @@ fn load_manifest(path: &Path, cas: &[CaEntry]) -> Result<ManifestData, CorpusErr
         roots,
         source: "--ca".into(),
     };
-    match crate::manifest::verify_file(path, None, &trust) {
-        Ok(v) => Ok(ManifestData {
-            path: shown,
-            devices: v
-                .devices
-                .into_iter()
-                .map(|d| ManifestDevice {
-                    // Line 1 is the header; device n is on line n + 1.
-                    line: d.line.seq + 1,
-                    device_id: d.line.device_id,
-                    serial: d.line.serial,
-                    cert_der: d.cert_der,
-                })
-                .collect(),
-            tenant: v.header.tenant,
-            invalid: None,
-        }),
+    // Device lines go to the scratch database as they are verified; the manifest's verdict
+    // comes at the end, and a manifest that does not verify has its lines removed again.
+    let mut failed: Option<rusqlite::Error> = None;
+    let verdict = {
+        let mut ins = scratch.conn().prepare_cached(
+            "INSERT INTO mdev(mi, line, device_id, serial, sha) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        crate::manifest::verify::verify_file_with(path, None, &trust, |d| {
+            if failed.is_some() {
+                return;
+            }
+            // Line 1 is the header; device n is on line n + 1.
+            let r = ins.execute(rusqlite::params![
+                mi as i64,
+                (d.line.seq + 1) as i64,
+                d.line.device_id,
+                d.line.serial,
+                hex::encode(crate::crypto::sha256(&d.cert_der)),
+            ]);
+            if let Err(e) = r {
+                failed = Some(e);
+            }
+        })
+    };
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    let out = match verdict {
+        Ok(v) => {
+            return Ok(ManifestData {
+                path: shown,
+                tenant: v.header.tenant,
+                invalid: None,
+            })
+        }
         Err(ManifestError::Invalid(report)) => Ok(empty(report.to_string())),
         Err(ManifestError::Read { path, msg }) => Err(CorpusError::File {
             path,
             msg: format!("cannot read: {msg}"),
         }),
         Err(e) => Ok(empty(e.to_string())),
-    }
-}
-
-/// A device certificate found in a file.
-#[derive(Debug, Clone)]
-pub struct CertFile {
-    pub path: String,
-    /// Which certificate in the file (1-based).
-    pub index: usize,
-    pub der: Vec<u8>,
+    };
+    scratch
+        .conn()
+        .execute("DELETE FROM mdev WHERE mi = ?1", [mi as i64])?;
+    out
 }
 
 /// A CA certificate given to the audit.
@@ -396,12 +309,12 @@ pub struct CaEntry {
     pub tenant: Option<String>,
 }
 
-/// Everything an audit looks at.
+/// Everything an audit looks at: the rows in [`Corpus::scratch`], the rest here.
 pub struct Corpus {
     pub ledgers: Vec<LedgerData>,
     pub manifests: Vec<ManifestData>,
-    /// Device certificate files.
-    pub cert_files: Vec<CertFile>,
+    /// Device certificate files found (their certificates are in the scratch database).
+    pub cert_files: u64,
     /// CA certificates (duplicates by DER removed).
     pub cas: Vec<CaEntry>,
     /// Profiles by name.
@@ -412,6 +325,8 @@ pub struct Corpus {
     pub checkpoints_checked: bool,
     /// Exported checkpoint documents that belong to none of the given ledgers.
     pub unmatched_checkpoints: Vec<String>,
+    /// The working database holding the rows.
+    pub scratch: Scratch,
 }
 
 /// The roots among the given CAs (and the pinned signer) checkpoints are checked against.
@@ -472,11 +387,15 @@ fn read_certs(path: &Path) -> Result<Vec<Vec<u8>>, CorpusError> {
     Ok(out)
 }
 
+/// Reads one ledger: its small tables into [`LedgerData`], its rows (streamed, one at a time)
+/// into `scratch` under index `li`.
 fn load_ledger(
     path: &crate::ledger::LedgerLocation,
+    li: usize,
     cas: &[CaEntry],
     profiles: &BTreeMap<String, Profile>,
     cp: &CheckpointInputs,
+    scratch: &Scratch,
 ) -> Result<LedgerData, CorpusError> {
     let ledger = Ledger::open_read(path, "audit")?;
     let shown = path.to_string();
@@ -539,163 +458,215 @@ fn load_ledger(
         batches.insert(id, b);
     }
 
-    let devices = conn
-        .map(
+    let li_ = li as i64;
+    // A scratch insert that fails stops the ledger's query; the error is returned after it.
+    let mut failed: Option<rusqlite::Error> = None;
+    let mut keep = |r: rusqlite::Result<usize>| match r {
+        Ok(_) => true,
+        Err(e) => {
+            failed = Some(e);
+            false
+        }
+    };
+
+    {
+        let mut ins = scratch.conn().prepare_cached(
+            "INSERT INTO dev(li, rid, profile, device_id, batch_id, state, live, spki, serial,
+                updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?;
+        conn.each(
             "SELECT rowid, profile, device_id, batch_id, state, spki_sha256, serial, updated_at
-         FROM devices ORDER BY rowid",
+             FROM devices ORDER BY rowid",
             &[],
             |r| {
-                Ok(DeviceRec {
-                    rowid: r.get(0)?,
-                    profile: r.get(1)?,
-                    device_id: r.get(2)?,
-                    batch_id: r.get(3)?,
-                    state: Recorded::read(r.get(4)?),
-                    spki_sha256: r.get(5)?,
-                    serial: r.get(6)?,
-                    updated_at: r.get(7)?,
-                })
+                let state: String = r.get(4)?;
+                let live = Recorded::<DeviceState>::read(state.clone())
+                    .known()
+                    .is_some_and(DeviceState::is_live);
+                Ok(keep(ins.execute(rusqlite::params![
+                    li_,
+                    r.get::<i64>(0)?,
+                    r.get::<String>(1)?,
+                    r.get::<String>(2)?,
+                    r.get::<String>(3)?,
+                    state,
+                    live,
+                    r.get::<String>(5)?,
+                    r.get::<Option<String>>(6)?,
+                    r.get::<String>(7)?,
+                ])))
             },
         )
         .map_err(q)?;
+    }
 
-    let mut certs = Vec::new();
-    conn.each(
-        "SELECT rowid, issuer_key_id, serial, profile, device_id, batch_id, state, der,
-                cert_sha256, signed_at
-         FROM certificates ORDER BY rowid",
-        &[],
-        |r| {
-            let c = RawCert {
-                rowid: r.get(0)?,
-                issuer_key_id: r.get(1)?,
-                serial: r.get(2)?,
-                profile: r.get(3)?,
-                device_id: r.get(4)?,
-                batch_id: r.get(5)?,
-                state: Recorded::read(r.get(6)?),
-                der: r.get(7)?,
-                cert_sha256: r.get(8)?,
-                signed_at: r.get(9)?,
-            };
-            // Examined here, one row at a time, so the DER is never all in memory at once.
-            {
-                let der_sha256 = c
-                    .der
-                    .as_ref()
-                    .map(|d| hex::encode(crate::crypto::sha256(d)));
-                let leaf = match (&c.der, c.state.is(CertState::Signed)) {
+    {
+        let mut ins = scratch.conn().prepare_cached(
+            "INSERT INTO cert(li, rid, ikid, serial, nserial, prefix, profile, device_id,
+                batch_id, state, der_sha, cert_sha, signed_at, leaf, leaf_err, l_spki, l_serial,
+                l_na, l_issuer, l_ca, diffs, ndiffs)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                ?18, ?19, ?20, ?21, ?22)",
+        )?;
+        conn.each(
+            "SELECT rowid, issuer_key_id, serial, profile, device_id, batch_id, state, der,
+                    cert_sha256, signed_at
+             FROM certificates ORDER BY rowid",
+            &[],
+            |r| {
+                let serial: String = r.get(2)?;
+                let profile: String = r.get(3)?;
+                let device_id: String = r.get(4)?;
+                let state: String = r.get(6)?;
+                let der: Option<Vec<u8>> = r.get(7)?;
+                // Examined here, one row at a time, so the DER is never all in memory at once.
+                let der_sha256 = der.as_ref().map(|d| hex::encode(crate::crypto::sha256(d)));
+                let leaf = match (
+                    &der,
+                    Recorded::<CertState>::read(state.clone()).is(CertState::Signed),
+                ) {
                     (Some(d), true) => Some(super::checks::examine(
                         d,
                         cas,
-                        profiles.get(&c.profile),
-                        &c.device_id,
+                        profiles.get(&profile),
+                        &device_id,
                     )),
                     _ => None,
                 };
-                certs.push(CertRow {
-                    rowid: c.rowid,
-                    issuer_key_id: c.issuer_key_id,
-                    serial: c.serial,
-                    profile: c.profile,
-                    device_id: c.device_id,
-                    batch_id: c.batch_id,
-                    state: c.state,
+                let nserial = super::checks::normal_serial(&serial);
+                let prefix = nserial.get(..2).unwrap_or("").to_string();
+                let ok = leaf.as_ref().and_then(|l| l.as_ref().ok());
+                Ok(keep(ins.execute(rusqlite::params![
+                    li_,
+                    r.get::<i64>(0)?,
+                    r.get::<String>(1)?,
+                    serial,
+                    nserial,
+                    prefix,
+                    profile,
+                    device_id,
+                    r.get::<String>(5)?,
+                    state,
                     der_sha256,
-                    cert_sha256: c.cert_sha256,
-                    signed_at: c.signed_at,
-                    leaf,
-                });
-            }
-            Ok(true)
-        },
-    )
-    .map_err(q)?;
-
-    let rejections = conn
-        .map(
-            "SELECT batch_id, line, device_id, kind, reason, at FROM rejections ORDER BY at, line",
-            &[],
-            |r| {
-                Ok(RejectionRec {
-                    batch_id: r.get(0)?,
-                    line: r.get(1)?,
-                    device_id: r.get(2)?,
-                    kind: r.get(3)?,
-                    reason: r.get(4)?,
-                    at: r.get(5)?,
-                })
+                    r.get::<Option<String>>(8)?,
+                    r.get::<Option<String>>(9)?,
+                    leaf.as_ref().map(|l| l.is_ok() as i64),
+                    leaf.as_ref().and_then(|l| l.as_ref().err()),
+                    ok.map(|l| &l.spki_sha256),
+                    ok.map(|l| &l.serial),
+                    ok.and_then(|l| l.not_after).map(|t| t.unix_timestamp()),
+                    ok.map(|l| &l.issuer_name),
+                    ok.and_then(|l| l.ca).map(|i| i as i64),
+                    ok.and_then(|l| l.profile_diffs.as_ref())
+                        .map(|d| serde_json::to_string(d).unwrap_or_else(|_| "[]".into())),
+                    ok.and_then(|l| l.profile_diffs.as_ref()).map(|d| d.len() as i64),
+                ])))
             },
         )
         .map_err(q)?;
+    }
+
+    {
+        let mut ins = scratch.conn().prepare_cached(
+            "INSERT INTO rej(li, batch_id, line, device_id, kind, reason, at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        conn.each(
+            "SELECT batch_id, line, device_id, kind, reason, at FROM rejections ORDER BY at, line",
+            &[],
+            |r| {
+                Ok(keep(ins.execute(rusqlite::params![
+                    li_,
+                    r.get::<String>(0)?,
+                    r.get::<i64>(1)?,
+                    r.get::<Option<String>>(2)?,
+                    r.get::<String>(3)?,
+                    r.get::<String>(4)?,
+                    r.get::<String>(5)?,
+                ])))
+            },
+        )
+        .map_err(q)?;
+    }
 
     // Station tables arrived with schema 2; older ledgers have none.
-    let attempts = if conn.has_table("attempts").map_err(q)? {
-        conn.map(
+    if conn.has_table("attempts").map_err(q)? {
+        let mut ins = scratch.conn().prepare_cached(
+            "INSERT INTO att(li, id, batch_id, station, operator, profile, device_id, started_at,
+                outcome, step, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )?;
+        conn.each(
             "SELECT id, batch_id, station, operator, profile, device_id, started_at, outcome, step, reason
              FROM attempts ORDER BY id",
             &[],
             |r| {
-                Ok(AttemptRec {
-                    id: r.get(0)?,
-                    batch_id: r.get(1)?,
-                    station: r.get(2)?,
-                    operator: r.get(3)?,
-                    profile: r.get(4)?,
-                    device_id: r.get(5)?,
-                    started_at: r.get(6)?,
-                    outcome: r.get(7)?,
-                    step: r.get(8)?,
-                    reason: r.get(9)?,
-                })
+                Ok(keep(ins.execute(rusqlite::params![
+                    li_,
+                    r.get::<i64>(0)?,
+                    r.get::<String>(1)?,
+                    r.get::<String>(2)?,
+                    r.get::<Option<String>>(3)?,
+                    r.get::<String>(4)?,
+                    r.get::<Option<String>>(5)?,
+                    r.get::<String>(6)?,
+                    r.get::<String>(7)?,
+                    r.get::<String>(8)?,
+                    r.get::<String>(9)?,
+                ])))
             },
         )
-        .map_err(q)?
-    } else {
-        Vec::new()
-    };
-    let mut cert_status: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+        .map_err(q)?;
+    }
     if conn.has_table("cert_status").map_err(q)? {
-        let rows = conn
-            .map(
-                "SELECT issuer_key_id, serial, status FROM cert_status",
-                &[],
-                |r| {
-                    Ok((
-                        r.get::<String>(0)?,
-                        r.get::<String>(1)?,
-                        r.get::<String>(2)?,
-                    ))
+        let mut ins = scratch.conn().prepare_cached(
+            "INSERT INTO status(li, ikid, serial, status) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        conn.each(
+            "SELECT issuer_key_id, serial, status FROM cert_status",
+            &[],
+            |r| {
+                Ok(keep(ins.execute(rusqlite::params![
+                    li_,
+                    r.get::<String>(0)?,
+                    r.get::<String>(1)?,
+                    r.get::<String>(2)?,
+                ])))
+            },
+        )
+        .map_err(q)?;
+    }
+    {
+        let mut ins = scratch
+            .conn()
+            .prepare_cached("INSERT INTO issued(li, serial, sha) VALUES (?1, ?2, ?3)")?;
+        let mut issued = |r: crate::ledger::db::Row| -> Result<bool, LedgerError> {
+            let detail: serde_json::Value =
+                serde_json::from_str(&r.get::<String>(0)?).unwrap_or_default();
+            Ok(
+                match (detail["serial"].as_str(), detail["cert_sha256"].as_str()) {
+                    (Some(s), Some(h)) => keep(ins.execute(rusqlite::params![li_, s, h])),
+                    _ => true,
                 },
             )
-            .map_err(q)?;
-        for (k, s, status) in rows {
-            cert_status.entry((k, s)).or_default().insert(status);
-        }
-    }
-    let mut issued_events = BTreeSet::new();
-    let rows = conn
-        .map("SELECT detail FROM audit WHERE kind = 'issued'", &[], |r| {
-            r.get::<String>(0)
-        })
+        };
+        conn.each(
+            "SELECT detail FROM audit WHERE kind = 'issued'",
+            &[],
+            &mut issued,
+        )
         .map_err(q)?;
-    let mut rows = rows;
-    // Certificates imported from a station ledger were issued in its chain, kept verbatim.
-    if conn.has_table("imported_audit").map_err(q)? {
-        rows.extend(
-            conn.map(
+        // Certificates imported from a station ledger were issued in its chain, kept verbatim.
+        if conn.has_table("imported_audit").map_err(q)? {
+            conn.each(
                 "SELECT detail FROM imported_audit WHERE kind = 'issued'",
                 &[],
-                |r| r.get::<String>(0),
+                &mut issued,
             )
-            .map_err(q)?,
-        );
-    }
-    for row in rows {
-        let detail: serde_json::Value = serde_json::from_str(&row).unwrap_or_default();
-        if let (Some(s), Some(h)) = (detail["serial"].as_str(), detail["cert_sha256"].as_str()) {
-            issued_events.insert((s.to_string(), h.to_string()));
+            .map_err(q)?;
         }
+    }
+    if let Some(e) = failed {
+        return Err(e.into());
     }
     let mut crls = Vec::new();
     if conn.has_table("crls").map_err(q)? {
@@ -732,34 +703,66 @@ fn load_ledger(
     }
     Ok(LedgerData {
         path: shown,
-        issued_events,
         checkpoints,
         crls,
         audit_chain,
         batches,
-        devices,
-        certs,
-        rejections,
-        attempts,
-        cert_status,
     })
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CorpusError> {
+/// Hands every certificate file under `dir` (`*.pem`, `*.crt`, `*.cer`, `*.der`) to `f`, in
+/// sorted order, directories depth first. Each directory's listing is spilled to the scratch
+/// database and read back sorted in pages, so a batch directory of a million device
+/// directories is never listed in memory.
+fn walk(
+    dir: &Path,
+    scratch: &Scratch,
+    next_listing: &mut i64,
+    f: &mut dyn FnMut(&Path) -> Result<(), CorpusError>,
+) -> Result<(), CorpusError> {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let listing = *next_listing;
+    *next_listing += 1;
     let entries = std::fs::read_dir(dir).map_err(|e| file_err(dir, format!("cannot list: {e}")))?;
-    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    paths.sort();
-    for p in paths {
-        if p.is_dir() {
-            walk(&p, out)?;
-        } else if p
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| matches!(e, "pem" | "crt" | "cer" | "der"))
-        {
-            out.push(p);
+    {
+        let mut ins = scratch
+            .conn()
+            .prepare_cached("INSERT INTO ls(listing, name) VALUES (?1, ?2)")?;
+        for e in entries.flatten() {
+            ins.execute(rusqlite::params![listing, e.file_name().as_bytes()])?;
         }
     }
+    // A page of names at a time (no statement stays open across the recursion).
+    let mut after: Vec<u8> = Vec::new();
+    loop {
+        let mut page: Vec<Vec<u8>> = Vec::new();
+        scratch.each(
+            "SELECT name FROM ls WHERE listing = ?1 AND name > ?2 ORDER BY name LIMIT 256",
+            rusqlite::params![listing, after],
+            |r| r.get::<_, Vec<u8>>(0),
+            |n| {
+                page.push(n);
+                Ok(())
+            },
+        )?;
+        let Some(last) = page.last() else { break };
+        after = last.clone();
+        for name in page {
+            let p = dir.join(std::ffi::OsString::from_vec(name));
+            if p.is_dir() {
+                walk(&p, scratch, next_listing, f)?;
+            } else if p
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| matches!(e, "pem" | "crt" | "cer" | "der"))
+            {
+                f(&p)?;
+            }
+        }
+    }
+    scratch
+        .conn()
+        .execute("DELETE FROM ls WHERE listing = ?1", [listing])?;
     Ok(())
 }
 
@@ -796,30 +799,47 @@ impl Corpus {
             }
         }
 
-        let mut cert_files = Vec::new();
-        // A leaf sits in cert.pem and again in chain.pem: one certificate, first file named.
-        let mut seen_files = BTreeSet::new();
+        let scratch = Scratch::create()?;
+        let mut cert_files = 0u64;
+        let mut listings = 0i64;
         for dir in &src.cert_dirs {
             if !dir.is_dir() {
                 return Err(file_err(dir, "is not a directory; --certs takes a directory of certificate files (e.g. a batch --out)"));
             }
-            let mut files = Vec::new();
-            walk(dir, &mut files)?;
-            for f in files {
+            let mut ins = scratch.conn().prepare_cached(
+                "INSERT OR IGNORE INTO cfile(path, idx, sha, serial, subject)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            walk(dir, &scratch, &mut listings, &mut |f| {
                 // Chain files and CA copies sit beside device certificates: keep leaves only.
-                for (i, der) in read_certs(&f)?.into_iter().enumerate() {
+                for (i, der) in read_certs(f)?.into_iter().enumerate() {
                     let is_ca = CaCert::from_der(der.clone(), String::new())
                         .map(|c| c.is_ca)
                         .unwrap_or(false);
-                    if !is_ca && seen_files.insert(crate::crypto::sha256(&der)) {
-                        cert_files.push(CertFile {
-                            path: f.display().to_string(),
-                            index: i + 1,
-                            der,
-                        });
+                    if is_ca {
+                        continue;
                     }
+                    let (serial, subject) = match x509_cert::Certificate::from_der(&der) {
+                        Ok(c) => (
+                            super::checks::normal_serial(&hex::encode(
+                                c.tbs_certificate.serial_number.as_bytes(),
+                            )),
+                            c.tbs_certificate.subject.to_string(),
+                        ),
+                        Err(_) => (String::new(), "(unparseable)".into()),
+                    };
+                    // A leaf sits in cert.pem and again in chain.pem: one certificate, first
+                    // file named (the hash is unique in the table).
+                    cert_files += ins.execute(rusqlite::params![
+                        f.display().to_string(),
+                        (i + 1) as i64,
+                        hex::encode(crate::crypto::sha256(&der)),
+                        serial,
+                        subject,
+                    ])? as u64;
                 }
-            }
+                Ok(())
+            })?;
         }
 
         let mut profiles = BTreeMap::new();
@@ -846,7 +866,8 @@ impl Corpus {
         let ledgers = src
             .ledgers
             .iter()
-            .map(|p| load_ledger(p, &cas, &profiles, &cp))
+            .enumerate()
+            .map(|(li, p)| load_ledger(p, li, &cas, &profiles, &cp, &scratch))
             .collect::<Result<Vec<_>, _>>()?;
         let mut unmatched_checkpoints = Vec::new();
         for (path, d) in &cp.docs {
@@ -866,8 +887,10 @@ impl Corpus {
         let manifests = src
             .manifests
             .iter()
-            .map(|p| load_manifest(p, &cas))
+            .enumerate()
+            .map(|(mi, p)| load_manifest(p, mi, &cas, &scratch))
             .collect::<Result<Vec<_>, _>>()?;
+        scratch.loaded()?;
 
         Ok(Self {
             checkpoints_checked: cp.trust.is_some(),
@@ -878,41 +901,43 @@ impl Corpus {
             cas,
             profiles,
             profile_errors,
+            scratch,
         })
     }
 
     /// What was read, for the report header.
-    pub fn inputs(&self) -> super::Inputs {
-        super::Inputs {
-            ledgers: self
-                .ledgers
-                .iter()
-                .map(|l| super::LedgerSummary {
-                    path: l.path.clone(),
-                    stations: l
-                        .batches
-                        .values()
-                        .map(|b| b.station.clone())
-                        .collect::<BTreeSet<_>>()
-                        .into_iter()
-                        .collect(),
-                    devices: l.devices.len() as u64,
-                    certificates: l
-                        .certs
-                        .iter()
-                        .filter(|c| c.state.is(CertState::Signed))
-                        .count() as u64,
-                    audit_events: l.audit_chain.as_ref().map_or(0, |n| *n),
-                })
-                .collect(),
+    pub fn inputs(&self) -> Result<super::Inputs, CorpusError> {
+        let mut ledgers = Vec::new();
+        for (li, l) in self.ledgers.iter().enumerate() {
+            ledgers.push(super::LedgerSummary {
+                path: l.path.clone(),
+                stations: l
+                    .batches
+                    .values()
+                    .map(|b| b.station.clone())
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect(),
+                devices: self
+                    .scratch
+                    .count("SELECT COUNT(*) FROM dev WHERE li = ?1", [li as i64])?,
+                certificates: self.scratch.count(
+                    "SELECT COUNT(*) FROM cert WHERE li = ?1 AND state = 'signed'",
+                    [li as i64],
+                )?,
+                audit_events: l.audit_chain.as_ref().map_or(0, |n| *n),
+            });
+        }
+        Ok(super::Inputs {
+            ledgers,
             manifests: self.manifests.iter().map(|m| m.path.clone()).collect(),
-            cert_files: self.cert_files.len() as u64,
+            cert_files: self.cert_files,
             cas: self
                 .cas
                 .iter()
                 .map(|c| format!("{} ({})", c.cert.source, c.subject))
                 .collect(),
             profiles: self.profiles.keys().cloned().collect(),
-        }
+        })
     }
 }

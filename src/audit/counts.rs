@@ -1,6 +1,7 @@
 //! Figures over the ledgers: issuance and rejections per station, operator, profile and UTC
 //! day; issuance per hour; rejections by reason category (free-text reasons normalized).
 
+use super::scratch::{AttemptRow, R};
 use super::Corpus;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -50,10 +51,31 @@ pub struct Counts {
     pub issued_per_hour: BTreeMap<String, u64>,
     /// Rejected requests per reason category.
     pub rejections_by_reason: BTreeMap<&'static str, u64>,
-    /// Every rejected request.
-    pub rejected: Vec<RejectedItem>,
+    /// How many rejected requests there are (the list itself is in the scratch database:
+    /// [`super::Findings::rejected`]; the JSON report has it as `rejected`).
+    #[serde(skip)]
+    pub rejected_count: u64,
     /// Device rows per state.
     pub devices_by_state: BTreeMap<String, u64>,
+}
+
+/// Every category [`reason_category`] gives.
+const CATEGORIES: [&str; 10] = [
+    "duplicate-input",
+    "identity-conflict",
+    "proof-of-possession",
+    "key-policy",
+    "lint",
+    "extension-request",
+    "device-security",
+    "name-policy",
+    "input-format",
+    "other",
+];
+
+/// A category name as stored, back as the category.
+pub(super) fn category_name(s: &str) -> &'static str {
+    CATEGORIES.into_iter().find(|c| *c == s).unwrap_or("other")
 }
 
 /// The category of a rejection reason. Reasons are free text written by certfab's policy
@@ -112,111 +134,165 @@ pub fn reason_category(kind: &str, reason: &str) -> &'static str {
     }
 }
 
-/// Tallies every ledger in the corpus.
-pub fn count(corpus: &Corpus) -> Counts {
+/// Tallies every ledger in the corpus, streaming its rows from the scratch database (the
+/// tallies are per station, operator, profile, tenant, day and hour: small whatever the
+/// number of devices); the rejected requests are listed into the scratch database.
+pub fn count(corpus: &Corpus) -> R<Counts> {
+    let s = &corpus.scratch;
     let mut c = Counts::default();
-    for l in &corpus.ledgers {
-        let operator_of_batch: BTreeMap<&str, &str> = l
-            .attempts
-            .iter()
-            .filter_map(|a| a.operator.as_deref().map(|o| (a.batch_id.as_str(), o)))
-            .collect();
-        // The operator of an issuance: the attempt that carried its serial, else the shift's.
-        let mut op_of_serial: BTreeMap<(&str, &str), &str> = BTreeMap::new();
-        for a in &l.attempts {
-            if let (Some(d), Some(o)) = (a.device_id.as_deref(), a.operator.as_deref()) {
-                op_of_serial.insert((a.batch_id.as_str(), d), o);
-            }
-        }
-        for d in &l.devices {
-            *c.devices_by_state.entry(d.state.to_string()).or_default() += 1;
-        }
-        for cert in l
-            .certs
-            .iter()
-            .filter(|x| x.state.is(crate::ledger::CertState::Signed))
-        {
-            let station = l.station_of(&cert.batch_id).to_string();
-            let op = op_of_serial
-                .get(&(cert.batch_id.as_str(), cert.device_id.as_str()))
-                .or_else(|| operator_of_batch.get(cert.batch_id.as_str()))
-                .map_or("(batch)", |v| v)
-                .to_string();
-            let at = cert.signed_at.clone().unwrap_or_default();
-            c.per_station.entry(station).or_default().issued += 1;
-            c.per_operator.entry(op).or_default().issued += 1;
-            c.per_profile
-                .entry(cert.profile.clone())
-                .or_default()
-                .issued += 1;
-            c.per_tenant
-                .entry(tenant(l, &cert.batch_id))
-                .or_default()
-                .issued += 1;
-            c.per_day.entry(day(&at)).or_default().issued += 1;
-            *c.issued_per_hour.entry(hour(&at)).or_default() += 1;
-        }
-        for r in &l.rejections {
-            let cat = reason_category(&r.kind, &r.reason);
-            let station = l.station_of(&r.batch_id).to_string();
-            let profile = l
-                .batches
-                .get(&r.batch_id)
-                .map_or("?".to_string(), |b| b.profile.clone());
-            let op = operator_of_batch
-                .get(r.batch_id.as_str())
-                .map_or("(batch)", |v| v)
-                .to_string();
-            c.per_station.entry(station).or_default().rejected += 1;
-            c.per_operator.entry(op).or_default().rejected += 1;
-            c.per_profile.entry(profile).or_default().rejected += 1;
-            c.per_tenant
-                .entry(tenant(l, &r.batch_id))
-                .or_default()
-                .rejected += 1;
-            c.per_day.entry(day(&r.at)).or_default().rejected += 1;
-            *c.rejections_by_reason.entry(cat).or_default() += 1;
-            c.rejected.push(RejectedItem {
-                ledger: l.path.clone(),
-                batch_id: r.batch_id.clone(),
-                line: r.line,
-                device_id: r.device_id.clone(),
-                category: cat,
-                reason: r.reason.clone(),
-            });
-        }
-        for a in &l.attempts {
-            let op = a.operator.clone().unwrap_or_else(|| "(none)".into());
-            let keys = [
-                (&mut c.per_station, a.station.clone()),
-                (&mut c.per_operator, op),
-                (&mut c.per_profile, a.profile.clone()),
-                (&mut c.per_tenant, tenant(l, &a.batch_id)),
-                (&mut c.per_day, day(&a.started_at)),
-            ];
-            for (map, key) in keys {
-                let t = map.entry(key).or_default();
-                match a.outcome.as_str() {
-                    "pass" => t.passed += 1,
-                    "fail" => t.failed += 1,
-                    _ => t.rejected += 1,
-                }
-            }
-            if a.outcome == "refused" {
-                let cat = reason_category("refused", &a.reason);
+    s.each(
+        "SELECT state, COUNT(*) FROM dev GROUP BY state",
+        [],
+        |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+        |(state, n)| {
+            *c.devices_by_state.entry(state).or_default() += n as u64;
+            Ok(())
+        },
+    )?;
+    for (li, l) in corpus.ledgers.iter().enumerate() {
+        let li_ = li as i64;
+        // The operator of a shift: its last attempt that names one.
+        let mut operator_of_batch: BTreeMap<String, String> = BTreeMap::new();
+        s.each(
+            "SELECT batch_id, operator FROM att WHERE li = ?1 AND operator IS NOT NULL
+             ORDER BY rowid",
+            [li_],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+            |(b, o)| {
+                operator_of_batch.insert(b, o);
+                Ok(())
+            },
+        )?;
+        // The operator of an issuance: the (last) attempt that carried its device, else the
+        // shift's.
+        s.each(
+            "SELECT c.batch_id, c.profile, c.signed_at,
+                (SELECT a.operator FROM att a WHERE a.li = c.li AND a.batch_id = c.batch_id
+                   AND a.device_id = c.device_id AND a.operator IS NOT NULL
+                 ORDER BY a.rowid DESC LIMIT 1)
+             FROM cert c WHERE c.li = ?1 AND c.state = 'signed' ORDER BY c.rowid",
+            [li_],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                ))
+            },
+            |(batch_id, profile, signed_at, op)| {
+                let station = l.station_of(&batch_id).to_string();
+                let op = op
+                    .or_else(|| operator_of_batch.get(&batch_id).cloned())
+                    .unwrap_or_else(|| "(batch)".into());
+                let at = signed_at.unwrap_or_default();
+                c.per_station.entry(station).or_default().issued += 1;
+                c.per_operator.entry(op).or_default().issued += 1;
+                c.per_profile.entry(profile).or_default().issued += 1;
+                c.per_tenant.entry(tenant(l, &batch_id)).or_default().issued += 1;
+                c.per_day.entry(day(&at)).or_default().issued += 1;
+                *c.issued_per_hour.entry(hour(&at)).or_default() += 1;
+                Ok(())
+            },
+        )?;
+        s.each(
+            "SELECT batch_id, line, device_id, kind, reason, at FROM rej WHERE li = ?1
+             ORDER BY rowid",
+            [li_],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            },
+            |(batch_id, line, device_id, kind, reason, at)| {
+                let cat = reason_category(&kind, &reason);
+                let station = l.station_of(&batch_id).to_string();
+                let profile = l
+                    .batches
+                    .get(&batch_id)
+                    .map_or("?".to_string(), |b| b.profile.clone());
+                let op = operator_of_batch
+                    .get(&batch_id)
+                    .map_or("(batch)", |v| v.as_str())
+                    .to_string();
+                c.per_station.entry(station).or_default().rejected += 1;
+                c.per_operator.entry(op).or_default().rejected += 1;
+                c.per_profile.entry(profile).or_default().rejected += 1;
+                c.per_tenant
+                    .entry(tenant(l, &batch_id))
+                    .or_default()
+                    .rejected += 1;
+                c.per_day.entry(day(&at)).or_default().rejected += 1;
                 *c.rejections_by_reason.entry(cat).or_default() += 1;
-                c.rejected.push(RejectedItem {
+                c.rejected_count += 1;
+                s.push_rejected(&RejectedItem {
                     ledger: l.path.clone(),
-                    batch_id: a.batch_id.clone(),
-                    line: a.id,
-                    device_id: a.device_id.clone(),
+                    batch_id,
+                    line,
+                    device_id,
                     category: cat,
-                    reason: format!("{}: {}", a.step, a.reason),
-                });
-            }
-        }
+                    reason,
+                })
+            },
+        )?;
+        s.each(
+            "SELECT batch_id, id, station, operator, profile, device_id, started_at, outcome,
+                step, reason FROM att WHERE li = ?1 ORDER BY rowid",
+            [li_],
+            |r| {
+                Ok(AttemptRow {
+                    batch_id: r.get(0)?,
+                    id: r.get(1)?,
+                    station: r.get(2)?,
+                    operator: r.get(3)?,
+                    profile: r.get(4)?,
+                    device_id: r.get(5)?,
+                    started_at: r.get(6)?,
+                    outcome: r.get(7)?,
+                    step: r.get(8)?,
+                    reason: r.get(9)?,
+                })
+            },
+            |a| {
+                let op = a.operator.clone().unwrap_or_else(|| "(none)".into());
+                let keys = [
+                    (&mut c.per_station, a.station.clone()),
+                    (&mut c.per_operator, op),
+                    (&mut c.per_profile, a.profile.clone()),
+                    (&mut c.per_tenant, tenant(l, &a.batch_id)),
+                    (&mut c.per_day, day(&a.started_at)),
+                ];
+                for (map, key) in keys {
+                    let t = map.entry(key).or_default();
+                    match a.outcome.as_str() {
+                        "pass" => t.passed += 1,
+                        "fail" => t.failed += 1,
+                        _ => t.rejected += 1,
+                    }
+                }
+                if a.outcome == "refused" {
+                    let cat = reason_category("refused", &a.reason);
+                    *c.rejections_by_reason.entry(cat).or_default() += 1;
+                    c.rejected_count += 1;
+                    s.push_rejected(&RejectedItem {
+                        ledger: l.path.clone(),
+                        batch_id: a.batch_id.clone(),
+                        line: a.id,
+                        device_id: a.device_id.clone(),
+                        category: cat,
+                        reason: format!("{}: {}", a.step, a.reason),
+                    })?;
+                }
+                Ok(())
+            },
+        )?;
     }
-    c
+    Ok(c)
 }
 
 fn tenant(l: &super::LedgerData, batch_id: &str) -> String {

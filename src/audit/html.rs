@@ -2,7 +2,7 @@
 //! scripts and no external assets, so it can be attached to an assessment, opened offline and
 //! printed. Every text that comes from a ledger, manifest or certificate is escaped.
 
-use super::{counts::Tally, Report, Severity};
+use super::{counts::Tally, CorpusError, Report, Severity};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -161,8 +161,11 @@ fn tally_table(out: &mut String, title: &str, key: &str, m: &BTreeMap<String, Ta
     out.push_str("</table>");
 }
 
-/// The whole report as one HTML document.
-pub fn render(report: &Report, fail_on: Severity) -> String {
+/// The whole report as one HTML document. Its size is bounded whatever the number of devices:
+/// at most [`MAX_FINDINGS`] findings and [`MAX_REJECTED_ROWS`] rejected requests are listed
+/// (read back from the scratch database), the rest counted, and the charts are per hour and
+/// per category.
+pub fn render(report: &Report, fail_on: Severity) -> Result<String, CorpusError> {
     let mut o = String::new();
     let _ = write!(
         o,
@@ -250,16 +253,17 @@ pub fn render(report: &Report, fail_on: Severity) -> String {
 
     // Findings.
     o.push_str(r#"<h2>Findings</h2>"#);
-    if report.findings.is_empty() {
+    let total = report.finding_count();
+    if total == 0 {
         o.push_str("<p>None.</p>");
     } else {
         o.push_str(r#"<table id="findings"><tr><th>Severity</th><th>Code</th><th>Finding</th><th>Where</th><th>Device</th><th>Serial</th></tr>"#);
-        for f in report.findings.iter().take(MAX_FINDINGS) {
+        report.findings.each(Some(MAX_FINDINGS as u64), |f| {
             let _ = write!(
                 o,
                 r#"<tr class="finding" data-code="{c}"><td class="sev sev-{s}">{s}</td><td class="code">{c}</td><td>{m}</td><td class="mono">{l}</td><td class="mono">{d}</td><td class="mono">{n}</td></tr>"#,
                 s = f.severity.name(),
-                c = esc(f.code),
+                c = esc(&f.code),
                 m = esc(&f.message),
                 l = f
                     .locations
@@ -270,13 +274,14 @@ pub fn render(report: &Report, fail_on: Severity) -> String {
                 d = esc(f.device_id.as_deref().unwrap_or("")),
                 n = esc(f.serial.as_deref().unwrap_or(""))
             );
-        }
+            Ok(())
+        })?;
         o.push_str("</table>");
-        if report.findings.len() > MAX_FINDINGS {
+        if total > MAX_FINDINGS as u64 {
             let _ = write!(
                 o,
                 "<p>… and {} more findings; the JSON report (--json) lists all.</p>",
-                report.findings.len() - MAX_FINDINGS
+                total - MAX_FINDINGS as u64
             );
         }
     }
@@ -325,9 +330,9 @@ pub fn render(report: &Report, fail_on: Severity) -> String {
         }
         o.push_str("</table>");
     }
-    if !c.rejected.is_empty() {
+    if c.rejected_count > 0 {
         o.push_str(r#"<h2>Rejected requests</h2><table id="rejected"><tr><th>Ledger</th><th>Batch</th><th class="num">Line</th><th>Device</th><th>Category</th><th>Reason</th></tr>"#);
-        for r in c.rejected.iter().take(MAX_REJECTED_ROWS) {
+        report.findings.rejected(Some(MAX_REJECTED_ROWS as u64), |r| {
             let _ = write!(
                 o,
                 r#"<tr><td class="mono">{}</td><td class="mono">{}</td><td class="num">{}</td><td class="mono">{}</td><td>{}</td><td>{}</td></tr>"#,
@@ -338,19 +343,20 @@ pub fn render(report: &Report, fail_on: Severity) -> String {
                 esc(r.category),
                 esc(&r.reason)
             );
-        }
+            Ok(())
+        })?;
         o.push_str("</table>");
-        if c.rejected.len() > MAX_REJECTED_ROWS {
+        if c.rejected_count > MAX_REJECTED_ROWS as u64 {
             let _ = write!(
                 o,
                 "<p>… and {} more; the JSON report lists all.</p>",
-                c.rejected.len() - MAX_REJECTED_ROWS
+                c.rejected_count - MAX_REJECTED_ROWS as u64
             );
         }
     }
     o.push_str(r#"<p class="muted">Made by certfab audit. Severities and codes: docs/audit.md.</p></body></html>"#);
     o.push('\n');
-    o
+    Ok(o)
 }
 
 #[cfg(test)]

@@ -2,19 +2,23 @@
 //! with a report for people (terminal, HTML) and machines (JSON).
 //!
 //! Ledgers are opened read-only (a running station is never locked out, nothing is written).
-//! Everything is loaded into a [`Corpus`]; each check in [`checks`] is a small function over it
-//! that returns findings; [`counts`] tallies issuance and rejections. The report is the findings
-//! (sorted, most severe first) plus the counts.
+//! Everything is loaded into a [`Corpus`]: the rows are streamed into a scratch SQLite database
+//! in a private temporary directory ([`scratch`]), so memory does not grow with the number of
+//! devices; each check in [`checks`] is a small function (mostly a query) over it whose findings
+//! are stored there too; [`counts`] tallies issuance and rejections. The report is the findings
+//! (read back sorted, most severe first) plus the counts.
 
 pub mod checks;
 mod corpus;
 pub mod counts;
 pub mod html;
 pub mod report;
+pub mod scratch;
 pub mod spy;
 
-pub use corpus::{CaEntry, CertRow, Corpus, CorpusError, CrlRec, DeviceRec, LedgerData, Sources};
+pub use corpus::{CaEntry, Corpus, CorpusError, CrlRec, LedgerData, Sources};
 pub use counts::Counts;
+pub use scratch::Scratch;
 
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -74,7 +78,7 @@ impl std::str::FromStr for Severity {
 pub struct Finding {
     pub severity: Severity,
     /// Stable code (`duplicate-serial`); docs/audit.md lists them all.
-    pub code: &'static str,
+    pub code: std::borrow::Cow<'static, str>,
     /// What is wrong, in words, naming the records involved.
     pub message: String,
     /// Where: `LEDGER certificates row N`, `MANIFEST line N`, `CA.pem`, … (one per record
@@ -93,7 +97,7 @@ impl Finding {
     pub fn new(severity: Severity, code: &'static str, message: String) -> Self {
         Self {
             severity,
-            code,
+            code: std::borrow::Cow::Borrowed(code),
             message,
             locations: Vec::new(),
             device_id: None,
@@ -129,8 +133,10 @@ pub struct Options {
     pub now: OffsetDateTime,
 }
 
-/// The audit's result.
-#[derive(Debug, Clone, Serialize)]
+/// The audit's result. The findings (and the list of rejected requests) stay in the scratch
+/// database and are read back sorted when the report is written, so a report of a million
+/// findings holds none of them in memory.
+#[derive(Debug)]
 pub struct Report {
     /// When it was made, RFC 3339.
     pub generated_at: String,
@@ -138,14 +144,70 @@ pub struct Report {
     /// What was read.
     pub inputs: Inputs,
     /// Findings, most severe first.
-    pub findings: Vec<Finding>,
+    pub findings: Findings,
     /// Findings per severity.
     pub by_severity: std::collections::BTreeMap<&'static str, u64>,
     /// Issuance and rejection figures.
     pub counts: Counts,
     /// The token's signatures reconciled with a pkcs11-spy log (`--spy-log`).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub token_signatures: Option<spy::Reconciliation>,
+}
+
+/// The report's findings, held by the scratch database (serialized as a JSON array, read
+/// back one at a time).
+#[derive(Debug)]
+pub struct Findings(pub(crate) Scratch);
+
+impl Findings {
+    /// The findings in report order, at most `limit`.
+    pub fn each(
+        &self,
+        limit: Option<u64>,
+        f: impl FnMut(Finding) -> Result<(), CorpusError>,
+    ) -> Result<(), CorpusError> {
+        self.0.findings(limit, f)
+    }
+
+    /// The rejected requests in report order, at most `limit`.
+    pub fn rejected(
+        &self,
+        limit: Option<u64>,
+        f: impl FnMut(counts::RejectedItem) -> Result<(), CorpusError>,
+    ) -> Result<(), CorpusError> {
+        self.0.rejected(limit, f)
+    }
+}
+
+/// Streams a query's rows into a JSON array; a database error ends the document with an error.
+pub(crate) fn serialize_rows<S, T, F>(s: S, each: F) -> Result<S::Ok, S::Error>
+where
+    S: serde::Serializer,
+    T: Serialize,
+    F: FnOnce(&mut dyn FnMut(T) -> Result<(), CorpusError>) -> Result<(), CorpusError>,
+{
+    use serde::ser::{Error, SerializeSeq};
+    let mut seq = s.serialize_seq(None)?;
+    let mut failed: Option<S::Error> = None;
+    let r = each(&mut |item: T| {
+        if let Err(e) = seq.serialize_element(&item) {
+            failed = Some(e);
+            return Err(CorpusError::Scratch(
+                "the report could not be written".into(),
+            ));
+        }
+        Ok(())
+    });
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    r.map_err(|e| S::Error::custom(e.to_string()))?;
+    seq.end()
+}
+
+impl Serialize for Findings {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serialize_rows(s, |f| self.0.findings(None, f))
+    }
 }
 
 /// The inputs a report covers.
@@ -178,12 +240,20 @@ pub struct LedgerSummary {
 impl Report {
     /// The most severe finding's severity, if any.
     pub fn worst(&self) -> Option<Severity> {
-        self.findings.iter().map(|f| f.severity).max()
+        Severity::ALL
+            .into_iter()
+            .rev()
+            .find(|s| self.by_severity.get(s.name()).is_some_and(|n| *n > 0))
     }
 
     /// Whether any finding is at or above `threshold`.
     pub fn fails(&self, threshold: Severity) -> bool {
         self.worst().is_some_and(|w| w >= threshold)
+    }
+
+    /// How many findings there are.
+    pub fn finding_count(&self) -> u64 {
+        self.by_severity.values().sum()
     }
 }
 
@@ -211,48 +281,51 @@ fn natural_key(locations: &[String]) -> Vec<(String, u64)> {
     out
 }
 
-/// Runs every check and the counts over a loaded corpus.
-pub fn run(corpus: &Corpus, opts: &Options) -> Report {
-    let mut findings = checks::all(corpus, opts);
-    findings.sort_by_cached_key(|f| {
-        (
-            std::cmp::Reverse(f.severity),
-            f.code,
-            natural_key(&f.locations),
-        )
-    });
+/// Runs every check and the counts over a loaded corpus (whose scratch database the report
+/// then holds).
+pub fn run(corpus: Corpus, opts: &Options) -> Result<Report, CorpusError> {
+    checks::all(&corpus, opts)?;
+    let counts = counts::count(&corpus)?;
+    let inputs = corpus.inputs()?;
     let mut by_severity = std::collections::BTreeMap::new();
     for s in Severity::ALL {
         by_severity.insert(s.name(), 0);
     }
-    for f in &findings {
-        *by_severity.entry(f.severity.name()).or_insert(0) += 1;
-    }
-    Report {
+    corpus.scratch.each(
+        "SELECT sev, COUNT(*) FROM finding GROUP BY sev",
+        [],
+        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+        |(sev, n)| {
+            if let Some(s) = Severity::ALL.get(sev.clamp(0, 4) as usize) {
+                *by_severity.entry(s.name()).or_insert(0) += n as u64;
+            }
+            Ok(())
+        },
+    )?;
+    corpus.scratch.done()?;
+    Ok(Report {
         generated_at: crate::clock::rfc3339(opts.now),
         expiring_days: opts.expiring_days,
-        inputs: corpus.inputs(),
-        findings,
+        inputs,
+        findings: Findings(corpus.scratch),
         by_severity,
-        counts: counts::count(corpus),
+        counts,
         token_signatures: None,
-    }
+    })
 }
 
 impl Report {
     /// Adds the reconciliation with a spy log and its findings (kept in report order).
-    pub fn add_spy(&mut self, rec: spy::Reconciliation, findings: Vec<Finding>) {
+    pub fn add_spy(
+        &mut self,
+        rec: spy::Reconciliation,
+        findings: Vec<Finding>,
+    ) -> Result<(), CorpusError> {
         for f in &findings {
             *self.by_severity.entry(f.severity.name()).or_insert(0) += 1;
+            self.findings.0.push(f)?;
         }
-        self.findings.extend(findings);
-        self.findings.sort_by_cached_key(|f| {
-            (
-                std::cmp::Reverse(f.severity),
-                f.code,
-                natural_key(&f.locations),
-            )
-        });
         self.token_signatures = Some(rec);
+        Ok(())
     }
 }

@@ -1,6 +1,6 @@
 //! The audit report as terminal text and as JSON.
 
-use super::{counts::Tally, Report, Severity};
+use super::{counts::Tally, CorpusError, Report, Severity};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -56,8 +56,77 @@ fn tally_table(out: &mut String, title: &str, m: &BTreeMap<String, Tally>) {
     }
 }
 
-/// The report for a terminal.
-pub fn text(report: &Report, fail_on: Severity) -> String {
+/// The report's fields in JSON, in their order: the findings and the list of rejected requests
+/// are read from the scratch database as they are written.
+impl Serialize for Report {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut m = s.serialize_struct("Report", 7)?;
+        m.serialize_field("generated_at", &self.generated_at)?;
+        m.serialize_field("expiring_days", &self.expiring_days)?;
+        m.serialize_field("inputs", &self.inputs)?;
+        m.serialize_field("findings", &self.findings)?;
+        m.serialize_field("by_severity", &self.by_severity)?;
+        let c = &self.counts;
+        m.serialize_field(
+            "counts",
+            &CountsJson {
+                per_station: &c.per_station,
+                per_operator: &c.per_operator,
+                per_profile: &c.per_profile,
+                per_tenant: &c.per_tenant,
+                per_day: &c.per_day,
+                issued_per_hour: &c.issued_per_hour,
+                rejections_by_reason: &c.rejections_by_reason,
+                rejected: Rejected(&self.findings),
+                devices_by_state: &c.devices_by_state,
+            },
+        )?;
+        match &self.token_signatures {
+            Some(t) => m.serialize_field("token_signatures", t)?,
+            None => m.skip_field("token_signatures")?,
+        }
+        m.end()
+    }
+}
+
+/// `counts` as the JSON report has it (docs/audit.md).
+#[derive(Serialize)]
+struct CountsJson<'a> {
+    per_station: &'a BTreeMap<String, Tally>,
+    per_operator: &'a BTreeMap<String, Tally>,
+    per_profile: &'a BTreeMap<String, Tally>,
+    per_tenant: &'a BTreeMap<String, Tally>,
+    per_day: &'a BTreeMap<String, Tally>,
+    issued_per_hour: &'a BTreeMap<String, u64>,
+    rejections_by_reason: &'a BTreeMap<&'static str, u64>,
+    rejected: Rejected<'a>,
+    devices_by_state: &'a BTreeMap<String, u64>,
+}
+
+/// Every rejected request, read back from the scratch database.
+struct Rejected<'a>(&'a super::Findings);
+
+impl Serialize for Rejected<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        super::serialize_rows(s, |f| self.0.rejected(None, f))
+    }
+}
+
+/// Writes the JSON document for `report` judged at `fail_on` to `out`, one finding at a time.
+pub fn write_json(
+    report: &Report,
+    fail_on: Severity,
+    out: &mut impl std::io::Write,
+) -> Result<(), serde_json::Error> {
+    serde_json::to_writer_pretty(&mut *out, &json(report, fail_on))?;
+    out.write_all(b"\n").map_err(serde_json::Error::io)?;
+    out.flush().map_err(serde_json::Error::io)
+}
+
+/// The report for a terminal (at most [`SHOWN_PER_CODE`] findings of each code are shown; the
+/// others are counted while they are read back).
+pub fn text(report: &Report, fail_on: Severity) -> Result<String, CorpusError> {
     let mut out = String::new();
     let i = &report.inputs;
     let _ = writeln!(out, "certfab audit, {}", report.generated_at);
@@ -101,13 +170,16 @@ pub fn text(report: &Report, fail_on: Severity) -> String {
         })
         .collect();
     let _ = writeln!(out, "Findings: {}", sev.join(", "));
-    let mut shown: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut hidden: BTreeMap<&str, (Severity, usize)> = BTreeMap::new();
-    for f in &report.findings {
-        let n = shown.entry(f.code).or_default();
+    let mut shown: BTreeMap<String, usize> = BTreeMap::new();
+    let mut hidden: BTreeMap<String, (Severity, usize)> = BTreeMap::new();
+    report.findings.each(None, |f| {
+        let n = shown.entry(f.code.to_string()).or_default();
         if *n >= SHOWN_PER_CODE {
-            hidden.entry(f.code).or_insert((f.severity, 0)).1 += 1;
-            continue;
+            hidden
+                .entry(f.code.to_string())
+                .or_insert((f.severity, 0))
+                .1 += 1;
+            return Ok(());
         }
         *n += 1;
         let _ = writeln!(
@@ -120,7 +192,8 @@ pub fn text(report: &Report, fail_on: Severity) -> String {
         for l in &f.locations {
             let _ = writeln!(out, "           at {}", esc(l));
         }
-    }
+        Ok(())
+    })?;
     for (code, (s, n)) in hidden {
         let _ = writeln!(
             out,
@@ -192,5 +265,5 @@ pub fn text(report: &Report, fail_on: Severity) -> String {
             fail_on.name()
         );
     }
-    out
+    Ok(out)
 }

@@ -74,28 +74,31 @@ pub(super) fn run(ctx: &Ctx, a: AuditArgs) -> Result<ExitCode, Error> {
     if let (Some(h), false) = (&a.html, ctx.json) {
         eprintln!("HTML report written to {}", h.display());
     }
-    // Serialized straight from the report: a tree of JSON values for a large ledger would
-    // cost more memory than the audit itself.
-    let out = if ctx.json {
-        serde_json::to_string_pretty(&audit::report::json(&report, fail_on)).map_err(|e| {
-            Error::Output {
-                path: "stdout".into(),
-                msg: format!("cannot encode the JSON report: {e}"),
-            }
-        })?
-    } else {
-        audit::report::text(&report, fail_on).trim_end().to_string()
-    };
-    // A reader that stops early (`| head`) is not an error; a stdout that cannot be written is.
+    // Written as it is serialized, the findings read back one at a time: a large ledger's
+    // report is never held whole. A reader that stops early (`| head`) is not an error; a
+    // stdout that cannot be written is.
     use std::io::Write;
-    match writeln!(std::io::stdout().lock(), "{out}") {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            return Err(Error::Output {
-                path: "stdout".into(),
-                msg: e.to_string(),
-            })
+    let out_err = |msg: String| Error::Output {
+        path: "stdout".into(),
+        msg,
+    };
+    let stdout = std::io::stdout();
+    let mut w = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
+    if ctx.json {
+        match audit::report::write_json(&report, fail_on, &mut w) {
+            Err(e) if e.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe) => {}
+            Err(e) if e.is_io() => return Err(out_err(e.to_string())),
+            Err(e) => return Err(out_err(format!("cannot encode the JSON report: {e}"))),
+            Ok(()) => {}
         }
-        _ => {}
+    } else {
+        let text = audit::report::text(&report, fail_on)?;
+        match writeln!(w, "{}", text.trim_end()).and_then(|()| w.flush()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                return Err(out_err(e.to_string()))
+            }
+            _ => {}
+        }
     }
     Ok(if report.fails(fail_on) {
         ExitCode::Rejected

@@ -60,18 +60,18 @@ pub fn audit(
     let spy = spy_log.map(audit::spy::SpyLog::read).transpose()?;
     let corpus = Corpus::load(&src)?;
     let mut report = audit::run(
-        &corpus,
+        corpus,
         &audit::Options {
             expiring_days,
             now: site.clock().now(),
         },
-    );
+    )?;
     if let Some(log) = &spy {
         let (rec, findings) = audit::spy::reconcile(log, &src.ledgers)?;
-        report.add_spy(rec, findings);
+        report.add_spy(rec, findings)?;
     }
     if let Some(h) = html {
-        crate::output::write_new(h, audit::html::render(&report, fail_on).as_bytes())?;
+        crate::output::write_new(h, audit::html::render(&report, fail_on)?.as_bytes())?;
     }
     Ok(report)
 }

@@ -13,7 +13,7 @@ const BOUND_KIB: u64 = (3 * N as u64) * 2;
 
 /// Runs certfab (with the line's config) under python's resource module; returns the output
 /// and the child's peak RSS in KiB.
-fn certfab_rss(line: &Line, args: &[&str]) -> (std::process::Output, u64) {
+pub(crate) fn certfab_rss(line: &Line, args: &[&str]) -> (std::process::Output, u64) {
     let o = std::process::Command::new(common::python())
         .arg("-c")
         .arg(

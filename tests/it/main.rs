@@ -23,6 +23,7 @@ mod common;
 
 mod audit;
 mod audit_log;
+mod audit_memory;
 mod batch;
 mod batch_faults;
 mod central_ledger;
