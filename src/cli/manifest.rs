@@ -189,30 +189,29 @@ pub(super) fn built_text(o: &build::BuildOutcome) -> String {
     }
 }
 
-/// Several manifests: each verified, then the chain checks across them.
+/// Several manifests: each verified, then the chain checks across them (streamed, devices not
+/// held: [`manifest::chain::verify_all`]).
 fn verify_many(ctx: &Ctx, paths: &[PathBuf], trust: &Trust) -> Result<ExitCode, Error> {
-    let mut ok = Vec::new();
+    let all = manifest::chain::verify_all(paths, trust)?;
     let mut results = Vec::new();
     let mut text = Vec::new();
     let mut failed = 0;
-    for p in paths {
-        match manifest::verify_file(p, None, trust) {
+    for r in &all.results {
+        match r {
             Ok(v) => {
-                results.push(verified_json(&v));
-                text.push(verified_text(&v));
-                ok.push(v);
+                results.push(verified_json(v));
+                text.push(verified_text(v));
             }
-            Err(ManifestError::Invalid(r)) => {
+            Err(r) => {
                 failed += 1;
                 results
                     .push(serde_json::json!({"ok": false, "path": r.path, "problems": r.problems}));
                 text.push(r.to_string());
             }
-            Err(e) => return Err(e.into()),
         }
     }
-    let chain = manifest::chain::check(&ok);
-    let all_ok = failed == 0 && chain.problems.is_empty();
+    let chain = &all.chain;
+    let all_ok = all.ok();
     let mut human = text.join("\n");
     for (ledger, seqs) in &chain.ledgers {
         human.push_str(&format!(

@@ -312,28 +312,8 @@ fn build_locked<K: Signer>(
     // anything is recorded or renamed into place.
     let jws = signing.finish()?;
     let sig_name = sig_path.display().to_string();
-    let mut verifier =
-        super::verify::Verifier::new(&req.out, &sig_name, Some(&jws), &site.trust.roots);
-    let mut back = std::io::BufReader::with_capacity(256 * 1024, file.read_back().map_err(werr)?);
-    let mut raw = Vec::new();
-    loop {
-        raw.clear();
-        let n = std::io::BufRead::read_until(&mut back, b'\n', &mut raw).map_err(|e| {
-            ManifestError::Write {
-                path: req.out.display().to_string(),
-                msg: format!("cannot read its temporary back: {e}"),
-            }
-        })?;
-        if n == 0 {
-            break;
-        }
-        verifier.push(&raw, &mut |_| {});
-    }
-    drop(back);
-    let rescan = file.read_back().map_err(werr)?;
-    let verified = verifier.finish(&mut |_| {}, move || {
-        Ok(Box::new(std::io::BufReader::new(rescan)) as Box<dyn std::io::BufRead>)
-    });
+    let verified =
+        super::verify::verify_staged(&mut file, &req.out, &sig_name, &jws, &site.trust.roots)?;
     match verified {
         Err(report) => {
             return Err(ManifestError::Refused(format!(
@@ -480,7 +460,7 @@ fn already_built(
 }
 
 /// The SHA-256 of a file, read in pieces.
-fn file_sha256(p: &Path) -> Option<String> {
+pub(super) fn file_sha256(p: &Path) -> Option<String> {
     use sha2::Digest;
     let mut h = sha2::Sha256::default();
     each_piece(p, |piece| h.update(piece)).ok()?;

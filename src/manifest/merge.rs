@@ -2,10 +2,18 @@
 //! shifts), refusing any device id, serial or public key that appears in more than one, and
 //! any mix of profiles, tenants or CAs. Signed by the site's signer like a built manifest;
 //! the ledger is not touched (the inputs may come from other stations' ledgers).
+//!
+//! Nothing is held per device (issue 14): each input is verified streamed while its keys go
+//! into the repeat filters ([`super::repeats::Across`]); the merged file is then written to
+//! its temporary from a second read of the inputs, which also compares the flagged keys
+//! exactly, hashed for its Merkle root and signature on the way, verified from the temporary,
+//! and only then renamed into place.
 
 use super::format::{self, DeviceLine, Header, Source, Trailer, FORMAT};
 use super::jws::{self, DocumentSigner};
-use super::{merkle, verify_file, ManifestError, Trust, VerifiedManifest};
+use super::repeats::{self, Across};
+use super::verify::verify_file_into;
+use super::{merkle, ManifestError, Trust, VerifiedManifest};
 use crate::crypto::Signer;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -47,9 +55,23 @@ pub fn merge<K: Signer>(
             });
         }
     }
+    // Pass 1: each input verified (streamed), its keys into the repeat filters.
     let mut verified: Vec<VerifiedManifest> = Vec::new();
+    let mut across = Across::new([true; repeats::KINDS]);
     for p in inputs {
-        let v = verify_file(p, None, trust)?;
+        let observe = across.worth_observing(p);
+        let mut keys = None;
+        let v = verify_file_into(
+            p,
+            None,
+            trust,
+            |d| {
+                if observe {
+                    across.observe(&d.line)
+                }
+            },
+            &mut keys,
+        )?;
         if let Some(prev) = verified.iter().find(|m| m.sha256 == v.sha256) {
             return Err(ManifestError::Refused(format!(
                 "{} and {} are the same manifest (SHA-256 {})",
@@ -57,6 +79,16 @@ pub fn merge<K: Signer>(
                 p.display(),
                 v.sha256
             )));
+        }
+        match keys {
+            Some(k) if observe => across.accept(p, &v.sha256, &k),
+            // It held another input's bytes when it was looked at first.
+            _ => {
+                return Err(ManifestError::Refused(format!(
+                    "{} changed while it was being merged; nothing was written. Merge again when nothing writes it",
+                    p.display()
+                )))
+            }
         }
         verified.push(v);
     }
@@ -82,41 +114,6 @@ pub fn merge<K: Signer>(
                 m.path.display()
             )));
         }
-    }
-
-    // Duplicates across inputs, naming both files and lines.
-    let mut problems = Vec::new();
-    let mut ids: HashMap<&str, (&Path, u64)> = HashMap::new();
-    let mut serials: HashMap<&str, (&Path, u64)> = HashMap::new();
-    let mut spkis: HashMap<&str, (&Path, u64)> = HashMap::new();
-    for m in &verified {
-        for d in &m.devices {
-            let here = (m.path.as_path(), d.line.seq + 1);
-            for (map, key, what) in [
-                (&mut ids, d.line.device_id.as_str(), "device id"),
-                (&mut serials, d.line.serial.as_str(), "serial"),
-                (&mut spkis, d.line.spki_sha256.as_str(), "public key"),
-            ] {
-                if let Some((p, l)) = map.get(key) {
-                    problems.push(format!(
-                        "{what} {key} is in {}:{l} and {}:{}",
-                        p.display(),
-                        here.0.display(),
-                        here.1
-                    ));
-                } else {
-                    map.insert(key, here);
-                }
-            }
-        }
-    }
-    if !problems.is_empty() {
-        let n = problems.len();
-        problems.truncate(50);
-        return Err(ManifestError::Refused(format!(
-            "refusing to merge: {n} device(s) appear in more than one manifest:\n  {}",
-            problems.join("\n  ")
-        )));
     }
 
     let mut batches: Vec<String> = verified
@@ -162,61 +159,142 @@ pub fn merge<K: Signer>(
         line_sha256: String::new(),
     };
     let canon_err = |e: super::canon::CanonError| ManifestError::Usage(e.0);
-    let mut text = format::encode(&header).map_err(canon_err)?;
-    text.push('\n');
-    let mut leaves = Vec::new();
+    let werr = |e: crate::output::WriteError| ManifestError::Write {
+        path: out.display().to_string(),
+        msg: e.to_string(),
+    };
+
+    // Pass 2: the merged file, written to its temporary as its lines are made (hashed for the
+    // Merkle root, the file's SHA-256 and the signature on the way) from a second read of the
+    // inputs, whose flagged keys are compared exactly on the way. A repeat refuses the merge
+    // before anything is signed; the temporary is removed.
+    let (dir, name) = crate::output::split(out).map_err(werr)?;
+    let out_dir = crate::output::OutDir::create(dir).map_err(werr)?;
+    let mut file = out_dir
+        .stage_file(name, crate::output::Access::Shared)
+        .map_err(werr)?;
+    let mut signing = jws::start_signing(signer, FORMAT, now)?;
+    let mut file_hash = sha2::Sha256::default();
+    let mut tree = merkle::Stream::default();
+    let mut put = |line: &[u8], file: &mut crate::output::StagedFile| {
+        use sha2::Digest;
+        for piece in [line, b"\n"] {
+            file_hash.update(piece);
+            signing.update(piece);
+            file.write_all(piece)?;
+        }
+        Ok::<(), crate::output::WriteError>(())
+    };
+    put(
+        format::encode(&header).map_err(canon_err)?.as_bytes(),
+        &mut file,
+    )
+    .map_err(werr)?;
     let mut seq = 0;
-    for m in &verified {
-        for d in &m.devices {
-            seq += 1;
-            let line = DeviceLine {
-                seq,
-                line_sha256: String::new(),
-                ..d.line.clone()
-            };
-            let enc = format::encode(&line).map_err(canon_err)?;
-            leaves.push(merkle::leaf_hash(enc.as_bytes()));
-            text.push_str(&enc);
-            text.push('\n');
+    let mut repeated = Repeated::default();
+    for (i, m) in verified.iter().enumerate() {
+        let mut failed = None;
+        let again = std::fs::File::open(&m.path).and_then(|f| {
+            repeats::rescan(
+                std::io::BufReader::with_capacity(256 * 1024, f),
+                |_| true,
+                |_, d| {
+                    if failed.is_some() {
+                        return;
+                    }
+                    if across.flags(&d) {
+                        repeated.check(&across, &verified, i, &d);
+                    }
+                    seq += 1;
+                    let line = DeviceLine {
+                        seq,
+                        line_sha256: String::new(),
+                        ..d
+                    };
+                    let written = format::encode(&line).map_err(canon_err).and_then(|enc| {
+                        tree.push(enc.as_bytes());
+                        put(enc.as_bytes(), &mut file).map_err(werr)
+                    });
+                    failed = written.err();
+                },
+            )
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        match again {
+            Err(e) => {
+                return Err(ManifestError::Read {
+                    path: m.path.display().to_string(),
+                    msg: format!("cannot read it again to merge it: {e}"),
+                })
+            }
+            Ok(sha) if sha != m.sha256 => {
+                return Err(ManifestError::Refused(format!(
+                    "{} changed while it was being merged; nothing was written. Merge again when nothing writes it",
+                    m.path.display()
+                )))
+            }
+            Ok(_) => {}
         }
     }
-    let merkle_root = hex::encode(merkle::root_of_hashes(&leaves));
-    text.push_str(
-        &format::encode(&Trailer {
+    if repeated.count > 0 {
+        return Err(ManifestError::Refused(format!(
+            "refusing to merge: {} device(s) appear in more than one manifest:\n  {}",
+            repeated.count,
+            repeated.shown.join("\n  ")
+        )));
+    }
+    // The filters go before the merged file is verified (which makes its own).
+    drop((across, repeated));
+    let merkle_root = hex::encode(tree.root());
+    put(
+        format::encode(&Trailer {
             kind: "trailer".into(),
             count: seq,
             merkle_root: merkle_root.clone(),
             line_sha256: String::new(),
         })
-        .map_err(canon_err)?,
-    );
-    text.push('\n');
-    let bytes = text.into_bytes();
-    let jws = jws::sign_detached(signer, &bytes, FORMAT, now)?;
-    if let Err(r) = super::verify_bytes(
-        out,
-        &sig_path.display().to_string(),
-        &bytes,
-        Some(&jws),
-        &trust.roots,
-    ) {
-        return Err(ManifestError::Refused(format!(
-            "the merged manifest does not verify, so it was not written: {r}"
-        )));
+        .map_err(canon_err)?
+        .as_bytes(),
+        &mut file,
+    )
+    .map_err(werr)?;
+    let sha256 = {
+        use sha2::Digest;
+        hex::encode(file_hash.finalize())
+    };
+    let jws = signing.finish()?;
+    let sig_name = sig_path.display().to_string();
+    match super::verify::verify_staged(&mut file, out, &sig_name, &jws, &trust.roots)? {
+        Err(r) => {
+            return Err(ManifestError::Refused(format!(
+                "the merged manifest does not verify, so it was not written: {r}"
+            )))
+        }
+        Ok(v) if v.sha256 != sha256 => {
+            return Err(ManifestError::Write {
+                path: out.display().to_string(),
+                msg:
+                    "its temporary reads back different from what was written; nothing was written"
+                        .into(),
+            })
+        }
+        Ok(_) => {}
     }
-    for (p, data) in [
-        (out, bytes.as_slice()),
-        (sig_path.as_path(), jws.as_bytes()),
-    ] {
-        crate::output::write_new(p, data).map_err(|e| ManifestError::Write {
-            path: p.display().to_string(),
-            msg: e.to_string(),
-        })?;
-    }
+    file.commit(
+        crate::output::Existing::Refuse,
+        crate::output::Durability::Now,
+    )
+    .map_err(werr)?;
+    crate::output::write_new(&sig_path, jws.as_bytes()).map_err(|e| ManifestError::Write {
+        path: sig_path.display().to_string(),
+        msg: e.to_string(),
+    })?;
     Ok(MergeOutcome {
         path: out.to_path_buf(),
         signature: sig_path,
-        sha256: hex::encode(crate::crypto::sha256(&bytes)),
+        sha256,
         count: seq,
         merkle_root,
         inputs: verified
@@ -224,4 +302,53 @@ pub fn merge<K: Signer>(
             .map(|m| (m.path.clone(), m.sha256.clone()))
             .collect(),
     })
+}
+
+/// Keys found in more than one input (pass 2 of a merge): the first place of each flagged key,
+/// and the repeats, named with both files and lines (the first [`SHOWN`] kept, all counted).
+#[derive(Default)]
+struct Repeated {
+    first: [HashMap<String, (usize, u64)>; repeats::KINDS],
+    shown: Vec<String>,
+    count: usize,
+}
+
+/// How many repeats a refusal names; the rest are counted.
+const SHOWN: usize = 50;
+
+impl Repeated {
+    /// Device `d` of `inputs[input]`, which has a flagged key.
+    fn check(
+        &mut self,
+        across: &Across,
+        inputs: &[VerifiedManifest],
+        input: usize,
+        d: &DeviceLine,
+    ) {
+        for (kind, (key, what)) in repeats::keys(d)
+            .into_iter()
+            .zip(["device id", "serial", "public key"])
+            .enumerate()
+        {
+            if !across.flagged(kind, key) {
+                continue;
+            }
+            match self.first[kind].get(key) {
+                Some(&(i, line)) => {
+                    self.count += 1;
+                    if self.shown.len() < SHOWN {
+                        self.shown.push(format!(
+                            "{what} {key} is in {}:{line} and {}:{}",
+                            inputs[i].path.display(),
+                            inputs[input].path.display(),
+                            d.seq + 1
+                        ));
+                    }
+                }
+                None => {
+                    self.first[kind].insert(key.to_string(), (input, d.seq + 1));
+                }
+            }
+        }
+    }
 }

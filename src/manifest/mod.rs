@@ -16,6 +16,7 @@ pub mod format;
 pub mod jws;
 pub mod merge;
 pub mod merkle;
+mod repeats;
 mod run_end;
 pub mod verify;
 

@@ -4,6 +4,7 @@
 use super::format::{self, DeviceLine, Header, Trailer, FORMAT};
 use super::jws::{self, VerifiedSignature};
 use super::merkle;
+use super::repeats::{self, Repeats};
 use super::Trust;
 use crate::x509::CaCert;
 use std::collections::{BTreeMap, HashMap};
@@ -114,6 +115,18 @@ pub fn verify_file_with(
     trust: &Trust,
     sink: impl FnMut(VerifiedDevice),
 ) -> Result<VerifiedManifest, super::ManifestError> {
+    verify_file_into(path, sig, trust, sink, &mut None)
+}
+
+/// [`verify_file_with`], handing the filter of the device keys it saw to `keys` (for the
+/// checks across manifests: `manifest verify A B …` and `manifest merge`).
+pub(crate) fn verify_file_into(
+    path: &Path,
+    sig: Option<&Path>,
+    trust: &Trust,
+    sink: impl FnMut(VerifiedDevice),
+    keys: &mut Option<repeats::Filter>,
+) -> Result<VerifiedManifest, super::ManifestError> {
     let sig_path = sig
         .map(Path::to_path_buf)
         .unwrap_or_else(|| signature_path(path));
@@ -147,7 +160,7 @@ pub fn verify_file_with(
             std::fs::File::open(path)?,
         )))
     };
-    v.finish(&mut sink, rescan)
+    v.finish_into(&mut sink, rescan, keys)
         .map_err(|r| super::ManifestError::Invalid(Box::new(r)))
 }
 
@@ -178,6 +191,33 @@ fn feed(
         }
         v.push(&line, sink);
     }
+}
+
+/// Verifies a manifest certfab is writing (its staged temporary, read back) with its detached
+/// signature `jws` as an auditor will, before it is renamed into place: `manifest build` and
+/// `manifest merge` check what they made without holding it. `Err` only when the temporary
+/// cannot be read back.
+pub(crate) fn verify_staged(
+    file: &mut crate::output::StagedFile,
+    path: &Path,
+    sig_name: &str,
+    jws: &str,
+    trust: &[CaCert],
+) -> Result<Result<VerifiedManifest, Report>, super::ManifestError> {
+    let werr = |e: crate::output::WriteError| super::ManifestError::Write {
+        path: e.path.display().to_string(),
+        msg: e.msg,
+    };
+    let mut verifier = Verifier::new(path, sig_name, Some(jws), trust);
+    let back = std::io::BufReader::with_capacity(256 * 1024, file.read_back().map_err(werr)?);
+    feed(&mut verifier, back, &mut |_| {}).map_err(|e| super::ManifestError::Write {
+        path: path.display().to_string(),
+        msg: format!("cannot read its temporary back: {e}"),
+    })?;
+    let rescan = file.read_back().map_err(werr)?;
+    Ok(verifier.finish(&mut |_| {}, move || {
+        Ok(Box::new(std::io::BufReader::new(rescan)) as Box<dyn std::io::BufRead>)
+    }))
 }
 
 /// Verifies manifest bytes and the detached JWS text (None: the signature file is missing)
@@ -506,9 +546,20 @@ impl<'t> Verifier<'t> {
     /// second pass through `rescan`, which must yield the same bytes, names the lines of any
     /// repeat). `Ok` only when nothing was found.
     pub fn finish<'r>(
+        self,
+        sink: &mut impl FnMut(VerifiedDevice),
+        rescan: impl FnOnce() -> std::io::Result<Box<dyn std::io::BufRead + 'r>>,
+    ) -> Result<VerifiedManifest, Report> {
+        self.finish_into(sink, rescan, &mut None)
+    }
+
+    /// [`Verifier::finish`], handing the filter of every device key it saw to `keys` (for the
+    /// checks across manifests, [`repeats::Across`]); `None` when the file had no line.
+    pub(crate) fn finish_into<'r>(
         mut self,
         sink: &mut impl FnMut(VerifiedDevice),
         rescan: impl FnOnce() -> std::io::Result<Box<dyn std::io::BufRead + 'r>>,
+        keys: &mut Option<repeats::Filter>,
     ) -> Result<VerifiedManifest, Report> {
         use sha2::Digest;
         // 2. Framing: LF-terminated lines, header first, trailer last.
@@ -527,6 +578,7 @@ impl<'t> Verifier<'t> {
             self.chunk.push((self.lines, last));
         }
         self.run_chunk(true, sink);
+        *keys = Some(self.repeats.take_filter());
         let signature = match self.signature.take().map(jws::Verifying::finish) {
             Some(Ok(s)) => Some(s),
             Some(Err(e)) => {
@@ -623,49 +675,34 @@ impl<'t> Verifier<'t> {
         rescan: impl FnOnce() -> std::io::Result<Box<dyn std::io::BufRead + 'r>>,
         sha256: &str,
     ) {
-        use sha2::Digest;
         let mut found = Vec::new();
-        let mut first: [HashMap<String, usize>; 3] = Default::default();
-        let mut hash = sha2::Sha256::default();
-        let scan = || -> std::io::Result<()> {
-            let mut reader = rescan()?;
-            let mut raw = Vec::new();
-            let mut n = 0;
-            loop {
-                raw.clear();
-                if reader.read_until(b'\n', &mut raw)? == 0 {
-                    return Ok(());
-                }
-                hash.update(&raw);
-                n += 1;
-                if n == 1 {
-                    continue;
-                }
-                let body = raw.strip_suffix(b"\n").unwrap_or(&raw);
-                let Decoded::Device(Ok(d)) = decode_line(body) else {
-                    continue;
-                };
-                for (i, (key, what)) in [
-                    (&d.device_id, "device id"),
-                    (&d.serial, "serial"),
-                    (&d.spki_sha256, "public key (spki_sha256)"),
-                ]
-                .into_iter()
-                .enumerate()
-                {
-                    if !self.repeats.flagged(i, key) {
-                        continue;
-                    }
-                    match first[i].get(key.as_str()) {
-                        Some(f) => found.push((n, format!("{what} {key} is already on line {f}"))),
-                        None => {
-                            first[i].insert(key.clone(), n);
+        let mut first: [HashMap<String, usize>; repeats::KINDS] = Default::default();
+        let flagged = &self.repeats;
+        let scanned = rescan().and_then(|reader| {
+            repeats::rescan(
+                reader,
+                |d| flagged.flags(d),
+                |n, d| {
+                    for (i, (key, what)) in repeats::keys(&d)
+                        .into_iter()
+                        .zip(["device id", "serial", "public key (spki_sha256)"])
+                        .enumerate()
+                    {
+                        if !flagged.flagged(i, key) {
+                            continue;
+                        }
+                        match first[i].get(key) {
+                            Some(f) => {
+                                found.push((n, format!("{what} {key} is already on line {f}")))
+                            }
+                            None => {
+                                first[i].insert(key.to_string(), n);
+                            }
                         }
                     }
-                }
-            }
-        };
-        let scanned = scan();
+                },
+            )
+        });
         for (n, msg) in found {
             self.at(n, Stage::Repeat, msg);
         }
@@ -674,11 +711,11 @@ impl<'t> Verifier<'t> {
                 Stage::Rescan,
                 format!("cannot read the file again to name its repeated devices: {e}"),
             ),
-            Ok(()) if hex::encode(hash.finalize()) != sha256 => self.file(
+            Ok(again) if again != sha256 => self.file(
                 Stage::Rescan,
                 "the file changed while it was being verified; verify it again when nothing writes it",
             ),
-            Ok(()) => {}
+            Ok(_) => {}
         }
     }
 
@@ -694,63 +731,6 @@ impl<'t> Verifier<'t> {
                 .map(|(line, _, msg)| Problem { line, msg })
                 .collect(),
         }
-    }
-}
-
-/// Repeats of device id, serial and public key across device lines, found without holding
-/// the keys: a fixed-size Bloom filter per kind ([`FILTER_BITS`]); a key it has (perhaps) seen
-/// before is flagged, and the second pass compares the flagged keys exactly. At a million
-/// devices the filter flags a few hundred keys that are not repeats; the second pass clears
-/// them.
-struct Repeats {
-    bits: [Vec<u64>; 3],
-    flagged: [std::collections::HashSet<String>; 3],
-}
-
-/// Bits of each Bloom filter (4 MiB each).
-const FILTER_BITS: usize = 1 << 25;
-/// Probes per key.
-const PROBES: u64 = 4;
-
-impl Repeats {
-    fn new() -> Self {
-        Self {
-            bits: std::array::from_fn(|_| vec![0u64; FILTER_BITS / 64]),
-            flagged: Default::default(),
-        }
-    }
-
-    fn probes(key: &str) -> impl Iterator<Item = usize> {
-        let d = crate::crypto::sha256(key.as_bytes());
-        let h1 = u64::from_le_bytes(d[0..8].try_into().unwrap_or_default());
-        let h2 = u64::from_le_bytes(d[8..16].try_into().unwrap_or_default()) | 1;
-        (0..PROBES).map(move |i| (h1.wrapping_add(i.wrapping_mul(h2)) as usize) % FILTER_BITS)
-    }
-
-    fn see(&mut self, d: &DeviceLine) {
-        for (kind, key) in [&d.device_id, &d.serial, &d.spki_sha256]
-            .into_iter()
-            .enumerate()
-        {
-            let bits = &mut self.bits[kind];
-            let mut all = true;
-            for p in Self::probes(key) {
-                let (w, b) = (p / 64, 1u64 << (p % 64));
-                all &= bits[w] & b != 0;
-                bits[w] |= b;
-            }
-            if all {
-                self.flagged[kind].insert(key.clone());
-            }
-        }
-    }
-
-    fn suspected(&self) -> bool {
-        self.flagged.iter().any(|f| !f.is_empty())
-    }
-
-    fn flagged(&self, kind: usize, key: &str) -> bool {
-        self.flagged[kind].contains(key)
     }
 }
 

@@ -305,3 +305,146 @@ fn issue14_flat_memory_manifest_show() {
 
 /// Allowed growth of `manifest show`'s peak RSS from N to 3N devices: 2N devices × 2 KiB.
 const SHOW_BOUND_KIB: u64 = (2 * N as u64) * 2;
+
+/// Devices in the small manifests of the multi-manifest test; the large one has three times as
+/// many.
+const MULTI_N: usize = 1000;
+/// Allowed growth of peak RSS per added device for `manifest verify A B` and `manifest merge
+/// A B`: 1 KiB. Before they streamed, they held every device of every input: 172 MiB (verify)
+/// and 379 MiB (merge) for two manifests of 20,000 devices in a debug build, 3.4 and 8.4 KiB a
+/// device (docs/performance.md "Memory against batch size").
+const MULTI_BOUND_PER_DEVICE_KIB: u64 = 1;
+
+/// Issue 14, flat memory: `manifest verify A B` (each verified, then the chain and replay
+/// checks across them) and `manifest merge A B` take no more memory for inputs with twice the
+/// devices: the small pair holds 2 × [`MULTI_N`] devices, the large pair 4 × [`MULTI_N`] (its
+/// second manifest has three times the devices). Both still verify, and the merged file is
+/// byte for byte what the merge made when it held everything: the inputs' device lines
+/// renumbered in input order, under the same header, with the trailer's count and Merkle root.
+#[test]
+fn issue14_flat_memory_manifest_verify_several_and_merge() {
+    let line = Line::new();
+    let mut ms = Vec::new();
+    for (tag, n) in [("a", MULTI_N), ("b", MULTI_N), ("c", 3 * MULTI_N)] {
+        let s = line.host_batch(
+            "generic-iot",
+            n,
+            &format!("dev-{tag}{{seq:05}}"),
+            &line.file(&format!("out-{tag}")),
+            &["--plain-keys", "--layout", "bundle"],
+        );
+        let m = line.file(&format!("m-{tag}.jsonl"));
+        let o = line.manifest_build(&[s["batch"].as_str().unwrap()], None, &m);
+        assert!(o.status.success(), "{}", text(&o));
+        ms.push(m);
+    }
+    let root = line.file("ca/root.pem");
+    let mut grew = Vec::new();
+    let mut merged = Vec::new();
+    for (pair, devices) in [
+        ([&ms[0], &ms[1]], 2 * MULTI_N),
+        ([&ms[1], &ms[2]], 4 * MULTI_N),
+    ] {
+        let (o, verify) = certfab_rss(
+            &line,
+            &[
+                "--json",
+                "manifest",
+                "verify",
+                pair[0].to_str().unwrap(),
+                pair[1].to_str().unwrap(),
+                "--trust",
+                root.to_str().unwrap(),
+            ],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["ok"], true, "{v}");
+        let out = line.file(&format!("merged-{devices}.jsonl"));
+        let (o, merge) = certfab_rss(
+            &line,
+            &[
+                "--json",
+                "manifest",
+                "merge",
+                pair[0].to_str().unwrap(),
+                pair[1].to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["count"], devices, "{v}");
+        assert_merged_as_before(&out, &[pair[0], pair[1]]);
+        merged.push(out);
+        eprintln!(
+            "{devices} devices in two manifests: peak RSS verify {verify} KiB, merge {merge} KiB"
+        );
+        grew.push((verify, merge));
+    }
+    let bound = (2 * MULTI_N as u64) * MULTI_BOUND_PER_DEVICE_KIB;
+    let (small, large) = (grew[0], grew[1]);
+    assert!(
+        large.0 <= small.0 + bound && large.1 <= small.1 + bound,
+        "peak RSS grew by more than {bound} KiB from {} to {} devices: verify {} -> {} KiB, merge {} -> {} KiB",
+        2 * MULTI_N,
+        4 * MULTI_N,
+        small.0,
+        large.0,
+        small.1,
+        large.1
+    );
+    let o = line.certfab(&[
+        "manifest",
+        "verify",
+        merged[1].to_str().unwrap(),
+        "--trust",
+        root.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+/// The merged file `out` is what the merge made when it held every device: the header, every
+/// device line of `inputs` in order renumbered from 1 (its own digest recomputed), and the
+/// trailer with that count and the RFC 6962 root of those lines.
+fn assert_merged_as_before(out: &Path, inputs: &[&Path]) {
+    use certfab::manifests::format::{self, DeviceLine, Trailer};
+    let got = std::fs::read_to_string(out).unwrap();
+    let header = got.lines().next().unwrap();
+    let mut want = format!("{header}\n");
+    let mut lines = Vec::new();
+    for p in inputs {
+        let text = std::fs::read_to_string(p).unwrap();
+        let all: Vec<&str> = text.lines().collect();
+        for l in &all[1..all.len() - 1] {
+            let d: DeviceLine = serde_json::from_str(l).unwrap();
+            let d = DeviceLine {
+                seq: lines.len() as u64 + 1,
+                line_sha256: String::new(),
+                ..d
+            };
+            lines.push(format::encode(&d).unwrap());
+        }
+    }
+    for l in &lines {
+        want.push_str(l);
+        want.push('\n');
+    }
+    let trailer = Trailer {
+        kind: "trailer".into(),
+        count: lines.len() as u64,
+        merkle_root: hex::encode(certfab::manifests::merkle::root(&lines)),
+        line_sha256: String::new(),
+    };
+    want.push_str(&format::encode(&trailer).unwrap());
+    want.push('\n');
+    assert!(
+        got == want,
+        "{} differs from the merge of its inputs",
+        out.display()
+    );
+    let h: serde_json::Value = serde_json::from_str(header).unwrap();
+    assert_eq!(h["ledger"], "merged");
+    assert_eq!(h["merged_from"].as_array().unwrap().len(), inputs.len());
+}

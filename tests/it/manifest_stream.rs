@@ -137,3 +137,140 @@ fn streamed_verify_names_a_repeated_device_past_the_first_mib() {
         "no problem on line {n} says {want:?}: {v}"
     );
 }
+
+/// `manifest verify A B` and `manifest merge A B` no longer hold the devices (issue 14): the
+/// repeats across files are found by filters and named by a second read of the files. A
+/// ledger whose record of manifest #1's devices is lost builds them again into #2 (an entry
+/// replayed): verifying both names every replayed certificate with both files and lines, as
+/// when every device was held; merging them names each repeated device id, serial and key;
+/// the same manifest given twice is one manifest (nothing replayed).
+#[test]
+fn replays_across_manifests_are_named_by_verify_and_merge() {
+    let l = Line::new();
+    let m1 = l.file("r1.jsonl");
+    let n = 300;
+    let lines = big_manifest(&l, n, &m1);
+    let batch = serde_json::from_str::<Value>(&lines[1]).unwrap()["batch"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    l.ledger_exec(
+        "DELETE FROM manifest_devices; UPDATE devices SET state = 'signed' WHERE state = 'exported'",
+    );
+    let m2 = l.file("r2.jsonl");
+    let o = l.manifest_build(&[&batch], None, &m2);
+    assert!(o.status.success(), "{}", text(&o));
+    let root = l.file("ca/root.pem");
+    let verify_many = |files: &[&Path]| {
+        let mut a = vec!["--json", "manifest", "verify"];
+        a.extend(files.iter().map(|p| p.to_str().unwrap()));
+        a.extend(["--trust", root.to_str().unwrap()]);
+        l.certfab(&a)
+    };
+    let o = verify_many(&[&m1, &m2]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["manifests"][0]["ok"], true, "{v}");
+    assert_eq!(v["manifests"][1]["ok"], true, "{v}");
+    let problems: Vec<&str> = v["chain"]["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(problems.len(), n, "{v}");
+    for (i, raw) in lines[1..=n].iter().enumerate() {
+        let d: Value = serde_json::from_str(raw).unwrap();
+        let want = format!(
+            "device {} (certificate {}) is in {}:{} and {}:{}",
+            d["device_id"].as_str().unwrap(),
+            &d["cert_sha256"].as_str().unwrap()[..16],
+            m1.display(),
+            i + 2,
+            m2.display(),
+            i + 2
+        );
+        assert_eq!(problems[i], want);
+    }
+    // Text output: the same, on stderr.
+    let o = l.certfab(&[
+        "manifest",
+        "verify",
+        m1.to_str().unwrap(),
+        m2.to_str().unwrap(),
+        "--trust",
+        root.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("chain: {}", problems[n - 1])),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        text(&o).contains(&format!(
+            "0 of 2 manifest(s) do not verify, {n} chain problem(s)"
+        )),
+        "{}",
+        text(&o)
+    );
+
+    // The same file given twice replays nothing (it is one manifest given twice).
+    let o = verify_many(&[&m1, &m1]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["chain"]["problems"].as_array().unwrap().len(),
+        1,
+        "only the chain link is wrong: {v}"
+    );
+    assert!(
+        v["chain"]["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("given twice"),
+        "{v}"
+    );
+
+    let out = l.file("r12.jsonl");
+    let o = l.certfab(&[
+        "manifest",
+        "merge",
+        m1.to_str().unwrap(),
+        m2.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--trust",
+        root.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let t = text(&o);
+    let first: Value = serde_json::from_str(&lines[1]).unwrap();
+    for (what, key) in [
+        ("device id", "device_id"),
+        ("serial", "serial"),
+        ("public key", "spki_sha256"),
+    ] {
+        let want = format!(
+            "{what} {} is in {}:2 and {}:2",
+            first[key].as_str().unwrap(),
+            m1.display(),
+            m2.display()
+        );
+        assert!(t.contains(&want), "no {want:?} in {t}");
+    }
+    assert!(
+        t.contains(&format!(
+            "refusing to merge: {} device(s) appear in more than one manifest",
+            3 * n
+        )),
+        "{t}"
+    );
+    // Fifty are named, the rest counted.
+    assert_eq!(
+        t.lines().filter(|l| l.contains(" is in ")).count(),
+        50,
+        "{t}"
+    );
+    assert!(!out.exists() && !l.file("r12.jsonl.jws").exists());
+}
