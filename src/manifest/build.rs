@@ -17,7 +17,8 @@
 use super::format::KeyOrigin as ManifestKeyOrigin;
 use super::format::{self, DeviceLine, Header, Range, Trailer, FORMAT};
 use super::jws::{self, DocumentSigner};
-use super::{merkle, ManifestError, Trust};
+use super::writer::{Writer, Written};
+use super::{ManifestError, Trust};
 use crate::crypto::Signer;
 use crate::ledger::{ExportRow, KeyOrigin, Ledger, ManifestRow};
 use crate::profile::{Profile, Vars};
@@ -240,30 +241,17 @@ fn build_locked<K: Signer>(
     };
     let (dir, name) = crate::output::split(&req.out).map_err(werr)?;
     let out_dir = crate::output::OutDir::create(dir).map_err(werr)?;
-    let mut file = out_dir
+    let file = out_dir
         .stage_file(name, crate::output::Access::Shared)
         .map_err(werr)?;
     let mut claimed = out_dir
         .stage_file(name, crate::output::Access::Shared)
         .map_err(werr)?;
-    let mut signing = jws::start_signing(site.signer, FORMAT, req.now)?;
-    let mut file_hash = sha2::Sha256::default();
-    let mut tree = merkle::Stream::default();
-    let mut put = |line: &[u8], file: &mut crate::output::StagedFile| {
-        use sha2::Digest;
-        for piece in [line, b"\n"] {
-            file_hash.update(piece);
-            signing.update(piece);
-            file.write_all(piece)?;
-        }
-        Ok::<(), crate::output::WriteError>(())
-    };
+    let mut writer = Writer::new(file, site.signer, req.now)?;
     let canon_err = |e: super::canon::CanonError| ManifestError::Usage(e.0);
-    put(
-        format::encode(&header).map_err(canon_err)?.as_bytes(),
-        &mut file,
-    )
-    .map_err(werr)?;
+    writer
+        .line(format::encode(&header).map_err(canon_err)?.as_bytes())
+        .map_err(werr)?;
     let mut seq = 0u64;
     let mut failed: Option<ManifestError> = None;
     site.ledger
@@ -275,8 +263,7 @@ fn build_locked<K: Signer>(
                 }
                 let line = device_line(seq, &d, &profile, &req.vars)?;
                 let enc = format::encode(&line).map_err(canon_err)?;
-                tree.push(enc.as_bytes());
-                put(enc.as_bytes(), &mut file).map_err(werr)?;
+                writer.device(enc.as_bytes()).map_err(werr)?;
                 let row = serde_json::json!([d.profile, d.device_id, d.serial, d.state.as_str()]);
                 claimed
                     .write_all(format!("{row}\n").as_bytes())
@@ -291,26 +278,24 @@ fn build_locked<K: Signer>(
     if seq != count {
         return Err(changed());
     }
-    let merkle_root = hex::encode(tree.root());
+    let merkle_root = writer.merkle_root();
     let trailer = Trailer {
         kind: "trailer".into(),
         count,
         merkle_root: merkle_root.clone(),
         line_sha256: String::new(),
     };
-    put(
-        format::encode(&trailer).map_err(canon_err)?.as_bytes(),
-        &mut file,
-    )
-    .map_err(werr)?;
-    let sha256 = {
-        use sha2::Digest;
-        hex::encode(file_hash.finalize())
-    };
+    writer
+        .line(format::encode(&trailer).map_err(canon_err)?.as_bytes())
+        .map_err(werr)?;
 
     // Sign, then check it the way an auditor will (reading the temporary back), before
     // anything is recorded or renamed into place.
-    let jws = signing.finish()?;
+    let Written {
+        mut file,
+        sha256,
+        jws,
+    } = writer.finish()?;
     let sig_name = sig_path.display().to_string();
     let verified =
         super::verify::verify_staged(&mut file, &req.out, &sig_name, &jws, &site.trust.roots)?;

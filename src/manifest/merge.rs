@@ -10,10 +10,11 @@
 //! and only then renamed into place.
 
 use super::format::{self, DeviceLine, Header, Source, Trailer, FORMAT};
-use super::jws::{self, DocumentSigner};
+use super::jws::DocumentSigner;
 use super::repeats::{self, Across};
 use super::verify::verify_file_into;
-use super::{merkle, ManifestError, Trust, VerifiedManifest};
+use super::writer::{Writer, Written};
+use super::{ManifestError, Trust, VerifiedManifest};
 use crate::crypto::Signer;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -170,26 +171,13 @@ pub fn merge<K: Signer>(
     // before anything is signed; the temporary is removed.
     let (dir, name) = crate::output::split(out).map_err(werr)?;
     let out_dir = crate::output::OutDir::create(dir).map_err(werr)?;
-    let mut file = out_dir
+    let file = out_dir
         .stage_file(name, crate::output::Access::Shared)
         .map_err(werr)?;
-    let mut signing = jws::start_signing(signer, FORMAT, now)?;
-    let mut file_hash = sha2::Sha256::default();
-    let mut tree = merkle::Stream::default();
-    let mut put = |line: &[u8], file: &mut crate::output::StagedFile| {
-        use sha2::Digest;
-        for piece in [line, b"\n"] {
-            file_hash.update(piece);
-            signing.update(piece);
-            file.write_all(piece)?;
-        }
-        Ok::<(), crate::output::WriteError>(())
-    };
-    put(
-        format::encode(&header).map_err(canon_err)?.as_bytes(),
-        &mut file,
-    )
-    .map_err(werr)?;
+    let mut writer = Writer::new(file, signer, now)?;
+    writer
+        .line(format::encode(&header).map_err(canon_err)?.as_bytes())
+        .map_err(werr)?;
     let mut seq = 0;
     let mut repeated = Repeated::default();
     for (i, m) in verified.iter().enumerate() {
@@ -211,10 +199,9 @@ pub fn merge<K: Signer>(
                         line_sha256: String::new(),
                         ..d
                     };
-                    let written = format::encode(&line).map_err(canon_err).and_then(|enc| {
-                        tree.push(enc.as_bytes());
-                        put(enc.as_bytes(), &mut file).map_err(werr)
-                    });
+                    let written = format::encode(&line)
+                        .map_err(canon_err)
+                        .and_then(|enc| writer.device(enc.as_bytes()).map_err(werr));
                     failed = written.err();
                 },
             )
@@ -247,24 +234,24 @@ pub fn merge<K: Signer>(
     }
     // The filters go before the merged file is verified (which makes its own).
     drop((across, repeated));
-    let merkle_root = hex::encode(tree.root());
-    put(
-        format::encode(&Trailer {
-            kind: "trailer".into(),
-            count: seq,
-            merkle_root: merkle_root.clone(),
-            line_sha256: String::new(),
-        })
-        .map_err(canon_err)?
-        .as_bytes(),
-        &mut file,
-    )
-    .map_err(werr)?;
-    let sha256 = {
-        use sha2::Digest;
-        hex::encode(file_hash.finalize())
-    };
-    let jws = signing.finish()?;
+    let merkle_root = writer.merkle_root();
+    writer
+        .line(
+            format::encode(&Trailer {
+                kind: "trailer".into(),
+                count: seq,
+                merkle_root: merkle_root.clone(),
+                line_sha256: String::new(),
+            })
+            .map_err(canon_err)?
+            .as_bytes(),
+        )
+        .map_err(werr)?;
+    let Written {
+        mut file,
+        sha256,
+        jws,
+    } = writer.finish()?;
     let sig_name = sig_path.display().to_string();
     match super::verify::verify_staged(&mut file, out, &sig_name, &jws, &trust.roots)? {
         Err(r) => {

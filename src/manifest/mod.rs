@@ -19,6 +19,7 @@ pub mod merkle;
 mod repeats;
 mod run_end;
 pub mod verify;
+mod writer;
 
 pub use run_end::RunManifest;
 pub use verify::{signature_path, verify_bytes, verify_file, Problem, Report, VerifiedManifest};
