@@ -289,31 +289,18 @@ fn build_locked<K: Signer>(
         .line(format::encode(&trailer).map_err(canon_err)?.as_bytes())
         .map_err(werr)?;
 
-    // Sign, then check it the way an auditor will (reading the temporary back), before
-    // anything is recorded or renamed into place.
     let Written {
-        mut file,
+        file,
         sha256,
         jws,
-    } = writer.finish()?;
-    let sig_name = sig_path.display().to_string();
-    let verified =
-        super::verify::verify_staged(&mut file, &req.out, &sig_name, &jws, &site.trust.roots)?;
-    match verified {
-        Err(report) => {
-            return Err(ManifestError::Refused(format!(
+    } = writer
+        .finish_verified(&req.out, &sig_path, &site.trust.roots, "recorded")?
+        .map_err(|report| {
+            ManifestError::Refused(format!(
                 "the manifest just built does not verify against the site's roots ({}), so it was not written: {report}",
                 site.trust.source
-            )))
-        }
-        Ok(v) if v.sha256 != sha256 => {
-            return Err(ManifestError::Write {
-                path: req.out.display().to_string(),
-                msg: "its temporary reads back different from what was written; nothing was recorded".into(),
-            })
-        }
-        Ok(_) => {}
-    }
+            ))
+        })?;
 
     let out_abs = std::path::absolute(&req.out).unwrap_or_else(|_| req.out.clone());
     let row = ManifestRow {

@@ -247,28 +247,13 @@ pub fn merge<K: Signer>(
             .as_bytes(),
         )
         .map_err(werr)?;
-    let Written {
-        mut file,
-        sha256,
-        jws,
-    } = writer.finish()?;
-    let sig_name = sig_path.display().to_string();
-    match super::verify::verify_staged(&mut file, out, &sig_name, &jws, &trust.roots)? {
-        Err(r) => {
-            return Err(ManifestError::Refused(format!(
+    let Written { file, sha256, jws } = writer
+        .finish_verified(out, &sig_path, &trust.roots, "written")?
+        .map_err(|r| {
+            ManifestError::Refused(format!(
                 "the merged manifest does not verify, so it was not written: {r}"
-            )))
-        }
-        Ok(v) if v.sha256 != sha256 => {
-            return Err(ManifestError::Write {
-                path: out.display().to_string(),
-                msg:
-                    "its temporary reads back different from what was written; nothing was written"
-                        .into(),
-            })
-        }
-        Ok(_) => {}
-    }
+            ))
+        })?;
     file.commit(
         crate::output::Existing::Refuse,
         crate::output::Durability::Now,

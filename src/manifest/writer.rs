@@ -3,10 +3,13 @@
 //! `manifest build` and `manifest merge` hold no device to sign a million of them.
 
 use super::jws::{self, DocumentSigner, Signing};
+use super::verify::Report;
 use super::{merkle, ManifestError};
 use crate::crypto::Signer;
 use crate::output::{StagedFile, WriteError};
+use crate::x509::CaCert;
 use sha2::Digest;
+use std::path::Path;
 use time::OffsetDateTime;
 
 pub(super) struct Writer<'s, K> {
@@ -60,14 +63,33 @@ impl<'s, K: Signer> Writer<'s, K> {
         hex::encode(self.tree.root())
     }
 
-    /// Signs what was written (the trailer included).
-    pub fn finish(self) -> Result<Written, ManifestError> {
+    /// Signs what was written (the trailer included), then checks it the way an auditor will,
+    /// reading the temporary back, before anything is recorded or renamed into place:
+    /// `Ok(Err(report))` when it does not verify against `roots`; an error when it reads back
+    /// different from what was written (`unless` says what that stopped, "nothing was …").
+    pub fn finish_verified(
+        mut self,
+        out: &Path,
+        sig_path: &Path,
+        roots: &[CaCert],
+        unless: &str,
+    ) -> Result<Result<Written, Report>, ManifestError> {
         let sha256 = hex::encode(self.file_hash.finalize());
         let jws = self.signing.finish()?;
-        Ok(Written {
-            file: self.file,
-            sha256,
-            jws,
-        })
+        let sig_name = sig_path.display().to_string();
+        match super::verify::verify_staged(&mut self.file, out, &sig_name, &jws, roots)? {
+            Err(report) => Ok(Err(report)),
+            Ok(v) if v.sha256 != sha256 => Err(ManifestError::Write {
+                path: out.display().to_string(),
+                msg: format!(
+                    "its temporary reads back different from what was written; nothing was {unless}"
+                ),
+            }),
+            Ok(_) => Ok(Ok(Written {
+                file: self.file,
+                sha256,
+                jws,
+            })),
+        }
     }
 }
