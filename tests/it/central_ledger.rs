@@ -497,7 +497,7 @@ fn item6_database_down_fails_closed_then_resumes() {
         "1"
     );
     // Mid-shift: the server stopped (`pg_ctl stop -m immediate`) while a batch signs.
-    let n = 120;
+    let n = MID_BATCH;
     let batch_out = line.file("down-batch");
     let child = spawn_batch(&line.config(), n, "down-b-{seq}", &batch_out);
     wait_signed(cluster, &ledger.db, "down-b-%", 10);
@@ -1312,6 +1312,11 @@ fn item3_concurrent_manifest_builds_chain_one_after_another() {
 
 /// A `certfab --json batch` of `count` host keys named `template` into `out` with `config`,
 /// started in the background.
+/// Devices in a batch that a fault must hit while it signs: enough that it is still signing
+/// when the fault lands. With 120, a quiet machine finished the batch in 0.5 s (~230/s, debug
+/// build), before `pg_ctl stop -m immediate` had taken effect, and the batch exited 0.
+const MID_BATCH: usize = 1000;
+
 fn spawn_batch(config: &Path, count: usize, template: &str, out: &Path) -> std::process::Child {
     Command::new(bin())
         .arg("--config")
@@ -1481,7 +1486,7 @@ fn item4_sigkill_one_station_mid_shift_others_run_then_resume() {
 fn item4_connection_cut_mid_batch_fails_closed_then_resumes() {
     let line = Line::on_postgres();
     let (cluster, ledger) = pg(&line);
-    let n = 120;
+    let n = MID_BATCH;
     let out = line.file("cut-out");
     let child = spawn_batch(&line.config(), n, "cut-{seq}", &out);
     wait_signed(cluster, &ledger.db, "cut-%", 10);
