@@ -145,6 +145,62 @@ pub struct AttemptRow {
 pub struct Scratch {
     conn: Connection,
     _dir: crate::output::ScratchDir,
+    /// Dropped last, after the database and its directory are gone.
+    _home: ProcessHome,
+}
+
+/// `TMPDIR/certfab-audit-PID`: this process's home for its working database. Named by the PID
+/// so that an audit can tell a home a killed audit left (Ctrl-C does not run destructors, and a
+/// million devices leave ~1.8 GB) from one a running audit is using: it removes the homes of
+/// processes that no longer exist ([`sweep_dead_homes`]) and never touches a live one's.
+struct ProcessHome {
+    path: std::path::PathBuf,
+}
+
+const HOME_PREFIX: &str = "certfab-audit-";
+
+impl Drop for ProcessHome {
+    fn drop(&mut self) {
+        // Empty by now (the scratch directory went first); a home left behind is swept later.
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+/// Removes the working directories of audits that were killed: `certfab-audit-PID` homes in
+/// `tmp` whose process is gone, that are real directories and this user's. Best effort: what
+/// cannot be listed or removed stays for a later run. A home whose PID was reused by another
+/// process stays until that one ends.
+fn sweep_dead_homes(tmp: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    let me = rustix::process::geteuid().as_raw();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(HOME_PREFIX))
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let gone = rustix::process::Pid::from_raw(pid).is_some_and(|p| {
+            matches!(
+                rustix::process::test_kill_process(p),
+                Err(rustix::io::Errno::SRCH)
+            )
+        });
+        let path = entry.path();
+        // Not following a link: only a real directory of this user's is emptied.
+        let ours = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir() && m.uid() == me);
+        if gone && ours {
+            if let Ok(dir) = crate::output::OutDir::create(&path) {
+                let _ = dir.remove_stale_temps();
+            }
+            let _ = std::fs::remove_dir(&path);
+        }
+    }
 }
 
 impl std::fmt::Debug for Scratch {
@@ -244,13 +300,17 @@ fn severity_of(n: i64) -> Severity {
 
 impl Scratch {
     /// A new, empty working database in a private directory under the system's temporary
-    /// directory (`TMPDIR`).
+    /// directory (`TMPDIR`), after removing what killed audits left there.
     pub fn create() -> R<Self> {
         let tmp = std::env::temp_dir();
         let werr = |e: crate::output::WriteError| {
             CorpusError::Scratch(format!("{}: {}", e.path.display(), e.msg))
         };
-        let dir = crate::output::OutDir::create(&tmp)
+        sweep_dead_homes(&tmp);
+        let home = ProcessHome {
+            path: tmp.join(format!("{HOME_PREFIX}{}", std::process::id())),
+        };
+        let dir = crate::output::OutDir::create(&home.path)
             .map_err(werr)?
             .scratch_dir()
             .map_err(werr)?;
@@ -263,7 +323,11 @@ impl Scratch {
              PRAGMA cache_size = -{CACHE_KIB}; PRAGMA mmap_size = 0;
              PRAGMA locking_mode = EXCLUSIVE; {SCHEMA} BEGIN;"
         ))?;
-        Ok(Self { conn, _dir: dir })
+        Ok(Self {
+            conn,
+            _dir: dir,
+            _home: home,
+        })
     }
 
     pub(super) fn conn(&self) -> &Connection {
@@ -536,7 +600,9 @@ mod tests {
         let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
         assert!(dir.join("audit.sqlite").exists());
+        let home = s._home.path.clone();
         drop(s);
         assert!(!dir.exists(), "{} left behind", dir.display());
+        assert!(!home.exists(), "{} left behind", home.display());
     }
 }

@@ -80,3 +80,54 @@ fn audit_without_a_usable_tmpdir_says_so() {
     assert!(err.contains("TMPDIR") && err.contains("not-a-dir"), "{err}");
     assert!(o.stdout.is_empty(), "{}", text(&o));
 }
+
+/// A killed audit (Ctrl-C runs no destructors) leaves its working database behind in TMPDIR;
+/// the next audit removes it, and keeps the home of an audit that is still running.
+#[test]
+fn a_killed_audits_working_directory_is_removed_by_the_next() {
+    let line = Line::new();
+    line.host_batch(
+        "generic-iot",
+        3,
+        "dev-k{seq}",
+        &line.file("out"),
+        &["--plain-keys"],
+    );
+    let tmp = line.file("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    // A process that has ended: its PID names the killed audit's home.
+    let mut ended = std::process::Command::new("true").spawn().unwrap();
+    let dead = ended.id();
+    ended.wait().unwrap();
+    let killed = tmp.join(format!("certfab-audit-{dead}"));
+    let scratch = killed.join(".certfab-0123456789abcdef0.tmp");
+    std::fs::create_dir_all(&scratch).unwrap();
+    std::fs::write(scratch.join("audit.sqlite"), b"a working database").unwrap();
+    // This test process is alive: a home named by it belongs to a running audit.
+    let running = tmp.join(format!("certfab-audit-{}", std::process::id()));
+    std::fs::create_dir(&running).unwrap();
+    std::fs::write(running.join("in-use"), b"x").unwrap();
+    let o = std::process::Command::new(crate::common::bin())
+        .arg("--config")
+        .arg(line.config())
+        .args(["--json", "audit"])
+        .env("TMPDIR", &tmp)
+        .env_remove("CERTFAB_CONFIG")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!killed.exists(), "{} was left", killed.display());
+    assert!(
+        running.join("in-use").exists(),
+        "a live audit's home was removed"
+    );
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        left,
+        vec![format!("certfab-audit-{}", std::process::id())],
+        "the audit left its own working directory"
+    );
+}
