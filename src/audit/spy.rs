@@ -143,17 +143,13 @@ impl SpyLog {
 }
 
 /// Splits the log into processes (each starts with the spy's banner) and counts their
-/// signatures: each `[out] pSignature[*pulSignatureLen] ADDRESS / LENGTH` line. The spy prints
-/// a function's outputs only when it returned `CKR_OK`, and C_Sign, C_SignFinal and
-/// C_SignRecover name their output so; a NULL address is the length query. Lines, not call
-/// blocks, are counted because the workers of one process sign in parallel and the spy
-/// interleaves their blocks in the log (a call's lines can be cut by another's header, and
-/// two threads' `[out]` lines can share one line).
+/// signatures with [`SignatureCount`].
 fn parse(mut r: impl std::io::BufRead) -> std::io::Result<Vec<Proc>> {
     let ts = time::macros::format_description!(
         "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond]"
     );
     let mut procs: Vec<Proc> = Vec::new();
+    let mut count = SignatureCount::default();
     let mut buf = Vec::new();
     let mut n = 0usize;
     loop {
@@ -165,6 +161,9 @@ fn parse(mut r: impl std::io::BufRead) -> std::io::Result<Vec<Proc>> {
         let line = String::from_utf8_lossy(&buf);
         let line = line.trim_end_matches(['\n', '\r']);
         if line.contains("OpenSC PKCS#11 spy") {
+            if let Some(p) = procs.last_mut() {
+                p.signatures = std::mem::take(&mut count).signatures();
+            }
             procs.push(Proc {
                 line: n,
                 first: None,
@@ -173,19 +172,11 @@ fn parse(mut r: impl std::io::BufRead) -> std::io::Result<Vec<Proc>> {
             });
             continue;
         }
-        let Some(p) = procs.last_mut() else {
+        if procs.is_empty() {
             continue;
-        };
-        // Every occurrence: a thread's output can land inside another's line.
-        const OUT: &str = "[out] pSignature[*pulSignatureLen] ";
-        let outs = line
-            .match_indices(OUT)
-            .filter(|(i, _)| !line[i + OUT.len()..].starts_with("NULL"))
-            .count();
-        if line.contains(OUT) {
-            p.signatures += outs as u64;
-        } else if line.as_bytes().first().is_some_and(u8::is_ascii_digit) {
-            if let Ok(t) = PrimitiveDateTime::parse(line, &ts) {
+        }
+        if !count.line(line) && line.as_bytes().first().is_some_and(u8::is_ascii_digit) {
+            if let (Ok(t), Some(p)) = (PrimitiveDateTime::parse(line, &ts), procs.last_mut()) {
                 let t = t.assume_utc();
                 if p.first.is_none() {
                     p.first = Some((t, line.to_string()));
@@ -194,7 +185,68 @@ fn parse(mut r: impl std::io::BufRead) -> std::io::Result<Vec<Proc>> {
             }
         }
     }
+    if let Some(p) = procs.last_mut() {
+        p.signatures = count.signatures();
+    }
     Ok(procs)
+}
+
+/// The signature output label the spy prints for C_Sign, C_SignFinal and C_SignRecover. The
+/// spy prints a function's outputs only when it returned `CKR_OK`.
+const SIGNATURE_OUT: &str = "[out] pSignature[*pulSignatureLen] ";
+/// What the spy prints for a NULL output buffer: the length query before a signature.
+const NULL_BUFFER: &str = "NULL [size : 0x";
+
+/// Counts one process's signatures: each [`SIGNATURE_OUT`] label is a returned signature
+/// unless its buffer was NULL (the length query, for which the token reports a length above
+/// zero). The spy writes a label and its buffer with two `fprintf` calls, each atomic, so when
+/// the workers of one process sign in parallel another thread's output can land between the
+/// two (seen in CI: a length query whose `NULL` came a line later was counted as a signature).
+/// So labels and length queries are counted apart: a NULL buffer of non-zero length is a
+/// signature's length query unless it comes right after another `[out] NAME ` label (a
+/// length query of C_Encrypt, C_WrapKey, …); a NULL of length zero is an absent mechanism
+/// parameter, never a query. Left open: in a multi-threaded process that also asks another
+/// output's length, that query cut from its label would be taken for a signature's (an
+/// undercount of one); certfab makes no such calls.
+#[derive(Debug, Default)]
+struct SignatureCount {
+    labels: u64,
+    queries: u64,
+}
+
+impl SignatureCount {
+    /// Takes one line of the log; whether it held any signature output or NULL buffer.
+    fn line(&mut self, line: &str) -> bool {
+        let labels = line.matches(SIGNATURE_OUT).count() as u64;
+        self.labels += labels;
+        let mut any = labels > 0;
+        for (i, _) in line.match_indices(NULL_BUFFER) {
+            any = true;
+            let size = &line[i + NULL_BUFFER.len()..];
+            let size = &size[..size.bytes().take_while(u8::is_ascii_hexdigit).count()];
+            if size.is_empty() || size.bytes().all(|b| b == b'0') {
+                continue;
+            }
+            let before = &line[..i];
+            if before.ends_with(SIGNATURE_OUT) || !follows_out_label(before) {
+                self.queries += 1;
+            }
+        }
+        any
+    }
+
+    fn signatures(&self) -> u64 {
+        self.labels.saturating_sub(self.queries)
+    }
+}
+
+/// Whether `before` ends with an `[out] NAME ` label, whose buffer is what comes next.
+fn follows_out_label(before: &str) -> bool {
+    let Some(s) = before.strip_suffix(' ') else {
+        return false;
+    };
+    let name_at = s.rfind(' ').map_or(0, |i| i + 1);
+    name_at < s.len() && s[..name_at].ends_with("[out] ")
 }
 
 /// Reconciles `log` with the `token_signatures` events of `ledgers`.
@@ -350,5 +402,36 @@ mod tests {
             p[0].last.as_ref().map(|x| x.1.as_str()),
             Some("2026-12-03 18:09:34.165")
         );
+    }
+
+    const BANNER: &str = "\n\n*************** OpenSC PKCS#11 spy *****************\n";
+
+    /// Two workers' calls cut into each other, as the spy wrote them in CI: the length query's
+    /// `NULL` a line after its label, a signature whose label follows another thread's, and
+    /// mechanism parameters (NULL of length zero) cut from theirs. Two signatures.
+    #[test]
+    fn interleaved_workers_are_counted_by_label_and_query() {
+        let log = format!(
+            "{BANNER}\n\n40: C_SignInit\n2026-12-04 17:18:43.700\n[in] hSession = 0x3\n[in] pMechanism->type = CKM_ECDSA\n[in] pMechanism->pParameter[ulParameterLen] \n\n41: C_Sign\nNULL [size : 0x0 (0)]\n2026-12-04 17:18:43.701\n[out] pSignature[*pulSignatureLen] \n\n42: C_Sign\n2026-12-04 17:18:43.701\nNULL [size : 0x40 (64)]\nReturned:  0 CKR_OK\n[in] pData[ulDataLen] [out] pSignature[*pulSignatureLen] NULL [size : 0x40 (64)]\n000056000000aa00 / 32\n    00000000  01 02\n[out] pSignature[*pulSignatureLen] [out] pSignature[*pulSignatureLen] 0000559307f2dd00 / 64\n    00000000  7E DE\n0000559307f2dd40 / 64\n    00000000  7E DF\nReturned:  0 CKR_OK\n"
+        );
+        let p = parse(log.as_bytes()).unwrap();
+        assert_eq!(p[0].signatures, 2, "{log}");
+    }
+
+    /// Another output's length query (C_Encrypt's) is that output's, not a signature's.
+    #[test]
+    fn another_outputs_length_query_is_not_a_signatures() {
+        let log = format!(
+            "{BANNER}\n\n1: C_Encrypt\n2026-12-04 17:18:43.700\n[out] pEncryptedData[*pulEncryptedDataLen] NULL [size : 0x20 (32)]\nReturned:  0 CKR_OK\n\n2: C_Sign\n2026-12-04 17:18:43.701\n[out] pSignature[*pulSignatureLen] 0000559307f2dd00 / 64\n    00000000  7E DE\nReturned:  0 CKR_OK\n"
+        );
+        assert_eq!(parse(log.as_bytes()).unwrap()[0].signatures, 1);
+    }
+
+    /// Each process's count is its own.
+    #[test]
+    fn processes_are_counted_apart() {
+        let log = format!("{LOG}{LOG}");
+        let p = parse(log.as_bytes()).unwrap();
+        assert_eq!(p.iter().map(|p| p.signatures).collect::<Vec<_>>(), [1, 1]);
     }
 }

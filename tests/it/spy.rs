@@ -6,16 +6,16 @@ use crate::common::*;
 use std::path::Path;
 
 /// Signatures in a pkcs11-spy log, counted here with grep's rule: the spy prints a signing
-/// call's output buffer only when the call returned CKR_OK, and a NULL buffer is the length
-/// query that precedes each signature.
+/// call's output label only when the call returned CKR_OK, and a NULL buffer of non-zero
+/// length is the length query that precedes each signature (a NULL of length zero is an
+/// absent mechanism parameter). Label and buffer are two writes that parallel workers can cut
+/// apart, so the two are counted apart (this scenario asks no other output's length).
 fn spy_signatures(log: &Path) -> u64 {
     let text = std::fs::read_to_string(log).unwrap();
-    // Substrings, not lines: parallel workers' output lands inside each other's lines.
-    let outs = text.matches("[out] pSignature[*pulSignatureLen] ").count();
-    let queries = text
-        .matches("[out] pSignature[*pulSignatureLen] NULL")
-        .count();
-    (outs - queries) as u64
+    let labels = text.matches("[out] pSignature[*pulSignatureLen] ").count();
+    let nulls = text.matches("NULL [size : 0x").count();
+    let empty = text.matches("NULL [size : 0x0 (0)]").count();
+    (labels - (nulls - empty)) as u64
 }
 
 fn spy_audit(line: &Line, log: &Path) -> (std::process::Output, serde_json::Value) {
