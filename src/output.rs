@@ -533,6 +533,30 @@ impl OutDir {
         rfs::unlinkat(&self.fd, tmp, AtFlags::REMOVEDIR)
     }
 
+    /// Takes this directory for one certfab writer, then removes the temporaries a killed one
+    /// left here ([`OutDir::remove_stale_temps`]). The exclusive `flock` on the directory is held
+    /// until this `OutDir` is dropped, so two commands writing into one directory (two batches
+    /// on a central ledger, an export beside a batch) cannot remove each other's live
+    /// temporaries: the second is refused, naming the directory. Returns how many were removed.
+    pub fn take_for_writing(&self) -> Result<usize, WriteError> {
+        match rfs::flock(&self.fd, rfs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(Errno::WOULDBLOCK) => {
+                return Err(WriteError {
+                    path: self.path.clone(),
+                    msg: "another certfab command is writing into this directory; wait for it to finish, or give this one another directory".into(),
+                })
+            }
+            Err(e) => {
+                return Err(WriteError {
+                    path: self.path.clone(),
+                    msg: format!("cannot lock the directory: {}", errno_text(e)),
+                })
+            }
+        }
+        self.remove_stale_temps()
+    }
+
     /// Removes temporaries a killed certfab left here (`.certfab-*.tmp`; the links themselves
     /// if someone planted links by those names). Returns how many.
     pub fn remove_stale_temps(&self) -> Result<usize, WriteError> {
@@ -1155,5 +1179,21 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names, ["target"]);
+    }
+
+    /// Only one writer takes a directory; another (even in this process) is refused and
+    /// removes nothing, until the first is dropped.
+    #[test]
+    fn a_directory_taken_for_writing_is_refused_to_a_second_writer() {
+        let d = tempfile::tempdir().unwrap();
+        let first = OutDir::create(d.path()).unwrap();
+        assert_eq!(first.take_for_writing().unwrap(), 0);
+        std::fs::write(d.path().join(".certfab-0033.tmp"), "live").unwrap();
+        let second = OutDir::create(d.path()).unwrap();
+        let e = second.take_for_writing().unwrap_err();
+        assert!(e.msg.contains("another certfab command"), "{e}");
+        assert!(d.path().join(".certfab-0033.tmp").exists());
+        drop(first);
+        assert_eq!(second.take_for_writing().unwrap(), 1);
     }
 }

@@ -128,9 +128,8 @@ impl Bundles {
                 )));
             }
         }
-        // A killed run's unfinished bundle is a temporary here: the next run rebuilds it.
-        out.remove_stale_temps()
-            .map_err(|e| BatchError::OutputUnsigned(e.to_string()))?;
+        // A killed run's unfinished bundle was a temporary here, removed when the writer took
+        // the directory (`OutDir::take_for_writing`): this run rebuilds it.
         let mut tag = [0u8; 8];
         getrandom::getrandom(&mut tag)
             .map_err(|e| BatchError::OutputUnsigned(format!("no randomness: {e}")))?;

@@ -32,13 +32,11 @@ impl Writer {
         resuming: bool,
     ) -> Result<Self, BatchError> {
         let dir = OutDir::create(out).map_err(|e| BatchError::OutputUnsigned(e.to_string()))?;
+        // Device directories and files a killed run was assembling (see `Dirs::deliver`).
+        dir.take_for_writing()
+            .map_err(|e| BatchError::OutputUnsigned(e.to_string()))?;
         Ok(match job.layout {
-            super::Layout::Dirs => {
-                // Device directories a killed run was assembling (see `Dirs::deliver`).
-                dir.remove_stale_temps()
-                    .map_err(|e| BatchError::OutputUnsigned(e.to_string()))?;
-                Self::Dirs(Dirs::new(job, dir))
-            }
+            super::Layout::Dirs => Self::Dirs(Dirs::new(job, dir)),
             super::Layout::Bundle { devices_per_file } => Self::Bundle(
                 super::bundle::Bundles::new(job, dir, devices_per_file, resuming)?,
             ),

@@ -140,6 +140,8 @@ impl Out {
     /// `force`, symlinks always.
     pub fn disk(out: &Path, force: bool) -> Result<Self, ExportError> {
         let root = OutDir::create(out).map_err(werr)?;
+        // The files and scratch records of an export that was killed.
+        root.take_for_writing().map_err(werr)?;
         let listing = Spool::scratch(&root, "export-files.list").map_err(werr)?;
         let finished = Spool::scratch(&root, "export-renames.list").map_err(werr)?;
         Ok(Self::with(

@@ -1732,4 +1732,66 @@ fn certfab_export_cli_renders_every_format_from_a_signed_manifest() {
     let o = line.certfab(&args);
     assert_eq!(o.status.code(), Some(5), "{}", text(&o));
     assert!(text(&o).contains("already exists"), "{}", text(&o));
+
+    // What a killed export leaves (its temporaries and scratch records, `.certfab-*.tmp`) is
+    // removed by the next export into the directory; but not while another certfab command
+    // writes there: that export is refused, naming the directory, and writes nothing.
+    let dir = line.file("x-leftovers");
+    std::fs::create_dir_all(&dir).unwrap();
+    let left = dir.join(".certfab-00000000deadbeef1.tmp");
+    std::fs::write(&left, b"half a record").unwrap();
+    // One process holding the lock (flock(1) would leave it to its child when killed).
+    let mut holder = Command::new("python3")
+        .args([
+            "-c",
+            "import fcntl, os, sys, time\nfd = os.open(sys.argv[1], os.O_RDONLY)\nfcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\nprint('held', flush=True)\ntime.sleep(60)",
+        ])
+        .arg(&dir)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert_eq!(first.trim(), "held");
+    let csv_into = |d: &Path| {
+        line.certfab(&[
+            "export",
+            "--format",
+            "csv",
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "--out",
+            d.to_str().unwrap(),
+        ])
+    };
+    let o = csv_into(&dir);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+    assert!(
+        text(&o).contains("another certfab command is writing into this directory")
+            && text(&o).contains(dir.to_str().unwrap()),
+        "{}",
+        text(&o)
+    );
+    let names = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&dir), [".certfab-00000000deadbeef1.tmp"]);
+    let o = csv_into(&dir);
+    assert!(o.status.success(), "{}", text(&o));
+    let after = names(&dir);
+    assert!(
+        !after.is_empty() && after.iter().all(|n| !n.starts_with(".certfab-")),
+        "{after:?}"
+    );
 }
