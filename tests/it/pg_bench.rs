@@ -1,8 +1,10 @@
 //! The central-ledger figures of docs/performance.md, side by side in one run on one SoftHSM
 //! dev line: the batch rate on SQLite and on PostgreSQL (the same `batch --count N --keygen
 //! host --plain-keys`, alternating engines, twice each), then the per-device station overhead
-//! on PostgreSQL with 1 and with 4 stations at once. Not part of the suite (`--ignored`): it
-//! times things. Run it on a release build:
+//! with 1 and with 4 stations at once, each count first with every station on a SQLite ledger
+//! of its own and then all on one PostgreSQL ledger: the difference is what the central ledger
+//! adds, with the machine equally busy. Not part of the suite (`--ignored`): it times things.
+//! Run it on a release build:
 //!
 //! ```text
 //! cargo build --release
@@ -274,7 +276,7 @@ fn station_overhead(
     what: &str,
     stations: usize,
     per_station: usize,
-) {
+) -> f64 {
     let ledger = cluster.ledger(&format!("stations{stations}"));
     let configs: Vec<PathBuf> = (0..stations)
         .map(|i| {
@@ -289,27 +291,12 @@ fn station_overhead(
         .collect();
     let profile =
         std::env::var_os("CERTFAB_BENCH_PG_PROFILE").map(|_| StatementLog::start(cluster));
-    let t = Instant::now();
-    let children: Vec<_> = configs
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            start_station(
-                line,
-                c,
-                &format!("S{stations}X{i}P{}", cluster.port),
-                per_station,
-            )
-        })
-        .collect();
-    let mut all = Vec::new();
-    for c in children {
-        all.extend(overhead_ms(&c.wait_with_output().unwrap()));
-    }
-    println!(
-        "{stations} station(s) on PostgreSQL ({what}), {per_station} devices each, {:.1} s: certfab overhead per device: {}",
-        t.elapsed().as_secs_f64(),
-        describe(all)
+    let mean = run_stations(
+        line,
+        &configs,
+        &format!("S{stations}P{}", cluster.port),
+        per_station,
+        &format!("on PostgreSQL ({what})"),
     );
     if let Some(p) = profile {
         p.stop(cluster).print(
@@ -317,6 +304,73 @@ fn station_overhead(
             stations * per_station,
         );
     }
+    mean
+}
+
+/// The same stations, each on a SQLite ledger of its own (as before a central ledger): what
+/// certfab spends per device without PostgreSQL, with the machine as busy (the same number
+/// of stations and simulators sharing its cores). The difference to [`station_overhead`] is
+/// what the central ledger adds.
+fn sqlite_station_overhead(
+    line: &Line,
+    lite_text: &str,
+    tag: &str,
+    stations: usize,
+    per_station: usize,
+) -> f64 {
+    let configs: Vec<PathBuf> = (0..stations)
+        .map(|i| {
+            let text = lite_text
+                .replace(
+                    "ledger: ledger.sqlite\n",
+                    &format!("ledger: lite-{tag}-{stations}-{i}.sqlite\n"),
+                )
+                .replace("  id: dev-line\n", &format!("  id: lite-station-{i}\n"))
+                .replace(
+                    "  serial_prefix: 1\n",
+                    &format!("  serial_prefix: {}\n", 30 + i),
+                );
+            let path = line.file(&format!("lite-{tag}-{stations}-{i}.yaml"));
+            std::fs::write(&path, text).unwrap();
+            path
+        })
+        .collect();
+    run_stations(
+        line,
+        &configs,
+        &format!("L{tag}S{stations}"),
+        per_station,
+        "each on its own SQLite ledger",
+    )
+}
+
+/// One station per config at once, `per_station` simulated devices each; prints and returns
+/// the mean of certfab's overhead per device (ms).
+fn run_stations(
+    line: &Line,
+    configs: &[PathBuf],
+    tag: &str,
+    per_station: usize,
+    what: &str,
+) -> f64 {
+    let stations = configs.len();
+    let t = Instant::now();
+    let children: Vec<_> = configs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| start_station(line, c, &format!("{tag}X{i}"), per_station))
+        .collect();
+    let mut all = Vec::new();
+    for c in children {
+        all.extend(overhead_ms(&c.wait_with_output().unwrap()));
+    }
+    let mean = all.iter().sum::<f64>() / all.len() as f64;
+    println!(
+        "{stations} station(s) {what}, {per_station} devices each, {:.1} s: certfab overhead per device: {}",
+        t.elapsed().as_secs_f64(),
+        describe(all)
+    );
+    mean
 }
 
 #[test]
@@ -340,7 +394,8 @@ fn bench_central_ledger() {
             lite.push('\n');
         }
     }
-    std::fs::write(&lite_config, lite).unwrap();
+    std::fs::write(&lite_config, &lite).unwrap();
+    let lite_text = lite;
 
     let load = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("load before: {}", load().trim());
@@ -382,7 +437,13 @@ fn bench_central_ledger() {
             cluster.sql("postgres", "SELECT pg_reload_conf()");
         }
         for stations in [1usize, 4] {
-            station_overhead(&line, cluster, &what, stations, per_station);
+            let tag = format!("{}", cluster.port);
+            let base = sqlite_station_overhead(&line, &lite_text, &tag, stations, per_station);
+            let central = station_overhead(&line, cluster, &what, stations, per_station);
+            println!(
+                "{stations} station(s), {what}: the central ledger adds {:.2} ms per device (PostgreSQL {central:.2} ms − SQLite {base:.2} ms, means)",
+                central - base
+            );
         }
     }
     println!("load after: {}", load().trim());
