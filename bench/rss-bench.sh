@@ -14,9 +14,11 @@
 #
 # FORMATS="csv …" limits the formats exported (default: all 13).
 #
-# RSS_WORK=DIR works in DIR and keeps it (the line, the batch's ledger, the manifest), so a
-# later build's exports and audit can be measured on the same million-device manifest without
-# issuing it again (the batch is most of the time at 1,000,000).
+# RSS_WORK=DIR works in DIR and keeps it (the line, the batch's ledger, the manifest); a later
+# run with the same RSS_WORK finds that size's line and manifest there and goes straight to the
+# exports and audit, so a later build (or more formats) can be measured on the same
+# million-device manifest without issuing it again (the batch is most of the time at 1,000,000).
+# NO_AUDIT=1 skips the audit.
 #
 # Usage: [BEFORE=bin] [BEFORE_FORMATS="f …"] [FORMATS="f …"] [RSS_WORK=dir] bench/rss-bench.sh [SIZES...]
 #        (default sizes: 10000 100000)
@@ -52,11 +54,10 @@ settings() { # format -> --set flags (and the claim's flags for aws-fleet-claim)
 }
 for n in "${sizes[@]}"; do
   line="$work/line-$n"
-  CERTFAB="$certfab" "$repo/hsm-fixtures/dev-line.sh" "$line" > /dev/null
-  "$gen" pubkey "$n" "$work/in-$n.csv" > /dev/null
-  # Lower-case device ids: Azure DPS registration ids (the certificate CN) allow no capitals.
-  sed -i 's/^DEV\([0-9]\)/dev\1/' "$work/in-$n.csv"
+  m="$work/m-$n.jsonl"
   cf=("$certfab" --config "$line/certfab.yaml")
+  kept=
+  [ -n "${RSS_WORK:-}" ] && [ -s "$m" ] && [ -s "$line/certfab.yaml" ] && kept=1
   run() { # name args...
     local load secs kib cpu
     load=$(cut -d' ' -f1 /proc/loadavg)
@@ -65,11 +66,19 @@ for n in "${sizes[@]}"; do
     cpu=$(python3 -c "print(round($user + $sys, 2))")
     echo "devices=$n $1 wall_s=$secs cpu_s=$cpu peak_rss_mib=$((kib / 1024)) peak_rss_kib=$kib load1=$load"
   }
-  run batch-bundle "${cf[@]}" --json batch --profile generic-iot --input "$work/in-$n.csv" \
-    --layout bundle --out "$work/out-$n" --jobs 2
-  batch=$("${cf[@]}" --json batch status | python3 -c 'import json,sys; print(json.load(sys.stdin)["batch"]["id"])')
-  m="$work/m-$n.jsonl"
-  run manifest-build "${cf[@]}" manifest build --batch "$batch" --out "$m"
+  if [ -z "$kept" ]; then
+    rm -rf "$line" "$m" "$work/out-$n"
+    CERTFAB="$certfab" "$repo/hsm-fixtures/dev-line.sh" "$line" > /dev/null
+    "$gen" pubkey "$n" "$work/in-$n.csv" > /dev/null
+    # Lower-case device ids: Azure DPS registration ids (the certificate CN) allow no capitals.
+    sed -i 's/^DEV\([0-9]\)/dev\1/' "$work/in-$n.csv"
+    run batch-bundle "${cf[@]}" --json batch --profile generic-iot --input "$work/in-$n.csv" \
+      --layout bundle --out "$work/out-$n" --jobs 2
+    batch=$("${cf[@]}" --json batch status | python3 -c 'import json,sys; print(json.load(sys.stdin)["batch"]["id"])')
+    run manifest-build "${cf[@]}" manifest build --batch "$batch" --out "$m"
+  else
+    echo "devices=$n reusing $line and $m"
+  fi
   run manifest-verify "$certfab" manifest verify "$m" --trust "$line/ca/root.pem"
   [ -z "${BEFORE:-}" ] || run before-manifest-verify "$BEFORE" manifest verify "$m" --trust "$line/ca/root.pem"
   for f in "${formats[@]}"; do
@@ -85,6 +94,6 @@ for n in "${sizes[@]}"; do
       rm -rf "$work/b-$n-$f"
     done
   fi
-  run audit-json "${cf[@]}" --json audit
+  [ -n "${NO_AUDIT:-}" ] || run audit-json "${cf[@]}" --json audit
   [ -n "${RSS_WORK:-}" ] || rm -rf "$line" "$m" "$work/out-$n" "$work/in-$n.csv"
 done
