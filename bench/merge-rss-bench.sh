@@ -56,7 +56,7 @@ for n in "${sizes[@]}"; do
     for part in 1 2; do
       "$gen" pubkey "$n" "$work/in-$n-$part.csv" > /dev/null
       # Distinct device ids per batch (one certificate per device id and profile).
-      sed -i "s/^DEV\([0-9]\)/dev$part-\1/" "$work/in-$n-$part.csv"
+      sed -i "s/^DEV\([0-9]*,\)/dev$part-\1/" "$work/in-$n-$part.csv"
       "${cf[@]}" --json batch --profile generic-iot --input "$work/in-$n-$part.csv" \
         --layout bundle --out "$work/out-$n-$part" --jobs 2 > "$work/batch-$part.json"
       batch=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["batch"])' "$work/batch-$part.json")

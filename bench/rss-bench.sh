@@ -71,7 +71,7 @@ for n in "${sizes[@]}"; do
     CERTFAB="$certfab" "$repo/hsm-fixtures/dev-line.sh" "$line" > /dev/null
     "$gen" pubkey "$n" "$work/in-$n.csv" > /dev/null
     # Lower-case device ids: Azure DPS registration ids (the certificate CN) allow no capitals.
-    sed -i 's/^DEV\([0-9]\)/dev\1/' "$work/in-$n.csv"
+    sed -i 's/^DEV\([0-9]*,\)/dev\1/' "$work/in-$n.csv"
     run batch-bundle "${cf[@]}" --json batch --profile generic-iot --input "$work/in-$n.csv" \
       --layout bundle --out "$work/out-$n" --jobs 2
     batch=$("${cf[@]}" --json batch status | python3 -c 'import json,sys; print(json.load(sys.stdin)["batch"]["id"])')
