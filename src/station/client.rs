@@ -3,7 +3,7 @@
 //! link. Time spent waiting for the adapter is accounted as device time.
 
 use super::link::{AdapterSpec, Incoming, Link, RecvError};
-use super::protocol::{self, decode, AdapterError, Frame, Hello, LogBudget, LogLevel};
+use super::protocol::{self, decode, AdapterError, Frame, Hello, LogBudget, LogLevel, Request};
 use crate::profile::StationRules;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -73,6 +73,8 @@ pub struct Adapter {
     hello: Option<Hello>,
     device_time: Duration,
     log: LogSink,
+    /// The request line being sent, reused from one request to the next.
+    line: Vec<u8>,
 }
 
 impl Adapter {
@@ -91,6 +93,7 @@ impl Adapter {
             hello: None,
             device_time: Duration::ZERO,
             log,
+            line: Vec::new(),
         };
         // A device may still be booting, or a PTY peer not yet listening: retry the greeting
         // like any other request.
@@ -142,12 +145,10 @@ impl Adapter {
             detail,
         })?;
         self.link = Some(link);
-        let params = serde_json::json!({
-            "protocol": [protocol::VERSION],
-            "certfab": env!("CARGO_PKG_VERSION"),
-            "station": self.station,
-        });
-        let reply = self.exchange("hello", &params, rules.timeout("hello"), false);
+        let station = std::mem::take(&mut self.station);
+        let hello = Request::Hello { station: &station };
+        let reply = self.exchange(&hello, rules.timeout("hello"), false);
+        self.station = station;
         let hello: Hello = match reply.and_then(|m| {
             decode("hello", m).map_err(|detail| StepError::Protocol {
                 op: "hello".into(),
@@ -178,10 +179,10 @@ impl Adapter {
     /// Sends `op` and returns its typed result, retrying per the profile.
     pub fn call<T: for<'de> Deserialize<'de>>(
         &mut self,
-        op: &str,
-        params: &Value,
+        req: &Request<'_>,
         rules: &StationRules,
     ) -> Result<T, StepError> {
+        let op = req.op();
         let timeout = rules.timeout(op);
         let mut attempt = 0;
         loop {
@@ -189,7 +190,7 @@ impl Adapter {
             let last = attempt > rules.retries;
             let result = self
                 .ensure_link(rules)
-                .and_then(|_| self.exchange(op, params, timeout, true));
+                .and_then(|_| self.exchange(req, timeout, true));
             match result {
                 Ok(m) => {
                     return decode(op, m).map_err(|detail| {
@@ -232,14 +233,15 @@ impl Adapter {
     /// One request and its reply on the current link.
     fn exchange(
         &mut self,
-        op: &str,
-        params: &Value,
+        req: &Request<'_>,
         timeout: Duration,
         greeted: bool,
     ) -> Result<Map<String, Value>, StepError> {
+        let op = req.op();
         let id = self.next_id;
         self.next_id += 1;
-        let line = protocol::request(id, op, params.clone());
+        protocol::write_request(&mut self.line, id, req);
+        let line = &self.line;
         let Some(link) = self.link.as_mut() else {
             return Err(StepError::Lost {
                 op: op.into(),
@@ -253,7 +255,7 @@ impl Adapter {
         let mut logs = LogBudget::default();
         let mut stderr = LogBudget::default();
         let result = (|| {
-            link.send(&line).map_err(|detail| StepError::Lost {
+            link.send(line).map_err(|detail| StepError::Lost {
                 op: op.into(),
                 detail,
             })?;

@@ -21,20 +21,146 @@ pub const MAX_LOG_LINES: usize = 256;
 /// in flight.
 pub const MAX_LOG_BYTES: usize = 64 * 1024;
 
-/// Encodes one request line (with the trailing LF).
-pub fn request(id: u64, op: &str, params: Value) -> Vec<u8> {
-    let mut obj = Map::new();
-    obj.insert("v".into(), VERSION.into());
-    obj.insert("id".into(), id.into());
-    obj.insert("op".into(), op.into());
-    if let Value::Object(p) = params {
-        for (k, v) in p {
-            obj.entry(k).or_insert(v);
+/// One request certfab sends, its parameters borrowed from the flow (a request line is
+/// written straight from these, with no serde_json map in between).
+#[derive(Debug, Clone, Copy)]
+pub enum Request<'a> {
+    /// `hello`: the versions certfab speaks, its version, the station id.
+    Hello { station: &'a str },
+    /// `wait_device`.
+    WaitDevice { timeout_ms: u64 },
+    /// `identify`.
+    Identify,
+    /// `generate_csr`: a new key (or the one held), of this type, for this CN.
+    GenerateCsr {
+        new_key: bool,
+        algorithm: Option<&'a str>,
+        cn: Option<&'a str>,
+    },
+    /// `install`.
+    Install { files: &'a [InstallFile<'a>] },
+    /// `read_back` of these files.
+    ReadBack { names: &'a [&'a str] },
+    /// `prove` with this base64 nonce.
+    Prove { nonce: &'a str },
+    /// `lock`.
+    Lock,
+    /// `release` with the verdict (`pass`/`fail`) and its reason.
+    Release { result: &'a str, message: &'a str },
+}
+
+impl Request<'_> {
+    /// The operation's protocol name.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Self::Hello { .. } => "hello",
+            Self::WaitDevice { .. } => "wait_device",
+            Self::Identify => "identify",
+            Self::GenerateCsr { .. } => "generate_csr",
+            Self::Install { .. } => "install",
+            Self::ReadBack { .. } => "read_back",
+            Self::Prove { .. } => "prove",
+            Self::Lock => "lock",
+            Self::Release { .. } => "release",
         }
     }
-    let mut line = serde_json::to_vec(&Value::Object(obj)).unwrap_or_default();
-    line.push(b'\n');
-    line
+}
+
+/// One file of an `install` request (members in alphabetical order, see [`write_request`]).
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct InstallFile<'a> {
+    /// The file's text.
+    pub content: &'a str,
+    /// `certificate`, `chain`, `ca`, `config` or `private_key`.
+    pub kind: &'a str,
+    /// File name.
+    pub name: &'a str,
+    /// SHA-256 of `content`, hex.
+    pub sha256: &'a str,
+}
+
+/// `generate_csr.subject`.
+#[derive(serde::Serialize)]
+struct Subject<'a> {
+    #[serde(rename = "CN")]
+    cn: Option<&'a str>,
+}
+
+/// A request line's object: the envelope (`id`, `op`, `v`) and the request's members.
+struct Line<'a> {
+    id: u64,
+    req: &'a Request<'a>,
+}
+
+impl serde::Serialize for Line<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        let (id, op) = (&self.id, self.req.op());
+        // Members in alphabetical order (`v` is always last): the order certfab's lines have
+        // always had, since serde_json's maps sort their keys.
+        match *self.req {
+            Request::Hello { station } => {
+                m.serialize_entry("certfab", env!("CARGO_PKG_VERSION"))?;
+                m.serialize_entry("id", id)?;
+                m.serialize_entry("op", op)?;
+                m.serialize_entry("protocol", &[VERSION])?;
+                m.serialize_entry("station", station)?;
+            }
+            Request::WaitDevice { timeout_ms } => {
+                m.serialize_entry("id", id)?;
+                m.serialize_entry("op", op)?;
+                m.serialize_entry("timeout_ms", &timeout_ms)?;
+            }
+            Request::Identify | Request::Lock => {
+                m.serialize_entry("id", id)?;
+                m.serialize_entry("op", op)?;
+            }
+            Request::GenerateCsr {
+                new_key,
+                algorithm,
+                cn,
+            } => {
+                m.serialize_entry("algorithm", &algorithm)?;
+                m.serialize_entry("id", id)?;
+                m.serialize_entry("new_key", &new_key)?;
+                m.serialize_entry("op", op)?;
+                m.serialize_entry("subject", &Subject { cn })?;
+            }
+            Request::Install { files } => {
+                m.serialize_entry("files", files)?;
+                m.serialize_entry("id", id)?;
+                m.serialize_entry("op", op)?;
+            }
+            Request::ReadBack { names } => {
+                m.serialize_entry("id", id)?;
+                m.serialize_entry("names", names)?;
+                m.serialize_entry("op", op)?;
+            }
+            Request::Prove { nonce } => {
+                m.serialize_entry("id", id)?;
+                m.serialize_entry("nonce", nonce)?;
+                m.serialize_entry("op", op)?;
+            }
+            Request::Release { result, message } => {
+                m.serialize_entry("id", id)?;
+                m.serialize_entry("message", message)?;
+                m.serialize_entry("op", op)?;
+                m.serialize_entry("result", result)?;
+            }
+        }
+        m.serialize_entry("v", &VERSION)?;
+        m.end()
+    }
+}
+
+/// Writes one request line (with the trailing LF) into `out`, which is cleared first: the
+/// client reuses one buffer for every request and sends each line in one write.
+pub fn write_request(out: &mut Vec<u8>, id: u64, req: &Request<'_>) {
+    out.clear();
+    // Writing into a Vec cannot fail, and every member is a string, number, bool or null.
+    let _ = serde_json::to_writer(&mut *out, &Line { id, req });
+    out.push(b'\n');
 }
 
 /// Splits a byte stream into lines, bounded by [`MAX_LINE`].
@@ -405,13 +531,101 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// How request lines were built before [`write_request`]: a serde_json map of the
+    /// envelope and the parameters (which sorts its keys).
+    fn old_request(id: u64, op: &str, params: Value) -> Vec<u8> {
+        let mut obj = Map::new();
+        obj.insert("v".into(), VERSION.into());
+        obj.insert("id".into(), id.into());
+        obj.insert("op".into(), op.into());
+        if let Value::Object(p) = params {
+            for (k, v) in p {
+                obj.entry(k).or_insert(v);
+            }
+        }
+        let mut line = serde_json::to_vec(&Value::Object(obj)).unwrap();
+        line.push(b'\n');
+        line
+    }
+
+    /// Every request, byte for byte as the map construction wrote it.
     #[test]
-    fn request_lines() {
-        let line = request(7, "install", json!({"files": [], "op": "evil", "id": 1}));
-        let v: Value = serde_json::from_slice(&line).unwrap();
-        assert_eq!(v["id"], 7);
-        assert_eq!(v["op"], "install", "params cannot override the envelope");
-        assert_eq!(line.last(), Some(&b'\n'));
+    fn request_lines_keep_their_bytes() {
+        let files = [
+            InstallFile {
+                content: "-----BEGIN CERTIFICATE-----\nMIIB\u{1}\"\\\n",
+                kind: "certificate",
+                name: "cert.pem",
+                sha256: "ab01",
+            },
+            InstallFile {
+                content: "{\n  \"k\": \"ü\"\n}\n",
+                kind: "config",
+                name: "config.json",
+                sha256: "cd02",
+            },
+        ];
+        let names = ["cert.pem", "chain.pem"];
+        let cases: Vec<(Request<'_>, Value)> = vec![
+            (
+                Request::Hello {
+                    station: "line-1 \"a\"",
+                },
+                json!({"protocol": [VERSION], "certfab": env!("CARGO_PKG_VERSION"), "station": "line-1 \"a\""}),
+            ),
+            (
+                Request::WaitDevice { timeout_ms: 2000 },
+                json!({"timeout_ms": 2000u64}),
+            ),
+            (Request::Identify, json!({})),
+            (
+                Request::GenerateCsr {
+                    new_key: true,
+                    algorithm: Some("p256"),
+                    cn: Some("SIM-0001"),
+                },
+                json!({"new_key": true, "algorithm": Some("p256"), "subject": {"CN": Some("SIM-0001")}}),
+            ),
+            (
+                Request::GenerateCsr {
+                    new_key: false,
+                    algorithm: None,
+                    cn: None,
+                },
+                json!({"new_key": false, "algorithm": None::<&str>, "subject": {"CN": None::<String>}}),
+            ),
+            (
+                Request::Install { files: &files },
+                json!({"files": files.iter().map(|f| json!({"name": f.name, "kind": f.kind, "content": f.content, "sha256": f.sha256})).collect::<Vec<_>>()}),
+            ),
+            (
+                Request::Install { files: &[] },
+                json!({"files": Vec::<Value>::new()}),
+            ),
+            (Request::ReadBack { names: &names }, json!({"names": names})),
+            (
+                Request::Prove { nonce: "AAEC/w==" },
+                json!({"nonce": "AAEC/w=="}),
+            ),
+            (Request::Lock, json!({})),
+            (
+                Request::Release {
+                    result: "fail",
+                    message: "read back: \"x\"\n",
+                },
+                json!({"result": "fail", "message": "read back: \"x\"\n"}),
+            ),
+        ];
+        let mut line = b"left over from the previous request".to_vec();
+        for (i, (req, params)) in cases.into_iter().enumerate() {
+            let id = i as u64 * 1000 + 7;
+            write_request(&mut line, id, &req);
+            assert_eq!(
+                String::from_utf8_lossy(&line),
+                String::from_utf8_lossy(&old_request(id, req.op(), params)),
+                "{req:?}"
+            );
+        }
     }
 
     #[test]
