@@ -860,9 +860,9 @@ fn cert_public_key(der: &[u8]) -> Result<crate::crypto::PublicKey, String> {
     crate::crypto::PublicKey::from_spki_der(&spki).map_err(|e| e.to_string())
 }
 
+/// The certificate's serial as hex of its INTEGER's content octets (a leading 0x00 included,
+/// as a full parse's `serial_number.as_bytes()` gives it), read without decoding the rest of
+/// the certificate.
 fn serial_of(der: &[u8]) -> Option<String> {
-    use der::Decode;
-    x509_cert::Certificate::from_der(der)
-        .ok()
-        .map(|c| hex::encode(c.tbs_certificate.serial_number.as_bytes()))
+    crate::x509::cert_serial(der).ok().map(hex::encode)
 }

@@ -57,13 +57,14 @@ mod tests {
     use x509_parser::prelude::*;
 
     /// The serial read from the DER is x509-parser's `raw_serial`, with and without a leading
-    /// zero octet (a serial whose top bit is set).
+    /// zero octet (a serial whose top bit is set, given with or without it).
     #[test]
     fn cert_serial_is_the_parsers_raw_serial() {
         let key = SoftSigner::generate_p256();
         for serial in [
             vec![0x42, 0x01],
             vec![0x00, 0x80, 0x01, 0x02],
+            vec![0x80, 0x01],
             vec![0x01; 20],
         ] {
             let tbs = build_tbs(&CertSpec {
@@ -82,6 +83,13 @@ mod tests {
             assert_eq!(
                 cert_serial(&der).unwrap(),
                 parsed.tbs_certificate.raw_serial()
+            );
+            // And x509-cert's, whose hex station mode printed and stored before it read the
+            // serial this way.
+            let cert = <x509_cert::Certificate as der::Decode>::from_der(&der).unwrap();
+            assert_eq!(
+                cert_serial(&der).unwrap(),
+                cert.tbs_certificate.serial_number.as_bytes()
             );
         }
         assert!(cert_serial(b"\x30\x03\x02\x01\x01").is_err());
