@@ -169,10 +169,13 @@ impl Ui {
         }
     }
 
+    /// One line, serialized into memory first: serde_json writes a line in many small pieces,
+    /// and each piece written to stdout's line buffer costs a lock and a scan for newlines.
     fn json(&self, v: impl serde::Serialize) {
+        let mut line = serde_json::to_vec(&v).unwrap_or_default();
+        line.push(b'\n');
         let mut out = std::io::stdout().lock();
-        let _ = serde_json::to_writer(&mut out, &v);
-        let _ = out.write_all(b"\n");
+        let _ = out.write_all(&line);
         let _ = out.flush();
     }
 
