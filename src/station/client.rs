@@ -6,7 +6,6 @@ use super::link::{AdapterSpec, Incoming, Link, RecvError};
 use super::protocol::{self, decode, AdapterError, Frame, Hello, LogBudget, LogLevel, Request};
 use crate::profile::StationRules;
 use serde::Deserialize;
-use serde_json::{Map, Value};
 use std::time::{Duration, Instant};
 
 /// Why a step did not get a usable answer.
@@ -149,8 +148,8 @@ impl Adapter {
         let hello = Request::Hello { station: &station };
         let reply = self.exchange(&hello, rules.timeout("hello"), false);
         self.station = station;
-        let hello: Hello = match reply.and_then(|m| {
-            decode("hello", m).map_err(|detail| StepError::Protocol {
+        let hello: Hello = match reply.and_then(|line| {
+            decode("hello", &line).map_err(|detail| StepError::Protocol {
                 op: "hello".into(),
                 detail,
             })
@@ -192,8 +191,8 @@ impl Adapter {
                 .ensure_link(rules)
                 .and_then(|_| self.exchange(req, timeout, true));
             match result {
-                Ok(m) => {
-                    return decode(op, m).map_err(|detail| {
+                Ok(line) => {
+                    return decode(op, &line).map_err(|detail| {
                         // Like any protocol violation: the adapter's state is unknown.
                         self.link = None;
                         StepError::Protocol {
@@ -230,13 +229,13 @@ impl Adapter {
         }
     }
 
-    /// One request and its reply on the current link.
+    /// One request and its reply line on the current link.
     fn exchange(
         &mut self,
         req: &Request<'_>,
         timeout: Duration,
         greeted: bool,
-    ) -> Result<Map<String, Value>, StepError> {
+    ) -> Result<Vec<u8>, StepError> {
         let op = req.op();
         let id = self.next_id;
         self.next_id += 1;
@@ -263,7 +262,9 @@ impl Adapter {
                 match link.recv(deadline) {
                     Ok(Incoming::Line(l)) => match protocol::parse_line(&l, greeted) {
                         Ok(Frame::Reply { id: rid, result }) if rid == id => {
-                            return result.map_err(|err| StepError::Device { op: op.into(), err })
+                            return result
+                                .map(|()| l)
+                                .map_err(|err| StepError::Device { op: op.into(), err })
                         }
                         // A late reply to a request that already timed out.
                         Ok(Frame::Reply { .. }) | Ok(Frame::Noise) => {}

@@ -280,13 +280,99 @@ pub enum Frame {
     Reply {
         /// Request id.
         id: u64,
-        /// Result members, or the error.
-        result: Result<Map<String, Value>, AdapterError>,
+        /// Success (its members are decoded from the line by [`decode`]), or the error.
+        result: Result<(), AdapterError>,
     },
     /// A log line.
     Log { level: LogLevel, text: String },
     /// Not JSON, before the adapter greeted: a boot banner, skipped.
     Noise,
+}
+
+/// The members of an adapter line that say what it is. Every other member is skipped
+/// without being built: a reply's result members are decoded from the same line into their
+/// own type by [`decode`], so a reply is parsed into typed values once instead of into a
+/// serde_json map first and from that map again.
+#[derive(Default)]
+struct Envelope {
+    v: Option<Value>,
+    id: Option<Value>,
+    ok: Option<Value>,
+    log: Option<Value>,
+    level: Option<Value>,
+    error: Option<Value>,
+}
+
+/// A member name of [`Envelope`], or another.
+enum Key {
+    V,
+    Id,
+    Ok,
+    Log,
+    Level,
+    Error,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = Key;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_str<E>(self, k: &str) -> Result<Key, E> {
+                Ok(match k {
+                    "v" => Key::V,
+                    "id" => Key::Id,
+                    "ok" => Key::Ok,
+                    "log" => Key::Log,
+                    "level" => Key::Level,
+                    "error" => Key::Error,
+                    _ => Key::Other,
+                })
+            }
+        }
+        d.deserialize_identifier(Visit)
+    }
+}
+
+impl<'de> Deserialize<'de> for Envelope {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Envelope;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Envelope, A::Error> {
+                let mut e = Envelope::default();
+                while let Some(key) = map.next_key::<Key>()? {
+                    let slot = match key {
+                        Key::V => &mut e.v,
+                        Key::Id => &mut e.id,
+                        Key::Ok => &mut e.ok,
+                        Key::Log => &mut e.log,
+                        Key::Level => &mut e.level,
+                        Key::Error => &mut e.error,
+                        Key::Other => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    // A member given twice: the last one counts, as in a serde_json map (a
+                    // `null` is kept: `"log":null` is a log line).
+                    *slot = Some(map.next_value()?);
+                }
+                Ok(e)
+            }
+        }
+        d.deserialize_map(Visit)
+    }
 }
 
 /// Classifies a line. `greeted`: the adapter has answered `hello`, so non-JSON is garbage.
@@ -295,42 +381,43 @@ pub fn parse_line(line: &[u8], greeted: bool) -> Result<Frame, String> {
     if trimmed.is_empty() || (!greeted && trimmed.first() != Some(&b'{')) {
         return Ok(Frame::Noise);
     }
-    let v: Value = serde_json::from_slice(trimmed)
-        .map_err(|_| format!("adapter sent garbage: {}", sample(trimmed)))?;
-    let Value::Object(mut obj) = v else {
-        return Err(format!(
-            "adapter sent a JSON value that is not an object: {}",
-            sample(trimmed)
-        ));
-    };
-    if obj.get("v").and_then(Value::as_u64) != Some(VERSION) {
+    let garbage = || format!("adapter sent garbage: {}", sample(trimmed));
+    if trimmed.first() != Some(&b'{') {
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(trimmed) {
+                Ok(_) => format!(
+                    "adapter sent a JSON value that is not an object: {}",
+                    sample(trimmed)
+                ),
+                Err(_) => garbage(),
+            },
+        );
+    }
+    // Skipped members are not checked for UTF-8 by serde_json: the whole line is, first.
+    let text = std::str::from_utf8(trimmed).map_err(|_| garbage())?;
+    let env: Envelope = serde_json::from_str(text).map_err(|_| garbage())?;
+    if env.v.as_ref().and_then(Value::as_u64) != Some(VERSION) {
         return Err(format!("adapter line without \"v\":1: {}", sample(trimmed)));
     }
-    if let Some(text) = obj.get("log") {
+    if let Some(text) = env.log {
         return Ok(Frame::Log {
-            level: LogLevel::parse(obj.get("level").and_then(Value::as_str)),
-            text: text
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| text.to_string()),
+            level: LogLevel::parse(env.level.as_ref().and_then(Value::as_str)),
+            text: match text {
+                Value::String(s) => s,
+                other => other.to_string(),
+            },
         });
     }
-    let Some(id) = obj.get("id").and_then(Value::as_u64) else {
+    let Some(id) = env.id.as_ref().and_then(Value::as_u64) else {
         return Err(format!(
             "adapter reply without a numeric id: {}",
             sample(trimmed)
         ));
     };
-    let result = match obj.get("ok") {
-        Some(Value::Bool(true)) => {
-            for k in ["v", "id", "ok"] {
-                obj.remove(k);
-            }
-            Ok(obj)
-        }
-        Some(Value::Bool(false)) => Err(obj
-            .get("error")
-            .cloned()
+    let result = match env.ok {
+        Some(Value::Bool(true)) => Ok(()),
+        Some(Value::Bool(false)) => Err(env
+            .error
             .and_then(|e| serde_json::from_value(e).ok())
             .unwrap_or(AdapterError {
                 code: "device_error".into(),
@@ -357,12 +444,11 @@ pub fn sample(bytes: &[u8]) -> String {
     out
 }
 
-/// Decodes a result into its typed form, naming the operation on failure.
-pub fn decode<T: for<'de> Deserialize<'de>>(
-    op: &str,
-    result: Map<String, Value>,
-) -> Result<T, String> {
-    serde_json::from_value(Value::Object(result))
+/// Decodes the result members of a reply line that [`parse_line`] classified as a success
+/// into their typed form, naming the operation on failure. The envelope members (`v`, `id`,
+/// `ok`) are not members of any result type, so they are skipped like any unknown member.
+pub fn decode<T: for<'de> Deserialize<'de>>(op: &str, line: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(line)
         .map_err(|e| format!("adapter's {op} reply does not fit protocol v1: {e}"))
 }
 
@@ -648,16 +734,24 @@ mod tests {
         );
         assert!(parse_line(b"Booting Zephyr OS", true).is_err());
         assert!(parse_line(b"{not json", false).is_err());
-        let r = parse_line(br#"{"v":1,"id":3,"ok":true,"present":true}"#, true).unwrap();
+        let line = br#"{"v":1,"id":3,"ok":true,"present":true}"#;
+        let r = parse_line(line, true).unwrap();
         let Frame::Reply {
             id: 3,
-            result: Ok(m),
+            result: Ok(()),
         } = r
         else {
             panic!("{r:?}")
         };
-        assert_eq!(m.get("present"), Some(&Value::Bool(true)));
-        assert!(!m.contains_key("ok"));
+        let p: Presence = decode("wait_device", line).unwrap();
+        assert!(p.present && !p.end);
+        let e = decode::<Presence>("wait_device", br#"{"v":1,"id":3,"ok":true}"#).unwrap_err();
+        assert!(
+            e.starts_with(
+                "adapter's wait_device reply does not fit protocol v1: missing field `present`"
+            ),
+            "{e}"
+        );
         let r = parse_line(
             br#"{"v":1,"id":4,"ok":false,"error":{"code":"busy","retry":true}}"#,
             true,
@@ -676,7 +770,64 @@ mod tests {
         ));
         assert!(parse_line(br#"{"v":2,"id":1,"ok":true}"#, true).is_err());
         assert!(parse_line(br#"{"v":1,"ok":true}"#, true).is_err());
-        assert!(parse_line(br#"[1,2]"#, true).is_err());
+        assert!(parse_line(br#"[1,2]"#, true)
+            .unwrap_err()
+            .contains("not an object"));
+        assert!(parse_line(br#"[1,2"#, true)
+            .unwrap_err()
+            .contains("garbage"));
+    }
+
+    /// The envelope is read as the serde_json map read it: the last of a repeated member
+    /// counts, `"log":null` is a log line, members of other types are refused with the same
+    /// words, and a line that is not UTF-8 anywhere is garbage.
+    #[test]
+    fn envelope_reads_like_a_map() {
+        let reply = |l: &[u8]| parse_line(l, true);
+        assert!(matches!(
+            reply(br#"{"v":1,"id":1,"id":9,"ok":false,"ok":true}"#),
+            Ok(Frame::Reply {
+                id: 9,
+                result: Ok(())
+            })
+        ));
+        assert_eq!(
+            reply(br#"{"v":1,"log":null,"level":3}"#).unwrap(),
+            Frame::Log {
+                level: LogLevel::Info,
+                text: "null".into()
+            }
+        );
+        assert_eq!(
+            reply(br#"{"v":1,"log":{"a":[1]},"level":"error"}"#).unwrap(),
+            Frame::Log {
+                level: LogLevel::Error,
+                text: r#"{"a":[1]}"#.into()
+            }
+        );
+        assert!(reply(br#"{"v":"1","id":1,"ok":true}"#)
+            .unwrap_err()
+            .contains("without \"v\":1"));
+        assert!(reply(br#"{"v":1,"id":-1,"ok":true}"#)
+            .unwrap_err()
+            .contains("numeric id"));
+        assert!(reply(br#"{"v":1,"id":1,"ok":"yes"}"#)
+            .unwrap_err()
+            .contains("\"ok\": true/false"));
+        assert!(matches!(
+            reply(br#"{"v":1,"id":2,"ok":false,"error":"busy"}"#),
+            Ok(Frame::Reply {
+                id: 2,
+                result: Err(AdapterError { ref code, .. })
+            }) if code == "device_error"
+        ));
+        let mut bad = br#"{"v":1,"id":1,"ok":true,"x":"?"}"#.to_vec();
+        let q = bad.iter().position(|&b| b == b'?').unwrap();
+        bad[q] = 0xff;
+        assert!(reply(&bad).unwrap_err().contains("garbage"));
+        assert!(reply(br#"{"v":1,"id":1,"ok":true,"x":"a"#)
+            .unwrap_err()
+            .contains("garbage"));
     }
 
     #[test]
