@@ -88,7 +88,7 @@ LEDGER = [ledger(f) for f in ("reserve", "record_signed_with", "record_attempt_w
                               "set_device_state", "record_group")]
 # `prove` (often inlined into prove_and_lock): what it calls to check the device's signature.
 PROVE = [m("certfab::station::device::Shift::prove"), m("certfab::station::device::Shift::prove_and_lock")]
-PROVE_CHECK = r"(%s|%s|%s|der::decode::Decode::from_der|der::encode::Encode::to_der|core::ptr::drop_in_place<x509_cert::.*>|certfab::station::device::cert_public_key)" % (
+PROVE_CHECK = r"(%s|%s|%s|der::decode::Decode::from_der|der::encode::Encode::to_der|core::ptr::drop_in_place<x509_cert::.*>|certfab::station::device::cert_public_key|certfab::x509::signed::(cert_spki|split_signed))" % (
     VERIFY, m("certfab::crypto::pubkey::PublicKey::from_spki_der"), m("certfab::crypto::pubkey::PublicKey::default_signature"))
 # (stage, functions whose inclusive cost it is, (caller, callee) call edges whose inclusive
 # cost it is, functions inside it that belong to another stage: their whole inclusive cost is

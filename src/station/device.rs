@@ -849,15 +849,10 @@ fn spki_of_pkcs8(pem: &str) -> Result<Vec<u8>, String> {
         .to_vec())
 }
 
+/// The key in a certificate, taken from its DER without decoding the rest of it.
 fn cert_public_key(der: &[u8]) -> Result<crate::crypto::PublicKey, String> {
-    use der::{Decode, Encode};
-    let cert = x509_cert::Certificate::from_der(der).map_err(|e| e.to_string())?;
-    let spki = cert
-        .tbs_certificate
-        .subject_public_key_info
-        .to_der()
-        .map_err(|e| e.to_string())?;
-    crate::crypto::PublicKey::from_spki_der(&spki).map_err(|e| e.to_string())
+    let spki = crate::x509::cert_spki(der).map_err(|e| e.to_string())?;
+    crate::crypto::PublicKey::from_spki_der(spki).map_err(|e| e.to_string())
 }
 
 /// The certificate's serial as hex of its INTEGER's content octets (a leading 0x00 included,
