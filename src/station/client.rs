@@ -7,6 +7,7 @@ use super::protocol::{self, decode, AdapterError, Frame, Hello, LogBudget, LogLe
 use crate::profile::StationRules;
 use serde::Deserialize;
 use std::time::{Duration, Instant};
+use zeroize::Zeroize;
 
 /// Why a step did not get a usable answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -72,7 +73,8 @@ pub struct Adapter {
     hello: Option<Hello>,
     device_time: Duration,
     log: LogSink,
-    /// The request line being sent, reused from one request to the next.
+    /// The request line being sent, reused from one request to the next and zeroized after
+    /// each (an `install` line carries a host-generated private key).
     line: Vec<u8>,
 }
 
@@ -144,10 +146,12 @@ impl Adapter {
             detail,
         })?;
         self.link = Some(link);
-        let station = std::mem::take(&mut self.station);
-        let hello = Request::Hello { station: &station };
-        let reply = self.exchange(&hello, rules.timeout("hello"), false);
-        self.station = station;
+        let station = self.station.clone();
+        let reply = self.exchange(
+            &Request::Hello { station: &station },
+            rules.timeout("hello"),
+            false,
+        );
         let hello: Hello = match reply.and_then(|line| {
             decode("hello", &line).map_err(|detail| StepError::Protocol {
                 op: "hello".into(),
@@ -242,6 +246,7 @@ impl Adapter {
         protocol::write_request(&mut self.line, id, req);
         let line = &self.line;
         let Some(link) = self.link.as_mut() else {
+            self.line.zeroize();
             return Err(StepError::Lost {
                 op: op.into(),
                 detail: "no link".into(),
@@ -305,6 +310,7 @@ impl Adapter {
                 }
             }
         })();
+        self.line.zeroize();
         self.device_time += started.elapsed();
         if stderr.over() > 0 {
             (self.log)(
