@@ -59,21 +59,22 @@ pub fn station_frames(data: &[u8]) {
         loop {
             match buf.next_line() {
                 Ok(Some(line)) => match p::parse_line(&line, greeted) {
-                    Ok(Frame::Reply { result: Ok(r), .. }) => {
+                    Ok(Frame::Reply { result: Ok(()), .. }) => {
+                        let r = &line[..];
                         greeted = true;
-                        let _ = p::decode::<p::Hello>("hello", r.clone());
-                        let _ = p::decode::<p::Presence>("wait_device", r.clone());
-                        if let Ok(id) = p::decode::<p::Identity>("identify", r.clone()) {
+                        let _ = p::decode::<p::Hello>("hello", r);
+                        let _ = p::decode::<p::Presence>("wait_device", r);
+                        if let Ok(id) = p::decode::<p::Identity>("identify", r) {
                             let _ = id.field("device_id");
                             let _ = id.template_values();
                             let _ = id.spki();
                             let _ = id.security_violations(&Default::default());
                         }
-                        if let Ok(c) = p::decode::<p::CsrReply>("generate_csr", r.clone()) {
+                        if let Ok(c) = p::decode::<p::CsrReply>("generate_csr", r) {
                             let _ = c.bytes();
                         }
-                        let _ = p::decode::<p::ReadBack>("read_back", r.clone());
-                        let _ = p::decode::<p::Proof>("prove", r.clone());
+                        let _ = p::decode::<p::ReadBack>("read_back", r);
+                        let _ = p::decode::<p::Proof>("prove", r);
                         let _ = p::decode::<p::Locked>("lock", r);
                     }
                     Ok(_) => {}

@@ -169,9 +169,13 @@ impl Ui {
         }
     }
 
-    fn json(&self, v: serde_json::Value) {
+    /// One line, serialized into memory first: serde_json writes a line in many small pieces,
+    /// and each piece written to stdout's line buffer costs a lock and a scan for newlines.
+    fn json(&self, v: impl serde::Serialize) {
+        let mut line = serde_json::to_vec(&v).unwrap_or_default();
+        line.push(b'\n');
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{v}");
+        let _ = out.write_all(&line);
         let _ = out.flush();
     }
 
@@ -301,6 +305,127 @@ impl Ui {
     }
 }
 
+/// A `--json` station event, serialized straight from the borrowed values (a device's events
+/// were a serde_json map each, about half the instructions of the JSON stage). serde_json
+/// sorts the keys of a map (no `preserve_order`), so the events always had their keys in
+/// alphabetical order: every struct here declares its fields in that order, which keeps the
+/// output byte for byte what it was (pinned by the tests below;
+/// docs/station-events.schema.json).
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum JsonEvent<'e> {
+    Started {
+        adapter: &'e str,
+        batch: &'e str,
+        event: &'static str,
+        profile: &'e str,
+        station: &'e str,
+    },
+    Waiting {
+        event: &'static str,
+        scan: bool,
+    },
+    Step {
+        device_id: Option<&'e str>,
+        event: &'static str,
+        step: crate::station::Step,
+    },
+    Notice {
+        event: &'static str,
+        message: &'e str,
+    },
+    Device {
+        event: &'static str,
+        outcome: JsonOutcome<'e>,
+    },
+}
+
+impl<'e> JsonEvent<'e> {
+    /// The line for `e`; None for adapter log lines (stderr only).
+    fn of(e: &Event<'e>) -> Option<Self> {
+        Some(match *e {
+            Event::Started {
+                batch,
+                adapter,
+                station,
+                profile,
+            } => Self::Started {
+                adapter,
+                batch,
+                event: "started",
+                profile,
+                station,
+            },
+            Event::Waiting { scan } => Self::Waiting {
+                event: "waiting",
+                scan,
+            },
+            Event::Step { device_id, step } => Self::Step {
+                device_id,
+                event: "step",
+                step,
+            },
+            Event::Notice(message) => Self::Notice {
+                event: "notice",
+                message,
+            },
+            Event::Done(o) => Self::Device {
+                event: "device",
+                outcome: JsonOutcome::of(o),
+            },
+            Event::Log { .. } => return None,
+        })
+    }
+}
+
+/// [`Outcome`] with its members in alphabetical order (see [`JsonEvent`]). Built field by
+/// field, so a member added to `Outcome` fails to compile here until it is placed.
+#[derive(serde::Serialize)]
+struct JsonOutcome<'e> {
+    certfab_ms: u64,
+    certfab_us: u64,
+    device_id: Option<&'e str>,
+    device_ms: u64,
+    device_us: u64,
+    reason: &'e str,
+    reused_certificate: bool,
+    serial: Option<&'e str>,
+    step: crate::station::Step,
+    superseded: Option<&'e str>,
+    verdict: Verdict,
+}
+
+impl<'e> JsonOutcome<'e> {
+    fn of(o: &'e Outcome) -> Self {
+        let Outcome {
+            device_id,
+            verdict,
+            step,
+            reason,
+            serial,
+            reused_certificate,
+            superseded,
+            device_ms,
+            certfab_ms,
+            device_us,
+            certfab_us,
+        } = o;
+        Self {
+            certfab_ms: *certfab_ms,
+            certfab_us: *certfab_us,
+            device_id: device_id.as_deref(),
+            device_ms: *device_ms,
+            device_us: *device_us,
+            reason,
+            reused_certificate: *reused_certificate,
+            serial: serial.as_deref(),
+            step: *step,
+            superseded: superseded.as_deref(),
+            verdict: *verdict,
+        }
+    }
+}
+
 impl Observer for Ui {
     fn event(&mut self, e: Event<'_>) {
         if let Event::Log { source, text } = e {
@@ -308,24 +433,9 @@ impl Observer for Ui {
             return;
         }
         if self.mode == Mode::Json {
-            let v = match &e {
-                Event::Started {
-                    batch,
-                    adapter,
-                    station,
-                    profile,
-                } => {
-                    serde_json::json!({"event": "started", "batch": batch, "adapter": adapter, "station": station, "profile": profile})
-                }
-                Event::Waiting { scan } => serde_json::json!({"event": "waiting", "scan": scan}),
-                Event::Step { device_id, step } => {
-                    serde_json::json!({"event": "step", "device_id": device_id, "step": step})
-                }
-                Event::Notice(n) => serde_json::json!({"event": "notice", "message": n}),
-                Event::Done(o) => serde_json::json!({"event": "device", "outcome": o}),
-                Event::Log { .. } => return,
-            };
-            self.json(v);
+            if let Some(line) = JsonEvent::of(&e) {
+                self.json(line);
+            }
         }
         match e {
             Event::Started {
@@ -447,4 +557,91 @@ fn banner(word: &str) -> Vec<String> {
                 .join("  ")
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::station::Step;
+
+    /// The bytes of one line as `Ui::json` writes it.
+    fn line(v: impl serde::Serialize) -> String {
+        let mut out = serde_json::to_string(&v).unwrap();
+        out.push('\n');
+        out
+    }
+
+    /// Each event kind, byte for byte as the serde_json maps that built them before wrote it.
+    #[test]
+    fn json_events_keep_their_bytes() {
+        let outcome = |serial: Option<&str>, superseded: Option<&str>| Outcome {
+            device_id: Some("SIM-0001 \"ü\"\n".into()),
+            verdict: Verdict::Refused,
+            step: Step::ReadBack,
+            reason: "the device holds a different cert.pem\t\u{1b}[2J".into(),
+            serial: serial.map(str::to_string),
+            reused_certificate: true,
+            superseded: superseded.map(str::to_string),
+            device_ms: 12,
+            certfab_ms: 3,
+            device_us: 12_345,
+            certfab_us: u64::MAX,
+        };
+        let full = outcome(Some("01ab"), Some("01cd"));
+        let empty = outcome(None, None);
+        let cases: Vec<(Event<'_>, serde_json::Value)> = vec![
+            (
+                Event::Started {
+                    batch: "b-1",
+                    adapter: "sim/1.0",
+                    station: "st\u{0}",
+                    profile: "generic-iot",
+                },
+                serde_json::json!({"event": "started", "batch": "b-1", "adapter": "sim/1.0", "station": "st\u{0}", "profile": "generic-iot"}),
+            ),
+            (
+                Event::Waiting { scan: true },
+                serde_json::json!({"event": "waiting", "scan": true}),
+            ),
+            (
+                Event::Waiting { scan: false },
+                serde_json::json!({"event": "waiting", "scan": false}),
+            ),
+            (
+                Event::Step {
+                    device_id: Some("SIM-0001"),
+                    step: Step::GenerateCsr,
+                },
+                serde_json::json!({"event": "step", "device_id": Some("SIM-0001"), "step": Step::GenerateCsr}),
+            ),
+            (
+                Event::Step {
+                    device_id: None,
+                    step: Step::Identify,
+                },
+                serde_json::json!({"event": "step", "device_id": None::<&str>, "step": Step::Identify}),
+            ),
+            (
+                Event::Notice("release: \"x\""),
+                serde_json::json!({"event": "notice", "message": "release: \"x\""}),
+            ),
+            (
+                Event::Done(&full),
+                serde_json::json!({"event": "device", "outcome": &full}),
+            ),
+            (
+                Event::Done(&empty),
+                serde_json::json!({"event": "device", "outcome": &empty}),
+            ),
+        ];
+        for (event, old) in &cases {
+            let new = line(JsonEvent::of(event).unwrap());
+            assert_eq!(new, format!("{old}\n"), "{event:?}");
+        }
+        assert!(JsonEvent::of(&Event::Log {
+            source: LogSource::Stderr,
+            text: "x"
+        })
+        .is_none());
+    }
 }

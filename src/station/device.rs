@@ -1,13 +1,15 @@
 //! The per-device flow (docs/station-protocol.md "The flow certfab runs per device").
 
-use super::protocol::{self, CsrReply, Identity, Locked, Presence, Proof, ReadBack};
+use super::protocol::{
+    self, CsrReply, Identity, InstallFile, Locked, Presence, Proof, ReadBack, Request,
+};
 use super::{
     device_id_of, wants_proof, Adapter, Event, LogSource, Observer, Outcome, StationError,
     StationJob, Step, StepError, Verdict, WAIT_FAILURES, WAIT_POLL,
 };
 use crate::crypto::Signer;
 use crate::issue::record::{self, RecordError};
-use crate::issue::{self, IssueContext, IssueError, KeySource, Request};
+use crate::issue::{self, IssueContext, IssueError, KeySource};
 use crate::ledger::{Attempt, DeviceRow, DeviceState, KeyOrigin, Ledger, StateChange};
 use crate::profile::{IdSource, InstallItem, KeyGen, Vars};
 use base64::Engine;
@@ -147,11 +149,10 @@ impl<S: Signer> Shift<'_, '_, S> {
     fn call<T: for<'de> serde::Deserialize<'de>>(
         &mut self,
         step: Step,
-        op: &str,
-        params: serde_json::Value,
+        req: Request<'_>,
     ) -> Result<T, (Step, StepError)> {
         let rules = &self.job.profile.station;
-        self.adapter.call(op, &params, rules).map_err(|e| (step, e))
+        self.adapter.call(&req, rules).map_err(|e| (step, e))
     }
 
     /// Waits for a device and runs one attempt.
@@ -173,11 +174,8 @@ impl<S: Signer> Shift<'_, '_, S> {
                     return Ok(Next::Stopped);
                 }
                 let timeout_ms = WAIT_POLL.as_millis() as u64;
-                let presence = self.call::<Presence>(
-                    Step::Wait,
-                    "wait_device",
-                    json!({ "timeout_ms": timeout_ms }),
-                );
+                let presence =
+                    self.call::<Presence>(Step::Wait, Request::WaitDevice { timeout_ms });
                 // A line can wait for hours: show what the adapter said while waiting now.
                 self.drain_logs(obs);
                 match presence {
@@ -274,10 +272,17 @@ impl<S: Signer> Shift<'_, '_, S> {
         )?;
         if self.adapter.has("release") {
             self.step(obs, p, Step::Release);
-            if let Err((_, e)) = self.call::<serde_json::Value>(
+            let result = if verdict == Verdict::Pass {
+                "pass"
+            } else {
+                "fail"
+            };
+            if let Err((_, e)) = self.call::<serde::de::IgnoredAny>(
                 Step::Release,
-                "release",
-                json!({"result": if verdict == Verdict::Pass { "pass" } else { "fail" }, "message": reason}),
+                Request::Release {
+                    result,
+                    message: reason,
+                },
             ) {
                 obs.event(Event::Notice(&format!("release: {e}")));
             }
@@ -309,7 +314,7 @@ impl<S: Signer> Shift<'_, '_, S> {
     ) -> Result<String, Stop> {
         self.step(obs, p, Step::Identify);
         let identity: Identity = self
-            .call(Step::Identify, "identify", json!({}))
+            .call(Step::Identify, Request::Identify)
             .map_err(|(s, e)| fail(s, e))?;
         let device_id = device_id_of(self.rules().device_id, &identity, label)
             .map_err(|e| refuse(Step::Identify, e))?;
@@ -469,8 +474,11 @@ impl<S: Signer> Shift<'_, '_, S> {
         self.step(obs, p, Step::GenerateCsr);
         let reply: Result<CsrReply, _> = self.call(
             Step::GenerateCsr,
-            "generate_csr",
-            json!({"new_key": false, "algorithm": self.algorithm, "subject": {"CN": p.device_id}}),
+            Request::GenerateCsr {
+                new_key: false,
+                algorithm: self.algorithm,
+                cn: p.device_id.as_deref(),
+            },
         );
         match reply {
             Ok(r) => {
@@ -498,8 +506,11 @@ impl<S: Signer> Shift<'_, '_, S> {
                 let r: CsrReply = self
                     .call(
                         Step::GenerateCsr,
-                        "generate_csr",
-                        json!({"new_key": true, "algorithm": self.algorithm, "subject": {"CN": device_id}}),
+                        Request::GenerateCsr {
+                            new_key: true,
+                            algorithm: self.algorithm,
+                            cn: Some(device_id),
+                        },
                     )
                     .map_err(|(s, e)| fail(s, e))?;
                 (
@@ -522,7 +533,7 @@ impl<S: Signer> Shift<'_, '_, S> {
             now: crate::clock::whole_seconds(self.job.clock.now()),
             serials: self.job.serials,
         };
-        let req = Request {
+        let req = issue::Request {
             device_id: Some(device_id.to_string()),
             key,
             vars: identity.template_values(),
@@ -657,12 +668,17 @@ impl<S: Signer> Shift<'_, '_, S> {
                 .set_device_state(&self.batch, &profile, device_id, &change)?;
         }
         self.step(obs, p, Step::Install);
-        let payload: Vec<serde_json::Value> = files
+        let payload: Vec<InstallFile<'_>> = files
             .iter()
-            .map(|f| json!({"name": f.name, "kind": f.kind, "content": f.content.as_str(), "sha256": f.sha256}))
+            .map(|f| InstallFile {
+                content: &f.content,
+                kind: f.kind,
+                name: f.name,
+                sha256: &f.sha256,
+            })
             .collect();
         let sent =
-            self.call::<serde_json::Value>(Step::Install, "install", json!({ "files": payload }));
+            self.call::<serde::de::IgnoredAny>(Step::Install, Request::Install { files: &payload });
         drop(payload);
         if let Err((step, e)) = sent {
             // A device that said no holds nothing new; a lost or missing reply may hold it.
@@ -728,7 +744,7 @@ impl<S: Signer> Shift<'_, '_, S> {
                 .collect();
             let names: Vec<&str> = check.iter().map(|f| f.name).collect();
             let rb: ReadBack = self
-                .call(Step::ReadBack, "read_back", json!({ "names": names }))
+                .call(Step::ReadBack, Request::ReadBack { names: &names })
                 .map_err(|(s, e)| fail(s, e))?;
             for f in check {
                 let want = &f.sha256;
@@ -768,7 +784,7 @@ impl<S: Signer> Shift<'_, '_, S> {
         }
         if self.rules().lock {
             self.step(obs, p, Step::Lock);
-            match self.call::<Locked>(Step::Lock, "lock", json!({})) {
+            match self.call::<Locked>(Step::Lock, Request::Lock) {
                 Ok(l) if l.locked => {}
                 Ok(_) => return Err(fail(Step::Lock, "the device did not confirm the lock")),
                 // Already locked: the read-back and the proof have just shown that it holds
@@ -786,7 +802,12 @@ impl<S: Signer> Shift<'_, '_, S> {
         getrandom::getrandom(&mut nonce).map_err(|e| fail(Step::Prove, e))?;
         let b64 = base64::engine::general_purpose::STANDARD;
         let proof: Proof = self
-            .call(Step::Prove, "prove", json!({"nonce": b64.encode(nonce)}))
+            .call(
+                Step::Prove,
+                Request::Prove {
+                    nonce: &b64.encode(nonce),
+                },
+            )
             .map_err(|(s, e)| fail(s, e))?;
         let sig = b64
             .decode(proof.signature.trim())
@@ -828,20 +849,15 @@ fn spki_of_pkcs8(pem: &str) -> Result<Vec<u8>, String> {
         .to_vec())
 }
 
+/// The key in a certificate, taken from its DER without decoding the rest of it.
 fn cert_public_key(der: &[u8]) -> Result<crate::crypto::PublicKey, String> {
-    use der::{Decode, Encode};
-    let cert = x509_cert::Certificate::from_der(der).map_err(|e| e.to_string())?;
-    let spki = cert
-        .tbs_certificate
-        .subject_public_key_info
-        .to_der()
-        .map_err(|e| e.to_string())?;
-    crate::crypto::PublicKey::from_spki_der(&spki).map_err(|e| e.to_string())
+    let spki = crate::x509::cert_spki(der).map_err(|e| e.to_string())?;
+    crate::crypto::PublicKey::from_spki_der(spki).map_err(|e| e.to_string())
 }
 
+/// The certificate's serial as hex of its INTEGER's content octets (a leading 0x00 included,
+/// as a full parse's `serial_number.as_bytes()` gives it), read without decoding the rest of
+/// the certificate.
 fn serial_of(der: &[u8]) -> Option<String> {
-    use der::Decode;
-    x509_cert::Certificate::from_der(der)
-        .ok()
-        .map(|c| hex::encode(c.tbs_certificate.serial_number.as_bytes()))
+    crate::x509::cert_serial(der).ok().map(hex::encode)
 }

@@ -21,20 +21,146 @@ pub const MAX_LOG_LINES: usize = 256;
 /// in flight.
 pub const MAX_LOG_BYTES: usize = 64 * 1024;
 
-/// Encodes one request line (with the trailing LF).
-pub fn request(id: u64, op: &str, params: Value) -> Vec<u8> {
-    let mut obj = Map::new();
-    obj.insert("v".into(), VERSION.into());
-    obj.insert("id".into(), id.into());
-    obj.insert("op".into(), op.into());
-    if let Value::Object(p) = params {
-        for (k, v) in p {
-            obj.entry(k).or_insert(v);
+/// One request certfab sends, its parameters borrowed from the flow (a request line is
+/// written straight from these, with no serde_json map in between).
+#[derive(Debug, Clone, Copy)]
+pub enum Request<'a> {
+    /// `hello`: the versions certfab speaks, its version, the station id.
+    Hello { station: &'a str },
+    /// `wait_device`.
+    WaitDevice { timeout_ms: u64 },
+    /// `identify`.
+    Identify,
+    /// `generate_csr`: a new key (or the one held), of this type, for this CN.
+    GenerateCsr {
+        new_key: bool,
+        algorithm: Option<&'a str>,
+        cn: Option<&'a str>,
+    },
+    /// `install`.
+    Install { files: &'a [InstallFile<'a>] },
+    /// `read_back` of these files.
+    ReadBack { names: &'a [&'a str] },
+    /// `prove` with this base64 nonce.
+    Prove { nonce: &'a str },
+    /// `lock`.
+    Lock,
+    /// `release` with the verdict (`pass`/`fail`) and its reason.
+    Release { result: &'a str, message: &'a str },
+}
+
+impl Request<'_> {
+    /// The operation's protocol name.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Self::Hello { .. } => "hello",
+            Self::WaitDevice { .. } => "wait_device",
+            Self::Identify => "identify",
+            Self::GenerateCsr { .. } => "generate_csr",
+            Self::Install { .. } => "install",
+            Self::ReadBack { .. } => "read_back",
+            Self::Prove { .. } => "prove",
+            Self::Lock => "lock",
+            Self::Release { .. } => "release",
         }
     }
-    let mut line = serde_json::to_vec(&Value::Object(obj)).unwrap_or_default();
-    line.push(b'\n');
-    line
+}
+
+/// One file of an `install` request (members in alphabetical order, see [`write_request`]).
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct InstallFile<'a> {
+    /// The file's text.
+    pub content: &'a str,
+    /// `certificate`, `chain`, `ca`, `config` or `private_key`.
+    pub kind: &'a str,
+    /// File name.
+    pub name: &'a str,
+    /// SHA-256 of `content`, hex.
+    pub sha256: &'a str,
+}
+
+/// `generate_csr.subject`.
+#[derive(serde::Serialize)]
+struct Subject<'a> {
+    #[serde(rename = "CN")]
+    cn: Option<&'a str>,
+}
+
+/// A request line's object: the envelope (`id`, `op`, `v`) and the request's members.
+struct Line<'a> {
+    id: u64,
+    req: &'a Request<'a>,
+}
+
+impl serde::Serialize for Line<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        let (id, op) = (&self.id, self.req.op());
+        // Members in alphabetical order (`v` is always last): the order certfab's lines have
+        // always had, since serde_json's maps sort their keys.
+        match *self.req {
+            Request::Hello { station } => {
+                m.serialize_entry("certfab", env!("CARGO_PKG_VERSION"))?;
+                m.serialize_entry("id", id)?;
+                m.serialize_entry("op", op)?;
+                m.serialize_entry("protocol", &[VERSION])?;
+                m.serialize_entry("station", station)?;
+            }
+            Request::WaitDevice { timeout_ms } => {
+                m.serialize_entry("id", id)?;
+                m.serialize_entry("op", op)?;
+                m.serialize_entry("timeout_ms", &timeout_ms)?;
+            }
+            Request::Identify | Request::Lock => {
+                m.serialize_entry("id", id)?;
+                m.serialize_entry("op", op)?;
+            }
+            Request::GenerateCsr {
+                new_key,
+                algorithm,
+                cn,
+            } => {
+                m.serialize_entry("algorithm", &algorithm)?;
+                m.serialize_entry("id", id)?;
+                m.serialize_entry("new_key", &new_key)?;
+                m.serialize_entry("op", op)?;
+                m.serialize_entry("subject", &Subject { cn })?;
+            }
+            Request::Install { files } => {
+                m.serialize_entry("files", files)?;
+                m.serialize_entry("id", id)?;
+                m.serialize_entry("op", op)?;
+            }
+            Request::ReadBack { names } => {
+                m.serialize_entry("id", id)?;
+                m.serialize_entry("names", names)?;
+                m.serialize_entry("op", op)?;
+            }
+            Request::Prove { nonce } => {
+                m.serialize_entry("id", id)?;
+                m.serialize_entry("nonce", nonce)?;
+                m.serialize_entry("op", op)?;
+            }
+            Request::Release { result, message } => {
+                m.serialize_entry("id", id)?;
+                m.serialize_entry("message", message)?;
+                m.serialize_entry("op", op)?;
+                m.serialize_entry("result", result)?;
+            }
+        }
+        m.serialize_entry("v", &VERSION)?;
+        m.end()
+    }
+}
+
+/// Writes one request line (with the trailing LF) into `out`, which is cleared first: the
+/// client reuses one buffer for every request and sends each line in one write.
+pub fn write_request(out: &mut Vec<u8>, id: u64, req: &Request<'_>) {
+    out.clear();
+    // Writing into a Vec cannot fail, and every member is a string, number, bool or null.
+    let _ = serde_json::to_writer(&mut *out, &Line { id, req });
+    out.push(b'\n');
 }
 
 /// Splits a byte stream into lines, bounded by [`MAX_LINE`].
@@ -154,13 +280,99 @@ pub enum Frame {
     Reply {
         /// Request id.
         id: u64,
-        /// Result members, or the error.
-        result: Result<Map<String, Value>, AdapterError>,
+        /// Success (its members are decoded from the line by [`decode`]), or the error.
+        result: Result<(), AdapterError>,
     },
     /// A log line.
     Log { level: LogLevel, text: String },
     /// Not JSON, before the adapter greeted: a boot banner, skipped.
     Noise,
+}
+
+/// The members of an adapter line that say what it is. Every other member is skipped
+/// without being built: a reply's result members are decoded from the same line into their
+/// own type by [`decode`], so a reply is parsed into typed values once instead of into a
+/// serde_json map first and from that map again.
+#[derive(Default)]
+struct Envelope {
+    v: Option<Value>,
+    id: Option<Value>,
+    ok: Option<Value>,
+    log: Option<Value>,
+    level: Option<Value>,
+    error: Option<Value>,
+}
+
+/// A member name of [`Envelope`], or another.
+enum Key {
+    V,
+    Id,
+    Ok,
+    Log,
+    Level,
+    Error,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = Key;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_str<E>(self, k: &str) -> Result<Key, E> {
+                Ok(match k {
+                    "v" => Key::V,
+                    "id" => Key::Id,
+                    "ok" => Key::Ok,
+                    "log" => Key::Log,
+                    "level" => Key::Level,
+                    "error" => Key::Error,
+                    _ => Key::Other,
+                })
+            }
+        }
+        d.deserialize_identifier(Visit)
+    }
+}
+
+impl<'de> Deserialize<'de> for Envelope {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Envelope;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Envelope, A::Error> {
+                let mut e = Envelope::default();
+                while let Some(key) = map.next_key::<Key>()? {
+                    let slot = match key {
+                        Key::V => &mut e.v,
+                        Key::Id => &mut e.id,
+                        Key::Ok => &mut e.ok,
+                        Key::Log => &mut e.log,
+                        Key::Level => &mut e.level,
+                        Key::Error => &mut e.error,
+                        Key::Other => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    // A member given twice: the last one counts, as in a serde_json map (a
+                    // `null` is kept: `"log":null` is a log line).
+                    *slot = Some(map.next_value()?);
+                }
+                Ok(e)
+            }
+        }
+        d.deserialize_map(Visit)
+    }
 }
 
 /// Classifies a line. `greeted`: the adapter has answered `hello`, so non-JSON is garbage.
@@ -169,42 +381,43 @@ pub fn parse_line(line: &[u8], greeted: bool) -> Result<Frame, String> {
     if trimmed.is_empty() || (!greeted && trimmed.first() != Some(&b'{')) {
         return Ok(Frame::Noise);
     }
-    let v: Value = serde_json::from_slice(trimmed)
-        .map_err(|_| format!("adapter sent garbage: {}", sample(trimmed)))?;
-    let Value::Object(mut obj) = v else {
-        return Err(format!(
-            "adapter sent a JSON value that is not an object: {}",
-            sample(trimmed)
-        ));
-    };
-    if obj.get("v").and_then(Value::as_u64) != Some(VERSION) {
+    let garbage = || format!("adapter sent garbage: {}", sample(trimmed));
+    if trimmed.first() != Some(&b'{') {
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(trimmed) {
+                Ok(_) => format!(
+                    "adapter sent a JSON value that is not an object: {}",
+                    sample(trimmed)
+                ),
+                Err(_) => garbage(),
+            },
+        );
+    }
+    // Skipped members are not checked for UTF-8 by serde_json: the whole line is, first.
+    let text = std::str::from_utf8(trimmed).map_err(|_| garbage())?;
+    let env: Envelope = serde_json::from_str(text).map_err(|_| garbage())?;
+    if env.v.as_ref().and_then(Value::as_u64) != Some(VERSION) {
         return Err(format!("adapter line without \"v\":1: {}", sample(trimmed)));
     }
-    if let Some(text) = obj.get("log") {
+    if let Some(text) = env.log {
         return Ok(Frame::Log {
-            level: LogLevel::parse(obj.get("level").and_then(Value::as_str)),
-            text: text
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| text.to_string()),
+            level: LogLevel::parse(env.level.as_ref().and_then(Value::as_str)),
+            text: match text {
+                Value::String(s) => s,
+                other => other.to_string(),
+            },
         });
     }
-    let Some(id) = obj.get("id").and_then(Value::as_u64) else {
+    let Some(id) = env.id.as_ref().and_then(Value::as_u64) else {
         return Err(format!(
             "adapter reply without a numeric id: {}",
             sample(trimmed)
         ));
     };
-    let result = match obj.get("ok") {
-        Some(Value::Bool(true)) => {
-            for k in ["v", "id", "ok"] {
-                obj.remove(k);
-            }
-            Ok(obj)
-        }
-        Some(Value::Bool(false)) => Err(obj
-            .get("error")
-            .cloned()
+    let result = match env.ok {
+        Some(Value::Bool(true)) => Ok(()),
+        Some(Value::Bool(false)) => Err(env
+            .error
             .and_then(|e| serde_json::from_value(e).ok())
             .unwrap_or(AdapterError {
                 code: "device_error".into(),
@@ -231,12 +444,11 @@ pub fn sample(bytes: &[u8]) -> String {
     out
 }
 
-/// Decodes a result into its typed form, naming the operation on failure.
-pub fn decode<T: for<'de> Deserialize<'de>>(
-    op: &str,
-    result: Map<String, Value>,
-) -> Result<T, String> {
-    serde_json::from_value(Value::Object(result))
+/// Decodes the result members of a reply line that [`parse_line`] classified as a success
+/// into their typed form, naming the operation on failure. The envelope members (`v`, `id`,
+/// `ok`) are not members of any result type, so they are skipped like any unknown member.
+pub fn decode<T: for<'de> Deserialize<'de>>(op: &str, line: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(line)
         .map_err(|e| format!("adapter's {op} reply does not fit protocol v1: {e}"))
 }
 
@@ -405,13 +617,101 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// How request lines were built before [`write_request`]: a serde_json map of the
+    /// envelope and the parameters (which sorts its keys).
+    fn old_request(id: u64, op: &str, params: Value) -> Vec<u8> {
+        let mut obj = Map::new();
+        obj.insert("v".into(), VERSION.into());
+        obj.insert("id".into(), id.into());
+        obj.insert("op".into(), op.into());
+        if let Value::Object(p) = params {
+            for (k, v) in p {
+                obj.entry(k).or_insert(v);
+            }
+        }
+        let mut line = serde_json::to_vec(&Value::Object(obj)).unwrap();
+        line.push(b'\n');
+        line
+    }
+
+    /// Every request, byte for byte as the map construction wrote it.
     #[test]
-    fn request_lines() {
-        let line = request(7, "install", json!({"files": [], "op": "evil", "id": 1}));
-        let v: Value = serde_json::from_slice(&line).unwrap();
-        assert_eq!(v["id"], 7);
-        assert_eq!(v["op"], "install", "params cannot override the envelope");
-        assert_eq!(line.last(), Some(&b'\n'));
+    fn request_lines_keep_their_bytes() {
+        let files = [
+            InstallFile {
+                content: "-----BEGIN CERTIFICATE-----\nMIIB\u{1}\"\\\n",
+                kind: "certificate",
+                name: "cert.pem",
+                sha256: "ab01",
+            },
+            InstallFile {
+                content: "{\n  \"k\": \"ü\"\n}\n",
+                kind: "config",
+                name: "config.json",
+                sha256: "cd02",
+            },
+        ];
+        let names = ["cert.pem", "chain.pem"];
+        let cases: Vec<(Request<'_>, Value)> = vec![
+            (
+                Request::Hello {
+                    station: "line-1 \"a\"",
+                },
+                json!({"protocol": [VERSION], "certfab": env!("CARGO_PKG_VERSION"), "station": "line-1 \"a\""}),
+            ),
+            (
+                Request::WaitDevice { timeout_ms: 2000 },
+                json!({"timeout_ms": 2000u64}),
+            ),
+            (Request::Identify, json!({})),
+            (
+                Request::GenerateCsr {
+                    new_key: true,
+                    algorithm: Some("p256"),
+                    cn: Some("SIM-0001"),
+                },
+                json!({"new_key": true, "algorithm": Some("p256"), "subject": {"CN": Some("SIM-0001")}}),
+            ),
+            (
+                Request::GenerateCsr {
+                    new_key: false,
+                    algorithm: None,
+                    cn: None,
+                },
+                json!({"new_key": false, "algorithm": None::<&str>, "subject": {"CN": None::<String>}}),
+            ),
+            (
+                Request::Install { files: &files },
+                json!({"files": files.iter().map(|f| json!({"name": f.name, "kind": f.kind, "content": f.content, "sha256": f.sha256})).collect::<Vec<_>>()}),
+            ),
+            (
+                Request::Install { files: &[] },
+                json!({"files": Vec::<Value>::new()}),
+            ),
+            (Request::ReadBack { names: &names }, json!({"names": names})),
+            (
+                Request::Prove { nonce: "AAEC/w==" },
+                json!({"nonce": "AAEC/w=="}),
+            ),
+            (Request::Lock, json!({})),
+            (
+                Request::Release {
+                    result: "fail",
+                    message: "read back: \"x\"\n",
+                },
+                json!({"result": "fail", "message": "read back: \"x\"\n"}),
+            ),
+        ];
+        let mut line = b"left over from the previous request".to_vec();
+        for (i, (req, params)) in cases.into_iter().enumerate() {
+            let id = i as u64 * 1000 + 7;
+            write_request(&mut line, id, &req);
+            assert_eq!(
+                String::from_utf8_lossy(&line),
+                String::from_utf8_lossy(&old_request(id, req.op(), params)),
+                "{req:?}"
+            );
+        }
     }
 
     #[test]
@@ -434,16 +734,24 @@ mod tests {
         );
         assert!(parse_line(b"Booting Zephyr OS", true).is_err());
         assert!(parse_line(b"{not json", false).is_err());
-        let r = parse_line(br#"{"v":1,"id":3,"ok":true,"present":true}"#, true).unwrap();
+        let line = br#"{"v":1,"id":3,"ok":true,"present":true}"#;
+        let r = parse_line(line, true).unwrap();
         let Frame::Reply {
             id: 3,
-            result: Ok(m),
+            result: Ok(()),
         } = r
         else {
             panic!("{r:?}")
         };
-        assert_eq!(m.get("present"), Some(&Value::Bool(true)));
-        assert!(!m.contains_key("ok"));
+        let p: Presence = decode("wait_device", line).unwrap();
+        assert!(p.present && !p.end);
+        let e = decode::<Presence>("wait_device", br#"{"v":1,"id":3,"ok":true}"#).unwrap_err();
+        assert!(
+            e.starts_with(
+                "adapter's wait_device reply does not fit protocol v1: missing field `present`"
+            ),
+            "{e}"
+        );
         let r = parse_line(
             br#"{"v":1,"id":4,"ok":false,"error":{"code":"busy","retry":true}}"#,
             true,
@@ -462,7 +770,64 @@ mod tests {
         ));
         assert!(parse_line(br#"{"v":2,"id":1,"ok":true}"#, true).is_err());
         assert!(parse_line(br#"{"v":1,"ok":true}"#, true).is_err());
-        assert!(parse_line(br#"[1,2]"#, true).is_err());
+        assert!(parse_line(br#"[1,2]"#, true)
+            .unwrap_err()
+            .contains("not an object"));
+        assert!(parse_line(br#"[1,2"#, true)
+            .unwrap_err()
+            .contains("garbage"));
+    }
+
+    /// The envelope is read as the serde_json map read it: the last of a repeated member
+    /// counts, `"log":null` is a log line, members of other types are refused with the same
+    /// words, and a line that is not UTF-8 anywhere is garbage.
+    #[test]
+    fn envelope_reads_like_a_map() {
+        let reply = |l: &[u8]| parse_line(l, true);
+        assert!(matches!(
+            reply(br#"{"v":1,"id":1,"id":9,"ok":false,"ok":true}"#),
+            Ok(Frame::Reply {
+                id: 9,
+                result: Ok(())
+            })
+        ));
+        assert_eq!(
+            reply(br#"{"v":1,"log":null,"level":3}"#).unwrap(),
+            Frame::Log {
+                level: LogLevel::Info,
+                text: "null".into()
+            }
+        );
+        assert_eq!(
+            reply(br#"{"v":1,"log":{"a":[1]},"level":"error"}"#).unwrap(),
+            Frame::Log {
+                level: LogLevel::Error,
+                text: r#"{"a":[1]}"#.into()
+            }
+        );
+        assert!(reply(br#"{"v":"1","id":1,"ok":true}"#)
+            .unwrap_err()
+            .contains("without \"v\":1"));
+        assert!(reply(br#"{"v":1,"id":-1,"ok":true}"#)
+            .unwrap_err()
+            .contains("numeric id"));
+        assert!(reply(br#"{"v":1,"id":1,"ok":"yes"}"#)
+            .unwrap_err()
+            .contains("\"ok\": true/false"));
+        assert!(matches!(
+            reply(br#"{"v":1,"id":2,"ok":false,"error":"busy"}"#),
+            Ok(Frame::Reply {
+                id: 2,
+                result: Err(AdapterError { ref code, .. })
+            }) if code == "device_error"
+        ));
+        let mut bad = br#"{"v":1,"id":1,"ok":true,"x":"?"}"#.to_vec();
+        let q = bad.iter().position(|&b| b == b'?').unwrap();
+        bad[q] = 0xff;
+        assert!(reply(&bad).unwrap_err().contains("garbage"));
+        assert!(reply(br#"{"v":1,"id":1,"ok":true,"x":"a"#)
+            .unwrap_err()
+            .contains("garbage"));
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub use cert::{CaCert, CaError};
 pub use name::{any_text, attr_text, name, AttrType, MATTER_PID, MATTER_VID};
 pub use oid::parse_oid;
 pub use serial::{new_serial, FixedSerials, RandomSerials, SerialSource, RANDOM_BYTES};
-pub use signed::{cert_serial, pem, split_signed};
+pub use signed::{cert_serial, cert_spki, pem, split_signed};
 pub use tbs::{
     assemble, authority_key_id, basic_constraints, build_tbs, extended_key_usage,
     hardware_module_name, ia5, key_usage, subject_alt_name, subject_key_id, BuildError, CertSpec,

@@ -43,6 +43,43 @@ pub fn cert_serial(der: &[u8]) -> der::Result<&[u8]> {
     r.read_slice(h.length)
 }
 
+/// A certificate's SubjectPublicKeyInfo as it stands in the certificate (its DER, header
+/// included), read without decoding the rest: a station checks each device's proof of
+/// possession with its certificate's key, and a full decode of the certificate cost more
+/// than taking the key from it.
+pub fn cert_spki(der: &[u8]) -> der::Result<&[u8]> {
+    let (tbs, _, _) = split_signed(der)?;
+    let mut r = SliceReader::new(tbs)?;
+    der::Header::decode(&mut r)?
+        .tag
+        .assert_eq(der::Tag::Sequence)?;
+    let mut h = der::Header::decode(&mut r)?;
+    if h.tag
+        == (der::Tag::ContextSpecific {
+            constructed: true,
+            number: der::TagNumber::N0,
+        })
+    {
+        // [0] EXPLICIT version
+        r.read_slice(h.length)?;
+        h = der::Header::decode(&mut r)?;
+    }
+    h.tag.assert_eq(der::Tag::Integer)?;
+    r.read_slice(h.length)?;
+    // signature, issuer, validity, subject
+    for _ in 0..4 {
+        let h = der::Header::decode(&mut r)?;
+        h.tag.assert_eq(der::Tag::Sequence)?;
+        r.read_slice(h.length)?;
+    }
+    let start: usize = r.position().try_into()?;
+    let h = der::Header::decode(&mut r)?;
+    h.tag.assert_eq(der::Tag::Sequence)?;
+    r.read_slice(h.length)?;
+    let end: usize = r.position().try_into()?;
+    Ok(&tbs[start..end])
+}
+
 /// PEM text for a certificate.
 pub fn pem(der: &[u8]) -> String {
     pem_rfc7468::encode_string("CERTIFICATE", pem_rfc7468::LineEnding::LF, der).unwrap_or_default()
@@ -57,13 +94,15 @@ mod tests {
     use x509_parser::prelude::*;
 
     /// The serial read from the DER is x509-parser's `raw_serial`, with and without a leading
-    /// zero octet (a serial whose top bit is set).
+    /// zero octet (a serial whose top bit is set, given with or without it); the key read
+    /// from it is x509-cert's SubjectPublicKeyInfo, encoded.
     #[test]
-    fn cert_serial_is_the_parsers_raw_serial() {
+    fn cert_serial_and_spki_are_the_parsers() {
         let key = SoftSigner::generate_p256();
         for serial in [
             vec![0x42, 0x01],
             vec![0x00, 0x80, 0x01, 0x02],
+            vec![0x80, 0x01],
             vec![0x01; 20],
         ] {
             let tbs = build_tbs(&CertSpec {
@@ -83,7 +122,20 @@ mod tests {
                 cert_serial(&der).unwrap(),
                 parsed.tbs_certificate.raw_serial()
             );
+            // And x509-cert's, whose hex station mode printed and stored before it read the
+            // serial this way.
+            let cert = <x509_cert::Certificate as der::Decode>::from_der(&der).unwrap();
+            assert_eq!(
+                cert_serial(&der).unwrap(),
+                cert.tbs_certificate.serial_number.as_bytes()
+            );
+            assert_eq!(
+                cert_spki(&der).unwrap(),
+                der::Encode::to_der(&cert.tbs_certificate.subject_public_key_info).unwrap()
+            );
+            assert_eq!(cert_spki(&der).unwrap(), key.public_key().spki_der());
         }
         assert!(cert_serial(b"\x30\x03\x02\x01\x01").is_err());
+        assert!(cert_spki(b"\x30\x03\x02\x01\x01").is_err());
     }
 }
