@@ -78,6 +78,17 @@ fn every_signature_accounted_for() {
     line.verification_cert("REGCODE123", &line.file("verification.pem"));
 
     let made = spy_signatures(&log);
+    // Counted another way, which no interleaving can cut (a call's header is one write): each
+    // certfab signature is two C_Sign calls, the length query and the signature.
+    let calls = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            l.split_once(": ")
+                .is_some_and(|(n, f)| f == "C_Sign" && n.parse::<u64>().is_ok())
+        })
+        .count() as u64;
+    assert_eq!(calls, 2 * made, "C_Sign calls against signatures");
     // 51 certificates, a CRL, a manifest, two checkpoints, a verification certificate, and a
     // self-test each time a key was opened.
     assert!(made > 51 + 5, "only {made} signatures in the spy log");
