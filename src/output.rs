@@ -537,10 +537,12 @@ impl OutDir {
     /// left here ([`OutDir::remove_stale_temps`]). The exclusive `flock` on the directory is held
     /// until this `OutDir` is dropped, so two commands writing into one directory (two batches
     /// on a central ledger, an export beside a batch) cannot remove each other's live
-    /// temporaries: the second is refused, naming the directory. Returns how many were removed.
+    /// temporaries: the second is refused, naming the directory. A filesystem that cannot lock
+    /// a directory (NFS emulates `flock` with byte-range locks, which need a descriptor open for
+    /// writing) is used unlocked, as before the lock existed. Returns how many were removed.
     pub fn take_for_writing(&self) -> Result<usize, WriteError> {
         match rfs::flock(&self.fd, rfs::FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => {}
+            Ok(()) | Err(Errno::NOLCK | Errno::OPNOTSUPP | Errno::BADF | Errno::INVAL) => {}
             Err(Errno::WOULDBLOCK) => {
                 return Err(WriteError {
                     path: self.path.clone(),
