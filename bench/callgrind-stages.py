@@ -39,15 +39,12 @@ def total(path):
 
 def fn_name(entry):
     # "file:function (Nx) [object]" -> function
-    name = re.sub(r" \(\d+x\)$", "", entry.split(" [")[0])
-    if re.match(r"^[^<:]*\.(rs|c|cpp|h|S|s)?:|^\?\?\?:", name):
+    name = re.sub(r" \(\d+x\)$", "", entry.split(" [")[0].strip())
+    if re.match(r"^[^<:]*\.(rs|c|cpp|cc|h|S|s)?:|^\?\?\?:", name):
         name = name.split(":", 1)[1]
     return name
 
 
-# (stage, regexes on the function name): a stage is the sum over its regexes of the largest
-# inclusive cost of a function matching each. Release builds name methods `a::B::f`, debug
-# builds `<a::B>::f`: both are matched.
 def m(path):
     """`certfab::x::T::f` matching both `certfab::x::T::f` and `<certfab::x::T>::f`."""
     head, f = path.rsplit("::", 1)

@@ -15,6 +15,7 @@ allocator is the self cost of malloc/free and friends wherever they are called f
 inside the stages too, so it is not added to them). certfab's own instructions are the program's
 minus what SoftHSM executes inside C_SignInit/C_Sign (on a real HSM that runs in the token).
 """
+import importlib.util
 import json
 import os
 import platform
@@ -25,13 +26,13 @@ HEAD = re.compile(r"^\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+\*\s+(.*)$")
 CALLEE = re.compile(r"^\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+>\s+(.*)$")
 SELF = re.compile(r"^\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+(.*)$")
 
-
-def fn_name(entry):
-    # "file:function (Nx) [object]" -> function
-    name = re.sub(r" \(\d+x\)$", "", entry.split(" [")[0].strip())
-    if re.match(r"^[^<:]*\.(rs|c|cpp|cc|h|S|s)?:|^\?\?\?:", name):
-        name = name.split(":", 1)[1]
-    return name
+# The batch script's reader of callgrind_annotate output (function names, program totals).
+_spec = importlib.util.spec_from_file_location(
+    "callgrind_stages", os.path.join(os.path.dirname(os.path.abspath(__file__)), "callgrind-stages.py")
+)
+_stages = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_stages)
+fn_name, total = _stages.fn_name, _stages.total
 
 
 def tree(path):
@@ -55,14 +56,6 @@ def tree(path):
         if not line.strip() or line.startswith("-"):
             cur = None
     return funcs
-
-
-def total(path):
-    for line in open(path, encoding="utf-8", errors="replace"):
-        m = re.match(r"^\s*([\d,]+)\s+\(100\.0+%\)\s+PROGRAM TOTALS", line)
-        if m:
-            return int(m.group(1).replace(",", ""))
-    raise SystemExit(f"no PROGRAM TOTALS in {path}")
 
 
 def m(path):

@@ -23,6 +23,12 @@ pub fn split_signed(der: &[u8]) -> der::Result<(&[u8], spki::AlgorithmIdentifier
 /// `raw_serial` gives), read without decoding the rest of the certificate: writing a batch's
 /// bundle line needs only the serial, and a full parse per device cost as much as the line.
 pub fn cert_serial(der: &[u8]) -> der::Result<&[u8]> {
+    tbs_past_serial(der).map(|(_, _, serial)| serial)
+}
+
+/// A certificate's TBS, a reader over it just past the serial number, and the serial's
+/// content octets: the walk [`cert_serial`] and [`cert_spki`] share.
+fn tbs_past_serial(der: &[u8]) -> der::Result<(&[u8], SliceReader<'_>, &[u8])> {
     let (tbs, _, _) = split_signed(der)?;
     let mut r = SliceReader::new(tbs)?;
     der::Header::decode(&mut r)?
@@ -40,7 +46,8 @@ pub fn cert_serial(der: &[u8]) -> der::Result<&[u8]> {
         h = der::Header::decode(&mut r)?;
     }
     h.tag.assert_eq(der::Tag::Integer)?;
-    r.read_slice(h.length)
+    let serial = r.read_slice(h.length)?;
+    Ok((tbs, r, serial))
 }
 
 /// A certificate's SubjectPublicKeyInfo as it stands in the certificate (its DER, header
@@ -48,24 +55,7 @@ pub fn cert_serial(der: &[u8]) -> der::Result<&[u8]> {
 /// possession with its certificate's key, and a full decode of the certificate cost more
 /// than taking the key from it.
 pub fn cert_spki(der: &[u8]) -> der::Result<&[u8]> {
-    let (tbs, _, _) = split_signed(der)?;
-    let mut r = SliceReader::new(tbs)?;
-    der::Header::decode(&mut r)?
-        .tag
-        .assert_eq(der::Tag::Sequence)?;
-    let mut h = der::Header::decode(&mut r)?;
-    if h.tag
-        == (der::Tag::ContextSpecific {
-            constructed: true,
-            number: der::TagNumber::N0,
-        })
-    {
-        // [0] EXPLICIT version
-        r.read_slice(h.length)?;
-        h = der::Header::decode(&mut r)?;
-    }
-    h.tag.assert_eq(der::Tag::Integer)?;
-    r.read_slice(h.length)?;
+    let (tbs, mut r, _) = tbs_past_serial(der)?;
     // signature, issuer, validity, subject
     for _ in 0..4 {
         let h = der::Header::decode(&mut r)?;
