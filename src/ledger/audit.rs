@@ -234,15 +234,20 @@ fn read_head(tx: &Tx<'_>, head: &mut AuditHead, station: &str) -> Result<(), Led
     if head.read_in == Some(tx.id()) {
         return Ok(());
     }
-    // The chain's head and this station's last number in one round trip.
-    let (last, prev, station_seq): (Option<i64>, Option<String>, i64) = tx.one(
-        "SELECT h.seq, h.hash,
+    // Read with the lock when the transaction began (PostgreSQL), or now: the chain's head and
+    // this station's last number in one round trip.
+    let (last, prev, station_seq): (Option<i64>, Option<String>, i64) =
+        match tx.prefetched_head(station) {
+            Some(h) => h,
+            None => tx.one(
+                "SELECT h.seq, h.hash,
                 (SELECT COALESCE(MAX(station_seq), 0) FROM audit WHERE station = ?1)
          FROM (SELECT 1 AS one) AS o
          LEFT JOIN (SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1) AS h ON TRUE",
-        p![station],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )?;
+                p![station],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?,
+        };
     head.seq = last.unwrap_or(0);
     head.hash = prev.unwrap_or_else(|| GENESIS.into());
     head.station_seq = station_seq;

@@ -182,7 +182,24 @@ pub(crate) struct Pg {
     /// The synchronous write sent with each `COMMIT` (see the module doc); none before the
     /// process has a lease (migrations, read-only opens): then commits are synchronous.
     barrier: Option<String>,
+    /// The station whose audit head each write transaction reads in its first round trip
+    /// ([`Conn::prefetch_audit_head`]); none before the schema is known to have the audit table.
+    head_station: Option<String>,
+    /// The audit head read with the lock in the current write transaction: (transaction id,
+    /// station, last seq, last hash, the station's last number).
+    prefetched: Option<Prefetched>,
 }
+
+/// An audit head read in a transaction's first round trip (see [`Pg::prefetched`]).
+type Prefetched = (u64, String, Option<i64>, Option<String>, i64);
+
+/// The chain's head and the station's last number (as `audit::read_head` asks for them), the
+/// station named by the session setting `certfab.station`: a simple query can carry no
+/// parameters, and a station id must not be pasted into SQL text.
+const HEAD_SQL: &str = "SELECT h.seq, h.hash,
+        (SELECT COALESCE(MAX(station_seq), 0) FROM audit WHERE station = current_setting('certfab.station'))
+ FROM (SELECT 1 AS one) AS o
+ LEFT JOIN (SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1) AS h ON TRUE";
 
 /// An open database.
 pub(crate) enum Conn {
@@ -322,7 +339,25 @@ impl Conn {
             client,
             stmts: HashMap::new(),
             barrier: None,
+            head_station: None,
+            prefetched: None,
         })))
+    }
+
+    /// From now on, each write transaction reads `station`'s audit head in the round trip
+    /// that begins it and takes the writers' lock, instead of one more round trip when its first
+    /// event is appended (three per station device). PostgreSQL only; call once the schema
+    /// has the audit table.
+    pub(crate) fn prefetch_audit_head(&self, station: &str) -> Result<(), LedgerError> {
+        if let Conn::Pg(pg) = self {
+            let mut pg = pg.borrow_mut();
+            pg.client.execute(
+                "SELECT set_config('certfab.station', $1, false)",
+                &[&station],
+            )?;
+            pg.head_station = Some(station.to_string());
+        }
+        Ok(())
     }
 
     /// From now on, write transactions commit asynchronously, each followed in the same
@@ -474,9 +509,30 @@ impl Conn {
                     open: true,
                     id: next_tx_id(),
                 };
-                self.batch(&format!(
-                    "BEGIN;{lazy} SELECT pg_advisory_xact_lock({WRITER_LOCK})"
-                ))?;
+                let begin = format!("BEGIN;{lazy} SELECT pg_advisory_xact_lock({WRITER_LOCK})");
+                let mut pg = pg.borrow_mut();
+                pg.prefetched = None;
+                let Some(station) = pg.head_station.clone() else {
+                    pg.client.batch_execute(&begin)?;
+                    return Ok(tx);
+                };
+                // The head is read after the lock, in the same transaction: it stays true
+                // until the commit, as `audit::read_head`'s own query would be.
+                let mut head = None;
+                for m in pg.client.simple_query(&format!("{begin}; {HEAD_SQL}"))? {
+                    if let postgres::SimpleQueryMessage::Row(r) = m {
+                        if r.len() == 3 {
+                            head = Some((
+                                r.get(0).map(str::parse::<i64>).transpose(),
+                                r.get(1).map(str::to_string),
+                                r.get(2).map(str::parse::<i64>).transpose(),
+                            ));
+                        }
+                    }
+                }
+                if let Some((Ok(seq), hash, Ok(Some(station_seq)))) = head {
+                    pg.prefetched = Some((tx.id, station, seq, hash, station_seq));
+                }
                 return Ok(tx);
             }
         }
@@ -587,6 +643,23 @@ impl Tx<'_> {
     /// This transaction's id (see [`Tx::id`]'s field).
     pub(crate) fn id(&self) -> u64 {
         self.id
+    }
+
+    /// `station`'s audit head as this transaction's first round trip read it
+    /// ([`Conn::prefetch_audit_head`]): the last seq and hash, and the station's last number.
+    pub(crate) fn prefetched_head(
+        &self,
+        station: &str,
+    ) -> Option<(Option<i64>, Option<String>, i64)> {
+        let Conn::Pg(pg) = self.conn else {
+            return None;
+        };
+        match pg.borrow_mut().prefetched.take() {
+            Some((id, s, seq, hash, station_seq)) if id == self.id && s == station => {
+                Some((seq, hash, station_seq))
+            }
+            _ => None,
+        }
     }
 
     /// Commits, durably when it returns (SQLite: fsync'd under `synchronous=FULL`;

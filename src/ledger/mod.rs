@@ -601,6 +601,7 @@ impl Ledger {
         let head = AuditHead::load(&conn, station, clock.clone())?;
         let lease = lease::take(&conn, station, &stamp(&*clock))?;
         conn.flush_through_lease(lease);
+        conn.prefetch_audit_head(station)?;
         let mut ledger = Self {
             conn,
             location: LedgerLocation::Postgres(t),

@@ -27,14 +27,15 @@ fn item12_station_overhead_round_trips_lock_and_flushes() {
     assert_eq!(passed, n, "every device passes");
     let per = |x: f64| x / n as f64;
     // Before issue 12's work, with this shift's own statements: 37.0 round trips per
-    // device, 32.0 of them holding the lock; 25.6 and 23.8 after.
+    // device, 32.0 of them holding the lock; 25.6 and 23.8 after; 22.4 and 20.6 since the
+    // audit head is read in the round trip that begins each transaction.
     assert!(
-        per(s.trips as f64) <= 27.0,
+        per(s.trips as f64) <= 24.0,
         "{:.1} round trips per device",
         per(s.trips as f64)
     );
     assert!(
-        per(s.trips_in_lock as f64) <= 25.0,
+        per(s.trips_in_lock as f64) <= 22.0,
         "{:.1} round trips per device holding the writers' lock",
         per(s.trips_in_lock as f64)
     );
