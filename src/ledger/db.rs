@@ -355,6 +355,10 @@ impl Conn {
                 "SELECT set_config('certfab.station', $1, false)",
                 &[&station],
             )?;
+            // Planned once for the session: a statement in a simple query is planned anew
+            // each time, which cost more than the round trip it saves.
+            pg.client
+                .batch_execute(&format!("PREPARE certfab_head AS {HEAD_SQL}"))?;
             pg.head_station = Some(station.to_string());
         }
         Ok(())
@@ -519,7 +523,10 @@ impl Conn {
                 // The head is read after the lock, in the same transaction: it stays true
                 // until the commit, as `audit::read_head`'s own query would be.
                 let mut head = None;
-                for m in pg.client.simple_query(&format!("{begin}; {HEAD_SQL}"))? {
+                for m in pg
+                    .client
+                    .simple_query(&format!("{begin}; EXECUTE certfab_head"))?
+                {
                     if let postgres::SimpleQueryMessage::Row(r) = m {
                         if r.len() == 3 {
                             head = Some((
